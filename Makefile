@@ -1,0 +1,30 @@
+# Everything the project needs is installed by these targets into .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+JOBS ?= 2
+
+.PHONY: install demo test test-all bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*; touch $@
+
+demo: install
+	$(PY) examples/demo.py
+
+test: install
+	$(PY) -m pytest -q -n $(JOBS) --durations=15
+
+test-all: install
+	$(PY) -m pytest -q -n $(JOBS) -m "" --durations=25
+
+bench: install
+	$(PY) benchmarks/e2e_fp32.py --threads 1 2
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

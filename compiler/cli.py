@@ -1,0 +1,158 @@
+"""The `compile` command line. Exit codes: 0 ok, 1 internal error, 2 invalid model or input,
+3 unsupported, 4 backend tool failed, 5 numerics check failed."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from compiler.diagnostics import CompileError, InvalidModel
+
+EMIT_CHOICES = ("ir", "relax", "tir", "asm")
+
+EPILOG = """\
+examples:
+  compile model.onnx --target llvm -o model.dyc
+  compile model.onnx --emit ir                      print the optimized IR and stop
+  compile model.onnx --input-shape input=1x3x224x224
+  compile model.onnx --disable-pass fold_batch_norm --print-after fold_constants
+
+exit codes: 0 ok, 1 internal error, 2 invalid model or input, 3 unsupported op or feature,
+            4 a backend tool failed, 5 --check found a numerics mismatch
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from passes import PASSES
+    p = argparse.ArgumentParser(
+        prog="compile", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Compile an ONNX model into one executable file (.dyc) for CPU (llvm) or GPU.")
+    p.add_argument("model", help="the ONNX model file (.onnx)")
+    p.add_argument("--target", default="llvm", metavar="TARGET",
+                   help="'llvm' (host CPU; options -mcpu=NAME, -num-threads=N), e.g. "
+                        "--target 'llvm -mcpu=znver4'. Default: llvm")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write the compiled model. Default: MODEL's stem + .dyc in the "
+                        "current directory")
+    p.add_argument("--backend", default="tvm", choices=["tvm"], help="code generator. Default: tvm")
+    p.add_argument("--emit", choices=EMIT_CHOICES,
+                   help="print an intermediate form to stdout and stop: ir (our IR after the passes, "
+                        "MLIR generic syntax), relax (the TVM Relax module), tir (scheduled kernels), "
+                        "asm (machine code)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
+                   help="fix an input's shape, e.g. input=1x3x224x224 (needed when the model has "
+                        "symbolic dimensions). Repeatable")
+    p.add_argument("--passes", metavar="P1,P2",
+                   help="run exactly these passes instead of the target's pipeline. Known: "
+                        + ", ".join(sorted(PASSES)))
+    p.add_argument("--disable-pass", action="append", default=[], metavar="PASS",
+                   help="drop a pass from the pipeline. Repeatable")
+    p.add_argument("--print-after", action="append", default=[], metavar="PASS",
+                   help="print the IR to stderr after PASS ('all' for every pass). Repeatable")
+    p.add_argument("--dump-dir", metavar="DIR", help="write the IR after each pass to DIR/NN_pass.mlir")
+    p.add_argument("--no-verify-each", action="store_true",
+                   help="skip the IR verifier between passes (it runs by default)")
+    p.add_argument("--check", action="store_true",
+                   help="after compiling, run the executable and the reference interpreter on "
+                        "random inputs and fail (exit 5) if they disagree")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+    return p
+
+
+def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise InvalidModel(f"--input-shape {item!r}: expected NAME=D0xD1x..., e.g. input=1x3x224x224") \
+                from None
+    return shapes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except CompileError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(e.render(), file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001  (anything else is our bug)
+        fd, path = tempfile.mkstemp(prefix="compile-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"argv: {sys.argv}\n\n{traceback.format_exc()}")
+        if args.debug:
+            traceback.print_exc()
+        print(f"internal compiler error: {sys.exc_info()[1]!r}\n  please report it with {path}",
+              file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    import compiler
+    from compiler.api import stderr_progress
+    from compiler.backends import get_backend
+    say = (lambda _m: None) if args.quiet or args.emit else stderr_progress
+    t0 = time.perf_counter()
+    model = Path(args.model)
+    options = dict(input_shapes=parse_shapes(args.input_shape) or None,
+                   passes=args.passes.split(",") if args.passes else None,
+                   disable_passes=args.disable_pass, print_after=args.print_after,
+                   verify_each=not args.no_verify_each, dump_dir=args.dump_dir)
+    if args.emit == "ir":
+        target = compiler.Target.parse(args.target)
+        g = compiler.import_model(model, options.pop("input_shapes"))
+        sys.stdout.write(str(compiler.optimize(g, target, **options)))
+        return 0
+    get_backend(args.backend)          # fail fast on a missing toolchain
+    say(f"compiling {model} for {args.target}")
+    cm = compiler.compile(model, args.target, backend=args.backend, progress=say, **options)
+    if args.emit:
+        sys.stdout.write(cm.executable.source(args.emit))
+        return 0
+    if args.check:
+        _check(cm)
+        say("check: executable agrees with the reference interpreter")
+    out = Path(args.output) if args.output else Path(model.stem + ".dyc")
+    cm.save(out)
+    say(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _check(cm) -> None:
+    import numpy as np
+
+    from compiler import interp
+    from compiler.diagnostics import NumericsMismatch
+    rng = np.random.default_rng(0)
+    inputs = []
+    for _, t in cm.signature.inputs:
+        if t.dtype.is_float:
+            inputs.append(rng.standard_normal(t.shape).astype(t.dtype.numpy))
+        else:
+            inputs.append(rng.integers(0, 2, t.shape).astype(t.dtype.numpy))
+    want = interp.run(cm.graph, *inputs)
+    got = cm.run(*inputs)
+    for i, (w, g) in enumerate(zip(want, got)):
+        tol = 1e-4 if w.dtype.kind == "f" else 0
+        if not np.allclose(g, w, rtol=tol, atol=tol, equal_nan=True):
+            err = float(np.max(np.abs(g.astype(np.float64) - w)))
+            raise NumericsMismatch(f"output {i} ({cm.signature.outputs[i][0]}) differs from the reference "
+                                   f"interpreter: max abs error {err:.3g}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

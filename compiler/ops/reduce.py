@@ -1,0 +1,101 @@
+"""Reductions along axes, arg-reductions, cumulative sum and top-k."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from compiler.ops._util import as_dtype, norm_axis
+from compiler.ops.registry import Attr, TypeRuleError, define
+from compiler.types import DType, TensorType
+
+
+def _reduce_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    x = ins[0]
+    axes = {norm_axis(a, x.rank) for a in attrs["axes"]}
+    if len(axes) != len(attrs["axes"]):
+        raise TypeRuleError(f"repeated reduction axes {attrs['axes']}")
+    if attrs["keepdims"]:
+        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    else:
+        shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+    return [TensorType(shape, x.dtype)]
+
+
+def _reduce(name: str, doc: str, fn):
+    def ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+        x = ins[0]
+        axes = tuple(norm_axis(ax, x.ndim) for ax in a["axes"])
+        return [as_dtype(fn(x, axes, a["keepdims"]), x)]
+    return define(f"nn.{name}", doc + " `axes` lists the reduced axes (all of them when reducing all).",
+                  _reduce_infer, ref, 1, axes=Attr("ints"), keepdims=Attr("bool", True))
+
+
+reduce_sum = _reduce("reduce_sum", "Sum.", lambda x, ax, k: np.sum(x, axis=ax, keepdims=k))
+reduce_mean = _reduce("reduce_mean", "Mean.", lambda x, ax, k: np.mean(x, axis=ax, keepdims=k))
+reduce_max = _reduce("reduce_max", "Maximum.", lambda x, ax, k: np.max(x, axis=ax, keepdims=k))
+reduce_min = _reduce("reduce_min", "Minimum.", lambda x, ax, k: np.min(x, axis=ax, keepdims=k))
+reduce_prod = _reduce("reduce_prod", "Product.", lambda x, ax, k: np.prod(x, axis=ax, keepdims=k))
+reduce_l2 = _reduce("reduce_l2", "sqrt(sum(x^2)).",
+                    lambda x, ax, k: np.sqrt(np.sum(x * x, axis=ax, keepdims=k)))
+
+
+def _argmax_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    t = _reduce_infer(ins, {"axes": (attrs["axis"],), "keepdims": attrs["keepdims"]})[0]
+    return [TensorType(t.shape, DType.I64)]
+
+
+def _argmax_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    x, axis = ins[0], norm_axis(a["axis"], ins[0].ndim)
+    if a["select_last_index"]:
+        idx = x.shape[axis] - 1 - np.argmax(np.flip(x, axis), axis=axis)
+    else:
+        idx = np.argmax(x, axis=axis)
+    if a["keepdims"]:
+        idx = np.expand_dims(idx, axis)
+    return [idx.astype(np.int64)]
+
+
+argmax = define("nn.argmax", "Index of the maximum along axis (first, or last if select_last_index).",
+                _argmax_infer, _argmax_ref, 1, axis=Attr("int", 0), keepdims=Attr("bool", True),
+                select_last_index=Attr("bool", False))
+
+
+def _cumsum_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    x, axis = ins[0], norm_axis(a["axis"], ins[0].ndim)
+    if a["reverse"]:
+        x = np.flip(x, axis)
+    y = np.cumsum(x, axis=axis, dtype=x.dtype)
+    if a["exclusive"]:
+        y = np.concatenate([np.zeros_like(np.take(y, [0], axis)), np.delete(y, -1, axis)], axis)
+    if a["reverse"]:
+        y = np.flip(y, axis)
+    return [np.ascontiguousarray(y)]
+
+
+cumsum = define("nn.cumsum", "Cumulative sum along axis (exclusive/reverse as in ONNX CumSum).",
+                lambda ins, a: (norm_axis(a["axis"], ins[0].rank), [ins[0]])[1], _cumsum_ref, 1,
+                axis=Attr("int"), exclusive=Attr("bool", False), reverse=Attr("bool", False))
+
+
+def _topk_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    x = ins[0]
+    axis = norm_axis(attrs["axis"], x.rank)
+    if not 0 <= attrs["k"] <= x.shape[axis]:
+        raise TypeRuleError(f"topk k={attrs['k']} exceeds axis size {x.shape[axis]}")
+    shape = x.shape[:axis] + (attrs["k"],) + x.shape[axis + 1:]
+    return [TensorType(shape, x.dtype), TensorType(shape, DType.I64)]
+
+
+def _topk_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    x, axis, k = ins[0], norm_axis(a["axis"], ins[0].ndim), a["k"]
+    key = -x if a["largest"] else x
+    if np.issubdtype(x.dtype, np.unsignedinteger) and a["largest"]:
+        key = -x.astype(np.int64)
+    idx = np.take(np.argsort(key, axis=axis, kind="stable"), np.arange(k), axis=axis)
+    return [np.take_along_axis(x, idx, axis), idx.astype(np.int64)]
+
+
+topk = define("nn.topk", "The k largest (or smallest) along axis, sorted; ties keep the lower index. "
+              "Outputs values and int64 indices.", _topk_infer, _topk_ref, 1,
+              k=Attr("int"), axis=Attr("int", -1), largest=Attr("bool", True))

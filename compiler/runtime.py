@@ -1,0 +1,186 @@
+"""CompiledModel: run, benchmark, save to and load from one `.dyc` file.
+
+A .dyc is a zip archive (fixed timestamps, so equal inputs give equal bytes) holding
+`manifest.json` (versions, target, signature, sha256 of every member), `graph.mlir` (the
+optimized IR as text) and `lib.bin` (the backend's compiled library). Never a pickle.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import statistics
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.diagnostics import ArtifactError, InvalidInput
+from compiler.ir import Graph
+from compiler.target import Target
+from compiler.types import DType, TensorType
+from compiler.version import __version__
+
+FORMAT = 1
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[tuple[str, TensorType], ...]
+    outputs: tuple[tuple[str, TensorType], ...]
+
+    @classmethod
+    def of(cls, g: Graph) -> Signature:
+        return cls(tuple((v.name, v.type) for v in g.inputs), tuple((v.name, v.type) for v in g.outputs))
+
+    def to_json(self) -> dict[str, Any]:
+        def enc(items):
+            return [{"name": n, "shape": list(t.shape), "dtype": t.dtype.value} for n, t in items]
+        return {"inputs": enc(self.inputs), "outputs": enc(self.outputs)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Signature:
+        def dec(items):
+            return tuple((i["name"], TensorType(tuple(i["shape"]), DType.parse(i["dtype"]))) for i in items)
+        return cls(dec(d["inputs"]), dec(d["outputs"]))
+
+    def bind(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[np.ndarray]:
+        """Match positional or by-name arrays to the inputs, checking shape and dtype."""
+        names = [n for n, _ in self.inputs]
+        if args and kwargs:
+            raise InvalidInput("pass inputs either positionally or by name, not both")
+        if kwargs:
+            unknown, missing = sorted(set(kwargs) - set(names)), [n for n in names if n not in kwargs]
+            if unknown or missing:
+                raise InvalidInput(f"inputs by name: unknown {unknown}, missing {missing}; "
+                                   f"the model takes {names}")
+            args = [kwargs[n] for n in names]
+        if len(args) != len(names):
+            raise InvalidInput(f"the model takes {len(names)} input(s) ({', '.join(names)}), got {len(args)}")
+        out = []
+        for (name, t), a in zip(self.inputs, args):
+            a = _to_numpy(a)
+            if a.shape != t.shape or a.dtype != t.dtype.numpy:
+                raise InvalidInput(f"input '{name}' must be {t.dtype.value}{list(t.shape)}, "
+                                   f"got {a.dtype}{list(a.shape)}")
+            out.append(np.ascontiguousarray(a))
+        return out
+
+
+def _to_numpy(a: Any) -> np.ndarray:
+    if type(a).__module__.startswith("torch"):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"compiler": __version__, "numpy": np.__version__}
+    for pkg in ("apache-tvm", "apache-tvm-ffi"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+class CompiledModel:
+    """An executable model. `run(*arrays)` or `run(**by_name)` -> list of numpy arrays."""
+
+    def __init__(self, executable: Any, signature: Signature, target: Target, backend: str,
+                 graph_text: str, graph: Graph | None = None):
+        self.executable = executable
+        self.signature = signature
+        self.target = target
+        self.backend = backend
+        self.graph_text = graph_text
+        self.graph = graph              # the optimized IR (None after load)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [n for n, _ in self.signature.inputs]
+
+    def run(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
+        return self.executable.run(self.signature.bind(args, kwargs))
+
+    __call__ = run
+
+    def benchmark(self, *args: Any, warmup: int = 3, repeat: int = 20, **kwargs: Any) -> dict[str, float]:
+        """Wall-clock latency of `run` in milliseconds: median, min, max, mean over `repeat` calls."""
+        inputs = self.signature.bind(args, kwargs)
+        for _ in range(warmup):
+            self.executable.run(inputs)
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            self.executable.run(inputs)
+            times.append((time.perf_counter() - t0) * 1e3)
+        return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
+                "mean_ms": statistics.fmean(times), "repeat": repeat}
+
+    # -- artifact -------------------------------------------------------------
+    def manifest(self, members: dict[str, bytes]) -> dict[str, Any]:
+        return {"format": FORMAT, "versions": versions(), "target": str(self.target),
+                "backend": self.backend, "signature": self.signature.to_json(),
+                "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in sorted(members.items())}}
+
+    def to_bytes(self) -> bytes:
+        members = {"graph.mlir": self.graph_text.encode(), "lib.bin": self.executable.library_bytes()}
+        manifest = json.dumps(self.manifest(members), indent=2, sort_keys=True).encode()
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in [("manifest.json", manifest), *sorted(members.items())]:
+                info = zipfile.ZipInfo(name, _ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                z.writestr(info, data)
+        return buf.getvalue()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a failure leaves no partial file behind."""
+        path = Path(path)
+        data = self.to_bytes()
+        fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def load(path: str | os.PathLike) -> CompiledModel:
+    """Load a .dyc; refuses corrupt files, hash mismatches and other compiler/TVM versions."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"no such file: {path}")
+    try:
+        with zipfile.ZipFile(path) as z:
+            manifest = json.loads(z.read("manifest.json"))
+            members = {n: z.read(n) for n in ("graph.mlir", "lib.bin")}
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
+        raise ArtifactError(f"{path} is not a compiled model (.dyc): {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: artifact format {manifest.get('format')}, this compiler reads {FORMAT}")
+    for name, data in members.items():
+        if hashlib.sha256(data).hexdigest() != manifest["sha256"].get(name):
+            raise ArtifactError(f"{path}: {name} does not match its hash; the file is corrupt or modified")
+    here = versions()
+    diff = {k: (v, here.get(k)) for k, v in manifest["versions"].items() if here.get(k) != v}
+    if diff:
+        desc = ", ".join(f"{k} {a} (installed: {b})" for k, (a, b) in diff.items())
+        raise ArtifactError(f"{path} was built with {desc}", hint="recompile the model with this installation")
+    target = Target.parse(manifest["target"])
+    signature = Signature.from_json(manifest["signature"])
+    from compiler.backends import get_backend
+    backend = get_backend(manifest["backend"])
+    exe = backend.load(members["lib.bin"], signature, target)
+    return CompiledModel(exe, signature, target, manifest["backend"], members["graph.mlir"].decode())

@@ -1,0 +1,87 @@
+"""Pass registry and pass manager.
+
+A pass is a pure function `Graph -> Graph` registered under a name. `run_pipeline` runs a list
+of names, verifies the graph after each pass, times them, and prints or dumps the IR on request.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from compiler.diagnostics import CompileError, Unsupported
+from compiler.ir import Graph
+from compiler.verify import verify
+
+PassFn = Callable[[Graph], Graph]
+
+
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    fn: PassFn
+    doc: str
+
+
+PASSES: dict[str, Pass] = {}
+
+
+def register_pass(name: str) -> Callable[[PassFn], PassFn]:
+    def deco(fn: PassFn) -> PassFn:
+        if name in PASSES:
+            raise ValueError(f"pass {name} registered twice")
+        PASSES[name] = Pass(name, fn, (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+    return deco
+
+
+@dataclass
+class PassContext:
+    verify_each: bool = True
+    print_after: frozenset[str] = frozenset()      # pass names, or "all"
+    dump_dir: Path | None = None
+    out: TextIO = field(default_factory=lambda: sys.stderr)
+    timings: list[tuple[str, float]] = field(default_factory=list)
+
+
+class PassFailed(CompileError):
+    """A pass raised an unexpected exception (an internal error, exit code 1)."""
+
+    code = 1
+    kind = "internal compiler error"
+
+
+def resolve(pipeline: Sequence[str], passes: Sequence[str] | None = None,
+            disable: Sequence[str] = ()) -> list[str]:
+    """Apply --passes (replace the list) and --disable-pass (drop names) to a pipeline."""
+    names = list(passes) if passes is not None else list(pipeline)
+    for n in list(names) + list(disable):
+        if n not in PASSES:
+            raise Unsupported(f"unknown pass {n!r}", hint=f"known passes: {', '.join(sorted(PASSES))}")
+    return [n for n in names if n not in set(disable)]
+
+
+def run_pipeline(g: Graph, names: Sequence[str], ctx: PassContext | None = None) -> Graph:
+    ctx = ctx or PassContext()
+    for i, name in enumerate(names):
+        p = PASSES[name]
+        t0 = time.perf_counter()
+        try:
+            g = p.fn(g)
+        except CompileError:
+            raise
+        except Exception as e:  # noqa: BLE001  (any other exception is our bug: say which pass)
+            raise PassFailed(f"pass '{name}' crashed: {type(e).__name__}: {e}",
+                             hint="rerun with --debug for the traceback") from e
+        ctx.timings.append((name, time.perf_counter() - t0))
+        if ctx.verify_each:
+            verify(g)
+        if name in ctx.print_after or "all" in ctx.print_after:
+            ctx.out.write(f"// ----- IR after {name} -----\n{g}")
+        if ctx.dump_dir is not None:
+            ctx.dump_dir.mkdir(parents=True, exist_ok=True)
+            (ctx.dump_dir / f"{i:02d}_{name}.mlir").write_text(str(g))
+    return g
