@@ -1,0 +1,98 @@
+"""FP32 end to end, side by side in one run: this compiler (TVM backend) vs onnxruntime.
+
+    python benchmarks/e2e_fp32.py --threads 1 2 [--models resnet50 bert] [--repeat 30]
+
+Models are built here with random weights (zoo.resnet50: ResNet-50 at 224x224; zoo.BertEncoder:
+6 layers, hidden 384, 6 heads, FFN 1536, seq 128), exported with torch.onnx, and cached in out/bench/.
+Prints a markdown table: median latency in ms, ratio to onnxruntime, max |diff| vs onnxruntime.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CACHE = ROOT / "out" / "bench"
+
+
+def build(name: str) -> tuple[Path, np.ndarray]:
+    import torch
+
+    from examples import zoo
+    torch.manual_seed(0)
+    if name == "resnet50":
+        model, x = zoo.randomize_batch_norm(zoo.resnet50()), torch.randn(1, 3, 224, 224)
+    elif name == "bert":
+        model, x = zoo.BertEncoder().eval(), torch.randint(0, 1000, (1, 128))
+    else:
+        raise SystemExit(f"unknown model {name}")
+    path = CACHE / f"{name}.onnx"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        zoo.export_onnx(model, x, path)
+    return path, x.numpy()
+
+
+def time_ms(fn, warmup: int, repeat: int) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(ts)
+
+
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["resnet50", "bert"])
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    args = ap.parse_args()
+
+    import compiler
+    rows = []
+    for name in args.models:
+        path, x = build(name)
+        for t in args.threads:
+            t0 = time.perf_counter()
+            cm = compiler.compile(path, target=f"llvm -num-threads={t}")
+            compile_s = time.perf_counter() - t0
+            sess = ort_session(path, t)
+            feed = {sess.get_inputs()[0].name: x}
+            ref = sess.run(None, feed)[0]
+            ours = cm.run(x)[0]
+            diff = float(np.max(np.abs(ours - ref)))
+            ort_ms = time_ms(lambda: sess.run(None, feed), args.warmup, args.repeat)
+            our_ms = time_ms(lambda: cm.run(x), args.warmup, args.repeat)
+            rows.append((name, t, ort_ms, our_ms, our_ms / ort_ms, diff, compile_s))
+            print(f"{name} threads={t}: onnxruntime {ort_ms:.2f} ms, ours {our_ms:.2f} ms "
+                  f"({our_ms / ort_ms:.2f}x), max|diff| {diff:.1e}, compile {compile_s:.1f}s",
+                  file=sys.stderr, flush=True)
+    print(f"\nmachine: {os.uname().machine}, {os.cpu_count()} cores, cpu {compiler.Target.parse('llvm').cpu}")
+    print("| model | threads | onnxruntime FP32 ms | ours ms | ours / ORT | max abs diff | compile s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, t, o, u, r, d, c in rows:
+        print(f"| {name} | {t} | {o:.2f} | {u:.2f} | {r:.2f}x | {d:.1e} | {c:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The `compile` command: flags, outputs, exit codes, and no partial output on failure."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tests.conftest import requires_tvm
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "models" / "digits_cnn.onnx"
+
+
+def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "compiler", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def _model(tmp_path: Path, nodes, inputs, outputs, name="m.onnx", inits=()) -> Path:
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    p = tmp_path / name
+    onnx.save(m, p)
+    return p
+
+
+def _relu_model(tmp_path: Path, dims=(2, 3)) -> Path:
+    return _model(tmp_path, [helper.make_node("Relu", ["x"], ["y"], name="r")],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(dims))])
+
+
+def test_help_documents_every_flag():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for flag in ("--target", "--output", "--emit", "--input-shape", "--passes", "--disable-pass",
+                 "--print-after", "--dump-dir", "--check", "--quiet", "--debug", "exit codes"):
+        assert flag in r.stdout, flag
+
+
+def test_emit_ir_prints_mlir_generic(tmp_path):
+    r = run_cli(DEMO, "--emit", "ir")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("func.func @main(%arg0: tensor<1x1x8x8xf32>)")
+    assert '"nn.batch_norm"' not in r.stdout and '"nn.conv"' in r.stdout     # folded
+
+
+def test_print_after_and_disable_pass(tmp_path):
+    r = run_cli(DEMO, "--emit", "ir", "--disable-pass", "fold_batch_norm", "--print-after",
+                "remove_identity")
+    assert r.returncode == 0, r.stderr
+    assert '"nn.batch_norm"' in r.stdout
+    assert "IR after remove_identity" in r.stderr
+
+
+def test_missing_file_exit_2(tmp_path):
+    r = run_cli(tmp_path / "nope.onnx", "-o", tmp_path / "out.dyc")
+    assert r.returncode == 2
+    assert "nope.onnx" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out.dyc").exists()
+
+
+def test_not_onnx_exit_2(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00\xffthis is not a protobuf" * 10)
+    r = run_cli(bad, "-o", tmp_path / "out.dyc")
+    assert r.returncode == 2 and "bad.onnx" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out.dyc").exists()
+
+
+def test_truncated_exit_2(tmp_path):
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(DEMO.read_bytes()[: DEMO.stat().st_size // 2])
+    r = run_cli(cut, "-o", tmp_path / "out.dyc")
+    assert r.returncode == 2 and "cut.onnx" in r.stderr and "Traceback" not in r.stderr
+    assert not list(tmp_path.glob("*.dyc"))
+
+
+def test_unsupported_ops_exit_3_lists_all(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="ok"),
+             helper.make_node("NonZero", ["a"], ["b"], name="nz_1"),
+             helper.make_node("Det", ["x"], ["c"], name="det_1")]
+    p = _model(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
+               [helper.make_tensor_value_info("b", TensorProto.INT64, None),
+                helper.make_tensor_value_info("c", TensorProto.FLOAT, None)])
+    r = run_cli(p, "-o", tmp_path / "out.dyc")
+    assert r.returncode == 3, r.stderr
+    for word in ("NonZero", "nz_1", "Det", "det_1"):
+        assert word in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out.dyc").exists()
+
+
+def test_symbolic_shape_exit_2_then_input_shape_fixes_it(tmp_path):
+    p = _model(tmp_path, [helper.make_node("Relu", ["x"], ["y"], name="r")],
+               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+    r = run_cli(p, "--emit", "ir")
+    assert r.returncode == 2
+    assert "'x'" in r.stderr and "batch" in r.stderr and "--input-shape" in r.stderr
+    r = run_cli(p, "--emit", "ir", "--input-shape", "x=4x3")
+    assert r.returncode == 0, r.stderr
+    assert "tensor<4x3xf32>" in r.stdout
+
+
+def test_bad_flags_exit_nonzero_with_message(tmp_path):
+    p = _relu_model(tmp_path)
+    r = run_cli(p, "--target", "tpu", "--emit", "ir")
+    assert r.returncode == 3 and "unknown target 'tpu'" in r.stderr
+    r = run_cli(p, "--emit", "ir", "--disable-pass", "nope")
+    assert r.returncode == 3 and "unknown pass 'nope'" in r.stderr
+    r = run_cli(p, "--emit", "ir", "--input-shape", "x:2x3")
+    assert r.returncode == 2 and "NAME=D0xD1" in r.stderr
+
+
+@requires_tvm
+def test_compile_run_save_load_and_determinism(tmp_path):
+    a, b = tmp_path / "a.dyc", tmp_path / "b.dyc"
+    r = run_cli(DEMO, "-o", a, "--check")
+    assert r.returncode == 0, r.stderr
+    assert "check: executable agrees" in r.stderr
+    r = run_cli(DEMO, "-o", b, "-q")
+    assert r.returncode == 0 and r.stderr == ""
+    assert a.read_bytes() == b.read_bytes(), "compiling twice must give the same bytes"
+    import compiler
+    cm = compiler.load(a)
+    x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+    (y,) = cm.run(x)
+    assert y.shape == (1, 10) and abs(float(y.sum()) - 1) < 1e-5
+
+
+@requires_tvm
+def test_default_output_name_and_emit_relax(tmp_path):
+    p = _relu_model(tmp_path)
+    r = run_cli(p, "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "m.dyc").exists()
+    r = run_cli(p, "--emit", "relax")
+    assert r.returncode == 0 and "R.function" in r.stdout
