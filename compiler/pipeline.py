@@ -8,6 +8,7 @@ CANONICALIZE = [
     "remove_identity",
     "fold_batch_norm",
     "fold_constants",
+    "recognize_gelu",
     "remove_identity",
     "dead_code",
 ]
