@@ -17,10 +17,22 @@ from compiler.target import Target
 Progress = Callable[[str], None]
 
 
-def import_model(model: Any, input_shapes: dict[str, Sequence[int]] | None = None) -> Graph:
-    """An ONNX path or ModelProto (or an already imported Graph) -> Graph."""
+def _is_torch_module(model: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+def import_model(model: Any, input_shapes: dict[str, Sequence[int]] | None = None,
+                 example_inputs: Any = None) -> Graph:
+    """An ONNX path or ModelProto, or a torch.nn.Module with `example_inputs` (or an already
+    imported Graph) -> Graph."""
     if isinstance(model, Graph):
         return model
+    if _is_torch_module(model):
+        if example_inputs is None:
+            raise InvalidModel(f"compiling a {type(model).__name__} needs example_inputs=(tensor, ...)")
+        from frontends.torch import load_torch
+        return load_torch(model, example_inputs)
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if path.suffix.lower() == ".dyc":
@@ -30,8 +42,8 @@ def import_model(model: Any, input_shapes: dict[str, Sequence[int]] | None = Non
     if type(model).__name__ == "ModelProto":
         from frontends.onnx import load_onnx
         return load_onnx(model, _shapes(input_shapes))
-    raise Unsupported(f"cannot compile a {type(model).__name__}; expected an ONNX file path or "
-                      "onnx.ModelProto")
+    raise Unsupported(f"cannot compile a {type(model).__name__}; expected an ONNX file path, an "
+                      "onnx.ModelProto or a torch.nn.Module")
 
 
 def _shapes(shapes: dict[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]] | None:
@@ -53,19 +65,21 @@ def optimize(g: Graph, target: Target | str = "llvm", *, passes: Sequence[str] |
 
 
 def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
-            input_shapes: dict[str, Sequence[int]] | None = None,
+            example_inputs: Any = None, input_shapes: dict[str, Sequence[int]] | None = None,
             passes: Sequence[str] | None = None, disable_passes: Sequence[str] = (),
             print_after: Sequence[str] = (), verify_each: bool = True,
             dump_dir: str | os.PathLike | None = None,
             progress: Progress | None = None) -> CompiledModel:
-    """Compile a model for `target` ("llvm", "llvm -mcpu=znver4", "cuda") and return a
-    CompiledModel. Raises InvalidModel (bad file), Unsupported (op or feature), BackendToolError."""
+    """Compile a model for `target` ("llvm", "llvm -mcpu=znver4 -num-threads=1") and return a
+    CompiledModel. `model` is an ONNX path or ModelProto, or a torch.nn.Module traced on
+    `example_inputs`. Raises InvalidModel (bad file), InvalidInput, Unsupported (op or feature),
+    BackendToolError."""
     from compiler.backends import get_backend
     say = progress or (lambda _msg: None)
     target = Target.parse(target) if isinstance(target, str) else target
     be = get_backend(backend)
     t0 = time.perf_counter()
-    g = import_model(model, input_shapes)
+    g = import_model(model, input_shapes, example_inputs)
     say(f"imported {len(g.nodes)} nodes in {time.perf_counter() - t0:.2f}s")
     t0 = time.perf_counter()
     g = optimize(g, target, passes=passes, disable_passes=disable_passes, print_after=print_after,

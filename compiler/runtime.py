@@ -107,8 +107,13 @@ class CompiledModel:
     def input_names(self) -> list[str]:
         return [n for n, _ in self.signature.inputs]
 
-    def run(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
-        return self.executable.run(self.signature.bind(args, kwargs))
+    def run(self, *args: Any, **kwargs: Any) -> list[Any]:
+        """Numpy (or torch) arrays in, a list of numpy arrays out (torch tensors if torch came in)."""
+        outs = self.executable.run(self.signature.bind(args, kwargs))
+        if any(type(a).__module__.startswith("torch") for a in (*args, *kwargs.values())):
+            import torch
+            return [torch.from_numpy(o) for o in outs]
+        return outs
 
     __call__ = run
 
