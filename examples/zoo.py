@@ -156,3 +156,58 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
         torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=opset,
                           input_names=[input_name], output_names=["output"])
     return path
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.Hardswish(),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.use_res else y
+
+
+class MobileNetV2(nn.Module):
+    """A small MobileNetV2-style CNN: inverted residuals, depthwise 3x3, hardswish and ReLU6."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.Hardswish())
+        cfg = [(width, 1, 1), (24, 2, 4), (24, 1, 4), (40, 2, 4), (40, 1, 4)]
+        layers, cin = [], width
+        for cout, stride, expand in cfg:
+            layers.append(InvertedResidual(cin, cout, stride, expand))
+            cin = cout
+        self.blocks = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(x)).mean((2, 3))
+        return self.head(x)
+
+
+class ViT(nn.Module):
+    """A ViT-style classifier: patch embedding by a strided conv, class token, encoder layers."""
+
+    def __init__(self, image: int = 8, patch: int = 2, channels: int = 1, hidden: int = 64,
+                 heads: int = 4, ffn: int = 128, layers: int = 2, num_classes: int = 10):
+        super().__init__()
+        n = (image // patch) ** 2
+        self.embed = nn.Conv2d(channels, hidden, patch, patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, n + 1, hidden) * 0.02)
+        self.layers = nn.Sequential(*[EncoderLayer(hidden, heads, ffn) for _ in range(layers)])
+        self.norm = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        return self.head(self.norm(self.layers(x))[:, 0])

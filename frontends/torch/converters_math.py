@@ -193,3 +193,15 @@ def _topk(ctx, node, args, kwargs):
     dim = args[2] if len(args) > 2 else kwargs.get("dim", -1)
     largest = args[3] if len(args) > 3 else kwargs.get("largest", True)
     return tuple(ctx.emit_multi(rd.topk, [args[0]], k=k, axis=dim, largest=bool(largest)))
+
+
+@converts("aten.any", "aten.all")
+def _any_all(ctx: TorchContext, node, args, kwargs):
+    """any(x) = max(int(x)) > 0; all(x) = min(int(x)) > 0, over `dim` (all axes if absent)."""
+    from compiler.types import DType
+    x = ctx.cast(args[0], np.dtype("int32"))
+    dims = args[1] if len(args) > 1 else kwargs.get("dim")
+    keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    op = rd.reduce_max if "any" in str(node.target) else rd.reduce_min
+    r = ctx.emit(op, [x], axes=_axes(dims, len(ctx.shape(x))), keepdims=bool(keep))
+    return ctx.emit(ew.greater, [r, np.asarray(0, DType.I32.numpy)])
