@@ -203,11 +203,23 @@ def load_torch(model: torch.nn.Module, example_inputs: Sequence[Any] | Any) -> G
     return import_exported(ep, name)
 
 
+# Ops the IR has as one op: keep them whole instead of decomposing them to core ATen, so the
+# graph matches what the ONNX exporter produces (Gemm/MatMul, HardSwish, ...).
+KEEP_WHOLE = ("linear", "matmul", "hardswish", "hardsigmoid", "scaled_dot_product_attention")
+
+
+def _decomposition_table() -> dict:
+    table = torch.export.default_decompositions()
+    for name in KEEP_WHOLE:
+        table.pop(getattr(torch.ops.aten, name).default, None)
+    return table
+
+
 def _export(model: torch.nn.Module, args: tuple, name: str) -> Any:
     errors = []
     for strict in (False, True):
         try:
-            return torch.export.export(model, args, strict=strict).run_decompositions()
+            return torch.export.export(model, args, strict=strict).run_decompositions(_decomposition_table())
         except Exception as e:  # noqa: BLE001  (export failures come in many types)
             errors.append(f"{'strict' if strict else 'non-strict'}: {type(e).__name__}: "
                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}")
