@@ -1,0 +1,156 @@
+"""Shared helpers for the hand-scheduled TVM CPU kernels.
+
+* :func:`host_target` -- an llvm ``tvm.target.Target`` for the machine we run on (mcpu detected through LLVM).
+* :func:`finalize` -- stamp the attributes the Relax backend relies on onto a scheduled PrimFunc.
+* :func:`act_te` -- the elementwise activations shared by conv2d and matmul epilogues.
+* small integer helpers used by the tile pickers.
+"""
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+from typing import Iterable, Optional, Sequence
+
+import tvm
+from tvm import te, tirx
+
+OP_PATTERN_OPAQUE = 8  # relax kOpaque: FuseOps leaves such PrimFuncs alone
+SCHEDULE_ATTR = "tvm_kernels.schedule"  # which schedule was applied: "tiled" / "simple" / "none"
+
+
+@lru_cache(maxsize=None)
+def host_cpu_name() -> str:
+    """LLVM's name for the host CPU (e.g. ``"znver4"``), or ``"generic"`` if it cannot be detected."""
+    try:
+        from tvm.target import codegen
+
+        name = str(codegen.llvm_get_system_cpu())
+        if name and codegen.llvm_is_valid_cpu(name, ""):
+            return name
+    except Exception:  # pragma: no cover - depends on the TVM build
+        pass
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line
+                    break
+    except OSError:
+        pass
+    if "avx512f" in flags:
+        return "skylake-avx512"
+    if "avx2" in flags:
+        return "haswell"
+    return "generic"
+
+
+def host_vector_lanes(dtype_bits: int = 32) -> int:
+    """FP32 lanes of the widest vector register on the host (16 with AVX-512, 8 with AVX2, else 4)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((l for l in f if l.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    bits = 512 if "avx512f" in flags else 256 if "avx2" in flags or " avx " in flags else 128
+    return bits // dtype_bits
+
+
+def host_target(num_cores: Optional[int] = None) -> tvm.target.Target:
+    """llvm target for this host: ``Target({"kind": "llvm", "mcpu": <host cpu>, "num-cores": n})``.
+
+    ``num_cores`` defaults to ``TVM_NUM_THREADS`` if set, else ``os.cpu_count()``.  (TVM 0.27 rejects the old
+    ``"llvm -mcpu=..."`` strings; the dict form is required.)
+    """
+    if num_cores is None:
+        env = os.environ.get("TVM_NUM_THREADS")
+        num_cores = int(env) if env else (os.cpu_count() or 1)
+    return tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name(), "num-cores": int(num_cores)})
+
+
+def finalize(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """Mark a scheduled PrimFunc as opaque (``op_pattern`` = 8) and scheduled (``tirx.is_scheduled``)."""
+    return func.with_attr("op_pattern", OP_PATTERN_OPAQUE).with_attr("tirx.is_scheduled", True)
+
+
+def act_te(x, activation: str, clip_min: float = 0.0, clip_max: float = 6.0, dtype: str = "float32"):
+    """Apply an activation to a TE scalar expression.
+
+    ``none``, ``relu``, ``clip`` (clip_min/clip_max), ``gelu_erf`` (0.5 x (1 + erf(x/sqrt2))) and ``gelu_tanh``
+    (0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))).
+    """
+    dt = dtype
+    if activation == "none":
+        return x
+    if activation == "relu":
+        return te.max(x, tirx.const(0.0, dt))
+    if activation == "clip":
+        return te.min(te.max(x, tirx.const(clip_min, dt)), tirx.const(clip_max, dt))
+    if activation == "gelu_erf":
+        return tirx.const(0.5, dt) * x * (tirx.const(1.0, dt) + fast_erf(x * tirx.const(1.0 / math.sqrt(2.0), dt), dt))
+    if activation == "gelu_tanh":
+        c = tirx.const(math.sqrt(2.0 / math.pi), dt)
+        inner = c * (x + tirx.const(0.044715, dt) * x * x * x)
+        return tirx.const(0.5, dt) * x * (tirx.const(1.0, dt) + fast_tanh(inner, dt))
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def _rational_odd(x, clamp, alphas, betas, dt):
+    """x * P(x^2) / Q(x^2) after clamping x to [-clamp, clamp] (vectorizes; no libm call)."""
+    x = te.max(te.min(x, tirx.const(clamp, dt)), tirx.const(-clamp, dt))
+    x2 = x * x
+    p = tirx.const(alphas[0], dt)
+    for c in alphas[1:]:
+        p = p * x2 + tirx.const(c, dt)
+    q = tirx.const(betas[0], dt)
+    for c in betas[1:]:
+        q = q * x2 + tirx.const(c, dt)
+    return x * p / q
+
+
+def fast_erf(x, dt: str = "float32"):
+    """Rational erf approximation (Eigen / TVM fast_erf coefficients, ~1e-7 abs error in fp32); unlike
+    ``te.erf`` (a scalar libm call) it is vectorized by LLVM."""
+    alphas = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+              -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+    betas = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+             -1.42647390514189e-02)
+    return _rational_odd(x, 4.0, alphas, betas, dt)
+
+
+def fast_tanh(x, dt: str = "float32"):
+    """Rational tanh approximation (Eigen / TVM fast_tanh coefficients), vectorizable."""
+    alphas = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+              1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03)
+    betas = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
+    return _rational_odd(x, 7.90531110763549805, alphas, betas, dt)
+
+
+def divisors(n: int) -> list:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def largest_divisor_leq(n: int, limit: int) -> int:
+    """Largest d <= limit with n % d == 0 (>= 1)."""
+    for d in range(min(n, limit), 0, -1):
+        if n % d == 0:
+            return d
+    return 1
+
+
+def prod(xs: Iterable[int]) -> int:
+    p = 1
+    for x in xs:
+        p *= int(x)
+    return p
+
+
+def parallel_outer(sch, loops: Sequence, min_extent: int = 1):
+    """Fuse the given outer loops and mark the result parallel (no-op for an empty list)."""
+    loops = list(loops)
+    if not loops:
+        return None
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    sch.parallel(fused)
+    return fused

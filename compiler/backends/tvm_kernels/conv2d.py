@@ -1,0 +1,480 @@
+"""FP32 conv2d in blocked channel layouts (NCHW{b}c) with register-tiled s_tir schedules.
+
+Layouts (``ib = spec.in_block or 1``; ``ob = weight_out_block(spec)``, equal to ``spec.out_block`` when that is > 0):
+
+* data:      ``(n, ci//ib, h, w, ib)`` if ``in_block > 0`` else plain ``(n, ci, h, w)``; **unpadded** -- padding is a
+  separate stage inside the same PrimFunc (skipped when all pads are 0).
+* weight:    packed at compile time by :func:`pack_weight` (shape :func:`weight_shape`):
+
+  - ``dense`` kind (groups == 1, or groups whose per-group channel counts are multiples of the blocks):
+    ``(co//ob, ci_per_group//ib, kh, kw, ib, ob)``  (OIHW{ib}i{ob}o)
+  - ``depthwise`` kind (groups == ci == co): ``(co//ob, kh, kw, ob)``
+  - ``generic`` kind (any other grouping): ``(co//ob, ci_per_group, kh, kw, ob)``
+
+* bias:      :func:`pack_bias` -> ``(co//ob, ob)``.
+* residual:  same shape/layout as the output.
+* output:    ``(n, co//ob, oh, ow, ob)`` if ``out_block > 0`` else plain ``(n, co, oh, ow)``.
+
+Epilogue, fused into the register write-back: ``act(conv + bias + residual)`` where ``act`` is none / relu /
+clip(clip_min, clip_max).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import tvm
+from tvm import s_tir, te, tirx
+
+from .common import SCHEDULE_ATTR, act_te, divisors, finalize
+
+__all__ = [
+    "Conv2dSpec", "choose_blocks", "conv2d_te", "pack_weight", "pack_bias", "make_conv2d", "conv_kind",
+    "weight_shape", "bias_shape", "data_shape", "out_shape", "output_hw", "weight_out_block", "conv2d_reference",
+]
+
+
+@dataclass(frozen=True)
+class Conv2dSpec:
+    """Static description of one conv2d call (batch n, NCHW logical shapes, OIHW weights with I = ci // groups).
+
+    stride=(sh, sw), pad=(top, left, bottom, right), dilation=(dh, dw).  ``in_block``/``out_block`` give the
+    channel block of the input/output activation layout (0 = plain NCHW).  Epilogue: bias (``has_bias``),
+    residual (``has_residual``, same layout as the output) and ``activation`` in {"none", "relu", "clip"}.
+    """
+
+    n: int
+    ci: int
+    h: int
+    w: int
+    co: int
+    kh: int
+    kw: int
+    stride: Tuple[int, int] = (1, 1)
+    pad: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: Tuple[int, int] = (1, 1)
+    groups: int = 1
+    in_block: int = 16
+    out_block: int = 16
+    has_bias: bool = False
+    has_residual: bool = False
+    activation: str = "none"
+    clip_min: float = 0.0
+    clip_max: float = 6.0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.ci % self.groups or self.co % self.groups:
+            raise ValueError(f"channels {self.ci}->{self.co} not divisible by groups={self.groups}")
+        if self.in_block and self.ci % self.in_block:
+            raise ValueError(f"ci={self.ci} not divisible by in_block={self.in_block}")
+        if self.out_block and self.co % self.out_block:
+            raise ValueError(f"co={self.co} not divisible by out_block={self.out_block}")
+        if self.activation not in ("none", "relu", "clip"):
+            raise ValueError(f"activation {self.activation!r}")
+        oh, ow = output_hw(self)
+        if oh <= 0 or ow <= 0:
+            raise ValueError("empty output")
+
+    @property
+    def ci_per_group(self) -> int:
+        return self.ci // self.groups
+
+    @property
+    def co_per_group(self) -> int:
+        return self.co // self.groups
+
+    @property
+    def flops(self) -> int:
+        oh, ow = output_hw(self)
+        return 2 * self.n * self.co * oh * ow * self.ci_per_group * self.kh * self.kw
+
+
+_BLOCKS = (16, 8, 4, 2)
+
+
+def _best_block(c: int, min_block: int = 2) -> int:
+    for b in _BLOCKS:
+        if b >= min_block and c % b == 0:
+            return b
+    return 0
+
+
+def choose_blocks(ci: int, co: int, groups: int = 1) -> Tuple[int, int]:
+    """Pick (in_block, out_block) for a conv: the largest of 16/8/4/2 dividing the channel count, 0 (plain NCHW)
+    when none does (e.g. the 3-channel image input).  For grouped convs the blocks also divide the per-group
+    channel counts when possible so the fast ``dense`` kind applies; depthwise convs get in_block == out_block."""
+    if groups == 1:
+        return _best_block(ci), _best_block(co)
+    cig, cog = ci // groups, co // groups
+    if cig == 1 and cog == 1:  # depthwise
+        b = _best_block(ci)
+        return b, b
+    for b_in in _BLOCKS:
+        if cig % b_in == 0:
+            for b_out in _BLOCKS:
+                if cog % b_out == 0:
+                    return b_in, b_out
+    return _best_block(ci), _best_block(co)
+
+
+def output_hw(spec: Conv2dSpec) -> Tuple[int, int]:
+    pt, pl, pb, pr = spec.pad
+    dh, dw = spec.dilation
+    sh, sw = spec.stride
+    oh = (spec.h + pt + pb - dh * (spec.kh - 1) - 1) // sh + 1
+    ow = (spec.w + pl + pr - dw * (spec.kw - 1) - 1) // sw + 1
+    return oh, ow
+
+
+def conv_kind(spec: Conv2dSpec) -> str:
+    """'dense' (groups==1 or block-aligned groups), 'depthwise' (groups == ci == co) or 'generic'."""
+    if spec.groups == 1:
+        return "dense"
+    cig, cog = spec.ci_per_group, spec.co_per_group
+    if cig == 1 and cog == 1:
+        return "depthwise"
+    ib = spec.in_block or 1
+    ob = weight_out_block(spec)
+    if cig % ib == 0 and cog % ob == 0:
+        return "dense"
+    return "generic"
+
+
+def weight_out_block(spec: Conv2dSpec) -> int:
+    """Output-channel block used by the packed weights/bias and the accumulators (= out_block if > 0, else an
+    internal block: plain-NCHW outputs are computed blocked and transposed in the epilogue)."""
+    if spec.out_block:
+        return spec.out_block
+    if spec.groups > 1 and not (spec.ci_per_group == 1 and spec.co_per_group == 1):
+        return _best_block(spec.co_per_group, 1) or 1
+    return _best_block(spec.co, 1) or 1
+
+
+def data_shape(spec: Conv2dSpec):
+    if spec.in_block:
+        return (spec.n, spec.ci // spec.in_block, spec.h, spec.w, spec.in_block)
+    return (spec.n, spec.ci, spec.h, spec.w)
+
+
+def out_shape(spec: Conv2dSpec):
+    oh, ow = output_hw(spec)
+    if spec.out_block:
+        return (spec.n, spec.co // spec.out_block, oh, ow, spec.out_block)
+    return (spec.n, spec.co, oh, ow)
+
+
+def weight_shape(spec: Conv2dSpec):
+    kind = conv_kind(spec)
+    ob = weight_out_block(spec)
+    ib = spec.in_block or 1
+    if kind == "dense":
+        return (spec.co // ob, spec.ci_per_group // ib, spec.kh, spec.kw, ib, ob)
+    if kind == "depthwise":
+        return (spec.co // ob, spec.kh, spec.kw, ob)
+    return (spec.co // ob, spec.ci_per_group, spec.kh, spec.kw, ob)
+
+
+def bias_shape(spec: Conv2dSpec):
+    ob = weight_out_block(spec)
+    return (spec.co // ob, ob)
+
+
+def pack_weight(spec: Conv2dSpec, w: np.ndarray) -> np.ndarray:
+    """OIHW (I = ci // groups) numpy weights -> the packed layout of :func:`weight_shape` (contiguous copy)."""
+    w = np.asarray(w, dtype=spec.dtype)
+    assert w.shape == (spec.co, spec.ci_per_group, spec.kh, spec.kw), w.shape
+    kind = conv_kind(spec)
+    ob = weight_out_block(spec)
+    ib = spec.in_block or 1
+    if kind == "dense":
+        p = w.reshape(spec.co // ob, ob, spec.ci_per_group // ib, ib, spec.kh, spec.kw).transpose(0, 2, 4, 5, 3, 1)
+    elif kind == "depthwise":
+        p = w.reshape(spec.co // ob, ob, spec.kh, spec.kw).transpose(0, 2, 3, 1)
+    else:
+        p = w.reshape(spec.co // ob, ob, spec.ci_per_group, spec.kh, spec.kw).transpose(0, 2, 3, 4, 1)
+    return np.ascontiguousarray(p)
+
+
+def pack_bias(spec: Conv2dSpec, b: np.ndarray) -> np.ndarray:
+    """(co,) bias -> (co // ob, ob)."""
+    b = np.asarray(b, dtype=spec.dtype).reshape(spec.co)
+    return np.ascontiguousarray(b.reshape(bias_shape(spec)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# compute definition
+# ----------------------------------------------------------------------------------------------------------------
+def conv2d_te(spec: Conv2dSpec, data: te.Tensor, weight: te.Tensor, bias: Optional[te.Tensor] = None,
+              residual: Optional[te.Tensor] = None) -> te.Tensor:
+    """TE compute of the fused conv: stages ``pad`` (only if some pad > 0), ``conv`` (the reduction, blocked
+    output) and ``out`` (epilogue: + bias, + residual, activation; also the transpose for a plain NCHW output).
+
+    ``data`` is unpadded in the layout of :func:`data_shape`; ``weight`` in :func:`weight_shape`; ``bias`` in
+    :func:`bias_shape`; ``residual`` in :func:`out_shape`.  Returns the output tensor (:func:`out_shape`).
+    """
+    kind = conv_kind(spec)
+    dt = spec.dtype
+    ib = spec.in_block or 1
+    ob = weight_out_block(spec)
+    pt, pl, pb, pr = spec.pad
+    sh, sw = spec.stride
+    dh, dw = spec.dilation
+    oh, ow = output_hw(spec)
+    blocked_in = spec.in_block > 0
+    zero = tirx.const(0.0, dt)
+
+    if pt or pl or pb or pr:
+        hp, wp = spec.h + pt + pb, spec.w + pl + pr
+        if blocked_in:
+            def _pad(n, c, y, x, i):
+                cond = tirx.all(y >= pt, y < pt + spec.h, x >= pl, x < pl + spec.w)
+                return tirx.if_then_else(cond, data[n, c, y - pt, x - pl, i], zero)
+            padded = te.compute((spec.n, spec.ci // ib, hp, wp, ib), _pad, name="pad")
+        else:
+            def _pad(n, c, y, x):
+                cond = tirx.all(y >= pt, y < pt + spec.h, x >= pl, x < pl + spec.w)
+                return tirx.if_then_else(cond, data[n, c, y - pt, x - pl], zero)
+            padded = te.compute((spec.n, spec.ci, hp, wp), _pad, name="pad")
+    else:
+        padded = data
+
+    def pin(n, c, y, x):
+        """padded input at logical channel c."""
+        if blocked_in:
+            return padded[n, tirx.floordiv(c, ib), y, x, tirx.floormod(c, ib)]
+        return padded[n, c, y, x]
+
+    cshape = (spec.n, spec.co // ob, oh, ow, ob)
+    if kind == "dense":
+        cib_g = spec.ci_per_group // ib
+        rc = te.reduce_axis((0, cib_g), name="rc")
+        ry = te.reduce_axis((0, spec.kh), name="ry")
+        rx = te.reduce_axis((0, spec.kw), name="rx")
+        axes = [rc, ry, rx]
+        if ib > 1:
+            ri = te.reduce_axis((0, ib), name="ri")
+            axes.append(ri)
+        grouped = spec.groups > 1
+
+        def _conv(n, oc, y, x, o):
+            cb = rc
+            if grouped:
+                cb = tirx.floordiv(oc * ob, spec.co_per_group) * cib_g + rc
+            yy, xx = y * sh + ry * dh, x * sw + rx * dw
+            if blocked_in:
+                d = padded[n, cb, yy, xx, ri] if ib > 1 else padded[n, cb, yy, xx, 0]
+                wv = weight[oc, rc, ry, rx, ri, o] if ib > 1 else weight[oc, rc, ry, rx, 0, o]
+            else:
+                d = padded[n, cb, yy, xx]
+                wv = weight[oc, rc, ry, rx, 0, o]
+            return te.sum(d * wv, axis=axes)
+
+        conv = te.compute(cshape, _conv, name="conv")
+    elif kind == "depthwise":
+        ry = te.reduce_axis((0, spec.kh), name="ry")
+        rx = te.reduce_axis((0, spec.kw), name="rx")
+        same = blocked_in and ib == ob
+
+        def _conv(n, oc, y, x, o):
+            yy, xx = y * sh + ry * dh, x * sw + rx * dw
+            d = padded[n, oc, yy, xx, o] if same else pin(n, oc * ob + o, yy, xx)
+            return te.sum(d * weight[oc, ry, rx, o], axis=[ry, rx])
+
+        conv = te.compute(cshape, _conv, name="conv")
+    else:
+        rc = te.reduce_axis((0, spec.ci_per_group), name="rc")
+        ry = te.reduce_axis((0, spec.kh), name="ry")
+        rx = te.reduce_axis((0, spec.kw), name="rx")
+
+        def _conv(n, oc, y, x, o):
+            c_out = oc * ob + o
+            c_in = tirx.floordiv(c_out, spec.co_per_group) * spec.ci_per_group + rc
+            yy, xx = y * sh + ry * dh, x * sw + rx * dw
+            return te.sum(pin(n, c_in, yy, xx) * weight[oc, rc, ry, rx, o], axis=[rc, ry, rx])
+
+        conv = te.compute(cshape, _conv, name="conv")
+
+    def _epi(v, oc, o, idx):
+        if bias is not None:
+            v = v + bias[oc, o]
+        if residual is not None:
+            v = v + residual[idx]
+        return act_te(v, spec.activation, spec.clip_min, spec.clip_max, spec.dtype)
+
+    if spec.out_block:
+        return te.compute(cshape, lambda n, oc, y, x, o: _epi(conv[n, oc, y, x, o], oc, o, (n, oc, y, x, o)),
+                          name="out")
+
+    def _plain(n, c, y, x):
+        oc, o = tirx.floordiv(c, ob), tirx.floormod(c, ob)
+        return _epi(conv[n, oc, y, x, o], oc, o, (n, c, y, x))
+
+    return te.compute((spec.n, spec.co, oh, ow), _plain, name="out")
+
+
+def _placeholders(spec: Conv2dSpec):
+    data = te.placeholder(data_shape(spec), spec.dtype, name="data")
+    weight = te.placeholder(weight_shape(spec), spec.dtype, name="weight")
+    bias = te.placeholder(bias_shape(spec), spec.dtype, name="bias") if spec.has_bias else None
+    res = te.placeholder(out_shape(spec), spec.dtype, name="residual") if spec.has_residual else None
+    return data, weight, bias, res
+
+
+def conv2d_prim_func(spec: Conv2dSpec) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc (data, weight, [bias], [residual], out)."""
+    data, weight, bias, res = _placeholders(spec)
+    out = conv2d_te(spec, data, weight, bias, res)
+    args = [data, weight] + ([bias] if bias is not None else []) + ([res] if res is not None else []) + [out]
+    return te.create_prim_func(args)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# schedules
+# ----------------------------------------------------------------------------------------------------------------
+MAX_ACC = 16  # vector accumulators in the register tile (AVX-512 has 32 regs; 28 accumulators spill)
+
+
+def pick_tile(n_ocb: int, ow: int, max_acc: int = MAX_ACC) -> Tuple[int, int]:
+    """(reg_oc, reg_w): output-channel blocks x output pixels held in registers; both divide their axis when
+    possible.  Prefers ~14-16 accumulators and reg_oc == 2 (the measured sweet spot)."""
+    best, best_score = (1, 1), -1e9
+    for roc in divisors(n_ocb):
+        if roc > 4:
+            break
+        for rw in divisors(ow):
+            acc = roc * rw
+            if acc > max_acc:
+                continue
+            score = acc - 0.75 * abs(roc - 2) - (2.0 if rw < 4 else 0.0)
+            if score > best_score:
+                best, best_score = (roc, rw), score
+    roc, rw = best
+    if roc * rw < 8 and ow > 8:
+        # poor divisors (e.g. prime width): use a predicated 8-wide tile instead
+        rw = 8
+        roc = max(d for d in divisors(n_ocb) if d <= max(1, max_acc // rw))
+    return roc, rw
+
+
+def _sched_pad(sch: s_tir.Schedule, spec: Conv2dSpec):
+    try:
+        blk = sch.get_sblock("pad")
+    except Exception:
+        return
+    loops = sch.get_loops(blk)
+    if spec.in_block:
+        n, c, y, x, i = loops
+        sch.parallel(sch.fuse(n, c, y))
+        sch.vectorize(i)
+    else:
+        n, c, y, x = loops
+        sch.parallel(sch.fuse(n, c, y))
+
+
+def _sched_tiled(sch: s_tir.Schedule, spec: Conv2dSpec, reg_oc: int, reg_w: int):
+    """Register-tiled schedule shared by all kinds: n, oco, oh, owo | reductions | oci, owi, ob(vector)."""
+    kind = conv_kind(spec)
+    conv = sch.get_sblock("conv")
+    out = sch.get_sblock("out")
+    loops = sch.get_loops(conv)
+    n, oc, y, x, o = loops[:5]
+    red = loops[5:]
+    oco, oci = sch.split(oc, [None, reg_oc])
+    xo, xi = sch.split(x, [None, reg_w])
+    sch.reorder(n, oco, y, xo, *red, oci, xi, o)
+    sch.set_scope(conv, 0, "local")
+    sch.reverse_compute_at(out, xo)
+    sch.vectorize(o)
+    sch.unroll(xi)
+    sch.unroll(oci)
+    rx = red[2] if kind != "depthwise" else red[1]
+    sch.unroll(rx)
+    sch.parallel(sch.fuse(n, oco, y))
+    ol = sch.get_loops(out)
+    if spec.out_block:
+        sch.vectorize(ol[-1])
+    sch.decompose_reduction(conv, red[0])
+    _sched_pad(sch, spec)
+
+
+def _sched_simple(sch: s_tir.Schedule, spec: Conv2dSpec):
+    """Fallback: parallel over (n, oc-block, oh), vectorized over the channel block, epilogue fused per row."""
+    conv = sch.get_sblock("conv")
+    out = sch.get_sblock("out")
+    loops = sch.get_loops(conv)
+    n, oc, y, x, o = loops[:5]
+    red = loops[5:]
+    sch.reorder(n, oc, y, *red, x, o)
+    sch.vectorize(o)
+    sch.parallel(sch.fuse(n, oc, y))
+    sch.decompose_reduction(conv, red[0])
+    _sched_pad(sch, spec)
+    ol = sch.get_loops(out)
+    sch.parallel(sch.fuse(*ol[:3]))
+    if spec.out_block:
+        sch.vectorize(ol[-1])
+
+
+def schedule_conv2d(func: tirx.PrimFunc, spec: Conv2dSpec, tile: Optional[Tuple[int, int]] = None) -> tirx.PrimFunc:
+    """Apply the register-tiled schedule (falling back to the simple one, then to the unscheduled function)."""
+    oh, ow = output_hw(spec)
+    ob = weight_out_block(spec)
+    if tile is None:
+        max_acc = MAX_ACC
+        if conv_kind(spec) != "dense":
+            max_acc = 8
+        tile = pick_tile(spec.co // ob, ow, max_acc)
+    for attempt in ("tiled", "simple"):
+        sch = s_tir.Schedule(func)
+        try:
+            if attempt == "tiled":
+                _sched_tiled(sch, spec, *tile)
+            else:
+                _sched_simple(sch, spec)
+            return sch.mod["main"].with_attr(SCHEDULE_ATTR, attempt)
+        except Exception:  # pragma: no cover - exercised only by unusual shapes
+            pass
+    return func.with_attr(SCHEDULE_ATTR, "none")
+
+
+def make_conv2d(spec: Conv2dSpec, tile: Optional[Tuple[int, int]] = None) -> tirx.PrimFunc:
+    """Scheduled PrimFunc with params (data, weight, [bias], [residual], out) and attrs op_pattern=8 (opaque),
+    tirx.is_scheduled=True.  ``tile`` = (reg_oc, reg_w) overrides the register-tile choice."""
+    return finalize(schedule_conv2d(conv2d_prim_func(spec), spec, tile))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# numpy reference (plain NCHW/OIHW) used by tests and benchmarks
+# ----------------------------------------------------------------------------------------------------------------
+def conv2d_reference(x: np.ndarray, w: np.ndarray, b=None, stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1),
+                     groups: int = 1, residual=None, activation="none", clip_min=0.0, clip_max=6.0) -> np.ndarray:
+    """float64-accumulated NCHW reference: act(conv(x, w) + b + residual)."""
+    n, ci, h, wd = x.shape
+    co, cig, kh, kw = w.shape
+    pt, pl, pb, pr = pad
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    sh, sw = stride
+    dh, dw = dilation
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    cog = co // groups
+    out = np.zeros((n, co, oh, ow))
+    for g in range(groups):
+        xs = xp[:, g * cig:(g + 1) * cig]
+        cols = np.empty((n, cig, kh, kw, oh, ow))
+        for r in range(kh):
+            for s in range(kw):
+                cols[:, :, r, s] = xs[:, :, r * dh: r * dh + sh * (oh - 1) + 1: sh, s * dw: s * dw + sw * (ow - 1) + 1: sw]
+        wg = w[g * cog:(g + 1) * cog].astype(np.float64)
+        out[:, g * cog:(g + 1) * cog] = np.einsum("ocrs,ncrsyx->noyx", wg, cols)
+    if b is not None:
+        out += np.asarray(b, np.float64).reshape(1, co, 1, 1)
+    if residual is not None:
+        out += residual
+    if activation == "relu":
+        out = np.maximum(out, 0)
+    elif activation == "clip":
+        out = np.clip(out, clip_min, clip_max)
+    return out.astype(x.dtype)

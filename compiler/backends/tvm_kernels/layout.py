@@ -1,0 +1,100 @@
+"""Activation layout conversion NCHW <-> NCHW{b}c (and between block sizes), as TE helpers and scheduled PrimFuncs.
+
+``NCHW{b}c`` means shape ``(n, c // b, h, w, b)`` with element ``[n, c // b, y, x, c % b]`` = logical ``[n, c, y, x]``.
+A block of 0 means plain NCHW throughout this package.  Note: with h == w == 1 (after a global pool) the blocked
+tensor has the same memory order as ``(n, c)``, so flattening needs no kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+from tvm import s_tir, te, tirx
+
+from .common import finalize
+
+__all__ = ["pack_nchwc_te", "unpack_nchwc_te", "repack_nchwc_te", "make_pack_nchwc", "make_unpack_nchwc",
+           "make_repack_nchwc", "pack_nchwc_np", "unpack_nchwc_np"]
+
+
+def pack_nchwc_te(x: te.Tensor, block: int) -> te.Tensor:
+    """(n, c, h, w) -> (n, c//block, h, w, block).  c must be divisible by block."""
+    n, c, h, w = (int(v) for v in x.shape)
+    assert c % block == 0, (c, block)
+    return te.compute((n, c // block, h, w, block), lambda b, cb, y, xx, i: x[b, cb * block + i, y, xx],
+                      name="pack_nchwc")
+
+
+def unpack_nchwc_te(x: te.Tensor, channels: int = None) -> te.Tensor:
+    """(n, c//b, h, w, b) -> (n, channels, h, w); ``channels`` defaults to c (may be smaller to drop padding)."""
+    n, cb, h, w, b = (int(v) for v in x.shape)
+    channels = cb * b if channels is None else channels
+    return te.compute((n, channels, h, w),
+                      lambda bb, c, y, xx: x[bb, tirx.floordiv(c, b), y, xx, tirx.floormod(c, b)],
+                      name="unpack_nchwc")
+
+
+def repack_nchwc_te(x: te.Tensor, new_block: int) -> te.Tensor:
+    """(n, c//b, h, w, b) -> (n, c//new_block, h, w, new_block)."""
+    n, cb, h, w, b = (int(v) for v in x.shape)
+    c = cb * b
+    assert c % new_block == 0
+    return te.compute((n, c // new_block, h, w, new_block),
+                      lambda bb, o, y, xx, i: x[bb, tirx.floordiv(o * new_block + i, b), y, xx,
+                                               tirx.floormod(o * new_block + i, b)],
+                      name="repack_nchwc")
+
+
+def _schedule(func, name: str, out_blocked: bool, w: int) -> "tirx.PrimFunc":
+    sch = s_tir.Schedule(func)
+    blk = sch.get_sblock(name)
+    loops = sch.get_loops(blk)
+    try:
+        if out_blocked:
+            n, c, y, x, i = loops
+            sch.parallel(sch.fuse(n, c, y))
+            sch.vectorize(i)
+        else:
+            n, c, y, x = loops
+            sch.parallel(sch.fuse(n, c, y))
+            if w % 16 == 0:
+                _, xi = sch.split(x, [None, 16])
+                sch.vectorize(xi)
+            elif w % 8 == 0:
+                _, xi = sch.split(x, [None, 8])
+                sch.vectorize(xi)
+    except Exception:  # pragma: no cover
+        sch = s_tir.Schedule(func)
+    return finalize(sch.mod["main"])
+
+
+def make_pack_nchwc(n: int, c: int, h: int, w: int, block: int, dtype: str = "float32"):
+    """Scheduled PrimFunc (x:(n,c,h,w), out:(n,c//block,h,w,block))."""
+    x = te.placeholder((n, c, h, w), dtype, name="x")
+    return _schedule(te.create_prim_func([x, pack_nchwc_te(x, block)]), "pack_nchwc", True, w)
+
+
+def make_unpack_nchwc(n: int, c: int, h: int, w: int, block: int, dtype: str = "float32"):
+    """Scheduled PrimFunc (x:(n,c//block,h,w,block), out:(n,c,h,w))."""
+    x = te.placeholder((n, c // block, h, w, block), dtype, name="x")
+    return _schedule(te.create_prim_func([x, unpack_nchwc_te(x, c)]), "unpack_nchwc", False, w)
+
+
+def make_repack_nchwc(n: int, c: int, h: int, w: int, block: int, new_block: int, dtype: str = "float32"):
+    """Scheduled PrimFunc (x:(n,c//block,h,w,block), out:(n,c//new_block,h,w,new_block))."""
+    x = te.placeholder((n, c // block, h, w, block), dtype, name="x")
+    return _schedule(te.create_prim_func([x, repack_nchwc_te(x, new_block)]), "repack_nchwc", True, w)
+
+
+def pack_nchwc_np(x: np.ndarray, block: int) -> np.ndarray:
+    """numpy NCHW -> NCHW{block}c (block 0 returns x unchanged)."""
+    if not block:
+        return np.ascontiguousarray(x)
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // block, block, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def unpack_nchwc_np(x: np.ndarray) -> np.ndarray:
+    """numpy NCHW{b}c -> NCHW (4-D input returned unchanged)."""
+    if x.ndim == 4:
+        return np.ascontiguousarray(x)
+    n, cb, h, w, b = x.shape
+    return np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3).reshape(n, cb * b, h, w))

@@ -1,0 +1,195 @@
+"""Max / average pool2d and global average / max pool in the blocked NCHW{b}c layout (or plain NCHW, block 0).
+
+Input ``(n, c//b, h, w, b)`` (or ``(n, c, h, w)``), output the same layout with pooled spatial dims.  Padding is
+implicit (max pads with -inf; avg divides by the number of in-image elements unless ``count_include_pad``, in
+which case by the number of elements inside the padded image, like ONNX / PyTorch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+from tvm import s_tir, te, tirx
+
+from .common import SCHEDULE_ATTR, finalize
+
+__all__ = ["PoolSpec", "pool2d_te", "make_pool2d", "pool_out_hw", "pool_in_shape", "pool_out_shape",
+           "pool2d_reference"]
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """kind in {"max", "avg", "global_avg", "global_max"}; stride=(sh, sw); pad=(top, left, bottom, right);
+    block = channel block of the layout (0 = plain NCHW).  Global kinds ignore kh/kw/stride/pad."""
+
+    kind: str
+    n: int
+    c: int
+    h: int
+    w: int
+    kh: int = 1
+    kw: int = 1
+    stride: Tuple[int, int] = (1, 1)
+    pad: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: Tuple[int, int] = (1, 1)
+    block: int = 16
+    count_include_pad: bool = False
+    ceil_mode: bool = False
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.kind not in ("max", "avg", "global_avg", "global_max"):
+            raise ValueError(self.kind)
+        if self.block and self.c % self.block:
+            raise ValueError(f"c={self.c} not divisible by block={self.block}")
+
+
+def _window(spec: PoolSpec):
+    if spec.kind.startswith("global"):
+        return spec.h, spec.w, (1, 1), (0, 0, 0, 0), (1, 1)
+    return spec.kh, spec.kw, spec.stride, spec.pad, spec.dilation
+
+
+def pool_out_hw(spec: PoolSpec) -> Tuple[int, int]:
+    kh, kw, (sh, sw), (pt, pl, pb, pr), (dh, dw) = _window(spec)
+    eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    if spec.ceil_mode:
+        oh = -(-(spec.h + pt + pb - eh) // sh) + 1
+        ow = -(-(spec.w + pl + pr - ew) // sw) + 1
+        # the last window must start inside the image or the left padding (PyTorch / ONNX rule)
+        if (oh - 1) * sh >= spec.h + pt:
+            oh -= 1
+        if (ow - 1) * sw >= spec.w + pl:
+            ow -= 1
+    else:
+        oh = (spec.h + pt + pb - eh) // sh + 1
+        ow = (spec.w + pl + pr - ew) // sw + 1
+    return oh, ow
+
+
+def pool_in_shape(spec: PoolSpec):
+    if spec.block:
+        return (spec.n, spec.c // spec.block, spec.h, spec.w, spec.block)
+    return (spec.n, spec.c, spec.h, spec.w)
+
+
+def pool_out_shape(spec: PoolSpec):
+    oh, ow = pool_out_hw(spec)
+    if spec.block:
+        return (spec.n, spec.c // spec.block, oh, ow, spec.block)
+    return (spec.n, spec.c, oh, ow)
+
+
+def pool2d_te(spec: PoolSpec, x: te.Tensor) -> te.Tensor:
+    """Stages ``pool`` (max / sum reduction) and ``out`` (identity for max, divide by the count for avg)."""
+    dt = spec.dtype
+    kh, kw, (sh, sw), (pt, pl, pb, pr), (dh, dw) = _window(spec)
+    oh, ow = pool_out_hw(spec)
+    blocked = spec.block > 0
+    oshape = pool_out_shape(spec)
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    is_max = spec.kind in ("max", "global_max")
+    padded = any(spec.pad) and not spec.kind.startswith("global")
+    need_check = padded or spec.ceil_mode
+    neutral = tirx.min_value(dt) if is_max else tirx.const(0.0, dt)
+
+    def _load(idx, y, xx):
+        yy, xi = y * sh + ry * dh - pt, xx * sw + rx * dw - pl
+        full = (*idx[:2], yy, xi, *idx[2:])
+        if not need_check:
+            return x[full]
+        cond = tirx.all(yy >= 0, yy < spec.h, xi >= 0, xi < spec.w)
+        return tirx.if_then_else(cond, x[full], neutral)
+
+    def _pool(*i):
+        n, c, y, xx = i[:4]
+        v = _load((n, c) + tuple(i[4:]), y, xx)
+        return te.max(v, axis=[ry, rx]) if is_max else te.sum(v, axis=[ry, rx])
+
+    pool = te.compute(oshape, _pool, name="pool")
+    if is_max:
+        return te.compute(oshape, lambda *i: pool[i], name="out")
+
+    def _count(y, xx):
+        if spec.kind == "global_avg" or not need_check:
+            return tirx.const(float(kh * kw), dt)
+        lo_h, hi_h = (-pt, spec.h + pb) if spec.count_include_pad else (0, spec.h)
+        lo_w, hi_w = (-pl, spec.w + pr) if spec.count_include_pad else (0, spec.w)
+        # windows with dilation: count positions r in [0, kh) with lo <= y*sh - pt + r*dh < hi
+        y0, x0 = y * sh - pt, xx * sw - pl
+        ch = tirx.Cast(dt, _count_1d(y0, kh, dh, lo_h, hi_h))
+        cw = tirx.Cast(dt, _count_1d(x0, kw, dw, lo_w, hi_w))
+        return ch * cw
+
+    return te.compute(oshape, lambda *i: pool[i] / _count(i[2], i[3]), name="out")
+
+
+def _count_1d(start, k, d, lo, hi):
+    """Number of r in [0, k) with lo <= start + r*d < hi (as an int expression)."""
+    # first valid r: ceil((lo - start) / d) clamped at 0; last valid r: floor((hi - 1 - start) / d) clamped at k-1
+    first = te.max(tirx.floordiv(lo - start + d - 1, d), 0)
+    last = te.min(tirx.floordiv(hi - 1 - start, d), k - 1)
+    return te.max(last - first + 1, 1)
+
+
+def make_pool2d(spec: PoolSpec) -> tirx.PrimFunc:
+    """Scheduled PrimFunc (x, out): parallel over (n, c-block, oh), vectorized over the channel block,
+    window accumulated in registers (local scope) and written back with the epilogue."""
+    x = te.placeholder(pool_in_shape(spec), spec.dtype, name="x")
+    func = te.create_prim_func([x, pool2d_te(spec, x)])
+    for attempt in ("tiled", "simple"):
+        sch = s_tir.Schedule(func)
+        try:
+            pool, out = sch.get_sblock("pool"), sch.get_sblock("out")
+            loops = sch.get_loops(pool)
+            if spec.block:
+                n, c, y, xx, i, ry, rx = loops
+                sch.reorder(n, c, y, xx, ry, rx, i)
+            else:
+                n, c, y, xx, ry, rx = loops
+                i = None
+            if attempt == "tiled":
+                sch.set_scope(pool, 0, "local")
+                sch.reverse_compute_at(out, xx)
+                if i is not None:
+                    sch.vectorize(i)
+                    sch.vectorize(sch.get_loops(out)[-1])
+                sch.unroll(rx)
+                sch.parallel(sch.fuse(n, c, y))
+                sch.decompose_reduction(pool, ry)
+            else:
+                sch.parallel(sch.fuse(n, c, y))
+                ol = sch.get_loops(out)
+                sch.parallel(sch.fuse(*ol[:3]))
+            return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, attempt))
+        except Exception:  # pragma: no cover
+            pass
+    return finalize(func.with_attr(SCHEDULE_ATTR, "none"))
+
+
+def pool2d_reference(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
+    """numpy NCHW reference."""
+    kh, kw, (sh, sw), (pt, pl, pb, pr), (dh, dw) = _window(spec)
+    oh, ow = pool_out_hw(spec)
+    n, c, h, w = x.shape
+    is_max = spec.kind in ("max", "global_max")
+    big = max(pb, (oh - 1) * sh + dh * (kh - 1) + 1 - h - pt, 0)
+    bigw = max(pr, (ow - 1) * sw + dw * (kw - 1) + 1 - w - pl, 0)
+    fill = -np.inf if is_max else 0.0
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, big), (pl, bigw)), constant_values=fill)
+    mask = np.pad(np.ones((h, w)), ((pt, big), (pl, bigw)))
+    if spec.count_include_pad:
+        mask = np.zeros_like(mask)
+        mask[: pt + h + pb, : pl + w + pr] = 1
+    out = np.empty((n, c, oh, ow))
+    for y in range(oh):
+        for xx in range(ow):
+            win = xp[:, :, y * sh: y * sh + dh * (kh - 1) + 1: dh, xx * sw: xx * sw + dw * (kw - 1) + 1: dw]
+            if is_max:
+                out[:, :, y, xx] = win.max(axis=(2, 3))
+            else:
+                m = mask[y * sh: y * sh + dh * (kh - 1) + 1: dh, xx * sw: xx * sw + dw * (kw - 1) + 1: dw]
+                out[:, :, y, xx] = win.sum(axis=(2, 3)) / max(m.sum(), 1)
+    return out.astype(x.dtype)
