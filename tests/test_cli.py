@@ -43,16 +43,28 @@ def test_help_documents_every_flag():
         assert flag in r.stdout, flag
 
 
+def _conv_bn_model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], rng.standard_normal(108).astype(np.float32))
+    bn = [helper.make_tensor(n, TensorProto.FLOAT, [4], rng.uniform(0.5, 1.5, 4).astype(np.float32))
+          for n in ("s", "b", "m", "v")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn")]
+    return _model(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], "convbn.onnx",
+                  [w, *bn])
+
+
 def test_emit_ir_prints_mlir_generic(tmp_path):
-    r = run_cli(DEMO, "--emit", "ir")
+    r = run_cli(_conv_bn_model(tmp_path), "--emit", "ir")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("func.func @main(%arg0: tensor<1x1x8x8xf32>)")
+    assert r.stdout.startswith("func.func @g(%arg0: tensor<1x3x8x8xf32>) -> (tensor<1x4x8x8xf32>) {")
     assert '"nn.batch_norm"' not in r.stdout and '"nn.conv"' in r.stdout     # folded
 
 
 def test_print_after_and_disable_pass(tmp_path):
-    r = run_cli(DEMO, "--emit", "ir", "--disable-pass", "fold_batch_norm", "--print-after",
-                "remove_identity")
+    r = run_cli(_conv_bn_model(tmp_path), "--emit", "ir", "--disable-pass", "fold_batch_norm",
+                "--print-after", "remove_identity")
     assert r.returncode == 0, r.stderr
     assert '"nn.batch_norm"' in r.stdout
     assert "IR after remove_identity" in r.stderr
@@ -86,8 +98,8 @@ def test_unsupported_ops_exit_3_lists_all(tmp_path):
              helper.make_node("NonZero", ["a"], ["b"], name="nz_1"),
              helper.make_node("Det", ["x"], ["c"], name="det_1")]
     p = _model(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
-               [helper.make_tensor_value_info("b", TensorProto.INT64, None),
-                helper.make_tensor_value_info("c", TensorProto.FLOAT, None)])
+               [helper.make_tensor_value_info("b", TensorProto.INT64, [2, 9]),
+                helper.make_tensor_value_info("c", TensorProto.FLOAT, [])])
     r = run_cli(p, "-o", tmp_path / "out.dyc")
     assert r.returncode == 3, r.stderr
     for word in ("NonZero", "nz_1", "Det", "det_1"):

@@ -61,6 +61,12 @@ def slice_bounds(shape: tuple[int, ...], attrs: dict[str, Any]) -> list[tuple[in
     return bounds
 
 
+def _as_slice(start: int, stop: int, step: int) -> slice:
+    """slice.indices gives stop -1 for "through index 0" with a negative step; as a slice
+    argument -1 would mean the last element, so it becomes None."""
+    return slice(start, None if stop < 0 else stop, step)
+
+
 def _slice_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
     n = len(attrs["starts"])
     if not (len(attrs["ends"]) == len(attrs["axes"]) == len(attrs["steps"]) == n):
@@ -71,7 +77,7 @@ def _slice_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorTyp
 
 slice_ = define("nn.slice", "Strided slice with Python/ONNX clamping: starts, ends, axes, steps.",
                 _slice_infer,
-                lambda ins, a: [ins[0][tuple(slice(*b) for b in slice_bounds(ins[0].shape, a))].copy()],
+                lambda ins, a: [ins[0][tuple(_as_slice(*b) for b in slice_bounds(ins[0].shape, a))].copy()],
                 1, starts=Attr("ints"), ends=Attr("ints"), axes=Attr("ints"), steps=Attr("ints"))
 
 
@@ -153,13 +159,15 @@ def _resize_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorTy
 
 def source_coords(out_size: int, in_size: int, scale: float, mode: str) -> np.ndarray:
     """Where output index i samples the input (ONNX coordinate_transformation_mode)."""
-    i = np.arange(out_size, dtype=np.float64)
+    # float32 arithmetic, as onnxruntime does: ties (x.5) land where its kernels put them
+    i = np.arange(out_size, dtype=np.float32)
+    scale = np.float32(scale)
     if mode == "half_pixel":
         return (i + 0.5) / scale - 0.5
     if mode == "pytorch_half_pixel":
-        return (i + 0.5) / scale - 0.5 if out_size > 1 else np.zeros(out_size)
+        return (i + np.float32(0.5)) / scale - np.float32(0.5) if out_size > 1 else np.zeros(out_size)
     if mode == "align_corners":
-        return i * (in_size - 1) / (out_size - 1) if out_size > 1 else np.zeros(out_size)
+        return i * np.float32(in_size - 1) / np.float32(out_size - 1) if out_size > 1 else np.zeros(out_size)
     if mode == "asymmetric":
         return i / scale
     if mode == "tf_half_pixel_for_nearest":

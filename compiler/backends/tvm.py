@@ -1,0 +1,243 @@
+"""The TVM backend: Graph -> Relax IRModule -> fused, scheduled TIR -> llvm -> Relax VM.
+
+Each op is lowered by the function registered for its OpDef in `tvm_lower` (`@lowers(op)`).
+`build` runs LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR, then schedules
+every PrimFunc (dlight CPU rules, else our fallback) and compiles with `tvm.compile`.
+
+Threads (measured on TVM 0.27): the CPU thread pool is created at the first parallel launch
+with TVM_NUM_THREADS workers, default hardware_concurrency/2 (1 on a 2-core VM); after that
+`runtime.config_threadpool(mode, n)` can only choose n up to that size. So importing this
+module sets TVM_NUM_THREADS to every core in the affinity mask (unless the user set it), and
+each run calls `config_threadpool(1, target.threads())` when the count changes.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from compiler.backends.tvm_fastpath import FastPath
+from compiler.backends.tvm_lower import LOWERINGS, LowerCtx, lowers
+from compiler.backends.tvm_lower.registry import tvm_dtype
+from compiler.backends.tvm_lower.schedule import schedule_module
+from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
+from compiler.ir import Graph, Value
+from compiler.ops.registry import OpDef
+from compiler.target import Target
+
+os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+
+__all__ = ["BACKEND", "TVMBackend", "TVMExecutable", "emit_relax", "lowers", "LOWERINGS"]
+
+
+def _first_lines(e: BaseException, n: int = 6) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return "\n".join(lines[:n]) if lines else type(e).__name__
+
+
+_BOUND = (tvm.ir.expr.Var, tvm.ir.expr.Constant)   # already bound: emitting again would copy
+
+
+def tvm_target(target: Target) -> tvm.target.Target:
+    if target.kind != "llvm":
+        raise Unsupported(f"target {target.kind} is not supported by the tvm backend yet")
+    return tvm.target.Target({"kind": "llvm", "mcpu": target.cpu, "num-cores": target.threads()})
+
+
+def _check_supported(g: Graph) -> None:
+    missing = sorted({n.op.name for n in g.nodes if n.op not in LOWERINGS})
+    if missing:
+        raise Unsupported(f"{', '.join(missing)} has no lowering for 'tvm'",
+                          SourceLoc(g.source), hint="use another backend or report the missing op")
+
+
+def lower_to_relax(g: Graph, target: Target) -> tvm.IRModule:
+    """The graph as a Relax module: `main(*inputs) -> tuple(outputs)`, constants embedded."""
+    _check_supported(g)
+    bb = relax.BlockBuilder()
+    params = [relax.Var(v.name, relax.TensorType(v.type.shape, tvm_dtype(v.type.dtype)))
+              for v in g.inputs]
+    env: dict[int, relax.Expr] = {id(v): p for v, p in zip(g.inputs, params)}
+    ctx = LowerCtx(bb, g, target)
+
+    def read(v: Value) -> relax.Expr:
+        if v.is_const and id(v) not in env:
+            env[id(v)] = relax.const(np.asarray(v.const).astype(tvm_dtype(v.type.dtype)))
+        return env[id(v)]
+
+    with bb.function("main", params):
+        with bb.dataflow():
+            fast = FastPath(bb, g, env, read)
+            for node in g.nodes:
+                try:
+                    if fast.lower(node):
+                        continue
+                    outs = LOWERINGS[node.op](ctx, node, [fast.plain(v) for v in node.inputs])
+                    outs = [o if isinstance(o, _BOUND) else bb.emit(o) for o in outs]
+                except (Unsupported, BackendToolError):
+                    raise
+                except Exception as e:  # noqa: BLE001  (TVM errors carry C++ text)
+                    loc = node.loc or SourceLoc(g.source, node.name, node.op.name)
+                    raise BackendToolError(f"tvm could not lower {node.op.name}: {_first_lines(e)}",
+                                           loc) from None
+                for v, o in zip(node.outputs, outs):
+                    env[id(v)] = o
+            result = bb.emit_output(relax.Tuple([fast.plain(v) for v in g.outputs]))
+        bb.emit_func_output(result)
+    return bb.get()
+
+
+def emit_relax(g: Graph, target: Target) -> str:
+    """The Relax text of `g` (what `compile --emit relax` prints)."""
+    return lower_to_relax(g, target).script()
+
+
+def optimize(mod: tvm.IRModule, target: tvm.target.Target, cpu: str) -> tvm.IRModule:
+    """Legalize, fuse and schedule: the module tvm.compile turns into machine code."""
+    seq = tvm.transform.Sequential([
+        relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+    ])
+    with target:
+        mod = seq(mod)
+    return schedule_module(mod, target, cpu)
+
+
+def _run_tvm(what: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (Unsupported, BackendToolError):
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise BackendToolError(f"tvm failed to {what}: {_first_lines(e)}") from None
+
+
+class TVMExecutable:
+    """A compiled graph on the Relax VM (CPU)."""
+
+    def __init__(self, module: tvm.runtime.Module, g: Graph | None, target: Target,
+                 relax_text: str | None = None, tir_text: str | None = None,
+                 executable=None, library: bytes | None = None):
+        self._module, self._graph, self._target = module, g, target
+        self._relax_text, self._tir_text = relax_text, tir_text
+        self._executable = executable
+        self._library = library
+        self._vm = relax.VirtualMachine(module, tvm.cpu())
+
+    def _set_threads(self) -> None:
+        n = self._target.threads()
+        if n != _current_threads[0]:
+            # mode 1 = kBig: n workers (capped at the pool size fixed by TVM_NUM_THREADS)
+            tvm.get_global_func("runtime.config_threadpool")(1, n)
+            _current_threads[0] = n
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self._set_threads()
+        dev = tvm.cpu()
+        args = [tvm.runtime.tensor(np.ascontiguousarray(x), dev) for x in inputs]
+        outs = self._vm["main"](*args)
+        return [o.numpy() for o in outs]
+
+    def library_bytes(self) -> bytes:
+        if self._library is None:
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, "model.so")
+                with _captured_stderr() as log:
+                    try:
+                        self._executable.export_library(path)
+                    except Exception as e:  # noqa: BLE001
+                        raise BackendToolError(f"tvm failed to export the library: {_first_lines(e)}\n"
+                                               f"{log.read()[-2000:]}") from None
+                with open(path, "rb") as f:
+                    self._library = f.read()
+        return self._library
+
+    def source(self, kind: str) -> str:
+        if self._graph is None and kind in ("relax", "tir") and \
+                (self._relax_text if kind == "relax" else self._tir_text) is None:
+            raise Unsupported(f"--emit {kind} needs the model, not a loaded library",
+                              hint="compile the model again to see its generated code")
+        if kind == "relax":
+            if self._relax_text is None:
+                self._relax_text = emit_relax(self._graph, self._target)
+            return self._relax_text
+        if kind == "tir":
+            if self._tir_text is None:
+                mod = lower_to_relax(self._graph, self._target)
+                self._tir_text = optimize(mod, tvm_target(self._target), self._target.cpu).script()
+            return self._tir_text
+        if kind == "asm":
+            return _asm_of(self._module)
+        raise Unsupported(f"--emit {kind} is not available for tvm; choose one of "
+                          f"{', '.join(TVMBackend.EMIT_KINDS)}")
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Send the process's fd 2 to a temp file (TVM's C++ logging writes warnings such as
+    'Scope Saving' there on every export); yields the file so errors can include it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield log
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+
+
+_current_threads: list[int | None] = [None]   # the pool is process-wide (per calling thread)
+
+
+def _asm_of(module: tvm.runtime.Module) -> str:
+    """The assembly of the llvm module(s) under the VM executable."""
+    texts = []
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        if m.kind == "llvm":
+            texts.append(m.inspect_source("asm"))
+        stack.extend(m.imports)
+    if not texts:
+        raise Unsupported("assembly is not available for an executable loaded from a library",
+                          hint="rebuild the model to see its assembly")
+    return "\n".join(texts)
+
+
+class TVMBackend:
+    name = "tvm"
+    EMIT_KINDS = ("relax", "tir", "asm")
+
+    def supported_ops(self) -> frozenset[OpDef]:
+        return frozenset(LOWERINGS)
+
+    def build(self, g: Graph, target: Target) -> TVMExecutable:
+        tt = tvm_target(target)
+        mod = lower_to_relax(g, target)
+        relax_text = mod.script()
+        mod = _run_tvm("optimize the relax module", optimize, mod, tt, target.cpu)
+        tir_text = mod.script()
+        ex = _run_tvm("compile for llvm", tvm.compile, mod, target=tt)
+        return TVMExecutable(ex.mod, g, target, relax_text, tir_text, executable=ex)
+
+    def load(self, library: bytes, signature: object, target: Target) -> TVMExecutable:
+        """An executable from `library_bytes()`; it can run but not re-emit relax/tir/asm."""
+        tvm_target(target)
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "model.so")
+            with open(path, "wb") as f:
+                f.write(library)
+            module = _run_tvm("load the library", tvm.runtime.load_module, path)
+        return TVMExecutable(module, None, target, library=library)
+
+
+BACKEND = TVMBackend()

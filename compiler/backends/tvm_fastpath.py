@@ -1,0 +1,324 @@
+"""Fast paths of the TVM backend: our scheduled kernels (tvm_kernels) with fused epilogues, and
+activations kept in the blocked NCHW{b}c layout between them.
+
+`plan(g)` groups nodes into kernels (a pure analysis of the graph):
+
+    conv2d [+ bias] [+ residual add] [+ relu | clip]      -> tvm_kernels.conv2d (blocked in and out)
+    matmul(x, W const 2-D) [+ bias] [+ relu | gelu]        -> tvm_kernels.matmul (packed panels)
+    matmul(A, B) / matmul(A, transpose(B)), activations    -> tvm_kernels.matmul (batched)
+    max_pool / avg_pool 2-D, reduce_mean|max over (2, 3)   -> tvm_kernels.pool (blocked)
+
+`FastPath.lower(node)` emits those kernels while the generic per-op lowerings handle the rest;
+a value stays blocked until a node without a blocked implementation reads it, which gets the
+(cached) unpacked form from `plain(v)`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from compiler.backends.tvm_kernels import conv2d as kconv
+from compiler.backends.tvm_kernels import layout as klayout
+from compiler.backends.tvm_kernels import matmul as kmm
+from compiler.backends.tvm_kernels import pool as kpool
+from compiler.ir import Graph, Node, Value
+from compiler.ops import elementwise as ew
+from compiler.ops import linalg, nn, reduce as rd, shape
+from compiler.types import DType
+
+F32 = DType.F32
+
+
+@dataclass
+class Group:
+    """Nodes lowered as one kernel; it is emitted when the walk reaches `nodes[-1]`."""
+
+    kind: str                               # "conv" | "matmul" | "pool"
+    nodes: list[Node]
+    spec: object
+    operands: dict[str, Value] = field(default_factory=dict)
+    consts: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def out(self) -> Value:
+        return self.nodes[-1].outputs[0]
+
+
+def _scalar_or_channel(v: Value, channels: int) -> np.ndarray | None:
+    """The constant as a per-channel vector (C,) if it broadcasts as (1, C, 1, 1) or a scalar."""
+    if not v.is_const or v.type.dtype is not F32:
+        return None
+    c = np.asarray(v.const)
+    if c.size == 1:
+        return np.full(channels, c.reshape(-1)[0], np.float32)
+    if c.ndim >= 3 and c.size == channels and c.shape[-3] == channels and c.shape[-1] == c.shape[-2] == 1:
+        return c.reshape(channels).astype(np.float32)
+    return None
+
+
+class _Uses:
+    def __init__(self, g: Graph):
+        self.users = g.uses()
+        self.outputs = {id(v) for v in g.outputs}
+
+    def single(self, v: Value) -> Node | None:
+        """The only user of v, when v has exactly one and is not a graph output."""
+        us = self.users.get(v, [])
+        return us[0][0] if len(us) == 1 and id(v) not in self.outputs else None
+
+
+def _activation(u: _Uses, v: Value) -> tuple[Node | None, str, float, float]:
+    n = u.single(v)
+    if n is not None and n.op is ew.relu:
+        return n, "relu", 0.0, 0.0
+    if n is not None and n.op is ew.clip and np.isfinite(n.attrs["min"]) and np.isfinite(n.attrs["max"]):
+        return n, "clip", n.attrs["min"], n.attrs["max"]
+    return None, "none", 0.0, 0.0
+
+
+def _plan_conv(conv: Node, u: _Uses, taken: set[int]) -> Group | None:
+    x, w = conv.inputs[0], conv.inputs[1]
+    if x.type.rank != 4 or x.type.dtype is not F32 or not w.is_const or \
+            (len(conv.inputs) > 2 and not conv.inputs[2].is_const):
+        return None
+    n, ci, h, wd = x.type.shape
+    co, _, kh, kw = w.type.shape
+    groups = conv.attrs["groups"]
+    nodes, operands = [conv], {"x": x}
+    consts = {"w": np.asarray(w.const)}
+    if len(conv.inputs) > 2:
+        consts["b"] = np.asarray(conv.inputs[2].const)
+    cur = conv.outputs[0]
+    nxt = u.single(cur)
+    if "b" not in consts and nxt is not None and nxt.op is ew.add:
+        other = nxt.inputs[1] if nxt.inputs[0] is cur else nxt.inputs[0]
+        if (b := _scalar_or_channel(other, co)) is not None:
+            consts["b"], cur = b, nxt.outputs[0]
+            nodes.append(nxt)
+            nxt = u.single(cur)
+    if nxt is not None and nxt.op is ew.add:
+        other = nxt.inputs[1] if nxt.inputs[0] is cur else nxt.inputs[0]
+        if not other.is_const and other.type == cur.type and id(other) not in {id(cur)}:
+            operands["residual"], cur = other, nxt.outputs[0]
+            nodes.append(nxt)
+    act_node, act, lo, hi = _activation(u, cur)
+    if act_node is not None:
+        nodes.append(act_node)
+    in_b, out_b = kconv.choose_blocks(ci, co, groups)
+    p = conv.attrs["pads"]
+    try:
+        spec = kconv.Conv2dSpec(n, ci, h, wd, co, kh, kw, tuple(conv.attrs["strides"]),
+                                (p[0], p[1], p[2], p[3]), tuple(conv.attrs["dilations"]), groups,
+                                in_b, out_b, "b" in consts, "residual" in operands, act, lo, hi)
+    except ValueError:
+        return None
+    if any(id(m) in taken for m in nodes):
+        return None
+    return Group("conv", nodes, spec, operands, consts)
+
+
+def _plan_matmul(mm: Node, u: _Uses) -> Group | None:
+    a, b = mm.inputs
+    if a.type.dtype is not F32 or a.type.rank < 2 or b.type.rank < 2:
+        return None
+    m, k = a.type.shape[-2:]
+    if b.is_const and b.type.rank == 2:
+        n_ = b.type.shape[1]
+        nodes, consts, cur = [mm], {"w": np.asarray(b.const)}, mm.outputs[0]
+        nxt = u.single(cur)
+        if nxt is not None and nxt.op is ew.add:
+            other = nxt.inputs[1] if nxt.inputs[0] is cur else nxt.inputs[0]
+            if other.is_const and other.type.dtype is F32 and other.type.size == n_ and \
+                    other.type.shape[-1] == n_ and other.type.rank <= cur.type.rank:
+                consts["b"], cur = np.asarray(other.const).reshape(n_), nxt.outputs[0]
+                nodes.append(nxt)
+                nxt = u.single(cur)
+        act = "none"
+        if nxt is not None and nxt.op is ew.relu:
+            act = "relu"
+        elif nxt is not None and nxt.op is ew.gelu:
+            act = "gelu_tanh" if nxt.attrs["approximate"] == "tanh" else "gelu_erf"
+        if act != "none":
+            nodes.append(nxt)
+        rows = int(np.prod(a.type.shape[:-1]))
+        spec = kmm.MatmulSpec((), rows, n_, k, True, False, "b" in consts, act)
+        return Group("matmul", nodes, spec, {"a": a}, consts)
+    if b.is_const or a.type.rank != b.type.rank or a.type.shape[:-2] != b.type.shape[:-2]:
+        return None
+    src, transpose_b = b, False
+    t = b.producer
+    if t is not None and t.op is shape.transpose and u.single(b) is mm:
+        perm = t.attrs["perm"]
+        r = len(perm)
+        if list(perm) == list(range(r - 2)) + [r - 1, r - 2]:
+            src, transpose_b = t.inputs[0], True
+    n_ = b.type.shape[-1]
+    spec = kmm.MatmulSpec(a.type.shape[:-2], m, n_, k, False, transpose_b, False, "none")
+    return Group("matmul", [mm], spec, {"a": a, "b": src})
+
+
+def _plan_pool(p: Node) -> Group | None:
+    x = p.inputs[0]
+    if x.type.rank != 4 or x.type.dtype is not F32:
+        return None
+    n, c, h, w = x.type.shape
+    block = kconv.choose_blocks(c, c)[1] or 0
+    if p.op in (rd.reduce_mean, rd.reduce_max):
+        if sorted(p.attrs["axes"]) != [2, 3] or not p.attrs["keepdims"]:
+            return None
+        kind = "global_avg" if p.op is rd.reduce_mean else "global_max"
+        spec = kpool.PoolSpec(kind, n, c, h, w, block=block)
+    else:
+        a = p.attrs
+        kind = "max" if p.op is nn.max_pool else "avg"
+        spec = kpool.PoolSpec(kind, n, c, h, w, a["kernel"][0], a["kernel"][1], tuple(a["strides"]),
+                              tuple(a["pads"]), tuple(a["dilations"]), block,
+                              p.attrs.get("count_include_pad", False), a["ceil_mode"])
+    return Group("pool", [p], spec, {"x": x})
+
+
+def plan(g: Graph) -> dict[int, Group]:
+    """id(node) -> the Group it belongs to, for every node a fast kernel takes."""
+    u = _Uses(g)
+    taken: dict[int, Group] = {}
+    for node in g.nodes:
+        if id(node) in taken:
+            continue
+        grp = None
+        if node.op is linalg.conv:
+            grp = _plan_conv(node, u, set(taken))
+        elif node.op is linalg.matmul:
+            grp = _plan_matmul(node, u)
+        elif node.op in (nn.max_pool, nn.avg_pool, rd.reduce_mean, rd.reduce_max):
+            grp = _plan_pool(node)
+        if grp is not None and not any(id(m) in taken for m in grp.nodes):
+            for m in grp.nodes:
+                taken[id(m)] = grp
+    return taken
+
+
+# Elementwise ops that work on any layout, as (relax op) for unary or binary-with-scalar use.
+_BLOCKED_UNARY = {ew.relu: relax.op.nn.relu, ew.sigmoid: relax.op.sigmoid, ew.tanh: relax.op.tanh}
+
+
+class FastPath:
+    """Emits the planned kernels and tracks which values live in a blocked layout."""
+
+    def __init__(self, bb: relax.BlockBuilder, g: Graph, plain_env: dict[int, relax.Expr],
+                 read_plain: Callable[[Value], relax.Expr]):
+        self.bb, self.g = bb, g
+        self.groups = plan(g)
+        self.plain_env = plain_env          # id(value) -> plain (logical layout) expr
+        self.blocked: dict[int, tuple[relax.Expr, int]] = {}   # id(value) -> (expr, block)
+        self._read_plain = read_plain
+        self._funcs: dict[tuple, relax.GlobalVar] = {}
+
+    # -- kernels as GlobalVars, one per distinct spec ---------------------------
+    def _kernel(self, key: tuple, make: Callable[[], tvm.tirx.PrimFunc], name: str) -> relax.GlobalVar:
+        if key not in self._funcs:
+            func = make()
+            sym = f"{name}_{len(self._funcs)}"
+            self._funcs[key] = self.bb.add_func(func.with_attr("global_symbol", sym), sym)
+        return self._funcs[key]
+
+    def _call(self, gv, args, shape_, dtype="float32") -> relax.Expr:
+        return self.bb.emit(relax.call_tir(gv, args, relax.TensorType(tuple(shape_), dtype)))
+
+    # -- layouts ---------------------------------------------------------------
+    def plain(self, v: Value) -> relax.Expr:
+        """v in its logical (plain) layout, unpacking a blocked value once."""
+        if id(v) not in self.plain_env and id(v) in self.blocked:
+            expr, block = self.blocked[id(v)]
+            n, c, h, w = v.type.shape
+            if h == w == 1:               # (n, c/b, 1, 1, b) already has NCHW element order
+                self.plain_env[id(v)] = self.bb.emit(relax.op.reshape(expr, (n, c, h, w)))
+            else:
+                gv = self._kernel(("unpack", n, c, h, w, block),
+                                  lambda: klayout.make_unpack_nchwc(n, c, h, w, block), "unpack_nchwc")
+                self.plain_env[id(v)] = self._call(gv, [expr], (n, c, h, w))
+        return self._read_plain(v)
+
+    def in_layout(self, v: Value, block: int) -> relax.Expr:
+        """v as NCHW{block}c (block 0 = plain)."""
+        if block == 0:
+            return self.plain(v)
+        if id(v) in self.blocked:
+            expr, have = self.blocked[id(v)]
+            if have == block:
+                return expr
+        n, c, h, w = v.type.shape
+        src = self.plain(v)
+        gv = self._kernel(("pack", n, c, h, w, block),
+                          lambda: klayout.make_pack_nchwc(n, c, h, w, block), "pack_nchwc")
+        expr = self._call(gv, [src], (n, c // block, h, w, block))
+        self.blocked.setdefault(id(v), (expr, block))
+        return expr
+
+    def _set_out(self, v: Value, expr: relax.Expr, block: int) -> None:
+        if block:
+            self.blocked[id(v)] = (expr, block)
+        else:
+            self.plain_env[id(v)] = expr
+
+    # -- lowering ----------------------------------------------------------------
+    def lower(self, node: Node) -> bool:
+        """Emit `node` if a fast path owns it; False hands it to the generic lowering."""
+        grp = self.groups.get(id(node))
+        if grp is not None:
+            if node is grp.nodes[-1]:
+                getattr(self, f"_emit_{grp.kind}")(grp)
+            return True
+        return self._blocked_elementwise(node)
+
+    def _blocked_elementwise(self, node: Node) -> bool:
+        """relu/sigmoid/tanh, and add/mul of two equally blocked values, stay blocked."""
+        if not node.inputs or not all(id(v) in self.blocked for v in node.inputs):
+            return False
+        if node.op in _BLOCKED_UNARY:
+            expr, block = self.blocked[id(node.inputs[0])]
+            self._set_out(node.outputs[0], self.bb.emit(_BLOCKED_UNARY[node.op](expr)), block)
+            return True
+        if node.op in (ew.add, ew.mul) and node.inputs[0].type == node.inputs[1].type:
+            (a, ba), (b, bb_) = (self.blocked[id(v)] for v in node.inputs)
+            if ba == bb_:
+                fn = relax.op.add if node.op is ew.add else relax.op.multiply
+                self._set_out(node.outputs[0], self.bb.emit(fn(a, b)), ba)
+                return True
+        return False
+
+    def _emit_conv(self, grp: Group) -> None:
+        s: kconv.Conv2dSpec = grp.spec
+        args = [self.in_layout(grp.operands["x"], s.in_block),
+                relax.const(kconv.pack_weight(s, grp.consts["w"].astype(np.float32)))]
+        if s.has_bias:
+            args.append(relax.const(kconv.pack_bias(s, grp.consts["b"].astype(np.float32))))
+        if s.has_residual:
+            args.append(self.in_layout(grp.operands["residual"], s.out_block))
+        gv = self._kernel(("conv", s), lambda: kconv.make_conv2d(s), "conv2d_nchwc")
+        self._set_out(grp.out, self._call(gv, args, kconv.out_shape(s)), s.out_block)
+
+    def _emit_matmul(self, grp: Group) -> None:
+        s: kmm.MatmulSpec = grp.spec
+        a = self.plain(grp.operands["a"])
+        if s.b_is_const:
+            a = self.bb.emit(relax.op.reshape(a, (s.m, s.k)))
+            args = [a, relax.const(kmm.pack_b(s, grp.consts["w"].astype(np.float32)))]
+            if s.has_bias:
+                args.append(relax.const(grp.consts["b"].astype(np.float32)))
+        else:
+            args = [a, self.plain(grp.operands["b"])]
+        gv = self._kernel(("matmul", s), lambda: kmm.make_matmul(s), "matmul")
+        y = self._call(gv, args, kmm.out_shape(s))
+        if s.b_is_const:
+            y = self.bb.emit(relax.op.reshape(y, grp.out.type.shape))
+        self.plain_env[id(grp.out)] = y
+
+    def _emit_pool(self, grp: Group) -> None:
+        s: kpool.PoolSpec = grp.spec
+        x = self.in_layout(grp.operands["x"], s.block)
+        gv = self._kernel(("pool", s), lambda: kpool.make_pool2d(s), f"{s.kind}_pool2d")
+        self._set_out(grp.out, self._call(gv, [x], kpool.pool_out_shape(s)), s.block)

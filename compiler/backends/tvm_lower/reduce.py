@@ -1,0 +1,86 @@
+"""Lowerings of reductions, argmax, cumsum and top-k."""
+from __future__ import annotations
+
+import math
+
+from tvm import relax, te, tirx
+
+from compiler.backends.tvm_lower.registry import LowerCtx, dtype_of, lowers, shape_of
+from compiler.ir import Node
+from compiler.ops import reduce as rd
+
+R = relax.op
+_SIMPLE = {rd.reduce_sum: R.sum, rd.reduce_max: R.max, rd.reduce_min: R.min, rd.reduce_prod: R.prod}
+
+
+def _axes(node: Node, x: relax.Expr) -> list[int]:
+    rank = len(shape_of(x))
+    return sorted(a % rank for a in node.attrs["axes"])
+
+
+@lowers(*_SIMPLE)
+def _reduce(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    # Integer sums and products wrap in the element type: equal, mod 2^bits, to numpy's
+    # wider accumulation followed by the cast back.
+    return [_SIMPLE[node.op](args[0], _axes(node, args[0]), node.attrs["keepdims"])]
+
+
+def _truncdiv_const_te(t: te.Tensor, n: int) -> te.Tensor:
+    return te.compute(t.shape, lambda *i: tirx.truncdiv(t[i], tirx.const(n, t.dtype)),
+                      name="mean_div")
+
+
+@lowers(rd.reduce_mean)
+def _reduce_mean(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    x = args[0]
+    axes, dt = _axes(node, x), dtype_of(x)
+    if dt.startswith("float"):
+        return [R.mean(x, axes, node.attrs["keepdims"])]
+    # numpy: the exact mean, truncated when cast back; sum in int64 so nothing wraps
+    n = math.prod(shape_of(x)[a] for a in axes)
+    total = ctx.emit(R.sum(R.astype(x, "int64"), axes, node.attrs["keepdims"]))
+    q = ctx.emit_te(_truncdiv_const_te, total, n, name="mean_div")
+    return [R.astype(q, dt)]
+
+
+@lowers(rd.reduce_l2)
+def _reduce_l2(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    x = args[0]
+    axes, dt = _axes(node, x), dtype_of(x)
+    if not dt.startswith("float"):
+        # numpy: x*x wraps in the element type, the sum is exact, sqrt in float64, truncated back
+        sq = ctx.emit(R.astype(R.multiply(x, x), "float64"))
+        s = ctx.emit(R.sqrt(R.sum(sq, axes, node.attrs["keepdims"])))
+        return [R.astype(s, dt)]
+    return [R.sqrt(R.sum(R.multiply(x, x), axes, node.attrs["keepdims"]))]
+
+
+@lowers(rd.argmax)
+def _argmax(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    x = args[0]
+    axis = node.attrs["axis"] % len(shape_of(x))
+    keep = node.attrs["keepdims"]
+    if not node.attrs["select_last_index"]:
+        return [R.argmax(x, axis, keep)]
+    idx = ctx.emit(R.argmax(ctx.emit(R.flip(x, axis)), axis, keep))
+    last = relax.const(shape_of(x)[axis] - 1, "int64")
+    return [R.subtract(last, idx)]
+
+
+@lowers(rd.cumsum)
+def _cumsum(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    x = args[0]
+    axis = node.attrs["axis"] % len(shape_of(x))
+    if node.attrs["reverse"]:
+        x = ctx.emit(R.flip(x, axis))
+    y = R.cumsum(x, axis, dtype_of(x), node.attrs["exclusive"])
+    if node.attrs["reverse"]:
+        y = R.flip(ctx.emit(y), axis)
+    return [y]
+
+
+@lowers(rd.topk)
+def _topk(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    a = node.attrs
+    both = ctx.emit(R.topk(args[0], a["k"], a["axis"], "both", a["largest"], "int64"))
+    return [relax.TupleGetItem(both, 0), relax.TupleGetItem(both, 1)]

@@ -1,0 +1,72 @@
+"""onnx's own backend test models (pytorch-converted, pytorch-operator, simple) through
+load_onnx + the interpreter, against their stored outputs. Unsupported models skip with the
+reason. Models older than opset 9 run a second time upgraded by onnx.version_converter."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper, version_converter
+
+from compiler import interp
+from compiler.diagnostics import Unsupported
+from frontends.onnx import MIN_OPSET, load_onnx
+
+DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
+SUITES = ("pytorch-converted", "pytorch-operator", "simple")
+CASES = sorted(p.parent for s in SUITES for p in (DATA / s).glob("*/model.onnx"))
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+OLD_CASES = [c for c in CASES if _opset(onnx.load(c / "model.onnx", load_external_data=False))
+             < MIN_OPSET]
+
+
+def _read(path: Path) -> np.ndarray:
+    t = onnx.TensorProto()
+    t.ParseFromString(path.read_bytes())
+    return numpy_helper.to_array(t)
+
+
+def _check_case(case: Path, model: onnx.ModelProto | Path) -> None:
+    try:
+        g = load_onnx(model)
+    except Unsupported as e:
+        pytest.skip(str(e).splitlines()[0])
+    datasets = sorted(case.glob("test_data_set_*"))
+    assert datasets, f"{case} has no test data"
+    for ds in datasets:
+        inputs = [_read(p) for p in sorted(ds.glob("input_*.pb"), key=lambda p: int(p.stem[6:]))]
+        want = [_read(p) for p in sorted(ds.glob("output_*.pb"), key=lambda p: int(p.stem[7:]))]
+        got = interp.run(g, *inputs)
+        assert len(got) == len(want)
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert a.shape == b.shape, f"{ds.name} output {i}: shape {a.shape} != {b.shape}"
+            if np.issubdtype(b.dtype, np.floating):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"{ds.name} out {i}")
+            else:
+                np.testing.assert_array_equal(a, b, err_msg=f"{ds.name} output {i}")
+
+
+# Some stored inputs are NaN-producing on purpose (sqrt/pow of negatives).
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+@pytest.mark.skipif(not CASES, reason="onnx backend test data not installed")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.parent.name}/{c.name}")
+def test_backend_model_matches_stored_outputs(case):
+    _check_case(case, case / "model.onnx")
+
+
+@pytest.mark.parametrize("case", OLD_CASES, ids=lambda c: f"{c.parent.name}/{c.name}")
+def test_backend_model_upgraded_to_opset9(case):
+    try:
+        model = version_converter.convert_version(onnx.load(case / "model.onnx"), MIN_OPSET)
+    except Exception as e:   # the converter's own limits, not ours
+        pytest.skip(f"onnx.version_converter cannot upgrade it: {str(e).splitlines()[0][:120]}")
+    _check_case(case, model)

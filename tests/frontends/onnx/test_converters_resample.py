@@ -1,0 +1,122 @@
+"""Pad and Resize converters against onnxruntime across their opset forms, modes and
+coordinate transformations."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+F32 = np.float32
+I64 = np.int64
+EMPTY = np.zeros(0, F32)
+
+
+def _x(rng, *shape):
+    return rng.standard_normal(shape).astype(F32)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
+@pytest.mark.parametrize("opset", [9, 10])
+def test_pad_v2_attributes(check_node, rng, mode, opset):
+    check_node("Pad", {"x": _x(rng, 2, 4, 5)}, opset, pads=[0, 1, 2, 0, 2, 1], mode=mode, value=1.5)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
+@pytest.mark.parametrize("pads", [[0, 1, 2, 0, 2, 1], [0, -1, 1, 0, 1, -2]])
+def test_pad_inputs(check_node, rng, mode, pads):
+    inits = {"p": np.array(pads, I64), "v": np.array(-2.0, F32)}
+    names = ["x", "p", "v"] if mode == "constant" else ["x", "p"]
+    if mode != "constant":
+        del inits["v"]
+    check_node("Pad", {"x": _x(rng, 2, 4, 5)}, 13, inits, input_names=names, mode=mode)
+
+
+def test_pad_axes_opset18_and_wrap_opset19(check_node, rng):
+    check_node("Pad", {"x": _x(rng, 2, 4, 5)}, 18, {"p": np.array([1, 2, 0, 3], I64),
+                                                   "ax": np.array([-1, 0], I64)},
+               input_names=["x", "p", "", "ax"])
+    check_node("Pad", {"x": _x(rng, 2, 4, 5)}, 19, {"p": np.array([0, 1, 2, 0, 2, 1], I64)},
+               mode="wrap")
+
+
+def test_pad_int_input(check_node, rng):
+    x = rng.integers(-5, 5, (3, 4)).astype(np.int32)
+    check_node("Pad", {"x": x}, 13, {"p": np.array([1, 0, 0, 2], I64), "v": np.array(7, np.int32)})
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("scales", [[1, 1, 2, 3], [1, 1, 0.5, 2]])
+def test_resize_v10_scales(check_node, rng, mode, scales):
+    check_node("Resize", {"x": _x(rng, 1, 2, 4, 6)}, 10, {"s": np.array(scales, F32)}, mode=mode)
+
+
+COORDS = ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]
+NEAREST = ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
+
+
+@pytest.mark.parametrize("coord", COORDS)
+@pytest.mark.parametrize("nearest_mode", NEAREST)
+@pytest.mark.parametrize("scales", [[1, 1, 2.0, 1.5], [1, 1, 0.7, 0.5]])
+def test_resize_nearest_scales(check_node, rng, coord, nearest_mode, scales):
+    check_node("Resize", {"x": _x(rng, 1, 2, 5, 6)}, 11,
+               {"roi": EMPTY, "s": np.array(scales, F32)}, mode="nearest",
+               coordinate_transformation_mode=coord, nearest_mode=nearest_mode)
+
+
+@pytest.mark.parametrize("coord", COORDS)
+@pytest.mark.parametrize("scales", [[1, 1, 2.0, 1.5], [1, 1, 0.6, 0.5], [1, 2, 1, 1]])
+def test_resize_linear_scales(check_node, rng, coord, scales):
+    check_node("Resize", {"x": _x(rng, 1, 2, 5, 6)}, 11,
+               {"roi": EMPTY, "s": np.array(scales, F32)}, mode="linear",
+               coordinate_transformation_mode=coord)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("coord", COORDS)
+@pytest.mark.parametrize("sizes", [[1, 2, 9, 4], [1, 2, 3, 13]])
+def test_resize_sizes_opset13(check_node, rng, mode, coord, sizes):
+    check_node("Resize", {"x": _x(rng, 1, 2, 5, 6)}, 13, {"sz": np.array(sizes, I64)},
+               input_names=["x", "", "", "sz"], mode=mode, coordinate_transformation_mode=coord)
+
+
+def test_resize_sizes_opset11_with_empty_scales(check_node, rng):
+    check_node("Resize", {"x": _x(rng, 1, 1, 4, 4)}, 11,
+               {"roi": EMPTY, "s": EMPTY, "sz": np.array([1, 1, 7, 3], I64)}, mode="linear")
+
+
+@pytest.mark.parametrize("policy", ["stretch", "not_larger", "not_smaller"])
+def test_resize_axes_and_aspect_policy_opset18(check_node, rng, policy):
+    check_node("Resize", {"x": _x(rng, 1, 2, 4, 6)}, 18, {"sz": np.array([7, 8], I64)},
+               input_names=["x", "", "", "sz"], mode="linear", axes=[2, 3],
+               keep_aspect_ratio_policy=policy)
+
+
+def test_resize_1d_and_3d(check_node, rng):
+    check_node("Resize", {"x": _x(rng, 2, 3, 5)}, 13, {"s": np.array([1, 1, 2.5], F32)},
+               input_names=["x", "", "s"], mode="linear")
+    check_node("Resize", {"x": _x(rng, 1, 1, 3, 4, 2)}, 13, {"s": np.array([1, 1, 2, 1, 3], F32)},
+               input_names=["x", "", "s"], mode="nearest")
+
+
+def test_resize_nearest_float32_coordinate_ties(check_node, rng):
+    """(1 + 0.5) / 0.6f - 0.5 is exactly 2 in float32 (1.9999 in float64): coordinates are float32."""
+    check_node("Resize", {"x": _x(rng, 1, 1, 5, 5)}, 11,
+               {"roi": EMPTY, "s": np.array([1, 1, 0.6, 1], F32)}, mode="nearest",
+               coordinate_transformation_mode="half_pixel", nearest_mode="floor")
+
+
+def test_resize_tf_half_pixel_for_nearest(make_model, rng):
+    """Resize-11 only; neither onnxruntime nor onnx.reference has the mode, so the spec formula
+    x_in = (x_out + 0.5) / scale, rounded half down and clamped, is the oracle."""
+    from onnx import helper
+
+    from compiler import interp
+    from frontends.onnx import load_onnx
+
+    x = _x(rng, 1, 2, 5, 6)
+    node = helper.make_node("Resize", ["x", "roi", "s"], ["y"], mode="nearest",
+                            coordinate_transformation_mode="tf_half_pixel_for_nearest")
+    model = make_model([node], {"x": x}, ["y"], 11,
+                       {"roi": EMPTY, "s": np.array([1, 1, 1.5, 0.5], F32)})
+    rows = np.clip(np.ceil((np.arange(7) + 0.5) / 1.5 - 0.5), 0, 4).astype(int)
+    cols = np.clip(np.ceil((np.arange(3) + 0.5) / 0.5 - 0.5), 0, 5).astype(int)
+    np.testing.assert_array_equal(interp.run(load_onnx(model), x)[0], x[:, :, rows][:, :, :, cols])
