@@ -64,11 +64,15 @@ class _Uses:
     def __init__(self, g: Graph):
         self.users = g.uses()
         self.outputs = {id(v) for v in g.outputs}
+        self.taken: set[int] = set()        # nodes already claimed by a group
 
     def single(self, v: Value) -> Node | None:
-        """The only user of v, when v has exactly one and is not a graph output."""
+        """The only user of v, when v has exactly one, is not a graph output, and that user is
+        not already part of another kernel."""
         us = self.users.get(v, [])
-        return us[0][0] if len(us) == 1 and id(v) not in self.outputs else None
+        if len(us) != 1 or id(v) in self.outputs or id(us[0][0]) in self.taken:
+            return None
+        return us[0][0]
 
 
 def _activation(u: _Uses, v: Value) -> tuple[Node | None, str, float, float]:
@@ -80,7 +84,7 @@ def _activation(u: _Uses, v: Value) -> tuple[Node | None, str, float, float]:
     return None, "none", 0.0, 0.0
 
 
-def _plan_conv(conv: Node, u: _Uses, taken: set[int]) -> Group | None:
+def _plan_conv(conv: Node, u: _Uses) -> Group | None:
     x, w = conv.inputs[0], conv.inputs[1]
     if x.type.rank != 4 or x.type.dtype is not F32 or not w.is_const or \
             (len(conv.inputs) > 2 and not conv.inputs[2].is_const):
@@ -115,8 +119,6 @@ def _plan_conv(conv: Node, u: _Uses, taken: set[int]) -> Group | None:
                                 (p[0], p[1], p[2], p[3]), tuple(conv.attrs["dilations"]), groups,
                                 in_b, out_b, "b" in consts, "residual" in operands, act, lo, hi)
     except ValueError:
-        return None
-    if any(id(m) in taken for m in nodes):
         return None
     return Group("conv", nodes, spec, operands, consts)
 
@@ -190,7 +192,7 @@ def plan(g: Graph) -> dict[int, Group]:
             continue
         grp = None
         if node.op is linalg.conv:
-            grp = _plan_conv(node, u, set(taken))
+            grp = _plan_conv(node, u)
         elif node.op is linalg.matmul:
             grp = _plan_matmul(node, u)
         elif node.op in (nn.max_pool, nn.avg_pool, rd.reduce_mean, rd.reduce_max):
@@ -198,6 +200,7 @@ def plan(g: Graph) -> dict[int, Group]:
         if grp is not None and not any(id(m) in taken for m in grp.nodes):
             for m in grp.nodes:
                 taken[id(m)] = grp
+                u.taken.add(id(m))
     return taken
 
 
