@@ -24,7 +24,7 @@ from tvm import relax
 
 from compiler.backends.tvm_fastpath import FastPath
 from compiler.backends.tvm_lower import LOWERINGS, LowerCtx, lowers
-from compiler.backends.tvm_lower.registry import tvm_dtype
+from compiler.backends.tvm_lower.registry import const, tvm_dtype
 from compiler.backends.tvm_lower.schedule import schedule_module
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
 from compiler.ir import Graph, Value
@@ -68,7 +68,7 @@ def lower_to_relax(g: Graph, target: Target) -> tvm.IRModule:
 
     def read(v: Value) -> relax.Expr:
         if v.is_const and id(v) not in env:
-            env[id(v)] = relax.const(np.asarray(v.const).astype(tvm_dtype(v.type.dtype)))
+            env[id(v)] = const(v.const, tvm_dtype(v.type.dtype))   # relax.const(int64) alone gives int32
         return env[id(v)]
 
     with bb.function("main", params):

@@ -281,6 +281,8 @@ class FastPath:
         """relu/sigmoid/tanh, and add/mul of two equally blocked values, stay blocked."""
         if not node.inputs or not all(id(v) in self.blocked for v in node.inputs):
             return False
+        if all(id(v) in self.plain_env for v in node.inputs):
+            return False                    # already unpacked for another reader: stay plain
         if node.op in _BLOCKED_UNARY:
             expr, block = self.blocked[id(node.inputs[0])]
             self._set_out(node.outputs[0], self.bb.emit(_BLOCKED_UNARY[node.op](expr)), block)

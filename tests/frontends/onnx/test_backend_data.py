@@ -3,6 +3,7 @@ load_onnx + the interpreter, against their stored outputs. Unsupported models sk
 reason. Models older than opset 9 run a second time upgraded by onnx.version_converter."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,15 @@ def _read(path: Path) -> np.ndarray:
 
 
 def _check_case(case: Path, model: onnx.ModelProto | Path) -> None:
+    """interp == stored outputs; then the optimized graph compiled by TVM == interp."""
     try:
         g = load_onnx(model)
     except Unsupported as e:
         pytest.skip(str(e).splitlines()[0])
+    exe = None
+    if importlib.util.find_spec("tvm") is not None:
+        import compiler
+        exe = compiler.compile(g, target="llvm")
     datasets = sorted(case.glob("test_data_set_*"))
     assert datasets, f"{case} has no test data"
     for ds in datasets:
@@ -51,6 +57,13 @@ def _check_case(case: Path, model: onnx.ModelProto | Path) -> None:
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"{ds.name} out {i}")
             else:
                 np.testing.assert_array_equal(a, b, err_msg=f"{ds.name} output {i}")
+        if exe is not None:
+            for i, (a, b) in enumerate(zip(exe.run(*inputs), interp.run(exe.graph, *inputs))):
+                if np.issubdtype(b.dtype, np.floating):
+                    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True,
+                                               err_msg=f"tvm {ds.name} out {i}")
+                else:
+                    np.testing.assert_array_equal(a, b, err_msg=f"tvm {ds.name} output {i}")
 
 
 # Some stored inputs are NaN-producing on purpose (sqrt/pow of negatives).

@@ -1,0 +1,120 @@
+"""The TVM fast path: which nodes become one scheduled kernel, and that graphs mixing blocked
+kernels with generic ops still compute what the interpreter computes."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+
+from compiler import interp  # noqa: E402
+from compiler.backends.tvm import BACKEND  # noqa: E402
+from compiler.backends.tvm_fastpath import plan  # noqa: E402
+from compiler.ir import Graph  # noqa: E402
+from compiler.ops import elementwise as ew, linalg, nn, reduce as rd, shape  # noqa: E402
+from compiler.target import Target  # noqa: E402
+from compiler.types import DType, TensorType  # noqa: E402
+
+F32 = DType.F32
+TARGET = Target("llvm", num_threads=1)
+
+
+def _conv(g, x, co, k=3, stride=1, groups=1, bias=True, rng=np.random.default_rng(0)):
+    ci = x.type.shape[1]
+    ins = [x, g.const((rng.standard_normal((co, ci // groups, k, k)) / k).astype(np.float32), "w")]
+    if bias:
+        ins.append(g.const(rng.standard_normal(co).astype(np.float32), "b"))
+    p = k // 2
+    return g.add1(linalg.conv, ins, strides=(stride, stride), pads=(p, p, p, p), dilations=(1, 1),
+                  groups=groups)
+
+
+def _kernel_calls(exe) -> list[str]:
+    """Names of the call_tir'd kernels in the Relax module, numbering stripped."""
+    return re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", exe.source("relax"))
+
+
+def _check(g, *inputs):
+    exe = BACKEND.build(g, TARGET)
+    for got, want in zip(exe.run(list(inputs)), interp.run(g, *inputs)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    return exe
+
+
+def _groups(g):
+    return sorted({id(v): v for v in plan(g).values()}.values(), key=lambda grp: g.nodes.index(grp.nodes[0]))
+
+
+def test_residual_block_fuses_epilogues_and_stays_blocked(rng):
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 12, 12), F32))
+    a = g.add1(ew.relu, [_conv(g, x, 32)])
+    b = _conv(g, a, 32)
+    s = _conv(g, x, 32, k=1)                           # shortcut
+    y = g.add1(ew.relu, [g.add1(ew.add, [b, s])])
+    y = g.add1(nn.max_pool, [y], kernel=(2, 2), strides=(2, 2), pads=(0, 0, 0, 0), dilations=(1, 1))
+    y = g.add1(rd.reduce_mean, [y], axes=(2, 3), keepdims=True)
+    g.outputs = [g.add1(shape.reshape, [y], shape=(1, 32))]
+    groups = _groups(g)
+    assert [grp.kind for grp in groups] == ["conv", "conv", "conv", "pool", "pool"]
+    assert [n.op for n in groups[0].nodes] == [linalg.conv, ew.relu]
+    fused = [grp for grp in groups if grp.kind == "conv" and len(grp.nodes) == 3][0]
+    assert [n.op for n in fused.nodes] == [linalg.conv, ew.add, ew.relu] and fused.spec.has_residual
+    exe = _check(g, rng.standard_normal((1, 16, 12, 12)).astype(np.float32))
+    calls = _kernel_calls(exe)
+    assert "unpack_nchwc" not in calls                    # global pool output reshapes for free
+    assert calls.count("pack_nchwc") == 1                 # the input, packed once for two convs
+
+
+def test_bias_add_and_clip_fold_into_conv(rng):
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 8, 9, 9), F32))
+    c = _conv(g, x, 8, bias=False)
+    c = g.add1(ew.add, [c, g.const(rng.standard_normal((1, 8, 1, 1)).astype(np.float32))])
+    g.outputs = [g.add1(ew.clip, [c], min=0.0, max=6.0)]
+    (grp,) = _groups(g)
+    assert grp.spec.has_bias and grp.spec.activation == "clip" and len(grp.nodes) == 3
+    _check(g, rng.standard_normal((1, 8, 9, 9)).astype(np.float32) * 4)
+
+
+def test_depthwise_then_generic_consumer_unpacks(rng):
+    """softmax over channels has no blocked form: the conv result is unpacked for it."""
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 7, 7), F32))
+    d = g.add1(ew.relu, [_conv(g, x, 16, groups=16)])
+    g.outputs = [g.add1(nn.softmax, [d], axis=1), g.add1(ew.sigmoid, [d])]
+    exe = _check(g, rng.standard_normal((1, 16, 7, 7)).astype(np.float32))
+    assert _kernel_calls(exe).count("unpack_nchwc") == 1
+
+
+def test_linear_with_bias_and_gelu_is_one_kernel(rng):
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 5, 24), F32))
+    y = g.add1(linalg.matmul, [x, g.const(rng.standard_normal((24, 32)).astype(np.float32))])
+    y = g.add1(ew.add, [y, g.const(rng.standard_normal(32).astype(np.float32))])
+    g.outputs = [g.add1(ew.gelu, [y])]
+    (grp,) = _groups(g)
+    assert grp.kind == "matmul" and grp.spec.activation == "gelu_erf" and grp.spec.m == 10
+    _check(g, rng.standard_normal((2, 5, 24)).astype(np.float32))
+
+
+def test_attention_scores_use_transposed_b(rng):
+    g = Graph()
+    q = g.add_input("q", TensorType((1, 2, 6, 8), F32))
+    k = g.add_input("k", TensorType((1, 2, 6, 8), F32))
+    kt = g.add1(shape.transpose, [k], perm=(0, 1, 3, 2))
+    s = g.add1(nn.softmax, [g.add1(linalg.matmul, [q, kt])], axis=-1)
+    g.outputs = [g.add1(linalg.matmul, [s, q])]
+    groups = _groups(g)
+    assert [grp.spec.transpose_b for grp in groups] == [True, False]
+    _check(g, *(rng.standard_normal((1, 2, 6, 8)).astype(np.float32) for _ in range(2)))
+
+
+def test_non_float32_conv_takes_the_generic_path(rng):
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 4, 6, 6), DType.F16))
+    w = g.const(rng.standard_normal((4, 4, 3, 3)).astype(np.float16))
+    g.outputs = [g.add1(linalg.conv, [x, w], strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1))]
+    assert plan(g) == {}
