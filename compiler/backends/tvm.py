@@ -236,7 +236,8 @@ class TVMBackend:
             path = os.path.join(d, "model.so")
             with open(path, "wb") as f:
                 f.write(library)
-            module = _run_tvm("load the library", tvm.runtime.load_module, path)
+            with _captured_stderr():           # TVM logs a 'Scope Loaded' warning per constant
+                module = _run_tvm("load the library", tvm.runtime.load_module, path)
         return TVMExecutable(module, None, target, library=library)
 
 
