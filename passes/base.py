@@ -5,7 +5,9 @@ of names, verifies the graph after each pass, times them, and prints or dumps th
 """
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,8 +76,12 @@ def run_pipeline(g: Graph, names: Sequence[str], ctx: PassContext | None = None)
         except CompileError:
             raise
         except Exception as e:  # noqa: BLE001  (any other exception is our bug: say which pass)
+            fd, repro = tempfile.mkstemp(prefix=f"crash-{name}-", suffix=".mlir")
+            with os.fdopen(fd, "w") as f:
+                f.write(str(g))
             raise PassFailed(f"pass '{name}' crashed: {type(e).__name__}: {e}",
-                             hint="rerun with --debug for the traceback") from e
+                             hint=f"its input IR is saved in {repro}; please report it "
+                                  "(--debug shows the traceback)") from e
         ctx.timings.append((name, time.perf_counter() - t0))
         if ctx.verify_each:
             verify(g)

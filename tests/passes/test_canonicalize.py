@@ -135,3 +135,20 @@ def test_resolve_edits_pipeline_and_rejects_unknown():
     assert resolve(base, passes=["dead_code"]) == ["dead_code"]
     with pytest.raises(Unsupported, match="unknown pass 'nope'"):
         resolve(base, disable=["nope"])
+
+
+def test_crashing_pass_is_reported_with_a_reproducer(monkeypatch):
+    from passes.base import PASSES, Pass, PassFailed
+
+    def boom(g):
+        raise ZeroDivisionError("oops")
+
+    monkeypatch.setitem(PASSES, "boom", Pass("boom", boom, "crashes"))
+    g = Graph()
+    x = g.add_input("x", TensorType((2,), F32))
+    g.outputs = [g.add1(ew.relu, [x])]
+    with pytest.raises(PassFailed, match="pass 'boom' crashed: ZeroDivisionError: oops") as e:
+        run_pipeline(g, ["boom"])
+    repro = e.value.hint.split("saved in ")[1].split(";")[0]
+    with open(repro) as f:
+        assert '"nn.relu"' in f.read()
