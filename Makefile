@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 JOBS ?= 2
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench lint clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ test-all: install
 
 bench: install
 	$(PY) benchmarks/e2e_fp32.py --threads 1 2
+
+lint: install
+	$(VENV)/bin/ruff check --select F,E9 .
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

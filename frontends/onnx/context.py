@@ -15,11 +15,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.diagnostics import InvalidModel, SourceLoc, Unsupported
-from compiler.ir import Graph, Value
-from compiler.ops.registry import OpDef
+from compiler.ir import Graph
+from frontends.common import Emitter, Operand
 from compiler.types import DType
 
-Operand = Union[Value, np.ndarray]
 Converter = Callable[["ConvertContext", onnx.NodeProto], Union[Operand, Sequence[Operand]]]
 
 ONNX_DTYPES: dict[int, DType] = {
@@ -55,11 +54,11 @@ def attribute_value(attr: onnx.AttributeProto) -> Any:
     return value
 
 
-class ConvertContext:
+class ConvertContext(Emitter):
     """State shared by the converters while one ONNX graph is imported."""
 
     def __init__(self, graph: Graph, opset: int, file: str, used: set[str]):
-        self.graph = graph
+        super().__init__(graph)
         self.opset = opset
         self.file = file
         self.used = used                      # tensor names read by a node or a graph output
@@ -68,7 +67,6 @@ class ConvertContext:
         self.node_name = ""
         self.loc = SourceLoc(file)
         self._attrs: dict[str, Any] = {}
-        self._const_values: dict[int, tuple[np.ndarray, Value]] = {}
 
     def begin(self, node: onnx.NodeProto, name: str) -> None:
         self.node, self.node_name = node, name
@@ -119,50 +117,11 @@ class ConvertContext:
     def output_used(self, i: int) -> bool:
         return i < len(self.node.output) and self.node.output[i] in self.used
 
-    # -- operands -----------------------------------------------------------------
-    @staticmethod
-    def shape(x: Operand) -> tuple[int, ...]:
-        return tuple(x.shape) if isinstance(x, np.ndarray) else x.type.shape
-
-    @staticmethod
-    def np_dtype(x: Operand) -> np.dtype:
-        return x.dtype if isinstance(x, np.ndarray) else x.type.dtype.numpy
-
+    # -- operands (shape, np_dtype, value, emit come from Emitter) -----------------
     def rank(self, x: Operand) -> int:
         return len(self.shape(x))
-
-    def value(self, x: Operand, name: str = "c") -> Value:
-        """A graph Value for an operand; constants become (cached) constant Values."""
-        if isinstance(x, Value):
-            return x
-        key = id(x)
-        if key in self._const_values:
-            return self._const_values[key][1]
-        try:
-            DType.from_numpy(x.dtype)
-        except ValueError:
-            raise self.unsupported(f"a {x.dtype} constant of shape {list(x.shape)} is used at run "
-                                   f"time, and the IR has no {x.dtype} type") from None
-        v = self.graph.const(x, name)
-        self._const_values[key] = (x, v)
-        return v
 
     def const(self, array: Any, like: Operand | None = None) -> np.ndarray:
         """A constant operand, in the dtype of `like` when given."""
         arr = np.asarray(array)
         return arr.astype(self.np_dtype(like)) if like is not None else arr
-
-    # -- emission -------------------------------------------------------------------
-    def emit_multi(self, op: OpDef, operands: Sequence[Operand], **attrs: Any) -> list[Operand]:
-        """Append `op`, or fold it with its reference when every operand is a constant."""
-        if all(isinstance(x, np.ndarray) for x in operands):
-            op.check_arity(len(operands))
-            outs = op.reference([np.asarray(x) for x in operands], op.complete_attrs(attrs))
-            return [np.asarray(o) for o in outs]
-        values = [self.value(x) for x in operands]
-        return list(self.graph.add(op, values, name=self.node_name, loc=self.loc, **attrs))
-
-    def emit(self, op: OpDef, operands: Sequence[Operand], **attrs: Any) -> Operand:
-        outs = self.emit_multi(op, operands, **attrs)
-        assert len(outs) == 1, f"{op.name} has {len(outs)} outputs"
-        return outs[0]

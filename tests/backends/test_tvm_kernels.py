@@ -1,6 +1,5 @@
 """Numerical tests for the hand-scheduled TVM CPU kernels (compiler/backends/tvm_kernels) and their embedding in a
 Relax module.  Each test compiles one small kernel (~0.1-0.5 s)."""
-import os
 
 import numpy as np
 import pytest

@@ -7,7 +7,6 @@ bit-exact.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import numpy as np
 import pytest

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
-import tvm
 from tvm import s_tir, te, tirx
 
 from .common import SCHEDULE_ATTR, act_te, divisors, finalize

@@ -86,7 +86,6 @@ def pool2d_te(spec: PoolSpec, x: te.Tensor) -> te.Tensor:
     dt = spec.dtype
     kh, kw, (sh, sw), (pt, pl, pb, pr), (dh, dw) = _window(spec)
     oh, ow = pool_out_hw(spec)
-    blocked = spec.block > 0
     oshape = pool_out_shape(spec)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
