@@ -96,7 +96,14 @@ class TensorType:
 
     def __str__(self) -> str:
         dims = "".join(f"{d}x" for d in self.shape)
-        return f"tensor<{dims}{self.dtype.mlir}>"
+        elem = self.dtype.mlir
+        q = self.quant
+        if q is not None:     # MLIR quant dialect spelling: !quant.uniform<i8:f32, 0.05:-3>
+            params = ",".join(f"{s:.6g}:{z}" for s, z in zip(q.scale, q.zero_point))
+            axis = f":{q.axis}" if q.axis is not None else ""
+            params = f"{{{params}}}" if len(q.scale) > 1 else params
+            elem = f"!quant.uniform<{elem}:f32{axis}, {params}>"
+        return f"tensor<{dims}{elem}>"
 
     @classmethod
     def of(cls, array: np.ndarray) -> TensorType:

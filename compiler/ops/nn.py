@@ -9,7 +9,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from compiler.ops._util import need_float, norm_axis, same_dtype
 from compiler.ops.registry import Attr, TypeRuleError, define
-from compiler.types import TensorType
+from compiler.types import DType, TensorType
 
 
 def _channel_params_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
@@ -128,7 +128,8 @@ def pool_out_size(size: int, k: int, stride: int, lo: int, hi: int, dil: int, ce
 
 def _pool_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
     x = ins[0]
-    need_float(x, "pooling")
+    if attrs.get("count_include_pad") is not None or x.dtype is DType.BOOL:
+        need_float(x, "average pooling")   # max pooling also takes integers (quantized graphs)
     k, s, p, d = attrs["kernel"], attrs["strides"], attrs["pads"], attrs["dilations"]
     nsp = x.rank - 2
     if not (len(k) == len(s) == len(d) == nsp and len(p) == 2 * nsp):
@@ -157,7 +158,8 @@ def _windows(x: np.ndarray, a: dict[str, Any], fill: float, out_shape) -> np.nda
 def _max_pool_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
     x = ins[0]
     out = _pool_infer([TensorType.of(x)], a)[0].shape[2:]
-    win = _windows(x, a, -np.inf, out)
+    low = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
+    win = _windows(x, a, low, out)
     return [win.max(axis=tuple(range(-(x.ndim - 2), 0))).astype(x.dtype)]
 
 

@@ -1,0 +1,189 @@
+"""Integer ops of quantized graphs (dialect `q`). Their references ARE the integer semantics of
+DESIGN.md; every backend must match them bit for bit.
+
+    quantize    f32 -> int   q = clamp(rint(x / scale) + zero_point, qmin, qmax)   (ties to even)
+    dequantize  int -> f32   x = (q - zero_point) * scale                         (graph boundary)
+    conv        int8/uint8 x int8 -> int32   sum((x - x_zp) * w) + bias, padding contributes 0
+    matmul      int8/uint8 x int8/uint8 -> int32   (a - a_zp) @ (b - b_zp)
+    requant     int -> int   y = clamp(((x - in_zp) * m + 2^(c-1)) >> c) + out_zp, qmin, qmax)
+                             in int64, >> arithmetic; c = 0 means no rounding term; m, c per
+                             tensor or per channel along `axis`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from compiler.ops._util import norm_axis
+from compiler.ops.linalg import _conv_infer, _matmul_infer, conv_reference
+from compiler.ops.registry import Attr, TypeRuleError, define
+from compiler.types import DType, TensorType
+
+INT_RANGE = {DType.I4: (-8, 7), DType.I8: (-128, 127), DType.U8: (0, 255),
+             DType.I16: (-32768, 32767), DType.I32: (-2**31, 2**31 - 1)}
+ACTIVATION_TYPES = (DType.I8, DType.U8, DType.I16, DType.I4)
+
+
+def _need(t: TensorType, allowed: tuple[DType, ...], what: str) -> None:
+    if t.dtype not in allowed:
+        raise TypeRuleError(f"{what} must be {'/'.join(d.value for d in allowed)}, got {t.dtype.value}")
+
+
+def _check_clamp(attrs: dict[str, Any], out: DType) -> None:
+    lo, hi = INT_RANGE[out]
+    if not lo <= attrs["qmin"] <= attrs["qmax"] <= hi:
+        raise TypeRuleError(f"clamp [{attrs['qmin']}, {attrs['qmax']}] outside {out.value} [{lo}, {hi}]")
+
+
+# -- quantize / dequantize ---------------------------------------------------------
+def _quantize_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    _need(ins[0], (DType.F32,), "quantize input")
+    _need(TensorType((), attrs["dtype"]), ACTIVATION_TYPES, "quantize output")
+    _check_clamp(attrs, attrs["dtype"])
+    if attrs["scale"] <= 0:
+        raise TypeRuleError("quantize scale must be positive")
+    return [TensorType(ins[0].shape, attrs["dtype"])]
+
+
+def _quantize_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    q = np.rint(ins[0] / np.float32(a["scale"])).astype(np.float64) + a["zero_point"]
+    return [np.clip(q, a["qmin"], a["qmax"]).astype(a["dtype"].numpy)]
+
+
+quantize = define("q.quantize", "q = clamp(rint(x / scale) + zero_point, qmin, qmax); x / scale in "
+                  "float32, rint rounds ties to even.", _quantize_infer, _quantize_ref, 1,
+                  scale=Attr("float"), zero_point=Attr("int", 0), dtype=Attr("dtype"),
+                  qmin=Attr("int"), qmax=Attr("int"))
+
+
+def _dequantize_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    _need(ins[0], (*ACTIVATION_TYPES, DType.I32), "dequantize input")
+    n = len(attrs["scale"])
+    if len(attrs["zero_point"]) != n or (n > 1 and ins[0].shape[norm_axis(attrs["axis"], ins[0].rank)] != n):
+        raise TypeRuleError(f"dequantize has {n} scales for shape {ins[0].shape}")
+    return [TensorType(ins[0].shape, DType.F32)]
+
+
+def _per_axis(v: tuple, rank: int, axis: int, dtype) -> np.ndarray:
+    arr = np.asarray(v, dtype=dtype)
+    if arr.size == 1:
+        return arr.reshape(())
+    shape = [1] * rank
+    shape[norm_axis(axis, rank)] = arr.size
+    return arr.reshape(shape)
+
+
+def _dequantize_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    x = ins[0]
+    s = _per_axis(a["scale"], x.ndim, a["axis"], np.float32)
+    z = _per_axis(a["zero_point"], x.ndim, a["axis"], np.int64)
+    return [((x.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)]
+
+
+dequantize = define("q.dequantize", "x = (q - zero_point) * scale in float32, per tensor or per "
+                    "channel along axis.", _dequantize_infer, _dequantize_ref, 1,
+                    scale=Attr("floats"), zero_point=Attr("ints"), axis=Attr("int", 1))
+
+
+# -- integer contractions --------------------------------------------------------------
+def _int_operands(ins: list[TensorType], what: str) -> None:
+    _need(ins[0], (DType.I8, DType.U8, DType.I4), f"{what} input")
+    _need(ins[1], (DType.I8, DType.U8, DType.I4), f"{what} weight")
+    if len(ins) > 2:
+        _need(ins[2], (DType.I32,), f"{what} bias")
+
+
+def _qconv_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    _int_operands(ins, "q.conv")
+    f32 = [TensorType(t.shape, DType.F32) for t in ins]
+    return [TensorType(_conv_infer(f32, attrs)[0].shape, DType.I32)]
+
+
+def _qconv_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    x = ins[0].astype(np.int64) - a["x_zero_point"]
+    w = ins[1].astype(np.int64)
+    b = ins[2].astype(np.int64) if len(ins) > 2 else None
+    y = conv_reference(x, w, b, a["strides"], a["pads"], a["dilations"], a["groups"])
+    return [y.astype(np.int32)]
+
+
+conv = define("q.conv", "Integer conv (ONNX Conv semantics): int32 sum((x - x_zero_point) * w) + "
+              "bias; padded positions contribute 0.", _qconv_infer, _qconv_ref, (2, 3),
+              strides=Attr("ints"), pads=Attr("ints"), dilations=Attr("ints"), groups=Attr("int", 1),
+              x_zero_point=Attr("int", 0))
+
+
+def _qmatmul_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    _int_operands(ins, "q.matmul")
+    f32 = [TensorType(t.shape, DType.F32) for t in ins]
+    return [TensorType(_matmul_infer(f32, attrs)[0].shape, DType.I32)]
+
+
+def _qmatmul_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    x = ins[0].astype(np.int64) - a["a_zero_point"]
+    w = ins[1].astype(np.int64) - a["b_zero_point"]
+    return [np.matmul(x, w).astype(np.int32)]
+
+
+matmul = define("q.matmul", "Integer numpy.matmul: int32 (a - a_zero_point) @ (b - b_zero_point).",
+                _qmatmul_infer, _qmatmul_ref, 2, a_zero_point=Attr("int", 0), b_zero_point=Attr("int", 0))
+
+
+# -- requantization -----------------------------------------------------------------------
+def _requant_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    x = ins[0]
+    _need(x, (*ACTIVATION_TYPES, DType.I32), "requant input")
+    out = attrs["dtype"]
+    _need(TensorType((), out), (*ACTIVATION_TYPES, DType.I32), "requant output")
+    _check_clamp(attrs, out)
+    m, c = attrs["multiplier"], attrs["shift"]
+    if len(m) != len(c) or not m:
+        raise TypeRuleError("requant needs one shift per multiplier")
+    if len(m) > 1 and x.shape[norm_axis(attrs["axis"], x.rank)] != len(m):
+        raise TypeRuleError(f"requant has {len(m)} multipliers for shape {x.shape}, axis {attrs['axis']}")
+    if not all(0 <= v < 2**31 for v in m) or not all(0 <= v <= 62 for v in c):
+        raise TypeRuleError("requant multipliers must be in [0, 2^31) and shifts in [0, 62]")
+    return [TensorType(x.shape, out)]
+
+
+def requant_values(x: np.ndarray, multiplier, shift, in_zp: int, out_zp: int, qmin: int, qmax: int,
+                   axis: int = 1) -> np.ndarray:
+    """The one rounding rule, in int64: clamp(((x - in_zp) * m + 2^(c-1)) >> c) + out_zp)."""
+    m = _per_axis(multiplier, x.ndim, axis, np.int64)
+    c = _per_axis(shift, x.ndim, axis, np.int64)
+    rnd = np.where(c > 0, np.left_shift(np.int64(1), np.maximum(c - 1, 0)), 0)
+    y = ((x.astype(np.int64) - in_zp) * m + rnd) >> c
+    return np.clip(y + out_zp, qmin, qmax)
+
+
+def _requant_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    y = requant_values(ins[0], a["multiplier"], a["shift"], a["in_zero_point"], a["zero_point"],
+                       a["qmin"], a["qmax"], a["axis"])
+    return [y.astype(a["dtype"].numpy)]
+
+
+requant = define("q.requant", "Dyadic requantization: y = clamp(((x - in_zero_point) * m + 2^(c-1)) >> c"
+                 " + zero_point, qmin, qmax), x*m in int64, >> arithmetic, no rounding term when c = 0; "
+                 "m and c per tensor or per channel along axis.", _requant_infer, _requant_ref, 1,
+                 multiplier=Attr("ints"), shift=Attr("ints"), zero_point=Attr("int", 0),
+                 in_zero_point=Attr("int", 0), qmin=Attr("int"), qmax=Attr("int"),
+                 dtype=Attr("dtype"), axis=Attr("int", 1))
+
+
+def dyadic(ratio: float) -> tuple[int, int]:
+    """(m, c) with m / 2^c ~= ratio, m a 31-bit mantissa (frexp, HAWQV3/TVM), c in [0, 62].
+    The ratio is first rounded to float32, as the scales are stored."""
+    r = float(np.float32(ratio))
+    if r <= 0:
+        return 0, 0
+    f, e = np.frexp(r)
+    m = int(np.floor(f * 2**31 + 0.5))
+    if m == 2**31:
+        m, e = m // 2, e + 1
+    c = 31 - int(e)
+    while c > 62:                 # tiny ratios: drop mantissa bits
+        m, c = m >> 1, c - 1
+    if c < 0:
+        raise TypeRuleError(f"requant ratio {ratio} is too large for a 31-bit multiplier")
+    return m, c
