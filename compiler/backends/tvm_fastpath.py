@@ -8,6 +8,14 @@ activations kept in the blocked NCHW{b}c layout between them.
     matmul(A, B) / matmul(A, transpose(B)), activations    -> tvm_kernels.matmul (batched)
     max_pool / avg_pool 2-D, reduce_mean|max over (2, 3)   -> tvm_kernels.pool (blocked)
 
+Integer (quantized) groups, bit-exact with compiler.interp:
+
+    q.conv(x u8/i8, W const int8, b const, groups 1) [+ q.requant]                -> tvm_kernels.qconv2d (VNNI)
+        [+ dyadic residual: requant -> int32, nn.add with (q.requant -> int32 of) another tensor, q.requant]
+        activations stay blocked (n, c/16, h, w, 16) u8/i8/int32 between kernels
+    q.matmul(x u8/i8, W const 2-D) [+ q.requant along the last axis]                -> tvm_kernels.qmatmul (VNNI)
+    nn.max_pool / reduce_max over (2, 3) on int8/uint8                              -> tvm_kernels.pool (blocked)
+
 `FastPath.lower(node)` emits those kernels while the generic per-op lowerings handle the rest;
 a value stays blocked until a node without a blocked implementation reads it, which gets the
 (cached) unpacked form from `plain(v)`.
@@ -28,6 +36,10 @@ from compiler.backends.tvm_kernels import pool as kpool
 from compiler.ir import Graph, Node, Value
 from compiler.ops import elementwise as ew
 from compiler.ops import linalg, nn, reduce as rd, shape
+from compiler.backends.tvm_kernels import qconv2d as kq
+from compiler.backends.tvm_kernels import qmatmul as kqm
+from compiler.backends.tvm_lower.registry import tvm_dtype
+from compiler.ops import quant as q
 from compiler.types import DType
 
 F32 = DType.F32
@@ -165,6 +177,8 @@ def _plan_matmul(mm: Node, u: _Uses) -> Group | None:
 
 def _plan_pool(p: Node) -> Group | None:
     x = p.inputs[0]
+    if x.type.rank == 4 and x.type.dtype in (DType.I8, DType.U8) and p.op in (nn.max_pool, rd.reduce_max):
+        return _plan_int_max_pool(p)
     if x.type.rank != 4 or x.type.dtype is not F32:
         return None
     n, c, h, w = x.type.shape
@@ -197,6 +211,10 @@ def plan(g: Graph) -> dict[int, Group]:
             grp = _plan_matmul(node, u)
         elif node.op in (nn.max_pool, nn.avg_pool, rd.reduce_mean, rd.reduce_max):
             grp = _plan_pool(node)
+        elif node.op is q.conv:
+            grp = _plan_qconv(node, u)
+        elif node.op is q.matmul:
+            grp = _plan_qmatmul(node, u)
         if grp is not None and not any(id(m) in taken for m in grp.nodes):
             for m in grp.nodes:
                 taken[id(m)] = grp
@@ -204,11 +222,183 @@ def plan(g: Graph) -> dict[int, Group]:
     return taken
 
 
+# -- integer (quantized) groups -------------------------------------------------------------------
+_INT_ACT = (DType.I8, DType.U8)
+
+
+def _requant_of(node: Node | None, rank: int, channel_axis: int) -> kq.Requant | None:
+    """The Requant of a q.requant node whose per-channel axis (if any) is `channel_axis`."""
+    if node is None or node.op is not q.requant:
+        return None
+    a = node.attrs
+    if len(a["multiplier"]) > 1 and a["axis"] % rank != channel_axis % rank:
+        return None
+    return kq.Requant(a["in_zero_point"], a["zero_point"], a["qmin"], a["qmax"], tvm_dtype(a["dtype"]))
+
+
+def _plan_qconv(conv: Node, u: _Uses) -> Group | None:
+    """q.conv (constant int8 weight / bias, groups 1) + q.requant [+ the dyadic residual pattern:
+    requant -> int32, add with (requant -> int32 of) another tensor, requant -> int8/uint8]."""
+    x, w = conv.inputs[0], conv.inputs[1]
+    a = conv.attrs
+    if x.type.rank != 4 or x.type.dtype not in _INT_ACT or not w.is_const or \
+            w.type.dtype not in (DType.I8, DType.I4) or a["groups"] != 1 or \
+            (len(conv.inputs) > 2 and not conv.inputs[2].is_const):
+        return None
+    xz = a["x_zero_point"] + (128 if x.type.dtype is DType.I8 else 0)
+    if not 0 <= xz <= 255:
+        return None
+    n, ci, h, wd = x.type.shape
+    co, _, kh, kw = w.type.shape
+    nodes, operands = [conv], {"x": x}
+    consts = {"w": np.asarray(w.const)}
+    if len(conv.inputs) > 2:
+        consts["b"] = np.asarray(conv.inputs[2].const)
+    rq_node = u.single(conv.outputs[0])
+    rq1 = _requant_of(rq_node, 4, 1)
+    rq1b = rq2 = rq3 = res_dt = None
+    if rq1 is not None:
+        nodes.append(rq_node)
+        consts["rq1"] = rq_node.attrs
+        if rq1.dtype != "int32" and co % 16 == 0:
+            # the dyadic pass: conv -> requant (output grid) -> requant to int32 (common scale) -> add
+            nb = u.single(rq_node.outputs[0])
+            rb = _requant_of(nb, 4, 1)
+            if rb is not None and rb.dtype == "int32":
+                nxt_add = u.single(nb.outputs[0])
+                if nxt_add is not None and nxt_add.op is ew.add:
+                    rq1b, rq_node = rb, nb
+                    nodes.append(nb)
+                    consts["rq1b"] = nb.attrs
+        last = rq1b or rq1
+        add = u.single(rq_node.outputs[0]) if last.dtype == "int32" and co % 16 == 0 else None
+        if add is not None and add.op is ew.add and add.inputs[0].type == add.inputs[1].type:
+            cur = rq_node.outputs[0]
+            other = add.inputs[1] if add.inputs[0] is cur else add.inputs[0]
+            fin = u.single(add.outputs[0])
+            rq3 = _requant_of(fin, 4, 1)
+            if other is not cur and not other.is_const and rq3 is not None:
+                nodes += [add, fin]
+                consts["rq3"] = fin.attrs
+                r2n = other.producer
+                rq2 = _requant_of(r2n, 4, 1) if r2n is not None and r2n.op is q.requant else None
+                if rq2 is not None and rq2.dtype == "int32" and u.single(other) is add and \
+                        id(r2n) not in u.taken and r2n.inputs[0].type.dtype in (*_INT_ACT, DType.I32) and \
+                        not r2n.inputs[0].is_const:
+                    nodes.insert(0, r2n)
+                    consts["rq2"] = r2n.attrs
+                    operands["residual"] = r2n.inputs[0]
+                else:
+                    rq2 = None
+                    operands["residual"] = other
+                res_dt = tvm_dtype(operands["residual"].type.dtype)
+    p = a["pads"]
+    try:
+        spec = kq.QConvSpec(n, ci, h, wd, co, kh, kw, tuple(a["strides"]), (p[0], p[1], p[2], p[3]),
+                            tuple(a["dilations"]), tvm_dtype(x.type.dtype), a["x_zero_point"],
+                            kq.choose_in_block(ci), rq1, res_dt, rq2, rq3, rq1b)
+    except ValueError:
+        return None
+    return Group("qconv", nodes, spec, operands, consts)
+
+
+def _plan_qmatmul(mm: Node, u: _Uses) -> Group | None:
+    """q.matmul(x, W constant 2-D) [+ q.requant along the last axis]."""
+    a, b = mm.inputs
+    if a.type.dtype not in _INT_ACT or a.type.rank < 2 or not b.is_const or b.type.rank != 2:
+        return None
+    at = mm.attrs
+    if not 0 <= at["a_zero_point"] + (128 if a.type.dtype is DType.I8 else 0) <= 255 or \
+            not kqm.weight_fits(b.const, at["b_zero_point"]):
+        return None
+    k, n_ = b.type.shape
+    rows = int(np.prod(a.type.shape[:-1]))
+    nodes, consts = [mm], {"w": np.asarray(b.const)}
+    rq_node = u.single(mm.outputs[0])
+    rq = _requant_of(rq_node, mm.outputs[0].type.rank, -1)
+    if rq is not None:
+        nodes.append(rq_node)
+        consts["rq"] = rq_node.attrs
+    spec = kqm.QMatmulSpec(rows, k, n_, tvm_dtype(a.type.dtype), at["a_zero_point"], rq)
+    return Group("qmatmul", nodes, spec, {"a": a}, consts)
+
+
+def _plan_int_max_pool(p: Node) -> Group | None:
+    x = p.inputs[0]
+    n, c, h, w = x.type.shape
+    block = 16 if c % 16 == 0 else 0
+    dt = tvm_dtype(x.type.dtype)
+    if p.op is rd.reduce_max:
+        if sorted(ax % 4 for ax in p.attrs["axes"]) != [2, 3] or not p.attrs["keepdims"]:
+            return None
+        spec = kpool.PoolSpec("global_max", n, c, h, w, block=block, dtype=dt)
+    else:
+        a = p.attrs
+        spec = kpool.PoolSpec("max", n, c, h, w, a["kernel"][0], a["kernel"][1], tuple(a["strides"]),
+                              tuple(a["pads"]), tuple(a["dilations"]), block, False, a["ceil_mode"], dt)
+    return Group("pool", [p], spec, {"x": x})
+
+
+class _IntEmit:
+    """Emission of the integer groups (mixed into FastPath)."""
+
+    def _int_data(self, v: Value, s: kq.QConvSpec) -> relax.Expr:
+        """v as the conv's (n, cip//ib, h, w, ib) data; channel-padded packs are not shared."""
+        if s.cip == s.ci:
+            return self.in_layout(v, s.in_block)
+        n, c, h, w = v.type.shape
+        dt = tvm_dtype(v.type.dtype)
+        key = ("pack_pad", id(v), s.in_block, s.cip)
+        if key not in self.blocked_extra:
+            gv = self._kernel(("pack_pad", n, c, h, w, s.in_block, s.cip, dt, s.x_zp),
+                              lambda: kq.make_pack_channels(n, c, h, w, s.in_block, s.cip, dt, s.x_zp),
+                              "pack_nchwc")
+            self.blocked_extra[key] = self._call(gv, [self.plain(v)],
+                                                 (n, s.cip // s.in_block, h, w, s.in_block), dt)
+        return self.blocked_extra[key]
+
+    def _emit_qconv(self, grp: Group) -> None:
+        s: kq.QConvSpec = grp.spec
+        w = grp.consts["w"]
+        args = [self._int_data(grp.operands["x"], s), relax.const(kq.pack_weight(s, w), "int8"),
+                relax.const(kq.pack_bias(s, w, grp.consts.get("b")), "int32")]
+
+        def rq(name):
+            at = grp.consts[name]
+            return relax.const(kq.pack_requant(at["multiplier"], at["shift"], s.co, s.cop), "int64")
+        if s.rq1 is not None:
+            args.append(rq("rq1"))
+        if s.rq1b is not None:
+            args.append(rq("rq1b"))
+        if s.residual_dtype is not None:
+            args.append(self.in_layout(grp.operands["residual"], 16))
+            if s.rq2 is not None:
+                args.append(rq("rq2"))
+            args.append(rq("rq3"))
+        gv = self._kernel(("qconv", s), lambda: kq.make_qconv2d(s), "qconv2d_vnni")
+        self._set_out(grp.out, self._call(gv, args, kq.out_shape(s), s.out_dtype), 16 if s.blocked_out else 0)
+
+    def _emit_qmatmul(self, grp: Group) -> None:
+        s: kqm.QMatmulSpec = grp.spec
+        zp = grp.nodes[0].attrs["b_zero_point"]
+        w = grp.consts["w"]
+        a = self.bb.emit(relax.op.reshape(self.plain(grp.operands["a"]), (s.m, s.k)))
+        args = [a, relax.const(kqm.pack_weight(s, w, zp), "int8"), relax.const(kqm.pack_bias(s, w, zp), "int32")]
+        if s.rq is not None:
+            at = grp.consts["rq"]
+            args.append(relax.const(kqm.pack_requant(at["multiplier"], at["shift"], s), "int64"))
+        gv = self._kernel(("qmatmul", s), lambda: kqm.make_qmatmul(s), "qmatmul_vnni")
+        y = self._call(gv, args, kqm.out_shape(s), s.out_dtype)
+        if s.np_ != s.n:
+            y = self.bb.emit(relax.op.strided_slice(y, axes=[1], begin=[0], end=[s.n]))
+        self.plain_env[id(grp.out)] = self.bb.emit(relax.op.reshape(y, grp.out.type.shape))
+
+
 # Elementwise ops that work on any layout, as (relax op) for unary or binary-with-scalar use.
 _BLOCKED_UNARY = {ew.relu: relax.op.nn.relu, ew.sigmoid: relax.op.sigmoid, ew.tanh: relax.op.tanh}
 
 
-class FastPath:
+class FastPath(_IntEmit):
     """Emits the planned kernels and tracks which values live in a blocked layout."""
 
     def __init__(self, bb: relax.BlockBuilder, g: Graph, plain_env: dict[int, relax.Expr],
@@ -219,6 +409,7 @@ class FastPath:
         self.blocked: dict[int, tuple[relax.Expr, int]] = {}   # id(value) -> (expr, block)
         self._read_plain = read_plain
         self._funcs: dict[tuple, relax.GlobalVar] = {}
+        self.blocked_extra: dict[tuple, relax.Expr] = {}   # channel-padded packs of integer data
 
     # -- kernels as GlobalVars, one per distinct spec ---------------------------
     def _kernel(self, key: tuple, make: Callable[[], tvm.tirx.PrimFunc], name: str) -> relax.GlobalVar:
@@ -240,9 +431,10 @@ class FastPath:
             if h == w == 1:               # (n, c/b, 1, 1, b) already has NCHW element order
                 self.plain_env[id(v)] = self.bb.emit(relax.op.reshape(expr, (n, c, h, w)))
             else:
-                gv = self._kernel(("unpack", n, c, h, w, block),
-                                  lambda: klayout.make_unpack_nchwc(n, c, h, w, block), "unpack_nchwc")
-                self.plain_env[id(v)] = self._call(gv, [expr], (n, c, h, w))
+                dt = tvm_dtype(v.type.dtype)
+                gv = self._kernel(("unpack", n, c, h, w, block, dt),
+                                  lambda: klayout.make_unpack_nchwc(n, c, h, w, block, dt), "unpack_nchwc")
+                self.plain_env[id(v)] = self._call(gv, [expr], (n, c, h, w), dt)
         return self._read_plain(v)
 
     def in_layout(self, v: Value, block: int) -> relax.Expr:
@@ -255,9 +447,10 @@ class FastPath:
                 return expr
         n, c, h, w = v.type.shape
         src = self.plain(v)
-        gv = self._kernel(("pack", n, c, h, w, block),
-                          lambda: klayout.make_pack_nchwc(n, c, h, w, block), "pack_nchwc")
-        expr = self._call(gv, [src], (n, c // block, h, w, block))
+        dt = tvm_dtype(v.type.dtype)
+        gv = self._kernel(("pack", n, c, h, w, block, dt),
+                          lambda: klayout.make_pack_nchwc(n, c, h, w, block, dt), "pack_nchwc")
+        expr = self._call(gv, [src], (n, c // block, h, w, block), dt)
         self.blocked.setdefault(id(v), (expr, block))
         return expr
 
@@ -326,4 +519,4 @@ class FastPath:
         s: kpool.PoolSpec = grp.spec
         x = self.in_layout(grp.operands["x"], s.block)
         gv = self._kernel(("pool", s), lambda: kpool.make_pool2d(s), f"{s.kind}_pool2d")
-        self._set_out(grp.out, self._call(gv, [x], kpool.pool_out_shape(s)), s.block)
+        self._set_out(grp.out, self._call(gv, [x], kpool.pool_out_shape(s), s.dtype), s.block)

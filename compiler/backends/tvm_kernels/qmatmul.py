@@ -1,0 +1,171 @@
+"""INT8 matmul with a constant weight (linear layers) on AVX-512 VNNI, requantization fused into the write-back.
+
+    a:       (m, k) uint8 or int8 activations (int8 is shifted to uint8 by +128 in a ``pad`` stage, which also pads
+             k to ``kp`` = k rounded up to 4)
+    weight:  :func:`pack_weight` -> ``(np_//16, kp//4, 16, 4)`` int8, element ``[o, q, j, t] = (w - w_zp)[4q + t,
+             16o + j]``  (w: (k, n) as in numpy.matmul; np_ = n rounded up to 16)
+    bias:    :func:`pack_bias` -> ``(np_,)`` int32 = bias - az * colsum(w - w_zp), az = a_zp (+128 for int8)
+    rq:      ``(3, np_)`` int64 rows m, c, rnd (per output column, i.e. the requant axis is the last one)
+    out:     ``(m, np_)`` of ``rq.dtype`` (int32 without a requant); the caller slices off n..np_.
+
+The weight must fit int8 after its zero point is removed (always true for int8 weights with b_zero_point 0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+from tvm import s_tir, te, tirx
+
+from .common import SCHEDULE_ATTR, divisors, finalize
+from .qconv2d import VNNI_INTRIN_LOCAL, Requant, requant_np, requant_te  # noqa: F401  (registers the intrinsics)
+
+__all__ = ["QMatmulSpec", "make_qmatmul", "pack_weight", "pack_bias", "pack_requant", "qmatmul_reference"]
+
+
+def _up(v: int, m: int) -> int:
+    return -(-v // m) * m
+
+
+@dataclass(frozen=True)
+class QMatmulSpec:
+    m: int
+    k: int
+    n: int
+    a_dtype: str = "uint8"
+    a_zp: int = 0
+    rq: Optional[Requant] = None
+
+    @property
+    def kp(self) -> int:
+        return _up(self.k, 4)
+
+    @property
+    def np_(self) -> int:
+        return _up(self.n, 16)
+
+    @property
+    def az(self) -> int:
+        return self.a_zp + (128 if self.a_dtype == "int8" else 0)
+
+    @property
+    def out_dtype(self) -> str:
+        return self.rq.dtype if self.rq is not None else "int32"
+
+
+def out_shape(spec: QMatmulSpec):
+    return (spec.m, spec.np_)
+
+
+def weight_fits(w: np.ndarray, w_zp: int) -> bool:
+    d = np.asarray(w, np.int64) - w_zp
+    return bool(d.size == 0 or (d.min() >= -128 and d.max() <= 127))
+
+
+def pack_weight(spec: QMatmulSpec, w: np.ndarray, w_zp: int = 0) -> np.ndarray:
+    wp = np.zeros((spec.kp, spec.np_), np.int64)
+    wp[:spec.k, :spec.n] = np.asarray(w, np.int64) - w_zp
+    p = wp.astype(np.int8).reshape(spec.kp // 4, 4, spec.np_ // 16, 16).transpose(2, 0, 3, 1)
+    return np.ascontiguousarray(p)
+
+
+def pack_bias(spec: QMatmulSpec, w: np.ndarray, w_zp: int = 0, b: Optional[np.ndarray] = None) -> np.ndarray:
+    s = (np.asarray(w, np.int64) - w_zp).sum(axis=0)
+    out = np.zeros(spec.np_, np.int64)
+    out[:spec.n] = (0 if b is None else np.asarray(b, np.int64)) - spec.az * s
+    return out.astype(np.int32)
+
+
+def pack_requant(multiplier, shift, spec: QMatmulSpec) -> np.ndarray:
+    from .qconv2d import pack_requant as pr
+    return pr(multiplier, shift, spec.n, spec.np_, (3, spec.np_))
+
+
+def qmatmul_te(spec: QMatmulSpec, a, w, bias, rq=None):
+    shifted = spec.a_dtype == "int8"
+    if shifted or spec.kp != spec.k:
+        def _pad(i, kk):
+            v = a[i, kk]
+            v = (v.astype("int32") + 128).astype("uint8") if shifted else v
+            if spec.kp == spec.k:
+                return v
+            return tirx.if_then_else(kk < spec.k, v, tirx.const(0, "uint8"))
+        ap = te.compute((spec.m, spec.kp), _pad, name="pad")
+    else:
+        ap = a
+    rq_ = te.reduce_axis((0, spec.kp // 4), "rq")
+    rt = te.reduce_axis((0, 4), "rt")
+    acc = te.compute((spec.m, spec.np_ // 16, 16),
+                     lambda i, o, j: te.sum(ap[i, rq_ * 4 + rt].astype("int32") * w[o, rq_, j, rt].astype("int32"),
+                                            axis=[rq_, rt]), name="acc")
+
+    def epi(i, col):
+        v = acc[i, col // 16, col % 16] + bias[col]
+        if spec.rq is not None:
+            v = requant_te(v, rq, (col,), spec.rq)
+        return v
+    return te.compute(out_shape(spec), epi, name="out")
+
+
+def pick_tile(m: int, n16: int) -> Tuple[int, int]:
+    best, score = (1, 1), -1
+    for rm in divisors(m):
+        if rm > 16:
+            break
+        for rn in divisors(n16):
+            if rn > 4 or rm * rn > 16:
+                continue
+            s = rm * rn - (0.5 if rn == 1 else 0)
+            if s > score:
+                best, score = (rm, rn), s
+    return best
+
+
+def make_qmatmul(spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
+    a = te.placeholder((spec.m, spec.k), spec.a_dtype, "a")
+    w = te.placeholder((spec.np_ // 16, spec.kp // 4, 16, 4), "int8", "weight")
+    bias = te.placeholder((spec.np_,), "int32", "bias")
+    args = [a, w, bias]
+    rq = None
+    if spec.rq is not None:
+        rq = te.placeholder((3, spec.np_), "int64", "rq")
+        args.append(rq)
+    func = te.create_prim_func(args + [qmatmul_te(spec, a, w, bias, rq)])
+    rm, rn = tile or pick_tile(spec.m, spec.np_ // 16)
+    sch = s_tir.Schedule(func)
+    accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
+    i, o, j, kq, kt = sch.get_loops(accb)
+    io, ii = sch.split(i, [None, rm])
+    oo, oi = sch.split(o, [None, rn])
+    sch.reorder(io, oo, kq, ii, oi, j, kt)
+    sch.set_scope(accb, 0, "local")
+    sch.reverse_compute_at(out, oo)
+    ol = sch.get_loops(out)
+    _, cv = sch.split(ol[-1], [None, 16])
+    sch.vectorize(cv)
+    sch.unroll(ii)
+    sch.unroll(oi)
+    sch.parallel(sch.fuse(io, oo))
+    init = sch.decompose_reduction(accb, kq)
+    sch.tensorize(j, VNNI_INTRIN_LOCAL)
+    sch.vectorize(sch.get_loops(init)[-1])
+    try:
+        pad = sch.get_sblock("pad")
+        pi, pk = sch.get_loops(pad)
+        sch.parallel(pi)
+    except Exception:  # noqa: BLE001
+        pass
+    return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled"))
+
+
+def qmatmul_reference(spec: QMatmulSpec, a, w, w_zp=0, b=None, mc=None) -> np.ndarray:
+    y = ((np.asarray(a, np.int64) - spec.a_zp) @ (np.asarray(w, np.int64) - w_zp))
+    if b is not None:
+        y = y + np.asarray(b, np.int64)
+    y = y.astype(np.int32)
+    if spec.rq is not None:
+        from compiler.ops.quant import requant_values
+        y = requant_values(y, mc[0], mc[1], spec.rq.in_zp, spec.rq.out_zp, spec.rq.qmin, spec.rq.qmax,
+                           axis=-1).astype(spec.rq.dtype)
+    return y

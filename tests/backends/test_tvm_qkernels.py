@@ -1,0 +1,186 @@
+"""The VNNI integer kernels (tvm_kernels.qconv2d / qmatmul) against numpy references, bit-exact, with
+vpdpbusd in their assembly; and a quantized graph through the fast path == compiler.interp."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from compiler import interp  # noqa: E402
+from compiler.backends.tvm import BACKEND  # noqa: E402
+from compiler.backends.tvm_fastpath import plan  # noqa: E402
+from compiler.backends.tvm_kernels import qconv2d as K, qmatmul as M  # noqa: E402
+from compiler.backends.tvm_kernels.common import host_target  # noqa: E402
+from compiler.ir import Graph  # noqa: E402
+from compiler.ops import elementwise as ew, nn, quant as q  # noqa: E402
+from compiler.target import Target  # noqa: E402
+from compiler.types import DType, TensorType  # noqa: E402
+
+TGT = host_target(1)
+TARGET = Target("llvm", num_threads=1)
+
+pytestmark = pytest.mark.skipif("avx512_vnni" not in open("/proc/cpuinfo").read(),
+                                reason="needs AVX-512 VNNI")
+
+
+def _ints(rng, shape, dt):
+    info = np.iinfo(dt)
+    return rng.integers(info.min, info.max + 1, shape).astype(dt)
+
+
+def _build(func):
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=TGT)
+    return lib, lib.mod.inspect_source("asm")
+
+
+def _mc(rng, n):
+    return rng.integers(2**29, 2**31 - 1, n), rng.integers(34, 40, n)
+
+
+CONV_CASES = [  # ci, co, h, k, stride, pad, x dtype, x zp, fused epilogue
+    (32, 32, 9, 1, 1, 0, "uint8", 0, "int32"),
+    (16, 32, 10, 3, 1, 1, "uint8", 7, "u8"),
+    (32, 16, 11, 3, 2, 1, "int8", -3, "i8"),
+    (3, 16, 20, 7, 2, 3, "uint8", 5, "u8"),           # the stem: 3 channels padded to 4
+    (20, 24, 9, 3, 1, 1, "int8", 11, "i8"),           # channels not divisible by 16: plain output
+    (16, 16, 8, 3, 1, 1, "uint8", 2, "residual"),     # requant -> int32 + requant(residual) -> requant
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0]}x{c[1]}_k{c[3]}s{c[4]}_{c[6]}_{c[8]}")
+def test_vnni_conv_bit_exact(case):
+    ci, co, h, k, s, p, xdt, zp, epi = case
+    rng = np.random.default_rng(ci * co + k)
+    rq1 = rq2 = rq3 = res_dt = None
+    if epi == "u8":
+        rq1 = K.Requant(0, 3, 0, 255, "uint8")
+    elif epi == "i8":
+        rq1 = K.Requant(5, -2, -128, 120, "int8")
+    elif epi == "residual":
+        rq1, res_dt = K.Requant(0, 0, -2**31, 2**31 - 1, "int32"), "uint8"
+        rq2, rq3 = K.Requant(4, 0, -2**31, 2**31 - 1, "int32"), K.Requant(0, 1, 0, 255, "uint8")
+    spec = K.QConvSpec(1, ci, h, h, co, k, k, (s, s), (p, p, p, p), (1, 1), xdt, zp, K.choose_in_block(ci),
+                       rq1, res_dt, rq2, rq3)
+    lib, asm = _build(K.make_qconv2d(spec))
+    assert "vpdpbusd" in asm
+    x = _ints(rng, (1, ci, h, h), xdt)
+    w = _ints(rng, (co, ci, k, k), np.int8)
+    b = rng.integers(-20000, 20000, co).astype(np.int32)
+    mcs = [_mc(rng, co) for _ in range(3)]
+    mcs[2] = (np.full(co, 2**30), np.full(co, 31))
+    args = [K.pack_data(spec, x), K.pack_weight(spec, w), K.pack_bias(spec, w, b)]
+    res = None
+    if rq1 is not None:
+        args.append(K.pack_requant(*mcs[0], co, spec.cop))
+    oh, ow = K.output_hw(spec)
+    if res_dt is not None:
+        res = _ints(rng, (1, co, oh, ow), np.uint8)
+        args += [np.ascontiguousarray(res.reshape(1, co // 16, 16, oh, ow).transpose(0, 1, 3, 4, 2)),
+                 K.pack_requant(*mcs[1], co, spec.cop), K.pack_requant(*mcs[2], co, spec.cop)]
+    dev = tvm.cpu()
+    targs = [tvm.runtime.tensor(a, dev) for a in args] + [tvm.runtime.empty(K.out_shape(spec), spec.out_dtype, dev)]
+    lib["main"](*targs)
+    got = K.unpack_out(spec, targs[-1].numpy())
+    want = K.qconv2d_reference(spec, x, w, b, mcs[0], res, mcs[1], mcs[2])
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("m,k,n,adt,zp,rq", [(1, 256, 40, "uint8", 3, True), (6, 30, 32, "int8", -4, True),
+                                              (16, 64, 48, "uint8", 0, False)])
+def test_vnni_matmul_bit_exact(m, k, n, adt, zp, rq):
+    rng = np.random.default_rng(m + k + n)
+    r = K.Requant(2, -1, -128, 127, "int8") if rq else None
+    spec = M.QMatmulSpec(m, k, n, adt, zp, r)
+    lib, asm = _build(M.make_qmatmul(spec))
+    assert "vpdpbusd" in asm
+    a, w = _ints(rng, (m, k), adt), _ints(rng, (k, n), np.int8)
+    b = rng.integers(-1000, 1000, n).astype(np.int32)
+    mc = _mc(rng, n)
+    args = [a, M.pack_weight(spec, w), M.pack_bias(spec, w, 0, b)] + ([M.pack_requant(*mc, spec)] if rq else [])
+    t = [tvm.runtime.tensor(x) for x in args] + [tvm.runtime.empty(M.out_shape(spec), spec.out_dtype)]
+    lib["main"](*t)
+    np.testing.assert_array_equal(t[-1].numpy()[:, :n], M.qmatmul_reference(spec, a, w, 0, b, mc))
+
+
+# -- the fast path on a quantized graph --------------------------------------------------------
+def _qconv(g, x, co, k, stride, zp, rng, out_dt=DType.U8, out_zp=0, per_channel=True):
+    ci = x.type.shape[1]
+    w = g.const(rng.integers(-127, 128, (co, ci, k, k)).astype(np.int8), "w")
+    b = g.const(rng.integers(-3000, 3000, co).astype(np.int32), "b")
+    p = k // 2
+    y = g.add1(q.conv, [x, w, b], strides=(stride, stride), pads=(p, p, p, p), dilations=(1, 1), groups=1,
+               x_zero_point=zp)
+    nm = co if per_channel else 1
+    lo, hi = q.INT_RANGE[out_dt]
+    return g.add1(q.requant, [y], multiplier=tuple(int(v) for v in rng.integers(2**30, 2**31 - 1, nm)),
+                  shift=tuple(int(v) for v in rng.integers(38, 41, nm)), zero_point=out_zp, in_zero_point=0,
+                  qmin=lo, qmax=hi, dtype=out_dt, axis=1)
+
+
+def _to_i32(g, v, m, c, in_zp=0):
+    return g.add1(q.requant, [v], multiplier=(m,), shift=(c,), zero_point=0, in_zero_point=in_zp,
+                  qmin=-2**31, qmax=2**31 - 1, dtype=DType.I32, axis=1)
+
+
+def test_fastpath_quantized_graph_bit_exact():
+    rng = np.random.default_rng(0)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 3, 20, 20), DType.F32))
+    xq = g.add1(q.quantize, [x], scale=0.02, zero_point=10, dtype=DType.U8, qmin=0, qmax=255)
+    a = _qconv(g, xq, 32, 3, 1, 10, rng, out_zp=4)                      # stem: 3 channels
+    b = _qconv(g, a, 32, 3, 1, 4, rng, DType.I8, out_zp=-3)            # uint8 -> int8
+    c = g.add1(q.conv, [b, g.const(rng.integers(-127, 128, (32, 32, 1, 1)).astype(np.int8), "w3")],
+               strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1, x_zero_point=-3)
+    c32 = _to_i32(g, c, 1 << 30, 31)                                   # requant to the common scale
+    r32 = _to_i32(g, a, 3 << 28, 29, in_zp=4)                          # the shortcut, rescaled
+    s = g.add1(ew.add, [c32, r32])
+    y = g.add1(q.requant, [s], multiplier=(1 << 30,), shift=(31,), zero_point=-5, in_zero_point=0,
+               qmin=-128, qmax=127, dtype=DType.I8, axis=1)
+    y = g.add1(nn.max_pool, [y], kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), dilations=(1, 1))
+    g.outputs = [g.add1(q.dequantize, [y], scale=(0.05,), zero_point=(-5,), axis=1)]
+    kinds = [(grp.kind, len(grp.nodes)) for grp in {id(v): v for v in plan(g).values()}.values()]
+    assert sorted(kinds) == [("pool", 1), ("qconv", 2), ("qconv", 2), ("qconv", 5)]
+    exe = BACKEND.build(g, TARGET)
+    xs = rng.uniform(-1, 4, (1, 3, 20, 20)).astype(np.float32)
+    got, want = exe.run([xs])[0], interp.run(g, xs)[0]
+    np.testing.assert_array_equal(got, want)
+    calls = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", exe.source("relax"))
+    assert calls.count("qconv2d_vnni") == 3 and "unpack_nchwc" in calls and calls.count("unpack_nchwc") == 1
+    assert "vpdpbusd" in exe.source("asm")
+
+
+def test_fastpath_qmatmul_and_int32_residual_operand():
+    rng = np.random.default_rng(1)
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 5, 24), DType.I8))
+    w = g.const(rng.integers(-127, 128, (24, 20)).astype(np.int8), "w")
+    y = g.add1(q.matmul, [x, w], a_zero_point=3, b_zero_point=0)
+    g.outputs = [g.add1(q.requant, [y], multiplier=tuple(int(v) for v in rng.integers(2**30, 2**31 - 1, 20)),
+                        shift=tuple(int(v) for v in rng.integers(36, 40, 20)), zero_point=1, in_zero_point=0,
+                        qmin=-128, qmax=127, dtype=DType.I8, axis=-1)]
+    (grp,) = {id(v): v for v in plan(g).values()}.values()
+    assert grp.kind == "qmatmul" and len(grp.nodes) == 2
+    xs = _ints(rng, (2, 5, 24), np.int8)
+    np.testing.assert_array_equal(BACKEND.build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
+
+
+def test_fastpath_dyadic_pass_residual_pattern():
+    """What passes/dyadic.py emits for conv -> add: requant to the output grid, then each add operand
+    requantized to int32 at a common scale, int32 add, requant: all one conv kernel."""
+    rng = np.random.default_rng(2)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 10, 10), DType.U8))
+    a = _qconv(g, x, 16, 3, 1, 7, rng, DType.I8, out_zp=2, per_channel=True)
+    a32 = _to_i32(g, a, 1 << 30, 30, in_zp=2)
+    x32 = _to_i32(g, x, 5 << 27, 29, in_zp=7)
+    s = g.add1(ew.add, [a32, x32])
+    g.outputs = [g.add1(q.requant, [s], multiplier=(1 << 30,), shift=(32,), zero_point=3, in_zero_point=0,
+                        qmin=3, qmax=255, dtype=DType.U8, axis=1)]
+    (grp,) = {id(v): v for v in plan(g).values()}.values()
+    assert grp.kind == "qconv" and len(grp.nodes) == 6 and grp.spec.rq1b is not None and grp.spec.rq2 is not None
+    xs = _ints(rng, (1, 16, 10, 10), np.uint8)
+    np.testing.assert_array_equal(BACKEND.build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
