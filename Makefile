@@ -18,10 +18,10 @@ demo: install
 	$(PY) examples/demo.py
 
 test: install
-	$(PY) -m pytest -q -n $(JOBS) --durations=15
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --durations=15
 
 test-all: install
-	$(PY) -m pytest -q -n $(JOBS) -m "" --durations=25
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m "" --durations=25
 
 bench: install
 	$(PY) benchmarks/e2e_fp32.py --threads 1 2

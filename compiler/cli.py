@@ -10,9 +10,9 @@ import time
 import traceback
 from pathlib import Path
 
-from compiler.diagnostics import CompileError, InvalidModel
+from compiler.diagnostics import CompileError, InvalidInput, InvalidModel
 
-EMIT_CHOICES = ("ir", "relax", "tir", "asm")
+EMIT_CHOICES = ("ir", "relax", "tir", "asm", "mlir", "ptx")
 
 EPILOG = """\
 examples:
@@ -20,6 +20,7 @@ examples:
   compile model.onnx --emit ir                      print the optimized IR and stop
   compile model.onnx --input-shape input=1x3x224x224
   compile model.onnx --disable-pass fold_batch_norm --print-after fold_constants
+  compile model.onnx --quantize int8 --calibration calib.npz --integer-only --report -o m.dyc
 
 exit codes: 0 ok, 1 internal error, 2 invalid model or input, 3 unsupported op or feature,
             4 a backend tool failed, 5 --check found a numerics mismatch
@@ -34,15 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="the ONNX model file (.onnx)")
     p.add_argument("--target", default="llvm", metavar="TARGET",
                    help="'llvm' (host CPU; options -mcpu=NAME, -num-threads=N), e.g. "
-                        "--target 'llvm -mcpu=znver4'. Default: llvm")
+                        "--target 'llvm -mcpu=znver4'; 'cuda -arch=sm_80|sm_90' (--backend mlir). "
+                        "Default: llvm")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="where to write the compiled model. Default: MODEL's stem + .dyc in the "
                         "current directory")
-    p.add_argument("--backend", default="tvm", choices=["tvm"], help="code generator. Default: tvm")
+    p.add_argument("--backend", default="tvm", choices=["tvm", "mlir"],
+                   help="code generator: tvm, or mlir (linalg/arith through IREE). Default: tvm")
     p.add_argument("--emit", choices=EMIT_CHOICES,
                    help="print an intermediate form to stdout and stop: ir (our IR after the passes, "
                         "MLIR generic syntax), relax (the TVM Relax module), tir (scheduled kernels), "
-                        "asm (machine code)")
+                        "asm (machine code); with --backend mlir: mlir (the linalg/arith module), "
+                        "ptx (with --target cuda)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                    help="fix an input's shape, e.g. input=1x3x224x224 (needed when the model has "
                         "symbolic dimensions). Repeatable")
@@ -56,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-dir", metavar="DIR", help="write the IR after each pass to DIR/NN_pass.mlir")
     p.add_argument("--no-verify-each", action="store_true",
                    help="skip the IR verifier between passes (it runs by default)")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="rewrite the model to integer arithmetic (int8 weights and activations, int32 "
+                        "accumulators, dyadic requantization); needs --calibration")
+    p.add_argument("--calibration", metavar="FILE.npz",
+                   help="calibration inputs for --quantize: an .npz with one array per model input "
+                        "(by input name), shaped (N, *input_shape)")
+    p.add_argument("--observer", choices=["minmax", "percentile", "mse"], default="minmax",
+                   help="how calibration ranges are chosen. Default: minmax")
+    p.add_argument("--integer-only", action="store_true",
+                   help="fail (exit 3, listing the nodes) unless every op between the input quantize "
+                        "and the output dequantize is an integer op")
+    p.add_argument("--report", action="store_true",
+                   help="print the per-layer quantization report (scale, bits, SQNR vs float) to stderr")
     p.add_argument("--check", action="store_true",
                    help="after compiling, run the executable and the reference interpreter on "
                         "random inputs and fail (exit 5) if they disagree")
@@ -108,6 +125,14 @@ def _run(args: argparse.Namespace) -> int:
     say = (lambda _m: None) if args.quiet or args.emit else stderr_progress
     t0 = time.perf_counter()
     model = Path(args.model)
+    if args.quantize and not args.calibration:
+        raise InvalidInput("--quantize needs --calibration FILE.npz",
+                           hint="the compiler never calibrates on random data; save representative "
+                                "inputs with np.savez('calib.npz', **{input_name: batches})")
+    if (args.integer_only or args.report) and not args.quantize:
+        raise InvalidInput("--integer-only and --report need --quantize int8")
+    quant = dict(quantize=args.quantize, calibration=args.calibration, integer_only=args.integer_only,
+                 observer=args.observer) if args.quantize else {}
     options = dict(input_shapes=parse_shapes(args.input_shape) or None,
                    passes=args.passes.split(",") if args.passes else None,
                    disable_passes=args.disable_pass, print_after=args.print_after,
@@ -115,11 +140,18 @@ def _run(args: argparse.Namespace) -> int:
     if args.emit == "ir":
         target = compiler.Target.parse(args.target)
         g = compiler.import_model(model, options.pop("input_shapes"))
-        sys.stdout.write(str(compiler.optimize(g, target, **options)))
+        g = compiler.optimize(g, target, **options)
+        if quant:
+            from compiler.api import quantize_model
+            g, _ = quantize_model(g, quant["quantize"], quant["calibration"], quant["integer_only"],
+                                  quant["observer"])
+        sys.stdout.write(str(g))
         return 0
     get_backend(args.backend)          # fail fast on a missing toolchain
     say(f"compiling {model} for {args.target}")
-    cm = compiler.compile(model, args.target, backend=args.backend, progress=say, **options)
+    cm = compiler.compile(model, args.target, backend=args.backend, progress=say, **options, **quant)
+    if args.report:
+        print(cm.report, file=sys.stderr)
     if args.emit:
         sys.stdout.write(cm.executable.source(args.emit))
         return 0

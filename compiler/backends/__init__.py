@@ -5,7 +5,7 @@ from typing import Any
 
 from compiler.diagnostics import Unsupported
 
-BACKENDS = ("tvm",)
+BACKENDS = ("tvm", "mlir")
 
 
 def get_backend(name: str) -> Any:
@@ -13,4 +13,11 @@ def get_backend(name: str) -> Any:
     if name == "tvm":
         from compiler.backends.tvm import BACKEND
         return BACKEND
+    if name == "mlir":
+        try:
+            from compiler.backends.mlir import BACKEND as MLIR
+        except ImportError:
+            raise Unsupported("the mlir backend needs iree-base-compiler and iree-base-runtime",
+                              hint="pip install 'dyc[mlir]'") from None
+        return MLIR
     raise Unsupported(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")

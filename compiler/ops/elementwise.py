@@ -105,8 +105,9 @@ def _logic_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorTyp
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if np.issubdtype(a.dtype, np.integer):      # C semantics: truncate toward zero
-        q = np.abs(a) // np.where(b == 0, 1, np.abs(b))
-        return np.where((a < 0) != (b < 0), -q, q).astype(a.dtype)
+        a64, b64 = a.astype(np.int64), b.astype(np.int64)     # |INT_MIN| overflows in int8..32
+        q = np.abs(a64) // np.where(b64 == 0, 1, np.abs(b64))
+        return np.where((a64 < 0) != (b64 < 0), -q, q).astype(a.dtype)
     return a / b
 
 

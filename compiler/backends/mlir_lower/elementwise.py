@@ -1,0 +1,279 @@
+"""Lowerings of elementwise ops to one broadcasting linalg.generic each, with arith/math bodies.
+
+Integer semantics follow the numpy references: arithmetic wraps in the element width, integer
+division truncates toward zero and never traps (x / 0 = x, INT_MIN / -1 wraps), min/max of floats
+propagate NaN (arith.maximumf/minimumf), comparisons with NaN are false (ordered predicates).
+"""
+from __future__ import annotations
+
+import numpy as np
+from iree.compiler import ir
+from iree.compiler.dialects import arith, math
+
+from compiler.backends.mlir_lower.registry import LowerCtx, elem_type, int_width, is_unsigned, lowers, scalar
+from compiler.ir import Node
+from compiler.ops import elementwise as ew
+from compiler.types import DType
+
+
+def _out(node: Node) -> tuple[tuple[int, ...], DType]:
+    t = node.outputs[0].type
+    return t.shape, t.dtype
+
+
+def _map(ctx: LowerCtx, node: Node, args: list[ir.Value], body) -> list[ir.Value]:
+    shape, dt = _out(node)
+    return [ctx.ewise(args, shape, elem_type(dt), body)]
+
+
+def _sigmoid(x: ir.Value) -> ir.Value:
+    one = scalar(1.0, x.type)
+    return arith.divf(one, arith.addf(one, math.exp(arith.negf(x))))
+
+
+_FLOAT_UNARY = {
+    ew.sigmoid: _sigmoid, ew.tanh: math.tanh, ew.exp: math.exp, ew.log: math.log, ew.sqrt: math.sqrt,
+    ew.erf: math.erf, ew.floor: math.floor, ew.ceil: math.ceil,
+    ew.reciprocal: lambda x: arith.divf(scalar(1.0, x.type), x),
+}
+
+
+@lowers(*_FLOAT_UNARY)
+def _float_unary(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    return _map(ctx, node, args, _FLOAT_UNARY[node.op])
+
+
+@lowers(ew.identity)
+def _identity(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    return [args[0]]
+
+
+@lowers(ew.relu)
+def _relu(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    dt = node.inputs[0].type.dtype
+    if dt.is_float:
+        return _map(ctx, node, args, lambda x: arith.maximumf(x, scalar(0.0, x.type)))
+    if is_unsigned(dt):
+        return [args[0]]
+    return _map(ctx, node, args, lambda x: arith.maxsi(x, scalar(0, x.type)))
+
+
+@lowers(ew.neg)
+def _neg(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    if node.inputs[0].type.dtype.is_float:
+        return _map(ctx, node, args, arith.negf)
+    return _map(ctx, node, args, lambda x: arith.subi(scalar(0, x.type), x))
+
+
+@lowers(ew.abs_)
+def _abs(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    dt = node.inputs[0].type.dtype
+    if dt.is_float:
+        return _map(ctx, node, args, math.absf)
+    if is_unsigned(dt):
+        return [args[0]]
+    return _map(ctx, node, args, math.absi)
+
+
+@lowers(ew.logical_not)
+def _not(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    return _map(ctx, node, args, lambda x: arith.xori(x, scalar(1, x.type)))
+
+
+@lowers(ew.softplus)
+def _softplus(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    # max(x, 0) + log1p(exp(-|x|)): no overflow for large x (numpy's logaddexp)
+    def body(x):
+        tail = math.log1p(math.exp(arith.negf(math.absf(x))))
+        return arith.addf(arith.maximumf(x, scalar(0.0, x.type)), tail)
+    return _map(ctx, node, args, body)
+
+
+def _clampf(x: ir.Value, lo: float, hi: float) -> ir.Value:
+    return arith.minimumf(arith.maximumf(x, scalar(lo, x.type)), scalar(hi, x.type))
+
+
+@lowers(ew.hard_swish)
+def _hard_swish(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    def body(x):
+        gate = arith.addf(arith.divf(x, scalar(6.0, x.type)), scalar(0.5, x.type))
+        return arith.mulf(x, _clampf(gate, 0.0, 1.0))
+    return _map(ctx, node, args, body)
+
+
+@lowers(ew.hard_sigmoid)
+def _hard_sigmoid(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    a, b = node.attrs["alpha"], node.attrs["beta"]
+    return _map(ctx, node, args, lambda x: _clampf(
+        arith.addf(arith.mulf(x, scalar(a, x.type)), scalar(b, x.type)), 0.0, 1.0))
+
+
+@lowers(ew.leaky_relu)
+def _leaky_relu(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    alpha = node.attrs["alpha"]
+    return _map(ctx, node, args, lambda x: arith.select(
+        arith.cmpf(arith.CmpFPredicate.OGE, x, scalar(0.0, x.type)), x,
+        arith.mulf(x, scalar(alpha, x.type))))
+
+
+@lowers(ew.elu)
+def _elu(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    alpha = node.attrs["alpha"]
+    return _map(ctx, node, args, lambda x: arith.select(
+        arith.cmpf(arith.CmpFPredicate.OGT, x, scalar(0.0, x.type)), x,
+        arith.mulf(scalar(alpha, x.type), math.expm1(x))))
+
+
+@lowers(ew.gelu)
+def _gelu(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    tanh_form = node.attrs["approximate"] == "tanh"
+
+    def body(x):
+        c = lambda v: scalar(v, x.type)
+        if tanh_form:
+            inner = arith.mulf(c(float(np.sqrt(2 / np.pi))),
+                               arith.addf(x, arith.mulf(c(0.044715), arith.mulf(x, arith.mulf(x, x)))))
+            t = math.tanh(inner)
+        else:
+            t = math.erf(arith.mulf(x, c(float(1 / np.sqrt(2)))))
+        return arith.mulf(arith.mulf(c(0.5), x), arith.addf(c(1.0), t))
+    return _map(ctx, node, args, body)
+
+
+@lowers(ew.clip)
+def _clip(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    # Integer inputs: the reference clamps in float then truncates, i.e. clamps to trunc(bound).
+    dt = node.inputs[0].type.dtype
+    lo, hi = node.attrs["min"], node.attrs["max"]
+    if dt is DType.BOOL:
+        return [args[0]]
+    if dt.is_float:
+        def body(x):
+            if lo != -np.inf:
+                x = arith.maximumf(x, scalar(lo, x.type))
+            if hi != np.inf:
+                x = arith.minimumf(x, scalar(hi, x.type))
+            return x
+        return _map(ctx, node, args, body)
+    info = np.iinfo(dt.numpy)
+    ilo = None if lo == -np.inf else int(np.clip(np.trunc(lo), info.min, info.max))
+    ihi = None if hi == np.inf else int(np.clip(np.trunc(hi), info.min, info.max))
+    mx, mn = (arith.maxui, arith.minui) if is_unsigned(dt) else (arith.maxsi, arith.minsi)
+
+    def ibody(x):
+        if ilo is not None:
+            x = mx(x, scalar(ilo, x.type))
+        if ihi is not None:
+            x = mn(x, scalar(ihi, x.type))
+        return x
+    return _map(ctx, node, args, ibody)
+
+
+def cast_scalar(x: ir.Value, src: DType, to: DType) -> ir.Value:
+    """One element converted as the nn.cast reference does (float -> int truncates)."""
+    et = elem_type(to)
+    if src is to:
+        return x
+    if to is DType.BOOL:
+        if src.is_float:
+            return arith.cmpf(arith.CmpFPredicate.UNE, x, scalar(0.0, x.type))
+        return arith.cmpi(arith.CmpIPredicate.ne, x, scalar(0, x.type))
+    if src is DType.BOOL:
+        return arith.uitofp(et, x) if to.is_float else arith.extui(et, x)
+    if src.is_float and to.is_float:
+        fw = 32 if src is DType.F32 else 16
+        tw = 32 if to is DType.F32 else 16
+        return arith.extf(et, x) if tw > fw else arith.truncf(et, x)
+    if src.is_float:
+        return arith.fptoui(et, x) if is_unsigned(to) else arith.fptosi(et, x)
+    if to.is_float:
+        return arith.uitofp(et, x) if is_unsigned(src) else arith.sitofp(et, x)
+    wf, wt = int_width(x.type), int_width(et)
+    if wf == wt:
+        return x
+    if wf > wt:
+        return arith.trunci(et, x)
+    return arith.extui(et, x) if is_unsigned(src) else arith.extsi(et, x)
+
+
+@lowers(ew.cast)
+def _cast(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    src, to = node.inputs[0].type.dtype, node.attrs["to"]
+    if elem_type(src) == elem_type(to) and src.is_float == to.is_float:
+        return [args[0]]
+    return _map(ctx, node, args, lambda x: cast_scalar(x, src, to))
+
+
+# -- binary -------------------------------------------------------------------
+def _int_div(signed: bool):
+    def body(a, b):
+        zero, one = scalar(0, a.type), scalar(1, a.type)
+        if not signed:
+            return arith.divui(a, arith.select(arith.cmpi(arith.CmpIPredicate.eq, b, zero), one, b))
+        m1 = scalar(-1, a.type)
+        is_m1 = arith.cmpi(arith.CmpIPredicate.eq, b, m1)
+        bad = arith.ori(arith.cmpi(arith.CmpIPredicate.eq, b, zero), is_m1)
+        q = arith.divsi(a, arith.select(bad, one, b))
+        return arith.select(is_m1, arith.subi(zero, a), q)
+    return body
+
+
+def _int_pow(a, b):
+    """Square-and-multiply over the exponent's bits in the element width: exact modulo 2^n,
+    as the reference's int64 power truncated to the dtype (negative exponents give 1)."""
+    acc, base = scalar(1, a.type), a
+    zero = scalar(0, a.type)
+    for bit in range(int_width(a.type) - 1):
+        m = scalar(1 << bit, a.type)
+        on = arith.cmpi(arith.CmpIPredicate.ne, arith.andi(b, m), zero)
+        acc = arith.select(on, arith.muli(acc, base), acc)
+        base = arith.muli(base, base)
+    neg = arith.cmpi(arith.CmpIPredicate.slt, b, zero)
+    return arith.select(neg, scalar(1, a.type), acc)
+
+
+def _binary_body(op, dt: DType):
+    f, u = dt.is_float, is_unsigned(dt)
+    F, I = arith.CmpFPredicate, arith.CmpIPredicate
+    table = {
+        ew.add: arith.addf if f else arith.addi,
+        ew.sub: arith.subf if f else arith.subi,
+        ew.mul: arith.mulf if f else arith.muli,
+        ew.div: arith.divf if f else _int_div(not u),
+        ew.pow_: math.powf if f else _int_pow,
+        ew.minimum: arith.minimumf if f else (arith.minui if u else arith.minsi),
+        ew.maximum: arith.maximumf if f else (arith.maxui if u else arith.maxsi),
+        ew.equal: (lambda a, b: arith.cmpf(F.OEQ, a, b)) if f else (lambda a, b: arith.cmpi(I.eq, a, b)),
+        ew.less: (lambda a, b: arith.cmpf(F.OLT, a, b)) if f else
+        (lambda a, b: arith.cmpi(I.ult if u else I.slt, a, b)),
+        ew.greater: (lambda a, b: arith.cmpf(F.OGT, a, b)) if f else
+        (lambda a, b: arith.cmpi(I.ugt if u else I.sgt, a, b)),
+        ew.logical_and: arith.andi, ew.logical_or: arith.ori,
+    }
+    return table[op]
+
+
+_BINARY = (ew.add, ew.sub, ew.mul, ew.div, ew.pow_, ew.minimum, ew.maximum, ew.equal, ew.less,
+           ew.greater, ew.logical_and, ew.logical_or)
+
+
+@lowers(*_BINARY)
+def _binary(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    return _map(ctx, node, args, _binary_body(node.op, node.inputs[0].type.dtype))
+
+
+@lowers(ew.prelu)
+def _prelu(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    dt = node.inputs[0].type.dtype
+    if dt.is_float:
+        return _map(ctx, node, args, lambda x, s: arith.select(
+            arith.cmpf(arith.CmpFPredicate.OGE, x, scalar(0.0, x.type)), x, arith.mulf(x, s)))
+    pred = arith.CmpIPredicate.uge if is_unsigned(dt) else arith.CmpIPredicate.sge
+    return _map(ctx, node, args, lambda x, s: arith.select(
+        arith.cmpi(pred, x, scalar(0, x.type)), x, arith.muli(x, s)))
+
+
+@lowers(ew.where)
+def _where(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    return _map(ctx, node, args, arith.select)
+

@@ -1,0 +1,171 @@
+"""Contractions: matmul (linalg.matmul / batch_matmul), einsum (linalg.generic), convolution
+(linalg.conv_2d_nchw_fchw, depthwise_conv_2d_nchw_chw, else a grouped N-d linalg.generic).
+
+The builders here are shared with the integer ops in `quant.py`: they take operands already in
+the element types to multiply and an accumulator element type; linalg named ops sign-extend
+their operands into the accumulator (the default cast), the generic forms do the same.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from iree.compiler import ir
+from iree.compiler.dialects import arith, linalg, tensor
+
+from compiler.backends.mlir_lower.registry import (
+    PAR,
+    RED,
+    LowerCtx,
+    amap,
+    elem_of,
+    elem_type,
+    generic,
+    is_float_type,
+    lowers,
+    scalar,
+    shape_of,
+    tensor_type,
+)
+from compiler.ir import Node
+from compiler.ops import linalg as la
+
+
+def _mac(acc_et: ir.Type):
+    """acc + a * b in the accumulator type (integers sign-extended first)."""
+    if is_float_type(acc_et):
+        return lambda a, b, acc: arith.addf(acc, arith.mulf(a, b))
+
+    def body(a, b, acc):
+        w = ir.IntegerType(acc_et).width
+        a = a if ir.IntegerType(a.type).width == w else arith.extsi(acc_et, a)
+        b = b if ir.IntegerType(b.type).width == w else arith.extsi(acc_et, b)
+        return arith.addi(acc, arith.muli(a, b))
+    return body
+
+
+def matmul(ctx: LowerCtx, a: ir.Value, b: ir.Value, out_shape: Sequence[int], acc_et: ir.Type) -> ir.Value:
+    """numpy.matmul: 1-D operands promoted, batch dims broadcast."""
+    sa, sb = shape_of(a), shape_of(b)
+    if len(sa) == 1:
+        a, sa = ctx.reshape(a, (1,) + sa), (1,) + sa
+    if len(sb) == 1:
+        b, sb = ctx.reshape(b, sb + (1,)), sb + (1,)
+    m, k, n = sa[-2], sa[-1], sb[-1]
+    batch = tuple(np.broadcast_shapes(sa[:-2], sb[:-2]))
+    nb = int(np.prod(batch, dtype=np.int64))
+    if len(sb) == 2:             # weights without batch: fold A's batch into M, one 2-D matmul
+        a2 = ctx.reshape(a, (int(np.prod(sa[:-1], dtype=np.int64)), k))
+        rows = shape_of(a2)[0]
+        maps = [amap(3, e) for e in ([0, 2], [2, 1], [0, 1])]
+        y = linalg.matmul(a2, b, outs=[ctx.full((rows, n), acc_et, 0)], indexing_maps=maps)
+        if shape_of(a)[:-2] != batch:
+            y = ctx.broadcast_to(ctx.reshape(y, sa[:-2] + (m, n)), batch + (m, n))
+    else:
+        a3 = ctx.reshape(ctx.broadcast_to(a, batch + (m, k)), (nb, m, k))
+        b3 = ctx.reshape(ctx.broadcast_to(b, batch + (k, n)), (nb, k, n))
+        # explicit indexing_maps: without them IREE 3.13's PropagateLinalgTranspose pass segfaults
+        # (BatchMatmulTransposeAOp::isDefaultIndexingMaps on a null attribute) when a transpose feeds it
+        maps = [amap(4, e) for e in ([0, 1, 3], [0, 3, 2], [0, 1, 2])]
+        y = linalg.batch_matmul(a3, b3, outs=[ctx.full((nb, m, n), acc_et, 0)], indexing_maps=maps)
+    return ctx.reshape(y, out_shape)
+
+
+@lowers(la.matmul)
+def _matmul(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    t = node.outputs[0].type
+    return [matmul(ctx, args[0], args[1], t.shape, elem_type(t.dtype))]
+
+
+@lowers(la.einsum)
+def _einsum(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    eq = node.attrs["equation"].replace(" ", "")
+    if "." in eq:
+        raise NotImplementedError("einsum with '...' is not lowered")
+    lhs, _, out = eq.partition("->")
+    terms = lhs.split(",")
+    if "->" not in eq:
+        letters = "".join(terms)
+        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    order = list(out) + sorted({c for c in "".join(terms) if c not in out})
+    size = {}
+    for term, v in zip(terms, args):
+        for c, d in zip(term, shape_of(v)):
+            size[c] = max(size.get(c, 1), d)
+    t = node.outputs[0].type
+    et = elem_type(t.dtype)
+    nd = len(order)
+    maps = [amap(nd, [order.index(c) if shape_of(v)[j] == size[c] else "zero" for j, c in enumerate(term)])
+            for term, v in zip(terms, args)]
+    maps.append(amap(nd, [order.index(c) for c in out]))
+    iters = [PAR if c in out else RED for c in order]
+    f = is_float_type(et)
+
+    def body(*xs):
+        *ins, acc = xs
+        p = ins[0]
+        for q in ins[1:]:
+            p = arith.mulf(p, q) if f else arith.muli(p, q)
+        return arith.addf(acc, p) if f else arith.addi(acc, p)
+    y = generic(args, [ctx.full(t.shape, et, 0)], maps, iters, body)[0]
+    return [y]
+
+
+# -- convolution ------------------------------------------------------------------
+def pad_constant(ctx: LowerCtx, x: ir.Value, lo: Sequence[int], hi: Sequence[int], value) -> ir.Value:
+    """tensor.pad with a constant (non-negative pads)."""
+    if not any(lo) and not any(hi):
+        return x
+    shape, et = shape_of(x), elem_of(x)
+    out = [d + a + b for d, a, b in zip(shape, lo, hi)]
+    op = tensor.PadOp(tensor_type(out, et), x, [], [], list(lo), list(hi))
+    block = op.regions[0].blocks.append(*[ir.IndexType.get()] * len(shape))
+    with ir.InsertionPoint(block):
+        tensor.YieldOp(scalar(value, et))
+    return op.result
+
+
+def conv(ctx: LowerCtx, x: ir.Value, w: ir.Value, bias: ir.Value | None, out_shape: Sequence[int],
+         acc_et: ir.Type, strides, pads, dilations, groups: int) -> ir.Value:
+    """N-d grouped cross-correlation; x and w already in their multiply types, padding is 0."""
+    nsp = len(shape_of(x)) - 2
+    x = pad_constant(ctx, x, [0, 0, *pads[:nsp]], [0, 0, *pads[nsp:]], 0)
+    n, c = shape_of(x)[:2]
+    mch = shape_of(w)[0]
+    osp = tuple(out_shape[2:])
+    if bias is not None:
+        init = ctx.broadcast_to(ctx.reshape(bias, (1, mch) + (1,) * nsp), out_shape)
+    else:
+        init = ctx.full(out_shape, acc_et, 0)
+    if nsp == 2 and groups == 1:
+        return linalg.conv_2d_nchw_fchw(x, w, outs=[init], strides=list(strides), dilations=list(dilations))
+    if nsp == 2 and groups == c == mch and shape_of(w)[1] == 1:
+        w3 = ctx.reshape(w, (c,) + shape_of(w)[2:])
+        return linalg.depthwise_conv_2d_nchw_chw(x, w3, outs=[init], strides=list(strides),
+                                                 dilations=list(dilations))
+    # generic grouped form: dims (n, g, m, o..., c, k...)
+    g, cg, mg = groups, c // groups, mch // groups
+    ks = shape_of(w)[2:]
+    xg = ctx.reshape(x, (n, g, cg) + shape_of(x)[2:])
+    wg = ctx.reshape(w, (g, mg, cg) + tuple(ks))
+    init_g = ctx.reshape(init, (n, g, mg) + osp)
+    nd = 4 + 2 * nsp
+    o0, c0, k0 = 3, 3 + nsp, 4 + nsp
+    xmap = [0, 1, c0] + [ir.AffineDimExpr.get(o0 + i) * strides[i] + ir.AffineDimExpr.get(k0 + i) * dilations[i]
+                         for i in range(nsp)]
+    maps = [amap(nd, xmap), amap(nd, [1, 2, c0] + [k0 + i for i in range(nsp)]),
+            amap(nd, [0, 1, 2] + [o0 + i for i in range(nsp)])]
+    iters = [PAR] * (3 + nsp) + [RED] * (1 + nsp)
+    y = generic([xg, wg], [init_g], maps, iters, _mac(acc_et))[0]
+    return ctx.reshape(y, out_shape)
+
+
+@lowers(la.conv)
+def _conv(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    t, a = node.outputs[0].type, node.attrs
+    bias = args[2] if len(args) > 2 else None
+    return [conv(ctx, args[0], args[1], bias, t.shape, elem_type(t.dtype), a["strides"], a["pads"],
+                 a["dilations"], a["groups"])]
+
+
+__all__ = ["conv", "matmul", "pad_constant"]

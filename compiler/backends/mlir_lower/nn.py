@@ -1,0 +1,166 @@
+"""Normalizations, softmax and pooling.
+
+Softmax / layer norm are reductions plus broadcasting generics (IREE fuses them). Pooling pads
+with -inf (max) or 0 (sum) and uses linalg.pooling_nchw_max / pooling_nchw_sum for 2-D float,
+a windowed linalg.generic otherwise; ceil mode is extra high padding (the window never starts in
+it). Average pooling divides by a per-position count computed at compile time with the
+reference's own window logic, so count_include_pad and ceil mode match exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+from iree.compiler import ir
+from iree.compiler.dialects import arith, linalg, math
+
+from compiler.backends.mlir_lower.linalg import pad_constant
+from compiler.backends.mlir_lower.reduce import reduce_kind
+from compiler.backends.mlir_lower.registry import (
+    PAR,
+    RED,
+    LowerCtx,
+    amap,
+    elem_of,
+    generic,
+    is_unsigned,
+    lowers,
+    scalar,
+    shape_of,
+)
+from compiler.ir import Node
+from compiler.ops import nn
+from compiler.ops._util import norm_axis
+from compiler.types import TensorType
+
+
+def _bin(ctx: LowerCtx, a: ir.Value, b: ir.Value, fn) -> ir.Value:
+    shape = tuple(np.broadcast_shapes(shape_of(a), shape_of(b)))
+    return ctx.ewise([a, b], shape, elem_of(a), fn)
+
+
+def _softmax(ctx: LowerCtx, x: ir.Value, axis: int, log: bool) -> ir.Value:
+    shape, et = shape_of(x), elem_of(x)
+    mx = ctx.reduce(x, [axis], -np.inf, arith.maximumf, keepdims=True)
+    s = _bin(ctx, x, mx, arith.subf)
+    e = ctx.ewise([s], shape, et, math.exp)
+    tot = ctx.reduce(e, [axis], 0.0, arith.addf, keepdims=True)
+    if log:
+        return _bin(ctx, s, tot, lambda a, t: arith.subf(a, math.log(t)))
+    return _bin(ctx, e, tot, arith.divf)
+
+
+@lowers(nn.softmax, nn.log_softmax)
+def _softmax_op(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    axis = norm_axis(node.attrs["axis"], node.inputs[0].type.rank)
+    return [_softmax(ctx, args[0], axis, node.op is nn.log_softmax)]
+
+
+def _normalize(ctx: LowerCtx, x: ir.Value, axes: list[int], eps: float) -> ir.Value:
+    """(x - mean) / sqrt(var + eps) over `axes` (two-pass variance, as the reference)."""
+    mean = reduce_kind(ctx, x, _dt(x), "mean", axes, True)
+    d = _bin(ctx, x, mean, arith.subf)
+    var = ctx.reduce(d, axes, 0.0, arith.addf, keepdims=True, pre=lambda a: arith.mulf(a, a))
+    n = float(np.prod([shape_of(x)[a] for a in axes], dtype=np.int64))
+    return _bin(ctx, d, var, lambda a, v: arith.divf(
+        a, math.sqrt(arith.addf(arith.divf(v, scalar(n, v.type)), scalar(eps, v.type)))))
+
+
+def _dt(x: ir.Value):
+    from compiler.types import DType
+    return DType.F16 if isinstance(elem_of(x), ir.F16Type) else DType.F32
+
+
+@lowers(nn.layer_norm)
+def _layer_norm(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    x = args[0]
+    rank = len(shape_of(x))
+    axes = list(range(norm_axis(node.attrs["axis"], rank), rank))
+    y = _bin(ctx, _normalize(ctx, x, axes, node.attrs["epsilon"]), args[1], arith.mulf)
+    if len(args) > 2:
+        y = _bin(ctx, y, args[2], arith.addf)
+    return [y]
+
+
+def _per_channel(ctx: LowerCtx, p: ir.Value, rank: int) -> ir.Value:
+    return ctx.reshape(p, (1, shape_of(p)[0]) + (1,) * (rank - 2))
+
+
+@lowers(nn.batch_norm)
+def _batch_norm(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    x, scale, bias, mean, var = args
+    rank, eps = len(shape_of(x)), node.attrs["epsilon"]
+    inv = _bin(ctx, scale, var, lambda s, v: arith.divf(s, math.sqrt(arith.addf(v, scalar(eps, v.type)))))
+    y = _bin(ctx, x, _per_channel(ctx, mean, rank), arith.subf)
+    y = _bin(ctx, y, _per_channel(ctx, inv, rank), arith.mulf)
+    return [_bin(ctx, y, _per_channel(ctx, bias, rank), arith.addf)]
+
+
+@lowers(nn.instance_norm)
+def _instance_norm(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    x, scale, bias = args
+    rank = len(shape_of(x))
+    y = _normalize(ctx, x, list(range(2, rank)), node.attrs["epsilon"])
+    y = _bin(ctx, y, _per_channel(ctx, scale, rank), arith.mulf)
+    return [_bin(ctx, y, _per_channel(ctx, bias, rank), arith.addf)]
+
+
+# -- pooling --------------------------------------------------------------------------
+def _pool_pads(x_shape, out_shape, a) -> tuple[list[int], list[int]]:
+    nsp = len(x_shape) - 2
+    k, s, p, d = a["kernel"], a["strides"], a["pads"], a["dilations"]
+    hi = [max(p[i + nsp], (out_shape[2 + i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - x_shape[2 + i] - p[i])
+          for i in range(nsp)]
+    return [0, 0, *p[:nsp]], [0, 0, *hi]
+
+
+def _window_reduce(ctx: LowerCtx, xp: ir.Value, out_shape, a, init, combine, named) -> ir.Value:
+    nsp = len(out_shape) - 2
+    et = elem_of(xp)
+    acc = ctx.full(out_shape, et, init)
+    window = ctx.empty(a["kernel"], et)
+    if nsp == 2 and named is not None:
+        return named(xp, window, outs=[acc], strides=list(a["strides"]), dilations=list(a["dilations"]))
+    nd = 2 + 2 * nsp
+    s, d = a["strides"], a["dilations"]
+    xmap = [0, 1] + [ir.AffineDimExpr.get(2 + i) * s[i] + ir.AffineDimExpr.get(2 + nsp + i) * d[i]
+                     for i in range(nsp)]
+    maps = [amap(nd, xmap), amap(nd, [2 + nsp + i for i in range(nsp)]), amap(nd, range(2 + nsp))]
+    return generic([xp, window], [acc], maps, [PAR] * (2 + nsp) + [RED] * nsp,
+                   lambda v, _w, acc_: combine(v, acc_))[0]
+
+
+@lowers(nn.max_pool)
+def _max_pool(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    x, t, a = args[0], node.inputs[0].type, node.attrs
+    out = node.outputs[0].type.shape
+    lo, hi = _pool_pads(t.shape, out, a)
+    if t.dtype.is_float:
+        low, comb, named = -np.inf, arith.maximumf, linalg.pooling_nchw_max
+    else:
+        low = int(np.iinfo(t.dtype.numpy).min)
+        comb, named = (arith.maxui, None) if is_unsigned(t.dtype) else (arith.maxsi, linalg.pooling_nchw_max)
+    xp = pad_constant(ctx, x, lo, hi, low)
+    return [_window_reduce(ctx, xp, out, a, low, comb, named)]
+
+
+@lowers(nn.avg_pool)
+def _avg_pool(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    x, t, a = args[0], node.inputs[0].type, node.attrs
+    out = node.outputs[0].type.shape
+    lo, hi = _pool_pads(t.shape, out, a)
+    xp = pad_constant(ctx, x, lo, hi, 0.0)
+    total = _window_reduce(ctx, xp, out, a, 0.0, arith.addf, linalg.pooling_nchw_sum)
+    count = _pool_counts(t, a, out)
+    c = ctx.const(count.astype(t.dtype.numpy))
+    return [ctx.ewise([total, c], out, elem_of(total), arith.divf)]
+
+
+def _pool_counts(t: TensorType, a: dict, out: tuple[int, ...]) -> np.ndarray:
+    """The reference's divisor per output position, shape (1, 1, *out)."""
+    nsp = t.rank - 2
+    axes = tuple(range(-nsp, 0))
+    ones = np.ones((1, 1) + t.shape[2:], np.float64)
+    if a["count_include_pad"]:
+        p = a["pads"]
+        ones = np.pad(ones, [(0, 0), (0, 0)] + [(p[i], p[i + nsp]) for i in range(nsp)], constant_values=1)
+        a = dict(a, pads=(0,) * (2 * nsp))
+    return nn._windows(ones, a, 0.0, out[2:]).sum(axis=axes)

@@ -1,0 +1,155 @@
+"""The five integer ops of quantized graphs, bit-exact with compiler/ops/quant.py.
+
+- q.quantize:   divf by the float32 scale (never a reciprocal multiply), math.roundeven (ties to
+                even = numpy rint), clamp to [qmin - zp, qmax - zp] in f32 (exact small integers),
+                fptosi, + zp, trunci.
+- q.dequantize: (extsi/extui to i64 - zp) -> sitofp f32 -> mulf scale (per tensor or per channel).
+- q.requant:    arith in i64: ext, subi in_zp, muli m, addi 2^(c-1) (0 when c = 0), shrsi c, addi
+                zp, maxsi/minsi clamp, trunci. m, c, rounding term per channel are i64 constants
+                broadcast along `axis`. tosa.rescale is not used: it requires shift >= 2 (the rule
+                allows c = 0 and 1) and an int32 multiply by an i32 input zero point.
+- q.conv / q.matmul: int8 operands go straight into linalg conv/matmul with an i32 accumulator
+                (sign-extending default cast); a nonzero zero point or a uint8 operand is first
+                widened to i16 with the zero point subtracted (so padding contributes exactly 0).
+                int32 wraps as the reference's int64 -> int32 cast does.
+"""
+from __future__ import annotations
+
+import numpy as np
+from iree.compiler import ir
+from iree.compiler.dialects import arith, math
+
+from compiler.backends.mlir_lower.linalg import conv, matmul
+from compiler.backends.mlir_lower.registry import LowerCtx, elem_type, is_unsigned, lowers, scalar, shape_of
+from compiler.ir import Node
+from compiler.ops import quant as q
+from compiler.ops._util import norm_axis
+from compiler.types import DType
+
+I64 = DType.I64
+
+
+def _per_axis(ctx: LowerCtx, values, rank: int, axis: int, dt: DType) -> ir.Value | None:
+    """A per-channel constant shaped to broadcast along axis, or None for one value."""
+    arr = np.asarray(values, dtype=dt.numpy)
+    if arr.size == 1:
+        return None
+    shape = [1] * rank
+    shape[norm_axis(axis, rank)] = arr.size
+    return ctx.const(arr.reshape(shape), dt)
+
+
+@lowers(q.quantize)
+def _quantize(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    a = node.attrs
+    t = node.outputs[0].type
+    et = elem_type(t.dtype)
+    zp, lo, hi = a["zero_point"], a["qmin"] - a["zero_point"], a["qmax"] - a["zero_point"]
+    scale = float(np.float32(a["scale"]))
+
+    def body(x):
+        i32 = ir.IntegerType.get_signless(32)
+        r = math.roundeven(arith.divf(x, scalar(scale, x.type)))
+        r = arith.minimumf(arith.maximumf(r, scalar(float(lo), x.type)), scalar(float(hi), x.type))
+        v = arith.addi(arith.fptosi(i32, r), scalar(zp, i32))
+        return v if ir.IntegerType(et).width == 32 else arith.trunci(et, v)
+    return [ctx.ewise(args, t.shape, et, body)]
+
+
+def _to_i64(v: ir.Value, dt: DType) -> ir.Value:
+    i64 = ir.IntegerType.get_signless(64)
+    if ir.IntegerType(v.type).width == 64:
+        return v
+    return arith.extui(i64, v) if is_unsigned(dt) else arith.extsi(i64, v)
+
+
+@lowers(q.dequantize)
+def _dequantize(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    a, t = node.attrs, node.inputs[0].type
+    f32 = ir.F32Type.get()
+    s_c = _per_axis(ctx, a["scale"], t.rank, a["axis"], DType.F32)
+    z_c = _per_axis(ctx, a["zero_point"], t.rank, a["axis"], I64)
+    ins, s0, z0 = [args[0]], float(np.float32(a["scale"][0])), int(a["zero_point"][0])
+    ins += [c for c in (s_c, z_c) if c is not None]
+
+    def body(x, *rest):
+        rest = list(rest)
+        s = rest.pop(0) if s_c is not None else scalar(s0, f32)
+        z = rest.pop(0) if z_c is not None else scalar(z0, ir.IntegerType.get_signless(64))
+        return arith.mulf(arith.sitofp(f32, arith.subi(_to_i64(x, t.dtype), z)), s)
+    return [ctx.ewise(ins, t.shape, f32, body)]
+
+
+def requant_scalar(x: ir.Value, dt: DType, m: ir.Value, c: ir.Value, rnd: ir.Value, in_zp: int, zp: int,
+                   qmin: int, qmax: int, out_et: ir.Type) -> ir.Value:
+    """The one rounding rule on one element: clamp(((x - in_zp) * m + rnd) >> c + zp)."""
+    i64 = ir.IntegerType.get_signless(64)
+    v = _to_i64(x, dt)
+    if in_zp:
+        v = arith.subi(v, scalar(in_zp, i64))
+    v = arith.shrsi(arith.addi(arith.muli(v, m), rnd), c)
+    if zp:
+        v = arith.addi(v, scalar(zp, i64))
+    v = arith.minsi(arith.maxsi(v, scalar(qmin, i64)), scalar(qmax, i64))
+    return v if ir.IntegerType(out_et).width == 64 else arith.trunci(out_et, v)
+
+
+@lowers(q.requant)
+def _requant(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    a, t = node.attrs, node.inputs[0].type
+    out = node.outputs[0].type
+    out_et = elem_type(out.dtype)
+    i64 = ir.IntegerType.get_signless(64)
+    m = np.asarray(a["multiplier"], np.int64)
+    c = np.asarray(a["shift"], np.int64)
+    rnd = np.where(c > 0, np.left_shift(np.int64(1), np.maximum(c - 1, 0)), 0).astype(np.int64)
+    consts = [_per_axis(ctx, v, t.rank, a["axis"], I64) for v in (m, c, rnd)]
+    ins = [args[0]] + [k for k in consts if k is not None]
+
+    def body(x, *rest):
+        rest = list(rest)
+        vals = [rest.pop(0) if k is not None else scalar(int(v[0]), i64)
+                for k, v in zip(consts, (m, c, rnd))]
+        return requant_scalar(x, t.dtype, *vals, a["in_zero_point"], a["zero_point"], a["qmin"], a["qmax"],
+                              out_et)
+    return [ctx.ewise(ins, t.shape, out_et, body)]
+
+
+def _operand(ctx: LowerCtx, v: ir.Value, dt: DType, zp: int, widen: bool = False) -> ir.Value:
+    """An integer operand ready for a signed multiply: i8 as is when signed with zero point 0
+    (and not `widen`), else widened to i16 with the zero point subtracted."""
+    if zp == 0 and not is_unsigned(dt) and not widen:
+        return v
+    i16 = ir.IntegerType.get_signless(16)
+
+    def body(x):
+        w = arith.extui(i16, x) if is_unsigned(dt) else arith.extsi(i16, x)
+        return arith.subi(w, scalar(zp, i16)) if zp else w
+    return ctx.ewise([v], shape_of(v), i16, body)
+
+
+def _wide(v: ir.Value) -> bool:
+    """Both operands get one width: IREE 3.13 miscompiles an i16 x i8 -> i32 convolution."""
+    return ir.IntegerType(ir.RankedTensorType(v.type).element_type).width == 16
+
+
+@lowers(q.matmul)
+def _qmatmul(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    a = node.attrs
+    x = _operand(ctx, args[0], node.inputs[0].type.dtype, a["a_zero_point"])
+    w = _operand(ctx, args[1], node.inputs[1].type.dtype, a["b_zero_point"], _wide(x))
+    x = _operand(ctx, x, node.inputs[0].type.dtype, 0, _wide(w)) if x is args[0] else x
+    t = node.outputs[0].type
+    return [matmul(ctx, x, w, t.shape, elem_type(t.dtype))]
+
+
+@lowers(q.conv)
+def _qconv(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    a = node.attrs
+    x = _operand(ctx, args[0], node.inputs[0].type.dtype, a["x_zero_point"])
+    w = _operand(ctx, args[1], node.inputs[1].type.dtype, 0, _wide(x))
+    x = _operand(ctx, x, node.inputs[0].type.dtype, 0, _wide(w)) if x is args[0] else x
+    bias = args[2] if len(args) > 2 else None
+    t = node.outputs[0].type
+    return [conv(ctx, x, w, bias, t.shape, elem_type(t.dtype), a["strides"], a["pads"], a["dilations"],
+                 a["groups"])]

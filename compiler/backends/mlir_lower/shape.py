@@ -1,0 +1,156 @@
+"""Data movement: reshape (tensor.collapse_shape/expand_shape), transpose (linalg.transpose),
+concat (tensor.concat), slice (tensor.extract_slice; negative steps by an index-mapping generic),
+gather (linalg.generic + tensor.extract), expand (broadcasting generic), tile (expand +
+broadcast + collapse), pad (tensor.pad for constants; index arithmetic for edge/reflect/wrap)."""
+from __future__ import annotations
+
+from iree.compiler import ir
+from iree.compiler.dialects import arith, linalg, tensor
+
+from compiler.backends.mlir_lower.linalg import pad_constant
+from compiler.backends.mlir_lower.registry import (
+    PAR,
+    LowerCtx,
+    amap,
+    as_value,
+    elem_of,
+    generic,
+    lowers,
+    shape_of,
+    tensor_type,
+)
+from compiler.ir import Node
+from compiler.ops import shape as sh
+from compiler.ops._util import norm_axis
+
+
+@lowers(sh.reshape)
+def _reshape(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    return [ctx.reshape(args[0], node.attrs["shape"])]
+
+
+@lowers(sh.transpose)
+def _transpose(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    perm = list(node.attrs["perm"])
+    if perm == sorted(perm):
+        return [args[0]]
+    t = node.outputs[0].type
+    op = linalg.transpose(args[0], outs=[ctx.empty(t.shape, elem_of(args[0]))], permutation=perm)
+    return [as_value(op)]
+
+
+@lowers(sh.concat)
+def _concat(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    t = node.outputs[0].type
+    if len(args) == 1:
+        return [args[0]]
+    axis = norm_axis(node.attrs["axis"], t.rank)
+    return [tensor.concat(tensor_type(t.shape, elem_of(args[0])), axis, args)]
+
+
+def _index_generic(ctx: LowerCtx, x: ir.Value, out_shape, et, index_fn) -> ir.Value:
+    """out[i...] = x[index_fn(i...)] with tensor.extract (index_fn works on `index` values)."""
+    rank = len(out_shape)
+
+    def body(_out):
+        idx = [linalg.IndexOp(i).result for i in range(rank)]
+        return tensor.ExtractOp(x, index_fn(idx)).result
+    return generic([], [ctx.empty(out_shape, et)], [amap(rank, range(rank))], [PAR] * rank, body)[0]
+
+
+def _cidx(v: int) -> ir.Value:
+    return arith.ConstantOp(ir.IndexType.get(), v).result
+
+
+@lowers(sh.slice_)
+def _slice(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    x = args[0]
+    bounds = sh.slice_bounds(shape_of(x), node.attrs)
+    out = node.outputs[0].type.shape
+    et = elem_of(x)
+    if all(st > 0 for _, _, st in bounds):
+        return [tensor.extract_slice(tensor_type(out, et), x, [], [], [],
+                                     [b[0] for b in bounds], list(out), [b[2] for b in bounds])]
+
+    def index(idx):
+        return [arith.addi(_cidx(b[0]), arith.muli(i, _cidx(b[2]))) for i, b in zip(idx, bounds)]
+    return [_index_generic(ctx, x, out, et, index)]
+
+
+@lowers(sh.gather)
+def _gather(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    x, ind = args
+    xs, ishape = shape_of(x), shape_of(ind)
+    axis = norm_axis(node.attrs["axis"], len(xs))
+    out = node.outputs[0].type.shape
+    rank, ni = len(out), len(ishape)
+    ind_map = amap(rank, [axis + j for j in range(ni)])
+    idx_t = ir.IndexType.get()
+
+    def body(i, _out):
+        i = arith.index_cast(idx_t, i)
+        neg = arith.cmpi(arith.CmpIPredicate.slt, i, _cidx(0))
+        i = arith.select(neg, arith.addi(i, _cidx(xs[axis])), i)
+        loops = [linalg.IndexOp(d).result for d in range(rank)]
+        coords = loops[:axis] + [i] + loops[axis + ni:]
+        return tensor.ExtractOp(x, coords).result
+    return [generic([ind], [ctx.empty(out, elem_of(x))], [ind_map, amap(rank, range(rank))], [PAR] * rank,
+                    body)[0]]
+
+
+@lowers(sh.expand)
+def _expand(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    return [ctx.broadcast_to(args[0], node.attrs["shape"])]
+
+
+@lowers(sh.tile)
+def _tile(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    x, reps = args[0], node.attrs["repeats"]
+    shape = shape_of(x)
+    inter = [1 for _ in shape for _ in (0, 1)]
+    inter[1::2] = shape
+    big = [v for r, d in zip(reps, shape) for v in (r, d)]
+    y = ctx.broadcast_to(ctx.reshape(x, inter), big)
+    return [ctx.reshape(y, node.outputs[0].type.shape)]
+
+
+@lowers(sh.pad)
+def _pad(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    x, p, mode = args[0], node.attrs["pads"], node.attrs["mode"]
+    shape = shape_of(x)
+    r = len(shape)
+    if any(v < 0 for v in p):                  # negative pads crop first
+        lo_c = [max(-p[i], 0) for i in range(r)]
+        size = [shape[i] - lo_c[i] - max(-p[i + r], 0) for i in range(r)]
+        x = tensor.extract_slice(tensor_type(size, elem_of(x)), x, [], [], [], lo_c, size, [1] * r)
+        shape = tuple(size)
+    lo = [max(p[i], 0) for i in range(r)]
+    hi = [max(p[i + r], 0) for i in range(r)]
+    dt = node.inputs[0].type.dtype
+    if mode == "constant":
+        value = node.attrs["value"]
+        import numpy as np
+        value = np.array(value).astype(dt.numpy).item() if not dt.is_float else value
+        return [pad_constant(ctx, x, lo, hi, value)]
+    out = node.outputs[0].type.shape
+
+    def index(idx):
+        res = []
+        for i, d in zip(range(r), shape):
+            j = arith.subi(idx[i], _cidx(lo[i]))
+            if mode == "edge":
+                j = arith.maxsi(arith.minsi(j, _cidx(d - 1)), _cidx(0))
+            elif mode == "wrap":
+                j = arith.remsi(arith.addi(arith.remsi(j, _cidx(d)), _cidx(d)), _cidx(d))
+            elif d > 1:                                         # reflect, period 2(d-1)
+                per = 2 * (d - 1)
+                j = arith.remsi(arith.addi(arith.remsi(j, _cidx(per)), _cidx(per)), _cidx(per))
+                j = arith.select(arith.cmpi(arith.CmpIPredicate.sge, j, _cidx(d)),
+                                 arith.subi(_cidx(per), j), j)
+            else:
+                j = _cidx(0)
+            res.append(j)
+        return res
+    return [_index_generic(ctx, x, out, elem_of(x), index)]
+
+
