@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from compiler.diagnostics import InvalidModel, Unsupported
+from compiler.diagnostics import InvalidInput, InvalidModel, Unsupported
 from compiler.ir import Graph
 from compiler.pipeline import pipeline_for
 from compiler.runtime import CompiledModel, Signature
@@ -69,11 +69,19 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             passes: Sequence[str] | None = None, disable_passes: Sequence[str] = (),
             print_after: Sequence[str] = (), verify_each: bool = True,
             dump_dir: str | os.PathLike | None = None,
+            quantize: str | None = None, calibration: Any = None, integer_only: bool = False,
+            observer: str = "minmax",
             progress: Progress | None = None) -> CompiledModel:
     """Compile a model for `target` ("llvm", "llvm -mcpu=znver4 -num-threads=1") and return a
     CompiledModel. `model` is an ONNX path or ModelProto, or a torch.nn.Module traced on
-    `example_inputs`. Raises InvalidModel (bad file), InvalidInput, Unsupported (op or feature),
-    BackendToolError."""
+    `example_inputs`.
+
+    quantize="int8" rewrites the graph to integer arithmetic with dyadic requantization,
+    calibrated on `calibration` (an iterable of input batches, or an .npz path); `observer` is
+    minmax, percentile or mse; integer_only=True fails unless every op between the input
+    quantize and the output dequantize is an integer op. The per-layer report is `cm.report`.
+
+    Raises InvalidModel (bad file), InvalidInput, Unsupported (op or feature), BackendToolError."""
     from compiler.backends import get_backend
     say = progress or (lambda _msg: None)
     target = Target.parse(target) if isinstance(target, str) else target
@@ -85,13 +93,72 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     g = optimize(g, target, passes=passes, disable_passes=disable_passes, print_after=print_after,
                  verify_each=verify_each, dump_dir=dump_dir)
     say(f"optimized to {len(g.nodes)} nodes in {time.perf_counter() - t0:.2f}s")
+    report = None
+    if quantize is not None:
+        t0 = time.perf_counter()
+        g, report = quantize_model(g, quantize, calibration, integer_only, observer)
+        say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
+            f"in {time.perf_counter() - t0:.2f}s")
+    elif integer_only:
+        raise InvalidInput("integer_only needs quantize='int8'", hint="add --quantize int8")
     missing = sorted({n.op.name for n in g.nodes} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
     t0 = time.perf_counter()
     exe = be.build(g, target)
     say(f"generated code for {target} in {time.perf_counter() - t0:.2f}s")
-    return CompiledModel(exe, Signature.of(g), target, backend, str(g), g)
+    cm = CompiledModel(exe, Signature.of(g), target, backend, str(g), g)
+    cm.report = report
+    return cm
+
+
+QUANTIZE_MODES = ("int8",)
+
+
+def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
+                   observer: str = "minmax") -> tuple[Graph, Any]:
+    """Calibrate, annotate and rewrite `g` to integer arithmetic; check the integer-only
+    certificate and the overflow bounds. Returns the graph and a lazy per-layer report."""
+    from compiler.calibration import batches_for
+    from passes.quantize import QuantConfig, quantize_graph
+    from passes.range_analysis import check_ranges
+    from passes.verify_integer_only import verify_integer_only
+    if mode not in QUANTIZE_MODES:
+        raise Unsupported(f"quantize={mode!r}; supported: {', '.join(QUANTIZE_MODES)}")
+    batches = batches_for(calibration, g)
+    qg, _stats = quantize_graph(g, batches, QuantConfig(observer=observer))
+    if integer_only:
+        bad = verify_integer_only(qg)
+        if bad:
+            listed = "; ".join(f"{n.op.name} '{n.name}'" for n in bad[:10])
+            more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+            raise Unsupported(f"the graph is not integer-only: float ops remain at {listed}{more}",
+                              hint="these ops have no integer form yet; drop --integer-only to keep "
+                                   "them in float between dequantize/quantize")
+    problems = check_ranges(qg)
+    if problems:
+        raise Unsupported("integer overflow is possible: " + "; ".join(problems[:5]))
+    return qg, QuantReport(g, qg, batches)
+
+
+class QuantReport:
+    """Per-layer scale, bits and SQNR of the integer graph against the float one on the
+    calibration data; computed on first use (it runs both graphs in the interpreter)."""
+
+    def __init__(self, float_graph: Graph, int_graph: Graph, batches: list):
+        self._args = (float_graph, int_graph, batches)
+        self._rows: list[dict] | None = None
+
+    @property
+    def rows(self) -> list[dict]:
+        if self._rows is None:
+            from passes.quant_report import report
+            self._rows = report(*self._args)
+        return self._rows
+
+    def __str__(self) -> str:
+        from passes.quant_report import format_report
+        return format_report(self.rows)
 
 
 def stderr_progress(msg: str) -> None:

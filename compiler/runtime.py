@@ -102,6 +102,7 @@ class CompiledModel:
         self.backend = backend
         self.graph_text = graph_text
         self.graph = graph              # the optimized IR (None after load)
+        self.report = None              # per-layer quantization report (quantized compiles)
 
     @property
     def input_names(self) -> list[str]:

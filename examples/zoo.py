@@ -119,10 +119,11 @@ class BertEncoder(nn.Module):
 
 
 class TinyCNN(nn.Module):
-    """The demo model: 8x8 grayscale digits -> 10 classes."""
+    """The demo model: 8x8 grayscale digits -> 10 class probabilities (logits if logits=True)."""
 
-    def __init__(self):
+    def __init__(self, logits: bool = False):
         super().__init__()
+        self.logits = logits
         self.features = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
             nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
@@ -130,7 +131,8 @@ class TinyCNN(nn.Module):
         self.head = nn.Linear(32, 10)
 
     def forward(self, x):
-        return torch.softmax(self.head(torch.flatten(self.features(x), 1)), dim=-1)
+        y = self.head(torch.flatten(self.features(x), 1))
+        return y if self.logits else torch.softmax(y, dim=-1)
 
 
 def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -1,5 +1,13 @@
 """Graph -> Graph passes. Importing this package registers every pass in `passes.base.PASSES`."""
-from passes import canonicalize, recognize  # noqa: F401  (registration)
+from passes import (  # noqa: F401  (registration)  # noqa: F401
+    canonicalize,
+    dyadic,
+    quant_report,
+    quantize,
+    range_analysis,
+    recognize,
+    verify_integer_only,
+)
 from passes.base import PASSES, PassContext, run_pipeline
 
 __all__ = ["PASSES", "PassContext", "run_pipeline"]

@@ -152,3 +152,11 @@ def test_default_output_name_and_emit_relax(tmp_path):
     assert (tmp_path / "m.dyc").exists()
     r = run_cli(p, "--emit", "relax")
     assert r.returncode == 0 and "R.function" in r.stdout
+
+
+def test_quantize_without_calibration_refuses(tmp_path):
+    r = run_cli(DEMO, "--quantize", "int8", "-o", tmp_path / "q.dyc")
+    assert r.returncode == 2 and "--calibration" in r.stderr and "random data" in r.stderr
+    assert not (tmp_path / "q.dyc").exists()
+    r = run_cli(DEMO, "--integer-only", "--emit", "ir")
+    assert r.returncode == 2 and "need --quantize int8" in r.stderr

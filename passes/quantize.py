@@ -1,0 +1,440 @@
+"""Post-training quantization front half: calibration (observers run over the reference
+interpreter) and annotation (which float values become integer, on which grid), plus
+`quantize_graph`, the calibrate -> annotate -> dyadic -> cleanup driver the API/CLI call."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from compiler import interp
+from compiler.diagnostics import InvalidInput, Unsupported
+from compiler.ir import Graph, Node, Value
+from compiler.ops import elementwise as ew
+from compiler.ops import linalg, nn, reduce, shape
+from compiler.ops.quant import INT_RANGE
+from compiler.types import DType, QuantParams, TensorType
+
+OBSERVERS = ("minmax", "percentile", "mse")
+POLICIES = ("int8", "uint8", "auto")
+
+
+# -- what annotate records -------------------------------------------------------------
+@dataclass(frozen=True)
+class QuantSpec(QuantParams):
+    """QuantParams plus the choices annotate made: the integer storage type, its clamp range,
+    whether the grid is symmetric, and the float value (by name) the integer tensor stands for."""
+
+    dtype: DType = DType.I8
+    qmin: int = -128
+    qmax: int = 127
+    symmetric: bool = True
+    source: str | None = None
+
+    @property
+    def per_tensor(self) -> bool:
+        return len(self.scale) == 1
+
+    def same_grid(self, other: QuantParams | None) -> bool:
+        return isinstance(other, QuantSpec) and (self.scale, self.zero_point, self.dtype, self.axis) == \
+            (other.scale, other.zero_point, other.dtype, other.axis)
+
+
+def spec_of(v: Value) -> QuantSpec | None:
+    """The annotation of v as a QuantSpec (a plain QuantParams is read as int8 if its zero point
+    is 0, else uint8)."""
+    q = v.type.quant
+    if q is None or isinstance(q, QuantSpec):
+        return q
+    dt = DType.I8 if all(z == 0 for z in q.zero_point) else DType.U8
+    lo, hi = INT_RANGE[dt]
+    return QuantSpec(q.scale, q.zero_point, q.axis, dt, lo, hi, dt is DType.I8, v.name)
+
+
+def with_quant(t: TensorType, q: QuantParams | None) -> TensorType:
+    return TensorType(t.shape, t.dtype, q)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """activation: "int8" (symmetric everywhere), "uint8" (unsigned where calibration saw no
+    negative value, else int8), "auto" (as uint8, plus asymmetric uint8 with a zero point for
+    signed tensors whose range is skewed enough that it is >= 4/3 finer than int8)."""
+
+    activation: str = "uint8"
+    observer: str = "minmax"
+    percentile: float = 99.99
+    per_channel: bool = True
+    bits: int = 8                     # activations
+    weight_bits: int | None = None    # None: same as bits; 4 stores int4 weights
+    integer_only: bool = False        # quantize_graph fails unless the result is integer-only
+
+    def __post_init__(self) -> None:
+        if self.activation not in POLICIES:
+            raise Unsupported(f"activation policy {self.activation!r}", hint=f"one of {POLICIES}")
+        if self.observer not in OBSERVERS:
+            raise Unsupported(f"observer {self.observer!r}", hint=f"one of {OBSERVERS}")
+        if self.bits != 8:
+            raise Unsupported(f"{self.bits}-bit activations", hint="activations are 8-bit for now")
+        if self.wbits not in (4, 8):
+            raise Unsupported(f"{self.wbits}-bit weights", hint="weights are 8- or 4-bit")
+
+    @property
+    def wbits(self) -> int:
+        return self.weight_bits or self.bits
+
+
+# -- observers (pure functions on arrays) ------------------------------------------------
+@dataclass(frozen=True)
+class ValueStats:
+    """What calibration saw of one value: the exact min/max, the observer's clipping range
+    [lo, hi] for an asymmetric grid, and its bound amax for a symmetric grid."""
+
+    min: float
+    max: float
+    lo: float
+    hi: float
+    amax: float
+    count: int = 0
+
+
+def minmax_range(x: np.ndarray) -> tuple[float, float]:
+    x = np.asarray(x)
+    return float(x.min()), float(x.max())
+
+
+def percentile_range(x: np.ndarray, percentile: float = 99.99) -> tuple[float, float, float]:
+    """(lo, hi, amax): the (100-p)th and pth percentiles of x and the pth percentile of |x|."""
+    x = np.asarray(x, np.float64).ravel()
+    lo, hi = np.percentile(x, [100 - percentile, percentile])
+    return float(lo), float(hi), float(np.percentile(np.abs(x), percentile))
+
+
+def mse_range(x: np.ndarray, bits: int = 8, symmetric: bool = False, bins: int = 2048,
+              steps: int = 200) -> tuple[float, float]:
+    """The clipping range minimizing the expected quantization MSE of x: a histogram of x, then a
+    search over ranges alpha * (full range), alpha in (0, 1]. Inside the range each value costs
+    step^2 / 12 (uniform rounding error), outside it costs its squared distance to the range."""
+    x = np.asarray(x, np.float64).ravel()
+    lo0, hi0 = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    if symmetric:
+        lo0, hi0 = -max(-lo0, hi0), max(-lo0, hi0)
+    if hi0 - lo0 == 0:
+        return 0.0, 0.0
+    counts, edges = np.histogram(x, bins=bins, range=(lo0, hi0))
+    centers = (edges[:-1] + edges[1:]) / 2
+    alpha = np.linspace(1.0 / steps, 1.0, steps)[:, None]
+    lo, hi = alpha * lo0, alpha * hi0
+    levels = 2 ** (bits - 1) - 1 if symmetric else 2 ** bits - 1
+    step = (hi - lo) / (2 * levels if symmetric else levels)
+    clipped = np.clip(centers[None, :], lo, hi)
+    err = np.where(clipped == centers[None, :], step ** 2 / 12, (centers[None, :] - clipped) ** 2)
+    best = int(np.argmin((err * counts[None, :]).sum(axis=1)))
+    return float(lo[best, 0]), float(hi[best, 0])
+
+
+def observe(x: np.ndarray, observer: str = "minmax", percentile: float = 99.99,
+            bits: int = 8) -> ValueStats:
+    """The analysis calibrate runs on the samples of one value."""
+    mn, mx = minmax_range(x)
+    if observer == "minmax":
+        lo, hi, amax = mn, mx, max(-mn, mx)
+    elif observer == "percentile":
+        lo, hi, amax = percentile_range(x, percentile)
+    elif observer == "mse":
+        lo, hi = mse_range(x, bits, symmetric=False)
+        amax = mse_range(x, bits, symmetric=True)[1]
+    else:
+        raise Unsupported(f"observer {observer!r}", hint=f"one of {OBSERVERS}")
+    return ValueStats(mn, mx, lo, hi, amax, int(np.asarray(x).size))
+
+
+# -- calibration ---------------------------------------------------------------------------
+@dataclass
+class Stats:
+    """Calibration result: per float value name, what the observer saw."""
+
+    observer: str
+    values: dict[str, ValueStats] = field(default_factory=dict)
+    num_batches: int = 0
+    graph: Graph | None = None        # the float graph that was calibrated
+
+    def __getitem__(self, name: str) -> ValueStats:
+        return self.values[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
+
+
+def batch_args(g: Graph, batch: Any) -> list[np.ndarray]:
+    """One calibration batch (array, list/tuple of arrays, or dict by input name) -> the graph's
+    positional inputs, floats cast to the input's dtype."""
+    if isinstance(batch, Mapping):
+        names = [v.name for v in g.inputs]
+        missing = [n for n in names if n not in batch]
+        if missing:
+            raise InvalidInput(f"calibration batch lacks input(s) {missing}; the model takes {names}")
+        arrays = [batch[n] for n in names]
+    elif isinstance(batch, np.ndarray):
+        arrays = [batch]
+    else:
+        arrays = list(batch)
+    out = []
+    for v, a in zip(g.inputs, arrays):
+        a = np.asarray(a)
+        if v.type.dtype.is_float and np.issubdtype(a.dtype, np.floating):
+            a = a.astype(v.type.dtype.numpy)
+        out.append(a)
+    return interp.bind_inputs(g, out, {})
+
+
+def calibration_batches(g: Graph, arrays: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+    """Split whole calibration arrays (e.g. an .npz, N samples on axis 0) into batches of the
+    graph's static batch size (axis 0 of each input); a short tail is dropped, unless it is all
+    there is, in which case it is tiled up to one batch."""
+    if isinstance(arrays, Mapping):
+        if len(g.inputs) == 1 and g.inputs[0].name not in arrays and len(arrays) == 1:
+            arrays = list(arrays.values())
+        else:
+            arrays = [arrays[v.name] for v in g.inputs]
+    arrays = [np.asarray(a) for a in arrays]
+    b = g.inputs[0].type.shape[0] if g.inputs and g.inputs[0].type.rank else 1
+    n = arrays[0].shape[0]
+    if n < b:
+        reps = -(-b // n)
+        arrays = [np.concatenate([a] * reps)[:b] for a in arrays]
+        n = b
+    return [[a[i:i + b] for a in arrays] for i in range(0, n - b + 1, b)]
+
+
+class _Collector:
+    """Exact min/max plus a bounded random sample of one value's data."""
+
+    def __init__(self, keep_samples: bool, max_samples: int, rng: np.random.Generator):
+        self.mn, self.mx, self.n = math.inf, -math.inf, 0
+        self.keep, self.cap, self.rng = keep_samples, max_samples, rng
+        self.chunks: list[np.ndarray] = []
+        self.held = 0
+
+    def add(self, x: np.ndarray) -> None:
+        x = x.ravel()
+        self.mn, self.mx, self.n = min(self.mn, float(x.min())), max(self.mx, float(x.max())), self.n + x.size
+        if not self.keep:
+            return
+        self.chunks.append(x.astype(np.float32, copy=True))
+        self.held += x.size
+        if self.held > 2 * self.cap:
+            allx = np.concatenate(self.chunks)
+            self.chunks = [self.rng.choice(allx, self.cap, replace=False)]
+            self.held = self.cap
+
+    def stats(self, observer: str, percentile: float, bits: int) -> ValueStats:
+        if not self.keep:
+            return ValueStats(self.mn, self.mx, self.mn, self.mx, max(-self.mn, self.mx), self.n)
+        s = observe(np.concatenate(self.chunks), observer, percentile, bits)
+        return dataclasses.replace(s, min=self.mn, max=self.mx, count=self.n)
+
+
+def calibrate(g: Graph, batches: Iterable[Any], observer: str = "minmax", percentile: float = 99.99,
+              bits: int = 8, max_samples: int = 1 << 20) -> Stats:
+    """Run `g` with compiler.interp on every batch and record, per float value, the range the
+    observer gives ("minmax", "percentile" (of |x| for symmetric grids, of x for asymmetric),
+    "mse"). Raises InvalidInput on an empty or ill-shaped batch list."""
+    if observer not in OBSERVERS:
+        raise Unsupported(f"observer {observer!r}", hint=f"one of {OBSERVERS}")
+    probe = g.clone()
+    values = [v for v in probe.inputs] + [v for n in probe.nodes for v in n.outputs]
+    values = [v for v in values if v.type.dtype.is_float and not v.is_const]
+    probe.outputs = values
+    rng = np.random.default_rng(0)
+    cols = {v.name: _Collector(observer != "minmax", max_samples, rng) for v in values}
+    nb = 0
+    for batch in batches:
+        outs = interp.run(probe, *batch_args(g, batch))
+        for v, a in zip(values, outs):
+            cols[v.name].add(a)
+        nb += 1
+    if nb == 0:
+        raise InvalidInput("calibration needs at least one batch of inputs")
+    return Stats(observer, {k: c.stats(observer, percentile, bits) for k, c in cols.items()}, nb, g)
+
+
+# -- which nodes become integer -----------------------------------------------------------
+PASSTHROUGH = (shape.reshape, shape.transpose, shape.slice_, shape.gather, shape.expand, shape.tile,
+               nn.max_pool, reduce.reduce_max, reduce.reduce_min, ew.identity)
+ACTIVATIONS = (ew.relu, ew.clip)
+
+
+def _is_float(v: Value) -> bool:
+    return v.type.dtype.is_float
+
+
+def const_weight_matmul(n: Node) -> bool:
+    """matmul(x, W) with W a constant 2-D matrix: weights quantized per output column."""
+    return n.op is linalg.matmul and n.inputs[1].is_const and n.inputs[1].type.rank == 2 \
+        and not n.inputs[0].is_const
+
+
+def integer_capable(n: Node) -> bool:
+    """Whether dyadic rewrites node n into integer ops (else it stays float between a
+    dequantize and a quantize)."""
+    if not n.outputs or not _is_float(n.outputs[0]) or len(n.outputs) != 1:
+        return False
+    ins = n.inputs
+    if n.op is linalg.conv:
+        return ins[1].is_const and (len(ins) < 3 or ins[2].is_const) and not ins[0].is_const
+    if n.op is linalg.matmul:
+        return not (ins[0].is_const and ins[1].is_const)
+    if n.op in (ew.add, ew.sub):
+        return not (ins[0].is_const and ins[1].is_const) and all(_is_float(v) for v in ins)
+    if n.op is shape.concat:
+        return any(not v.is_const for v in ins)
+    if n.op in PASSTHROUGH:
+        return not ins[0].is_const and all(_is_float(v) == (i == 0) for i, v in enumerate(ins))
+    if n.op in ACTIVATIONS:
+        return not ins[0].is_const
+    if n.op is nn.avg_pool:
+        return not ins[0].is_const and not n.attrs["ceil_mode"] and \
+            (n.attrs["count_include_pad"] or not any(n.attrs["pads"]))
+    if n.op in (reduce.reduce_mean, reduce.reduce_sum):
+        return not ins[0].is_const
+    return False
+
+
+# -- annotation -----------------------------------------------------------------------------
+def _f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+def activation_spec(vs: ValueStats, config: QuantConfig, source: str | None = None) -> QuantSpec:
+    """The per-tensor grid of one activation under the config's dtype policy."""
+    nonneg = vs.min >= 0
+    amax = max(vs.amax, 0.0)
+    lo, hi = min(vs.lo, 0.0), max(vs.hi, 0.0)
+    s_sym = amax / 127
+    s_asym = (hi - lo) / 255
+    unsigned = config.activation in ("uint8", "auto") and nonneg
+    if config.activation == "auto" and not nonneg and s_asym > 0 and s_asym * 4 / 3 <= s_sym:
+        unsigned = True
+    if unsigned:
+        s = _f32(s_asym) if s_asym > 0 else 1.0
+        z = int(np.clip(np.rint(-lo / s), 0, 255))
+        return QuantSpec((s,), (z,), None, DType.U8, 0, 255, False, source)
+    s = _f32(s_sym) if s_sym > 0 else 1.0
+    return QuantSpec((s,), (0,), None, DType.I8, -128, 127, True, source)
+
+
+def weight_spec(w: np.ndarray, axis: int | None, bits: int = 8, source: str | None = None) -> QuantSpec:
+    """Symmetric weight grid, zero point 0, range [-(2^(b-1)-1), 2^(b-1)-1]; per channel along
+    `axis`, or per tensor when axis is None. An all-zero channel gets scale 1."""
+    n = 2 ** (bits - 1) - 1
+    w = np.abs(np.asarray(w, np.float64))
+    amax = np.atleast_1d(w.max()) if axis is None else \
+        w.max(axis=tuple(i for i in range(w.ndim) if i != axis % w.ndim))
+    scale = tuple(_f32(a / n) if a > 0 else 1.0 for a in amax)
+    dt = DType.I4 if bits == 4 else DType.I8
+    return QuantSpec(scale, (0,) * len(scale), axis, dt, -n, n, True, source)
+
+
+def quantize_array(x: np.ndarray, spec: QuantSpec) -> np.ndarray:
+    """Compile-time quantization of a constant: clamp(rint(x / s) + z) on spec's grid."""
+    x = np.asarray(x, np.float64)
+    s = np.asarray(spec.scale, np.float64)
+    z = np.asarray(spec.zero_point, np.float64)
+    if spec.axis is not None and len(spec.scale) > 1:
+        shp = [1] * x.ndim
+        shp[spec.axis % x.ndim] = -1
+        s, z = s.reshape(shp), z.reshape(shp)
+    q = np.rint(x / s) + z
+    return np.clip(q, spec.qmin, spec.qmax).astype(spec.dtype.numpy)
+
+
+def _weight_axis(n: Node) -> int | None:
+    if n.op is linalg.conv:
+        return 0
+    if const_weight_matmul(n):
+        return 1
+    return None
+
+
+def annotate(g: Graph, stats: Stats, config: QuantConfig | None = None) -> Graph:
+    """A new graph whose values that will become integer carry TensorType.quant = QuantSpec:
+    activations per tensor (uint8 where calibration saw no negative value and the policy allows,
+    else int8 symmetric), weights of conv / matmul-by-constant symmetric per output channel.
+    Pass-through ops (reshape, transpose, slice, max_pool, ...) keep their input's grid."""
+    config = config or QuantConfig()
+    g = g.clone()
+    uses = g.uses()
+    cap = {id(n): integer_capable(n) for n in g.nodes}
+
+    def wanted(v: Value) -> bool:
+        if v.is_const or not _is_float(v):
+            return False
+        if v.producer is not None and cap[id(v.producer)]:
+            return True
+        return any(cap[id(u)] for u, _ in uses.get(v, []))
+
+    def act(v: Value) -> None:
+        if v.name not in stats:
+            raise Unsupported(f"value '{v.name}' was not calibrated",
+                              hint="calibrate the same graph that is annotated")
+        v.type = with_quant(v.type, activation_spec(stats[v.name], config, v.name))
+
+    for v in g.inputs:
+        if wanted(v):
+            act(v)
+    for n in g.nodes:
+        if cap[id(n)]:
+            axis = _weight_axis(n)
+            if axis is not None and n.inputs[1].is_const:
+                w = n.inputs[1]
+                if w.type.quant is None:
+                    w.type = with_quant(w.type, weight_spec(w.const, axis if config.per_channel else None,
+                                                            config.wbits, w.name))
+        for v in n.outputs:
+            if not wanted(v):
+                continue
+            src = spec_of(n.inputs[0]) if n.op in PASSTHROUGH and n.inputs else None
+            if src is not None and cap[id(n)]:
+                v.type = with_quant(v.type, dataclasses.replace(src, source=v.name))
+            else:
+                act(v)
+    return g
+
+
+def annotation_table(g: Graph) -> list[tuple[str, str, tuple[float, ...], tuple[int, ...]]]:
+    """(value, dtype, scales, zero points) of every annotated value: the recorded choices."""
+    vals = list(g.inputs) + [v for n in g.nodes for v in list(n.inputs) + list(n.outputs)]
+    seen, rows = set(), []
+    for v in vals:
+        s = spec_of(v)
+        if s is not None and id(v) not in seen:
+            seen.add(id(v))
+            rows.append((v.name, s.dtype.value, s.scale, s.zero_point))
+    return rows
+
+
+# -- the driver -----------------------------------------------------------------------------
+def quantize_graph(g: Graph, batches: Iterable[Any], config: QuantConfig | None = None) -> tuple[Graph, Stats]:
+    """calibrate -> annotate -> dyadic -> fold_constants, dead_code. `g` is canonicalized first
+    (BatchNorm folded). With config.integer_only, raises Unsupported naming every float node
+    left, or any accumulator that range analysis cannot prove free of overflow."""
+    from compiler.pipeline import CANONICALIZE
+    from passes.base import run_pipeline
+    from passes.canonicalize import dead_code, fold_constants
+    from passes.dyadic import dyadic_rewrite
+    from passes.range_analysis import range_analysis
+    from passes.verify_integer_only import verify_integer_only_pass
+
+    config = config or QuantConfig()
+    g = run_pipeline(g, CANONICALIZE)
+    stats = calibrate(g, batches, config.observer, config.percentile, config.bits)
+    ig = dead_code(fold_constants(dyadic_rewrite(annotate(g, stats, config))))
+    if config.integer_only:
+        verify_integer_only_pass(ig)
+    range_analysis(ig)
+    return ig, stats
