@@ -188,3 +188,22 @@ def _masked_fill(ctx: TorchContext, node, args, kwargs):
 def _no_op(ctx, node, args, kwargs):
     """Export-time checks: the shapes they guard are static here."""
     return None
+
+
+@converts("aten.as_strided")
+def _as_strided(ctx: TorchContext, node, args, kwargs):
+    """A strided view of a contiguous tensor: a reshape when the strides are the contiguous ones
+    (what flatten after a global pool exports to), else a gather of the flat positions."""
+    x, size, stride = args[0], tuple(args[1]), tuple(args[2])
+    offset = args[3] if len(args) > 3 and args[3] is not None else 0
+    src = node.args[0].meta["val"]
+    if not src.is_contiguous():
+        raise ctx.unsupported("as_strided of a non-contiguous tensor")
+    contiguous = tuple(int(np.prod(size[i + 1:])) for i in range(len(size)))
+    if offset == 0 and int(np.prod(size)) == int(np.prod(ctx.shape(x))) and \
+            all(s == c for s, c, d in zip(stride, contiguous, size) if d > 1):
+        return ctx.emit(shape.reshape, [x], shape=size)
+    flat = ctx.emit(shape.reshape, [x], shape=(int(np.prod(ctx.shape(x))),))
+    idx = offset + sum(np.arange(d).reshape([-1 if i == k else 1 for i in range(len(size))]) * s
+                       for k, (d, s) in enumerate(zip(size, stride)))
+    return ctx.emit(shape.gather, [flat, np.asarray(idx, np.int64)], axis=0)

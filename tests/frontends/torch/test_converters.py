@@ -157,3 +157,10 @@ def test_importing_compiler_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", "import sys, compiler; print('torch' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_flatten_after_global_pool_batch_gt_1():
+    """torch exports this flatten as aten.as_strided at some batch sizes."""
+    fn = lambda x: torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # noqa: E731
+    check(fn, rand(6, 3, 4, 4))
+    check(lambda x: torch.as_strided(x, (2, 3), (1, 2)), rand(6))
