@@ -141,7 +141,7 @@ def main() -> None:
           "max abs diff vs FP32 | compile s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, t, k, ms, r, agree, acc, err, cs in rows:
-        print(f"| {name} | {t} | {k} | {ms:.2f} | {r:.2f}x | {agree:.3f} | "
+        print(f"| {name} | {t} | {k} | {ms:.3f} | {r:.2f}x | {agree:.3f} | "
               f"{'' if acc is None else f'{acc:.4f}'} | {err:.2e} | {'' if cs is None else f'{cs:.1f}'} |")
 
 
