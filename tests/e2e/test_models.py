@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import requires_ort, requires_torch, requires_tvm
+from tests.conftest import requires_ort, requires_torch
 
 pytestmark = [requires_torch, requires_ort]
 
@@ -49,14 +49,18 @@ def test_interp_matches_onnxruntime_and_torch(tmp_path, name):
     np.testing.assert_allclose(interp.run(compiler.optimize(g), xn)[0], ref, rtol=1e-4, atol=1e-5)
 
 
-@requires_tvm
+@pytest.mark.parametrize("backend", ["tvm", "mlir"])
 @pytest.mark.parametrize("name", ["resnet", "bert"])
-def test_tvm_executable_matches_interp(tmp_path, name):
+def test_executable_matches_interp(tmp_path, name, backend):
+    import importlib.util
+
     import compiler
     from compiler import interp
+    if importlib.util.find_spec({"tvm": "tvm", "mlir": "iree"}[backend]) is None:
+        pytest.skip(f"{backend} is not installed")
     model, x = _models()[name]
     path = _export(tmp_path, model, x, name)
-    cm = compiler.compile(path, target="llvm")
+    cm = compiler.compile(path, target="llvm", backend=backend)
     xn = x.numpy()
     want = interp.run(cm.graph, xn)[0]
     np.testing.assert_allclose(cm.run(xn)[0], want, rtol=1e-4, atol=1e-5)
