@@ -29,6 +29,7 @@ from compiler.backends.mlir_lower import LOWERINGS, LowerCtx, lowers
 from compiler.backends.mlir_lower.registry import elem_type, tensor_type
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
 from compiler.ir import Graph, Value
+from compiler.ops import quant
 from compiler.ops.registry import OpDef
 from compiler.target import Target
 from compiler.types import DType
@@ -106,10 +107,15 @@ def emit_mlir(g: Graph, target: Target) -> str:
 
 
 # -- compiling -------------------------------------------------------------------
-def _cpu_flags(target: Target) -> list[str]:
+def _cpu_flags(target: Target, g: Graph | None = None) -> list[str]:
     cpu = target.mcpu or "host"
+    flags = list(CPU_FLAGS)
+    if g is not None and any(n.op is quant.conv and n.inputs[0].type.shape[0] > 1 for n in g.nodes):
+        # IREE 3.13's im2col rewrite emits a mistyped arith.addi for integer convs whose operands
+        # are widened, at batch > 1 ("'arith.addi' op requires the same type"): leave it out.
+        flags.remove("--iree-global-opt-use-im2col-for-convs")
     return ["--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu",
-            f"--iree-llvmcpu-target-cpu={cpu}", *CPU_FLAGS]
+            f"--iree-llvmcpu-target-cpu={cpu}", *flags]
 
 
 _SM90_ATTRS: dict[str, str] = {}
@@ -140,7 +146,7 @@ def compile_graph(g: Graph, target: Target) -> tuple[bytes, str | None]:
     dump = tempfile.mkdtemp(prefix="dyc_iree_") if target.kind == "cuda" else None
     patched = None
     if target.kind == "llvm":
-        flags = _cpu_flags(target)
+        flags = _cpu_flags(target, g)
     elif target.kind == "cuda":
         flags = [f"--iree-hal-dump-executable-binaries-to={dump}"]
         if target.arch in _KNOWN_CUDA:

@@ -3,6 +3,10 @@ with calibration on training batches, run the integer graph in the reference int
 the test accuracy drops by at most 0.5 points and the graph is integer-only."""
 from __future__ import annotations
 
+import importlib.util
+
+import numpy as np
+
 import pytest
 
 from tests.conftest import has_module, requires_torch
@@ -94,6 +98,16 @@ def test_int8_integer_only_accuracy(name, build, epochs):
 
     fp32 = (interp.run(stats.graph, x_te)[0].argmax(1) == y_te).mean() * 100
     int8 = (interp.run(ig, x_te)[0].argmax(1) == y_te).mean() * 100
+
+    # the same model at batch 8 through both code generators: whole graphs, bit-exact
+    g8 = compiler.import_model(model, example_inputs=(torch.tensor(x_te[:8]),))
+    ig8, _ = quantize_graph(g8, calibration_batches(g8, [x_tr[:512]]),
+                            QuantConfig(activation="uint8", integer_only=True))
+    want = interp.run(ig8, x_te[:8])[0]
+    for backend, module in (("tvm", "tvm"), ("mlir", "iree")):
+        if importlib.util.find_spec(module) is not None:
+            got = compiler.compile(ig8, backend=backend).run(x_te[:8])[0]
+            np.testing.assert_array_equal(got, want, err_msg=f"{backend} != interp")
     rows = report(stats.graph, ig, calib[:1])
     print(f"\n{name}: FP32 {fp32:.2f}%  INT8 {int8:.2f}%\n{format_report(rows)}")
     assert fp32 >= 97.0
