@@ -21,7 +21,8 @@ def _as_numpy(a: Any) -> np.ndarray:
 
 def load_npz(path: str | os.PathLike, g: Graph) -> list[list[np.ndarray]]:
     """An .npz with one array per model input (by input name; `arr_0`... when the model has
-    inputs in that order), each shaped (N, *input_shape): N calibration batches."""
+    inputs in that order), each shaped (N, *input_shape) (N batches) or (N * batch,
+    *input_shape[1:]) (samples stacked along the batch axis, split into batches)."""
     path = Path(path)
     if not path.exists():
         raise InvalidInput(f"calibration file not found: {path}")
@@ -42,9 +43,13 @@ def load_npz(path: str | os.PathLike, g: Graph) -> list[list[np.ndarray]]:
         t = v.type
         if arr.shape == t.shape:
             arr = arr[None]
+        elif arr.ndim == len(t.shape) and t.shape and arr.shape[1:] == t.shape[1:] and \
+                arr.shape[0] % t.shape[0] == 0:
+            arr = arr.reshape((-1, *t.shape))           # samples stacked along the batch axis
         if arr.shape[1:] != t.shape:
             raise InvalidInput(f"{path}: '{v.name}' has shape {list(arr.shape)}; expected "
-                               f"(N, {', '.join(map(str, t.shape))}) for N calibration batches")
+                               f"(N, {', '.join(map(str, t.shape))}) for N calibration batches, or "
+                               f"(N*{t.shape[0] if t.shape else 1}, ...) samples")
         arr = arr.astype(t.dtype.numpy) if arr.dtype != t.dtype.numpy and t.dtype.is_float else arr
         out.append(list(arr))
     return [list(batch) for batch in zip(*out)]

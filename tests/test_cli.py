@@ -160,3 +160,35 @@ def test_quantize_without_calibration_refuses(tmp_path):
     assert not (tmp_path / "q.dyc").exists()
     r = run_cli(DEMO, "--integer-only", "--emit", "ir")
     assert r.returncode == 2 and "need --quantize int8" in r.stderr
+
+
+def _cnn_logits_model(tmp_path: Path, softmax: bool) -> Path:
+    rng = np.random.default_rng(0)
+    inits = [helper.make_tensor("w", TensorProto.FLOAT, [8, 1, 3, 3], rng.standard_normal(72).astype(np.float32)),
+             helper.make_tensor("fw", TensorProto.FLOAT, [8, 4], rng.standard_normal(32).astype(np.float32)),
+             helper.make_tensor("fb", TensorProto.FLOAT, [4], rng.standard_normal(4).astype(np.float32))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"], name="gap"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y" if not softmax else "l"], name="fc")]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["l"], ["y"], name="probs", axis=1))
+    return _model(tmp_path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                  "sm.onnx" if softmax else "logits.onnx", inits)
+
+
+@requires_tvm
+def test_quantize_integer_only_with_report_and_check(tmp_path):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).random((16, 1, 6, 6)).astype(np.float32))
+    out = tmp_path / "q.dyc"
+    r = run_cli(_cnn_logits_model(tmp_path, False), "--quantize", "int8", "--calibration", calib,
+                "--integer-only", "--report", "--check", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert "SQNR dB" in r.stderr and "q.conv" in r.stderr and out.exists()
+    r = run_cli(_cnn_logits_model(tmp_path, True), "--quantize", "int8", "--calibration", calib,
+                "--integer-only", "-o", tmp_path / "sm.dyc")
+    assert r.returncode == 3 and "nn.softmax 'probs'" in r.stderr
+    assert not (tmp_path / "sm.dyc").exists()

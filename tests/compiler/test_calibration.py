@@ -27,6 +27,12 @@ def test_npz_by_name_gives_positional_batches(tmp_path):
     assert batches[0][0].dtype == np.float32 and batches[0][1][0, 0] == 1
 
 
+def test_npz_samples_stacked_on_the_batch_axis(tmp_path):
+    p = tmp_path / "s.npz"
+    np.savez(p, a=np.zeros((6, 3), np.float32), b=np.ones((6, 3), np.float32))
+    assert len(load_npz(p, _graph())) == 6
+
+
 def test_npz_errors_name_the_problem(tmp_path):
     with pytest.raises(InvalidInput, match="calibration file not found"):
         load_npz(tmp_path / "none.npz", _graph())
