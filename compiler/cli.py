@@ -12,12 +12,14 @@ from pathlib import Path
 
 from compiler.diagnostics import CompileError, InvalidInput, InvalidModel
 
-EMIT_CHOICES = ("ir", "relax", "tir", "asm", "mlir", "ptx")
+EMIT_CHOICES = ("ir", "relax", "tir", "asm", "mlir", "cuda", "ptx")
 
 EPILOG = """\
 examples:
   compile model.onnx --target llvm -o model.dyc
   compile model.onnx --emit ir                      print the optimized IR and stop
+  compile model.onnx --target 'cuda -arch=sm_90' -o model.dyc    NVIDIA GPU (builds without one)
+  compile model.onnx --target cuda --emit ptx       print the PTX (needs nvcc)
   compile model.onnx --input-shape input=1x3x224x224
   compile model.onnx --disable-pass fold_batch_norm --print-after fold_constants
   compile model.onnx --quantize int8 --calibration calib.npz --integer-only --report -o m.dyc
@@ -35,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="the ONNX model file (.onnx)")
     p.add_argument("--target", default="llvm", metavar="TARGET",
                    help="'llvm' (host CPU; options -mcpu=NAME, -num-threads=N), e.g. "
-                        "--target 'llvm -mcpu=znver4'; 'cuda -arch=sm_80|sm_90' (--backend mlir). "
+                        "--target 'llvm -mcpu=znver4'; 'cuda -arch=sm_80|sm_86|sm_89|sm_90' (NVIDIA GPU, "
+                        "default sm_80; builds without a GPU, runs only on one). "
                         "Default: llvm")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="where to write the compiled model. Default: MODEL's stem + .dyc in the "
@@ -45,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emit", choices=EMIT_CHOICES,
                    help="print an intermediate form to stdout and stop: ir (our IR after the passes, "
                         "MLIR generic syntax), relax (the TVM Relax module), tir (scheduled kernels), "
-                        "asm (machine code); with --backend mlir: mlir (the linalg/arith module), "
-                        "ptx (with --target cuda)")
+                        "asm (machine code; the host code for --target cuda), cuda (the CUDA C kernels, "
+                        "--target cuda); with --backend mlir: mlir (the linalg/arith module); "
+                        "ptx (the GPU assembly, with --target cuda, either backend)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                    help="fix an input's shape, e.g. input=1x3x224x224 (needed when the model has "
                         "symbolic dimensions). Repeatable")

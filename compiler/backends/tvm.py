@@ -46,6 +46,9 @@ _BOUND = (tvm.ir.expr.Var, tvm.ir.expr.Constant)   # already bound: emitting aga
 
 
 def tvm_target(target: Target) -> tvm.target.Target:
+    if target.kind == "cuda":
+        from compiler.backends.tvm_cuda import cuda_target
+        return cuda_target(target)
     if target.kind != "llvm":
         raise Unsupported(f"target {target.kind} is not supported by the tvm backend yet")
     return tvm.target.Target({"kind": "llvm", "mcpu": target.cpu, "num-cores": target.threads()})
@@ -74,7 +77,8 @@ def lower_to_relax(g: Graph, target: Target) -> tvm.IRModule:
 
     with bb.function("main", params):
         with bb.dataflow():
-            fast = FastPath(bb, g, env, read)
+            # the fast path's kernels are CPU schedules: GPU targets use the generic lowerings
+            fast = FastPath(bb, g, env, read) if target.kind == "llvm" else _NoFastPath(read)
             for node in g.nodes:
                 try:
                     if fast.lower(node):
@@ -92,6 +96,16 @@ def lower_to_relax(g: Graph, target: Target) -> tvm.IRModule:
             result = bb.emit_output(relax.Tuple([fast.plain(v) for v in g.outputs]))
         bb.emit_func_output(result)
     return bb.get()
+
+
+class _NoFastPath:
+    """FastPath's interface with nothing planned: every node takes its generic lowering."""
+
+    def __init__(self, read):
+        self.plain = read
+
+    def lower(self, node) -> bool:
+        return False
 
 
 def emit_relax(g: Graph, target: Target) -> str:
@@ -184,6 +198,8 @@ class TVMExecutable:
             return self._tir_text
         if kind == "asm":
             return _asm_of(self._module)
+        if kind in ("cuda", "ptx"):
+            raise Unsupported(f"--emit {kind} needs --target cuda")
         raise Unsupported(f"--emit {kind} is not available for tvm; choose one of "
                           f"{', '.join(TVMBackend.EMIT_KINDS)}")
 
@@ -224,12 +240,15 @@ def _asm_of(module: tvm.runtime.Module) -> str:
 
 class TVMBackend:
     name = "tvm"
-    EMIT_KINDS = ("relax", "tir", "asm")
+    EMIT_KINDS = ("relax", "tir", "asm", "cuda", "ptx")     # cuda, ptx: --target cuda
 
     def supported_ops(self) -> frozenset[OpDef]:
         return frozenset(LOWERINGS)
 
     def build(self, g: Graph, target: Target) -> TVMExecutable:
+        if target.kind == "cuda":
+            from compiler.backends import tvm_cuda
+            return tvm_cuda.build(g, target)
         tt = tvm_target(target)
         mod = lower_to_relax(g, target)
         relax_text = mod.script()
@@ -240,6 +259,9 @@ class TVMBackend:
 
     def load(self, library: bytes, signature: object, target: Target) -> TVMExecutable:
         """An executable from `library_bytes()`; it can run but not re-emit relax/tir/asm."""
+        if target.kind == "cuda":
+            from compiler.backends import tvm_cuda
+            return tvm_cuda.load(library, target)
         tvm_target(target)
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "model.so")
