@@ -126,7 +126,7 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     if mode not in QUANTIZE_MODES:
         raise Unsupported(f"quantize={mode!r}; supported: {', '.join(QUANTIZE_MODES)}")
     batches = batches_for(calibration, g)
-    qg, _stats = quantize_graph(g, batches, QuantConfig(observer=observer))
+    qg, _stats = quantize_graph(g, batches, QuantConfig(observer=observer, integer_only=integer_only))
     if integer_only:
         bad = verify_integer_only(qg)
         if bad:

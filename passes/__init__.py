@@ -2,6 +2,7 @@
 from passes import (  # noqa: F401  (registration)  # noqa: F401
     canonicalize,
     dyadic,
+    ivit,
     quant_report,
     quantize,
     range_analysis,

@@ -433,7 +433,11 @@ def quantize_graph(g: Graph, batches: Iterable[Any], config: QuantConfig | None 
     config = config or QuantConfig()
     g = run_pipeline(g, CANONICALIZE)
     stats = calibrate(g, batches, config.observer, config.percentile, config.bits)
-    ig = dead_code(fold_constants(dyadic_rewrite(annotate(g, stats, config))))
+    ig = dyadic_rewrite(annotate(g, stats, config))
+    if config.integer_only:
+        from passes.ivit import ivit_rewrite
+        ig = ivit_rewrite(ig)       # softmax / gelu / layer_norm / tanh islands -> I-ViT integer ops
+    ig = dead_code(fold_constants(ig))
     if config.integer_only:
         verify_integer_only_pass(ig)
     range_analysis(ig)
