@@ -9,6 +9,8 @@ CANONICALIZE = [
     "fold_batch_norm",
     "fold_constants",
     "recognize_gelu",
+    "recognize_gelu_tanh",
+    "recognize_layer_norm",
     "remove_identity",
     "dead_code",
 ]

@@ -60,3 +60,32 @@ def test_recognize_gelu_skips_wrong_constant_and_shared_intermediate():
     erf_out = next(n for n in g.nodes if n.op is ew.erf).outputs[0]
     g.outputs.append(erf_out)                                 # the erf result is needed too
     assert ew.gelu not in [n.op for n in recognize_gelu(g).nodes]
+
+
+def test_recognize_decomposed_layer_norm_and_tanh_gelu_from_torch_export(tmp_path):
+    """torch.onnx at opset 13 spells LayerNorm as ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add and
+    GELU(approximate='tanh') as a Pow/Tanh chain: both come back as one op each."""
+    torch = __import__("pytest").importorskip("torch")
+    import compiler
+    from examples.zoo import export_onnx
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln = torch.nn.LayerNorm(16)
+            self.fc = torch.nn.Linear(16, 16)
+
+        def forward(self, x):
+            return self.fc(torch.nn.functional.gelu(self.ln(x), approximate="tanh"))
+
+    torch.manual_seed(0)
+    m = Block().eval()
+    torch.nn.init.normal_(m.ln.weight)
+    torch.nn.init.normal_(m.ln.bias)
+    path = export_onnx(m, torch.randn(3, 16), tmp_path / "b.onnx", opset=13)
+    before = compiler.import_model(path)
+    after = compiler.optimize(before)
+    assert after.op_histogram() == {"nn.add": 1, "nn.gelu": 1, "nn.layer_norm": 1, "nn.matmul": 1}
+    assert next(n for n in after.nodes if n.op is ew.gelu).attrs["approximate"] == "tanh"
+    x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32) * 2
+    np.testing.assert_allclose(interp.run(after, x)[0], interp.run(before, x)[0], rtol=1e-5, atol=1e-5)
