@@ -83,3 +83,40 @@ def test_backend_model_upgraded_to_opset9(case):
     except Exception as e:   # the converter's own limits, not ours
         pytest.skip(f"onnx.version_converter cannot upgrade it: {str(e).splitlines()[0][:120]}")
     _check_case(case, model)
+
+
+# IREE 3.13 rejects the 1-D conv's linalg.generic ("write affecting operations on global
+# resources are restricted to workgroup distributed contexts").
+IREE_KNOWN_FAILURES = {"test_Conv1d_pad1size1"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("iree") is None, reason="iree is not installed")
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(
+    reason="IREE 3.13 workgroup distribution error", strict=True)) if c.name in IREE_KNOWN_FAILURES else c
+    for c in CASES], ids=lambda c: f"{c.parent.name}/{c.name}")
+def test_backend_model_through_mlir(case):
+    """The same models through the MLIR backend, against the interpreter (opset-6 models
+    upgraded to 9 as above)."""
+    import compiler
+    from compiler.backends import get_backend
+    model = onnx.load(case / "model.onnx")
+    if _opset(model) < MIN_OPSET:
+        try:
+            model = version_converter.convert_version(model, MIN_OPSET)
+        except Exception as e:   # the converter's own limits, not ours
+            pytest.skip(f"onnx.version_converter cannot upgrade it: {str(e).splitlines()[0][:120]}")
+    try:
+        g = compiler.optimize(load_onnx(model))
+    except Unsupported as e:
+        pytest.skip(str(e).splitlines()[0])
+    missing = {n.op for n in g.nodes} - get_backend("mlir").supported_ops()
+    if missing:
+        pytest.skip(f"mlir has no lowering for {sorted(op.name for op in missing)}")
+    exe = compiler.compile(g, backend="mlir")
+    for ds in sorted(case.glob("test_data_set_*")):
+        inputs = [_read(p) for p in sorted(ds.glob("input_*.pb"), key=lambda p: int(p.stem[6:]))]
+        for i, (a, b) in enumerate(zip(exe.run(*inputs), interp.run(g, *inputs))):
+            if np.issubdtype(b.dtype, np.floating):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=f"{ds.name} {i}")
+            else:
+                np.testing.assert_array_equal(a, b, err_msg=f"{ds.name} output {i}")
