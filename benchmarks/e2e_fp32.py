@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -19,45 +18,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CACHE = ROOT / "out" / "bench"
+from benchmarks.common import export_model as build, ort_session, time_ms  # noqa: E402
 
 
-def build(name: str) -> tuple[Path, np.ndarray]:
-    import torch
-
-    from examples import zoo
-    torch.manual_seed(0)
-    if name == "resnet50":
-        model, x = zoo.randomize_batch_norm(zoo.resnet50()), torch.randn(1, 3, 224, 224)
-    elif name == "bert":
-        model, x = zoo.BertEncoder().eval(), torch.randint(0, 1000, (1, 128))
-    else:
-        raise SystemExit(f"unknown model {name}")
-    path = CACHE / f"{name}.onnx"
-    if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        zoo.export_onnx(model, x, path)
-    return path, x.numpy()
 
 
-def time_ms(fn, warmup: int, repeat: int) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
 
 
-def ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:

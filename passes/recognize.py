@@ -91,22 +91,7 @@ def _match_gelu(root: Node, users: dict) -> tuple[Value, list[Node]] | None:
 @register_pass("recognize_gelu")
 def recognize_gelu(g: Graph) -> Graph:
     """The erf form of GELU, as exported from PyTorch, becomes one nn.gelu."""
-    g = g.clone()
-    users = g.uses()
-    out_ids = {id(v) for v in g.outputs}
-    dropped: set[int] = set()
-    replace: dict[int, Node] = {}
-    for n in g.nodes:
-        m = _match_gelu(n, users)
-        if m is None or any(id(v) in out_ids for p in m[1][:-1] for v in p.outputs):
-            continue
-        x, nodes = m
-        if any(id(p) in dropped for p in nodes):
-            continue
-        dropped.update(id(p) for p in nodes[:-1])
-        replace[id(n)] = Node(ew.gelu, [x], {"approximate": "none"}, [n.outputs[0]], n.name, n.loc)
-    g.nodes = [replace.get(id(n), n) for n in g.nodes if id(n) not in dropped]
-    return g
+    return _lift(g, _match_gelu, lambda x, nodes: (ew.gelu, [x], {"approximate": "none"}))
 
 
 # -- tanh-form GELU ----------------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""What the end-to-end benchmarks share: the FP32 zoo models exported once to out/bench/, a
+median timer, and an onnxruntime session pinned to a thread count (no spinning, so the other
+runtime in the same process keeps its cores)."""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+CACHE = ROOT / "out" / "bench"
+
+
+def export_model(name: str) -> tuple[Path, np.ndarray]:
+    """(onnx path, example input) of resnet50 (224x224, BN statistics randomized) or bert
+    (zoo.BertEncoder: 6 layers, hidden 384, seq 128), random weights, seed 0."""
+    import torch
+
+    from examples import zoo
+    torch.manual_seed(0)
+    if name == "resnet50":
+        model, x = zoo.randomize_batch_norm(zoo.resnet50()), torch.randn(1, 3, 224, 224)
+    elif name == "bert":
+        model, x = zoo.BertEncoder().eval(), torch.randint(0, 1000, (1, 128))
+    else:
+        raise SystemExit(f"unknown model {name}; choose resnet50 or bert")
+    path = CACHE / f"{name}.onnx"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        zoo.export_onnx(model, x, path)
+    return path, x.numpy()
+
+
+def time_ms(fn, warmup: int, repeat: int) -> float:
+    """Median wall time of fn() in milliseconds after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(ts)
+
+
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
