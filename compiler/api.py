@@ -70,7 +70,8 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             print_after: Sequence[str] = (), verify_each: bool = True,
             dump_dir: str | os.PathLike | None = None,
             quantize: str | None = None, calibration: Any = None, integer_only: bool = False,
-            observer: str = "minmax",
+            observer: str = "minmax", size_budget: float | None = None,
+            latency_budget: float | None = None,
             progress: Progress | None = None) -> CompiledModel:
     """Compile a model for `target` ("llvm", "llvm -mcpu=znver4 -num-threads=1") and return a
     CompiledModel. `model` is an ONNX path or ModelProto, or a torch.nn.Module traced on
@@ -80,6 +81,9 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     calibrated on `calibration` (an iterable of input batches, or an .npz path); `observer` is
     minmax, percentile or mse; integer_only=True fails unless every op between the input
     quantize and the output dequantize is an integer op. The per-layer report is `cm.report`.
+    quantize="mixed" is the same with 4- or 8-bit weights per layer chosen by the HAWQV3 ILP
+    (passes.mixed_precision) under size_budget and/or latency_budget, fractions of the all-INT8
+    weight bytes / latency (e.g. 0.7); the plan is `cm.report.plan`.
 
     Raises InvalidModel (bad file), InvalidInput, Unsupported (op or feature), BackendToolError."""
     from compiler.backends import get_backend
@@ -96,11 +100,15 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     report = None
     if quantize is not None:
         t0 = time.perf_counter()
-        g, report = quantize_model(g, quantize, calibration, integer_only, observer)
+        g, report = quantize_model(g, quantize, calibration, integer_only, observer,
+                                   size_budget=size_budget, latency_budget=latency_budget)
         say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
             f"in {time.perf_counter() - t0:.2f}s")
     elif integer_only:
         raise InvalidInput("integer_only needs quantize='int8'", hint="add --quantize int8")
+    elif size_budget is not None or latency_budget is not None:
+        raise InvalidInput("size_budget / latency_budget need quantize='mixed'",
+                           hint="add --quantize mixed")
     missing = sorted({n.op.name for n in g.nodes} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
@@ -112,21 +120,33 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     return cm
 
 
-QUANTIZE_MODES = ("int8",)
+QUANTIZE_MODES = ("int8", "mixed")
 
 
 def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
-                   observer: str = "minmax") -> tuple[Graph, Any]:
+                   observer: str = "minmax", *, size_budget: float | None = None,
+                   latency_budget: float | None = None) -> tuple[Graph, Any]:
     """Calibrate, annotate and rewrite `g` to integer arithmetic; check the integer-only
-    certificate and the overflow bounds. Returns the graph and a lazy per-layer report."""
+    certificate and the overflow bounds. Returns the graph and a lazy per-layer report.
+    mode "mixed": per-layer 4/8-bit weights from the HAWQV3 ILP under the budgets (fractions
+    of the all-INT8 weight bytes / latency); the report then carries the plan."""
     from compiler.calibration import batches_for
     from passes.quantize import QuantConfig, quantize_graph
     from passes.range_analysis import check_ranges
     from passes.verify_integer_only import verify_integer_only
     if mode not in QUANTIZE_MODES:
         raise Unsupported(f"quantize={mode!r}; supported: {', '.join(QUANTIZE_MODES)}")
+    if mode != "mixed" and (size_budget is not None or latency_budget is not None):
+        raise InvalidInput("size_budget / latency_budget need quantize='mixed'")
     batches = batches_for(calibration, g)
-    qg, _stats = quantize_graph(g, batches, QuantConfig(observer=observer, integer_only=integer_only))
+    config = QuantConfig(observer=observer, integer_only=integer_only)
+    plan = None
+    if mode == "mixed":
+        from passes.mixed_precision import quantize_mixed
+        qg, plan = quantize_mixed(g, batches, size_budget=size_budget, latency_budget=latency_budget,
+                                  config=config)
+    else:
+        qg, _stats = quantize_graph(g, batches, config)
     if integer_only:
         bad = verify_integer_only(qg)
         if bad:
@@ -138,16 +158,18 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     problems = check_ranges(qg)
     if problems:
         raise Unsupported("integer overflow is possible: " + "; ".join(problems[:5]))
-    return qg, QuantReport(g, qg, batches)
+    return qg, QuantReport(g, qg, batches, plan)
 
 
 class QuantReport:
     """Per-layer scale, bits and SQNR of the integer graph against the float one on the
-    calibration data; computed on first use (it runs both graphs in the interpreter)."""
+    calibration data; computed on first use (it runs both graphs in the interpreter).
+    `plan` is the mixed-precision plan (passes.mixed_precision.MixedPlan) or None."""
 
-    def __init__(self, float_graph: Graph, int_graph: Graph, batches: list):
+    def __init__(self, float_graph: Graph, int_graph: Graph, batches: list, plan: Any = None):
         self._args = (float_graph, int_graph, batches)
         self._rows: list[dict] | None = None
+        self.plan = plan
 
     @property
     def rows(self) -> list[dict]:
@@ -158,7 +180,8 @@ class QuantReport:
 
     def __str__(self) -> str:
         from passes.quant_report import format_report
-        return format_report(self.rows)
+        table = format_report(self.rows)
+        return f"{self.plan}\n\n{table}" if self.plan is not None else table
 
 
 def stderr_progress(msg: str) -> None:
