@@ -17,6 +17,7 @@ EMIT_CHOICES = ("ir", "relax", "tir", "asm", "mlir", "cuda", "ptx")
 EPILOG = """\
 examples:
   compile model.onnx --target llvm -o model.dyc
+  compile tune-costmodel --target llvm --budget 300   measure kernels here, retrain the tile cost model
   compile model.onnx --emit ir                      print the optimized IR and stop
   compile model.onnx --target 'cuda -arch=sm_90' -o model.dyc    NVIDIA GPU (builds without one)
   compile model.onnx --target cuda --emit ptx       print the PTX (needs nvcc)
@@ -64,14 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-dir", metavar="DIR", help="write the IR after each pass to DIR/NN_pass.mlir")
     p.add_argument("--no-verify-each", action="store_true",
                    help="skip the IR verifier between passes (it runs by default)")
-    p.add_argument("--quantize", choices=["int8"],
+    p.add_argument("--quantize", choices=["int8", "mixed"],
                    help="rewrite the model to integer arithmetic (int8 weights and activations, int32 "
-                        "accumulators, dyadic requantization); needs --calibration")
+                        "accumulators, dyadic requantization); needs --calibration. mixed: 4/8-bit "
+                        "weights per layer chosen by the HAWQV3 ILP under --size-budget/--latency-budget")
     p.add_argument("--calibration", metavar="FILE.npz",
                    help="calibration inputs for --quantize: an .npz with one array per model input "
                         "(by input name), shaped (N, *input_shape)")
     p.add_argument("--observer", choices=["minmax", "percentile", "mse"], default="minmax",
                    help="how calibration ranges are chosen. Default: minmax")
+    p.add_argument("--size-budget", type=float, metavar="F",
+                   help="--quantize mixed: weight bytes at most F x the all-INT8 weight bytes (e.g. 0.7)")
+    p.add_argument("--latency-budget", type=float, metavar="F",
+                   help="--quantize mixed: estimated latency at most F x the all-INT8 latency")
     p.add_argument("--integer-only", action="store_true",
                    help="fail (exit 3, listing the nodes) unless every op between the input quantize "
                         "and the output dequantize is an integer op")
@@ -100,6 +106,10 @@ def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "tune-costmodel":     # a subcommand; `compile MODEL.onnx ...` is unchanged
+        from costmodel.measure import tune_main
+        return tune_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
@@ -135,8 +145,13 @@ def _run(args: argparse.Namespace) -> int:
                                 "inputs with np.savez('calib.npz', **{input_name: batches})")
     if (args.integer_only or args.report) and not args.quantize:
         raise InvalidInput("--integer-only and --report need --quantize int8")
+    if args.quantize == "mixed" and args.size_budget is None and args.latency_budget is None:
+        raise InvalidInput("--quantize mixed needs --size-budget F and/or --latency-budget F")
+    if (args.size_budget is not None or args.latency_budget is not None) and args.quantize != "mixed":
+        raise InvalidInput("--size-budget / --latency-budget need --quantize mixed")
     quant = dict(quantize=args.quantize, calibration=args.calibration, integer_only=args.integer_only,
-                 observer=args.observer) if args.quantize else {}
+                 observer=args.observer, size_budget=args.size_budget,
+                 latency_budget=args.latency_budget) if args.quantize else {}
     options = dict(input_shapes=parse_shapes(args.input_shape) or None,
                    passes=args.passes.split(",") if args.passes else None,
                    disable_passes=args.disable_pass, print_after=args.print_after,
@@ -148,7 +163,8 @@ def _run(args: argparse.Namespace) -> int:
         if quant:
             from compiler.api import quantize_model
             g, _ = quantize_model(g, quant["quantize"], quant["calibration"], quant["integer_only"],
-                                  quant["observer"])
+                                  quant["observer"], size_budget=quant["size_budget"],
+                                  latency_budget=quant["latency_budget"])
         sys.stdout.write(str(g))
         return 0
     get_backend(args.backend)          # fail fast on a missing toolchain

@@ -192,3 +192,15 @@ def test_quantize_integer_only_with_report_and_check(tmp_path):
                 "--integer-only", "-o", tmp_path / "sm.dyc")
     assert r.returncode == 3 and "probs" in r.stderr and "sigmoid" in r.stderr
     assert not (tmp_path / "sm.dyc").exists()
+
+
+def test_mixed_precision_flags_are_checked(tmp_path):
+    r = run_cli(DEMO, "--quantize", "mixed", "--calibration", tmp_path / "c.npz", "--emit", "ir")
+    assert r.returncode == 2 and "--size-budget" in r.stderr
+    r = run_cli(DEMO, "--size-budget", "0.7", "--emit", "ir")
+    assert r.returncode == 2 and "need --quantize mixed" in r.stderr
+
+
+def test_tune_costmodel_help():
+    r = run_cli("tune-costmodel", "--help")
+    assert r.returncode == 0 and "--budget" in r.stdout

@@ -30,6 +30,7 @@ import tvm
 from tvm import relax
 
 from compiler.backends.tvm_kernels import conv2d as kconv
+from costmodel import policy as tile_policy
 from compiler.backends.tvm_kernels import layout as klayout
 from compiler.backends.tvm_kernels import matmul as kmm
 from compiler.backends.tvm_kernels import pool as kpool
@@ -375,7 +376,7 @@ class _IntEmit:
             if s.rq2 is not None:
                 args.append(rq("rq2"))
             args.append(rq("rq3"))
-        gv = self._kernel(("qconv", s), lambda: kq.make_qconv2d(s), "qconv2d_vnni")
+        gv = self._kernel(("qconv", s), lambda: tile_policy.kernel(s), "qconv2d_vnni")  # tile: cost model
         self._set_out(grp.out, self._call(gv, args, kq.out_shape(s), s.out_dtype), 16 if s.blocked_out else 0)
 
     def _emit_qmatmul(self, grp: Group) -> None:
@@ -496,7 +497,7 @@ class FastPath(_IntEmit):
             args.append(relax.const(kconv.pack_bias(s, grp.consts["b"].astype(np.float32))))
         if s.has_residual:
             args.append(self.in_layout(grp.operands["residual"], s.out_block))
-        gv = self._kernel(("conv", s), lambda: kconv.make_conv2d(s), "conv2d_nchwc")
+        gv = self._kernel(("conv", s), lambda: tile_policy.kernel(s), "conv2d_nchwc")  # tile: cost model
         self._set_out(grp.out, self._call(gv, args, kconv.out_shape(s)), s.out_block)
 
     def _emit_matmul(self, grp: Group) -> None:
@@ -509,7 +510,7 @@ class FastPath(_IntEmit):
                 args.append(relax.const(grp.consts["b"].astype(np.float32)))
         else:
             args = [a, self.plain(grp.operands["b"])]
-        gv = self._kernel(("matmul", s), lambda: kmm.make_matmul(s), "matmul")
+        gv = self._kernel(("matmul", s), lambda: tile_policy.kernel(s), "matmul")  # tile: cost model
         y = self._call(gv, args, kmm.out_shape(s))
         if s.b_is_const:
             y = self.bb.emit(relax.op.reshape(y, grp.out.type.shape))

@@ -1,0 +1,370 @@
+"""Named, versioned feature vectors for one (kernel spec, schedule knobs, target).
+
+A *task* is one kernel instance (a ``Conv2dSpec``, ``QConvSpec`` or ``MatmulSpec``); a *candidate* is a task plus
+its knobs (the register tile).  :func:`features` maps a candidate to a fixed-length float vector whose columns are
+named by :data:`FEATURE_NAMES` (version :data:`FEATURE_VERSION`; bump it whenever a column changes meaning, a saved
+model records the version and the names it was trained with and refuses a mismatch).
+
+Groups (all sizes log2-scaled, as MetaSchedule's ``slog``):
+
+* op:      one-hot kind (conv fp32 / conv int8 / matmul fp32), depthwise / grouped / 1x1 / k-split flags;
+* shapes:  batch, n*oh*ow (or m) output rows, output channels (n), reduction length (k), h, w, ci, co, kh, kw,
+           stride, groups;
+* work:    FLOPs (int ops for int8), bytes moved (inputs + weights + output), arithmetic intensity;
+* knobs:   tile_a (reg_oc | reg_m), tile_b (reg_w | reg_n), lanes, vector accumulators, accumulators / registers,
+           spill flag, loads per FMA in the inner loop, padding waste of the tiled axes, parallel tasks (and per
+           core), trip counts of the two tiled loops, bytes of the weight panel one tile streams;
+* target:  vector bits, number of vector registers, cores, avx512 / vnni flags.
+
+Optional text channel (``text=True``; "ML-driven Hardware Cost Model for MLIR", Das & Mannarswamy 2023): hashed
+token 1/2-grams of the scheduled kernel's printed TIR, :data:`TEXT_DIM` buckets of log1p(count).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FEATURE_VERSION = 1
+TEXT_DIM = 64
+
+KINDS = ("conv", "qconv", "matmul")
+
+FEATURE_NAMES: tuple[str, ...] = (
+    # op
+    "op_conv_fp32", "op_conv_int8", "op_matmul_fp32", "is_depthwise", "is_grouped", "is_1x1", "k_split",
+    # shapes (log2)
+    "log_batch", "log_rows", "log_cols", "log_red", "log_h", "log_w", "log_ci", "log_co", "kh", "kw",
+    "stride", "log_groups",
+    # work
+    "log_flops", "log_bytes", "log_intensity",
+    # knobs
+    "tile_a", "tile_b", "lanes", "vec_acc", "acc_per_reg", "spill", "loads_per_fma", "pad_waste",
+    "log_par_tasks", "tasks_per_core", "log_trip_a", "log_trip_b", "log_panel_bytes", "tile_b_divides",
+    # target
+    "vector_bits", "n_vregs", "cores", "avx512", "vnni",
+)
+TEXT_NAMES: tuple[str, ...] = tuple(f"tir_hash_{i:02d}" for i in range(TEXT_DIM))
+
+
+def feature_names(text: bool = False) -> tuple[str, ...]:
+    return FEATURE_NAMES + (TEXT_NAMES if text else ())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# target description
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TargetInfo:
+    """What the features need to know about a CPU target."""
+
+    mcpu: str = "generic"
+    cores: int = 1
+    vector_bits: int = 512
+    vnni: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"{self.mcpu}/{self.cores}/{self.vector_bits}/{int(self.vnni)}"
+
+
+_AVX512_CPUS = ("znver4", "znver5", "skylake-avx512", "cascadelake", "cooperlake", "icelake", "sapphirerapids",
+                "tigerlake", "rocketlake", "alderlake-avx512", "graniterapids", "emeraldrapids")
+_VNNI_CPUS = ("znver4", "znver5", "cascadelake", "cooperlake", "icelake", "sapphirerapids", "tigerlake",
+              "rocketlake", "graniterapids", "emeraldrapids")
+
+
+def target_info(target: Any = None) -> TargetInfo:
+    """TargetInfo of a ``tvm.target.Target``, a target string such as ``"llvm"`` / ``"llvm -mcpu=znver4"``, a
+    TargetInfo, or None (the host)."""
+    if isinstance(target, TargetInfo):
+        return target
+    from compiler.backends.tvm_kernels.common import host_cpu_name, host_vector_lanes
+    mcpu, cores = None, None
+    if target is not None and not isinstance(target, str):
+        try:
+            attrs = target.attrs
+            mcpu = str(attrs["mcpu"]) if "mcpu" in attrs else None
+            cores = int(attrs["num-cores"]) if "num-cores" in attrs else None
+        except Exception:  # noqa: BLE001 - unusual target objects: fall back to the host
+            pass
+    elif isinstance(target, str):
+        m = re.search(r"-mcpu=(\S+)", target)
+        mcpu = m.group(1) if m else None
+        m = re.search(r"-num-(?:cores|threads)=(\d+)", target)
+        cores = int(m.group(1)) if m else None
+    if mcpu is None:
+        mcpu = host_cpu_name()
+        bits = host_vector_lanes(32) * 32
+    else:
+        bits = 512 if mcpu in _AVX512_CPUS else 256 if mcpu not in ("generic",) else 128
+    if cores is None:
+        import os
+        env = os.environ.get("TVM_NUM_THREADS")
+        cores = int(env) if env else (os.cpu_count() or 1)
+    vnni = mcpu in _VNNI_CPUS or (mcpu not in _AVX512_CPUS and bits >= 512)
+    return TargetInfo(mcpu, int(cores), int(bits), bool(vnni))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# kernel descriptions
+# ----------------------------------------------------------------------------------------------------------------
+def kind_of(spec: Any) -> str:
+    name = type(spec).__name__
+    if name == "Conv2dSpec":
+        return "conv"
+    if name == "QConvSpec":
+        return "qconv"
+    if name == "MatmulSpec":
+        return "matmul"
+    raise TypeError(f"no cost-model features for {name}")
+
+
+def _log2(x: float) -> float:
+    return math.log2(max(float(x), 1e-12) + 1.0) if x >= 0 else -math.log2(-x + 1.0)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _conv_desc(spec) -> dict[str, float]:
+    from compiler.backends.tvm_kernels import conv2d as C
+    oh, ow = C.output_hw(spec)
+    ob = C.weight_out_block(spec)
+    kind = C.conv_kind(spec)
+    red = spec.ci_per_group * spec.kh * spec.kw
+    esz = 4
+    bytes_ = esz * (spec.n * spec.ci * spec.h * spec.w + spec.co * red + spec.n * spec.co * oh * ow
+                    * (2 if spec.has_residual else 1))
+    return dict(batch=spec.n, rows=spec.n * oh * ow, cols=spec.co, red=red, h=spec.h, w=spec.w, ci=spec.ci,
+                co=spec.co, kh=spec.kh, kw=spec.kw, stride=spec.stride[1], groups=spec.groups, oh=oh, ow=ow,
+                n_ocb=spec.co // ob, ob=ob, flops=spec.flops, bytes=bytes_, depthwise=kind == "depthwise",
+                ksplit=0, esz=esz)
+
+
+def _qconv_desc(spec) -> dict[str, float]:
+    from compiler.backends.tvm_kernels import qconv2d as Q
+    oh, ow = Q.output_hw(spec)
+    red = spec.cip * spec.kh * spec.kw
+    bytes_ = spec.n * spec.cip * spec.h * spec.w + spec.cop * red + spec.n * spec.cop * oh * ow
+    return dict(batch=spec.n, rows=spec.n * oh * ow, cols=spec.co, red=red, h=spec.h, w=spec.w, ci=spec.ci,
+                co=spec.co, kh=spec.kh, kw=spec.kw, stride=spec.stride[1], groups=1, oh=oh, ow=ow,
+                n_ocb=spec.cop // 16, ob=16, flops=2 * spec.macs, bytes=bytes_, depthwise=False, ksplit=0, esz=1)
+
+
+def _matmul_desc(spec) -> dict[str, float]:
+    from compiler.backends.tvm_kernels import matmul as M
+    from compiler.backends.tvm_kernels.common import prod
+    nbatch = prod(spec.batch)
+    mtot = spec.m * nbatch if spec.b_is_const else spec.m
+    bytes_ = 4 * (nbatch * spec.m * spec.k + (1 if spec.b_is_const else nbatch) * spec.k * spec.n
+                  + nbatch * spec.m * spec.n)
+    return dict(batch=nbatch, rows=nbatch * spec.m, cols=spec.n, red=spec.k, h=spec.m, w=spec.n, ci=spec.k,
+                co=spec.n, kh=1, kw=1, stride=1, groups=1, oh=mtot, ow=spec.n, n_ocb=spec.n // M.b_block(spec),
+                ob=M.b_block(spec), flops=spec.flops, bytes=bytes_, depthwise=False,
+                ksplit=M.k_split(spec) > 1, esz=4, mtot=mtot, outer=1 if spec.b_is_const else nbatch)
+
+
+def describe(spec: Any) -> dict[str, float]:
+    """Shape-level description of a kernel (independent of the knobs)."""
+    return {"conv": _conv_desc, "qconv": _qconv_desc, "matmul": _matmul_desc}[kind_of(spec)](spec)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the vector
+# ----------------------------------------------------------------------------------------------------------------
+def features(spec: Any, tile: Sequence[int], target: Any = None, text: bool = False,
+             func: Any = None) -> np.ndarray:
+    """Feature vector (float64, ``len(feature_names(text))``) of ``spec`` scheduled with ``tile``.
+
+    ``tile``: (reg_oc, reg_w) for conv / qconv, (reg_m, reg_n, lanes) for matmul.  ``func``: the scheduled PrimFunc
+    for the text channel (built with the kernel's ``make_*`` when omitted and ``text`` is set)."""
+    kind = kind_of(spec)
+    ti = target_info(target)
+    d = describe(spec)
+    n_vregs = 32 if ti.vector_bits >= 512 else 16
+    if kind == "matmul":
+        reg_m, reg_n, lanes = (int(t) for t in tile)
+        ta, tb = reg_m, reg_n
+        vec_acc = reg_m * max(1, reg_n // lanes)
+        loads = (reg_m + max(1, reg_n // lanes)) / max(1, vec_acc)
+        waste = _ceil_div(d["mtot"], reg_m) * reg_m / d["mtot"] - 1.0
+        trip_a = _ceil_div(d["mtot"], reg_m)
+        trip_b = _ceil_div(d["cols"], d["ob"])
+        par = d["outer"] * trip_b
+        panel = d["red"] * reg_n * d["esz"]
+        divides = float(d["mtot"] % reg_m == 0)
+    else:
+        reg_oc, reg_w = (int(t) for t in tile[:2])
+        lanes = d["ob"] if kind == "conv" else 16
+        ta, tb = reg_oc, reg_w
+        vec_acc = reg_oc * reg_w
+        # per reduction step: reg_w input broadcasts + reg_oc weight vectors feed reg_oc * reg_w FMAs
+        loads = (reg_oc + reg_w) / max(1, vec_acc)
+        waste = (_ceil_div(d["ow"], reg_w) * reg_w / d["ow"]) * (_ceil_div(d["n_ocb"], reg_oc) * reg_oc
+                                                                   / d["n_ocb"]) - 1.0
+        trip_a = _ceil_div(d["n_ocb"], reg_oc)
+        trip_b = _ceil_div(d["ow"], reg_w)
+        par = d["batch"] * trip_a * d["oh"]
+        panel = (d["red"] if not d["depthwise"] else d["kh"] * d["kw"]) * reg_oc * d["ob"] * d["esz"]
+        divides = float(d["ow"] % reg_w == 0)
+    flops = float(d["flops"])
+    row = [
+        float(kind == "conv"), float(kind == "qconv"), float(kind == "matmul"), float(d["depthwise"]),
+        float(d["groups"] > 1), float(d["kh"] == 1 and d["kw"] == 1), float(d["ksplit"]),
+        _log2(d["batch"]), _log2(d["rows"]), _log2(d["cols"]), _log2(d["red"]), _log2(d["h"]), _log2(d["w"]),
+        _log2(d["ci"]), _log2(d["co"]), float(d["kh"]), float(d["kw"]), float(d["stride"]), _log2(d["groups"]),
+        _log2(flops), _log2(d["bytes"]), math.log2(flops / max(1.0, d["bytes"])),
+        float(ta), float(tb), float(lanes), float(vec_acc), vec_acc / n_vregs, float(vec_acc > n_vregs - 4),
+        loads, waste, _log2(par), par / ti.cores, _log2(trip_a), _log2(trip_b), _log2(panel), divides,
+        float(ti.vector_bits), float(n_vregs), float(ti.cores), float(ti.vector_bits >= 512), float(ti.vnni),
+    ]
+    assert len(row) == len(FEATURE_NAMES)
+    vec = np.asarray(row, dtype=np.float64)
+    if text:
+        if func is None:
+            func = build_func(spec, tile)
+        vec = np.concatenate([vec, text_features(func)])
+    return vec
+
+
+def feature_dict(spec: Any, tile: Sequence[int], target: Any = None, text: bool = False) -> dict[str, float]:
+    return dict(zip(feature_names(text), features(spec, tile, target, text).tolist()))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# text channel
+# ----------------------------------------------------------------------------------------------------------------
+_TOKEN = re.compile(r"[A-Za-z_][A-Za-z_0-9.]*|\d+|[^\sA-Za-z_0-9]")
+
+
+def _bucket(tok: str) -> int:
+    return int.from_bytes(hashlib.blake2b(tok.encode(), digest_size=4).digest(), "little") % TEXT_DIM
+
+
+def text_features(func_or_text: Any) -> np.ndarray:
+    """Hashed 1- and 2-gram counts (log1p) of the printed TIR; numbers are kept only up to 3 digits and
+    identifiers with a trailing numeric suffix are normalized (``x_1`` -> ``x_#``) so the vector is stable."""
+    src = func_or_text if isinstance(func_or_text, str) else func_or_text.script()
+    toks = []
+    for t in _TOKEN.findall(src):
+        if t.isdigit():
+            t = t if len(t) <= 3 else "<num>"
+        else:
+            t = re.sub(r"_\d+$", "_#", t)
+        toks.append(t)
+    v = np.zeros(TEXT_DIM)
+    for i, t in enumerate(toks):
+        v[_bucket(t)] += 1
+        if i:
+            v[_bucket(toks[i - 1] + " " + t)] += 1
+    return np.log1p(v)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# candidates
+# ----------------------------------------------------------------------------------------------------------------
+def build_func(spec: Any, tile: Sequence[int] | None = None):
+    """The scheduled PrimFunc of ``spec`` with ``tile`` (None: the kernel's own choice)."""
+    kind = kind_of(spec)
+    tile = None if tile is None else tuple(int(t) for t in tile)
+    if kind == "conv":
+        from compiler.backends.tvm_kernels import conv2d as C
+        return C.make_conv2d(spec, tile)
+    if kind == "qconv":
+        from compiler.backends.tvm_kernels import qconv2d as Q
+        return Q.make_qconv2d(spec, tile)
+    from compiler.backends.tvm_kernels import matmul as M
+    return M.make_matmul(spec, tile)
+
+
+def _divs(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def candidate_tiles(spec: Any, max_acc: int = 28, limit: int = 32) -> list[tuple[int, ...]]:
+    """The valid register tiles of ``spec`` (at most ``limit``, most accumulators first, the kernel's own
+    ``pick_tile`` always included).  conv: reg_oc | n_ocb (<= 8), reg_w | ow or 8 (predicated), reg_oc * reg_w <=
+    max_acc; int8 conv: reg_w must divide ow (tensorize), <= 16 accumulators; matmul: reg_n in {nb, nb/2, nb/4}
+    multiples of the lanes, reg_m | rows, vector accumulators <= max_acc."""
+    kind = kind_of(spec)
+    default = default_tile(spec)
+    d = describe(spec)
+    out: list[tuple[int, ...]] = []
+    if kind == "matmul":
+        lanes = default[2]
+        nb = d["ob"]
+        for reg_n in sorted({nb, nb // 2, nb // 4}, reverse=True):
+            if reg_n < lanes or reg_n % lanes:
+                continue
+            for reg_m in _divs(d["mtot"]):
+                if reg_m * (reg_n // lanes) <= max_acc:
+                    out.append((reg_m, reg_n, lanes))
+    else:
+        n_ocb, ow = d["n_ocb"], d["ow"]
+        cap = 16 if kind == "qconv" else max_acc
+        if kind == "conv" and d["depthwise"]:
+            cap = min(cap, 16)
+        widths = _divs(ow)
+        if kind == "conv" and ow > 8 and 8 not in widths:
+            widths.append(8)
+        for roc in _divs(n_ocb):
+            if roc > 8:
+                break
+            for rw in widths:
+                if roc * rw <= cap and rw <= 32:
+                    out.append((roc, rw))
+    # keep the candidates spread: largest accumulator counts first, but always the default
+    def acc(t):
+        return t[0] * (t[1] // t[2] if len(t) == 3 else t[1])
+    out = sorted(set(out), key=lambda t: (-acc(t), t))[:limit]
+    if default not in out:
+        out = out[:limit - 1] + [default]
+    return sorted(out)
+
+
+def default_tile(spec: Any) -> tuple[int, ...]:
+    """The hand-written choice of the kernel (its ``pick_tile``, with the same arguments ``make_*`` uses)."""
+    kind = kind_of(spec)
+    if kind == "conv":
+        from compiler.backends.tvm_kernels import conv2d as C
+        _, ow = C.output_hw(spec)
+        ob = C.weight_out_block(spec)
+        max_acc = C.MAX_ACC if C.conv_kind(spec) == "dense" else 8
+        return tuple(C.pick_tile(spec.co // ob, ow, max_acc))
+    if kind == "qconv":
+        from compiler.backends.tvm_kernels import qconv2d as Q
+        _, ow = Q.output_hw(spec)
+        return tuple(Q.pick_tile(spec.cop // 16, ow))
+    from compiler.backends.tvm_kernels import matmul as M
+    return tuple(M.pick_tile(spec))
+
+
+def spec_to_json(spec: Any) -> dict[str, Any]:
+    """JSON-able {kind, fields} of a spec (nested Requant dataclasses become dicts)."""
+    import dataclasses
+    return {"kind": kind_of(spec), "fields": dataclasses.asdict(spec)}
+
+
+def spec_from_json(obj: dict[str, Any]) -> Any:
+    kind, f = obj["kind"], dict(obj["fields"])
+    for k, v in list(f.items()):
+        if isinstance(v, list):
+            f[k] = tuple(v)
+    if kind == "conv":
+        from compiler.backends.tvm_kernels import conv2d as C
+        return C.Conv2dSpec(**f)
+    if kind == "qconv":
+        from compiler.backends.tvm_kernels import qconv2d as Q
+        for k in ("rq1", "rq1b", "rq2", "rq3"):
+            if f.get(k) is not None:
+                f[k] = Q.Requant(**f[k])
+        return Q.QConvSpec(**f)
+    from compiler.backends.tvm_kernels import matmul as M
+    return M.MatmulSpec(**f)

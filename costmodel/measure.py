@@ -1,0 +1,342 @@
+"""Build a cost-model dataset by compiling and timing real kernels on this machine.
+
+A *task* is one kernel spec (fp32 conv, int8 VNNI conv, fp32 matmul); for each task every candidate register tile
+(:func:`costmodel.features.candidate_tiles`, at most ``max_candidates``) is scheduled with the project's own kernel
+builders, compiled with ``tvm.compile`` for the host, and timed with ``time_evaluator``: one warm-up call, then
+``repeat`` repeats of ``number`` calls each (``number`` chosen so one repeat lasts >= ``min_repeat_ms``); the
+label is the **median** repeat.  Compilation is serial too (the machine is small and shared: timing while
+compiling would add noise).  Tasks are measured in a shuffled order and the run stops at ``budget_s`` seconds, so
+a short budget still covers every kernel kind.
+
+Output: JSON lines, one per measured candidate::
+
+    {"task": "conv:1x64x56x56->64 k3 s1 ...", "spec": {...}, "tile": [2, 8], "latency_s": 1.2e-3,
+     "runs_s": [...], "schedule": "tiled", "feature_version": 1, "machine": {...}}
+
+``python -m costmodel.measure --out data.jsonl --budget 480`` (or ``compile tune-costmodel``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import features as F
+
+# (ci, h, co, k, stride, pad) -- the distinct convs of ResNet-50 (batch 1, 224x224)
+RESNET50_CONVS = [
+    (3, 224, 64, 7, 2, 3), (64, 56, 64, 1, 1, 0), (64, 56, 64, 3, 1, 1), (64, 56, 256, 1, 1, 0),
+    (256, 56, 64, 1, 1, 0), (256, 56, 128, 1, 1, 0), (128, 56, 128, 3, 2, 1), (128, 28, 512, 1, 1, 0),
+    (256, 56, 512, 1, 2, 0), (512, 28, 128, 1, 1, 0), (128, 28, 128, 3, 1, 1), (512, 28, 256, 1, 1, 0),
+    (256, 28, 256, 3, 2, 1), (256, 14, 1024, 1, 1, 0), (512, 28, 1024, 1, 2, 0), (1024, 14, 256, 1, 1, 0),
+    (256, 14, 256, 3, 1, 1), (1024, 14, 512, 1, 1, 0), (512, 14, 512, 3, 2, 1), (512, 7, 2048, 1, 1, 0),
+    (1024, 14, 2048, 1, 2, 0), (2048, 7, 512, 1, 1, 0), (512, 7, 512, 3, 1, 1),
+]
+# (batch, m, n, k, b_is_const, transpose_b) -- BERT-base-like encoder (seq 128) and classifier heads
+BERT_MATMULS = [
+    ((1,), 128, 384, 384, True, False), ((1,), 128, 1536, 384, True, False), ((1,), 128, 384, 1536, True, False),
+    ((1, 6), 128, 128, 64, False, True), ((1, 6), 128, 64, 128, False, False), ((), 1, 1000, 2048, True, True),
+    ((1,), 128, 768, 768, True, False), ((1,), 128, 3072, 768, True, False),
+]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# task lists
+# ----------------------------------------------------------------------------------------------------------------
+def conv_spec(ci, h, co, k, s, p, n=1, groups=1, w=None):
+    from compiler.backends.tvm_kernels import conv2d as C
+    ib, ob = C.choose_blocks(ci, co, groups)
+    return C.Conv2dSpec(n, ci, h, w or h, co, k, k, stride=(s, s), pad=(p,) * 4, groups=groups, in_block=ib,
+                        out_block=ob, has_bias=True, activation="relu")
+
+
+def qconv_spec(ci, h, co, k, s, p, n=1, w=None):
+    from compiler.backends.tvm_kernels import qconv2d as Q
+    return Q.QConvSpec(n, ci, h, w or h, co, k, k, (s, s), (p,) * 4, x_dtype="uint8",
+                       in_block=Q.choose_in_block(ci), rq1=Q.Requant(0, 0, 0, 255, "uint8"))
+
+
+def matmul_spec(batch, m, n, k, const=True, tb=False):
+    from compiler.backends.tvm_kernels import matmul as M
+    return M.MatmulSpec(tuple(batch), m, n, k, b_is_const=const, transpose_b=tb, has_bias=const)
+
+
+def _random_convs(rng: random.Random, count: int) -> list[tuple]:
+    out = []
+    while len(out) < count:
+        k = rng.choice([1, 1, 3, 3, 5])
+        s = rng.choice([1, 1, 2])
+        ci = rng.choice([16, 32, 48, 64, 96, 128, 192, 256, 384])
+        co = rng.choice([16, 32, 48, 64, 96, 128, 160, 256, 320])
+        h = rng.choice([7, 10, 12, 14, 17, 20, 24, 28, 30, 35, 40])
+        if ci * co * h * h * k * k / (s * s) > 6e8:   # keep each run cheap
+            continue
+        out.append((ci, h, co, k, s, k // 2))
+    return out
+
+
+def _random_matmuls(rng: random.Random, count: int) -> list[tuple]:
+    out = []
+    while len(out) < count:
+        m = rng.choice([1, 8, 16, 32, 49, 64, 96, 128, 196, 256])
+        n = rng.choice([64, 128, 192, 256, 384, 512, 768, 1024])
+        k = rng.choice([64, 128, 256, 384, 512, 768, 1024])
+        if m * n * k > 1.5e8:
+            continue
+        out.append(((1,), m, n, k, True, False))
+    return out
+
+
+def default_tasks(seed: int = 0, n_random: int = 10) -> list[Any]:
+    """ResNet-50 convs (fp32 and int8), BERT-like matmuls, a few depthwise convs, and random-but-valid others."""
+    rng = random.Random(seed)
+    tasks: list[Any] = []
+    tasks += [conv_spec(*c) for c in RESNET50_CONVS]
+    tasks += [conv_spec(c, h, c, 3, s, 1, groups=c) for c, h, s in ((32, 112, 1), (96, 56, 2), (144, 28, 1),
+                                                                     (384, 14, 1), (960, 7, 1))]
+    tasks += [conv_spec(*c) for c in _random_convs(rng, n_random)]
+    tasks += [qconv_spec(*c) for c in RESNET50_CONVS]
+    tasks += [qconv_spec(*c) for c in _random_convs(rng, n_random)]
+    tasks += [matmul_spec(*m) for m in BERT_MATMULS]
+    tasks += [matmul_spec(*m) for m in _random_matmuls(rng, n_random)]
+    seen, uniq = set(), []
+    for t in tasks:
+        if t not in seen:
+            seen.add(t)
+            uniq.append(t)
+    return uniq
+
+
+def task_name(spec: Any) -> str:
+    d = F.describe(spec)
+    kind = F.kind_of(spec)
+    if kind == "matmul":
+        return (f"matmul:b{'x'.join(map(str, spec.batch)) or '-'} {spec.m}x{spec.n}x{spec.k}"
+                f"{' const' if spec.b_is_const else ''}{' tB' if spec.transpose_b else ''}")
+    g = f" g{d['groups']}" if d["groups"] > 1 else ""
+    return (f"{kind}:{spec.n}x{spec.ci}x{spec.h}x{spec.w}->{spec.co} k{spec.kh}x{spec.kw} "
+            f"s{spec.stride[0]} p{spec.pad[0]}{g}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# machine description
+# ----------------------------------------------------------------------------------------------------------------
+def machine_info(threads: int) -> dict[str, Any]:
+    import tvm
+
+    from compiler.backends.tvm_kernels.common import host_cpu_name
+    name = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": name, "mcpu": host_cpu_name(), "cores": os.cpu_count(), "threads": threads,
+            "tvm": tvm.__version__, "python": platform.python_version(), "machine": platform.machine()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# timing
+# ----------------------------------------------------------------------------------------------------------------
+def arg_shapes(spec: Any) -> list[tuple[tuple[int, ...], str]]:
+    """(shape, dtype) of every parameter of the kernel of ``spec``, output last (the ``make_*`` order)."""
+    kind = F.kind_of(spec)
+    if kind == "conv":
+        from compiler.backends.tvm_kernels import conv2d as C
+        dt = spec.dtype
+        out = [(C.data_shape(spec), dt), (C.weight_shape(spec), dt)]
+        if spec.has_bias:
+            out.append((C.bias_shape(spec), dt))
+        if spec.has_residual:
+            out.append((C.out_shape(spec), dt))
+        return out + [(C.out_shape(spec), dt)]
+    if kind == "qconv":
+        from compiler.backends.tvm_kernels import qconv2d as Q
+        rq = ((3, spec.cop // 16, 16), "int64")
+        out = [(Q.data_shape(spec), spec.x_dtype), (Q.weight_shape(spec), "int8"), ((spec.cop // 16, 16), "int32")]
+        out += [rq] * ((spec.rq1 is not None) + (spec.rq1b is not None))
+        if spec.residual_dtype is not None:
+            out.append((Q.out_shape(spec), spec.residual_dtype))
+            out += [rq] * ((spec.rq2 is not None) + 1)
+        return out + [(Q.out_shape(spec), spec.out_dtype)]
+    from compiler.backends.tvm_kernels import matmul as M
+    out = [(M.a_shape(spec), spec.dtype), (M.b_shape(spec), spec.dtype)]
+    if spec.has_bias:
+        out.append(((spec.n,), spec.dtype))
+    return out + [(M.out_shape(spec), spec.dtype)]
+
+
+def _args_for(spec: Any, rng: np.random.Generator):
+    import tvm
+    out = []
+    for shape, dt in arg_shapes(spec):
+        a = rng.standard_normal(shape).astype(dt) if dt.startswith("float") else np.zeros(shape, dt)
+        out.append(tvm.runtime.tensor(a))
+    return out
+
+
+def time_func(func, spec: Any, target, repeat: int = 5, min_repeat_ms: float = 15.0) -> tuple[float, list[float]]:
+    """(median seconds, per-repeat seconds) of the scheduled PrimFunc ``func`` of ``spec`` compiled for
+    ``target``."""
+    import tvm
+    lib = tvm.compile(tvm.IRModule({"main": func}), target)
+    args = _args_for(spec, np.random.default_rng(0))
+    lib["main"](*args)                                       # warm-up (also page-faults the buffers in)
+    t0 = time.perf_counter()
+    lib["main"](*args)
+    once = max(time.perf_counter() - t0, 1e-7)
+    number = max(1, int(min_repeat_ms * 1e-3 / once))
+    ev = lib.mod.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)
+    runs = [float(r) for r in ev(*args).results]
+    return float(np.median(runs)), runs
+
+
+def measure(tasks: Sequence[Any], out_path: str, budget_s: float = 480.0, max_candidates: int = 32,
+            repeat: int = 5, threads: int = 1, seed: int = 0,
+            progress: Callable[[int, int, str], None] | None = None, append: bool = False) -> dict[str, Any]:
+    """Measure every candidate tile of ``tasks`` (shuffled) into ``out_path`` (JSON lines), stopping after
+    ``budget_s`` seconds.  Returns a summary {rows, tasks, seconds, failures}."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(threads))
+    from compiler.backends.tvm_kernels.common import SCHEDULE_ATTR, host_target
+    target = host_target(threads)
+    machine = machine_info(threads)
+    order = list(tasks)
+    random.Random(seed).shuffle(order)
+    todo = [(spec, tile) for spec in order for tile in F.candidate_tiles(spec, limit=max_candidates)]
+    # interleave tasks so a budget cut leaves whole tasks: measure task by task
+    start = time.perf_counter()
+    rows = failures = 0
+    done_tasks = 0
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)) or ".", exist_ok=True)
+    with open(out_path, "a" if append else "w") as f:
+        i = 0
+        for spec in order:
+            if time.perf_counter() - start > budget_s:
+                break
+            name = task_name(spec)
+            tiles = F.candidate_tiles(spec, limit=max_candidates)
+            for tile in tiles:
+                i += 1
+                if progress:
+                    progress(i, len(todo), name)
+                try:
+                    func = F.build_func(spec, tile)
+                    sched = str(func.attrs[SCHEDULE_ATTR]) if SCHEDULE_ATTR in func.attrs else "?"
+                    if sched != "tiled":
+                        failures += 1
+                        continue
+                    lat, runs = time_func(func, spec, target, repeat=repeat)
+                except Exception as e:  # noqa: BLE001 - an invalid candidate is data, not a crash
+                    failures += 1
+                    print(f"[measure] {name} tile {tile}: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
+                    continue
+                f.write(json.dumps({"task": name, "spec": F.spec_to_json(spec), "tile": list(tile),
+                                    "latency_s": lat, "runs_s": runs, "schedule": sched,
+                                    "feature_version": F.FEATURE_VERSION, "machine": machine}) + "\n")
+                f.flush()
+                rows += 1
+            done_tasks += 1
+    return {"rows": rows, "tasks": done_tasks, "seconds": time.perf_counter() - start, "failures": failures}
+
+
+def load_jsonl(path: str) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def text_progress(width: int = 30) -> Callable[[int, int, str], None]:
+    """A one-line progress bar on stderr."""
+    t0 = time.perf_counter()
+
+    def show(i: int, total: int, name: str) -> None:
+        frac = i / max(1, total)
+        bar = "#" * int(width * frac)
+        el = time.perf_counter() - t0
+        sys.stderr.write(f"\r[{bar:<{width}}] {i}/{total} {el:5.0f}s {name[:48]:<48}")
+        sys.stderr.flush()
+        if i == total:
+            sys.stderr.write("\n")
+    return show
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(description="measure kernel candidates into a cost-model dataset")
+    p.add_argument("--out", default="costmodel_data.jsonl")
+    p.add_argument("--budget", type=float, default=480.0, help="seconds of measuring (default 480)")
+    p.add_argument("--max-candidates", type=int, default=32)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--random", type=int, default=10, help="random shapes per kernel kind")
+    a = p.parse_args(argv)
+    tasks = default_tasks(a.seed, a.random)
+    s = measure(tasks, a.out, a.budget, a.max_candidates, a.repeat, a.threads, a.seed, text_progress())
+    print(json.dumps(s))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# `compile tune-costmodel`
+# ----------------------------------------------------------------------------------------------------------------
+def tune_main(argv: Sequence[str] | None = None) -> int:
+    """compile tune-costmodel --target llvm [--budget SECONDS] [--out MODEL.json] [--data DATA.jsonl]
+
+    Measures the candidate tiles of the default kernel set on this machine (progress bar on stderr), retrains
+    the XGBoost model on those measurements and writes it; the tile policy then prefers it over the shipped
+    model (``~/.cache/dyc/costmodel.json`` is the default output and the first place the policy looks)."""
+    import argparse
+
+    from .policy import USER_MODEL
+    p = argparse.ArgumentParser(prog="compile tune-costmodel", description=tune_main.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", default="llvm", help="only 'llvm' (the host CPU) is supported")
+    p.add_argument("--budget", type=float, default=300.0, help="seconds of measuring (default 300)")
+    p.add_argument("--out", default=USER_MODEL, help=f"model file to write (default {USER_MODEL})")
+    p.add_argument("--data", help="where to keep the measurements (default: OUT with .jsonl)")
+    p.add_argument("--threads", type=int, default=1, help="TVM threads while timing (default 1)")
+    p.add_argument("--max-candidates", type=int, default=32)
+    p.add_argument("--random", type=int, default=10, help="random shapes per kernel kind (default 10)")
+    p.add_argument("--objective", default="reg", choices=["reg", "rank"])
+    a = p.parse_args(argv)
+    if not a.target.split()[0] == "llvm":
+        print(f"error: tune-costmodel supports --target llvm only (got {a.target!r})", file=sys.stderr)
+        return 3
+    if a.budget <= 0:
+        print("error: --budget must be > 0 seconds", file=sys.stderr)
+        return 2
+    data = a.data or os.path.splitext(a.out)[0] + ".jsonl"
+    print(f"measuring kernels for at most {a.budget:.0f} s -> {data}", file=sys.stderr)
+    summary = measure(default_tasks(0, a.random), data, a.budget, a.max_candidates, threads=a.threads,
+                      progress=text_progress())
+    sys.stderr.write("\n")
+    print(f"measured {summary['rows']} candidates of {summary['tasks']} kernels in {summary['seconds']:.0f} s "
+          f"({summary['failures']} invalid)", file=sys.stderr)
+    if summary["rows"] < 20:
+        print("error: too few measurements to train a model; raise --budget", file=sys.stderr)
+        return 4
+    from .model import holdout_report, train_full
+    rows = load_jsonl(data)
+    metrics = None
+    if len({r["task"] for r in rows}) >= 8:
+        metrics = holdout_report(rows, a.objective, seeds=(0,))["mean"]
+        print("held-out kernels: spearman within task {spearman_within_task:.3f}, median regret "
+              "{regret_median:.1%}".format(**metrics), file=sys.stderr)
+    model = train_full(rows, a.objective, metrics=metrics)
+    model.save(a.out)
+    print(f"wrote {a.out}", file=sys.stderr)
+    return 0

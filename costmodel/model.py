@@ -1,0 +1,331 @@
+"""The cost model: a Protocol the passes and the tile policy call, and its XGBoost implementation.
+
+``CostModel.predict(X)`` maps a (candidates x features) matrix (columns :func:`costmodel.features.feature_names`)
+to scores where **lower is faster** -- for :class:`XGBCostModel` with the ``reg`` objective the score is the
+predicted log-latency (seconds); with ``rank`` it is a ranking score only comparable within one task.  Tests can
+stub the Protocol with any object that has ``predict`` and ``feature_names``.
+
+:class:`XGBCostModel` regresses ``log(latency / flops)`` (seconds per FLOP: the shape-dependent scale is removed so
+the trees spend their splits on the knobs) and adds ``log(flops)`` back, or fits XGBoost's ``rank:pairwise``
+objective with one query group per task.  It saves to / loads from one JSON file holding the booster (XGBoost's
+own JSON) and the metadata (feature version and names, objective, the machine it was measured on, metrics).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from . import features as F
+
+__all__ = ["CostModel", "Dataset", "XGBCostModel", "dataset_from_rows", "evaluate", "spearman", "split_tasks"]
+
+
+@runtime_checkable
+class CostModel(Protocol):
+    """What a pass / the tile policy needs: scores for candidate feature rows, lower = faster."""
+
+    feature_names: tuple[str, ...]
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Dataset:
+    X: np.ndarray                 # (rows, features)
+    y: np.ndarray                 # log(latency seconds)
+    log_flops: np.ndarray
+    task: list[str]
+    tiles: list[tuple[int, ...]]
+    names: tuple[str, ...]
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def subset(self, idx: Sequence[int]) -> Dataset:
+        idx = np.asarray(idx, dtype=int)
+        return Dataset(self.X[idx], self.y[idx], self.log_flops[idx], [self.task[i] for i in idx],
+                       [self.tiles[i] for i in idx], self.names, self.machine)
+
+    def groups(self) -> dict[str, list[int]]:
+        g: dict[str, list[int]] = defaultdict(list)
+        for i, t in enumerate(self.task):
+            g[t].append(i)
+        return dict(g)
+
+
+def dataset_from_rows(rows: Sequence[dict[str, Any]], text: bool = False) -> Dataset:
+    """Featurize measured JSONL rows (see :mod:`costmodel.measure`).  Features are computed for the machine the
+    rows were measured on (its mcpu and thread count)."""
+    X, y, lf, task, tiles = [], [], [], [], []
+    machine: dict[str, Any] = {}
+    for r in rows:
+        m = r.get("machine", {})
+        machine = machine or m
+        spec = F.spec_from_json(r["spec"])
+        ti = F.target_info(f"llvm -mcpu={m.get('mcpu', 'znver4')} -num-cores={m.get('threads', 1)}")
+        tile = tuple(int(t) for t in r["tile"])
+        X.append(F.features(spec, tile, ti, text=text))
+        y.append(math.log(r["latency_s"]))
+        lf.append(math.log(max(1.0, F.describe(spec)["flops"])))
+        task.append(r["task"])
+        tiles.append(tile)
+    return Dataset(np.asarray(X), np.asarray(y), np.asarray(lf), task, tiles, F.feature_names(text), machine)
+
+
+def split_tasks(ds: Dataset, test_frac: float = 0.25, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Row indices (train, test) with whole tasks held out (the test shapes are never seen in training),
+    stratified by kernel kind."""
+    rng = np.random.default_rng(seed)
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for t in sorted(set(ds.task)):
+        by_kind[t.split(":")[0]].append(t)
+    test_tasks = set()
+    for kind, ts in sorted(by_kind.items()):
+        ts = list(ts)
+        rng.shuffle(ts)
+        test_tasks.update(ts[:max(1, int(round(test_frac * len(ts))))])
+    train = [i for i, t in enumerate(ds.task) if t not in test_tasks]
+    test = [i for i, t in enumerate(ds.task) if t in test_tasks]
+    return train, test
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model
+# ----------------------------------------------------------------------------------------------------------------
+DEFAULT_PARAMS = {"max_depth": 6, "eta": 0.1, "subsample": 0.9, "colsample_bytree": 0.9, "min_child_weight": 1,
+                  "lambda": 1.0, "seed": 0, "nthread": 1}
+
+
+class XGBCostModel:
+    """XGBoost on log-latency (``objective="reg"``) or pairwise ranking within tasks (``"rank"``)."""
+
+    def __init__(self, objective: str = "reg", num_rounds: int = 150, params: dict[str, Any] | None = None,
+                 text: bool = False):
+        if objective not in ("reg", "rank"):
+            raise ValueError(objective)
+        self.objective = objective
+        self.num_rounds = num_rounds
+        self.params = dict(DEFAULT_PARAMS, **(params or {}))
+        self.text = text
+        self.feature_names: tuple[str, ...] = F.feature_names(text)
+        self.meta: dict[str, Any] = {}
+        self._booster = None
+
+    # -- training ----------------------------------------------------------------------------------------
+    def fit(self, ds: Dataset) -> XGBCostModel:
+        import xgboost as xgb
+        if tuple(ds.names) != self.feature_names:
+            raise ValueError("dataset features do not match the model's (text channel on/off?)")
+        params = dict(self.params)
+        if self.objective == "reg":
+            params["objective"] = "reg:squarederror"
+            dm = xgb.DMatrix(ds.X, label=ds.y - ds.log_flops, feature_names=list(self.feature_names))
+        else:
+            params["objective"] = "rank:pairwise"
+            order = np.argsort(np.asarray(ds.task), kind="stable")
+            X, y = ds.X[order], ds.y[order]
+            tasks = [ds.task[i] for i in order]
+            qid = np.unique(np.asarray(tasks), return_inverse=True)[1]
+            # relevance: higher = faster; integer grades from the within-task latency rank
+            rel = np.zeros(len(y))
+            for q in np.unique(qid):
+                m = qid == q
+                r = np.argsort(np.argsort(-y[m]))        # 0 = slowest
+                rel[m] = np.floor(31 * r / max(1, m.sum() - 1))
+            dm = xgb.DMatrix(X, label=rel, qid=qid, feature_names=list(self.feature_names))
+        self._booster = xgb.train(params, dm, num_boost_round=self.num_rounds)
+        self.meta.update({"machine": ds.machine, "rows": len(ds.y), "tasks": len(set(ds.task))})
+        return self
+
+    # -- inference ---------------------------------------------------------------------------------------
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Scores, lower = faster (log-seconds for ``reg``)."""
+        import xgboost as xgb
+        if self._booster is None:
+            raise RuntimeError("model is not trained")
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        out = self._booster.predict(xgb.DMatrix(X, feature_names=list(self.feature_names)))
+        out = np.asarray(out, dtype=np.float64)
+        if self.objective == "reg":
+            li = self.feature_names.index("log_flops")
+            # log_flops column is log2(flops + 1); convert to natural log of flops
+            flops = np.maximum(np.exp2(X[:, li]) - 1.0, 1.0)
+            return out + np.log(flops)
+        return -out
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        raw = self._booster.save_raw(raw_format="json")
+        return {"format": "dyc-costmodel", "format_version": 1, "feature_version": F.FEATURE_VERSION,
+                "feature_names": list(self.feature_names), "objective": self.objective, "text": self.text,
+                "num_rounds": self.num_rounds, "params": self.params, "meta": self.meta,
+                "booster": json.loads(bytes(raw).decode())}
+
+    def save(self, path: str) -> None:
+        import os
+        os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> XGBCostModel:
+        import xgboost as xgb
+        if obj.get("format") != "dyc-costmodel":
+            raise ValueError("not a dyc cost model")
+        if obj["feature_version"] != F.FEATURE_VERSION or \
+                tuple(obj["feature_names"]) != F.feature_names(obj.get("text", False)):
+            raise ValueError(f"cost model has feature version {obj['feature_version']}, "
+                             f"this code {F.FEATURE_VERSION}: retrain with `compile tune-costmodel`")
+        m = cls(obj["objective"], obj["num_rounds"], obj["params"], obj.get("text", False))
+        m.meta = obj.get("meta", {})
+        b = xgb.Booster()
+        b.load_model(bytearray(json.dumps(obj["booster"]).encode()))
+        m._booster = b
+        return m
+
+    @classmethod
+    def load(cls, path: str) -> XGBCostModel:
+        with open(path) as f:
+            return cls.from_json(json.load(f))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metrics
+# ----------------------------------------------------------------------------------------------------------------
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); nan for fewer than 2 distinct values."""
+    from scipy.stats import spearmanr
+    a, b = np.asarray(a), np.asarray(b)
+    if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def evaluate(model: CostModel, ds: Dataset, default_tiles: dict[str, tuple[int, ...]] | None = None
+             ) -> dict[str, Any]:
+    """Quality on ``ds`` (normally held-out tasks):
+
+    * ``spearman_global``: predicted vs measured latency over all rows (only meaningful for ``reg`` models);
+    * ``spearman_within_task``: mean over tasks of the within-task Spearman (ranking the tiles of one kernel);
+    * ``regret_median`` / ``regret_mean`` / ``regret_max``: latency of the model's top-1 tile / best measured - 1;
+    * ``top1``: fraction of tasks where the model picks the measured best;
+    * ``default_regret_*`` (when ``default_tiles`` maps task -> hand-written tile and that tile was measured).
+    """
+    pred = np.asarray(model.predict(ds.X))
+    out: dict[str, Any] = {"rows": len(ds.y), "tasks": len(set(ds.task))}
+    if getattr(model, "objective", "reg") == "reg":
+        out["spearman_global"] = spearman(pred, ds.y)
+    per_task, regrets, top1, dreg, per = [], [], 0, [], {}
+    for t, idx in sorted(ds.groups().items()):
+        lat = np.exp(ds.y[idx])
+        p = pred[idx]
+        rho = spearman(p, lat)
+        if not math.isnan(rho):
+            per_task.append(rho)
+        best = lat.min()
+        chosen = lat[int(np.argmin(p))]
+        regrets.append(chosen / best - 1.0)
+        top1 += int(chosen == best)
+        entry = {"spearman": rho, "regret": chosen / best - 1.0, "n": len(idx)}
+        if default_tiles and t in default_tiles:
+            tl = [ds.tiles[i] for i in idx]
+            if tuple(default_tiles[t]) in tl:
+                r = lat[tl.index(tuple(default_tiles[t]))] / best - 1.0
+                dreg.append(r)
+                entry["default_regret"] = r
+        per[t] = entry
+    out["spearman_within_task"] = float(np.mean(per_task)) if per_task else float("nan")
+    out["spearman_within_task_median"] = float(np.median(per_task)) if per_task else float("nan")
+    out["regret_median"] = float(np.median(regrets))
+    out["regret_mean"] = float(np.mean(regrets))
+    out["regret_max"] = float(np.max(regrets))
+    out["top1"] = top1 / max(1, len(regrets))
+    if dreg:
+        out["default_regret_median"] = float(np.median(dreg))
+        out["default_regret_mean"] = float(np.mean(dreg))
+    out["per_task"] = per
+    return out
+
+
+def default_tiles_of(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[int, ...]]:
+    """task -> the kernel's hand-written pick_tile, for the rows' specs."""
+    out = {}
+    for r in rows:
+        if r["task"] not in out:
+            out[r["task"]] = F.default_tile(F.spec_from_json(r["spec"]))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# train / evaluate entry points (used by `compile tune-costmodel` and docs/costmodel.md)
+# ----------------------------------------------------------------------------------------------------------------
+def holdout_report(rows: Sequence[dict[str, Any]], objective: str = "reg", seeds: Sequence[int] = (0, 1, 2),
+                   test_frac: float = 0.25, text: bool = False, num_rounds: int = 150) -> dict[str, Any]:
+    """Train on 75 % of the tasks and evaluate on the held-out 25 % (whole shapes never seen in training),
+    for each seed of the split; returns the per-seed metrics and their mean."""
+    ds = dataset_from_rows(rows, text=text)
+    dt = default_tiles_of(rows)
+    res = []
+    for s in seeds:
+        tr, te = split_tasks(ds, test_frac, s)
+        m = XGBCostModel(objective, num_rounds, text=text).fit(ds.subset(tr))
+        r = evaluate(m, ds.subset(te), dt)
+        r["seed"] = s
+        res.append(r)
+    keys = [k for k in res[0] if isinstance(res[0][k], float)]
+    mean = {k: float(np.nanmean([r[k] for r in res])) for k in keys}
+    return {"objective": objective, "text": text, "splits": res, "mean": mean}
+
+
+def train_full(rows: Sequence[dict[str, Any]], objective: str = "reg", text: bool = False,
+               num_rounds: int = 150, metrics: dict[str, Any] | None = None) -> XGBCostModel:
+    m = XGBCostModel(objective, num_rounds, text=text).fit(dataset_from_rows(rows, text=text))
+    if metrics:
+        m.meta["holdout"] = metrics
+    return m
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m costmodel.model --data D.jsonl [--objective reg|rank] [--text] [--out M.json] [--eval]"""
+    import argparse
+
+    from .measure import load_jsonl
+    p = argparse.ArgumentParser(description="train / evaluate the cost model on measured JSON lines")
+    p.add_argument("--data", required=True)
+    p.add_argument("--objective", default="reg", choices=["reg", "rank"])
+    p.add_argument("--text", action="store_true", help="add the hashed-TIR text channel")
+    p.add_argument("--rounds", type=int, default=150)
+    p.add_argument("--eval", action="store_true", help="held-out-task evaluation (3 splits)")
+    p.add_argument("--per-task", action="store_true", help="print per-task metrics of the first split")
+    p.add_argument("--out", help="train on all rows and write the model here")
+    a = p.parse_args(argv)
+    rows = load_jsonl(a.data)
+    metrics = None
+    if a.eval:
+        rep = holdout_report(rows, a.objective, text=a.text, num_rounds=a.rounds)
+        metrics = rep["mean"]
+        for r in rep["splits"]:
+            print(f"split {r['seed']}: " + "  ".join(f"{k}={r[k]:.3f}" for k in sorted(r)
+                                                   if isinstance(r[k], float)))
+        print("mean: " + "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items())))
+        if a.per_task:
+            for t, e in sorted(rep["splits"][0]["per_task"].items()):
+                print(f"  {t:<48s} n={e['n']:<3d} rho={e['spearman']:.3f} regret={e['regret']:.3f} "
+                      f"default_regret={e.get('default_regret', float('nan')):.3f}")
+    if a.out:
+        m = train_full(rows, a.objective, a.text, a.rounds, metrics)
+        m.save(a.out)
+        print(f"wrote {a.out} ({len(rows)} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())
