@@ -170,16 +170,7 @@ class TVMExecutable:
 
     def library_bytes(self) -> bytes:
         if self._library is None:
-            with tempfile.TemporaryDirectory() as d:
-                path = os.path.join(d, "model.so")
-                with _captured_stderr() as log:
-                    try:
-                        self._executable.export_library(path)
-                    except Exception as e:  # noqa: BLE001
-                        raise BackendToolError(f"tvm failed to export the library: {_first_lines(e)}\n"
-                                               f"{log.read()[-2000:]}") from None
-                with open(path, "rb") as f:
-                    self._library = f.read()
+            self._library = export_library_bytes(self._executable)
         return self._library
 
     def source(self, kind: str) -> str:
@@ -202,6 +193,20 @@ class TVMExecutable:
             raise Unsupported(f"--emit {kind} needs --target cuda")
         raise Unsupported(f"--emit {kind} is not available for tvm; choose one of "
                           f"{', '.join(TVMBackend.EMIT_KINDS)}")
+
+
+def export_library_bytes(executable) -> bytes:
+    """The compiled tvm Executable as the bytes of a shared library (what a .dyc stores)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.so")
+        with _captured_stderr() as log:
+            try:
+                executable.export_library(path)
+            except Exception as e:  # noqa: BLE001
+                raise BackendToolError(f"tvm failed to export the library: {_first_lines(e)}\n"
+                                       f"{log.read()[-2000:]}") from None
+        with open(path, "rb") as f:
+            return f.read()
 
 
 @contextlib.contextmanager

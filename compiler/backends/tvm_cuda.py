@@ -297,17 +297,8 @@ class CudaExecutable:
     # -- artifact -----------------------------------------------------------------
     def library_bytes(self) -> bytes:
         if self._library is None:
-            from compiler.backends.tvm import _captured_stderr, _first_lines
-            with tempfile.TemporaryDirectory() as d:
-                path = os.path.join(d, "model.so")
-                with _captured_stderr() as log:
-                    try:
-                        self._executable.export_library(path)
-                    except Exception as e:  # noqa: BLE001
-                        raise BackendToolError(f"tvm failed to export the library: {_first_lines(e)}\n"
-                                               f"{log.read()[-2000:]}") from None
-                with open(path, "rb") as f:
-                    self._library = f.read()
+            from compiler.backends.tvm import export_library_bytes
+            self._library = export_library_bytes(self._executable)
         return self._library
 
     # -- generated code -----------------------------------------------------------
