@@ -51,33 +51,8 @@ from compiler.backends.tvm_kernels import matmul as M  # noqa: E402
 from compiler.backends.tvm_kernels import pool as P  # noqa: E402
 from compiler.backends.tvm_kernels.common import host_target  # noqa: E402
 from compiler.backends.tvm_kernels.layout import pack_nchwc_np, unpack_nchwc_np  # noqa: E402
+from costmodel.measure import RESNET50_CONVS  # noqa: E402
 
-# (ci, h, co, k, stride, pad, count) -- all distinct convs of torchvision ResNet-50 (v1.5), batch 1, 224x224
-RESNET50_CONVS = [
-    (3, 224, 64, 7, 2, 3, 1),
-    (64, 56, 64, 1, 1, 0, 1),
-    (64, 56, 64, 3, 1, 1, 3),
-    (64, 56, 256, 1, 1, 0, 4),
-    (256, 56, 64, 1, 1, 0, 2),
-    (256, 56, 128, 1, 1, 0, 1),
-    (128, 56, 128, 3, 2, 1, 1),
-    (128, 28, 512, 1, 1, 0, 4),
-    (256, 56, 512, 1, 2, 0, 1),
-    (512, 28, 128, 1, 1, 0, 3),
-    (128, 28, 128, 3, 1, 1, 3),
-    (512, 28, 256, 1, 1, 0, 1),
-    (256, 28, 256, 3, 2, 1, 1),
-    (256, 14, 1024, 1, 1, 0, 6),
-    (512, 28, 1024, 1, 2, 0, 1),
-    (1024, 14, 256, 1, 1, 0, 5),
-    (256, 14, 256, 3, 1, 1, 5),
-    (1024, 14, 512, 1, 1, 0, 1),
-    (512, 14, 512, 3, 2, 1, 1),
-    (512, 7, 2048, 1, 1, 0, 3),
-    (1024, 14, 2048, 1, 2, 0, 1),
-    (2048, 7, 512, 1, 1, 0, 2),
-    (512, 7, 512, 3, 1, 1, 2),
-]
 
 # (name, spec, count in the 6-layer encoder)
 BERT_MATMULS = [

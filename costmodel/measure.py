@@ -30,14 +30,31 @@ import numpy as np
 
 from . import features as F
 
-# (ci, h, co, k, stride, pad) -- the distinct convs of ResNet-50 (batch 1, 224x224)
+# (ci, h, co, k, stride, pad, count) -- all distinct convs of torchvision ResNet-50 (v1.5), batch 1, 224x224
 RESNET50_CONVS = [
-    (3, 224, 64, 7, 2, 3), (64, 56, 64, 1, 1, 0), (64, 56, 64, 3, 1, 1), (64, 56, 256, 1, 1, 0),
-    (256, 56, 64, 1, 1, 0), (256, 56, 128, 1, 1, 0), (128, 56, 128, 3, 2, 1), (128, 28, 512, 1, 1, 0),
-    (256, 56, 512, 1, 2, 0), (512, 28, 128, 1, 1, 0), (128, 28, 128, 3, 1, 1), (512, 28, 256, 1, 1, 0),
-    (256, 28, 256, 3, 2, 1), (256, 14, 1024, 1, 1, 0), (512, 28, 1024, 1, 2, 0), (1024, 14, 256, 1, 1, 0),
-    (256, 14, 256, 3, 1, 1), (1024, 14, 512, 1, 1, 0), (512, 14, 512, 3, 2, 1), (512, 7, 2048, 1, 1, 0),
-    (1024, 14, 2048, 1, 2, 0), (2048, 7, 512, 1, 1, 0), (512, 7, 512, 3, 1, 1),
+    (3, 224, 64, 7, 2, 3, 1),
+    (64, 56, 64, 1, 1, 0, 1),
+    (64, 56, 64, 3, 1, 1, 3),
+    (64, 56, 256, 1, 1, 0, 4),
+    (256, 56, 64, 1, 1, 0, 2),
+    (256, 56, 128, 1, 1, 0, 1),
+    (128, 56, 128, 3, 2, 1, 1),
+    (128, 28, 512, 1, 1, 0, 4),
+    (256, 56, 512, 1, 2, 0, 1),
+    (512, 28, 128, 1, 1, 0, 3),
+    (128, 28, 128, 3, 1, 1, 3),
+    (512, 28, 256, 1, 1, 0, 1),
+    (256, 28, 256, 3, 2, 1, 1),
+    (256, 14, 1024, 1, 1, 0, 6),
+    (512, 28, 1024, 1, 2, 0, 1),
+    (1024, 14, 256, 1, 1, 0, 5),
+    (256, 14, 256, 3, 1, 1, 5),
+    (1024, 14, 512, 1, 1, 0, 1),
+    (512, 14, 512, 3, 2, 1, 1),
+    (512, 7, 2048, 1, 1, 0, 3),
+    (1024, 14, 2048, 1, 2, 0, 1),
+    (2048, 7, 512, 1, 1, 0, 2),
+    (512, 7, 512, 3, 1, 1, 2),
 ]
 # (batch, m, n, k, b_is_const, transpose_b) -- BERT-base-like encoder (seq 128) and classifier heads
 BERT_MATMULS = [
@@ -98,11 +115,11 @@ def default_tasks(seed: int = 0, n_random: int = 10) -> list[Any]:
     """ResNet-50 convs (fp32 and int8), BERT-like matmuls, a few depthwise convs, and random-but-valid others."""
     rng = random.Random(seed)
     tasks: list[Any] = []
-    tasks += [conv_spec(*c) for c in RESNET50_CONVS]
+    tasks += [conv_spec(*c[:6]) for c in RESNET50_CONVS]
     tasks += [conv_spec(c, h, c, 3, s, 1, groups=c) for c, h, s in ((32, 112, 1), (96, 56, 2), (144, 28, 1),
                                                                      (384, 14, 1), (960, 7, 1))]
     tasks += [conv_spec(*c) for c in _random_convs(rng, n_random)]
-    tasks += [qconv_spec(*c) for c in RESNET50_CONVS]
+    tasks += [qconv_spec(*c[:6]) for c in RESNET50_CONVS]
     tasks += [qconv_spec(*c) for c in _random_convs(rng, n_random)]
     tasks += [matmul_spec(*m) for m in BERT_MATMULS]
     tasks += [matmul_spec(*m) for m in _random_matmuls(rng, n_random)]
