@@ -117,6 +117,23 @@ class XGBCostModel:
         self.feature_names: tuple[str, ...] = F.feature_names(text)
         self.meta: dict[str, Any] = {}
         self._booster = None
+        self._identity: str | None = None
+
+    @property
+    def identity(self) -> str | None:
+        """What the policy's decision cache keys on: the sha256 of the model file it was loaded from, else of the
+        trained booster (None before training).  A retrained model has another identity."""
+        if self._identity is None and self._booster is not None:
+            import hashlib
+            raw = bytes(self._booster.save_raw(raw_format="json"))
+            h = hashlib.sha256(raw)
+            h.update(json.dumps([self.objective, list(self.feature_names), F.FEATURE_VERSION]).encode())
+            self._identity = "booster:" + h.hexdigest()
+        return self._identity
+
+    @identity.setter
+    def identity(self, value: str | None) -> None:
+        self._identity = value
 
     # -- training ----------------------------------------------------------------------------------------
     def fit(self, ds: Dataset) -> XGBCostModel:
@@ -141,6 +158,7 @@ class XGBCostModel:
                 rel[m] = np.floor(31 * r / max(1, m.sum() - 1))
             dm = xgb.DMatrix(X, label=rel, qid=qid, feature_names=list(self.feature_names))
         self._booster = xgb.train(params, dm, num_boost_round=self.num_rounds)
+        self._identity = None
         self.meta.update({"machine": ds.machine, "rows": len(ds.y), "tasks": len(set(ds.task))})
         return self
 

@@ -6,7 +6,10 @@
     kernel(spec, target)             -> scheduled PrimFunc with the chosen tile, attr ``costmodel.tile``
 
 Each ranks the valid candidate tiles (:func:`costmodel.features.candidate_tiles`) with the cost model and returns
-the one predicted fastest; the result is cached per (spec, target) in-process.  Without a model (xgboost missing,
+the one predicted fastest.  Decisions are cached per (spec, target, model identity, feature version) in-process
+and on disk (:class:`DecisionCache`, ``$DYC_CACHE_DIR/policy_decisions.json``, default ``~/.cache/dyc/``;
+``DYC_CACHE_DIR=off`` disables it), so a second compile of the same kernels neither loads nor asks the model.
+Without a model (xgboost missing,
 no model file, ``DYC_COSTMODEL=off``) the kernel's hand-written ``pick_tile`` is returned.  :func:`kernel` also
 records the decision on the PrimFunc (``costmodel.tile`` = "reg_oc,reg_w" / "reg_m,reg_n,lanes",
 ``costmodel.source`` = "model" | "fallback"), so it shows in ``compile --emit tir``; if the chosen tile fails to
@@ -19,7 +22,10 @@ Tests swap the model with :func:`use_model` (any object satisfying :class:`costm
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -33,11 +39,17 @@ SHIPPED_MODEL = os.path.join(DATA_DIR, "default_x86_64.json")
 USER_MODEL = os.path.join(os.path.expanduser("~"), ".cache", "dyc", "costmodel.json")
 TILE_ATTR = "costmodel.tile"
 SOURCE_ATTR = "costmodel.source"
+DECISIONS_FILE = "policy_decisions.json"
+CACHE_FORMAT = "dyc-policy-cache"
+CACHE_VERSION = 1
+CACHE_MAX_ENTRIES = 4096
 
 _UNSET = object()
 _lock = threading.Lock()
 _model: Any = _UNSET
-_cache: dict[tuple[Any, str, int], tuple[tuple[int, ...], str]] = {}
+_cache: dict[tuple[Any, str, Any], tuple[tuple[int, ...], str]] = {}
+_file_ids: dict[str, tuple[int, int, str]] = {}       # path -> (mtime_ns, size, sha256)
+_disk: dict[str, DecisionCache] = {}
 
 
 def model_path() -> str | None:
@@ -47,6 +59,121 @@ def model_path() -> str | None:
     if os.path.exists(USER_MODEL):
         return USER_MODEL
     return SHIPPED_MODEL if os.path.exists(SHIPPED_MODEL) else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the on-disk decision cache
+# ----------------------------------------------------------------------------------------------------------------
+def cache_dir() -> str | None:
+    """Where decisions are cached: ``$DYC_CACHE_DIR`` (``off`` / ``none`` / ``0`` / empty: no disk cache), else
+    ``~/.cache/dyc``."""
+    env = os.environ.get("DYC_CACHE_DIR")
+    if env is not None:
+        return None if env.strip().lower() in ("", "off", "none", "0") else os.path.expanduser(env)
+    return os.path.join(os.path.expanduser("~"), ".cache", "dyc")
+
+
+class DecisionCache:
+    """A small JSON file of policy decisions ``{key: {"tile": [...], "task": ..., "target": ...}}``.
+
+    The key hashes (kernel spec, target, model identity, feature version), so a retrained model or a new feature
+    version never reuses an entry.  Reads tolerate anything (a missing, truncated or foreign file is an empty
+    cache); writes merge with what is on disk (another process may have added entries), keep the newest
+    :data:`CACHE_MAX_ENTRIES`, and replace the file atomically (temporary file + ``os.replace``).  An unwritable
+    directory only costs the caching."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._entries: dict[str, dict[str, Any]] | None = None
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            with open(self.path) as f:
+                obj = json.load(f)
+            if not (isinstance(obj, dict) and obj.get("format") == CACHE_FORMAT
+                    and obj.get("version") == CACHE_VERSION and isinstance(obj.get("entries"), dict)):
+                return {}
+            return {k: v for k, v in obj["entries"].items() if isinstance(v, dict)}
+        except Exception:  # noqa: BLE001 - a corrupt cache is an empty cache
+            return {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        if self._entries is None:
+            self._entries = self._read()
+        return self._entries.get(key)
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        entries = self._read()
+        entries.update(self._entries or {})
+        entries.pop(key, None)
+        entries[key] = value
+        if len(entries) > CACHE_MAX_ENTRIES:
+            entries = dict(list(entries.items())[-CACHE_MAX_ENTRIES:])
+        self._entries = entries
+        try:
+            d = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(d, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".policy_decisions.", suffix=".tmp", dir=d)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump({"format": CACHE_FORMAT, "version": CACHE_VERSION, "entries": entries}, f,
+                              separators=(",", ":"))
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError:
+            pass
+
+
+def decision_cache() -> DecisionCache | None:
+    d = cache_dir()
+    if d is None:
+        return None
+    path = os.path.join(d, DECISIONS_FILE)
+    with _lock:
+        if path not in _disk:
+            _disk[path] = DecisionCache(path)
+        return _disk[path]
+
+
+def decision_key(spec: Any, target_key: str, model_id: str) -> str:
+    blob = json.dumps([F.spec_to_json(spec), target_key, model_id, F.FEATURE_VERSION], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _file_identity(path: str) -> str | None:
+    try:
+        st = os.stat(path)
+        hit = _file_ids.get(path)
+        if hit and hit[:2] == (st.st_mtime_ns, st.st_size):
+            return hit[2]
+        with open(path, "rb") as f:
+            h = "file:" + hashlib.sha256(f.read()).hexdigest()
+        _file_ids[path] = (st.st_mtime_ns, st.st_size, h)
+        return h
+    except OSError:
+        return None
+
+
+def model_identity() -> str | None:
+    """A string naming the model the policy uses now (the sha256 of its file, or the ``identity`` a model object
+    carries), None without a model or for a model without an identity (its decisions stay in-process).  The
+    default model is not loaded for this: a decision cache hit never needs it."""
+    with _lock:
+        m = _model
+    if m is _UNSET:
+        path = model_path()
+        return _file_identity(path) if path else None
+    if m is None:
+        return None
+    try:
+        ident = getattr(m, "identity", None)
+        return str(ident) if ident else None
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def default_model() -> Any:
@@ -60,6 +187,7 @@ def default_model() -> Any:
                 try:
                     from .model import XGBCostModel
                     _model = XGBCostModel.load(path)
+                    _model.identity = _file_identity(path) or _model.identity
                 except Exception:  # noqa: BLE001 - any load failure means "use the hand-written tiles"
                     _model = None
         return _model
@@ -67,12 +195,14 @@ def default_model() -> Any:
 
 @contextlib.contextmanager
 def use_model(model: Any) -> Iterator[None]:
-    """Temporarily use ``model`` (None = no model: the fallback) and a fresh decision cache."""
+    """Temporarily use ``model`` (None = no model: the fallback) and a fresh in-process decision cache (the disk
+    cache is re-read, as by a new process)."""
     global _model
     with _lock:
         old, old_cache = _model, dict(_cache)
         _model = model
         _cache.clear()
+        _disk.clear()
     try:
         yield
     finally:
@@ -80,13 +210,23 @@ def use_model(model: Any) -> Iterator[None]:
             _model = old
             _cache.clear()
             _cache.update(old_cache)
+            _disk.clear()
 
 
 def clear_cache() -> None:
+    """Forget the in-process decisions and the loaded model (the disk cache stays)."""
     global _model
     with _lock:
         _cache.clear()
+        _disk.clear()
         _model = _UNSET
+
+
+def forget_decisions() -> None:
+    """Forget the in-process decisions only (as a new process would; the model and the disk cache stay)."""
+    with _lock:
+        _cache.clear()
+        _disk.clear()
 
 
 def _model_target(model: Any, target: Any) -> F.TargetInfo:
@@ -111,12 +251,27 @@ def rank(spec: Any, target: Any = None, model: Any = None) -> tuple[list, np.nda
 
 
 def choose(spec: Any, target: Any = None) -> tuple[tuple[int, ...], str]:
-    """(tile, source) with source "model" or "fallback"."""
-    model = default_model()
-    key = (spec, F.target_info(target).key, id(model))
+    """(tile, source) with source "model" or "fallback".  Looked up in the in-process cache, then in the disk
+    cache (:class:`DecisionCache`; only for models with an identity), then asked of the model."""
+    tkey = F.target_info(target).key
+    ident = model_identity()
+    key = (spec, tkey, ident if ident is not None else id(default_model()))
     hit = _cache.get(key)
     if hit is not None:
         return hit
+    disk = decision_cache() if ident is not None else None
+    dkey = decision_key(spec, tkey, ident) if disk is not None else ""
+    if disk is not None:
+        ent = disk.get(dkey)
+        try:
+            tile = tuple(int(t) for t in ent["tile"]) if ent else None
+        except Exception:  # noqa: BLE001 - a malformed entry is a miss
+            tile = None
+        if tile is not None and tile in F.candidate_tiles(spec):
+            res = (tile, "model")
+            _cache[key] = res
+            return res
+    model = default_model()
     if model is None:
         res = (F.default_tile(spec), "fallback")
     else:
@@ -126,6 +281,8 @@ def choose(spec: Any, target: Any = None) -> tuple[tuple[int, ...], str]:
         except Exception:  # noqa: BLE001 - a broken model must never break compilation
             res = (F.default_tile(spec), "fallback")
     _cache[key] = res
+    if disk is not None and res[1] == "model":
+        disk.put(dkey, {"tile": list(res[0]), "kind": F.kind_of(spec), "target": tkey})
     return res
 
 
