@@ -13,7 +13,8 @@ Integer (quantized) groups, bit-exact with compiler.interp:
     q.conv(x u8/i8, W const int8, b const, groups 1) [+ q.requant]                -> tvm_kernels.qconv2d (VNNI)
         [+ dyadic residual: requant -> int32, nn.add with (q.requant -> int32 of) another tensor, q.requant]
         activations stay blocked (n, c/16, h, w, 16) u8/i8/int32 between kernels
-    q.matmul(x u8/i8, W const 2-D) [+ q.requant along the last axis]                -> tvm_kernels.qmatmul (VNNI)
+    q.matmul(x u8/i8, W const 2-D) [+ int32 bias] [+ q.requant along the last axis] -> tvm_kernels.qmatmul (VNNI)
+    q.matmul(A, B | transpose(B)), activations [+ per-tensor q.requant]          -> tvm_kernels.qbmm (VNNI)
     nn.max_pool / reduce_max over (2, 3) on int8/uint8                              -> tvm_kernels.pool (blocked)
 
 `FastPath.lower(node)` emits those kernels while the generic per-op lowerings handle the rest;
@@ -39,6 +40,7 @@ from compiler.ops import elementwise as ew
 from compiler.ops import linalg, nn, reduce as rd, shape
 from compiler.backends.tvm_kernels import qconv2d as kq
 from compiler.backends.tvm_kernels import qmatmul as kqm
+from compiler.backends.tvm_kernels import qbmm as kqb
 from compiler.backends.tvm_lower.registry import tvm_dtype
 from compiler.ops import quant as q
 from compiler.types import DType
@@ -304,9 +306,11 @@ def _plan_qconv(conv: Node, u: _Uses) -> Group | None:
 
 
 def _plan_qmatmul(mm: Node, u: _Uses) -> Group | None:
-    """q.matmul(x, W constant 2-D) [+ q.requant along the last axis]."""
+    """q.matmul(x, W constant 2-D) [+ int32 bias constant] [+ q.requant along the last axis]."""
     a, b = mm.inputs
-    if a.type.dtype not in _INT_ACT or a.type.rank < 2 or not b.is_const or b.type.rank != 2:
+    if not b.is_const:
+        return _plan_qbmm(mm, u)
+    if a.type.dtype not in _INT_ACT or a.type.rank < 2 or b.type.rank != 2:
         return None
     at = mm.attrs
     if not 0 <= at["a_zero_point"] + (128 if a.type.dtype is DType.I8 else 0) <= 255 or \
@@ -316,12 +320,51 @@ def _plan_qmatmul(mm: Node, u: _Uses) -> Group | None:
     rows = int(np.prod(a.type.shape[:-1]))
     nodes, consts = [mm], {"w": np.asarray(b.const)}
     rq_node = u.single(mm.outputs[0])
+    if rq_node is not None and rq_node.op is ew.add:       # + int32 bias along the last axis
+        other = rq_node.inputs[1] if rq_node.inputs[0] is mm.outputs[0] else rq_node.inputs[0]
+        if other.is_const and other.type.dtype is DType.I32 and other.type.size == n_ and \
+                other.type.shape[-1] == n_ and rq_node.outputs[0].type == mm.outputs[0].type:
+            consts["b"] = np.asarray(other.const).reshape(n_)
+            nodes.append(rq_node)
+            rq_node = u.single(rq_node.outputs[0])
     rq = _requant_of(rq_node, mm.outputs[0].type.rank, -1)
     if rq is not None:
         nodes.append(rq_node)
         consts["rq"] = rq_node.attrs
     spec = kqm.QMatmulSpec(rows, k, n_, tvm_dtype(a.type.dtype), at["a_zero_point"], rq)
     return Group("qmatmul", nodes, spec, {"a": a}, consts)
+
+
+def _plan_qbmm(mm: Node, u: _Uses) -> Group | None:
+    """q.matmul of two activations with the same batch dims (attention), b read through a
+    last-two-axes transpose when that transpose has no other user [+ a per-tensor q.requant]."""
+    a, b = mm.inputs
+    at = mm.attrs
+    if a.type.dtype not in _INT_ACT or b.type.dtype not in _INT_ACT or a.type.rank < 2 or \
+            a.type.rank != b.type.rank or a.type.shape[:-2] != b.type.shape[:-2] or \
+            not kqb.b_fits(tvm_dtype(b.type.dtype), at["b_zero_point"]):
+        return None
+    src, transpose_b = b, False
+    t = b.producer
+    r = b.type.rank
+    if t is not None and t.op is shape.transpose and u.single(b) is mm and \
+            list(t.attrs["perm"]) == list(range(r - 2)) + [r - 1, r - 2]:
+        src, transpose_b = t.inputs[0], True
+    nodes, consts = [mm], {}
+    rq_node = u.single(mm.outputs[0])
+    rq, m_, c_ = None, 0, 0
+    if rq_node is not None and rq_node.op is q.requant and len(rq_node.attrs["multiplier"]) == 1:
+        rq = _requant_of(rq_node, r, -1)
+        m_, c_ = rq_node.attrs["multiplier"][0], rq_node.attrs["shift"][0]
+        nodes.append(rq_node)
+    m, k = a.type.shape[-2:]
+    try:
+        spec = kqb.QBmmSpec(int(np.prod(a.type.shape[:-2], dtype=np.int64)), m, k, b.type.shape[-1],
+                            tvm_dtype(a.type.dtype), at["a_zero_point"], tvm_dtype(b.type.dtype),
+                            at["b_zero_point"], transpose_b, rq, m_, c_)
+    except ValueError:
+        return None
+    return Group("qbmm", nodes, spec, {"a": a, "b": src}, consts)
 
 
 def _plan_int_max_pool(p: Node) -> Group | None:
@@ -384,7 +427,7 @@ class _IntEmit:
         zp = grp.nodes[0].attrs["b_zero_point"]
         w = grp.consts["w"]
         a = self.bb.emit(relax.op.reshape(self.plain(grp.operands["a"]), (s.m, s.k)))
-        args = [a, relax.const(kqm.pack_weight(s, w, zp), "int8"), relax.const(kqm.pack_bias(s, w, zp), "int32")]
+        args = [a, relax.const(kqm.pack_weight(s, w, zp), "int8"), relax.const(kqm.pack_bias(s, w, zp, grp.consts.get("b")), "int32")]
         if s.rq is not None:
             at = grp.consts["rq"]
             args.append(relax.const(kqm.pack_requant(at["multiplier"], at["shift"], s), "int64"))
@@ -392,6 +435,19 @@ class _IntEmit:
         y = self._call(gv, args, kqm.out_shape(s), s.out_dtype)
         if s.np_ != s.n:
             y = self.bb.emit(relax.op.strided_slice(y, axes=[1], begin=[0], end=[s.n]))
+        self.plain_env[id(grp.out)] = self.bb.emit(relax.op.reshape(y, grp.out.type.shape))
+
+
+    def _emit_qbmm(self, grp: Group) -> None:
+        s: kqb.QBmmSpec = grp.spec
+        a = self.bb.emit(relax.op.reshape(self.plain(grp.operands["a"]), (s.bsz, s.m, s.k)))
+        b = self.bb.emit(relax.op.reshape(self.plain(grp.operands["b"]), s.b_shape))
+        pack = self._kernel(("qbmm_pack", s), lambda: kqb.make_pack(s), "qbmm_pack")
+        pb = self.bb.emit(relax.call_tir(pack, [b], [relax.TensorType(kqb.panel_shape(s), "int8"),
+                                                     relax.TensorType((s.bsz, s.n), "int32")]))
+        panel, bias = (self.bb.emit(relax.TupleGetItem(pb, i)) for i in range(2))
+        gv = self._kernel(("qbmm", s), lambda: kqb.make_qbmm(s), "qbmm_vnni")
+        y = self._call(gv, [a, panel, bias], kqb.out_shape(s), s.out_dtype)
         self.plain_env[id(grp.out)] = self.bb.emit(relax.op.reshape(y, grp.out.type.shape))
 
 
