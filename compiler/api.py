@@ -10,7 +10,7 @@ from typing import Any
 
 from compiler.diagnostics import InvalidInput, InvalidModel, Unsupported
 from compiler.ir import Graph
-from compiler.pipeline import pipeline_for
+from compiler.pipeline import pipeline_for, quantized_pipeline_for
 from compiler.runtime import CompiledModel, Signature
 from compiler.target import Target
 
@@ -64,6 +64,16 @@ def optimize(g: Graph, target: Target | str = "llvm", *, passes: Sequence[str] |
     return run_pipeline(g, names, ctx)
 
 
+def optimize_quantized(g: Graph, target: Target, *, disable_passes: Sequence[str] = (),
+                       print_after: Sequence[str] = (), verify_each: bool = True) -> Graph:
+    """The target's passes over the integer graph (tabulate), minus `disable_passes`."""
+    from passes import PassContext, run_pipeline
+    from passes.base import resolve
+    names = resolve(quantized_pipeline_for(target), None, disable_passes)
+    ctx = PassContext(verify_each=verify_each, print_after=frozenset(print_after))
+    return run_pipeline(g, names, ctx)
+
+
 def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             example_inputs: Any = None, input_shapes: dict[str, Sequence[int]] | None = None,
             passes: Sequence[str] | None = None, disable_passes: Sequence[str] = (),
@@ -104,6 +114,8 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                                    size_budget=size_budget, latency_budget=latency_budget)
         say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
             f"in {time.perf_counter() - t0:.2f}s")
+        g = optimize_quantized(g, target, disable_passes=disable_passes, print_after=print_after,
+                               verify_each=verify_each)
     elif integer_only:
         raise InvalidInput("integer_only needs quantize='int8'", hint="add --quantize int8")
     elif size_budget is not None or latency_budget is not None:

@@ -21,5 +21,17 @@ PIPELINES: dict[str, list[str]] = {
 }
 
 
+# after quantization (integer graphs); tabulate's decision needs measured elementwise costs,
+# which exist for the CPU only
+QUANTIZED_PIPELINES: dict[str, list[str]] = {
+    "llvm": ["tabulate"],
+    "cuda": [],
+}
+
+
 def pipeline_for(target: Target) -> list[str]:
     return list(PIPELINES[target.kind])
+
+
+def quantized_pipeline_for(target: Target) -> list[str]:
+    return list(QUANTIZED_PIPELINES[target.kind])

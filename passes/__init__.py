@@ -1,5 +1,5 @@
 """Graph -> Graph passes. Importing this package registers every pass in `passes.base.PASSES`."""
-from passes import (  # noqa: F401  (registration)  # noqa: F401
+from passes import (  # noqa: F401  (registration)
     canonicalize,
     dyadic,
     ivit,
@@ -7,6 +7,7 @@ from passes import (  # noqa: F401  (registration)  # noqa: F401
     quantize,
     range_analysis,
     recognize,
+    tabulate,
     verify_integer_only,
 )
 from passes.base import PASSES, PassContext, run_pipeline

@@ -8,6 +8,7 @@ DESIGN.md; every backend must match them bit for bit.
     requant     int -> int   y = clamp(((x - in_zp) * m + 2^(c-1)) >> c) + out_zp, qmin, qmax)
                              in int64, >> arithmetic; c = 0 means no rounding term; m, c per
                              tensor or per channel along `axis`.
+    table       int8/uint8/int16 -> int   y = table[x - min(dtype)]   (passes/tabulate.py)
 """
 from __future__ import annotations
 
@@ -128,6 +129,30 @@ def _qmatmul_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
 
 matmul = define("q.matmul", "Integer numpy.matmul: int32 (a - a_zero_point) @ (b - b_zero_point).",
                 _qmatmul_infer, _qmatmul_ref, 2, a_zero_point=Attr("int", 0), b_zero_point=Attr("int", 0))
+
+
+# -- table lookup ----------------------------------------------------------------------------
+TABLE_INDEX_TYPES = (DType.I8, DType.U8, DType.I16)
+
+
+def _table_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    x, t = ins
+    _need(x, TABLE_INDEX_TYPES, "table index")
+    _need(t, (DType.I8, DType.U8, DType.I16, DType.I32), "table")
+    lo, hi = INT_RANGE[x.dtype]
+    if t.shape != (hi - lo + 1,):
+        raise TypeRuleError(f"a table indexed by {x.dtype.value} needs shape ({hi - lo + 1},), got {t.shape}")
+    return [TensorType(x.shape, t.dtype)]
+
+
+def table_values(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    lo = np.iinfo(x.dtype).min
+    return np.asarray(t)[np.asarray(x, np.int64) - lo]
+
+
+table = define("q.table", "Elementwise lookup: y = table[x - min(x's dtype)], one entry per value of the "
+               "int8/uint8/int16 index x (256 or 65536 entries, int8..int32).",
+               _table_infer, lambda ins, a: [table_values(ins[0], ins[1])], 2)
 
 
 # -- requantization -----------------------------------------------------------------------

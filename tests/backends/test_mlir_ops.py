@@ -285,6 +285,18 @@ def test_mlir_qconv_qmatmul():
               rand((2, 5, 16), I8, 8, -128, 127), rand((5, 16), U8, 9, 0, 255)])
 
 
+def test_mlir_table_lookup():
+    g = Graph()
+    x8, xu, x16 = (g.add_input(n, T((3, 70), dt)) for n, dt in (("x8", I8), ("xu", U8), ("x16", I16)))
+    g.outputs = [g.add1(q.table, [x8, g.const(rand((256,), I32, 1, -2**31, 2**31 - 1))]),
+                 g.add1(q.table, [xu, g.const(rand((256,), U8, 2, 0, 255))]),
+                 g.add1(q.table, [x16, g.const(rand((65536,), I8, 3, -128, 127))])]
+    xs = [rand((3, 70), I8, 4, -128, 127), rand((3, 70), U8, 5, 0, 255), rand((3, 70), I16, 6, -32768, 32767)]
+    for x, dt in zip(xs, (I8, U8, I16)):
+        x[0, :2] = np.iinfo(dt.numpy).min, np.iinfo(dt.numpy).max          # both ends of the table
+    check(g, xs)
+
+
 def test_mlir_every_claimed_op_is_tested():
     """Runs last in this file: each op with a lowering appeared in a graph above."""
     if len(TESTED) < 10:

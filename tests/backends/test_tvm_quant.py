@@ -186,3 +186,15 @@ def test_max_pool_int8_pads_with_dtype_minimum():
     a = np.full((1, 3, 7, 7), -128, np.int8)
     a[0, 0] = ints(rng, (7, 7), I8)
     check(g, a, ints(rng, (1, 3, 7, 7), U8))
+
+
+@pytest.mark.parametrize("index, entry", [(I8, I32), (U8, U8), (I16, I8), (I16, I16)])
+def test_table_lookup_every_index(index, entry):
+    """q.table reads table[x - min]: every index value, both ends included."""
+    lo, hi = RANGE[index]
+    rng = np.random.default_rng(hi - lo)
+    g = Graph()
+    x = g.add_input("x", TensorType((2, (hi - lo + 1) // 2), index))
+    g.outputs = [g.add1(q.table, [x, g.const(ints(rng, (hi - lo + 1,), entry))])]
+    xv = rng.permutation(np.arange(lo, hi + 1)).astype(index.numpy).reshape(2, -1)
+    check(g, xv)

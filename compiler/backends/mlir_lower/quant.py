@@ -1,4 +1,4 @@
-"""The five integer ops of quantized graphs, bit-exact with compiler/ops/quant.py.
+"""The integer ops of quantized graphs, bit-exact with compiler/ops/quant.py.
 
 - q.quantize:   divf by the float32 scale (never a reciprocal multiply), math.roundeven (ties to
                 even = numpy rint), clamp to [qmin - zp, qmax - zp] in f32 (exact small integers),
@@ -12,12 +12,13 @@
                 (sign-extending default cast); a nonzero zero point or a uint8 operand is first
                 widened to i16 with the zero point subtracted (so padding contributes exactly 0).
                 int32 wraps as the reference's int64 -> int32 cast does.
+- q.table:      linalg.generic + tensor.extract at index(x) - min(dtype).
 """
 from __future__ import annotations
 
 import numpy as np
 from iree.compiler import ir
-from iree.compiler.dialects import arith, math
+from iree.compiler.dialects import arith, math, tensor
 
 from compiler.backends.mlir_lower.linalg import conv, matmul
 from compiler.backends.mlir_lower.registry import LowerCtx, elem_type, is_unsigned, lowers, scalar, shape_of
@@ -113,6 +114,20 @@ def _requant(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
         return requant_scalar(x, t.dtype, *vals, a["in_zero_point"], a["zero_point"], a["qmin"], a["qmax"],
                               out_et)
     return [ctx.ewise(ins, t.shape, out_et, body)]
+
+
+@lowers(q.table)
+def _table(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    x, t = args
+    xt = node.inputs[0].type
+    lo = int(np.iinfo(xt.dtype.numpy).min)
+    idx_t = ir.IndexType.get()
+
+    def body(v):
+        i = arith.index_cast(idx_t, arith.extui(ir.IntegerType.get_signless(32), v) if is_unsigned(xt.dtype)
+                             else arith.extsi(ir.IntegerType.get_signless(32), v))
+        return tensor.ExtractOp(t, [arith.subi(i, arith.ConstantOp(idx_t, lo).result)]).result
+    return [ctx.ewise([x], xt.shape, elem_type(node.outputs[0].type.dtype), body)]
 
 
 def _operand(ctx: LowerCtx, v: ir.Value, dt: DType, zp: int, widen: bool = False) -> ir.Value:
