@@ -352,6 +352,14 @@ def spec_to_json(spec: Any) -> dict[str, Any]:
     return {"kind": kind_of(spec), "fields": dataclasses.asdict(spec)}
 
 
+def _known(cls: Any, f: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``f`` the dataclass ``cls`` has (rows written by a newer kernel spec with an extra field at
+    its default still load; the default is what the older kernel did)."""
+    import dataclasses
+    names = {fl.name for fl in dataclasses.fields(cls)}
+    return {k: v for k, v in f.items() if k in names}
+
+
 def spec_from_json(obj: dict[str, Any]) -> Any:
     kind, f = obj["kind"], dict(obj["fields"])
     for k, v in list(f.items()):
@@ -359,12 +367,12 @@ def spec_from_json(obj: dict[str, Any]) -> Any:
             f[k] = tuple(v)
     if kind == "conv":
         from compiler.backends.tvm_kernels import conv2d as C
-        return C.Conv2dSpec(**f)
+        return C.Conv2dSpec(**_known(C.Conv2dSpec, f))
     if kind == "qconv":
         from compiler.backends.tvm_kernels import qconv2d as Q
         for k in ("rq1", "rq1b", "rq2", "rq3"):
             if f.get(k) is not None:
-                f[k] = Q.Requant(**f[k])
-        return Q.QConvSpec(**f)
+                f[k] = Q.Requant(**_known(Q.Requant, f[k]))
+        return Q.QConvSpec(**_known(Q.QConvSpec, f))
     from compiler.backends.tvm_kernels import matmul as M
-    return M.MatmulSpec(**f)
+    return M.MatmulSpec(**_known(M.MatmulSpec, f))

@@ -320,3 +320,94 @@ def kernel(spec: Any, target: Any = None):
     elif not ok:
         func = F.build_func(spec, tile)
     return func.with_attr(TILE_ATTR, ",".join(str(int(t)) for t in tile)).with_attr(SOURCE_ATTR, source)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# latency queries (mixed precision)
+# ----------------------------------------------------------------------------------------------------------------
+class LatencyUnavailable(ValueError):
+    """The cost model cannot predict this latency (no model, a ranking-only model, a layer no kernel covers)."""
+
+
+def predict_latency(spec: Any, target: Any = None) -> float:
+    """Predicted seconds of the kernel of ``spec`` scheduled with the tile the policy chooses for it.  Needs a
+    model that regresses latency (``objective == "reg"``); raises :class:`LatencyUnavailable` otherwise."""
+    model = default_model()
+    if model is None:
+        raise LatencyUnavailable("no cost model (xgboost missing, no model file, or DYC_COSTMODEL=off)")
+    if getattr(model, "objective", None) != "reg":
+        raise LatencyUnavailable("the cost model ranks candidates only (objective "
+                                 f"{getattr(model, 'objective', '?')!r}); latencies need the 'reg' model")
+    tile, _source = choose(spec, target)
+    ti = _model_target(model, target)
+    text = len(getattr(model, "feature_names", ())) > len(F.FEATURE_NAMES)
+    x = F.features(spec, tile, ti, text=text)
+    return float(np.exp(np.asarray(model.predict(x[None]), dtype=np.float64)[0]))
+
+
+def layer_kernel_spec(kind: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], *,
+                      strides: tuple[int, ...] = (1, 1), pads: tuple[int, ...] = (0, 0, 0, 0), groups: int = 1,
+                      dilations: tuple[int, ...] = (1, 1)) -> tuple[Any, str]:
+    """(kernel spec, note) of the int8 kernel an integer layer runs as on the TVM fast path:
+
+    * ``conv`` (NCHW x, OIHW w, groups 1, 2-D): the VNNI conv (``QConvSpec``, uint8 activations, fused requant);
+    * ``matmul`` (x (..., k) by a constant (k, n)): the VNNI matmul kernel (``qmatmul``) is not in the cost
+      model's data, so it is described as the equivalent 1x1 VNNI conv (k input channels, n output channels, the
+      rows as the output width: the same u8 x s8 vpdpbusd inner product and register tile over rows x 16-column
+      blocks), an approximation the note says.
+    Raises :class:`LatencyUnavailable` for layers no measured kernel covers (grouped / depthwise / dilated / 1-D
+    / 3-D convs)."""
+    from compiler.backends.tvm_kernels import qconv2d as Q
+    rq = Q.Requant(0, 0, 0, 255, "uint8")
+    if kind == "conv":
+        if len(x_shape) != 4 or len(w_shape) != 4:
+            raise LatencyUnavailable(f"{len(x_shape) - 2}-D conv: the cost model covers 2-D convs only")
+        if groups != 1:
+            raise LatencyUnavailable(f"grouped conv (groups {groups}): no int8 kernel in the cost model's data")
+        if any(int(d) != 1 for d in dilations):
+            raise LatencyUnavailable("dilated conv: not in the cost model's data")
+        n, ci, h, w = (int(v) for v in x_shape)
+        co, _, kh, kw = (int(v) for v in w_shape)
+        spec = Q.QConvSpec(n, ci, h, w, co, kh, kw, tuple(int(s) for s in strides[:2]),
+                           tuple(int(p) for p in pads[:4]), x_dtype="uint8", in_block=Q.choose_in_block(ci),
+                           rq1=rq)
+        return spec, "int8 VNNI conv"
+    if kind == "matmul":
+        if len(w_shape) != 2:
+            raise LatencyUnavailable("matmul with a batched weight: not in the cost model's data")
+        k, n_out = (int(v) for v in w_shape)
+        rows = int(np.prod(x_shape[:-1])) if len(x_shape) > 1 else 1
+        spec = Q.QConvSpec(1, k, 1, rows, n_out, 1, 1, (1, 1), (0, 0, 0, 0), x_dtype="uint8",
+                           in_block=Q.choose_in_block(k), rq1=rq)
+        return spec, "int8 matmul as the equivalent 1x1 VNNI conv"
+    raise LatencyUnavailable(f"layer kind {kind!r}: conv or matmul")
+
+
+# Weight bit widths that have a kernel of their own on a target.  On x86 (AVX-512 VNNI) 4-bit weights are stored
+# in int8 containers and run through the same u8 x s8 kernels as 8-bit ones: same instructions, same latency.
+_DISTINCT_WEIGHT_KERNELS: dict[str, tuple[int, ...]] = {}
+
+
+def kernel_weight_bits(bits: int, target: Any = None) -> int:
+    """The weight width of the kernel that runs a ``bits``-bit layer on ``target`` (8 for 4-bit weights on x86:
+    there is no faster int4 kernel)."""
+    if bits not in (4, 8):
+        raise LatencyUnavailable(f"{bits}-bit weights: 4 or 8")
+    distinct = _DISTINCT_WEIGHT_KERNELS.get(F.target_info(target).mcpu, ())
+    return bits if bits in distinct else 8
+
+
+def predict_layer_latency(kind: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], bits: int,
+                          target: Any = None, *, strides: tuple[int, ...] = (1, 1),
+                          pads: tuple[int, ...] = (0, 0, 0, 0), groups: int = 1,
+                          dilations: tuple[int, ...] = (1, 1)) -> tuple[float, str]:
+    """(predicted seconds, note) of an integer ``conv`` / ``matmul`` layer with ``bits``-bit weights: the latency
+    the cost model predicts for the kernel that runs it (:func:`layer_kernel_spec`) with the tile the policy
+    chooses.  4-bit weights run through the 8-bit kernels on x86, so their latency is the 8-bit one (the note
+    says so).  Raises :class:`LatencyUnavailable` when the model cannot answer."""
+    spec, note = layer_kernel_spec(kind, tuple(x_shape), tuple(w_shape), strides=strides, pads=pads,
+                                   groups=groups, dilations=dilations)
+    kb = kernel_weight_bits(bits, target)
+    if kb != bits:
+        note += f"; {bits}-bit weights run in the {kb}-bit kernel (no {bits}-bit kernel on this target)"
+    return predict_latency(spec, target), note

@@ -26,10 +26,15 @@ Costs, per layer and bit width b (activations a = 8 bits):
 - size:    weight bytes, params_i * b / 8  (int4 is stored in int8 containers at run time;
            the size is the packed int4 size, as in HAWQ);
 - bops:    MACs_i * b * a (MACs of one run of the graph, at its static batch size);
-- latency: seconds from a callable latency(layer, bits). The default `proportional_latency`
-           (MACs * b / 8 ns) is a PLACEHOLDER. TODO(costmodel): the learned cost model
-           (costmodel/) provides measured/predicted per-layer int4/int8 latencies; pass it as
-           `latency=` once it exposes a per-layer query.
+- latency: seconds from a callable latency(layer, bits). The default is the learned cost model
+           (`costmodel_latency`: `costmodel.policy.predict_layer_latency`, the XGBoost model's
+           prediction for the int8 VNNI kernel that runs the layer, with the tile the policy picks
+           for it). On x86 4-bit weights are stored in int8 containers and run through the same
+           kernels, so the predicted 4-bit latency equals the 8-bit one and a latency budget below
+           1.0 x INT8 is infeasible (said so, InvalidInput). Only when no model can answer (no
+           xgboost / model file, DYC_COSTMODEL=off, a layer no measured kernel covers) does it fall
+           back to `proportional_latency` (MACs * b / 8 ns, a placeholder), and the plan's
+           `latency_source` and its printed report say which was used.
 
 ILP (`solve_bits`, scipy.optimize.milp). Binary x_i (1 = 8-bit, 0 = 4-bit):
 
@@ -90,6 +95,8 @@ class Layer:
     delta: dict[int, float] = field(default_factory=dict)  # ||Q_b(W) - W||^2
     weight: str = ""                                     # the weight constant's name
     input: str = ""                                      # the activation it reads
+    kernel: dict[str, Any] = field(default_factory=dict)  # kind, x_shape, w_shape, strides, pads, groups, dilations
+    latency_note: str = ""                               # how latency[] was obtained
 
     def cost(self, kind: str, bits: int) -> float:
         if kind == "size":
@@ -236,15 +243,83 @@ def match_torch_weights(model: Any, nodes: Sequence[Node], names: Sequence[str],
 # -- costs ----------------------------------------------------------------------------------
 def proportional_latency(layer: Layer, bits: int) -> float:
     """PLACEHOLDER latency model: 1 ns per 8-bit MAC, linear in the weight bits (MACs * b / 8).
-    TODO(costmodel): replace by the learned cost model's per-layer int4/int8 prediction."""
+    Only the explicit fallback when the cost model cannot answer (see `measure_costs`)."""
     return layer.macs * bits / 8 * 1e-9
 
 
-def measure_costs(layers: Sequence[Layer], latency: LatencyFn | None = None) -> None:
-    """Fill every layer's latency[4], latency[8] from `latency` (default proportional)."""
-    fn = latency or proportional_latency
+PROPORTIONAL_SOURCE = "proportional placeholder (MACs x bits / 8 ns)"
+
+
+def _kernel_info(n: Node) -> dict[str, Any]:
+    a = n.attrs
+    info: dict[str, Any] = {"kind": "conv" if n.op is linalg.conv else "matmul",
+                            "x_shape": tuple(n.inputs[0].type.shape), "w_shape": tuple(n.inputs[1].type.shape)}
+    if n.op is linalg.conv:
+        info.update(strides=tuple(a["strides"]), pads=tuple(a["pads"]), groups=int(a["groups"]),
+                    dilations=tuple(a["dilations"]))
+    return info
+
+
+def costmodel_latency(target: Any = None) -> LatencyFn:
+    """latency(layer, bits) from the learned cost model (`costmodel.policy.predict_layer_latency`) for
+    `target` (None: the host). Raises `costmodel.policy.LatencyUnavailable` when it cannot answer (no
+    model, a layer without kernel info or a kernel outside the model's data); sets layer.latency_note."""
+    from costmodel import policy
+
+    def fn(layer: Layer, bits: int) -> float:
+        k = layer.kernel
+        if not k:
+            raise policy.LatencyUnavailable(f"layer '{layer.name}' has no kernel shape")
+        extra = {key: k[key] for key in ("strides", "pads", "groups", "dilations") if key in k}
+        sec, note = policy.predict_layer_latency(k["kind"], k["x_shape"], k["w_shape"], bits, target, **extra)
+        parts = [t for t in layer.latency_note.split("; ") if t]
+        layer.latency_note = "; ".join(parts + [t for t in note.split("; ") if t not in parts])
+        return sec
+    return fn
+
+
+def measure_costs(layers: Sequence[Layer], latency: LatencyFn | None = None, target: Any = None) -> str:
+    """Fill every layer's latency[4], latency[8]; returns where they came from. With `latency` given,
+    from it ("given"). By default from the cost model (`costmodel_latency`); if it cannot answer for
+    some layer, every layer falls back to `proportional_latency` (one unit for the whole ILP), and the
+    returned source says so and why."""
+    if latency is not None:
+        for layer in layers:
+            layer.latency = {b: float(latency(layer, b)) for b in BITS}
+        return "given"
+    try:
+        from costmodel.policy import LatencyUnavailable
+    except Exception as e:  # noqa: BLE001 - the cost model package itself is unusable
+        return _fallback(layers, f"cost model unavailable: {type(e).__name__}: {e}")
+    fn = costmodel_latency(target)
     for layer in layers:
-        layer.latency = {b: float(fn(layer, b)) for b in BITS}
+        layer.latency_note = ""
+    try:
+        got = [{b: float(fn(layer, b)) for b in BITS} for layer in layers]
+    except LatencyUnavailable as e:
+        return _fallback(layers, str(e))
+    for layer, lat in zip(layers, got):
+        layer.latency = lat
+    notes = sorted({t for layer in layers for t in layer.latency_note.split("; ") if t})
+    return "cost model (predicted: " + "; ".join(notes) + ")" if notes else "cost model (predicted)"
+
+
+def _fallback(layers: Sequence[Layer], reason: str) -> str:
+    for layer in layers:
+        layer.latency = {b: proportional_latency(layer, b) for b in BITS}
+        layer.latency_note = PROPORTIONAL_SOURCE
+    return f"{PROPORTIONAL_SOURCE}, because the cost model cannot answer: {reason}"
+
+
+def _check_latency_budget(layers: Sequence[Layer], fraction: float, source: str) -> None:
+    """A latency budget below all-INT8 needs some layer whose 4-bit kernel is faster than its 8-bit one."""
+    if fraction >= 1.0 or any(layer.latency[4] < layer.latency[8] for layer in layers):
+        return
+    raise InfeasibleBudget(
+        f"latency budget {fraction:g} x INT8 cannot be met: no 4-bit kernel is faster than the 8-bit one on "
+        f"this target (4-bit weights are stored in int8 containers and run through the same int8 kernels; "
+        f"latencies from {source}), so every 4/8-bit plan has the all-INT8 latency",
+        hint="use --size-budget (size_budget=) to trade accuracy for weight size, or a latency budget >= 1.0")
 
 
 def total_cost(layers: Sequence[Layer], bits: Mapping[str, int], kind: str) -> float:
@@ -380,6 +455,7 @@ class MixedPlan:
     fractions: dict[str, float]                   # kind -> the fraction asked for
     method: str = "perturbation"
     ties: list[tuple[str, ...]] = field(default_factory=list)
+    latency_source: str = ""                      # where Layer.latency came from (measure_costs)
 
     def total(self, kind: str, bits: Mapping[str, int] | int | None = None) -> float:
         if isinstance(bits, int):
@@ -425,6 +501,8 @@ class MixedPlan:
                 line += f"; budget {self.budgets[k]:.6g} = {self.fractions[k]:.3f} x INT8 " \
                         f"{'met' if self.total(k) <= self.budgets[k] * (1 + 1e-9) else 'EXCEEDED'}"
             lines.append(line)
+        if self.latency_source:
+            lines.append(f"latency: {self.latency_source}")
         lines.append(f"objective sum Omega = {self.objective:.4g}")
         return "\n".join(lines)
 
@@ -433,10 +511,11 @@ def plan_mixed(g: Graph, batches: Sequence[Any], size_budget: float | None = Non
                latency_budget: float | None = None, bops_budget: float | None = None, *,
                latency: LatencyFn | None = None, sensitivity: Mapping[str, float] | None = None,
                ties: Iterable[Sequence[str]] | None = None, keep_8bit: Iterable[str] = (),
-               sensitivity_batches: int = 4) -> MixedPlan:
+               sensitivity_batches: int = 4, target: Any = None) -> MixedPlan:
     """Layers, sensitivities, costs and the ILP solution for a canonicalized float graph.
     `sensitivity` ({layer name: s_i}, e.g. from `hutchinson_sensitivity` + `match_torch_weights`)
-    replaces the output-perturbation estimate. `ties` replaces the default tie groups."""
+    replaces the output-perturbation estimate. `ties` replaces the default tie groups. `latency`
+    (default: the cost model's prediction for `target`, None = the host) gives the latencies."""
     fractions = {k: f for k, f in (("size", size_budget), ("latency", latency_budget),
                                    ("bops", bops_budget)) if f is not None}
     if not fractions:
@@ -456,7 +535,7 @@ def plan_mixed(g: Graph, batches: Sequence[Any], size_budget: float | None = Non
         w, axis = n.inputs[1].const, _weight_axis(n)
         layers.append(Layer(name, int(w.size), _macs(n), delta={b: _delta(w, axis, b) for b in BITS},
                             fixed=8 if name in keep else None, weight=n.inputs[1].name,
-                            input=n.inputs[0].name))
+                            input=n.inputs[0].name, kernel=_kernel_info(n)))
     if sensitivity is None:
         method = "perturbation"
         d = perturbation_sensitivity(g, list(batches)[:max(1, sensitivity_batches)], nodes, 4)
@@ -471,11 +550,13 @@ def plan_mixed(g: Graph, batches: Sequence[Any], size_budget: float | None = Non
             layer.sensitivity = float(sensitivity[layer.name])
     for layer in layers:
         layer.omega = {b: layer.sensitivity * layer.delta[b] for b in BITS}
-    measure_costs(layers, latency)
+    source = measure_costs(layers, latency, target)
+    if "latency" in fractions:
+        _check_latency_budget(layers, fractions["latency"], source)
     tie_groups = default_ties(g, nodes, names) if ties is None else [tuple(t) for t in ties]
     budgets = {k: budget_limit(layers, k, f) for k, f in fractions.items()}
     bits = solve_bits(layers, budgets, ties=tie_groups)
-    return MixedPlan(layers, bits, budgets, fractions, method, tie_groups)
+    return MixedPlan(layers, bits, budgets, fractions, method, tie_groups, source)
 
 
 # -- the driver -----------------------------------------------------------------------------
@@ -484,12 +565,12 @@ def quantize_mixed(g: Graph, batches: Iterable[Any], size_budget: float | None =
                    config: QuantConfig | None = None, latency: LatencyFn | None = None,
                    sensitivity: Mapping[str, float] | None = None,
                    ties: Iterable[Sequence[str]] | None = None, keep_8bit: Iterable[str] = (),
-                   sensitivity_batches: int = 4) -> tuple[Graph, MixedPlan]:
+                   sensitivity_batches: int = 4, target: Any = None) -> tuple[Graph, MixedPlan]:
     """canonicalize -> plan (sensitivity, costs, ILP) -> per-layer weight grids (4-bit: DType.I4,
     symmetric per channel in [-7, 7], stored in int8) -> `quantize_graph` (calibrate, annotate,
     dyadic, cleanup, range analysis). Returns the integer graph and the plan.
     Budgets are fractions of the all-INT8 cost (size: weight bytes; latency: seconds from
-    `latency`, default placeholder; bops: MACs * b_w * b_a)."""
+    `latency`, default the cost model's prediction for `target`; bops: MACs * b_w * b_a)."""
     from compiler.pipeline import CANONICALIZE
     from passes.base import run_pipeline
     from passes.quantize import quantize_graph, with_quant
@@ -499,7 +580,7 @@ def quantize_mixed(g: Graph, batches: Iterable[Any], size_budget: float | None =
     fg = run_pipeline(g, CANONICALIZE)
     plan = plan_mixed(fg, batches, size_budget, latency_budget, bops_budget, latency=latency,
                       sensitivity=sensitivity, ties=ties, keep_8bit=keep_8bit,
-                      sensitivity_batches=sensitivity_batches)
+                      sensitivity_batches=sensitivity_batches, target=target)
     ag = fg.clone()
     nodes = weight_layers(ag)
     for n, name in zip(nodes, layer_names(nodes)):
