@@ -16,6 +16,7 @@ Integer (quantized) groups, bit-exact with compiler.interp:
     q.matmul(x u8/i8, W const 2-D) [+ int32 bias] [+ q.requant along the last axis] -> tvm_kernels.qmatmul (VNNI)
     q.matmul(A, B | transpose(B)), activations [+ per-tensor q.requant]          -> tvm_kernels.qbmm (VNNI)
     nn.max_pool / reduce_max over (2, 3) on int8/uint8                              -> tvm_kernels.pool (blocked)
+    q.shiftmax over the last axis of 8/16-bit data [+ per-tensor q.requant]         -> tvm_kernels.shiftmax
 
 `FastPath.lower(node)` emits those kernels while the generic per-op lowerings handle the rest;
 a value stays blocked until a node without a blocked implementation reads it, which gets the
@@ -41,8 +42,10 @@ from compiler.ops import linalg, nn, reduce as rd, shape
 from compiler.backends.tvm_kernels import qconv2d as kq
 from compiler.backends.tvm_kernels import qmatmul as kqm
 from compiler.backends.tvm_kernels import qbmm as kqb
+from compiler.backends.tvm_kernels import shiftmax as ksm
 from compiler.backends.tvm_lower.registry import tvm_dtype
 from compiler.ops import quant as q
+from compiler.ops import ivit
 from compiler.types import DType
 
 F32 = DType.F32
@@ -218,6 +221,8 @@ def plan(g: Graph) -> dict[int, Group]:
             grp = _plan_qconv(node, u)
         elif node.op is q.matmul:
             grp = _plan_qmatmul(node, u)
+        elif node.op is ivit.shiftmax:
+            grp = _plan_shiftmax(node, u)
         if grp is not None and not any(id(m) in taken for m in grp.nodes):
             for m in grp.nodes:
                 taken[id(m)] = grp
@@ -367,6 +372,30 @@ def _plan_qbmm(mm: Node, u: _Uses) -> Group | None:
     return Group("qbmm", nodes, spec, {"a": a, "b": src}, consts)
 
 
+def _plan_shiftmax(sm: Node, u: _Uses) -> Group | None:
+    """q.shiftmax over the last axis of 8/16-bit data [+ a per-tensor q.requant]."""
+    x = sm.inputs[0]
+    a = sm.attrs
+    if x.type.rank < 1 or a["axis"] % x.type.rank != x.type.rank - 1 or x.is_const:
+        return None
+    nodes = [sm]
+    rq_node = u.single(sm.outputs[0])
+    rq, m_, c_ = None, 0, 0
+    if rq_node is not None and rq_node.op is q.requant and len(rq_node.attrs["multiplier"]) == 1:
+        rq = _requant_of(rq_node, x.type.rank, -1)
+        m_, c_ = rq_node.attrs["multiplier"][0], rq_node.attrs["shift"][0]
+        nodes.append(rq_node)
+    length = x.type.shape[-1]
+    out = a["dtype"]
+    try:
+        spec = ksm.ShiftmaxSpec(x.type.size // length, length, tvm_dtype(x.type.dtype), ivit.exp_unit(a["scale"]),
+                                a["n"], ivit._OUT_BITS[out], q.INT_RANGE[out][1], a["dividend_bits"],
+                                tvm_dtype(out), rq, m_, c_)
+    except ValueError:
+        return None
+    return Group("shiftmax", nodes, spec, {"x": x})
+
+
 def _plan_int_max_pool(p: Node) -> Group | None:
     x = p.inputs[0]
     n, c, h, w = x.type.shape
@@ -448,6 +477,14 @@ class _IntEmit:
         panel, bias = (self.bb.emit(relax.TupleGetItem(pb, i)) for i in range(2))
         gv = self._kernel(("qbmm", s), lambda: kqb.make_qbmm(s), "qbmm_vnni")
         y = self._call(gv, [a, panel, bias], kqb.out_shape(s), s.out_dtype)
+        self.plain_env[id(grp.out)] = self.bb.emit(relax.op.reshape(y, grp.out.type.shape))
+
+
+    def _emit_shiftmax(self, grp: Group) -> None:
+        s: ksm.ShiftmaxSpec = grp.spec
+        x = self.bb.emit(relax.op.reshape(self.plain(grp.operands["x"]), (s.rows, s.length)))
+        gv = self._kernel(("shiftmax", s), lambda: ksm.make_shiftmax(s), "shiftmax")
+        y = self._call(gv, [x], (s.rows, s.length), s.out_dtype)
         self.plain_env[id(grp.out)] = self.bb.emit(relax.op.reshape(y, grp.out.type.shape))
 
 

@@ -1,0 +1,109 @@
+"""I-ViT Shiftmax over the last axis of (rows, length) int8/uint8/int16 data, with the following per-tensor
+q.requant fused: one row at a time, everything of that row in registers / L1.
+
+Bit-exact with compiler.ops.ivit.shiftmax_values.  The exponent runs in int32, which is exact here: the
+input is at most 16 bits, so d = x - max(x) >= -65535 and I_p = d + (d >> 1) - (d >> 4) > -2^17; the
+clamp n * x0 and every term |x0| * 2^n stay below 2^31 because the op's type rule requires
+length * |x0| * 2^n <= 2^31 - 1, which also bounds the row sum.  int32 lanes vectorize twice as wide as
+int64 and LLVM turns the floor division by the constant x0 into multiplies.  The factor (2^D - 1) // sum is
+one int64 division per row; e * factor and the requant run in int64 (e * factor < 2^62 by construction).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from tvm import s_tir, te, tirx
+
+from compiler.ops import ivit
+from .common import SCHEDULE_ATTR, finalize
+from .qconv2d import Requant
+
+__all__ = ["ShiftmaxSpec", "make_shiftmax"]
+
+I32, I64 = "int32", "int64"
+
+
+@dataclass(frozen=True)
+class ShiftmaxSpec:
+    rows: int
+    length: int
+    x_dtype: str          # "int8" / "uint8" / "int16"
+    x0: int               # ivit.exp_unit(scale)
+    n: int
+    k: int                # output bits of the shiftmax (7, 8, 15, 31)
+    qmax: int             # its clamp
+    dividend_bits: int
+    sm_dtype: str         # the shiftmax's own output dtype
+    rq: Optional[Requant] = None
+    rq_m: int = 0
+    rq_c: int = 0
+
+    def __post_init__(self):
+        if self.x_dtype not in ("int8", "uint8", "int16"):
+            raise ValueError(f"shiftmax kernel takes 8/16-bit inputs, got {self.x_dtype}")
+
+    @property
+    def out_dtype(self) -> str:
+        return self.rq.dtype if self.rq is not None else self.sm_dtype
+
+
+def _c32(v: int):
+    return tirx.const(int(v), I32)
+
+
+def _c64(v: int):
+    return tirx.const(int(v), I64)
+
+
+def _shift_exp32(i, x0: int, n: int):
+    """compiler.ops.ivit.shift_exp in int32 (exact under the bounds in the module docstring)."""
+    ip = i + (i >> _c32(1)) - (i >> _c32(4))
+    ip = tirx.max(ip, _c32(n * x0))
+    q = tirx.floordiv(ip, _c32(x0))
+    r = ip - q * _c32(x0)
+    e = (r >> _c32(1)) - _c32(x0)
+    return e << (_c32(n) - q)
+
+
+def shiftmax_te(spec: ShiftmaxSpec, x):
+    rows, length = spec.rows, spec.length
+    k1 = te.reduce_axis((0, length), "k1")
+    mx = te.compute((rows,), lambda r: te.max(x[r, k1].astype(I32), axis=k1), name="row_max")
+    e = te.compute((rows, length), lambda r, j: _shift_exp32(x[r, j].astype(I32) - mx[r], spec.x0, spec.n),
+                   name="shift_exp")
+    k2 = te.reduce_axis((0, length), "k2")
+    s = te.compute((rows,), lambda r: te.sum(e[r, k2].astype(I64), axis=k2), name="row_sum")
+    f = te.compute((rows,), lambda r: tirx.floordiv(_c64(2**spec.dividend_bits - 1),
+                                                     tirx.min(s[r], _c64(ivit.INT31))), name="factor")
+
+    def body(r, j):
+        y = (e[r, j].astype(I64) * f[r]) >> _c64(spec.dividend_bits - spec.k)
+        y = tirx.max(tirx.min(y, _c64(spec.qmax)), _c64(0))
+        rq = spec.rq
+        if rq is None:
+            return y.astype(spec.sm_dtype)
+        y = y.astype(spec.sm_dtype).astype(I64)          # the shiftmax result, as the requant reads it
+        if rq.in_zp:
+            y = y - _c64(rq.in_zp)
+        y = y * _c64(spec.rq_m)
+        if spec.rq_c > 0:
+            y = (y + _c64(1 << (spec.rq_c - 1))) >> _c64(spec.rq_c)
+        y = y + _c64(rq.out_zp)
+        return tirx.max(tirx.min(y, _c64(rq.qmax)), _c64(rq.qmin)).astype(rq.dtype)
+    return te.compute((rows, length), body, name="out")
+
+
+def make_shiftmax(spec: ShiftmaxSpec) -> tirx.PrimFunc:
+    x = te.placeholder((spec.rows, spec.length), spec.x_dtype, "x")
+    sch = s_tir.Schedule(te.create_prim_func([x, shiftmax_te(spec, x)]))
+    out = sch.get_sblock("out")
+    r, j = sch.get_loops(out)
+    for name in ("factor", "row_sum", "shift_exp", "row_max"):
+        sch.compute_at(sch.get_sblock(name), r)
+    if spec.length % 16 == 0:               # 16 int32 lanes; other lengths stay scalar
+        for blk in ("shift_exp", "out"):
+            _, ji = sch.split(sch.get_loops(sch.get_sblock(blk))[-1], [None, 16])
+            sch.vectorize(ji)
+    sch.parallel(r)
+    return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled"))

@@ -1,0 +1,59 @@
+"""The row-at-a-time Shiftmax kernel (tvm_kernels.shiftmax, int32 exponent) through the fast path: bit-exact
+with compiler.interp at the extremes the op's type rule allows."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+
+from compiler import interp  # noqa: E402
+from compiler.backends.tvm import BACKEND  # noqa: E402
+from compiler.backends.tvm_fastpath import plan  # noqa: E402
+from compiler.ir import Graph  # noqa: E402
+from compiler.ops import ivit, quant as q  # noqa: E402
+from compiler.target import Target  # noqa: E402
+from compiler.types import DType, TensorType  # noqa: E402
+
+TARGET = Target("llvm", num_threads=1)
+
+
+def _graph(shape, x_dt, scale, n, out_dt, requant):
+    g = Graph()
+    x = g.add_input("x", TensorType(shape, x_dt))
+    y = g.add1(ivit.shiftmax, [x], scale=scale, n=n, axis=-1, dtype=out_dt, dividend_bits=62)
+    if requant:
+        y = g.add1(q.requant, [y], multiplier=[2054631936], shift=[49], qmin=0, qmax=255, dtype=DType.U8)
+    g.outputs = [y]
+    return g
+
+
+CASES = [  # shape, x dtype, scale, n, shiftmax dtype, fused requant
+    ((1, 2, 32, 128), DType.I16, 0.0038694, 15, DType.I32, True),      # BERT attention
+    ((3, 48), DType.I8, 0.05, 15, DType.I8, False),
+    ((2, 5, 37), DType.U8, 0.2, 20, DType.U8, False),                  # length not a multiple of 16
+    ((4, 64), DType.I16, 2.0**-12, 10, DType.I16, False),              # |x0| = 4096: the largest n * x0
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[1].value}_{c[0][-1]}_{c[4].value}_rq{int(c[5])}")
+def test_shiftmax_kernel_bit_exact(case):
+    shape, x_dt, scale, n, out_dt, requant = case
+    g = _graph(shape, x_dt, scale, n, out_dt, requant)
+    assert {grp.kind for grp in plan(g).values()} == {"shiftmax"}
+    info = np.iinfo(x_dt.numpy)
+    rng = np.random.default_rng(shape[-1])
+    x = rng.integers(info.min, info.max + 1, shape).astype(x_dt.numpy)
+    flat = x.reshape(-1, shape[-1])
+    flat[0] = info.max                        # an all-equal row
+    flat[1] = info.min
+    flat[1, 0] = info.max                     # one huge logit, the rest at the bottom of the range
+    got = BACKEND.build(g, TARGET).run([x])[0]
+    np.testing.assert_array_equal(got, interp.run(g, x)[0])
+
+
+def test_int32_input_takes_the_generic_lowering():
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 16), DType.I32))
+    g.outputs = [g.add1(ivit.shiftmax, [x], scale=0.01, n=15, axis=-1, dtype=DType.I8)]
+    assert not plan(g)
