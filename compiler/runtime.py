@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.diagnostics import ArtifactError, InvalidInput
+from compiler.diagnostics import ArtifactError, InvalidInput, Unsupported
 from compiler.ir import Graph
 from compiler.target import Target
 from compiler.types import DType, TensorType
@@ -130,6 +130,15 @@ class CompiledModel:
             times.append((time.perf_counter() - t0) * 1e3)
         return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
                 "mean_ms": statistics.fmean(times), "repeat": repeat}
+
+    def profile(self, *args: Any, runs: int = 5, **kwargs: Any) -> dict[str, Any]:
+        """Time per kernel (tvm backend): {'wall_ms', 'kernels': [(name, calls, ms per run)]}."""
+        prof = getattr(self.executable, "profile", None)
+        if prof is None:
+            raise Unsupported(f"profiling is available for the tvm backend on CPU, not {self.backend} "
+                              f"on {self.target}")
+        wall, rows = prof(self.signature.bind(args, kwargs), runs)
+        return {"wall_ms": wall, "kernels": rows}
 
     # -- artifact -------------------------------------------------------------
     def manifest(self, members: dict[str, bytes]) -> dict[str, Any]:

@@ -91,3 +91,17 @@ def test_typed_errors_from_the_api(tmp_path):
         compiler.compile({})
     with pytest.raises(compiler.Unsupported, match="unknown target"):
         compiler.compile(_model(), target="fpga")
+
+
+@requires_tvm
+def test_profile_times_every_kernel_and_refuses_other_backends():
+    cm = compiler.compile(_model(), target="llvm -num-threads=1")
+    a, b = np.ones((2, 4), np.float32), np.ones((2, 3), np.float32)
+    p = cm.profile(a, b, runs=3)
+    kernels = [r for r in p["kernels"] if not r[0].startswith("vm.builtin")]
+    assert kernels and all(calls >= 1 and ms > 0 for _, calls, ms in kernels)
+    assert p["wall_ms"] >= sum(ms for _, _, ms in kernels) > 0
+    pytest.importorskip("iree.runtime")
+    mlir = compiler.compile(_model(), target="llvm -num-threads=1", backend="mlir")
+    with pytest.raises(compiler.Unsupported, match="profiling is available for the tvm backend"):
+        mlir.profile(a, b)

@@ -1,0 +1,68 @@
+"""Where the time goes: every kernel of a compiled model timed inside the Relax VM, slowest first.
+
+    python benchmarks/profile_model.py bert --quantize int8 --threads 1 [--top 25]
+    python benchmarks/profile_model.py resnet50 --quantize int8
+    python benchmarks/profile_model.py model.onnx
+
+bert / resnet50 are the benchmark models of benchmarks/common.py (random weights); INT8 is integer-only,
+calibrated on 4 random inputs (token ids for bert), as in benchmarks/e2e_int8*.py.  The last lines compare
+the sum of kernel times with the wall time: the difference is the VM's own work (allocation, calls).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import export_model  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="resnet50, bert, or a path to an .onnx file")
+    ap.add_argument("--quantize", choices=["int8"], default=None, help="integer-only INT8")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--top", type=int, default=25)
+    args = ap.parse_args()
+
+    import compiler
+    if args.model in ("resnet50", "bert"):
+        path, x = export_model(args.model)
+    else:
+        path = Path(args.model)
+        x = None
+    rng = np.random.default_rng(0)
+    kw = {}
+    if x is None:
+        g = compiler.import_model(str(path))
+        t = g.inputs[0].type
+        x = rng.standard_normal(t.shape).astype(t.dtype.numpy) if t.dtype.is_float else \
+            np.zeros(t.shape, t.dtype.numpy)
+    if args.quantize:
+        calib = [rng.integers(0, 1000, x.shape).astype(x.dtype) if x.dtype.kind == "i" else
+                 rng.standard_normal(x.shape).astype(x.dtype) for _ in range(4)]
+        kw = {"quantize": "int8", "calibration": calib, "integer_only": True}
+    cm = compiler.compile(str(path), target=f"llvm -num-threads={args.threads}", **kw)
+    cm.run(x)
+    p = cm.profile(x, runs=args.runs)
+    rows, wall = p["kernels"], p["wall_ms"]
+    total = sum(r[2] for r in rows)
+    print(f"{path.name}{' int8 integer-only' if args.quantize else ''}, {args.threads} thread(s), "
+          f"{args.runs} runs")
+    print("| kernel | calls | ms | % |\n|---|---|---|---|")
+    for name, calls, ms in rows[:args.top]:
+        print(f"| {name} | {calls} | {ms:.3f} | {100 * ms / total:.1f} |")
+    rest = rows[args.top:]
+    if rest:
+        print(f"| ({len(rest)} more) | {sum(r[1] for r in rest)} | {sum(r[2] for r in rest):.3f} | "
+              f"{100 * sum(r[2] for r in rest) / total:.1f} |")
+    print(f"\nsum of calls {total:.3f} ms; wall {wall:.3f} ms per run (instrumented)")
+
+
+if __name__ == "__main__":
+    main()
