@@ -244,6 +244,17 @@ def _requant_of(node: Node | None, rank: int, channel_axis: int) -> kq.Requant |
     return kq.Requant(a["in_zero_point"], a["zero_point"], a["qmin"], a["qmax"], tvm_dtype(a["dtype"]))
 
 
+_I32_RANGE = (-2**31, 2**31 - 1)
+
+
+def _in_form(rq: kq.Requant | None, attrs, x_range: tuple[int, int]) -> kq.Requant | None:
+    """rq with the cheapest exact evaluation (kq.requant_form) for inputs in x_range."""
+    if rq is None:
+        return None
+    form = kq.requant_form(attrs["multiplier"], attrs["shift"], rq.in_zp, rq.out_zp, x_range, (rq.qmin, rq.qmax))
+    return kq.Requant(rq.in_zp, rq.out_zp, rq.qmin, rq.qmax, rq.dtype, form)
+
+
 def _plan_qconv(conv: Node, u: _Uses) -> Group | None:
     """q.conv (constant int8 weight / bias, groups 1) + q.requant [+ the dyadic residual pattern:
     requant -> int32, add with (requant -> int32 of) another tensor, requant -> int8/uint8]."""
@@ -301,6 +312,14 @@ def _plan_qconv(conv: Node, u: _Uses) -> Group | None:
                     operands["residual"] = other
                 res_dt = tvm_dtype(operands["residual"].type.dtype)
     p = a["pads"]
+    # the int32 accumulator (+ bias) and the int32 sum wrap: their range is all of int32
+    rq1 = _in_form(rq1, consts.get("rq1"), _I32_RANGE)
+    if rq1b is not None:
+        rq1b = _in_form(rq1b, consts["rq1b"], (rq1.qmin, rq1.qmax))
+    if rq2 is not None:
+        rt = operands["residual"].type.dtype
+        rq2 = _in_form(rq2, consts["rq2"], _I32_RANGE if res_dt == "int32" else q.INT_RANGE[rt])
+    rq3 = _in_form(rq3, consts.get("rq3"), _I32_RANGE)
     try:
         spec = kq.QConvSpec(n, ci, h, wd, co, kh, kw, tuple(a["strides"]), (p[0], p[1], p[2], p[3]),
                             tuple(a["dilations"]), tvm_dtype(x.type.dtype), a["x_zero_point"],
@@ -437,8 +456,9 @@ class _IntEmit:
                 relax.const(kq.pack_bias(s, w, grp.consts.get("b")), "int32")]
 
         def rq(name):
-            at = grp.consts[name]
-            return relax.const(kq.pack_requant(at["multiplier"], at["shift"], s.co, s.cop), "int64")
+            at, r = grp.consts[name], getattr(s, name)
+            return relax.const(kq.pack_requant(at["multiplier"], at["shift"], s.co, s.cop, form=r.form),
+                               kq.requant_dtype(r))
         if s.rq1 is not None:
             args.append(rq("rq1"))
         if s.rq1b is not None:

@@ -47,6 +47,7 @@ CONV_CASES = [  # ci, co, h, k, stride, pad, x dtype, x zp, fused epilogue
     (3, 16, 20, 7, 2, 3, "uint8", 5, "u8"),           # the stem: 3 channels padded to 4
     (20, 24, 9, 3, 1, 1, "int8", 11, "i8"),           # channels not divisible by 16: plain output
     (16, 16, 8, 3, 1, 1, "uint8", 2, "residual"),     # requant -> int32 + requant(residual) -> requant
+    (16, 32, 8, 1, 1, 0, "uint8", 0, "residual_hi"),  # the same with the int32 "hi" requant form
 ]
 
 
@@ -59,9 +60,10 @@ def test_vnni_conv_bit_exact(case):
         rq1 = K.Requant(0, 3, 0, 255, "uint8")
     elif epi == "i8":
         rq1 = K.Requant(5, -2, -128, 120, "int8")
-    elif epi == "residual":
-        rq1, res_dt = K.Requant(0, 0, -2**31, 2**31 - 1, "int32"), "uint8"
-        rq2, rq3 = K.Requant(4, 0, -2**31, 2**31 - 1, "int32"), K.Requant(0, 1, 0, 255, "uint8")
+    elif epi.startswith("residual"):
+        f = "hi" if epi == "residual_hi" else "i64"
+        rq1, res_dt = K.Requant(0, 0, -2**31, 2**31 - 1, "int32", f), "uint8"
+        rq2, rq3 = K.Requant(4, 0, -2**31, 2**31 - 1, "int32", f), K.Requant(0, 1, 0, 255, "uint8")
     spec = K.QConvSpec(1, ci, h, h, co, k, k, (s, s), (p, p, p, p), (1, 1), xdt, zp, K.choose_in_block(ci),
                        rq1, res_dt, rq2, rq3)
     lib, asm = _build(K.make_qconv2d(spec))
@@ -74,12 +76,12 @@ def test_vnni_conv_bit_exact(case):
     args = [K.pack_data(spec, x), K.pack_weight(spec, w), K.pack_bias(spec, w, b)]
     res = None
     if rq1 is not None:
-        args.append(K.pack_requant(*mcs[0], co, spec.cop))
+        args.append(K.pack_requant(*mcs[0], co, spec.cop, form=rq1.form))
     oh, ow = K.output_hw(spec)
     if res_dt is not None:
         res = _ints(rng, (1, co, oh, ow), np.uint8)
         args += [np.ascontiguousarray(res.reshape(1, co // 16, 16, oh, ow).transpose(0, 1, 3, 4, 2)),
-                 K.pack_requant(*mcs[1], co, spec.cop), K.pack_requant(*mcs[2], co, spec.cop)]
+                 K.pack_requant(*mcs[1], co, spec.cop, form=rq2.form), K.pack_requant(*mcs[2], co, spec.cop)]
     dev = tvm.cpu()
     targs = [tvm.runtime.tensor(a, dev) for a in args] + [tvm.runtime.empty(K.out_shape(spec), spec.out_dtype, dev)]
     lib["main"](*targs)
@@ -87,6 +89,56 @@ def test_vnni_conv_bit_exact(case):
     want = K.qconv2d_reference(spec, x, w, b, mcs[0], res, mcs[1], mcs[2])
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+def _requant_form_kernel(rq: K.Requant, n: int):
+    """out[i] = rq(x[i]) with the parameter table of rq.form, one channel block, vectorized like the conv."""
+    from tvm import s_tir, te
+    x = te.placeholder((n, 16), "int32", "x")
+    t = te.placeholder((3, 1, 16), K.requant_dtype(rq), "t")
+    y = te.compute((n, 16), lambda i, j: K.requant_te(x[i, j], t, (0, j), rq), name="y")
+    sch = s_tir.Schedule(te.create_prim_func([x, t, y]))
+    sch.vectorize(sch.get_loops(sch.get_sblock("y"))[-1])
+    return tvm.compile(tvm.IRModule({"main": sch.mod["main"]}), target=TGT)
+
+
+EXTREME_I32 = np.array([-2**31, -2**31 + 1, -2**30, -65537, -1, 0, 1, 2, 65535, 2**30, 2**31 - 2, 2**31 - 1])
+FORM_CASES = [  # multipliers, shifts, in_zp, out_zp, qmin, qmax, out dtype, input range, expected form
+    ([1223232256, 2**31 - 1, 2**30, 0], [41, 33, 62, 47], 0, 3, -128, 127, "int8", (-2**31, 2**31 - 1), "hi"),
+    ([1200125568], [47], 0, 0, 0, 255, "uint8", (-2**31, 2**31 - 1), "hi"),       # the residual's last requant
+    ([2**30], [14], 0, 0, -2**31, 2**31 - 1, "int32", (-128, 127), "split"),      # int8 -> common scale
+    ([2072281600, 1], [13, 0], 0, 0, -2**31, 2**31 - 1, "int32", (0, 255), "split"),
+    ([2**30], [30], -128, 5, -2**31, 2**31 - 1, "int32", (-128, 127), "split"),
+    ([2**22 + 12345], [8], 3, -7, -2**31, 2**31 - 1, "int32", (-128, 127), "split"),
+    ([2**31 - 1], [30], -128, 5, -2**31, 2**31 - 1, "int32", (-128, 127), "i64"),  # d * (m mod 2^c) > 2^31
+    ([1248092672], [13], 4, 0, -1000, 2**20, "int32", (0, 255), "split"),
+    ([1248092672], [32], 0, 0, -128, 127, "int8", (-2**31, 2**31 - 1), "i64"),    # c = 32: only int64 is exact
+    ([2**31 - 1], [20], 0, 0, -2**31, 2**31 - 1, "int32", (-2**31, 2**31 - 1), "i64"),
+    ([1248092672], [40], 7, 0, -128, 127, "int8", (-2**31, 2**31 - 1), "i64"),    # x - in_zp leaves int32
+]
+
+
+@pytest.mark.parametrize("case", FORM_CASES, ids=lambda c: f"c{c[1][0]}_{c[6]}_{c[7][0]}_{c[8]}")
+def test_requant_forms_bit_exact(case):
+    """Every exact evaluation requant_form picks equals the int64 reference on the whole input range's
+    extremes and on random values (per channel where several multipliers are given)."""
+    ms, cs, in_zp, out_zp, qmin, qmax, dt, (lo, hi), want_form = case
+    form = K.requant_form(ms, cs, in_zp, out_zp, (lo, hi), (qmin, qmax))
+    assert form == want_form
+    rng = np.random.default_rng(len(ms) + cs[0])
+    xs = np.concatenate([np.clip(EXTREME_I32, lo, hi), [lo, hi, lo + 1, hi - 1],
+                         rng.integers(lo, hi + 1, 16 * 64 - EXTREME_I32.size - 4)]).astype(np.int32)
+    m = np.resize(np.asarray(ms, np.int64), 16)
+    c = np.resize(np.asarray(cs, np.int64), 16)
+    x = xs.reshape(-1, 16)
+    want = K.requant_np(x, m, c, K.Requant(in_zp, out_zp, qmin, qmax, dt))
+    for f in {form, "i64"}:
+        rq = K.Requant(in_zp, out_zp, qmin, qmax, dt, f)
+        lib = _requant_form_kernel(rq, x.shape[0])
+        t = [tvm.runtime.tensor(a) for a in (x, K.pack_requant(m, c, 16, 16, (3, 1, 16), form=f))]
+        t.append(tvm.runtime.empty(x.shape, dt))
+        lib["main"](*t)
+        np.testing.assert_array_equal(t[-1].numpy(), want, err_msg=f)
 
 
 @pytest.mark.parametrize("m,k,n,adt,zp,rq", [(1, 256, 40, "uint8", 3, True), (6, 30, 32, "int8", -4, True),
@@ -183,4 +235,27 @@ def test_fastpath_dyadic_pass_residual_pattern():
     (grp,) = {id(v): v for v in plan(g).values()}.values()
     assert grp.kind == "qconv" and len(grp.nodes) == 6 and grp.spec.rq1b is not None and grp.spec.rq2 is not None
     xs = _ints(rng, (1, 16, 10, 10), np.uint8)
+    np.testing.assert_array_equal(BACKEND.build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
+
+
+def test_fastpath_residual_requants_in_int32_forms():
+    """ResNet-50's bottleneck tail as the dyadic pass writes it (per-channel conv requant to int8, the int8
+    and the uint8 block input rescaled to the int32 common scale, requant to uint8): the int32 forms are
+    chosen (hi for the int32 inputs, split for the 8-bit ones) and the kernel stays bit-exact."""
+    rng = np.random.default_rng(5)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 32, 7, 7), DType.U8))
+    w = g.const(rng.integers(-127, 128, (32, 32, 1, 1)).astype(np.int8), "w")
+    y = g.add1(q.conv, [x, w], strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1, x_zero_point=0)
+    a = g.add1(q.requant, [y], multiplier=tuple(int(v) for v in rng.integers(2**30, 2**31 - 1, 32)),
+               shift=tuple(int(v) for v in rng.integers(38, 42, 32)), zero_point=0, in_zero_point=0,
+               qmin=-128, qmax=127, dtype=DType.I8, axis=1)
+    s = g.add1(ew.add, [_to_i32(g, a, 1 << 30, 14), _to_i32(g, x, 2072281600, 13)])
+    g.outputs = [g.add1(q.requant, [s], multiplier=(1200125568,), shift=(48,), zero_point=0, in_zero_point=0,
+                        qmin=0, qmax=255, dtype=DType.U8, axis=1)]
+    (grp,) = {id(v): v for v in plan(g).values()}.values()
+    sp = grp.spec
+    assert grp.kind == "qconv" and len(grp.nodes) == 6
+    assert (sp.rq1.form, sp.rq1b.form, sp.rq2.form, sp.rq3.form) == ("hi", "split", "split", "hi")
+    xs = _ints(rng, (1, 32, 7, 7), np.uint8)
     np.testing.assert_array_equal(BACKEND.build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
