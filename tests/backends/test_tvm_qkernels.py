@@ -106,9 +106,10 @@ EXTREME_I32 = np.array([-2**31, -2**31 + 1, -2**30, -65537, -1, 0, 1, 2, 65535, 
 FORM_CASES = [  # multipliers, shifts, in_zp, out_zp, qmin, qmax, out dtype, input range, expected form
     ([1223232256, 2**31 - 1, 2**30, 0], [41, 33, 62, 47], 0, 3, -128, 127, "int8", (-2**31, 2**31 - 1), "hi"),
     ([1200125568], [47], 0, 0, 0, 255, "uint8", (-2**31, 2**31 - 1), "hi"),       # the residual's last requant
-    ([2**30], [14], 0, 0, -2**31, 2**31 - 1, "int32", (-128, 127), "split"),      # int8 -> common scale
+    ([2**30], [14], 0, 0, -2**31, 2**31 - 1, "int32", (-128, 127), "shl"),        # int8 -> common scale, exact
     ([2072281600, 1], [13, 0], 0, 0, -2**31, 2**31 - 1, "int32", (0, 255), "split"),
-    ([2**30], [30], -128, 5, -2**31, 2**31 - 1, "int32", (-128, 127), "split"),
+    ([2**30], [30], -128, 5, -2**31, 2**31 - 1, "int32", (-128, 127), "shl"),
+    ([2**30, 2**29 + 1], [14, 14], 0, 0, -2**31, 2**31 - 1, "int32", (-128, 127), "split"),
     ([2**22 + 12345], [8], 3, -7, -2**31, 2**31 - 1, "int32", (-128, 127), "split"),
     ([2**31 - 1], [30], -128, 5, -2**31, 2**31 - 1, "int32", (-128, 127), "i64"),  # d * (m mod 2^c) > 2^31
     ([1248092672], [13], 4, 0, -1000, 2**20, "int32", (0, 255), "split"),
@@ -241,7 +242,8 @@ def test_fastpath_dyadic_pass_residual_pattern():
 def test_fastpath_residual_requants_in_int32_forms():
     """ResNet-50's bottleneck tail as the dyadic pass writes it (per-channel conv requant to int8, the int8
     and the uint8 block input rescaled to the int32 common scale, requant to uint8): the int32 forms are
-    chosen (hi for the int32 inputs, split for the 8-bit ones) and the kernel stays bit-exact."""
+    chosen (hi for the int32 inputs, shl for the exact power-of-two rescale, split for the other 8-bit one) and
+    the kernel stays bit-exact."""
     rng = np.random.default_rng(5)
     g = Graph()
     x = g.add_input("x", TensorType((1, 32, 7, 7), DType.U8))
@@ -256,6 +258,6 @@ def test_fastpath_residual_requants_in_int32_forms():
     (grp,) = {id(v): v for v in plan(g).values()}.values()
     sp = grp.spec
     assert grp.kind == "qconv" and len(grp.nodes) == 6
-    assert (sp.rq1.form, sp.rq1b.form, sp.rq2.form, sp.rq3.form) == ("hi", "split", "split", "hi")
+    assert (sp.rq1.form, sp.rq1b.form, sp.rq2.form, sp.rq3.form) == ("hi", "shl", "split", "hi")
     xs = _ints(rng, (1, 32, 7, 7), np.uint8)
     np.testing.assert_array_equal(BACKEND.build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])

@@ -110,7 +110,8 @@ class Requant:
 #   "split": int32 rows m >> c, m & (2^c - 1), c; y = d * (m >> c) + ((d * (m & (2^c-1)) + 2^(c-1)) >> c) with
 #            d = x - in_zp, in int32.  Exact (floor((d*mh*2^c + t) / 2^c) = d*mh + floor(t / 2^c)) when no
 #            partial product can leave int32 -- narrow inputs (8-bit data to the int32 common scale).
-REQUANT_FORMS = ("i64", "hi", "split")
+#   "shl":   int32 rows p - c, 0, 0 for m = 2^p, p >= c; y = d << (p - c) (the rounding term is below one step).
+REQUANT_FORMS = ("i64", "hi", "split", "shl")
 _I32 = (-2**31, 2**31 - 1)
 
 
@@ -126,6 +127,10 @@ def requant_form(multiplier, shift, in_zp: int, out_zp: int, x_range: Tuple[int,
     d = max(abs(lo), abs(hi))
     if out_range[0] < _I32[0] or out_range[1] > _I32[1]:
         return "i64"
+    p = np.where(m > 0, np.log2(np.maximum(m, 1)).round().astype(np.int64), -1)
+    if (m > 0).all() and (np.left_shift(np.int64(1), np.maximum(p, 0)) == m).all() and (p >= c).all() and \
+            (np.left_shift(np.int64(d), p - c) + abs(out_zp) < 2**31).all():
+        return "shl"
     mh, ml = m >> c, m & ((np.int64(1) << c) - 1)
     rnd = np.where(c > 0, np.left_shift(np.int64(1), np.maximum(c - 1, 0)), 0)
     # every partial value of the split form, and its result, stay inside int32
@@ -139,7 +144,7 @@ def requant_form(multiplier, shift, in_zp: int, out_zp: int, x_range: Tuple[int,
 
 def requant_te(v, mcr, idx, rq: Requant):
     """rq on a TIR scalar; mcr[k, *idx] gives the rows of the parameter table.  Returns a value of rq.dtype."""
-    if rq.form in ("hi", "split"):
+    if rq.form in ("hi", "split", "shl"):
         return _requant_te_i32(v, mcr, idx, rq)
     m, c, rnd = (mcr[(k, *idx)] for k in range(3))
     # m < 2^31: the int32 round trip tells LLVM both factors are sign-extended 32-bit values, so the
@@ -168,6 +173,8 @@ def _requant_te_i32(v, mcr, idx, rq: Requant):
     if rq.form == "hi":
         hi = ((_int32_barrier(x).astype("int64") * a.astype("int64")) >> tirx.const(32, "int64")).astype("int32")
         y = (hi + b) >> k
+    elif rq.form == "shl":
+        y = x << a
     else:
         rnd = (tirx.const(1, "int32") << k) >> tirx.const(1, "int32")
         y = x * a + ((x * b + rnd) >> k)
@@ -199,6 +206,9 @@ def pack_requant(multiplier, shift, channels: int, cop: int, shape=None, form: s
         rows, dt = (m, np.left_shift(np.int64(1), c - 33), c - 32), np.int32
     elif form == "split":
         rows, dt = (m >> c, m & ((np.int64(1) << c) - 1), c), np.int32
+    elif form == "shl":
+        p = np.log2(np.maximum(m, 1)).round().astype(np.int64)
+        rows, dt = (p - c, np.zeros_like(c), np.zeros_like(c)), np.int32
     else:
         rows, dt = (m, c, np.where(c > 0, np.left_shift(np.int64(1), np.maximum(c - 1, 0)), 0)), np.int64
     out = np.zeros((3, cop), np.int64)
