@@ -218,11 +218,39 @@ def time_func(func, spec: Any, target, repeat: int = 5, min_repeat_ms: float = 1
     return float(np.median(runs)), runs
 
 
+def time_funcs_interleaved(funcs: Sequence[Any], spec: Any, target, repeat: int = 5,
+                           min_repeat_ms: float = 15.0) -> list[tuple[float, list[float]]]:
+    """(median seconds, per-round seconds) of each scheduled PrimFunc of one ``spec``, timed in ``repeat``
+    interleaved rounds: every round times each candidate once (``number`` calls, >= ``min_repeat_ms``), so a
+    burst of load from another process hits all candidates of the task alike instead of a contiguous few (the
+    within-task ranking is what the policy needs)."""
+    import tvm
+    args = _args_for(spec, np.random.default_rng(0))
+    libs, numbers = [], []
+    for func in funcs:
+        lib = tvm.compile(tvm.IRModule({"main": func}), target)
+        lib["main"](*args)                                   # warm-up
+        t0 = time.perf_counter()
+        lib["main"](*args)
+        once = max(time.perf_counter() - t0, 1e-7)
+        number = max(1, int(min_repeat_ms * 1e-3 / once))
+        libs.append(lib.mod.time_evaluator("main", tvm.cpu(), number=number, repeat=1))
+        numbers.append(number)
+    runs: list[list[float]] = [[] for _ in funcs]
+    for _ in range(repeat):
+        for i, ev in enumerate(libs):
+            runs[i].append(float(ev(*args).results[0]))
+    return [(float(np.median(r)), r) for r in runs]
+
+
 def measure(tasks: Sequence[Any], out_path: str, budget_s: float = 480.0, max_candidates: int = 32,
             repeat: int = 5, threads: int = 1, seed: int = 0,
-            progress: Callable[[int, int, str], None] | None = None, append: bool = False) -> dict[str, Any]:
+            progress: Callable[[int, int, str], None] | None = None, append: bool = False,
+            interleave: bool = True) -> dict[str, Any]:
     """Measure every candidate tile of ``tasks`` (shuffled) into ``out_path`` (JSON lines), stopping after
-    ``budget_s`` seconds.  Returns a summary {rows, tasks, seconds, failures}."""
+    ``budget_s`` seconds.  ``interleave``: time the candidates of a task in interleaved rounds
+    (:func:`time_funcs_interleaved`); else one after the other (:func:`time_func`).  Returns a summary
+    {rows, tasks, seconds, failures}."""
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     from compiler.backends.tvm_kernels.common import SCHEDULE_ATTR, host_target
     target = host_target(threads)
@@ -230,11 +258,18 @@ def measure(tasks: Sequence[Any], out_path: str, budget_s: float = 480.0, max_ca
     order = list(tasks)
     random.Random(seed).shuffle(order)
     todo = [(spec, tile) for spec in order for tile in F.candidate_tiles(spec, limit=max_candidates)]
-    # interleave tasks so a budget cut leaves whole tasks: measure task by task
+    # a budget cut leaves whole tasks: measure task by task
     start = time.perf_counter()
     rows = failures = 0
     done_tasks = 0
     os.makedirs(os.path.dirname(os.path.abspath(out_path)) or ".", exist_ok=True)
+    protocol = "interleaved" if interleave else "sequential"
+
+    def row(name, spec, tile, lat, runs, sched):
+        return json.dumps({"task": name, "spec": F.spec_to_json(spec), "tile": list(tile), "latency_s": lat,
+                           "runs_s": runs, "schedule": sched, "feature_version": F.FEATURE_VERSION,
+                           "protocol": protocol, "machine": machine}) + "\n"
+
     with open(out_path, "a" if append else "w") as f:
         i = 0
         for spec in order:
@@ -242,6 +277,7 @@ def measure(tasks: Sequence[Any], out_path: str, budget_s: float = 480.0, max_ca
                 break
             name = task_name(spec)
             tiles = F.candidate_tiles(spec, limit=max_candidates)
+            built = []
             for tile in tiles:
                 i += 1
                 if progress:
@@ -252,18 +288,59 @@ def measure(tasks: Sequence[Any], out_path: str, budget_s: float = 480.0, max_ca
                     if sched != "tiled":
                         failures += 1
                         continue
+                    if interleave:
+                        built.append((tile, func, sched))
+                        continue
                     lat, runs = time_func(func, spec, target, repeat=repeat)
                 except Exception as e:  # noqa: BLE001 - an invalid candidate is data, not a crash
                     failures += 1
                     print(f"[measure] {name} tile {tile}: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
                     continue
-                f.write(json.dumps({"task": name, "spec": F.spec_to_json(spec), "tile": list(tile),
-                                    "latency_s": lat, "runs_s": runs, "schedule": sched,
-                                    "feature_version": F.FEATURE_VERSION, "machine": machine}) + "\n")
+                f.write(row(name, spec, tile, lat, runs, sched))
                 f.flush()
                 rows += 1
+            if interleave and built:
+                try:
+                    res = time_funcs_interleaved([b[1] for b in built], spec, target, repeat=repeat)
+                except Exception as e:  # noqa: BLE001
+                    failures += len(built)
+                    print(f"[measure] {name}: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
+                    res = []
+                for (tile, _func, sched), (lat, runs) in zip(built, res):
+                    f.write(row(name, spec, tile, lat, runs, sched))
+                    rows += 1
+                f.flush()
             done_tasks += 1
     return {"rows": rows, "tasks": done_tasks, "seconds": time.perf_counter() - start, "failures": failures}
+
+
+def combine_sessions(paths: Sequence[str], out_path: str) -> dict[str, Any]:
+    """Merge independent measurement sessions of the same candidates (files of :func:`measure`) into one
+    dataset with less label noise.  Load from other processes on a shared machine shifts a whole task (or a
+    stretch of its candidates) between sessions, so per task the candidates' log-latencies are taken relative
+    to that session's task median, the per-candidate median of those deviations is the within-task shape, and
+    the quietest session's task median is the level (load only ever slows down).  Only candidates present in
+    every session are kept; ``runs_s`` holds all sessions' repeats, ``sessions`` their count."""
+    runs = [{(r["task"], tuple(r["tile"])): r for r in load_jsonl(p)} for p in paths]
+    keys = [k for k in runs[-1] if all(k in R for R in runs)]
+    by_task: dict[str, list] = {}
+    for k in keys:
+        by_task.setdefault(k[0], []).append(k)
+    n = 0
+    with open(out_path, "w") as f:
+        for ks in by_task.values():
+            lat = np.log([[R[k]["latency_s"] for k in ks] for R in runs])     # sessions x candidates
+            med = np.median(lat, axis=1, keepdims=True)
+            dev = np.median(lat - med, axis=0)
+            level = float(med.min())
+            for j, k in enumerate(ks):
+                r = dict(runs[-1][k])
+                r["latency_s"] = float(np.exp(level + dev[j]))
+                r["runs_s"] = [x for R in runs for x in R[k]["runs_s"]]
+                r["sessions"] = len(runs)
+                f.write(json.dumps(r) + "\n")
+                n += 1
+    return {"rows": n, "tasks": len(by_task), "sessions": len(runs)}
 
 
 def load_jsonl(path: str) -> list[dict[str, Any]]:
@@ -296,9 +373,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random", type=int, default=10, help="random shapes per kernel kind")
+    p.add_argument("--sequential", action="store_true",
+                   help="time candidates one after the other (default: interleaved rounds per task)")
+    p.add_argument("--combine", nargs="+", metavar="SESSION.jsonl",
+                   help="do not measure: merge these sessions of the same candidates into --out")
     a = p.parse_args(argv)
+    if a.combine:
+        print(json.dumps(combine_sessions(a.combine, a.out)))
+        return 0
     tasks = default_tasks(a.seed, a.random)
-    s = measure(tasks, a.out, a.budget, a.max_candidates, a.repeat, a.threads, a.seed, text_progress())
+    s = measure(tasks, a.out, a.budget, a.max_candidates, a.repeat, a.threads, a.seed, text_progress(),
+                interleave=not a.sequential)
     print(json.dumps(s))
     return 0
 

@@ -322,12 +322,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=150)
     p.add_argument("--eval", action="store_true", help="held-out-task evaluation (3 splits)")
     p.add_argument("--per-task", action="store_true", help="print per-task metrics of the first split")
+    p.add_argument("--splits", type=int, default=3, help="held-out splits (seeds 0..N-1, default 3)")
     p.add_argument("--out", help="train on all rows and write the model here")
     a = p.parse_args(argv)
     rows = load_jsonl(a.data)
     metrics = None
     if a.eval:
-        rep = holdout_report(rows, a.objective, text=a.text, num_rounds=a.rounds)
+        rep = holdout_report(rows, a.objective, seeds=tuple(range(a.splits)), text=a.text, num_rounds=a.rounds)
         metrics = rep["mean"]
         for r in rep["splits"]:
             print(f"split {r['seed']}: " + "  ".join(f"{k}={r[k]:.3f}" for k in sorted(r)

@@ -261,3 +261,23 @@ def test_cli_dispatches_tune_costmodel(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["tune-costmodel", "--help"])
     assert e.value.code == 0
+
+
+def test_combine_sessions_keeps_the_within_task_shape(tmp_path):
+    """Session 2 ran under load (the whole task 2x slower, one candidate 3x): the merged labels keep the
+    quiet level and the candidates' order."""
+    from costmodel.measure import combine_sessions, load_jsonl
+    base = [1.0, 1.2, 1.5, 2.0]
+    sessions = [base, [2 * v for v in base[:2]] + [6.0, 4.0], [1.01 * v for v in base]]
+    paths = []
+    for i, lat in enumerate(sessions):
+        p = tmp_path / f"s{i}.jsonl"
+        p.write_text("".join(json.dumps({"task": "t", "tile": [j], "latency_s": v, "runs_s": [v]}) + "\n"
+                             for j, v in enumerate(lat)))
+        paths.append(str(p))
+    out = tmp_path / "merged.jsonl"
+    assert combine_sessions(paths, str(out)) == {"rows": 4, "tasks": 1, "sessions": 3}
+    rows = load_jsonl(str(out))
+    lat = [r["latency_s"] for r in rows]
+    assert lat == sorted(lat) and lat[0] == pytest.approx(1.0, rel=0.02)
+    assert all(r["sessions"] == 3 and len(r["runs_s"]) == 3 for r in rows)
