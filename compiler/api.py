@@ -111,7 +111,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     if quantize is not None:
         t0 = time.perf_counter()
         g, report = quantize_model(g, quantize, calibration, integer_only, observer,
-                                   size_budget=size_budget, latency_budget=latency_budget)
+                                   size_budget=size_budget, latency_budget=latency_budget, target=target)
         say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
             f"in {time.perf_counter() - t0:.2f}s")
         g = optimize_quantized(g, target, disable_passes=disable_passes, print_after=print_after,
@@ -137,7 +137,7 @@ QUANTIZE_MODES = ("int8", "mixed")
 
 def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                    observer: str = "minmax", *, size_budget: float | None = None,
-                   latency_budget: float | None = None) -> tuple[Graph, Any]:
+                   latency_budget: float | None = None, target: Target | None = None) -> tuple[Graph, Any]:
     """Calibrate, annotate and rewrite `g` to integer arithmetic; check the integer-only
     certificate and the overflow bounds. Returns the graph and a lazy per-layer report.
     mode "mixed": per-layer 4/8-bit weights from the HAWQV3 ILP under the budgets (fractions
@@ -156,7 +156,7 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     if mode == "mixed":
         from passes.mixed_precision import quantize_mixed
         qg, plan = quantize_mixed(g, batches, size_budget=size_budget, latency_budget=latency_budget,
-                                  config=config)
+                                  config=config, target=None if target is None else str(target))
     else:
         qg, _stats = quantize_graph(g, batches, config)
     if integer_only:

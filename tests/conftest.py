@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
 
 import numpy as np
 import pytest
+
+# cost-model decisions are cached on disk; tests never read or write the user's cache
+os.environ.setdefault("DYC_CACHE_DIR", tempfile.mkdtemp(prefix="dyc-test-cache-"))
 
 
 def has_module(name: str) -> bool:
