@@ -217,6 +217,8 @@ def plan(g: Graph) -> dict[int, Group]:
             grp = _plan_matmul(node, u)
         elif node.op in (nn.max_pool, nn.avg_pool, rd.reduce_mean, rd.reduce_max):
             grp = _plan_pool(node)
+        elif node.op is q.quantize:
+            grp = _plan_quantize(node, u)
         elif node.op is q.conv:
             grp = _plan_qconv(node, u)
         elif node.op is q.matmul:
@@ -415,6 +417,16 @@ def _plan_shiftmax(sm: Node, u: _Uses) -> Group | None:
     return Group("shiftmax", nodes, spec, {"x": x})
 
 
+def _plan_quantize(node: Node, u: _Uses) -> Group | None:
+    """q.quantize of a float32 NCHW tensor: one kernel that also writes the layout its integer convs read."""
+    x = node.inputs[0]
+    if x.type.rank != 4 or x.type.dtype is not F32:
+        return None
+    v = node.outputs[0]
+    users = [] if id(v) in u.outputs else [m for m, _ in u.users.get(v, [])]
+    return Group("quantize", [node], tuple(x.type.shape), {"x": x}, {"users": users})
+
+
 def _plan_int_max_pool(p: Node) -> Group | None:
     x = p.inputs[0]
     n, c, h, w = x.type.shape
@@ -470,6 +482,34 @@ class _IntEmit:
             args.append(rq("rq3"))
         gv = self._kernel(("qconv", s), lambda: tile_policy.kernel(s), "qconv2d_vnni")  # tile: cost model
         self._set_out(grp.out, self._call(gv, args, kq.out_shape(s), s.out_dtype), 16 if s.blocked_out else 0)
+
+    def _emit_quantize(self, grp: Group) -> None:
+        """Blocked (and channel-padded) output when every reader is an integer conv taking it as its data in
+        the same layout; plain otherwise."""
+        n, c, h, w = grp.spec
+        v, a = grp.out, grp.nodes[0].attrs
+        dt = tvm_dtype(a["dtype"])
+        layouts = set()
+        for m in grp.consts["users"] or [None]:
+            g = self.groups.get(id(m)) if m is not None else None
+            if g is None or g.kind != "qconv" or g.operands["x"] is not v or g.operands.get("residual") is v:
+                layouts.add(None)
+            else:
+                layouts.add((g.spec.in_block, g.spec.cip, g.spec.x_zp))
+        ib, cp, fill = layouts.pop() if len(layouts) == 1 and None not in layouts else (0, c, 0)
+        if ib and cp == c and c % ib:
+            ib, cp = 0, c
+        gv = self._kernel(("quantize", n, c, h, w, ib, cp, a["scale"], a["zero_point"], a["qmin"], a["qmax"], dt,
+                           fill),
+                          lambda: klayout.make_quantize_pack(n, c, h, w, ib, cp, a["scale"], a["zero_point"],
+                                                             a["qmin"], a["qmax"], dt, fill), "quantize")
+        x = self.plain(grp.operands["x"])
+        if not ib:
+            self.plain_env[id(v)] = self._call(gv, [x], (n, c, h, w), dt)
+        elif cp != c:
+            self.blocked_extra[("pack_pad", id(v), ib, cp)] = self._call(gv, [x], (n, cp // ib, h, w, ib), dt)
+        else:
+            self._set_out(v, self._call(gv, [x], (n, c // ib, h, w, ib), dt), ib)
 
     def _emit_qmatmul(self, grp: Group) -> None:
         s: kqm.QMatmulSpec = grp.spec

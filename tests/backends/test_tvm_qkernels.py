@@ -196,13 +196,14 @@ def test_fastpath_quantized_graph_bit_exact():
     y = g.add1(nn.max_pool, [y], kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), dilations=(1, 1))
     g.outputs = [g.add1(q.dequantize, [y], scale=(0.05,), zero_point=(-5,), axis=1)]
     kinds = [(grp.kind, len(grp.nodes)) for grp in {id(v): v for v in plan(g).values()}.values()]
-    assert sorted(kinds) == [("pool", 1), ("qconv", 2), ("qconv", 2), ("qconv", 5)]
+    assert sorted(kinds) == [("pool", 1), ("qconv", 2), ("qconv", 2), ("qconv", 5), ("quantize", 1)]
     exe = BACKEND.build(g, TARGET)
     xs = rng.uniform(-1, 4, (1, 3, 20, 20)).astype(np.float32)
     got, want = exe.run([xs])[0], interp.run(g, xs)[0]
     np.testing.assert_array_equal(got, want)
     calls = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", exe.source("relax"))
     assert calls.count("qconv2d_vnni") == 3 and "unpack_nchwc" in calls and calls.count("unpack_nchwc") == 1
+    assert "quantize" in calls and "pack_nchwc" not in calls     # quantized straight into the stem's layout
     assert "vpdpbusd" in exe.source("asm")
 
 
@@ -237,6 +238,26 @@ def test_fastpath_dyadic_pass_residual_pattern():
     assert grp.kind == "qconv" and len(grp.nodes) == 6 and grp.spec.rq1b is not None and grp.spec.rq2 is not None
     xs = _ints(rng, (1, 16, 10, 10), np.uint8)
     np.testing.assert_array_equal(BACKEND.build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
+
+
+@pytest.mark.parametrize("ci,also_plain", [(3, False), (16, False), (3, True)])
+def test_fastpath_quantize_writes_the_conv_layout(ci, also_plain):
+    """q.quantize of the float input is one kernel writing the (channel-padded) blocked layout its integer
+    conv reads -- or plain NCHW when another reader (here a graph output) needs it -- bit-exact, ties and
+    saturation included."""
+    rng = np.random.default_rng(ci)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, ci, 12, 12), DType.F32))
+    xq = g.add1(q.quantize, [x], scale=0.05, zero_point=7, qmin=0, qmax=255, dtype=DType.U8)
+    y = _qconv(g, xq, 16, 3, 2, 7, rng)
+    g.outputs = [y, xq] if also_plain else [y]
+    groups = {id(v): v for v in plan(g).values()}.values()
+    assert sorted(grp.kind for grp in groups) == ["qconv", "quantize"]
+    xs = (rng.standard_normal((1, ci, 12, 12)) * 6).astype(np.float32)
+    xs.reshape(-1)[:4] = [0.025, 0.075, -0.125, 1e9]          # ties to even, clamp
+    got, want = BACKEND.build(g, TARGET).run([xs]), interp.run(g, xs)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_fastpath_residual_requants_in_int32_forms():

@@ -12,7 +12,7 @@ from tvm import s_tir, te, tirx
 from .common import finalize
 
 __all__ = ["pack_nchwc_te", "unpack_nchwc_te", "repack_nchwc_te", "make_pack_nchwc", "make_unpack_nchwc",
-           "make_repack_nchwc", "pack_nchwc_np", "unpack_nchwc_np"]
+           "make_repack_nchwc", "make_quantize_pack", "pack_nchwc_np", "unpack_nchwc_np"]
 
 
 def pack_nchwc_te(x: te.Tensor, block: int) -> te.Tensor:
@@ -82,6 +82,43 @@ def make_repack_nchwc(n: int, c: int, h: int, w: int, block: int, new_block: int
     """Scheduled PrimFunc (x:(n,c//block,h,w,block), out:(n,c//new_block,h,w,new_block))."""
     x = te.placeholder((n, c // block, h, w, block), dtype, name="x")
     return _schedule(te.create_prim_func([x, repack_nchwc_te(x, new_block)]), "repack_nchwc", True, w)
+
+
+def quantize_te(v, scale: float, zp: int, qmin: int, qmax: int, dtype: str):
+    """q.quantize on a float32 TIR scalar, bit-exact with compiler/ops/quant.py: rint(v / scale) (a true float32
+    division, ties to even) clamped in float32 to [qmin - zp, qmax - zp] (small integers, exact in float32: the
+    same as clamping r + zp, as r is integral), then + zp in int32."""
+    r = tirx.nearbyint(v / tirx.const(np.float32(scale), "float32"))
+    r = tirx.max(tirx.min(r, tirx.const(float(qmax - zp), "float32")), tirx.const(float(qmin - zp), "float32"))
+    return (r.astype("int32") + tirx.const(zp, "int32")).astype(dtype)
+
+
+def make_quantize_pack(n: int, c: int, h: int, w: int, block: int, cp: int, scale: float, zp: int, qmin: int,
+                       qmax: int, dtype: str, fill: int):
+    """Scheduled PrimFunc: float32 NCHW (n, c, h, w) -> q.quantize -> (n, cp//block, h, w, block) with channels
+    c..cp filled with ``fill`` (block 0: plain (n, c, h, w) output, cp ignored)."""
+    x = te.placeholder((n, c, h, w), "float32", name="x")
+    if not block:
+        y = te.compute((n, c, h, w), lambda b, ch, yy, xx: quantize_te(x[b, ch, yy, xx], scale, zp, qmin, qmax,
+                                                                        dtype), name="quantize")
+        sch = s_tir.Schedule(te.create_prim_func([x, y]))
+        b, ch, yy, xx = sch.get_loops(sch.get_sblock("quantize"))
+        sch.parallel(sch.fuse(b, ch, yy))
+        lanes = next((v for v in (16, 8) if w % v == 0), 0)
+        if lanes:
+            sch.vectorize(sch.split(xx, [None, lanes])[1])
+        return finalize(sch.mod["main"])
+
+    def body(b, cb, yy, xx, i):
+        ch = cb * block + i
+        v = quantize_te(x[b, tirx.min(ch, c - 1), yy, xx], scale, zp, qmin, qmax, dtype)
+        return tirx.if_then_else(ch < c, v, tirx.const(fill, dtype)) if cp != c else v
+    y = te.compute((n, cp // block, h, w, block), body, name="quantize")
+    sch = s_tir.Schedule(te.create_prim_func([x, y]))
+    b, cb, yy, xx, i = sch.get_loops(sch.get_sblock("quantize"))
+    sch.parallel(sch.fuse(b, cb, yy))
+    sch.vectorize(i)
+    return finalize(sch.mod["main"])
 
 
 def pack_nchwc_np(x: np.ndarray, block: int) -> np.ndarray:
