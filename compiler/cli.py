@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run exactly these passes instead of the target's pipeline. Known: "
                         + ", ".join(sorted(PASSES)))
     p.add_argument("--disable-pass", action="append", default=[], metavar="PASS",
-                   help="drop a pass from the pipeline. Repeatable")
+                   help="drop a pass from the pipeline (also one of the integer graph's, e.g. tabulate). "
+                        "Repeatable")
     p.add_argument("--print-after", action="append", default=[], metavar="PASS",
                    help="print the IR to stderr after PASS ('all' for every pass). Repeatable")
     p.add_argument("--dump-dir", metavar="DIR", help="write the IR after each pass to DIR/NN_pass.mlir")
@@ -161,10 +162,12 @@ def _run(args: argparse.Namespace) -> int:
         g = compiler.import_model(model, options.pop("input_shapes"))
         g = compiler.optimize(g, target, **options)
         if quant:
-            from compiler.api import quantize_model
+            from compiler.api import optimize_quantized, quantize_model
             g, _ = quantize_model(g, quant["quantize"], quant["calibration"], quant["integer_only"],
                                   quant["observer"], size_budget=quant["size_budget"],
-                                  latency_budget=quant["latency_budget"])
+                                  latency_budget=quant["latency_budget"], target=target)
+            g = optimize_quantized(g, target, disable_passes=options["disable_passes"],
+                                   print_after=options["print_after"], verify_each=options["verify_each"])
         sys.stdout.write(str(g))
         return 0
     get_backend(args.backend)          # fail fast on a missing toolchain

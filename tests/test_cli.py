@@ -194,6 +194,33 @@ def test_quantize_integer_only_with_report_and_check(tmp_path):
     assert not (tmp_path / "sm.dyc").exists()
 
 
+def _gelu_mlp_model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    inits = [helper.make_tensor("w1", TensorProto.FLOAT, [16, 32], rng.standard_normal(512).astype(np.float32) / 4),
+             helper.make_tensor("w2", TensorProto.FLOAT, [32, 4], rng.standard_normal(128).astype(np.float32) / 4)]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("Gelu", ["h"], ["a"], name="gelu", domain=""),
+             helper.make_node("MatMul", ["a", "w2"], ["y"], name="fc2")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 4])], inits)
+    p = tmp_path / "mlp.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)]), p)
+    return p
+
+
+def test_integer_gelu_is_tabulated_unless_disabled(tmp_path):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).standard_normal((8, 8, 16)).astype(np.float32))
+    model = _gelu_mlp_model(tmp_path)
+    args = (model, "--quantize", "int8", "--calibration", calib, "--integer-only", "--emit", "ir")
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert '"q.table"' in r.stdout and '"q.shiftgelu"' not in r.stdout
+    r = run_cli(*args, "--disable-pass", "tabulate")
+    assert r.returncode == 0, r.stderr
+    assert '"q.shiftgelu"' in r.stdout and '"q.table"' not in r.stdout
+
+
 def test_mixed_precision_flags_are_checked(tmp_path):
     r = run_cli(DEMO, "--quantize", "mixed", "--calibration", tmp_path / "c.npz", "--emit", "ir")
     assert r.returncode == 2 and "--size-budget" in r.stderr
