@@ -219,6 +219,8 @@ def plan(g: Graph) -> dict[int, Group]:
             grp = _plan_pool(node)
         elif node.op is q.quantize:
             grp = _plan_quantize(node, u)
+        elif node.op is ew.cast:
+            grp = _plan_int_global_sum(node, u)
         elif node.op is q.conv:
             grp = _plan_qconv(node, u)
         elif node.op is q.matmul:
@@ -427,6 +429,31 @@ def _plan_quantize(node: Node, u: _Uses) -> Group | None:
     return Group("quantize", [node], tuple(x.type.shape), {"x": x}, {"users": users})
 
 
+def _plan_int_global_sum(cast: Node, u: _Uses) -> Group | None:
+    """The dyadic global average pool: nn.cast 8-bit -> int32, nn.reduce_sum over (2, 3) [+ q.requant]."""
+    x = cast.inputs[0]
+    if x.type.rank != 4 or x.type.dtype not in _INT_ACT or cast.attrs["to"] is not DType.I32:
+        return None
+    sm = u.single(cast.outputs[0])
+    if sm is None or sm.op is not rd.reduce_sum or sorted(ax % 4 for ax in sm.attrs["axes"]) != [2, 3] or \
+            not sm.attrs["keepdims"]:
+        return None
+    n, c, h, w = x.type.shape
+    lo, hi = q.INT_RANGE[x.type.dtype]
+    nodes, consts = [cast, sm], {}
+    rq_node = u.single(sm.outputs[0])
+    rq = _in_form(_requant_of(rq_node, 4, 1), rq_node.attrs if rq_node is not None else None,
+                  (h * w * lo, h * w * hi))
+    if rq is not None:
+        nodes.append(rq_node)
+        consts["rq"] = rq_node.attrs
+    try:
+        spec = kpool.IntGlobalSumSpec(n, c, h, w, 16 if c % 16 == 0 else 0, tvm_dtype(x.type.dtype), rq)
+    except ValueError:
+        return None
+    return Group("int_global_sum", nodes, spec, {"x": x}, consts)
+
+
 def _plan_int_max_pool(p: Node) -> Group | None:
     x = p.inputs[0]
     n, c, h, w = x.type.shape
@@ -510,6 +537,17 @@ class _IntEmit:
             self.blocked_extra[("pack_pad", id(v), ib, cp)] = self._call(gv, [x], (n, cp // ib, h, w, ib), dt)
         else:
             self._set_out(v, self._call(gv, [x], (n, c // ib, h, w, ib), dt), ib)
+
+    def _emit_int_global_sum(self, grp: Group) -> None:
+        s: kpool.IntGlobalSumSpec = grp.spec
+        args = [self.in_layout(grp.operands["x"], s.block)]
+        if s.rq is not None:
+            at = grp.consts["rq"]
+            cop = -(-s.c // 16) * 16
+            args.append(relax.const(kq.pack_requant(at["multiplier"], at["shift"], s.c, cop, form=s.rq.form),
+                                    kq.requant_dtype(s.rq)))
+        gv = self._kernel(("int_global_sum", s), lambda: kpool.make_int_global_sum(s), "int_global_sum")
+        self._set_out(grp.out, self._call(gv, args, s.out_shape(), s.out_dtype), s.block)
 
     def _emit_qmatmul(self, grp: Group) -> None:
         s: kqm.QMatmulSpec = grp.spec

@@ -15,7 +15,7 @@ from compiler.backends.tvm_fastpath import plan  # noqa: E402
 from compiler.backends.tvm_kernels import qconv2d as K, qmatmul as M  # noqa: E402
 from compiler.backends.tvm_kernels.common import host_target  # noqa: E402
 from compiler.ir import Graph  # noqa: E402
-from compiler.ops import elementwise as ew, nn, quant as q  # noqa: E402
+from compiler.ops import elementwise as ew, nn, quant as q, reduce as rd, shape  # noqa: E402
 from compiler.target import Target  # noqa: E402
 from compiler.types import DType, TensorType  # noqa: E402
 
@@ -258,6 +258,33 @@ def test_fastpath_quantize_writes_the_conv_layout(ci, also_plain):
     got, want = BACKEND.build(g, TARGET).run([xs]), interp.run(g, xs)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("co,per_channel,requant", [(32, False, True), (32, True, True), (24, False, True),
+                                                    (32, False, False)])
+def test_fastpath_integer_global_average_pool(co, per_channel, requant):
+    """The dyadic global average pool (cast to int32, sum over h and w, requant with the count folded in) of
+    a conv's blocked output is one kernel on the blocked data (plain NCHW for channels not divisible by 16)."""
+    rng = np.random.default_rng(co + per_channel)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 7, 7), DType.U8))
+    y = _qconv(g, x, co, 3, 1, 0, rng, out_zp=9)
+    sm = g.add1(rd.reduce_sum, [g.add1(ew.cast, [y], to=DType.I32)], axes=(2, 3), keepdims=True)
+    if requant:
+        k = co if per_channel else 1
+        sm = g.add1(q.requant, [sm], multiplier=tuple(int(v) for v in rng.integers(2**30, 2**31 - 1, k)),
+                    shift=tuple(int(v) for v in rng.integers(35, 38, k)), zero_point=3, in_zero_point=49 * 9,
+                    qmin=0, qmax=255, dtype=DType.U8, axis=1)
+    g.outputs = [g.add1(shape.reshape, [sm], shape=(1, co))]
+    kinds = sorted(grp.kind for grp in {id(v): v for v in plan(g).values()}.values())
+    assert kinds == ["int_global_sum", "qconv"]
+    exe = BACKEND.build(g, TARGET)
+    xs = _ints(rng, (1, 16, 7, 7), np.uint8)
+    got, want = exe.run([xs])[0], interp.run(g, xs)[0]
+    assert np.unique(want).size > 4
+    np.testing.assert_array_equal(got, want)
+    calls = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", exe.source("relax"))
+    assert "unpack_nchwc" not in calls
 
 
 def test_fastpath_residual_requants_in_int32_forms():

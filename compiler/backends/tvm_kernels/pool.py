@@ -15,7 +15,7 @@ from tvm import s_tir, te, tirx
 from .common import SCHEDULE_ATTR, finalize
 
 __all__ = ["PoolSpec", "pool2d_te", "make_pool2d", "pool_out_hw", "pool_in_shape", "pool_out_shape",
-           "pool2d_reference"]
+           "pool2d_reference", "IntGlobalSumSpec", "make_int_global_sum"]
 
 
 @dataclass(frozen=True)
@@ -192,3 +192,79 @@ def pool2d_reference(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
                 m = mask[y * sh: y * sh + dh * (kh - 1) + 1: dh, xx * sw: xx * sw + dw * (kw - 1) + 1: dw]
                 out[:, :, y, xx] = win.sum(axis=(2, 3)) / max(m.sum(), 1)
     return out.astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# integer global average pool as the dyadic pass writes it: cast to int32, sum over (h, w), requant
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IntGlobalSumSpec:
+    """int32 sum over (h, w) of 8-bit data [+ a fused requant (``qconv2d.Requant``; its (3, cop//16, 16) table
+    is the kernel's second parameter)]; layout (n, c//b, h, w, b) in and (n, c//b, 1, 1, b) out, or plain NCHW
+    with block 0.  The sum is exact in int32 (h * w < 2^23)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    block: int
+    dtype: str
+    rq: object = None
+
+    def __post_init__(self):
+        if self.block not in (0, 16) or (self.block and self.c % 16) or self.h * self.w >= 2**23:
+            raise ValueError(f"int global sum {self}")
+
+    @property
+    def out_dtype(self) -> str:
+        return self.rq.dtype if self.rq is not None else "int32"
+
+    def in_shape(self):
+        b = self.block
+        return (self.n, self.c // b, self.h, self.w, b) if b else (self.n, self.c, self.h, self.w)
+
+    def out_shape(self):
+        b = self.block
+        return (self.n, self.c // b, 1, 1, b) if b else (self.n, self.c, 1, 1)
+
+
+def make_int_global_sum(spec: IntGlobalSumSpec) -> tirx.PrimFunc:
+    """Scheduled PrimFunc (x, [rq table], out): parallel over channel blocks, the window summed in registers
+    over the 16 channels of a block, the requant on the way out."""
+    from .qconv2d import requant_dtype, requant_te
+    x = te.placeholder(spec.in_shape(), spec.dtype, name="x")
+    ry = te.reduce_axis((0, spec.h), name="ry")
+    rx = te.reduce_axis((0, spec.w), name="rx")
+    if spec.block:
+        acc = te.compute(spec.out_shape(), lambda n, cb, y, xx, i: te.sum(
+            x[n, cb, ry, rx, i].astype("int32"), axis=[ry, rx]), name="pool")
+        chan = lambda cb, i: (cb, i)  # noqa: E731
+    else:
+        acc = te.compute(spec.out_shape(), lambda n, ch, y, xx: te.sum(
+            x[n, ch, ry, rx].astype("int32"), axis=[ry, rx]), name="pool")
+        chan = lambda ch: (ch // 16, ch % 16)  # noqa: E731
+    args = [x]
+    if spec.rq is not None:
+        t = te.placeholder((3, -(-spec.c // 16), 16), requant_dtype(spec.rq), name="rq")
+        args.append(t)
+        out = te.compute(spec.out_shape(), lambda n, c, y, xx, *i: requant_te(acc[(n, c, y, xx, *i)], t,
+                                                                              chan(c, *i), spec.rq), name="out")
+    else:
+        out = te.compute(spec.out_shape(), lambda *i: acc[i], name="out")
+    func = te.create_prim_func(args + [out])
+    sch = s_tir.Schedule(func)
+    try:
+        pool, o = sch.get_sblock("pool"), sch.get_sblock("out")
+        loops = sch.get_loops(pool)
+        if spec.block:
+            n, c, y, xx, i, ry_, rx_ = loops
+            sch.reorder(n, c, y, xx, ry_, rx_, i)
+            sch.set_scope(pool, 0, "local")
+            sch.reverse_compute_at(o, xx)
+            sch.vectorize(i)
+            sch.vectorize(sch.get_loops(o)[-1])
+            sch.decompose_reduction(pool, ry_)
+        attempt = "tiled"
+    except Exception:  # pragma: no cover
+        sch, attempt = s_tir.Schedule(func), "none"
+    return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, attempt))
