@@ -68,11 +68,14 @@ def _intrin(scope: str):
         with T.sblock("root"):
             T.reads(C[0:16], A[0:4], B[0:16, 0:4])
             T.writes(C[0:16])
-            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            a_b = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
+            # one expression: named intermediates would become per-iteration workspace buffers once the
+            # kernel is inside a parallel loop
             C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"), a_b, B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+                C.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16),
+                              dtype="int8x64"),
+                B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
     return desc, impl
 
 
@@ -459,13 +462,13 @@ def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.Pr
     oo, oi = sch.split(o, [None, roc])
     xo, xi = sch.split(x, [None, rw])
     sch.reorder(n, oo, y, xo, rcb, rh, rw_, rq, oi, xi, j, rt)
+    intrin = VNNI_INTRIN
     if spec.blocked_out:
-        sch.set_scope(conv, 0, "local")
+        # the accumulator tile stays in the default scope: below 1 KiB (< 16 accumulators) it is then a stack
+        # array, where a "local" buffer is a workspace allocation per parallel iteration
         sch.reverse_compute_at(out, xo)
         sch.vectorize(sch.get_loops(out)[-1])
-        intrin = VNNI_INTRIN_LOCAL
     else:
-        intrin = VNNI_INTRIN
         ol = sch.get_loops(out)
         sch.parallel(sch.fuse(*ol[:3]))
     sch.unroll(xi)
