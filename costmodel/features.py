@@ -1,13 +1,14 @@
 """Named, versioned feature vectors for one (kernel spec, schedule knobs, target).
 
-A *task* is one kernel instance (a ``Conv2dSpec``, ``QConvSpec`` or ``MatmulSpec``); a *candidate* is a task plus
+A *task* is one kernel instance (a ``Conv2dSpec``, ``QConvSpec``, ``MatmulSpec``, ``QMatmulSpec`` or ``QBmmSpec``); a *candidate* is a task plus
 its knobs (the register tile).  :func:`features` maps a candidate to a fixed-length float vector whose columns are
 named by :data:`FEATURE_NAMES` (version :data:`FEATURE_VERSION`; bump it whenever a column changes meaning, a saved
 model records the version and the names it was trained with and refuses a mismatch).
 
 Groups (all sizes log2-scaled, as MetaSchedule's ``slog``):
 
-* op:      one-hot kind (conv fp32 / conv int8 / matmul fp32), depthwise / grouped / 1x1 / k-split flags;
+* op:      one-hot kind (conv fp32 / conv int8 / matmul fp32 / matmul int8 / batched matmul int8), depthwise /
+           grouped / 1x1 / k-split flags;
 * shapes:  batch, n*oh*ow (or m) output rows, output channels (n), reduction length (k), h, w, ci, co, kh, kw,
            stride, groups;
 * work:    FLOPs (int ops for int8), bytes moved (inputs + weights + output), arithmetic intensity;
@@ -30,14 +31,15 @@ from typing import Any
 
 import numpy as np
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2      # 2: op_matmul_int8 / op_bmm_int8 (the qmatmul and qbmm kernels); 1: three kinds
 TEXT_DIM = 64
 
-KINDS = ("conv", "qconv", "matmul")
+KINDS = ("conv", "qconv", "matmul", "qmatmul", "qbmm")
 
 FEATURE_NAMES: tuple[str, ...] = (
     # op
-    "op_conv_fp32", "op_conv_int8", "op_matmul_fp32", "is_depthwise", "is_grouped", "is_1x1", "k_split",
+    "op_conv_fp32", "op_conv_int8", "op_matmul_fp32", "op_matmul_int8", "op_bmm_int8", "is_depthwise", "is_grouped",
+    "is_1x1", "k_split",
     # shapes (log2)
     "log_batch", "log_rows", "log_cols", "log_red", "log_h", "log_w", "log_ci", "log_co", "kh", "kw",
     "stride", "log_groups",
@@ -122,6 +124,10 @@ def kind_of(spec: Any) -> str:
         return "qconv"
     if name == "MatmulSpec":
         return "matmul"
+    if name == "QMatmulSpec":
+        return "qmatmul"
+    if name == "QBmmSpec":
+        return "qbmm"
     raise TypeError(f"no cost-model features for {name}")
 
 
@@ -171,9 +177,29 @@ def _matmul_desc(spec) -> dict[str, float]:
                 ksplit=M.k_split(spec) > 1, esz=4, mtot=mtot, outer=1 if spec.b_is_const else nbatch)
 
 
+def _qmm_desc(spec) -> dict[str, float]:
+    """int8 VNNI matmul (``qmatmul``: one (m, k) x constant (k, n)) or batched activation x activation matmul
+    (``qbmm``: bsz x (m, k) x (k, n)).  Laid out like a 1x1 VNNI conv with the rows as the output width: the
+    register tile is rows x 16-column blocks, one vpdpbusd per (row, block) and 4-deep reduction step."""
+    batched = type(spec).__name__ == "QBmmSpec"
+    bsz = spec.bsz if batched else 1
+    kp = spec.k if batched else spec.kp
+    np_ = spec.n if batched else spec.np_
+    osz = 1 if spec.rq is not None and spec.out_dtype != "int32" else 4
+    # a (+ its shifted copy for int8), the packed weight / panel, the output; qbmm adds the per-column bias
+    shifted = spec.a_dtype == "int8" or (not batched and spec.kp != spec.k)
+    bytes_ = bsz * (spec.m * kp * (2 if shifted else 1) + kp * np_ + spec.m * np_ * osz + (4 * np_ if batched
+                                                                                          else 0))
+    return dict(batch=bsz, rows=bsz * spec.m, cols=spec.n, red=kp, h=spec.m, w=np_, ci=spec.k, co=spec.n, kh=1,
+                kw=1, stride=1, groups=1, oh=1, ow=spec.m, n_ocb=np_ // 16, ob=16,
+                flops=2 * bsz * spec.m * spec.k * spec.n, bytes=bytes_, depthwise=False, ksplit=0, esz=1,
+                mtot=spec.m, outer=bsz)
+
+
 def describe(spec: Any) -> dict[str, float]:
     """Shape-level description of a kernel (independent of the knobs)."""
-    return {"conv": _conv_desc, "qconv": _qconv_desc, "matmul": _matmul_desc}[kind_of(spec)](spec)
+    return {"conv": _conv_desc, "qconv": _qconv_desc, "matmul": _matmul_desc, "qmatmul": _qmm_desc,
+            "qbmm": _qmm_desc}[kind_of(spec)](spec)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -183,7 +209,9 @@ def features(spec: Any, tile: Sequence[int], target: Any = None, text: bool = Fa
              func: Any = None) -> np.ndarray:
     """Feature vector (float64, ``len(feature_names(text))``) of ``spec`` scheduled with ``tile``.
 
-    ``tile``: (reg_oc, reg_w) for conv / qconv, (reg_m, reg_n, lanes) for matmul.  ``func``: the scheduled PrimFunc
+    ``tile``: (reg_oc, reg_w) for conv / qconv, (reg_m, reg_n, lanes) for matmul, (rm, rn) = (rows, 16-column
+    blocks) for qmatmul / qbmm.  The int8 matmuls' knobs are written in the int8 conv's terms (the same u8 x s8
+    vpdpbusd tile): tile_a = rn (column blocks, as reg_oc), tile_b = rm (rows, as reg_w).  ``func``: the scheduled PrimFunc
     for the text channel (built with the kernel's ``make_*`` when omitted and ``text`` is set)."""
     kind = kind_of(spec)
     ti = target_info(target)
@@ -200,6 +228,19 @@ def features(spec: Any, tile: Sequence[int], target: Any = None, text: bool = Fa
         par = d["outer"] * trip_b
         panel = d["red"] * reg_n * d["esz"]
         divides = float(d["mtot"] % reg_m == 0)
+    elif kind in ("qmatmul", "qbmm"):
+        rm, rn = (int(t) for t in tile[:2])
+        lanes = 16
+        ta, tb = rn, rm
+        vec_acc = rm * rn
+        # per 4-deep reduction step: rm row broadcasts + rn weight vectors feed rm * rn vpdpbusd
+        loads = (rm + rn) / max(1, vec_acc)
+        waste = (_ceil_div(d["ow"], rm) * rm / d["ow"]) * (_ceil_div(d["n_ocb"], rn) * rn / d["n_ocb"]) - 1.0
+        trip_a = _ceil_div(d["n_ocb"], rn)
+        trip_b = _ceil_div(d["ow"], rm)
+        par = d["outer"] * trip_a * trip_b                   # the fused (batch, row tile, column tile) loop
+        panel = d["red"] * rn * 16 * d["esz"]
+        divides = float(d["ow"] % rm == 0)
     else:
         reg_oc, reg_w = (int(t) for t in tile[:2])
         lanes = d["ob"] if kind == "conv" else 16
@@ -216,7 +257,8 @@ def features(spec: Any, tile: Sequence[int], target: Any = None, text: bool = Fa
         divides = float(d["ow"] % reg_w == 0)
     flops = float(d["flops"])
     row = [
-        float(kind == "conv"), float(kind == "qconv"), float(kind == "matmul"), float(d["depthwise"]),
+        float(kind == "conv"), float(kind == "qconv"), float(kind == "matmul"), float(kind == "qmatmul"),
+        float(kind == "qbmm"), float(d["depthwise"]),
         float(d["groups"] > 1), float(d["kh"] == 1 and d["kw"] == 1), float(d["ksplit"]),
         _log2(d["batch"]), _log2(d["rows"]), _log2(d["cols"]), _log2(d["red"]), _log2(d["h"]), _log2(d["w"]),
         _log2(d["ci"]), _log2(d["co"]), float(d["kh"]), float(d["kw"]), float(d["stride"]), _log2(d["groups"]),
@@ -280,6 +322,12 @@ def build_func(spec: Any, tile: Sequence[int] | None = None):
     if kind == "qconv":
         from compiler.backends.tvm_kernels import qconv2d as Q
         return Q.make_qconv2d(spec, tile)
+    if kind == "qmatmul":
+        from compiler.backends.tvm_kernels import qmatmul as QM
+        return QM.make_qmatmul(spec, tile)
+    if kind == "qbmm":
+        from compiler.backends.tvm_kernels import qbmm as QB
+        return QB.make_qbmm(spec, tile)
     from compiler.backends.tvm_kernels import matmul as M
     return M.make_matmul(spec, tile)
 
@@ -292,7 +340,8 @@ def candidate_tiles(spec: Any, max_acc: int = 28, limit: int = 32) -> list[tuple
     """The valid register tiles of ``spec`` (at most ``limit``, most accumulators first, the kernel's own
     ``pick_tile`` always included).  conv: reg_oc | n_ocb (<= 8), reg_w | ow or 8 (predicated), reg_oc * reg_w <=
     max_acc; int8 conv: reg_w must divide ow (tensorize), <= 16 accumulators; matmul: reg_n in {nb, nb/2, nb/4}
-    multiples of the lanes, reg_m | rows, vector accumulators <= max_acc."""
+    multiples of the lanes, reg_m | rows, vector accumulators <= max_acc; int8 matmul / batched matmul (rm, rn):
+    rm | m (<= 32), rn | n/16 (the column blocks), rm * rn <= max_acc."""
     kind = kind_of(spec)
     default = default_tile(spec)
     d = describe(spec)
@@ -306,6 +355,13 @@ def candidate_tiles(spec: Any, max_acc: int = 28, limit: int = 32) -> list[tuple
             for reg_m in _divs(d["mtot"]):
                 if reg_m * (reg_n // lanes) <= max_acc:
                     out.append((reg_m, reg_n, lanes))
+    elif kind in ("qmatmul", "qbmm"):
+        for rm in _divs(d["ow"]):
+            if rm > 32:
+                break
+            for rn in _divs(d["n_ocb"]):
+                if rm * rn <= max_acc:
+                    out.append((rm, rn))
     else:
         n_ocb, ow = d["n_ocb"], d["ow"]
         cap = 16 if kind == "qconv" else max_acc
@@ -342,6 +398,12 @@ def default_tile(spec: Any) -> tuple[int, ...]:
         from compiler.backends.tvm_kernels import qconv2d as Q
         _, ow = Q.output_hw(spec)
         return tuple(Q.pick_tile(spec.cop // 16, ow))
+    if kind == "qmatmul":
+        from compiler.backends.tvm_kernels import qmatmul as QM
+        return tuple(QM.pick_tile(spec.m, spec.np_ // 16))
+    if kind == "qbmm":
+        from compiler.backends.tvm_kernels import qmatmul as QM
+        return tuple(QM.pick_tile(spec.m, spec.n // 16))
     from compiler.backends.tvm_kernels import matmul as M
     return tuple(M.pick_tile(spec))
 
@@ -374,5 +436,13 @@ def spec_from_json(obj: dict[str, Any]) -> Any:
             if f.get(k) is not None:
                 f[k] = Q.Requant(**_known(Q.Requant, f[k]))
         return Q.QConvSpec(**_known(Q.QConvSpec, f))
+    if kind in ("qmatmul", "qbmm"):
+        from compiler.backends.tvm_kernels import qbmm as QB
+        from compiler.backends.tvm_kernels import qmatmul as QM
+        from compiler.backends.tvm_kernels.qconv2d import Requant
+        if f.get("rq") is not None:
+            f["rq"] = Requant(**_known(Requant, f["rq"]))
+        cls = QM.QMatmulSpec if kind == "qmatmul" else QB.QBmmSpec
+        return cls(**_known(cls, f))
     from compiler.backends.tvm_kernels import matmul as M
     return M.MatmulSpec(**_known(M.MatmulSpec, f))

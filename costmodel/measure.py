@@ -1,6 +1,6 @@
 """Build a cost-model dataset by compiling and timing real kernels on this machine.
 
-A *task* is one kernel spec (fp32 conv, int8 VNNI conv, fp32 matmul); for each task every candidate register tile
+A *task* is one kernel spec (fp32 conv, int8 VNNI conv, fp32 matmul, int8 VNNI matmul, int8 batched matmul); for each task every candidate register tile
 (:func:`costmodel.features.candidate_tiles`, at most ``max_candidates``) is scheduled with the project's own kernel
 builders, compiled with ``tvm.compile`` for the host, and timed with ``time_evaluator``: one warm-up call, then
 ``repeat`` repeats of ``number`` calls each (``number`` chosen so one repeat lasts >= ``min_repeat_ms``); the
@@ -62,6 +62,15 @@ BERT_MATMULS = [
     ((1, 6), 128, 128, 64, False, True), ((1, 6), 128, 64, 128, False, False), ((), 1, 1000, 2048, True, True),
     ((1,), 128, 768, 768, True, False), ((1,), 128, 3072, 768, True, False),
 ]
+# (k, n) of the int8 linear layers (qmatmul) of a BERT encoder: hidden 384 (QKV fused, out proj, FFN up, FFN
+# down) and hidden 768; m = 128 (sequence) and the other row counts below
+BERT_QLINEARS = [(384, 1152), (384, 384), (384, 1536), (1536, 384), (768, 2304), (768, 768), (768, 3072),
+                 (3072, 768)]
+QLINEAR_ROWS = (1, 49, 64, 197, 256)
+# (bsz, m, k, n, transpose_b) of the attention matmuls (qbmm): Q K^T and P V, 6 / 12 heads, sequence 128
+BERT_QBMMS = [(6, 128, 64, 128, True), (6, 128, 128, 64, False), (12, 128, 64, 128, True),
+              (12, 128, 128, 64, False)]
+KIND_NAMES = ("conv", "qconv", "matmul", "qmatmul", "qbmm")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -83,6 +92,21 @@ def qconv_spec(ci, h, co, k, s, p, n=1, w=None):
 def matmul_spec(batch, m, n, k, const=True, tb=False):
     from compiler.backends.tvm_kernels import matmul as M
     return M.MatmulSpec(tuple(batch), m, n, k, b_is_const=const, transpose_b=tb, has_bias=const)
+
+
+def qmatmul_spec(m, k, n, a_dtype="int8"):
+    """int8 linear layer, requantized to int8 (what the integer-only encoder runs)."""
+    from compiler.backends.tvm_kernels import qmatmul as QM
+    from compiler.backends.tvm_kernels.qconv2d import Requant
+    return QM.QMatmulSpec(m, k, n, a_dtype, 0, Requant(0, 0, -128, 127, "int8"))
+
+
+def qbmm_spec(bsz, m, k, n, tb=False, a_dtype="int8"):
+    """int8 x int8 batched matmul requantized to int8 (attention's Q K^T with ``tb``, P V without)."""
+    from compiler.backends.tvm_kernels import qbmm as QB
+    from compiler.backends.tvm_kernels.qconv2d import Requant
+    return QB.QBmmSpec(bsz, m, k, n, a_dtype, 0, "int8", 0, bool(tb), Requant(0, 0, -128, 127, "int8"),
+                       rq_m=1 << 14, rq_c=20)
 
 
 def _random_convs(rng: random.Random, count: int) -> list[tuple]:
@@ -111,8 +135,46 @@ def _random_matmuls(rng: random.Random, count: int) -> list[tuple]:
     return out
 
 
-def default_tasks(seed: int = 0, n_random: int = 10) -> list[Any]:
-    """ResNet-50 convs (fp32 and int8), BERT-like matmuls, a few depthwise convs, and random-but-valid others."""
+def _random_qlinears(rng: random.Random, count: int) -> list[tuple]:
+    out = []
+    while len(out) < count:
+        m = rng.choice([1, 4, 8, 16, 32, 49, 64, 96, 128, 196, 256])
+        k = rng.choice([64, 100, 128, 256, 384, 512, 768, 1024])
+        n = rng.choice([16, 48, 64, 128, 192, 256, 384, 512, 768, 1000, 1024])
+        if m * n * k > 1.5e8:
+            continue
+        out.append((m, k, n))
+    return out
+
+
+def _random_qbmms(rng: random.Random, count: int) -> list[tuple]:
+    out = []
+    while len(out) < count:
+        bsz = rng.choice([1, 2, 4, 8, 12])
+        m = rng.choice([16, 32, 49, 64, 128, 197, 256])
+        k = rng.choice([32, 64, 128, 256])
+        n = rng.choice([32, 64, 128, 256])
+        if bsz * m * n * k > 6e7:
+            continue
+        out.append((bsz, m, k, n, rng.random() < 0.5))
+    return out
+
+
+def qmm_tasks(seed: int = 0, n_random: int = 10) -> list[Any]:
+    """The int8 matmul kernels: BERT linear layers (m = 128, hidden 384 and 768), the hidden-384 layers at the
+    other row counts, the attention matmuls, and ``n_random`` random-but-valid shapes of each kind."""
+    rng = random.Random(seed + 7919)           # independent of the other kinds' random shapes
+    tasks: list[Any] = [qmatmul_spec(128, k, n) for k, n in BERT_QLINEARS]
+    tasks += [qmatmul_spec(m, k, n) for m in QLINEAR_ROWS for k, n in BERT_QLINEARS[:4]]
+    tasks += [qmatmul_spec(*s) for s in _random_qlinears(rng, n_random)]
+    tasks += [qbmm_spec(*s) for s in BERT_QBMMS]
+    tasks += [qbmm_spec(*s) for s in _random_qbmms(rng, n_random)]
+    return tasks
+
+
+def default_tasks(seed: int = 0, n_random: int = 10, kinds: Sequence[str] | None = None) -> list[Any]:
+    """ResNet-50 convs (fp32 and int8), BERT-like matmuls (fp32 and int8), the attention matmuls, a few depthwise
+    convs, and random-but-valid others; ``kinds``: only these kernel kinds (default all)."""
     rng = random.Random(seed)
     tasks: list[Any] = []
     tasks += [conv_spec(*c[:6]) for c in RESNET50_CONVS]
@@ -123,8 +185,11 @@ def default_tasks(seed: int = 0, n_random: int = 10) -> list[Any]:
     tasks += [qconv_spec(*c) for c in _random_convs(rng, n_random)]
     tasks += [matmul_spec(*m) for m in BERT_MATMULS]
     tasks += [matmul_spec(*m) for m in _random_matmuls(rng, n_random)]
+    tasks += qmm_tasks(seed, n_random)
     seen, uniq = set(), []
     for t in tasks:
+        if kinds is not None and F.kind_of(t) not in kinds:
+            continue
         if t not in seen:
             seen.add(t)
             uniq.append(t)
@@ -134,6 +199,13 @@ def default_tasks(seed: int = 0, n_random: int = 10) -> list[Any]:
 def task_name(spec: Any) -> str:
     d = F.describe(spec)
     kind = F.kind_of(spec)
+    if kind == "qmatmul":
+        rq = f" rq {spec.rq.dtype}" if spec.rq is not None else ""
+        return f"qmatmul:{spec.m}x{spec.k}->{spec.n} {spec.a_dtype}{rq}"
+    if kind == "qbmm":
+        rq = f" rq {spec.rq.dtype}" if spec.rq is not None else ""
+        return (f"qbmm:b{spec.bsz} {spec.m}x{spec.k}x{spec.n}{' tB' if spec.transpose_b else ''} "
+                f"{spec.a_dtype}x{spec.b_dtype}{rq}")
     if kind == "matmul":
         return (f"matmul:b{'x'.join(map(str, spec.batch)) or '-'} {spec.m}x{spec.n}x{spec.k}"
                 f"{' const' if spec.b_is_const else ''}{' tB' if spec.transpose_b else ''}")
@@ -186,6 +258,17 @@ def arg_shapes(spec: Any) -> list[tuple[tuple[int, ...], str]]:
             out.append((Q.out_shape(spec), spec.residual_dtype))
             out += [rq] * ((spec.rq2 is not None) + 1)
         return out + [(Q.out_shape(spec), spec.out_dtype)]
+    if kind == "qmatmul":
+        from compiler.backends.tvm_kernels import qmatmul as QM
+        out = [((spec.m, spec.k), spec.a_dtype), ((spec.np_ // 16, spec.kp // 4, 16, 4), "int8"),
+               ((spec.np_,), "int32")]
+        if spec.rq is not None:
+            out.append(((3, spec.np_), "int64"))
+        return out + [(QM.out_shape(spec), spec.out_dtype)]
+    if kind == "qbmm":
+        from compiler.backends.tvm_kernels import qbmm as QB
+        return [((spec.bsz, spec.m, spec.k), spec.a_dtype), (QB.panel_shape(spec), "int8"),
+                ((spec.bsz, spec.n), "int32"), (QB.out_shape(spec), spec.out_dtype)]
     from compiler.backends.tvm_kernels import matmul as M
     out = [(M.a_shape(spec), spec.dtype), (M.b_shape(spec), spec.dtype)]
     if spec.has_bias:
@@ -373,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random", type=int, default=10, help="random shapes per kernel kind")
+    p.add_argument("--kinds", help=f"comma-separated kernel kinds to measure (default all: {','.join(KIND_NAMES)})")
     p.add_argument("--sequential", action="store_true",
                    help="time candidates one after the other (default: interleaved rounds per task)")
     p.add_argument("--combine", nargs="+", metavar="SESSION.jsonl",
@@ -381,7 +465,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.combine:
         print(json.dumps(combine_sessions(a.combine, a.out)))
         return 0
-    tasks = default_tasks(a.seed, a.random)
+    kinds = None
+    if a.kinds:
+        kinds = tuple(k.strip() for k in a.kinds.split(",") if k.strip())
+        bad = [k for k in kinds if k not in KIND_NAMES]
+        if bad:
+            p.error(f"unknown kernel kind(s) {bad}; known: {', '.join(KIND_NAMES)}")
+    tasks = default_tasks(a.seed, a.random, kinds)
     s = measure(tasks, a.out, a.budget, a.max_candidates, a.repeat, a.threads, a.seed, text_progress(),
                 interleave=not a.sequential)
     print(json.dumps(s))

@@ -269,6 +269,34 @@ def evaluate(model: CostModel, ds: Dataset, default_tiles: dict[str, tuple[int, 
         out["default_regret_median"] = float(np.median(dreg))
         out["default_regret_mean"] = float(np.mean(dreg))
     out["per_task"] = per
+    out["per_kind"] = per_kind_summary(per)
+    return out
+
+
+def per_kind_summary(per_task: dict[str, dict[str, Any]] | Sequence[tuple[str, dict[str, Any]]]
+                     ) -> dict[str, dict[str, float]]:
+    """Per kernel kind (the task name's prefix: conv, qconv, matmul, qmatmul, qbmm) of per-task entries of
+    :func:`evaluate`: tasks, within-task Spearman mean / median, regret median / mean / max, and the hand-written
+    tile's regret median / mean.  ``per_task``: a dict task -> entry or (task, entry) pairs (several splits'
+    held-out tasks pooled; a task held out in two splits counts twice)."""
+    items = per_task.items() if isinstance(per_task, dict) else per_task
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t, e in items:
+        by[t.split(":")[0]].append(e)
+    out = {}
+    for kind, es in sorted(by.items()):
+        rho = [e["spearman"] for e in es if not math.isnan(e["spearman"])]
+        reg = [e["regret"] for e in es]
+        dreg = [e["default_regret"] for e in es if "default_regret" in e]
+        d = {"tasks": float(len(es)),
+             "spearman_within_task": float(np.mean(rho)) if rho else float("nan"),
+             "spearman_within_task_median": float(np.median(rho)) if rho else float("nan"),
+             "regret_median": float(np.median(reg)), "regret_mean": float(np.mean(reg)),
+             "regret_max": float(np.max(reg))}
+        if dreg:
+            d["default_regret_median"] = float(np.median(dreg))
+            d["default_regret_mean"] = float(np.mean(dreg))
+        out[kind] = d
     return out
 
 
@@ -299,7 +327,8 @@ def holdout_report(rows: Sequence[dict[str, Any]], objective: str = "reg", seeds
         res.append(r)
     keys = [k for k in res[0] if isinstance(res[0][k], float)]
     mean = {k: float(np.nanmean([r[k] for r in res])) for k in keys}
-    return {"objective": objective, "text": text, "splits": res, "mean": mean}
+    pooled = per_kind_summary([(t, e) for r in res for t, e in r["per_task"].items()])
+    return {"objective": objective, "text": text, "splits": res, "mean": mean, "per_kind": pooled}
 
 
 def train_full(rows: Sequence[dict[str, Any]], objective: str = "reg", text: bool = False,
@@ -320,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--objective", default="reg", choices=["reg", "rank"])
     p.add_argument("--text", action="store_true", help="add the hashed-TIR text channel")
     p.add_argument("--rounds", type=int, default=150)
-    p.add_argument("--eval", action="store_true", help="held-out-task evaluation (3 splits)")
+    p.add_argument("--eval", action="store_true", help="held-out-task evaluation (3 splits; per kind too)")
     p.add_argument("--per-task", action="store_true", help="print per-task metrics of the first split")
     p.add_argument("--splits", type=int, default=3, help="held-out splits (seeds 0..N-1, default 3)")
     p.add_argument("--out", help="train on all rows and write the model here")
@@ -334,6 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"split {r['seed']}: " + "  ".join(f"{k}={r[k]:.3f}" for k in sorted(r)
                                                    if isinstance(r[k], float)))
         print("mean: " + "  ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items())))
+        print(f"per kernel kind (held-out kernels of the {len(rep['splits'])} splits pooled):")
+        for kind, d in rep["per_kind"].items():
+            print(f"  {kind:<8s} tasks={int(d['tasks']):<3d} " + "  ".join(
+                f"{k}={v:.3f}" for k, v in d.items() if k != "tasks"))
         if a.per_task:
             for t, e in sorted(rep["splits"][0]["per_task"].items()):
                 print(f"  {t:<48s} n={e['n']:<3d} rho={e['spearman']:.3f} regret={e['regret']:.3f} "

@@ -3,6 +3,8 @@
     choose_conv_tile(spec, target)   -> (reg_oc, reg_w)            fp32 conv2d (tvm_kernels.conv2d)
     choose_qconv_tile(spec, target)  -> (reg_oc, reg_w)            int8 VNNI conv2d (tvm_kernels.qconv2d)
     choose_matmul_tile(spec, target) -> (reg_m, reg_n, lanes)      fp32 matmul (tvm_kernels.matmul)
+    choose_qmatmul_tile(spec, target) -> (rm, rn)                  int8 VNNI matmul, constant weight (qmatmul)
+    choose_qbmm_tile(spec, target)   -> (rm, rn)                   int8 VNNI batched matmul (tvm_kernels.qbmm)
     kernel(spec, target)             -> scheduled PrimFunc with the chosen tile, attr ``costmodel.tile``
 
 Each ranks the valid candidate tiles (:func:`costmodel.features.candidate_tiles`) with the cost model and returns
@@ -12,7 +14,7 @@ and on disk (:class:`DecisionCache`, ``$DYC_CACHE_DIR/policy_decisions.json``, d
 Without a model (xgboost missing,
 no model file, ``DYC_COSTMODEL=off``) the kernel's hand-written ``pick_tile`` is returned.  :func:`kernel` also
 records the decision on the PrimFunc (``costmodel.tile`` = "reg_oc,reg_w" / "reg_m,reg_n,lanes",
-``costmodel.source`` = "model" | "fallback"), so it shows in ``compile --emit tir``; if the chosen tile fails to
+``costmodel.source`` = "model" | "fallback"; "rm,rn" for the int8 matmuls), so it shows in ``compile --emit tir``; if the chosen tile fails to
 schedule it falls back to the hand-written one.
 
 Model lookup (:func:`default_model`): ``$DYC_COSTMODEL`` (a path, or "off"), else ``~/.cache/dyc/costmodel.json``
@@ -301,6 +303,18 @@ def choose_qconv_tile(spec: Any, target: Any = None) -> tuple[int, int]:
 def choose_matmul_tile(spec: Any, target: Any = None) -> tuple[int, int, int]:
     """(reg_m, reg_n, lanes) for an fp32 ``MatmulSpec``."""
     assert F.kind_of(spec) == "matmul"
+    return choose(spec, target)[0]
+
+
+def choose_qmatmul_tile(spec: Any, target: Any = None) -> tuple[int, int]:
+    """(rm, rn) = (rows, 16-column blocks) for an int8 ``QMatmulSpec`` (rm | m, rn | np_ / 16)."""
+    assert F.kind_of(spec) == "qmatmul"
+    return choose(spec, target)[0]
+
+
+def choose_qbmm_tile(spec: Any, target: Any = None) -> tuple[int, int]:
+    """(rm, rn) = (rows, 16-column blocks) for an int8 batched ``QBmmSpec`` (rm | m, rn | n / 16)."""
+    assert F.kind_of(spec) == "qbmm"
     return choose(spec, target)[0]
 
 
