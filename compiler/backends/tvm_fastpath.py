@@ -558,7 +558,7 @@ class _IntEmit:
         if s.rq is not None:
             at = grp.consts["rq"]
             args.append(relax.const(kqm.pack_requant(at["multiplier"], at["shift"], s), "int64"))
-        gv = self._kernel(("qmatmul", s), lambda: kqm.make_qmatmul(s), "qmatmul_vnni")
+        gv = self._kernel(("qmatmul", s), lambda: tile_policy.kernel(s), "qmatmul_vnni")
         y = self._call(gv, args, kqm.out_shape(s), s.out_dtype)
         if s.np_ != s.n:
             y = self.bb.emit(relax.op.strided_slice(y, axes=[1], begin=[0], end=[s.n]))
@@ -573,7 +573,7 @@ class _IntEmit:
         pb = self.bb.emit(relax.call_tir(pack, [b], [relax.TensorType(kqb.panel_shape(s), "int8"),
                                                      relax.TensorType((s.bsz, s.n), "int32")]))
         panel, bias = (self.bb.emit(relax.TupleGetItem(pb, i)) for i in range(2))
-        gv = self._kernel(("qbmm", s), lambda: kqb.make_qbmm(s), "qbmm_vnni")
+        gv = self._kernel(("qbmm", s), lambda: tile_policy.kernel(s), "qbmm_vnni")
         y = self._call(gv, [a, panel, bias], kqb.out_shape(s), s.out_dtype)
         self.plain_env[id(grp.out)] = self.bb.emit(relax.op.reshape(y, grp.out.type.shape))
 
