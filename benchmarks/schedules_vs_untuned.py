@@ -1,8 +1,9 @@
 """Register tiles chosen by the cost model vs the hand-written pick_tile vs TVM's untuned default, same run.
 
-  python benchmarks/schedules_vs_untuned.py [--threads 1] [--repeat 7] [--quick] [--no-untuned]
+  python benchmarks/schedules_vs_untuned.py [--threads 1] [--repeat 7] [--quick] [--no-untuned] [--kinds qmatmul,qbmm]
 
-For a few fp32 conv2d (ResNet-50 and off-grid shapes), int8 VNNI conv2d and fp32 matmul (BERT) kernels, prints the
+For a few fp32 conv2d (ResNet-50 and off-grid shapes), int8 VNNI conv2d, fp32 matmul (BERT), int8 VNNI matmul
+(the integer BERT encoder's linear layers) and int8 batched matmul (its attention Q K^T / P V) kernels, prints the
 median ``time_evaluator`` time in ms of:
 
 * ``policy``  -- our kernel with ``costmodel.policy``'s tile (the shipped / tuned model),
@@ -10,6 +11,8 @@ median ``time_evaluator`` time in ms of:
 * ``untuned`` -- the same op as plain Relax (``relax.op.nn.conv2d`` / ``matmul`` + bias + relu, NCHW, float32)
   through ``LegalizeOps`` and ``tvm.compile`` with no schedule (dlight's CPU rules only cover GEMV/reduction,
   so nothing schedules these), timed through the Relax VM.  Not measured for int8 (no comparable untuned path).
+
+The int8 matmuls take int8 activations and requantize to int8 (what ``benchmarks/e2e_int8_transformer.py`` runs).
 
 Times of "policy" and "hand" come from the same compiled functions when the tiles coincide.
 """
@@ -26,6 +29,8 @@ def _parse():
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--quick", action="store_true", help="two kernels per kind")
     p.add_argument("--no-untuned", action="store_true", help="skip the (slow) untuned TVM baseline")
+    p.add_argument("--kinds", default="conv,qconv,matmul,qmatmul,qbmm",
+                   help="comma-separated kernel kinds (default all: conv,qconv,matmul,qmatmul,qbmm)")
     return p.parse_args()
 
 
@@ -48,6 +53,8 @@ CONVS = [(64, 56, 64, 3, 1, 1), (256, 56, 512, 1, 2, 0), (128, 28, 128, 3, 1, 1)
 QCONVS = [(64, 56, 64, 3, 1, 1), (128, 28, 512, 1, 1, 0), (256, 14, 256, 3, 1, 1), (512, 7, 2048, 1, 1, 0)]
 MATMULS = [((1,), 128, 384, 384, True, False), ((1,), 128, 1536, 384, True, False),
            ((1,), 128, 384, 1536, True, False), ((1, 6), 128, 128, 64, False, True), ((), 49, 512, 768, True, False)]
+QMATMULS = [(128, 384, 1152), (128, 384, 384), (128, 384, 1536), (128, 1536, 384), (1, 384, 1536)]   # m, k, n
+QBMMS = [(6, 128, 64, 128, True), (6, 128, 128, 64, False)]                     # heads, m, k, n, transpose_b
 
 
 def _ms(func, spec, target, repeat):
@@ -113,6 +120,10 @@ def main(a):
     jobs = [("conv", Me.conv_spec(*c), c) for c in CONVS[:cut]]
     jobs += [("qconv", Me.qconv_spec(*c), c) for c in QCONVS[:cut]]
     jobs += [("matmul", Me.matmul_spec(*m), m) for m in MATMULS[:cut]]
+    jobs += [("qmatmul", Me.qmatmul_spec(*m), m) for m in QMATMULS[:cut]]
+    jobs += [("qbmm", Me.qbmm_spec(*m), m) for m in QBMMS[:cut]]
+    kinds = {k.strip() for k in a.kinds.split(",")}
+    jobs = [j for j in jobs if j[0] in kinds]
     for kind, spec, raw in jobs:
         pt, hand = tuple(policy.choose(spec, target)[0]), F.default_tile(spec)
         t_hand = _ms(F.build_func(spec, hand), spec, target, a.repeat)

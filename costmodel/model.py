@@ -47,11 +47,13 @@ class Dataset:
     tiles: list[tuple[int, ...]]
     names: tuple[str, ...]
     machine: dict[str, Any] = field(default_factory=dict)
+    noise: np.ndarray | None = None   # repeat-to-repeat noise of each label: robust std of log(runs_s)
 
     def subset(self, idx: Sequence[int]) -> Dataset:
         idx = np.asarray(idx, dtype=int)
         return Dataset(self.X[idx], self.y[idx], self.log_flops[idx], [self.task[i] for i in idx],
-                       [self.tiles[i] for i in idx], self.names, self.machine)
+                       [self.tiles[i] for i in idx], self.names, self.machine,
+                       None if self.noise is None else self.noise[idx])
 
     def groups(self) -> dict[str, list[int]]:
         g: dict[str, list[int]] = defaultdict(list)
@@ -63,7 +65,7 @@ class Dataset:
 def dataset_from_rows(rows: Sequence[dict[str, Any]], text: bool = False) -> Dataset:
     """Featurize measured JSONL rows (see :mod:`costmodel.measure`).  Features are computed for the machine the
     rows were measured on (its mcpu and thread count)."""
-    X, y, lf, task, tiles = [], [], [], [], []
+    X, y, lf, task, tiles, noise = [], [], [], [], [], []
     machine: dict[str, Any] = {}
     for r in rows:
         m = r.get("machine", {})
@@ -76,7 +78,34 @@ def dataset_from_rows(rows: Sequence[dict[str, Any]], text: bool = False) -> Dat
         lf.append(math.log(max(1.0, F.describe(spec)["flops"])))
         task.append(r["task"])
         tiles.append(tile)
-    return Dataset(np.asarray(X), np.asarray(y), np.asarray(lf), task, tiles, F.feature_names(text), machine)
+        noise.append(run_noise(r.get("runs_s") or []))
+    return Dataset(np.asarray(X), np.asarray(y), np.asarray(lf), task, tiles, F.feature_names(text), machine,
+                   np.asarray(noise))
+
+
+def run_noise(runs: Sequence[float]) -> float:
+    """Repeat-to-repeat noise of one measured candidate: 1.4826 x the median absolute deviation of its log
+    repeat times (all sessions' repeats for merged rows, so it includes the load shifts between sessions)."""
+    r = np.log(np.asarray([x for x in runs if x > 0], dtype=np.float64))
+    if len(r) < 2:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(r - np.median(r))))
+
+
+def noise_tied_ranks(lat: np.ndarray, tol: float) -> np.ndarray:
+    """Ranks of ``lat`` where candidates whose log-latencies lie within ``tol`` of the first (fastest) member of
+    their group share the group's average rank: the measurement cannot order them."""
+    order = np.argsort(lat, kind="stable")
+    ll = np.log(lat[order])
+    ranks = np.empty(len(lat))
+    i = 0
+    while i < len(ll):
+        j = i
+        while j + 1 < len(ll) and ll[j + 1] - ll[i] <= tol:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0
+        i = j + 1
+    return ranks
 
 
 def split_tasks(ds: Dataset, test_frac: float = 0.25, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -232,6 +261,9 @@ def evaluate(model: CostModel, ds: Dataset, default_tiles: dict[str, tuple[int, 
 
     * ``spearman_global``: predicted vs measured latency over all rows (only meaningful for ``reg`` models);
     * ``spearman_within_task``: mean over tasks of the within-task Spearman (ranking the tiles of one kernel);
+    * ``spearman_noise_tied`` (rows with repeats): the same against noise-tied measured ranks
+      (:func:`noise_tied_ranks`, tolerance = the task's median :func:`run_noise`): candidates the measurement
+      cannot order share a rank, so near-tied tiles neither reward nor punish the model;
     * ``regret_median`` / ``regret_mean`` / ``regret_max``: latency of the model's top-1 tile / best measured - 1;
     * ``top1``: fraction of tasks where the model picks the measured best;
     * ``default_regret_*`` (when ``default_tiles`` maps task -> hand-written tile and that tile was measured).
@@ -240,18 +272,23 @@ def evaluate(model: CostModel, ds: Dataset, default_tiles: dict[str, tuple[int, 
     out: dict[str, Any] = {"rows": len(ds.y), "tasks": len(set(ds.task))}
     if getattr(model, "objective", "reg") == "reg":
         out["spearman_global"] = spearman(pred, ds.y)
-    per_task, regrets, top1, dreg, per = [], [], 0, [], {}
+    per_task, per_task_adj, regrets, top1, dreg, per = [], [], [], 0, [], {}
     for t, idx in sorted(ds.groups().items()):
         lat = np.exp(ds.y[idx])
         p = pred[idx]
         rho = spearman(p, lat)
         if not math.isnan(rho):
             per_task.append(rho)
+        rho_adj = float("nan")
+        if ds.noise is not None:
+            rho_adj = spearman(p, noise_tied_ranks(lat, float(np.median(ds.noise[idx]))))
+            if not math.isnan(rho_adj):
+                per_task_adj.append(rho_adj)
         best = lat.min()
         chosen = lat[int(np.argmin(p))]
         regrets.append(chosen / best - 1.0)
         top1 += int(chosen == best)
-        entry = {"spearman": rho, "regret": chosen / best - 1.0, "n": len(idx)}
+        entry = {"spearman": rho, "spearman_noise_tied": rho_adj, "regret": chosen / best - 1.0, "n": len(idx)}
         if default_tiles and t in default_tiles:
             tl = [ds.tiles[i] for i in idx]
             if tuple(default_tiles[t]) in tl:
@@ -261,6 +298,9 @@ def evaluate(model: CostModel, ds: Dataset, default_tiles: dict[str, tuple[int, 
         per[t] = entry
     out["spearman_within_task"] = float(np.mean(per_task)) if per_task else float("nan")
     out["spearman_within_task_median"] = float(np.median(per_task)) if per_task else float("nan")
+    if per_task_adj:
+        out["spearman_noise_tied"] = float(np.mean(per_task_adj))
+        out["spearman_noise_tied_median"] = float(np.median(per_task_adj))
     out["regret_median"] = float(np.median(regrets))
     out["regret_mean"] = float(np.mean(regrets))
     out["regret_max"] = float(np.max(regrets))
@@ -286,6 +326,7 @@ def per_kind_summary(per_task: dict[str, dict[str, Any]] | Sequence[tuple[str, d
     out = {}
     for kind, es in sorted(by.items()):
         rho = [e["spearman"] for e in es if not math.isnan(e["spearman"])]
+        adj = [e["spearman_noise_tied"] for e in es if not math.isnan(e.get("spearman_noise_tied", math.nan))]
         reg = [e["regret"] for e in es]
         dreg = [e["default_regret"] for e in es if "default_regret" in e]
         d = {"tasks": float(len(es)),
@@ -293,6 +334,8 @@ def per_kind_summary(per_task: dict[str, dict[str, Any]] | Sequence[tuple[str, d
              "spearman_within_task_median": float(np.median(rho)) if rho else float("nan"),
              "regret_median": float(np.median(reg)), "regret_mean": float(np.mean(reg)),
              "regret_max": float(np.max(reg))}
+        if adj:
+            d["spearman_noise_tied"] = float(np.mean(adj))
         if dreg:
             d["default_regret_median"] = float(np.median(dreg))
             d["default_regret_mean"] = float(np.mean(dreg))

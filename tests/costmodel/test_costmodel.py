@@ -281,3 +281,11 @@ def test_combine_sessions_keeps_the_within_task_shape(tmp_path):
     lat = [r["latency_s"] for r in rows]
     assert lat == sorted(lat) and lat[0] == pytest.approx(1.0, rel=0.02)
     assert all(r["sessions"] == 3 and len(r["runs_s"]) == 3 for r in rows)
+
+
+def test_noise_tied_ranks():
+    from costmodel.model import noise_tied_ranks, run_noise
+    lat = np.array([1.0, 1.005, 1.5, 1.51, 3.0])
+    assert noise_tied_ranks(lat, 0.0).tolist() == [0, 1, 2, 3, 4]
+    assert noise_tied_ranks(lat, 0.01).tolist() == [0.5, 0.5, 2.5, 2.5, 4]
+    assert run_noise([1.0]) == 0.0 and run_noise([1.0, 1.0, 1.0]) == 0.0 and run_noise([1.0, 1.1, 1.2]) > 0
