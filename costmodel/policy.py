@@ -365,10 +365,8 @@ def layer_kernel_spec(kind: str, x_shape: tuple[int, ...], w_shape: tuple[int, .
     """(kernel spec, note) of the int8 kernel an integer layer runs as on the TVM fast path:
 
     * ``conv`` (NCHW x, OIHW w, groups 1, 2-D): the VNNI conv (``QConvSpec``, uint8 activations, fused requant);
-    * ``matmul`` (x (..., k) by a constant (k, n)): the VNNI matmul kernel (``qmatmul``) is not in the cost
-      model's data, so it is described as the equivalent 1x1 VNNI conv (k input channels, n output channels, the
-      rows as the output width: the same u8 x s8 vpdpbusd inner product and register tile over rows x 16-column
-      blocks), an approximation the note says.
+    * ``matmul`` (x (..., k) by a constant (k, n)): the VNNI matmul kernel (``QMatmulSpec``, uint8 rows, fused
+      requant).
     Raises :class:`LatencyUnavailable` for layers no measured kernel covers (grouped / depthwise / dilated / 1-D
     / 3-D convs)."""
     from compiler.backends.tvm_kernels import qconv2d as Q
@@ -391,9 +389,8 @@ def layer_kernel_spec(kind: str, x_shape: tuple[int, ...], w_shape: tuple[int, .
             raise LatencyUnavailable("matmul with a batched weight: not in the cost model's data")
         k, n_out = (int(v) for v in w_shape)
         rows = int(np.prod(x_shape[:-1])) if len(x_shape) > 1 else 1
-        spec = Q.QConvSpec(1, k, 1, rows, n_out, 1, 1, (1, 1), (0, 0, 0, 0), x_dtype="uint8",
-                           in_block=Q.choose_in_block(k), rq1=rq)
-        return spec, "int8 matmul as the equivalent 1x1 VNNI conv"
+        from compiler.backends.tvm_kernels import qmatmul as QM
+        return QM.QMatmulSpec(rows, k, n_out, "uint8", 0, rq), "int8 VNNI matmul"
     raise LatencyUnavailable(f"layer kind {kind!r}: conv or matmul")
 
 
