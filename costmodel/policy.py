@@ -6,6 +6,8 @@
     choose_qmatmul_tile(spec, target) -> (rm, rn)                  int8 VNNI matmul, constant weight (qmatmul)
     choose_qbmm_tile(spec, target)   -> (rm, rn)                   int8 VNNI batched matmul (tvm_kernels.qbmm)
     kernel(spec, target)             -> scheduled PrimFunc with the chosen tile, attr ``costmodel.tile``
+    predict_layer_latency(...)       -> seconds of an integer layer's kernel (mixed precision)
+    choose_table(ops, bits, n)       -> tabulate an elementwise chain? (costmodel.elementwise, measured)
 
 Each ranks the valid candidate tiles (:func:`costmodel.features.candidate_tiles`) with the cost model and returns
 the one predicted fastest.  Decisions are cached per (spec, target, model identity, feature version) in-process
@@ -35,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from . import features as F
+from .elementwise import choose_table  # noqa: F401  (the tabulate pass's decision)
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 SHIPPED_MODEL = os.path.join(DATA_DIR, "default_x86_64.json")

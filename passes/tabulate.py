@@ -9,7 +9,7 @@ element's value alone": q.requant with one (per-tensor) multiplier, q.shiftgelu 
 row_max=False, q.shifttanh, nn.relu and nn.clip on integers. A per-channel requant or a row-wise
 op ends the chain.
 
-Whether the lookup pays is the cost model's decision (costmodel.elementwise.choose_table, from
+Whether the lookup pays is the cost model's decision (costmodel.policy.choose_table, from
 measured per-element costs of each op and of the lookup): a lone requant is cheaper to compute;
 ShiftGELU's per-element division is not.
 """
@@ -66,8 +66,8 @@ def chain_table(chain: Sequence[Node]) -> np.ndarray:
 
 
 def _default_decide(ops: Sequence[str], bits: int, elements: int) -> bool:
-    from costmodel.elementwise import choose_table
-    return choose_table(ops, bits, elements)
+    from costmodel import policy
+    return policy.choose_table(ops, bits, elements)
 
 
 def tabulate_graph(g: Graph, decide: Decide | None = None) -> Graph:
