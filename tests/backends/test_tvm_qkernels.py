@@ -240,16 +240,19 @@ def test_fastpath_dyadic_pass_residual_pattern():
     np.testing.assert_array_equal(BACKEND.build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
 
 
-@pytest.mark.parametrize("ci,also_plain", [(3, False), (16, False), (3, True)])
-def test_fastpath_quantize_writes_the_conv_layout(ci, also_plain):
+@pytest.mark.parametrize("ci,also_plain,dt", [(3, False, DType.U8), (16, False, DType.U8), (3, True, DType.U8),
+                                             (3, False, DType.I8)])
+def test_fastpath_quantize_writes_the_conv_layout(ci, also_plain, dt):
     """q.quantize of the float input is one kernel writing the (channel-padded) blocked layout its integer
     conv reads -- or plain NCHW when another reader (here a graph output) needs it -- bit-exact, ties and
     saturation included."""
     rng = np.random.default_rng(ci)
     g = Graph()
     x = g.add_input("x", TensorType((1, ci, 12, 12), DType.F32))
-    xq = g.add1(q.quantize, [x], scale=0.05, zero_point=7, qmin=0, qmax=255, dtype=DType.U8)
-    y = _qconv(g, xq, 16, 3, 2, 7, rng)
+    zp = 7 if dt is DType.U8 else -3
+    xq = g.add1(q.quantize, [x], scale=0.05, zero_point=zp, qmin=q.INT_RANGE[dt][0], qmax=q.INT_RANGE[dt][1],
+                dtype=dt)
+    y = _qconv(g, xq, 16, 3, 2, zp, rng)
     g.outputs = [y, xq] if also_plain else [y]
     groups = {id(v): v for v in plan(g).values()}.values()
     assert sorted(grp.kind for grp in groups) == ["qconv", "quantize"]
