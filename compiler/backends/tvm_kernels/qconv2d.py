@@ -132,7 +132,7 @@ def requant_form(multiplier, shift, in_zp: int, out_zp: int, x_range: Tuple[int,
         return "i64"
     p = np.where(m > 0, np.log2(np.maximum(m, 1)).round().astype(np.int64), -1)
     if (m > 0).all() and (np.left_shift(np.int64(1), np.maximum(p, 0)) == m).all() and (p >= c).all() and \
-            (np.left_shift(np.int64(d), p - c) + abs(out_zp) < 2**31).all():
+            (p - c <= 30).all() and (np.left_shift(np.int64(d), p - c) + abs(out_zp) < 2**31).all():
         return "shl"
     mh, ml = m >> c, m & ((np.int64(1) << c) - 1)
     rnd = np.where(c > 0, np.left_shift(np.int64(1), np.maximum(c - 1, 0)), 0)
