@@ -7,6 +7,7 @@
   per channel along `axis`.
 * requant: TE in int64: ((x - in_zp) * m + rnd) >> c with an arithmetic shift, rnd = 2^(c-1) or 0
   when c == 0; per-channel m / c / rnd are compile-time constant vectors read along `axis`.
+* table: TE gather, table[int32(x) - min(dtype)].
 * conv / matmul: x - zero point in int32, then Relax's int32 conv{1,2,3}d / matmul (padding
   with 0 after the subtraction = padding the input with its zero point), + int32 bias; all
   wrap modulo 2^32 exactly like the reference's int64 -> int32 cast.
@@ -112,6 +113,16 @@ def _requant(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Ex
         return [ctx.emit_te(_requant_te, x, mcr, 0, 0, *common, _axis(a["axis"], rank), out,
                             name="requant")]
     return [ctx.emit_te(_requant_te, x, None, int(m[0]), int(c[0]), *common, 0, out, name="requant")]
+
+
+def _table_te(x: te.Tensor, t: te.Tensor, lo: int) -> te.Tensor:
+    return te.compute(x.shape, lambda *i: t[x[i].astype("int32") - tirx.const(lo, "int32")], name="table")
+
+
+@lowers(q.table)
+def _table(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    lo = int(np.iinfo(node.inputs[0].type.dtype.numpy).min)
+    return [ctx.emit_te(_table_te, args[0], args[1], lo, name="table")]
 
 
 def _minus_zp(ctx: LowerCtx, x: relax.Expr, zp: int) -> relax.Expr:
