@@ -83,10 +83,15 @@ def conv_spec(ci, h, co, k, s, p, n=1, groups=1, w=None):
                         out_block=ob, has_bias=True, activation="relu")
 
 
+# the form of a conv's requant to 8 bits on the fast path (shift >= 33 for every ResNet-50 conv): the kernel the
+# data describes is the one that runs
+QCONV_RQ_FORM = "hi"
+
+
 def qconv_spec(ci, h, co, k, s, p, n=1, w=None):
     from compiler.backends.tvm_kernels import qconv2d as Q
     return Q.QConvSpec(n, ci, h, w or h, co, k, k, (s, s), (p,) * 4, x_dtype="uint8",
-                       in_block=Q.choose_in_block(ci), rq1=Q.Requant(0, 0, 0, 255, "uint8"))
+                       in_block=Q.choose_in_block(ci), rq1=Q.Requant(0, 0, 0, 255, "uint8", form=QCONV_RQ_FORM))
 
 
 def matmul_spec(batch, m, n, k, const=True, tb=False):
@@ -251,12 +256,13 @@ def arg_shapes(spec: Any) -> list[tuple[tuple[int, ...], str]]:
         return out + [(C.out_shape(spec), dt)]
     if kind == "qconv":
         from compiler.backends.tvm_kernels import qconv2d as Q
-        rq = ((3, spec.cop // 16, 16), "int64")
+        def rq(r):
+            return ((3, spec.cop // 16, 16), Q.requant_dtype(r))
         out = [(Q.data_shape(spec), spec.x_dtype), (Q.weight_shape(spec), "int8"), ((spec.cop // 16, 16), "int32")]
-        out += [rq] * ((spec.rq1 is not None) + (spec.rq1b is not None))
+        out += [rq(r) for r in (spec.rq1, spec.rq1b) if r is not None]
         if spec.residual_dtype is not None:
             out.append((Q.out_shape(spec), spec.residual_dtype))
-            out += [rq] * ((spec.rq2 is not None) + 1)
+            out += [rq(r) for r in (spec.rq2, spec.rq3) if r is not None]
         return out + [(Q.out_shape(spec), spec.out_dtype)]
     if kind == "qmatmul":
         from compiler.backends.tvm_kernels import qmatmul as QM
