@@ -15,6 +15,7 @@ from typing import Optional
 
 from tvm import s_tir, te, tirx
 
+from compiler.backends.tvm_lower.ivit import shift_exp_expr
 from compiler.ops import ivit
 from .common import SCHEDULE_ATTR, finalize
 from .qconv2d import Requant
@@ -48,29 +49,16 @@ class ShiftmaxSpec:
         return self.rq.dtype if self.rq is not None else self.sm_dtype
 
 
-def _c32(v: int):
-    return tirx.const(int(v), I32)
-
-
 def _c64(v: int):
     return tirx.const(int(v), I64)
-
-
-def _shift_exp32(i, x0: int, n: int):
-    """compiler.ops.ivit.shift_exp in int32 (exact under the bounds in the module docstring)."""
-    ip = i + (i >> _c32(1)) - (i >> _c32(4))
-    ip = tirx.max(ip, _c32(n * x0))
-    q = tirx.floordiv(ip, _c32(x0))
-    r = ip - q * _c32(x0)
-    e = (r >> _c32(1)) - _c32(x0)
-    return e << (_c32(n) - q)
 
 
 def shiftmax_te(spec: ShiftmaxSpec, x):
     rows, length = spec.rows, spec.length
     k1 = te.reduce_axis((0, length), "k1")
     mx = te.compute((rows,), lambda r: te.max(x[r, k1].astype(I32), axis=k1), name="row_max")
-    e = te.compute((rows, length), lambda r, j: _shift_exp32(x[r, j].astype(I32) - mx[r], spec.x0, spec.n),
+    e = te.compute((rows, length),
+                   lambda r, j: shift_exp_expr(x[r, j].astype(I32) - mx[r], spec.x0, spec.n, I32),
                    name="shift_exp")
     k2 = te.reduce_axis((0, length), "k2")
     s = te.compute((rows,), lambda r: te.sum(e[r, k2].astype(I64), axis=k2), name="row_sum")

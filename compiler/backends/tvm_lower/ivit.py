@@ -16,18 +16,19 @@ from compiler.ops.quant import INT_RANGE
 I64 = "int64"
 
 
-def _c(v: int) -> tirx.PrimExpr:
-    return tirx.const(int(v), I64)
+def _c(v: int, dtype: str = I64) -> tirx.PrimExpr:
+    return tirx.const(int(v), dtype)
 
 
-def shift_exp_expr(i: tirx.PrimExpr, x0: int, n: int) -> tirx.PrimExpr:
-    """compiler.ops.ivit.shift_exp on an int64 TIR scalar (i <= 0)."""
-    ip = i + (i >> _c(1)) - (i >> _c(4))
-    ip = tirx.max(ip, _c(n * x0))
-    q = tirx.floordiv(ip, _c(x0))
-    r = ip - q * _c(x0)
-    e = (r >> _c(1)) - _c(x0)
-    return e << (_c(n) - q)
+def shift_exp_expr(i: tirx.PrimExpr, x0: int, n: int, dtype: str = I64) -> tirx.PrimExpr:
+    """compiler.ops.ivit.shift_exp on a TIR scalar i <= 0 of `dtype` (int64; int32 where the caller has
+    proved every step fits, as tvm_kernels.shiftmax does)."""
+    ip = i + (i >> _c(1, dtype)) - (i >> _c(4, dtype))
+    ip = tirx.max(ip, _c(n * x0, dtype))
+    q = tirx.floordiv(ip, _c(x0, dtype))
+    r = ip - q * _c(x0, dtype)
+    e = (r >> _c(1, dtype)) - _c(x0, dtype)
+    return e << (_c(n, dtype) - q)
 
 
 def _row_reduce(x: te.Tensor, axis: int, body, kind: str, name: str) -> te.Tensor:
