@@ -363,6 +363,16 @@ def _plan_qmatmul(mm: Node, u: _Uses) -> Group | None:
     return Group("qmatmul", nodes, spec, {"a": a}, consts)
 
 
+def _per_tensor_requant(n: Node, u: _Uses, nodes: list[Node]) -> tuple[kq.Requant | None, int, int]:
+    """(Requant, m, c) of a per-tensor q.requant that is n's only user, appended to `nodes`; else (None, 0, 0)."""
+    rq_node = u.single(n.outputs[0])
+    if rq_node is None or rq_node.op is not q.requant or len(rq_node.attrs["multiplier"]) != 1:
+        return None, 0, 0
+    nodes.append(rq_node)
+    rq = _requant_of(rq_node, n.outputs[0].type.rank, -1)
+    return rq, rq_node.attrs["multiplier"][0], rq_node.attrs["shift"][0]
+
+
 def _plan_qbmm(mm: Node, u: _Uses) -> Group | None:
     """q.matmul of two activations with the same batch dims (attention), b read through a
     last-two-axes transpose when that transpose has no other user [+ a per-tensor q.requant]."""
@@ -379,12 +389,7 @@ def _plan_qbmm(mm: Node, u: _Uses) -> Group | None:
             list(t.attrs["perm"]) == list(range(r - 2)) + [r - 1, r - 2]:
         src, transpose_b = t.inputs[0], True
     nodes, consts = [mm], {}
-    rq_node = u.single(mm.outputs[0])
-    rq, m_, c_ = None, 0, 0
-    if rq_node is not None and rq_node.op is q.requant and len(rq_node.attrs["multiplier"]) == 1:
-        rq = _requant_of(rq_node, r, -1)
-        m_, c_ = rq_node.attrs["multiplier"][0], rq_node.attrs["shift"][0]
-        nodes.append(rq_node)
+    rq, m_, c_ = _per_tensor_requant(mm, u, nodes)
     m, k = a.type.shape[-2:]
     try:
         spec = kqb.QBmmSpec(int(np.prod(a.type.shape[:-2], dtype=np.int64)), m, k, b.type.shape[-1],
@@ -402,12 +407,7 @@ def _plan_shiftmax(sm: Node, u: _Uses) -> Group | None:
     if x.type.rank < 1 or a["axis"] % x.type.rank != x.type.rank - 1 or x.is_const:
         return None
     nodes = [sm]
-    rq_node = u.single(sm.outputs[0])
-    rq, m_, c_ = None, 0, 0
-    if rq_node is not None and rq_node.op is q.requant and len(rq_node.attrs["multiplier"]) == 1:
-        rq = _requant_of(rq_node, x.type.rank, -1)
-        m_, c_ = rq_node.attrs["multiplier"][0], rq_node.attrs["shift"][0]
-        nodes.append(rq_node)
+    rq, m_, c_ = _per_tensor_requant(sm, u, nodes)
     length = x.type.shape[-1]
     out = a["dtype"]
     try:

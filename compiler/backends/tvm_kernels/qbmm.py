@@ -22,7 +22,7 @@ import numpy as np
 from tvm import s_tir, te, tirx
 
 from .common import SCHEDULE_ATTR, finalize
-from .qconv2d import VNNI_INTRIN_LOCAL, Requant  # noqa: F401  (importing registers the intrinsic)
+from .qconv2d import VNNI_INTRIN_LOCAL, Requant, requant_scalar_te  # noqa: F401  (registers the intrinsic)
 from .qmatmul import pick_tile
 
 __all__ = ["QBmmSpec", "make_pack", "make_qbmm", "qbmm_reference"]
@@ -76,20 +76,6 @@ def out_shape(spec: QBmmSpec) -> Tuple[int, int, int]:
     return (spec.bsz, spec.m, spec.n)
 
 
-def _requant(v, spec: QBmmSpec):
-    rq = spec.rq
-    x = v.astype("int64")
-    if rq.in_zp:
-        x = x - tirx.const(rq.in_zp, "int64")
-    if spec.rq_c > 0:
-        x = (x * tirx.const(spec.rq_m, "int64") + tirx.const(1 << (spec.rq_c - 1), "int64")) >> \
-            tirx.const(spec.rq_c, "int64")
-    else:
-        x = x * tirx.const(spec.rq_m, "int64")
-    x = x + tirx.const(rq.out_zp, "int64")
-    return tirx.max(tirx.min(x, tirx.const(rq.qmax, "int64")), tirx.const(rq.qmin, "int64")).astype(rq.dtype)
-
-
 def _b_prime(spec: QBmmSpec, b):
     def bv(z, kk, col):                      # b' = b - b_zp as int8, logical (k, n) indexing
         v = b[z, col, kk] if spec.transpose_b else b[z, kk, col]
@@ -125,7 +111,7 @@ def qbmm_te(spec: QBmmSpec, a, panel, bias):
 
     def epi(z, i, col):
         v = acc[z, i, col // 16, col % 16] + bias[z, col]
-        return _requant(v, spec) if spec.rq is not None else v
+        return requant_scalar_te(v, spec.rq_m, spec.rq_c, spec.rq) if spec.rq is not None else v
     return te.compute(out_shape(spec), epi, name="out")
 
 

@@ -162,6 +162,18 @@ def requant_te(v, mcr, idx, rq: Requant):
     return y.astype(rq.dtype)
 
 
+def requant_scalar_te(v, m: int, c: int, rq: Requant):
+    """rq with compile-time per-tensor m, c on a TIR scalar, in int64 (the reference formula).  Returns rq.dtype."""
+    x = v.astype("int64")
+    if rq.in_zp:
+        x = x - tirx.const(rq.in_zp, "int64")
+    x = x * tirx.const(m, "int64")
+    if c > 0:
+        x = (x + tirx.const(1 << (c - 1), "int64")) >> tirx.const(c, "int64")
+    x = x + tirx.const(rq.out_zp, "int64")
+    return tirx.max(tirx.min(x, tirx.const(rq.qmax, "int64")), tirx.const(rq.qmin, "int64")).astype(rq.dtype)
+
+
 def _int32_barrier(x):
     """x unchanged, but opaque to the simplifier: it would otherwise rewrite int64(a + b) as int64(a) + int64(b)
     (assuming no int32 overflow -- wrong where the reference wraps -- and widening the whole chain to int64)."""

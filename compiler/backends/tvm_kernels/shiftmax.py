@@ -18,7 +18,7 @@ from tvm import s_tir, te, tirx
 from compiler.backends.tvm_lower.ivit import shift_exp_expr
 from compiler.ops import ivit
 from .common import SCHEDULE_ATTR, finalize
-from .qconv2d import Requant
+from .qconv2d import Requant, requant_scalar_te
 
 __all__ = ["ShiftmaxSpec", "make_shiftmax"]
 
@@ -71,14 +71,8 @@ def shiftmax_te(spec: ShiftmaxSpec, x):
         rq = spec.rq
         if rq is None:
             return y.astype(spec.sm_dtype)
-        y = y.astype(spec.sm_dtype).astype(I64)          # the shiftmax result, as the requant reads it
-        if rq.in_zp:
-            y = y - _c64(rq.in_zp)
-        y = y * _c64(spec.rq_m)
-        if spec.rq_c > 0:
-            y = (y + _c64(1 << (spec.rq_c - 1))) >> _c64(spec.rq_c)
-        y = y + _c64(rq.out_zp)
-        return tirx.max(tirx.min(y, _c64(rq.qmax)), _c64(rq.qmin)).astype(rq.dtype)
+        # the shiftmax result, as the requant reads it
+        return requant_scalar_te(y.astype(spec.sm_dtype), spec.rq_m, spec.rq_c, rq)
     return te.compute((rows, length), body, name="out")
 
 
