@@ -432,6 +432,23 @@ def combine_sessions(paths: Sequence[str], out_path: str) -> dict[str, Any]:
     return {"rows": n, "tasks": len(by_task), "sessions": len(runs)}
 
 
+def union_datasets(paths: Sequence[str], out: str) -> dict[str, int]:
+    """Write the rows of every task of ``paths`` into ``out``: a task measured in several files keeps the rows of
+    the first file that has it (datasets of different kernels, e.g. the shipped file and sessions of more random
+    shapes, become one; for repeated sessions of the same kernels use :func:`combine_sessions`)."""
+    rows, owner = [], {}
+    for i, path in enumerate(paths):
+        for r in load_jsonl(path):
+            if owner.setdefault(r["task"], i) == i:
+                rows.append(r)
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, out)
+    return {"rows": len(rows), "tasks": len(owner), "files": len(paths)}
+
+
 def load_jsonl(path: str) -> list[dict[str, Any]]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -467,9 +484,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="time candidates one after the other (default: interleaved rounds per task)")
     p.add_argument("--combine", nargs="+", metavar="SESSION.jsonl",
                    help="do not measure: merge these sessions of the same candidates into --out")
+    p.add_argument("--union", nargs="+", metavar="DATA.jsonl",
+                   help="do not measure: write every task of these datasets into --out (a task in several "
+                        "files keeps the first file's rows)")
     a = p.parse_args(argv)
     if a.combine:
         print(json.dumps(combine_sessions(a.combine, a.out)))
+        return 0
+    if a.union:
+        print(json.dumps(union_datasets(a.union, a.out)))
         return 0
     kinds = None
     if a.kinds:
