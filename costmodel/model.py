@@ -5,10 +5,14 @@ to scores where **lower is faster** -- for :class:`XGBCostModel` with the ``reg`
 predicted log-latency (seconds); with ``rank`` it is a ranking score only comparable within one task.  Tests can
 stub the Protocol with any object that has ``predict`` and ``feature_names``.
 
-:class:`XGBCostModel` regresses ``log(latency / flops)`` (seconds per FLOP: the shape-dependent scale is removed so
-the trees spend their splits on the knobs) and adds ``log(flops)`` back, or fits XGBoost's ``rank:pairwise``
-objective with one query group per task.  It saves to / loads from one JSON file holding the booster (XGBoost's
-own JSON) and the metadata (feature version and names, objective, the machine it was measured on, metrics).
+:class:`XGBCostModel` holds one booster per kernel kind (conv, qconv, matmul, qmatmul, qbmm: each is its own loop
+nest, and the knob columns mean different loops in each, so one shared ensemble spends its splits separating the
+kinds).  A row goes to the booster of its ``op_*`` one-hot column; a kind the model was not trained on raises
+:class:`UntrainedKind`.  Each booster regresses ``log(latency / flops)`` (seconds per FLOP: the shape-dependent
+scale is removed so the trees spend their splits on the knobs) and adds ``log(flops)`` back, or fits XGBoost's
+``rank:pairwise`` objective with one query group per task.  The model saves to / loads from one JSON file holding
+the boosters (XGBoost's own JSON) and the metadata (feature version and names, objective, the machine it was
+measured on, metrics).
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ import numpy as np
 
 from . import features as F
 
-__all__ = ["CostModel", "Dataset", "XGBCostModel", "dataset_from_rows", "evaluate", "spearman", "split_tasks"]
+__all__ = ["CostModel", "Dataset", "UntrainedKind", "XGBCostModel", "dataset_from_rows", "evaluate", "spearman",
+           "split_tasks"]
 
 
 @runtime_checkable
@@ -128,12 +133,31 @@ def split_tasks(ds: Dataset, test_frac: float = 0.25, seed: int = 0) -> tuple[li
 # ----------------------------------------------------------------------------------------------------------------
 # model
 # ----------------------------------------------------------------------------------------------------------------
+class UntrainedKind(ValueError):
+    """A feature row of a kernel kind the model has no booster for (it was trained without that kind's rows)."""
+
+
+#: the one-hot feature column of each kernel kind, in :data:`costmodel.features.KINDS` order
+KIND_COLUMNS = ("op_conv_fp32", "op_conv_int8", "op_matmul_fp32", "op_matmul_int8", "op_bmm_int8")
+
+
+def row_kinds(X: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """The kernel kind (an index into :data:`costmodel.features.KINDS`) of each feature row."""
+    cols = [list(names).index(c) for c in KIND_COLUMNS]
+    onehot = np.asarray(X)[:, cols]
+    if len(onehot) and not np.all(onehot.sum(axis=1) == 1):
+        raise ValueError("feature rows without exactly one op_* kind column set")
+    return np.argmax(onehot, axis=1) if len(onehot) else np.zeros(0, dtype=int)
+
+
+FORMAT_VERSION = 2      # 2: one booster per kernel kind ("boosters"); 1: one booster for all kinds ("booster")
 DEFAULT_PARAMS = {"max_depth": 6, "eta": 0.1, "subsample": 0.9, "colsample_bytree": 0.9, "min_child_weight": 1,
                   "lambda": 1.0, "seed": 0, "nthread": 1}
 
 
 class XGBCostModel:
-    """XGBoost on log-latency (``objective="reg"``) or pairwise ranking within tasks (``"rank"``)."""
+    """XGBoost on log-latency (``objective="reg"``) or pairwise ranking within tasks (``"rank"``), one booster per
+    kernel kind."""
 
     def __init__(self, objective: str = "reg", num_rounds: int = 150, params: dict[str, Any] | None = None,
                  text: bool = False):
@@ -145,17 +169,24 @@ class XGBCostModel:
         self.text = text
         self.feature_names: tuple[str, ...] = F.feature_names(text)
         self.meta: dict[str, Any] = {}
-        self._booster = None
+        self._boosters: dict[str, Any] = {}        # kind -> xgboost.Booster
         self._identity: str | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kernel kinds this model has a booster for."""
+        return tuple(k for k in F.KINDS if k in self._boosters)
 
     @property
     def identity(self) -> str | None:
         """What the policy's decision cache keys on: the sha256 of the model file it was loaded from, else of the
         trained booster (None before training).  A retrained model has another identity."""
-        if self._identity is None and self._booster is not None:
+        if self._identity is None and self._boosters:
             import hashlib
-            raw = bytes(self._booster.save_raw(raw_format="json"))
-            h = hashlib.sha256(raw)
+            h = hashlib.sha256()
+            for kind in self.kinds:
+                h.update(kind.encode())
+                h.update(bytes(self._boosters[kind].save_raw(raw_format="json")))
             h.update(json.dumps([self.objective, list(self.feature_names), F.FEATURE_VERSION]).encode())
             self._identity = "booster:" + h.hexdigest()
         return self._identity
@@ -166,9 +197,18 @@ class XGBCostModel:
 
     # -- training ----------------------------------------------------------------------------------------
     def fit(self, ds: Dataset) -> XGBCostModel:
-        import xgboost as xgb
+        """Train one booster per kernel kind present in ``ds`` (replacing any earlier training)."""
         if tuple(ds.names) != self.feature_names:
             raise ValueError("dataset features do not match the model's (text channel on/off?)")
+        kinds = row_kinds(ds.X, self.feature_names)
+        self._boosters = {F.KINDS[k]: self._fit_one(ds.subset(np.flatnonzero(kinds == k)))
+                          for k in np.unique(kinds)}
+        self._identity = None
+        self.meta.update({"machine": ds.machine, "rows": len(ds.y), "tasks": len(set(ds.task))})
+        return self
+
+    def _fit_one(self, ds: Dataset):
+        import xgboost as xgb
         params = dict(self.params)
         if self.objective == "reg":
             params["objective"] = "reg:squarederror"
@@ -186,20 +226,24 @@ class XGBCostModel:
                 r = np.argsort(np.argsort(-y[m]))        # 0 = slowest
                 rel[m] = np.floor(31 * r / max(1, m.sum() - 1))
             dm = xgb.DMatrix(X, label=rel, qid=qid, feature_names=list(self.feature_names))
-        self._booster = xgb.train(params, dm, num_boost_round=self.num_rounds)
-        self._identity = None
-        self.meta.update({"machine": ds.machine, "rows": len(ds.y), "tasks": len(set(ds.task))})
-        return self
+        return xgb.train(params, dm, num_boost_round=self.num_rounds)
 
     # -- inference ---------------------------------------------------------------------------------------
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Scores, lower = faster (log-seconds for ``reg``)."""
         import xgboost as xgb
-        if self._booster is None:
+        if not self._boosters:
             raise RuntimeError("model is not trained")
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-        out = self._booster.predict(xgb.DMatrix(X, feature_names=list(self.feature_names)))
-        out = np.asarray(out, dtype=np.float64)
+        kinds = row_kinds(X, self.feature_names)
+        out = np.empty(len(X), dtype=np.float64)
+        for k in np.unique(kinds):
+            booster = self._boosters.get(F.KINDS[k])
+            if booster is None:
+                raise UntrainedKind(f"the cost model has no {F.KINDS[k]!r} kernels (trained on: "
+                                    f"{', '.join(self.kinds)}); retrain with `compile tune-costmodel`")
+            idx = np.flatnonzero(kinds == k)
+            out[idx] = booster.predict(xgb.DMatrix(X[idx], feature_names=list(self.feature_names)))
         if self.objective == "reg":
             li = self.feature_names.index("log_flops")
             # log_flops column is log2(flops + 1); convert to natural log of flops
@@ -209,11 +253,11 @@ class XGBCostModel:
 
     # -- persistence -------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        raw = self._booster.save_raw(raw_format="json")
-        return {"format": "dyc-costmodel", "format_version": 1, "feature_version": F.FEATURE_VERSION,
+        return {"format": "dyc-costmodel", "format_version": FORMAT_VERSION, "feature_version": F.FEATURE_VERSION,
                 "feature_names": list(self.feature_names), "objective": self.objective, "text": self.text,
                 "num_rounds": self.num_rounds, "params": self.params, "meta": self.meta,
-                "booster": json.loads(bytes(raw).decode())}
+                "boosters": {k: json.loads(bytes(self._boosters[k].save_raw(raw_format="json")).decode())
+                             for k in self.kinds}}
 
     def save(self, path: str) -> None:
         import os
@@ -226,15 +270,21 @@ class XGBCostModel:
         import xgboost as xgb
         if obj.get("format") != "dyc-costmodel":
             raise ValueError("not a dyc cost model")
+        if obj.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"cost model file format {obj.get('format_version')}, this code {FORMAT_VERSION}: "
+                             "retrain with `compile tune-costmodel`")
         if obj["feature_version"] != F.FEATURE_VERSION or \
                 tuple(obj["feature_names"]) != F.feature_names(obj.get("text", False)):
             raise ValueError(f"cost model has feature version {obj['feature_version']}, "
                              f"this code {F.FEATURE_VERSION}: retrain with `compile tune-costmodel`")
         m = cls(obj["objective"], obj["num_rounds"], obj["params"], obj.get("text", False))
         m.meta = obj.get("meta", {})
-        b = xgb.Booster()
-        b.load_model(bytearray(json.dumps(obj["booster"]).encode()))
-        m._booster = b
+        for kind, raw in obj["boosters"].items():
+            if kind not in F.KINDS:
+                raise ValueError(f"cost model has a booster for an unknown kernel kind {kind!r}")
+            b = xgb.Booster()
+            b.load_model(bytearray(json.dumps(raw).encode()))
+            m._boosters[kind] = b
         return m
 
     @classmethod

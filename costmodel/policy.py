@@ -355,11 +355,15 @@ def predict_latency(spec: Any, target: Any = None) -> float:
     if getattr(model, "objective", None) != "reg":
         raise LatencyUnavailable("the cost model ranks candidates only (objective "
                                  f"{getattr(model, 'objective', '?')!r}); latencies need the 'reg' model")
+    from .model import UntrainedKind
     tile, _source = choose(spec, target)
     ti = _model_target(model, target)
     text = len(getattr(model, "feature_names", ())) > len(F.FEATURE_NAMES)
     x = F.features(spec, tile, ti, text=text)
-    return float(np.exp(np.asarray(model.predict(x[None]), dtype=np.float64)[0]))
+    try:
+        return float(np.exp(np.asarray(model.predict(x[None]), dtype=np.float64)[0]))
+    except UntrainedKind as e:
+        raise LatencyUnavailable(str(e)) from None
 
 
 def layer_kernel_spec(kind: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], *,

@@ -128,10 +128,51 @@ def test_model_learns_synthetic_ranking(specs):
     assert r["spearman_global"] > 0.95 and r["regret_median"] < 0.05
 
 
+@needs_xgb
+def test_one_booster_per_kernel_kind(specs):
+    """Each kind's rows train and predict through their own booster: another kind's data cannot move a conv's
+    prediction, and a kind the model never saw is refused by name (the policy then uses the hand tile)."""
+    from costmodel import features as F
+    from costmodel import policy
+    from costmodel.model import UntrainedKind, XGBCostModel, dataset_from_rows
+    rows = _synthetic_rows(specs)
+    conv = [r for r in rows if r["task"].startswith("conv:")]
+    mm = [r for r in rows if r["task"].startswith("matmul:")]
+    a = XGBCostModel("reg", 20).fit(dataset_from_rows(conv + mm))
+    assert a.kinds == ("conv", "matmul")
+    slower = [dict(r, latency_s=r["latency_s"] * (3.0 if i % 2 else 0.2)) for i, r in enumerate(mm)]
+    b = XGBCostModel("reg", 20).fit(dataset_from_rows(conv + slower))
+    xc = dataset_from_rows(conv).X
+    assert np.array_equal(a.predict(xc), b.predict(xc))
+    xm = dataset_from_rows(mm).X
+    assert not np.array_equal(a.predict(xm), b.predict(xm))
+    qspec = next(s for s in specs if F.kind_of(s) == "qconv")
+    xq = F.features(qspec, F.default_tile(qspec), TARGET)[None]
+    with pytest.raises(UntrainedKind, match="'qconv'"):
+        a.predict(xq)
+    with policy.use_model(a):
+        assert policy.choose(qspec) == (F.default_tile(qspec), "fallback")
+        with pytest.raises(policy.LatencyUnavailable, match="qconv"):
+            policy.predict_latency(qspec)
+        conv_spec = next(s for s in specs if F.kind_of(s) == "conv")
+        assert policy.choose(conv_spec)[1] == "model"
+
+
+def test_load_rejects_old_file_format(tmp_path):
+    from costmodel import features as F
+    from costmodel.model import XGBCostModel
+    p = tmp_path / "v1.json"
+    p.write_text(json.dumps({"format": "dyc-costmodel", "format_version": 1, "feature_version": F.FEATURE_VERSION,
+                             "feature_names": list(F.FEATURE_NAMES), "booster": {}}))
+    with pytest.raises(ValueError, match="file format 1.*retrain"):
+        XGBCostModel.load(str(p))
+
+
 def test_load_rejects_stale_feature_version(tmp_path):
     from costmodel.model import XGBCostModel
     p = tmp_path / "old.json"
-    p.write_text(json.dumps({"format": "dyc-costmodel", "feature_version": -1, "feature_names": []}))
+    p.write_text(json.dumps({"format": "dyc-costmodel", "format_version": 2, "feature_version": -1,
+                             "feature_names": []}))
     with pytest.raises(ValueError, match="retrain"):
         XGBCostModel.load(str(p))
 
@@ -241,8 +282,9 @@ def test_shipped_model_loads_and_ranks(specs):
 
 @needs_xgb
 def test_shipped_data_holdout_quality():
-    """The shipped measurements, held-out tasks: the model ranks tiles better than chance and its choice is
-    close to the best measured one (loose bounds: the real numbers are in docs/costmodel.md)."""
+    """The shipped measurements, one held-out split: the model ranks the tiles of kernels it never saw and its
+    choice is close to the best measured one (the 10-split numbers are in docs/costmodel.md; this split scores
+    0.91 within task, the bound leaves room for other xgboost versions)."""
     from costmodel import policy
     from costmodel.measure import load_jsonl
     from costmodel.model import holdout_report
@@ -250,8 +292,8 @@ def test_shipped_data_holdout_quality():
     if not os.path.exists(path):
         pytest.skip("no shipped measurements")
     rep = holdout_report(load_jsonl(path), "reg", seeds=(0,), num_rounds=150)
-    assert rep["mean"]["spearman_within_task"] > 0.5
-    assert rep["mean"]["regret_median"] < 0.15
+    assert rep["mean"]["spearman_within_task"] > 0.85
+    assert rep["mean"]["regret_median"] < 0.05
 
 
 def test_cli_dispatches_tune_costmodel(capsys):
@@ -281,6 +323,27 @@ def test_combine_sessions_keeps_the_within_task_shape(tmp_path):
     lat = [r["latency_s"] for r in rows]
     assert lat == sorted(lat) and lat[0] == pytest.approx(1.0, rel=0.02)
     assert all(r["sessions"] == 3 and len(r["runs_s"]) == 3 for r in rows)
+
+
+def test_union_datasets_keeps_the_first_file_of_a_task(tmp_path):
+    """Two datasets sharing a kernel: its rows come from the first file only (never mixed across files), the
+    other kernels from wherever they are; the CLI writes the same."""
+    from costmodel.measure import load_jsonl, main, union_datasets
+
+    def write(name, rows):
+        p = tmp_path / name
+        p.write_text("".join(json.dumps({"task": t, "tile": [j], "latency_s": v}) + "\n" for t, j, v in rows))
+        return str(p)
+    a = write("a.jsonl", [("shared", 0, 1.0), ("shared", 1, 2.0), ("only_a", 0, 5.0)])
+    b = write("b.jsonl", [("shared", 0, 9.0), ("shared", 1, 9.0), ("shared", 2, 9.0), ("only_b", 0, 7.0)])
+    out = tmp_path / "u.jsonl"
+    assert union_datasets([a, b], str(out)) == {"rows": 4, "tasks": 3, "files": 2}
+    rows = load_jsonl(str(out))
+    assert [(r["task"], r["latency_s"]) for r in rows] == [("shared", 1.0), ("shared", 2.0), ("only_a", 5.0),
+                                                            ("only_b", 7.0)]
+    out2 = tmp_path / "u2.jsonl"
+    assert main(["--out", str(out2), "--union", b, a]) == 0
+    assert sorted(r["latency_s"] for r in load_jsonl(str(out2)) if r["task"] == "shared") == [9.0, 9.0, 9.0]
 
 
 def test_noise_tied_ranks():
