@@ -340,12 +340,15 @@ def candidate_tiles(spec: Any, max_acc: int = 28, limit: int = 32) -> list[tuple
     """The valid register tiles of ``spec`` (at most ``limit``, most accumulators first, the kernel's own
     ``pick_tile`` always included).  conv: reg_oc | n_ocb (<= 8), reg_w | ow or 8 (predicated), reg_oc * reg_w <=
     max_acc; int8 conv: reg_w must divide ow (tensorize), <= 16 accumulators; matmul: reg_n in {nb, nb/2, nb/4}
-    multiples of the lanes, reg_m | rows, vector accumulators <= max_acc; int8 matmul / batched matmul (rm, rn):
+    multiples of the lanes, reg_m | rows, vector accumulators <= max_acc (a skinny k-split matmul: only its
+    ``pick_tile``, its schedule ignores the tile but for the lanes); int8 matmul / batched matmul (rm, rn):
     rm | m (<= 32), rn | n/16 (the column blocks), rm * rn <= max_acc."""
     kind = kind_of(spec)
     default = default_tile(spec)
     d = describe(spec)
     out: list[tuple[int, ...]] = []
+    if kind == "matmul" and d["ksplit"]:
+        return [default]            # a skinny (k-split) matmul's schedule uses only the lanes: one kernel
     if kind == "matmul":
         lanes = default[2]
         nb = d["ob"]

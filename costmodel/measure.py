@@ -165,6 +165,20 @@ def _random_qbmms(rng: random.Random, count: int) -> list[tuple]:
     return out
 
 
+def _random_depthwise(rng: random.Random, count: int) -> list[tuple]:
+    """(channels, size, kernel, stride) of MobileNet-like depthwise convs."""
+    out = []
+    while len(out) < count:
+        c = rng.choice([16, 32, 64, 96, 128, 144, 192, 240, 384, 576, 960])
+        h = rng.choice([7, 10, 14, 17, 20, 28, 35, 56, 112])
+        k = rng.choice([3, 3, 5])
+        s = rng.choice([1, 1, 2])
+        if c * h * h > 1.6e6:                       # keep each run cheap (a 96-channel 112x112 is the largest)
+            continue
+        out.append((c, h, k, s))
+    return out
+
+
 def qmm_tasks(seed: int = 0, n_random: int = 10) -> list[Any]:
     """The int8 matmul kernels: BERT linear layers (m = 128, hidden 384 and 768), the hidden-384 layers at the
     other row counts, the attention matmuls, and ``n_random`` random-but-valid shapes of each kind."""
@@ -179,13 +193,17 @@ def qmm_tasks(seed: int = 0, n_random: int = 10) -> list[Any]:
 
 def default_tasks(seed: int = 0, n_random: int = 10, kinds: Sequence[str] | None = None) -> list[Any]:
     """ResNet-50 convs (fp32 and int8), BERT-like matmuls (fp32 and int8), the attention matmuls, a few depthwise
-    convs, and random-but-valid others; ``kinds``: only these kernel kinds (default all)."""
+    convs, and random-but-valid others (``n_random`` per kind, half as many random depthwise convs); ``kinds``:
+    only these kernel kinds (default all)."""
     rng = random.Random(seed)
     tasks: list[Any] = []
     tasks += [conv_spec(*c[:6]) for c in RESNET50_CONVS]
     tasks += [conv_spec(c, h, c, 3, s, 1, groups=c) for c, h, s in ((32, 112, 1), (96, 56, 2), (144, 28, 1),
                                                                      (384, 14, 1), (960, 7, 1))]
     tasks += [conv_spec(*c) for c in _random_convs(rng, n_random)]
+    # their own random stream, so the other kinds' random shapes stay what they were
+    dw = _random_depthwise(random.Random(seed + 104729), n_random // 2)
+    tasks += [conv_spec(c, h, c, k, st, k // 2, groups=c) for c, h, k, st in dw]
     tasks += [qconv_spec(*c[:6]) for c in RESNET50_CONVS]
     tasks += [qconv_spec(*c) for c in _random_convs(rng, n_random)]
     tasks += [matmul_spec(*m) for m in BERT_MATMULS]
@@ -484,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="time candidates one after the other (default: interleaved rounds per task)")
     p.add_argument("--combine", nargs="+", metavar="SESSION.jsonl",
                    help="do not measure: merge these sessions of the same candidates into --out")
+    p.add_argument("--skip-measured", metavar="DATA.jsonl",
+                   help="measure only the kernels this dataset does not have yet")
     p.add_argument("--union", nargs="+", metavar="DATA.jsonl",
                    help="do not measure: write every task of these datasets into --out (a task in several "
                         "files keeps the first file's rows)")
@@ -501,6 +521,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if bad:
             p.error(f"unknown kernel kind(s) {bad}; known: {', '.join(KIND_NAMES)}")
     tasks = default_tasks(a.seed, a.random, kinds)
+    if a.skip_measured:
+        have = {r["task"] for r in load_jsonl(a.skip_measured)}
+        tasks = [t for t in tasks if task_name(t) not in have]
+        print(f"{len(tasks)} kernels not in {a.skip_measured}", file=sys.stderr)
     s = measure(tasks, a.out, a.budget, a.max_candidates, a.repeat, a.threads, a.seed, text_progress(),
                 interleave=not a.sequential)
     print(json.dumps(s))

@@ -69,15 +69,22 @@ class Dataset:
 
 def dataset_from_rows(rows: Sequence[dict[str, Any]], text: bool = False) -> Dataset:
     """Featurize measured JSONL rows (see :mod:`costmodel.measure`).  Features are computed for the machine the
-    rows were measured on (its mcpu and thread count)."""
+    rows were measured on (its mcpu and thread count).  Rows of a tile that is no longer a candidate of its kernel
+    (:func:`costmodel.features.candidate_tiles`, e.g. the tiles of a k-split matmul, which all compile to the same
+    kernel) are skipped: the policy never chooses among them."""
     X, y, lf, task, tiles, noise = [], [], [], [], [], []
     machine: dict[str, Any] = {}
+    cands: dict[str, set[tuple[int, ...]]] = {}
     for r in rows:
         m = r.get("machine", {})
         machine = machine or m
         spec = F.spec_from_json(r["spec"])
-        ti = F.target_info(f"llvm -mcpu={m.get('mcpu', 'znver4')} -num-cores={m.get('threads', 1)}")
         tile = tuple(int(t) for t in r["tile"])
+        if r["task"] not in cands:
+            cands[r["task"]] = set(F.candidate_tiles(spec))
+        if tile not in cands[r["task"]]:
+            continue
+        ti = F.target_info(f"llvm -mcpu={m.get('mcpu', 'znver4')} -num-cores={m.get('threads', 1)}")
         X.append(F.features(spec, tile, ti, text=text))
         y.append(math.log(r["latency_s"]))
         lf.append(math.log(max(1.0, F.describe(spec)["flops"])))
@@ -115,15 +122,15 @@ def noise_tied_ranks(lat: np.ndarray, tol: float) -> np.ndarray:
 
 def split_tasks(ds: Dataset, test_frac: float = 0.25, seed: int = 0) -> tuple[list[int], list[int]]:
     """Row indices (train, test) with whole tasks held out (the test shapes are never seen in training),
-    stratified by kernel kind."""
-    rng = np.random.default_rng(seed)
+    stratified by kernel kind.  Each kind draws from its own random stream, so adding kernels of one kind leaves
+    the other kinds' held-out kernels unchanged."""
     by_kind: dict[str, list[str]] = defaultdict(list)
     for t in sorted(set(ds.task)):
         by_kind[t.split(":")[0]].append(t)
     test_tasks = set()
     for kind, ts in sorted(by_kind.items()):
         ts = list(ts)
-        rng.shuffle(ts)
+        np.random.default_rng([seed, *kind.encode()]).shuffle(ts)
         test_tasks.update(ts[:max(1, int(round(test_frac * len(ts))))])
     train = [i for i, t in enumerate(ds.task) if t not in test_tasks]
     test = [i for i, t in enumerate(ds.task) if t in test_tasks]

@@ -83,6 +83,18 @@ def test_candidates_valid(specs):
                 assert t[1] % t[2] == 0 and d["mtot"] % t[0] == 0
 
 
+def test_ksplit_matmul_has_one_candidate():
+    """A skinny matmul (m * batch <= 4) runs the k-split schedule, which ignores the register tile: every tile
+    would compile to the same kernel, so there is nothing to rank."""
+    from compiler.backends.tvm_kernels import matmul as M
+    from costmodel import features as F
+    from costmodel import measure as Me
+    spec = Me.matmul_spec((1,), 1, 768, 64)
+    assert M.k_split(spec) > 1
+    assert F.candidate_tiles(spec) == [F.default_tile(spec)]
+    assert len(F.candidate_tiles(Me.matmul_spec((1,), 8, 768, 64))) > 1
+
+
 def test_spec_json_round_trip(specs):
     from costmodel import features as F
     for spec in specs:
@@ -156,6 +168,38 @@ def test_one_booster_per_kernel_kind(specs):
             policy.predict_latency(qspec)
         conv_spec = next(s for s in specs if F.kind_of(s) == "conv")
         assert policy.choose(conv_spec)[1] == "model"
+
+
+def test_dataset_skips_tiles_that_are_no_candidate(specs):
+    """Measured rows of a tile the candidate generator no longer produces are not trained or evaluated on."""
+    from costmodel import features as F
+    from costmodel import measure as Me
+    from costmodel.model import dataset_from_rows
+    rows = _synthetic_rows(specs[:1])
+    spec = Me.matmul_spec((1,), 1, 768, 64)
+    base = {"task": Me.task_name(spec), "spec": F.spec_to_json(spec), "latency_s": 1e-5,
+            "machine": {"mcpu": "znver4", "threads": 1}}
+    assert F.default_tile(spec) == (1, 32, 16)
+    rows += [dict(base, tile=[1, 32, 16]), dict(base, tile=[1, 16, 16]), dict(base, tile=[2, 16, 16])]
+    ds = dataset_from_rows(rows)
+    assert len(ds.y) == len(rows) - 2
+    assert [t for t, task in zip(ds.tiles, ds.task) if task == base["task"]] == [F.default_tile(spec)]
+
+
+def test_split_streams_are_per_kind(specs):
+    """Held-out kernels are drawn per kind from the kind's own stream: more kernels of one kind leave the other
+    kinds' held-out kernels as they were."""
+    from costmodel import measure as Me
+    from costmodel.model import dataset_from_rows, split_tasks
+    rows = _synthetic_rows(specs)
+    more = _synthetic_rows([Me.conv_spec(32, 14, 32, 3, 1, 1), Me.conv_spec(16, 10, 48, 1, 1, 0)])
+    for seed in range(4):
+        held = []
+        for rs in (rows, rows + more):
+            ds = dataset_from_rows(rs)
+            _, te = split_tasks(ds, 0.25, seed)
+            held.append({ds.task[i] for i in te if not ds.task[i].startswith("conv:")})
+        assert held[0] == held[1] and held[0]
 
 
 def test_load_rejects_old_file_format(tmp_path):
@@ -352,3 +396,16 @@ def test_noise_tied_ranks():
     assert noise_tied_ranks(lat, 0.0).tolist() == [0, 1, 2, 3, 4]
     assert noise_tied_ranks(lat, 0.01).tolist() == [0.5, 0.5, 2.5, 2.5, 4]
     assert run_noise([1.0]) == 0.0 and run_noise([1.0, 1.0, 1.0]) == 0.0 and run_noise([1.0, 1.1, 1.2]) > 0
+
+
+@needs_xgb
+def test_cost_model_example_runs():
+    """examples/cost_model.py ranks and times its four kernels (one timing round) and reports each choice."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, str(root / "examples" / "cost_model.py"), "--repeat", "1"],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, DYC_CACHE_DIR="off"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("model's choice:") == 4 and r.stdout.count("hand-written") >= 4
