@@ -219,6 +219,18 @@ def default_tasks(seed: int = 0, n_random: int = 10, kinds: Sequence[str] | None
     return uniq
 
 
+def interleave_kinds(tasks: Sequence[Any]) -> list[Any]:
+    """``tasks`` reordered round-robin over their kernel kinds (each kind's own order kept), so a measuring budget
+    that runs out cuts every kind short instead of leaving the last kinds unmeasured."""
+    by: dict[str, list[Any]] = {}
+    for t in tasks:
+        by.setdefault(F.kind_of(t), []).append(t)
+    out: list[Any] = []
+    for i in range(max((len(v) for v in by.values()), default=0)):
+        out += [v[i] for v in by.values() if i < len(v)]
+    return out
+
+
 def task_name(spec: Any) -> str:
     d = F.describe(spec)
     kind = F.kind_of(spec)
@@ -566,8 +578,8 @@ def tune_main(argv: Sequence[str] | None = None) -> int:
         return 2
     data = a.data or os.path.splitext(a.out)[0] + ".jsonl"
     print(f"measuring kernels for at most {a.budget:.0f} s -> {data}", file=sys.stderr)
-    summary = measure(default_tasks(0, a.random), data, a.budget, a.max_candidates, threads=a.threads,
-                      progress=text_progress())
+    summary = measure(interleave_kinds(default_tasks(0, a.random)), data, a.budget, a.max_candidates,
+                      threads=a.threads, progress=text_progress())
     sys.stderr.write("\n")
     print(f"measured {summary['rows']} candidates of {summary['tasks']} kernels in {summary['seconds']:.0f} s "
           f"({summary['failures']} invalid)", file=sys.stderr)
@@ -583,5 +595,9 @@ def tune_main(argv: Sequence[str] | None = None) -> int:
               "{regret_median:.1%}".format(**metrics), file=sys.stderr)
     model = train_full(rows, a.objective, metrics=metrics)
     model.save(a.out)
-    print(f"wrote {a.out}", file=sys.stderr)
+    print(f"wrote {a.out} (kernel kinds: {', '.join(model.kinds)})", file=sys.stderr)
+    missing = [k for k in KIND_NAMES if k not in model.kinds]
+    if missing:
+        print(f"warning: no {', '.join(missing)} kernels were measured within the budget; with this model those "
+              "kernels use their hand-written tiles (raise --budget to cover them)", file=sys.stderr)
     return 0

@@ -409,3 +409,35 @@ def test_cost_model_example_runs():
                        capture_output=True, text=True, timeout=600, env=dict(os.environ, DYC_CACHE_DIR="off"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("model's choice:") == 4 and r.stdout.count("hand-written") >= 4
+
+
+def test_interleave_kinds_round_robin(specs):
+    from costmodel import features as F
+    from costmodel.measure import interleave_kinds
+    out = interleave_kinds(specs)
+    assert sorted(map(id, out)) == sorted(map(id, specs))
+    kinds = [F.kind_of(s) for s in out]
+    assert kinds[:3] == ["conv", "qconv", "matmul"]
+    for k in set(kinds):                                   # each kind keeps its own order
+        assert [s for s in out if F.kind_of(s) == k] == [s for s in specs if F.kind_of(s) == k]
+
+
+@needs_xgb
+def test_tune_costmodel_warns_about_unmeasured_kinds(specs, tmp_path, monkeypatch, capsys):
+    """A budget that ran out before some kinds were measured: the model covers the measured kinds and the user
+    is told which kernels keep their hand tiles."""
+    from costmodel import measure as Me
+    from costmodel.model import XGBCostModel
+    rows = [r for r in _synthetic_rows(specs) if r["task"].split(":")[0] in ("conv", "matmul")]
+
+    def fake_measure(tasks, out_path, *a, **k):
+        with open(out_path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        return {"rows": len(rows), "tasks": len({r["task"] for r in rows}), "seconds": 1.0, "failures": 0}
+    monkeypatch.setattr(Me, "measure", fake_measure)
+    out = tmp_path / "m.json"
+    assert Me.tune_main(["--budget", "1", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "kernel kinds: conv, matmul" in err
+    assert "no qconv, qmatmul, qbmm kernels were measured" in err and "--budget" in err
+    assert XGBCostModel.load(str(out)).kinds == ("conv", "matmul")
