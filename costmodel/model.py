@@ -123,12 +123,15 @@ def noise_tied_ranks(lat: np.ndarray, tol: float) -> np.ndarray:
 def split_tasks(ds: Dataset, test_frac: float = 0.25, seed: int = 0) -> tuple[list[int], list[int]]:
     """Row indices (train, test) with whole tasks held out (the test shapes are never seen in training),
     stratified by kernel kind.  Each kind draws from its own random stream, so adding kernels of one kind leaves
-    the other kinds' held-out kernels unchanged."""
+    the other kinds' held-out kernels unchanged; a kind with a single kernel is never held out (the per-kind model
+    could not score it)."""
     by_kind: dict[str, list[str]] = defaultdict(list)
     for t in sorted(set(ds.task)):
         by_kind[t.split(":")[0]].append(t)
     test_tasks = set()
     for kind, ts in sorted(by_kind.items()):
+        if len(ts) < 2:
+            continue                 # the only kernel of its kind stays in training (its kind needs a booster)
         ts = list(ts)
         np.random.default_rng([seed, *kind.encode()]).shuffle(ts)
         test_tasks.update(ts[:max(1, int(round(test_frac * len(ts))))])
