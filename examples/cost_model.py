@@ -21,12 +21,12 @@ from pathlib import Path
 os.environ.setdefault("TVM_NUM_THREADS", "1")     # the shipped model was measured single-threaded
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from compiler.backends.tvm_kernels.common import host_target  # noqa: E402
-from costmodel import features as F  # noqa: E402
-from costmodel import measure as Me  # noqa: E402
-from costmodel import policy  # noqa: E402
+from compiler.backends.tvm_kernels.common import host_target
+from costmodel import features as F
+from costmodel import measure as Me
+from costmodel import policy
 
 KERNELS = [
     Me.conv_spec(48, 17, 96, 5, 1, 2),                 # fp32 5x5 conv on a 17-wide image
@@ -57,10 +57,10 @@ def main() -> None:
         print(f"  {'tile':<14s}{'predicted ms':>14s}{'measured ms':>14s}  ")
         for i, t in zip(order[:5], top):
             tags = (["model's choice"] if t == top[0] else []) + (["hand-written"] if t == hand else [])
-            print(f"  {str(t):<14s}{np.exp(scores[i]) * 1e3:14.3f}{ms[t]:14.3f}  {', '.join(tags)}")
+            print(f"  {t!s:<14s}{np.exp(scores[i]) * 1e3:14.3f}{ms[t]:14.3f}  {', '.join(tags)}")
         if hand not in top:
             j = tiles.index(hand)
-            print(f"  {str(hand):<14s}{np.exp(scores[j]) * 1e3:14.3f}{ms[hand]:14.3f}  hand-written "
+            print(f"  {hand!s:<14s}{np.exp(scores[j]) * 1e3:14.3f}{ms[hand]:14.3f}  hand-written "
                   f"(model's rank {int(np.where(order == j)[0][0]) + 1})")
         print(f"  model's choice: {ms[top[0]] / best - 1:+.1%} vs the fastest timed tile, "
               f"hand-written {ms[hand] / ms[top[0]]:.2f}x its time\n")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import has_module
+from tests.costmodel.stubs import WantTile
 
 pytestmark = pytest.mark.skipif(not has_module("tvm"), reason="apache-tvm is not installed")
 needs_xgb = pytest.mark.skipif(not has_module("xgboost"), reason="xgboost is not installed")
@@ -153,33 +154,16 @@ def test_qbmm_chosen_tiles_bit_exact(bsz, m, k, n, tb):
 
 
 # ------------------------------------------------------------------------------------------------- policy
-class _Want:
-    """Scores = distance of (tile_a, tile_b) to a wanted pair (lower = better)."""
-
-    def __init__(self, want, identity=None):
-        from costmodel import features as F
-        self.feature_names = F.FEATURE_NAMES
-        self.want = want
-        self.identity = identity
-        self.calls = 0
-
-    def predict(self, X):
-        from costmodel import features as F
-        self.calls += 1
-        ia, ib = F.FEATURE_NAMES.index("tile_a"), F.FEATURE_NAMES.index("tile_b")
-        return np.abs(X[:, ia] - self.want[0]) + np.abs(X[:, ib] - self.want[1])
-
-
 def test_policy_picks_from_the_model(qspecs):
     from compiler.backends.tvm_kernels.common import SCHEDULE_ATTR
     from costmodel import policy
     qmm, qbmm = qspecs[0], qspecs[5]
-    with policy.use_model(_Want((3, 8))):                  # tile_a = rn = 3, tile_b = rm = 8
+    with policy.use_model(WantTile((3, 8))):                  # tile_a = rn = 3, tile_b = rm = 8
         assert policy.choose_qmatmul_tile(qmm) == (8, 3)
         func = policy.kernel(qmm)
         assert str(func.attrs[policy.TILE_ATTR]) == "8,3" and str(func.attrs[policy.SOURCE_ATTR]) == "model"
         assert str(func.attrs[SCHEDULE_ATTR]) == "tiled"
-    with policy.use_model(_Want((1, 16))):
+    with policy.use_model(WantTile((1, 16))):
         assert policy.choose_qbmm_tile(qbmm) == (16, 1)
         func = policy.kernel(qbmm)
         assert str(func.attrs[policy.TILE_ATTR]) == "16,1" and str(func.attrs[policy.SOURCE_ATTR]) == "model"
@@ -207,14 +191,14 @@ def test_policy_falls_back_when_the_tile_does_not_schedule(qspecs, monkeypatch):
             raise RuntimeError("tensorize failed")
         return real(s, tile)
     monkeypatch.setattr(QM, "make_qmatmul", fails_off_hand)
-    with policy.use_model(_Want((3, 8))):
+    with policy.use_model(WantTile((3, 8))):
         func = policy.kernel(spec)
     assert str(func.attrs[policy.TILE_ATTR]) == "4,4" and str(func.attrs[policy.SOURCE_ATTR]) == "fallback"
 
 
 def test_decision_cache_covers_the_new_kinds(qspecs):
     from costmodel import policy
-    m = _Want((3, 8), identity="qmm-stub-v1")
+    m = WantTile((3, 8), identity="qmm-stub-v1")
     with policy.use_model(m):
         first = [policy.choose(s, TARGET) for s in qspecs]
     assert m.calls == len(qspecs)
@@ -224,7 +208,7 @@ def test_decision_cache_covers_the_new_kinds(qspecs):
     with policy.use_model(m):                              # as a second process: from the file
         again = [policy.choose(s, TARGET) for s in qspecs]
     assert again == first and m.calls == len(qspecs)
-    other = _Want((1, 1), identity="qmm-stub-v2")
+    other = WantTile((1, 1), identity="qmm-stub-v2")
     with policy.use_model(other):
         policy.choose(qspecs[0], TARGET)
     assert other.calls == 1
