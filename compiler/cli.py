@@ -13,11 +13,14 @@ from pathlib import Path
 from compiler.diagnostics import CompileError, InvalidInput, InvalidModel
 
 EMIT_CHOICES = ("ir", "relax", "tir", "asm", "mlir", "cuda", "ptx")
+VERBS = ("run", "bench")                      # `compile VERB --help` for each
 
 EPILOG = """\
 examples:
   compile model.onnx --target llvm -o model.dyc
   compile tune-costmodel --target llvm --budget 300   measure kernels here, retrain the tile cost model
+  compile run model.dyc --input input=x.npy -o out.npz    run a compiled model (or --random inputs)
+  compile bench model.dyc --compare model.onnx       latency vs onnxruntime (--profile: per kernel)
   compile model.onnx --emit ir                      print the optimized IR and stop
   compile model.onnx --target 'cuda -arch=sm_90' -o model.dyc    NVIDIA GPU (builds without one)
   compile model.onnx --target cuda --emit ptx       print the PTX (needs nvcc)
@@ -111,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "tune-costmodel":     # a subcommand; `compile MODEL.onnx ...` is unchanged
         from costmodel.measure import tune_main
         return tune_main(argv[1:])
+    if argv and argv[0] in VERBS:                # run / bench / report a compiled model: compiler/tools/
+        from compiler.tools import dispatch
+        return dispatch(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return _run(args)

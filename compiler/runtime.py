@@ -15,7 +15,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +172,9 @@ class CompiledModel:
         return path
 
 
-def load(path: str | os.PathLike) -> CompiledModel:
-    """Load a .dyc; refuses corrupt files, hash mismatches and other compiler/TVM versions."""
+def load(path: str | os.PathLike, *, threads: int | None = None) -> CompiledModel:
+    """Load a .dyc; refuses corrupt files, hash mismatches and other compiler/TVM versions.
+    `threads` overrides the CPU thread count the artifact was built with (`-num-threads`)."""
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"no such file: {path}")
@@ -194,6 +195,10 @@ def load(path: str | os.PathLike) -> CompiledModel:
         desc = ", ".join(f"{k} {a} (installed: {b})" for k, (a, b) in diff.items())
         raise ArtifactError(f"{path} was built with {desc}", hint="recompile the model with this installation")
     target = Target.parse(manifest["target"])
+    if threads is not None:
+        if threads < 1:
+            raise InvalidInput(f"threads must be >= 1, got {threads}")
+        target = replace(target, num_threads=threads)
     signature = Signature.from_json(manifest["signature"])
     from compiler.backends import get_backend
     backend = get_backend(manifest["backend"])
