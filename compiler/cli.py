@@ -13,7 +13,7 @@ from pathlib import Path
 from compiler.diagnostics import CompileError, InvalidInput, InvalidModel
 
 EMIT_CHOICES = ("ir", "relax", "tir", "asm", "mlir", "cuda", "ptx")
-VERBS = ("run", "bench")                      # `compile VERB --help` for each
+VERBS = ("run", "bench", "report")    # `compile VERB --help` for each
 
 EPILOG = """\
 examples:
@@ -21,6 +21,7 @@ examples:
   compile tune-costmodel --target llvm --budget 300   measure kernels here, retrain the tile cost model
   compile run model.dyc --input input=x.npy -o out.npz    run a compiled model (or --random inputs)
   compile bench model.dyc --compare model.onnx       latency vs onnxruntime (--profile: per kernel)
+  compile report model.onnx --quantize int8 --data calib.npz -o report/   HTML + text report
   compile model.onnx --emit ir                      print the optimized IR and stop
   compile model.onnx --target 'cuda -arch=sm_90' -o model.dyc    NVIDIA GPU (builds without one)
   compile model.onnx --target cuda --emit ptx       print the PTX (needs nvcc)

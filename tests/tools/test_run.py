@@ -122,3 +122,12 @@ def test_run_console_entry_point(artifacts, tmp_path):
     r = subprocess.run([sys.executable, "-m", "compiler", "run", str(artifacts["digits"])],
                        check=False, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 2 and "'input'" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_run_and_bench_example_without_bench(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "run_and_bench.py"), "--no-bench", "--out",
+                        str(tmp_path)], check=False, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "FP32 and INT8 both say" in r.stdout and "(exit code 2)" in r.stdout
+    assert (tmp_path / "int8_out.npz").exists()
