@@ -122,7 +122,8 @@ def format_profile(prof: dict) -> str:
         rows.append((f"(vm builtins: {len(builtins)} kinds)", sum(c for _, c, _ in builtins),
                      sum(ms for _, _, ms in builtins)))
     width = max([28, *(len(k) + 2 for k, _, _ in rows)])
-    lines = [f"per kernel ({prof.get('runs', '?')} runs, wall {_ms(wall)} ms per run):",
+    lines = [(f"per kernel ({prof.get('runs', '?')} instrumented runs, wall {_ms(wall)} ms per run; "
+              "every VM call is timed, which inflates small kernels):"),
              f"  {'kernel':<{width}}{'calls':>7}{'ms':>10}{'share':>8}"]
     for name, calls, ms in rows:
         lines.append(f"  {name:<{width}}{calls:>7}{_ms(ms):>10}{ms / wall:>8.1%}")
