@@ -10,7 +10,7 @@ from typing import Any
 
 from compiler.diagnostics import InvalidInput, InvalidModel, Unsupported
 from compiler.ir import Graph
-from compiler.pipeline import pipeline_for, quantized_pipeline_for
+from compiler.pipeline import kernel_pipeline_for, pipeline_for, quantized_pipeline_for
 from compiler.runtime import CompiledModel, Signature
 from compiler.target import Target
 
@@ -74,6 +74,72 @@ def optimize_quantized(g: Graph, target: Target, *, disable_passes: Sequence[str
     return run_pipeline(g, names, ctx)
 
 
+def lower_kernels(g: Graph, target: Target | str = "llvm", backend: str = "tvm", *,
+                  disable_passes: Sequence[str] = (), print_after: Sequence[str] = (),
+                  verify_each: bool = True, dump_dir: str | os.PathLike | None = None) -> Graph:
+    """The kernel-level passes (fusion, layouts, tiles) for `backend` on `target`: the final IR, the
+    program the executable runs."""
+    from passes import PassContext, run_pipeline
+    from passes.base import resolve
+    target = Target.parse(target) if isinstance(target, str) else target
+    names = resolve(kernel_pipeline_for(target, backend), None, disable_passes)
+    kernel_spec = None
+    if backend == "tvm" and target.kind == "llvm":
+        from compiler.backends.tvm_fused import kernel_spec
+    ctx = PassContext(target=target, kernel_spec=kernel_spec, verify_each=verify_each,
+                      print_after=frozenset(print_after), dump_dir=Path(dump_dir) if dump_dir else None)
+    return run_pipeline(g, names, ctx)
+
+
+def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm", example_inputs: Any = None,
+             input_shapes: dict[str, Sequence[int]] | None = None, passes: Sequence[str] | None = None,
+             disable_passes: Sequence[str] = (), print_after: Sequence[str] = (), verify_each: bool = True,
+             dump_dir: str | os.PathLike | None = None, quantize: str | None = None, calibration: Any = None,
+             integer_only: bool = False, observer: str = "minmax", size_budget: float | None = None,
+             latency_budget: float | None = None, progress: Progress | None = None) -> tuple[Graph, Any]:
+    """Every pass of a compile, in order: (the final IR, the quantization report or None)."""
+    say = progress or (lambda _msg: None)
+    target = Target.parse(target) if isinstance(target, str) else target
+    t0 = time.perf_counter()
+    g = import_model(model, input_shapes, example_inputs)
+    say(f"imported {len(g.nodes)} nodes in {time.perf_counter() - t0:.2f}s")
+    t0 = time.perf_counter()
+    g = optimize(g, target, passes=passes, disable_passes=disable_passes, print_after=print_after,
+                 verify_each=verify_each, dump_dir=dump_dir)
+    say(f"optimized to {len(g.nodes)} nodes in {time.perf_counter() - t0:.2f}s")
+    report = None
+    if quantize is not None:
+        t0 = time.perf_counter()
+        g, report = quantize_model(g, quantize, calibration, integer_only, observer,
+                                   size_budget=size_budget, latency_budget=latency_budget, target=target)
+        say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
+            f"in {time.perf_counter() - t0:.2f}s")
+        g = optimize_quantized(g, target, disable_passes=disable_passes, print_after=print_after,
+                               verify_each=verify_each)
+    elif integer_only:
+        raise InvalidInput("integer_only needs quantize='int8'", hint="add --quantize int8")
+    elif size_budget is not None or latency_budget is not None:
+        raise InvalidInput("size_budget / latency_budget need quantize='mixed'",
+                           hint="add --quantize mixed")
+    t0 = time.perf_counter()
+    g = lower_kernels(g, target, backend, disable_passes=disable_passes, print_after=print_after,
+                      verify_each=verify_each)
+    kernels = sum(1 for n in g.nodes if n.op.name == "k.fused")
+    say(f"{kernels} kernels, {len(g.nodes)} nodes after fusion and layouts in {time.perf_counter() - t0:.2f}s")
+    return g, report
+
+
+def ops_of(g: Graph) -> set[str]:
+    """The op names of g's nodes and of its fused kernels' bodies."""
+    names = set()
+    for n in g.nodes:
+        names.add(n.op.name)
+        for a in n.attrs.values():
+            if isinstance(a, Graph):
+                names |= ops_of(a)
+    return names
+
+
 def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             example_inputs: Any = None, input_shapes: dict[str, Sequence[int]] | None = None,
             passes: Sequence[str] | None = None, disable_passes: Sequence[str] = (),
@@ -100,28 +166,13 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     say = progress or (lambda _msg: None)
     target = Target.parse(target) if isinstance(target, str) else target
     be = get_backend(backend)
-    t0 = time.perf_counter()
-    g = import_model(model, input_shapes, example_inputs)
-    say(f"imported {len(g.nodes)} nodes in {time.perf_counter() - t0:.2f}s")
-    t0 = time.perf_counter()
-    g = optimize(g, target, passes=passes, disable_passes=disable_passes, print_after=print_after,
-                 verify_each=verify_each, dump_dir=dump_dir)
-    say(f"optimized to {len(g.nodes)} nodes in {time.perf_counter() - t0:.2f}s")
-    report = None
-    if quantize is not None:
-        t0 = time.perf_counter()
-        g, report = quantize_model(g, quantize, calibration, integer_only, observer,
-                                   size_budget=size_budget, latency_budget=latency_budget, target=target)
-        say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
-            f"in {time.perf_counter() - t0:.2f}s")
-        g = optimize_quantized(g, target, disable_passes=disable_passes, print_after=print_after,
-                               verify_each=verify_each)
-    elif integer_only:
-        raise InvalidInput("integer_only needs quantize='int8'", hint="add --quantize int8")
-    elif size_budget is not None or latency_budget is not None:
-        raise InvalidInput("size_budget / latency_budget need quantize='mixed'",
-                           hint="add --quantize mixed")
-    missing = sorted({n.op.name for n in g.nodes} - {op.name for op in be.supported_ops()})
+    g, report = final_ir(model, target, backend=backend, example_inputs=example_inputs,
+                         input_shapes=input_shapes, passes=passes, disable_passes=disable_passes,
+                         print_after=print_after, verify_each=verify_each, dump_dir=dump_dir,
+                         quantize=quantize, calibration=calibration, integer_only=integer_only,
+                         observer=observer, size_budget=size_budget, latency_budget=latency_budget,
+                         progress=progress)
+    missing = sorted(ops_of(g) - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
     t0 = time.perf_counter()

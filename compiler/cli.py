@@ -165,16 +165,8 @@ def _run(args: argparse.Namespace) -> int:
                    disable_passes=args.disable_pass, print_after=args.print_after,
                    verify_each=not args.no_verify_each, dump_dir=args.dump_dir)
     if args.emit == "ir":
-        target = compiler.Target.parse(args.target)
-        g = compiler.import_model(model, options.pop("input_shapes"))
-        g = compiler.optimize(g, target, **options)
-        if quant:
-            from compiler.api import optimize_quantized, quantize_model
-            g, _ = quantize_model(g, quant["quantize"], quant["calibration"], quant["integer_only"],
-                                  quant["observer"], size_budget=quant["size_budget"],
-                                  latency_budget=quant["latency_budget"], target=target)
-            g = optimize_quantized(g, target, disable_passes=options["disable_passes"],
-                                   print_after=options["print_after"], verify_each=options["verify_each"])
+        from compiler.api import final_ir
+        g, _ = final_ir(model, args.target, backend=args.backend, **options, **quant)
         sys.stdout.write(str(g))
         return 0
     get_backend(args.backend)          # fail fast on a missing toolchain

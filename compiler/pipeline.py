@@ -29,9 +29,25 @@ QUANTIZED_PIPELINES: dict[str, list[str]] = {
 }
 
 
+# the kernel-level passes, after quantization: what runs as one kernel, in which layout, with which
+# tile. The GPU lowers fused nodes op by op for now, so it keeps plain layouts.
+KERNEL_PIPELINES: dict[str, list[str]] = {
+    "llvm": ["fuse_kernels", "assign_layouts", "choose_tiles"],
+    "cuda": ["fuse_kernels"],
+}
+
+
 def pipeline_for(target: Target) -> list[str]:
     return list(PIPELINES[target.kind])
 
 
 def quantized_pipeline_for(target: Target) -> list[str]:
     return list(QUANTIZED_PIPELINES[target.kind])
+
+
+def kernel_pipeline_for(target: Target, backend: str = "tvm") -> list[str]:
+    """The kernel-level passes for `backend`: the MLIR backend takes the fused kernels and leaves layouts
+    and tiles to IREE."""
+    if backend == "mlir":
+        return ["fuse_kernels"]
+    return list(KERNEL_PIPELINES[target.kind])

@@ -39,32 +39,48 @@ def _const_attr(v: Value) -> str:
 
 
 def print_graph(g: Graph) -> str:
+    args = ", ".join(f"%arg{i}: {v.type}" for i, v in enumerate(g.inputs))
+    rets = ", ".join(str(v.type) for v in g.outputs)
+    lines = [f"func.func @{g.name}({args}) -> ({rets}) {{"]
+    _print_body(g, lines, "  ", "", "func.return")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _print_body(g: Graph, lines: list[str], indent: str, prefix: str, terminator: str) -> None:
+    """Append g's constants, nodes and terminator; values are named %{prefix}N, inputs %{prefix}argN.
+    A graph-valued attribute (a fused kernel's body) prints as a region after the operands."""
     names: dict[int, str] = {}
 
     def name(v: Value) -> str:
         if id(v) not in names:
-            names[id(v)] = f"%{len(names) - len(g.inputs)}"
+            names[id(v)] = f"%{prefix}{len(names) - len(g.inputs)}"
         return names[id(v)]
 
     for i, v in enumerate(g.inputs):
-        names[id(v)] = f"%arg{i}"
-    args = ", ".join(f"%arg{i}: {v.type}" for i, v in enumerate(g.inputs))
-    rets = ", ".join(str(v.type) for v in g.outputs)
-    lines = [f"func.func @{g.name}({args}) -> ({rets}) {{"]
+        names[id(v)] = f"%{prefix}arg{i}"
     for c in g.constants():
-        lines.append(f'  {name(c)} = "ir.constant"() {{value = {_const_attr(c)}}} : () -> {c.type}'
+        lines.append(f'{indent}{name(c)} = "ir.constant"() {{value = {_const_attr(c)}}} : () -> {c.type}'
                      f"  // {c.name}")
     for n in g.nodes:
         outs = ", ".join(name(v) for v in n.outputs)
         ins = ", ".join(name(v) for v in n.inputs)
-        attrs = ", ".join(f"{k} = {format_attr(v)}" for k, v in n.attrs.items())
+        regions = {k: v for k, v in n.attrs.items() if isinstance(v, Graph)}
+        attrs = ", ".join(f"{k} = {format_attr(v)}" for k, v in n.attrs.items() if k not in regions)
         attrs = f" {{{attrs}}}" if attrs else ""
         in_t = ", ".join(str(v.type) for v in n.inputs)
         out_t = ", ".join(str(v.type) for v in n.outputs)
         out_t = out_t if len(n.outputs) == 1 else f"({out_t})"
         loc = f'  // {n.name}' if n.name else ""
-        lines.append(f'  {outs} = "{n.op.name}"({ins}){attrs} : ({in_t}) -> {out_t}{loc}')
+        if not regions:
+            lines.append(f'{indent}{outs} = "{n.op.name}"({ins}){attrs} : ({in_t}) -> {out_t}{loc}')
+            continue
+        lines.append(f'{indent}{outs} = "{n.op.name}"({ins}) ({{{loc}')
+        for body in regions.values():
+            inner = f"{prefix}{name(n.outputs[0])[1:]}_"
+            bargs = ", ".join(f"%{inner}arg{i}: {v.type}" for i, v in enumerate(body.inputs))
+            lines.append(f"{indent}^bb0({bargs}):")
+            _print_body(body, lines, indent + "  ", inner, "k.yield")
+        lines.append(f"{indent}}}){attrs} : ({in_t}) -> {out_t}")
     ret_t = ", ".join(str(v.type) for v in g.outputs)
-    lines.append(f'  "func.return"({", ".join(name(v) for v in g.outputs)}) : ({ret_t}) -> ()')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    lines.append(f'{indent}"{terminator}"({", ".join(name(v) for v in g.outputs)}) : ({ret_t}) -> ()')

@@ -37,6 +37,11 @@ def verify(g: Graph) -> None:
             if attrs != n.attrs:
                 raise TypeRuleError(f"attributes {n.attrs} are not in canonical form {attrs}")
             types = n.op.infer([v.type for v in n.inputs], n.attrs)
+            for body in (a for a in n.attrs.values() if isinstance(a, Graph)):
+                try:
+                    verify(body)
+                except VerifyError as e:
+                    raise TypeRuleError(f"in its body: {e.message}") from None
         except TypeRuleError as e:
             raise _fail(g, i, n, str(e)) from None
         if len(types) != len(n.outputs):

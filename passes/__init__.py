@@ -2,12 +2,15 @@
 from passes import (  # noqa: F401  (registration)
     canonicalize,
     dyadic,
+    fusion,
     ivit,
+    layout,
     quant_report,
     quantize,
     range_analysis,
     recognize,
     tabulate,
+    tiles,
     verify_integer_only,
 )
 from passes.base import PASSES, PassContext, run_pipeline

@@ -1,10 +1,13 @@
 """Pass registry and pass manager.
 
-A pass is a pure function `Graph -> Graph` registered under a name. `run_pipeline` runs a list
-of names, verifies the graph after each pass, times them, and prints or dumps the IR on request.
+A pass is a pure function `Graph -> Graph`, or `(Graph, PassContext) -> Graph` when it needs the
+target, the calibration data, the budgets or the kernels' tunable interface, registered under a
+name. `run_pipeline` runs a list of names, verifies the graph after each pass, times them, and
+prints or dumps the IR on request.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import tempfile
@@ -12,13 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from compiler.diagnostics import CompileError, Unsupported
 from compiler.ir import Graph
 from compiler.verify import verify
 
-PassFn = Callable[[Graph], Graph]
+PassFn = Callable[..., Graph]
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Pass:
     name: str
     fn: PassFn
     doc: str
+    wants_context: bool = False
 
 
 PASSES: dict[str, Pass] = {}
@@ -35,13 +39,25 @@ def register_pass(name: str) -> Callable[[PassFn], PassFn]:
     def deco(fn: PassFn) -> PassFn:
         if name in PASSES:
             raise ValueError(f"pass {name} registered twice")
-        PASSES[name] = Pass(name, fn, (fn.__doc__ or "").strip().splitlines()[0])
+        wants = len(inspect.signature(fn).parameters) > 1
+        PASSES[name] = Pass(name, fn, (fn.__doc__ or "").strip().splitlines()[0], wants)
         return fn
     return deco
 
 
 @dataclass
 class PassContext:
+    """What a pass may ask for besides the graph, and how the pass manager reports.
+
+    target: the compile target (compiler.target.Target), or None for target-free runs.
+    calibration: input batches of a quantizing compile. budgets: the mixed-precision budgets.
+    kernel_spec: the backend's tunable-kernel interface, node -> the spec the cost model ranks tiles
+    of (None: no backend, so tiles stay the kernels' defaults)."""
+
+    target: Any = None
+    calibration: Any = None
+    budgets: dict[str, float] = field(default_factory=dict)
+    kernel_spec: Callable[[Any], Any] | None = None
     verify_each: bool = True
     print_after: frozenset[str] = frozenset()      # pass names, or "all"
     dump_dir: Path | None = None
@@ -68,11 +84,11 @@ def resolve(pipeline: Sequence[str], passes: Sequence[str] | None = None,
 
 def run_pipeline(g: Graph, names: Sequence[str], ctx: PassContext | None = None) -> Graph:
     ctx = ctx or PassContext()
-    for i, name in enumerate(names):
+    for name in names:
         p = PASSES[name]
         t0 = time.perf_counter()
         try:
-            g = p.fn(g)
+            g = p.fn(g, ctx) if p.wants_context else p.fn(g)
         except CompileError:
             raise
         except Exception as e:  # noqa: BLE001  (any other exception is our bug: say which pass)
@@ -89,5 +105,5 @@ def run_pipeline(g: Graph, names: Sequence[str], ctx: PassContext | None = None)
             ctx.out.write(f"// ----- IR after {name} -----\n{g}")
         if ctx.dump_dir is not None:
             ctx.dump_dir.mkdir(parents=True, exist_ok=True)
-            (ctx.dump_dir / f"{i:02d}_{name}.mlir").write_text(str(g))
+            (ctx.dump_dir / f"{len(ctx.timings) - 1:02d}_{name}.mlir").write_text(str(g))
     return g

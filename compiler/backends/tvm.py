@@ -23,7 +23,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from compiler.backends.tvm_fastpath import FastPath
+import compiler.backends.tvm_fused  # noqa: F401  (registers the kernel-level IR's lowerings)
 from compiler.backends.tvm_lower import LOWERINGS, LowerCtx, lowers
 from compiler.backends.tvm_lower.registry import const, tvm_dtype
 from compiler.backends.tvm_lower.schedule import schedule_module
@@ -77,13 +77,9 @@ def lower_to_relax(g: Graph, target: Target) -> tvm.IRModule:
 
     with bb.function("main", params):
         with bb.dataflow():
-            # the fast path's kernels are CPU schedules: GPU targets use the generic lowerings
-            fast = FastPath(bb, g, env, read) if target.kind == "llvm" else _NoFastPath(read)
             for node in g.nodes:
                 try:
-                    if fast.lower(node):
-                        continue
-                    outs = LOWERINGS[node.op](ctx, node, [fast.plain(v) for v in node.inputs])
+                    outs = LOWERINGS[node.op](ctx, node, [read(v) for v in node.inputs])
                     outs = [o if isinstance(o, _BOUND) else bb.emit(o) for o in outs]
                 except (Unsupported, BackendToolError):
                     raise
@@ -93,19 +89,9 @@ def lower_to_relax(g: Graph, target: Target) -> tvm.IRModule:
                                            loc) from None
                 for v, o in zip(node.outputs, outs):
                     env[id(v)] = o
-            result = bb.emit_output(relax.Tuple([fast.plain(v) for v in g.outputs]))
+            result = bb.emit_output(relax.Tuple([read(v) for v in g.outputs]))
         bb.emit_func_output(result)
     return bb.get()
-
-
-class _NoFastPath:
-    """FastPath's interface with nothing planned: every node takes its generic lowering."""
-
-    def __init__(self, read):
-        self.plain = read
-
-    def lower(self, node) -> bool:
-        return False
 
 
 def emit_relax(g: Graph, target: Target) -> str:

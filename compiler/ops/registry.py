@@ -25,7 +25,8 @@ class TypeRuleError(ValueError):
 
 @dataclass(frozen=True)
 class Attr:
-    """One attribute: its kind (int, float, str, bool, ints, floats, dtype) and default."""
+    """One attribute: its kind (int, float, str, bool, ints, floats, dtype, graph) and default.
+    A `graph` attribute is a region: a small Graph the op owns (a fused kernel's body)."""
 
     kind: str
     default: Any = REQUIRED
@@ -39,6 +40,7 @@ class Attr:
             "ints": lambda v: isinstance(v, (tuple, list)) and all(isinstance(x, (int, np.integer)) for x in v),
             "floats": lambda v: isinstance(v, (tuple, list)),
             "dtype": lambda v: isinstance(v, DType),
+            "graph": lambda v: type(v).__name__ == "Graph",
         }[self.kind]
         if not ok(value):
             raise TypeRuleError(f"attribute '{name}' must be {self.kind}, got {value!r}")

@@ -297,6 +297,22 @@ def test_mlir_table_lookup():
     check(g, xs)
 
 
+def test_mlir_fused_kernel_lowers_through_its_body():
+    """A conv with a SiLU epilogue (a DAG: the conv result is read twice) and a residual, as one k.fused."""
+    from compiler.ops import elementwise as ew, kernel, linalg
+    from passes.fusion import fuse
+    g = Graph()
+    x = g.add_input("x", T((1, 4, 6, 6), F32))
+    r = g.add_input("r", T((1, 8, 6, 6), F32))
+    c = g.add1(linalg.conv, [x, g.const(rand((8, 4, 3, 3), F32, 1)), g.const(rand((8,), F32, 2))],
+               strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1))
+    s = g.add1(ew.mul, [c, g.add1(ew.sigmoid, [c])])
+    g.outputs = [g.add1(ew.add, [s, r])]
+    fg, _ = fuse(g)
+    assert [n.op for n in fg.nodes] == [kernel.fused]
+    check(fg, [rand((1, 4, 6, 6), F32, 3), rand((1, 8, 6, 6), F32, 4)])
+
+
 def test_mlir_every_claimed_op_is_tested():
     """Runs last in this file: each op with a lowering appeared in a graph above."""
     if len(TESTED) < 10:

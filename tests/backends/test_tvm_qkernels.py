@@ -10,8 +10,7 @@ import pytest
 tvm = pytest.importorskip("tvm")
 
 from compiler import interp  # noqa: E402
-from compiler.backends.tvm import BACKEND  # noqa: E402
-from compiler.backends.tvm_fastpath import plan  # noqa: E402
+from tests.backends.kernel_ir import build, kernels  # noqa: E402
 from compiler.backends.tvm_kernels import qconv2d as K, qmatmul as M  # noqa: E402
 from compiler.backends.tvm_kernels.common import host_target  # noqa: E402
 from compiler.ir import Graph  # noqa: E402
@@ -195,9 +194,9 @@ def test_fastpath_quantized_graph_bit_exact():
                qmin=-128, qmax=127, dtype=DType.I8, axis=1)
     y = g.add1(nn.max_pool, [y], kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), dilations=(1, 1))
     g.outputs = [g.add1(q.dequantize, [y], scale=(0.05,), zero_point=(-5,), axis=1)]
-    kinds = [(grp.kind, len(grp.nodes)) for grp in {id(v): v for v in plan(g).values()}.values()]
+    kinds = [(grp.kind, len(grp.nodes)) for grp in kernels(g, TARGET)[1]]
     assert sorted(kinds) == [("pool", 1), ("qconv", 2), ("qconv", 2), ("qconv", 5), ("quantize", 1)]
-    exe = BACKEND.build(g, TARGET)
+    exe = build(g, TARGET)
     xs = rng.uniform(-1, 4, (1, 3, 20, 20)).astype(np.float32)
     got, want = exe.run([xs])[0], interp.run(g, xs)[0]
     np.testing.assert_array_equal(got, want)
@@ -216,10 +215,10 @@ def test_fastpath_qmatmul_and_int32_residual_operand():
     g.outputs = [g.add1(q.requant, [y], multiplier=tuple(int(v) for v in rng.integers(2**30, 2**31 - 1, 20)),
                         shift=tuple(int(v) for v in rng.integers(36, 40, 20)), zero_point=1, in_zero_point=0,
                         qmin=-128, qmax=127, dtype=DType.I8, axis=-1)]
-    (grp,) = {id(v): v for v in plan(g).values()}.values()
+    (grp,) = kernels(g, TARGET)[1]
     assert grp.kind == "qmatmul" and len(grp.nodes) == 2
     xs = _ints(rng, (2, 5, 24), np.int8)
-    np.testing.assert_array_equal(BACKEND.build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
+    np.testing.assert_array_equal(build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
 
 
 def test_fastpath_dyadic_pass_residual_pattern():
@@ -234,10 +233,10 @@ def test_fastpath_dyadic_pass_residual_pattern():
     s = g.add1(ew.add, [a32, x32])
     g.outputs = [g.add1(q.requant, [s], multiplier=(1 << 30,), shift=(32,), zero_point=3, in_zero_point=0,
                         qmin=3, qmax=255, dtype=DType.U8, axis=1)]
-    (grp,) = {id(v): v for v in plan(g).values()}.values()
+    (grp,) = kernels(g, TARGET)[1]
     assert grp.kind == "qconv" and len(grp.nodes) == 6 and grp.spec.rq1b is not None and grp.spec.rq2 is not None
     xs = _ints(rng, (1, 16, 10, 10), np.uint8)
-    np.testing.assert_array_equal(BACKEND.build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
+    np.testing.assert_array_equal(build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
 
 
 @pytest.mark.parametrize("ci,also_plain,dt", [(3, False, DType.U8), (16, False, DType.U8), (3, True, DType.U8),
@@ -254,11 +253,11 @@ def test_fastpath_quantize_writes_the_conv_layout(ci, also_plain, dt):
                 dtype=dt)
     y = _qconv(g, xq, 16, 3, 2, zp, rng)
     g.outputs = [y, xq] if also_plain else [y]
-    groups = {id(v): v for v in plan(g).values()}.values()
+    groups = kernels(g, TARGET)[1]
     assert sorted(grp.kind for grp in groups) == ["qconv", "quantize"]
     xs = (rng.standard_normal((1, ci, 12, 12)) * 6).astype(np.float32)
     xs.reshape(-1)[:4] = [0.025, 0.075, -0.125, 1e9]          # ties to even, clamp
-    got, want = BACKEND.build(g, TARGET).run([xs]), interp.run(g, xs)
+    got, want = build(g, TARGET).run([xs]), interp.run(g, xs)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
 
@@ -279,9 +278,9 @@ def test_fastpath_integer_global_average_pool(co, per_channel, requant):
                     shift=tuple(int(v) for v in rng.integers(35, 38, k)), zero_point=3, in_zero_point=49 * 9,
                     qmin=0, qmax=255, dtype=DType.U8, axis=1)
     g.outputs = [g.add1(shape.reshape, [sm], shape=(1, co))]
-    kinds = sorted(grp.kind for grp in {id(v): v for v in plan(g).values()}.values())
+    kinds = sorted(grp.kind for grp in kernels(g, TARGET)[1])
     assert kinds == ["int_global_sum", "qconv"]
-    exe = BACKEND.build(g, TARGET)
+    exe = build(g, TARGET)
     xs = _ints(rng, (1, 16, 7, 7), np.uint8)
     got, want = exe.run([xs])[0], interp.run(g, xs)[0]
     assert np.unique(want).size > 4
@@ -306,9 +305,9 @@ def test_fastpath_residual_requants_in_int32_forms():
     s = g.add1(ew.add, [_to_i32(g, a, 1 << 30, 14), _to_i32(g, x, 2072281600, 13)])
     g.outputs = [g.add1(q.requant, [s], multiplier=(1200125568,), shift=(48,), zero_point=0, in_zero_point=0,
                         qmin=0, qmax=255, dtype=DType.U8, axis=1)]
-    (grp,) = {id(v): v for v in plan(g).values()}.values()
+    (grp,) = kernels(g, TARGET)[1]
     sp = grp.spec
     assert grp.kind == "qconv" and len(grp.nodes) == 6
     assert (sp.rq1.form, sp.rq1b.form, sp.rq2.form, sp.rq3.form) == ("hi", "shl", "split", "hi")
     xs = _ints(rng, (1, 32, 7, 7), np.uint8)
-    np.testing.assert_array_equal(BACKEND.build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
+    np.testing.assert_array_equal(build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])

@@ -8,8 +8,7 @@ import pytest
 pytest.importorskip("tvm")
 
 from compiler import interp  # noqa: E402
-from compiler.backends.tvm import BACKEND  # noqa: E402
-from compiler.backends.tvm_fastpath import plan  # noqa: E402
+from tests.backends.kernel_ir import build, kernels  # noqa: E402
 from compiler.ir import Graph  # noqa: E402
 from compiler.ops import ivit, quant as q  # noqa: E402
 from compiler.target import Target  # noqa: E402
@@ -40,7 +39,7 @@ CASES = [  # shape, x dtype, scale, n, shiftmax dtype, fused requant
 def test_shiftmax_kernel_bit_exact(case):
     shape, x_dt, scale, n, out_dt, requant = case
     g = _graph(shape, x_dt, scale, n, out_dt, requant)
-    assert {grp.kind for grp in plan(g).values()} == {"shiftmax"}
+    assert {grp.kind for grp in kernels(g, TARGET)[1]} == {"shiftmax"}
     info = np.iinfo(x_dt.numpy)
     rng = np.random.default_rng(shape[-1])
     x = rng.integers(info.min, info.max + 1, shape).astype(x_dt.numpy)
@@ -48,7 +47,7 @@ def test_shiftmax_kernel_bit_exact(case):
     flat[0] = info.max                        # an all-equal row
     flat[1] = info.min
     flat[1, 0] = info.max                     # one huge logit, the rest at the bottom of the range
-    got = BACKEND.build(g, TARGET).run([x])[0]
+    got = build(g, TARGET).run([x])[0]
     np.testing.assert_array_equal(got, interp.run(g, x)[0])
 
 
@@ -56,4 +55,7 @@ def test_int32_input_takes_the_generic_lowering():
     g = Graph()
     x = g.add_input("x", TensorType((2, 16), DType.I32))
     g.outputs = [g.add1(ivit.shiftmax, [x], scale=0.01, n=15, axis=-1, dtype=DType.I8)]
-    assert not plan(g)
+    exe = build(g, TARGET)
+    assert "call_tir(cls.shiftmax_" not in exe.source("relax")       # the body, op by op
+    x = np.random.default_rng(0).integers(-300, 300, (2, 16)).astype(np.int32)
+    np.testing.assert_array_equal(exe.run([x])[0], interp.run(g, x)[0])

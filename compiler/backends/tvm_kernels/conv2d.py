@@ -26,6 +26,8 @@ from typing import Optional, Tuple
 import numpy as np
 from tvm import s_tir, te, tirx
 
+from compiler.layouts import best_block, choose_blocks
+
 from .common import SCHEDULE_ATTR, act_te, divisors, finalize
 
 __all__ = [
@@ -90,32 +92,7 @@ class Conv2dSpec:
         return 2 * self.n * self.co * oh * ow * self.ci_per_group * self.kh * self.kw
 
 
-_BLOCKS = (16, 8, 4, 2)
-
-
-def _best_block(c: int, min_block: int = 2) -> int:
-    for b in _BLOCKS:
-        if b >= min_block and c % b == 0:
-            return b
-    return 0
-
-
-def choose_blocks(ci: int, co: int, groups: int = 1) -> Tuple[int, int]:
-    """Pick (in_block, out_block) for a conv: the largest of 16/8/4/2 dividing the channel count, 0 (plain NCHW)
-    when none does (e.g. the 3-channel image input).  For grouped convs the blocks also divide the per-group
-    channel counts when possible so the fast ``dense`` kind applies; depthwise convs get in_block == out_block."""
-    if groups == 1:
-        return _best_block(ci), _best_block(co)
-    cig, cog = ci // groups, co // groups
-    if cig == 1 and cog == 1:  # depthwise
-        b = _best_block(ci)
-        return b, b
-    for b_in in _BLOCKS:
-        if cig % b_in == 0:
-            for b_out in _BLOCKS:
-                if cog % b_out == 0:
-                    return b_in, b_out
-    return _best_block(ci), _best_block(co)
+_best_block = best_block
 
 
 def output_hw(spec: Conv2dSpec) -> Tuple[int, int]:
@@ -206,12 +183,14 @@ def pack_bias(spec: Conv2dSpec, b: np.ndarray) -> np.ndarray:
 # compute definition
 # ----------------------------------------------------------------------------------------------------------------
 def conv2d_te(spec: Conv2dSpec, data: te.Tensor, weight: te.Tensor, bias: Optional[te.Tensor] = None,
-              residual: Optional[te.Tensor] = None) -> te.Tensor:
+              residual: Optional[te.Tensor] = None, epilogue=None) -> te.Tensor:
     """TE compute of the fused conv: stages ``pad`` (only if some pad > 0), ``conv`` (the reduction, blocked
     output) and ``out`` (epilogue: + bias, + residual, activation; also the transpose for a plain NCHW output).
 
     ``data`` is unpadded in the layout of :func:`data_shape`; ``weight`` in :func:`weight_shape`; ``bias`` in
     :func:`bias_shape`; ``residual`` in :func:`out_shape`.  Returns the output tensor (:func:`out_shape`).
+    ``epilogue(v, n, c, y, x, idx)``, if given, maps each result after the activation (c: the logical channel,
+    idx: the index in the output layout) to the value written.
     """
     kind = conv_kind(spec)
     dt = spec.dtype
@@ -300,7 +279,10 @@ def conv2d_te(spec: Conv2dSpec, data: te.Tensor, weight: te.Tensor, bias: Option
             v = v + bias[oc, o]
         if residual is not None:
             v = v + residual[idx]
-        return act_te(v, spec.activation, spec.clip_min, spec.clip_max, spec.dtype)
+        v = act_te(v, spec.activation, spec.clip_min, spec.clip_max, spec.dtype)
+        if epilogue is not None:
+            v = epilogue(v, idx[0], oc * ob + o, idx[2], idx[3], idx)
+        return v
 
     if spec.out_block:
         return te.compute(cshape, lambda n, oc, y, x, o: _epi(conv[n, oc, y, x, o], oc, o, (n, oc, y, x, o)),
@@ -321,11 +303,13 @@ def _placeholders(spec: Conv2dSpec):
     return data, weight, bias, res
 
 
-def conv2d_prim_func(spec: Conv2dSpec) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc (data, weight, [bias], [residual], out)."""
+def conv2d_prim_func(spec: Conv2dSpec, extras=(), epilogue=None) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc (data, weight, [bias], [residual], *extras, out); ``extras`` are the placeholders
+    ``epilogue`` reads."""
     data, weight, bias, res = _placeholders(spec)
-    out = conv2d_te(spec, data, weight, bias, res)
-    args = [data, weight] + ([bias] if bias is not None else []) + ([res] if res is not None else []) + [out]
+    out = conv2d_te(spec, data, weight, bias, res, epilogue)
+    args = [data, weight] + ([bias] if bias is not None else []) + ([res] if res is not None else []) + \
+        list(extras) + [out]
     return te.create_prim_func(args)
 
 
@@ -438,10 +422,11 @@ def schedule_conv2d(func: tirx.PrimFunc, spec: Conv2dSpec, tile: Optional[Tuple[
     return func.with_attr(SCHEDULE_ATTR, "none")
 
 
-def make_conv2d(spec: Conv2dSpec, tile: Optional[Tuple[int, int]] = None) -> tirx.PrimFunc:
-    """Scheduled PrimFunc with params (data, weight, [bias], [residual], out) and attrs op_pattern=8 (opaque),
-    tirx.is_scheduled=True.  ``tile`` = (reg_oc, reg_w) overrides the register-tile choice."""
-    return finalize(schedule_conv2d(conv2d_prim_func(spec), spec, tile))
+def make_conv2d(spec: Conv2dSpec, tile: Optional[Tuple[int, int]] = None, extras=(), epilogue=None) -> tirx.PrimFunc:
+    """Scheduled PrimFunc with params (data, weight, [bias], [residual], *extras, out) and attrs op_pattern=8
+    (opaque), tirx.is_scheduled=True.  ``tile`` = (reg_oc, reg_w) overrides the register-tile choice;
+    ``epilogue`` (reading ``extras``) is fused into the write-back (see :func:`conv2d_te`)."""
+    return finalize(schedule_conv2d(conv2d_prim_func(spec, extras, epilogue), spec, tile))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -89,8 +89,10 @@ def pack_b(spec: MatmulSpec, w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(spec.k, spec.n // nb, nb).transpose(1, 0, 2))
 
 
-def matmul_te(spec: MatmulSpec, a: te.Tensor, b: te.Tensor, bias: Optional[te.Tensor] = None) -> te.Tensor:
-    """Stages: ``bpack`` (only for non-const transposed B), ``mm`` (the reduction), ``out`` (bias + act)."""
+def matmul_te(spec: MatmulSpec, a: te.Tensor, b: te.Tensor, bias: Optional[te.Tensor] = None,
+              epilogue=None) -> te.Tensor:
+    """Stages: ``bpack`` (only for non-const transposed B), ``mm`` (the reduction), ``out`` (bias + act, then
+    ``epilogue(v, idx)`` if given, idx the output index)."""
     nb = b_block(spec)
     nbatch = len(spec.batch)
     dt = spec.dtype
@@ -100,7 +102,7 @@ def matmul_te(spec: MatmulSpec, a: te.Tensor, b: te.Tensor, bias: Optional[te.Te
                           lambda *i: b[(*i[:nbatch], i[nbatch] * nb + i[nbatch + 2], i[nbatch + 1])], name="bpack")
     ksplit = k_split(spec)
     if ksplit > 1:
-        return _matmul_ksplit_te(spec, a, bsrc, bias, ksplit)
+        return _matmul_ksplit_te(spec, a, bsrc, bias, ksplit, epilogue)
     kk = te.reduce_axis((0, spec.k), name="kk")
 
     def _mm(*idx):
@@ -120,7 +122,8 @@ def matmul_te(spec: MatmulSpec, a: te.Tensor, b: te.Tensor, bias: Optional[te.Te
         v = mm[idx]
         if bias is not None:
             v = v + bias[idx[-1]]
-        return act_te(v, spec.activation, dtype=dt)
+        v = act_te(v, spec.activation, dtype=dt)
+        return v if epilogue is None else epilogue(v, idx)
 
     return te.compute(out_shape(spec), _out, name="out")
 
@@ -137,7 +140,7 @@ def k_split(spec: MatmulSpec) -> int:
     return 1
 
 
-def _matmul_ksplit_te(spec, a, bsrc, bias, R):
+def _matmul_ksplit_te(spec, a, bsrc, bias, R, epilogue=None):
     """part[*b, i, r, j] = sum_ko a[.., ko*R + r] * B[ko*R + r, j];  out = act(sum_r part + bias)."""
     nb = b_block(spec)
     nbatch = len(spec.batch)
@@ -166,7 +169,8 @@ def _matmul_ksplit_te(spec, a, bsrc, bias, R):
         v = mm[idx]
         if bias is not None:
             v = v + bias[j]
-        return act_te(v, spec.activation, dtype=spec.dtype)
+        v = act_te(v, spec.activation, dtype=spec.dtype)
+        return v if epilogue is None else epilogue(v, idx)
 
     return te.compute(out_shape(spec), _out, name="out")
 
@@ -212,13 +216,13 @@ def _sched_bpack(sch, nbatch):
     sch.parallel(sch.fuse(*bpl[:nbatch + 1]))
 
 
-def matmul_prim_func(spec: MatmulSpec) -> tirx.PrimFunc:
-    """Unscheduled PrimFunc (a, b, [bias], out)."""
+def matmul_prim_func(spec: MatmulSpec, extras=(), epilogue=None) -> tirx.PrimFunc:
+    """Unscheduled PrimFunc (a, b, [bias], *extras, out); ``extras`` are the placeholders ``epilogue`` reads."""
     a = te.placeholder(a_shape(spec), spec.dtype, name="a")
     b = te.placeholder(b_shape(spec), spec.dtype, name="b")
     bias = te.placeholder((spec.n,), spec.dtype, name="bias") if spec.has_bias else None
-    out = matmul_te(spec, a, b, bias)
-    return te.create_prim_func([a, b] + ([bias] if bias is not None else []) + [out])
+    out = matmul_te(spec, a, b, bias, epilogue)
+    return te.create_prim_func([a, b] + ([bias] if bias is not None else []) + list(extras) + [out])
 
 
 LANES = 16
@@ -291,10 +295,12 @@ def _sched_simple(sch: s_tir.Schedule, spec: MatmulSpec):
     sch.decompose_reduction(mm, k)
 
 
-def make_matmul(spec: MatmulSpec, tile: Optional[Tuple[int, int, int]] = None) -> tirx.PrimFunc:
-    """Scheduled PrimFunc with params (a, b, [bias], out); attrs op_pattern=8, tirx.is_scheduled=True.
-    ``tile`` = (reg_m, reg_n, lanes) overrides the register tile."""
-    func = matmul_prim_func(spec)
+def make_matmul(spec: MatmulSpec, tile: Optional[Tuple[int, int, int]] = None, extras=(),
+                epilogue=None) -> tirx.PrimFunc:
+    """Scheduled PrimFunc with params (a, b, [bias], *extras, out); attrs op_pattern=8, tirx.is_scheduled=True.
+    ``tile`` = (reg_m, reg_n, lanes) overrides the register tile; ``epilogue`` (reading ``extras``) is fused
+    into the write-back."""
+    func = matmul_prim_func(spec, extras, epilogue)
     tile = tile or pick_tile(spec)
     for attempt in ("tiled", "simple"):
         sch = s_tir.Schedule(func)

@@ -36,6 +36,8 @@ import tvm
 from tvm import s_tir, te, tirx
 from tvm.script import tirx as T
 
+from compiler.layouts import int_in_block
+
 from .common import SCHEDULE_ATTR, divisors, finalize
 
 __all__ = ["QConvSpec", "Requant", "make_qconv2d", "pack_weight", "pack_bias", "pack_requant", "data_shape",
@@ -308,9 +310,7 @@ class QConvSpec:
         return self.n * self.co * oh * ow * self.ci * self.kh * self.kw
 
 
-def choose_in_block(ci: int) -> int:
-    cip = _up(ci, 4)
-    return next(b for b in (16, 8, 4) if cip % b == 0)
+choose_in_block = int_in_block
 
 
 def output_hw(spec) -> Tuple[int, int]:

@@ -6,7 +6,7 @@ Lowerings live in the op-family modules of this package and register themselves 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ class LowerCtx:
     bb: relax.BlockBuilder
     graph: Graph
     target: Target
+    kernels: dict = field(default_factory=dict)     # our scheduled kernels already added, by spec
 
     def emit(self, expr: relax.Expr) -> relax.Expr:
         return self.bb.emit(expr)

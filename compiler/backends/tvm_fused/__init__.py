@@ -1,0 +1,113 @@
+"""The TVM lowering of the kernel-level IR: `k.fused` nodes become our scheduled kernels, `layout.pack`
+and `layout.unpack` become conversion kernels.
+
+A fused node is emitted as the kernel of its anchor (`kernel` attribute) with its body's layouts and
+epilogue; a body that kernel cannot take, and every fused node on a GPU target, is lowered op by op
+through the ops' own lowerings (the body is the meaning, so this is always right, only slower).
+Nothing here decides: fusion, layouts and tiles come from the passes.
+"""
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from compiler.backends.tvm_fused import emit, fp32, integer
+from compiler.backends.tvm_fused.body import NotFusable, parse
+from compiler.backends.tvm_kernels import layout as klayout
+from compiler.backends.tvm_kernels import qconv2d as kq
+from compiler.backends.tvm_lower.registry import LOWERINGS, LowerCtx, const, lowers, tvm_dtype
+from compiler.ir import Node
+from compiler.ops import kernel
+from compiler.ops import layout as lay
+from compiler.ops import reduce as rd
+
+_BOUND = (tvm.ir.expr.Var, tvm.ir.expr.Constant)   # already bound: emitting again would copy
+
+
+def _reduce(ctx, kb, args):
+    if kb.anchor.op is rd.reduce_sum:
+        return integer.emit_int_global_sum(ctx, kb, args)
+    return fp32.emit_pool(ctx, kb, args)
+
+
+EMITTERS = {
+    "conv": fp32.emit_conv, "matmul": fp32.emit_matmul, "pool": fp32.emit_pool, "reduce": _reduce,
+    "qconv": integer.emit_qconv, "qmatmul": integer.emit_qmatmul, "shiftmax": integer.emit_shiftmax,
+    "quantize": integer.emit_quantize,
+}
+
+
+def inline(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> relax.Expr:
+    """The body op by op, through each op's own lowering."""
+    body = node.attrs["body"]
+    env = {id(v): a for v, a in zip(body.inputs, args)}
+
+    def read(v):
+        if v.is_const and id(v) not in env:
+            env[id(v)] = const(v.const, tvm_dtype(v.type.dtype))
+        return env[id(v)]
+    for n in body.nodes:
+        outs = LOWERINGS[n.op](ctx, n, [read(v) for v in n.inputs])
+        for v, o in zip(n.outputs, outs):
+            env[id(v)] = o if isinstance(o, _BOUND) else ctx.bb.emit(o)
+    return read(body.outputs[0])
+
+
+def kernel_spec(node: Node):
+    """The spec of the tunable kernel (conv, matmul, int8 conv / matmul / batched matmul) fused `node` is
+    built from, or None: what the tile pass asks the cost model about."""
+    kind = node.attrs["kernel"]
+    try:
+        kb = parse(node)
+        if kind == "conv":
+            return fp32.conv_plan(kb)[0]
+        if kind == "matmul":
+            return fp32.matmul_plan(kb)[0]
+        if kind == "qconv":
+            return integer.qconv_plan(kb)[0]
+        if kind == "qmatmul":
+            return (integer.qmatmul_plan(kb) if kb.anchor.inputs[1].is_const else integer.qbmm_plan(kb))[0]
+    except NotFusable:
+        return None
+    return None
+
+
+@lowers(kernel.fused)
+def _fused(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    emitter = EMITTERS.get(node.attrs["kernel"]) if ctx.target.kind == "llvm" else None
+    if emitter is not None:
+        try:
+            return [emitter(ctx, parse(node), args)]
+        except NotFusable:
+            pass
+    return [inline(ctx, node, args)]
+
+
+@lowers(lay.pack)
+def _pack(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    n, c, h, w = node.inputs[0].type.shape
+    b, fill = node.attrs["block"], node.attrs["fill"]
+    dt = tvm_dtype(node.inputs[0].type.dtype)
+    out = node.outputs[0].type.shape
+    if c % b == 0:
+        gv = emit.kernel(ctx, ("pack", n, c, h, w, b, dt), lambda: klayout.make_pack_nchwc(n, c, h, w, b, dt),
+                         "pack_nchwc")
+    else:
+        cp = out[1] * b
+        gv = emit.kernel(ctx, ("pack_pad", n, c, h, w, b, cp, dt, fill),
+                         lambda: kq.make_pack_channels(n, c, h, w, b, cp, dt, fill), "pack_nchwc")
+    return [emit.call(ctx, gv, args, out, dt)]
+
+
+@lowers(lay.unpack)
+def _unpack(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    n, cb, h, w, b = node.inputs[0].type.shape
+    c = node.attrs["channels"]
+    dt = tvm_dtype(node.inputs[0].type.dtype)
+    if h == w == 1 and c == cb * b:          # (n, c/b, 1, 1, b) already has NCHW element order
+        return [relax.op.reshape(args[0], (n, c, h, w))]
+    if c == cb * b:
+        gv = emit.kernel(ctx, ("unpack", n, c, h, w, b, dt), lambda: klayout.make_unpack_nchwc(n, c, h, w, b, dt),
+                         "unpack_nchwc")
+        return [emit.call(ctx, gv, args, (n, c, h, w), dt)]
+    return [ctx.emit_te(klayout.unpack_nchwc_te, args[0], c, name="unpack_nchwc")]

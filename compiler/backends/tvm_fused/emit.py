@@ -1,0 +1,61 @@
+"""Adding our scheduled kernels to the Relax module and calling them."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tvm
+from tvm import relax, te
+
+from compiler.backends.tvm_fused.body import Composed, KernelBody
+from compiler.backends.tvm_lower.registry import LowerCtx
+
+
+def kernel(ctx: LowerCtx, key: tuple, make: Callable[[], tvm.tirx.PrimFunc], name: str) -> relax.GlobalVar:
+    """The GlobalVar of the kernel `key`, built by `make` the first time."""
+    if key not in ctx.kernels:
+        func = make()
+        sym = f"{name}_{len(ctx.kernels)}"
+        ctx.kernels[key] = ctx.bb.add_func(func.with_attr("global_symbol", sym), sym)
+    return ctx.kernels[key]
+
+
+def tiled(make: Callable[[tuple | None], tvm.tirx.PrimFunc], tile: tuple | None) -> tvm.tirx.PrimFunc:
+    """make(tile), or make(None) (the kernel's own tile) when `tile` does not give the tiled schedule."""
+    from compiler.backends.tvm_kernels.common import SCHEDULE_ATTR
+    func = make(tile)
+    if tile is not None and SCHEDULE_ATTR in func.attrs and str(func.attrs[SCHEDULE_ATTR]) != "tiled":
+        func = make(None)
+    return func
+
+
+def call(ctx: LowerCtx, gv: relax.GlobalVar, args: Sequence[relax.Expr], shape: Sequence[int],
+         dtype: str = "float32") -> relax.Expr:
+    return ctx.bb.emit(relax.call_tir(gv, list(args), relax.TensorType(tuple(int(d) for d in shape), dtype)))
+
+
+def reshape(ctx: LowerCtx, x: relax.Expr, shape: Sequence[int]) -> relax.Expr:
+    return ctx.bb.emit(relax.op.reshape(x, tuple(int(d) for d in shape)))
+
+
+def epilogue_params(ctx: LowerCtx, kb: KernelBody, comp: Composed, args: list[relax.Expr],
+                    full_shape: Sequence[int], dtype: str) -> tuple[list[te.Tensor], list[relax.Expr]]:
+    """Placeholders for the composed epilogue's tensors and the Relax values that feed them; full-shape
+    operands are reshaped to the kernel's output shape `full_shape` (same element order)."""
+    holders, values = [], []
+    for i, p in enumerate(comp.params):
+        if p.kind == "channel":
+            holders.append(te.placeholder(p.const.shape, dtype, name=f"epi{i}"))
+            values.append(relax.const(np.ascontiguousarray(p.const.astype(dtype)), dtype))
+            continue
+        v = kb.body.inputs[p.operand]
+        arg = args[p.operand]
+        if p.kind == "full":
+            shape = tuple(full_shape)
+            if tuple(int(d) for d in arg.ty.shape) != shape:
+                arg = reshape(ctx, arg, shape)
+        else:
+            shape = v.type.shape
+        holders.append(te.placeholder(shape, dtype, name=f"epi{i}"))
+        values.append(arg)
+    return holders, values

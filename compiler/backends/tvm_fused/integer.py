@@ -1,0 +1,295 @@
+"""Integer kernels of fused nodes, bit-exact with the interpreter: the VNNI conv and matmuls, Shiftmax,
+the integer global sum and the quantize kernel.
+
+The fusion pass gives these kernels only the epilogue chains their write-back has slots for
+(`passes.fusion.CHAINS`); here each chain fills its slots. Every requant is evaluated in the cheapest
+form that is exact for the range its input can take (`qconv2d.requant_form`).
+"""
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+from compiler.backends.tvm_fused import emit
+from compiler.backends.tvm_fused.body import KernelBody, NotFusable
+from compiler.backends.tvm_kernels import layout as klayout
+from compiler.backends.tvm_kernels import pool as kpool
+from compiler.backends.tvm_kernels import qbmm as kqb
+from compiler.backends.tvm_kernels import qconv2d as kq
+from compiler.backends.tvm_kernels import qmatmul as kqm
+from compiler.backends.tvm_kernels import shiftmax as ksm
+from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
+from compiler.ir import Node
+from compiler.ops import elementwise as ew
+from compiler.ops import ivit, quant as q, shape
+from compiler.types import DType
+
+_INT_ACT = (DType.I8, DType.U8)
+_I32_RANGE = (-2**31, 2**31 - 1)
+
+
+def _requant(n: Node | None, x_range: tuple[int, int]) -> kq.Requant | None:
+    if n is None or n.op is not q.requant:
+        return None
+    a = n.attrs
+    form = kq.requant_form(a["multiplier"], a["shift"], a["in_zero_point"], a["zero_point"], x_range,
+                           (a["qmin"], a["qmax"]))
+    return kq.Requant(a["in_zero_point"], a["zero_point"], a["qmin"], a["qmax"], tvm_dtype(a["dtype"]), form)
+
+
+def _rq_const(n: Node, rq: kq.Requant, co: int, cop: int) -> relax.Expr:
+    a = n.attrs
+    return relax.const(kq.pack_requant(a["multiplier"], a["shift"], co, cop, form=rq.form), kq.requant_dtype(rq))
+
+
+def _channel_axis_ok(n: Node, rank: int, axis: int) -> bool:
+    a = n.attrs
+    return len(a["multiplier"]) == 1 or a["axis"] % rank == axis % rank
+
+
+def qconv_plan(kb: KernelBody):
+    """(spec, (rq1, rq1b, rq2, rq3) nodes, residual operand, data operand) of q.conv [rq1 [rq1b -> int32]
+    [add(residual [rq2]) rq3]]."""
+    c = kb.anchor
+    x, w = c.inputs[0], c.inputs[1]
+    xi = kb.operand_of(x)
+    a = c.attrs
+    if xi not in kb.blocks or not w.is_const or (len(c.inputs) > 2 and not c.inputs[2].is_const):
+        raise NotFusable("the VNNI conv reads blocked data and constant weights")
+    n, ci, h, wd = x.type.shape
+    co, _, kh, kw = w.type.shape
+    epi = list(kb.epilogue)
+    if any(not _channel_axis_ok(m, 4, 1) for m in epi if m.op is q.requant):
+        raise NotFusable("a requant along another axis")
+    r1n = epi.pop(0) if epi and epi[0].op is q.requant else None
+    rq1 = _requant(r1n, _I32_RANGE)
+    r1bn = rq1b = r2n = rq2 = r3n = rq3 = res_dt = res_i = None
+    if epi and epi[0].op is q.requant:
+        r1bn = epi.pop(0)
+        rq1b = _requant(r1bn, (rq1.qmin, rq1.qmax))
+    if epi and epi[0].op is ew.add:
+        add = epi.pop(0)
+        last = (r1bn or r1n).outputs[0]
+        other = add.inputs[1] if add.inputs[0] is last else add.inputs[0]
+        r3n = epi.pop(0) if epi else None
+        rq3 = _requant(r3n, _I32_RANGE)
+        res_i = kb.operand_of(other)
+        if res_i is None and other.producer is not None and other.producer.op is q.requant:
+            r2n = other.producer
+            res_i = kb.operand_of(r2n.inputs[0])
+            rt = r2n.inputs[0].type.dtype
+            rq2 = _requant(r2n, _I32_RANGE if rt is DType.I32 else q.INT_RANGE[rt])
+        if res_i is None or kb.blocks.get(res_i) != 16:
+            raise NotFusable("the residual must arrive in 16-channel blocks")
+        res_dt = tvm_dtype(kb.body.inputs[res_i].type.dtype)
+    if epi:
+        raise NotFusable("an epilogue the VNNI conv has no slot for")
+    p = a["pads"]
+    try:
+        spec = kq.QConvSpec(n, ci, h, wd, co, kh, kw, tuple(a["strides"]), (p[0], p[1], p[2], p[3]),
+                            tuple(a["dilations"]), tvm_dtype(x.type.dtype), a["x_zero_point"], kb.blocks[xi],
+                            rq1, res_dt, rq2, rq3, rq1b)
+    except ValueError as e:
+        raise NotFusable(str(e)) from None
+    if (kq.out_shape(spec)[-1] == 16) != (kb.out_block == 16):
+        raise NotFusable("the VNNI conv writes 16-channel blocks exactly when co % 16 == 0")
+    return spec, (r1n, r1bn, r2n, r3n), res_i, xi
+
+
+def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    spec, (r1n, r1bn, r2n, r3n), res_i, xi = qconv_plan(kb)
+    c = kb.anchor
+    w = c.inputs[1]
+    rq1, rq1b, rq2, rq3 = spec.rq1, spec.rq1b, spec.rq2, spec.rq3
+    res_dt = spec.residual_dtype
+    wv = np.asarray(w.const)
+    call_args = [args[xi], relax.const(kq.pack_weight(spec, wv), "int8"),
+                 relax.const(kq.pack_bias(spec, wv, None if len(c.inputs) < 3 else np.asarray(c.inputs[2].const)),
+                             "int32")]
+    for node_, rq in ((r1n, rq1), (r1bn, rq1b)):
+        if rq is not None:
+            call_args.append(_rq_const(node_, rq, spec.co, spec.cop))
+    if res_dt is not None:
+        call_args.append(args[res_i])
+        if rq2 is not None:
+            call_args.append(_rq_const(r2n, rq2, spec.co, spec.cop))
+        call_args.append(_rq_const(r3n, rq3, spec.co, spec.cop))
+    tile = tuple(kb.node.attrs["tile"]) or None
+    gv = emit.kernel(ctx, ("qconv", spec, tile), lambda: emit.tiled(lambda t: kq.make_qconv2d(spec, t), tile),
+                     "qconv2d_vnni")
+    return emit.call(ctx, gv, call_args, kq.out_shape(spec), spec.out_dtype)
+
+
+def qmatmul_plan(kb: KernelBody):
+    """(spec, bias vector, requant node, A operand) of q.matmul(x, W constant) [+ int32 bias constant]
+    [q.requant along the last axis]."""
+    mm = kb.anchor
+    a_v, b_v = mm.inputs
+    at = mm.attrs
+    ai = kb.operand_of(a_v)
+    if ai is None or a_v.type.dtype not in _INT_ACT or a_v.type.rank < 2 or b_v.type.rank != 2 or \
+            not 0 <= at["a_zero_point"] + (128 if a_v.type.dtype is DType.I8 else 0) <= 255 or \
+            not kqm.weight_fits(b_v.const, at["b_zero_point"]):
+        raise NotFusable("not a VNNI matmul")
+    k, n_ = b_v.type.shape
+    rows = int(np.prod(a_v.type.shape[:-1]))
+    epi = list(kb.epilogue)
+    bias = None
+    if epi and epi[0].op is ew.add:
+        add = epi.pop(0)
+        other = next(v for v in add.inputs if v.is_const)
+        if other.type.dtype is not DType.I32 or other.type.size != n_ or other.type.shape[-1] != n_:
+            raise NotFusable("a bias that is not int32 along the last axis")
+        bias = np.asarray(other.const).reshape(n_)
+    rq_n = epi.pop(0) if epi and epi[0].op is q.requant else None
+    if epi or (rq_n is not None and not _channel_axis_ok(rq_n, mm.outputs[0].type.rank, -1)):
+        raise NotFusable("an epilogue the VNNI matmul has no slot for")
+    rq = None
+    if rq_n is not None:
+        r = rq_n.attrs
+        rq = kq.Requant(r["in_zero_point"], r["zero_point"], r["qmin"], r["qmax"], tvm_dtype(r["dtype"]))
+    return kqm.QMatmulSpec(rows, k, n_, tvm_dtype(a_v.type.dtype), at["a_zero_point"], rq), bias, rq_n, ai
+
+
+def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    """The VNNI matmul for a constant weight; activations x activations go to the batched kernel."""
+    if not kb.anchor.inputs[1].is_const:
+        return _emit_qbmm(ctx, kb, args)
+    spec, bias, rq_n, ai = qmatmul_plan(kb)
+    rq, rows, k = spec.rq, spec.m, spec.k
+    b_v = kb.anchor.inputs[1]
+    zp, w = kb.anchor.attrs["b_zero_point"], np.asarray(b_v.const)
+    call_args = [emit.reshape(ctx, args[ai], (rows, k)), relax.const(kqm.pack_weight(spec, w, zp), "int8"),
+                 relax.const(kqm.pack_bias(spec, w, zp, bias), "int32")]
+    if rq is not None:
+        call_args.append(relax.const(kqm.pack_requant(rq_n.attrs["multiplier"], rq_n.attrs["shift"], spec), "int64"))
+    tile = tuple(kb.node.attrs["tile"]) or None
+    gv = emit.kernel(ctx, ("qmatmul", spec, tile), lambda: emit.tiled(lambda t: kqm.make_qmatmul(spec, t), tile),
+                     "qmatmul_vnni")
+    y = emit.call(ctx, gv, call_args, kqm.out_shape(spec), spec.out_dtype)
+    if spec.np_ != spec.n:
+        y = ctx.bb.emit(relax.op.strided_slice(y, axes=[1], begin=[0], end=[spec.n]))
+    return emit.reshape(ctx, y, kb.result.type.shape)
+
+
+def _per_tensor(kb: KernelBody) -> tuple[kq.Requant | None, int, int]:
+    if not kb.epilogue:
+        return None, 0, 0
+    (n,) = kb.epilogue
+    a = n.attrs
+    if n.op is not q.requant or len(a["multiplier"]) != 1:
+        raise NotFusable("only a per-tensor requant fuses here")
+    rq = kq.Requant(a["in_zero_point"], a["zero_point"], a["qmin"], a["qmax"], tvm_dtype(a["dtype"]))
+    return rq, a["multiplier"][0], a["shift"][0]
+
+
+def qbmm_plan(kb: KernelBody):
+    """(spec, A operand, B operand) of an activation x activation q.matmul [per-tensor requant]."""
+    mm = kb.anchor
+    a_v, b_v = mm.inputs
+    at = mm.attrs
+    src, transpose_b = b_v, False
+    t = b_v.producer
+    if t is not None and t.op is shape.transpose and any(t is p for p in kb.prologue):
+        src, transpose_b = t.inputs[0], True
+    ai, bi = kb.operand_of(a_v), kb.operand_of(src)
+    if ai is None or bi is None or a_v.type.dtype not in _INT_ACT or b_v.type.dtype not in _INT_ACT or \
+            a_v.type.rank < 2 or a_v.type.rank != b_v.type.rank or a_v.type.shape[:-2] != b_v.type.shape[:-2] or \
+            not kqb.b_fits(tvm_dtype(b_v.type.dtype), at["b_zero_point"]):
+        raise NotFusable("not a VNNI batched matmul")
+    rq, m_, c_ = _per_tensor(kb)
+    m, k = a_v.type.shape[-2:]
+    try:
+        spec = kqb.QBmmSpec(int(np.prod(a_v.type.shape[:-2], dtype=np.int64)), m, k, b_v.type.shape[-1],
+                            tvm_dtype(a_v.type.dtype), at["a_zero_point"], tvm_dtype(b_v.type.dtype),
+                            at["b_zero_point"], transpose_b, rq, m_, c_)
+    except ValueError as e:
+        raise NotFusable(str(e)) from None
+    return spec, ai, bi
+
+
+def _emit_qbmm(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    spec, ai, bi = qbmm_plan(kb)
+    a = emit.reshape(ctx, args[ai], (spec.bsz, spec.m, spec.k))
+    b = emit.reshape(ctx, args[bi], spec.b_shape)
+    pack = emit.kernel(ctx, ("qbmm_pack", spec), lambda: kqb.make_pack(spec), "qbmm_pack")
+    pb = ctx.bb.emit(relax.call_tir(pack, [b], [relax.TensorType(kqb.panel_shape(spec), "int8"),
+                                                 relax.TensorType((spec.bsz, spec.n), "int32")]))
+    panel, bias = (ctx.bb.emit(relax.TupleGetItem(pb, i)) for i in range(2))
+    tile = tuple(kb.node.attrs["tile"]) or None
+    gv = emit.kernel(ctx, ("qbmm", spec, tile), lambda: emit.tiled(lambda t: kqb.make_qbmm(spec, t), tile),
+                     "qbmm_vnni")
+    y = emit.call(ctx, gv, [a, panel, bias], kqb.out_shape(spec), spec.out_dtype)
+    return emit.reshape(ctx, y, kb.result.type.shape)
+
+
+def emit_shiftmax(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    sm = kb.anchor
+    x = sm.inputs[0]
+    a = sm.attrs
+    xi = kb.operand_of(x)
+    if xi is None or x.type.rank < 1 or a["axis"] % x.type.rank != x.type.rank - 1:
+        raise NotFusable("Shiftmax over the last axis only")
+    rq, m_, c_ = _per_tensor(kb)
+    length, out = x.type.shape[-1], a["dtype"]
+    try:
+        spec = ksm.ShiftmaxSpec(x.type.size // length, length, tvm_dtype(x.type.dtype), ivit.exp_unit(a["scale"]),
+                                a["n"], ivit._OUT_BITS[out], q.INT_RANGE[out][1], a["dividend_bits"],
+                                tvm_dtype(out), rq, m_, c_)
+    except ValueError as e:
+        raise NotFusable(str(e)) from None
+    gv = emit.kernel(ctx, ("shiftmax", spec), lambda: ksm.make_shiftmax(spec), "shiftmax")
+    y = emit.call(ctx, gv, [emit.reshape(ctx, args[xi], (spec.rows, spec.length))], (spec.rows, spec.length),
+                  spec.out_dtype)
+    return emit.reshape(ctx, y, kb.result.type.shape)
+
+
+def emit_int_global_sum(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    """cast 8-bit -> int32, reduce_sum over (2, 3) keepdims [q.requant]: the dyadic global average pool."""
+    sm = kb.anchor
+    cast = sm.inputs[0].producer
+    if cast is None or cast.op is not ew.cast or not any(cast is p for p in kb.prologue):
+        raise NotFusable("not the integer global average pool")
+    x = cast.inputs[0]
+    xi = kb.operand_of(x)
+    if xi is None or x.type.rank != 4 or x.type.dtype not in _INT_ACT or cast.attrs["to"] is not DType.I32 or \
+            sorted(ax % 4 for ax in sm.attrs["axes"]) != [2, 3] or not sm.attrs["keepdims"]:
+        raise NotFusable("not the integer global average pool")
+    n, c, h, w = x.type.shape
+    lo, hi = q.INT_RANGE[x.type.dtype]
+    rq_n = kb.epilogue[0] if kb.epilogue else None
+    if len(kb.epilogue) > 1 or (rq_n is not None and (rq_n.op is not q.requant or not _channel_axis_ok(rq_n, 4, 1))):
+        raise NotFusable("only a requant fuses after the integer global sum")
+    rq = _requant(rq_n, (h * w * lo, h * w * hi))
+    block = kb.blocks.get(xi, 0)
+    try:
+        spec = kpool.IntGlobalSumSpec(n, c, h, w, block, tvm_dtype(x.type.dtype), rq)
+    except ValueError as e:
+        raise NotFusable(str(e)) from None
+    if block != kb.out_block:
+        raise NotFusable("the integer global sum reads and writes one layout")
+    call_args = [args[xi]]
+    if rq is not None:
+        call_args.append(_rq_const(rq_n, rq, c, -(-c // 16) * 16))
+    gv = emit.kernel(ctx, ("int_global_sum", spec), lambda: kpool.make_int_global_sum(spec), "int_global_sum")
+    return emit.call(ctx, gv, call_args, spec.out_shape(), spec.out_dtype)
+
+
+def emit_quantize(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    """q.quantize of a float32 NCHW tensor, writing the (channel-padded) blocked layout when the body ends in
+    a pack: the input of the integer convs."""
+    node = kb.anchor
+    x = node.inputs[0]
+    xi = kb.operand_of(x)
+    if kb.epilogue or xi is None or x.type.rank != 4 or x.type.dtype is not DType.F32 or xi in kb.blocks:
+        raise NotFusable("the quantize kernel reads plain float32 NCHW")
+    n, c, h, w = x.type.shape
+    a = node.attrs
+    dt = tvm_dtype(a["dtype"])
+    ib = kb.out_block
+    cp = -(-c // ib) * ib if ib else c
+    key = ("quantize", n, c, h, w, ib, cp, a["scale"], a["zero_point"], a["qmin"], a["qmax"], dt, kb.out_fill)
+    gv = emit.kernel(ctx, key, lambda: klayout.make_quantize_pack(n, c, h, w, ib, cp, a["scale"], a["zero_point"],
+                                                                 a["qmin"], a["qmax"], dt, kb.out_fill), "quantize")
+    shape_ = (n, cp // ib, h, w, ib) if ib else (n, c, h, w)
+    return emit.call(ctx, gv, [args[xi]], shape_, dt)

@@ -1,0 +1,54 @@
+"""Layout ops: activations in the channel-blocked layout NCHW{b}c, as ordinary typed values.
+
+`layout.pack` turns (n, c, h, w) into (n, ceil(c/b), h, w, b) with element [n, c // b, y, x, c % b]
+= logical [n, c, y, x]; channels past c (when b does not divide c) hold `fill`. `layout.unpack`
+is its inverse and drops the padding channels. The layout pass inserts them; a pack of an unpack
+with the same block cancels.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from compiler.ops.registry import Attr, TypeRuleError, define
+from compiler.types import TensorType
+
+
+def _pack_infer(ins: list[TensorType], a: dict[str, Any]) -> list[TensorType]:
+    x, b = ins[0], a["block"]
+    if x.rank != 4 or b <= 0:
+        raise TypeRuleError(f"pack needs a rank-4 NCHW tensor and a block > 0, got {x} and block {b}")
+    n, c, h, w = x.shape
+    return [TensorType((n, -(-c // b), h, w, b), x.dtype)]
+
+
+def _pack_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    x, b = ins[0], a["block"]
+    n, c, h, w = x.shape
+    cp = -(-c // b) * b
+    if cp != c:
+        pad = np.full((n, cp - c, h, w), a["fill"], x.dtype)
+        x = np.concatenate([x, pad], axis=1)
+    return [np.ascontiguousarray(x.reshape(n, cp // b, b, h, w).transpose(0, 1, 3, 4, 2))]
+
+
+def _unpack_infer(ins: list[TensorType], a: dict[str, Any]) -> list[TensorType]:
+    x, c = ins[0], a["channels"]
+    if x.rank != 5 or not 0 < c <= x.shape[1] * x.shape[4] or c <= (x.shape[1] - 1) * x.shape[4]:
+        raise TypeRuleError(f"unpack needs an (n, c/b, h, w, b) tensor holding {c} channels, got {x}")
+    n, _, h, w, _ = x.shape
+    return [TensorType((n, c, h, w), x.dtype)]
+
+
+def _unpack_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    x = ins[0]
+    n, cb, h, w, b = x.shape
+    y = x.transpose(0, 1, 4, 2, 3).reshape(n, cb * b, h, w)[:, :a["channels"]]
+    return [np.ascontiguousarray(y)]
+
+
+pack = define("layout.pack", "NCHW -> NCHW{block}c; channels past c (padding) hold `fill`.",
+              _pack_infer, _pack_ref, 1, block=Attr("int"), fill=Attr("int", 0))
+unpack = define("layout.unpack", "NCHW{b}c -> NCHW with `channels` channels (padding dropped).",
+                _unpack_infer, _unpack_ref, 1, channels=Attr("int"))
