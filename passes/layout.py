@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from compiler import layouts
 from compiler.ir import Graph, Node, Value
-from compiler.ops import kernel, linalg, nn, quant as q, reduce as rd
+from compiler.ops import kernel, linalg, nn, quant as q, reduce as rd, shape
 from compiler.ops import layout as lay
 from compiler.types import DType
 from passes.base import register_pass
@@ -152,14 +152,19 @@ class _Assigner:
         self.set_blocked(plain, bv, kl.out_block, fused)
 
     def elementwise(self, node: Node) -> bool:
-        """Run `node` on blocked operands when they are all blocked alike; True if it did."""
+        """Run `node` on blocked operands when they are all blocked alike; True if it did. An operand may
+        broadcast over the spatial axes (a squeeze-excite gate (n, c, 1, 1) times (n, c, h, w)): blocked,
+        (n, c/b, 1, 1, b) broadcasts the same way."""
         if node.op not in ELEMENTWISE or len(node.outputs) != 1 or node.outputs[0].type.rank != 4 or \
                 len(node.attrs.get("multiplier", ())) > 1:       # a per-channel requant indexes channels
             return False
+        out_shape = node.outputs[0].type.shape
         vals = [v for v in node.inputs if not (v.is_const and v.type.size == 1)]
         have = [self.blocked.get(id(v)) for v in vals]
         if not vals or any(h is None for h in have) or len({h[1] for h in have}) != 1 or \
-                any(v.type.shape != node.outputs[0].type.shape for v in vals):
+                any(v.type.rank != 4 or v.type.shape[:2] != out_shape[:2] or
+                    v.type.shape[2:] not in (out_shape[2:], (1, 1)) for v in vals) or \
+                not any(v.type.shape == out_shape for v in vals):
             return False
         block = have[0][1]
         if node.outputs[0].type.shape[1] % block or any(self._plain_needed(v) for v in vals):
@@ -171,6 +176,34 @@ class _Assigner:
         self.set_blocked(plain, bv, block, Node(node.op, ins, node.attrs, [bv], node.name, node.loc))
         return True
 
+    def channel_data_movement(self, node: Node) -> bool:
+        """A concat along channels of values blocked alike, or a slice of whole channel blocks, runs on
+        the blocked values (C2f's split and concat, SPPF's concat). True if it did."""
+        out = node.outputs[0] if len(node.outputs) == 1 else None
+        if out is None or out.type.rank != 4:
+            return False
+        if node.op is shape.concat and node.attrs["axis"] % 4 == 1:
+            have = [self.blocked.get(id(v)) for v in node.inputs]
+            if any(h is None for h in have) or len({h[1] for h in have}) != 1 or \
+                    any(v.type.shape[1] % have[0][1] for v in node.inputs):
+                return False
+            block = have[0][1]
+            ins, attrs = [h[0] for h in have], node.attrs
+        elif node.op is shape.slice_ and id(node.inputs[0]) in self.blocked and \
+                [ax % 4 for ax in node.attrs["axes"]] == [1]:
+            src, block = self.blocked[id(node.inputs[0])]
+            start, stop, step = shape.slice_bounds(node.inputs[0].type.shape, node.attrs)[1]
+            if step != 1 or start % block or stop % block or node.inputs[0].type.shape[1] % block:
+                return False
+            ins, attrs = [src], {**node.attrs, "starts": (start // block,), "ends": (stop // block,),
+                                 "axes": (1,), "steps": (1,)}
+        else:
+            return False
+        bt = node.op.infer([v.type for v in ins], attrs)[0]
+        bv = Value(self.g.fresh_name(out.name + "_packed"), bt)
+        self.set_blocked(out, bv, block, Node(node.op, ins, attrs, [bv], node.name, node.loc))
+        return True
+
     def _plain_needed(self, v: Value) -> bool:
         """v's plain form is read anyway (a graph output, or a reader with no blocked form), so an
         elementwise reader may as well run on it."""
@@ -180,6 +213,8 @@ class _Assigner:
             if r.op is kernel.fused and kernel_layout(r) is not None:
                 continue
             if r.op in ELEMENTWISE and r.outputs[0].type.rank == 4:
+                continue
+            if r.op in (shape.concat, shape.slice_) and r.outputs[0].type.rank == 4:
                 continue
             return True
         return False
@@ -227,7 +262,7 @@ def assign(g: Graph) -> Graph:
         kl = kernel_layout(node) if node.op is kernel.fused else None
         if kl is not None and (kl.in_block or kl.out_block):
             a.kernel(node, kl)
-        elif not a.elementwise(node):
+        elif not a.elementwise(node) and not a.channel_data_movement(node):
             a.out.append(node)
     g.nodes = a.out
     a.sink_packs()

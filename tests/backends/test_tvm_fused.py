@@ -120,3 +120,12 @@ def test_non_float32_conv_takes_the_generic_path(rng):
     assert [k.spec for k in ks] == [None]                 # fused, but no scheduled fp32 kernel: op by op
     xs = rng.standard_normal((1, 4, 6, 6)).astype(np.float16)
     np.testing.assert_allclose(build(g).run([xs])[0], interp.run(g, xs)[0], rtol=1e-2, atol=1e-2)
+
+
+def test_softmax_over_an_inner_axis_is_one_kernel(rng):
+    """YOLO's DFL head: softmax over 16 bins with a long contiguous inner axis."""
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 4, 70), F32))
+    g.outputs = [g.add1(nn.softmax, [x], axis=1)]
+    exe = _check(g, (rng.standard_normal((1, 16, 4, 70)) * 8).astype(np.float32))
+    assert _kernel_calls(exe) == ["softmax"]

@@ -154,3 +154,19 @@ def parallel_outer(sch, loops: Sequence, min_extent: int = 1):
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     sch.parallel(fused)
     return fused
+
+
+def fast_exp(x, dt: str = "float32"):
+    """e^x for float32 without a libm call (vectorizes): 2^n * p(r) with n = round(x log2 e), r = x - n ln 2
+    (Cody-Waite split), p the Cephes expf polynomial; x clamped to the float32 range (~1e-7 rel. error)."""
+    c = lambda v: tirx.const(v, dt)  # noqa: E731
+    x = te.max(te.min(x, c(88.3762626647950)), c(-87.3365447504019))
+    n = tirx.floor(x * c(1.44269504088896341) + c(0.5))
+    r = x - n * c(0.693359375) - n * c(-2.12194440e-4)
+    p = c(1.9875691500e-4)
+    for k in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        p = p * r + c(k)
+    p = p * r * r + r + c(1.0)
+    two_n = tirx.reinterpret(dt, tirx.shift_left(n.astype("int32") + tirx.const(127, "int32"),
+                                                 tirx.const(23, "int32")))
+    return p * two_n

@@ -85,7 +85,20 @@ def _lrn(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
 
 @lowers(nn.softmax)
 def _softmax(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
-    return [R.nn.softmax(args[0], node.attrs["axis"])]
+    """An fp32 softmax over an inner axis on the CPU is our kernel (tvm_kernels/softmax.py); over the
+    last axis, relax's."""
+    shape = node.inputs[0].type.shape
+    axis = node.attrs["axis"] % len(shape)
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    if ctx.target.kind != "llvm" or dtype_of(args[0]) != "float32" or inner == 1:
+        return [R.nn.softmax(args[0], node.attrs["axis"])]
+    from compiler.backends.tvm_fused import emit
+    from compiler.backends.tvm_kernels.softmax import make_softmax
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    view = (outer, shape[axis], inner)
+    gv = emit.kernel(ctx, ("softmax", view), lambda: make_softmax(*view), "softmax")
+    y = emit.call(ctx, gv, [emit.reshape(ctx, args[0], view)], view)
+    return [R.reshape(y, shape)]
 
 
 @lowers(nn.log_softmax)
