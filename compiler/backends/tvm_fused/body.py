@@ -146,21 +146,16 @@ def compose(kb: KernelBody, nodes: list[Node], start: Value, channel_axis: int, 
         refs[id(v)] = r
         return r
 
+    local = {id(start): 0} | {id(n.outputs[0]): i + 1 for i, n in enumerate(nodes)}   # names do not matter
     for n in nodes:
         if n.op not in SCALAR or tvm_dtype(n.outputs[0].type.dtype) != dtype:
             raise NotFusable(f"{n.op.name} has no scalar lowering for {dtype}")
-        args = []
-        for v in n.inputs:
-            if id(v) in produced:
-                args.append(("value", v.name))
-            else:
-                args.append(ref(v))
+        args = [("value", local[id(v)]) if id(v) in produced else ref(v) for v in n.inputs]
         key.append((n.op.name, tuple((k, format_attr(a)) for k, a in n.attrs.items()), tuple(args)))
-    result = nodes[-1].outputs[0].name if nodes else start.name
 
     def build(placeholders: list[te.Tensor]):
         def fn(v, channel, full_idx, row):
-            env = {start.name: v}
+            env = {0: v}
 
             def read(a):
                 if a[0] == "value":
@@ -173,9 +168,9 @@ def compose(kb: KernelBody, nodes: list[Node], start: Value, channel_axis: int, 
                 if p.kind == "row_channel":
                     return t[row, channel, 0, 0]
                 return t[full_idx]
-            for (_, _, args), n in zip(key, nodes):
-                env[n.outputs[0].name] = SCALAR[n.op](n.attrs, [read(a) for a in args], dtype)
-            return env[result]
+            for i, ((_, _, args), n) in enumerate(zip(key, nodes)):
+                env[i + 1] = SCALAR[n.op](n.attrs, [read(a) for a in args], dtype)
+            return env[len(nodes)]
         return fn
 
-    return Composed((start.type.shape, tuple(key)), params, build)
+    return Composed((start.type.shape, tuple(key), tuple(p.kind for p in params)), params, build)
