@@ -395,8 +395,9 @@ def default_tile(spec: Any) -> tuple[int, ...]:
         from compiler.backends.tvm_kernels import conv2d as C
         _, ow = C.output_hw(spec)
         ob = C.weight_out_block(spec)
-        max_acc = C.MAX_ACC if C.conv_kind(spec) == "dense" else 8
-        return tuple(C.pick_tile(spec.co // ob, ow, max_acc))
+        from compiler.backends.tvm_kernels import conv2d_schedule as CS
+        max_acc = CS.MAX_ACC if C.conv_kind(spec) == "dense" else 8
+        return tuple(CS.pick_tile(spec.co // ob, ow, max_acc))
     if kind == "qconv":
         from compiler.backends.tvm_kernels import qconv2d as Q
         _, ow = Q.output_hw(spec)
