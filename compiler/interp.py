@@ -32,7 +32,7 @@ def bind_inputs(g: Graph, args: Sequence[np.ndarray], kwargs: Mapping[str, np.nd
         if a.shape != want.shape or a.dtype != want.dtype.numpy:
             raise InvalidInput(f"input '{v.name}' must be {want.dtype.value}{list(want.shape)}, "
                                f"got {a.dtype}{list(a.shape)}", SourceLoc(g.source, v.name))
-        out.append(np.ascontiguousarray(a))
+        out.append(np.require(a, requirements="C"))     # ascontiguousarray makes 0-d 1-d
     return out
 
 

@@ -12,12 +12,16 @@ class DType(enum.Enum):
 
     F32 = "float32"
     F16 = "float16"
+    F64 = "float64"
     I4 = "int4"
     I8 = "int8"
     U8 = "uint8"
     I16 = "int16"
     I32 = "int32"
     I64 = "int64"
+    U16 = "uint16"
+    U32 = "uint32"
+    U64 = "uint64"
     BOOL = "bool"
 
     @property
@@ -26,7 +30,7 @@ class DType(enum.Enum):
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.F32, DType.F16)
+        return self in (DType.F32, DType.F16, DType.F64)
 
     @property
     def is_int(self) -> bool:
@@ -43,7 +47,11 @@ class DType(enum.Enum):
             return f"f{self.bits}"
         if self is DType.BOOL:
             return "i1"
-        return f"{'ui' if self is DType.U8 else 'i'}{self.bits}"
+        return f"{'ui' if self.is_unsigned else 'i'}{self.bits}"
+
+    @property
+    def is_unsigned(self) -> bool:
+        return self in (DType.U8, DType.U16, DType.U32, DType.U64)
 
     @classmethod
     def parse(cls, text: str) -> DType:

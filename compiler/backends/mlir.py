@@ -41,7 +41,9 @@ __all__ = ["BACKEND", "LOWERINGS", "MLIRBackend", "MLIRExecutable", "build_modul
 # im2col + data tiling 4.1 ms (the 3x3 conv alone: ~2.8 ms in every setting). On all of ResNet-50
 # (TVM_IREE_GUIDE.md section 14) im2col + data tiling is best: 103 ms vs 155 ms im2col only, 454 ms
 # default. So both: im2col makes every conv a matmul, data tiling packs matmuls for AVX-512.
-CPU_FLAGS = ("--iree-opt-data-tiling", "--iree-global-opt-use-im2col-for-convs")
+# float64 stays float64 (IREE demotes it to float32 by default, which changes the ABI)
+CPU_FLAGS = ("--iree-opt-data-tiling", "--iree-global-opt-use-im2col-for-convs",
+             "--iree-input-demote-f64-to-f32=false")
 _KNOWN_CUDA = ("sm_60", "sm_61", "sm_70", "sm_72", "sm_75", "sm_80", "sm_86", "sm_87", "sm_89")
 
 
@@ -247,15 +249,15 @@ class MLIRExecutable:
         args = []
         for x in inputs:
             x = np.ascontiguousarray(x)
-            args.append(x.view(np.int8) if x.dtype == np.uint8 else x)
+            args.append(x.view(f"int{x.dtype.itemsize * 8}") if x.dtype.kind == "u" else x)
         res = fn(*args)
         if not isinstance(res, (tuple, list)):
             res = [res]
         outs = []
         for r, dt in zip(res, self._out_dtypes):
             a = np.asarray(r.to_host() if hasattr(r, "to_host") else r)
-            if dt is DType.U8:
-                a = a.view(np.uint8)
+            if dt.is_unsigned:
+                a = a.view(dt.numpy)
             elif dt is DType.BOOL:
                 a = a.astype(np.bool_)
             outs.append(np.array(a))

@@ -33,8 +33,20 @@ def _reduce(name: str, doc: str, fn):
 
 reduce_sum = _reduce("reduce_sum", "Sum.", lambda x, ax, k: np.sum(x, axis=ax, keepdims=k))
 reduce_mean = _reduce("reduce_mean", "Mean.", lambda x, ax, k: np.mean(x, axis=ax, keepdims=k))
-reduce_max = _reduce("reduce_max", "Maximum.", lambda x, ax, k: np.max(x, axis=ax, keepdims=k))
-reduce_min = _reduce("reduce_min", "Minimum.", lambda x, ax, k: np.min(x, axis=ax, keepdims=k))
+def lowest(dt: np.dtype, highest: bool = False):
+    """The identity of max (min with highest=True): -inf, the type's minimum, or False."""
+    if dt.kind == "f":
+        return np.inf if highest else -np.inf
+    if dt.kind == "b":
+        return highest
+    info = np.iinfo(dt)
+    return info.max if highest else info.min
+
+
+reduce_max = _reduce("reduce_max", "Maximum; over an empty set, -inf (the type's minimum, False).",
+                     lambda x, ax, k: np.max(x, axis=ax, keepdims=k, initial=lowest(x.dtype)))
+reduce_min = _reduce("reduce_min", "Minimum; over an empty set, +inf (the type's maximum, True).",
+                     lambda x, ax, k: np.min(x, axis=ax, keepdims=k, initial=lowest(x.dtype, True)))
 reduce_prod = _reduce("reduce_prod", "Product.", lambda x, ax, k: np.prod(x, axis=ax, keepdims=k))
 reduce_l2 = _reduce("reduce_l2", "sqrt(sum(x^2)).",
                     lambda x, ax, k: np.sqrt(np.sum(x * x, axis=ax, keepdims=k)))

@@ -167,7 +167,10 @@ def source_coords(out_size: int, in_size: int, scale: float, mode: str) -> np.nd
     if mode == "pytorch_half_pixel":
         return (i + np.float32(0.5)) / scale - np.float32(0.5) if out_size > 1 else np.zeros(out_size)
     if mode == "align_corners":
-        return i * np.float32(in_size - 1) / np.float32(out_size - 1) if out_size > 1 else np.zeros(out_size)
+        # The resized length is in_size * scale, not the floored output size (the ONNX spec
+        # and its reference; they differ when in_size * scale is not an integer).
+        length = np.float32(in_size) * scale
+        return i * np.float32(in_size - 1) / (length - np.float32(1)) if length != 1 else np.zeros(out_size)
     if mode == "asymmetric":
         return i / scale
     if mode == "tf_half_pixel_for_nearest":

@@ -46,6 +46,8 @@ def elem_type(dt: DType) -> ir.Type:
         return ir.F32Type.get()
     if dt is DType.F16:
         return ir.F16Type.get()
+    if dt is DType.F64:
+        return ir.F64Type.get()
     if dt is DType.BOOL:
         return ir.IntegerType.get_signless(1)
     return ir.IntegerType.get_signless(8 if dt is DType.I4 else dt.numpy.itemsize * 8)
@@ -148,8 +150,8 @@ class LowerCtx:
             attr = ir.DenseElementsAttr.get_splat(tt, ir.IntegerAttr.get(et, v))
         else:
             data = array.astype(dt.numpy)
-            if dt is DType.U8:
-                data = data.view(np.int8)
+            if dt.is_unsigned:
+                data = data.view(f"int{dt.bits}")
             attr = ir.DenseElementsAttr.get(np.ascontiguousarray(data), type=tt)
         return arith.ConstantOp(tt, attr).result
 
@@ -217,4 +219,4 @@ class LowerCtx:
 
 
 def is_unsigned(dt: DType) -> bool:
-    return dt in (DType.U8, DType.BOOL)
+    return dt.is_unsigned or dt is DType.BOOL

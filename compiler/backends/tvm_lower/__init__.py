@@ -1,6 +1,17 @@
 """Graph -> Relax lowering for the TVM backend, split by op family (importing this package
 fills `LOWERINGS`), plus the CPU schedules applied after fusion."""
-from compiler.backends.tvm_lower import elementwise, ivit, linalg, nn, quant, reduce, shape  # noqa: F401
+from compiler.backends.tvm_lower import (  # noqa: F401  (registration)
+    elementwise,
+    indexing,
+    ivit,
+    linalg,
+    nn,
+    quant,
+    recurrent,
+    reduce,
+    shape,
+    unary_math,
+)
 from compiler.backends.tvm_lower.registry import LOWERINGS, LowerCtx, lowers
 
 __all__ = ["LOWERINGS", "LowerCtx", "lowers"]
