@@ -7,8 +7,10 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
+from compiler.ops import bitwise
 from compiler.ops import elementwise as ew
 from compiler.ops import shape as shape_ops
+from compiler.ops import unary_math as um
 from compiler.ops.registry import OpDef
 from compiler.types import DType
 from frontends.onnx.context import ConvertContext, Converter, Operand, onnx_dtype_name, to_ir_dtype
@@ -164,6 +166,25 @@ def _convert_sign(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
     return ctx.emit(ew.where, [ctx.emit(ew.greater, [x, zero]), one, neg])
 
 
+def _convert_is_inf(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
+    return ctx.emit(um.isinf, [ctx.input(0)], detect_positive=bool(ctx.attr("detect_positive", 1)),
+                    detect_negative=bool(ctx.attr("detect_negative", 1)))
+
+
+def _convert_bit_shift(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
+    direction = ctx.attr("direction")
+    if direction not in ("LEFT", "RIGHT"):
+        raise ctx.invalid(f"direction {direction!r} (expected LEFT or RIGHT)")
+    return ctx.emit(bitwise.bit_shift, [ctx.input(0), ctx.input(1)], direction=direction.lower())
+
+
+def _convert_xor(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
+    """a xor b = (a or b) and not (a and b), on bools."""
+    a, b = ctx.input(0), ctx.input(1)
+    both = ctx.emit(ew.logical_and, [a, b])
+    return ctx.emit(ew.logical_and, [ctx.emit(ew.logical_or, [a, b]), ctx.emit(ew.logical_not, [both])])
+
+
 def _convert_mod(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
     """Fold-only: exporters use Mod in shape arithmetic, which always folds here."""
     a, b = ctx.input(0), ctx.input(1)
@@ -177,11 +198,16 @@ _UNARY: dict[str, OpDef] = {
     "Relu": ew.relu, "Sigmoid": ew.sigmoid, "Tanh": ew.tanh, "Exp": ew.exp, "Log": ew.log,
     "Sqrt": ew.sqrt, "Reciprocal": ew.reciprocal, "Neg": ew.neg, "Abs": ew.abs_, "Erf": ew.erf,
     "Floor": ew.floor, "Ceil": ew.ceil, "Softplus": ew.softplus, "HardSwish": ew.hard_swish,
-    "Not": ew.logical_not,
+    "Not": ew.logical_not, "Sin": um.sin, "Cos": um.cos, "Tan": um.tan, "Asin": um.asin,
+    "Acos": um.acos, "Atan": um.atan, "Sinh": um.sinh, "Cosh": um.cosh, "Asinh": um.asinh,
+    "Acosh": um.acosh, "Atanh": um.atanh, "Round": um.round_, "IsNaN": um.isnan,
+    "BitwiseNot": bitwise.bitwise_not,
 }
 _BINARY: dict[str, OpDef] = {
     "Add": ew.add, "Sub": ew.sub, "Mul": ew.mul, "Div": ew.div, "Equal": ew.equal,
     "Less": ew.less, "Greater": ew.greater, "And": ew.logical_and, "Or": ew.logical_or,
+    "BitwiseAnd": bitwise.bitwise_and, "BitwiseOr": bitwise.bitwise_or,
+    "BitwiseXor": bitwise.bitwise_xor,
 }
 
 CONVERTERS: dict[str, Callable] = {
@@ -195,4 +221,5 @@ CONVERTERS: dict[str, Callable] = {
     "Max": _chain(ew.maximum), "Mean": _convert_mean, "Where": _convert_where,
     "Cast": _convert_cast, "CastLike": _convert_cast_like, "Identity": _convert_identity,
     "Dropout": _convert_dropout, "Sign": _convert_sign, "Mod": _convert_mod,
+    "IsInf": _convert_is_inf, "BitShift": _convert_bit_shift, "Xor": _convert_xor,
 }

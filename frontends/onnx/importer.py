@@ -15,17 +15,19 @@ from compiler.ir import Graph, Value
 from compiler.ops.registry import TypeRuleError
 from compiler.types import TensorType
 from compiler.verify import verify
-from frontends.onnx import (converters_math, converters_nn, converters_reduce,
-                            converters_resample, converters_shape)
+from frontends.onnx import (converters_index, converters_math, converters_nn,
+                            converters_recurrent, converters_reduce, converters_resample,
+                            converters_shape)
 from frontends.onnx.context import ConvertContext, Converter, Operand, to_ir_dtype
+from frontends.onnx.opsets import MAX_OPSET, MIN_OPSET, version_problem
 
-MIN_OPSET, MAX_OPSET = 9, 21
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 CONVERTERS: dict[str, Converter] = {
     **converters_math.CONVERTERS, **converters_nn.CONVERTERS,
     **converters_reduce.CONVERTERS, **converters_resample.CONVERTERS,
-    **converters_shape.CONVERTERS,
+    **converters_shape.CONVERTERS, **converters_index.CONVERTERS,
+    **converters_recurrent.CONVERTERS,
 }
 
 
@@ -44,7 +46,8 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto,
 
     Raises:
         InvalidModel: missing/corrupt file, checker failure, symbolic input dims.
-        Unsupported: opset outside 9..21, unsupported ops, types or attributes.
+        Unsupported: opset outside 7..28, ops (or op versions) that are not implemented,
+            unsupported types or attributes.
     """
     proto, source = _read_model(model)
     opset = _default_opset(proto, source)
@@ -78,8 +81,10 @@ def _read_model(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelP
 def _default_opset(proto: onnx.ModelProto, source: str) -> int:
     versions = [o.version for o in proto.opset_import if o.domain in _DEFAULT_DOMAINS]
     if not versions:
-        raise InvalidModel("the model imports no version of the default ONNX domain",
-                           SourceLoc(source))
+        if any(n.domain in _DEFAULT_DOMAINS for n in proto.graph.node):
+            raise InvalidModel("the model imports no version of the default ONNX domain",
+                               SourceLoc(source))
+        return MAX_OPSET            # no default-domain node: the op check names what is there
     opset = versions[0]
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise Unsupported(f"ONNX opset {opset} is not supported "
@@ -108,12 +113,17 @@ def _node_name(node: onnx.NodeProto, index: int) -> str:
 
 
 def _check_for_unsupported_ops(graph: onnx.GraphProto, source: str, opset: int) -> None:
-    """Collect every unsupported op type first and fail once, naming one node of each."""
+    """Collect every unsupported op type (or op version) first and fail once, naming one node
+    of each."""
     missing: dict[str, list[str]] = {}
     for i, node in enumerate(graph.node):
         key = _node_key(node)
         if key not in CONVERTERS:
             missing.setdefault(key, []).append(_node_name(node, i))
+        elif node.domain in _DEFAULT_DOMAINS:
+            problem = version_problem(node, opset)
+            if problem is not None:
+                missing.setdefault(f"{key}: {problem}", []).append(_node_name(node, i))
     if not missing:
         return
     parts = []
@@ -128,7 +138,7 @@ def _check_for_unsupported_ops(graph: onnx.GraphProto, source: str, opset: int) 
 
 def _first(missing: dict[str, list[str]]) -> tuple[str, str]:
     op_type, names = next(iter(missing.items()))
-    return names[0], op_type
+    return names[0], op_type.split(":")[0]
 
 
 # -- inputs ----------------------------------------------------------------------------

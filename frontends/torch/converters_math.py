@@ -5,8 +5,10 @@ from typing import Any
 
 import numpy as np
 
+from compiler.ops import bitwise
 from compiler.ops import elementwise as ew
 from compiler.ops import linalg, reduce as rd
+from compiler.ops import unary_math as um
 from frontends.torch.importer import TorchContext, converts, torch_to_numpy_dtype
 
 
@@ -87,11 +89,45 @@ def _unary(op, **attrs):
 for _name, _op in [("relu", ew.relu), ("sigmoid", ew.sigmoid), ("tanh", ew.tanh), ("exp", ew.exp),
                    ("log", ew.log), ("sqrt", ew.sqrt), ("reciprocal", ew.reciprocal), ("neg", ew.neg),
                    ("abs", ew.abs_), ("erf", ew.erf), ("floor", ew.floor), ("ceil", ew.ceil),
-                   ("logical_not", ew.logical_not), ("hardswish", ew.hard_swish)]:
+                   ("logical_not", ew.logical_not), ("hardswish", ew.hard_swish), ("sin", um.sin),
+                   ("cos", um.cos), ("tan", um.tan), ("asin", um.asin), ("acos", um.acos),
+                   ("atan", um.atan), ("sinh", um.sinh), ("cosh", um.cosh), ("asinh", um.asinh),
+                   ("acosh", um.acosh), ("atanh", um.atanh), ("isnan", um.isnan)]:
     converts(f"aten.{_name}")(_unary(_op))
-converts("aten.bitwise_not")(_unary(ew.logical_not))
-converts("aten.logical_and", "aten.bitwise_and")(_binary(ew.logical_and))
-converts("aten.logical_or", "aten.bitwise_or")(_binary(ew.logical_or))
+converts("aten.logical_and")(_binary(ew.logical_and))
+converts("aten.logical_or")(_binary(ew.logical_or))
+
+
+def _bitwise(bool_op, int_op):
+    """On bool tensors the bitwise ops are the logical ones."""
+    def convert(ctx: TorchContext, node, args, kwargs):
+        op = bool_op if ctx.out_dtype() == np.bool_ else int_op
+        return (_binary(op) if len(args) > 1 else _unary(op))(ctx, node, args, kwargs)
+    return convert
+
+
+converts("aten.bitwise_and")(_bitwise(ew.logical_and, bitwise.bitwise_and))
+converts("aten.bitwise_or")(_bitwise(ew.logical_or, bitwise.bitwise_or))
+converts("aten.bitwise_not")(_bitwise(ew.logical_not, bitwise.bitwise_not))
+
+
+@converts("aten.bitwise_xor")
+def _bitwise_xor(ctx: TorchContext, node, args, kwargs):
+    if ctx.out_dtype() != np.bool_:
+        return _binary(bitwise.bitwise_xor)(ctx, node, args, kwargs)
+    return ctx.emit(ew.logical_not, [_compare(ew.equal)(ctx, node, args, kwargs)])
+
+
+@converts("aten.round")
+def _round(ctx: TorchContext, node, args, kwargs):
+    if kwargs.get("decimals", args[1] if len(args) > 1 else 0):
+        raise ctx.unsupported("round with decimals != 0")
+    return ctx.emit(um.round_, [args[0]])
+
+
+@converts("aten.isinf")
+def _isinf(ctx, node, args, kwargs):
+    return ctx.emit(um.isinf, [args[0]])
 
 
 @converts("aten.rsqrt")

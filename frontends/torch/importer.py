@@ -138,7 +138,8 @@ def _static_shape(t: torch.Tensor, what: str, model_name: str) -> tuple[int, ...
 
 def import_exported(ep: Any, model_name: str) -> Graph:
     """Convert a decomposed ExportedProgram."""
-    from frontends.torch import converters_math, converters_nn, converters_shape  # noqa: F401
+    from frontends.torch import (converters_index, converters_math, converters_nn,  # noqa: F401
+                                 converters_recurrent, converters_shape)
     _check_supported(ep, model_name)
     g = Graph("main", source=model_name)
     ctx = TorchContext(g, model_name)
@@ -205,13 +206,16 @@ def load_torch(model: torch.nn.Module, example_inputs: Sequence[Any] | Any) -> G
 
 # Ops the IR has as one op: keep them whole instead of decomposing them to core ATen, so the
 # graph matches what the ONNX exporter produces (Gemm/MatMul, HardSwish, ...).
-KEEP_WHOLE = ("linear", "matmul", "hardswish", "hardsigmoid", "scaled_dot_product_attention")
+KEEP_WHOLE = ("linear", "matmul", "hardswish", "hardsigmoid", "scaled_dot_product_attention", "lstm",
+              "gru", "rnn_tanh", "rnn_relu")
 
 
 def _decomposition_table() -> dict:
     table = torch.export.default_decompositions()
     for name in KEEP_WHOLE:
-        table.pop(getattr(torch.ops.aten, name).default, None)
+        packet = getattr(torch.ops.aten, name)
+        for overload in packet.overloads():
+            table.pop(getattr(packet, overload), None)
     return table
 
 

@@ -95,7 +95,7 @@ def test_importer_checker_failure_is_invalid():
         load_onnx(model)
 
 
-@pytest.mark.parametrize("opset", [8, 22])
+@pytest.mark.parametrize("opset", [6, 99])
 def test_importer_rejects_opset_outside_range(opset):
     model = _relu_model()
     model.opset_import[0].version = opset
@@ -172,10 +172,10 @@ def test_importer_rejects_unsupported_features(node, outputs, match):
         load_onnx(_single(node, [X4], outputs, inits=inits))
 
 
-def test_importer_rejects_float64_inputs():
-    x = helper.make_tensor_value_info("x", TensorProto.DOUBLE, [2])
-    with pytest.raises(Unsupported, match="double"):
-        load_onnx(_single(helper.make_node("Relu", ["x"], ["y"]), [x], ["y"]))
+def test_importer_rejects_string_inputs():
+    x = helper.make_tensor_value_info("x", TensorProto.STRING, [2])
+    with pytest.raises(Unsupported, match="string"):
+        load_onnx(_single(helper.make_node("Identity", ["x"], ["y"]), [x], ["y"]))
 
 
 def test_importer_data_dependent_shape_is_unsupported():
