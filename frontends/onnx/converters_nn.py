@@ -126,15 +126,6 @@ def _convert_instance_norm(ctx: ConvertContext, node: onnx.NodeProto) -> Operand
                     epsilon=float(ctx.attr("epsilon", 1e-5)))
 
 
-def _convert_layer_norm(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
-    if ctx.output_used(1) or ctx.output_used(2):
-        raise ctx.unsupported("only the Y output is supported (Mean/InvStdDev are used)")
-    x = ctx.input(0)
-    inputs = [x, ctx.input(1)] + ([ctx.input(2)] if ctx.has_input(2) else [])
-    return ctx.emit(nn.layer_norm, inputs, axis=int(ctx.attr("axis", -1)) % ctx.rank(x),
-                    epsilon=float(ctx.attr("epsilon", 1e-5)))
-
-
 def _convert_lrn(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
     return ctx.emit(nn.lrn, [ctx.input(0)], size=int(ctx.attr("size")),
                     alpha=float(ctx.attr("alpha", 1e-4)), beta=float(ctx.attr("beta", 0.75)),
@@ -196,7 +187,7 @@ CONVERTERS: dict[str, Callable] = {
     "GlobalAveragePool": _global_pool(reduce.reduce_mean),
     "GlobalMaxPool": _global_pool(reduce.reduce_max),
     "BatchNormalization": _convert_batch_norm, "InstanceNormalization": _convert_instance_norm,
-    "LayerNormalization": _convert_layer_norm, "LRN": _convert_lrn,
+    "LRN": _convert_lrn,
     "Softmax": _softmax(nn.softmax), "LogSoftmax": _softmax(nn.log_softmax),
     "Gemm": _convert_gemm, "MatMul": _convert_matmul, "Einsum": _convert_einsum,
 }

@@ -15,9 +15,16 @@ from compiler.ir import Graph, Value
 from compiler.ops.registry import TypeRuleError
 from compiler.types import TensorType
 from compiler.verify import verify
-from frontends.onnx import (converters_index, converters_math, converters_nn,
-                            converters_recurrent, converters_reduce, converters_resample,
-                            converters_shape)
+from frontends.onnx import (
+    converters_composite,
+    converters_index,
+    converters_math,
+    converters_nn,
+    converters_recurrent,
+    converters_reduce,
+    converters_resample,
+    converters_shape,
+)
 from frontends.onnx.context import ConvertContext, Converter, Operand, to_ir_dtype
 from frontends.onnx.opsets import MAX_OPSET, MIN_OPSET, version_problem
 
@@ -27,7 +34,7 @@ CONVERTERS: dict[str, Converter] = {
     **converters_math.CONVERTERS, **converters_nn.CONVERTERS,
     **converters_reduce.CONVERTERS, **converters_resample.CONVERTERS,
     **converters_shape.CONVERTERS, **converters_index.CONVERTERS,
-    **converters_recurrent.CONVERTERS,
+    **converters_recurrent.CONVERTERS, **converters_composite.CONVERTERS,
 }
 
 

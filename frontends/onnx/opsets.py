@@ -28,14 +28,14 @@ TYPES_ONLY: dict[str, tuple[int, ...]] = {
     **dict.fromkeys(
         ("Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh", "AveragePool", "Conv", "ConvTranspose",
          "Cos", "Cosh", "Dropout", "Elu", "GlobalAveragePool", "GlobalMaxPool", "GRU",
-         "HardSigmoid", "HardSwish", "InstanceNormalization", "LSTM", "MaxPool", "RNN", "Round",
-         "Selu", "Sin", "Sinh", "Softplus", "Tan"), (22,)),
+         "HardSigmoid", "HardSwish", "InstanceNormalization", "LSTM", "MaxPool", "Mish", "RNN",
+         "Round", "Selu", "Sin", "Sinh", "Softplus", "Softsign", "Tan", "ThresholdedRelu"), (22,)),
     **dict.fromkeys(
         ("Cast", "CastLike", "Constant", "ConstantOfShape", "Flatten", "Identity", "Pad",
          "Reshape", "Shape", "Size", "Squeeze", "Transpose", "Unsqueeze"), (23, 24, 25)),
     "Cast": (23, 24, 25, 28), "CastLike": (23, 24, 25),
     "Einsum": (28,), "Mod": (28,), "ReduceLogSum": (28,), "ReduceLogSumExp": (28,),
-    "TopK": (24,), "Range": (27,), "BitShift": (28,), "OneHot": (28,),
+    "TopK": (24,), "Range": (27,), "BitShift": (28,), "OneHot": (28,), "Celu": (28,),
 }
 
 

@@ -132,3 +132,17 @@ def test_tvm_recurrent_bidirectional_with_lengths(op):
 ], ids=lambda v: str(v))
 def test_tvm_recurrent_variants(op, attrs):
     check(*_recurrent_graph(op, **attrs))
+
+
+@pytest.mark.parametrize("dtype,shape", [(DType.BOOL, (3, 4)), (F32, (3, 0)), (I32, (3, 0))])
+def test_tvm_reductions_of_bools_and_empty_sets(dtype, shape):
+    """max/min of bools; over an empty axis every reduction gives its identity (-inf for max)."""
+    from compiler.ops import reduce as rd
+    g = Graph()
+    x = g.add_input("x", TensorType(shape, dtype))
+    ops = [rd.reduce_max, rd.reduce_min] + ([] if dtype is DType.BOOL else [rd.reduce_sum, rd.reduce_prod])
+    g.outputs = [g.add1(op, [x], axes=(1,), keepdims=k) for op in ops for k in (False, True)]
+    data = (np.random.default_rng(6).random(shape) > 0.5).astype(dtype.numpy)
+    check(g, [data])
+    if dtype is F32:
+        np.testing.assert_array_equal(interp.run(g, data)[0], [-np.inf] * 3)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from tvm import relax, te, tirx
 
-from compiler.backends.tvm_lower.registry import LowerCtx, dtype_of, lowers, shape_of
+from compiler.backends.tvm_lower.registry import LowerCtx, const, dtype_of, lowers, shape_of
 from compiler.ir import Node
 from compiler.ops import reduce as rd
 
@@ -22,7 +23,23 @@ def _axes(node: Node, x: relax.Expr) -> list[int]:
 def _reduce(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
     # Integer sums and products wrap in the element type: equal, mod 2^bits, to numpy's
     # wider accumulation followed by the cast back.
-    return [_SIMPLE[node.op](args[0], _axes(node, args[0]), node.attrs["keepdims"])]
+    x = args[0]
+    axes, dt = _axes(node, x), dtype_of(x)
+    out = node.outputs[0].type
+    if any(shape_of(x)[a] == 0 for a in axes):       # an empty set: the reduction's identity
+        return [const(np.full(out.shape, _identity(node, out.dtype.numpy)), dt)]
+    if dt == "bool":                                 # TVM has no bool min/max: reduce as uint8
+        y = ctx.emit(_SIMPLE[node.op](R.astype(x, "uint8"), axes, node.attrs["keepdims"]))
+        return [R.not_equal(y, const(0, "uint8"))]
+    return [_SIMPLE[node.op](x, axes, node.attrs["keepdims"])]
+
+
+def _identity(node: Node, dt: np.dtype):
+    if node.op is rd.reduce_sum:
+        return 0
+    if node.op is rd.reduce_prod:
+        return 1
+    return rd.lowest(dt, highest=node.op is rd.reduce_min)
 
 
 def _truncdiv_const_te(t: te.Tensor, n: int) -> te.Tensor:
