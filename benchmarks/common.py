@@ -48,6 +48,28 @@ def time_ms(fn, warmup: int, repeat: int) -> float:
     return statistics.median(ts)
 
 
+def interleaved_ms(fns: list, warmup: int, repeat: int) -> list[list[float]]:
+    """Wall times in ms of every fn in `fns`, `repeat` rounds, each round calling all of them once,
+    the order reversed every other round (so neither always runs right after the other)."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(repeat):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            t0 = time.perf_counter()
+            fns[i]()
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def interleaved_medians(fns: dict, warmup: int, repeat: int) -> dict[str, float]:
+    """{name: median ms} of the named callables, timed interleaved (interleaved_ms)."""
+    times = interleaved_ms(list(fns.values()), warmup, repeat)
+    return {k: statistics.median(t) for k, t in zip(fns, times)}
+
+
 def ort_session(path: Path, threads: int):
     import onnxruntime as ort
     so = ort.SessionOptions()

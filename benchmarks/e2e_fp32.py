@@ -4,7 +4,7 @@
 
 Models are built here with random weights (zoo.resnet50: ResNet-50 at 224x224; zoo.BertEncoder:
 6 layers, hidden 384, 6 heads, FFN 1536, seq 128), exported with torch.onnx, and cached in out/bench/.
-Prints a markdown table: median latency in ms, ratio to onnxruntime, max |diff| vs onnxruntime.
+The two are timed interleaved (alternating calls). Prints a markdown table: median latency in ms, ratio to onnxruntime, max |diff| vs onnxruntime.
 """
 from __future__ import annotations
 
@@ -18,13 +18,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import export_model as build, ort_session, time_ms  # noqa: E402
-
-
-
-
-
-
+from benchmarks.common import export_model as build, interleaved_medians, ort_session  # noqa: E402
 
 
 def main() -> None:
@@ -48,8 +42,9 @@ def main() -> None:
             ref = sess.run(None, feed)[0]
             ours = cm.run(x)[0]
             diff = float(np.max(np.abs(ours - ref)))
-            ort_ms = time_ms(lambda: sess.run(None, feed), args.warmup, args.repeat)
-            our_ms = time_ms(lambda: cm.run(x), args.warmup, args.repeat)
+            lat = interleaved_medians({"ort": lambda: sess.run(None, feed), "ours": lambda: cm.run(x)},
+                                      args.warmup, args.repeat)
+            ort_ms, our_ms = lat["ort"], lat["ours"]
             rows.append((name, t, ort_ms, our_ms, our_ms / ort_ms, diff, compile_s))
             print(f"{name} threads={t}: onnxruntime {ort_ms:.2f} ms, ours {our_ms:.2f} ms "
                   f"({our_ms / ort_ms:.2f}x), max|diff| {diff:.1e}, compile {compile_s:.1f}s",

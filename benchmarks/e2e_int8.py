@@ -21,7 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import CACHE, ort_session, time_ms  # noqa: E402
+from benchmarks.common import CACHE, interleaved_medians, ort_session  # noqa: E402
 
 
 
@@ -107,9 +107,9 @@ def main() -> None:
             outs["ours INT8 integer-only"] = np.concatenate([cm.run(x)[0] for x in evals])
             ref = outs["ORT FP32"]
             x0 = evals[0]
-            lat = {k: time_ms(lambda s=s: s.run(None, {feed_name: x0}), args.warmup, args.repeat)
-                   for k, s in sessions.items()}
-            lat["ours INT8 integer-only"] = time_ms(lambda: cm.run(x0), args.warmup, args.repeat)
+            fns = {k: (lambda s=s: s.run(None, {feed_name: x0})) for k, s in sessions.items()}
+            fns["ours INT8 integer-only"] = lambda: cm.run(x0)
+            lat = interleaved_medians(fns, args.warmup, args.repeat)
             base = lat["ORT INT8 QOperator"]
             for k in lat:
                 agree = float(np.mean(outs[k].argmax(1) == ref.argmax(1)))

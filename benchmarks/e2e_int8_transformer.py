@@ -18,7 +18,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import CACHE, ort_session, time_ms  # noqa: E402
+from benchmarks.common import CACHE, interleaved_medians, ort_session  # noqa: E402
 
 
 
@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=6)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--vocab", type=int, default=1000)
-    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     args = ap.parse_args()
 
@@ -67,9 +67,9 @@ def main() -> None:
     sessions = {"ORT FP32": ort_session(fp32, 1), "ORT INT8 quantize_dynamic": ort_session(int8, 1)}
     outs = {k: np.concatenate([s.run(None, {"ids": x})[0] for x in evals]) for k, s in sessions.items()}
     outs["ours INT8 integer-only"] = np.concatenate([cm.run(x)[0] for x in evals])
-    lat = {k: time_ms(lambda s=s: s.run(None, {"ids": evals[0]}), args.warmup, args.repeat)
-           for k, s in sessions.items()}
-    lat["ours INT8 integer-only"] = time_ms(lambda: cm.run(evals[0]), args.warmup, args.repeat)
+    fns = {k: (lambda s=s: s.run(None, {"ids": evals[0]})) for k, s in sessions.items()}
+    fns["ours INT8 integer-only"] = lambda: cm.run(evals[0])
+    lat = interleaved_medians(fns, args.warmup, args.repeat)
     ref = outs["ORT FP32"]
     print(f"\nBertEncoder layers={args.layers} hidden={args.hidden} seq={args.seq}, batch 1, 1 thread; "
           f"machine {os.uname().machine}, {os.cpu_count()} cores; our compile {compile_s:.1f} s")

@@ -26,27 +26,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import CACHE, ort_session  # noqa: E402
+from benchmarks.common import CACHE, interleaved_ms, ort_session  # noqa: E402
 
 MODELS = ["yolov8n", "mobilenetv3_large", "efficientnet_b0", "convnext_t"]
 LABELS = {"yolov8n": "YOLOv8n, 320x320", "mobilenetv3_large": "MobileNetV3-Large, 224x224",
           "efficientnet_b0": "EfficientNet-B0, 224x224", "convnext_t": "ConvNeXt-T, 224x224"}
-
-
-def interleaved_ms(fns: list, warmup: int, repeat: int) -> list[list[float]]:
-    """Wall times in ms of every fn in `fns`, `repeat` rounds, each round calling all of them once,
-    the order reversed every other round (so neither always runs right after the other)."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for r in range(repeat):
-        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
-        for i in order:
-            t0 = time.perf_counter()
-            fns[i]()
-            times[i].append((time.perf_counter() - t0) * 1e3)
-    return times
 
 
 def cpu_name() -> str:

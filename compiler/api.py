@@ -111,7 +111,9 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     if quantize is not None:
         t0 = time.perf_counter()
         g, report = quantize_model(g, quantize, calibration, integer_only, observer,
-                                   size_budget=size_budget, latency_budget=latency_budget, target=target)
+                                   size_budget=size_budget, latency_budget=latency_budget, target=target,
+                                   disable_passes=disable_passes, print_after=print_after,
+                                   verify_each=verify_each, dump_dir=dump_dir)
         say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
             f"in {time.perf_counter() - t0:.2f}s")
         g = optimize_quantized(g, target, disable_passes=disable_passes, print_after=print_after,
@@ -127,17 +129,6 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     kernels = sum(1 for n in g.nodes if n.op.name == "k.fused")
     say(f"{kernels} kernels, {len(g.nodes)} nodes after fusion and layouts in {time.perf_counter() - t0:.2f}s")
     return g, report
-
-
-def ops_of(g: Graph) -> set[str]:
-    """The op names of g's nodes and of its fused kernels' bodies."""
-    names = set()
-    for n in g.nodes:
-        names.add(n.op.name)
-        for a in n.attrs.values():
-            if isinstance(a, Graph):
-                names |= ops_of(a)
-    return names
 
 
 def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
@@ -172,7 +163,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                          quantize=quantize, calibration=calibration, integer_only=integer_only,
                          observer=observer, size_budget=size_budget, latency_budget=latency_budget,
                          progress=progress)
-    missing = sorted(ops_of(g) - {op.name for op in be.supported_ops()})
+    missing = sorted({n.op.name for n in g.walk()} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
     t0 = time.perf_counter()
@@ -188,13 +179,19 @@ QUANTIZE_MODES = ("int8", "mixed")
 
 def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                    observer: str = "minmax", *, size_budget: float | None = None,
-                   latency_budget: float | None = None, target: Target | None = None) -> tuple[Graph, Any]:
-    """Calibrate, annotate and rewrite `g` to integer arithmetic; check the integer-only
-    certificate and the overflow bounds. Returns the graph and a lazy per-layer report.
+                   latency_budget: float | None = None, target: Target | None = None,
+                   disable_passes: Sequence[str] = (), print_after: Sequence[str] = (),
+                   verify_each: bool = True, dump_dir: str | os.PathLike | None = None) -> tuple[Graph, Any]:
+    """The quantization passes (compiler.pipeline.QUANTIZE: calibrate and annotate, dyadic, ivit for
+    integer-only, cleanup) over the canonicalized `g`; then the integer-only certificate and the
+    overflow bounds. Returns the graph and a lazy per-layer report.
     mode "mixed": per-layer 4/8-bit weights from the HAWQV3 ILP under the budgets (fractions
     of the all-INT8 weight bytes / latency); the report then carries the plan."""
     from compiler.calibration import batches_for
-    from passes.quantize import QuantConfig, quantize_graph
+    from compiler.pipeline import quantize_passes
+    from passes import PassContext, run_pipeline
+    from passes.base import resolve
+    from passes.quantize import QuantConfig, QuantRequest
     from passes.range_analysis import check_ranges
     from passes.verify_integer_only import verify_integer_only
     if mode not in QUANTIZE_MODES:
@@ -202,14 +199,17 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     if mode != "mixed" and (size_budget is not None or latency_budget is not None):
         raise InvalidInput("size_budget / latency_budget need quantize='mixed'")
     batches = batches_for(calibration, g)
-    config = QuantConfig(observer=observer, integer_only=integer_only)
-    plan = None
-    if mode == "mixed":
-        from passes.mixed_precision import quantize_mixed
-        qg, plan = quantize_mixed(g, batches, size_budget=size_budget, latency_budget=latency_budget,
-                                  config=config, target=None if target is None else str(target))
-    else:
-        qg, _stats = quantize_graph(g, batches, config)
+    budgets = {k: v for k, v in (("size", size_budget), ("latency", latency_budget)) if v is not None}
+    ctx = PassContext(target=target, calibration=batches, budgets=budgets,
+                      quant=QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only)),
+                      verify_each=verify_each, print_after=frozenset(print_after),
+                      dump_dir=Path(dump_dir) if dump_dir else None)
+    names = resolve(quantize_passes(integer_only), None, disable_passes)
+    qg = run_pipeline(g, names, ctx)
+    plan = ctx.results.get("plan")
+    if plan is not None:
+        from passes.mixed_precision import check_bits
+        check_bits(qg, plan)
     if integer_only:
         bad = verify_integer_only(qg)
         if bad:

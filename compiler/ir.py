@@ -6,7 +6,7 @@ their numpy array (treated as immutable). Passes never mutate their input graph:
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -112,6 +112,15 @@ class Graph:
             for i, v in enumerate(n.inputs):
                 users.setdefault(v, []).append((n, i))
         return users
+
+    def walk(self) -> Iterator[Node]:
+        """Every node, and the nodes of graph-valued attributes (fused kernels' bodies) after the node
+        that owns them."""
+        for n in self.nodes:
+            yield n
+            for a in n.attrs.values():
+                if isinstance(a, Graph):
+                    yield from a.walk()
 
     def constants(self) -> list[Value]:
         seen: dict[int, Value] = {}

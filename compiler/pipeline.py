@@ -21,8 +21,10 @@ PIPELINES: dict[str, list[str]] = {
 }
 
 
-# after quantization (integer graphs); tabulate's decision needs measured elementwise costs,
-# which exist for the CPU only
+# quantization: calibrate and annotate, the integer rewrite (I-ViT's for the float islands of an
+# integer-only graph), one cleanup; then the integer graph's own passes per target (tabulate's
+# decision needs measured elementwise costs, which exist for the CPU only)
+QUANTIZE = ["annotate", "dyadic", "ivit", "fold_constants", "dead_code"]
 QUANTIZED_PIPELINES: dict[str, list[str]] = {
     "llvm": ["tabulate"],
     "cuda": [],
@@ -43,6 +45,11 @@ def pipeline_for(target: Target) -> list[str]:
 
 def quantized_pipeline_for(target: Target) -> list[str]:
     return list(QUANTIZED_PIPELINES[target.kind])
+
+
+def quantize_passes(integer_only: bool) -> list[str]:
+    """The quantization passes; ivit only for an integer-only compile."""
+    return [n for n in QUANTIZE if integer_only or n != "ivit"]
 
 
 def kernel_pipeline_for(target: Target, backend: str = "tvm") -> list[str]:

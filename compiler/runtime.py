@@ -70,7 +70,7 @@ class Signature:
             if a.shape != t.shape or a.dtype != t.dtype.numpy:
                 raise InvalidInput(f"input '{name}' must be {t.dtype.value}{list(t.shape)}, "
                                    f"got {a.dtype}{list(a.shape)}")
-            out.append(np.ascontiguousarray(a))
+            out.append(np.require(a, requirements="C"))
         return out
 
 

@@ -51,12 +51,16 @@ class PassContext:
 
     target: the compile target (compiler.target.Target), or None for target-free runs.
     calibration: input batches of a quantizing compile. budgets: the mixed-precision budgets.
+    quant: what a quantizing compile asked for (passes.quantize.QuantRequest), or None.
     kernel_spec: the backend's tunable-kernel interface, node -> the spec the cost model ranks tiles
-    of (None: no backend, so tiles stay the kernels' defaults)."""
+    of (None: no backend, so tiles stay the kernels' defaults).
+    results: what analysis passes leave for the caller (calibration stats, the mixed-precision plan)."""
 
     target: Any = None
     calibration: Any = None
     budgets: dict[str, float] = field(default_factory=dict)
+    quant: Any = None
+    results: dict[str, Any] = field(default_factory=dict)
     kernel_spec: Callable[[Any], Any] | None = None
     verify_each: bool = True
     print_after: frozenset[str] = frozenset()      # pass names, or "all"

@@ -8,7 +8,7 @@ it. Conversions are then kept to the fewest:
 - a value that is the unpack of a blocked value is read blocked straight from it (no pack);
 - an elementwise node whose operands are all blocked alike (scalar constants aside) runs on the
   blocked values;
-- a pack of a kernel's plain result moves into that kernel (it writes the packed layout);
+- a pack of the quantize kernel's plain result moves into it (it writes the packed layout);
 - unpacks nobody reads are dropped.
 
 Extra epilogue inputs with the kernel's full output shape (a residual) are read in the output's
@@ -29,6 +29,11 @@ from passes.fusion import ELEMENTWISE
 
 F32 = DType.F32
 INT8 = (DType.I8, DType.U8)
+
+
+# kernels whose write-back can produce any channel block (with padding): the others write the layout
+# kernel_layout gives them
+WRITES_ANY_LAYOUT = frozenset({"quantize"})
 
 
 @dataclass(frozen=True)
@@ -220,8 +225,8 @@ class _Assigner:
         return False
 
     def sink_packs(self) -> None:
-        """pack(v) where v is the plain result of a fused kernel read only by packs of one block and fill:
-        the kernel writes that layout itself."""
+        """pack(v) where v is the plain result of a kernel that can write any layout (WRITES_ANY_LAYOUT),
+        read only by packs of one block and fill: the kernel writes that layout itself."""
         outputs = {id(v) for v in self.g.outputs}
         changed = True
         while changed:
@@ -231,7 +236,8 @@ class _Assigner:
                 for v in n.inputs:
                     users.setdefault(id(v), []).append(n)
             for i, n in enumerate(self.out):
-                if n.op is not kernel.fused or n.attrs["body"].outputs[0].producer.op is lay.pack:
+                if n.op is not kernel.fused or n.attrs["kernel"] not in WRITES_ANY_LAYOUT or \
+                        n.attrs["body"].outputs[0].producer.op is lay.pack:
                     continue
                 v = n.outputs[0]
                 us = users.get(id(v), [])

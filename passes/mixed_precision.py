@@ -573,7 +573,7 @@ def quantize_mixed(g: Graph, batches: Iterable[Any], size_budget: float | None =
     `latency`, default the cost model's prediction for `target`; bops: MACs * b_w * b_a)."""
     from compiler.pipeline import CANONICALIZE
     from passes.base import run_pipeline
-    from passes.quantize import quantize_graph, with_quant
+    from passes.quantize import quantize_graph
 
     config = config or QuantConfig()
     batches = list(batches)
@@ -581,18 +581,25 @@ def quantize_mixed(g: Graph, batches: Iterable[Any], size_budget: float | None =
     plan = plan_mixed(fg, batches, size_budget, latency_budget, bops_budget, latency=latency,
                       sensitivity=sensitivity, ties=ties, keep_8bit=keep_8bit,
                       sensitivity_batches=sensitivity_batches, target=target)
-    ag = fg.clone()
-    nodes = weight_layers(ag)
-    for n, name in zip(nodes, layer_names(nodes)):
-        w = n.inputs[1]          # pre-annotated weights: annotate keeps an existing grid
-        spec = weight_spec(w.const, _weight_axis(n) if config.per_channel else None, plan.bits[name], w.name)
-        n.inputs[1] = Value(w.name, with_quant(w.type, spec), w.const)
-    ig, _stats = quantize_graph(ag, batches, config)
-    _check_bits(ig, plan)
+    ig, _stats = quantize_graph(with_weight_bits(fg, plan, config), batches, config)
+    check_bits(ig, plan)
     return ig, plan
 
 
-def _check_bits(ig: Graph, plan: MixedPlan) -> None:
+def with_weight_bits(g: Graph, plan: MixedPlan, config: QuantConfig) -> Graph:
+    """A copy of g whose layer weights carry the plan's 4- or 8-bit grids (annotate keeps a grid a
+    weight already has)."""
+    from passes.quantize import with_quant
+    ag = g.clone()
+    nodes = weight_layers(ag)
+    for n, name in zip(nodes, layer_names(nodes)):
+        w = n.inputs[1]
+        spec = weight_spec(w.const, _weight_axis(n) if config.per_channel else None, plan.bits[name], w.name)
+        n.inputs[1] = Value(w.name, with_quant(w.type, spec), w.const)
+    return ag
+
+
+def check_bits(ig: Graph, plan: MixedPlan) -> None:
     """The integer graph holds exactly as many int4 weight tensors as the plan has 4-bit layers
     (a guard against a rewrite dropping the per-layer grids)."""
     from compiler.ops import quant

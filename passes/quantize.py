@@ -18,6 +18,7 @@ from compiler.ops import elementwise as ew
 from compiler.ops import linalg, nn, reduce, shape
 from compiler.ops.quant import INT_RANGE
 from compiler.types import DType, QuantParams, TensorType
+from passes.base import register_pass
 
 OBSERVERS = ("minmax", "percentile", "mse")
 POLICIES = ("int8", "uint8", "auto")
@@ -416,6 +417,37 @@ def annotation_table(g: Graph) -> list[tuple[str, str, tuple[float, ...], tuple[
             seen.add(id(v))
             rows.append((v.name, s.dtype.value, s.scale, s.zero_point))
     return rows
+
+
+# -- the pass ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuantRequest:
+    """What a quantizing compile asked for: "int8" or "mixed" (4/8-bit weights from the HAWQV3 ILP under
+    PassContext.budgets), and the calibration config."""
+
+    mode: str
+    config: QuantConfig
+
+
+@register_pass("annotate")
+def annotate_pass(g: Graph, ctx) -> Graph:
+    """Calibrate on the context's batches and annotate every value that becomes integer (with
+    --quantize mixed, the ILP's per-layer weight bits first); a no-op without --quantize."""
+    req: QuantRequest | None = ctx.quant
+    if req is None:
+        return g
+    if ctx.calibration is None:
+        raise InvalidInput("quantizing needs calibration batches")
+    batches = list(ctx.calibration)
+    if req.mode == "mixed":
+        from passes.mixed_precision import plan_mixed, with_weight_bits
+        plan = plan_mixed(g, batches, ctx.budgets.get("size"), ctx.budgets.get("latency"),
+                          target=None if ctx.target is None else str(ctx.target))
+        ctx.results["plan"] = plan
+        g = with_weight_bits(g, plan, req.config)
+    stats = calibrate(g, batches, req.config.observer, req.config.percentile, req.config.bits)
+    ctx.results["stats"] = stats
+    return annotate(g, stats, req.config)
 
 
 # -- the driver -----------------------------------------------------------------------------

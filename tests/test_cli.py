@@ -1,6 +1,7 @@
 """The `compile` command: flags, outputs, exit codes, and no partial output on failure."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,19 @@ def test_emit_ir_prints_mlir_generic(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("func.func @g(%arg0: tensor<1x3x8x8xf32>) -> (tensor<1x4x8x8xf32>) {")
     assert '"nn.batch_norm"' not in r.stdout and '"nn.conv"' in r.stdout     # folded
+
+
+def test_emit_ir_is_the_final_program_kernels_layouts_tiles(tmp_path):
+    """Every kernel is a k.fused node with its body, its layout conversions and the cost model's tile."""
+    r = run_cli(_conv_bn_model(tmp_path), "--emit", "ir")
+    assert r.returncode == 0, r.stderr
+    fused = re.findall(r'\}\) \{kernel = "conv", tile = \[(\d+), (\d+)\]\}', r.stdout)
+    assert len(fused) == 1 and all(int(t) > 0 for t in fused[0])
+    assert '"layout.pack"(' in r.stdout and '"layout.unpack"(' in r.stdout    # written in 4-channel blocks
+    r = run_cli(_conv_bn_model(tmp_path), "--emit", "ir", "--disable-pass", "fuse_kernels",
+                "--print-after", "assign_layouts")
+    assert r.returncode == 0, r.stderr
+    assert '"k.fused"' not in r.stdout and "IR after assign_layouts" in r.stderr
 
 
 def test_print_after_and_disable_pass(tmp_path):
@@ -216,9 +230,10 @@ def test_integer_gelu_is_tabulated_unless_disabled(tmp_path):
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     assert '"q.table"' in r.stdout and '"q.shiftgelu"' not in r.stdout
-    r = run_cli(*args, "--disable-pass", "tabulate")
+    r = run_cli(*args, "--disable-pass", "tabulate", "--print-after", "annotate", "--print-after", "dyadic")
     assert r.returncode == 0, r.stderr
     assert '"q.shiftgelu"' in r.stdout and '"q.table"' not in r.stdout
+    assert "IR after annotate" in r.stderr and "IR after dyadic" in r.stderr    # quantization is passes too
 
 
 def test_mixed_precision_flags_are_checked(tmp_path):

@@ -53,7 +53,7 @@ def _first_lines(text: str, n: int = 8) -> str:
 
 
 def _check_supported(g: Graph) -> None:
-    missing = sorted({n.op.name for n in g.nodes if n.op not in LOWERINGS})
+    missing = sorted({n.op.name for n in g.walk() if n.op not in LOWERINGS})
     if missing:
         raise Unsupported(f"{', '.join(missing)} has no lowering for 'mlir'",
                           SourceLoc(g.source), hint="use --backend tvm, or report the missing op")
@@ -112,7 +112,7 @@ def emit_mlir(g: Graph, target: Target) -> str:
 def _cpu_flags(target: Target, g: Graph | None = None) -> list[str]:
     cpu = target.mcpu or "host"
     flags = list(CPU_FLAGS)
-    if g is not None and any(n.op is quant.conv and n.inputs[0].type.shape[0] > 1 for n in g.nodes):
+    if g is not None and any(n.op is quant.conv and n.inputs[0].type.shape[0] > 1 for n in g.walk()):
         # IREE 3.13's im2col rewrite emits a mistyped arith.addi for integer convs whose operands
         # are widened, at batch > 1 ("'arith.addi' op requires the same type"): leave it out.
         flags.remove("--iree-global-opt-use-im2col-for-convs")

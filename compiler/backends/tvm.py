@@ -55,7 +55,7 @@ def tvm_target(target: Target) -> tvm.target.Target:
 
 
 def _check_supported(g: Graph) -> None:
-    missing = sorted({n.op.name for n in g.nodes if n.op not in LOWERINGS})
+    missing = sorted({n.op.name for n in g.walk() if n.op not in LOWERINGS})
     if missing:
         raise Unsupported(f"{', '.join(missing)} has no lowering for 'tvm'",
                           SourceLoc(g.source), hint="use another backend or report the missing op")
@@ -150,7 +150,7 @@ class TVMExecutable:
             if self._staging is None:
                 self._staging = [tvm.runtime.empty(x.shape, x.dtype, tvm.cpu()) for x in inputs]
             for t, x in zip(self._staging, inputs):
-                t.copyfrom(np.ascontiguousarray(x))
+                t.copyfrom(np.require(x, requirements="C"))
             outs = self._main(*self._staging)
             return [o.numpy() for o in outs]
 
@@ -162,7 +162,7 @@ class TVMExecutable:
         with self._lock:
             self._set_threads()
             vm = relax.VirtualMachine(self._module, tvm.cpu())
-            args = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs]
+            args = [tvm.runtime.tensor(np.require(x, requirements="C")) for x in inputs]
             vm["main"](*args)
             total: dict[str, float] = defaultdict(float)
             calls: dict[str, int] = defaultdict(int)

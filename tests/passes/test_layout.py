@@ -131,3 +131,21 @@ def test_max_pool_keeps_the_block(rng):
     assert _ops(fg) == [lay.pack, kernel.fused, kernel.fused, lay.unpack]
     assert fg.nodes[2].inputs[0].type.shape == (1, 1, 6, 6, 8)
     _check(g, fg, rng.standard_normal((1, 8, 6, 6)).astype(np.float32), exact=False)
+
+
+def test_a_pack_never_moves_into_a_kernel_with_a_fixed_output_layout(rng):
+    """The VNNI conv writes plain NCHW when co % 16 != 0: the next conv's 4-channel blocks come from a
+    graph-level pack, not from a pack inside the first kernel's body."""
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 12, 6, 6), DType.U8))
+    y = x
+    for i in range(2):
+        w = g.const(rng.integers(-127, 128, (12, 12, 3, 3)).astype(np.int8), f"w{i}")
+        c = g.add1(q.conv, [y, w], strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), groups=1, x_zero_point=0)
+        y = g.add1(q.requant, [c], multiplier=(1 << 30,), shift=(40,), zero_point=0, in_zero_point=0,
+                   qmin=0, qmax=255, dtype=DType.U8, axis=1)
+    g.outputs = [y]
+    fg = _final(g)
+    assert _ops(fg) == [lay.pack, kernel.fused, lay.pack, kernel.fused]
+    assert all(n.attrs["body"].outputs[0].producer.op is q.requant for n in fg.nodes if n.op is kernel.fused)
+    _check(g, fg, rng.integers(0, 256, (1, 12, 6, 6)).astype(np.uint8))

@@ -91,7 +91,7 @@ def qconv_plan(kb: KernelBody):
                             rq1, res_dt, rq2, rq3, rq1b)
     except ValueError as e:
         raise NotFusable(str(e)) from None
-    if (kq.out_shape(spec)[-1] == 16) != (kb.out_block == 16):
+    if kb.out_block != (16 if spec.blocked_out else 0):
         raise NotFusable("the VNNI conv writes 16-channel blocks exactly when co % 16 == 0")
     return spec, (r1n, r1bn, r2n, r3n), res_i, xi
 
