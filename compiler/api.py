@@ -191,7 +191,8 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     from compiler.pipeline import quantize_passes
     from passes import PassContext, run_pipeline
     from passes.base import resolve
-    from passes.quantize import QuantConfig, QuantRequest
+    from passes.quantize import QuantConfig
+    from passes.quantize_pipeline import QuantRequest
     from passes.range_analysis import check_ranges
     from passes.verify_integer_only import verify_integer_only
     if mode not in QUANTIZE_MODES:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
-import traceback
 from pathlib import Path
 
-from compiler.diagnostics import CompileError, InvalidInput, InvalidModel
+from compiler.diagnostics import InvalidInput, InvalidModel
 
 EMIT_CHOICES = ("ir", "relax", "tir", "asm", "mlir", "cuda", "ptx")
 VERBS = ("run", "bench", "report")    # `compile VERB --help` for each
@@ -119,25 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         from compiler.tools import dispatch
         return dispatch(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except CompileError as e:
-        if args.debug:
-            traceback.print_exc()
-        print(e.render(), file=sys.stderr)
-        return e.code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception:  # noqa: BLE001  (anything else is our bug)
-        fd, path = tempfile.mkstemp(prefix="compile-crash-", suffix=".txt")
-        with os.fdopen(fd, "w") as f:
-            f.write(f"argv: {sys.argv}\n\n{traceback.format_exc()}")
-        if args.debug:
-            traceback.print_exc()
-        print(f"internal compiler error: {sys.exc_info()[1]!r}\n  please report it with {path}",
-              file=sys.stderr)
-        return 1
+    from compiler.tools.common import guarded
+    return guarded(lambda: _run(args), args.debug)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -28,7 +28,8 @@ from passes.mixed_precision import (
     quantize_mixed,
     weight_layers,
 )
-from passes.quantize import QuantConfig, calibration_batches, quantize_graph
+from passes.quantize import QuantConfig, calibration_batches
+from passes.quantize_pipeline import quantize_graph
 
 
 def weight_bytes(ig) -> float:

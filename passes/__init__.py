@@ -7,6 +7,7 @@ from passes import (  # noqa: F401  (registration)
     layout,
     quant_report,
     quantize,
+    quantize_pipeline,
     range_analysis,
     recognize,
     tabulate,

@@ -560,32 +560,6 @@ def plan_mixed(g: Graph, batches: Sequence[Any], size_budget: float | None = Non
 
 
 # -- the driver -----------------------------------------------------------------------------
-def quantize_mixed(g: Graph, batches: Iterable[Any], size_budget: float | None = None,
-                   latency_budget: float | None = None, bops_budget: float | None = None, *,
-                   config: QuantConfig | None = None, latency: LatencyFn | None = None,
-                   sensitivity: Mapping[str, float] | None = None,
-                   ties: Iterable[Sequence[str]] | None = None, keep_8bit: Iterable[str] = (),
-                   sensitivity_batches: int = 4, target: Any = None) -> tuple[Graph, MixedPlan]:
-    """canonicalize -> plan (sensitivity, costs, ILP) -> per-layer weight grids (4-bit: DType.I4,
-    symmetric per channel in [-7, 7], stored in int8) -> `quantize_graph` (calibrate, annotate,
-    dyadic, cleanup, range analysis). Returns the integer graph and the plan.
-    Budgets are fractions of the all-INT8 cost (size: weight bytes; latency: seconds from
-    `latency`, default the cost model's prediction for `target`; bops: MACs * b_w * b_a)."""
-    from compiler.pipeline import CANONICALIZE
-    from passes.base import run_pipeline
-    from passes.quantize import quantize_graph
-
-    config = config or QuantConfig()
-    batches = list(batches)
-    fg = run_pipeline(g, CANONICALIZE)
-    plan = plan_mixed(fg, batches, size_budget, latency_budget, bops_budget, latency=latency,
-                      sensitivity=sensitivity, ties=ties, keep_8bit=keep_8bit,
-                      sensitivity_batches=sensitivity_batches, target=target)
-    ig, _stats = quantize_graph(with_weight_bits(fg, plan, config), batches, config)
-    check_bits(ig, plan)
-    return ig, plan
-
-
 def with_weight_bits(g: Graph, plan: MixedPlan, config: QuantConfig) -> Graph:
     """A copy of g whose layer weights carry the plan's 4- or 8-bit grids (annotate keeps a grid a
     weight already has)."""

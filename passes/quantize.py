@@ -1,6 +1,6 @@
 """Post-training quantization front half: calibration (observers run over the reference
 interpreter) and annotation (which float values become integer, on which grid), plus
-`quantize_graph`, the calibrate -> annotate -> dyadic -> cleanup driver the API/CLI call."""
+the specs they record. The passes and drivers that use them are in passes/quantize_pipeline.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +18,6 @@ from compiler.ops import elementwise as ew
 from compiler.ops import linalg, nn, reduce, shape
 from compiler.ops.quant import INT_RANGE
 from compiler.types import DType, QuantParams, TensorType
-from passes.base import register_pass
 
 OBSERVERS = ("minmax", "percentile", "mse")
 POLICIES = ("int8", "uint8", "auto")
@@ -417,60 +416,3 @@ def annotation_table(g: Graph) -> list[tuple[str, str, tuple[float, ...], tuple[
             seen.add(id(v))
             rows.append((v.name, s.dtype.value, s.scale, s.zero_point))
     return rows
-
-
-# -- the pass ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class QuantRequest:
-    """What a quantizing compile asked for: "int8" or "mixed" (4/8-bit weights from the HAWQV3 ILP under
-    PassContext.budgets), and the calibration config."""
-
-    mode: str
-    config: QuantConfig
-
-
-@register_pass("annotate")
-def annotate_pass(g: Graph, ctx) -> Graph:
-    """Calibrate on the context's batches and annotate every value that becomes integer (with
-    --quantize mixed, the ILP's per-layer weight bits first); a no-op without --quantize."""
-    req: QuantRequest | None = ctx.quant
-    if req is None:
-        return g
-    if ctx.calibration is None:
-        raise InvalidInput("quantizing needs calibration batches")
-    batches = list(ctx.calibration)
-    if req.mode == "mixed":
-        from passes.mixed_precision import plan_mixed, with_weight_bits
-        plan = plan_mixed(g, batches, ctx.budgets.get("size"), ctx.budgets.get("latency"),
-                          target=None if ctx.target is None else str(ctx.target))
-        ctx.results["plan"] = plan
-        g = with_weight_bits(g, plan, req.config)
-    stats = calibrate(g, batches, req.config.observer, req.config.percentile, req.config.bits)
-    ctx.results["stats"] = stats
-    return annotate(g, stats, req.config)
-
-
-# -- the driver -----------------------------------------------------------------------------
-def quantize_graph(g: Graph, batches: Iterable[Any], config: QuantConfig | None = None) -> tuple[Graph, Stats]:
-    """calibrate -> annotate -> dyadic -> fold_constants, dead_code. `g` is canonicalized first
-    (BatchNorm folded). With config.integer_only, raises Unsupported naming every float node
-    left, or any accumulator that range analysis cannot prove free of overflow."""
-    from compiler.pipeline import CANONICALIZE
-    from passes.base import run_pipeline
-    from passes.canonicalize import dead_code, fold_constants
-    from passes.dyadic import dyadic_rewrite
-    from passes.range_analysis import range_analysis
-    from passes.verify_integer_only import verify_integer_only_pass
-
-    config = config or QuantConfig()
-    g = run_pipeline(g, CANONICALIZE)
-    stats = calibrate(g, batches, config.observer, config.percentile, config.bits)
-    ig = dyadic_rewrite(annotate(g, stats, config))
-    if config.integer_only:
-        from passes.ivit import ivit_rewrite
-        ig = ivit_rewrite(ig)       # softmax / gelu / layer_norm / tanh islands -> I-ViT integer ops
-    ig = dead_code(fold_constants(ig))
-    if config.integer_only:
-        verify_integer_only_pass(ig)
-    range_analysis(ig)
-    return ig, stats

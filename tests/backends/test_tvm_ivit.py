@@ -88,7 +88,8 @@ def test_tvm_ivit_integer_only_encoder_bit_exact():
     torch = pytest.importorskip("torch")
     import compiler
     from examples.zoo import BertEncoder
-    from passes.quantize import QuantConfig, calibration_batches, quantize_graph
+    from passes.quantize import QuantConfig, calibration_batches
+    from passes.quantize_pipeline import quantize_graph
 
     torch.manual_seed(0)
     model = BertEncoder(vocab=50, hidden=32, heads=2, ffn=64, layers=1, seq=16).eval()

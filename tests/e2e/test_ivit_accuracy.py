@@ -47,7 +47,8 @@ def test_ivit_vit_digits_accuracy():
     import compiler
     from compiler import interp
     from examples.digits import load_digits_split
-    from passes.quantize import QuantConfig, calibration_batches, quantize_graph
+    from passes.quantize import QuantConfig, calibration_batches
+    from passes.quantize_pipeline import quantize_graph
     from passes.verify_integer_only import verify_integer_only
 
     torch.set_num_threads(1)
@@ -77,7 +78,8 @@ def test_ivit_bert_encoder_cosine():
     import compiler
     from compiler import interp
     from examples.zoo import BertEncoder
-    from passes.quantize import QuantConfig, calibration_batches, quantize_graph
+    from passes.quantize import QuantConfig, calibration_batches
+    from passes.quantize_pipeline import quantize_graph
     from passes.verify_integer_only import verify_integer_only
 
     torch.manual_seed(0)

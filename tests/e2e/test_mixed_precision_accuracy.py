@@ -39,7 +39,7 @@ def test_mixed_precision_integer_only_accuracy(digits_cnn, budget, min_4bit):
     from compiler import interp
     from compiler.ops import quant
     from compiler.types import DType
-    from passes.mixed_precision import quantize_mixed
+    from passes.quantize_pipeline import quantize_mixed
     from passes.quantize import QuantConfig, calibration_batches
     from passes.range_analysis import check_ranges
     from passes.verify_integer_only import verify_integer_only

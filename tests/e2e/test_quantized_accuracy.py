@@ -78,7 +78,8 @@ def test_int8_integer_only_accuracy(name, build, epochs):
     from compiler.ops import quant
     from examples.digits import load_digits_split
     from passes.quant_report import format_report, report
-    from passes.quantize import QuantConfig, calibration_batches, quantize_graph
+    from passes.quantize import QuantConfig, calibration_batches
+    from passes.quantize_pipeline import quantize_graph
     from passes.range_analysis import check_ranges
     from passes.verify_integer_only import verify_integer_only
 

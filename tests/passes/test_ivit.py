@@ -128,7 +128,8 @@ def test_ivit_encoder_is_integer_only(which):
     torch = pytest.importorskip("torch")
     import compiler
     from examples.zoo import BertEncoder, ViT
-    from passes.quantize import QuantConfig, calibration_batches, quantize_graph
+    from passes.quantize import QuantConfig, calibration_batches
+    from passes.quantize_pipeline import quantize_graph
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -22,11 +22,11 @@ from passes.mixed_precision import (
     measure_costs,
     plan_mixed,
     proportional_latency,
-    quantize_mixed,
     solve_bits,
     total_cost,
 )
 from passes.quantize import QuantConfig
+from passes.quantize_pipeline import quantize_mixed
 from passes.verify_integer_only import verify_integer_only
 from tests.conftest import requires_torch
 

@@ -23,10 +23,10 @@ from passes.quantize import (
     observe,
     percentile_range,
     quantize_array,
-    quantize_graph,
     spec_of,
     weight_spec,
 )
+from passes.quantize_pipeline import quantize_graph
 from passes.verify_integer_only import verify_integer_only
 
 F32 = DType.F32
