@@ -116,3 +116,16 @@ def test_onnx_model_zoo_light(name):
     g = compiler.optimize(compiler.import_model(LIGHT / f"{name}.onnx"))
     x = np.random.default_rng(0).standard_normal(g.inputs[0].type.shape).astype(np.float32)
     _same(g, _final(g), [x], integer=False)
+
+
+@requires_torch
+@pytest.mark.parametrize("name", ["yolov8n_reduced", "mobilenetv3_large_reduced", "efficientnet_b0_reduced",
+                                  "convnext_t_reduced"])
+def test_real_architectures(tmp_path, name):
+    """The real-architecture suite's reduced models: SiLU/hardswish epilogues, squeeze-excite gates,
+    C2f split/concat, the DFL softmax, channels-last LayerNorm."""
+    import compiler
+    from examples import real_arch
+    path, x = real_arch.export_onnx(name, tmp_path / f"{name}.onnx")
+    g = compiler.optimize(compiler.import_model(path))
+    _same(g, _final(g), [x.numpy()], integer=False)
