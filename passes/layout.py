@@ -7,7 +7,7 @@ it. Conversions are then kept to the fewest:
 
 - a value that is the unpack of a blocked value is read blocked straight from it (no pack);
 - an elementwise node whose operands are all blocked alike (scalar constants aside) runs on the
-  blocked values;
+  blocked values, and so do channel concats, slices of whole channel blocks and spatial resizes;
 - a pack of the quantize kernel's plain result moves into it (it writes the packed layout);
 - unpacks nobody reads are dropped.
 
@@ -182,8 +182,9 @@ class _Assigner:
         return True
 
     def channel_data_movement(self, node: Node) -> bool:
-        """A concat along channels of values blocked alike, or a slice of whole channel blocks, runs on
-        the blocked values (C2f's split and concat, SPPF's concat). True if it did."""
+        """A concat along channels of values blocked alike, a slice of whole channel blocks, or a spatial
+        resize runs on the blocked values (C2f's split and concat, SPPF's concat, FPN upsampling). True if
+        it did."""
         out = node.outputs[0] if len(node.outputs) == 1 else None
         if out is None or out.type.rank != 4:
             return False
@@ -202,6 +203,13 @@ class _Assigner:
                 return False
             ins, attrs = [src], {**node.attrs, "starts": (start // block,), "ends": (stop // block,),
                                  "axes": (1,), "steps": (1,)}
+        elif node.op is shape.resize and id(node.inputs[0]) in self.blocked and \
+                tuple(node.attrs["sizes"][:2]) == node.inputs[0].type.shape[:2] and \
+                tuple(node.attrs["scales"][:2]) == (1.0, 1.0):
+            src, block = self.blocked[id(node.inputs[0])]          # per-axis: the spatial axes only
+            sz, sc = node.attrs["sizes"], node.attrs["scales"]
+            ins, attrs = [src], {**node.attrs, "sizes": (*src.type.shape[:2], sz[2], sz[3], block),
+                                 "scales": (1.0, 1.0, sc[2], sc[3], 1.0)}
         else:
             return False
         bt = node.op.infer([v.type for v in ins], attrs)[0]
@@ -219,7 +227,7 @@ class _Assigner:
                 continue
             if r.op in ELEMENTWISE and r.outputs[0].type.rank == 4:
                 continue
-            if r.op in (shape.concat, shape.slice_) and r.outputs[0].type.rank == 4:
+            if r.op in (shape.concat, shape.slice_, shape.resize) and r.outputs[0].type.rank == 4:
                 continue
             return True
         return False

@@ -149,3 +149,16 @@ def test_a_pack_never_moves_into_a_kernel_with_a_fixed_output_layout(rng):
     assert _ops(fg) == [lay.pack, kernel.fused, lay.pack, kernel.fused]
     assert all(n.attrs["body"].outputs[0].producer.op is q.requant for n in fg.nodes if n.op is kernel.fused)
     _check(g, fg, rng.integers(0, 256, (1, 12, 6, 6)).astype(np.uint8))
+
+
+def test_nearest_upsample_stays_blocked(rng):
+    """FPN upsampling between convs: the resize runs on the blocked value, no conversion around it."""
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 4, 4), F32))
+    up = g.add1(shape.resize, [_conv(g, x, 16, rng)], sizes=(1, 16, 8, 8), scales=(1.0, 1.0, 2.0, 2.0),
+                mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    g.outputs = [_conv(g, up, 16, rng)]
+    fg = _final(g)
+    assert _ops(fg) == [lay.pack, kernel.fused, shape.resize, kernel.fused, lay.unpack]
+    assert fg.nodes[2].outputs[0].type.shape == (1, 1, 8, 8, 16)
+    _check(g, fg, rng.standard_normal((1, 16, 4, 4)).astype(np.float32), exact=False)

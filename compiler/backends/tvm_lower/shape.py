@@ -109,13 +109,34 @@ def _pad(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
     return [ctx.emit_te(_pad_te, x, lo, out, mode, name=f"pad_{mode}")]
 
 
+def _resize_nearest(ctx: LowerCtx, node: Node, x: relax.Expr) -> relax.Expr:
+    """Nearest resize as one gather: out[i] = x[idx_0[i_0], idx_1[i_1], ...] with each resized axis'
+    source indices computed by the reference's own functions and baked in as tables."""
+    a = node.attrs
+    in_shape = shape_of(x)
+    tables = {}
+    for ax, (n_out, sc) in enumerate(zip(a["sizes"], a["scales"])):
+        if n_out != in_shape[ax] or sc != 1.0:
+            c = sh.source_coords(n_out, in_shape[ax], sc, a["coordinate_transformation_mode"])
+            tables[ax] = sh.nearest_index(c, a["nearest_mode"], in_shape[ax]).astype("int32")
+    axes = sorted(tables)
+
+    def gather(data, *tabs):
+        by_axis = dict(zip(axes, tabs))
+        return te.compute(tuple(a["sizes"]), lambda *i: data[tuple(
+            by_axis[k][i[k]] if k in by_axis else i[k] for k in range(len(i)))], name="resize_nearest")
+    return ctx.emit_te(gather, x, *[relax.const(tables[k]) for k in axes], name="resize_nearest")
+
+
 @lowers(sh.resize)
 def _resize(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
     """Separable resize: per axis, take at precomputed indices (and lerp for linear)."""
     a = node.attrs
     y = args[0]
     dt = dtype_of(y)
-    exact = dt.startswith("float") or a["mode"] == "nearest"
+    if a["mode"] == "nearest":
+        return [_resize_nearest(ctx, node, y)]
+    exact = dt.startswith("float")
     if not exact:                                  # the reference lerps in float64, then casts
         y = ctx.emit(R.astype(y, "float64"))
     for ax, (n_out, sc) in enumerate(zip(a["sizes"], a["scales"])):
@@ -123,10 +144,6 @@ def _resize(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Exp
         if n_out == n_in and sc == 1.0:
             continue
         c = sh.source_coords(n_out, n_in, sc, a["coordinate_transformation_mode"])
-        if a["mode"] == "nearest":
-            idx = sh.nearest_index(c, a["nearest_mode"], n_in)
-            y = ctx.emit(R.take(y, relax.const(idx.astype("int64")), ax, mode="clip"))
-            continue
         c = np.clip(c, 0, n_in - 1)
         lo = np.floor(c).astype(np.int64)
         hi = np.minimum(lo + 1, n_in - 1)
