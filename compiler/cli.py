@@ -9,7 +9,7 @@ from pathlib import Path
 
 from compiler.diagnostics import InvalidInput, InvalidModel
 
-EMIT_CHOICES = ("ir", "relax", "tir", "asm", "mlir", "cuda", "ptx")
+EMIT_CHOICES = ("ir", "einsum", "relax", "tir", "asm", "mlir", "cuda", "ptx")
 VERBS = ("run", "bench", "report")    # `compile VERB --help` for each
 
 EPILOG = """\
@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="code generator: tvm, or mlir (linalg/arith through IREE). Default: tvm")
     p.add_argument("--emit", choices=EMIT_CHOICES,
                    help="print an intermediate form to stdout and stop: ir (our IR after the passes, "
-                        "MLIR generic syntax), relax (the TVM Relax module), tir (scheduled kernels), "
-                        "asm (machine code; the host code for --target cuda), cuda (the CUDA C kernels, "
+                        "MLIR generic syntax), einsum (the attention cascades and their passes over "
+                        "the keys, before and after fuse_attention), relax (the TVM Relax module), "
+                        "tir (scheduled kernels), asm (machine code; the host code for --target cuda), cuda (the CUDA C kernels, "
                         "--target cuda); with --backend mlir: mlir (the linalg/arith module); "
                         "ptx (the GPU assembly, with --target cuda, either backend)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
@@ -144,6 +145,13 @@ def _run(args: argparse.Namespace) -> int:
                    passes=args.passes.split(",") if args.passes else None,
                    disable_passes=args.disable_pass, print_after=args.print_after,
                    verify_each=not args.no_verify_each, dump_dir=args.dump_dir)
+    if args.emit == "einsum":
+        from compiler.api import import_model, optimize
+        from passes.einsum import report
+        g = import_model(model, options["input_shapes"])
+        sys.stdout.write(report(optimize(g, args.target, passes=options["passes"],
+                                         disable_passes=args.disable_pass)))
+        return 0
     if args.emit == "ir":
         from compiler.api import final_ir
         g, _ = final_ir(model, args.target, backend=args.backend, **options, **quant)

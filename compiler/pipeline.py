@@ -32,9 +32,10 @@ QUANTIZED_PIPELINES: dict[str, list[str]] = {
 
 
 # the kernel-level passes, after quantization: what runs as one kernel, in which layout, with which
-# tile. The GPU lowers fused nodes op by op for now, so it keeps plain layouts.
+# tile. The GPU lowers fused nodes op by op for now, so it keeps plain layouts. fuse_attention runs
+# first: its chain holds matmuls that fuse_kernels would otherwise take one by one.
 KERNEL_PIPELINES: dict[str, list[str]] = {
-    "llvm": ["fuse_kernels", "assign_layouts", "choose_tiles"],
+    "llvm": ["fuse_attention", "fuse_kernels", "assign_layouts", "choose_tiles"],
     "cuda": ["fuse_kernels"],
 }
 

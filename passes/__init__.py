@@ -2,6 +2,7 @@
 from passes import (  # noqa: F401  (registration)
     canonicalize,
     dyadic,
+    einsum,
     fusion,
     ivit,
     layout,

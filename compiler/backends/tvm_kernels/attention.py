@@ -1,0 +1,148 @@
+"""FP32 attention as one CPU kernel: softmax(q k^T * scale + mask) v in one pass over key blocks.
+
+Parallel over (batch * heads, query blocks of `tq`). Each task keeps, for its `tq` queries, the running
+max, the running denominator and the unnormalized output (tq x dv), and walks the keys in blocks of
+`tk`: the block's scores (tq x tk, in L1), their max, exp(s - max) and its sum, the correction
+exp(old max - new max) applied to the denominator and the output, then the block's P V added to the
+output; the division comes once, at the end (passes.einsum.ONE_PASS). The scores never exist beyond
+one tq x tk block, so memory is O(S d), not O(S^2).
+
+Both inner products are register-tiled by `rows` query rows: QK^T accumulates rows x tk scores over the
+head dimension (keys copied transposed once per block, so tk is the vector axis), P V accumulates
+rows x dv outputs over the block's keys (dv the vector axis).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from .common import SCHEDULE_ATTR, fast_exp, finalize
+
+__all__ = ["AttentionSpec", "make_attention"]
+
+NEG = -3.0e38        # the running max before any key: exp(NEG - m) is 0 (fast_exp clamps to ~1e-38)
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    bh: int                   # batch * heads
+    lq: int
+    lk: int
+    d: int
+    dv: int
+    scale: float
+    tq: int                   # query block (one parallel task)
+    tk: int                   # key block
+    k_transposed: bool = False      # k arrives as (bh, d, lk) instead of (bh, lk, d)
+    mask_batch: int = 0       # 0: no mask; else the mask is (mask_batch in {1, bh}, mask_rows in {1, lq}, lk)
+    mask_rows: int = 0
+
+    def __post_init__(self):
+        if self.lq % self.tq or self.lk % self.tk:
+            raise ValueError(f"blocks ({self.tq}, {self.tk}) must divide the lengths ({self.lq}, {self.lk})")
+
+    @property
+    def rows(self) -> int:
+        """Query rows per register tile."""
+        return next(r for r in (4, 2, 1) if self.tq % r == 0)
+
+
+def _vec(n: int, lanes: int = 16) -> int:
+    return lanes if n % lanes == 0 else 1
+
+
+def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
+    """PrimFunc (q (bh, lq, d), k, v (bh, lk, dv)[, mask], out (bh, lq, dv))."""
+    bh, lq, lk, d, dv, tq, tk, rows = spec.bh, spec.lq, spec.lk, spec.d, spec.dv, spec.tq, spec.tk, spec.rows
+    nq, nk = lq // tq, lk // tk
+    kshape = (bh, d, lk) if spec.k_transposed else (bh, lk, d)
+    kt_, has_mask = spec.k_transposed, spec.mask_batch > 0
+    mshape = (max(spec.mask_batch, 1), max(spec.mask_rows, 1), lk)
+    mb, mr = int(spec.mask_batch == bh), int(spec.mask_rows == lq)   # 1: the mask varies along batch / rows
+    vk, vf = _vec(tk), _vec(dv)
+    f32 = "float32"
+    scale = tirx.const(spec.scale, f32)
+    zero, neg = tirx.const(0.0, f32), tirx.const(NEG, f32)
+
+    @T.prim_func(private=True)
+    def attention(q: T.Buffer((bh, lq, d), f32), k: T.Buffer(kshape, f32), v: T.Buffer((bh, lk, dv), f32),
+                  mask: T.Buffer(mshape, f32), out: T.Buffer((bh, lq, dv), f32)):
+        T.func_attr({"tirx.noalias": True})
+        for task in T.parallel(bh * nq):
+            b = task // nq
+            q0 = task % nq * tq
+            qs = T.alloc_buffer((tq, d), f32, scope="local")
+            acc = T.alloc_buffer((tq, dv), f32, scope="local")
+            run_max = T.alloc_buffer((tq,), f32, scope="local")
+            run_den = T.alloc_buffer((tq,), f32, scope="local")
+            kt = T.alloc_buffer((d, tk), f32, scope="local")
+            s = T.alloc_buffer((tq, tk), f32, scope="local")
+            for i, e in T.grid(tq, d):
+                qs[i, e] = q[b, q0 + i, e] * scale
+            for i in T.serial(tq):
+                run_max[i] = neg
+                run_den[i] = zero
+                for f in T.vectorized(dv):
+                    acc[i, f] = zero
+            for kb in T.serial(nk):
+                k0 = kb * tk
+                for e in T.serial(d):
+                    for j in T.serial(tk):
+                        if kt_:
+                            kt[e, j] = k[b, e, k0 + j]
+                        else:
+                            kt[e, j] = k[b, k0 + j, e]
+                for io in T.serial(tq // rows):
+                    for ii in T.unroll(rows):
+                        for j in T.vectorized(tk):
+                            s[io * rows + ii, j] = zero
+                    for e in T.serial(d):
+                        for ii in T.unroll(rows):
+                            for jo in T.unroll(tk // vk):
+                                for ji in T.vectorized(vk):
+                                    s[io * rows + ii, jo * vk + ji] = s[io * rows + ii, jo * vk + ji] + \
+                                        qs[io * rows + ii, e] * kt[e, jo * vk + ji]
+                for i in T.serial(tq):
+                    if has_mask:
+                        for j in T.vectorized(tk):
+                            s[i, j] = s[i, j] + mask[b * mb, (q0 + i) * mr, k0 + j]
+                    # max and sum over the block: vk lanes at a time, then across the lanes
+                    lane = T.alloc_buffer((vk,), f32, scope="local")
+                    new_max = T.alloc_buffer((1,), f32, scope="local")
+                    den = T.alloc_buffer((1,), f32, scope="local")
+                    for ji in T.vectorized(vk):
+                        lane[ji] = s[i, ji]
+                    for jo in T.serial(1, tk // vk):
+                        for ji in T.vectorized(vk):
+                            lane[ji] = T.max(lane[ji], s[i, jo * vk + ji])
+                    new_max[0] = run_max[i]
+                    for ji in T.serial(vk):
+                        new_max[0] = T.max(new_max[0], lane[ji])
+                    for ji in T.vectorized(vk):
+                        lane[ji] = zero
+                    for jo in T.serial(tk // vk):
+                        for ji in T.vectorized(vk):
+                            s[i, jo * vk + ji] = fast_exp(s[i, jo * vk + ji] - new_max[0])
+                            lane[ji] = lane[ji] + s[i, jo * vk + ji]
+                    den[0] = zero
+                    for ji in T.serial(vk):
+                        den[0] = den[0] + lane[ji]
+                    corr = fast_exp(run_max[i] - new_max[0])
+                    run_den[i] = run_den[i] * corr + den[0]
+                    run_max[i] = new_max[0]
+                    for f in T.vectorized(dv):
+                        acc[i, f] = acc[i, f] * corr
+                for io in T.serial(tq // rows):
+                    for j in T.serial(tk):
+                        for ii in T.unroll(rows):
+                            for fo in T.unroll(dv // vf):
+                                for fi in T.vectorized(vf):
+                                    acc[io * rows + ii, fo * vf + fi] = acc[io * rows + ii, fo * vf + fi] + \
+                                        s[io * rows + ii, j] * v[b, k0 + j, fo * vf + fi]
+            for i in T.serial(tq):
+                for f in T.vectorized(dv):
+                    out[b, q0 + i, f] = acc[i, f] / run_den[i]
+
+    return finalize(attention.with_attr(SCHEDULE_ATTR, "tiled"))
