@@ -32,12 +32,11 @@ QUANTIZED_PIPELINES: dict[str, list[str]] = {
 
 
 # the kernel-level passes, after quantization: what runs as one kernel, in which layout, with which
-# tile. The GPU lowers fused nodes op by op for now, so it keeps plain layouts. ATTENTION_PASSES come
-# first where asked for (run_pipeline before lower_kernels): their chain holds matmuls that
-# fuse_kernels would otherwise take one by one.
-ATTENTION_PASSES = ["fuse_attention"]
+# tile. The GPU lowers fused nodes op by op for now, so it keeps plain layouts. fuse_attention comes
+# first: its chain (matmul, scale, mask, softmax, matmul) holds matmuls that fuse_kernels would
+# otherwise take one by one.
 KERNEL_PIPELINES: dict[str, list[str]] = {
-    "llvm": ["fuse_kernels", "assign_layouts", "choose_tiles"],
+    "llvm": ["fuse_attention", "fuse_kernels", "assign_layouts", "choose_tiles"],
     "cuda": ["fuse_kernels"],
 }
 

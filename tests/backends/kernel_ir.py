@@ -31,8 +31,8 @@ def _kind(n: Node, anchor: Node) -> str:
     return k
 
 
-def kernels(g: Graph, target: Target = TARGET) -> tuple[Graph, list[Kernel]]:
-    fg = lower_kernels(g, target)
+def kernels(g: Graph, target: Target = TARGET, disable: tuple[str, ...] = ()) -> tuple[Graph, list[Kernel]]:
+    fg = lower_kernels(g, target, disable_passes=disable)
     out = []
     for n in fg.nodes:
         if n.op is kernel.fused:
@@ -41,6 +41,6 @@ def kernels(g: Graph, target: Target = TARGET) -> tuple[Graph, list[Kernel]]:
     return fg, out
 
 
-def build(g: Graph, target: Target = TARGET):
+def build(g: Graph, target: Target = TARGET, disable: tuple[str, ...] = ()):
     """The executable of g's final IR (what compiler.compile would build)."""
-    return BACKEND.build(lower_kernels(g, target), target)
+    return BACKEND.build(lower_kernels(g, target, disable_passes=disable), target)

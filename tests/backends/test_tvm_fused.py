@@ -99,16 +99,31 @@ def test_linear_with_bias_and_gelu_is_one_kernel(rng):
     _check(g, rng.standard_normal((2, 5, 24)).astype(np.float32))
 
 
-def test_attention_scores_use_transposed_b(rng):
+def _attention(rng):
     g = Graph()
     q = g.add_input("q", TensorType((1, 2, 6, 8), F32))
     k = g.add_input("k", TensorType((1, 2, 6, 8), F32))
     kt = g.add1(shape.transpose, [k], perm=(0, 1, 3, 2))
     s = g.add1(nn.softmax, [g.add1(linalg.matmul, [q, kt])], axis=-1)
     g.outputs = [g.add1(linalg.matmul, [s, q])]
-    groups = _groups(g)
+    return g
+
+
+def test_attention_is_one_kernel(rng):
+    g = _attention(rng)
+    assert [k.kind for k in kernels(g, TARGET)[1]] == ["attention"]
+    exe = _check(g, *(rng.standard_normal((1, 2, 6, 8)).astype(np.float32) for _ in range(2)))
+    assert _kernel_calls(exe) == ["attention"]
+
+
+def test_attention_scores_use_transposed_b(rng):
+    """Without fuse_attention, Q K^T reads K through the transpose (no copy) in the matmul kernel."""
+    g = _attention(rng)
+    groups = kernels(g, TARGET, disable=("fuse_attention",))[1]
     assert [grp.spec.transpose_b for grp in groups] == [True, False]
-    _check(g, *(rng.standard_normal((1, 2, 6, 8)).astype(np.float32) for _ in range(2)))
+    xs = [rng.standard_normal((1, 2, 6, 8)).astype(np.float32) for _ in range(2)]
+    for got, want in zip(build(g, TARGET, disable=("fuse_attention",)).run(xs), interp.run(g, *xs)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_non_float32_conv_takes_the_generic_path(rng):
