@@ -76,9 +76,11 @@ def optimize_quantized(g: Graph, target: Target, *, disable_passes: Sequence[str
 
 def lower_kernels(g: Graph, target: Target | str = "llvm", backend: str = "tvm", *,
                   disable_passes: Sequence[str] = (), print_after: Sequence[str] = (),
-                  verify_each: bool = True, dump_dir: str | os.PathLike | None = None) -> Graph:
-    """The kernel-level passes (fusion, layouts, tiles) for `backend` on `target`: the final IR, the
-    program the executable runs."""
+                  verify_each: bool = True, dump_dir: str | os.PathLike | None = None,
+                  results: dict[str, Any] | None = None) -> Graph:
+    """The kernel-level passes (fusion, layouts, tiles, the memory plan) for `backend` on `target`: the
+    final IR, the program the executable runs. What analysis passes found (`memory`: the arena plan)
+    goes into `results` when given."""
     from passes import PassContext, run_pipeline
     from passes.base import resolve
     target = Target.parse(target) if isinstance(target, str) else target
@@ -88,7 +90,10 @@ def lower_kernels(g: Graph, target: Target | str = "llvm", backend: str = "tvm",
         from compiler.backends.tvm_fused import kernel_spec
     ctx = PassContext(target=target, kernel_spec=kernel_spec, verify_each=verify_each,
                       print_after=frozenset(print_after), dump_dir=Path(dump_dir) if dump_dir else None)
-    return run_pipeline(g, names, ctx)
+    g = run_pipeline(g, names, ctx)
+    if results is not None:
+        results.update(ctx.results)
+    return g
 
 
 def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm", example_inputs: Any = None,
@@ -96,8 +101,10 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
              disable_passes: Sequence[str] = (), print_after: Sequence[str] = (), verify_each: bool = True,
              dump_dir: str | os.PathLike | None = None, quantize: str | None = None, calibration: Any = None,
              integer_only: bool = False, observer: str = "minmax", size_budget: float | None = None,
-             latency_budget: float | None = None, progress: Progress | None = None) -> tuple[Graph, Any]:
-    """Every pass of a compile, in order: (the final IR, the quantization report or None)."""
+             latency_budget: float | None = None, progress: Progress | None = None,
+             results: dict[str, Any] | None = None) -> tuple[Graph, Any]:
+    """Every pass of a compile, in order: (the final IR, the quantization report or None). The kernel
+    passes' analyses (the memory plan) go into `results` when given."""
     say = progress or (lambda _msg: None)
     target = Target.parse(target) if isinstance(target, str) else target
     t0 = time.perf_counter()
@@ -125,7 +132,7 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                            hint="add --quantize mixed")
     t0 = time.perf_counter()
     g = lower_kernels(g, target, backend, disable_passes=disable_passes, print_after=print_after,
-                      verify_each=verify_each)
+                      verify_each=verify_each, results=results)
     kernels = sum(1 for n in g.nodes if n.op.name == "k.fused")
     say(f"{kernels} kernels, {len(g.nodes)} nodes after fusion and layouts in {time.perf_counter() - t0:.2f}s")
     return g, report
@@ -157,12 +164,13 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     say = progress or (lambda _msg: None)
     target = Target.parse(target) if isinstance(target, str) else target
     be = get_backend(backend)
+    results: dict[str, Any] = {}
     g, report = final_ir(model, target, backend=backend, example_inputs=example_inputs,
                          input_shapes=input_shapes, passes=passes, disable_passes=disable_passes,
                          print_after=print_after, verify_each=verify_each, dump_dir=dump_dir,
                          quantize=quantize, calibration=calibration, integer_only=integer_only,
                          observer=observer, size_budget=size_budget, latency_budget=latency_budget,
-                         progress=progress)
+                         progress=progress, results=results)
     missing = sorted({n.op.name for n in g.walk()} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
@@ -171,6 +179,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     say(f"generated code for {target} in {time.perf_counter() - t0:.2f}s")
     cm = CompiledModel(exe, Signature.of(g), target, backend, str(g), g)
     cm.report = report
+    cm.memory_plan = results.get("memory")
     return cm
 
 

@@ -34,10 +34,11 @@ QUANTIZED_PIPELINES: dict[str, list[str]] = {
 # the kernel-level passes, after quantization: what runs as one kernel, in which layout, with which
 # tile. The GPU lowers fused nodes op by op for now, so it keeps plain layouts. fuse_attention comes
 # first: its chain (matmul, scale, mask, softmax, matmul) holds matmuls that fuse_kernels would
-# otherwise take one by one.
+# otherwise take one by one. plan_memory, last, is an analysis of the final IR: the arena offset of
+# every intermediate buffer (passes/memory.py).
 KERNEL_PIPELINES: dict[str, list[str]] = {
-    "llvm": ["fuse_attention", "fuse_kernels", "assign_layouts", "choose_tiles"],
-    "cuda": ["fuse_kernels"],
+    "llvm": ["fuse_attention", "fuse_kernels", "assign_layouts", "choose_tiles", "plan_memory"],
+    "cuda": ["fuse_kernels", "plan_memory"],
 }
 
 
@@ -58,5 +59,5 @@ def kernel_pipeline_for(target: Target, backend: str = "tvm") -> list[str]:
     """The kernel-level passes for `backend`: the MLIR backend takes the fused kernels and leaves layouts
     and tiles to IREE."""
     if backend == "mlir":
-        return ["fuse_kernels"]
+        return ["fuse_kernels", "plan_memory"]
     return list(KERNEL_PIPELINES[target.kind])

@@ -103,6 +103,16 @@ class CompiledModel:
         self.graph_text = graph_text
         self.graph = graph              # the optimized IR (None after load)
         self.report = None              # per-layer quantization report (quantized compiles)
+        self.memory_plan = None         # passes.memory.MemoryPlan of the final IR (None after load)
+        self._memory: dict[str, Any] | None = None     # the manifest's memory object, after load
+
+    @property
+    def memory(self) -> dict[str, Any] | None:
+        """The arena plan as the manifest records it: arena_bytes, lower_bound_bytes, planner, optimal
+        (proven minimal), alignment, buffers, greedy_bytes; None when plan_memory did not run."""
+        if self.memory_plan is not None:
+            return self.memory_plan.to_json()
+        return self._memory
 
     @property
     def input_names(self) -> list[str]:
@@ -144,7 +154,8 @@ class CompiledModel:
     def manifest(self, members: dict[str, bytes]) -> dict[str, Any]:
         return {"format": FORMAT, "versions": versions(), "target": str(self.target),
                 "backend": self.backend, "signature": self.signature.to_json(),
-                "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in sorted(members.items())}}
+                "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in sorted(members.items())},
+                **({"memory": self.memory} if self.memory is not None else {})}
 
     def to_bytes(self) -> bytes:
         members = {"graph.mlir": self.graph_text.encode(), "lib.bin": self.executable.library_bytes()}
@@ -203,4 +214,6 @@ def load(path: str | os.PathLike, *, threads: int | None = None) -> CompiledMode
     from compiler.backends import get_backend
     backend = get_backend(manifest["backend"])
     exe = backend.load(members["lib.bin"], signature, target)
-    return CompiledModel(exe, signature, target, manifest["backend"], members["graph.mlir"].decode())
+    cm = CompiledModel(exe, signature, target, manifest["backend"], members["graph.mlir"].decode())
+    cm._memory = manifest.get("memory")
+    return cm

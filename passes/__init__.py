@@ -6,6 +6,7 @@ from passes import (  # noqa: F401  (registration)
     fusion,
     ivit,
     layout,
+    memory,
     quant_report,
     quantize,
     quantize_pipeline,
