@@ -97,16 +97,24 @@ def _in_place_operands(n: Node) -> list[int]:
 
 
 def _reaches_output_elementwise(body: Graph, v: Value) -> bool:
-    """Every body op downstream of `v` is elementwise on v's shape (no anchor or layout op reads it)."""
+    """Every body op downstream of `v` is elementwise on v's elements: elementwise ops of its shape,
+    or, for a blocked v, an unpack of it, elementwise ops of the unpacked shape and a pack back to the
+    same block (no anchor, broadcast or other layout reads it)."""
+    from compiler.ops import layout
     from passes.fusion import ELEMENTWISE
-    frontier, seen = {id(v)}, False
+    frontier, logical, seen = {id(v)}, v.type.shape, False
     for n in body.nodes:
-        if any(id(x) in frontier for x in n.inputs):
-            if n.op not in ELEMENTWISE or any(o.type.shape != v.type.shape for o in n.outputs):
-                return False
-            frontier.update(id(o) for o in n.outputs)
-            seen = True
-    return seen
+        if not any(id(x) in frontier for x in n.inputs):
+            continue
+        if n.op is layout.unpack and n.inputs[0] is v and len(logical) == 5:
+            logical = n.outputs[0].type.shape
+        elif n.op is layout.pack and n.outputs[0].type.shape == v.type.shape:
+            pass
+        elif n.op not in ELEMENTWISE or any(o.type.shape != logical for o in n.outputs):
+            return False
+        frontier.update(id(o) for o in n.outputs)
+        seen = True
+    return seen and any(id(o) in frontier for o in body.outputs)
 
 
 def buffers_of(g: Graph, alignment: int = 1) -> list[Buffer]:

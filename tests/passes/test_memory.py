@@ -190,7 +190,7 @@ def test_small_cnn_final_ir(small_cnn):
     assert p.arena_bytes <= 1.03 * p.lower_bound_bytes
     named = {v.name for n in g.nodes for v in n.outputs} - {v.name for v in g.outputs}
     assert set(p.offset_of()) == named          # every intermediate has a place
-    assert any(len(b.values) > 1 for b in p.buffers)   # residual kernels write in place
+    assert sum(len(b.values) > 1 for b in p.buffers) >= 3   # blocked residual kernels write in place
 
 
 @pytest.mark.slow
