@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from compiler.backends.mlir_lower import LOWERINGS, LowerCtx, lowers
-from compiler.backends.mlir_lower.registry import elem_type, tensor_type
+from compiler.backends.mlir_lower.registry import elem_type, first_lines, lower_nodes, read, tensor_type
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
-from compiler.ir import Graph, Value
+from compiler.ir import Graph
 from compiler.ops import quant
 from compiler.ops.registry import OpDef
 from compiler.target import Target
@@ -45,11 +45,6 @@ __all__ = ["BACKEND", "LOWERINGS", "MLIRBackend", "MLIRExecutable", "build_modul
 CPU_FLAGS = ("--iree-opt-data-tiling", "--iree-global-opt-use-im2col-for-convs",
              "--iree-input-demote-f64-to-f32=false")
 _KNOWN_CUDA = ("sm_60", "sm_61", "sm_70", "sm_72", "sm_75", "sm_80", "sm_86", "sm_87", "sm_89")
-
-
-def _first_lines(text: str, n: int = 8) -> str:
-    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
-    return "\n".join(lines[:n]) if lines else "(no diagnostics)"
 
 
 def _check_supported(g: Graph) -> None:
@@ -80,24 +75,8 @@ def build_module(g: Graph, target: Target, context=None):
             block = fn.add_entry_block()
             with ir.InsertionPoint(block):
                 env: dict[int, ir.Value] = {id(v): a for v, a in zip(g.inputs, block.arguments)}
-
-                def read(v: Value) -> ir.Value:
-                    if id(v) not in env:
-                        env[id(v)] = ctx.const(v.const, v.type.dtype)
-                    return env[id(v)]
-
-                for node in g.nodes:
-                    try:
-                        outs = LOWERINGS[node.op](ctx, node, [read(v) for v in node.inputs])
-                    except (Unsupported, BackendToolError):
-                        raise
-                    except Exception as e:  # noqa: BLE001  (MLIR errors carry C++ text)
-                        loc = node.loc or SourceLoc(g.source, node.name, node.op.name)
-                        raise BackendToolError(f"mlir could not lower {node.op.name}: "
-                                               f"{_first_lines(str(e))}", loc) from None
-                    for v, o in zip(node.outputs, outs):
-                        env[id(v)] = o
-                func.ReturnOp([read(v) for v in g.outputs])
+                lower_nodes(ctx, g.nodes, env)
+                func.ReturnOp([read(ctx, env, v) for v in g.outputs])
         if not module.operation.verify():
             raise BackendToolError("the generated MLIR module does not verify")
     return module
@@ -176,7 +155,7 @@ def compile_graph(g: Graph, target: Target) -> tuple[bytes, str | None]:
         inv = session.invocation()
         inv.import_module(module.operation)
         if not inv.execute():
-            raise BackendToolError(f"iree-compile failed for {target}: {_first_lines(chr(10).join(diags))}",
+            raise BackendToolError(f"iree-compile failed for {target}: {first_lines(chr(10).join(diags))}",
                                    SourceLoc(g.source), hint="flags: " + " ".join(flags))
         out = Output.open_membuffer()
         inv.output_vm_bytecode(out)
@@ -205,7 +184,7 @@ def _config(target: Target):
                 _DEVICES["cuda"] = rt.Config(device=rt.get_device("cuda"))
             except Exception as e:  # noqa: BLE001
                 raise Unsupported("running a cuda executable needs an NVIDIA GPU; none is usable here "
-                                  f"({_first_lines(str(e), 1)})",
+                                  f"({first_lines(str(e), 1)})",
                                   hint="save the artifact (library_bytes / .dyc) and run it on a GPU machine, "
                                        "or build for --target llvm") from None
         return _DEVICES["cuda"]
@@ -239,7 +218,7 @@ class MLIRExecutable:
             try:
                 sc.add_vm_module(rt.VmModule.copy_buffer(sc.instance, self._vmfb))
             except Exception as e:  # noqa: BLE001
-                raise BackendToolError(f"iree could not load the module: {_first_lines(str(e))}") from None
+                raise BackendToolError(f"iree could not load the module: {first_lines(str(e))}") from None
             self._ctx = sc
             self._fn = sc.modules.module["main"]
         return self._fn

@@ -25,24 +25,16 @@ from tvm import relax
 
 import compiler.backends.tvm_fused  # noqa: F401  (registers the kernel-level IR's lowerings)
 from compiler.backends.tvm_lower import LOWERINGS, LowerCtx, lowers
-from compiler.backends.tvm_lower.registry import const, tvm_dtype
+from compiler.backends.tvm_lower.registry import first_lines, lower_nodes, read, tvm_dtype
 from compiler.backends.tvm_lower.schedule import schedule_module
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
-from compiler.ir import Graph, Value
+from compiler.ir import Graph
 from compiler.ops.registry import OpDef
 from compiler.target import Target
 
 os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
 __all__ = ["BACKEND", "TVMBackend", "TVMExecutable", "emit_relax", "lowers", "LOWERINGS"]
-
-
-def _first_lines(e: BaseException, n: int = 6) -> str:
-    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-    return "\n".join(lines[:n]) if lines else type(e).__name__
-
-
-_BOUND = (tvm.ir.expr.Var, tvm.ir.expr.Constant)   # already bound: emitting again would copy
 
 
 def tvm_target(target: Target) -> tvm.target.Target:
@@ -69,27 +61,10 @@ def lower_to_relax(g: Graph, target: Target) -> tvm.IRModule:
               for v in g.inputs]
     env: dict[int, relax.Expr] = {id(v): p for v, p in zip(g.inputs, params)}
     ctx = LowerCtx(bb, g, target)
-
-    def read(v: Value) -> relax.Expr:
-        if v.is_const and id(v) not in env:
-            env[id(v)] = const(v.const, tvm_dtype(v.type.dtype))   # relax.const(int64) alone gives int32
-        return env[id(v)]
-
     with bb.function("main", params):
         with bb.dataflow():
-            for node in g.nodes:
-                try:
-                    outs = LOWERINGS[node.op](ctx, node, [read(v) for v in node.inputs])
-                    outs = [o if isinstance(o, _BOUND) else bb.emit(o) for o in outs]
-                except (Unsupported, BackendToolError):
-                    raise
-                except Exception as e:  # noqa: BLE001  (TVM errors carry C++ text)
-                    loc = node.loc or SourceLoc(g.source, node.name, node.op.name)
-                    raise BackendToolError(f"tvm could not lower {node.op.name}: {_first_lines(e)}",
-                                           loc) from None
-                for v, o in zip(node.outputs, outs):
-                    env[id(v)] = o
-            result = bb.emit_output(relax.Tuple([read(v) for v in g.outputs]))
+            lower_nodes(ctx, g.nodes, env)
+            result = bb.emit_output(relax.Tuple([read(env, v) for v in g.outputs]))
         bb.emit_func_output(result)
     return bb.get()
 
@@ -117,7 +92,7 @@ def _run_tvm(what: str, fn, *args, **kwargs):
     except (Unsupported, BackendToolError):
         raise
     except Exception as e:  # noqa: BLE001
-        raise BackendToolError(f"tvm failed to {what}: {_first_lines(e)}") from None
+        raise BackendToolError(f"tvm failed to {what}: {first_lines(e)}") from None
 
 
 class TVMExecutable:
@@ -218,7 +193,7 @@ def export_library_bytes(executable) -> bytes:
             try:
                 executable.export_library(path)
             except Exception as e:  # noqa: BLE001
-                raise BackendToolError(f"tvm failed to export the library: {_first_lines(e)}\n"
+                raise BackendToolError(f"tvm failed to export the library: {first_lines(e)}\n"
                                        f"{log.read()[-2000:]}") from None
         with open(path, "rb") as f:
             return f.read()

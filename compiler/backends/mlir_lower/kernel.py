@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from iree.compiler import ir
 
-from compiler.backends.mlir_lower.registry import LOWERINGS, LowerCtx, lowers
+from compiler.backends.mlir_lower.registry import LowerCtx, lower_nodes, lowers, read
 from compiler.ir import Node
 from compiler.ops import kernel
 
@@ -13,12 +13,5 @@ from compiler.ops import kernel
 def _fused(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     body = node.attrs["body"]
     env = {id(v): a for v, a in zip(body.inputs, args)}
-
-    def read(v):
-        if id(v) not in env:
-            env[id(v)] = ctx.const(v.const, v.type.dtype)
-        return env[id(v)]
-    for n in body.nodes:
-        for v, o in zip(n.outputs, LOWERINGS[n.op](ctx, n, [read(v) for v in n.inputs])):
-            env[id(v)] = o
-    return [read(v) for v in body.outputs]
+    lower_nodes(ctx, body.nodes, env)
+    return [read(ctx, env, v) for v in body.outputs]

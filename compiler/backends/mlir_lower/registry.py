@@ -15,7 +15,8 @@ import numpy as np
 from iree.compiler import ir
 from iree.compiler.dialects import arith, linalg, tensor
 
-from compiler.ir import Graph, Node
+from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
+from compiler.ir import Graph, Node, Value
 from compiler.ops.registry import OpDef
 from compiler.target import Target
 from compiler.types import DType
@@ -33,6 +34,34 @@ def lowers(*ops: OpDef) -> Callable[[LowerFn], LowerFn]:
             LOWERINGS[op] = fn
         return fn
     return deco
+
+
+def first_lines(text: str, n: int = 8) -> str:
+    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
+    return "\n".join(lines[:n]) if lines else "(no diagnostics)"
+
+
+def lower_nodes(ctx: "LowerCtx", nodes: Sequence[Node], env: dict[int, ir.Value]) -> None:
+    """Lower `nodes` in order through their registered lowerings, binding each result in `env`
+    (id(value) -> ir.Value; constants are added on first read). A lowering that fails is reported
+    naming the node and its op."""
+    for node in nodes:
+        try:
+            outs = LOWERINGS[node.op](ctx, node, [read(ctx, env, v) for v in node.inputs])
+        except (Unsupported, BackendToolError):
+            raise
+        except Exception as e:  # noqa: BLE001  (MLIR errors carry C++ text)
+            loc = node.loc or SourceLoc(ctx.graph.source, node.name, node.op.name)
+            raise BackendToolError(f"mlir could not lower {node.op.name}: {first_lines(str(e))}", loc) from None
+        for v, o in zip(node.outputs, outs):
+            env[id(v)] = o
+
+
+def read(ctx: "LowerCtx", env: dict[int, ir.Value], v: Value) -> ir.Value:
+    """v's value in `env`; a constant becomes an arith.constant on first read."""
+    if id(v) not in env:
+        env[id(v)] = ctx.const(v.const, v.type.dtype)
+    return env[id(v)]
 
 
 PAR = linalg.IteratorType.parallel

@@ -8,20 +8,18 @@ Nothing here decides: fusion, layouts and tiles come from the passes.
 """
 from __future__ import annotations
 
-import tvm
 from tvm import relax
 
-from compiler.backends.tvm_fused import attention, emit, fp32, integer
+from compiler.backends.tvm_fused import attention, fp32, integer
 from compiler.backends.tvm_fused.body import NotFusable, parse
 from compiler.backends.tvm_kernels import layout as klayout
 from compiler.backends.tvm_kernels import qconv2d as kq
-from compiler.backends.tvm_lower.registry import LOWERINGS, LowerCtx, const, lowers, tvm_dtype
+from compiler.backends.tvm_lower.registry import LowerCtx, lower_nodes, lowers, read, tvm_dtype
 from compiler.ir import Node
 from compiler.ops import kernel
 from compiler.ops import layout as lay
 from compiler.ops import reduce as rd
 
-_BOUND = (tvm.ir.expr.Var, tvm.ir.expr.Constant)   # already bound: emitting again would copy
 
 
 def _reduce(ctx, kb, args):
@@ -41,16 +39,8 @@ def inline(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> relax.Expr:
     """The body op by op, through each op's own lowering."""
     body = node.attrs["body"]
     env = {id(v): a for v, a in zip(body.inputs, args)}
-
-    def read(v):
-        if v.is_const and id(v) not in env:
-            env[id(v)] = const(v.const, tvm_dtype(v.type.dtype))
-        return env[id(v)]
-    for n in body.nodes:
-        outs = LOWERINGS[n.op](ctx, n, [read(v) for v in n.inputs])
-        for v, o in zip(n.outputs, outs):
-            env[id(v)] = o if isinstance(o, _BOUND) else ctx.bb.emit(o)
-    return read(body.outputs[0])
+    lower_nodes(ctx, body.nodes, env)
+    return read(env, body.outputs[0])
 
 
 def kernel_spec(node: Node):
@@ -90,13 +80,13 @@ def _pack(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]
     dt = tvm_dtype(node.inputs[0].type.dtype)
     out = node.outputs[0].type.shape
     if c % b == 0:
-        gv = emit.kernel(ctx, ("pack", n, c, h, w, b, dt), lambda: klayout.make_pack_nchwc(n, c, h, w, b, dt),
+        gv = ctx.kernel(("pack", n, c, h, w, b, dt), lambda: klayout.make_pack_nchwc(n, c, h, w, b, dt),
                          "pack_nchwc")
     else:
         cp = out[1] * b
-        gv = emit.kernel(ctx, ("pack_pad", n, c, h, w, b, cp, dt, fill),
+        gv = ctx.kernel(("pack_pad", n, c, h, w, b, cp, dt, fill),
                          lambda: kq.make_pack_channels(n, c, h, w, b, cp, dt, fill), "pack_nchwc")
-    return [emit.call(ctx, gv, args, out, dt)]
+    return [ctx.call_kernel(gv, args, out, dt)]
 
 
 @lowers(lay.unpack)
@@ -107,7 +97,7 @@ def _unpack(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Exp
     if h == w == 1 and c == cb * b:          # (n, c/b, 1, 1, b) already has NCHW element order
         return [relax.op.reshape(args[0], (n, c, h, w))]
     if c == cb * b:
-        gv = emit.kernel(ctx, ("unpack", n, c, h, w, b, dt), lambda: klayout.make_unpack_nchwc(n, c, h, w, b, dt),
+        gv = ctx.kernel(("unpack", n, c, h, w, b, dt), lambda: klayout.make_unpack_nchwc(n, c, h, w, b, dt),
                          "unpack_nchwc")
-        return [emit.call(ctx, gv, args, (n, c, h, w), dt)]
+        return [ctx.call_kernel(gv, args, (n, c, h, w), dt)]
     return [ctx.emit_te(klayout.unpack_nchwc_te, args[0], c, name="unpack_nchwc")]

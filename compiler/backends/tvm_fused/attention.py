@@ -11,7 +11,6 @@ import math
 import numpy as np
 from tvm import relax
 
-from compiler.backends.tvm_fused import emit
 from compiler.backends.tvm_fused.body import KernelBody, NotFusable
 from compiler.backends.tvm_kernels import attention as katt
 from compiler.backends.tvm_lower.registry import LowerCtx
@@ -61,7 +60,7 @@ def _mask_arg(ctx: LowerCtx, kb: KernelBody, mask, args, scores: tuple[int, ...]
     if batch not in (1, bh) or (batch == bh and tuple(mbatch) != scores[:-2]):
         arg = ctx.bb.emit(relax.op.broadcast_to(arg, scores[:-2] + (mrows, lk)))
         batch = bh
-    return emit.reshape(ctx, arg, (batch, mrows, lk)), batch, mrows
+    return ctx.reshape(arg, (batch, mrows, lk)), batch, mrows
 
 
 def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
@@ -81,8 +80,8 @@ def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> rel
     except ValueError as e:
         raise NotFusable(str(e)) from None
     kshape = (bh, d, lk) if transposed else (bh, lk, d)
-    ins = [emit.reshape(ctx, args[idx[0]], (bh, lq, d)), emit.reshape(ctx, args[idx[1]], kshape),
-           emit.reshape(ctx, args[idx[2]], (bh, lk, dv)), marg]
-    gv = emit.kernel(ctx, ("attention", spec), lambda: katt.make_attention(spec), "attention")
-    out = emit.call(ctx, gv, ins, (bh, lq, dv))
-    return emit.reshape(ctx, out, kb.result.type.shape)
+    ins = [ctx.reshape(args[idx[0]], (bh, lq, d)), ctx.reshape(args[idx[1]], kshape),
+           ctx.reshape(args[idx[2]], (bh, lk, dv)), marg]
+    gv = ctx.kernel(("attention", spec), lambda: katt.make_attention(spec), "attention")
+    out = ctx.call_kernel(gv, ins, (bh, lq, dv))
+    return ctx.reshape(out, kb.result.type.shape)

@@ -1,4 +1,4 @@
-"""Adding our scheduled kernels to the Relax module and calling them."""
+"""Helpers of the fused-kernel emitters: the tile fallback and the composed epilogue's tensors."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -11,15 +11,6 @@ from compiler.backends.tvm_fused.body import Composed, KernelBody
 from compiler.backends.tvm_lower.registry import LowerCtx
 
 
-def kernel(ctx: LowerCtx, key: tuple, make: Callable[[], tvm.tirx.PrimFunc], name: str) -> relax.GlobalVar:
-    """The GlobalVar of the kernel `key`, built by `make` the first time."""
-    if key not in ctx.kernels:
-        func = make()
-        sym = f"{name}_{len(ctx.kernels)}"
-        ctx.kernels[key] = ctx.bb.add_func(func.with_attr("global_symbol", sym), sym)
-    return ctx.kernels[key]
-
-
 def tiled(make: Callable[[tuple | None], tvm.tirx.PrimFunc], tile: tuple | None) -> tvm.tirx.PrimFunc:
     """make(tile), or make(None) (the kernel's own tile) when `tile` does not give the tiled schedule."""
     from compiler.backends.tvm_kernels.common import SCHEDULE_ATTR
@@ -27,15 +18,6 @@ def tiled(make: Callable[[tuple | None], tvm.tirx.PrimFunc], tile: tuple | None)
     if tile is not None and SCHEDULE_ATTR in func.attrs and str(func.attrs[SCHEDULE_ATTR]) != "tiled":
         func = make(None)
     return func
-
-
-def call(ctx: LowerCtx, gv: relax.GlobalVar, args: Sequence[relax.Expr], shape: Sequence[int],
-         dtype: str = "float32") -> relax.Expr:
-    return ctx.bb.emit(relax.call_tir(gv, list(args), relax.TensorType(tuple(int(d) for d in shape), dtype)))
-
-
-def reshape(ctx: LowerCtx, x: relax.Expr, shape: Sequence[int]) -> relax.Expr:
-    return ctx.bb.emit(relax.op.reshape(x, tuple(int(d) for d in shape)))
 
 
 def epilogue_params(ctx: LowerCtx, kb: KernelBody, comp: Composed, args: list[relax.Expr],
@@ -53,7 +35,7 @@ def epilogue_params(ctx: LowerCtx, kb: KernelBody, comp: Composed, args: list[re
         if p.kind == "full":
             shape = tuple(full_shape)
             if tuple(int(d) for d in arg.ty.shape) != shape:
-                arg = reshape(ctx, arg, shape)
+                arg = ctx.reshape(arg, shape)
         else:
             shape = v.type.shape
         holders.append(te.placeholder(shape, dtype, name=f"epi{i}"))

@@ -102,14 +102,14 @@ def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
     tile = tuple(kb.node.attrs["tile"]) or None
     fn = comp.build(holders) if rest else None
     epi = (lambda v, nn_, c, y, xx, idx: fn(v, c, idx, nn_)) if fn else None
-    gv = emit.kernel(ctx, ("conv", spec, comp.key, tile),
+    gv = ctx.kernel(("conv", spec, comp.key, tile),
                      lambda: emit.tiled(lambda t: kconv.make_conv2d(spec, t, holders, epi), tile), "conv2d_nchwc")
     call_args = [args[xi], relax.const(kconv.pack_weight(spec, np.asarray(w.const, np.float32)))]
     if bias is not None:
         call_args.append(relax.const(kconv.pack_bias(spec, bias)))
     if res is not None:
         call_args.append(args[res])
-    return emit.call(ctx, gv, call_args + extra, out_shape)
+    return ctx.call_kernel(gv, call_args + extra, out_shape)
 
 
 def _matmul_slots(kb: KernelBody, n_: int):
@@ -167,7 +167,7 @@ def emit_matmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.
     out_t = kb.anchor.outputs[0].type
     tile = tuple(kb.node.attrs["tile"]) or None
     if bi is None:
-        call_args = [emit.reshape(ctx, args[ai], (spec.m, spec.k)),
+        call_args = [ctx.reshape(args[ai], (spec.m, spec.k)),
                      relax.const(kmm.pack_b(spec, np.asarray(b_v.const, np.float32)))]
         if bias is not None:
             call_args.append(relax.const(bias.astype(np.float32)))
@@ -178,10 +178,10 @@ def emit_matmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.
     holders, extra = emit.epilogue_params(ctx, kb, comp, args, kshape, "float32")
     fn = comp.build(holders) if rest else None
     epi = (lambda v, idx: fn(v, idx[-1], idx, None)) if fn else None
-    gv = emit.kernel(ctx, ("matmul", spec, comp.key, tile),
+    gv = ctx.kernel(("matmul", spec, comp.key, tile),
                      lambda: emit.tiled(lambda t: kmm.make_matmul(spec, t, holders, epi), tile), "matmul")
-    y = emit.call(ctx, gv, call_args + extra, kshape)
-    return y if tuple(kshape) == out_t.shape else emit.reshape(ctx, y, out_t.shape)
+    y = ctx.call_kernel(gv, call_args + extra, kshape)
+    return y if tuple(kshape) == out_t.shape else ctx.reshape(y, out_t.shape)
 
 
 def emit_pool(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
@@ -210,5 +210,5 @@ def emit_pool(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
                               dt)
     else:
         raise NotFusable(f"{p.op.name} has no pool kernel")
-    gv = emit.kernel(ctx, ("pool", spec), lambda: kpool.make_pool2d(spec), f"{spec.kind}_pool2d")
-    return emit.call(ctx, gv, [args[xi]], kpool.pool_out_shape(spec), dt)
+    gv = ctx.kernel(("pool", spec), lambda: kpool.make_pool2d(spec), f"{spec.kind}_pool2d")
+    return ctx.call_kernel(gv, [args[xi]], kpool.pool_out_shape(spec), dt)

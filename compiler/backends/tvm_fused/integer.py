@@ -115,9 +115,9 @@ def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.E
             call_args.append(_rq_const(r2n, rq2, spec.co, spec.cop))
         call_args.append(_rq_const(r3n, rq3, spec.co, spec.cop))
     tile = tuple(kb.node.attrs["tile"]) or None
-    gv = emit.kernel(ctx, ("qconv", spec, tile), lambda: emit.tiled(lambda t: kq.make_qconv2d(spec, t), tile),
+    gv = ctx.kernel(("qconv", spec, tile), lambda: emit.tiled(lambda t: kq.make_qconv2d(spec, t), tile),
                      "qconv2d_vnni")
-    return emit.call(ctx, gv, call_args, kq.out_shape(spec), spec.out_dtype)
+    return ctx.call_kernel(gv, call_args, kq.out_shape(spec), spec.out_dtype)
 
 
 def qmatmul_plan(kb: KernelBody):
@@ -159,17 +159,17 @@ def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax
     rq, rows, k = spec.rq, spec.m, spec.k
     b_v = kb.anchor.inputs[1]
     zp, w = kb.anchor.attrs["b_zero_point"], np.asarray(b_v.const)
-    call_args = [emit.reshape(ctx, args[ai], (rows, k)), relax.const(kqm.pack_weight(spec, w, zp), "int8"),
+    call_args = [ctx.reshape(args[ai], (rows, k)), relax.const(kqm.pack_weight(spec, w, zp), "int8"),
                  relax.const(kqm.pack_bias(spec, w, zp, bias), "int32")]
     if rq is not None:
         call_args.append(relax.const(kqm.pack_requant(rq_n.attrs["multiplier"], rq_n.attrs["shift"], spec), "int64"))
     tile = tuple(kb.node.attrs["tile"]) or None
-    gv = emit.kernel(ctx, ("qmatmul", spec, tile), lambda: emit.tiled(lambda t: kqm.make_qmatmul(spec, t), tile),
+    gv = ctx.kernel(("qmatmul", spec, tile), lambda: emit.tiled(lambda t: kqm.make_qmatmul(spec, t), tile),
                      "qmatmul_vnni")
-    y = emit.call(ctx, gv, call_args, kqm.out_shape(spec), spec.out_dtype)
+    y = ctx.call_kernel(gv, call_args, kqm.out_shape(spec), spec.out_dtype)
     if spec.np_ != spec.n:
         y = ctx.bb.emit(relax.op.strided_slice(y, axes=[1], begin=[0], end=[spec.n]))
-    return emit.reshape(ctx, y, kb.result.type.shape)
+    return ctx.reshape(y, kb.result.type.shape)
 
 
 def _per_tensor(kb: KernelBody) -> tuple[kq.Requant | None, int, int]:
@@ -210,17 +210,17 @@ def qbmm_plan(kb: KernelBody):
 
 def _emit_qbmm(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
     spec, ai, bi = qbmm_plan(kb)
-    a = emit.reshape(ctx, args[ai], (spec.bsz, spec.m, spec.k))
-    b = emit.reshape(ctx, args[bi], spec.b_shape)
-    pack = emit.kernel(ctx, ("qbmm_pack", spec), lambda: kqb.make_pack(spec), "qbmm_pack")
+    a = ctx.reshape(args[ai], (spec.bsz, spec.m, spec.k))
+    b = ctx.reshape(args[bi], spec.b_shape)
+    pack = ctx.kernel(("qbmm_pack", spec), lambda: kqb.make_pack(spec), "qbmm_pack")
     pb = ctx.bb.emit(relax.call_tir(pack, [b], [relax.TensorType(kqb.panel_shape(spec), "int8"),
                                                  relax.TensorType((spec.bsz, spec.n), "int32")]))
     panel, bias = (ctx.bb.emit(relax.TupleGetItem(pb, i)) for i in range(2))
     tile = tuple(kb.node.attrs["tile"]) or None
-    gv = emit.kernel(ctx, ("qbmm", spec, tile), lambda: emit.tiled(lambda t: kqb.make_qbmm(spec, t), tile),
+    gv = ctx.kernel(("qbmm", spec, tile), lambda: emit.tiled(lambda t: kqb.make_qbmm(spec, t), tile),
                      "qbmm_vnni")
-    y = emit.call(ctx, gv, [a, panel, bias], kqb.out_shape(spec), spec.out_dtype)
-    return emit.reshape(ctx, y, kb.result.type.shape)
+    y = ctx.call_kernel(gv, [a, panel, bias], kqb.out_shape(spec), spec.out_dtype)
+    return ctx.reshape(y, kb.result.type.shape)
 
 
 def emit_shiftmax(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
@@ -238,10 +238,10 @@ def emit_shiftmax(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> rela
                                 tvm_dtype(out), rq, m_, c_)
     except ValueError as e:
         raise NotFusable(str(e)) from None
-    gv = emit.kernel(ctx, ("shiftmax", spec), lambda: ksm.make_shiftmax(spec), "shiftmax")
-    y = emit.call(ctx, gv, [emit.reshape(ctx, args[xi], (spec.rows, spec.length))], (spec.rows, spec.length),
+    gv = ctx.kernel(("shiftmax", spec), lambda: ksm.make_shiftmax(spec), "shiftmax")
+    y = ctx.call_kernel(gv, [ctx.reshape(args[xi], (spec.rows, spec.length))], (spec.rows, spec.length),
                   spec.out_dtype)
-    return emit.reshape(ctx, y, kb.result.type.shape)
+    return ctx.reshape(y, kb.result.type.shape)
 
 
 def emit_int_global_sum(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
@@ -271,8 +271,8 @@ def emit_int_global_sum(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -
     call_args = [args[xi]]
     if rq is not None:
         call_args.append(_rq_const(rq_n, rq, c, -(-c // 16) * 16))
-    gv = emit.kernel(ctx, ("int_global_sum", spec), lambda: kpool.make_int_global_sum(spec), "int_global_sum")
-    return emit.call(ctx, gv, call_args, spec.out_shape(), spec.out_dtype)
+    gv = ctx.kernel(("int_global_sum", spec), lambda: kpool.make_int_global_sum(spec), "int_global_sum")
+    return ctx.call_kernel(gv, call_args, spec.out_shape(), spec.out_dtype)
 
 
 def emit_quantize(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
@@ -289,7 +289,7 @@ def emit_quantize(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> rela
     ib = kb.out_block
     cp = -(-c // ib) * ib if ib else c
     key = ("quantize", n, c, h, w, ib, cp, a["scale"], a["zero_point"], a["qmin"], a["qmax"], dt, kb.out_fill)
-    gv = emit.kernel(ctx, key, lambda: klayout.make_quantize_pack(n, c, h, w, ib, cp, a["scale"], a["zero_point"],
+    gv = ctx.kernel(key, lambda: klayout.make_quantize_pack(n, c, h, w, ib, cp, a["scale"], a["zero_point"],
                                                                  a["qmin"], a["qmax"], dt, kb.out_fill), "quantize")
     shape_ = (n, cp // ib, h, w, ib) if ib else (n, c, h, w)
-    return emit.call(ctx, gv, [args[xi]], shape_, dt)
+    return ctx.call_kernel(gv, [args[xi]], shape_, dt)

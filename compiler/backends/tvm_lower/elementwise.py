@@ -9,7 +9,7 @@ import numpy as np
 from tvm import relax, te, tirx
 from tvm.script import tirx as T
 
-from compiler.backends.tvm_lower.registry import LowerCtx, const, dtype_of, lowers, tvm_dtype
+from compiler.backends.tvm_lower.registry import LowerCtx, const, dtype_of, lowers, lowers_table, tvm_dtype
 from compiler.ir import Node
 from compiler.ops import elementwise as ew
 from compiler.types import DType
@@ -31,14 +31,8 @@ def _is_float(x: relax.Expr) -> bool:
     return dtype_of(x).startswith("float")
 
 
-@lowers(*_UNARY)
-def _unary(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
-    return [_UNARY[node.op](args[0])]
-
-
-@lowers(*_BINARY)
-def _binary(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
-    return [_BINARY[node.op](args[0], args[1])]
+lowers_table(_UNARY)
+lowers_table(_BINARY)
 
 
 @lowers(ew.relu)

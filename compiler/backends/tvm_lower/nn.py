@@ -92,12 +92,11 @@ def _softmax(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Ex
     inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
     if ctx.target.kind != "llvm" or dtype_of(args[0]) != "float32" or inner == 1:
         return [R.nn.softmax(args[0], node.attrs["axis"])]
-    from compiler.backends.tvm_fused import emit
     from compiler.backends.tvm_kernels.softmax import make_softmax
     outer = int(np.prod(shape[:axis], dtype=np.int64))
     view = (outer, shape[axis], inner)
-    gv = emit.kernel(ctx, ("softmax", view), lambda: make_softmax(*view), "softmax")
-    y = emit.call(ctx, gv, [emit.reshape(ctx, args[0], view)], view)
+    gv = ctx.kernel(("softmax", view), lambda: make_softmax(*view), "softmax")
+    y = ctx.call_kernel(gv, [ctx.reshape(args[0], view)], view)
     return [R.reshape(y, shape)]
 
 

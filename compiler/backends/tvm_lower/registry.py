@@ -5,14 +5,16 @@ Lowerings live in the op-family modules of this package and register themselves 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import tvm
 from tvm import relax
 
-from compiler.ir import Graph, Node
+from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
+from compiler.ir import Graph, Node, Value
 from compiler.ops.registry import OpDef
 from compiler.target import Target
 from compiler.types import DType
@@ -32,6 +34,11 @@ def lowers(*ops: OpDef) -> Callable[[LowerFn], LowerFn]:
     return deco
 
 
+def lowers_table(table: Mapping[OpDef, Callable[..., relax.Expr]]) -> None:
+    """Register each op of `table` as the relax call table[op](*args)."""
+    lowers(*table)(lambda ctx, node, args: [table[node.op](*args)])
+
+
 @dataclass
 class LowerCtx:
     """What a lowering may use: the block builder, the graph, the target."""
@@ -47,6 +54,54 @@ class LowerCtx:
     def emit_te(self, fn: Callable[..., Any], *args: Any, name: str, **kwargs: Any) -> relax.Expr:
         """Emit a TE computation as a call_tir; `name` becomes the PrimFunc name hint."""
         return self.bb.emit_te(fn, *args, primfunc_name_hint=name, **kwargs)
+
+    def kernel(self, key: tuple, make: Callable[[], tvm.tirx.PrimFunc], name: str) -> relax.GlobalVar:
+        """The GlobalVar of our scheduled kernel `key`, built by `make` the first time."""
+        if key not in self.kernels:
+            func = make()
+            sym = f"{name}_{len(self.kernels)}"
+            self.kernels[key] = self.bb.add_func(func.with_attr("global_symbol", sym), sym)
+        return self.kernels[key]
+
+    def call_kernel(self, gv: relax.GlobalVar, args: Sequence[relax.Expr], shape: Sequence[int],
+                    dtype: str = "float32") -> relax.Expr:
+        return self.bb.emit(relax.call_tir(gv, list(args),
+                                           relax.TensorType(tuple(int(d) for d in shape), dtype)))
+
+    def reshape(self, x: relax.Expr, shape: Sequence[int]) -> relax.Expr:
+        return self.bb.emit(relax.op.reshape(x, tuple(int(d) for d in shape)))
+
+
+_BOUND = (tvm.ir.expr.Var, tvm.ir.expr.Constant)   # already bound: emitting again would copy
+
+
+def first_lines(e: BaseException, n: int = 6) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return "\n".join(lines[:n]) if lines else type(e).__name__
+
+
+def lower_nodes(ctx: LowerCtx, nodes: Sequence[Node], env: dict[int, relax.Expr]) -> None:
+    """Lower `nodes` in order through their registered lowerings, binding each result in `env`
+    (id(value) -> expr; constants are added on first read). A lowering that fails is reported
+    naming the node and its op."""
+    for node in nodes:
+        try:
+            outs = LOWERINGS[node.op](ctx, node, [read(env, v) for v in node.inputs])
+            outs = [o if isinstance(o, _BOUND) else ctx.bb.emit(o) for o in outs]
+        except (Unsupported, BackendToolError):
+            raise
+        except Exception as e:  # noqa: BLE001  (TVM errors carry C++ text)
+            loc = node.loc or SourceLoc(ctx.graph.source, node.name, node.op.name)
+            raise BackendToolError(f"tvm could not lower {node.op.name}: {first_lines(e)}", loc) from None
+        for v, o in zip(node.outputs, outs):
+            env[id(v)] = o
+
+
+def read(env: dict[int, relax.Expr], v: Value) -> relax.Expr:
+    """v's expr in `env`; a constant becomes a relax constant of its IR dtype on first read."""
+    if v.is_const and id(v) not in env:
+        env[id(v)] = const(v.const, tvm_dtype(v.type.dtype))   # relax.const(int64) alone gives int32
+    return env[id(v)]
 
 
 def tvm_dtype(dt: DType) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tvm import relax, te, tirx
 
-from compiler.backends.tvm_lower.registry import LowerCtx, lowers
+from compiler.backends.tvm_lower.registry import LowerCtx, lowers, lowers_table
 from compiler.ir import Node
 from compiler.ops import bitwise
 from compiler.ops import unary_math as um
@@ -23,14 +23,8 @@ _BINARY = {
 }
 
 
-@lowers(*_UNARY)
-def _unary(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
-    return [_UNARY[node.op](args[0])]
-
-
-@lowers(*_BINARY)
-def _binary(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
-    return [_BINARY[node.op](args[0], args[1])]
+lowers_table(_UNARY)
+lowers_table(_BINARY)
 
 
 def _hyperbolic(name: str, x: tirx.PrimExpr) -> tirx.PrimExpr:
