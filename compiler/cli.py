@@ -48,20 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="tvm", choices=["tvm", "mlir"],
                    help="code generator: tvm, or mlir (linalg/arith through IREE). Default: tvm")
     p.add_argument("--emit", choices=EMIT_CHOICES,
-                   help="print an intermediate form to stdout and stop: ir (our IR after the passes, "
-                        "MLIR generic syntax), einsum (the attention cascades and their passes over "
+                   help="print an intermediate form to stdout and stop: ir (the final IR, the program that "
+                        "runs: every kernel (k.fused), its layout conversions and tile; MLIR generic "
+                        "syntax), einsum (the attention cascades and their passes over "
                         "the keys, before and after fuse_attention), relax (the TVM Relax module), "
-                        "tir (scheduled kernels), asm (machine code; the host code for --target cuda), cuda (the CUDA C kernels, "
-                        "--target cuda); with --backend mlir: mlir (the linalg/arith module); "
+                        "tir (scheduled kernels), asm (machine code; the host code for --target cuda), "
+                        "cuda (the CUDA C kernels, --target cuda); with --backend mlir: mlir (the linalg/arith module); "
                         "ptx (the GPU assembly, with --target cuda, either backend)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                    help="fix an input's shape, e.g. input=1x3x224x224 (needed when the model has "
                         "symbolic dimensions). Repeatable")
     p.add_argument("--passes", metavar="P1,P2",
-                   help="run exactly these passes instead of the target's pipeline. Known: "
+                   help="run exactly these graph-level passes instead of the target's canonicalize "
+                        "pipeline (quantization and kernel-level passes still follow; edit those with "
+                        "--disable-pass). Known: "
                         + ", ".join(sorted(PASSES)))
     p.add_argument("--disable-pass", action="append", default=[], metavar="PASS",
-                   help="drop a pass from the pipeline (also one of the integer graph's, e.g. tabulate). "
+                   help="drop a pass from the pipeline (any stage's: quantization passes such as tabulate, "
+                        "kernel-level passes such as fuse_kernels or assign_layouts). "
                         "Repeatable")
     p.add_argument("--print-after", action="append", default=[], metavar="PASS",
                    help="print the IR to stderr after PASS ('all' for every pass). Repeatable")
