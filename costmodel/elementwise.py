@@ -1,11 +1,12 @@
 """Measured per-element cost of the integer elementwise ops and of a table lookup: the data behind the
 tabulate pass's decision (passes/tabulate.py).
 
-Each op is compiled alone by the TVM backend on a (1, ELEMENTS) int16 tensor (int8 for the 256-entry
-lookup) and timed (median of repeats); the shipped file holds nanoseconds per element with the machine
-description.  ``nn.relu`` stands for the memory floor (read, write, nothing else).  A fused chain
-f1..fk costs about floor + sum(cost(fi) - floor); the lookup costs cost(q.table[N]).  Table indices are
-uniform over the whole range (the worst case for the 65536-entry table's cache footprint).
+Each op is compiled alone (by the TVM backend, reached through the kernels' provider, compiler/tunable.py)
+on a (1, ELEMENTS) int16 tensor (int8 for the 256-entry lookup) and timed (median of repeats); the shipped
+file holds nanoseconds per element with the machine description.  ``nn.relu`` stands for the memory floor
+(read, write, nothing else).  A fused chain f1..fk costs about floor + sum(cost(fi) - floor); the lookup
+costs cost(q.table[N]).  Table indices are uniform over the whole range (the worst case for the
+65536-entry table's cache footprint).
 
     python -m costmodel.elementwise --out costmodel/data/elementwise_x86_64.json
 """
@@ -60,7 +61,7 @@ OPS = ("nn.relu", "nn.clip", "q.requant", "q.shiftgelu", "q.shifttanh", "q.table
 
 
 def measure(ops: Sequence[str] = OPS, repeat: int = 15, log=print) -> dict[str, Any]:
-    from compiler.backends.tvm import BACKEND
+    from compiler import tunable
     from compiler.target import Target
     from costmodel.measure import machine_info
     target = Target.parse("llvm -num-threads=1")
@@ -68,7 +69,7 @@ def measure(ops: Sequence[str] = OPS, repeat: int = 15, log=print) -> dict[str, 
     out: dict[str, float] = {}
     for op in ops:
         g = _graph(op)
-        exe = BACKEND.build(g, target)
+        exe = tunable.provider().build_graph(g, target)
         x = g.inputs[0].type
         info = np.iinfo(x.dtype.numpy)
         inp = rng.integers(info.min, info.max + 1, x.shape).astype(x.dtype.numpy)

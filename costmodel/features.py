@@ -22,6 +22,7 @@ token 1/2-grams of the scheduled kernel's printed TIR, :data:`TEXT_DIM` buckets 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -30,6 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from compiler import tunable as T
+from compiler.host import host_cpu_name, host_vector_lanes
 
 FEATURE_VERSION = 2      # 2: op_matmul_int8 / op_bmm_int8 (the qmatmul and qbmm kernels); 1: three kinds
 TEXT_DIM = 64
@@ -86,7 +90,6 @@ def target_info(target: Any = None) -> TargetInfo:
     TargetInfo, or None (the host)."""
     if isinstance(target, TargetInfo):
         return target
-    from compiler.backends.tvm_kernels.common import host_cpu_name, host_vector_lanes
     mcpu, cores = None, None
     if target is not None and not isinstance(target, str):
         try:
@@ -117,18 +120,11 @@ def target_info(target: Any = None) -> TargetInfo:
 # kernel descriptions
 # ----------------------------------------------------------------------------------------------------------------
 def kind_of(spec: Any) -> str:
-    name = type(spec).__name__
-    if name == "Conv2dSpec":
-        return "conv"
-    if name == "QConvSpec":
-        return "qconv"
-    if name == "MatmulSpec":
-        return "matmul"
-    if name == "QMatmulSpec":
-        return "qmatmul"
-    if name == "QBmmSpec":
-        return "qbmm"
-    raise TypeError(f"no cost-model features for {name}")
+    """The kernel kind of ``spec`` (one of :data:`KINDS`), as its tunable kernel registers it."""
+    try:
+        return T.kernel_of(spec).kind
+    except TypeError:
+        raise TypeError(f"no cost-model features for {type(spec).__name__}") from None
 
 
 def _log2(x: float) -> float:
@@ -139,67 +135,9 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _conv_desc(spec) -> dict[str, float]:
-    from compiler.backends.tvm_kernels import conv2d as C
-    oh, ow = C.output_hw(spec)
-    ob = C.weight_out_block(spec)
-    kind = C.conv_kind(spec)
-    red = spec.ci_per_group * spec.kh * spec.kw
-    esz = 4
-    bytes_ = esz * (spec.n * spec.ci * spec.h * spec.w + spec.co * red + spec.n * spec.co * oh * ow
-                    * (2 if spec.has_residual else 1))
-    return dict(batch=spec.n, rows=spec.n * oh * ow, cols=spec.co, red=red, h=spec.h, w=spec.w, ci=spec.ci,
-                co=spec.co, kh=spec.kh, kw=spec.kw, stride=spec.stride[1], groups=spec.groups, oh=oh, ow=ow,
-                n_ocb=spec.co // ob, ob=ob, flops=spec.flops, bytes=bytes_, depthwise=kind == "depthwise",
-                ksplit=0, esz=esz)
-
-
-def _qconv_desc(spec) -> dict[str, float]:
-    from compiler.backends.tvm_kernels import qconv2d as Q
-    oh, ow = Q.output_hw(spec)
-    red = spec.cip * spec.kh * spec.kw
-    bytes_ = spec.n * spec.cip * spec.h * spec.w + spec.cop * red + spec.n * spec.cop * oh * ow
-    return dict(batch=spec.n, rows=spec.n * oh * ow, cols=spec.co, red=red, h=spec.h, w=spec.w, ci=spec.ci,
-                co=spec.co, kh=spec.kh, kw=spec.kw, stride=spec.stride[1], groups=1, oh=oh, ow=ow,
-                n_ocb=spec.cop // 16, ob=16, flops=2 * spec.macs, bytes=bytes_, depthwise=False, ksplit=0, esz=1)
-
-
-def _matmul_desc(spec) -> dict[str, float]:
-    from compiler.backends.tvm_kernels import matmul as M
-    from compiler.backends.tvm_kernels.common import prod
-    nbatch = prod(spec.batch)
-    mtot = spec.m * nbatch if spec.b_is_const else spec.m
-    bytes_ = 4 * (nbatch * spec.m * spec.k + (1 if spec.b_is_const else nbatch) * spec.k * spec.n
-                  + nbatch * spec.m * spec.n)
-    return dict(batch=nbatch, rows=nbatch * spec.m, cols=spec.n, red=spec.k, h=spec.m, w=spec.n, ci=spec.k,
-                co=spec.n, kh=1, kw=1, stride=1, groups=1, oh=mtot, ow=spec.n, n_ocb=spec.n // M.b_block(spec),
-                ob=M.b_block(spec), flops=spec.flops, bytes=bytes_, depthwise=False,
-                ksplit=M.k_split(spec) > 1, esz=4, mtot=mtot, outer=1 if spec.b_is_const else nbatch)
-
-
-def _qmm_desc(spec) -> dict[str, float]:
-    """int8 VNNI matmul (``qmatmul``: one (m, k) x constant (k, n)) or batched activation x activation matmul
-    (``qbmm``: bsz x (m, k) x (k, n)).  Laid out like a 1x1 VNNI conv with the rows as the output width: the
-    register tile is rows x 16-column blocks, one vpdpbusd per (row, block) and 4-deep reduction step."""
-    batched = type(spec).__name__ == "QBmmSpec"
-    bsz = spec.bsz if batched else 1
-    kp = spec.k if batched else spec.kp
-    np_ = spec.n if batched else spec.np_
-    osz = 1 if spec.rq is not None and spec.out_dtype != "int32" else 4
-    # a (+ its shifted copy for int8), the packed weight / panel, the output; qbmm adds the per-column bias
-    shifted = spec.a_dtype == "int8" or (not batched and spec.kp != spec.k)
-    bytes_ = bsz * (spec.m * kp * (2 if shifted else 1) + kp * np_ + spec.m * np_ * osz + (4 * np_ if batched
-                                                                                          else 0))
-    return dict(batch=bsz, rows=bsz * spec.m, cols=spec.n, red=kp, h=spec.m, w=np_, ci=spec.k, co=spec.n, kh=1,
-                kw=1, stride=1, groups=1, oh=1, ow=spec.m, n_ocb=np_ // 16, ob=16,
-                flops=2 * bsz * spec.m * spec.k * spec.n, bytes=bytes_, depthwise=False, ksplit=0, esz=1,
-                mtot=spec.m, outer=bsz)
-
-
 def describe(spec: Any) -> dict[str, float]:
-    """Shape-level description of a kernel (independent of the knobs)."""
-    return {"conv": _conv_desc, "qconv": _qconv_desc, "matmul": _matmul_desc, "qmatmul": _qmm_desc,
-            "qbmm": _qmm_desc}[kind_of(spec)](spec)
+    """Shape-level description of a kernel (independent of the knobs), as its tunable kernel gives it."""
+    return T.kernel_of(spec).describe(spec)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -313,23 +251,9 @@ def text_features(func_or_text: Any) -> np.ndarray:
 # candidates
 # ----------------------------------------------------------------------------------------------------------------
 def build_func(spec: Any, tile: Sequence[int] | None = None):
-    """The scheduled PrimFunc of ``spec`` with ``tile`` (None: the kernel's own choice)."""
-    kind = kind_of(spec)
+    """The scheduled kernel of ``spec`` with ``tile`` (None: the kernel's own choice)."""
     tile = None if tile is None else tuple(int(t) for t in tile)
-    if kind == "conv":
-        from compiler.backends.tvm_kernels import conv2d as C
-        return C.make_conv2d(spec, tile)
-    if kind == "qconv":
-        from compiler.backends.tvm_kernels import qconv2d as Q
-        return Q.make_qconv2d(spec, tile)
-    if kind == "qmatmul":
-        from compiler.backends.tvm_kernels import qmatmul as QM
-        return QM.make_qmatmul(spec, tile)
-    if kind == "qbmm":
-        from compiler.backends.tvm_kernels import qbmm as QB
-        return QB.make_qbmm(spec, tile)
-    from compiler.backends.tvm_kernels import matmul as M
-    return M.make_matmul(spec, tile)
+    return T.kernel_of(spec).build(spec, tile)
 
 
 def _divs(n: int) -> list[int]:
@@ -390,63 +314,28 @@ def candidate_tiles(spec: Any, max_acc: int = 28, limit: int = 32) -> list[tuple
 
 def default_tile(spec: Any) -> tuple[int, ...]:
     """The hand-written choice of the kernel (its ``pick_tile``, with the same arguments ``make_*`` uses)."""
-    kind = kind_of(spec)
-    if kind == "conv":
-        from compiler.backends.tvm_kernels import conv2d as C
-        _, ow = C.output_hw(spec)
-        ob = C.weight_out_block(spec)
-        from compiler.backends.tvm_kernels import conv2d_schedule as CS
-        max_acc = CS.MAX_ACC if C.conv_kind(spec) == "dense" else 8
-        return tuple(CS.pick_tile(spec.co // ob, ow, max_acc))
-    if kind == "qconv":
-        from compiler.backends.tvm_kernels import qconv2d as Q
-        _, ow = Q.output_hw(spec)
-        return tuple(Q.pick_tile(spec.cop // 16, ow))
-    if kind == "qmatmul":
-        from compiler.backends.tvm_kernels import qmatmul as QM
-        return tuple(QM.pick_tile(spec.m, spec.np_ // 16))
-    if kind == "qbmm":
-        from compiler.backends.tvm_kernels import qmatmul as QM
-        return tuple(QM.pick_tile(spec.m, spec.n // 16))
-    from compiler.backends.tvm_kernels import matmul as M
-    return tuple(M.pick_tile(spec))
+    return tuple(T.kernel_of(spec).default_tile(spec))
 
 
 def spec_to_json(spec: Any) -> dict[str, Any]:
     """JSON-able {kind, fields} of a spec (nested Requant dataclasses become dicts)."""
-    import dataclasses
     return {"kind": kind_of(spec), "fields": dataclasses.asdict(spec)}
 
 
-def _known(cls: Any, f: dict[str, Any]) -> dict[str, Any]:
-    """The fields of ``f`` the dataclass ``cls`` has (rows written by a newer kernel spec with an extra field at
-    its default still load; the default is what the older kernel did)."""
-    import dataclasses
-    names = {fl.name for fl in dataclasses.fields(cls)}
-    return {k: v for k, v in f.items() if k in names}
-
-
 def spec_from_json(obj: dict[str, Any]) -> Any:
+    """The spec of a :func:`spec_to_json` object (fields a newer spec added are dropped by the kernel)."""
     kind, f = obj["kind"], dict(obj["fields"])
     for k, v in list(f.items()):
         if isinstance(v, list):
             f[k] = tuple(v)
-    if kind == "conv":
-        from compiler.backends.tvm_kernels import conv2d as C
-        return C.Conv2dSpec(**_known(C.Conv2dSpec, f))
-    if kind == "qconv":
-        from compiler.backends.tvm_kernels import qconv2d as Q
-        for k in ("rq1", "rq1b", "rq2", "rq3"):
-            if f.get(k) is not None:
-                f[k] = Q.Requant(**_known(Q.Requant, f[k]))
-        return Q.QConvSpec(**_known(Q.QConvSpec, f))
-    if kind in ("qmatmul", "qbmm"):
-        from compiler.backends.tvm_kernels import qbmm as QB
-        from compiler.backends.tvm_kernels import qmatmul as QM
-        from compiler.backends.tvm_kernels.qconv2d import Requant
-        if f.get("rq") is not None:
-            f["rq"] = Requant(**_known(Requant, f["rq"]))
-        cls = QM.QMatmulSpec if kind == "qmatmul" else QB.QBmmSpec
-        return cls(**_known(cls, f))
-    from compiler.backends.tvm_kernels import matmul as M
-    return M.MatmulSpec(**_known(M.MatmulSpec, f))
+    return T.kernel(kind).from_fields(f)
+
+
+def make_spec(kind: str, **fields: Any) -> Any:
+    """The ``kind`` kernel spec with these dataclass fields (nested requants as dicts, as in the JSON).
+    Unlike :func:`spec_from_json`, a field the spec does not have is an error (a typo, not an old row)."""
+    kernel = T.kernel(kind)
+    unknown = set(fields) - {f.name for f in dataclasses.fields(kernel.spec_type)}
+    if unknown:
+        raise TypeError(f"{kernel.spec_type.__name__} has no field(s) {', '.join(sorted(unknown))}")
+    return kernel.from_fields(fields)

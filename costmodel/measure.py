@@ -1,8 +1,8 @@
 """Build a cost-model dataset by compiling and timing real kernels on this machine.
 
 A *task* is one kernel spec (fp32 conv, int8 VNNI conv, fp32 matmul, int8 VNNI matmul, int8 batched matmul); for each task every candidate register tile
-(:func:`costmodel.features.candidate_tiles`, at most ``max_candidates``) is scheduled with the project's own kernel
-builders, compiled with ``tvm.compile`` for the host, and timed with ``time_evaluator``: one warm-up call, then
+(:func:`costmodel.features.candidate_tiles`, at most ``max_candidates``) is built through the tunable-kernel
+interface (compiler/tunable.py), compiled for the host and timed by the kernels' provider: one warm-up call, then
 ``repeat`` repeats of ``number`` calls each (``number`` chosen so one repeat lasts >= ``min_repeat_ms``); the
 label is the **median** repeat.  Compilation is serial too (the machine is small and shared: timing while
 compiling would add noise).  Tasks are measured in a shuffled order and the run stops at ``budget_s`` seconds, so
@@ -27,6 +27,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from compiler import tunable as T
+from compiler.host import host_cpu_name
+from compiler.layouts import choose_blocks, int_in_block
 
 from . import features as F
 
@@ -77,10 +81,15 @@ KIND_NAMES = ("conv", "qconv", "matmul", "qmatmul", "qbmm")
 # task lists
 # ----------------------------------------------------------------------------------------------------------------
 def conv_spec(ci, h, co, k, s, p, n=1, groups=1, w=None):
-    from compiler.backends.tvm_kernels import conv2d as C
-    ib, ob = C.choose_blocks(ci, co, groups)
-    return C.Conv2dSpec(n, ci, h, w or h, co, k, k, stride=(s, s), pad=(p,) * 4, groups=groups, in_block=ib,
-                        out_block=ob, has_bias=True, activation="relu")
+    """fp32 conv with bias + relu in the blocked layouts the layout pass chooses."""
+    ib, ob = choose_blocks(ci, co, groups)
+    return F.make_spec("conv", n=n, ci=ci, h=h, w=w or h, co=co, kh=k, kw=k, stride=(s, s), pad=(p,) * 4,
+                       groups=groups, in_block=ib, out_block=ob, has_bias=True, activation="relu")
+
+
+def _requant(qmin: int, qmax: int, dtype: str, **form: str) -> dict[str, Any]:
+    """A fused requant's scalar fields (the spec's nested form, as in the JSON)."""
+    return dict(in_zp=0, out_zp=0, qmin=qmin, qmax=qmax, dtype=dtype, **form)
 
 
 # the form of a conv's requant to 8 bits on the fast path (shift >= 33 for every ResNet-50 conv): the kernel the
@@ -89,29 +98,27 @@ QCONV_RQ_FORM = "hi"
 
 
 def qconv_spec(ci, h, co, k, s, p, n=1, w=None):
-    from compiler.backends.tvm_kernels import qconv2d as Q
-    return Q.QConvSpec(n, ci, h, w or h, co, k, k, (s, s), (p,) * 4, x_dtype="uint8",
-                       in_block=Q.choose_in_block(ci), rq1=Q.Requant(0, 0, 0, 255, "uint8", form=QCONV_RQ_FORM))
+    """uint8 VNNI conv requantized to uint8."""
+    return F.make_spec("qconv", n=n, ci=ci, h=h, w=w or h, co=co, kh=k, kw=k, stride=(s, s), pad=(p,) * 4,
+                       x_dtype="uint8", in_block=int_in_block(ci),
+                       rq1=_requant(0, 255, "uint8", form=QCONV_RQ_FORM))
 
 
 def matmul_spec(batch, m, n, k, const=True, tb=False):
-    from compiler.backends.tvm_kernels import matmul as M
-    return M.MatmulSpec(tuple(batch), m, n, k, b_is_const=const, transpose_b=tb, has_bias=const)
+    """fp32 matmul; a constant weight comes with a bias."""
+    return F.make_spec("matmul", batch=tuple(batch), m=m, n=n, k=k, b_is_const=const, transpose_b=tb,
+                       has_bias=const)
 
 
 def qmatmul_spec(m, k, n, a_dtype="int8"):
     """int8 linear layer, requantized to int8 (what the integer-only encoder runs)."""
-    from compiler.backends.tvm_kernels import qmatmul as QM
-    from compiler.backends.tvm_kernels.qconv2d import Requant
-    return QM.QMatmulSpec(m, k, n, a_dtype, 0, Requant(0, 0, -128, 127, "int8"))
+    return F.make_spec("qmatmul", m=m, k=k, n=n, a_dtype=a_dtype, a_zp=0, rq=_requant(-128, 127, "int8"))
 
 
 def qbmm_spec(bsz, m, k, n, tb=False, a_dtype="int8"):
     """int8 x int8 batched matmul requantized to int8 (attention's Q K^T with ``tb``, P V without)."""
-    from compiler.backends.tvm_kernels import qbmm as QB
-    from compiler.backends.tvm_kernels.qconv2d import Requant
-    return QB.QBmmSpec(bsz, m, k, n, a_dtype, 0, "int8", 0, bool(tb), Requant(0, 0, -128, 127, "int8"),
-                       rq_m=1 << 14, rq_c=20)
+    return F.make_spec("qbmm", bsz=bsz, m=m, k=k, n=n, a_dtype=a_dtype, a_zp=0, b_dtype="int8", b_zp=0,
+                       transpose_b=bool(tb), rq=_requant(-128, 127, "int8"), rq_m=1 << 14, rq_c=20)
 
 
 def _random_convs(rng: random.Random, count: int) -> list[tuple]:
@@ -253,9 +260,7 @@ def task_name(spec: Any) -> str:
 # machine description
 # ----------------------------------------------------------------------------------------------------------------
 def machine_info(threads: int) -> dict[str, Any]:
-    import tvm
-
-    from compiler.backends.tvm_kernels.common import host_cpu_name
+    """The machine a measurement ran on (CPU, cores, threads, code generator and Python versions)."""
     name = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -266,7 +271,7 @@ def machine_info(threads: int) -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": name, "mcpu": host_cpu_name(), "cores": os.cpu_count(), "threads": threads,
-            "tvm": tvm.__version__, "python": platform.python_version(), "machine": platform.machine()}
+            **T.provider().toolchain(), "python": platform.python_version(), "machine": platform.machine()}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -274,91 +279,25 @@ def machine_info(threads: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 def arg_shapes(spec: Any) -> list[tuple[tuple[int, ...], str]]:
     """(shape, dtype) of every parameter of the kernel of ``spec``, output last (the ``make_*`` order)."""
-    kind = F.kind_of(spec)
-    if kind == "conv":
-        from compiler.backends.tvm_kernels import conv2d as C
-        dt = spec.dtype
-        out = [(C.data_shape(spec), dt), (C.weight_shape(spec), dt)]
-        if spec.has_bias:
-            out.append((C.bias_shape(spec), dt))
-        if spec.has_residual:
-            out.append((C.out_shape(spec), dt))
-        return out + [(C.out_shape(spec), dt)]
-    if kind == "qconv":
-        from compiler.backends.tvm_kernels import qconv2d as Q
-        def rq(r):
-            return ((3, spec.cop // 16, 16), Q.requant_dtype(r))
-        out = [(Q.data_shape(spec), spec.x_dtype), (Q.weight_shape(spec), "int8"), ((spec.cop // 16, 16), "int32")]
-        out += [rq(r) for r in (spec.rq1, spec.rq1b) if r is not None]
-        if spec.residual_dtype is not None:
-            out.append((Q.out_shape(spec), spec.residual_dtype))
-            out += [rq(r) for r in (spec.rq2, spec.rq3) if r is not None]
-        return out + [(Q.out_shape(spec), spec.out_dtype)]
-    if kind == "qmatmul":
-        from compiler.backends.tvm_kernels import qmatmul as QM
-        out = [((spec.m, spec.k), spec.a_dtype), ((spec.np_ // 16, spec.kp // 4, 16, 4), "int8"),
-               ((spec.np_,), "int32")]
-        if spec.rq is not None:
-            out.append(((3, spec.np_), "int64"))
-        return out + [(QM.out_shape(spec), spec.out_dtype)]
-    if kind == "qbmm":
-        from compiler.backends.tvm_kernels import qbmm as QB
-        return [((spec.bsz, spec.m, spec.k), spec.a_dtype), (QB.panel_shape(spec), "int8"),
-                ((spec.bsz, spec.n), "int32"), (QB.out_shape(spec), spec.out_dtype)]
-    from compiler.backends.tvm_kernels import matmul as M
-    out = [(M.a_shape(spec), spec.dtype), (M.b_shape(spec), spec.dtype)]
-    if spec.has_bias:
-        out.append(((spec.n,), spec.dtype))
-    return out + [(M.out_shape(spec), spec.dtype)]
-
-
-def _args_for(spec: Any, rng: np.random.Generator):
-    import tvm
-    out = []
-    for shape, dt in arg_shapes(spec):
-        a = rng.standard_normal(shape).astype(dt) if dt.startswith("float") else np.zeros(shape, dt)
-        out.append(tvm.runtime.tensor(a))
-    return out
+    return T.kernel_of(spec).arg_shapes(spec)
 
 
 def time_func(func, spec: Any, target, repeat: int = 5, min_repeat_ms: float = 15.0) -> tuple[float, list[float]]:
-    """(median seconds, per-repeat seconds) of the scheduled PrimFunc ``func`` of ``spec`` compiled for
-    ``target``."""
-    import tvm
-    lib = tvm.compile(tvm.IRModule({"main": func}), target)
-    args = _args_for(spec, np.random.default_rng(0))
-    lib["main"](*args)                                       # warm-up (also page-faults the buffers in)
-    t0 = time.perf_counter()
-    lib["main"](*args)
-    once = max(time.perf_counter() - t0, 1e-7)
-    number = max(1, int(min_repeat_ms * 1e-3 / once))
-    ev = lib.mod.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)
-    runs = [float(r) for r in ev(*args).results]
+    """(median seconds, per-repeat seconds) of the built kernel ``func`` of ``spec`` compiled for ``target``
+    (the provider's, e.g. ``host_target(threads)``): one warm-up call, then ``repeat`` repeats of calls
+    lasting >= ``min_repeat_ms``."""
+    runs = T.provider().time_kernels([func], arg_shapes(spec), target, repeat, min_repeat_ms,
+                                     interleaved=False)[0]
     return float(np.median(runs)), runs
 
 
 def time_funcs_interleaved(funcs: Sequence[Any], spec: Any, target, repeat: int = 5,
                            min_repeat_ms: float = 15.0) -> list[tuple[float, list[float]]]:
-    """(median seconds, per-round seconds) of each scheduled PrimFunc of one ``spec``, timed in ``repeat``
+    """(median seconds, per-round seconds) of each built kernel of one ``spec``, timed in ``repeat``
     interleaved rounds: every round times each candidate once (``number`` calls, >= ``min_repeat_ms``), so a
     burst of load from another process hits all candidates of the task alike instead of a contiguous few (the
     within-task ranking is what the policy needs)."""
-    import tvm
-    args = _args_for(spec, np.random.default_rng(0))
-    libs, numbers = [], []
-    for func in funcs:
-        lib = tvm.compile(tvm.IRModule({"main": func}), target)
-        lib["main"](*args)                                   # warm-up
-        t0 = time.perf_counter()
-        lib["main"](*args)
-        once = max(time.perf_counter() - t0, 1e-7)
-        number = max(1, int(min_repeat_ms * 1e-3 / once))
-        libs.append(lib.mod.time_evaluator("main", tvm.cpu(), number=number, repeat=1))
-        numbers.append(number)
-    runs: list[list[float]] = [[] for _ in funcs]
-    for _ in range(repeat):
-        for i, ev in enumerate(libs):
-            runs[i].append(float(ev(*args).results[0]))
+    runs = T.provider().time_kernels(funcs, arg_shapes(spec), target, repeat, min_repeat_ms, interleaved=True)
     return [(float(np.median(r)), r) for r in runs]
 
 
@@ -371,8 +310,7 @@ def measure(tasks: Sequence[Any], out_path: str, budget_s: float = 480.0, max_ca
     (:func:`time_funcs_interleaved`); else one after the other (:func:`time_func`).  Returns a summary
     {rows, tasks, seconds, failures}."""
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
-    from compiler.backends.tvm_kernels.common import SCHEDULE_ATTR, host_target
-    target = host_target(threads)
+    target = T.provider().host_target(threads)
     machine = machine_info(threads)
     order = list(tasks)
     random.Random(seed).shuffle(order)
@@ -403,7 +341,7 @@ def measure(tasks: Sequence[Any], out_path: str, budget_s: float = 480.0, max_ca
                     progress(i, len(todo), name)
                 try:
                     func = F.build_func(spec, tile)
-                    sched = str(func.attrs[SCHEDULE_ATTR]) if SCHEDULE_ATTR in func.attrs else "?"
+                    sched = T.provider().schedule_of(func) or "?"
                     if sched != "tiled":
                         failures += 1
                         continue

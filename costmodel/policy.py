@@ -36,6 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from compiler import tunable as T
+from compiler.layouts import int_in_block
+
 from . import features as F
 from .elementwise import choose_table  # noqa: F401  (the tabulate pass's decision)
 
@@ -324,11 +327,10 @@ def choose_qbmm_tile(spec: Any, target: Any = None) -> tuple[int, int]:
 def kernel(spec: Any, target: Any = None):
     """The scheduled PrimFunc of ``spec`` with the policy's tile, the decision recorded as attributes.  Falls back
     to the hand-written tile if the chosen one does not give the tiled schedule."""
-    from compiler.backends.tvm_kernels.common import SCHEDULE_ATTR
     tile, source = choose(spec, target)
     try:
         func = F.build_func(spec, tile)
-        ok = SCHEDULE_ATTR not in func.attrs or str(func.attrs[SCHEDULE_ATTR]) == "tiled"
+        ok = T.provider().schedule_of(func) in (None, "tiled")
     except Exception:  # noqa: BLE001
         ok = False
     if not ok and source == "model":
@@ -376,8 +378,7 @@ def layer_kernel_spec(kind: str, x_shape: tuple[int, ...], w_shape: tuple[int, .
       requant).
     Raises :class:`LatencyUnavailable` for layers no measured kernel covers (grouped / depthwise / dilated / 1-D
     / 3-D convs)."""
-    from compiler.backends.tvm_kernels import qconv2d as Q
-    rq = Q.Requant(0, 0, 0, 255, "uint8")
+    rq = dict(in_zp=0, out_zp=0, qmin=0, qmax=255, dtype="uint8")
     if kind == "conv":
         if len(x_shape) != 4 or len(w_shape) != 4:
             raise LatencyUnavailable(f"{len(x_shape) - 2}-D conv: the cost model covers 2-D convs only")
@@ -387,17 +388,17 @@ def layer_kernel_spec(kind: str, x_shape: tuple[int, ...], w_shape: tuple[int, .
             raise LatencyUnavailable("dilated conv: not in the cost model's data")
         n, ci, h, w = (int(v) for v in x_shape)
         co, _, kh, kw = (int(v) for v in w_shape)
-        spec = Q.QConvSpec(n, ci, h, w, co, kh, kw, tuple(int(s) for s in strides[:2]),
-                           tuple(int(p) for p in pads[:4]), x_dtype="uint8", in_block=Q.choose_in_block(ci),
-                           rq1=rq)
+        spec = F.make_spec("qconv", n=n, ci=ci, h=h, w=w, co=co, kh=kh, kw=kw,
+                           stride=tuple(int(s) for s in strides[:2]), pad=tuple(int(p) for p in pads[:4]),
+                           x_dtype="uint8", in_block=int_in_block(ci), rq1=rq)
         return spec, "int8 VNNI conv"
     if kind == "matmul":
         if len(w_shape) != 2:
             raise LatencyUnavailable("matmul with a batched weight: not in the cost model's data")
         k, n_out = (int(v) for v in w_shape)
         rows = int(np.prod(x_shape[:-1])) if len(x_shape) > 1 else 1
-        from compiler.backends.tvm_kernels import qmatmul as QM
-        return QM.QMatmulSpec(rows, k, n_out, "uint8", 0, rq), "int8 VNNI matmul"
+        spec = F.make_spec("qmatmul", m=rows, k=k, n=n_out, a_dtype="uint8", a_zp=0, rq=rq)
+        return spec, "int8 VNNI matmul"
     raise LatencyUnavailable(f"layer kind {kind!r}: conv or matmul")
 
 

@@ -1,6 +1,7 @@
 """The layering the design asks for, checked on the source: no import cycle inside passes/, the backends
-never import the cost model (the tile decisions reach them as IR attributes), the passes import without
-TVM or IREE, and no backend file grows past 400 lines."""
+never import the cost model (the tile decisions reach them as IR attributes) nor the cost model a backend
+(it asks kernels through compiler/tunable.py), the passes import without TVM or IREE, and no backend file
+grows past 400 lines."""
 from __future__ import annotations
 
 import ast
@@ -46,19 +47,44 @@ def test_backends_do_not_import_the_cost_model():
     assert not bad, f"backend files importing costmodel: {bad}"
 
 
+def test_cost_model_imports_no_backend():
+    """The cost model reaches kernels through compiler/tunable.py only: no import of compiler/backends/,
+    TVM or IREE anywhere in costmodel/ (function-level imports count too)."""
+    bad = {str(p.relative_to(ROOT)): sorted(i for i in _imports(p) if _is_backend(i))
+           for p in (ROOT / "costmodel").rglob("*.py")}
+    bad = {p: mods for p, mods in bad.items() if mods}
+    assert not bad, f"cost-model files importing a backend: {bad}"
+
+
+def _is_backend(module: str) -> bool:
+    """compiler.backends or anything under it (`from compiler import backends` included), tvm, iree."""
+    return module in ("compiler.backends", "tvm", "iree") or module.startswith(
+        ("compiler.backends.", "tvm.", "iree."))
+
+
 def test_no_backend_file_over_400_lines():
     long = {str(p.relative_to(ROOT)): n for p in (ROOT / "compiler" / "backends").rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
 
 
-def test_passes_import_without_tvm_or_iree():
+def _import_without_tvm_or_iree(modules: str) -> subprocess.CompletedProcess:
+    """Import ``modules`` in a fresh interpreter where importing tvm or iree fails."""
     code = ("import builtins\nreal = builtins.__import__\n"
             "def guard(name, *a, **k):\n"
             "    if name.split('.')[0] in ('tvm', 'iree'):\n"
             "        raise ImportError('blocked ' + name)\n"
             "    return real(name, *a, **k)\n"
             "builtins.__import__ = guard\n"
-            "import passes, passes.fusion, passes.layout, passes.tiles\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+            f"import {modules}\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_passes_import_without_tvm_or_iree():
+    r = _import_without_tvm_or_iree("passes, passes.fusion, passes.layout, passes.tiles")
+    assert r.returncode == 0, r.stderr
+
+
+def test_cost_model_imports_without_tvm_or_iree():
+    r = _import_without_tvm_or_iree("costmodel.features, costmodel.policy, costmodel.measure, costmodel.model")
     assert r.returncode == 0, r.stderr

@@ -9,52 +9,15 @@ from __future__ import annotations
 
 import math
 import os
-from functools import lru_cache
 from typing import Iterable, Optional, Sequence
 
 import tvm
 from tvm import te, tirx
 
+from compiler.host import host_cpu_name, host_vector_lanes  # noqa: F401  (re-exported)
+
 OP_PATTERN_OPAQUE = 8  # relax kOpaque: FuseOps leaves such PrimFuncs alone
 SCHEDULE_ATTR = "tvm_kernels.schedule"  # which schedule was applied: "tiled" / "simple" / "none"
-
-
-@lru_cache(maxsize=None)
-def host_cpu_name() -> str:
-    """LLVM's name for the host CPU (e.g. ``"znver4"``), or ``"generic"`` if it cannot be detected."""
-    try:
-        from tvm.target import codegen
-
-        name = str(codegen.llvm_get_system_cpu())
-        if name and codegen.llvm_is_valid_cpu(name, ""):
-            return name
-    except Exception:  # pragma: no cover - depends on the TVM build
-        pass
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = line
-                    break
-    except OSError:
-        pass
-    if "avx512f" in flags:
-        return "skylake-avx512"
-    if "avx2" in flags:
-        return "haswell"
-    return "generic"
-
-
-def host_vector_lanes(dtype_bits: int = 32) -> int:
-    """FP32 lanes of the widest vector register on the host (16 with AVX-512, 8 with AVX2, else 4)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((l for l in f if l.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    bits = 512 if "avx512f" in flags else 256 if "avx2" in flags or " avx " in flags else 128
-    return bits // dtype_bits
 
 
 def host_target(num_cores: Optional[int] = None) -> tvm.target.Target:
