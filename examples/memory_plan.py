@@ -4,8 +4,11 @@
 
 Prints each buffer (the values stored in it: a reshape's view and an in-place result share their
 input's bytes), its size, its live range in kernel steps and its offset; then the arena against the
-live-bytes lower bound, the best greedy placement and whether the search proved the arena minimal. The
-executable does not yet place its buffers by this plan; it is reported (manifest.json, cm.memory).
+live-bytes lower bound, the best greedy placement, the planner that won and whether it proved the arena
+minimal; the fast-tier (per-core L2) mapping with its predicted DRAM traffic saved; and writes the
+memory timeline (time x address, lower bound marked) to out/memory_timeline.png and the tiered one to
+out/memory_timeline_tiered.png. The executable does not yet place its buffers by this plan; it is
+reported (manifest.json, cm.memory, cm.memory_timeline(path)).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compiler.api import final_ir
+from compiler.memory_timeline import draw
 from examples import zoo
 from passes.memory import live_bytes
 
@@ -40,6 +44,14 @@ def main() -> None:
     peak = live.index(max(live))
     print(f"\nlive bytes peak at step {peak} ({g.nodes[peak].name}): {max(live)}")
     print(plan)
+    tier = plan.fast_tier
+    print(f"fast tier: {[plan.buffers[i].values[0] for i in tier.chosen]} in the lowest "
+          f"{tier.capacity_bytes} bytes ({tier.planner}{', proven best' if tier.optimal else ''}); "
+          f"arena with them there first: {tier.arena_bytes} bytes")
+    out = Path(__file__).resolve().parents[1] / "out"
+    out.mkdir(exist_ok=True)
+    print("timeline:", draw(plan, out / "memory_timeline.png"),
+          draw(plan, out / "memory_timeline_tiered.png", tiered=True))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""plan_memory: every intermediate buffer of the final IR at an offset in one arena.
+"""plan_memory: every intermediate buffer of the final IR at an offset in one arena, and which of them
+a fast tier (the per-core L2) keeps.
 
 Liveness runs over the final node order (time t = index of a top-level node; a node's inputs and
 outputs are all live at its time). Graph inputs, graph outputs and constants are not arena buffers.
@@ -10,29 +11,26 @@ Two rules let values share a buffer:
            does the same with an operand that reaches its output only through such elementwise body
            ops (a residual add's other operand), never with what its anchor reads.
 
-The lower bound is the most bytes live at any time. Offsets come from best-fit / first-fit greedy
-placement in several orders (size, lifetime, area, conflict degree, start, as XLA's heap simulator
-does), then a search that keeps the best result: a branch-and-bound over placement orders for small
-problems (exact: placing every buffer at its lowest free offset, in the order of the offsets of an
-optimal packing, reproduces that packing or a lower one, so it suffices to search orders whose
-offsets do not decrease) and a seeded local search over orders otherwise. Both have deterministic
-work budgets, so the plan, and the artifact, are the same on every run.
+The lower bound is the most bytes live at any time. Offsets come from passes.memory_search: greedy
+placements in several orders, then CP-SAT (proves optimality) on small problems or a tree search over
+placement orders on large ones. The two-level mapping picks, by bytes accessed over size, the
+short-lived buffers that fit together in a fast region of the arena's lowest bytes (reused first,
+so they land on cache-warm lines) and reports the DRAM traffic that saves by that estimate.
 """
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from compiler.ir import Graph, Node, Value
 from compiler.ops import kernel, shape
 from passes.base import PassContext, register_pass
+from passes.memory_search import SearchLimits, place_around, search, select_fast
 
 ALIGNMENT = {"llvm": 64, "cuda": 256}
-EXACT_MAX_BUFFERS = 64          # branch-and-bound on problems up to this many buffers
-EXACT_NODE_BUDGET = 100_000     # placements the exact search may try
-LOCAL_SEARCH_EVALS = 400        # orders the local search may evaluate
+FALLBACK_FAST_BYTES = 1 << 20   # the fast tier when the machine does not say its L2 size
 
 
 @dataclass(frozen=True)
@@ -50,6 +48,28 @@ class Buffer:
 
 
 @dataclass(frozen=True)
+class FastTier:
+    """The two-level mapping: which buffers a fast region [0, capacity_bytes) of the arena holds, the
+    offsets of every buffer with them placed there first, and the predicted DRAM traffic saved (every
+    access to a fast-tier buffer counted as a cache hit: an estimate, not a measurement)."""
+
+    capacity_bytes: int
+    chosen: tuple[int, ...]           # buffer indices in the fast region
+    offsets: tuple[int, ...]          # per buffer, with the chosen ones below capacity_bytes
+    arena_bytes: int                  # the arena of this placement (>= the size-only plan's)
+    traffic_bytes: int                # bytes all arena buffers are read and written, per run
+    saved_bytes: int                  # of those, the fast-tier buffers' share
+    planner: str
+    optimal: bool                     # CP-SAT proved no packing into the region saves more
+
+    def to_json(self) -> dict[str, Any]:
+        return {"capacity_bytes": self.capacity_bytes, "chosen": list(self.chosen),
+                "offsets": list(self.offsets), "arena_bytes": self.arena_bytes,
+                "traffic_bytes": self.traffic_bytes, "saved_bytes": self.saved_bytes,
+                "planner": self.planner, "optimal": self.optimal}
+
+
+@dataclass(frozen=True)
 class MemoryPlan:
     buffers: tuple[Buffer, ...]
     offsets: tuple[int, ...]          # per buffer, a multiple of `alignment`
@@ -57,25 +77,39 @@ class MemoryPlan:
     lower_bound_bytes: int
     alignment: int
     planner: str                      # which method gave the kept placement
-    optimal: bool                     # proven minimal (equals the bound, or the exact search finished)
+    optimal: bool                     # proven minimal (equals the bound, or CP-SAT proved it)
     greedy_bytes: int                 # the best greedy placement, before the search
+    fast_tier: FastTier | None = None
     search_seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def ratio(self) -> float:
+        """Arena over the live-bytes lower bound (1.0 when it is reached)."""
+        return self.arena_bytes / self.lower_bound_bytes if self.lower_bound_bytes else 1.0
 
     def offset_of(self) -> dict[str, int]:
         """value name -> byte offset in the arena."""
         return {v: o for b, o in zip(self.buffers, self.offsets) for v in b.values}
 
     def to_json(self) -> dict[str, Any]:
-        """What the artifact's manifest records (deterministic: no timings)."""
-        return {"arena_bytes": self.arena_bytes, "lower_bound_bytes": self.lower_bound_bytes,
-                "planner": self.planner, "optimal": self.optimal, "alignment": self.alignment,
-                "buffers": len(self.buffers), "greedy_bytes": self.greedy_bytes}
+        """What the artifact's manifest records (deterministic: no timings). `timeline` is one
+        [start, end, offset, bytes] per buffer, what memory_timeline draws."""
+        out = {"arena_bytes": self.arena_bytes, "lower_bound_bytes": self.lower_bound_bytes,
+               "ratio": round(self.ratio, 4), "planner": self.planner, "optimal": self.optimal,
+               "alignment": self.alignment, "buffers": len(self.buffers),
+               "greedy_bytes": self.greedy_bytes,
+               "timeline": [[b.start, b.end, o, b.size] for b, o in zip(self.buffers, self.offsets)]}
+        if self.fast_tier is not None:
+            out["fast_tier"] = self.fast_tier.to_json()
+        return out
 
     def __str__(self) -> str:
-        ratio = self.arena_bytes / self.lower_bound_bytes if self.lower_bound_bytes else 1.0
+        tier = self.fast_tier
+        fast = (f"; fast tier {tier.capacity_bytes} bytes: {len(tier.chosen)} buffers, predicted DRAM "
+                f"traffic saved {tier.saved_bytes} of {tier.traffic_bytes} bytes" if tier else "")
         return (f"arena {self.arena_bytes} bytes for {len(self.buffers)} buffers, lower bound "
-                f"{self.lower_bound_bytes} ({ratio:.4f}x), greedy {self.greedy_bytes}; {self.planner}"
-                f"{', proven optimal' if self.optimal else ''}")
+                f"{self.lower_bound_bytes} ({self.ratio:.4f}x), greedy {self.greedy_bytes}; {self.planner}"
+                f"{', proven optimal' if self.optimal else ''}{fast}")
 
 
 # -- liveness -------------------------------------------------------------------------------------
@@ -204,197 +238,74 @@ def lower_bound(buffers: list[Buffer]) -> int:
 
 # -- placement ------------------------------------------------------------------------------------
 
-def conflicts(buffers: list[Buffer]) -> list[list[int]]:
-    """For each buffer, the buffers whose live ranges overlap its own."""
-    order = sorted(range(len(buffers)), key=lambda i: buffers[i].start)
-    out: list[list[int]] = [[] for _ in buffers]
-    active: list[int] = []
-    for i in order:
-        active = [j for j in active if buffers[j].end >= buffers[i].start]
-        for j in active:
-            out[i].append(j)
-            out[j].append(i)
-        active.append(i)
-    return out
-
-
-def place(order: list[int], sizes: list[int], conf: list[list[int]], fit: str) -> tuple[list[int], int]:
-    """Place buffers in `order`, each in the smallest free gap among the buffers it conflicts with
-    ("best") or the lowest ("first"); (offsets, arena bytes)."""
-    off = [-1] * len(sizes)
-    top = 0
-    for i in order:
-        s = sizes[i]
-        busy = sorted((off[j], off[j] + sizes[j]) for j in conf[i] if off[j] >= 0)
-        cur, chosen, gap = 0, -1, None
-        for a, b in busy:
-            if a - cur >= s:
-                if fit == "first":
-                    chosen = cur
-                    break
-                if gap is None or a - cur < gap:
-                    chosen, gap = cur, a - cur
-            cur = max(cur, b)
-        off[i] = cur if chosen < 0 else chosen
-        top = max(top, off[i] + s)
-    return off, top
-
-
-def greedy_orders(buffers: list[Buffer], conf: list[list[int]]) -> dict[str, list[int]]:
-    """The orderings XLA's heap simulator tries, largest first, ties by start time."""
-    idx = range(len(buffers))
-    life = [b.end - b.start + 1 for b in buffers]
-    degree = [sum(buffers[j].size for j in conf[i]) for i in idx]
-    keys = {
-        "size": lambda i: (-buffers[i].size, -life[i], buffers[i].start),
-        "lifetime": lambda i: (-life[i], -buffers[i].size, buffers[i].start),
-        "area": lambda i: (-buffers[i].size * life[i], buffers[i].start),
-        "conflict": lambda i: (-degree[i], -buffers[i].size, buffers[i].start),
-        "start": lambda i: (buffers[i].start, -buffers[i].size),
-    }
-    return {name: sorted(idx, key=lambda i, k=k: (k(i), i)) for name, k in keys.items()}
-
-
-@dataclass
-class _Best:
-    height: int
-    offsets: list[int]
-    planner: str
-
-
-def _greedy(buffers: list[Buffer], conf: list[list[int]]) -> _Best:
-    sizes = [b.size for b in buffers]
-    best = None
-    for name, order in greedy_orders(buffers, conf).items():
-        for fit in ("best", "first"):
-            off, h = place(order, sizes, conf, fit)
-            if best is None or h < best.height:
-                best = _Best(h, off, f"greedy {fit}-fit by {name}")
-    return best
-
-
-def exact_search(buffers: list[Buffer], conf: list[list[int]], best: _Best, bound: int,
-                 budget: int = EXACT_NODE_BUDGET) -> bool:
-    """Branch and bound over lowest-fit placement orders with non-decreasing (offset, index); improves
-    `best` in place. True when the search finished (best is then optimal)."""
-    n, sizes = len(buffers), [b.size for b in buffers]
-    horizon = max(b.end for b in buffers) + 1
-    off = [-1] * n
-    rem_live = [0] * horizon               # bytes of unplaced buffers live at each time
-    for b in buffers:
-        for t in range(b.start, b.end + 1):
-            rem_live[t] += b.size
-    tried = 0
-
-    def lowest(i: int) -> int:
-        cur = 0
-        for a, b in sorted((off[j], off[j] + sizes[j]) for j in conf[i] if off[j] >= 0):
-            if a - cur >= sizes[i]:
-                return cur
-            cur = max(cur, b)
-        return cur
-
-    def floor_bound(last: int) -> int:
-        # every unplaced buffer goes at or above `last`; at each time they and the placed bytes above
-        # `last` are disjoint, so the arena is at least last + both
-        above = [0] * horizon
-        for j in range(n):
-            if off[j] >= 0 and off[j] + sizes[j] > last:
-                part = off[j] + sizes[j] - max(off[j], last)
-                for t in range(buffers[j].start, buffers[j].end + 1):
-                    above[t] += part
-        return max((last + rem_live[t] + above[t] for t in range(horizon) if rem_live[t]), default=0)
-
-    def dfs(placed: int, last: tuple[int, int], height: int) -> bool:
-        nonlocal tried
-        if placed == n:
-            if height < best.height:
-                best.height, best.offsets, best.planner = height, list(off), "exact branch-and-bound"
-            return True
-        if best.height <= bound:
-            return True
-        cands = []
-        for i in range(n):
-            if off[i] < 0:
-                o = lowest(i)
-                if (o, i) > last and max(height, o + sizes[i]) < best.height:
-                    cands.append((o, -sizes[i], i))
-        cands.sort()
-        for o, _, i in cands:
-            if tried >= budget:
-                return False
-            tried += 1
-            off[i] = o
-            for t in range(buffers[i].start, buffers[i].end + 1):
-                rem_live[t] -= sizes[i]
-            h = max(height, o + sizes[i])
-            ok = True
-            if h < best.height and floor_bound(o) < best.height:
-                ok = dfs(placed + 1, (o, i), h)
-            for t in range(buffers[i].start, buffers[i].end + 1):
-                rem_live[t] += sizes[i]
-            off[i] = -1
-            if not ok:
-                return False
-        return True
-
-    return dfs(0, (-1, -1), 0)
-
-
-def local_search(buffers: list[Buffer], conf: list[list[int]], best: _Best, bound: int,
-                 evals: int = LOCAL_SEARCH_EVALS, seed: int = 0) -> None:
-    """Seeded search over placement orders: move a buffer at the peak, or a random one, earlier, and
-    keep the order when the arena does not grow. Improves `best` in place."""
-    rng = random.Random(seed)
-    sizes = [b.size for b in buffers]
-    order = sorted(range(len(buffers)), key=lambda i: best.offsets[i])
-    cur_h = place(order, sizes, conf, "first")[1]
-    for k in range(evals):
-        if best.height <= bound:
-            return
-        cand = list(order)
-        offs = place(cand, sizes, conf, "first")[0]
-        peak = [i for i in range(len(sizes)) if offs[i] + sizes[i] == cur_h]
-        i = rng.choice(peak) if peak and rng.random() < 0.7 else rng.randrange(len(cand))
-        pos = cand.index(i)
-        cand.pop(pos)
-        cand.insert(rng.randrange(pos + 1), i)
-        fit = "first" if k % 2 == 0 else "best"
-        off, h = place(cand, sizes, conf, fit)
-        if h <= cur_h:
-            order, cur_h = cand, h
-            if h < best.height:
-                best.height, best.offsets, best.planner = h, off, "local search over orders"
-
-
-def plan_buffers(buffers: list[Buffer], alignment: int = 1, *, exact_budget: int = EXACT_NODE_BUDGET,
-                 local_evals: int = LOCAL_SEARCH_EVALS) -> MemoryPlan:
-    """Offsets for `buffers` (sizes already aligned): the best greedy placement, then the search."""
+def plan_buffers(buffers: list[Buffer], alignment: int = 1, limits: SearchLimits = SearchLimits(),
+                 *, benefit: list[float] | None = None, fast_bytes: int | None = None) -> MemoryPlan:
+    """Offsets for `buffers` (sizes already aligned): the best greedy placement, then the search
+    (passes.memory_search). With `benefit` (bytes accessed per buffer) and `fast_bytes`, also the
+    two-level mapping."""
     t0 = time.perf_counter()
     bound = lower_bound(buffers)
     if not buffers:
         return MemoryPlan((), (), 0, 0, alignment, "empty", True, 0)
-    conf = conflicts(buffers)
-    best = _greedy(buffers, conf)
-    greedy = best.height
-    proven = best.height <= bound
-    if not proven and len(buffers) <= EXACT_MAX_BUFFERS:
-        proven = exact_search(buffers, conf, best, bound, exact_budget)
-    if not proven:
-        local_search(buffers, conf, best, bound, local_evals)
-        proven = best.height <= bound
+    best, greedy_bytes, proven = search(buffers, bound, limits)
+    tier = None
+    if benefit is not None and fast_bytes:
+        tier = fast_tier(buffers, benefit, fast_bytes - fast_bytes % max(alignment, 1), limits)
     return MemoryPlan(tuple(buffers), tuple(best.offsets), best.height, bound, alignment, best.planner,
-                      proven, greedy, time.perf_counter() - t0)
+                      proven, greedy_bytes, tier, time.perf_counter() - t0)
 
 
-def plan(g: Graph, alignment: int = 64, **search: int) -> MemoryPlan:
-    """The arena plan of the final IR `g`."""
-    return plan_buffers(buffers_of(g, alignment), alignment, **search)
+def fast_tier(buffers: list[Buffer], benefit: list[float], capacity: int,
+              limits: SearchLimits = SearchLimits()) -> FastTier:
+    """The buffers the fast region [0, capacity) keeps (passes.memory_search.select_fast) and the
+    arena with them placed there first, every other buffer around them."""
+    sel = select_fast(buffers, benefit, capacity, limits)
+    placed = place_around(buffers, sel.offsets)
+    return FastTier(capacity, tuple(sel.chosen), tuple(placed.offsets), placed.height,
+                    int(sum(benefit)), int(sel.benefit), sel.planner, sel.optimal)
+
+
+def access_bytes(g: Graph, buffers: list[Buffer]) -> list[float]:
+    """Per buffer, the bytes the kernels touching it move per run: each value written once by its
+    producer and read once by each node that takes it (the benefit of keeping it in the fast tier)."""
+    reads: dict[str, int] = {}
+    nbytes: dict[str, int] = {}
+    for n in g.nodes:
+        for v in n.inputs:
+            reads[v.name] = reads.get(v.name, 0) + 1
+        for v in n.outputs:
+            nbytes[v.name] = v.type.nbytes
+    return [float(sum(nbytes.get(v, 0) * (1 + reads.get(v, 0)) for v in b.values)) for b in buffers]
+
+
+def l2_bytes(root: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """This machine's per-core L2 (data or unified) cache in bytes, from sysfs; 1 MiB when unknown."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    for index in sorted(Path(root).glob("index*")):
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        if level == "2" and kind in ("Unified", "Data") and size:
+            return int(size.rstrip("KMG")) * units.get(size[-1], 1)
+    return FALLBACK_FAST_BYTES
+
+
+def plan(g: Graph, alignment: int = 64, limits: SearchLimits = SearchLimits(), *,
+         fast_bytes: int | None = None) -> MemoryPlan:
+    """The arena plan of the final IR `g`; with `fast_bytes`, also the two-level mapping."""
+    bufs = buffers_of(g, alignment)
+    benefit = access_bytes(g, bufs) if fast_bytes else None
+    return plan_buffers(bufs, alignment, limits, benefit=benefit, fast_bytes=fast_bytes)
 
 
 @register_pass("plan_memory")
 def plan_memory(g: Graph, ctx: PassContext) -> Graph:
-    """Liveness and arena offsets of every intermediate buffer (an analysis: ctx.results['memory'])."""
+    """Liveness, arena offsets of every intermediate buffer and, on the CPU, the fast-tier (per-core L2)
+    mapping (an analysis: ctx.results['memory'])."""
     kind = getattr(ctx.target, "kind", "llvm")
-    ctx.results["memory"] = plan(g, ALIGNMENT.get(kind, 64))
+    fast = l2_bytes() if kind == "llvm" else None
+    ctx.results["memory"] = plan(g, ALIGNMENT.get(kind, 64), fast_bytes=fast)
     return g

@@ -27,6 +27,7 @@ import compiler.backends.tvm_fused  # noqa: F401  (registers the kernel-level IR
 from compiler.backends.tvm_lower import LOWERINGS, LowerCtx, lowers
 from compiler.backends.tvm_lower.registry import first_lines, lower_nodes, read, tvm_dtype
 from compiler.backends.tvm_lower.schedule import schedule_module
+from compiler.backends.tvm_memory import tvm_planner_bytes
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
 from compiler.ir import Graph
 from compiler.ops.registry import OpDef
@@ -109,6 +110,7 @@ class TVMExecutable:
         self._main = self._vm["main"]
         self._staging: list | None = None
         self._lock = threading.Lock()
+        self.memory_report: dict[str, int] = {}     # what the build learned of memory (tvm_memory)
 
     def _set_threads(self) -> None:
         n = self._target.threads()
@@ -249,8 +251,11 @@ class TVMBackend:
         relax_text = mod.script()
         mod = _run_tvm("optimize the relax module", optimize, mod, tt, target.cpu)
         tir_text = mod.script()
+        relax_bytes = _run_tvm("plan memory as Relax does", tvm_planner_bytes, mod, tt)
         ex = _run_tvm("compile for llvm", tvm.compile, mod, target=tt)
-        return TVMExecutable(ex.mod, g, target, relax_text, tir_text, executable=ex)
+        exe = TVMExecutable(ex.mod, g, target, relax_text, tir_text, executable=ex)
+        exe.memory_report = {"tvm_planner_bytes": relax_bytes}
+        return exe
 
     def load(self, library: bytes, signature: object, target: Target) -> TVMExecutable:
         """An executable from `library_bytes()`; it can run but not re-emit relax/tir/asm."""
