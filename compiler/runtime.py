@@ -105,14 +105,35 @@ class CompiledModel:
         self.report = None              # per-layer quantization report (quantized compiles)
         self.memory_plan = None         # passes.memory.MemoryPlan of the final IR (None after load)
         self._memory: dict[str, Any] | None = None     # the manifest's memory object, after load
+        self._energy: dict[str, Any] | None = None     # the manifest's energy object, after load
 
     @property
     def memory(self) -> dict[str, Any] | None:
-        """The arena plan as the manifest records it: arena_bytes, lower_bound_bytes, planner, optimal
-        (proven minimal), alignment, buffers, greedy_bytes; None when plan_memory did not run."""
-        if self.memory_plan is not None:
-            return self.memory_plan.to_json()
+        """The arena plan as the manifest records it: arena_bytes, lower_bound_bytes, ratio, planner,
+        optimal (proven minimal), alignment, buffers, greedy_bytes, timeline, fast_tier and
+        tvm_planner_bytes (tvm on llvm); None when plan_memory did not run."""
+        if self.memory_plan is not None:      # + what the backend measured (tvm_planner_bytes)
+            return {**self.memory_plan.to_json(), **getattr(self.executable, "memory_report", {})}
         return self._memory
+
+    def memory_timeline(self, path: str | os.PathLike, *, tiered: bool = False) -> Path:
+        """Draw the memory plan as a PNG at `path`: each buffer a rectangle in (time, address), the
+        lower bound marked; `tiered`: the two-level mapping's placement (compiler.memory_timeline)."""
+        from compiler.memory_timeline import draw
+        if self.memory is None:
+            raise Unsupported("this model has no memory plan (plan_memory did not run)")
+        return draw(self.memory, path, tiered=tiered)
+
+    @property
+    def energy(self) -> dict[str, Any] | None:
+        """The energy estimate of one inference (compiler.energy): pJ_per_inference, by_op, activations,
+        totals, table, table_source, uncounted. Counted on the final IR when this process compiled it,
+        read from the manifest after load; None for an artifact saved without one."""
+        if self.graph is not None:
+            from compiler.energy import estimate
+            plan = self.memory_plan
+            return estimate(self.graph, plan.arena_bytes if plan is not None else None)
+        return self._energy
 
     @property
     def input_names(self) -> list[str]:
@@ -155,7 +176,8 @@ class CompiledModel:
         return {"format": FORMAT, "versions": versions(), "target": str(self.target),
                 "backend": self.backend, "signature": self.signature.to_json(),
                 "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in sorted(members.items())},
-                **({"memory": self.memory} if self.memory is not None else {})}
+                **({"memory": self.memory} if self.memory is not None else {}),
+                **({"energy": self.energy} if self.energy is not None else {})}
 
     def to_bytes(self) -> bytes:
         members = {"graph.mlir": self.graph_text.encode(), "lib.bin": self.executable.library_bytes()}
@@ -216,4 +238,5 @@ def load(path: str | os.PathLike, *, threads: int | None = None) -> CompiledMode
     exe = backend.load(members["lib.bin"], signature, target)
     cm = CompiledModel(exe, signature, target, manifest["backend"], members["graph.mlir"].decode())
     cm._memory = manifest.get("memory")
+    cm._energy = manifest.get("energy")
     return cm

@@ -4,7 +4,8 @@ text (stdout and DIR/report.txt), JSON (DIR/report.json) and one self-contained 
 
 Sections: the artifact (target, backend, versions, signature, sizes); the op histogram (from the
 .onnx: before and after the compiler); the compile stages and their times (from the .onnx); the
-per-layer quantization table with SQNR (from the .onnx with --quantize); accuracy against
+per-layer quantization table with SQNR (from the .onnx with --quantize); the energy estimate per
+inference (the artifact's `energy` object: operation counts times a stated per-op table); accuracy against
 onnxruntime FP32 on --data (cosine, max |diff|, top-1 agreement); latency against onnxruntime and
 the per-kernel time (unless --no-bench). The artifact keeps only deterministic facts, so times
 always come from this command's own runs."""
@@ -154,6 +155,8 @@ def build_report(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                         "outputs": [(n, describe(t)) for n, t in cm.signature.outputs]}
     rep["integer"] = is_integer_graph(cm.graph_text)
     rep["ops_after"] = op_histogram(cm.graph_text)
+    if cm.energy is not None:
+        rep["energy"] = cm.energy
     threads = cm.target.threads() if cm.target.kind == "llvm" else (args.threads or 1)
     have_ort = compare is not None and ort_available()
     if compare is not None and not have_ort:
@@ -209,6 +212,9 @@ def to_text(rep: dict[str, Any]) -> str:
         from passes.quant_report import format_report
         lines += ["", "quantization (SQNR vs float on the calibration data):",
                   *("  " + ln for ln in format_report(rep["quant_rows"]).splitlines())]
+    if "energy" in rep:
+        from compiler.energy import format_energy
+        lines += ["", "energy per inference (estimate):", format_energy(rep["energy"])]
     if "accuracy" in rep:
         acc = rep["accuracy"]
         lines += ["", f"accuracy vs onnxruntime FP32 on {acc['batches']} batches: cosine mean "
@@ -247,6 +253,27 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], numeric: set[int]
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
+def _energy_html(en: dict[str, Any]) -> list[str]:
+    """The energy section: energy and counts per op, the activation traffic, the split, the sources."""
+    from compiler.energy import energy_by_kind, human, joules
+    e = html.escape
+    total = en["pJ_per_inference"] or 1.0
+    rows = [(e(op), joules(o["pJ"]), f"{o['pJ'] / total:.1%}", _bar(o["pJ"] / total),
+             e(", ".join(f"{k} {human(v)}" for k, v in o["counts"].items())))
+            for op, o in sorted(en["by_op"].items(), key=lambda kv: -kv[1]["pJ"])]
+    a = en["activations"]
+    rows.append(("activations", joules(a["pJ"]), f"{a['pJ'] / total:.1%}", _bar(a["pJ"] / total),
+                 e(f"dram_bytes {human(a['dram_bytes'])} ({a['model']})")))
+    split = ", ".join(f"{k} {joules(v)}" for k, v in energy_by_kind(en).items())
+    missing = (f"<p>not counted (no rule; missing from the total): {e(', '.join(en['uncounted']))}</p>"
+               if en["uncounted"] else "")
+    return ['<section id="energy"><h2>Energy per inference (estimate)</h2>',
+            f"<p>{joules(en['pJ_per_inference'])} per inference: operation counts of the final IR times "
+            f"the table below, not a measurement. {e(split)}</p>",
+            _table(["op", "energy", "share", "", "counts"], rows, {1, 2}), missing,
+            f"<p>table: {e(en['table_source'])}</p></section>"]
+
+
 def to_html(rep: dict[str, Any]) -> str:
     e = html.escape
     a = rep["artifact"]
@@ -278,6 +305,8 @@ def to_html(rep: dict[str, Any]) -> str:
         parts += ['<section id="quantization"><h2>Quantization (SQNR vs float)</h2>',
                   _table(["layer", "op", "bits", "w bits", "scale", "SQNR dB", ""], rows, {2, 3, 4, 5}),
                   "</section>"]
+    if "energy" in rep:
+        parts += _energy_html(rep["energy"])
     if "accuracy" in rep:
         acc = rep["accuracy"]
         rows = [("batches", acc["batches"]), ("cosine mean", f"{acc['cosine_mean']:.6f}"),

@@ -42,7 +42,7 @@ def test_report_of_an_artifact_with_comparison(int8_artifact, artifacts, capsys,
                           "--repeat", "3", "--threads", "1", "-o", tmp_path / "rep")
     assert code == 0, err
     assert _sections((tmp_path / "rep" / "index.html").read_text()) == \
-        ["artifact", "ops", "accuracy", "latency", "kernels"]
+        ["artifact", "ops", "energy", "accuracy", "latency", "kernels"]
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert rep["integer"] and rep["ops_after"]["q.conv"] == 3
     assert set(rep["latency"]["runtimes"]) == {"dyc", "onnxruntime FP32"}

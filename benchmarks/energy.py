@@ -1,0 +1,105 @@
+"""Predicted energy per inference, FP32 against integer-only INT8, for ResNet-50 (224x224) and the
+6-layer BERT encoder (hidden 384, seq 128) of the model zoo: an ESTIMATE from the operation counts
+of each final IR (compiler/energy.py: Horowitz 45 nm, shifts from ShiftAddViT), not a measurement.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/energy.py [--models resnet50 bert]
+
+Random weights (seed 0; the counts depend on the graph, not on the values); INT8 is calibrated on 4
+random batches. Only the compiler's passes run (compiler.api.final_ir): no code is generated, nothing
+is timed. Prints, per model, the builds side by side (operation counts, energy by kind and by op),
+then one summary table. The activations' DRAM traffic follows the memory plan (the arena written
+once and read once); the table also gives the traffic with every tensor written and read once.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import export_model  # noqa: E402
+
+
+def calibration(name: str, n: int = 4) -> list[np.ndarray]:
+    """Random inputs shaped like the model's: images for resnet50, token ids for bert."""
+    rng = np.random.default_rng(0)
+    if name == "bert":
+        return [rng.integers(0, 1000, (1, 128)).astype(np.int64) for _ in range(n)]
+    return [rng.standard_normal((1, 3, 224, 224)).astype(np.float32) for _ in range(n)]
+
+
+def standard_builds(name: str) -> dict[str, dict[str, Any]]:
+    """The builds every model gets: compile options by column name."""
+    return {"FP32": {},
+            "INT8 integer-only": {"quantize": "int8", "calibration": calibration(name), "integer_only": True}}
+
+
+def multiplication_free_builds(name: str) -> dict[str, dict[str, Any]]:
+    """HOOK for the shift/add (weights as signed powers of two) and the low-bit LUT builds of the
+    same model: return their compile options by column name, and they join the table. The compiler
+    offers neither build yet, so there is nothing to list, and no numbers are made up for them."""
+    return {}
+
+
+def estimate_build(path: Path, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """(estimate with the memory plan, estimate without it, seconds the passes took)."""
+    from compiler.api import final_ir
+    from compiler.energy import estimate
+    results: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    g, _ = final_ir(str(path), "llvm", results=results, **options)
+    seconds = time.perf_counter() - t0
+    plan = results.get("memory")
+    return estimate(g, plan.arena_bytes if plan is not None else None), estimate(g), seconds
+
+
+def summary_rows(model: str, estimates: dict[str, tuple[dict, dict]]) -> list[str]:
+    """Markdown rows: total, the split by kind, the traffic without the plan, the ratio to FP32."""
+    from compiler.energy import energy_by_kind, joules
+    first = next(iter(estimates.values()))[0]["pJ_per_inference"]
+    rows = []
+    for build, (e, per_tensor) in estimates.items():
+        k = energy_by_kind(e)
+        rows.append(f"| {model} | {build} | {joules(e['pJ_per_inference'])} | {joules(k['arithmetic'])} | "
+                    f"{joules(k['table lookups (SRAM)'])} | {joules(k['weights (DRAM)'])} | "
+                    f"{joules(k['activations (DRAM)'])} | {joules(per_tensor['activations']['pJ'])} | "
+                    f"{e['pJ_per_inference'] / first:.3f}x |")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["resnet50", "bert"], choices=["resnet50", "bert"])
+    args = ap.parse_args()
+    from compiler.energy import TABLE_SOURCE, format_side_by_side
+    summary = []
+    for name in args.models:
+        path, _ = export_model(name)
+        builds = {**standard_builds(name), **multiplication_free_builds(name)}
+        estimates = {}
+        for build, options in builds.items():
+            with_plan, per_tensor, seconds = estimate_build(path, options)
+            estimates[build] = (with_plan, per_tensor)
+            print(f"{name} {build}: passes in {seconds:.1f} s", file=sys.stderr, flush=True)
+        print(f"\n{name}: predicted energy per inference, batch 1 (ESTIMATE: operation counts x per-op "
+              "table, not a measurement)\n")
+        print(format_side_by_side({b: e for b, (e, _) in estimates.items()}))
+        summary += summary_rows(name, estimates)
+    print("\nsummary (ESTIMATE, pJ counts x Horowitz 45 nm table; activations follow the memory plan):\n")
+    print("| model | build | per inference | arithmetic | lookups (SRAM) | weights (DRAM) | activations "
+          "(DRAM, arena) | activations (DRAM, every tensor) | vs FP32 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(summary))
+    print("\nshift/add and LUT builds: not offered by the compiler yet "
+          "(benchmarks/energy.py multiplication_free_builds is where they join)")
+    print("\n" + textwrap.fill(f"table: {TABLE_SOURCE}", 100))
+
+
+if __name__ == "__main__":
+    main()
