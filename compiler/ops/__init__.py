@@ -7,6 +7,7 @@ from compiler.ops import (  # noqa: F401  (registration)
     kernel,
     layout,
     linalg,
+    lmul,
     nn,
     quant,
     recurrent,
@@ -17,4 +18,4 @@ from compiler.ops import (  # noqa: F401  (registration)
 from compiler.ops.registry import Attr, OpDef, TypeRuleError, all_ops, get_op
 
 __all__ = ["Attr", "OpDef", "TypeRuleError", "all_ops", "bitwise", "elementwise", "get_op",
-           "indexing", "linalg", "nn", "recurrent", "reduce", "shape", "unary_math"]
+           "indexing", "linalg", "lmul", "nn", "recurrent", "reduce", "shape", "unary_math"]

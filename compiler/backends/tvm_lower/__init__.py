@@ -5,6 +5,7 @@ from compiler.backends.tvm_lower import (  # noqa: F401  (registration)
     indexing,
     ivit,
     linalg,
+    lmul,
     nn,
     quant,
     recurrent,
