@@ -24,10 +24,14 @@ from passes.verify_integer_only import verify_integer_only_pass
 @dataclass(frozen=True)
 class QuantRequest:
     """What a quantizing compile asked for: "int8" or "mixed" (4/8-bit weights from the HAWQV3 ILP under
-    PassContext.budgets), and the calibration config."""
+    PassContext.budgets), and the calibration config. shiftadd: 0, or 1 / 2 power-of-two terms per weight
+    (passes/shiftadd.py); shift_kernel: which kernel runs those layers ("auto": the target's rule, "vnni",
+    "shift")."""
 
     mode: str
     config: QuantConfig
+    shiftadd: int = 0
+    shift_kernel: str = "auto"
 
 
 @register_pass("annotate")

@@ -5,6 +5,9 @@ DESIGN.md; every backend must match them bit for bit.
     dequantize  int -> f32   x = (q - zero_point) * scale                         (graph boundary)
     conv        int8/uint8 x int8 -> int32   sum((x - x_zp) * w) + bias, padding contributes 0
     matmul      int8/uint8 x int8/uint8 -> int32   (a - a_zp) @ (b - b_zp)
+                conv and matmul may carry weight_code ("pow2x1" / "pow2x2": every weight is a sum of 1 or 2
+                signed powers of two, passes/shiftadd.py) and realization ("vnni" / "shift": the kernel
+                that runs it); neither changes the meaning
     requant     int -> int   y = clamp(((x - in_zp) * m + 2^(c-1)) >> c) + out_zp, qmin, qmax)
                              in int64, >> arithmetic; c = 0 means no rounding term; m, c per
                              tensor or per channel along `axis`.
@@ -95,8 +98,19 @@ def _int_operands(ins: list[TensorType], what: str) -> None:
         _need(ins[2], (DType.I32,), f"{what} bias")
 
 
+WEIGHT_CODES = ("", "pow2x1", "pow2x2")
+REALIZATIONS = ("", "vnni", "shift")
+
+
+def _check_code(attrs: dict[str, Any]) -> None:
+    if attrs["weight_code"] not in WEIGHT_CODES or attrs["realization"] not in REALIZATIONS:
+        raise TypeRuleError(f"weight_code {attrs['weight_code']!r} / realization {attrs['realization']!r}: "
+                            f"expected one of {WEIGHT_CODES} / {REALIZATIONS}")
+
+
 def _qconv_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
     _int_operands(ins, "q.conv")
+    _check_code(attrs)
     f32 = [TensorType(t.shape, DType.F32) for t in ins]
     return [TensorType(_conv_infer(f32, attrs)[0].shape, DType.I32)]
 
@@ -112,11 +126,12 @@ def _qconv_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
 conv = define("q.conv", "Integer conv (ONNX Conv semantics): int32 sum((x - x_zero_point) * w) + "
               "bias; padded positions contribute 0.", _qconv_infer, _qconv_ref, (2, 3),
               strides=Attr("ints"), pads=Attr("ints"), dilations=Attr("ints"), groups=Attr("int", 1),
-              x_zero_point=Attr("int", 0))
+              x_zero_point=Attr("int", 0), weight_code=Attr("str", ""), realization=Attr("str", ""))
 
 
 def _qmatmul_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
     _int_operands(ins, "q.matmul")
+    _check_code(attrs)
     f32 = [TensorType(t.shape, DType.F32) for t in ins]
     return [TensorType(_matmul_infer(f32, attrs)[0].shape, DType.I32)]
 
@@ -128,7 +143,8 @@ def _qmatmul_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
 
 
 matmul = define("q.matmul", "Integer numpy.matmul: int32 (a - a_zero_point) @ (b - b_zero_point).",
-                _qmatmul_infer, _qmatmul_ref, 2, a_zero_point=Attr("int", 0), b_zero_point=Attr("int", 0))
+                _qmatmul_infer, _qmatmul_ref, 2, a_zero_point=Attr("int", 0), b_zero_point=Attr("int", 0),
+                weight_code=Attr("str", ""), realization=Attr("str", ""))
 
 
 # -- table lookup ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from compiler.backends.tvm_kernels import pool as kpool
 from compiler.backends.tvm_kernels import qbmm as kqb
 from compiler.backends.tvm_kernels import qconv2d as kq
 from compiler.backends.tvm_kernels import qmatmul as kqm
+from compiler.backends.tvm_kernels import shiftadd as ksa
 from compiler.backends.tvm_kernels import shiftmax as ksm
 from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
 from compiler.ir import Node
@@ -40,6 +41,19 @@ def _requant(n: Node | None, x_range: tuple[int, int]) -> kq.Requant | None:
 def _rq_const(n: Node, rq: kq.Requant, co: int, cop: int) -> relax.Expr:
     a = n.attrs
     return relax.const(kq.pack_requant(a["multiplier"], a["shift"], co, cop, form=rq.form), kq.requant_dtype(rq))
+
+
+def _shift_terms(anchor: Node) -> int:
+    """1 or 2 where passes/shiftadd.py chose the shift-and-add kernel for the layer's power-of-two weights, else
+    0 (the VNNI kernel)."""
+    return ksa.TERMS.get(anchor.attrs["weight_code"], 0) if anchor.attrs["realization"] == "shift" else 0
+
+
+def _realization(pick, *args):
+    try:
+        return pick(*args)
+    except ValueError as e:
+        raise NotFusable(str(e)) from None
 
 
 def _channel_axis_ok(n: Node, rank: int, axis: int) -> bool:
@@ -102,10 +116,10 @@ def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.E
     w = c.inputs[1]
     rq1, rq1b, rq2, rq3 = spec.rq1, spec.rq1b, spec.rq2, spec.rq3
     res_dt = spec.residual_dtype
-    wv = np.asarray(w.const)
-    call_args = [args[xi], relax.const(kq.pack_weight(spec, wv), "int8"),
-                 relax.const(kq.pack_bias(spec, wv, None if len(c.inputs) < 3 else np.asarray(c.inputs[2].const)),
-                             "int32")]
+    wv, terms = np.asarray(w.const), _shift_terms(c)
+    wp, bp, make, name = _realization(ksa.conv_realization, spec, wv,
+                                      None if len(c.inputs) < 3 else np.asarray(c.inputs[2].const), terms)
+    call_args = [args[xi], relax.const(wp, str(wp.dtype)), relax.const(bp, "int32")]
     for node_, rq in ((r1n, rq1), (r1bn, rq1b)):
         if rq is not None:
             call_args.append(_rq_const(node_, rq, spec.co, spec.cop))
@@ -115,8 +129,7 @@ def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.E
             call_args.append(_rq_const(r2n, rq2, spec.co, spec.cop))
         call_args.append(_rq_const(r3n, rq3, spec.co, spec.cop))
     tile = tuple(kb.node.attrs["tile"]) or None
-    gv = ctx.kernel(("qconv", spec, tile), lambda: emit.tiled(lambda t: kq.make_qconv2d(spec, t), tile),
-                     "qconv2d_vnni")
+    gv = ctx.kernel(("qconv", spec, tile, terms), lambda: emit.tiled(make, tile), name)
     return ctx.call_kernel(gv, call_args, kq.out_shape(spec), spec.out_dtype)
 
 
@@ -158,14 +171,13 @@ def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax
     spec, bias, rq_n, ai = qmatmul_plan(kb)
     rq, rows, k = spec.rq, spec.m, spec.k
     b_v = kb.anchor.inputs[1]
-    zp, w = kb.anchor.attrs["b_zero_point"], np.asarray(b_v.const)
-    call_args = [ctx.reshape(args[ai], (rows, k)), relax.const(kqm.pack_weight(spec, w, zp), "int8"),
-                 relax.const(kqm.pack_bias(spec, w, zp, bias), "int32")]
+    zp, w, terms = kb.anchor.attrs["b_zero_point"], np.asarray(b_v.const), _shift_terms(kb.anchor)
+    wp, bp, make, name = _realization(ksa.matmul_realization, spec, w, zp, bias, terms)
+    call_args = [ctx.reshape(args[ai], (rows, k)), relax.const(wp, str(wp.dtype)), relax.const(bp, "int32")]
     if rq is not None:
         call_args.append(relax.const(kqm.pack_requant(rq_n.attrs["multiplier"], rq_n.attrs["shift"], spec), "int64"))
     tile = tuple(kb.node.attrs["tile"]) or None
-    gv = ctx.kernel(("qmatmul", spec, tile), lambda: emit.tiled(lambda t: kqm.make_qmatmul(spec, t), tile),
-                     "qmatmul_vnni")
+    gv = ctx.kernel(("qmatmul", spec, tile, terms), lambda: emit.tiled(make, tile), name)
     y = ctx.call_kernel(gv, call_args, kqm.out_shape(spec), spec.out_dtype)
     if spec.np_ != spec.n:
         y = ctx.bb.emit(relax.op.strided_slice(y, axes=[1], begin=[0], end=[spec.n]))
