@@ -262,8 +262,8 @@ def fuse(g: Graph) -> Graph:
             body = _body(ch)
             tile = default_tile(ch.q.type.shape[-2], ch.v.type.shape[-2])
             operands = [ch.q, ch.k, ch.v] + ([ch.mask] if ch.mask is not None and not ch.mask.is_const else [])
-            out.append(Node(kernel.fused, operands, {"kernel": KERNEL, "body": body, "tile": tile},
-                            [ch.out], ch.nodes[-1].name, ch.nodes[-1].loc))
+            attrs = kernel.fused.complete_attrs({"kernel": KERNEL, "body": body, "tile": tile})
+            out.append(Node(kernel.fused, operands, attrs, [ch.out], ch.nodes[-1].name, ch.nodes[-1].loc))
         elif id(n) not in members:
             out.append(n)
     g.nodes = out

@@ -268,8 +268,8 @@ def fuse(g: Graph) -> tuple[Graph, dict[str, str]]:
         grp = groups.get(id(n))
         if grp is not None:
             body, operands = _body(grp.anchor, grp.nodes)
-            out.append(Node(kernel.fused, operands, {"kernel": ANCHORS[grp.anchor.op], "body": body, "tile": ()},
-                            [grp.out], grp.anchor.name, grp.anchor.loc))
+            attrs = kernel.fused.complete_attrs({"kernel": ANCHORS[grp.anchor.op], "body": body})
+            out.append(Node(kernel.fused, operands, attrs, [grp.out], grp.anchor.name, grp.anchor.loc))
         elif id(n) not in members:
             out.append(n)
     g.nodes = out

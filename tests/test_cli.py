@@ -66,7 +66,7 @@ def test_emit_ir_is_the_final_program_kernels_layouts_tiles(tmp_path):
     """Every kernel is a k.fused node with its body, its layout conversions and the cost model's tile."""
     r = run_cli(_conv_bn_model(tmp_path), "--emit", "ir")
     assert r.returncode == 0, r.stderr
-    fused = re.findall(r'\}\) \{kernel = "conv", tile = \[(\d+), (\d+)\]\}', r.stdout)
+    fused = re.findall(r'\}\) \{kernel = "conv", tile = \[(\d+), (\d+)\], inplace = -1\}', r.stdout)
     assert len(fused) == 1 and all(int(t) > 0 for t in fused[0])
     assert '"layout.pack"(' in r.stdout and '"layout.unpack"(' in r.stdout    # written in 4-channel blocks
     r = run_cli(_conv_bn_model(tmp_path), "--emit", "ir", "--disable-pass", "fuse_kernels",

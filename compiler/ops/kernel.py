@@ -5,7 +5,8 @@ elementwise ops that consume its result, held as a body: a small Graph of existi
 inputs are the fused node's operands. It has no meaning of its own: its reference runs the
 interpreter over the body. The body may start with `layout.unpack` of a blocked operand and end
 with `layout.pack`; that is how a kernel states the layouts it reads and writes. `tile` is the
-register tile the tile pass chose (empty: the kernel's default).
+register tile the tile pass chose (empty: the kernel's default). `inplace` is the operand whose buffer
+the result may overwrite (-1: none); passes/inplace.py sets it where that operand dies here.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _fused_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
 
 fused = define("k.fused", "One kernel: the interpreter over `body` (an anchor op and its elementwise epilogue).",
                _fused_infer, _fused_ref, (0, -1),
-               kernel=Attr("str"), body=Attr("graph"), tile=Attr("ints", ()))
+               kernel=Attr("str"), body=Attr("graph"), tile=Attr("ints", ()), inplace=Attr("int", -1))
 
 
 def anchor_of(body) -> Any:

@@ -20,6 +20,37 @@ def tiled(make: Callable[[tuple | None], tvm.tirx.PrimFunc], tile: tuple | None)
     return func
 
 
+def buffer_named(func: tvm.tirx.PrimFunc, name: str) -> tvm.tirx.Buffer:
+    """The buffer `name` of `func`'s body (found through the IR's reflected fields)."""
+    stack, seen, alive = [func.body], set(), []   # `alive`: the ids in `seen` stay those objects' ids
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, tvm.tirx.Buffer):
+            if obj.name == name:
+                return obj
+            continue
+        if isinstance(obj, (list, tuple)) or type(obj).__name__ == "Array":
+            stack.extend(obj)
+            continue
+        info = getattr(type(obj), "__tvm_ffi_type_info__", None)
+        if info is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        alive.append(obj)
+        while info is not None:
+            stack.extend(getattr(obj, f.name, None) for f in info.fields)
+            info = info.parent_type_info
+    raise KeyError(f"no buffer {name!r} in the kernel")
+
+
+def write_over(func: tvm.tirx.PrimFunc, operand: str, out: str = "out") -> tvm.tirx.PrimFunc:
+    """`func` with its output parameter `out` bound to the buffer of its parameter `operand`: the kernel
+    writes its result over that operand (for `relax.call_tir_inplace`). Right only where each output
+    element is written after the operand's element at the same index is read, as in an epilogue."""
+    param = next(p for p in func.params if p.name == out)
+    return func.specialize({param: buffer_named(func, operand)})
+
+
 def epilogue_params(ctx: LowerCtx, kb: KernelBody, comp: Composed, args: list[relax.Expr],
                     full_shape: Sequence[int], dtype: str) -> tuple[list[te.Tensor], list[relax.Expr]]:
     """Placeholders for the composed epilogue's tensors and the Relax values that feed them; full-shape

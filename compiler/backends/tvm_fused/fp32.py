@@ -102,13 +102,21 @@ def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
     tile = tuple(kb.node.attrs["tile"]) or None
     fn = comp.build(holders) if rest else None
     epi = (lambda v, nn_, c, y, xx, idx: fn(v, c, idx, nn_)) if fn else None
-    gv = ctx.kernel(("conv", spec, comp.key, tile),
-                     lambda: emit.tiled(lambda t: kconv.make_conv2d(spec, t, holders, epi), tile), "conv2d_nchwc")
+    # the residual's buffer takes the result where the IR allows it (passes/inplace.py)
+    over = res is not None and res == kb.node.attrs["inplace"]
+
+    def make():
+        func = emit.tiled(lambda t: kconv.make_conv2d(spec, t, holders, epi), tile)
+        return emit.write_over(func, "residual") if over else func
+
+    gv = ctx.kernel(("conv", spec, comp.key, tile, over), make, "conv2d_nchwc")
     call_args = [args[xi], relax.const(kconv.pack_weight(spec, np.asarray(w.const, np.float32)))]
     if bias is not None:
         call_args.append(relax.const(kconv.pack_bias(spec, bias)))
     if res is not None:
         call_args.append(args[res])
+    if over:
+        return ctx.call_kernel(gv, call_args + extra, out_shape, inplace=len(call_args) - 1)
     return ctx.call_kernel(gv, call_args + extra, out_shape)
 
 

@@ -64,9 +64,13 @@ class LowerCtx:
         return self.kernels[key]
 
     def call_kernel(self, gv: relax.GlobalVar, args: Sequence[relax.Expr], shape: Sequence[int],
-                    dtype: str = "float32") -> relax.Expr:
-        return self.bb.emit(relax.call_tir(gv, list(args),
-                                           relax.TensorType(tuple(int(d) for d in shape), dtype)))
+                    dtype: str = "float32", inplace: int = -1) -> relax.Expr:
+        """Call our kernel `gv`; with `inplace` >= 0 its result is written over args[inplace] (a kernel
+        built for it, and an operand the IR says dies here)."""
+        ty = relax.TensorType(tuple(int(d) for d in shape), dtype)
+        if inplace >= 0:
+            return self.bb.emit(relax.call_tir_inplace(gv, list(args), [inplace], ty))
+        return self.bb.emit(relax.call_tir(gv, list(args), ty))
 
     def reshape(self, x: relax.Expr, shape: Sequence[int]) -> relax.Expr:
         return self.bb.emit(relax.op.reshape(x, tuple(int(d) for d in shape)))
