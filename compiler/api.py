@@ -10,7 +10,7 @@ from typing import Any
 
 from compiler.diagnostics import InvalidInput, InvalidModel, Unsupported
 from compiler.ir import Graph
-from compiler.pipeline import kernel_pipeline_for, pipeline_for, quantized_pipeline_for
+from compiler.pipeline import kernel_pipeline_for, pipeline_for, quantized_pipeline_for, with_lmul
 from compiler.runtime import CompiledModel, Signature
 from compiler.target import Target
 
@@ -77,14 +77,14 @@ def optimize_quantized(g: Graph, target: Target, *, disable_passes: Sequence[str
 def lower_kernels(g: Graph, target: Target | str = "llvm", backend: str = "tvm", *,
                   disable_passes: Sequence[str] = (), print_after: Sequence[str] = (),
                   verify_each: bool = True, dump_dir: str | os.PathLike | None = None,
-                  results: dict[str, Any] | None = None) -> Graph:
+                  results: dict[str, Any] | None = None, lmul: str | None = None) -> Graph:
     """The kernel-level passes (fusion, layouts, tiles, the memory plan) for `backend` on `target`: the
     final IR, the program the executable runs. What analysis passes found (`memory`: the arena plan)
-    goes into `results` when given."""
+    goes into `results` when given. lmul="attention" adds the L-Mul pass (compiler.pipeline.with_lmul)."""
     from passes import PassContext, run_pipeline
     from passes.base import resolve
     target = Target.parse(target) if isinstance(target, str) else target
-    names = resolve(kernel_pipeline_for(target, backend), None, disable_passes)
+    names = resolve(with_lmul(kernel_pipeline_for(target, backend), lmul), None, disable_passes)
     kernel_spec = None
     if backend == "tvm" and target.kind == "llvm":
         from compiler.backends.tvm_fused import kernel_spec
@@ -102,7 +102,8 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
              dump_dir: str | os.PathLike | None = None, quantize: str | None = None, calibration: Any = None,
              integer_only: bool = False, observer: str = "minmax", size_budget: float | None = None,
              latency_budget: float | None = None, progress: Progress | None = None,
-             results: dict[str, Any] | None = None) -> tuple[Graph, Any]:
+             results: dict[str, Any] | None = None, lmul: str | None = None,
+             shiftadd: int | None = None, shiftadd_kernel: str = "auto") -> tuple[Graph, Any]:
     """Every pass of a compile, in order: (the final IR, the quantization report or None). The kernel
     passes' analyses (the memory plan) go into `results` when given."""
     say = progress or (lambda _msg: None)
@@ -120,19 +121,21 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
         g, report = quantize_model(g, quantize, calibration, integer_only, observer,
                                    size_budget=size_budget, latency_budget=latency_budget, target=target,
                                    disable_passes=disable_passes, print_after=print_after,
-                                   verify_each=verify_each, dump_dir=dump_dir)
+                                   verify_each=verify_each, dump_dir=dump_dir, shiftadd=shiftadd,
+                                   shiftadd_kernel=shiftadd_kernel)
         say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
             f"in {time.perf_counter() - t0:.2f}s")
         g = optimize_quantized(g, target, disable_passes=disable_passes, print_after=print_after,
                                verify_each=verify_each)
-    elif integer_only:
-        raise InvalidInput("integer_only needs quantize='int8'", hint="add --quantize int8")
+    elif integer_only or shiftadd:
+        raise InvalidInput(f"{'shiftadd' if shiftadd else 'integer_only'} needs quantize='int8'",
+                           hint="add --quantize int8")
     elif size_budget is not None or latency_budget is not None:
         raise InvalidInput("size_budget / latency_budget need quantize='mixed'",
                            hint="add --quantize mixed")
     t0 = time.perf_counter()
     g = lower_kernels(g, target, backend, disable_passes=disable_passes, print_after=print_after,
-                      verify_each=verify_each, results=results)
+                      verify_each=verify_each, results=results, lmul=lmul)
     kernels = sum(1 for n in g.nodes if n.op.name == "k.fused")
     say(f"{kernels} kernels, {len(g.nodes)} nodes after fusion and layouts in {time.perf_counter() - t0:.2f}s")
     return g, report
@@ -146,7 +149,8 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             quantize: str | None = None, calibration: Any = None, integer_only: bool = False,
             observer: str = "minmax", size_budget: float | None = None,
             latency_budget: float | None = None,
-            progress: Progress | None = None) -> CompiledModel:
+            progress: Progress | None = None, lmul: str | None = None,
+            shiftadd: int | None = None, shiftadd_kernel: str = "auto") -> CompiledModel:
     """Compile a model for `target` ("llvm", "llvm -mcpu=znver4 -num-threads=1") and return a
     CompiledModel. `model` is an ONNX path or ModelProto, or a torch.nn.Module traced on
     `example_inputs`.
@@ -158,6 +162,12 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     quantize="mixed" is the same with 4- or 8-bit weights per layer chosen by the HAWQV3 ILP
     (passes.mixed_precision) under size_budget and/or latency_budget, fractions of the all-INT8
     weight bytes / latency (e.g. 0.7); the plan is `cm.report.plan`.
+    lmul="attention" makes attention's matmuls (Q K^T, P V) L-Mul matmuls: each multiply one integer
+    add of the float bits, 3-bit mantissa (passes/lmul.py).
+    shiftadd=1|2 (with quantize="int8") re-expresses every conv / linear weight per output channel as
+    sums of 1 or 2 signed powers of two fitted to the layer's output on the calibration data
+    (passes/shiftadd.py); shiftadd_kernel "auto" (the target's rule), "vnni" or "shift" picks the kernel
+    that runs them. The per-layer fit is `cm.report.shiftadd`.
 
     Raises InvalidModel (bad file), InvalidInput, Unsupported (op or feature), BackendToolError."""
     from compiler.backends import get_backend
@@ -170,7 +180,8 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                          print_after=print_after, verify_each=verify_each, dump_dir=dump_dir,
                          quantize=quantize, calibration=calibration, integer_only=integer_only,
                          observer=observer, size_budget=size_budget, latency_budget=latency_budget,
-                         progress=progress, results=results)
+                         progress=progress, results=results, lmul=lmul, shiftadd=shiftadd,
+                         shiftadd_kernel=shiftadd_kernel)
     missing = sorted({n.op.name for n in g.walk()} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
@@ -190,12 +201,14 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                    observer: str = "minmax", *, size_budget: float | None = None,
                    latency_budget: float | None = None, target: Target | None = None,
                    disable_passes: Sequence[str] = (), print_after: Sequence[str] = (),
-                   verify_each: bool = True, dump_dir: str | os.PathLike | None = None) -> tuple[Graph, Any]:
+                   verify_each: bool = True, dump_dir: str | os.PathLike | None = None,
+                   shiftadd: int | None = None, shiftadd_kernel: str = "auto") -> tuple[Graph, Any]:
     """The quantization passes (compiler.pipeline.QUANTIZE: calibrate and annotate, dyadic, ivit for
     integer-only, cleanup) over the canonicalized `g`; then the integer-only certificate and the
     overflow bounds. Returns the graph and a lazy per-layer report.
     mode "mixed": per-layer 4/8-bit weights from the HAWQV3 ILP under the budgets (fractions
-    of the all-INT8 weight bytes / latency); the report then carries the plan."""
+    of the all-INT8 weight bytes / latency); the report then carries the plan. shiftadd=1|2: the
+    shiftadd pass's power-of-two weights, run by `shiftadd_kernel` (the report carries its fit)."""
     from compiler.calibration import batches_for
     from compiler.pipeline import quantize_passes
     from passes import PassContext, run_pipeline
@@ -208,10 +221,14 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
         raise Unsupported(f"quantize={mode!r}; supported: {', '.join(QUANTIZE_MODES)}")
     if mode != "mixed" and (size_budget is not None or latency_budget is not None):
         raise InvalidInput("size_budget / latency_budget need quantize='mixed'")
+    if shiftadd not in (None, 0, 1, 2) or shiftadd_kernel not in ("auto", "vnni", "shift"):
+        raise InvalidInput(f"shiftadd={shiftadd!r}, shiftadd_kernel={shiftadd_kernel!r}",
+                           hint="shiftadd takes 1 or 2 terms; shiftadd_kernel auto, vnni or shift")
     batches = batches_for(calibration, g)
     budgets = {k: v for k, v in (("size", size_budget), ("latency", latency_budget)) if v is not None}
     ctx = PassContext(target=target, calibration=batches, budgets=budgets,
-                      quant=QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only)),
+                      quant=QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only),
+                                         shiftadd or 0, shiftadd_kernel),
                       verify_each=verify_each, print_after=frozenset(print_after),
                       dump_dir=Path(dump_dir) if dump_dir else None)
     names = resolve(quantize_passes(integer_only), None, disable_passes)
@@ -231,7 +248,9 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     problems = check_ranges(qg)
     if problems:
         raise Unsupported("integer overflow is possible: " + "; ".join(problems[:5]))
-    return qg, QuantReport(g, qg, batches, plan)
+    report = QuantReport(g, qg, batches, plan)
+    report.shiftadd = ctx.results.get("shiftadd")
+    return qg, report
 
 
 class QuantReport:
@@ -243,6 +262,7 @@ class QuantReport:
         self._args = (float_graph, int_graph, batches)
         self._rows: list[dict] | None = None
         self.plan = plan
+        self.shiftadd: list[dict] | None = None     # per layer, when shift/add weights were fitted
 
     @property
     def rows(self) -> list[dict]:

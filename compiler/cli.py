@@ -90,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "and the output dequantize is an integer op")
     p.add_argument("--report", action="store_true",
                    help="print the per-layer quantization report (scale, bits, SQNR vs float) to stderr")
+    p.add_argument("--shiftadd", type=int, choices=[1, 2], default=None,
+                   help="with --quantize int8: every conv/linear weight as per-channel sums of 1 or 2 signed "
+                        "powers of two, fitted to each layer's output on the calibration data")
+    p.add_argument("--shiftadd-kernel", choices=["auto", "vnni", "shift"], default="auto",
+                   help="the kernel that runs the shift/add layers: the shift-and-add kernel (no multiply), "
+                        "the VNNI kernel, or auto (VNNI where the CPU has it) [auto]")
+    p.add_argument("--lmul", choices=["attention"], default=None,
+                   help="L-Mul: attention's matmuls (Q K^T, P V) multiply by one integer add of the float "
+                        "bit patterns, 3-bit mantissa (passes/lmul.py); tvm backend only")
     p.add_argument("--check", action="store_true",
                    help="after compiling, run the executable and the reference interpreter on "
                         "random inputs and fail (exit 5) if they disagree")
@@ -136,19 +145,20 @@ def _run(args: argparse.Namespace) -> int:
         raise InvalidInput("--quantize needs --calibration FILE.npz",
                            hint="the compiler never calibrates on random data; save representative "
                                 "inputs with np.savez('calib.npz', **{input_name: batches})")
-    if (args.integer_only or args.report) and not args.quantize:
-        raise InvalidInput("--integer-only and --report need --quantize int8")
+    if (args.integer_only or args.report or args.shiftadd) and not args.quantize:
+        raise InvalidInput("--integer-only, --report and --shiftadd need --quantize int8")
     if args.quantize == "mixed" and args.size_budget is None and args.latency_budget is None:
         raise InvalidInput("--quantize mixed needs --size-budget F and/or --latency-budget F")
     if (args.size_budget is not None or args.latency_budget is not None) and args.quantize != "mixed":
         raise InvalidInput("--size-budget / --latency-budget need --quantize mixed")
     quant = dict(quantize=args.quantize, calibration=args.calibration, integer_only=args.integer_only,
                  observer=args.observer, size_budget=args.size_budget,
-                 latency_budget=args.latency_budget) if args.quantize else {}
+                 latency_budget=args.latency_budget, shiftadd=args.shiftadd,
+                 shiftadd_kernel=args.shiftadd_kernel) if args.quantize else {}
     options = dict(input_shapes=parse_shapes(args.input_shape) or None,
                    passes=args.passes.split(",") if args.passes else None,
                    disable_passes=args.disable_pass, print_after=args.print_after,
-                   verify_each=not args.no_verify_each, dump_dir=args.dump_dir)
+                   verify_each=not args.no_verify_each, dump_dir=args.dump_dir, lmul=args.lmul)
     if args.emit == "einsum":
         from compiler.api import import_model, optimize
         from passes.einsum import report

@@ -22,9 +22,10 @@ PIPELINES: dict[str, list[str]] = {
 
 
 # quantization: calibrate and annotate, the integer rewrite (I-ViT's for the float islands of an
-# integer-only graph), one cleanup; then the integer graph's own passes per target (tabulate's
-# decision needs measured elementwise costs, which exist for the CPU only)
-QUANTIZE = ["annotate", "dyadic", "ivit", "fold_constants", "dead_code"]
+# integer-only graph), shift/add weights (passes/shiftadd.py; a no-op unless asked for), one cleanup;
+# then the integer graph's own passes per target (tabulate's decision needs measured elementwise costs,
+# which exist for the CPU only)
+QUANTIZE = ["annotate", "dyadic", "ivit", "shiftadd", "fold_constants", "dead_code"]
 QUANTIZED_PIPELINES: dict[str, list[str]] = {
     "llvm": ["tabulate"],
     "cuda": [],
@@ -34,12 +35,31 @@ QUANTIZED_PIPELINES: dict[str, list[str]] = {
 # the kernel-level passes, after quantization: what runs as one kernel, in which layout, with which
 # tile. The GPU lowers fused nodes op by op for now, so it keeps plain layouts. fuse_attention comes
 # first: its chain (matmul, scale, mask, softmax, matmul) holds matmuls that fuse_kernels would
-# otherwise take one by one. plan_memory, last, is an analysis of the final IR: the arena offset of
+# otherwise take one by one. assign_inplace marks the kernels that may write over an operand that dies
+# there (a conv's residual). plan_memory, last, is an analysis of the final IR: the arena offset of
 # every intermediate buffer (passes/memory.py).
 KERNEL_PIPELINES: dict[str, list[str]] = {
-    "llvm": ["fuse_attention", "fuse_kernels", "assign_layouts", "choose_tiles", "plan_memory"],
+    "llvm": ["fuse_attention", "fuse_kernels", "assign_layouts", "choose_tiles", "assign_inplace",
+             "plan_memory"],
     "cuda": ["fuse_kernels", "plan_memory"],
 }
+
+
+# L-Mul (compile(..., lmul="attention")): attention's matmuls multiply by one integer add each. It runs
+# right after fuse_attention, rewriting the fused kernels' bodies, or first where the pipeline has no
+# fuse_attention, rewriting the chains in place (passes/lmul.py says why).
+LMUL_PASSES: dict[str, str] = {"attention": "lmul_attention"}
+
+
+def with_lmul(names: list[str], lmul: str | None) -> list[str]:
+    """The kernel-level pass list `names` with the L-Mul pass of mode `lmul` (None: unchanged)."""
+    if lmul is None:
+        return list(names)
+    if lmul not in LMUL_PASSES:
+        from compiler.diagnostics import Unsupported
+        raise Unsupported(f"lmul={lmul!r}; supported: {', '.join(LMUL_PASSES)}")
+    at = names.index("fuse_attention") + 1 if "fuse_attention" in names else 0
+    return names[:at] + [LMUL_PASSES[lmul]] + names[at:]
 
 
 def pipeline_for(target: Target) -> list[str]:
