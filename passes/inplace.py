@@ -1,7 +1,7 @@
 """assign_inplace: which fused kernels may write their result into an operand's buffer.
 
-A kernel whose output has exactly the type (shape, dtype, quantization; blocked shapes included) of one
-of its operands, where that operand dies at this kernel (no node after it reads the operand), can write its result over the operand: a conv
+A kernel whose output has the shape and dtype (blocked shapes included; quantization parameters may
+differ, they do not change the bytes) of one of its operands, where that operand dies at this kernel (no node after it reads the operand), can write its result over the operand: a conv
 with a residual add reads residual[i] and writes out[i] at the same index, so one buffer serves both.
 That saves the output's allocation and, more to the point, a stream of memory traffic: the kernel reads
 and writes the same cache lines instead of reading one tensor and filling another.
@@ -41,7 +41,8 @@ def inplace_operand(n: Node, last_use: dict[int, Node], outputs: set[int]) -> in
     for i, v in enumerate(n.inputs):
         if v.is_const or v.producer is None or v.producer.op is not kernel.fused or id(v) in outputs:
             continue
-        if v.type != out.type or last_use.get(id(v)) is not n or n.inputs.count(v) != 1:
+        same_buffer = (v.type.shape, v.type.dtype) == (out.type.shape, out.type.dtype)
+        if not same_buffer or last_use.get(id(v)) is not n or n.inputs.count(v) != 1:
             continue
         if _read_elementwise(n.attrs["body"], n.attrs["body"].inputs[i]):
             return i

@@ -311,3 +311,26 @@ def test_fastpath_residual_requants_in_int32_forms():
     assert (sp.rq1.form, sp.rq1b.form, sp.rq2.form, sp.rq3.form) == ("hi", "shl", "split", "hi")
     xs = _ints(rng, (1, 32, 7, 7), np.uint8)
     np.testing.assert_array_equal(build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
+
+
+def test_int8_residual_conv_writes_over_the_dying_residual():
+    """A uint8 bottleneck: the stem's result is the residual of the closing conv and dies there, so that conv
+    writes its uint8 result over it (call_tir_inplace); still bit-exact, run after run."""
+    rng = np.random.default_rng(3)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 10, 10), DType.U8))
+    a = _qconv(g, x, 32, 3, 1, 7, rng, DType.U8, out_zp=2)              # the residual: a kernel's result
+    b = _qconv(g, a, 32, 3, 1, 2, rng, DType.U8, out_zp=5)
+    c = g.add1(q.conv, [b, g.const(rng.integers(-127, 128, (32, 32, 1, 1)).astype(np.int8), "w3")],
+               strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1, x_zero_point=5)
+    s = g.add1(ew.add, [_to_i32(g, c, 1 << 30, 31), _to_i32(g, a, 3 << 28, 29, in_zp=2)])
+    y = g.add1(q.requant, [s], multiplier=(1 << 30,), shift=(31,), zero_point=0, in_zero_point=0,
+               qmin=0, qmax=255, dtype=DType.U8, axis=1)
+    g.outputs = [g.add1(q.dequantize, [y], scale=(0.05,), zero_point=(0,), axis=1)]
+    fg, _ = kernels(g, TARGET)
+    assert sorted(n.attrs["inplace"] for n in fg.nodes if n.op.name == "k.fused")[-1] >= 0
+    exe = build(g, TARGET)
+    assert exe.source("relax").count("call_tir_inplace") == 1
+    xs = [_ints(rng, (1, 16, 10, 10), np.uint8) for _ in range(2)]
+    for xv in xs + xs:
+        np.testing.assert_array_equal(exe.run([xv])[0], interp.run(g, xv)[0])

@@ -123,14 +123,22 @@ def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.E
     for node_, rq in ((r1n, rq1), (r1bn, rq1b)):
         if rq is not None:
             call_args.append(_rq_const(node_, rq, spec.co, spec.cop))
+    over = -1      # the residual's buffer takes the result where the IR allows it (passes/inplace.py)
     if res_dt is not None:
+        if res_i == kb.node.attrs["inplace"] and res_dt == spec.out_dtype:
+            over = len(call_args)
         call_args.append(args[res_i])
         if rq2 is not None:
             call_args.append(_rq_const(r2n, rq2, spec.co, spec.cop))
         call_args.append(_rq_const(r3n, rq3, spec.co, spec.cop))
     tile = tuple(kb.node.attrs["tile"]) or None
-    gv = ctx.kernel(("qconv", spec, tile, terms), lambda: emit.tiled(make, tile), name)
-    return ctx.call_kernel(gv, call_args, kq.out_shape(spec), spec.out_dtype)
+
+    def build():
+        func = emit.tiled(make, tile)
+        return emit.write_over(func, "residual") if over >= 0 else func
+
+    gv = ctx.kernel(("qconv", spec, tile, terms, over >= 0), build, name)
+    return ctx.call_kernel(gv, call_args, kq.out_shape(spec), spec.out_dtype, inplace=over)
 
 
 def qmatmul_plan(kb: KernelBody):
