@@ -257,10 +257,13 @@ def tree_search(items: Sequence[Interval], conf: list[list[int]], incumbent: Pla
 @dataclass(frozen=True)
 class SearchLimits:
     """exact_max: CP-SAT for problems up to this many items; time_limit: its deterministic time
-    (about seconds); rollouts: the tree search's games; seed: its random seed."""
+    (about seconds) for the offsets; fast_time_limit: the same for the fast-tier selection (small by
+    default: that mapping is a prediction the executable does not act on yet, so it gets less of the
+    compile time); rollouts: the tree search's games; seed: its random seed."""
 
     exact_max: int = 200
     time_limit: float = 2.0
+    fast_time_limit: float = 0.25
     rollouts: int = 300
     seed: int = 0
 
@@ -356,8 +359,8 @@ def select_fast(items: Sequence[Interval], benefit: Sequence[float], capacity: i
     if len(best.chosen) == len(cands):            # every candidate fits: nothing to improve
         best.optimal = True
         return best
-    if len(cands) <= limits.exact_max and limits.time_limit > 0:
-        return _select_cpsat(items, cands, capacity, benefit, best, limits.time_limit)
+    if len(cands) <= limits.exact_max and limits.fast_time_limit > 0:
+        return _select_cpsat(items, cands, capacity, benefit, best, limits.fast_time_limit)
     rng = random.Random(limits.seed)
     for _ in range(limits.rollouts):
         sigma = rng.choice((0.7, 2.0, 6.0))
