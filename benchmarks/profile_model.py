@@ -4,6 +4,8 @@
     python benchmarks/profile_model.py resnet50 --quantize int8
     python benchmarks/profile_model.py model.onnx
 
+    python benchmarks/profile_model.py resnet50 --ort   # + onnxruntime's own per-node profile, same input
+
 bert / resnet50 are the benchmark models of benchmarks/common.py (random weights); INT8 is integer-only,
 calibrated on 4 random inputs (token ids for bert), as in benchmarks/e2e_int8*.py.  The last lines compare
 the sum of kernel times with the wall time: the difference is the VM's own work (allocation, calls).
@@ -28,6 +30,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--ort", action="store_true",
+                    help="also profile onnxruntime FP32 on the same input (its node times, summed per op type)")
     args = ap.parse_args()
 
     import compiler
@@ -62,6 +66,38 @@ def main() -> None:
         print(f"| ({len(rest)} more) | {sum(r[1] for r in rest)} | {sum(r[2] for r in rest):.3f} | "
               f"{100 * sum(r[2] for r in rest) / total:.1f} |")
     print(f"\nsum of calls {total:.3f} ms; wall {wall:.3f} ms per run (instrumented)")
+    if args.ort:
+        ort_profile(path, x, args.threads, args.runs)
+
+
+def ort_profile(path: Path, x: np.ndarray, threads: int, runs: int) -> None:
+    """onnxruntime's node times (its profiler, median per node over `runs`), summed per op type."""
+    import json
+    import statistics
+    import tempfile
+    from collections import defaultdict
+
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.enable_profiling = True
+    so.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(runs):
+        sess.run(None, feed)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    per_node: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_node[(e["args"].get("op_name", "?"), e["name"])].append(e["dur"] / 1e3)
+    per_op: dict[str, float] = defaultdict(float)
+    for (op, _), ts in per_node.items():
+        per_op[op] += statistics.median(ts)
+    print(f"\nonnxruntime {ort.__version__} FP32, {threads} thread(s), node times (median per node):")
+    for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1]):
+        print(f"  {op:24s} {ms:8.3f} ms")
+    print(f"  sum of nodes {sum(per_op.values()):.3f} ms")
 
 
 if __name__ == "__main__":
