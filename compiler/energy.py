@@ -366,6 +366,7 @@ RULES: dict[OpDef, Rule] = {
     shape.gather: Rule(_nothing, "moves the gathered rows; a constant table is read only there",
                        gathers=True),
     kernel.fused: Rule(_nothing, "one kernel: its body's ops are counted"),
+    layout.unpack_weight: Rule(_nothing, "the kernel reads the packed constant as is: no work at run time"),
 }
 
 

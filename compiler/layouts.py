@@ -41,3 +41,55 @@ def int_in_block(ci: int) -> int:
 
 def int_out_block(co: int) -> int:
     return INT_OUT_BLOCK if co % INT_OUT_BLOCK == 0 else 0
+
+
+# -- the packed fp32 conv weight ------------------------------------------------------------------------
+# The CPU conv kernel reads its OIHW weight (I = ci / groups) in one of three packed forms, with ob the
+# output-channel block of the accumulators and ib the input block:
+#   dense     (co/ob, I/ib, kh, kw, ib, ob)    groups == 1, or groups whose channel counts the blocks divide
+#   depthwise (co/ob, kh, kw, ob)              one input and one output channel per group
+#   generic   (co/ob, I, kh, kw, ob)           any other grouping
+_TO_OIHW = {"dense": (0, 5, 1, 4, 2, 3), "depthwise": (0, 3, 1, 2), "generic": (0, 4, 1, 2, 3)}
+
+
+def conv_weight_form(ci: int, co: int, groups: int, in_block: int, out_block: int) -> tuple[str, int, int]:
+    """(form, ib, ob) of the packed weight of an fp32 conv whose data is in `in_block` blocks and whose
+    result is in `out_block` blocks (0: plain). A plain-NCHW result still accumulates in blocks of the
+    largest 16/8/4/2 dividing the (per-group) output channels."""
+    cig, cog = ci // groups, co // groups
+    depthwise = groups > 1 and cig == 1 and cog == 1
+    ob = out_block or (best_block(cog, 1) if groups > 1 and not depthwise else best_block(co, 1)) or 1
+    ib = in_block or 1
+    if groups == 1:
+        return "dense", ib, ob
+    if depthwise:
+        return "depthwise", ib, ob
+    return ("dense" if cig % ib == 0 and cog % ob == 0 else "generic"), ib, ob
+
+
+def pack_conv_weight(w, form: str, ib: int, ob: int):
+    """OIHW weight -> its packed `form` (a contiguous copy)."""
+    import numpy as np
+    co, cig, kh, kw = w.shape
+    if form == "dense":
+        p = w.reshape(co // ob, ob, cig // ib, ib, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+    elif form == "depthwise":
+        p = w.reshape(co // ob, ob, kh, kw).transpose(0, 2, 3, 1)
+    else:
+        p = w.reshape(co // ob, ob, cig, kh, kw).transpose(0, 2, 3, 4, 1)
+    return np.ascontiguousarray(p)
+
+
+def unpacked_conv_weight_shape(shape: tuple[int, ...], form: str) -> tuple[int, int, int, int]:
+    """The OIHW shape a packed weight of `shape` holds."""
+    if form == "dense":
+        return shape[0] * shape[5], shape[1] * shape[4], shape[2], shape[3]
+    if form == "depthwise":
+        return shape[0] * shape[3], 1, shape[1], shape[2]
+    return shape[0] * shape[4], shape[1], shape[2], shape[3]
+
+
+def unpack_conv_weight(p, form: str):
+    """A packed weight -> OIHW (the inverse of pack_conv_weight)."""
+    import numpy as np
+    return np.ascontiguousarray(p.transpose(_TO_OIHW[form]).reshape(unpacked_conv_weight_shape(p.shape, form)))

@@ -18,6 +18,7 @@ from passes import (  # noqa: F401  (registration)
     tabulate,
     tiles,
     verify_integer_only,
+    weights,
 )
 from passes.base import PASSES, PassContext, run_pipeline
 

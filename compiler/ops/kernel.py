@@ -39,8 +39,10 @@ fused = define("k.fused", "One kernel: the interpreter over `body` (an anchor op
 
 
 def anchor_of(body) -> Any:
-    """The body's anchor node: the first node that is neither a layout conversion nor a prologue op
-    (what the fusion pass lets join in front of an operand: a transpose, a cast, a requant)."""
+    """The body's anchor node: the first node that is neither a layout conversion (a packed weight's
+    unpack included) nor a prologue op (what the fusion pass lets join in front of an operand: a
+    transpose, a cast, a requant)."""
     from compiler.ops import elementwise, layout, quant, shape
-    skip = (layout.pack, layout.unpack, shape.transpose, elementwise.cast, quant.requant)
+    skip = (layout.pack, layout.unpack, layout.unpack_weight, shape.transpose, elementwise.cast,
+            quant.requant)
     return next(n for n in body.nodes if n.op not in skip)

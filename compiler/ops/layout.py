@@ -4,6 +4,11 @@
 = logical [n, c, y, x]; channels past c (when b does not divide c) hold `fill`. `layout.unpack`
 is its inverse and drops the padding channels. The layout pass inserts them; a pack of an unpack
 with the same block cancels.
+
+`layout.unpack_weight` turns a conv weight packed the way the CPU kernel reads it (compiler/layouts.py:
+dense, depthwise or generic form) back into OIHW. The weight-packing pass puts it, applied to the packed
+constant, in front of the conv inside a fused kernel: the IR then holds the bytes the kernel reads, and
+the interpreter still computes the conv on OIHW.
 """
 from __future__ import annotations
 
@@ -52,3 +57,25 @@ pack = define("layout.pack", "NCHW -> NCHW{block}c; channels past c (padding) ho
               _pack_infer, _pack_ref, 1, block=Attr("int"), fill=Attr("int", 0))
 unpack = define("layout.unpack", "NCHW{b}c -> NCHW with `channels` channels (padding dropped).",
                 _unpack_infer, _unpack_ref, 1, channels=Attr("int"))
+
+
+_WEIGHT_RANK = {"dense": 6, "depthwise": 4, "generic": 5}
+
+
+def _unpack_weight_infer(ins: list[TensorType], a: dict[str, Any]) -> list[TensorType]:
+    from compiler.layouts import unpacked_conv_weight_shape
+    p, form = ins[0], a["form"]
+    if form not in _WEIGHT_RANK or p.rank != _WEIGHT_RANK[form]:
+        raise TypeRuleError(f"unpack_weight: form must be one of {sorted(_WEIGHT_RANK)} with a tensor of that "
+                            f"form's rank, got {form!r} and {p}")
+    return [TensorType(unpacked_conv_weight_shape(p.shape, form), p.dtype)]
+
+
+def _unpack_weight_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    from compiler.layouts import unpack_conv_weight
+    return [unpack_conv_weight(ins[0], a["form"])]
+
+
+unpack_weight = define("layout.unpack_weight",
+                       "A conv weight packed for the CPU kernel (dense / depthwise / generic form) -> OIHW.",
+                       _unpack_weight_infer, _unpack_weight_ref, 1, form=Attr("str"))

@@ -164,3 +164,23 @@ def test_residual_conv_writes_over_the_dying_residual(rng):
     xs = [rng.standard_normal((1, 16, 12, 12)).astype(np.float32) for _ in range(2)]
     for xv in xs + xs:
         np.testing.assert_allclose(exe.run([xv])[0], interp.run(g, xv)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_conv_kernels_take_the_packed_weight_constants_as_is(rng):
+    """The weight the kernel is called with is the IR's packed constant itself (pack_weights), not a copy
+    packed again at lowering; and the program computes what the interpreter computes."""
+    from compiler.backends.tvm_fused import fp32, kernel_spec
+    from compiler.ops import kernel, layout as lay
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 3, 12, 12), F32))
+    a = g.add1(ew.relu, [_conv(g, x, 16)])
+    b = _conv(g, a, 16, groups=16)
+    g.outputs = [_conv(g, b, 32, k=1)]
+    fg, _ = kernels(g, TARGET)
+    convs = [n for n in fg.nodes if n.op is kernel.fused and n.attrs["kernel"] == "conv"]
+    assert len(convs) == 3
+    for n in convs:
+        w = kernel.anchor_of(n.attrs["body"]).inputs[1]
+        assert w.producer.op is lay.unpack_weight
+        assert fp32.packed_weight(kernel_spec(n), w) is w.producer.inputs[0].const
+    _check(g, rng.standard_normal((1, 3, 12, 12)).astype(np.float32))

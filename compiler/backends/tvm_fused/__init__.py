@@ -8,6 +8,7 @@ Nothing here decides: fusion, layouts and tiles come from the passes.
 """
 from __future__ import annotations
 
+import numpy as np
 from tvm import relax
 
 from compiler.backends.tvm_fused import attention, fp32, integer
@@ -101,3 +102,13 @@ def _unpack(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Exp
                          "unpack_nchwc")
         return [ctx.call_kernel(gv, args, (n, c, h, w), dt)]
     return [ctx.emit_te(klayout.unpack_nchwc_te, args[0], c, name="unpack_nchwc")]
+
+
+@lowers(lay.unpack_weight)
+def _unpack_weight(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    """A packed constant weight read op by op (a body no kernel took): unpacked at compile time."""
+    w = node.inputs[0]
+    if not w.is_const:
+        raise NotImplementedError("layout.unpack_weight of a computed tensor")
+    (oihw,) = lay.unpack_weight.reference([np.asarray(w.const)], node.attrs)
+    return [relax.const(oihw, tvm_dtype(w.type.dtype))]

@@ -68,7 +68,7 @@ def parse(node: Node) -> KernelBody:
     after = {id(anchor.outputs[0])}           # the epilogue: what depends on the anchor's result
     pro, epi = [], []
     for n in body.nodes:
-        if n is anchor or n.op in (lay.pack, lay.unpack):
+        if n is anchor or n.op in (lay.pack, lay.unpack, lay.unpack_weight):
             continue
         if any(id(v) in after for v in n.inputs):
             after.add(id(n.outputs[0]))

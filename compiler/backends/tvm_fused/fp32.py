@@ -18,7 +18,7 @@ from compiler.backends.tvm_kernels import pool as kpool
 from compiler.backends.tvm_lower.registry import LowerCtx
 from compiler.ir import Node, Value
 from compiler.ops import elementwise as ew
-from compiler.ops import nn, reduce as rd
+from compiler.ops import layout as lay, nn, reduce as rd
 from compiler.types import DType
 
 F32 = DType.F32
@@ -68,12 +68,34 @@ def _conv_slots(kb: KernelBody, has_bias: bool, out_block: int):
     return None, None, "none", 0.0, 0.0, nodes, kb.anchor.outputs[0]
 
 
+def _weight_const(w) -> tuple[np.ndarray, str | None] | None:
+    """(array, packed form or None for OIHW) of a conv weight: a constant, or the unpack of a packed
+    constant (passes/weights.py); None when the weight is computed."""
+    if w.is_const:
+        return np.asarray(w.const), None
+    p = w.producer
+    if p is not None and p.op is lay.unpack_weight and p.inputs[0].is_const:
+        return np.asarray(p.inputs[0].const), p.attrs["form"]
+    return None
+
+
+def packed_weight(spec, w) -> np.ndarray:
+    """The weight in the kernel's packed layout: the IR's packed constant as is when its form and shape are
+    the kernel's, else packed here from OIHW."""
+    arr, form = _weight_const(w)
+    if form == kconv.conv_kind(spec) and arr.shape == kconv.weight_shape(spec) and arr.dtype == np.float32:
+        return arr
+    if form is not None:
+        (arr,) = lay.unpack_weight.reference([arr], {"form": form})
+    return kconv.pack_weight(spec, np.asarray(arr, np.float32))
+
+
 def conv_plan(kb: KernelBody):
     """(spec, bias vector, residual operand, epilogue rest, its start value) of an fp32 conv kernel."""
     a = kb.anchor
     x, w = a.inputs[0], a.inputs[1]
     xi = kb.operand_of(x)
-    if x.type.rank != 4 or x.type.dtype is not F32 or not w.is_const or xi is None or \
+    if x.type.rank != 4 or x.type.dtype is not F32 or _weight_const(w) is None or xi is None or \
             (len(a.inputs) > 2 and not a.inputs[2].is_const):
         raise NotFusable("not an fp32 conv2d with constant weights")
     n, ci, h, wd = x.type.shape
@@ -110,7 +132,7 @@ def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
         return emit.write_over(func, "residual") if over else func
 
     gv = ctx.kernel(("conv", spec, comp.key, tile, over), make, "conv2d_nchwc")
-    call_args = [args[xi], relax.const(kconv.pack_weight(spec, np.asarray(w.const, np.float32)))]
+    call_args = [args[xi], relax.const(packed_weight(spec, w))]
     if bias is not None:
         call_args.append(relax.const(kconv.pack_bias(spec, bias)))
     if res is not None:

@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 import numpy as np
 from tvm import te, tirx
 
-from compiler.layouts import best_block, choose_blocks
+from compiler.layouts import choose_blocks, conv_weight_form, pack_conv_weight
 
 from .common import act_te, finalize
 
@@ -92,7 +92,6 @@ class Conv2dSpec:
         return 2 * self.n * self.co * oh * ow * self.ci_per_group * self.kh * self.kw
 
 
-_best_block = best_block
 
 
 def output_hw(spec: Conv2dSpec) -> Tuple[int, int]:
@@ -105,27 +104,19 @@ def output_hw(spec: Conv2dSpec) -> Tuple[int, int]:
 
 
 def conv_kind(spec: Conv2dSpec) -> str:
-    """'dense' (groups==1 or block-aligned groups), 'depthwise' (groups == ci == co) or 'generic'."""
-    if spec.groups == 1:
-        return "dense"
-    cig, cog = spec.ci_per_group, spec.co_per_group
-    if cig == 1 and cog == 1:
-        return "depthwise"
-    ib = spec.in_block or 1
-    ob = weight_out_block(spec)
-    if cig % ib == 0 and cog % ob == 0:
-        return "dense"
-    return "generic"
+    """'dense' (groups==1 or block-aligned groups), 'depthwise' (groups == ci == co) or 'generic'
+    (compiler.layouts.conv_weight_form, the table the weight-packing pass shares)."""
+    return _form(spec)[0]
 
 
 def weight_out_block(spec: Conv2dSpec) -> int:
     """Output-channel block used by the packed weights/bias and the accumulators (= out_block if > 0, else an
     internal block: plain-NCHW outputs are computed blocked and transposed in the epilogue)."""
-    if spec.out_block:
-        return spec.out_block
-    if spec.groups > 1 and not (spec.ci_per_group == 1 and spec.co_per_group == 1):
-        return _best_block(spec.co_per_group, 1) or 1
-    return _best_block(spec.co, 1) or 1
+    return _form(spec)[2]
+
+
+def _form(spec: Conv2dSpec) -> Tuple[str, int, int]:
+    return conv_weight_form(spec.ci, spec.co, spec.groups, spec.in_block, spec.out_block)
 
 
 def data_shape(spec: Conv2dSpec):
@@ -161,16 +152,8 @@ def pack_weight(spec: Conv2dSpec, w: np.ndarray) -> np.ndarray:
     """OIHW (I = ci // groups) numpy weights -> the packed layout of :func:`weight_shape` (contiguous copy)."""
     w = np.asarray(w, dtype=spec.dtype)
     assert w.shape == (spec.co, spec.ci_per_group, spec.kh, spec.kw), w.shape
-    kind = conv_kind(spec)
-    ob = weight_out_block(spec)
-    ib = spec.in_block or 1
-    if kind == "dense":
-        p = w.reshape(spec.co // ob, ob, spec.ci_per_group // ib, ib, spec.kh, spec.kw).transpose(0, 2, 4, 5, 3, 1)
-    elif kind == "depthwise":
-        p = w.reshape(spec.co // ob, ob, spec.kh, spec.kw).transpose(0, 2, 3, 1)
-    else:
-        p = w.reshape(spec.co // ob, ob, spec.ci_per_group, spec.kh, spec.kw).transpose(0, 2, 3, 4, 1)
-    return np.ascontiguousarray(p)
+    form, ib, ob = _form(spec)
+    return pack_conv_weight(w, form, ib, ob)
 
 
 def pack_bias(spec: Conv2dSpec, b: np.ndarray) -> np.ndarray:

@@ -1,0 +1,76 @@
+"""pack_weights: an fp32 conv kernel's weight becomes the packed constant its kernel reads, unpacked
+in the body by layout.unpack_weight; the interpreter's result does not change. No backend needed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler import interp, layouts
+from compiler.ir import Graph
+from compiler.ops import elementwise as ew, kernel, layout as lay, linalg
+from compiler.types import DType, TensorType
+from compiler.verify import verify
+from passes.base import PassContext
+from passes.fusion import fuse
+from passes.layout import assign
+from passes.weights import pack_weights
+
+F32 = DType.F32
+
+
+@pytest.mark.parametrize("ci, co, groups, ib, ob, form", [
+    (32, 64, 1, 16, 16, "dense"), (3, 16, 1, 0, 16, "dense"), (24, 24, 24, 8, 8, "depthwise"),
+    (32, 64, 2, 16, 16, "dense"), (12, 18, 3, 8, 2, "generic"), (16, 10, 1, 16, 0, "dense"),
+])
+def test_packed_forms_round_trip(rng, ci, co, groups, ib, ob, form):
+    f, ib_, ob_ = layouts.conv_weight_form(ci, co, groups, ib, ob)
+    assert f == form
+    w = rng.standard_normal((co, ci // groups, 3, 3)).astype(np.float32)
+    p = layouts.pack_conv_weight(w, f, ib_, ob_)
+    (back,) = lay.unpack_weight.reference([p], {"form": f})
+    np.testing.assert_array_equal(back, w)
+    assert lay.unpack_weight.infer([TensorType(p.shape, F32)], {"form": f})[0].shape == w.shape
+
+
+def _conv(g, x, co, rng, k=3, groups=1):
+    ci = x.type.shape[1]
+    w = g.const((rng.standard_normal((co, ci // groups, k, k)) / k).astype(np.float32), "w")
+    return g.add1(linalg.conv, [x, w, g.const(rng.standard_normal(co).astype(np.float32), "b")],
+                  strides=(1, 1), pads=(k // 2,) * 4, dilations=(1, 1), groups=groups)
+
+
+def test_conv_kernels_read_packed_constants_and_mean_the_same(rng):
+    """A stem on the 3-channel image (plain input), a blocked 3x3, a depthwise conv and a 1x1 whose
+    result leaves plain: each body unpacks the packed constant right before its conv."""
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 3, 10, 10), F32))
+    a = g.add1(ew.relu, [_conv(g, x, 16, rng)])
+    b = g.add1(ew.relu, [_conv(g, a, 32, rng)])
+    c = _conv(g, b, 32, rng, groups=32)
+    g.outputs = [_conv(g, c, 10, rng, k=1)]
+    before = assign(fuse(g)[0])
+    after = pack_weights(before, PassContext())
+    verify(after)
+    forms = []
+    for n in after.nodes:
+        if n.op is kernel.fused and n.attrs["kernel"] == "conv":
+            body = n.attrs["body"]
+            conv = kernel.anchor_of(body)
+            u = conv.inputs[1].producer
+            assert u.op is lay.unpack_weight and u.inputs[0].is_const
+            assert not any(v.is_const and v.type.rank == 4 for v in conv.inputs)   # no OIHW copy left
+            forms.append((u.attrs["form"], u.inputs[0].type.shape))
+    assert forms == [("dense", (1, 3, 3, 3, 1, 16)), ("dense", (2, 1, 3, 3, 16, 16)),
+                     ("depthwise", (2, 3, 3, 16)), ("dense", (5, 2, 1, 1, 16, 2))]
+    xv = rng.standard_normal((1, 3, 10, 10)).astype(np.float32)
+    np.testing.assert_array_equal(interp.run(after, xv)[0], interp.run(before, xv)[0])
+
+
+def test_other_kernels_are_left_alone(rng):
+    g = Graph()
+    x = g.add_input("x", TensorType((4, 8), F32))
+    w = g.const(rng.standard_normal((8, 6)).astype(np.float32), "w")
+    g.outputs = [g.add1(ew.relu, [g.add1(linalg.matmul, [x, w])])]
+    before = assign(fuse(g)[0])
+    after = pack_weights(before, PassContext())
+    assert str(after) == str(before)
