@@ -13,12 +13,16 @@ EMIT_CHOICES = ("ir", "einsum", "relax", "tir", "asm", "mlir", "cuda", "ptx")
 VERBS = ("run", "bench", "report")    # `compile VERB --help` for each
 
 EPILOG = """\
-examples:
-  compile model.onnx --target llvm -o model.dyc
-  compile tune-costmodel --target llvm --budget 300   measure kernels here, retrain the tile cost model
-  compile run model.dyc --input input=x.npy -o out.npz    run a compiled model (or --random inputs)
-  compile bench model.dyc --compare model.onnx       latency vs onnxruntime (--profile: per kernel)
-  compile report model.onnx --quantize int8 --data calib.npz -o report/   HTML + text report
+verbs (each has its own --help, e.g. `compile bench --help`):
+  compile model.onnx --target llvm -o model.dyc          compile (the flags above)
+  compile run model.dyc --input input=x.npy -o out.npz   run a compiled model (or --random inputs)
+  compile bench model.dyc --compare model.onnx --profile latency vs onnxruntime; per kernel: IR op,
+                                                         time, GFLOP/s (GOP/s), share of the roofline
+  compile report model.onnx --quantize int8 --data calib.npz -o report/
+                                                         HTML page with PNG plots, text and JSON report
+  compile tune-costmodel --target llvm --budget 300      measure kernels here, retrain the tile cost model
+
+more examples:
   compile model.onnx --emit ir                      print the optimized IR and stop
   compile model.onnx --target 'cuda -arch=sm_90' -o model.dyc    NVIDIA GPU (builds without one)
   compile model.onnx --target cuda --emit ptx       print the PTX (needs nvcc)
@@ -102,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="after compiling, run the executable and the reference interpreter on "
                         "random inputs and fail (exit 5) if they disagree")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress messages or bars on stderr (bars are drawn only on a terminal)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
     return p
 
@@ -173,7 +178,14 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     get_backend(args.backend)          # fail fast on a missing toolchain
     say(f"compiling {model} for {args.target}")
-    cm = compiler.compile(model, args.target, backend=args.backend, progress=say, **options, **quant)
+    from compiler.tools.progress import PassBar
+    from passes.base import observe_passes
+    bar = PassBar(enabled=not (args.quiet or args.emit))        # a bar on a terminal only
+    try:
+        with observe_passes(bar):
+            cm = compiler.compile(model, args.target, backend=args.backend, progress=say, **options, **quant)
+    finally:
+        bar.close()
     if args.report:
         print(cm.report, file=sys.stderr)
     if args.emit:

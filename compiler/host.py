@@ -1,6 +1,6 @@
-"""Facts about the CPU we compile on, shared by the backends and the cost model: LLVM's name for it and
-the width of its vector registers. Kept out of `compiler/backends/` so the cost model can ask without
-loading a backend."""
+"""Facts about the CPU we compile on, shared by the backends and the cost model: LLVM's name for it, the
+width of its vector registers, its instruction-set extensions and whether an artifact built for another
+CPU can run here. Kept out of `compiler/backends/` so the cost model can ask without loading a backend."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -41,3 +41,56 @@ def _cpu_flags() -> str:
             return next((line for line in f if line.startswith("flags")), "")
     except OSError:
         return ""
+
+
+# LLVM's name of each instruction-set extension that generated code may use -> the Linux /proc/cpuinfo
+# flag saying the host has it (the vector, dot-product and matrix extensions; what an artifact built
+# with a newer -mcpu would die on with an illegal instruction)
+ISA_FLAGS: dict[str, str] = {
+    "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "bmi2": "bmi2",
+    "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512dq": "avx512dq", "avx512cd": "avx512cd",
+    "avx512vl": "avx512vl", "avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni",
+    "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16", "avx512ifma": "avx512ifma",
+    "avx512vbmi": "avx512vbmi", "avx512vbmi2": "avx512_vbmi2", "avx512bitalg": "avx512_bitalg",
+    "avx512vpopcntdq": "avx512_vpopcntdq",
+    "amx-tile": "amx_tile", "amx-int8": "amx_int8", "amx-bf16": "amx_bf16",
+}
+
+
+def host_cpu_flags() -> frozenset[str]:
+    """The host's CPU flags as Linux names them in /proc/cpuinfo (empty where there is no such file)."""
+    return frozenset(_cpu_flags().partition(":")[2].split())
+
+
+@lru_cache(maxsize=None)
+def cpu_features(mcpu: str) -> frozenset[str]:
+    """The instruction-set features LLVM gives CPU `mcpu` (LLVM's names, e.g. "avx512vnni"); empty when
+    TVM's LLVM is not installed or does not know the name."""
+    try:
+        import tvm
+        from tvm.target import codegen
+        if not codegen.llvm_is_valid_cpu(mcpu, ""):
+            return frozenset()
+        target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+        return frozenset(str(f) for f in codegen.llvm_get_cpu_features(target))
+    except Exception:  # pragma: no cover - depends on the TVM build
+        return frozenset()
+
+
+def missing_features(mcpu: str) -> list[str]:
+    """The extensions of ISA_FLAGS that code built for `mcpu` may use and the host lacks (LLVM's names,
+    sorted); empty when the host's flags are unknown (no /proc/cpuinfo), so nothing is refused blindly."""
+    have = host_cpu_flags()
+    if not have:
+        return []
+    return sorted(f for f in cpu_features(mcpu) if f in ISA_FLAGS and ISA_FLAGS[f] not in have)
+
+
+def host_clock_ghz() -> float | None:
+    """The clock /proc/cpuinfo reports for the first core ("cpu MHz"), in GHz; None where it is absent."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((ln for ln in f if ln.startswith("cpu MHz")), "")
+        return float(line.partition(":")[2]) / 1e3 if line else None
+    except (OSError, ValueError):
+        return None

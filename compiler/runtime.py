@@ -106,6 +106,7 @@ class CompiledModel:
         self.memory_plan = None         # passes.memory.MemoryPlan of the final IR (None after load)
         self._memory: dict[str, Any] | None = None     # the manifest's memory object, after load
         self._energy: dict[str, Any] | None = None     # the manifest's energy object, after load
+        self._kernels: dict[str, Any] | None = None    # the manifest's kernels object, after load
 
     @property
     def memory(self) -> dict[str, Any] | None:
@@ -134,6 +135,17 @@ class CompiledModel:
             plan = self.memory_plan
             return estimate(self.graph, plan.arena_bytes if plan is not None else None)
         return self._energy
+
+    @property
+    def kernels(self) -> dict[str, Any] | None:
+        """Which IR node each compiled kernel runs, with its op and operation and byte counts
+        (compiler.tools.kernels): what the per-kernel profile is read against. None when the backend
+        does not name its kernels (mlir) or the artifact was saved without it."""
+        nodes = getattr(self.executable, "kernel_nodes", None)
+        if self.graph is not None and nodes:
+            from compiler.tools.kernels import kernel_facts
+            return kernel_facts(self.graph, nodes)
+        return self._kernels
 
     @property
     def input_names(self) -> list[str]:
@@ -177,7 +189,8 @@ class CompiledModel:
                 "backend": self.backend, "signature": self.signature.to_json(),
                 "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in sorted(members.items())},
                 **({"memory": self.memory} if self.memory is not None else {}),
-                **({"energy": self.energy} if self.energy is not None else {})}
+                **({"energy": self.energy} if self.energy is not None else {}),
+                **({"kernels": self.kernels} if self.kernels is not None else {})}
 
     def to_bytes(self) -> bytes:
         members = {"graph.mlir": self.graph_text.encode(), "lib.bin": self.executable.library_bytes()}
@@ -228,6 +241,7 @@ def load(path: str | os.PathLike, *, threads: int | None = None) -> CompiledMode
         desc = ", ".join(f"{k} {a} (installed: {b})" for k, (a, b) in diff.items())
         raise ArtifactError(f"{path} was built with {desc}", hint="recompile the model with this installation")
     target = Target.parse(manifest["target"])
+    _check_host(path, target)
     if threads is not None:
         if threads < 1:
             raise InvalidInput(f"threads must be >= 1, got {threads}")
@@ -239,4 +253,18 @@ def load(path: str | os.PathLike, *, threads: int | None = None) -> CompiledMode
     cm = CompiledModel(exe, signature, target, manifest["backend"], members["graph.mlir"].decode())
     cm._memory = manifest.get("memory")
     cm._energy = manifest.get("energy")
+    cm._kernels = manifest.get("kernels")
     return cm
+
+
+def _check_host(path: Path, target: Target) -> None:
+    """Refuse a CPU artifact whose -mcpu has instruction-set extensions (AVX-512, VNNI, AMX...) this
+    host lacks: running it would die on an illegal instruction instead of saying why."""
+    if target.kind != "llvm":
+        return
+    from compiler.host import host_cpu_name, missing_features
+    missing = missing_features(target.cpu)
+    if missing:
+        raise ArtifactError(f"{path} was built for '{target}', which uses CPU features this host "
+                            f"({host_cpu_name()}) lacks: {', '.join(missing)}",
+                            hint="recompile the model here (--target llvm builds for this host's CPU)")

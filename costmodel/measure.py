@@ -423,17 +423,17 @@ def load_jsonl(path: str) -> list[dict[str, Any]]:
 
 
 def text_progress(width: int = 30) -> Callable[[int, int, str], None]:
-    """A one-line progress bar on stderr."""
-    t0 = time.perf_counter()
+    """Measuring progress on stderr (compiler/tools/progress.py): a bar redrawn in place on a terminal,
+    otherwise a plain line every 10 s, so logs do not fill with redraws."""
+    from compiler.tools.progress import Progress
+    bars: list[Progress] = []
 
     def show(i: int, total: int, name: str) -> None:
-        frac = i / max(1, total)
-        bar = "#" * int(width * frac)
-        el = time.perf_counter() - t0
-        sys.stderr.write(f"\r[{bar:<{width}}] {i}/{total} {el:5.0f}s {name[:48]:<48}")
-        sys.stderr.flush()
+        if not bars:
+            bars.append(Progress(total, "measuring", width=width))
+        bars[0].update(i, name)
         if i == total:
-            sys.stderr.write("\n")
+            bars[0].close()
     return show
 
 

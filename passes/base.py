@@ -3,7 +3,9 @@
 A pass is a pure function `Graph -> Graph`, or `(Graph, PassContext) -> Graph` when it needs the
 target, the calibration data, the budgets or the kernels' tunable interface, registered under a
 name. `run_pipeline` runs a list of names, verifies the graph after each pass, times them, and
-prints or dumps the IR on request.
+prints or dumps the IR on request. Observers installed with `observe_passes` (a pass-time record, a
+progress bar) hear of every pass of every pipeline run inside the `with`, across compile stages,
+without the stages passing them along.
 """
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from compiler.diagnostics import CompileError, Unsupported
 from compiler.ir import Graph
@@ -86,10 +90,49 @@ def resolve(pipeline: Sequence[str], passes: Sequence[str] | None = None,
     return [n for n in names if n not in set(disable)]
 
 
+class PassObserver(Protocol):
+    """Told of each pass `run_pipeline` runs: before it (its place in its pipeline) and after it (its
+    wall time in seconds, verification excluded)."""
+
+    def before(self, name: str, index: int, total: int) -> None: ...
+
+    def after(self, name: str, seconds: float) -> None: ...
+
+
+@dataclass
+class PassTimes:
+    """A PassObserver that records (pass, seconds) in the order the passes ran."""
+
+    times: list[tuple[str, float]] = field(default_factory=list)
+
+    def before(self, name: str, index: int, total: int) -> None:
+        pass
+
+    def after(self, name: str, seconds: float) -> None:
+        self.times.append((name, seconds))
+
+
+_OBSERVERS: ContextVar[tuple[PassObserver, ...]] = ContextVar("pass_observers", default=())
+
+
+@contextmanager
+def observe_passes(observer: PassObserver) -> Iterator[PassObserver]:
+    """`with observe_passes(PassTimes()) as t: compiler.compile(...)`: `observer` hears of every pass
+    run inside the block (in this thread or task)."""
+    token = _OBSERVERS.set((*_OBSERVERS.get(), observer))
+    try:
+        yield observer
+    finally:
+        _OBSERVERS.reset(token)
+
+
 def run_pipeline(g: Graph, names: Sequence[str], ctx: PassContext | None = None) -> Graph:
     ctx = ctx or PassContext()
-    for name in names:
+    observers = _OBSERVERS.get()
+    for i, name in enumerate(names):
         p = PASSES[name]
+        for o in observers:
+            o.before(name, i, len(names))
         t0 = time.perf_counter()
         try:
             g = p.fn(g, ctx) if p.wants_context else p.fn(g)
@@ -103,6 +146,8 @@ def run_pipeline(g: Graph, names: Sequence[str], ctx: PassContext | None = None)
                              hint=f"its input IR is saved in {repro}; please report it "
                                   "(--debug shows the traceback)") from e
         ctx.timings.append((name, time.perf_counter() - t0))
+        for o in observers:
+            o.after(name, ctx.timings[-1][1])
         if ctx.verify_each:
             verify(g)
         if name in ctx.print_after or "all" in ctx.print_after:

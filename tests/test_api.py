@@ -105,3 +105,21 @@ def test_profile_times_every_kernel_and_refuses_other_backends():
     mlir = compiler.compile(_model(), target="llvm -num-threads=1", backend="mlir")
     with pytest.raises(compiler.Unsupported, match="profiling is available for the tvm backend"):
         mlir.profile(a, b)
+
+
+@requires_tvm
+def test_pass_times_come_from_an_observer_and_never_reach_the_artifact():
+    import io
+
+    from passes.base import PassTimes, observe_passes
+    plain = compiler.compile(_model()).to_bytes()
+    with observe_passes(PassTimes()) as times:
+        observed = compiler.compile(_model()).to_bytes()
+    assert observed == plain                      # timing changes nothing the artifact holds
+    names = [n for n, _ in times.times]
+    assert names[0] == "fold_constants" and names[-1] == "plan_memory" and "fuse_kernels" in names
+    assert all(t >= 0 for _, t in times.times)
+    manifest = json.loads(zipfile.ZipFile(io.BytesIO(plain)).read("manifest.json"))
+    kernels = manifest["kernels"]["symbols"]       # kernel symbol -> the IR node it runs, for profiles
+    mm = next(k for k in kernels.values() if k["op"] == "nn.matmul")
+    assert mm["nodes"] == ["mm"] and mm["ops"] == 2 * 2 * 4 * 3 + 2 * 3 and not mm["integer"]

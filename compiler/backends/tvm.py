@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -54,11 +55,19 @@ def _check_supported(g: Graph) -> None:
                           SourceLoc(g.source), hint="use another backend or report the missing op")
 
 
-def lower_to_relax(g: Graph, target: Target) -> tvm.IRModule:
-    """The graph as a Relax module: `main(*inputs) -> tuple(outputs)`, constants embedded."""
+def c_identifier(name: str) -> str:
+    """`name` as a C identifier: generated kernels name their parameters after the graph's inputs, and an
+    ONNX input may be called `gpu_0/data_0`. The VM passes arguments by position, so only code sees it."""
+    name = re.sub(r"\W", "_", name)
+    return name if name and not name[0].isdigit() else f"v_{name}"
+
+
+def lower_to_relax(g: Graph, target: Target, symbols: dict | None = None) -> tvm.IRModule:
+    """The graph as a Relax module: `main(*inputs) -> tuple(outputs)`, constants embedded.
+    `symbols`, when given, receives our kernels' symbols -> the top-level nodes that call them."""
     _check_supported(g)
     bb = relax.BlockBuilder()
-    params = [relax.Var(v.name, relax.TensorType(v.type.shape, tvm_dtype(v.type.dtype)))
+    params = [relax.Var(c_identifier(v.name), relax.TensorType(v.type.shape, tvm_dtype(v.type.dtype)))
               for v in g.inputs]
     env: dict[int, relax.Expr] = {id(v): p for v, p in zip(g.inputs, params)}
     ctx = LowerCtx(bb, g, target)
@@ -67,6 +76,8 @@ def lower_to_relax(g: Graph, target: Target) -> tvm.IRModule:
             lower_nodes(ctx, g.nodes, env)
             result = bb.emit_output(relax.Tuple([read(env, v) for v in g.outputs]))
         bb.emit_func_output(result)
+    if symbols is not None:
+        symbols.update(ctx.symbols)
     return bb.get()
 
 
@@ -111,6 +122,7 @@ class TVMExecutable:
         self._staging: list | None = None
         self._lock = threading.Lock()
         self.memory_report: dict[str, int] = {}     # what the build learned of memory (tvm_memory)
+        self.kernel_nodes: dict[str, list] = {}     # kernel symbol -> IR nodes calling it (after build)
 
     def _set_threads(self) -> None:
         n = self._target.threads()
@@ -247,7 +259,8 @@ class TVMBackend:
             from compiler.backends import tvm_cuda
             return tvm_cuda.build(g, target)
         tt = tvm_target(target)
-        mod = lower_to_relax(g, target)
+        symbols: dict[str, list] = {}
+        mod = lower_to_relax(g, target, symbols)
         relax_text = mod.script()
         mod = _run_tvm("optimize the relax module", optimize, mod, tt, target.cpu)
         tir_text = mod.script()
@@ -255,6 +268,7 @@ class TVMBackend:
         ex = _run_tvm("compile for llvm", tvm.compile, mod, target=tt)
         exe = TVMExecutable(ex.mod, g, target, relax_text, tir_text, executable=ex)
         exe.memory_report = {"tvm_planner_bytes": relax_bytes}
+        exe.kernel_nodes = symbols
         return exe
 
     def load(self, library: bytes, signature: object, target: Target) -> TVMExecutable:

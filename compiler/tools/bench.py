@@ -19,6 +19,7 @@ from compiler.diagnostics import InvalidInput
 from compiler.tools import ort
 from compiler.tools.common import guarded, is_integer_graph, load_artifact, write_atomic
 from compiler.tools.inputs import describe, gather_inputs
+from compiler.tools.kernels import Roofline, match, roofline
 from compiler.tools.progress import Progress
 from compiler.tools.run import add_input_flags
 
@@ -27,11 +28,14 @@ examples:
   compile bench model.dyc                                 random inputs, all cores
   compile bench model.dyc --compare model.onnx --threads 1
   compile bench model_int8.dyc --compare model.onnx --data calib.npz    also onnxruntime's INT8
-  compile bench model.dyc --profile                       per-kernel time table
+  compile bench model.dyc --profile                       per kernel: IR op and node, time, rate, roofline
 
 --data FILE.npz (one array per input, shaped (N, *input_shape), as for --calibration) supplies the
 inputs (its first batch) and, for an integer artifact, onnxruntime's quantize_static calibration.
-Times are wall-clock milliseconds per call of one batch.
+Times are wall-clock milliseconds per call of one batch. --profile rates are GFLOP/s (GOP/s for an
+integer kernel; operations counted from the kernel's IR, a multiply-add is 2); "roof" is the share of
+min(peak, bandwidth x ops/byte): the peak a stated per-CPU constant (compiler/tools/kernels.py) times
+the clock in /proc/cpuinfo, the memory bandwidth measured here.
 """
 
 
@@ -51,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time onnxruntime on this ONNX model (the one the artifact was compiled from)")
     p.add_argument("--ort-format", choices=["qoperator", "qdq"], default="qoperator",
                    help="onnxruntime INT8 model format with --data (default qoperator)")
-    p.add_argument("--profile", action="store_true", help="add the per-kernel time table (tvm backend)")
+    p.add_argument("--profile", action="store_true", help="add the per-kernel table: IR op, time, GFLOP/s, roofline share (tvm backend)")
     p.add_argument("--profile-runs", type=int, default=5, metavar="N", help="runs profiled (default 5)")
     p.add_argument("--json", metavar="FILE.json", help="also write the results as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -113,22 +117,50 @@ def max_abs_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
                 for x, y in zip(a, b) if x.size), default=0.0)
 
 
-def format_profile(prof: dict) -> str:
-    """Per-kernel table: kernel, calls per run, ms per run and share of the wall time."""
-    wall = prof["wall_ms"]
-    rows = [r for r in prof["kernels"] if not r[0].startswith("vm.builtin.")]
+def profile_rows(prof: dict, facts: dict | None = None, roof: Roofline | None = None) -> list[dict]:
+    """The profile's kernels (the VM's own builtin calls folded into one row), each with the IR node it
+    runs, its op, and, where its operations are counted, its rate (GFLOP/s, or GOP/s for an integer
+    kernel) and the share of the roofline that rate reaches."""
+    kernels = [r for r in prof["kernels"] if not r[0].startswith("vm.builtin.")]
     builtins = [r for r in prof["kernels"] if r[0].startswith("vm.builtin.")]
+    rows = []
+    for name, calls, ms in kernels:
+        f = match(name, facts)
+        row = {"kernel": name, "calls": calls, "ms": ms, "share": ms / prof["wall_ms"],
+               "op": f["op"] if f else None, "nodes": f.get("nodes", [f["node"]] if "node" in f else []) if f else []}
+        if f and f["ops"] and ms > 0:
+            rate = f["ops"] / (ms * 1e-3)
+            row |= {"unit": "GOP/s" if f["integer"] else "GFLOP/s", "rate": rate / 1e9}
+            if roof is not None:
+                row["roof"] = rate / roof.roof(f["ops"], f["bytes"], f["integer"])
+        rows.append(row)
     if builtins:          # the VM's own calls (allocation, reshape, checks): one row
-        rows.append((f"(vm builtins: {len(builtins)} kinds)", sum(c for _, c, _ in builtins),
-                     sum(ms for _, _, ms in builtins)))
-    width = max([28, *(len(k) + 2 for k, _, _ in rows)])
+        ms = sum(ms for _, _, ms in builtins)
+        rows.append({"kernel": f"(vm builtins: {len(builtins)} kinds)", "calls": sum(c for _, c, _ in builtins),
+                     "ms": ms, "share": ms / prof["wall_ms"], "op": None, "nodes": []})
+    return rows
+
+
+def format_profile(prof: dict, facts: dict | None = None, roof: Roofline | None = None) -> str:
+    """Per-kernel table: kernel, the IR op and node it runs, calls per run, ms per run, share of the
+    wall time, rate (GFLOP/s or GOP/s) and share of the roofline."""
+    wall = prof["wall_ms"]
+    rows = profile_rows(prof, facts, roof)
+    width = max([24, *(len(r["kernel"]) + 2 for r in rows)])
+    opw = max([10, *(len(r["op"] or "") + 2 for r in rows)])
     lines = [(f"per kernel ({prof.get('runs', '?')} instrumented runs, wall {_ms(wall)} ms per run; "
               "every VM call is timed, which inflates small kernels):"),
-             f"  {'kernel':<{width}}{'calls':>7}{'ms':>10}{'share':>8}"]
-    for name, calls, ms in rows:
-        lines.append(f"  {name:<{width}}{calls:>7}{_ms(ms):>10}{ms / wall:>8.1%}")
-    other = wall - sum(ms for _, _, ms in rows)
-    lines.append(f"  {'(outside kernels)':<{width}}{'':>7}{_ms(max(other, 0.0)):>10}{max(other, 0.0) / wall:>8.1%}")
+             f"  {'kernel':<{width}}{'op':<{opw}}{'calls':>6}{'ms':>10}{'share':>8}{'rate':>16}{'roof':>7}  node"]
+    for r in rows:
+        rate = f"{r['rate']:.2f} {r['unit']}" if "rate" in r else "-"
+        rf = f"{r['roof']:.0%}" if "roof" in r else "-"
+        node = (r["nodes"][0] + (f" (+{len(r['nodes']) - 1})" if len(r["nodes"]) > 1 else "")) if r["nodes"] else ""
+        lines.append(f"  {r['kernel']:<{width}}{r['op'] or '-':<{opw}}{r['calls']:>6}{_ms(r['ms']):>10}"
+                     f"{r['share']:>8.1%}{rate:>16}{rf:>7}  {node}")
+    other = max(wall - sum(r["ms"] for r in rows), 0.0)
+    lines.append(f"  {'(outside kernels)':<{width}}{'':<{opw}}{'':>6}{_ms(other):>10}{other / wall:>8.1%}")
+    if roof is not None:
+        lines.append(f"  roof: {roof.source}")
     return "\n".join(lines)
 
 
@@ -210,10 +242,11 @@ def bench(args: argparse.Namespace) -> int:
     if args.profile:
         prof = cm.profile(*inputs, runs=args.profile_runs)
         prof["runs"] = args.profile_runs
+        roof = roofline(cm.target.cpu, threads) if cm.target.kind == "llvm" else None
         print()
-        print(format_profile(prof))
-        result["profile"] = {"wall_ms": prof["wall_ms"],
-                             "kernels": [{"kernel": k, "calls": c, "ms": ms} for k, c, ms in prof["kernels"]]}
+        print(format_profile(prof, cm.kernels, roof))
+        result["profile"] = {"wall_ms": prof["wall_ms"], "kernels": profile_rows(prof, cm.kernels, roof),
+                             **({"roof": roof.source} if roof is not None else {})}
     if args.json:
         text = json.dumps(result, indent=2).encode()
         write_atomic(args.json, lambda f: f.write(text))

@@ -86,3 +86,37 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+class PassBar:
+    """A pass observer (passes.base.observe_passes) drawing each pipeline a compile runs as a bar with
+    the running pass's name, on a terminal only: elsewhere the compile's own stage lines say where it
+    is, so nothing is added. `enabled=False` (-q) draws nothing."""
+
+    def __init__(self, desc: str = "passes", *, stream: TextIO | None = None, enabled: bool = True):
+        self.desc = desc
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled and _isatty(self.stream)
+        self.bar: Progress | None = None
+        self._index = 0
+
+    def before(self, name: str, index: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if index == 0 or self.bar is None:
+            self.close()
+            self.bar = Progress(total, self.desc, stream=self.stream, interval=0.0)
+        self._index = index
+        self.bar.update(index, name)
+
+    def after(self, name: str, seconds: float) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(self._index + 1, name)
+        if self._index + 1 >= self.bar.total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,14 +1,15 @@
 """`compile report MODEL.dyc|MODEL.onnx -o DIR`: what a compiled model is and how it does, as
-text (stdout and DIR/report.txt), JSON (DIR/report.json) and one self-contained HTML page
-(DIR/index.html; bars drawn in HTML, no plotting library needed).
+text (stdout and DIR/report.txt), JSON (DIR/report.json) and one HTML page (DIR/index.html) with its
+PNGs next to it (drawn by matplotlib, compiler/tools/plots.py).
 
 Sections: the artifact (target, backend, versions, signature, sizes); the op histogram (from the
-.onnx: before and after the compiler); the compile stages and their times (from the .onnx); the
-per-layer quantization table with SQNR (from the .onnx with --quantize); the energy estimate per
+.onnx: before and after the compiler); the compile stages and every pass with its time (from the
+.onnx); the per-layer quantization table with SQNR (from the .onnx with --quantize); the memory plan
+(arena, lower bound, Relax's own planner, the fast tier; its timeline drawn); the energy estimate per
 inference (the artifact's `energy` object: operation counts times a stated per-op table); accuracy against
 onnxruntime FP32 on --data (cosine, max |diff|, top-1 agreement); latency against onnxruntime and
-the per-kernel time (unless --no-bench). The artifact keeps only deterministic facts, so times
-always come from this command's own runs."""
+the per-kernel time with each kernel's op, rate and roofline share (unless --no-bench). The artifact
+keeps only deterministic facts, so times always come from this command's own compile and runs."""
 from __future__ import annotations
 
 import argparse
@@ -28,16 +29,24 @@ import numpy as np
 
 from compiler.diagnostics import InvalidInput
 from compiler.tools import ort
-from compiler.tools.bench import format_profile, format_table, max_abs_diff, time_interleaved
+from compiler.tools.bench import format_profile, format_table, max_abs_diff, profile_rows, time_interleaved
 from compiler.tools.common import guarded, is_integer_graph, load_artifact, write_atomic
 from compiler.tools.inputs import describe, gather_inputs
+from compiler.tools.progress import PassBar, Progress
+from compiler.tools.report_sections import bar as _bar
+from compiler.tools.report_sections import memory_html, memory_text, passes_html, passes_text
+from compiler.tools.report_sections import table as _table
 
 EPILOG = """\
 examples:
   compile report model.dyc -o report/                          what the artifact holds, latency, kernels
   compile report model.onnx --quantize int8 --data calib.npz -o report/
-                              compile (stages timed), SQNR per layer, accuracy and latency vs onnxruntime
+                  compile (stages and passes timed), SQNR per layer, memory, energy, accuracy and latency
+                  vs onnxruntime
   compile report model.dyc --compare model.onnx --data calib.npz --no-bench -o report/
+
+DIR gets index.html with its PNGs next to it (passes, SQNR, memory timeline, energy, kernels),
+report.txt (also printed) and report.json. Times come from this command's own compile and runs.
 """
 _OP = re.compile(r'"([a-z_]+\.[\w.]+)"\(')
 
@@ -63,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bench", action="store_true", help="leave out latency and the per-kernel profile")
     p.add_argument("--repeat", type=int, default=30, help="timed calls per runtime (default 30)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for both runtimes")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
     return p
 
@@ -82,21 +92,27 @@ def artifact_facts(path: Path) -> dict[str, Any]:
 
 
 def _compile(args: argparse.Namespace, path: Path, out_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """Compile MODEL.onnx into a temporary .dyc; the stages with their times and the float
-    graph's op histogram for the report."""
+    """Compile MODEL.onnx into a temporary .dyc; the stages and every pass with their times and the
+    float graph's op histogram for the report (times stay here: the artifact never holds them)."""
     import compiler
     from compiler.cli import parse_shapes
+    from passes.base import PassTimes, observe_passes
+    say = _sayer(args.quiet)
     stages: list[str] = []
     shapes = parse_shapes(args.input_shape) or None
     before = op_histogram(str(compiler.import_model(path, shapes)))
     t0 = time.perf_counter()
-    cm = compiler.compile(path, args.target, backend=args.backend, input_shapes=shapes,
-                          quantize=args.quantize, calibration=args.data if args.quantize else None,
-                          integer_only=args.integer_only, progress=lambda m: (stages.append(m), _say(m)))
+    bar = PassBar(enabled=not args.quiet)
+    with observe_passes(PassTimes()) as times, observe_passes(bar):
+        cm = compiler.compile(path, args.target, backend=args.backend, input_shapes=shapes,
+                              quantize=args.quantize, calibration=args.data if args.quantize else None,
+                              integer_only=args.integer_only, progress=lambda m: (stages.append(m), say(m)))
+    bar.close()
     total = time.perf_counter() - t0
-    extra: dict[str, Any] = {"stages": stages, "compile_s": total, "ops_before": before}
+    extra: dict[str, Any] = {"stages": stages, "compile_s": total, "ops_before": before,
+                             "pass_times": times.times}
     if cm.report is not None:
-        _say("quantization report: SQNR per layer on the calibration data")
+        say("quantization report: SQNR per layer on the calibration data")
         extra["quant_rows"] = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
                                 for k, v in r.items()} for r in cm.report.rows]
     dyc = out_dir / f"{path.stem}.dyc"
@@ -104,15 +120,19 @@ def _compile(args: argparse.Namespace, path: Path, out_dir: Path) -> tuple[Path,
     return dyc, extra
 
 
-def _say(msg: str) -> None:
-    print(f"  {msg}", file=sys.stderr, flush=True)
+def _sayer(quiet: bool):
+    """The report's progress lines on stderr (nothing with -q)."""
+    return (lambda _m: None) if quiet else (lambda m: print(f"  {m}", file=sys.stderr, flush=True))
 
 
-def accuracy(cm, sess, batches: list[list[np.ndarray]], limit: int = 256) -> dict[str, Any]:
+def accuracy(cm, sess, batches: list[list[np.ndarray]], limit: int = 256,
+             progress: Progress | None = None) -> dict[str, Any]:
     """The artifact against onnxruntime FP32 on `batches`: cosine similarity of the flattened
     first outputs, max |diff| over all outputs, top-1 agreement when the first output is 2-D."""
     cos, diff, same, total = [], 0.0, 0, 0
-    for b in batches[:limit]:
+    for i, b in enumerate(batches[:limit]):
+        if progress is not None:
+            progress.update(i + 1)
         ours = cm.executable.run(b)
         ref = sess.run(None, ort.feed(sess, cm.signature.inputs, b))
         a, r = ours[0].astype(np.float64).ravel(), np.asarray(ref[0], np.float64).ravel()
@@ -126,6 +146,8 @@ def accuracy(cm, sess, batches: list[list[np.ndarray]], limit: int = 256) -> dic
            "cosine_min": float(np.min(cos)), "max_abs_diff": diff}
     if total:
         out["top1_agreement"] = same / total
+    if progress is not None:
+        progress.close()
     return out
 
 
@@ -133,13 +155,14 @@ def build_report(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     path = Path(args.model)
     if not path.exists():
         raise InvalidInput(f"no such file: {path}")
+    say = _sayer(args.quiet)
     rep: dict[str, Any] = {}
     compare = Path(args.compare) if args.compare else None
     if path.suffix.lower() == ".onnx":
         if args.quantize and not args.data:
             raise InvalidInput("--quantize needs --data FILE.npz (the calibration inputs)")
         compare = compare or path
-        _say(f"compiling {path} for {args.target}")
+        say(f"compiling {path} for {args.target}")
         dyc, extra = _compile(args, path, tmp)
         rep.update(extra)
     else:
@@ -155,6 +178,8 @@ def build_report(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                         "outputs": [(n, describe(t)) for n, t in cm.signature.outputs]}
     rep["integer"] = is_integer_graph(cm.graph_text)
     rep["ops_after"] = op_histogram(cm.graph_text)
+    if cm.memory is not None:
+        rep["memory"] = cm.memory
     if cm.energy is not None:
         rep["energy"] = cm.energy
     threads = cm.target.threads() if cm.target.kind == "llvm" else (args.threads or 1)
@@ -164,23 +189,29 @@ def build_report(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     batches = ort.load_batches(args.data, cm.signature.inputs) if args.data else None
     sess = ort.session(compare, threads) if have_ort else None
     if batches is not None and sess is not None:
-        _say(f"accuracy vs onnxruntime FP32 on {min(len(batches), 256)} batches of {args.data}")
-        rep["accuracy"] = accuracy(cm, sess, batches)
+        n = min(len(batches), 256)
+        say(f"accuracy vs onnxruntime FP32 on {n} batches of {args.data}")
+        rep["accuracy"] = accuracy(cm, sess, batches, progress=Progress(n, "accuracy", enabled=not args.quiet))
     if not args.no_bench:
         inputs = batches[0] if batches else gather_inputs(cm.signature.inputs, [], True)[0]
         runners = {"dyc": lambda: cm.executable.run(inputs)}
         if sess is not None:
             feed = ort.feed(sess, cm.signature.inputs, inputs)
             runners["onnxruntime FP32"] = lambda: sess.run(None, feed)
-        _say(f"timing: {args.repeat} calls per runtime, {threads} thread(s)")
-        timings = time_interleaved(runners, 5, args.repeat)
+        say(f"timing: {args.repeat} calls per runtime, {threads} thread(s)")
+        with Progress(args.repeat, "timing", enabled=not args.quiet) as progress:
+            timings = time_interleaved(runners, 5, args.repeat, progress)
         rep["latency"] = {"threads": threads, "repeat": args.repeat,
                           "runtimes": {t.name: t.stats() for t in timings}, "table": format_table(timings)}
         if getattr(cm.executable, "profile", None) is not None:
+            from compiler.tools.kernels import roofline
             prof = cm.profile(*inputs, runs=5)
             prof["runs"] = 5
+            roof = roofline(cm.target.cpu, threads) if cm.target.kind == "llvm" else None
             rep["profile"] = {"wall_ms": prof["wall_ms"], "kernels": prof["kernels"],
-                              "table": format_profile(prof)}
+                              "rows": profile_rows(prof, cm.kernels, roof),
+                              "table": format_profile(prof, cm.kernels, roof),
+                              **({"roof": roof.source} if roof is not None else {})}
     return rep
 
 
@@ -207,11 +238,15 @@ def to_text(rep: dict[str, Any]) -> str:
              "outputs    " + ", ".join(f"'{n}' {t}" for n, t in rep["signature"]["outputs"])]
     if "stages" in rep:
         lines += ["", f"compile ({rep['compile_s']:.1f} s):", *(f"  {s}" for s in rep["stages"])]
+    if rep.get("pass_times"):
+        lines += ["", *passes_text(rep["pass_times"])]
     lines += ["", "ops:", *_hist_lines(rep.get("ops_before"), rep["ops_after"])]
     if rep.get("quant_rows"):
         from passes.quant_report import format_report
         lines += ["", "quantization (SQNR vs float on the calibration data):",
                   *("  " + ln for ln in format_report(rep["quant_rows"]).splitlines())]
+    if "memory" in rep:
+        lines += ["", *memory_text(rep["memory"])]
     if "energy" in rep:
         from compiler.energy import format_energy
         lines += ["", "energy per inference (estimate):", format_energy(rep["energy"])]
@@ -238,22 +273,10 @@ def to_text(rep: dict[str, Any]) -> str:
 _CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em;max-width:70em}
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 8px;text-align:left;border-bottom:1px solid #ddd}
 td.n{text-align:right;font-variant-numeric:tabular-nums}.bar{background:#4a7ebb;height:12px}
-.bar.ort{background:#c77c2e}pre{background:#f6f6f6;padding:.5em}"""
+.bar.ort{background:#c77c2e}pre{background:#f6f6f6;padding:.5em}img{max-width:100%}"""
 
 
-def _bar(frac: float, cls: str = "") -> str:
-    return f'<div class="bar {cls}" style="width:{max(0.0, min(frac, 1.0)) * 20:.2f}em"></div>'
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], numeric: set[int] = frozenset()) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(
-        f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(r)) + "</tr>"
-        for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
-
-
-def _energy_html(en: dict[str, Any]) -> list[str]:
+def _energy_html(en: dict[str, Any], img: str = "") -> list[str]:
     """The energy section: energy and counts per op, the activation traffic, the split, the sources."""
     from compiler.energy import energy_by_kind, human, joules
     e = html.escape
@@ -269,12 +292,20 @@ def _energy_html(en: dict[str, Any]) -> list[str]:
                if en["uncounted"] else "")
     return ['<section id="energy"><h2>Energy per inference (estimate)</h2>',
             f"<p>{joules(en['pJ_per_inference'])} per inference: operation counts of the final IR times "
-            f"the table below, not a measurement. {e(split)}</p>",
+            f"the table below, not a measurement. {e(split)}</p>", img,
             _table(["op", "energy", "share", "", "counts"], rows, {1, 2}), missing,
             f"<p>table: {e(en['table_source'])}</p></section>"]
 
 
-def to_html(rep: dict[str, Any]) -> str:
+def _img(images: dict[str, str], section: str, alt: str) -> str:
+    """The <img> of `section`'s picture, or nothing when it has none."""
+    name = images.get(section)
+    return f'<p><img src="{html.escape(name)}" alt="{html.escape(alt)}"></p>' if name else ""
+
+
+def to_html(rep: dict[str, Any], images: dict[str, str] | None = None) -> str:
+    """The page; `images` maps a section id to its PNG (next to index.html)."""
+    images = images or {}
     e = html.escape
     a = rep["artifact"]
     parts = [f"<h1>{e(Path(a['file']).name)}</h1>", '<section id="artifact"><h2>Artifact</h2>',
@@ -288,6 +319,8 @@ def to_html(rep: dict[str, Any]) -> str:
     if "stages" in rep:
         parts += ['<section id="compile"><h2>Compile</h2>',
                   f"<p>{rep['compile_s']:.1f} s in all</p><pre>{e(chr(10).join(rep['stages']))}</pre></section>"]
+    if rep.get("pass_times"):
+        parts += passes_html(rep["pass_times"], _img(images, "passes", "time per pass"))
     before, after = rep.get("ops_before"), rep["ops_after"]
     ops = list(dict.fromkeys([*(before or {}), *after]))
     head = ["op", *(["before"] if before is not None else []), "after", ""]
@@ -303,10 +336,13 @@ def to_html(rep: dict[str, Any]) -> str:
                  "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}",
                  _bar((r["sqnr_db"] or 0) / top)) for r in qr]
         parts += ['<section id="quantization"><h2>Quantization (SQNR vs float)</h2>',
+                  _img(images, "quantization", "SQNR per layer"),
                   _table(["layer", "op", "bits", "w bits", "scale", "SQNR dB", ""], rows, {2, 3, 4, 5}),
                   "</section>"]
+    if "memory" in rep:
+        parts += memory_html(rep["memory"], _img(images, "memory", "memory timeline"))
     if "energy" in rep:
-        parts += _energy_html(rep["energy"])
+        parts += _energy_html(rep["energy"], _img(images, "energy", "energy by op"))
     if "accuracy" in rep:
         acc = rep["accuracy"]
         rows = [("batches", acc["batches"]), ("cosine mean", f"{acc['cosine_mean']:.6f}"),
@@ -323,11 +359,15 @@ def to_html(rep: dict[str, Any]) -> str:
         parts += [f'<section id="latency"><h2>Latency ({rep["latency"]["threads"]} thread(s), ms)</h2>',
                   _table(["runtime", "median", "min", "max", "p90", ""], rows, {1, 2, 3, 4}), "</section>"]
     if "profile" in rep:
-        wall = rep["profile"]["wall_ms"]
-        rows = [(e(k), str(c), f"{ms:.4f}", f"{ms / wall:.1%}", _bar(ms / wall))
-                for k, c, ms in rep["profile"]["kernels"]]
+        rows = [(e(r["kernel"]), e(r["op"] or "-"), e(", ".join(r["nodes"][:3]) + (" ..." if len(r["nodes"]) > 3 else "")),
+                 str(r["calls"]), f"{r['ms']:.4f}", f"{r['share']:.1%}",
+                 f"{r['rate']:.2f} {r['unit']}" if "rate" in r else "-",
+                 f"{r['roof']:.0%}" if "roof" in r else "-", _bar(r["share"])) for r in rep["profile"]["rows"]]
+        roof = f"<p>roofline: {e(rep['profile']['roof'])}</p>" if "roof" in rep["profile"] else ""
         parts += ['<section id="kernels"><h2>Per kernel (instrumented runs)</h2>',
-                  _table(["kernel", "calls", "ms", "share", ""], rows, {1, 2, 3}), "</section>"]
+                  _img(images, "kernels", "time per kernel"),
+                  _table(["kernel", "op", "node", "calls", "ms", "share", "rate", "roof", ""], rows,
+                         {3, 4, 5, 6, 7}), roof, "</section>"]
     for n in rep.get("notes", []):
         parts.append(f"<p>note: {e(n)}</p>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>dyc report: {e(Path(a['file']).name)}"
@@ -342,17 +382,24 @@ def report(args: argparse.Namespace) -> int:
         raise InvalidInput(f"-o {out}: exists and is not a folder")
     with tempfile.TemporaryDirectory() as tmp:
         rep = build_report(args, Path(tmp))
+        from compiler.tools.plots import draw_all
+        (Path(tmp) / "png").mkdir()
+        images = draw_all(rep, Path(tmp) / "png")
+        pngs = {name: (Path(tmp) / "png" / name).read_bytes() for name in images.values()}
     text = to_text(rep)
-    page = to_html(rep)
+    page = to_html(rep, images)
     data = json.dumps({k: v for k, v in rep.items() if k not in ("latency", "profile")} |
                       {k: {kk: vv for kk, vv in rep[k].items() if kk != "table"} for k in ("latency", "profile")
-                       if k in rep}, indent=2, default=str).encode()
+                       if k in rep} | {"images": images}, indent=2, default=str).encode()
     out.mkdir(parents=True, exist_ok=True)      # only now: a failure above leaves nothing behind
+    for name, png in pngs.items():
+        write_atomic(out / name, lambda f, png=png: f.write(png))
     write_atomic(out / "report.json", lambda f: f.write(data))
     write_atomic(out / "report.txt", lambda f: f.write(text.encode()))
     write_atomic(out / "index.html", lambda f: f.write(page.encode()))
     sys.stdout.write(text)
-    print(f"wrote {out / 'index.html'}, report.txt, report.json", file=sys.stderr)
+    print(f"wrote {out / 'index.html'}, report.txt, report.json" + "".join(f", {n}" for n in pngs),
+          file=sys.stderr)
     return 0
 
 

@@ -69,16 +69,31 @@ def test_bench_integer_artifact_without_data_says_how_to_add_int8(int8_artifact,
     assert "--data" in out and "onnxruntime INT8" not in "".join(rows(out))
 
 
-def test_bench_profile_lists_kernels_with_shares(artifacts, capsys):
+def test_bench_profile_lists_kernels_with_ops_rates_and_roofline_shares(artifacts, capsys, tmp_path):
     code, out, err = call(capsys, "bench", artifacts["digits"], "--warmup", "1", "--repeat", "2",
-                          "--profile", "--profile-runs", "2")
+                          "--profile", "--profile-runs", "2", "--json", tmp_path / "p.json")
     assert code == 0, err
     table = out[out.index("per kernel"):].splitlines()
-    assert table[1].split() == ["kernel", "calls", "ms", "share"]
-    kernels = [ln.split() for ln in table[2:]]
-    assert any(k[0].startswith("conv2d") for k in kernels)
-    shares = [float(k[-1].rstrip("%")) for k in kernels]
-    assert sum(shares) == pytest.approx(100, abs=1.0)
+    assert table[1].split() == ["kernel", "op", "calls", "ms", "share", "rate", "roof", "node"]
+    kernels = {ln.split()[0]: ln for ln in table[2:] if ln.startswith("  ") and not ln.startswith("  (")}
+    convs = [ln for k, ln in kernels.items() if k.startswith("conv2d")]
+    assert len(convs) == 3 and all(" nn.conv " in ln and "GFLOP/s" in ln and "%" in ln for ln in convs)
+    assert any("/features/features.0/Conv" in ln for ln in convs)       # the IR node it runs
+    assert table[-1].startswith("  roof: ") and "stated" in table[-1] and "measured" in table[-1]
+    shares = [float(m) for m in re.findall(r"\s(\d+\.\d)%", "\n".join(table[2:-1]))]
+    assert sum(shares) == pytest.approx(100, abs=1.5)
+    rows = {r["kernel"]: r for r in json.loads((tmp_path / "p.json").read_text())["profile"]["kernels"]}
+    conv = next(r for k, r in rows.items() if k.startswith("conv2d"))
+    assert conv["op"] == "nn.conv" and conv["unit"] == "GFLOP/s" and conv["rate"] > 0 and 0 < conv["roof"]
+
+
+@requires_ort
+def test_bench_profile_of_an_integer_artifact_reports_gop_per_second(int8_artifact, capsys):
+    code, out, err = call(capsys, "bench", int8_artifact[0], "--warmup", "1", "--repeat", "2",
+                          "--profile", "--profile-runs", "2")
+    assert code == 0, err
+    qconvs = [ln for ln in out.splitlines() if ln.strip().startswith("qconv2d")]
+    assert len(qconvs) == 3 and all(" q.conv " in ln and "GOP/s" in ln for ln in qconvs)
 
 
 def test_bench_without_onnxruntime_says_how_to_get_it(artifacts, capsys, monkeypatch):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 
-from compiler.tools.progress import Progress, track
+from compiler.tools.progress import PassBar, Progress, track
 
 
 class _Tty(io.StringIO):
@@ -39,3 +39,20 @@ def test_progress_short_step_off_a_terminal_prints_nothing_and_disabled_never_do
     with Progress(3, "bench", stream=t, enabled=False) as p:
         p.update(3)
     assert t.getvalue() == ""
+
+
+def test_pass_bar_draws_each_pipeline_on_a_terminal_and_nothing_elsewhere():
+    from passes.base import PassTimes, observe_passes, run_pipeline
+    from tests.tools.conftest import DIGITS
+    from compiler.api import import_model
+    g = import_model(DIGITS)
+    names = ["fold_constants", "remove_identity", "dead_code"]
+    tty, pipe = _Tty(), io.StringIO()
+    with observe_passes(PassTimes()) as times, observe_passes(PassBar(stream=tty)), \
+            observe_passes(PassBar(stream=pipe)), observe_passes(PassBar(stream=_Tty(), enabled=False)):
+        run_pipeline(g, names)
+        run_pipeline(g, names[:1])
+    assert [n for n, _ in times.times] == names + names[:1]
+    text = tty.getvalue()
+    assert "passes [" in text and "3/3" in text and "1/1" in text and text.count("\n") == 2
+    assert pipe.getvalue() == ""

@@ -28,6 +28,27 @@ class _Sections(HTMLParser):
             assert self.open.pop() == tag
 
 
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"])
+
+
+def _images(folder) -> dict[str, str]:
+    """The report's images (section -> file): each referenced by the page, a PNG next to it."""
+    rep = json.loads((folder / "report.json").read_text())
+    p = _Images()
+    p.feed((folder / "index.html").read_text())
+    assert sorted(p.srcs) == sorted(rep["images"].values())
+    for name in p.srcs:
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return rep["images"]
+
+
 def _sections(page: str) -> list[str]:
     p = _Sections()
     p.feed(page)
@@ -42,8 +63,12 @@ def test_report_of_an_artifact_with_comparison(int8_artifact, artifacts, capsys,
                           "--repeat", "3", "--threads", "1", "-o", tmp_path / "rep")
     assert code == 0, err
     assert _sections((tmp_path / "rep" / "index.html").read_text()) == \
-        ["artifact", "ops", "energy", "accuracy", "latency", "kernels"]
+        ["artifact", "ops", "memory", "energy", "accuracy", "latency", "kernels"]
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert _images(tmp_path / "rep") == {"memory": "memory.png", "energy": "energy.png", "kernels": "kernels.png"}
+    assert rep["memory"]["arena_bytes"] >= rep["memory"]["lower_bound_bytes"] > 0
+    assert "arena" in out and "lower bound" in out and "Relax's planner" in out
+    assert {r["op"] for r in rep["profile"]["rows"] if r["kernel"].startswith("qconv2d")} == {"q.conv"}
     assert rep["integer"] and rep["ops_after"]["q.conv"] == 3
     assert set(rep["latency"]["runtimes"]) == {"dyc", "onnxruntime FP32"}
     assert rep["accuracy"]["batches"] == 16 and rep["accuracy"]["cosine_min"] > 0.99
@@ -57,8 +82,14 @@ def test_report_compiles_an_onnx_model_with_quantization(int8_artifact, artifact
                           "--data", calib, "--no-bench", "-o", tmp_path / "rep")
     assert code == 0, err
     ids = _sections((tmp_path / "rep" / "index.html").read_text())
-    assert ids[:4] == ["artifact", "compile", "ops", "quantization"] and "latency" not in ids
+    assert ids[:7] == ["artifact", "compile", "passes", "ops", "quantization", "memory", "energy"]
+    assert "latency" not in ids
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert _images(tmp_path / "rep") == {"passes": "passes.png", "quantization": "sqnr.png",
+                                         "memory": "memory.png", "energy": "energy.png"}
+    names = [n for n, _ in rep["pass_times"]]
+    assert names[0] == "fold_constants" and {"annotate", "fuse_kernels", "plan_memory"} <= set(names)
+    assert all(t >= 0 for _, t in rep["pass_times"]) and "plan_memory" in out
     assert rep["ops_before"]["nn.conv"] == 3 and rep["ops_after"].get("nn.conv", 0) == 0
     assert [r["op"] for r in rep["quant_rows"]][:3] == ["q.conv"] * 3
     assert all(r["sqnr_db"] > 20 for r in rep["quant_rows"][:3])
