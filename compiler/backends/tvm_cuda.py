@@ -240,6 +240,15 @@ def compile_cuda(mod: tvm.IRModule, tt: tvm.target.Target):
 KERNEL_RE = re.compile(r'__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(')
 
 
+def nvcc_error(message: str, n: int = 8) -> str:
+    """nvcc's own error lines first (`file(line): error: ...`), then the rest of the message, at most
+    `n` lines in all."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.search(r"\berror\b", ln)]
+    rest = [ln for ln in lines if ln not in errors]
+    return "\n".join((errors + rest)[:n]) or "no message"
+
+
 def cuda_module(module: tvm.runtime.Module) -> tvm.runtime.Module | None:
     stack = [module]
     while stack:
@@ -325,9 +334,8 @@ class CudaExecutable:
                     ptx = nvcc.compile_cuda(cu, target_format="ptx", arch=self._target.arch,
                                             compiler="nvcc")
             except Exception as e:  # noqa: BLE001
-                from compiler.backends.tvm import _first_lines
                 raise BackendToolError(f"nvcc failed to compile the CUDA source to PTX: "
-                                       f"{_first_lines(e, 12)}") from None
+                                       f"{nvcc_error(str(e))}") from None
             self._ptx = bytes(ptx).decode()
         return self._ptx
 

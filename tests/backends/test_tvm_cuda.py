@@ -223,3 +223,51 @@ def test_runs_on_gpu(name, arch):
     loaded = BACKEND.load(exe.library_bytes(), None, Target("cuda", arch=arch))
     for w, o in zip(want, loaded.run(xs)):
         np.testing.assert_allclose(o, w, rtol=1e-4, atol=1e-4)
+
+
+def test_input_names_that_are_not_c_identifiers_give_ptx(tmp_path):
+    """ONNX inputs may be called `gpu_0/data_0` (the model zoo does): the generated kernels name their
+    parameters after the inputs, so the names become C identifiers first."""
+    rng = np.random.default_rng(2)
+    g = Graph()
+    x = g.add_input("gpu_0/data_0", TensorType((1, 3, 8, 8), F32))
+    w = g.const(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    g.outputs = [g.add1(ew.relu, [g.add1(linalg.conv, [x, w], strides=(1, 1), pads=(1, 1, 1, 1),
+                                          dilations=(1, 1), groups=1)])]
+    exe = BACKEND.build(g, Target.parse("cuda -arch=sm_90"))
+    assert "gpu_0/data_0" not in exe.source("cuda")
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed")
+    assert ".entry" in exe.source("ptx")
+
+
+def test_nvcc_errors_come_first():
+    msg = "Compilation error:\nnvcc -O3 ...\nkernels.cu(95): error: expected a \")\"\nmore context"
+    assert tvm_cuda.nvcc_error(msg).splitlines()[:2] == ["Compilation error:",
+                                                         'kernels.cu(95): error: expected a ")"']
+
+
+ZOO = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
+       "squeezenet", "vgg19", "zfnet512")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_models_give_ptx_that_assembles(name, tmp_path):
+    """onnx's nine 'light' model-zoo graphs, through the TVM backend, to PTX that ptxas assembles."""
+    import onnx.backend.test
+    from pathlib import Path
+
+    import compiler
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed")
+    path = Path(onnx.backend.test.__file__).parent / "data" / "light" / f"light_{name}.onnx"
+    cm = compiler.compile(str(path), "cuda -arch=sm_90")
+    ptx = cm.executable.source("ptx")
+    assert ".target sm_90" in ptx
+    if shutil.which("ptxas") is None:
+        pytest.skip("ptxas is not installed")
+    (tmp_path / "m.ptx").write_text(ptx)
+    r = subprocess.run(["ptxas", "-arch=sm_90", str(tmp_path / "m.ptx"), "-o", str(tmp_path / "m.cubin")],
+                       check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[:2000]
