@@ -43,13 +43,17 @@ def int_out_block(co: int) -> int:
     return INT_OUT_BLOCK if co % INT_OUT_BLOCK == 0 else 0
 
 
-# -- the packed fp32 conv weight ------------------------------------------------------------------------
+# -- the packed conv weights ----------------------------------------------------------------------------
 # The CPU conv kernel reads its OIHW weight (I = ci / groups) in one of three packed forms, with ob the
 # output-channel block of the accumulators and ib the input block:
 #   dense     (co/ob, I/ib, kh, kw, ib, ob)    groups == 1, or groups whose channel counts the blocks divide
 #   depthwise (co/ob, kh, kw, ob)              one input and one output channel per group
 #   generic   (co/ob, I, kh, kw, ob)           any other grouping
-_TO_OIHW = {"dense": (0, 5, 1, 4, 2, 3), "depthwise": (0, 3, 1, 2), "generic": (0, 4, 1, 2, 3)}
+# and the int8 VNNI conv (groups == 1) in
+#   vnni      (cop/16, cip/ib, kh, kw, ib/4, 16, 4), cop = co and cip = ci rounded up to 16 and 4, the padding
+#             zero: element [o, cb, r, s, q, j, t] = w[16 o + j, ib cb + 4 q + t, r, s]
+_TO_OIHW = {"dense": (0, 5, 1, 4, 2, 3), "depthwise": (0, 3, 1, 2), "generic": (0, 4, 1, 2, 3),
+            "vnni": (0, 5, 1, 4, 6, 2, 3)}
 
 
 def conv_weight_form(ci: int, co: int, groups: int, in_block: int, out_block: int) -> tuple[str, int, int]:
@@ -80,8 +84,22 @@ def pack_conv_weight(w, form: str, ib: int, ob: int):
     return np.ascontiguousarray(p)
 
 
-def unpacked_conv_weight_shape(shape: tuple[int, ...], form: str) -> tuple[int, int, int, int]:
-    """The OIHW shape a packed weight of `shape` holds."""
+def pack_vnni_conv_weight(w, ib: int):
+    """OIHW int8 weight -> the VNNI conv's packed form (zero padding to cop and cip)."""
+    import numpy as np
+    co, ci, kh, kw = w.shape
+    cop, cip = -(-co // 16) * 16, -(-ci // 4) * 4
+    wp = np.zeros((cop, cip, kh, kw), np.int8)
+    wp[:co, :ci] = w
+    p = wp.reshape(cop // 16, 16, cip // ib, ib // 4, 4, kh, kw).transpose(0, 2, 5, 6, 3, 1, 4)
+    return np.ascontiguousarray(p)
+
+
+def unpacked_conv_weight_shape(shape: tuple[int, ...], form: str,
+                               channels: tuple[int, ...] = ()) -> tuple[int, int, int, int]:
+    """The OIHW shape a packed weight of `shape` holds (`channels`: (co, ci) of a vnni weight)."""
+    if form == "vnni":
+        return channels[0], channels[1], shape[2], shape[3]
     if form == "dense":
         return shape[0] * shape[5], shape[1] * shape[4], shape[2], shape[3]
     if form == "depthwise":
@@ -89,7 +107,11 @@ def unpacked_conv_weight_shape(shape: tuple[int, ...], form: str) -> tuple[int, 
     return shape[0] * shape[4], shape[1], shape[2], shape[3]
 
 
-def unpack_conv_weight(p, form: str):
-    """A packed weight -> OIHW (the inverse of pack_conv_weight)."""
+def unpack_conv_weight(p, form: str, channels: tuple[int, ...] = ()):
+    """A packed weight -> OIHW (the inverse of pack_conv_weight and pack_vnni_conv_weight)."""
     import numpy as np
+    if form == "vnni":
+        cop, cip = p.shape[0] * 16, p.shape[1] * p.shape[4] * 4
+        w = p.transpose(_TO_OIHW[form]).reshape(cop, cip, p.shape[2], p.shape[3])
+        return np.ascontiguousarray(w[:channels[0], :channels[1]])
     return np.ascontiguousarray(p.transpose(_TO_OIHW[form]).reshape(unpacked_conv_weight_shape(p.shape, form)))

@@ -1,9 +1,9 @@
-"""pack_weights: each fp32 conv kernel's weight becomes the packed constant its kernel reads.
+"""pack_weights: each conv kernel's weight becomes the packed constant its kernel reads.
 
 After assign_layouts a conv kernel's body reads its data in `in_block` channel blocks and writes its
 result in `out_block` blocks; compiler/layouts.py says, from those, which packed form (dense, depthwise
-or generic) and which blocks the CPU kernel reads its weight in. This pass stores the weight in that
-form: the body's OIHW constant is replaced by `layout.unpack_weight(packed constant)`. The interpreter
+or generic) and which blocks the CPU kernel reads its weight in; an int8 conv's VNNI kernel reads the
+vnni form for its input block. This pass stores the weight in that form: the body's OIHW constant is replaced by `layout.unpack_weight(packed constant)`. The interpreter
 still computes the conv on OIHW (the meaning does not change), the backend takes the packed constant
 as is, and `--emit ir` shows the bytes that run.
 """
@@ -13,7 +13,7 @@ import numpy as np
 
 from compiler import layouts
 from compiler.ir import Graph, Node, Value
-from compiler.ops import kernel, layout as lay, linalg
+from compiler.ops import kernel, layout as lay, linalg, quant as q
 from compiler.types import DType
 from passes.base import PassContext, register_pass
 
@@ -27,33 +27,49 @@ def _blocks(body: Graph, conv: Node) -> tuple[int, int]:
     return ib, ob
 
 
-def packed_body(body: Graph) -> Graph | None:
-    """A copy of `body` whose fp32 conv reads its weight through layout.unpack_weight of the packed
-    constant, or None (not an fp32 conv with a constant OIHW weight)."""
-    conv = kernel.anchor_of(body)
-    if conv.op is not linalg.conv or conv.inputs[0].type.dtype is not DType.F32 or not conv.inputs[1].is_const:
+def _packing(body: Graph, conv: Node) -> tuple[np.ndarray, dict] | None:
+    """(packed weight, unpack_weight attributes) of the kernel's conv, or None (no packed form applies:
+    a computed weight, an int8 conv without blocked data or with groups)."""
+    w = conv.inputs[1]
+    if not w.is_const:
         return None
     ib, ob = _blocks(body, conv)
-    w = conv.inputs[1]
-    co, ci = w.type.shape[0], conv.inputs[0].type.shape[1]
-    form, ib, ob = layouts.conv_weight_form(ci, co, conv.attrs["groups"], ib, ob)
+    if conv.op is linalg.conv and conv.inputs[0].type.dtype is DType.F32:
+        co, ci = w.type.shape[0], conv.inputs[0].type.shape[1]
+        form, ib, ob = layouts.conv_weight_form(ci, co, conv.attrs["groups"], ib, ob)
+        return layouts.pack_conv_weight(np.asarray(w.const), form, ib, ob), {"form": form}
+    if conv.op is q.conv and w.type.dtype is DType.I8 and conv.attrs["groups"] == 1 and ib \
+            and conv.attrs["realization"] != "shift":       # the shift kernel reads codes, not this form
+        co, ci = w.type.shape[:2]
+        return layouts.pack_vnni_conv_weight(np.asarray(w.const), ib), {"form": "vnni", "channels": (co, ci)}
+    return None
+
+
+def packed_body(body: Graph) -> Graph | None:
+    """A copy of `body` whose conv reads its weight through layout.unpack_weight of the packed constant,
+    or None (no packed form applies)."""
+    at = body.nodes.index(kernel.anchor_of(body))
+    packing = _packing(body, body.nodes[at])
+    if packing is None:
+        return None
+    packed, attrs = packing
     nb = body.clone()
-    conv = next(n for n in nb.nodes if n.op is linalg.conv)
+    conv = nb.nodes[at]
     w = conv.inputs[1]
-    packed = nb.const(layouts.pack_conv_weight(np.asarray(w.const), form, ib, ob), w.name + "_packed")
+    pv = nb.const(packed, w.name + "_packed")
     out = Value(nb.fresh_name(w.name + "_oihw"), w.type)
-    nb.nodes.insert(nb.nodes.index(conv), Node(lay.unpack_weight, [packed], {"form": form}, [out],
-                                               out.name, conv.loc))
+    nb.nodes.insert(at, Node(lay.unpack_weight, [pv], lay.unpack_weight.complete_attrs(attrs), [out],
+                             out.name, conv.loc))
     conv.inputs[1] = out
     return nb
 
 
 @register_pass("pack_weights")
 def pack_weights(g: Graph, ctx: PassContext) -> Graph:
-    """The fp32 conv kernels' weights as the packed constants their kernels read."""
+    """The conv kernels' weights (fp32, int8 VNNI) as the packed constants their kernels read."""
     g = g.clone()
     for i, n in enumerate(g.nodes):
-        if n.op is not kernel.fused or n.attrs["kernel"] != "conv":
+        if n.op is not kernel.fused or n.attrs["kernel"] not in ("conv", "qconv"):
             continue
         body = packed_body(n.attrs["body"])
         if body is not None:

@@ -59,7 +59,7 @@ unpack = define("layout.unpack", "NCHW{b}c -> NCHW with `channels` channels (pad
                 _unpack_infer, _unpack_ref, 1, channels=Attr("int"))
 
 
-_WEIGHT_RANK = {"dense": 6, "depthwise": 4, "generic": 5}
+_WEIGHT_RANK = {"dense": 6, "depthwise": 4, "generic": 5, "vnni": 7}
 
 
 def _unpack_weight_infer(ins: list[TensorType], a: dict[str, Any]) -> list[TensorType]:
@@ -68,14 +68,19 @@ def _unpack_weight_infer(ins: list[TensorType], a: dict[str, Any]) -> list[Tenso
     if form not in _WEIGHT_RANK or p.rank != _WEIGHT_RANK[form]:
         raise TypeRuleError(f"unpack_weight: form must be one of {sorted(_WEIGHT_RANK)} with a tensor of that "
                             f"form's rank, got {form!r} and {p}")
-    return [TensorType(unpacked_conv_weight_shape(p.shape, form), p.dtype)]
+    ch = a.get("channels", ())
+    if form == "vnni" and (len(ch) != 2 or not 0 < ch[0] <= p.shape[0] * 16
+                           or not 0 < ch[1] <= p.shape[1] * p.shape[4] * 4):
+        raise TypeRuleError(f"unpack_weight: a vnni weight needs channels (co, ci) it holds, got {ch} for {p}")
+    return [TensorType(unpacked_conv_weight_shape(p.shape, form, ch), p.dtype)]
 
 
 def _unpack_weight_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
     from compiler.layouts import unpack_conv_weight
-    return [unpack_conv_weight(ins[0], a["form"])]
+    return [unpack_conv_weight(ins[0], a["form"], a.get("channels", ()))]
 
 
 unpack_weight = define("layout.unpack_weight",
-                       "A conv weight packed for the CPU kernel (dense / depthwise / generic form) -> OIHW.",
-                       _unpack_weight_infer, _unpack_weight_ref, 1, form=Attr("str"))
+                       "A conv weight packed for the CPU kernel (fp32 dense / depthwise / generic, int8 vnni "
+                       "with its (co, ci) `channels`) -> OIHW.",
+                       _unpack_weight_infer, _unpack_weight_ref, 1, form=Attr("str"), channels=Attr("ints", ()))

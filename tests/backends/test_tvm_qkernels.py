@@ -334,3 +334,26 @@ def test_int8_residual_conv_writes_over_the_dying_residual():
     xs = [_ints(rng, (1, 16, 10, 10), np.uint8) for _ in range(2)]
     for xv in xs + xs:
         np.testing.assert_array_equal(exe.run([xv])[0], interp.run(g, xv)[0])
+
+
+def test_int8_conv_weights_are_the_kernels_packed_constants():
+    """pack_weights stores each VNNI conv's weight in the kernel's own packed form: the IR constant is
+    exactly what qconv2d.pack_weight makes for the kernel's spec (the emitter passes it as is)."""
+    from compiler.backends.tvm_fused import integer, kernel_spec
+    from compiler.ops import kernel, layout as lay
+    rng = np.random.default_rng(4)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 3, 12, 12), DType.U8))
+    a = _qconv(g, x, 32, 3, 1, 7, rng, DType.U8, out_zp=2)
+    g.outputs = [g.add1(q.dequantize, [_qconv(g, a, 20, 1, 1, 2, rng, DType.U8)], scale=(0.05,),
+                        zero_point=(0,), axis=1)]
+    fg, _ = kernels(g, TARGET)
+    convs = [n for n in fg.nodes if n.op is kernel.fused and n.attrs["kernel"] == "qconv"]
+    assert len(convs) == 2
+    for n in convs:
+        w = kernel.anchor_of(n.attrs["body"]).inputs[1]
+        assert w.producer.op is lay.unpack_weight and w.producer.attrs["form"] == "vnni"
+        oihw, packed = integer.weight_of(w)
+        np.testing.assert_array_equal(packed, K.pack_weight(kernel_spec(n), oihw))
+    xs = _ints(rng, (1, 3, 12, 12), np.uint8)
+    np.testing.assert_array_equal(build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])

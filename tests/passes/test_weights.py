@@ -74,3 +74,14 @@ def test_other_kernels_are_left_alone(rng):
     before = assign(fuse(g)[0])
     after = pack_weights(before, PassContext())
     assert str(after) == str(before)
+
+
+@pytest.mark.parametrize("co, ci, ib", [(32, 16, 16), (20, 3, 4), (16, 24, 8)])
+def test_vnni_form_round_trips_through_its_padding(rng, co, ci, ib):
+    w = rng.integers(-127, 128, (co, ci, 3, 3)).astype(np.int8)
+    p = layouts.pack_vnni_conv_weight(w, ib)
+    assert p.shape == (-(-co // 16), -(-ci // 4) * 4 // ib, 3, 3, ib // 4, 16, 4)
+    attrs = lay.unpack_weight.complete_attrs({"form": "vnni", "channels": (co, ci)})
+    (back,) = lay.unpack_weight.reference([p], attrs)
+    np.testing.assert_array_equal(back, w)
+    assert lay.unpack_weight.infer([TensorType(p.shape, DType.I8)], attrs)[0].shape == w.shape

@@ -20,9 +20,9 @@ from compiler.backends.tvm_kernels import qmatmul as kqm
 from compiler.backends.tvm_kernels import shiftadd as ksa
 from compiler.backends.tvm_kernels import shiftmax as ksm
 from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
-from compiler.ir import Node
+from compiler.ir import Node, Value
 from compiler.ops import elementwise as ew
-from compiler.ops import ivit, quant as q, shape
+from compiler.ops import ivit, layout as lay, quant as q, shape
 from compiler.types import DType
 
 _INT_ACT = (DType.I8, DType.U8)
@@ -61,6 +61,18 @@ def _channel_axis_ok(n: Node, rank: int, axis: int) -> bool:
     return len(a["multiplier"]) == 1 or a["axis"] % rank == axis % rank
 
 
+def weight_of(w: Value) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(OIHW weight, the IR's packed constant or None) of a conv: a constant, or layout.unpack_weight of
+    a packed constant; None when the weight is computed."""
+    if w.is_const:
+        return np.asarray(w.const), None
+    p = w.producer
+    if p is not None and p.op is lay.unpack_weight and p.inputs[0].is_const:
+        packed = np.asarray(p.inputs[0].const)
+        return lay.unpack_weight.reference([packed], p.attrs)[0], packed
+    return None
+
+
 def qconv_plan(kb: KernelBody):
     """(spec, (rq1, rq1b, rq2, rq3) nodes, residual operand, data operand) of q.conv [rq1 [rq1b -> int32]
     [add(residual [rq2]) rq3]]."""
@@ -68,7 +80,7 @@ def qconv_plan(kb: KernelBody):
     x, w = c.inputs[0], c.inputs[1]
     xi = kb.operand_of(x)
     a = c.attrs
-    if xi not in kb.blocks or not w.is_const or (len(c.inputs) > 2 and not c.inputs[2].is_const):
+    if xi not in kb.blocks or weight_of(w) is None or (len(c.inputs) > 2 and not c.inputs[2].is_const):
         raise NotFusable("the VNNI conv reads blocked data and constant weights")
     n, ci, h, wd = x.type.shape
     co, _, kh, kw = w.type.shape
@@ -116,9 +128,11 @@ def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.E
     w = c.inputs[1]
     rq1, rq1b, rq2, rq3 = spec.rq1, spec.rq1b, spec.rq2, spec.rq3
     res_dt = spec.residual_dtype
-    wv, terms = np.asarray(w.const), _shift_terms(c)
+    (wv, packed), terms = weight_of(w), _shift_terms(c)
     wp, bp, make, name = _realization(ksa.conv_realization, spec, wv,
                                       None if len(c.inputs) < 3 else np.asarray(c.inputs[2].const), terms)
+    if packed is not None and not terms and packed.shape == wp.shape:
+        wp = packed                        # the IR's packed constant (passes/weights.py), as is
     call_args = [args[xi], relax.const(wp, str(wp.dtype)), relax.const(bp, "int32")]
     for node_, rq in ((r1n, rq1), (r1bn, rq1b)):
         if rq is not None:

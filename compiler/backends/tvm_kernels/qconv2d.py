@@ -35,7 +35,7 @@ import numpy as np
 import tvm
 from tvm import s_tir, te, tirx
 
-from compiler.layouts import int_in_block
+from compiler.layouts import int_in_block, pack_vnni_conv_weight
 
 from .common import SCHEDULE_ATTR, divisors, finalize
 from .requant import (REQUANT_FORMS, Requant, pack_requant, requant_dtype, requant_form,  # noqa: F401
@@ -150,13 +150,10 @@ def weight_shape(spec: QConvSpec):
 
 
 def pack_weight(spec: QConvSpec, w: np.ndarray) -> np.ndarray:
+    """OIHW int8 -> :func:`weight_shape` (compiler.layouts.pack_vnni_conv_weight, shared with pack_weights)."""
     w = np.asarray(w)
     assert w.shape == (spec.co, spec.ci, spec.kh, spec.kw), w.shape
-    wp = np.zeros((spec.cop, spec.cip, spec.kh, spec.kw), np.int8)
-    wp[:spec.co, :spec.ci] = w.astype(np.int8)
-    ib = spec.in_block
-    p = wp.reshape(spec.cop // 16, 16, spec.cip // ib, ib // 4, 4, spec.kh, spec.kw).transpose(0, 2, 5, 6, 3, 1, 4)
-    return np.ascontiguousarray(p)
+    return pack_vnni_conv_weight(w.astype(np.int8), spec.in_block)
 
 
 def pack_bias(spec: QConvSpec, w: np.ndarray, b: Optional[np.ndarray]) -> np.ndarray:
