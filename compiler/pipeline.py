@@ -22,10 +22,11 @@ PIPELINES: dict[str, list[str]] = {
 
 
 # quantization: calibrate and annotate, the integer rewrite (I-ViT's for the float islands of an
-# integer-only graph), shift/add weights (passes/shiftadd.py; a no-op unless asked for), one cleanup;
+# integer-only graph), shift/add weights (passes/shiftadd.py) and LUT low-bit weights (passes/lut.py; both
+# no-ops unless asked for), one cleanup;
 # then the integer graph's own passes per target (tabulate's decision needs measured elementwise costs,
 # which exist for the CPU only)
-QUANTIZE = ["annotate", "dyadic", "ivit", "shiftadd", "fold_constants", "dead_code"]
+QUANTIZE = ["annotate", "dyadic", "ivit", "shiftadd", "lut", "fold_constants", "dead_code"]
 QUANTIZED_PIPELINES: dict[str, list[str]] = {
     "llvm": ["tabulate"],
     "cuda": [],

@@ -8,6 +8,7 @@ from compiler.ops import (  # noqa: F401  (registration)
     layout,
     linalg,
     lmul,
+    lut,
     nn,
     quant,
     recurrent,

@@ -6,6 +6,7 @@ from compiler.backends.tvm_lower import (  # noqa: F401  (registration)
     ivit,
     linalg,
     lmul,
+    lut,
     nn,
     quant,
     recurrent,

@@ -1,0 +1,117 @@
+"""The LUT low-bit GEMM (tvm_kernels/lut_gemm.py, T-MAC style: int8 tables, vpshufb lookups) with 4- and 2-bit
+weights vs our int8 VNNI matmul (tvm_kernels/qmatmul.py) on batch-1 (GEMV) and small-batch linear layers.
+
+  python benchmarks/lut_vs_vnni.py [--threads 1] [--repeat 20] [--quick]
+
+Every kernel computes int32 results (no requant: the epilogues are the same for both), operands in the
+kernels' layouts; each output is first checked bit-exactly against its op's reference (q.lut_matmul,
+q.matmul). The weights are not cache-resident between calls: each kernel cycles through enough copies of
+its weight that together they exceed 64 MB, more than this CPU's caches. The kernels of a row are timed
+interleaved in the same run (benchmarks.common.interleaved_ms) and the median is printed, with the weight
+bytes each streams per call (4-bit: half of int8 plus the group scales and zero points, G = 128).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+
+def _parse():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=20, help="interleaved rounds per row")
+    p.add_argument("--quick", action="store_true", help="two shapes only")
+    return p.parse_args()
+
+
+ARGS = _parse() if __name__ == "__main__" else None
+if ARGS is not None:
+    os.environ["TVM_NUM_THREADS"] = str(ARGS.threads)  # before importing tvm
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+import tvm  # noqa: E402
+
+from benchmarks.common import interleaved_ms  # noqa: E402
+from compiler.backends.tvm_kernels import lut_gemm as L, qmatmul as M  # noqa: E402
+from compiler.backends.tvm_kernels.common import host_target  # noqa: E402
+from compiler.ops import lut  # noqa: E402
+
+SHAPES = [(1, 768, 768), (1, 1024, 4096), (1, 4096, 4096), (1, 4096, 11008), (4, 4096, 4096),
+          (16, 4096, 4096), (64, 1024, 1024)]
+QUICK = [(1, 768, 768), (1, 4096, 4096)]
+GROUP = 128
+STREAM_BYTES = 64 << 20
+
+
+def _cycling(lib, fixed_before, copies, fixed_after, out_shape):
+    """A callable that runs lib with the next weight copy each call, and its output tensor."""
+    dev = tvm.cpu()
+    before = [tvm.runtime.tensor(a, dev) for a in fixed_before]
+    after = [tvm.runtime.tensor(a, dev) for a in fixed_after]
+    ws = [tvm.runtime.tensor(w, dev) for w in copies]
+    out = tvm.runtime.empty(out_shape, "int32", dev)
+    state = {"i": 0}
+
+    def call():
+        w = ws[state["i"] % len(ws)]
+        state["i"] += 1
+        lib["main"](*before, w, *after, out)
+    return call, out
+
+
+def _copies(w: np.ndarray, extra: int) -> list[np.ndarray]:
+    n = max(1, -(-STREAM_BYTES // (w.nbytes + extra)))
+    return [w.copy() for _ in range(n)]
+
+
+def vnni_row(target, m, k, n, rng):
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    w = rng.integers(-127, 128, (k, n)).astype(np.int8)
+    spec = M.QMatmulSpec(m, k, n, "int8", 0, None)
+    lib = tvm.compile(tvm.IRModule({"main": M.make_qmatmul(spec).with_attr("global_symbol", "main")}), target=target)
+    wp = M.pack_weight(spec, w)
+    fn, out = _cycling(lib, [a], _copies(wp, 0), [M.pack_bias(spec, w)], M.out_shape(spec))
+    fn()
+    if not np.array_equal(out.numpy()[:, :n], M.qmatmul_reference(spec, a, w)):
+        raise AssertionError(f"vnni {m}x{k}x{n}: not bit-exact")
+    return fn, wp.nbytes
+
+
+def lut_row(target, m, k, n, bits, rng):
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    spec = L.LutSpec(m, k, n, bits, GROUP, "int8", "int8", 0)
+    codes = rng.integers(0, 1 << bits, (k, n))
+    planes = lut.pack_planes(codes, bits, GROUP)
+    u = rng.integers(1, 64, (spec.groups, n)).astype(np.int16)
+    z = rng.integers(0, 1 << bits, (spec.groups, n)).astype(np.uint8)
+    lib = tvm.compile(tvm.IRModule({"main": L.make_lut_gemm(spec).with_attr("global_symbol", "main")}), target=target)
+    wp = L.pack_weight(spec, planes)
+    up, zp = L.pack_groups(spec, u, "int16"), L.pack_groups(spec, z, "uint8")
+    fn, out = _cycling(lib, [a], _copies(wp, up.nbytes + zp.nbytes), [up, zp, L.pack_bias(spec)], L.out_shape(spec))
+    fn()
+    if not np.array_equal(out.numpy()[:, :n], L.lut_gemm_reference(spec, a, planes, u, z)):
+        raise AssertionError(f"lut {bits}-bit {m}x{k}x{n}: not bit-exact")
+    return fn, wp.nbytes + up.nbytes + zp.nbytes
+
+
+def main() -> None:
+    args = ARGS or _parse()
+    target = host_target(args.threads)
+    rng = np.random.default_rng(0)
+    print(f"target {target}, {args.threads} thread(s), median of {args.repeat} interleaved rounds, ms; "
+          f"weights streamed from DRAM (> 64 MB of copies per kernel); LUT: int8 tables, G = {GROUP}\n")
+    print("| m x k x n | VNNI int8 | LUT 4-bit | LUT 2-bit | weight MB int8 / 4 / 2 | VNNI / LUT-4 | VNNI / LUT-2 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for m, k, n in (QUICK if args.quick else SHAPES):
+        (f8, b8), (f4, b4), (f2, b2) = vnni_row(target, m, k, n, rng), lut_row(target, m, k, n, 4, rng), \
+            lut_row(target, m, k, n, 2, rng)
+        t8, t4, t2 = (statistics.median(t) for t in interleaved_ms([f8, f4, f2], 3, args.repeat))
+        print(f"| {m} x {k} x {n} | {t8:.3f} | {t4:.3f} | {t2:.3f} | {b8 / 2**20:.1f} / {b4 / 2**20:.1f} / "
+              f"{b2 / 2**20:.1f} | {t8 / t4:.2f}x | {t8 / t2:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
