@@ -6,6 +6,11 @@ the key rank, and fuse_attention, which makes the attention chain one kernel.
 
 The fused node's meaning is its body (the ops above), so the rewrite keeps meaning exactly; its kernel
 runs the 1-pass cascade (running max, running denominator, one division at the end) over key blocks.
+The chain is read in the forms exporters write: the scale split over q and k^T, K and V heads repeated
+for grouped-query attention (reshape, expand, reshape), the softmax's NaN rows replaced by 0. A constant
+causal mask stays in the body, as the same values computed there (trilu(expand(c), upper, k)), which
+tells the kernel to skip the key blocks past the diagonal and read no mask; the operands are K and V
+before the repeat, so the kernel reads each shared head in place.
 An Einsum here is `out[ranks] = map(ins) :: reduce over ranks`, with FuseMax's iterative ranks (a
 recurrence out[r+1] = f(out[r], ...)) and partitioned ranks (m = m1 * M0 + m0).
 """
@@ -18,7 +23,8 @@ import numpy as np
 
 from compiler.ir import Graph, Node, Value
 from compiler.ops import elementwise as ew
-from compiler.ops import kernel, linalg, nn, shape
+from compiler.ops import indexing, kernel, linalg, nn, shape
+from compiler.ops import unary_math as um
 from compiler.types import DType
 from passes.base import register_pass
 
@@ -149,10 +155,16 @@ def online_attention(q, k, v, scale: float, mask=None, block: int = 64) -> np.nd
 
 # -- the chain in the graph ------------------------------------------------------------------------
 
+MASKED = -1e9      # an additive mask entry at or below this removes its key: exp underflows to 0
+
 
 @dataclass
 class AttentionChain:
-    """One attention chain of the graph: its nodes (graph order) and operands."""
+    """One attention chain of the graph: its nodes (graph order) and operands. `k` and `v` are the
+    tensors before any head repeat (grouped-query attention: `k_group` / `v_group` query heads share
+    one K / V head); `causal` is the offset o of a constant causal mask (key j visible to query i iff
+    j <= i + o), -1 if the mask is not one; `nan_guard`: softmax's NaN rows (every key at -inf) are
+    replaced by 0 (what torch's ONNX export of scaled_dot_product_attention adds)."""
 
     nodes: list[Node]
     q: Value
@@ -161,6 +173,10 @@ class AttentionChain:
     mask: Value | None
     scale: float
     k_transposed: bool
+    k_group: int = 1
+    v_group: int = 1
+    causal: int = -1
+    nan_guard: bool = False
 
     @property
     def out(self) -> Value:
@@ -180,45 +196,174 @@ def _only_reader(users, outputs, v: Value) -> Node | None:
     return rs[0][0] if len(rs) == 1 and id(v) not in outputs else None
 
 
+def _scale_of(n: Node, x: Value) -> float | None:
+    """c when n is x * c, c * x or x / c (c a nonzero scalar constant) and keeps x's type; else None."""
+    if n.op not in (ew.mul, ew.div) or len(n.inputs) != 2 or x not in n.inputs or \
+            n.outputs[0].type != x.type:
+        return None
+    other = n.inputs[1] if n.inputs[0] is x else n.inputs[0]
+    c = _scalar(other)
+    if other is x or c is None or c == 0 or (n.op is ew.div and n.inputs[0] is not x):
+        return None
+    return 1.0 / c if n.op is ew.div else c
+
+
+class _Walk:
+    """Backward steps from a value the chain reads to its source, each through a node whose result
+    only the chain reads: scalar scalings, the K transpose, a head repeat."""
+
+    def __init__(self, g: Graph):
+        self.users, self.outputs = g.uses(), {id(v) for v in g.outputs}
+
+    def private(self, v: Value, reader: Node) -> Node | None:
+        """v's producer when `reader` is v's only reader (and v no graph output)."""
+        return v.producer if v.producer is not None and _only_reader(self.users, self.outputs, v) is reader \
+            else None
+
+    def unscale(self, v: Value, reader: Node, nodes: list[Node]) -> tuple[Value, float, Node]:
+        """v = src * c1 * c2 ...: (src, the product, the node reading src)."""
+        factor = 1.0
+        while (n := self.private(v, reader)) is not None:
+            x = next((x for x in n.inputs if not x.is_const), None)
+            c = _scale_of(n, x) if x is not None else None
+            if c is None:
+                break
+            factor, v, reader = factor * c, x, n
+            nodes.append(n)
+        return v, factor, reader
+
+    def untranspose(self, v: Value, reader: Node, nodes: list[Node]) -> tuple[Value, bool, Node]:
+        """v = transpose(src) of the last two axes: (src, True, the transpose); else (v, False, reader)."""
+        n = self.private(v, reader)
+        r = v.type.rank
+        if n is not None and n.op is shape.transpose and \
+                list(n.attrs["perm"]) == list(range(r - 2)) + [r - 1, r - 2]:
+            nodes.append(n)
+            return n.inputs[0], True, n
+        return v, False, reader
+
+    def unrepeat(self, v: Value, reader: Node, nodes: list[Node]) -> tuple[Value, int]:
+        """v = each head of src repeated n times, as exporters write repeat_interleave along the heads
+        (axis -3): reshape (..., h, 1, s, d) -> expand (..., h, n, s, d) -> reshape (..., h n, s, d).
+        (src, n); (v, 1) when v is not such a repeat."""
+        r2 = self.private(v, reader)
+        ex = self.private(r2.inputs[0], r2) if r2 is not None and r2.op is shape.reshape else None
+        r1 = self.private(ex.inputs[0], ex) if ex is not None and ex.op is shape.expand else None
+        if r1 is None or r1.op is not shape.reshape:
+            return v, 1
+        group = repeat_group(r1.inputs[0].type.shape, r1.outputs[0].type.shape, ex.outputs[0].type.shape,
+                             v.type.shape)
+        if group is None:
+            return v, 1
+        nodes.extend([r1, ex, r2])
+        return r1.inputs[0], group
+
+
+def repeat_group(src, unsqueezed, expanded, out) -> int | None:
+    """n when the shapes are src (..., h, s, d) -> (..., h, 1, s, d) -> (..., h, n, s, d) ->
+    (..., h n, s, d): each of the h heads repeated n times in place; else None."""
+    src, unsqueezed, expanded, out = (tuple(s) for s in (src, unsqueezed, expanded, out))
+    if len(src) < 3 or unsqueezed != src[:-2] + (1,) + src[-2:]:
+        return None
+    n = expanded[-3]
+    if expanded != src[:-2] + (n,) + src[-2:] or out != src[:-3] + (src[-3] * n,) + src[-2:]:
+        return None
+    return n
+
+
+def causal_offset(mask: np.ndarray) -> tuple[int, float] | None:
+    """(o, c) when the additive mask is causal: 0 where key j <= query i + o, one value c <= MASKED
+    where j > i + o, the same matrix for every leading index, o >= 0 (every query sees a key) and
+    some key masked; else None. Top-left aligned causal masks have o = 0, bottom-right ones (fewer
+    queries than keys) o = keys - queries."""
+    m = np.asarray(mask)
+    if m.ndim < 2 or m.dtype != np.float32:
+        return None
+    lq, lk = m.shape[-2:]
+    flat = m.reshape(-1, lq, lk)
+    masked = np.flatnonzero(flat[0, 0])
+    if masked.size == 0 or masked[0] < 1:
+        return None
+    o, c = int(masked[0]) - 1, float(flat[0, 0, masked[0]])
+    if not c <= MASKED or not np.array_equal(flat[0], np.triu(np.full((lq, lk), c, np.float32), o + 1)):
+        return None
+    return (o, c) if (flat == flat[:1]).all() else None
+
+
+def _nan_guard(w: _Walk, p: Value) -> tuple[Value, list[Node]]:
+    """p, or where(isnan(p), 0, p) when that follows the softmax: (the value P V reads, its nodes)."""
+    rs = w.users.get(p, [])
+    if len(rs) != 2 or id(p) in w.outputs:
+        return p, []
+    isn = next((n for n, _ in rs if n.op is um.isnan), None)
+    wh = next((n for n, _ in rs if n.op is ew.where), None)
+    if isn is None or wh is None or _only_reader(w.users, w.outputs, isn.outputs[0]) is not wh or \
+            wh.inputs[0] is not isn.outputs[0] or wh.inputs[2] is not p or _scalar(wh.inputs[1]) != 0.0 or \
+            wh.outputs[0].type != p.type:
+        return p, []
+    return wh.outputs[0], [isn, wh]
+
+
+def _forward(w: _Walk, mm: Node) -> tuple[list[Node], float, Value | None, Node] | None:
+    """From Q K^T to softmax: (nodes, scale, mask, softmax), or None."""
+    nodes, cur, scale, mask = [mm], mm.outputs[0], 1.0, None
+    nxt = _only_reader(w.users, w.outputs, cur)
+    while nxt is not None and (c := _scale_of(nxt, cur)) is not None:
+        scale, nodes, cur = scale * c, nodes + [nxt], nxt.outputs[0]
+        nxt = _only_reader(w.users, w.outputs, cur)
+    if nxt is not None and nxt.op is ew.add and nxt.outputs[0].type == cur.type:
+        other = nxt.inputs[1] if nxt.inputs[0] is cur else nxt.inputs[0]
+        if other is not cur and other.type.dtype is DType.F32 and 1 <= other.type.rank <= cur.type.rank:
+            mask, nodes, cur = other, nodes + [nxt], nxt.outputs[0]
+            nxt = _only_reader(w.users, w.outputs, cur)
+    if nxt is None or nxt.op is not nn.softmax or nxt.attrs["axis"] not in (-1, cur.type.rank - 1):
+        return None
+    return nodes + [nxt], scale, mask, nxt
+
+
+def _chain_at(g: Graph, w: _Walk, mm: Node) -> AttentionChain | None:
+    """The attention chain whose Q K^T is mm, or None."""
+    q, kt = mm.inputs
+    if q.type.rank < 2 or kt.type.rank != q.type.rank or q.type.shape[:-2] != kt.type.shape[:-2]:
+        return None
+    fwd = _forward(w, mm)
+    if fwd is None:
+        return None
+    nodes, scale, mask, sm = fwd
+    p, guard = _nan_guard(w, sm.outputs[0])
+    pv = _only_reader(w.users, w.outputs, p)
+    if pv is None or pv.op is not linalg.matmul or pv.inputs[0] is not p:
+        return None
+    v = pv.inputs[1]
+    if v.type.rank != q.type.rank or v.type.shape[:-2] != q.type.shape[:-2] or v.type.dtype is not DType.F32:
+        return None
+    nodes += guard + [pv]
+    q, q_scale, _ = w.unscale(q, mm, nodes)
+    k, k_scale, reader = w.unscale(kt, mm, nodes)
+    k, untransposed, reader = w.untranspose(k, reader, nodes)
+    if untransposed:
+        k, k_scale2, reader = w.unscale(k, reader, nodes)
+        k_scale *= k_scale2
+    k, k_group = w.unrepeat(k, reader, nodes)
+    v, v_group = w.unrepeat(v, pv, nodes)
+    found = mask is not None and mask.is_const and causal_offset(mask.const)
+    order = {id(n): i for i, n in enumerate(g.nodes)}
+    return AttentionChain(sorted(nodes, key=lambda n: order[id(n)]), q, k, v, mask,
+                          scale * q_scale * k_scale, not untransposed, k_group, v_group,
+                          found[0] if found else -1, bool(guard))
+
+
 def find_chains(g: Graph) -> list[AttentionChain]:
-    """Every fp32 matmul -> [scale] -> [additive mask] -> softmax(last axis) -> matmul chain whose inner
+    """Every fp32 chain [scale] Q, [scale] [repeat] K -> matmul(Q, [transpose] K) -> [scale] ->
+    [additive mask] -> softmax(last axis) -> [NaN rows to 0] -> matmul(., [repeat] V) whose inner
     values are read only by the next op of the chain."""
-    users, outputs = g.uses(), {id(v) for v in g.outputs}
+    w = _Walk(g)
     chains = []
     for mm in g.nodes:
-        if mm.op is not linalg.matmul or mm.outputs[0].type.dtype is not DType.F32:
-            continue
-        q, kt = mm.inputs
-        if q.type.rank < 2 or kt.type.rank != q.type.rank or q.type.shape[:-2] != kt.type.shape[:-2]:
-            continue
-        nodes, cur, scale, mask = [mm], mm.outputs[0], 1.0, None
-        nxt = _only_reader(users, outputs, cur)
-        if nxt is not None and nxt.op in (ew.div, ew.mul) and cur in nxt.inputs:
-            c = _scalar(nxt.inputs[1] if nxt.inputs[0] is cur else nxt.inputs[0])
-            if c is not None and c != 0 and (nxt.op is ew.mul or nxt.inputs[0] is cur):
-                scale = 1.0 / c if nxt.op is ew.div else c
-                nodes, cur = nodes + [nxt], nxt.outputs[0]
-                nxt = _only_reader(users, outputs, cur)
-        if nxt is not None and nxt.op is ew.add and nxt.outputs[0].type == cur.type:
-            other = nxt.inputs[1] if nxt.inputs[0] is cur else nxt.inputs[0]
-            if other is not cur and other.type.dtype is DType.F32 and other.type.rank == cur.type.rank:
-                mask, nodes, cur = other, nodes + [nxt], nxt.outputs[0]
-                nxt = _only_reader(users, outputs, cur)
-        if nxt is None or nxt.op is not nn.softmax or nxt.attrs["axis"] not in (-1, cur.type.rank - 1):
-            continue
-        nodes, cur = nodes + [nxt], nxt.outputs[0]
-        pv = _only_reader(users, outputs, cur)
-        if pv is None or pv.op is not linalg.matmul or pv.inputs[0] is not cur:
-            continue
-        v = pv.inputs[1]
-        if v.type.rank != q.type.rank or v.type.shape[:-2] != q.type.shape[:-2] or v.type.dtype is not DType.F32:
-            continue
-        k, transposed = kt, True
-        t = kt.producer
-        if t is not None and t.op is shape.transpose and _only_reader(users, outputs, kt) is mm and \
-                list(t.attrs["perm"]) == list(range(kt.type.rank - 2)) + [kt.type.rank - 1, kt.type.rank - 2]:
-            k, transposed, nodes = t.inputs[0], False, [t] + nodes
-        chains.append(AttentionChain(nodes + [pv], q, k, v, mask, scale, transposed))
+        if mm.op is linalg.matmul and mm.outputs[0].type.dtype is DType.F32:
+            ch = _chain_at(g, w, mm)
+            if ch is not None:
+                chains.append(ch)
     return chains
 
 
@@ -231,10 +376,30 @@ def default_tile(lq: int, lk: int) -> tuple[int, int]:
     return block(lq, 32), block(lk, 64)
 
 
+def _causal_mask(body: Graph, mask: Value, offset: int, c: float) -> Value:
+    """The causal mask `mask` holds, computed in the body: trilu(expand(c), upper, k = offset + 1).
+    Same values as the constant; the trilu says to the kernel which key blocks hold no visible key."""
+    fill = body.const(np.float32(c), "masked")
+    full = Value(body.fresh_name(mask.name + "_full"), mask.type)
+    out = Value(body.fresh_name(mask.name), mask.type)
+    body.nodes.append(Node(shape.expand, [fill], shape.expand.complete_attrs({"shape": mask.type.shape}),
+                           [full], full.name))
+    body.nodes.append(Node(indexing.trilu, [full], indexing.trilu.complete_attrs({"upper": True, "k": offset + 1}),
+                           [out], out.name))
+    return out
+
+
+def operands(ch: AttentionChain) -> list[Value]:
+    """The fused kernel's operands: q, k, v and a mask that is not a constant."""
+    return [ch.q, ch.k, ch.v] + ([ch.mask] if ch.mask is not None and not ch.mask.is_const else [])
+
+
 def _body(ch: AttentionChain) -> Graph:
     body = Graph("attention_body")
-    operands = [ch.q, ch.k, ch.v] + ([ch.mask] if ch.mask is not None and not ch.mask.is_const else [])
-    vmap = {id(v): body.add_input(v.name, v.type) for v in operands}
+    vmap = {id(v): body.add_input(v.name, v.type) for v in operands(ch)}
+    body._names.update(o.name for n in ch.nodes for o in n.outputs)
+    if ch.causal >= 0:
+        vmap[id(ch.mask)] = _causal_mask(body, ch.mask, *causal_offset(ch.mask.const))
     for n in ch.nodes:
         ins = []
         for v in n.inputs:
@@ -245,7 +410,6 @@ def _body(ch: AttentionChain) -> Graph:
         outs = [Value(o.name, o.type) for o in n.outputs]
         for o, new in zip(n.outputs, outs):
             vmap[id(o)] = new
-            body._names.add(o.name)
         body.nodes.append(Node(n.op, ins, n.attrs, outs, n.name, n.loc))
     body.outputs = [vmap[id(ch.out)]]
     return body
@@ -259,11 +423,9 @@ def fuse(g: Graph) -> Graph:
     for n in g.nodes:
         ch = chains.get(id(n))
         if ch is not None:
-            body = _body(ch)
             tile = default_tile(ch.q.type.shape[-2], ch.v.type.shape[-2])
-            operands = [ch.q, ch.k, ch.v] + ([ch.mask] if ch.mask is not None and not ch.mask.is_const else [])
-            attrs = kernel.fused.complete_attrs({"kernel": KERNEL, "body": body, "tile": tile})
-            out.append(Node(kernel.fused, operands, attrs, [ch.out], ch.nodes[-1].name, ch.nodes[-1].loc))
+            attrs = kernel.fused.complete_attrs({"kernel": KERNEL, "body": _body(ch), "tile": tile})
+            out.append(Node(kernel.fused, operands(ch), attrs, [ch.out], ch.nodes[-1].name, ch.nodes[-1].loc))
         elif id(n) not in members:
             out.append(n)
     g.nodes = out
@@ -272,7 +434,8 @@ def fuse(g: Graph) -> Graph:
 
 @register_pass("fuse_attention")
 def fuse_attention(g: Graph) -> Graph:
-    """matmul -> [scale] -> [mask] -> softmax -> matmul chains -> one k.fused attention kernel (1 pass)."""
+    """[scale, repeat] q, k -> matmul -> [scale] -> [mask] -> softmax -> [NaN guard] -> matmul chains ->
+    one k.fused attention kernel (1 pass; causal masks as a trilu, K/V heads unrepeated)."""
     return fuse(g)
 
 
@@ -295,8 +458,42 @@ def cascades(g: Graph) -> list[tuple[str, Cascade, dict[str, int]]]:
     return found
 
 
+def body_causal(body: Graph) -> int:
+    """The causal offset a fused attention body's mask states (trilu(expand(c), upper, k) with c <=
+    MASKED: offset k - 1), or -1."""
+    for n in body.nodes:
+        src = n.inputs[0].producer if n.op is indexing.trilu else None
+        if src is not None and n.attrs["upper"] and n.attrs["k"] >= 1 and src.op is shape.expand and \
+                (c := _scalar(src.inputs[0])) is not None and c <= MASKED:
+            return n.attrs["k"] - 1
+    return -1
+
+
+def _notes(g: Graph) -> dict[str, list[str]]:
+    """Per attention (by name): its causal offset and grouped heads, as the report states them."""
+    notes: dict[str, list[str]] = {}
+
+    def add(name: str, causal: int, groups: tuple[int, int], skipped: bool) -> None:
+        out = notes.setdefault(name, [])
+        if causal >= 0:
+            out.append(f"causal (key j visible to query i iff j <= i + {causal})"
+                       + ("; key blocks past the diagonal skipped, the mask not read" if skipped else ""))
+        if groups != (1, 1):
+            out.append(f"grouped-query heads: each K head serves {groups[0]} query heads, each V head "
+                       f"{groups[1]}" + ("; read in place, not repeated" if skipped else ""))
+
+    for ch in find_chains(g):
+        add(ch.nodes[-1].name, ch.causal, (ch.k_group, ch.v_group), False)
+    for n in g.nodes:
+        if n.op is kernel.fused and n.attrs["kernel"] == KERNEL:
+            bh = [math.prod(v.type.shape[:-2]) for v in n.inputs[:3]]
+            add(n.name, body_causal(n.attrs["body"]), (bh[0] // bh[1], bh[0] // bh[2]), True)
+    return notes
+
+
 def format_cascades(g: Graph) -> str:
     lines = []
+    notes = _notes(g)
     for name, c, sizes in cascades(g):
         key = "m1" if "m1" in sizes else "m"
         buf = buffer_elements(c, key, sizes)
@@ -312,6 +509,7 @@ def format_cascades(g: Graph) -> str:
         else:
             lines.append(f"//   buffer: {buf} floats per batch-head = {4 * buf * sizes['b']} bytes in all "
                          f"(the {sizes['p']} x {sizes['m']} scores)")
+        lines.extend(f"//   {note}" for note in notes.get(name, []))
         lines.extend(f"    {e}" for e in c.einsums)
     return "\n".join(lines) + "\n" if lines else "// no attention cascade found\n"
 

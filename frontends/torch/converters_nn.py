@@ -152,22 +152,41 @@ def _adaptive_avg_pool(ctx: TorchContext, node, args, kwargs):
     return ctx.emit(nn.avg_pool, [x], kernel=k, strides=k, pads=(0, 0, 0, 0), dilations=(1, 1))
 
 
+def _repeat_heads(ctx: TorchContext, x, n: int):
+    """Each head (axis -3) of x repeated n times in place (enable_gqa), written as exporters write
+    repeat_interleave: reshape (..., h, 1, s, d) -> expand (..., h, n, s, d) -> reshape (..., h n, s, d)."""
+    *lead, h, s, d = ctx.shape(x)
+    x = ctx.emit(shape.reshape, [x], shape=(*lead, h, 1, s, d))
+    x = ctx.emit(shape.expand, [x], shape=(*lead, h, n, s, d))
+    return ctx.emit(shape.reshape, [x], shape=(*lead, h * n, s, d))
+
+
 @converts("aten.scaled_dot_product_attention")
 def _sdpa(ctx: TorchContext, node, args, kwargs):
-    """softmax(q @ k^T * scale + mask) @ v, as the math reference computes it."""
+    """softmax(q @ k^T * scale + mask) @ v, as the math reference computes it. A boolean mask becomes
+    the additive where(mask, 0, -inf); is_causal the constant upper-triangular -inf mask (key j
+    visible to query i iff j <= i); enable_gqa repeats each K / V head for its group of query heads."""
     q, k, v = args[:3]
     mask = _arg(args, kwargs, 3, "attn_mask")
-    if _arg(args, kwargs, 4, "dropout_p", 0.0) != 0.0 or _arg(args, kwargs, 5, "is_causal", False):
-        raise ctx.unsupported("attention with dropout or is_causal")
-    scale = kwargs.get("scale") or 1 / math.sqrt(ctx.shape(q)[-1])
+    if _arg(args, kwargs, 4, "dropout_p", 0.0) != 0.0:
+        raise ctx.unsupported("attention with dropout")
+    causal = _arg(args, kwargs, 5, "is_causal", False)
+    scale = _arg(args, kwargs, 6, "scale") or 1 / math.sqrt(ctx.shape(q)[-1])
+    dt = ctx.np_dtype(q)
+    hq, hk, hv = (ctx.shape(x)[-3] if len(ctx.shape(x)) >= 3 else 1 for x in (q, k, v))
+    if _arg(args, kwargs, 7, "enable_gqa", False) and (hk != hq or hv != hq):
+        k = _repeat_heads(ctx, k, hq // hk) if hk != hq else k
+        v = _repeat_heads(ctx, v, hq // hv) if hv != hq else v
     rank = len(ctx.shape(k))
     kt = ctx.emit(shape.transpose, [k], perm=tuple(range(rank - 2)) + (rank - 1, rank - 2))
-    s = ctx.emit(ew.mul, [ctx.emit(linalg.matmul, [q, kt]), np.asarray(scale, ctx.np_dtype(q))])
+    s = ctx.emit(ew.mul, [ctx.emit(linalg.matmul, [q, kt]), np.asarray(scale, dt)])
+    if causal:
+        lq, lk = ctx.shape(q)[-2], ctx.shape(k)[-2]
+        s = ctx.emit(ew.add, [s, np.triu(np.full((lq, lk), -np.inf, dt), 1)])
     if mask is not None:
         if ctx.np_dtype(mask) == np.bool_:
-            s = ctx.emit(ew.where, [mask, s, np.asarray(-np.inf, ctx.np_dtype(q))])
-        else:
-            s = ctx.emit(ew.add, [s, mask])
+            mask = ctx.emit(ew.where, [mask, np.asarray(0, dt), np.asarray(-np.inf, dt)])
+        s = ctx.emit(ew.add, [s, mask])
     return ctx.emit(linalg.matmul, [ctx.emit(nn.softmax, [s], axis=-1), v])
 
 

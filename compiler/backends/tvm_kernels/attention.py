@@ -7,6 +7,11 @@ exp(old max - new max) applied to the denominator and the output, then the block
 output; the division comes once, at the end (passes.einsum.ONE_PASS). The scores never exist beyond
 one tq x tk block, so memory is O(S d), not O(S^2).
 
+Causal (key j visible to query i iff j <= i + offset): a task walks only the key blocks holding a key
+one of its queries sees, masks the blocks that cross the diagonal itself, and reads no mask tensor.
+Grouped-query heads: K and V hold fewer heads than Q (`k_group` / `v_group` consecutive query heads
+share one), read in place instead of repeated.
+
 Both inner products are register-tiled by `rows` query rows: QK^T accumulates rows x tk scores over the
 head dimension (keys copied transposed once per block, so tk is the vector axis), P V accumulates
 rows x dv outputs over the block's keys (dv the vector axis).
@@ -38,10 +43,18 @@ class AttentionSpec:
     k_transposed: bool = False      # k arrives as (bh, d, lk) instead of (bh, lk, d)
     mask_batch: int = 0       # 0: no mask; else the mask is (mask_batch in {1, bh}, mask_rows in {1, lq}, lk)
     mask_rows: int = 0
+    k_group: int = 1          # query heads per K head: k holds bh // k_group heads
+    v_group: int = 1
+    causal: int = -1          # >= 0: key j is visible to query i iff j <= i + causal (no mask tensor)
+    zero_masked_rows: bool = False  # a row whose every score is -inf gives 0 (softmax's NaN replaced)
 
     def __post_init__(self):
         if self.lq % self.tq or self.lk % self.tk:
             raise ValueError(f"blocks ({self.tq}, {self.tk}) must divide the lengths ({self.lq}, {self.lk})")
+        if self.bh % self.k_group or self.bh % self.v_group:
+            raise ValueError(f"head groups ({self.k_group}, {self.v_group}) must divide {self.bh} heads")
+        if self.causal >= 0 and self.mask_batch:
+            raise ValueError("a causal kernel reads no mask tensor")
 
     @property
     def rows(self) -> int:
@@ -54,10 +67,15 @@ def _vec(n: int, lanes: int = 16) -> int:
 
 
 def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
-    """PrimFunc (q (bh, lq, d), k, v (bh, lk, dv)[, mask], out (bh, lq, dv))."""
+    """PrimFunc (q (bh, lq, d), k (bh / k_group, lk, d), v (bh / v_group, lk, dv), mask, out (bh, lq, dv))."""
     bh, lq, lk, d, dv, tq, tk, rows = spec.bh, spec.lq, spec.lk, spec.d, spec.dv, spec.tq, spec.tk, spec.rows
     nq, nk = lq // tq, lk // tk
-    kshape = (bh, d, lk) if spec.k_transposed else (bh, lk, d)
+    gk, gv, causal = spec.k_group, spec.v_group, spec.causal >= 0
+    # the key blocks a task walks: those up to its last query's last visible key (all without causal)
+    reach = tq + (spec.causal if causal else lk) + tk - 1
+    off = max(spec.causal, 0)
+    zero_rows = spec.zero_masked_rows
+    kshape = (bh // gk, d, lk) if spec.k_transposed else (bh // gk, lk, d)
     kt_, has_mask = spec.k_transposed, spec.mask_batch > 0
     mshape = (max(spec.mask_batch, 1), max(spec.mask_rows, 1), lk)
     mb, mr = int(spec.mask_batch == bh), int(spec.mask_rows == lq)   # 1: the mask varies along batch / rows
@@ -67,7 +85,7 @@ def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
     zero, neg = tirx.const(0.0, f32), tirx.const(NEG, f32)
 
     @T.prim_func(private=True)
-    def attention(q: T.Buffer((bh, lq, d), f32), k: T.Buffer(kshape, f32), v: T.Buffer((bh, lk, dv), f32),
+    def attention(q: T.Buffer((bh, lq, d), f32), k: T.Buffer(kshape, f32), v: T.Buffer((bh // gv, lk, dv), f32),
                   mask: T.Buffer(mshape, f32), out: T.Buffer((bh, lq, dv), f32)):
         T.func_attr({"tirx.noalias": True})
         for task in T.parallel(bh * nq):
@@ -86,14 +104,14 @@ def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
                 run_den[i] = zero
                 for f in T.vectorized(dv):
                     acc[i, f] = zero
-            for kb in T.serial(nk):
+            for kb in T.serial(T.min(nk, (q0 + reach) // tk)):
                 k0 = kb * tk
                 for e in T.serial(d):
                     for j in T.serial(tk):
                         if kt_:
-                            kt[e, j] = k[b, e, k0 + j]
+                            kt[e, j] = k[b // gk, e, k0 + j]
                         else:
-                            kt[e, j] = k[b, k0 + j, e]
+                            kt[e, j] = k[b // gk, k0 + j, e]
                 for io in T.serial(tq // rows):
                     for ii in T.unroll(rows):
                         for j in T.vectorized(tk):
@@ -104,6 +122,11 @@ def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
                                 for ji in T.vectorized(vk):
                                     s[io * rows + ii, jo * vk + ji] = s[io * rows + ii, jo * vk + ji] + \
                                         qs[io * rows + ii, e] * kt[e, jo * vk + ji]
+                if causal:
+                    if k0 + tk - 1 > q0 + off:          # the block crosses the diagonal
+                        for i in T.serial(tq):
+                            for j in T.vectorized(tk):
+                                s[i, j] = T.if_then_else(k0 + j > q0 + i + off, neg, s[i, j])
                 for i in T.serial(tq):
                     if has_mask:
                         for j in T.vectorized(tk):
@@ -140,9 +163,13 @@ def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
                             for fo in T.unroll(dv // vf):
                                 for fi in T.vectorized(vf):
                                     acc[io * rows + ii, fo * vf + fi] = acc[io * rows + ii, fo * vf + fi] + \
-                                        s[io * rows + ii, j] * v[b, k0 + j, fo * vf + fi]
+                                        s[io * rows + ii, j] * v[b // gv, k0 + j, fo * vf + fi]
             for i in T.serial(tq):
-                for f in T.vectorized(dv):
-                    out[b, q0 + i, f] = acc[i, f] / run_den[i]
+                if zero_rows:           # every score -inf: the running max never left NEG
+                    for f in T.vectorized(dv):
+                        out[b, q0 + i, f] = T.if_then_else(run_max[i] > neg, acc[i, f] / run_den[i], zero)
+                else:
+                    for f in T.vectorized(dv):
+                        out[b, q0 + i, f] = acc[i, f] / run_den[i]
 
     return finalize(attention.with_attr(SCHEDULE_ATTR, "tiled"))
