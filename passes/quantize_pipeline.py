@@ -16,6 +16,7 @@ from passes.canonicalize import dead_code, fold_constants
 from passes.dyadic import dyadic_rewrite
 from passes.ivit import ivit_rewrite
 from passes.mixed_precision import LatencyFn, MixedPlan, check_bits, plan_mixed, with_weight_bits
+from passes.qdq import require_model_grids
 from passes.quantize import QuantConfig, Stats, annotate, calibrate
 from passes.range_analysis import range_analysis
 from passes.verify_integer_only import verify_integer_only_pass
@@ -23,8 +24,9 @@ from passes.verify_integer_only import verify_integer_only_pass
 
 @dataclass(frozen=True)
 class QuantRequest:
-    """What a quantizing compile asked for: "int8" or "mixed" (4/8-bit weights from the HAWQV3 ILP under
-    PassContext.budgets), and the calibration config. shiftadd: 0, or 1 / 2 power-of-two terms per weight
+    """What a quantizing compile asked for: "int8", "mixed" (4/8-bit weights from the HAWQV3 ILP under
+    PassContext.budgets) or "model" (the model's own QDQ grids, passes/qdq.py; no calibration), and the
+    calibration config. shiftadd: 0, or 1 / 2 power-of-two terms per weight
     (passes/shiftadd.py); shift_kernel: which kernel runs those layers ("auto": the target's rule, "vnni",
     "shift")."""
 
@@ -41,6 +43,8 @@ def annotate_pass(g: Graph, ctx) -> Graph:
     req: QuantRequest | None = ctx.quant
     if req is None:
         return g
+    if req.mode == "model":                 # the model's own grids, read by fold_qdq (passes/qdq.py)
+        return require_model_grids(g)
     if ctx.calibration is None:
         raise InvalidInput("quantizing needs calibration batches")
     batches = list(ctx.calibration)

@@ -45,15 +45,19 @@ def _window_pads(ctx: ConvertContext, in_sizes: list[int], kernel: list[int], st
     raise ctx.invalid(f"auto_pad {mode!r}")
 
 
+def conv_attrs(ctx: ConvertContext, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> dict:
+    """The conv attributes (strides, pads, dilations, groups) of the current Conv-like node (Conv,
+    ConvInteger, QLinearConv), auto_pad resolved to explicit pads."""
+    n = len(x_shape) - 2
+    strides, dilations = _ints(ctx, "strides", n, 1), _ints(ctx, "dilations", n, 1)
+    pads = _window_pads(ctx, list(x_shape[2:]), list(w_shape[2:]), strides, dilations)
+    return dict(strides=strides, pads=pads, dilations=dilations, groups=int(ctx.attr("group", 1)))
+
+
 def _convert_conv(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
     x, w = ctx.input(0), ctx.input(1)
-    n = ctx.rank(x) - 2
-    kernel = list(ctx.shape(w)[2:])
-    strides, dilations = _ints(ctx, "strides", n, 1), _ints(ctx, "dilations", n, 1)
-    pads = _window_pads(ctx, list(ctx.shape(x)[2:]), kernel, strides, dilations)
     inputs = [x, w] + ([ctx.input(2)] if ctx.has_input(2) else [])
-    return ctx.emit(linalg.conv, inputs, strides=strides, pads=pads, dilations=dilations,
-                    groups=int(ctx.attr("group", 1)))
+    return ctx.emit(linalg.conv, inputs, **conv_attrs(ctx, ctx.shape(x), ctx.shape(w)))
 
 
 def _convert_conv_transpose(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:

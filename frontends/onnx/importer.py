@@ -16,10 +16,12 @@ from compiler.ops.registry import TypeRuleError
 from compiler.types import TensorType
 from compiler.verify import verify
 from frontends.onnx import (
+    converters_attention,
     converters_composite,
     converters_index,
     converters_math,
     converters_nn,
+    converters_quant,
     converters_recurrent,
     converters_reduce,
     converters_resample,
@@ -35,6 +37,7 @@ CONVERTERS: dict[str, Converter] = {
     **converters_reduce.CONVERTERS, **converters_resample.CONVERTERS,
     **converters_shape.CONVERTERS, **converters_index.CONVERTERS,
     **converters_recurrent.CONVERTERS, **converters_composite.CONVERTERS,
+    **converters_quant.CONVERTERS, **converters_attention.CONVERTERS,
 }
 
 

@@ -36,6 +36,15 @@ TYPES_ONLY: dict[str, tuple[int, ...]] = {
     "Cast": (23, 24, 25, 28), "CastLike": (23, 24, 25),
     "Einsum": (28,), "Mod": (28,), "ReduceLogSum": (28,), "ReduceLogSumExp": (28,),
     "TopK": (24,), "Range": (27,), "BitShift": (28,), "OneHot": (28,), "Celu": (28,),
+    # QuantizeLinear-23's precision and DequantizeLinear-23's output_dtype are read by the converters
+    **dict.fromkeys(("QuantizeLinear", "DequantizeLinear"), (23, 24, 25, 28)), "QLinearMatMul": (21,),
+}
+
+
+# Ops first defined after opset 21, by the since-versions their converters implement (Attention-24 adds
+# nonpad_kv_seqlen, Attention-25 the sliding window; converters_attention.py reads both).
+NEW_OPS: dict[str, tuple[int, ...]] = {
+    "Attention": (23, 24, 25), "RMSNormalization": (23,), "RotaryEmbedding": (23,),
 }
 
 
@@ -62,7 +71,7 @@ def implemented_versions(op_type: str) -> set[int]:
             v = since_version(op_type, opset)
             if v is not None and _signature(defs.get_schema(op_type, opset, "")) == ref:
                 older.add(v)
-    return base | older | set(TYPES_ONLY.get(op_type, ()))
+    return base | older | set(TYPES_ONLY.get(op_type, ())) | set(NEW_OPS.get(op_type, ()))
 
 
 def version_problem(node: onnx.NodeProto, opset: int) -> str | None:
