@@ -103,7 +103,8 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
              integer_only: bool = False, observer: str = "minmax", size_budget: float | None = None,
              latency_budget: float | None = None, progress: Progress | None = None,
              results: dict[str, Any] | None = None, lmul: str | None = None,
-             shiftadd: int | None = None, shiftadd_kernel: str = "auto") -> tuple[Graph, Any]:
+             shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
+             lut_table: str = "int8") -> tuple[Graph, Any]:
     """Every pass of a compile, in order: (the final IR, the quantization report or None). The kernel
     passes' analyses (the memory plan) go into `results` when given."""
     say = progress or (lambda _msg: None)
@@ -111,6 +112,9 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     t0 = time.perf_counter()
     g = import_model(model, input_shapes, example_inputs)
     say(f"imported {len(g.nodes)} nodes in {time.perf_counter() - t0:.2f}s")
+    if quantize == "model":     # the model's own grids, read before constant folding (passes/qdq.py)
+        g = optimize(g, target, passes=["fold_qdq"], disable_passes=disable_passes, print_after=print_after,
+                     verify_each=verify_each)
     t0 = time.perf_counter()
     g = optimize(g, target, passes=passes, disable_passes=disable_passes, print_after=print_after,
                  verify_each=verify_each, dump_dir=dump_dir)
@@ -122,13 +126,13 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                                    size_budget=size_budget, latency_budget=latency_budget, target=target,
                                    disable_passes=disable_passes, print_after=print_after,
                                    verify_each=verify_each, dump_dir=dump_dir, shiftadd=shiftadd,
-                                   shiftadd_kernel=shiftadd_kernel)
+                                   shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table)
         say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
             f"in {time.perf_counter() - t0:.2f}s")
         g = optimize_quantized(g, target, disable_passes=disable_passes, print_after=print_after,
                                verify_each=verify_each)
-    elif integer_only or shiftadd:
-        raise InvalidInput(f"{'shiftadd' if shiftadd else 'integer_only'} needs quantize='int8'",
+    elif integer_only or shiftadd or lut:
+        raise InvalidInput(f"{'shiftadd' if shiftadd else 'lut' if lut else 'integer_only'} needs quantize='int8'",
                            hint="add --quantize int8")
     elif size_budget is not None or latency_budget is not None:
         raise InvalidInput("size_budget / latency_budget need quantize='mixed'",
@@ -150,7 +154,8 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             observer: str = "minmax", size_budget: float | None = None,
             latency_budget: float | None = None,
             progress: Progress | None = None, lmul: str | None = None,
-            shiftadd: int | None = None, shiftadd_kernel: str = "auto") -> CompiledModel:
+            shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
+            lut_table: str = "int8") -> CompiledModel:
     """Compile a model for `target` ("llvm", "llvm -mcpu=znver4 -num-threads=1") and return a
     CompiledModel. `model` is an ONNX path or ModelProto, or a torch.nn.Module traced on
     `example_inputs`.
@@ -162,12 +167,20 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     quantize="mixed" is the same with 4- or 8-bit weights per layer chosen by the HAWQV3 ILP
     (passes.mixed_precision) under size_budget and/or latency_budget, fractions of the all-INT8
     weight bytes / latency (e.g. 0.7); the plan is `cm.report.plan`.
+    quantize="model" takes the quantization the model already has (onnxruntime's QDQ or QOperator
+    format: QuantizeLinear/DequantizeLinear, QLinearConv, QLinearMatMul, ...): its scales and zero points
+    become the grids of the same integer rewrite (passes/qdq.py), no calibration needed; with
+    integer_only=True the result is integer-only.
     lmul="attention" makes attention's matmuls (Q K^T, P V) L-Mul matmuls: each multiply one integer
     add of the float bits, 3-bit mantissa (passes/lmul.py).
     shiftadd=1|2 (with quantize="int8") re-expresses every conv / linear weight per output channel as
     sums of 1 or 2 signed powers of two fitted to the layer's output on the calibration data
     (passes/shiftadd.py); shiftadd_kernel "auto" (the target's rule), "vnni" or "shift" picks the kernel
     that runs them. The per-layer fit is `cm.report.shiftadd`.
+    lut=1|2|3|4 (with quantize="int8") makes every linear layer (q.matmul with a constant weight) a
+    q.lut_matmul: b-bit weights in groups of 128 rows with integer group scales, computed by table lookup
+    (T-MAC; passes/lut.py); lut_table "int8" (T-MAC's quantized tables) or "int16" (exact tables). The
+    per-layer requantization is `cm.report.lut`.
 
     Raises InvalidModel (bad file), InvalidInput, Unsupported (op or feature), BackendToolError."""
     from compiler.backends import get_backend
@@ -181,7 +194,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                          quantize=quantize, calibration=calibration, integer_only=integer_only,
                          observer=observer, size_budget=size_budget, latency_budget=latency_budget,
                          progress=progress, results=results, lmul=lmul, shiftadd=shiftadd,
-                         shiftadd_kernel=shiftadd_kernel)
+                         shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table)
     missing = sorted({n.op.name for n in g.walk()} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
@@ -194,7 +207,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     return cm
 
 
-QUANTIZE_MODES = ("int8", "mixed")
+QUANTIZE_MODES = ("int8", "mixed", "model")
 
 
 def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
@@ -202,7 +215,8 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                    latency_budget: float | None = None, target: Target | None = None,
                    disable_passes: Sequence[str] = (), print_after: Sequence[str] = (),
                    verify_each: bool = True, dump_dir: str | os.PathLike | None = None,
-                   shiftadd: int | None = None, shiftadd_kernel: str = "auto") -> tuple[Graph, Any]:
+                   shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
+                   lut_table: str = "int8") -> tuple[Graph, Any]:
     """The quantization passes (compiler.pipeline.QUANTIZE: calibrate and annotate, dyadic, ivit for
     integer-only, cleanup) over the canonicalized `g`; then the integer-only certificate and the
     overflow bounds. Returns the graph and a lazy per-layer report.
@@ -224,11 +238,16 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     if shiftadd not in (None, 0, 1, 2) or shiftadd_kernel not in ("auto", "vnni", "shift"):
         raise InvalidInput(f"shiftadd={shiftadd!r}, shiftadd_kernel={shiftadd_kernel!r}",
                            hint="shiftadd takes 1 or 2 terms; shiftadd_kernel auto, vnni or shift")
-    batches = batches_for(calibration, g)
+    if lut not in (None, 0, 1, 2, 3, 4) or lut_table not in ("int8", "int16"):
+        raise InvalidInput(f"lut={lut!r}, lut_table={lut_table!r}", hint="lut takes 1-4 bits; lut_table int8 or int16")
+    batches = [] if mode == "model" and calibration is None else batches_for(calibration, g)
     budgets = {k: v for k, v in (("size", size_budget), ("latency", latency_budget)) if v is not None}
-    ctx = PassContext(target=target, calibration=batches, budgets=budgets,
-                      quant=QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only),
-                                         shiftadd or 0, shiftadd_kernel),
+    request = QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only), shiftadd or 0,
+                           shiftadd_kernel)
+    if lut:
+        from passes.lut import LutRequest
+        request = LutRequest(**vars(request), lut=lut, lut_table=lut_table)
+    ctx = PassContext(target=target, calibration=batches, budgets=budgets, quant=request,
                       verify_each=verify_each, print_after=frozenset(print_after),
                       dump_dir=Path(dump_dir) if dump_dir else None)
     names = resolve(quantize_passes(integer_only), None, disable_passes)
@@ -250,6 +269,7 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
         raise Unsupported("integer overflow is possible: " + "; ".join(problems[:5]))
     report = QuantReport(g, qg, batches, plan)
     report.shiftadd = ctx.results.get("shiftadd")
+    report.lut = ctx.results.get("lut")
     return qg, report
 
 
@@ -263,6 +283,7 @@ class QuantReport:
         self._rows: list[dict] | None = None
         self.plan = plan
         self.shiftadd: list[dict] | None = None     # per layer, when shift/add weights were fitted
+        self.lut: list[dict] | None = None          # per layer, when LUT low-bit weights were made
 
     @property
     def rows(self) -> list[dict]:

@@ -76,10 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-dir", metavar="DIR", help="write the IR after each pass to DIR/NN_pass.mlir")
     p.add_argument("--no-verify-each", action="store_true",
                    help="skip the IR verifier between passes (it runs by default)")
-    p.add_argument("--quantize", choices=["int8", "mixed"],
+    p.add_argument("--quantize", choices=["int8", "mixed", "model"],
                    help="rewrite the model to integer arithmetic (int8 weights and activations, int32 "
                         "accumulators, dyadic requantization); needs --calibration. mixed: 4/8-bit "
-                        "weights per layer chosen by the HAWQV3 ILP under --size-budget/--latency-budget")
+                        "weights per layer chosen by the HAWQV3 ILP under --size-budget/--latency-budget. "
+                        "model: the model's own quantization (onnxruntime QDQ / QOperator), no calibration")
     p.add_argument("--calibration", metavar="FILE.npz",
                    help="calibration inputs for --quantize: an .npz with one array per model input "
                         "(by input name), shaped (N, *input_shape)")
@@ -100,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shiftadd-kernel", choices=["auto", "vnni", "shift"], default="auto",
                    help="the kernel that runs the shift/add layers: the shift-and-add kernel (no multiply), "
                         "the VNNI kernel, or auto (VNNI where the CPU has it) [auto]")
+    p.add_argument("--lut", type=int, choices=[1, 2, 3, 4], default=None,
+                   help="with --quantize int8: every linear layer (q.matmul with a constant weight) as a "
+                        "q.lut_matmul with b-bit group weights (groups of 128), computed by table lookup "
+                        "(T-MAC, vpshufb)")
+    p.add_argument("--lut-table", choices=["int8", "int16"], default="int8",
+                   help="--lut tables: int8 (T-MAC's quantized tables, ~1-2%% error) or int16 (exact) [int8]")
     p.add_argument("--lmul", choices=["attention"], default=None,
                    help="L-Mul: attention's matmuls (Q K^T, P V) multiply by one integer add of the float "
                         "bit patterns, 3-bit mantissa (passes/lmul.py); tvm backend only")
@@ -146,12 +153,12 @@ def _run(args: argparse.Namespace) -> int:
     say = (lambda _m: None) if args.quiet or args.emit else stderr_progress
     t0 = time.perf_counter()
     model = Path(args.model)
-    if args.quantize and not args.calibration:
+    if args.quantize in ("int8", "mixed") and not args.calibration:
         raise InvalidInput("--quantize needs --calibration FILE.npz",
                            hint="the compiler never calibrates on random data; save representative "
                                 "inputs with np.savez('calib.npz', **{input_name: batches})")
-    if (args.integer_only or args.report or args.shiftadd) and not args.quantize:
-        raise InvalidInput("--integer-only, --report and --shiftadd need --quantize int8")
+    if (args.integer_only or args.report or args.shiftadd or args.lut) and not args.quantize:
+        raise InvalidInput("--integer-only, --report, --shiftadd and --lut need --quantize int8")
     if args.quantize == "mixed" and args.size_budget is None and args.latency_budget is None:
         raise InvalidInput("--quantize mixed needs --size-budget F and/or --latency-budget F")
     if (args.size_budget is not None or args.latency_budget is not None) and args.quantize != "mixed":
@@ -159,7 +166,8 @@ def _run(args: argparse.Namespace) -> int:
     quant = dict(quantize=args.quantize, calibration=args.calibration, integer_only=args.integer_only,
                  observer=args.observer, size_budget=args.size_budget,
                  latency_budget=args.latency_budget, shiftadd=args.shiftadd,
-                 shiftadd_kernel=args.shiftadd_kernel) if args.quantize else {}
+                 shiftadd_kernel=args.shiftadd_kernel, lut=args.lut, lut_table=args.lut_table) \
+        if args.quantize else {}
     options = dict(input_shapes=parse_shapes(args.input_shape) or None,
                    passes=args.passes.split(",") if args.passes else None,
                    disable_passes=args.disable_pass, print_after=args.print_after,
