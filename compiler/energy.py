@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler.ir import Graph, Node, Value
-from compiler.ops import (bitwise, elementwise, indexing, ivit, kernel, layout, linalg, nn, quant,
+from compiler.ops import (bitwise, elementwise, indexing, ivit, kernel, layout, linalg, lut, nn, quant,
                           reduce, shape, unary_math)
 from compiler.ops.registry import OpDef
 from compiler.types import DType
@@ -120,6 +120,21 @@ def _elementwise(**per_element: int) -> CountFn:
 
 def _nothing(n: Node) -> Counts:
     return {}
+
+
+def _lut_matmul(n: Node) -> Counts:
+    """T-MAC: per row and group of 4 activations, a 16-entry table (16 adds in the table's precision);
+    per output, one lookup (an entry's bytes from SRAM) and one add per group of 4 and weight bit-plane;
+    per output and weight group, a shift and an add per bit-plane and the group scale's multiply-add."""
+    a, planes = n.inputs[0].type, n.inputs[1].type
+    bits, g, table = n.attrs["bits"], n.attrs["group_size"], n.attrs["table"]
+    rows, cols, kp = a.size // a.shape[-1], planes.shape[1], planes.shape[2] * 8
+    tcls, entry = ("int8", 1) if table == "int8" else ("int32", 2)
+    looks = rows * cols * (kp // 4) * bits
+    groups = rows * cols * (kp // g)
+    return merge(ops(tcls, rows * (kp // 4) * 16, add=1), {"lookup_bytes": looks * entry},
+                 ops("int32", looks, add=1), ops("int32", groups * bits, shift=1, add=1),
+                 ops("int32", groups, mul=1, add=1))
 
 
 # q.conv / q.matmul realized as shift-and-add (realization "shift"): every weight is a sum of this
@@ -367,6 +382,7 @@ RULES: dict[OpDef, Rule] = {
                        gathers=True),
     kernel.fused: Rule(_nothing, "one kernel: its body's ops are counted"),
     layout.unpack_weight: Rule(_nothing, "the kernel reads the packed constant as is: no work at run time"),
+    lut.lut_matmul: Rule(_lut_matmul),
 }
 
 

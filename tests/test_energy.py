@@ -149,3 +149,20 @@ def test_energy_survives_save_and_load_and_shows_in_the_report(mlp, tmp_path, ca
     assert '<section id="energy">' in (tmp_path / "rep" / "index.html").read_text()
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert rep["energy"] == cm.energy
+
+
+def test_energy_counts_a_lut_matmul_exactly():
+    """T-MAC's work on a (1, 64) x 4-bit (64, 16) layer in groups of 16: 16 tables of 16 entries, one
+    lookup and one add per output, group of 4 and bit-plane, the planes' shifts and the group scales."""
+    from compiler.ops import lut
+    g = Graph()
+    a = g.add_input("a", TensorType((1, 64), DType.I8))
+    planes = g.const(np.zeros((4, 16, 8), np.uint8), "planes")
+    scales = g.const(np.ones((4, 16), np.int16), "scales")
+    zeros = g.const(np.zeros((4, 16), np.uint8), "zeros")
+    g.outputs = [g.add1(lut.lut_matmul, [a, planes, scales, zeros], bits=4, group_size=16)]
+    c = energy.estimate(g)["by_op"]["q.lut_matmul"]["counts"]
+    looks, groups = 16 * (64 // 4) * 4, 16 * (64 // 16)
+    assert c["add_int8"] == (64 // 4) * 16 and c["lookup_bytes"] == looks
+    assert c["add_int32"] == looks + groups * 4 + groups and c["shift_int32"] == groups * 4
+    assert c["mul_int32"] == groups and "mul_int8" not in c
