@@ -29,9 +29,9 @@ def _blocks(body: Graph, conv: Node) -> tuple[int, int]:
 
 def _packing(body: Graph, conv: Node) -> tuple[np.ndarray, dict] | None:
     """(packed weight, unpack_weight attributes) of the kernel's conv, or None (no packed form applies:
-    a computed weight, an int8 conv without blocked data or with groups)."""
+    a computed weight, a 1-D or 3-D conv, an int8 conv without blocked data or with groups)."""
     w = conv.inputs[1]
-    if not w.is_const:
+    if not w.is_const or w.type.rank != 4 or conv.inputs[0].type.rank != 4:     # 2-D convs only
         return None
     ib, ob = _blocks(body, conv)
     if conv.op is linalg.conv and conv.inputs[0].type.dtype is DType.F32:

@@ -85,3 +85,15 @@ def test_vnni_form_round_trips_through_its_padding(rng, co, ci, ib):
     (back,) = lay.unpack_weight.reference([p], attrs)
     np.testing.assert_array_equal(back, w)
     assert lay.unpack_weight.infer([TensorType(p.shape, DType.I8)], attrs)[0].shape == w.shape
+
+
+def test_one_and_three_dimensional_convs_keep_their_weights(rng):
+    for shape, k in (((1, 4, 9), (6, 4, 3)), ((1, 4, 5, 5, 5), (6, 4, 3, 3, 3))):
+        g = Graph()
+        x = g.add_input("x", TensorType(shape, F32))
+        w = g.const(rng.standard_normal(k).astype(np.float32), "w")
+        nd = len(shape) - 2
+        g.outputs = [g.add1(ew.relu, [g.add1(linalg.conv, [x, w], strides=(1,) * nd, pads=(0,) * 2 * nd,
+                                              dilations=(1,) * nd, groups=1)])]
+        before = assign(fuse(g)[0])
+        assert str(pack_weights(before, PassContext())) == str(before)
