@@ -184,3 +184,22 @@ def test_conv_kernels_take_the_packed_weight_constants_as_is(rng):
         assert w.producer.op is lay.unpack_weight
         assert fp32.packed_weight(kernel_spec(n), w) is w.producer.inputs[0].const
     _check(g, rng.standard_normal((1, 3, 12, 12)).astype(np.float32))
+
+
+def test_a_constant_mask_broadcast_over_heads_fuses_into_the_scores_matmul(rng):
+    """Unfused attention (fuse_attention off): Q K^T * scale + a (1, 1, S, S) causal mask is one matmul
+    kernel reading the mask at the output's index, not TVM's unscheduled matmul-add."""
+    s_, h, d = 16, 3, 8
+    g = Graph()
+    q_ = g.add_input("q", TensorType((1, h, s_, d), F32))
+    k_ = g.add_input("k", TensorType((1, h, d, s_), F32))
+    mask = np.triu(np.full((s_, s_), -np.inf, np.float32), 1)[None, None]
+    sc = g.add1(ew.add, [g.add1(ew.mul, [g.add1(linalg.matmul, [q_, k_]), g.const(np.float32(0.3), "scale")]),
+                         g.const(mask, "mask")])
+    g.outputs = [g.add1(nn.softmax, [sc], axis=-1)]
+    (grp, *_), = [[k for k in kernels(g, TARGET, disable=("fuse_attention",))[1] if k.kind == "matmul"]]
+    assert [n.op for n in grp.nodes] == [linalg.matmul, ew.mul, ew.add]
+    exe = build(g, TARGET, disable=("fuse_attention",))
+    assert _kernel_calls(exe).count("matmul") == 1
+    xs = [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]
+    np.testing.assert_allclose(exe.run(xs)[0], interp.run(g, *xs)[0], rtol=1e-5, atol=1e-6)

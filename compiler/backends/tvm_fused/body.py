@@ -81,9 +81,10 @@ def parse(node: Node) -> KernelBody:
 # -- composing an epilogue ---------------------------------------------------------------------------
 @dataclass
 class Param:
-    """One tensor the composed epilogue reads: an operand of the fused node, or a per-channel constant."""
+    """One tensor the composed epilogue reads: an operand of the fused node, a per-channel constant, or
+    a constant broadcast over the (plain) output, read at the output's index with its size-1 dims at 0."""
 
-    kind: str                           # "full" | "channel" | "row_channel"
+    kind: str                           # "full" | "channel" | "row_channel" | "bcast"
     operand: int | None = None
     const: np.ndarray | None = None
 
@@ -107,6 +108,13 @@ def _channel_vector(v: Value, out_shape: tuple[int, ...], axis: int) -> np.ndarr
     return np.ascontiguousarray(c.reshape(-1))
 
 
+def _broadcasts(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
+    """`shape` broadcasts to `out_shape` (numpy's rule, no larger than it)."""
+    if len(shape) > len(out_shape):
+        return False
+    return all(d in (1, o) for d, o in zip(shape[::-1], out_shape[::-1]))
+
+
 def compose(kb: KernelBody, nodes: list[Node], start: Value, channel_axis: int, dtype: str,
             plain_full: bool) -> Composed:
     """The epilogue `nodes` (reading `start` and outside values) as one scalar function. Full-shape
@@ -126,9 +134,13 @@ def compose(kb: KernelBody, nodes: list[Node], start: Value, channel_axis: int, 
             r = ("scalar", float(np.asarray(v.const).reshape(-1)[0]))
         elif v.is_const:
             vec = _channel_vector(v, out_shape, channel_axis)
-            if vec is None:
+            if vec is not None:
+                params.append(Param("channel", const=vec.astype(dtype)))
+            elif plain_full and _broadcasts(v.type.shape, out_shape):
+                c = np.asarray(v.const, dtype).reshape((1,) * (len(out_shape) - v.type.rank) + v.type.shape)
+                params.append(Param("bcast", const=np.ascontiguousarray(c)))     # e.g. an S x S mask
+            else:
                 raise NotFusable(f"constant {v.name} of shape {v.type.shape} in the epilogue")
-            params.append(Param("channel", const=vec.astype(dtype)))
             r = ("param", len(params) - 1)
         else:
             i = kb.operand_of(v)
@@ -167,10 +179,13 @@ def compose(kb: KernelBody, nodes: list[Node], start: Value, channel_axis: int, 
                     return t[channel]
                 if p.kind == "row_channel":
                     return t[row, channel, 0, 0]
+                if p.kind == "bcast":
+                    return t[tuple(0 if d == 1 else i for d, i in zip(p.const.shape, full_idx))]
                 return t[full_idx]
             for i, ((_, _, args), n) in enumerate(zip(key, nodes)):
                 env[i + 1] = SCALAR[n.op](n.attrs, [read(a) for a in args], dtype)
             return env[len(nodes)]
         return fn
 
-    return Composed((start.type.shape, tuple(key), tuple(p.kind for p in params)), params, build)
+    kinds = tuple((p.kind, p.const.shape if p.kind == "bcast" else None) for p in params)
+    return Composed((start.type.shape, tuple(key), kinds), params, build)

@@ -7,7 +7,7 @@ import numpy as np
 import tvm
 from tvm import relax, te
 
-from compiler.backends.tvm_fused.body import Composed, KernelBody
+from compiler.backends.tvm_fused.body import Composed, KernelBody, NotFusable
 from compiler.backends.tvm_lower.registry import LowerCtx
 
 
@@ -58,6 +58,12 @@ def epilogue_params(ctx: LowerCtx, kb: KernelBody, comp: Composed, args: list[re
     holders, values = [], []
     for i, p in enumerate(comp.params):
         if p.kind == "channel":
+            holders.append(te.placeholder(p.const.shape, dtype, name=f"epi{i}"))
+            values.append(relax.const(np.ascontiguousarray(p.const.astype(dtype)), dtype))
+            continue
+        if p.kind == "bcast":
+            if tuple(full_shape) != kb.anchor.outputs[0].type.shape:
+                raise NotFusable("a broadcast constant in an epilogue whose kernel output is reshaped")
             holders.append(te.placeholder(p.const.shape, dtype, name=f"epi{i}"))
             values.append(relax.const(np.ascontiguousarray(p.const.astype(dtype)), dtype))
             continue
