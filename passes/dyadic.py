@@ -118,7 +118,9 @@ class _Rewriter:
         s = spec_of(v)
         if s is None:
             raise Unsupported(f"value '{v.name}' has no quantization parameters",
-                              self.loc, hint="run passes.quantize.annotate (calibration) first")
+                              self.loc, hint="with calibration (quantize='int8'), passes.quantize.annotate gives "
+                                             "every value its grid; a pre-quantized model (quantize='model') "
+                                             "must quantize this value itself (a QuantizeLinear after it)")
         return s
 
     def const(self, arr: np.ndarray, hint: str, spec: QuantSpec | None = None) -> Value:
