@@ -246,3 +246,12 @@ def test_mixed_precision_flags_are_checked(tmp_path):
 def test_tune_costmodel_help():
     r = run_cli("tune-costmodel", "--help")
     assert r.returncode == 0 and "--budget" in r.stdout
+
+
+def test_quantize_model_refuses_a_model_without_its_own_quantization(tmp_path):
+    """--quantize model takes the producer's QDQ / QOperator grids; a float model has none: exit 2, a
+    message saying so, and no output file."""
+    out = tmp_path / "m.dyc"
+    r = run_cli(_conv_bn_model(tmp_path), "--quantize", "model", "--integer-only", "-o", str(out))
+    assert r.returncode == 2, r.stderr
+    assert "quantize='model' needs a model quantized by its producer" in r.stderr and not out.exists()
