@@ -203,3 +203,19 @@ def test_a_constant_mask_broadcast_over_heads_fuses_into_the_scores_matmul(rng):
     assert _kernel_calls(exe).count("matmul") == 1
     xs = [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]
     np.testing.assert_allclose(exe.run(xs)[0], interp.run(g, *xs)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_float_max_of_an_all_minus_inf_row_is_minus_inf():
+    """reduce_max starts from -inf, as numpy does (TVM's own starts from the lowest finite float): the
+    fully-masked-row test of an attention export compares it with -inf."""
+    g = Graph()
+    m = g.add_input("m", TensorType((1, 4, 4), F32))
+    mx = g.add1(rd.reduce_max, [m], axes=(1,), keepdims=True)
+    mn = g.add1(rd.reduce_min, [g.add1(ew.neg, [m])], axes=(1, 2), keepdims=False)
+    g.outputs = [g.add1(ew.equal, [mx, g.const(np.float32(-np.inf), "ninf")]), mn]
+    x = np.full((1, 4, 4), -np.inf, np.float32)
+    x[0, :, 0] = 0
+    exe = build(g, TARGET)
+    for got, want in zip(exe.run([x]), interp.run(g, x)):
+        np.testing.assert_array_equal(got, want)
+    assert exe.run([x])[0].tolist() == [[[False, True, True, True]]]

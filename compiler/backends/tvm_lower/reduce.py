@@ -31,7 +31,34 @@ def _reduce(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Exp
     if dt == "bool":                                 # TVM has no bool min/max: reduce as uint8
         y = ctx.emit(_SIMPLE[node.op](R.astype(x, "uint8"), axes, node.attrs["keepdims"]))
         return [R.not_equal(y, const(0, "uint8"))]
+    if dt.startswith("float") and node.op in (rd.reduce_max, rd.reduce_min):
+        return [ctx.emit_te(_float_extreme_te, x, axes, node.attrs["keepdims"], node.op is rd.reduce_max,
+                            name="reduce_max" if node.op is rd.reduce_max else "reduce_min")]
     return [_SIMPLE[node.op](x, axes, node.attrs["keepdims"])]
+
+
+def _float_extreme_te(x: te.Tensor, axes: list[int], keepdims: bool, is_max: bool) -> te.Tensor:
+    """Float max / min starting from -inf / +inf, as numpy does: TVM's own starts from the lowest finite
+    value, so the max of an all -inf row (a fully masked attention row) came out finite."""
+    shape = [int(d) for d in x.shape]
+    raxes = [te.reduce_axis((0, shape[a]), name=f"r{a}") for a in axes]
+    pick = tirx.max if is_max else tirx.min
+    red = te.comm_reducer(lambda a, b: pick(a, b), lambda t: tirx.const(-math.inf if is_max else math.inf, t),
+                          name="float_max" if is_max else "float_min")
+    out_shape = [1 if i in axes else d for i, d in enumerate(shape)] if keepdims else \
+        [d for i, d in enumerate(shape) if i not in axes]
+
+    def f(*idx):
+        full, k, j = [], 0, 0
+        for i in range(len(shape)):
+            if i in axes:
+                full.append(raxes[k])
+                k, j = k + 1, j + (1 if keepdims else 0)
+            else:
+                full.append(idx[j])
+                j += 1
+        return red(x[tuple(full)], axis=raxes)
+    return te.compute(out_shape, f, name="reduce")
 
 
 def _identity(node: Node, dt: np.dtype):
