@@ -115,6 +115,17 @@ def live_cliques(items: Sequence[Interval]) -> list[list[int]]:
     return [[i for i, b in enumerate(items) if b.start <= t <= b.end] for t in ends]
 
 
+def _solve(model, time_limit: float):
+    """(solver, status) of CP-SAT on `model` with one worker and a deterministic time limit (no wall
+    clock): the same result on every run and machine, so equal inputs give equal artifacts."""
+    from ortools.sat.python import cp_model
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = 0
+    solver.parameters.max_deterministic_time = time_limit
+    return solver, solver.solve(model)
+
+
 def cpsat(items: Sequence[Interval], incumbent: Placement, bound: int,
           time_limit: float) -> tuple[Placement, bool]:
     """Minimize the arena exactly: offsets are variables, live ranges fixed, one no-overlap-2D over
@@ -139,13 +150,7 @@ def cpsat(items: Sequence[Interval], incumbent: Placement, bound: int,
         if len(clique) > 1:
             m.add_no_overlap([xs[i] for i in clique])
     m.minimize(top)
-    solver = cp_model.CpSolver()
-    # one worker and a deterministic time limit (no wall clock): the same plan on every run and
-    # machine, so equal inputs give equal artifacts
-    solver.parameters.num_workers = 1
-    solver.parameters.random_seed = 0
-    solver.parameters.max_deterministic_time = time_limit
-    status = solver.solve(m)
+    solver, status = _solve(m, time_limit)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return incumbent, False
     height = int(solver.value(top)) * unit
@@ -331,11 +336,7 @@ def _select_cpsat(items: Sequence[Interval], cands: list[int], capacity: int, be
         m.add_hint(offs[i], incumbent.offsets.get(i, 0) // unit)
     m.add_no_overlap_2d(xs, ys)
     m.maximize(sum(round(benefit[i] * scale) * use[i] for i in cands))
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = 1
-    solver.parameters.random_seed = 0
-    solver.parameters.max_deterministic_time = time_limit
-    status = solver.solve(m)
+    solver, status = _solve(m, time_limit)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return incumbent
     off = {i: int(solver.value(offs[i])) * unit for i in cands if solver.value(use[i])}

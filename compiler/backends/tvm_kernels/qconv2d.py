@@ -168,40 +168,30 @@ def pack_bias(spec: QConvSpec, w: np.ndarray, b: Optional[np.ndarray]) -> np.nda
 # ----------------------------------------------------------------------------------------------------------------
 # compute
 # ----------------------------------------------------------------------------------------------------------------
-def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None):
-    ib = spec.in_block
+def pad_te(spec: QConvSpec, data):
+    """The pad stage: uint8 data padded with the zero point (int8 shifted by +128 first); `data` itself
+    when there is nothing to do. Shared with the shift-and-add conv (shiftadd.py)."""
     pt, pl, pb, pr = spec.pad
-    sh, sw = spec.stride
-    dh, dw = spec.dilation
-    oh, ow = output_hw(spec)
     shifted = spec.x_dtype == "int8"
-    if pt or pl or pb or pr or shifted:
-        hp, wp = spec.h + pt + pb, spec.w + pl + pr
-        fill = tirx.const(spec.xz, "uint8") if 0 <= spec.xz <= 255 else None
-        if fill is None:
-            raise ValueError(f"input zero point {spec.x_zp} outside the {spec.x_dtype} range")
+    if not (pt or pl or pb or pr or shifted):
+        return data
+    if not 0 <= spec.xz <= 255:
+        raise ValueError(f"input zero point {spec.x_zp} outside the {spec.x_dtype} range")
+    fill = tirx.const(spec.xz, "uint8")
 
-        def _pad(n, c, y, x, i):
-            v = data[n, c, y - pt, x - pl, i]
-            v = (v.astype("int32") + 128).astype("uint8") if shifted else v
-            if not (pt or pl or pb or pr):
-                return v
-            return tirx.if_then_else(tirx.all(y >= pt, y < pt + spec.h, x >= pl, x < pl + spec.w), v, fill)
-        padded = te.compute((spec.n, spec.cip // ib, hp, wp, ib), _pad, name="pad")
-    else:
-        padded = data
-    rcb = te.reduce_axis((0, spec.cip // ib), "rcb")
-    rh = te.reduce_axis((0, spec.kh), "rh")
-    rw = te.reduce_axis((0, spec.kw), "rw")
-    rq = te.reduce_axis((0, ib // 4), "rq")
-    rt = te.reduce_axis((0, 4), "rt")
-    acc = te.compute(
-        (spec.n, spec.cop // 16, oh, ow, 16),
-        lambda n, o, y, x, j: te.sum(
-            padded[n, rcb, y * sh + rh * dh, x * sw + rw * dw, rq * 4 + rt].astype("int32")
-            * weight[o, rcb, rh, rw, rq, j, rt].astype("int32"), axis=[rcb, rh, rw, rq, rt]),
-        name="conv")
+    def _pad(n, c, y, x, i):
+        v = data[n, c, y - pt, x - pl, i]
+        v = (v.astype("int32") + 128).astype("uint8") if shifted else v
+        if not (pt or pl or pb or pr):
+            return v
+        return tirx.if_then_else(tirx.all(y >= pt, y < pt + spec.h, x >= pl, x < pl + spec.w), v, fill)
+    return te.compute((spec.n, spec.cip // spec.in_block, spec.h + pt + pb, spec.w + pl + pr, spec.in_block),
+                      _pad, name="pad")
 
+
+def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None):
+    """The write-back stage `out` of the int32 accumulator `acc` (n, cop/16, oh, ow, 16): bias, the
+    requants, the residual (the epilogue of the module docstring). Shared with the shift-and-add conv."""
     def epi(n, o, y, x, j):
         v = acc[n, o, y, x, j] + bias[o, j]
         if spec.rq1 is not None:
@@ -217,6 +207,26 @@ def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2
     if spec.blocked_out:
         return te.compute(out_shape(spec), epi, name="out")
     return te.compute(out_shape(spec), lambda n, c, y, x: epi(n, c // 16, y, x, c % 16), name="out")
+
+
+def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None):
+    ib = spec.in_block
+    sh, sw = spec.stride
+    dh, dw = spec.dilation
+    oh, ow = output_hw(spec)
+    padded = pad_te(spec, data)
+    rcb = te.reduce_axis((0, spec.cip // ib), "rcb")
+    rh = te.reduce_axis((0, spec.kh), "rh")
+    rw = te.reduce_axis((0, spec.kw), "rw")
+    rq = te.reduce_axis((0, ib // 4), "rq")
+    rt = te.reduce_axis((0, 4), "rt")
+    acc = te.compute(
+        (spec.n, spec.cop // 16, oh, ow, 16),
+        lambda n, o, y, x, j: te.sum(
+            padded[n, rcb, y * sh + rh * dh, x * sw + rw * dw, rq * 4 + rt].astype("int32")
+            * weight[o, rcb, rh, rw, rq, j, rt].astype("int32"), axis=[rcb, rh, rw, rq, rt]),
+        name="conv")
+    return write_back_te(spec, acc, bias, rq1, residual, rq2, rq3, rq1b)
 
 
 def qconv2d_prim_func(spec: QConvSpec) -> tirx.PrimFunc:

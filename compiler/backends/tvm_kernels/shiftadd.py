@@ -29,7 +29,8 @@ import numpy as np
 from tvm import s_tir, te, tirx
 
 from .common import SCHEDULE_ATTR, finalize
-from .qconv2d import QConvSpec, output_hw, out_shape, pack_bias as conv_bias, pick_tile as conv_tile
+from .qconv2d import QConvSpec, output_hw, out_shape, pack_bias as conv_bias, pad_te, pick_tile as conv_tile, \
+    write_back_te
 from .qmatmul import QMatmulSpec, pack_bias as matmul_bias, pick_tile as matmul_tile
 from .requant import requant_dtype, requant_te
 
@@ -148,33 +149,13 @@ def pack_conv_bias(spec: QConvSpec, w: np.ndarray, b, terms: int) -> np.ndarray:
     return _with_bias(conv_bias(spec, w, b), negs)
 
 
-def _pad_te(spec: QConvSpec, data):
-    """uint8 data padded with the zero point (int8 shifted by +128 first), as the VNNI conv's pad stage."""
-    pt, pl, pb, pr = spec.pad
-    if not (pt or pl or pb or pr or spec.x_dtype == "int8"):
-        return data
-    if not 0 <= spec.xz <= 255:
-        raise ValueError(f"input zero point {spec.x_zp} outside the {spec.x_dtype} range")
-    fill = tirx.const(spec.xz, "uint8")
-
-    def _pad(n, c, y, x, i):
-        v = data[n, c, y - pt, x - pl, i]
-        if spec.x_dtype == "int8":
-            v = (v.astype("int32") + 128).astype("uint8")
-        if not (pt or pl or pb or pr):
-            return v
-        return tirx.if_then_else(tirx.all(y >= pt, y < pt + spec.h, x >= pl, x < pl + spec.w), v, fill)
-    return te.compute((spec.n, spec.cip // spec.in_block, spec.h + pt + pb, spec.w + pl + pr, spec.in_block),
-                      _pad, name="pad")
-
-
 def shift_qconv2d_te(spec: QConvSpec, terms: int, data, code, bias, rq1=None, residual=None, rq2=None, rq3=None,
                      rq1b=None):
     ib = spec.in_block
     sh, sw = spec.stride
     dh, dw = spec.dilation
     oh, ow = output_hw(spec)
-    padded = _pad_te(spec, data)
+    padded = pad_te(spec, data)
     rcb = te.reduce_axis((0, spec.cip // ib), "rcb")
     rh = te.reduce_axis((0, spec.kh), "rh")
     rw = te.reduce_axis((0, spec.kw), "rw")
@@ -185,21 +166,7 @@ def shift_qconv2d_te(spec: QConvSpec, terms: int, data, code, bias, rq1=None, re
                                                 (o, rcb, rh, rw, ri, j), terms), axis=[rcb, rh, rw, ri]),
         name="conv")
 
-    def epi(n, o, y, x, j):           # the VNNI conv's write-back (qconv2d.qconv2d_te)
-        v = acc[n, o, y, x, j] + bias[o, j]
-        if spec.rq1 is not None:
-            v = requant_te(v, rq1, (o, j), spec.rq1)
-        if spec.rq1b is not None:
-            v = requant_te(v, rq1b, (o, j), spec.rq1b)
-        if spec.residual_dtype is not None:
-            r = residual[n, o, y, x, j]
-            r = requant_te(r, rq2, (o, j), spec.rq2) if spec.rq2 is not None else r.astype("int32")
-            v = requant_te(v.astype("int32") + r.astype("int32"), rq3, (o, j), spec.rq3)
-        return v
-
-    if spec.blocked_out:
-        return te.compute(out_shape(spec), epi, name="out")
-    return te.compute(out_shape(spec), lambda n, c, y, x: epi(n, c // 16, y, x, c % 16), name="out")
+    return write_back_te(spec, acc, bias, rq1, residual, rq2, rq3, rq1b)
 
 
 def shift_qconv2d_prim_func(spec: QConvSpec, terms: int) -> tirx.PrimFunc:
