@@ -17,6 +17,7 @@ from passes import (  # noqa: F401  (registration)
     range_analysis,
     recognize,
     shiftadd,
+    table_islands,
     tabulate,
     tiles,
     verify_integer_only,

@@ -21,6 +21,7 @@ from passes.quantize import (
     ACTIVATIONS,
     PASSTHROUGH,
     QuantSpec,
+    const_operand,
     const_weight_matmul,
     integer_capable,
     quantize_array,
@@ -30,6 +31,7 @@ from passes.quantize import (
 )
 
 I32_MIN, I32_MAX = INT_RANGE[DType.I32]
+I16_MAX = INT_RANGE[DType.I16][1]
 RESIDUAL_EXTRA_BITS = 16      # the common scale of a residual add is min(s_a, s_b) / 2^k, k <= 16
 
 
@@ -294,6 +296,46 @@ class _Rewriter:
         out, lo, hi = self.fused_activation(n.outputs[0])
         self.set_int(out, self.requant(acc, [s_c], 0, out, lo, hi))
 
+    def mul(self, n: Node) -> None:
+        """nn.mul(x, c) / nn.div(x, c), c a constant: c > 0 a scalar => one q.requant by s_x * c;
+        else c on a symmetric int16 grid, (x - z) * c_q in int32, q.requant by s_x * s_c.
+        nn.mul(a, b) of two activations => (a - z_a) * (b - z_b) in int32 (broadcasting), q.requant
+        by s_a * s_b. Any operand or the result without a grid (a pre-quantized model that left
+        them float) keeps the node float."""
+        out = n.outputs[0]
+        acts = [v for v in n.inputs if not v.is_const]
+        if spec_of(out) is None or any(spec_of(v) is None or not spec_of(v).per_tensor for v in acts):
+            return self.fallback(n)
+        x, cv = const_operand(n)
+        if cv is not None:
+            c = cv.const.astype(np.float64)
+            c = 1.0 / c if n.op is ew.div else c
+            sx = self.spec(x)
+            if c.size == 1 and float(c.reshape(())) > 0:
+                self.set_int(out, self.requant(self.as_int(x), [_f32(sx.scale[0] * float(c.reshape(())))],
+                                               sx.zero_point[0], out))
+                return
+            s_c = float(np.abs(c).max()) / I16_MAX
+            cq = np.clip(np.rint(c / s_c), -I16_MAX, I16_MAX).astype(np.int32)
+            terms = [self.widen(x), self.const(cq, n.name + "_c_q", _acc_spec([s_c], None))]
+            acc_scale = _f32(sx.scale[0] * s_c)
+        else:
+            sa, sb = (self.spec(v) for v in n.inputs)
+            terms = [self.widen(v) for v in n.inputs]
+            acc_scale = _f32(sa.scale[0] * sb.scale[0])
+        acc = self.emit(ew.mul, terms, n.name + "_i32", _acc_spec([acc_scale], None))
+        out, lo, hi = self.fused_activation(out)
+        self.set_int(out, self.requant(acc, [acc_scale], 0, out, lo, hi))
+
+    def widen(self, v: Value) -> Value:
+        """v's integers as int32 with the zero point taken off: q - z."""
+        s = self.spec(v)
+        wide = self.emit(ew.cast, [self.as_int(v)], v.name + "_i32", None, to=DType.I32)
+        if s.zero_point[0] == 0:
+            return wide
+        return self.emit(ew.sub, [wide, self.const(np.asarray(s.zero_point[0], np.int32), v.name + "_zp")],
+                         v.name + "_centered", None)
+
     def concat(self, n: Node) -> None:
         """nn.concat(x_i) => each x_i q.requant to the output grid (skipped where already on
         it), then nn.concat of the integers."""
@@ -388,7 +430,7 @@ class _Rewriter:
             if id(n) in self.consumed:
                 continue
             self.loc = n.loc or SourceLoc(self.g.source, n.name, n.op.name)
-            if not integer_capable(n):
+            if not integer_capable(n, self.uses):
                 self.fallback(n)
             elif n.op is linalg.conv:
                 self.conv(n)
@@ -398,6 +440,8 @@ class _Rewriter:
                 self.add(n)
             elif n.op is shape.concat:
                 self.concat(n)
+            elif n.op in (ew.mul, ew.div):
+                self.mul(n)
             elif n.op in PASSTHROUGH:
                 self.passthrough(n)
             elif n.op in ACTIVATIONS:

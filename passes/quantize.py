@@ -18,6 +18,7 @@ from compiler.ops import elementwise as ew
 from compiler.ops import linalg, nn, reduce, shape
 from compiler.ops.quant import INT_RANGE
 from compiler.types import DType, QuantParams, TensorType
+from passes.table_islands import FLOAT_ELEMENTWISE
 
 OBSERVERS = ("minmax", "percentile", "mse")
 POLICIES = ("int8", "uint8", "auto")
@@ -265,7 +266,7 @@ def calibrate(g: Graph, batches: Iterable[Any], observer: str = "minmax", percen
 
 # -- which nodes become integer -----------------------------------------------------------
 PASSTHROUGH = (shape.reshape, shape.transpose, shape.slice_, shape.gather, shape.expand, shape.tile,
-               nn.max_pool, reduce.reduce_max, reduce.reduce_min, ew.identity)
+               nn.max_pool, reduce.reduce_max, reduce.reduce_min, ew.identity, shape.resize)
 ACTIVATIONS = (ew.relu, ew.clip)
 
 
@@ -279,9 +280,68 @@ def const_weight_matmul(n: Node) -> bool:
         and not n.inputs[0].is_const
 
 
-def integer_capable(n: Node) -> bool:
+INTEGER_ELEMENTWISE = (ew.relu, ew.clip, ew.add, ew.sub, ew.mul, ew.div, ew.identity)
+
+
+def elementwise_roots(v: Value, limit: int = 32) -> set[int]:
+    """The values (by id) v is an elementwise function of: v's producers walked up through float
+    elementwise ops (constants ignored) to the first value some other op made."""
+    roots: set[int] = set()
+    stack, seen = [v], 0
+    while stack:
+        u = stack.pop()
+        p = u.producer
+        if p is None or p.op not in FLOAT_ELEMENTWISE or len(p.outputs) != 1 or seen > limit:
+            roots.add(id(u))
+            continue
+        seen += 1
+        stack.extend(x for x in p.inputs if not x.is_const)
+    return roots
+
+
+def _after_float_only_op(v: Value) -> bool:
+    """v is made by a float elementwise op with no integer form (sigmoid, exp, tanh, ...): v is inside
+    a float island that table_islands turns into one lookup, best left whole."""
+    p = v.producer
+    return p is not None and p.op in FLOAT_ELEMENTWISE and p.op not in INTEGER_ELEMENTWISE
+
+
+def const_operand(n: Node) -> tuple[Value | None, Value | None]:
+    """(x, c) of nn.mul(x, c), nn.mul(c, x) or nn.div(x, c) with c constant and x not; else (None, None)."""
+    a, b = n.inputs[0], n.inputs[-1]
+    if n.op not in (ew.mul, ew.div) or len(n.inputs) != 2 or a.is_const == b.is_const:
+        return None, None
+    if b.is_const:
+        return a, b
+    return (b, a) if n.op is ew.mul else (None, None)
+
+
+def scaled_by_const(n: Node, uses: Mapping | None = None) -> bool:
+    """nn.mul(x, c) / nn.div(x, c) with a constant c and an activation x of the result's shape, not a
+    scale ivit folds into the softmax it feeds."""
+    x, c = const_operand(n)
+    if c is None or x is None:
+        return False
+    if x.type.shape != n.outputs[0].type.shape or not c.const.size or not np.all(np.isfinite(c.const)):
+        return False
+    if (n.op is ew.div and np.any(c.const == 0)) or _after_float_only_op(x):
+        return False
+    readers = [u for u, _ in (uses or {}).get(n.outputs[0], [])]
+    return not (c.const.size == 1 and any(u.op is nn.softmax for u in readers))
+
+
+def gating_product(n: Node) -> bool:
+    """nn.mul(a, b) of two activations that are not elementwise functions of one value: a channel
+    gate (squeeze-excite) or two branches, not SiLU's x * sigmoid(x) (an island for table_islands)."""
+    if n.op is not ew.mul or any(v.is_const for v in n.inputs):
+        return False
+    roots = elementwise_roots(n.inputs[0]) | elementwise_roots(n.inputs[1])
+    return len(roots) > 1
+
+
+def integer_capable(n: Node, uses: Mapping | None = None) -> bool:
     """Whether dyadic rewrites node n into integer ops (else it stays float between a
-    dequantize and a quantize)."""
+    dequantize and a quantize). `uses` (Graph.uses()) lets a scale that feeds a softmax stay float."""
     if not n.outputs or not _is_float(n.outputs[0]) or len(n.outputs) != 1:
         return False
     ins = n.inputs
@@ -290,9 +350,13 @@ def integer_capable(n: Node) -> bool:
     if n.op is linalg.matmul:
         return not (ins[0].is_const and ins[1].is_const)
     if n.op in (ew.add, ew.sub):
+        if any(v.is_const for v in ins) and any(_after_float_only_op(v) for v in ins if not v.is_const):
+            return False              # exp(x) + 1 inside an island: table_islands takes it whole
         return not (ins[0].is_const and ins[1].is_const) and all(_is_float(v) for v in ins)
     if n.op is shape.concat:
         return any(not v.is_const for v in ins)
+    if n.op is shape.resize and n.attrs["mode"] != "nearest":
+        return False                  # linear interpolation of integers would need its own rounding
     if n.op in PASSTHROUGH:
         return not ins[0].is_const and all(_is_float(v) == (i == 0) for i, v in enumerate(ins))
     if n.op in ACTIVATIONS:
@@ -302,6 +366,8 @@ def integer_capable(n: Node) -> bool:
             (n.attrs["count_include_pad"] or not any(n.attrs["pads"]))
     if n.op in (reduce.reduce_mean, reduce.reduce_sum):
         return not ins[0].is_const
+    if n.op in (ew.mul, ew.div):
+        return all(_is_float(v) for v in ins) and (scaled_by_const(n, uses) or gating_product(n))
     return False
 
 
@@ -369,7 +435,7 @@ def annotate(g: Graph, stats: Stats, config: QuantConfig | None = None) -> Graph
     config = config or QuantConfig()
     g = g.clone()
     uses = g.uses()
-    cap = {id(n): integer_capable(n) for n in g.nodes}
+    cap = {id(n): integer_capable(n, uses) for n in g.nodes}
 
     def wanted(v: Value) -> bool:
         if v.is_const or not _is_float(v):

@@ -19,6 +19,7 @@ from passes.mixed_precision import LatencyFn, MixedPlan, check_bits, plan_mixed,
 from passes.qdq import require_model_grids
 from passes.quantize import QuantConfig, Stats, annotate, calibrate
 from passes.range_analysis import range_analysis
+from passes.table_islands import table_islands
 from passes.verify_integer_only import verify_integer_only_pass
 
 
@@ -70,7 +71,7 @@ def quantize_graph(g: Graph, batches: Iterable[Any], config: QuantConfig | None 
     ig = dyadic_rewrite(annotate(g, stats, config))
     if config.integer_only:
         ig = ivit_rewrite(ig)       # softmax / gelu / layer_norm / tanh islands -> I-ViT integer ops
-    ig = dead_code(fold_constants(ig))
+    ig = dead_code(fold_constants(table_islands(ig)))
     if config.integer_only:
         verify_integer_only_pass(ig)
     range_analysis(ig)

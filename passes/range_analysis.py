@@ -127,6 +127,13 @@ class _Analysis:
             (alo, ahi), (blo, bhi) = self.get(ins[0]), self.get(ins[1])
             lo, hi = (alo + blo, ahi + bhi) if op is ew.add else (alo - bhi, ahi - blo)
             return self.fits(n, lo, hi, out.type.dtype, "sum" if op is ew.add else "difference")
+        if op is ew.mul and all(v.type.dtype.is_int for v in ins):
+            (alo, ahi), (blo, bhi) = self.get(ins[0]), self.get(ins[1])
+            ps = [alo * blo, alo * bhi, ahi * blo, ahi * bhi]
+            return self.fits(n, min(ps), max(ps), out.type.dtype, "product")
+        if op is quant.table:
+            t = ins[1].const
+            return int(t.min()), int(t.max())
         if op is reduce.reduce_sum:
             lo, hi = self.get(ins[0])
             cnt = int(np.prod([ins[0].type.shape[x] for x in a["axes"]]))

@@ -54,6 +54,43 @@ def _resnet():
     return DigitsResNet()
 
 
+def _mobile():
+    from torch import nn
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self, c: int, r: int = 4):
+            super().__init__()
+            self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c // r, 1), nn.ReLU(),
+                                    nn.Conv2d(c // r, c, 1), nn.Hardsigmoid())
+
+        def forward(self, x):
+            return x * self.fc(x)
+
+    class DigitsMobile(nn.Module):
+        """The activations and gates of mobile nets and detectors: SiLU, hardswish, a depthwise conv,
+        squeeze-excite (x * gate), a layer-scale constant, a nearest upsample concatenated with a skip,
+        a scalar division."""
+
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.SiLU())
+            self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1, groups=16), nn.BatchNorm2d(16), nn.Hardswish())
+            self.se = SqueezeExcite(16)
+            self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, 16).reshape(16, 1, 1))
+            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+            self.mix = nn.Sequential(nn.Conv2d(32, 24, 1), nn.Mish())
+            self.head = nn.Linear(24, 10)
+
+        def forward(self, x):
+            s = self.stem(x)
+            y = self.gamma * self.se(self.dw(s))
+            y = self.mix(torch.cat([self.up(y), s], 1)) / 2
+            return self.head(y.mean((2, 3)))
+
+    import torch
+    return DigitsMobile()
+
+
 def _train(model, x, y, epochs: int):
     import torch
     torch.manual_seed(0)
@@ -69,7 +106,7 @@ def _train(model, x, y, epochs: int):
     return model.eval()
 
 
-@pytest.mark.parametrize("name,build,epochs", [("cnn", _cnn, 25), ("resnet", _resnet, 12)])
+@pytest.mark.parametrize("name,build,epochs", [("cnn", _cnn, 25), ("resnet", _resnet, 12), pytest.param("mobile", _mobile, 40, marks=pytest.mark.slow)])
 def test_int8_integer_only_accuracy(name, build, epochs):
     import torch
 
@@ -96,6 +133,9 @@ def test_int8_integer_only_accuracy(name, build, epochs):
     assert ops["q.quantize"] == 1 and ops["q.dequantize"] == 1
     if name == "resnet":
         assert ops["nn.add"] >= 2      # the residual adds, in int32
+    if name == "mobile":
+        assert ops["q.table"] >= 4      # SiLU, hardswish, hardsigmoid, Mish: one exact lookup each
+        assert ops["nn.mul"] >= 2       # the squeeze-excite gate and the layer scale, in int32
 
     fp32 = (interp.run(stats.graph, x_te)[0].argmax(1) == y_te).mean() * 100
     int8 = (interp.run(ig, x_te)[0].argmax(1) == y_te).mean() * 100
@@ -111,7 +151,7 @@ def test_int8_integer_only_accuracy(name, build, epochs):
             np.testing.assert_array_equal(got, want, err_msg=f"{backend} != interp")
     rows = report(stats.graph, ig, calib[:1])
     print(f"\n{name}: FP32 {fp32:.2f}%  INT8 {int8:.2f}%\n{format_report(rows)}")
-    assert fp32 >= 97.0
+    assert fp32 >= (93.0 if name == "mobile" else 97.0)     # the small mobile net trains to ~96%
     assert fp32 - int8 <= 0.5
     assert rows and all(r["sqnr_db"] is not None and r["sqnr_db"] > 20 for r in rows)
     assert sum(n.op is quant.requant for n in ig.nodes) >= 4

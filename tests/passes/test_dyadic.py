@@ -287,3 +287,85 @@ def test_requant_params_collapse_and_clamp_range():
     assert clamp_range(s) == (-128, 127)
     assert clamp_range(s, 0.0, 6.0) == (0, 60)
     assert clamp_range(s, 0.0, math.inf) == (0, 127)
+
+
+# -- products, scales, nearest resize (mobile nets and detectors) --------------------------------
+def _island_free(g, batches, config=None):
+    """dyadic -> table_islands: the integer graph a compile makes."""
+    from passes.table_islands import table_islands
+    st = calibrate(g, batches)
+    ig = table_islands(dyadic_rewrite(annotate(g, st, config or QuantConfig())))
+    assert verify_integer_only(ig) == []
+    assert check_ranges(ig) == []
+    return ig
+
+
+def test_squeeze_excite_gate_is_an_int32_product(rng):
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 8, 4, 4), F32))
+    w1 = g.const(rng.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3, "w1")
+    pooled = g.add1(reduce.reduce_mean, [x], axes=(2, 3), keepdims=True)
+    conv = g.add1(linalg.conv, [pooled, w1], strides=(1, 1), pads=(0,) * 4, dilations=(1, 1))
+    gate = g.add1(ew.hard_sigmoid, [conv], alpha=1 / 6, beta=0.5)
+    g.outputs = [g.add1(ew.mul, [x, gate])]
+    xs = rng.standard_normal((2, 8, 4, 4)).astype(np.float32)
+    ig = _island_free(g, [[xs]])
+    mul = next(n for n in ig.nodes if n.op is ew.mul)
+    assert all(v.type.dtype is DType.I32 for v in mul.inputs)
+    assert mul.inputs[1].type.shape == (2, 8, 1, 1)               # the gate broadcasts in int32
+    assert "q.table" in _ops(ig)                                    # hardsigmoid: one lookup
+    _close(g, ig, xs)
+
+
+def test_silu_is_one_lookup_not_a_product(rng):
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 16), F32))
+    y = g.add1(ew.relu, [x])
+    h = g.add1(ew.add, [x, y])                                      # an integer value to start from
+    silu = g.add1(ew.mul, [h, g.add1(ew.sigmoid, [h])])
+    g.outputs = [g.add1(ew.relu, [silu])]                          # an integer reader: silu gets a grid
+    xs = rng.standard_normal((2, 16)).astype(np.float32)
+    ig = _island_free(g, [[xs]])
+    assert "nn.mul" not in _ops(ig) and _ops(ig).count("q.table") == 1
+    _close(g, ig, xs)
+
+
+@pytest.mark.parametrize("op,c", [(ew.mul, np.float32(0.25)), (ew.div, np.float32(2.0)),
+                                  (ew.mul, np.linspace(-2, 3, 8, dtype=np.float32).reshape(8, 1)),
+                                  (ew.mul, np.float32(-0.5))])
+def test_scaling_by_a_constant(rng, op, c):
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 8, 5), F32))
+    g.outputs = [g.add1(op, [x, g.const(c, "c")])]
+    xs = rng.standard_normal((2, 8, 5)).astype(np.float32)
+    ig = _island_free(g, [[xs]], QuantConfig(activation="int8"))
+    if np.size(c) == 1 and float(c) > 0:
+        assert _ops(ig) == ["q.quantize", "q.requant", "q.dequantize"]     # one requant by s * c
+    else:
+        mul = next(n for n in ig.nodes if n.op is ew.mul)
+        assert mul.inputs[1].is_const and mul.inputs[1].type.dtype is DType.I32
+    _close(g, ig, xs)
+
+
+def test_scale_feeding_softmax_stays_for_ivit(rng):
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 8), F32))
+    s = g.add1(ew.div, [g.add1(ew.relu, [x]), g.const(np.float32(8.0), "d")])
+    g.outputs = [g.add1(nn.softmax, [s], axis=-1)]
+    xs = rng.standard_normal((2, 8)).astype(np.float32)
+    ig = dyadic_rewrite(annotate(g, calibrate(g, [[xs]])))
+    assert "nn.div" in _ops(ig)                                     # float, ivit folds 1/8 into its requant
+
+
+def test_nearest_resize_runs_on_the_integers(rng):
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 3, 4, 4), F32))
+    up = g.add1(shape.resize, [g.add1(ew.relu, [x])], sizes=(1, 3, 8, 8), scales=(1.0, 1.0, 2.0, 2.0),
+                mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    lin = g.add1(shape.resize, [x], sizes=(1, 3, 8, 8), scales=(1.0, 1.0, 2.0, 2.0), mode="linear")
+    g.outputs = [up, lin]
+    xs = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
+    ig = dyadic_rewrite(annotate(g, calibrate(g, [[xs]])))
+    nearest, linear = [n for n in ig.nodes if n.op is shape.resize]
+    assert nearest.inputs[0].type.dtype is DType.U8                 # a gather of the integers
+    assert linear.inputs[0].type.dtype is F32                        # interpolation stays float
