@@ -94,6 +94,20 @@ for _name, _op in [("relu", ew.relu), ("sigmoid", ew.sigmoid), ("tanh", ew.tanh)
                    ("atan", um.atan), ("sinh", um.sinh), ("cosh", um.cosh), ("asinh", um.asinh),
                    ("acosh", um.acosh), ("atanh", um.atanh), ("isnan", um.isnan)]:
     converts(f"aten.{_name}")(_unary(_op))
+
+
+@converts("aten.log1p")
+def _log1p(ctx: TorchContext, node, args, kwargs):
+    """log(1 + x) (as ONNX writes it; no separate op)."""
+    return ctx.emit(ew.log, [ctx.emit(ew.add, [args[0], np.asarray(1, ctx.out_dtype())])])
+
+
+@converts("aten.expm1")
+def _expm1(ctx: TorchContext, node, args, kwargs):
+    """exp(x) - 1."""
+    return ctx.emit(ew.sub, [ctx.emit(ew.exp, [args[0]]), np.asarray(1, ctx.out_dtype())])
+
+
 converts("aten.logical_and")(_binary(ew.logical_and))
 converts("aten.logical_or")(_binary(ew.logical_or))
 
