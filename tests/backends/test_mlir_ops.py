@@ -221,6 +221,18 @@ def test_mlir_shape_ops():
     check(g, [rand((2, 3, 4), F32, 0), np.array([[0, -1], [2, 1]], np.int64)])
 
 
+def test_mlir_nearest_resize():
+    g = Graph()
+    x = g.add_input("x", T((1, 2, 3, 5), F32))
+    xi = g.add_input("xi", T((1, 2, 3, 5), I8))
+    g.outputs = [g.add1(sh.resize, [x], sizes=(1, 2, 6, 10), scales=(1.0, 1.0, 2.0, 2.0), mode="nearest",
+                        coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+                 g.add1(sh.resize, [xi], sizes=(1, 2, 7, 4), scales=(1.0, 1.0, 7 / 3, 0.8), mode="nearest"),
+                 g.add1(sh.resize, [x], sizes=(1, 2, 2, 9), scales=(1.0, 1.0, 2 / 3, 1.8), mode="nearest",
+                        coordinate_transformation_mode="align_corners", nearest_mode="ceil")]
+    check(g, [rand((1, 2, 3, 5), F32, 0), rand((1, 2, 3, 5), I8, 1, -128, 127)])
+
+
 # -- quantized -----------------------------------------------------------------------------
 def test_mlir_quantize_dequantize():
     g = Graph()

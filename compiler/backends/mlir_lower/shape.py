@@ -1,9 +1,11 @@
 """Data movement: reshape (tensor.collapse_shape/expand_shape), transpose (linalg.transpose),
 concat (tensor.concat), slice (tensor.extract_slice; negative steps by an index-mapping generic),
-gather (linalg.generic + tensor.extract), expand (broadcasting generic), tile (expand +
+gather (linalg.generic + tensor.extract), nearest resize (tensor.extract at each axis's source index,
+read from a constant index table), expand (broadcasting generic), tile (expand +
 broadcast + collapse), pad (tensor.pad for constants; index arithmetic for edge/reflect/wrap)."""
 from __future__ import annotations
 
+import numpy as np
 from iree.compiler import ir
 from iree.compiler.dialects import arith, linalg, tensor
 
@@ -19,7 +21,9 @@ from compiler.backends.mlir_lower.registry import (
     shape_of,
     tensor_type,
 )
+from compiler.diagnostics import Unsupported
 from compiler.ir import Node
+from compiler.types import DType
 from compiler.ops import shape as sh
 from compiler.ops._util import norm_axis
 
@@ -96,6 +100,32 @@ def _gather(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
         return tensor.ExtractOp(x, coords).result
     return [generic([ind], [ctx.empty(out, elem_of(x))], [ind_map, amap(rank, range(rank))], [PAR] * rank,
                     body)[0]]
+
+
+@lowers(sh.resize)
+def _resize(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    """Nearest resize: out[i...] = x[src_0[i_0], src_1[i_1], ...], each src_k an i32 constant table
+    (sh.source_coords / sh.nearest_index, as the reference computes them)."""
+    a = node.attrs
+    if a["mode"] != "nearest":
+        raise Unsupported(f"{a['mode']} resize on the mlir backend (nearest only)")
+    x = args[0]
+    xs, out = shape_of(x), node.outputs[0].type.shape
+    rank = len(out)
+    moved = [ax for ax in range(rank) if not (out[ax] == xs[ax] and a["scales"][ax] == 1.0)]
+    tables = [ctx.const(sh.nearest_index(sh.source_coords(out[ax], xs[ax], a["scales"][ax],
+                                                            a["coordinate_transformation_mode"]),
+                                         a["nearest_mode"], xs[ax]).astype(np.int32), DType.I32)
+              for ax in moved]
+    idx_t = ir.IndexType.get()
+
+    def body(*srcs):
+        coords = [linalg.IndexOp(d).result for d in range(rank)]
+        for ax, v in zip(moved, srcs[:-1]):
+            coords[ax] = arith.index_cast(idx_t, v)
+        return tensor.ExtractOp(x, coords).result
+    maps = [amap(rank, [ax]) for ax in moved] + [amap(rank, range(rank))]
+    return [generic(tables, [ctx.empty(out, elem_of(x))], maps, [PAR] * rank, body)[0]]
 
 
 @lowers(sh.expand)
