@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from examples.real_arch.common import calibrate_batch_norm
+from examples.real_arch.photos import photo_batch
 from examples.real_arch.convnext import convnext_tiny, randomize_convnext
 from examples.real_arch.efficientnet import efficientnet_b0
 from examples.real_arch.mobilenetv3 import mobilenet_v3_large
@@ -45,8 +46,8 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     with torch.no_grad():
         if name.startswith("convnext"):
             model = randomize_convnext(model, seed)
-        else:
-            model = calibrate_batch_norm(model, x, seed)
+        else:                             # BN statistics of photographs, as a trained net would have
+            model = calibrate_batch_norm(model, torch.from_numpy(photo_batch(size, 4, seed=100 + seed)), seed)
     return model.eval(), x
 
 

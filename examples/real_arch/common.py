@@ -89,13 +89,14 @@ class Permute(nn.Module):
 
 
 @torch.no_grad()
-def calibrate_batch_norm(model: nn.Module, example: torch.Tensor, seed: int) -> nn.Module:
+def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor, seed: int) -> nn.Module:
     """Seeded affine parameters for every BatchNorm (gamma in [0.5, 1.5], beta ~ N(0, 0.2)),
-    then running statistics set to the batch statistics of 4 random inputs shaped like `example`.
+    then running statistics set to the statistics of `batch` (real photographs: see build()).
 
     With the published inits (BN at mean 0, var 1, gamma 1, beta 0) the activations of a random
     deep CNN shrink or grow layer by layer; measured statistics keep every layer at the scale a
-    trained network has, so a numerics test sees every layer. Returns the model in eval mode."""
+    trained network has on such inputs, so a numerics test sees every layer. Returns the model in
+    eval mode."""
     g = torch.Generator().manual_seed(seed)
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     momenta = [bn.momentum for bn in bns]
@@ -108,7 +109,7 @@ def calibrate_batch_norm(model: nn.Module, example: torch.Tensor, seed: int) -> 
     model.eval()
     for bn in bns:                         # only BN in training mode: dropout and stochastic depth stay off
         bn.train()
-    model(torch.randn((4, *example.shape[1:]), generator=g))
+    model(batch)
     for bn, m in zip(bns, momenta):
         bn.momentum = m
     return model.eval()
