@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compiler import layouts
 from compiler.ir import Graph, Node, Value
 from compiler.ops import elementwise as ew
 from compiler.ops import ivit, kernel, linalg, nn, quant as q, reduce as rd, shape
@@ -41,7 +42,9 @@ ELEMENTWISE = frozenset({
 # another tensor, B: nn.add of a constant bias); pools and the quantize kernel take nothing.
 FLOAT_EPILOGUE = frozenset({"conv", "matmul"})
 CHAINS = {
-    "qconv": ("", "R", "RR", "RAR", "RRAR"),
+    "qconv": ("", "R", "RR", "RAR", "RRAR", "RT", "RART"),     # T: an 8-bit q.table (an activation)
+    "qconv_plain": ("", "R", "RR", "RT"),    # co % 16 != 0: a plain NCHW output, no residual slot
+    "qdepthwise": ("", "R", "RT"),
     "qmatmul": ("", "B", "R", "BR"),
     "qbmm": ("", "r"),                 # r: a per-tensor q.requant
     "shiftmax": ("", "r"),
@@ -50,6 +53,8 @@ CHAINS = {
 
 
 def _token(n: Node) -> str:
+    if n.op is q.table:
+        return "T"
     if n.op is q.requant:
         return "r" if len(n.attrs["multiplier"]) == 1 else "R"
     if n.op is ew.add:
@@ -59,7 +64,9 @@ def _token(n: Node) -> str:
 
 def _chain_kind(anchor: Node) -> str | None:
     if anchor.op is q.conv:
-        return "qconv"
+        if anchor.attrs["groups"] != 1:
+            return "qdepthwise"
+        return "qconv" if layouts.int_out_block(anchor.outputs[0].type.shape[1]) else "qconv_plain"
     if anchor.op is q.matmul:
         return "qmatmul" if anchor.inputs[1].is_const else "qbmm"
     if anchor.op is ivit.shiftmax:

@@ -60,6 +60,10 @@ def kernel_layout(node: Node) -> KernelLayout | None:
     if a.op is linalg.conv and x.type.dtype is F32 and a.inputs[1].is_const:
         ib, ob = layouts.choose_blocks(c, a.outputs[0].type.shape[1], a.attrs["groups"])
         return KernelLayout(ib, ob)
+    if a.op is q.conv and x.type.dtype in INT8 and a.inputs[1].is_const and a.attrs["groups"] == c > 1 \
+            and a.outputs[0].type.shape[1] == c:       # depthwise: the same 16 (or 8) channel blocks in and out
+        b = next((b for b in (16, 8) if c % b == 0), 0)
+        return KernelLayout(b, b, a.attrs["x_zero_point"]) if b else None
     if a.op is q.conv and x.type.dtype in INT8 and a.inputs[1].is_const and a.attrs["groups"] == 1:
         xz = a.attrs["x_zero_point"] + (128 if x.type.dtype is DType.I8 else 0)
         if not 0 <= xz <= 255:

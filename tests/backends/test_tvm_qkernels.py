@@ -357,3 +357,25 @@ def test_int8_conv_weights_are_the_kernels_packed_constants():
         np.testing.assert_array_equal(packed, K.pack_weight(kernel_spec(n), oihw))
     xs = _ints(rng, (1, 3, 12, 12), np.uint8)
     np.testing.assert_array_equal(build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
+
+
+@pytest.mark.parametrize("c,stride,xdt,xzp", [(32, 1, DType.U8, 7), (24, 2, DType.I8, -3), (16, 1, DType.I8, 0)])
+def test_depthwise_int8_conv_kernel_bit_exact(c, stride, xdt, xzp):
+    """A depthwise q.conv + per-channel requant runs as one blocked int8 kernel (16- or 8-channel blocks),
+    == compiler.interp."""
+    rng = np.random.default_rng(c)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, c, 13, 13), xdt))
+    w = g.const(rng.integers(-127, 128, (c, 1, 3, 3)).astype(np.int8), "w")
+    b = g.const(rng.integers(-5000, 5000, (c,)).astype(np.int32), "b")
+    acc = g.add1(q.conv, [x, w, b], strides=(stride, stride), pads=(1, 1, 1, 1), dilations=(1, 1), groups=c,
+                 x_zero_point=xzp)
+    m, sh = _mc(rng, c)
+    y = g.add1(q.requant, [acc], multiplier=tuple(int(v) for v in m), shift=tuple(int(v) for v in sh), zero_point=5,
+               in_zero_point=0, qmin=0, qmax=255, dtype=DType.U8, axis=1)
+    g.outputs = [g.add1(q.dequantize, [y], scale=(0.1,), zero_point=(5,), axis=1)]
+    exe = build(g, TARGET)
+    xs = _ints(rng, (1, c, 13, 13), xdt.numpy)
+    np.testing.assert_array_equal(exe.run([xs])[0], interp.run(g, xs)[0])
+    calls = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", exe.source("relax"))
+    assert calls.count("qdepthwise") == 1

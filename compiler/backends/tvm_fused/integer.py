@@ -16,11 +16,13 @@ from compiler.backends.tvm_kernels import layout as klayout
 from compiler.backends.tvm_kernels import pool as kpool
 from compiler.backends.tvm_kernels import qbmm as kqb
 from compiler.backends.tvm_kernels import qconv2d as kq
+from compiler.backends.tvm_kernels import qdepthwise as kdw
 from compiler.backends.tvm_kernels import qmatmul as kqm
 from compiler.backends.tvm_kernels import shiftadd as ksa
 from compiler.backends.tvm_kernels import shiftmax as ksm
 from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
 from compiler.ir import Node, Value
+from compiler.layouts import pack_conv_weight
 from compiler.ops import elementwise as ew
 from compiler.ops import ivit, layout as lay, quant as q, shape
 from compiler.types import DType
@@ -80,6 +82,8 @@ def qconv_plan(kb: KernelBody):
     x, w = c.inputs[0], c.inputs[1]
     xi = kb.operand_of(x)
     a = c.attrs
+    if a["groups"] != 1:
+        raise NotFusable("the VNNI conv is not grouped")
     if xi not in kb.blocks or weight_of(w) is None or (len(c.inputs) > 2 and not c.inputs[2].is_const):
         raise NotFusable("the VNNI conv reads blocked data and constant weights")
     n, ci, h, wd = x.type.shape
@@ -108,22 +112,78 @@ def qconv_plan(kb: KernelBody):
         if res_i is None or kb.blocks.get(res_i) != 16:
             raise NotFusable("the residual must arrive in 16-channel blocks")
         res_dt = tvm_dtype(kb.body.inputs[res_i].type.dtype)
+    tn = epi.pop(0) if epi and epi[0].op is q.table else None
     if epi:
         raise NotFusable("an epilogue the VNNI conv has no slot for")
     p = a["pads"]
     try:
         spec = kq.QConvSpec(n, ci, h, wd, co, kh, kw, tuple(a["strides"]), (p[0], p[1], p[2], p[3]),
                             tuple(a["dilations"]), tvm_dtype(x.type.dtype), a["x_zero_point"], kb.blocks[xi],
-                            rq1, res_dt, rq2, rq3, rq1b)
+                            rq1, res_dt, rq2, rq3, rq1b, _table_dtype(tn))
     except ValueError as e:
         raise NotFusable(str(e)) from None
     if kb.out_block != (16 if spec.blocked_out else 0):
         raise NotFusable("the VNNI conv writes 16-channel blocks exactly when co % 16 == 0")
-    return spec, (r1n, r1bn, r2n, r3n), res_i, xi
+    return spec, (r1n, r1bn, r2n, r3n, tn), res_i, xi
+
+
+def _table_dtype(tn: Node | None) -> str | None:
+    return None if tn is None else tvm_dtype(tn.outputs[0].type.dtype)
+
+
+def _table_arg(tn: Node | None) -> list[relax.Expr]:
+    if tn is None:
+        return []
+    t = tn.inputs[1]
+    return [relax.const(np.asarray(t.const), tvm_dtype(t.type.dtype))]
+
+
+def qdepthwise_plan(kb: KernelBody):
+    """(spec, requant node, data operand) of a depthwise q.conv [q.requant along the channels] on blocked data."""
+    c = kb.anchor
+    x, w = c.inputs[0], c.inputs[1]
+    a = c.attrs
+    n, ch, h, wd = x.type.shape
+    xi = kb.operand_of(x)
+    b = kb.blocks.get(xi)
+    if a["groups"] != ch or w.type.shape[:2] != (ch, 1) or weight_of(w) is None or b is None or kb.out_block != b \
+            or (len(c.inputs) > 2 and not c.inputs[2].is_const):
+        raise NotFusable("the depthwise int8 conv reads blocked data and constant weights, writes the same blocks")
+    epi = list(kb.epilogue)
+    rn = epi.pop(0) if epi and epi[0].op is q.requant else None
+    tn = epi.pop(0) if epi and epi[0].op is q.table else None
+    if epi or (rn is not None and not _channel_axis_ok(rn, 4, 1)):
+        raise NotFusable("an epilogue the depthwise int8 conv has no slot for")
+    p = a["pads"]
+    try:
+        spec = kdw.QDepthwiseSpec(n, ch, h, wd, *w.type.shape[2:], tuple(a["strides"]), (p[0], p[1], p[2], p[3]),
+                                  tuple(a["dilations"]), b, tvm_dtype(x.type.dtype), a["x_zero_point"],
+                                  _requant(rn, _I32_RANGE), _table_dtype(tn))
+    except ValueError as e:
+        raise NotFusable(str(e)) from None
+    return spec, (rn, tn), xi
+
+
+def emit_qdepthwise(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    spec, (rn, tn), xi = qdepthwise_plan(kb)
+    c, b = kb.anchor, spec.block
+    wp = pack_conv_weight(weight_of(c.inputs[1])[0].astype(np.int8), "depthwise", 1, b)
+    bias = np.asarray(c.inputs[2].const, np.int32) if len(c.inputs) > 2 else np.zeros(spec.c, np.int32)
+    call_args = [args[xi], relax.const(wp, "int8"), relax.const(bias.reshape(spec.c // b, b), "int32")]
+    if spec.rq is not None:
+        ra = rn.attrs
+        call_args.append(relax.const(kq.pack_requant(ra["multiplier"], ra["shift"], spec.c, spec.c, (3, spec.c // b, b),
+                                                     spec.rq.form), kq.requant_dtype(spec.rq)))
+    call_args += _table_arg(tn)
+    tile = tuple(kb.node.attrs["tile"]) or None
+    gv = ctx.kernel(("qdepthwise", spec, tile), lambda: kdw.make_qdepthwise(spec, tile), "qdepthwise")
+    return ctx.call_kernel(gv, call_args, spec.out_shape(), spec.out_dtype)
 
 
 def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
-    spec, (r1n, r1bn, r2n, r3n), res_i, xi = qconv_plan(kb)
+    if kb.anchor.attrs["groups"] != 1:
+        return emit_qdepthwise(ctx, kb, args)
+    spec, (r1n, r1bn, r2n, r3n, tn), res_i, xi = qconv_plan(kb)
     c = kb.anchor
     w = c.inputs[1]
     rq1, rq1b, rq2, rq3 = spec.rq1, spec.rq1b, spec.rq2, spec.rq3
@@ -145,6 +205,7 @@ def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.E
         if rq2 is not None:
             call_args.append(_rq_const(r2n, rq2, spec.co, spec.cop))
         call_args.append(_rq_const(r3n, rq3, spec.co, spec.cop))
+    call_args += _table_arg(tn)
     tile = tuple(kb.node.attrs["tile"]) or None
 
     def build():

@@ -23,6 +23,7 @@ Epilogue (all in int64 where the reference is, bit-exact with compiler/ops/quant
     v = rq1b(v)                    if rq1b           (the dyadic pass's rescale of v to int32)
     r = rq2(residual) or residual  if residual       (-> int32)
     v = rq3(int32(v + r))          if residual
+    v = table[v - min(v's dtype)]  if table           (an 8-bit activation lookup, passes/table_islands.py)
 
 with rq(v) = clamp(((v - in_zp) * m + rnd) >> c + out_zp, qmin, qmax).
 """
@@ -77,6 +78,7 @@ class QConvSpec:
     rq2: Optional[Requant] = None
     rq3: Optional[Requant] = None
     rq1b: Optional[Requant] = None      # a second requant right after rq1 (the dyadic pass's rescale to int32)
+    table: Optional[str] = None         # dtype of a 256-entry lookup applied last (an activation, table_islands)
 
     def __post_init__(self):
         if self.in_block not in (4, 8, 16) or self.cip % self.in_block:
@@ -89,6 +91,8 @@ class QConvSpec:
         if self.residual_dtype is not None and (pre is None or self.rq3 is None or pre.dtype != "int32"
                                                 or self.blocked_out is False):
             raise ValueError("a residual needs rq1 -> int32, rq3 and a blocked output")
+        if self.table is not None and self.pre_table_dtype not in ("int8", "uint8"):
+            raise ValueError("a lookup table needs an 8-bit index")
         oh, ow = output_hw(self)
         if oh <= 0 or ow <= 0:
             raise ValueError("empty output")
@@ -106,11 +110,15 @@ class QConvSpec:
         return self.co % 16 == 0
 
     @property
-    def out_dtype(self) -> str:
+    def pre_table_dtype(self) -> str:
         if self.rq3 is not None:
             return self.rq3.dtype
         last = self.rq1b or self.rq1
         return last.dtype if last is not None else "int32"
+
+    @property
+    def out_dtype(self) -> str:
+        return self.table or self.pre_table_dtype
 
     @property
     def xz(self) -> int:
@@ -189,9 +197,10 @@ def pad_te(spec: QConvSpec, data):
                       _pad, name="pad")
 
 
-def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None):
+def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None, table=None):
     """The write-back stage `out` of the int32 accumulator `acc` (n, cop/16, oh, ow, 16): bias, the
-    requants, the residual (the epilogue of the module docstring). Shared with the shift-and-add conv."""
+    requants, the residual, the lookup table (the epilogue of the module docstring). Shared with the
+    shift-and-add conv."""
     def epi(n, o, y, x, j):
         v = acc[n, o, y, x, j] + bias[o, j]
         if spec.rq1 is not None:
@@ -202,14 +211,25 @@ def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None,
             r = residual[n, o, y, x, j]
             r = requant_te(r, rq2, (o, j), spec.rq2) if spec.rq2 is not None else r.astype("int32")
             v = requant_te(v.astype("int32") + r.astype("int32"), rq3, (o, j), spec.rq3)
-        return v
+        return table_te(v, table, spec.pre_table_dtype) if spec.table is not None else v
 
     if spec.blocked_out:
         return te.compute(out_shape(spec), epi, name="out")
     return te.compute(out_shape(spec), lambda n, c, y, x: epi(n, c // 16, y, x, c % 16), name="out")
 
 
-def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None):
+def table_te(v, table, index_dtype: str):
+    """table[v - min(index dtype)]: the 256-entry lookup of an 8-bit value."""
+    return table[v.astype("int32") + tirx.const(128 if index_dtype == "int8" else 0, "int32")]
+
+
+def table_args(spec) -> dict:
+    """The lookup table's placeholder, keyed as write_back_te takes it (none without a table)."""
+    return {"table": te.placeholder((256,), spec.table, "table")} if spec.table is not None else {}
+
+
+def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None,
+               table=None):
     ib = spec.in_block
     sh, sw = spec.stride
     dh, dw = spec.dilation
@@ -226,7 +246,7 @@ def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2
             padded[n, rcb, y * sh + rh * dh, x * sw + rw * dw, rq * 4 + rt].astype("int32")
             * weight[o, rcb, rh, rw, rq, j, rt].astype("int32"), axis=[rcb, rh, rw, rq, rt]),
         name="conv")
-    return write_back_te(spec, acc, bias, rq1, residual, rq2, rq3, rq1b)
+    return write_back_te(spec, acc, bias, rq1, residual, rq2, rq3, rq1b, table)
 
 
 def qconv2d_prim_func(spec: QConvSpec) -> tirx.PrimFunc:
@@ -248,6 +268,8 @@ def qconv2d_prim_func(spec: QConvSpec) -> tirx.PrimFunc:
         if spec.rq2 is not None:
             args.append(kw["rq2"])
         args.append(kw["rq3"])
+    kw |= table_args(spec)
+    args += [kw["table"]] if "table" in kw else []
     out = qconv2d_te(spec, data, weight, bias, **kw)
     return te.create_prim_func(args + [out])
 

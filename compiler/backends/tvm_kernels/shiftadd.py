@@ -30,7 +30,7 @@ from tvm import s_tir, te, tirx
 
 from .common import SCHEDULE_ATTR, finalize
 from .qconv2d import QConvSpec, output_hw, out_shape, pack_bias as conv_bias, pad_te, pick_tile as conv_tile, \
-    write_back_te
+    table_args, write_back_te
 from .qmatmul import QMatmulSpec, pack_bias as matmul_bias, pick_tile as matmul_tile
 from .requant import requant_dtype, requant_te
 
@@ -150,7 +150,7 @@ def pack_conv_bias(spec: QConvSpec, w: np.ndarray, b, terms: int) -> np.ndarray:
 
 
 def shift_qconv2d_te(spec: QConvSpec, terms: int, data, code, bias, rq1=None, residual=None, rq2=None, rq3=None,
-                     rq1b=None):
+                     rq1b=None, table=None):
     ib = spec.in_block
     sh, sw = spec.stride
     dh, dw = spec.dilation
@@ -166,7 +166,7 @@ def shift_qconv2d_te(spec: QConvSpec, terms: int, data, code, bias, rq1=None, re
                                                 (o, rcb, rh, rw, ri, j), terms), axis=[rcb, rh, rw, ri]),
         name="conv")
 
-    return write_back_te(spec, acc, bias, rq1, residual, rq2, rq3, rq1b)
+    return write_back_te(spec, acc, bias, rq1, residual, rq2, rq3, rq1b, table)
 
 
 def shift_qconv2d_prim_func(spec: QConvSpec, terms: int) -> tirx.PrimFunc:
@@ -184,6 +184,8 @@ def shift_qconv2d_prim_func(spec: QConvSpec, terms: int) -> tirx.PrimFunc:
     if spec.residual_dtype is not None:
         kw["residual"] = te.placeholder(out_shape(spec), spec.residual_dtype, "residual")
         args += [kw["residual"]] + [kw[k] for k in ("rq2", "rq3") if k in kw]
+    kw |= table_args(spec)
+    args += [kw["table"]] if "table" in kw else []
     return te.create_prim_func(args + [shift_qconv2d_te(spec, terms, data, code, bias, **kw)])
 
 

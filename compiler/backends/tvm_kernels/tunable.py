@@ -115,6 +115,7 @@ class QConvKernel:
         if spec.residual_dtype is not None:
             out.append((Q.out_shape(spec), spec.residual_dtype))
             out += [rq(r) for r in (spec.rq2, spec.rq3) if r is not None]
+        out += [((256,), spec.table)] if spec.table is not None else []
         return out + [(Q.out_shape(spec), spec.out_dtype)]
 
     def build(self, spec: Q.QConvSpec, tile: tuple[int, ...] | None = None) -> Any:
