@@ -379,3 +379,27 @@ def test_depthwise_int8_conv_kernel_bit_exact(c, stride, xdt, xzp):
     np.testing.assert_array_equal(exe.run([xs])[0], interp.run(g, xs)[0])
     calls = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", exe.source("relax"))
     assert calls.count("qdepthwise") == 1
+
+
+@pytest.mark.parametrize("co,depthwise", [(32, False), (24, False), (32, True)])
+def test_activation_table_fused_in_the_int8_conv_write_back(co, depthwise):
+    """q.conv -> q.requant -> q.table (SiLU's lookup) is one kernel, blocked or plain output, == interp."""
+    rng = np.random.default_rng(co)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 32, 9, 9), DType.U8))
+    shape_w = (co, 1, 3, 3) if depthwise else (co, 32, 1, 1)
+    acc = g.add1(q.conv, [x, g.const(rng.integers(-127, 128, shape_w).astype(np.int8), "w")], strides=(1, 1),
+                 pads=(1, 1, 1, 1) if depthwise else (0, 0, 0, 0), dilations=(1, 1), groups=32 if depthwise else 1,
+                 x_zero_point=3)
+    m, sh = _mc(rng, co)
+    y = g.add1(q.requant, [acc], multiplier=tuple(int(v) for v in m), shift=tuple(int(v) for v in sh), zero_point=0,
+               in_zero_point=0, qmin=-128, qmax=127, dtype=DType.I8, axis=1)
+    t = g.add1(q.table, [y, g.const(_ints(rng, (256,), np.uint8), "silu_table")])
+    g.outputs = [g.add1(q.dequantize, [t], scale=(0.1,), zero_point=(0,), axis=1)]
+    (grp,) = [k for k in kernels(g, TARGET)[1] if k.kind == "qconv"]
+    assert [n.op.name for n in grp.nodes] == ["q.conv", "q.requant", "q.table"]
+    exe = build(g, TARGET)
+    xs = _ints(rng, (1, 32, 9, 9), np.uint8)
+    np.testing.assert_array_equal(exe.run([xs])[0], interp.run(g, xs)[0])
+    calls = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", exe.source("relax"))
+    assert "table" not in calls

@@ -106,3 +106,36 @@ def test_real_arch_exports_the_published_structure(exported):
         assert not missing, f"{name}: no {sorted(missing)} in the export"
     _, _, out = exported("yolov8n_reduced")
     assert out.shape == (1, 4 + 16, 8 * 8 + 4 * 4 + 2 * 2)      # xywh + 16 classes, 3 levels at 64x64
+
+
+# -- integer-only INT8 ----------------------------------------------------------------------------
+def _integer_only(name, exported):
+    """`--quantize int8 --integer-only` on photographs: every node integer (no float between the input
+    quantize and the output dequantize), the TVM executable bit-exact with the interpreter on the integer
+    graph, and the output's cosine with FP32 on other photographs."""
+    import compiler
+    from compiler import interp
+    from examples.real_arch import MODELS
+    from examples.real_arch.photos import photo_batch
+    from passes.quantize import QuantConfig
+    from passes.quantize_pipeline import quantize_graph
+    from passes.verify_integer_only import verify_integer_only
+    path, _, _ = exported(name)
+    size = MODELS[name][1]
+    g = compiler.import_model(path)
+    ig, stats = quantize_graph(g, list(photo_batch(size, 4, seed=0)[:, None]), QuantConfig(integer_only=True))
+    assert verify_integer_only(ig) == []
+    x = photo_batch(size, 1, seed=1)
+    want = interp.run(ig, x)[0]
+    if importlib.util.find_spec("tvm") is not None:
+        np.testing.assert_array_equal(compiler.compile(ig, target="llvm").run(x)[0], want)
+    ref = interp.run(stats.graph, x)[0].ravel().astype(np.float64)
+    got = want.ravel().astype(np.float64)
+    return float(ref @ got / (np.linalg.norm(ref) * np.linalg.norm(got)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REDUCED)
+def test_real_arch_reduced_integer_only_bit_exact(name, exported):
+    cos = _integer_only(name, exported)
+    assert cos >= 0.95, f"{name}: integer-only output cosine {cos:.4f} with FP32"
