@@ -156,12 +156,22 @@ class _Rewriter:
 
     # -- rewrites -------------------------------------------------------------------------
     def softmax(self, n: Node, rep: IntRep) -> IntRep:
-        axis = n.attrs["axis"]
+        """Shiftmax over the last axis: a softmax over another axis (YOLO's DFL head: 16 bins on axis 1)
+        runs between two transposes that swap that axis with the last, so every row is contiguous."""
+        rank = n.inputs[0].type.rank
+        axis = n.attrs["axis"] % rank
         length = n.inputs[0].type.shape[axis]
         rep = self.upscale(rep, ivit.exp_unit, SOFTMAX_X0_BITS, n.name + "_in")
         nexp = pick_n(ivit.exp_unit(rep.scale), length, SOFTMAX_N)
-        v = self.emit(ivit.shiftmax, [rep.value], n.name + "_int", scale=rep.scale, n=nexp,
-                      axis=axis, dtype=DType.I32, dividend_bits=DIVIDEND_BITS)
+        perm = list(range(rank))
+        perm[axis], perm[-1] = perm[-1], perm[axis]
+        x = rep.value
+        if axis != rank - 1:
+            x = self.emit(shape.transpose, [x], n.name + "_rows", perm=tuple(perm))
+        v = self.emit(ivit.shiftmax, [x], n.name + "_int", scale=rep.scale, n=nexp,
+                      axis=-1, dtype=DType.I32, dividend_bits=DIVIDEND_BITS)
+        if axis != rank - 1:
+            v = self.emit(shape.transpose, [v], n.name + "_back", perm=tuple(perm))
         return IntRep(v, 2.0 ** -31, 0)
 
     def gelu(self, n: Node, rep: IntRep) -> IntRep:

@@ -53,11 +53,12 @@ def _shiftmax_te(x: te.Tensor, x0: int, n: int, axis: int, k: int, qmax: int, ou
     e = te.compute(x.shape, lambda *i: shift_exp_expr(x[i].astype(I64) - mx[_row(i, axis)], x0, n),
                    name="shift_exp")
     s = _row_reduce(e, axis, lambda i: e[i], "sum", "row_sum")
+    # one 64-bit division per row, not per element
+    factor = te.compute(s.shape, lambda *r: tirx.floordiv(_c(2**d - 1), tirx.min(s[r], _c(ivit.INT31))),
+                        name="row_factor")
 
     def body(*i):
-        total = tirx.min(s[_row(i, axis)], _c(ivit.INT31))
-        factor = tirx.floordiv(_c(2**d - 1), total)
-        y = (e[i] * factor) >> _c(d - k)
+        y = (e[i] * factor[_row(i, axis)]) >> _c(d - k)
         return tirx.max(tirx.min(y, _c(qmax)), _c(0)).astype(out)
     return te.compute(x.shape, body, name="shiftmax")
 
