@@ -66,7 +66,7 @@ class QuantConfig:
     negative value, else int8), "auto" (as uint8, plus asymmetric uint8 with a zero point for
     signed tensors whose range is skewed enough that it is >= 4/3 finer than int8)."""
 
-    activation: str = "uint8"
+    activation: str = "auto"
     observer: str = "minmax"
     percentile: float = 99.99
     per_channel: bool = True
