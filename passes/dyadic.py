@@ -338,9 +338,25 @@ class _Rewriter:
 
     def concat(self, n: Node) -> None:
         """nn.concat(x_i) => each x_i q.requant to the output grid (skipped where already on
-        it), then nn.concat of the integers."""
+        it), then nn.concat of the integers. A concat that is only a graph output, of parts whose grids
+        differ more than 4x (a detector's boxes in pixels beside its class probabilities), concatenates
+        in int32 on the finest part's grid instead: one 8-bit grid would round the small part to zero."""
         out = n.outputs[0]
         so = self.spec(out)
+        parts_q = [self.as_int(v) for v in n.inputs if not v.is_const]
+        scales = [(spec_of(v) or self.spec(v)).scale[0] for v in parts_q]
+        if id(out) in self.out_ids and not self.uses.get(out) and len(scales) == len(n.inputs) and \
+                all((spec_of(v) or self.spec(v)).per_tensor for v in parts_q) and max(scales) > 4 * min(scales):
+            common = _acc_spec([min(scales)], None, out.name)
+            parts = []
+            for v in parts_q:
+                sv = spec_of(v)
+                m, c = requant_params([sv.scale[0]], min(scales))
+                parts.append(self.emit(quant.requant, [v], f"{n.name}_{v.name}_i32", common, multiplier=m, shift=c,
+                                       zero_point=0, in_zero_point=sv.zero_point[0], qmin=I32_MIN, qmax=I32_MAX,
+                                       dtype=DType.I32))
+            self.set_int(out, self.emit(shape.concat, parts, out.name + "_i32", common, axis=n.attrs["axis"]))
+            return
         parts = []
         for v in n.inputs:
             if v.is_const:

@@ -369,3 +369,21 @@ def test_nearest_resize_runs_on_the_integers(rng):
     nearest, linear = [n for n in ig.nodes if n.op is shape.resize]
     assert nearest.inputs[0].type.dtype is DType.U8                 # a gather of the integers
     assert linear.inputs[0].type.dtype is F32                        # interpolation stays float
+
+
+def test_output_concat_of_far_apart_grids_is_int32(rng):
+    """A detector's output: boxes in pixels beside probabilities. One int8 grid for both would round
+    every probability to 0; the concat runs in int32 on the finest grid."""
+    g = Graph()
+    boxes = g.add_input("boxes", TensorType((1, 4, 50), F32))
+    logits = g.add_input("logits", TensorType((1, 3, 50), F32))
+    b = g.add1(ew.relu, [boxes])
+    p = g.add1(ew.sigmoid, [g.add1(ew.relu, [logits])])
+    g.outputs = [g.add1(shape.concat, [b, p], axis=1)]
+    batch = [rng.uniform(0, 640, (1, 4, 50)).astype(np.float32), rng.standard_normal((1, 3, 50)).astype(np.float32)]
+    ig = _island_free(g, [batch])
+    cat = next(n for n in ig.nodes if n.op is shape.concat)
+    assert cat.outputs[0].type.dtype is DType.I32
+    ref, got = interp.run(g, *batch)[0], interp.run(ig, *batch)[0]
+    assert np.abs(ref[:, 4:] - got[:, 4:]).max() < 0.01                # probabilities keep their 8-bit grid
+    assert np.abs(ref[:, :4] - got[:, :4]).max() < 640 / 255
