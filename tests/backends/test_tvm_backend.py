@@ -122,3 +122,20 @@ def test_tvm_multiple_outputs_and_input_passthrough():
     for a, b in zip(got, interp.run(g, xv, yv)):
         np.testing.assert_array_equal(a, b)
         assert a.dtype == b.dtype
+
+
+@pytest.mark.parametrize("dt", [DType.F32, DType.I8])
+def test_concat_with_many_rows_is_one_row_copy_per_input(dt):
+    """A detector head's concat along the anchors (3 levels, 144 rows) runs as the row-copy kernel, == interp;
+    a concat with fewer than 8 rows before its axis keeps Relax's concat."""
+    import re
+    g = Graph()
+    xs = [g.add_input(f"x{k}", TensorType((1, 12, n), dt)) for k, n in enumerate((40, 20, 7))]
+    g.outputs = [g.add1(sh.concat, xs, axis=2), g.add1(sh.concat, [xs[0], xs[0]], axis=0)]
+    rng = np.random.default_rng(0)
+    args = [rng.integers(-100, 100, v.type.shape).astype(dt.numpy) for v in xs]
+    exe = build(g, TARGET)
+    for got, want in zip(exe.run(args), interp.run(g, *args)):
+        np.testing.assert_array_equal(got, want)
+    calls = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", exe.source("relax"))
+    assert calls.count("concat") == 1
