@@ -29,12 +29,13 @@ ANCHORS = {
     rd.reduce_sum: "reduce", ivit.shiftmax: "shiftmax", q.quantize: "quantize",
 }
 
-ELEMENTWISE = frozenset({
+# each output element a function of the same element of each (broadcast) input
+ARITHMETIC_ELEMENTWISE = frozenset({
     ew.relu, ew.sigmoid, ew.tanh, ew.exp, ew.log, ew.sqrt, ew.reciprocal, ew.erf, ew.neg, ew.abs_,
     ew.floor, ew.ceil, ew.softplus, ew.hard_swish, ew.leaky_relu, ew.elu, ew.hard_sigmoid, ew.gelu,
-    ew.clip, ew.add, ew.sub, ew.mul, ew.div, ew.minimum, ew.maximum, ew.prelu, ew.cast, q.requant,
-    ivit.shiftgelu, ivit.shifttanh, q.table,
+    ew.clip, ew.add, ew.sub, ew.mul, ew.div, ew.minimum, ew.maximum, ew.prelu, ew.cast,
 })
+ELEMENTWISE = ARITHMETIC_ELEMENTWISE | {q.requant, ivit.shiftgelu, ivit.shifttanh, q.table}
 
 
 # What each kernel's write-back can take after its anchor. Float conv and matmul kernels compose any

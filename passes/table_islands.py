@@ -27,15 +27,12 @@ from compiler.ops.quant import TABLE_INDEX_TYPES
 from compiler.types import DType
 from passes.base import register_pass
 from passes.canonicalize import dead_code
+from passes.fusion import ARITHMETIC_ELEMENTWISE
 
-# float elementwise ops an island may hold (each output element a function of the same element of
-# each input)
-FLOAT_ELEMENTWISE = frozenset({
-    ew.relu, ew.sigmoid, ew.tanh, ew.exp, ew.log, ew.sqrt, ew.reciprocal, ew.erf, ew.neg, ew.abs_,
-    ew.floor, ew.ceil, ew.softplus, ew.hard_swish, ew.leaky_relu, ew.elu, ew.hard_sigmoid, ew.gelu,
-    ew.clip, ew.add, ew.sub, ew.mul, ew.div, ew.minimum, ew.maximum, ew.prelu, ew.identity, ew.pow_,
-    ew.equal, ew.less, ew.greater, ew.logical_not, ew.where, ew.cast,
-})
+# the ops an island may hold: the kernels' elementwise arithmetic, plus the identities, powers, comparisons
+# and selects exporters write inside activations
+FLOAT_ELEMENTWISE = ARITHMETIC_ELEMENTWISE | {ew.identity, ew.pow_, ew.equal, ew.less, ew.greater,
+                                              ew.logical_not, ew.where}
 MAX_NODES = 32
 
 
