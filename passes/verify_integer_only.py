@@ -38,6 +38,7 @@ def verify_integer_only_pass(g: Graph) -> Graph:
         first = bad[0]
         raise Unsupported(f"the graph is not integer-only: {len(bad)} node(s) compute in float:\n    {names}",
                           first.loc or SourceLoc(g.source, first.name, first.op.name),
-                          hint="these ops have no integer lowering yet (softmax, gelu, layer_norm ...): "
+                          hint="these ops have no integer form yet (e.g. linear resize, a product of a value and its "
+                               "own function that no quantize follows): "
                                "drop --integer-only to keep them in float, or end the model in logits")
     return g
