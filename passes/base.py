@@ -126,6 +126,28 @@ def observe_passes(observer: PassObserver) -> Iterator[PassObserver]:
         _OBSERVERS.reset(token)
 
 
+class _NoSteps:
+    def update(self, n: int, note: str = "") -> None:
+        pass
+
+    def __enter__(self) -> _NoSteps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def steps(total: int, desc: str):
+    """A progress reporter for a long loop inside a pass (calibration batches, a search's rollouts):
+    `with steps(n, "calibrating") as s: ... s.update(i)`. The first installed observer with a `steps`
+    method draws it (the CLI's bar on a terminal); otherwise it reports nothing."""
+    for o in _OBSERVERS.get():
+        make = getattr(o, "steps", None)
+        if make is not None:
+            return make(total, desc)
+    return _NoSteps()
+
+
 def run_pipeline(g: Graph, names: Sequence[str], ctx: PassContext | None = None) -> Graph:
     ctx = ctx or PassContext()
     observers = _OBSERVERS.get()

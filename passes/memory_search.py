@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from functools import reduce
 from typing import Protocol
 
+from passes.base import steps
+
 
 class Interval(Protocol):
     size: int
@@ -234,26 +236,28 @@ def tree_search(items: Sequence[Interval], conf: list[list[int]], incumbent: Pla
     best = incumbent
     prior, off_prior, h_prior = offset_order(best, sizes), best.offsets, best.height
     root = _Node()
-    for r in range(rollouts):
-        if best.height <= bound:
-            break
-        fit = "first" if r % 4 < 2 else "best"
-        if r % 2:
-            order = _peak_move(prior, off_prior, sizes, h_prior, rng)
-            off, h = place(order, sizes, conf, fit)
-            if h <= h_prior:
-                prior, off_prior, h_prior, root = order, off, h, _Node()
-        else:
-            order, path = _descend(root, prior, width, explore, rng)
-            off, h = place(_rollout(order, prior, rng), sizes, conf, fit)
-            reward = (h_prior - h) / max(h_prior - bound, 1) + 1.0   # 1 at the incumbent, 2 at the bound
-            for node in path:
-                node.visits += 1
-                node.best = max(node.best, reward)
-            if h < h_prior:
-                prior, off_prior, h_prior, root = offset_order(Placement(h, off, ""), sizes), off, h, _Node()
-        if h < best.height:
-            best = Placement(h, off, "tree search over placement orders")
+    with steps(rollouts, "memory search") as bar:
+        for r in range(rollouts):
+            if best.height <= bound:
+                break
+            fit = "first" if r % 4 < 2 else "best"
+            if r % 2:
+                order = _peak_move(prior, off_prior, sizes, h_prior, rng)
+                off, h = place(order, sizes, conf, fit)
+                if h <= h_prior:
+                    prior, off_prior, h_prior, root = order, off, h, _Node()
+            else:
+                order, path = _descend(root, prior, width, explore, rng)
+                off, h = place(_rollout(order, prior, rng), sizes, conf, fit)
+                reward = (h_prior - h) / max(h_prior - bound, 1) + 1.0   # 1 at the incumbent, 2 at the bound
+                for node in path:
+                    node.visits += 1
+                    node.best = max(node.best, reward)
+                if h < h_prior:
+                    prior, off_prior, h_prior, root = offset_order(Placement(h, off, ""), sizes), off, h, _Node()
+            if h < best.height:
+                best = Placement(h, off, "tree search over placement orders")
+            bar.update(r + 1)
     return best
 
 

@@ -63,6 +63,7 @@ from compiler.diagnostics import InvalidInput, Unsupported
 from compiler.ir import Graph, Node, Value
 from compiler.ops import linalg
 from compiler.types import DType, TensorType
+from passes.base import steps
 from passes.quantize import (
     QuantConfig,
     batch_args,
@@ -177,16 +178,18 @@ def perturbation_sensitivity(g: Graph, batches: Sequence[Any], nodes: Sequence[N
     outputs) when only layer i's weight is replaced by Q_bits(W_i). `g` is float."""
     ref = _run_all(g, batches)
     out = []
-    for n in nodes:
-        idx = g.nodes.index(n)
-        probe = g.clone()
-        pn = probe.nodes[idx]
-        w = pn.inputs[1]
-        pn.inputs[1] = Value(w.name, TensorType(w.type.shape, w.type.dtype),
-                             fake_quant(w.const, _weight_axis(n), bits))
-        got = _run_all(probe, batches)
-        errs = [float(np.mean((a - b) ** 2)) for ra, ga in zip(ref, got) for a, b in zip(ra, ga)]
-        out.append(float(np.mean(errs)))
+    with steps(len(nodes), "layer sensitivity") as bar:
+        for n in nodes:
+            idx = g.nodes.index(n)
+            probe = g.clone()
+            pn = probe.nodes[idx]
+            w = pn.inputs[1]
+            pn.inputs[1] = Value(w.name, TensorType(w.type.shape, w.type.dtype),
+                                 fake_quant(w.const, _weight_axis(n), bits))
+            got = _run_all(probe, batches)
+            errs = [float(np.mean((a - b) ** 2)) for ra, ga in zip(ref, got) for a, b in zip(ra, ga)]
+            out.append(float(np.mean(errs)))
+            bar.update(len(out), n.name)
     return out
 
 

@@ -18,6 +18,7 @@ from compiler.ops import elementwise as ew
 from compiler.ops import linalg, nn, reduce, shape
 from compiler.ops.quant import INT_RANGE
 from compiler.types import DType, QuantParams, TensorType
+from passes.base import steps
 from passes.table_islands import FLOAT_ELEMENTWISE
 
 OBSERVERS = ("minmax", "percentile", "mse")
@@ -254,11 +255,14 @@ def calibrate(g: Graph, batches: Iterable[Any], observer: str = "minmax", percen
     rng = np.random.default_rng(0)
     cols = {v.name: _Collector(observer != "minmax", max_samples, rng) for v in values}
     nb = 0
-    for batch in batches:
-        outs = interp.run(probe, *batch_args(g, batch))
-        for v, a in zip(values, outs):
-            cols[v.name].add(a)
-        nb += 1
+    batches = list(batches)
+    with steps(len(batches), "calibrating") as bar:
+        for batch in batches:
+            outs = interp.run(probe, *batch_args(g, batch))
+            for v, a in zip(values, outs):
+                cols[v.name].add(a)
+            nb += 1
+            bar.update(nb)
     if nb == 0:
         raise InvalidInput("calibration needs at least one batch of inputs")
     return Stats(observer, {k: c.stats(observer, percentile, bits) for k, c in cols.items()}, nb, g)

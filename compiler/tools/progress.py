@@ -109,6 +109,14 @@ class PassBar:
         self._index = index
         self.bar.update(index, name)
 
+    def steps(self, total: int, desc: str):
+        """The bar of a long loop inside the running pass (passes.base.steps), drawn below the pass
+        bar; nothing off a terminal."""
+        if not self.enabled:
+            return Progress(total, desc, enabled=False)
+        self.stream.write("\n")
+        return Progress(total, f"  {desc}", stream=self.stream)
+
     def after(self, name: str, seconds: float) -> None:
         if self.bar is None:
             return

@@ -56,3 +56,29 @@ def test_pass_bar_draws_each_pipeline_on_a_terminal_and_nothing_elsewhere():
     text = tty.getvalue()
     assert "passes [" in text and "3/3" in text and "1/1" in text and text.count("\n") == 2
     assert pipe.getvalue() == ""
+
+
+def test_long_loops_inside_passes_draw_their_own_bar_on_a_terminal_only():
+    """Calibration batches and the memory search's rollouts report through passes.base.steps: the
+    CLI's bar draws them on a terminal; without an observer, or off a terminal, nothing is written."""
+    import numpy as np
+
+    from compiler.api import import_model
+    from passes.base import observe_passes
+    from passes.memory import Buffer
+    from passes.memory_search import conflicts, greedy, tree_search
+    from passes.quantize import calibrate
+    from tests.tools.conftest import DIGITS
+    g = import_model(DIGITS)
+    batches = [[np.zeros(v.type.shape, v.type.dtype.numpy) for v in g.inputs] for _ in range(3)]
+    items = [Buffer(("a",), 3, 0, 3), Buffer(("b",), 4, 2, 2), Buffer(("c",), 4, 2, 5),
+             Buffer(("d",), 3, 3, 6), Buffer(("e",), 4, 5, 6)]
+    tty, pipe = _Tty(), io.StringIO()
+    with observe_passes(PassBar(stream=tty)), observe_passes(PassBar(stream=pipe)):
+        calibrate(g, batches)
+        tree_search(items, conflicts(items), greedy(items, conflicts(items)), bound=0, rollouts=20)
+    text = tty.getvalue()
+    assert "calibrating [" in text and "3/3" in text
+    assert "memory search [" in text and "20/20" in text
+    assert pipe.getvalue() == ""
+    calibrate(g, batches)                       # no observer: nothing to draw on, no error
