@@ -16,12 +16,14 @@ from compiler import interp
 from compiler.backends.mlir import BACKEND, LOWERINGS
 from compiler.ir import Graph
 from compiler.ops import elementwise as ew
-from compiler.ops import linalg, nn
+from compiler.ops import ivit, linalg, nn
 from compiler.ops import quant as q
 from compiler.ops import reduce as rd
 from compiler.ops import shape as sh
+from compiler.ops.quant import INT_RANGE
 from compiler.target import Target
 from compiler.types import DType, TensorType
+from passes.ivit import DIVIDEND_BITS, GELU_N, GELU_SIGMA_BITS, SOFTMAX_N, TANH_N, pick_n
 
 TARGET = Target("llvm", num_threads=1)
 F32, I8, U8, I16, I32, I64, BOOL = DType.F32, DType.I8, DType.U8, DType.I16, DType.I32, DType.I64, DType.BOOL
@@ -323,6 +325,92 @@ def test_mlir_fused_kernel_lowers_through_its_body():
     fg, _ = fuse(g)
     assert [n.op for n in fg.nodes] == [kernel.fused]
     check(fg, [rand((1, 4, 6, 6), F32, 3), rand((1, 8, 6, 6), F32, 4)])
+
+
+# -- I-ViT integer ops ---------------------------------------------------------------------
+def ivit_ints(shape, dt: DType, seed: int) -> np.ndarray:
+    """dt's full range, with edge rows along the last axis: all equal (zero variance), the most
+    negative value with one maximum, all most negative, all most positive; and along axis 1 of a
+    3-D shape an all-equal column and a most-negative column with one maximum."""
+    lo, hi = INT_RANGE[dt]
+    x = rand(shape, dt, seed, lo, hi)
+    rows = x.reshape(-1, shape[-1])
+    rows[0] = rows[0, 0]
+    rows[1], rows[1, -1] = lo, hi
+    rows[2], rows[3] = lo, hi
+    if len(shape) == 3:
+        x[-1, :, 0] = x[-1, 0, 0]
+        x[-1, :, 1], x[-1, 0, 1] = lo, hi
+    return x
+
+
+@pytest.mark.parametrize("dt,scale,dbits", [(I8, 0.03, 31), (I16, 0.002, DIVIDEND_BITS)])
+def test_mlir_ivit_exp_ops(dt, scale, dbits):
+    """q.shiftmax / q.shiftgelu / q.shifttanh bit-exact: n, sigma_bits and dividend_bits as the ivit
+    pass picks them (D = 62) and as I-ViT has them (D = 31, sigma 7 bits, GELU row max); shiftmax
+    along a middle axis and on uint8 / int32 inputs, every output type."""
+    g = Graph()
+    shape = (2, 5, 9)
+    x = g.add_input("x", T(shape, dt))
+    xu = g.add_input("xu", T(shape, U8))
+    xi = g.add_input("xi", T((4, 9), I32))
+    x0 = ivit.exp_unit(scale)
+    x0g, x0t = (ivit.exp_unit(f * float(np.float32(scale))) for f in (ivit.GELU_ALPHA, 2.0))
+    sm = {"scale": scale, "dividend_bits": dbits}
+    n_row, n_col = pick_n(x0, shape[-1], SOFTMAX_N), pick_n(x0, shape[1], SOFTMAX_N)
+    g.outputs = [g.add1(ivit.shiftmax, [x], n=n_row, axis=-1, dtype=out, **sm) for out in (I8, U8, I16, I32)]
+    g.outputs += [g.add1(ivit.shiftmax, [x], n=n_col, axis=1, dtype=I8, **sm),
+                  g.add1(ivit.shiftmax, [xu], n=n_row, axis=-1, dtype=U8, **sm),
+                  g.add1(ivit.shiftmax, [xi], scale=0.4, n=pick_n(ivit.exp_unit(0.4), 9, SOFTMAX_N), axis=-1,
+                         dtype=I32, dividend_bits=dbits)]
+    for row_max, sb in ((True, 7), (False, GELU_SIGMA_BITS)):
+        g.outputs.append(g.add1(ivit.shiftgelu, [x], scale=scale, n=pick_n(x0g, 2, GELU_N), sigma_bits=sb,
+                                dividend_bits=dbits, row_max=row_max))
+    g.outputs += [g.add1(ivit.shifttanh, [x], scale=scale, n=pick_n(x0t, 2, TANH_N), dtype=out,
+                         dividend_bits=dbits) for out in (I8, I16)]
+    check(g, [ivit_ints(shape, dt, 0), ivit_ints(shape, U8, 1), ivit_ints((4, 9), I32, 2)])
+
+
+def test_mlir_ivit_layernorm():
+    """q.layernorm bit-exact on int8 / uint8 / int16 (3-D) over their full ranges, zero-variance
+    rows included (the Newton root ends at 64), into every output type; mult and bias as the ivit
+    pass sizes them, shift 0 (no rounding term) to 50."""
+    rng = np.random.default_rng(3)
+    g = Graph()
+    c = 16
+    xs = [g.add_input(f"x{i}", T(s, dt)) for i, (s, dt) in enumerate([((4, c), I8), ((4, c), U8),
+                                                                       ((2, 3, c), I16)])]
+    outs = []
+    for shift, dt, zp in ((20, I8, -3), (35, U8, 128), (50, I16, 0), (0, I32, 7)):
+        mult = g.const(rng.integers(-2**30, 2**30, c).astype(np.int32))
+        bias = g.const(rng.integers(-2**(shift + 8), 2**(shift + 8), c).astype(np.int64))
+        lo, hi = INT_RANGE[dt]
+        outs += [g.add1(ivit.layernorm, [x, mult, bias], shift=shift, zero_point=zp, qmin=lo, qmax=hi,
+                        dtype=dt) for x in xs]
+    g.outputs = outs
+    check(g, [ivit_ints((4, c), I8, 4), ivit_ints((4, c), U8, 5), ivit_ints((2, 3, c), I16, 6)])
+
+
+@pytest.mark.slow
+def test_mlir_ivit_integer_only_encoder_bit_exact():
+    """An integer-only BERT encoder (every I-ViT op: tabulate is disabled, else ShiftGELU and
+    ShiftTanh become q.table on llvm) through compiler.compile(backend="mlir"), against the
+    interpreter on its final IR. ~20 s (torch import ~4 s, IREE compile ~9-15 s)."""
+    torch = pytest.importorskip("torch")
+    import compiler
+    from examples.zoo import BertEncoder
+
+    torch.manual_seed(0)
+    model = BertEncoder(vocab=50, hidden=32, heads=2, ffn=64, layers=1, seq=16).eval()
+    ids = np.random.default_rng(0).integers(0, 50, (2, 16))
+    cm = compiler.compile(model, TARGET, backend="mlir", example_inputs=(torch.tensor(ids),), quantize="int8",
+                          calibration=[ids], integer_only=True, disable_passes=["tabulate"])
+    ops = {n.op for n in cm.graph.walk()}
+    assert {ivit.shiftmax, ivit.shiftgelu, ivit.shifttanh, ivit.layernorm} <= ops
+    TESTED.update(ops)
+    for a, b in zip(cm.run(ids), interp.run(cm.graph, ids)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
 
 
 def test_mlir_every_claimed_op_is_tested():
