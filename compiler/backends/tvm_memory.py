@@ -9,8 +9,9 @@ always 0) between tensors whose lifetimes do not overlap; function outputs are n
 """
 from __future__ import annotations
 
+import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 from tvm.relax import backend, transform
 
 
@@ -56,3 +57,34 @@ def tvm_planner_bytes(mod: tvm.IRModule, target: tvm.target.Target) -> int:
     """Total bytes of the storage Relax's StaticPlanBlockMemory allocates for `mod` (what the compiled
     module would allocate for its intermediates without our arena)."""
     return sum(storage_allocations(plan_like_relax(mod, target)))
+
+
+def _stmts(s: tirx.Stmt):
+    """Every statement under `s` (blocks, loops, sequences, branches)."""
+    yield s
+    for attr in ("body", "block", "then_case", "else_case", "init"):
+        child = getattr(s, attr, None)
+        if isinstance(child, tirx.Stmt):
+            yield from _stmts(child)
+    for child in getattr(s, "seq", None) or []:
+        yield from _stmts(child)
+
+
+def kernel_workspace_bytes(mod: tvm.IRModule) -> dict[str, int]:
+    """Per PrimFunc, the bytes of its global-scope intermediate buffers (a conv's padded input, a
+    softmax's row statistics): the workspace the kernel takes from TVM's pool while it runs, outside
+    the arena. Full buffer shapes: an upper bound where a schedule later shrinks one."""
+    out: dict[str, int] = {}
+    for gv, func in mod.functions.items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        total = 0
+        for s in _stmts(func.body):
+            bufs = list(getattr(s, "alloc_buffers", None) or [])
+            if isinstance(s, tirx.AllocBuffer):
+                bufs.append(s.buffer)
+            for b in bufs:
+                if b.scope() == "global":
+                    total += int(np.prod([int(d) for d in b.shape], dtype=np.int64)) * max(1, b.dtype.bits // 8)
+        out[gv.name_hint] = total
+    return out
