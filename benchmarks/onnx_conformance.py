@@ -85,6 +85,8 @@ def _compare(got: list[np.ndarray], want: list[np.ndarray], rtol: float, atol: f
             return f"output {i} shape {g.shape} != {w.shape}"
         if g.dtype != w.dtype:
             return f"output {i} dtype {g.dtype} != {w.dtype}"
+        if w.dtype.kind == "V" and "float" in w.dtype.name:    # ml_dtypes' bfloat16, float8, float4
+            g, w = g.astype(np.float32), w.astype(np.float32)
         if w.dtype.kind in "fc":
             if not np.allclose(g, w, rtol=rtol, atol=atol, equal_nan=True):
                 return f"output {i} differs by {np.nanmax(np.abs(g.astype(np.float64) - w)):.3g}"

@@ -3,11 +3,15 @@ every graph means; backends are tested against it."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from compiler.diagnostics import InvalidInput, SourceLoc
 from compiler.ir import Graph, Value
+from compiler.ops.bitcast import bitcast
+from compiler.ops.registry import OpDef
+from compiler.types import DType, TensorType
 
 
 def bind_inputs(g: Graph, args: Sequence[np.ndarray], kwargs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -36,6 +40,21 @@ def bind_inputs(g: Graph, args: Sequence[np.ndarray], kwargs: Mapping[str, np.nd
     return out
 
 
+_BF16 = DType.BF16.numpy
+
+
+def evaluate(op: OpDef, ins: Sequence[np.ndarray], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """op's reference on `ins`. An op on bfloat16 operands computes in float32 and rounds its bfloat16
+    results (what a backend's bfloat16 legalization does; ml_dtypes has no bfloat16 matmul, einsum or
+    iinfo); nn.bitcast reads the bits as they are. Interpreting and constant folding both go through here."""
+    ins = [np.asarray(a) for a in ins]
+    if op is bitcast or not any(a.dtype == _BF16 for a in ins):
+        return op.reference(ins, attrs)
+    types = op.infer([TensorType(a.shape, DType.from_numpy(a.dtype)) for a in ins], attrs)
+    outs = op.reference([a.astype(np.float32) if a.dtype == _BF16 else a for a in ins], attrs)
+    return [np.asarray(o).astype(_BF16) if t.dtype is DType.BF16 else o for o, t in zip(outs, types)]
+
+
 def run(g: Graph, *args: np.ndarray, **kwargs: np.ndarray) -> list[np.ndarray]:
     env: dict[int, np.ndarray] = {}
 
@@ -45,7 +64,7 @@ def run(g: Graph, *args: np.ndarray, **kwargs: np.ndarray) -> list[np.ndarray]:
     for v, a in zip(g.inputs, bind_inputs(g, args, kwargs)):
         env[id(v)] = a
     for n in g.nodes:
-        outs = n.op.reference([read(v) for v in n.inputs], n.attrs)
+        outs = evaluate(n.op, [read(v) for v in n.inputs], n.attrs)
         for v, o in zip(n.outputs, outs):
             o = np.asarray(o)
             if o.shape != v.type.shape or o.dtype != v.type.dtype.numpy:

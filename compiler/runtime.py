@@ -74,6 +74,25 @@ class Signature:
         return out
 
 
+def to_container(a: np.ndarray, dt: DType) -> np.ndarray:
+    """An array of IR type `dt` as a backend holds it: a float8 / float4 as its bits in a uint8, an int4 /
+    int2 (uint4 / uint2) as its value in an int8 (uint8); every other type as it is."""
+    if dt.is_narrow_float:
+        return np.require(a, requirements="C").view(np.uint8)
+    if dt.is_int and dt.bits < 8:
+        return a.astype(np.uint8 if dt.is_unsigned else np.int8)
+    return a
+
+
+def from_container(a: np.ndarray, dt: DType) -> np.ndarray:
+    """The inverse of `to_container`: a backend's array as an array of IR type `dt`."""
+    if dt.is_narrow_float:
+        return np.require(a, requirements="C").view(dt.numpy)
+    if dt.is_int and dt.bits < 8:
+        return a.astype(dt.numpy)
+    return a
+
+
 def _to_numpy(a: Any) -> np.ndarray:
     if type(a).__module__.startswith("torch"):
         return a.detach().cpu().numpy()

@@ -4,11 +4,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 
 class DType(enum.Enum):
-    """Element type. `int4` is stored in an int8 container."""
+    """Element type. bfloat16, the float8 / float4 formats and the sub-byte integers (int4, uint4,
+    int2, uint2) are ml_dtypes' numpy types: one element per byte (bfloat16: two), so conversions
+    are exact and round as ONNX says. The float8 / float4 formats are storage types (`is_narrow_float`):
+    values are converted to and from them with `nn.cast`, never computed in."""
 
     F32 = "float32"
     F16 = "float16"
@@ -23,26 +27,44 @@ class DType(enum.Enum):
     U32 = "uint32"
     U64 = "uint64"
     BOOL = "bool"
+    BF16 = "bfloat16"
+    F8E4M3FN = "float8_e4m3fn"
+    F8E4M3FNUZ = "float8_e4m3fnuz"
+    F8E5M2 = "float8_e5m2"
+    F8E5M2FNUZ = "float8_e5m2fnuz"
+    F8E8M0 = "float8_e8m0fnu"
+    F4E2M1 = "float4_e2m1fn"
+    U4 = "uint4"
+    I2 = "int2"
+    U2 = "uint2"
 
     @property
     def numpy(self) -> np.dtype:
-        return np.dtype("int8") if self is DType.I4 else np.dtype(self.value)
+        return _NUMPY[self]
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.F32, DType.F16, DType.F64)
+        """A float type ops compute in: float16/32/64 and bfloat16 (not the float8 / float4 formats)."""
+        return self in (DType.F32, DType.F16, DType.F64, DType.BF16)
+
+    @property
+    def is_narrow_float(self) -> bool:
+        """A float8 / float4 storage format: only cast, bitcast, quantize and data movement take it."""
+        return self in _NARROW_FLOATS
 
     @property
     def is_int(self) -> bool:
-        return not self.is_float and self is not DType.BOOL
+        return self in _INTS
 
     @property
     def bits(self) -> int:
-        return {DType.I4: 4, DType.BOOL: 8}.get(self, self.numpy.itemsize * 8)
+        return _BITS.get(self, self.numpy.itemsize * 8)
 
     @property
     def mlir(self) -> str:
-        """The MLIR spelling of the element type (`f32`, `i8`, `ui8`, `i1`)."""
+        """The MLIR spelling of the element type (`f32`, `bf16`, `f8E4M3FN`, `i8`, `ui4`, `i1`)."""
+        if self in _MLIR_FLOATS:
+            return _MLIR_FLOATS[self]
         if self.is_float:
             return f"f{self.bits}"
         if self is DType.BOOL:
@@ -51,7 +73,7 @@ class DType(enum.Enum):
 
     @property
     def is_unsigned(self) -> bool:
-        return self in (DType.U8, DType.U16, DType.U32, DType.U64)
+        return self in (DType.U2, DType.U4, DType.U8, DType.U16, DType.U32, DType.U64)
 
     @classmethod
     def parse(cls, text: str) -> DType:
@@ -64,9 +86,20 @@ class DType(enum.Enum):
     def from_numpy(cls, dt: np.dtype | type) -> DType:
         name = np.dtype(dt).name
         for d in cls:
-            if d is not DType.I4 and d.value == name:
+            if d.value == name:
                 return d
         raise ValueError(f"numpy dtype {name!r} has no IR element type")
+
+
+_NARROW_FLOATS = frozenset({DType.F8E4M3FN, DType.F8E4M3FNUZ, DType.F8E5M2, DType.F8E5M2FNUZ,
+                            DType.F8E8M0, DType.F4E2M1})
+_INTS = frozenset({DType.I2, DType.U2, DType.I4, DType.U4, DType.I8, DType.U8, DType.I16, DType.U16,
+                   DType.I32, DType.U32, DType.I64, DType.U64})
+_BITS = {DType.I2: 2, DType.U2: 2, DType.I4: 4, DType.U4: 4, DType.F4E2M1: 4, DType.BOOL: 8}
+_MLIR_FLOATS = {DType.BF16: "bf16", DType.F8E4M3FN: "f8E4M3FN", DType.F8E4M3FNUZ: "f8E4M3FNUZ",
+                DType.F8E5M2: "f8E5M2", DType.F8E5M2FNUZ: "f8E5M2FNUZ", DType.F8E8M0: "f8E8M0FNU",
+                DType.F4E2M1: "f4E2M1FN"}
+_NUMPY = {d: np.dtype(getattr(ml_dtypes, d.value, None) or d.value) for d in DType}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any, Union
 import numpy as np
 
 from compiler.diagnostics import SourceLoc, Unsupported
+from compiler.interp import evaluate
 from compiler.ir import Graph, Value
 from compiler.ops.registry import OpDef
 from compiler.types import DType, TensorType
@@ -57,7 +58,7 @@ class Emitter:
         """Append `op`, or fold it with its reference when every operand is a constant."""
         if all(isinstance(x, np.ndarray) for x in operands):
             op.check_arity(len(operands))
-            outs = op.reference([np.asarray(x) for x in operands], op.complete_attrs(attrs))
+            outs = evaluate(op, operands, op.complete_attrs(attrs))
             return [np.asarray(o) for o in outs]
         values = [self.value(x) for x in operands]
         return list(self.graph.add(op, values, name=self.node_name, loc=self.loc, **attrs))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.interp import evaluate
 from compiler.ir import Graph, Node, Value
 from compiler.ops import elementwise as ew
 from compiler.ops import linalg, nn, shape
@@ -20,7 +21,7 @@ def fold_constants(g: Graph) -> Graph:
     for n in g.nodes:
         if n.inputs and all(v.is_const for v in n.inputs) and \
                 all(v.type.size <= _FOLD_LIMIT for v in n.outputs):
-            outs = n.op.reference([v.const for v in n.inputs], n.attrs)
+            outs = evaluate(n.op, [v.const for v in n.inputs], n.attrs)
             for v, arr in zip(n.outputs, outs):
                 g.replace_all_uses(v, g.const(np.asarray(arr), v.name))
         else:

@@ -209,7 +209,7 @@ class _Assigner:
                                  "axes": (1,), "steps": (1,)}
         elif node.op is shape.resize and id(node.inputs[0]) in self.blocked and \
                 tuple(node.attrs["sizes"][:2]) == node.inputs[0].type.shape[:2] and \
-                tuple(node.attrs["scales"][:2]) == (1.0, 1.0):
+                tuple(node.attrs["scales"][:2]) == (1.0, 1.0) and not node.attrs["roi"]:
             src, block = self.blocked[id(node.inputs[0])]          # per-axis: the spatial axes only
             sz, sc = node.attrs["sizes"], node.attrs["scales"]
             ins, attrs = [src], {**node.attrs, "sizes": (*src.type.shape[:2], sz[2], sz[3], block),

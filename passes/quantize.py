@@ -359,8 +359,8 @@ def integer_capable(n: Node, uses: Mapping | None = None) -> bool:
         return not (ins[0].is_const and ins[1].is_const) and all(_is_float(v) for v in ins)
     if n.op is shape.concat:
         return any(not v.is_const for v in ins)
-    if n.op is shape.resize and n.attrs["mode"] != "nearest":
-        return False                  # linear interpolation of integers would need its own rounding
+    if n.op is shape.resize and (n.attrs["mode"] != "nearest" or n.attrs["roi"]):
+        return False                  # interpolation or a crop's extrapolation value would need their own rounding
     if n.op in PASSTHROUGH:
         return not ins[0].is_const and all(_is_float(v) == (i == 0) for i, v in enumerate(ins))
     if n.op in ACTIVATIONS:

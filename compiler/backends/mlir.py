@@ -52,6 +52,16 @@ def _check_supported(g: Graph) -> None:
     if missing:
         raise Unsupported(f"{', '.join(missing)} has no lowering for 'mlir'",
                           SourceLoc(g.source), hint="use --backend tvm, or report the missing op")
+    for n in g.walk():
+        for v in (*n.inputs, *n.outputs):
+            if v.type.dtype not in MLIR_DTYPES:
+                raise Unsupported(f"the mlir backend has no {v.type.dtype.value} tensors ({n.op.name})",
+                                  n.loc or SourceLoc(g.source, n.name, n.op.name), hint="use --backend tvm")
+
+
+# the element types the lowerings handle (int4 lives in i8); not bfloat16, float8 / float4, uint4, int2
+MLIR_DTYPES = frozenset({DType.F32, DType.F16, DType.F64, DType.I4, DType.I8, DType.U8, DType.I16, DType.U16,
+                         DType.I32, DType.U32, DType.I64, DType.U64, DType.BOOL})
 
 
 def _abi_type(dt: DType):
@@ -228,6 +238,7 @@ class MLIRExecutable:
         args = []
         for x in inputs:
             x = np.ascontiguousarray(x)
+            x = x.astype(np.int8) if x.dtype == DType.I4.numpy else x     # int4 lives in i8
             args.append(x.view(f"int{x.dtype.itemsize * 8}") if x.dtype.kind == "u" else x)
         res = fn(*args)
         if not isinstance(res, (tuple, list)):
@@ -235,7 +246,9 @@ class MLIRExecutable:
         outs = []
         for r, dt in zip(res, self._out_dtypes):
             a = np.asarray(r.to_host() if hasattr(r, "to_host") else r)
-            if dt.is_unsigned:
+            if dt is DType.I4:
+                a = a.astype(dt.numpy)
+            elif dt.is_unsigned:
                 a = a.view(dt.numpy)
             elif dt is DType.BOOL:
                 a = a.astype(np.bool_)

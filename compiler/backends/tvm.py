@@ -26,13 +26,17 @@ from tvm import relax
 
 import compiler.backends.tvm_fused  # noqa: F401  (registers the kernel-level IR's lowerings)
 from compiler.backends.tvm_lower import LOWERINGS, LowerCtx, lowers
+from compiler.backends.tvm_lower.dtypes import check_byte_types, is_byte_carried, widen_bf16
 from compiler.backends.tvm_lower.registry import first_lines, lower_nodes, read, tvm_dtype
 from compiler.backends.tvm_lower.schedule import schedule_module
-from compiler.backends.tvm_memory import tvm_planner_bytes
+from compiler.backends.tvm_arena import Arena, place_in_arena
+from compiler.backends.tvm_memory import kernel_workspace_bytes, tvm_planner_bytes
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
 from compiler.ir import Graph
 from compiler.ops.registry import OpDef
+from compiler.runtime import from_container, to_container
 from compiler.target import Target
+from compiler.types import DType
 
 os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
@@ -53,6 +57,7 @@ def _check_supported(g: Graph) -> None:
     if missing:
         raise Unsupported(f"{', '.join(missing)} has no lowering for 'tvm'",
                           SourceLoc(g.source), hint="use another backend or report the missing op")
+    check_byte_types(g)
 
 
 def c_identifier(name: str) -> str:
@@ -65,6 +70,7 @@ def c_identifier(name: str) -> str:
 def lower_to_relax(g: Graph, target: Target, symbols: dict | None = None) -> tvm.IRModule:
     """The graph as a Relax module: `main(*inputs) -> tuple(outputs)`, constants embedded.
     `symbols`, when given, receives our kernels' symbols -> the top-level nodes that call them."""
+    g = widen_bf16(g)
     _check_supported(g)
     bb = relax.BlockBuilder()
     params = [relax.Var(c_identifier(v.name), relax.TensorType(v.type.shape, tvm_dtype(v.type.dtype)))
@@ -112,13 +118,18 @@ class TVMExecutable:
 
     def __init__(self, module: tvm.runtime.Module, g: Graph | None, target: Target,
                  relax_text: str | None = None, tir_text: str | None = None,
-                 executable=None, library: bytes | None = None):
+                 executable=None, library: bytes | None = None,
+                 io_dtypes: tuple[list[DType], list[DType]] | None = None):
         self._module, self._graph, self._target = module, g, target
+        # the IR element types of the inputs and outputs: what `run` converts to and from containers
+        self._io = io_dtypes or (([v.type.dtype for v in g.inputs], [v.type.dtype for v in g.outputs])
+                                 if g is not None else None)
         self._relax_text, self._tir_text = relax_text, tir_text
         self._executable = executable
         self._library = library
         self._vm = relax.VirtualMachine(module, tvm.cpu())
         self._main = self._vm["main"]
+        self.arena = _arena_of(self._vm)
         self._staging: list | None = None
         self._lock = threading.Lock()
         self.memory_report: dict[str, int] = {}     # what the build learned of memory (tvm_memory)
@@ -131,17 +142,31 @@ class TVMExecutable:
             tvm.get_global_func("runtime.config_threadpool")(1, n)
             _current_threads[0] = n
 
+    def _containers(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The inputs as TVM holds them (float8 / float4 as bytes, int4 / int2 widened: to_container)."""
+        if self._io is None:
+            return list(inputs)
+        return [to_container(np.asarray(x), dt) for x, dt in zip(inputs, self._io[0])]
+
+    def _results(self, outs) -> list[np.ndarray]:
+        """The VM's outputs as numpy arrays of their IR types (from_container)."""
+        arrays = [o.numpy() for o in outs]
+        if self._io is None:
+            return arrays
+        return [from_container(a, dt) for a, dt in zip(arrays, self._io[1])]
+
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Inputs are copied into staging tensors allocated once (a fresh tvm tensor per call
         costs ~3x the copy); the lock keeps concurrent callers from sharing them."""
+        inputs = self._containers(inputs)
         with self._lock:
             self._set_threads()
             if self._staging is None:
                 self._staging = [tvm.runtime.empty(x.shape, x.dtype, tvm.cpu()) for x in inputs]
             for t, x in zip(self._staging, inputs):
                 t.copyfrom(np.require(x, requirements="C"))
-            outs = self._main(*self._staging)
-            return [o.numpy() for o in outs]
+            outs = self._main(*self._staging, *self.arena.tensors)
+            return self._results(outs)
 
     def profile(self, inputs: Sequence[np.ndarray], runs: int = 5) -> tuple[float, list[tuple[str, int, float]]]:
         """(wall ms per run, [(kernel, calls per run, ms per run)] slowest first): every VM call
@@ -151,7 +176,8 @@ class TVMExecutable:
         with self._lock:
             self._set_threads()
             vm = relax.VirtualMachine(self._module, tvm.cpu())
-            args = [tvm.runtime.tensor(np.require(x, requirements="C")) for x in inputs]
+            args = [tvm.runtime.tensor(np.require(x, requirements="C"))
+                    for x in self._containers(inputs)] + self.arena.tensors
             vm["main"](*args)
             total: dict[str, float] = defaultdict(float)
             calls: dict[str, int] = defaultdict(int)
@@ -197,6 +223,15 @@ class TVMExecutable:
             raise Unsupported(f"--emit {kind} needs --target cuda")
         raise Unsupported(f"--emit {kind} is not available for tvm; choose one of "
                           f"{', '.join(TVMBackend.EMIT_KINDS)}")
+
+
+def _arena_of(vm: relax.VirtualMachine) -> Arena:
+    """The arena `main` takes after its inputs (tvm_arena), from the module's own layout table."""
+    try:
+        layout = vm["arena_layout"]
+    except (AttributeError, RuntimeError, ValueError):
+        return Arena(np.zeros((0, 11), np.int64))
+    return Arena(layout().numpy())
 
 
 def export_library_bytes(executable) -> bytes:
@@ -247,6 +282,16 @@ def _asm_of(module: tvm.runtime.Module) -> str:
     return "\n".join(texts)
 
 
+def _executable_memory(plan, arena: Arena) -> dict:
+    """What the executable allocates for its intermediates: its arena, planned by our planner over the
+    kernel outputs of the compiled program (tvm_arena); workspace_bytes (added by the caller) is the
+    largest kernel's own scratch (tvm_memory.kernel_workspace_bytes)."""
+    if plan is None:
+        return {"arena_bytes": 0, "buffers": 0}
+    return {"arena_bytes": arena.nbytes, "lower_bound_bytes": plan.lower_bound_bytes, "buffers": len(plan.buffers),
+            "planner": plan.planner, "optimal": plan.optimal}
+
+
 class TVMBackend:
     name = "tvm"
     EMIT_KINDS = ("relax", "tir", "asm", "cuda", "ptx")     # cuda, ptx: --target cuda
@@ -257,6 +302,10 @@ class TVMBackend:
     def build(self, g: Graph, target: Target) -> TVMExecutable:
         if target.kind == "cuda":
             from compiler.backends import tvm_cuda
+            carried = sorted({v.type.dtype.value for v in (*g.inputs, *g.outputs) if is_byte_carried(v.type.dtype)})
+            if carried:
+                raise Unsupported(f"tvm on cuda: {', '.join(carried)} inputs or outputs (carried as bytes, which "
+                                  "only the CPU executable converts)", SourceLoc(g.source))
             return tvm_cuda.build(g, target)
         tt = tvm_target(target)
         symbols: dict[str, list] = {}
@@ -265,9 +314,12 @@ class TVMBackend:
         mod = _run_tvm("optimize the relax module", optimize, mod, tt, target.cpu)
         tir_text = mod.script()
         relax_bytes = _run_tvm("plan memory as Relax does", tvm_planner_bytes, mod, tt)
+        workspace = max(kernel_workspace_bytes(mod).values(), default=0)
+        mod, plan = _run_tvm("place the intermediates in the arena", place_in_arena, mod, tt)
         ex = _run_tvm("compile for llvm", tvm.compile, mod, target=tt)
         exe = TVMExecutable(ex.mod, g, target, relax_text, tir_text, executable=ex)
-        exe.memory_report = {"tvm_planner_bytes": relax_bytes}
+        exe.memory_report = {"tvm_planner_bytes": relax_bytes,
+                             "executable": {**_executable_memory(plan, exe.arena), "workspace_bytes": workspace}}
         exe.kernel_nodes = symbols
         return exe
 
@@ -283,7 +335,9 @@ class TVMBackend:
                 f.write(library)
             with _captured_stderr():           # TVM logs a 'Scope Loaded' warning per constant
                 module = _run_tvm("load the library", tvm.runtime.load_module, path)
-        return TVMExecutable(module, None, target, library=library)
+        io = None if signature is None else \
+            ([t.dtype for _, t in signature.inputs], [t.dtype for _, t in signature.outputs])
+        return TVMExecutable(module, None, target, library=library, io_dtypes=io)
 
 
 BACKEND = TVMBackend()

@@ -1,5 +1,6 @@
 """The op set. Importing this package registers every op; `OPS` maps names to OpDefs."""
 from compiler.ops import (  # noqa: F401  (registration)
+    bitcast,
     bitwise,
     elementwise,
     indexing,
@@ -13,6 +14,7 @@ from compiler.ops import (  # noqa: F401  (registration)
     quant,
     recurrent,
     reduce,
+    sampling,
     shape,
     unary_math,
 )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 from scipy import special
 
@@ -70,21 +71,55 @@ def _not_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]
 logical_not = define("nn.not", "Logical negation.", _not_infer, lambda ins, a: [np.logical_not(ins[0])])
 
 
+ROUND_MODES = ("up", "down", "nearest")
+
+
 def _cast_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    if attrs["round_mode"] not in ROUND_MODES:
+        raise TypeRuleError(f"cast round_mode must be one of {ROUND_MODES}, got {attrs['round_mode']!r}")
     return [TensorType(ins[0].shape, attrs["to"])]
+
+
+def e8m0_values(x: np.ndarray, saturate: bool, round_mode: str) -> np.ndarray:
+    """float8_e8m0fnu(x) as ONNX Cast-24 defines it: the float32 exponent field, rounded up / down /
+    to nearest by the mantissa (`nearest`: onnx.numpy_helper.to_float8e8m0's rule); inf and NaN give
+    NaN (0xFF); `saturate` keeps a round-up from 0xFE to 0xFF."""
+    bits = np.asarray(x, np.float32).view(np.uint32)
+    exp = ((bits >> 23) & 0xFF).astype(np.int32)
+    frac = bits & 0x7FFFFF
+    if round_mode == "up":
+        up = frac > 0
+    elif round_mode == "nearest":
+        up = ((bits & 0x400000) > 0) & (((bits & 0x3FFFFF) > 0) | (exp > 0))
+    else:
+        up = np.zeros(bits.shape, bool)
+    if saturate:
+        up &= exp != 0xFE
+    code = np.where(exp == 0xFF, 0xFF, np.minimum(exp + up, 0xFF))
+    return code.astype(np.uint8).view(DType.F8E8M0.numpy)
 
 
 def _cast_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
     x, to = ins[0], a["to"]
     if to is DType.BOOL:
         return [x != 0]
+    if to is DType.F8E8M0:
+        return [e8m0_values(x, a["saturate"], a["round_mode"])]
+    if to.is_narrow_float and to is not DType.F4E2M1 and a["saturate"]:
+        info = ml_dtypes.finfo(to.numpy)
+        x = np.clip(x.astype(np.float32) if x.dtype.itemsize < 4 else x, float(info.min), float(info.max))
     if to.is_int and np.issubdtype(x.dtype, np.floating):
         x = np.trunc(x)
-    return [x.astype(to.numpy)]
+    with np.errstate(over="ignore", invalid="ignore"):     # overflow and NaN have defined results
+        return [x.astype(to.numpy)]
 
 
-cast = define("nn.cast", "Convert the element type; float -> int truncates toward zero.",
-              _cast_infer, _cast_ref, 1, to=Attr("dtype"))
+cast = define("nn.cast", "Convert the element type; float -> int truncates toward zero (a sub-byte int: "
+              "0 when out of range, as ml_dtypes); to a float8 type `saturate` clamps to the largest finite "
+              "value (else overflow gives inf or NaN); to float8_e8m0fnu `round_mode` (up, down, nearest) "
+              "rounds the exponent.",
+              _cast_infer, _cast_ref, 1, to=Attr("dtype"), saturate=Attr("bool", True),
+              round_mode=Attr("str", "up"))
 
 
 # -- binary -------------------------------------------------------------------
@@ -138,6 +173,23 @@ less = _binary("less", "x < y.", np.less, _compare_infer)
 greater = _binary("greater", "x > y.", np.greater, _compare_infer)
 logical_and = _binary("and", "x and y.", np.logical_and, _logic_infer)
 logical_or = _binary("or", "x or y.", np.logical_or, _logic_infer)
+
+
+def _mod_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    if same_dtype(ins) is DType.BOOL:
+        raise TypeRuleError("mod needs numeric operands, got bool")
+    return _arith_infer(ins, attrs)
+
+
+def _mod_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return [as_dtype((np.fmod if a["fmod"] else np.mod)(ins[0], ins[1]), ins[0])]
+
+
+mod = define("nn.mod", "x mod y, broadcasting. fmod: C's fmod, the remainder of the division truncated "
+             "toward zero (its sign is x's); else Python's, of the floored division (its sign is y's, a zero "
+             "result takes y's sign too). Integer x mod 0 is 0; float x mod 0 is NaN.",
+             _mod_infer, _mod_ref, 2, fmod=Attr("bool", False))
 
 
 def _where_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:

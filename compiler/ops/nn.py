@@ -101,7 +101,8 @@ def _softmax_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorT
 def _softmax_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
     x = ins[0]
     e = np.exp(x - x.max(axis=a["axis"], keepdims=True))
-    return [(e / e.sum(axis=a["axis"], keepdims=True)).astype(x.dtype)]
+    total = e.sum(axis=a["axis"], keepdims=True, dtype=np.promote_types(e.dtype, np.float32)).astype(e.dtype)
+    return [(e / total).astype(x.dtype)]
 
 
 def _log_softmax_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:

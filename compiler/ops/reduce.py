@@ -1,4 +1,4 @@
-"""Reductions along axes, arg-reductions, cumulative sum and top-k."""
+"""Reductions along axes, arg-reductions, cumulative sums and products, and top-k."""
 from __future__ import annotations
 
 from typing import Any
@@ -73,21 +73,27 @@ argmax = define("nn.argmax", "Index of the maximum along axis (first, or last if
                 select_last_index=Attr("bool", False))
 
 
-def _cumsum_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
-    x, axis = ins[0], norm_axis(a["axis"], ins[0].ndim)
-    if a["reverse"]:
-        x = np.flip(x, axis)
-    y = np.cumsum(x, axis=axis, dtype=x.dtype)
-    if a["exclusive"]:
-        y = np.concatenate([np.zeros_like(np.take(y, [0], axis)), np.delete(y, -1, axis)], axis)
-    if a["reverse"]:
-        y = np.flip(y, axis)
-    return [np.ascontiguousarray(y)]
+def _cumulative(name: str, doc: str, scan, identity: int):
+    """A running `scan` (np.cumsum, np.cumprod) along axis, in the element type. exclusive shifts it by
+    one (the first element is `identity`), reverse runs it from the end (as ONNX CumSum / CumProd)."""
+    def ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+        x, axis = ins[0], norm_axis(a["axis"], ins[0].ndim)
+        if a["reverse"]:
+            x = np.flip(x, axis)
+        y = scan(x, axis=axis, dtype=x.dtype)
+        if a["exclusive"] and y.shape[axis]:
+            first = np.full_like(np.take(y, [0], axis), identity)
+            y = np.concatenate([first, np.delete(y, -1, axis)], axis)
+        if a["reverse"]:
+            y = np.flip(y, axis)
+        return [np.ascontiguousarray(y)]
+    return define(f"nn.{name}", doc + " exclusive/reverse as in ONNX.",
+                  lambda ins, a: (norm_axis(a["axis"], ins[0].rank), [ins[0]])[1], ref, 1,
+                  axis=Attr("int"), exclusive=Attr("bool", False), reverse=Attr("bool", False))
 
 
-cumsum = define("nn.cumsum", "Cumulative sum along axis (exclusive/reverse as in ONNX CumSum).",
-                lambda ins, a: (norm_axis(a["axis"], ins[0].rank), [ins[0]])[1], _cumsum_ref, 1,
-                axis=Attr("int"), exclusive=Attr("bool", False), reverse=Attr("bool", False))
+cumsum = _cumulative("cumsum", "Cumulative sum along axis (ONNX CumSum);", np.cumsum, 0)
+cumprod = _cumulative("cumprod", "Cumulative product along axis (ONNX CumProd);", np.cumprod, 1)
 
 
 def _topk_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:

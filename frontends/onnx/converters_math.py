@@ -13,7 +13,7 @@ from compiler.ops import shape as shape_ops
 from compiler.ops import unary_math as um
 from compiler.ops.registry import OpDef
 from compiler.types import DType
-from frontends.onnx.context import ConvertContext, Converter, Operand, onnx_dtype_name, to_ir_dtype
+from frontends.onnx.context import ONNX_DTYPES, ConvertContext, Converter, Operand, onnx_dtype_name, to_ir_dtype
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -118,6 +118,11 @@ def _convert_gelu(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
 
 
 def _cast_to(ctx: ConvertContext, x: Operand, elem_type: int) -> Operand:
+    """Cast / CastLike to `elem_type`; `saturate` (float8 targets) and `round_mode` (float8e8m0) go to
+    nn.cast. A constant cast to a type the IR lacks is done here with numpy."""
+    if elem_type in ONNX_DTYPES:
+        return ctx.emit(ew.cast, [x], to=ONNX_DTYPES[elem_type], saturate=bool(ctx.attr("saturate", 1)),
+                        round_mode=ctx.attr("round_mode", "up"))
     if isinstance(x, np.ndarray) and elem_type != onnx.TensorProto.STRING:
         try:
             np_type = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
@@ -145,13 +150,14 @@ def _convert_identity(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
     return ctx.emit(ew.identity, [ctx.input(0)])
 
 
-def _convert_dropout(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
-    if ctx.output_used(1):
-        raise ctx.unsupported("the mask output is not supported (inference only)")
+def _convert_dropout(ctx: ConvertContext, node: onnx.NodeProto) -> list[Operand]:
+    """Inference: y = x and an all-true mask (Dropout-7's mask: ones in the type of x)."""
     training = ctx.const_input(2, "training_mode") if ctx.opset >= 12 else None
     if training is not None and bool(training.reshape(-1)[0]):
         raise ctx.unsupported("training_mode=True is not supported (inference only)")
-    return ctx.emit(ew.identity, [ctx.input(0)])
+    x = ctx.input(0)
+    mask = np.ones(ctx.shape(x), bool if ctx.opset >= 10 else ctx.np_dtype(x))
+    return [ctx.emit(ew.identity, [x]), ctx.const(mask)]
 
 
 def _convert_where(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
@@ -186,12 +192,8 @@ def _convert_xor(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
 
 
 def _convert_mod(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
-    """Fold-only: exporters use Mod in shape arithmetic, which always folds here."""
-    a, b = ctx.input(0), ctx.input(1)
-    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
-        raise ctx.unsupported("only constant operands are supported (the IR has no mod op)")
-    fn = np.fmod if ctx.attr("fmod", 0) else np.mod
-    return np.asarray(fn(a, b)).astype(a.dtype)
+    """fmod=1: C fmod (the sign of the dividend); fmod=0: the sign of the divisor, as Python's %."""
+    return ctx.emit(ew.mod, [ctx.input(0), ctx.input(1)], fmod=bool(ctx.attr("fmod", 0)))
 
 
 _UNARY: dict[str, OpDef] = {

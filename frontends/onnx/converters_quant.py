@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import ml_dtypes
 import numpy as np
 import onnx
 
@@ -26,13 +27,19 @@ from frontends.onnx.converters_nn import conv_attrs
 
 
 # -- the two primitives ----------------------------------------------------------------------
+# q.quantize / q.dequantize carry the int8 / uint8 / int16 (and int4) grids passes/qdq.py turns into
+# integer code; every other quantization (uint16, uint4, int2, uint2, float8, float4, blocked grids,
+# run-time scales) is imported as the float ops ONNX's formula is made of.
+Q_OP_TYPES = (DType.I8, DType.U8, DType.I16, DType.I4)
+QUANT_TYPES = (DType.I8, DType.U8, DType.I16, DType.U16, DType.I4, DType.U4, DType.I2, DType.U2,
+               DType.F8E4M3FN, DType.F8E4M3FNUZ, DType.F8E5M2, DType.F8E5M2FNUZ, DType.F4E2M1)
+
+
 def _grid(ctx: ConvertContext, scale_at: int, zp_at: int, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     """The constant scale and zero point operands (the zero point may be absent)."""
     scale = ctx.const_input(scale_at, f"{what} scale")
     if scale is None:
         raise ctx.invalid(f"{what} scale is missing")
-    if ctx.attr("block_size", 0):
-        raise ctx.unsupported("blocked quantization (block_size > 0)")
     return np.asarray(scale), ctx.const_input(zp_at, f"{what} zero point")
 
 
@@ -41,75 +48,163 @@ def _axis_of(ctx: ConvertContext, rank: int, size: int, default: int) -> int:
     return int(ctx.attr("axis", default)) % max(rank, 1) if size > 1 else 1
 
 
-def dequantize(ctx: ConvertContext, x: Operand, scale: np.ndarray, zp: np.ndarray | None,
-               axis: int) -> Operand:
-    """(x - zp) * scale as a q.dequantize node, also for a constant x: the integer weights and their
-    grid stay visible to passes/qdq.py (fold_constants folds the node in an ordinary compile)."""
-    if scale.ndim > 1 or (zp is not None and zp.ndim > 1):
-        raise ctx.unsupported("blocked quantization (a scale of rank > 1)")
+def _size(ctx: ConvertContext, a: Operand) -> int:
+    return int(np.prod(ctx.shape(a), dtype=np.int64))
+
+
+def _ir_dtype(ctx: ConvertContext, a: Operand) -> DType:
+    try:
+        return DType.from_numpy(ctx.np_dtype(a))
+    except ValueError:
+        raise ctx.unsupported(f"element type {ctx.np_dtype(a)} is not supported") from None
+
+
+def _is_vector(a: Operand | None) -> bool:
+    """A constant per-tensor or per-axis grid (what q.quantize / q.dequantize take), or no zero point."""
+    return a is None or (isinstance(a, np.ndarray) and a.ndim <= 1)
+
+
+def _along(ctx: ConvertContext, a: Operand, axis: int, rank: int) -> Operand:
+    """A scale or zero point shaped to broadcast against the rank-`rank` input: one value as a scalar,
+    a vector along `axis`, a blocked grid (already x's shape) as it is."""
+    shape = ctx.shape(a)
+    if len(shape) > 1:
+        return a
+    target: tuple[int, ...] = ()
+    if _size(ctx, a) > 1:
+        target = tuple(-1 if i == axis else 1 for i in range(rank))
+        target = tuple(_size(ctx, a) if d < 0 else d for d in target)
+    if shape == target:
+        return a
+    return ctx.emit(shape_ops.reshape, [a], shape=target)
+
+
+def _as(ctx: ConvertContext, a: Operand, dtype: DType) -> Operand:
+    """`a` in `dtype` (a constant converted here, a run-time value through nn.cast)."""
+    if ctx.np_dtype(a) == dtype.numpy:
+        return a
+    return ctx.emit(ew.cast, [a], to=dtype)
+
+
+def expand_blocks(ctx: ConvertContext, a: np.ndarray | None, shape: tuple[int, ...], axis: int,
+                  block: int) -> np.ndarray | None:
+    """A blocked grid (block_size > 0) at x's shape: each scale or zero point repeated `block` times
+    along `axis`, the last block cut to x's extent (onnx.reference's reshape_input)."""
+    if a is None:
+        return None
+    blocks = a.shape[axis] if a.ndim == len(shape) else 0
+    if a.shape[:axis] + a.shape[axis + 1:] != tuple(shape[:axis]) + tuple(shape[axis + 1:]) or \
+            not (blocks - 1) * block < shape[axis] <= blocks * block:
+        raise ctx.invalid(f"block_size {block} does not fit a grid of shape {list(a.shape)} to an input of "
+                          f"shape {list(shape)} along axis {axis}")
+    return np.repeat(a, block, axis=axis).take(range(shape[axis]), axis=axis)
+
+
+def dequantize(ctx: ConvertContext, x: Operand, scale: Operand, zp: Operand | None, axis: int) -> Operand:
+    """(x - zp) * scale: a q.dequantize node for an int8 / uint8 / int16 / int4 / int32 x with a constant
+    per-tensor or per-axis grid, also for a constant x (the integer weights and their grid stay visible to
+    passes/qdq.py; fold_constants folds the node in an ordinary compile); float ops otherwise. A float8 /
+    float4 x ignores its zero point, as onnx.reference does (it must be 0)."""
+    xdt = _ir_dtype(ctx, x)
+    if xdt in (*quant.ACTIVATION_TYPES, DType.I32) and _is_vector(scale) and _is_vector(zp):
+        y = _dequantize_node(ctx, x, scale, zp, axis)
+    elif xdt.is_int or xdt.is_narrow_float:
+        rank = ctx.rank(x)
+        y = _as(ctx, x, DType.F32)
+        if zp is not None and xdt.is_int:
+            y = ctx.emit(ew.sub, [y, _as(ctx, _along(ctx, zp, axis, rank), DType.F32)])
+        y = ctx.emit(ew.mul, [y, _as(ctx, _along(ctx, scale, axis, rank), DType.F32)])
+    else:
+        raise ctx.unsupported(f"dequantizing {xdt.value} (supported: {', '.join(d.value for d in QUANT_TYPES)}, "
+                              "int32)")
+    out = int(ctx.attr("output_dtype", 0)) if ctx.node.op_type == "DequantizeLinear" else 0
+    dt = to_ir_dtype(out, "output_dtype", ctx.loc) if out else _ir_dtype(ctx, scale)   # (23) or the scale's
+    return _as(ctx, y, dt)
+
+
+def _dequantize_node(ctx: ConvertContext, x: Operand, scale: np.ndarray, zp: np.ndarray | None,
+                     axis: int) -> Operand:
+    """q.dequantize(x) with a constant per-tensor or per-axis grid (float32)."""
     scales = tuple(float(s) for s in scale.reshape(-1))
     zps = tuple(int(z) for z in zp.reshape(-1)) if zp is not None else (0,) * len(scales)
     if len(zps) != len(scales):
         raise ctx.invalid(f"{len(scales)} scales but {len(zps)} zero points")
     attrs = dict(scale=scales, zero_point=zps, axis=axis)
     if isinstance(x, np.ndarray):
-        y = ctx.graph.add1(quant.dequantize, [ctx.value(x, ctx.node_name + "_int")],
-                           name=ctx.node_name, loc=ctx.loc, **quant.dequantize.complete_attrs(attrs))
-    else:
-        y = ctx.emit(quant.dequantize, [x], **attrs)
-    out = int(ctx.attr("output_dtype", 0)) if ctx.node.op_type == "DequantizeLinear" else 0
-    if out or scale.dtype == np.float16:    # the output has the scale's type, or output_dtype (23)
-        dt = to_ir_dtype(out, "output_dtype", ctx.loc) if out else DType.F16
-        y = ctx.emit(ew.cast, [y], to=dt) if dt is not DType.F32 else y
-    return y
+        return ctx.graph.add1(quant.dequantize, [ctx.value(x, ctx.node_name + "_int")],
+                              name=ctx.node_name, loc=ctx.loc, **quant.dequantize.complete_attrs(attrs))
+    return ctx.emit(quant.dequantize, [x], **attrs)
 
 
-def quantize(ctx: ConvertContext, x: Operand, scale: np.ndarray, zp: np.ndarray | None, axis: int,
-             dtype: DType) -> Operand:
-    """saturate(round(x / scale) + zp) in `dtype`: one q.quantize per tensor, or the same formula
-    in float ops per axis (q.quantize takes one scale)."""
-    if dtype not in INT_RANGE or dtype is DType.I32:
-        raise ctx.unsupported(f"quantizing to {dtype.value} (supported: int8, uint8, int16)")
-    lo, hi = INT_RANGE[dtype]
-    if ctx.np_dtype(x) != np.float32:
-        x = ctx.emit(ew.cast, [x], to=DType.F32)
-    scales = scale.astype(np.float32).reshape(-1)
-    zps = zp.astype(np.int64).reshape(-1) if zp is not None else np.zeros(scales.size, np.int64)
-    if scales.size == 1 and zps.size == 1:
-        return ctx.emit(quant.quantize, [x], scale=float(scales[0]), zero_point=int(zps[0]),
-                        dtype=dtype, qmin=lo, qmax=hi)
-    shape = [1] * ctx.rank(x)
-    shape[axis] = scales.size
-    q = ctx.emit(um.round_, [ctx.emit(ew.div, [x, scales.reshape(shape)])])
-    q = ctx.emit(ew.add, [q, zps.astype(np.float32).reshape(shape)])
-    return ctx.emit(ew.cast, [ctx.emit(ew.clip, [q], min=float(lo), max=float(hi))], to=dtype)
+def quantize(ctx: ConvertContext, x: Operand, scale: Operand, zp: Operand | None, axis: int,
+             dtype: DType, saturate: bool = True, precision: DType | None = None) -> Operand:
+    """saturate(round(x / scale) + zp) in `dtype`: one q.quantize for an int8 / uint8 / int16 / int4
+    result on a constant per-tensor grid, the same formula in float ops otherwise. x / scale is
+    computed in `precision`, by default in numpy's promotion of their types (onnx.reference). A float8
+    result is nn.cast(x / scale, saturate) (its zero point is ignored: it must be 0), a float4 one
+    nn.cast(x / scale + zp)."""
+    if dtype not in QUANT_TYPES:
+        raise ctx.unsupported(f"quantizing to {dtype.value} (supported: {', '.join(d.value for d in QUANT_TYPES)})")
+    div_dt = precision or DType.from_numpy(np.result_type(ctx.np_dtype(x), ctx.np_dtype(scale)))
+    if not div_dt.is_float:
+        raise ctx.unsupported(f"x / scale in {div_dt.value}")
+    x = _as(ctx, x, div_dt)
+    per_tensor = _is_vector(scale) and _size(ctx, scale) == 1 and (zp is None or _size(ctx, zp) == 1)
+    if dtype in Q_OP_TYPES and div_dt is DType.F32 and per_tensor and _is_vector(zp):
+        lo, hi = INT_RANGE[dtype]
+        return ctx.emit(quant.quantize, [x], scale=float(np.float32(scale.reshape(-1)[0])),
+                        zero_point=int(zp.reshape(-1)[0]) if zp is not None else 0, dtype=dtype, qmin=lo, qmax=hi)
+    rank = ctx.rank(x)
+    q = ctx.emit(ew.div, [x, _as(ctx, _along(ctx, scale, axis, rank), div_dt)])
+    if dtype.is_narrow_float:
+        if dtype is DType.F4E2M1 and zp is not None:
+            q = ctx.emit(ew.add, [q, _as(ctx, _along(ctx, zp, axis, rank), div_dt)])
+        return ctx.emit(ew.cast, [q], to=dtype, saturate=saturate)
+    if div_dt not in (DType.F32, DType.F64):
+        q = _as(ctx, q, DType.F32)         # exact: rounds as in div_dt
+    q = ctx.emit(um.round_, [q])
+    if zp is not None:
+        q = ctx.emit(ew.add, [q, _as(ctx, _along(ctx, zp, axis, rank), _ir_dtype(ctx, q))])
+    info = ml_dtypes.iinfo(dtype.numpy)
+    return ctx.emit(ew.cast, [ctx.emit(ew.clip, [q], min=float(info.min), max=float(info.max))], to=dtype)
 
 
-def _out_dtype(ctx: ConvertContext, zp: np.ndarray | None) -> DType:
+def _out_dtype(ctx: ConvertContext, zp: Operand | None) -> DType:
     """The quantized type: the zero point's, else output_dtype (opset 21), else uint8."""
     if zp is not None:
-        try:
-            return DType.from_numpy(zp.dtype)
-        except ValueError:
-            raise ctx.unsupported(f"a {zp.dtype} zero point (supported: int8, uint8, int16)") from None
+        return _ir_dtype(ctx, zp)
     if ctx.attr("output_dtype", 0):
         return to_ir_dtype(int(ctx.attr("output_dtype")), "output_dtype", ctx.loc)
     return DType.U8
 
 
 # -- QDQ --------------------------------------------------------------------------------------
+def _qdq_grid(ctx: ConvertContext, x: Operand) -> tuple[Operand, Operand | None, int]:
+    """QuantizeLinear / DequantizeLinear's scale and zero point (inputs 1 and 2, constants or run-time
+    values) and the normalized axis; a blocked grid (block_size > 0) is expanded to x's shape."""
+    block = int(ctx.attr("block_size", 0))
+    if block:
+        axis = int(ctx.attr("axis", 1)) % max(ctx.rank(x), 1)
+        return (expand_blocks(ctx, ctx.const_input(1, "a blocked scale"), ctx.shape(x), axis, block),
+                expand_blocks(ctx, ctx.const_input(2, "a blocked zero point"), ctx.shape(x), axis, block), axis)
+    scale, zp = ctx.input(1), ctx.optional_input(2)
+    if len(ctx.shape(scale)) > 1 or (zp is not None and len(ctx.shape(zp)) > 1):
+        raise ctx.invalid("a scale or zero point of rank > 1 needs block_size > 0")
+    return scale, zp, _axis_of(ctx, ctx.rank(x), _size(ctx, scale), 1)
+
+
 def _convert_quantize_linear(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
     x = ctx.input(0)
-    if int(ctx.attr("precision", 0)) not in (0, onnx.TensorProto.FLOAT):
-        raise ctx.unsupported("precision other than float32")
-    scale, zp = _grid(ctx, 1, 2, "QuantizeLinear")
-    return quantize(ctx, x, scale, zp, _axis_of(ctx, ctx.rank(x), scale.size, 1), _out_dtype(ctx, zp))
+    precision = int(ctx.attr("precision", 0))
+    scale, zp, axis = _qdq_grid(ctx, x)
+    return quantize(ctx, x, scale, zp, axis, _out_dtype(ctx, zp), bool(ctx.attr("saturate", 1)),
+                    to_ir_dtype(precision, "precision", ctx.loc) if precision else None)
 
 
 def _convert_dequantize_linear(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
     x = ctx.input(0)
-    scale, zp = _grid(ctx, 1, 2, "DequantizeLinear")
-    return dequantize(ctx, x, scale, zp, _axis_of(ctx, ctx.rank(x), scale.size, 1))
+    scale, zp, axis = _qdq_grid(ctx, x)
+    return dequantize(ctx, x, scale, zp, axis)
 
 
 # -- QOperator: DQ -> float op -> Q ------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Converters for ONNX reductions (axes as attribute or input, normalized to explicit
-non-negative lists), ArgMax/ArgMin, CumSum and TopK."""
+non-negative lists), ArgMax/ArgMin, CumSum/CumProd and TopK."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -79,11 +79,14 @@ def _convert_argmin(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
     return _convert_argmax(ctx, node, negate=True)
 
 
-def _convert_cumsum(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
-    x = ctx.input(0)
-    axis = ctx.const_input(1, "CumSum axis")
-    return ctx.emit(reduce.cumsum, [x], axis=int(axis.reshape(-1)[0]) % ctx.rank(x),
-                    exclusive=bool(ctx.attr("exclusive", 0)), reverse=bool(ctx.attr("reverse", 0)))
+def _cumulative(op: OpDef) -> Callable:
+    """CumSum / CumProd: the axis input must be a constant."""
+    def convert(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
+        x = ctx.input(0)
+        axis = ctx.const_input(1, f"{node.op_type} axis")
+        return ctx.emit(op, [x], axis=int(axis.reshape(-1)[0]) % ctx.rank(x),
+                        exclusive=bool(ctx.attr("exclusive", 0)), reverse=bool(ctx.attr("reverse", 0)))
+    return convert
 
 
 def _convert_topk(ctx: ConvertContext, node: onnx.NodeProto) -> list[Operand]:
@@ -107,5 +110,6 @@ CONVERTERS: dict[str, Callable] = {
     "ReduceLogSum": _reduce(reduce.reduce_sum, post=ew.log),
     "ReduceLogSumExp": _convert_reduce_log_sum_exp,
     "ArgMax": _convert_argmax, "ArgMin": _convert_argmin,
-    "CumSum": _convert_cumsum, "TopK": _convert_topk,
+    "CumSum": _cumulative(reduce.cumsum), "CumProd": _cumulative(reduce.cumprod),
+    "TopK": _convert_topk,
 }

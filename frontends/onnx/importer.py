@@ -17,8 +17,12 @@ from compiler.types import TensorType
 from compiler.verify import verify
 from frontends.onnx import (
     converters_attention,
+    converters_bitcast,
     converters_composite,
     converters_index,
+    converters_layout_ops,
+    converters_llm,
+    converters_loss,
     converters_math,
     converters_nn,
     converters_quant,
@@ -26,8 +30,11 @@ from frontends.onnx import (
     converters_reduce,
     converters_resample,
     converters_shape,
+    converters_signal,
+    converters_text,
 )
 from frontends.onnx.context import ConvertContext, Converter, Operand, to_ir_dtype
+from frontends.onnx.converters_composite import REFUSED
 from frontends.onnx.opsets import MAX_OPSET, MIN_OPSET, version_problem
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -38,6 +45,9 @@ CONVERTERS: dict[str, Converter] = {
     **converters_shape.CONVERTERS, **converters_index.CONVERTERS,
     **converters_recurrent.CONVERTERS, **converters_composite.CONVERTERS,
     **converters_quant.CONVERTERS, **converters_attention.CONVERTERS,
+    **converters_llm.CONVERTERS, **converters_loss.CONVERTERS,
+    **converters_layout_ops.CONVERTERS, **converters_bitcast.CONVERTERS,
+    **converters_signal.CONVERTERS, **converters_text.CONVERTERS,
 }
 
 
@@ -129,7 +139,8 @@ def _check_for_unsupported_ops(graph: onnx.GraphProto, source: str, opset: int) 
     for i, node in enumerate(graph.node):
         key = _node_key(node)
         if key not in CONVERTERS:
-            missing.setdefault(key, []).append(_node_name(node, i))
+            why = f"{key}: {REFUSED[key]}" if key in REFUSED else key     # refused on purpose
+            missing.setdefault(why, []).append(_node_name(node, i))
         elif node.domain in _DEFAULT_DOMAINS:
             problem = version_problem(node, opset)
             if problem is not None:

@@ -36,8 +36,13 @@ TYPES_ONLY: dict[str, tuple[int, ...]] = {
     "Cast": (23, 24, 25, 28), "CastLike": (23, 24, 25),
     "Einsum": (28,), "Mod": (28,), "ReduceLogSum": (28,), "ReduceLogSumExp": (28,),
     "TopK": (24,), "Range": (27,), "BitShift": (28,), "OneHot": (28,), "Celu": (28,),
+    "GridSample": (22,), "RoiAlign": (22,),
+    **dict.fromkeys(("LpPool", "MaxUnpool", "DeformConv"), (22,)),
     # QuantizeLinear-23's precision and DequantizeLinear-23's output_dtype are read by the converters
     **dict.fromkeys(("QuantizeLinear", "DequantizeLinear"), (23, 24, 25, 28)), "QLinearMatMul": (21,),
+    **dict.fromkeys(("NegativeLogLikelihoodLoss", "LpNormalization", "EyeLike", "Det"), (22,)),
+    # SpaceToDepth-28 adds mode=CRD (read by the converter); DepthToSpace-28 only a function body
+    "SpaceToDepth": (28,), "DepthToSpace": (28,),
 }
 
 
@@ -45,6 +50,9 @@ TYPES_ONLY: dict[str, tuple[int, ...]] = {
 # nonpad_kv_seqlen, Attention-25 the sliding window; converters_attention.py reads both).
 NEW_OPS: dict[str, tuple[int, ...]] = {
     "Attention": (23, 24, 25), "RMSNormalization": (23,), "RotaryEmbedding": (23,),
+    "CumProd": (26,),
+    "BitCast": (26,),
+    "TensorScatter": (24,), "Swish": (24,), "SwiGLU": (28,), "CausalConvWithState": (27,), "LinearAttention": (27,),
 }
 
 

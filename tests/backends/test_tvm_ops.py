@@ -245,6 +245,16 @@ def test_tvm_conv(case):
     check(*single(linalg.conv, types, consts, **attrs), rtol=1e-4, atol=1e-4)
 
 
+def test_tvm_half_conv_sums_in_float32_as_the_reference():
+    """A float16 depthwise conv with bias: products summed in float32, rounded once, then the bias
+    added in half: bit-exact with the interpreter."""
+    ws = (8, 1, 3, 3)
+    consts = {1: rand(ws, F16, 7), 2: rand((8,), F16, 8)}
+    g, feeds = single(linalg.conv, [T((1, 8, 9, 9), F16), T(ws, F16), T((8,), F16)], consts,
+                      strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), groups=8)
+    check(g, feeds, rtol=0, atol=0)
+
+
 CONVT_CASES = {
     "2d_stride_outpad": ((1, 4, 5, 5), (4, 3, 3, 3), True,
                          dict(strides=(2, 2), pads=(1, 1, 1, 1), dilations=(1, 1), output_padding=(1, 1))),
@@ -295,6 +305,12 @@ def test_tvm_softmax_and_log_softmax():
     ops = [(nn.softmax, {"axis": 1}), (nn.softmax, {}), (nn.log_softmax, {"axis": 0}),
            (nn.log_softmax, {"axis": -1})]
     check(*fanout(T((4, 6, 33), F32), ops, lo=-8, hi=8))
+
+
+def test_tvm_half_softmax_rounds_as_the_reference():
+    """float16 softmax rounds after each step as the reference does: bit-exact, on both axes."""
+    check(*fanout(T((4, 9, 18), F16), [(nn.softmax, {"axis": 1}), (nn.softmax, {})], lo=-8, hi=8),
+          rtol=0, atol=0)
 
 
 POOL_CASES = {
@@ -378,6 +394,14 @@ def test_tvm_concat(dtype):
     c = g.const(rand((2, 2, 4), dtype, 3))
     g.outputs = [g.add1(sh.concat, [a, b, c], axis=1), g.add1(sh.concat, [a, a], axis=-1)]
     check(g, [rand((2, 3, 4), dtype, 1), rand((2, 1, 4), dtype, 2)])
+
+
+def test_tvm_concat_drops_empty_operands():
+    """An operand of size 0 along the axis (an empty state) adds nothing, also on the row-copy path."""
+    g = Graph()
+    a, e = g.add_input("a", T((16, 3, 4), F32)), g.add_input("e", T((16, 0, 4), F32))
+    g.outputs = [g.add1(sh.concat, [e, a], axis=1), g.add1(sh.concat, [a, e, a], axis=1)]
+    check(g, [rand((16, 3, 4), F32, 1), rand((16, 0, 4), F32, 2)])
 
 
 SLICES = [dict(starts=(1,), ends=(4,), axes=(1,), steps=(1,)),

@@ -58,7 +58,7 @@ def test_mixed_precision_integer_only_accuracy(digits_cnn, budget, min_4bit):
     w4 = [n.inputs[1] for n in ig.nodes if n.op in (quant.conv, quant.matmul)
           and n.inputs[1].type.dtype is DType.I4]
     assert len(w4) == sum(b == 4 for b in plan.bits.values())
-    assert all(w.const.dtype == np.int8 and np.abs(w.const).max() <= 7 for w in w4)
+    assert all(w.const.dtype == DType.I4.numpy and np.abs(w.const.astype(np.int8)).max() <= 7 for w in w4)
 
     fp32 = (model(torch.tensor(x_te)).argmax(1).numpy() == y_te).mean() * 100
     mixed = (interp.run(ig, x_te)[0].argmax(1) == y_te).mean() * 100

@@ -146,3 +146,34 @@ def test_tvm_reductions_of_bools_and_empty_sets(dtype, shape):
     check(g, [data])
     if dtype is F32:
         np.testing.assert_array_equal(interp.run(g, data)[0], [-np.inf] * 3)
+
+
+@pytest.mark.parametrize("dtype", [DType.I8, DType.I16, I32, I64, DType.U8, DType.U16, DType.U32, DType.U64,
+                                   DType.F16, F32, DType.F64], ids=lambda d: d.value)
+def test_tvm_mod_both_ways(dtype):
+    """nn.mod, fmod and floored, broadcasting: mixed signs, divisors 0 and -1 with the type's minimum
+    (0, never a trap), and for floats inf and nan."""
+    from compiler.ops import elementwise as ew
+    g = Graph()
+    a = g.add_input("a", TensorType((2, 8), dtype))
+    b = g.add_input("b", TensorType((8,), dtype))
+    g.outputs = [g.add1(ew.mod, [a, b], fmod=f) for f in (False, True)]
+    if dtype.is_float:
+        x = [[-4.3, 7.2, 5.0, 4.3, -7.2, 8.0, -3.0, np.inf], [3.0, -0.0, 2.5, 1.0, -1.0, np.nan, 6.0, 1.5]]
+        y = [2.1, -3.4, 8.0, -2.1, np.inf, -np.inf, 0.0, 2.0]
+    else:
+        lo, hi = np.iinfo(dtype.numpy).min, np.iinfo(dtype.numpy).max
+        x = [[-4, 7, 5, 4, -7, 8, lo, hi], [9, -9, 0, 3, lo, -1, 1, lo]] if lo else \
+            [[4, 7, 5, 4, 7, 8, 0, hi], [9, 9, 0, 3, 255, 1, 1, hi - 1]]
+        y = [2, -3, 8, -2, 3, -1, 0, 7] if lo else [2, 3, 8, 2, 3, 1, 0, 7]
+    check(g, [np.array(x, dtype.numpy), np.array(y, dtype.numpy)])
+
+
+@pytest.mark.parametrize("dtype", [F32, I32])
+def test_tvm_cumprod(dtype):
+    from compiler.ops import reduce as rd
+    g = Graph()
+    x = g.add_input("x", TensorType((3, 5), dtype))
+    g.outputs = [g.add1(rd.cumprod, [x], axis=ax, exclusive=e, reverse=r)
+                 for ax in (0, 1) for e in (False, True) for r in (False, True)]
+    check(g, [np.random.default_rng(7).integers(-3, 4, (3, 5)).astype(dtype.numpy)])

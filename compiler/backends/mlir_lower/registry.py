@@ -178,7 +178,7 @@ class LowerCtx:
             v = _signed_bits(int(array.flat[0]), int_width(et))
             attr = ir.DenseElementsAttr.get_splat(tt, ir.IntegerAttr.get(et, v))
         else:
-            data = array.astype(dt.numpy)
+            data = array.astype(np.int8 if dt is DType.I4 else dt.numpy)      # int4 lives in i8
             if dt.is_unsigned:
                 data = data.view(f"int{dt.bits}")
             attr = ir.DenseElementsAttr.get(np.ascontiguousarray(data), type=tt)

@@ -105,18 +105,18 @@ def _gather(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
 @lowers(sh.resize)
 def _resize(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     """Nearest resize: out[i...] = x[src_0[i_0], src_1[i_1], ...], each src_k an i32 constant table
-    (sh.source_coords / sh.nearest_index, as the reference computes them)."""
+    (sh.resize_taps, as the reference computes them)."""
     a = node.attrs
     if a["mode"] != "nearest":
         raise Unsupported(f"{a['mode']} resize on the mlir backend (nearest only)")
     x = args[0]
     xs, out = shape_of(x), node.outputs[0].type.shape
     rank = len(out)
-    moved = [ax for ax in range(rank) if not (out[ax] == xs[ax] and a["scales"][ax] == 1.0)]
-    tables = [ctx.const(sh.nearest_index(sh.source_coords(out[ax], xs[ax], a["scales"][ax],
-                                                            a["coordinate_transformation_mode"]),
-                                         a["nearest_mode"], xs[ax]).astype(np.int32), DType.I32)
-              for ax in moved]
+    moved = [ax for ax in range(rank) if sh.resize_moves(a, ax, xs[ax])]
+    taps = [sh.resize_taps(a, ax, xs[ax]) for ax in moved]
+    if any(t.outside is not None for t in taps):
+        raise Unsupported("resize with a tf_crop_and_resize extrapolation on the mlir backend")
+    tables = [ctx.const(t.idx[:, 0].astype(np.int32), DType.I32) for t in taps]
     idx_t = ir.IndexType.get()
 
     def body(*srcs):

@@ -1,6 +1,7 @@
 """Graph -> Relax lowering for the TVM backend, split by op family (importing this package
 fills `LOWERINGS`), plus the CPU schedules applied after fusion."""
 from compiler.backends.tvm_lower import (  # noqa: F401  (registration)
+    dtypes,
     elementwise,
     indexing,
     ivit,
@@ -11,6 +12,7 @@ from compiler.backends.tvm_lower import (  # noqa: F401  (registration)
     quant,
     recurrent,
     reduce,
+    sampling,
     shape,
     unary_math,
 )

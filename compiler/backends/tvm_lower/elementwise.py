@@ -1,4 +1,4 @@
-"""Lowerings of elementwise ops: unary math, binary arithmetic, comparisons, where, cast, clip.
+"""Lowerings of elementwise ops: unary math, binary arithmetic, comparisons, where, clip (cast: dtypes.py).
 
 Relax ops where their semantics equal the numpy reference; TE where they do not
 (integer division truncates and never traps, integer pow is exact, min/max propagate NaN).
@@ -9,10 +9,9 @@ import numpy as np
 from tvm import relax, te, tirx
 from tvm.script import tirx as T
 
-from compiler.backends.tvm_lower.registry import LowerCtx, const, dtype_of, lowers, lowers_table, tvm_dtype
+from compiler.backends.tvm_lower.registry import LowerCtx, const, dtype_of, lowers, lowers_table
 from compiler.ir import Node
 from compiler.ops import elementwise as ew
-from compiler.types import DType
 
 R = relax.op
 
@@ -130,20 +129,6 @@ def _clip(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]
     return [y]
 
 
-@lowers(ew.cast)
-def _cast(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
-    x, to = args[0], node.attrs["to"]
-    if dtype_of(x) == "bool":                      # select, not a cast: LLVM rejects i1 fcmp
-        if to is DType.BOOL:
-            return [x]
-        dt = tvm_dtype(to)
-        return [R.where(x, const(1, dt), const(0, dt))]
-    if to is DType.BOOL:
-        return [R.not_equal(x, const(0, dtype_of(x)))]
-    # float -> int: LLVM's fptosi truncates toward zero, as the reference does
-    return [R.astype(x, tvm_dtype(to))]
-
-
 def _int_div_te(a: te.Tensor, b: te.Tensor) -> te.Tensor:
     """C division that never traps: x / 0 = x (the reference), INT_MIN / -1 wraps."""
     from tvm import topi
@@ -238,3 +223,40 @@ def _prelu(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr
 @lowers(ew.where)
 def _where(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
     return [R.where(args[0], args[1], args[2])]
+
+
+def _mod_body(p: tirx.PrimExpr, q: tirx.PrimExpr, fmod: bool) -> tirx.PrimExpr:
+    """The reference's x mod y on scalars. Integers: a divisor of 0 or -1 becomes 1 (the result is 0
+    either way, and the hardware division never traps). Floats: C fmod, and for Python's mod the
+    divisor added when the signs differ, a zero taking the divisor's sign (float16 in float32, as numpy)."""
+    dt = str(p.dtype)
+    if dt.startswith("float"):
+        wide = "float32" if dt == "float16" else dt
+        p, q = p.astype(wide), q.astype(wide)
+        zero = tirx.const(0, wide)
+        r = tirx.truncmod(p, q)                      # LLVM frem: C fmod
+        if not fmod:
+            floored = tirx.Select(_opposite_signs(r, q, zero), r + q, r)
+            r = tirx.Select(r == zero, tirx.copysign(zero, q), floored)
+        return r.astype(dt)
+    zero, one = tirx.const(0, dt), tirx.const(1, dt)
+    trivial = q == zero if dt.startswith("uint") else tirx.Or(q == zero, q == tirx.const(-1, dt))
+    r = tirx.truncmod(p, tirx.Select(trivial, one, q))
+    if fmod or dt.startswith("uint"):
+        return r
+    return tirx.Select(_opposite_signs(r, q, zero), r + q, r)
+
+
+def _opposite_signs(r: tirx.PrimExpr, q: tirx.PrimExpr, zero: tirx.PrimExpr) -> tirx.PrimExpr:
+    """r and q nonzero with opposite signs (spelled without a bool !=, which LLVM rejects)."""
+    return tirx.Or(tirx.And(r < zero, q > zero), tirx.And(r > zero, q < zero))
+
+
+def _mod_te(a: te.Tensor, b: te.Tensor, fmod: bool) -> te.Tensor:
+    from tvm import topi
+    return _broadcast_te(a, b, lambda p, q: _mod_body(p, q, fmod), topi)
+
+
+@lowers(ew.mod)
+def _mod(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    return [ctx.emit_te(_mod_te, args[0], args[1], node.attrs["fmod"], name="mod")]

@@ -39,9 +39,12 @@ def conv_nd(ctx: LowerCtx, x: relax.Expr, w: relax.Expr, bias: relax.Expr | None
     """relax.nn.conv{1,2,3}d; its padding order (begins, then ends) is ours."""
     nsp = len(shape_of(x)) - 2
     data_layout, kernel_layout = _LAYOUTS[nsp]
+    half = dtype_of(x) == "float16"          # numpy (the reference) sums half products in float32
     y = _CONV[nsp](x, w, strides=tuple(strides), padding=tuple(pads), dilation=tuple(dilations),
                    groups=groups, data_layout=data_layout, kernel_layout=kernel_layout,
-                   out_dtype=dtype_of(x))
+                   out_dtype="float32" if half else dtype_of(x))
+    if half:
+        y = R.astype(ctx.emit(y), "float16")
     if bias is None:
         return y
     return _add_channel_bias(ctx, ctx.emit(y), bias)

@@ -90,6 +90,8 @@ def _softmax(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Ex
     shape = node.inputs[0].type.shape
     axis = node.attrs["axis"] % len(shape)
     inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    if dtype_of(args[0]) == "float16":
+        return [_half_softmax(args[0], axis)]
     if ctx.target.kind != "llvm" or dtype_of(args[0]) != "float32" or inner == 1:
         return [R.nn.softmax(args[0], node.attrs["axis"])]
     from compiler.backends.tvm_kernels.softmax import make_softmax
@@ -98,6 +100,17 @@ def _softmax(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Ex
     gv = ctx.kernel(("softmax", view), lambda: make_softmax(*view), "softmax")
     y = ctx.call_kernel(gv, [ctx.reshape(args[0], view)], view)
     return [R.reshape(y, shape)]
+
+
+def _half_softmax(x: relax.Expr, axis: int) -> relax.Expr:
+    """float16 softmax step by step as the reference computes it: each op in float32, rounded to half
+    (x - max, exp, the quotient), the row sum accumulated in float32 and rounded once."""
+    def f32(v):
+        return R.astype(v, "float32")
+
+    e = R.astype(R.exp(f32(R.subtract(x, R.max(x, axis=[axis], keepdims=True)))), "float16")
+    s = R.astype(R.sum(f32(e), axis=[axis], keepdims=True), "float16")
+    return R.astype(R.divide(f32(e), f32(s)), "float16")
 
 
 @lowers(nn.log_softmax)

@@ -1,4 +1,4 @@
-"""Lowerings of reductions, argmax, cumsum and top-k."""
+"""Lowerings of reductions, argmax, cumulative sums and products, and top-k."""
 from __future__ import annotations
 
 import math
@@ -111,13 +111,16 @@ def _argmax(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Exp
     return [R.subtract(last, idx)]
 
 
-@lowers(rd.cumsum)
-def _cumsum(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+_SCANS = {rd.cumsum: R.cumsum, rd.cumprod: R.cumprod}
+
+
+@lowers(*_SCANS)
+def _cumulative(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
     x = args[0]
     axis = node.attrs["axis"] % len(shape_of(x))
     if node.attrs["reverse"]:
         x = ctx.emit(R.flip(x, axis))
-    y = R.cumsum(x, axis, dtype_of(x), node.attrs["exclusive"])
+    y = _SCANS[node.op](x, axis, dtype_of(x), node.attrs["exclusive"])
     if node.attrs["reverse"]:
         y = R.flip(ctx.emit(y), axis)
     return [y]

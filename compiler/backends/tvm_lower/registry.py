@@ -16,6 +16,7 @@ from tvm import relax
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
 from compiler.ir import Graph, Node, Value
 from compiler.ops.registry import OpDef
+from compiler.runtime import to_container
 from compiler.target import Target
 from compiler.types import DType
 
@@ -115,13 +116,17 @@ def lower_nodes(ctx: LowerCtx, nodes: Sequence[Node], env: dict[int, relax.Expr]
 def read(env: dict[int, relax.Expr], v: Value) -> relax.Expr:
     """v's expr in `env`; a constant becomes a relax constant of its IR dtype on first read."""
     if v.is_const and id(v) not in env:
-        env[id(v)] = const(v.const, tvm_dtype(v.type.dtype))   # relax.const(int64) alone gives int32
+        arr = to_container(np.asarray(v.const), v.type.dtype)
+        env[id(v)] = const(arr, tvm_dtype(v.type.dtype))   # relax.const(int64) alone gives int32
     return env[id(v)]
 
 
 def tvm_dtype(dt: DType) -> str:
-    """TVM's spelling of an IR element type (int4 lives in int8)."""
-    return "int8" if dt is DType.I4 else dt.value
+    """TVM's spelling of an IR element type: int4 / int2 live in int8 (their value), uint4 / uint2 in
+    uint8, the float8 / float4 formats in uint8 (their bits; tvm_lower/dtypes.py)."""
+    if dt.is_narrow_float or dt.is_unsigned and dt.bits < 8:
+        return "uint8"
+    return "int8" if dt.is_int and dt.bits < 8 else dt.value
 
 
 def const(value: Any, dtype: str) -> relax.Expr:

@@ -27,9 +27,13 @@ def _transpose(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.
 @lowers(sh.concat)
 def _concat(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
     """On the CPU, with 8 rows or more before the axis, one row copy per input (tvm_kernels/concat.py);
-    otherwise Relax's concat."""
+    otherwise Relax's concat. Empty operands (size 0 along the axis) add nothing and are dropped."""
     axis = node.attrs["axis"] % len(shape_of(args[0]))
-    split = [kc.rows(v.type.shape, axis) for v in node.inputs]
+    kept = [(a, v) for a, v in zip(args, node.inputs) if v.type.shape[axis] > 0] or [(args[0], node.inputs[0])]
+    if len(kept) == 1:
+        return [kept[0][0]]
+    args, inputs = [a for a, _ in kept], [v for _, v in kept]
+    split = [kc.rows(v.type.shape, axis) for v in inputs]
     outer = split[0][0]
     if ctx.target.kind != "llvm" or len(args) < 2 or outer < 8:     # few rows: Relax's (parallel) concat
         return [R.concat(args, axis)]
@@ -124,45 +128,65 @@ def _pad(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
 
 def _resize_nearest(ctx: LowerCtx, node: Node, x: relax.Expr) -> relax.Expr:
     """Nearest resize as one gather: out[i] = x[idx_0[i_0], idx_1[i_1], ...] with each resized axis'
-    source indices computed by the reference's own functions and baked in as tables."""
+    source indices computed by the reference's own functions and baked in as tables (and, past a
+    tf_crop_and_resize crop, the extrapolation value)."""
     a = node.attrs
     in_shape = shape_of(x)
-    tables = {}
-    for ax, (n_out, sc) in enumerate(zip(a["sizes"], a["scales"])):
-        if n_out != in_shape[ax] or sc != 1.0:
-            c = sh.source_coords(n_out, in_shape[ax], sc, a["coordinate_transformation_mode"])
-            tables[ax] = sh.nearest_index(c, a["nearest_mode"], in_shape[ax]).astype("int32")
-    axes = sorted(tables)
+    taps = {ax: sh.resize_taps(a, ax, n) for ax, n in enumerate(in_shape) if sh.resize_moves(a, ax, n)}
+    axes = sorted(taps)
+    outside = [ax for ax in axes if taps[ax].outside is not None]
+    fill = tirx.const(np.array(a["extrapolation_value"]).astype(dtype_of(x)).item(), dtype_of(x))
 
     def gather(data, *tabs):
         by_axis = dict(zip(axes, tabs))
-        return te.compute(tuple(a["sizes"]), lambda *i: data[tuple(
-            by_axis[k][i[k]] if k in by_axis else i[k] for k in range(len(i)))], name="resize_nearest")
-    return ctx.emit_te(gather, x, *[relax.const(tables[k]) for k in axes], name="resize_nearest")
+        masks = dict(zip(outside, tabs[len(axes):]))
+
+        def body(*i):
+            v = data[tuple(by_axis[k][i[k]] if k in by_axis else i[k] for k in range(len(i)))]
+            for k, m in masks.items():
+                v = tirx.Select(m[i[k]] != 0, fill, v)
+            return v
+        return te.compute(tuple(a["sizes"]), body, name="resize_nearest")
+    tables = [taps[k].idx[:, 0].astype("int32") for k in axes] + [taps[k].outside.astype("int8") for k in outside]
+    return ctx.emit_te(gather, x, *[relax.const(t) for t in tables], name="resize_nearest")
+
+
+def _resize_axis(data: te.Tensor, idx: te.Tensor, w: te.Tensor, outside: te.Tensor | None = None, *,
+                 ax: int, n_out: int, fill: float) -> te.Tensor:
+    """One axis of a linear/cubic resize: out[.., i, ..] = sum_k w[i, k] * data[.., idx[i, k], ..]
+    (the taps unrolled, in the reference's order), or `fill` where outside[i]."""
+    shape = tuple(n_out if d == ax else data.shape[d] for d in range(len(data.shape)))
+
+    def body(*i):
+        def tap(k: int) -> tirx.PrimExpr:
+            return data[i[:ax] + (idx[i[ax], k],) + i[ax + 1:]] * w[i[ax], k]
+        v = tap(0)
+        for k in range(1, int(idx.shape[1])):
+            v = v + tap(k)
+        return v if outside is None else tirx.Select(outside[i[ax]] != 0, tirx.const(fill, data.dtype), v)
+    return te.compute(shape, body, name="resize_axis")
 
 
 @lowers(sh.resize)
 def _resize(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
-    """Separable resize: per axis, take at precomputed indices (and lerp for linear)."""
+    """Separable resize: per moved axis, a weighted gather over the reference's own taps
+    (sh.resize_taps), in the input's float type (float64 for integer inputs, as the reference)."""
     a = node.attrs
     y = args[0]
     dt = dtype_of(y)
     if a["mode"] == "nearest":
         return [_resize_nearest(ctx, node, y)]
     exact = dt.startswith("float")
-    if not exact:                                  # the reference lerps in float64, then casts
+    if not exact:                                  # the reference interpolates in float64, then casts
         y = ctx.emit(R.astype(y, "float64"))
-    for ax, (n_out, sc) in enumerate(zip(a["sizes"], a["scales"])):
-        n_in = shape_of(y)[ax]
-        if n_out == n_in and sc == 1.0:
+    wdt = dtype_of(y)
+    for ax, n_in in enumerate(shape_of(args[0])):
+        if not sh.resize_moves(a, ax, n_in):
             continue
-        c = sh.source_coords(n_out, n_in, sc, a["coordinate_transformation_mode"])
-        c = np.clip(c, 0, n_in - 1)
-        lo = np.floor(c).astype(np.int64)
-        hi = np.minimum(lo + 1, n_in - 1)
-        w = (c - lo).reshape([-1 if i == ax else 1 for i in range(len(shape_of(y)))])
-        y_lo = ctx.emit(R.take(y, relax.const(lo), ax, mode="clip"))
-        y_hi = ctx.emit(R.take(y, relax.const(hi), ax, mode="clip"))
-        wdt = dtype_of(y)
-        y = ctx.emit(R.add(R.multiply(y_lo, const(1 - w, wdt)), R.multiply(y_hi, const(w, wdt))))
+        t = sh.resize_taps(a, ax, n_in)
+        tabs = [relax.const(t.idx.astype("int32")), const(t.w, wdt)]
+        if t.outside is not None:
+            tabs.append(relax.const(t.outside.astype("int8")))
+        y = ctx.emit_te(_resize_axis, y, *tabs, ax=ax, n_out=a["sizes"][ax], fill=a["extrapolation_value"],
+                        name="resize_axis")
     return [y if exact else R.astype(y, dt)]

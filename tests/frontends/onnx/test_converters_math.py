@@ -142,16 +142,37 @@ def test_sign(check_node, rng):
     check_node("Sign", {"x": x}, 13)
 
 
-def test_mod_folds_constants_only(make_model, check, rng):
+def test_mod_folds_constant_operands(make_model, check, rng):
     from onnx import helper
-
-    from compiler.diagnostics import Unsupported
-    from frontends.onnx import load_onnx
 
     nodes = [helper.make_node("Mod", ["a", "b"], ["m"]), helper.make_node("Add", ["x", "m"], ["y"])]
     inits = {"a": np.array([7, -7, 5], np.int64), "b": np.array([3, 3, -2], np.int64)}
     x = np.arange(3, dtype=np.int64)
-    check(make_model(nodes, {"x": x}, ["y"], 13, inits), {"x": x})
-    runtime = make_model([helper.make_node("Mod", ["x", "x"], ["y"])], {"x": x}, ["y"], 13)
-    with pytest.raises(Unsupported, match="constant operands"):
-        load_onnx(runtime)
+    g = check(make_model(nodes, {"x": x}, ["y"], 13, inits), {"x": x})
+    assert [n.op for n in g.nodes] == [ew.add]
+
+
+INT_TYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+
+
+@pytest.mark.parametrize("fmod", [0, 1])
+@pytest.mark.parametrize("dtype", INT_TYPES, ids=lambda t: t.__name__)
+def test_mod_integers(check_node, rng, dtype, fmod):
+    """Every sign combination (signed types), the type's extremes, broadcasting."""
+    info = np.iinfo(dtype)
+    sign = rng.choice([-1, 1], 10) if info.min else np.ones(10, int)
+    a = [int(v) for v in rng.integers(max(info.min, -100), 100, 10)] + [info.min, info.max, 0, 9, 1, 7]
+    b = [int(v) for v in rng.integers(1, 9, 10) * sign] + [7, 3, 5, 2, info.max, -3 if info.min else 3]
+    a, b = np.array(a, dtype).reshape(2, 8), np.array(b, dtype).reshape(2, 8)
+    g = check_node("Mod", {"a": a, "b": b}, 13, fmod=fmod)
+    assert g.nodes[0].attrs["fmod"] is bool(fmod)
+    check_node("Mod", {"a": a}, 13, {"b": b[1]}, fmod=fmod)
+
+
+@pytest.mark.parametrize("fmod,opset", [(1, 13), (0, 28)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=lambda t: t.__name__)
+def test_mod_floats(check_node, rng, dtype, fmod, opset):
+    """fmod=1 takes the dividend's sign, fmod=0 (floats since Mod-28) the divisor's; inf and nan."""
+    a = np.array([-4.3, 7.2, 5.0, 4.3, -7.2, 8.0, -3.0, 3.0, 2.5, -0.0, np.inf, 1.0], dtype)
+    b = np.array([2.1, -3.4, 8.0, -2.1, 3.4, -5.0, np.inf, -np.inf, 2.5, 2.0, 2.0, np.nan], dtype)
+    check_node("Mod", {"a": a, "b": b}, opset, fmod=fmod, rtol=1e-3 if dtype == np.float16 else 1e-5)

@@ -144,3 +144,95 @@ def test_quantize_model_refuses_a_float_model(make_model, rng):
     model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": x}, ["y"], 13)
     with pytest.raises(InvalidInput, match="quantize='model'"):
         quantize_model(optimize(load_onnx(model), passes=["fold_qdq"]), "model", None, integer_only=True)
+
+
+# -- low-bit and float8 / float4 grids, blocked grids, run-time scales (against onnx.reference) ------
+def _reference_model(node, feeds: dict, inits: dict, opset: int = 25):
+    """A one-node model whose inputs are `feeds` and whose initializers are `inits` (any ml_dtypes type)."""
+    import onnx
+    from onnx import numpy_helper
+    vis = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()]
+    g = helper.make_graph([node], "q", vis, [onnx.ValueInfoProto(name=node.output[0])],
+                          [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 11
+    return onnx.shape_inference.infer_shapes(m, strict_mode=True)
+
+
+def _match_reference(model, feeds: dict) -> np.ndarray:
+    from onnx.reference import ReferenceEvaluator
+    got = interp.run(load_onnx(model), **feeds)[0]
+    want = np.asarray(ReferenceEvaluator(model).run(None, feeds)[0])
+    assert got.dtype == want.dtype and got.shape == want.shape
+    bits = f"uint{8 * got.dtype.itemsize}"
+    np.testing.assert_array_equal(got.view(bits), want.view(bits))
+    return got
+
+
+LOW_BIT = ["uint16", "int4", "uint4", "int2", "uint2"]
+
+
+@pytest.mark.parametrize("name", LOW_BIT)
+def test_quantize_linear_low_bit_per_axis(rng, name):
+    import ml_dtypes
+    dt = np.dtype(getattr(ml_dtypes, name, None) or name)
+    info = ml_dtypes.iinfo(dt)
+    x = (rng.standard_normal((3, 4)) * (info.max - info.min) / 3).astype(F32)
+    zp = np.array([info.min, (info.min + info.max) // 2, info.max], np.int64).astype(dt)
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=0)
+    _match_reference(_reference_model(node, {"x": x}, {"s": np.array([0.5, 1.0, 2.0], F32), "z": zp}), {"x": x})
+
+
+@pytest.mark.parametrize("name", LOW_BIT)
+def test_dequantize_linear_low_bit(rng, name):
+    import ml_dtypes
+    dt = np.dtype(getattr(ml_dtypes, name, None) or name)
+    info = ml_dtypes.iinfo(dt)
+    x = rng.integers(info.min, info.max + 1, (3, 4)).astype(dt)
+    node = helper.make_node("DequantizeLinear", ["x", "s", "z"], ["y"], axis=0)
+    inits = {"s": np.array([0.5, 0.25, 2.0], F32), "z": np.array([info.min, 0, info.max], np.int64).astype(dt)}
+    _match_reference(_reference_model(node, {"x": x}, inits), {"x": x})
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@pytest.mark.parametrize("saturate", [1, 0])
+@pytest.mark.parametrize("name", ["float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float4_e2m1fn"])
+def test_quantize_dequantize_narrow_floats(name, saturate):
+    import ml_dtypes
+    dt = np.dtype(getattr(ml_dtypes, name))
+    x = np.array([0.0, 0.3, -1.7, 100.0, 1e5, -1e9, np.inf, np.nan], F32)
+    q = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], saturate=saturate)
+    y = _match_reference(_reference_model(q, {"x": x}, {"s": np.float32(0.5), "z": np.zeros(1, dt)}), {"x": x})
+    dq = helper.make_node("DequantizeLinear", ["x", "s"], ["y"])
+    _match_reference(_reference_model(dq, {"x": y}, {"s": np.float16(2.0)}), {"x": y})     # float16 result
+
+
+def test_blocked_quantize_and_dequantize(rng):
+    x = (rng.standard_normal((3, 5)) * 20).astype(F32)
+    s = np.array([[0.5, 1.0, 0.1], [2.0, 0.3, 0.7], [1.0, 1.0, 4.0]], F32)
+    z = rng.integers(0, 256, (3, 3), dtype=np.uint8)
+    q = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=1, block_size=2)
+    y = _match_reference(_reference_model(q, {"x": x}, {"s": s, "z": z}), {"x": x})
+    dq = helper.make_node("DequantizeLinear", ["x", "s", "z"], ["y"], axis=1, block_size=2)
+    _match_reference(_reference_model(dq, {"x": y}, {"s": s, "z": z}), {"x": y})
+    bad = helper.make_node("QuantizeLinear", ["x", "s"], ["y"], axis=1, block_size=1)
+    with pytest.raises(Exception, match="block_size 1 does not fit"):
+        load_onnx(_reference_model(bad, {"x": x}, {"s": s}))
+
+
+def test_quantize_linear_runtime_scale_and_output_dtype(rng):
+    """A scale known only at run time, and output_dtype without a zero point: float ops, not q.quantize."""
+    x = (rng.standard_normal((2, 6)) * 3).astype(F32)
+    node = helper.make_node("QuantizeLinear", ["x", "s"], ["y"], output_dtype=3)      # int8
+    model = _reference_model(node, {"x": x, "s": np.array([0.05], F32)}, {})
+    g = load_onnx(model)
+    assert not any(n.op is quant.quantize for n in g.nodes)
+    _match_reference(model, {"x": x, "s": np.array([0.05], F32)})
+
+
+def test_int8_quantize_still_one_q_op(rng):
+    """The integer passes' input is unchanged: int8 / uint8 / int16 per tensor stays q.quantize."""
+    x = rng.standard_normal((2, 3)).astype(F32)
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])
+    g = load_onnx(_reference_model(node, {"x": x}, {"s": np.float32(0.02), "z": np.int8(3)}, 13))
+    assert [n.op for n in g.nodes] == [quant.quantize]

@@ -1,4 +1,4 @@
-"""Reduction, ArgMax/ArgMin, CumSum and TopK converters against onnxruntime."""
+"""Reduction, ArgMax/ArgMin, CumSum/CumProd and TopK converters against onnxruntime."""
 from __future__ import annotations
 
 import numpy as np
@@ -76,6 +76,20 @@ def test_cumsum(check_node, rng, axis, exclusive, reverse):
 def test_cumsum_int(check_node, rng):
     x = rng.integers(-5, 5, (2, 6)).astype(np.int64)
     check_node("CumSum", {"x": x}, 11, {"axis": np.array([1], np.int32)})
+
+
+@pytest.mark.parametrize("axis", [0, -1])
+@pytest.mark.parametrize("exclusive,reverse", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_cumprod(check_node, rng, axis, exclusive, reverse):
+    g = check_node("CumProd", {"x": _x(rng, 3, 4)}, 26, {"axis": np.array(axis, np.int64)},
+                   exclusive=exclusive, reverse=reverse)
+    assert [n.op for n in g.nodes] == [reduce.cumprod]
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float64])
+def test_cumprod_types(check_node, rng, dtype):
+    x = rng.integers(-3, 4, (2, 5)).astype(dtype)
+    check_node("CumProd", {"x": x}, 26, {"axis": np.array(1, np.int32)}, exclusive=1)
 
 
 @pytest.mark.parametrize("attrs", [{}, {"axis": 0}, {"largest": 0}, {"axis": 1, "largest": 0}])

@@ -140,3 +140,90 @@ def test_resize_tf_half_pixel_for_nearest(make_model, rng):
     rows = np.clip(np.ceil((np.arange(7) + 0.5) / 1.5 - 0.5), 0, 4).astype(int)
     cols = np.clip(np.ceil((np.arange(3) + 0.5) / 0.5 - 0.5), 0, 5).astype(int)
     np.testing.assert_array_equal(interp.run(load_onnx(model), x)[0], x[:, :, rows][:, :, :, cols])
+
+
+def _check_reference(make_model, feeds, node, opset, inits, rtol=1e-5, atol=1e-5):
+    """load_onnx + interp against onnx.reference (the spec's own implementation)."""
+    from onnx.reference import ReferenceEvaluator
+
+    from compiler import interp
+    from frontends.onnx import load_onnx
+    model = make_model([node], feeds, ["y"], opset, inits)
+    want = ReferenceEvaluator(model).run(None, feeds)[0]
+    got = interp.run(load_onnx(model), *feeds.values())[0]
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+CUBIC_COORDS = ["half_pixel", "pytorch_half_pixel", "asymmetric", "half_pixel_symmetric"]
+
+
+@pytest.mark.parametrize("coord", CUBIC_COORDS)
+@pytest.mark.parametrize("a, exclude", [(-0.75, 0), (-0.5, 1)])
+@pytest.mark.parametrize("scales", [[1, 1, 2.0, 1.5], [1, 1, 0.6, 0.8]])
+def test_resize_cubic(check_node, rng, coord, a, exclude, scales):
+    """Cubic convolution (cubic_coeff_a, exclude_outside) under each coordinate mode, vs onnxruntime."""
+    check_node("Resize", {"x": _x(rng, 1, 2, 5, 6)}, 19, {"roi": EMPTY, "s": np.array(scales, F32)},
+               mode="cubic", coordinate_transformation_mode=coord, cubic_coeff_a=a, exclude_outside=exclude)
+
+
+def test_resize_cubic_align_corners_and_sizes(make_model, rng):
+    """align_corners divides by in * scale - 1 (the spec; onnxruntime by the floored size), so the
+    oracle is onnx.reference; sizes give the scales out / in."""
+    from onnx import helper
+    x = {"x": _x(rng, 1, 1, 4, 5)}
+    node = helper.make_node("Resize", ["x", "", "", "sz"], ["y"], mode="cubic",
+                            coordinate_transformation_mode="align_corners")
+    _check_reference(make_model, x, node, 19, {"sz": np.array([1, 1, 7, 3], I64)})
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+@pytest.mark.parametrize("scales", [[1, 1, 0.6, 0.35], [1, 1, 0.8, 1.6]])
+def test_resize_antialias(check_node, make_model, rng, mode, scales):
+    """antialias=1 stretches the filter by 1 / scale when downscaling (upscaled axes as without)."""
+    from onnx import helper
+    x = _x(rng, 1, 2, 7, 9)
+    inits = {"roi": EMPTY, "s": np.array(scales, F32)}
+    check_node("Resize", {"x": x}, 18, inits, mode=mode, antialias=1)
+    _check_reference(make_model, {"x": x}, helper.make_node("Resize", ["x", "roi", "s"], ["y"], mode=mode,
+                                                            antialias=1), 18, inits)
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+@pytest.mark.parametrize("scales", [[1, 1, 2.3, 2.94], [1, 1, 0.6, 0.45]])
+def test_resize_half_pixel_symmetric(check_node, rng, mode, scales):
+    check_node("Resize", {"x": _x(rng, 1, 1, 3, 5)}, 19, {"roi": EMPTY, "s": np.array(scales, F32)},
+               mode=mode, coordinate_transformation_mode="half_pixel_symmetric")
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest", "cubic"])
+@pytest.mark.parametrize("roi", [[0, 0, 0.4, 0.6, 1, 1, 0.6, 0.8], [0, 0, -0.3, 0.5, 1, 1, 1.2, 1.7]])
+def test_resize_tf_crop_and_resize(make_model, rng, mode, roi):
+    """The roi crop (start fractions, then ends) resized to sizes; samples past the input take
+    extrapolation_value."""
+    from onnx import helper
+    node = helper.make_node("Resize", ["x", "roi", "", "sz"], ["y"], mode=mode, extrapolation_value=-7.5,
+                            coordinate_transformation_mode="tf_crop_and_resize")
+    _check_reference(make_model, {"x": _x(rng, 1, 2, 5, 6)}, node, 19,
+                     {"roi": np.array(roi, F32), "sz": np.array([1, 2, 4, 5], I64)})
+
+
+def test_resize_tf_crop_and_resize_axes(make_model, rng):
+    """Resize-18 axes: roi and sizes list only those axes, in their order."""
+    from onnx import helper
+    node = helper.make_node("Resize", ["x", "roi", "", "sz"], ["y"], mode="linear", axes=[3, 2],
+                            coordinate_transformation_mode="tf_crop_and_resize")
+    _check_reference(make_model, {"x": _x(rng, 1, 1, 4, 4)}, node, 19,
+                     {"roi": np.array([0.6, 0.4, 0.8, 0.6], F32), "sz": np.array([3, 2], I64)})
+
+
+def test_resize_tf_crop_and_resize_needs_roi(make_model, rng):
+    from onnx import helper
+
+    from compiler.diagnostics import InvalidModel
+    from frontends.onnx import load_onnx
+    node = helper.make_node("Resize", ["x", "", "", "sz"], ["y"], mode="linear",
+                            coordinate_transformation_mode="tf_crop_and_resize")
+    model = make_model([node], {"x": _x(rng, 1, 1, 4, 4)}, ["y"], 19, {"sz": np.array([1, 1, 3, 3], I64)})
+    with pytest.raises(InvalidModel, match="tf_crop_and_resize' needs the roi input"):
+        load_onnx(model)
