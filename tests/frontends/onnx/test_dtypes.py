@@ -242,3 +242,35 @@ def test_tvm_bf16_ops_compute_in_float32():
     rng = np.random.default_rng(1)
     xs, ys = (rng.standard_normal((2, 64)) * 10).astype(np.float32).astype(DType.BF16.numpy)
     _assert_bit_exact(_tvm_run(g, xs, ys), interp.run(g, xs, ys))
+
+
+def test_compiled_model_takes_and_gives_float8_and_int4_after_save_and_load(tmp_path):
+    """The .dyc signature names the new types; the loaded executable converts its byte containers."""
+    import compiler
+    from compiler.runtime import load
+    n1 = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT8E5M2)
+    n2 = helper.make_node("Cast", ["q"], ["z"], to=TensorProto.FLOAT)
+    g = helper.make_graph([n1, n2], "io", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6]),
+                                            helper.make_tensor_value_info("q", TensorProto.INT4, [6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT8E5M2, [6]),
+                           helper.make_tensor_value_info("z", TensorProto.FLOAT, [6])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    x = np.array([0.1, -3.0, 1e6, np.inf, np.nan, 57344.0], np.float32)
+    q = np.array([-8, -1, 0, 1, 6, 7]).astype(ml_dtypes.int4)
+    cm = load(compiler.compile(m).save(tmp_path / "m.dyc"))
+    y, z = cm.run(x, q)
+    want_y, want_z = interp.run(load_onnx(m), x, q)
+    assert y.dtype == want_y.dtype and z.dtype == np.float32
+    np.testing.assert_array_equal(_bits(y), _bits(want_y))
+    np.testing.assert_array_equal(z, want_z)
+
+
+def test_mlir_refuses_types_it_has_not():
+    pytest.importorskip("iree.compiler")
+    from compiler.backends.mlir import BACKEND
+    from compiler.target import Target
+    g = Graph()
+    x = g.add_input("x", TensorType((4,), DType.F32))
+    g.outputs = [g.add1(ew.cast, [x], to=DType.BF16)]
+    with pytest.raises(Unsupported, match="no bfloat16 tensors"):
+        BACKEND.build(g, Target("llvm"))
