@@ -144,7 +144,7 @@ class Arena:
 
     def __init__(self, table: np.ndarray, alignment: int = 64):
         table = np.asarray(table, np.int64).reshape(-1, 3 + _MAX_RANK)
-        sizes = [int(np.prod(r[3:3 + r[2]], dtype=np.int64)) * _itemsize(_DTYPES[r[1]]) for r in table]
+        sizes = [int(np.prod(r[3:3 + r[2]], dtype=np.int64)) * np.dtype(_DTYPES[r[1]]).itemsize for r in table]
         self.nbytes = max((int(r[0]) + n for r, n in zip(table, sizes)), default=0)
         raw = np.empty(self.nbytes + alignment, np.uint8)
         start = -raw.ctypes.data % alignment
@@ -156,6 +156,3 @@ class Arena:
             flat = tvm.runtime.from_dlpack(self.bytes[off:off + n])
             self.tensors.append(flat._create_view(shape, dtype))
 
-
-def _itemsize(dtype: str) -> int:
-    return 1 if dtype == "bool" else 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
