@@ -9,7 +9,6 @@ import numpy as np
 
 from compiler.diagnostics import InvalidInput, SourceLoc
 from compiler.ir import Graph, Value
-from compiler.ops.bitcast import bitcast
 from compiler.ops.registry import OpDef
 from compiler.types import DType, TensorType
 
@@ -46,9 +45,11 @@ _BF16 = DType.BF16.numpy
 def evaluate(op: OpDef, ins: Sequence[np.ndarray], attrs: dict[str, Any]) -> list[np.ndarray]:
     """op's reference on `ins`. An op on bfloat16 operands computes in float32 and rounds its bfloat16
     results (what a backend's bfloat16 legalization does; ml_dtypes has no bfloat16 matmul, einsum or
-    iinfo); nn.bitcast reads the bits as they are. Interpreting and constant folding both go through here."""
+    iinfo), unless it is `native_bf16`: then its reference gets the bfloat16 arrays as they are
+    (nn.bitcast reads their bits; nn.softmax rounds each step as numpy does on ml_dtypes arrays).
+    Interpreting and constant folding both go through here."""
     ins = [np.asarray(a) for a in ins]
-    if op is bitcast or not any(a.dtype == _BF16 for a in ins):
+    if op.native_bf16 or not any(a.dtype == _BF16 for a in ins):
         return op.reference(ins, attrs)
     types = op.infer([TensorType(a.shape, DType.from_numpy(a.dtype)) for a in ins], attrs)
     outs = op.reference([a.astype(np.float32) if a.dtype == _BF16 else a for a in ins], attrs)

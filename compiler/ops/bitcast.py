@@ -28,4 +28,4 @@ def bitcast_values(x: np.ndarray, to: DType) -> np.ndarray:
 
 bitcast = define("nn.bitcast", "Reinterpret each element's bits as type `to` (same bit width; a bool is "
                  "true where its byte is nonzero).", _bitcast_infer,
-                 lambda ins, a: [bitcast_values(ins[0], a["to"])], 1, to=Attr("dtype"))
+                 lambda ins, a: [bitcast_values(ins[0], a["to"])], 1, native_bf16=True, to=Attr("dtype"))

@@ -99,9 +99,12 @@ def _softmax_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorT
 
 
 def _softmax_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
+    """The sum accumulates in float32, except on bfloat16: that runs as numpy does on ml_dtypes arrays
+    (onnx.reference's Attention and Softmax), every step rounded to bfloat16, each term of the sum too."""
     x = ins[0]
     e = np.exp(x - x.max(axis=a["axis"], keepdims=True))
-    total = e.sum(axis=a["axis"], keepdims=True, dtype=np.promote_types(e.dtype, np.float32)).astype(e.dtype)
+    acc = e.dtype if e.dtype == DType.BF16.numpy else np.promote_types(e.dtype, np.float32)
+    total = e.sum(axis=a["axis"], keepdims=True, dtype=acc).astype(e.dtype)
     return [(e / total).astype(x.dtype)]
 
 
@@ -112,7 +115,7 @@ def _log_softmax_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarra
 
 
 softmax = define("nn.softmax", "exp(x) / sum(exp(x)) along one axis.", _softmax_infer, _softmax_ref,
-                 1, axis=Attr("int", -1))
+                 1, native_bf16=True, axis=Attr("int", -1))
 log_softmax = define("nn.log_softmax", "log(softmax(x)) along one axis.", _softmax_infer,
                      _log_softmax_ref, 1, axis=Attr("int", -1))
 

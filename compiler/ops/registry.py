@@ -63,6 +63,7 @@ class OpDef:
     reference: RefFn
     num_inputs: tuple[int, int] = (1, 1)    # (min, max); max -1 = variadic
     attrs: Mapping[str, Attr] = field(default_factory=dict)
+    native_bf16: bool = False               # the reference takes bfloat16 arrays as they are (interp.evaluate)
 
     @property
     def short_name(self) -> str:
@@ -102,9 +103,9 @@ def register(op: OpDef) -> OpDef:
 
 
 def define(name: str, doc: str, infer: InferFn, reference: RefFn,
-           num_inputs: int | tuple[int, int] = 1, **attrs: Attr) -> OpDef:
+           num_inputs: int | tuple[int, int] = 1, *, native_bf16: bool = False, **attrs: Attr) -> OpDef:
     arity = (num_inputs, num_inputs) if isinstance(num_inputs, int) else num_inputs
-    return register(OpDef(name, doc, infer, reference, arity, attrs))
+    return register(OpDef(name, doc, infer, reference, arity, attrs, native_bf16))
 
 
 def get_op(name: str) -> OpDef:

@@ -52,6 +52,19 @@ def test_attention_fully_masked_row_is_zero(make_model, rng):
     _check(make_model, "Attention", {"q": q, "k": k, "v": v}, {"m": mask}, n_outputs=1)
 
 
+def test_attention_bf16_rounds_softmax_steps_as_onnx_reference(make_model, rng):
+    """On bfloat16, onnx.reference rounds every numpy step of the softmax (exp, each term of the
+    sum, the division) to bfloat16; the interpreter's softmax does too, so the results are equal."""
+    import ml_dtypes
+    q = rng.random((1, 2, 4, 8)).astype(ml_dtypes.bfloat16)
+    k, v = (rng.random((1, 2, 6, 8)).astype(ml_dtypes.bfloat16) for _ in range(2))
+    model = make_model([helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=1)],
+                       {"q": q, "k": k, "v": v}, ["y"], 23)
+    want = ReferenceEvaluator(model).run(None, {"q": q, "k": k, "v": v})[0]
+    got = interp.run(load_onnx(model), q, k, v)[0]
+    assert got.dtype == want.dtype and np.array_equal(got.astype(F32), want.astype(F32))
+
+
 def test_attention_decomposes_into_the_fusable_chain(make_model, rng):
     """matmul -> scale -> causal mask -> softmax -> matmul over repeated K/V heads: find_chains sees it."""
     from compiler.api import optimize
