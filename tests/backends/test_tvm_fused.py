@@ -146,6 +146,19 @@ def test_softmax_over_an_inner_axis_is_one_kernel(rng):
     assert _kernel_calls(exe) == ["softmax"]
 
 
+@pytest.mark.parametrize("shape,axis", [((1, 7, 7, 96), -1), ((2, 5, 4, 16), 2)])
+def test_layer_norm_over_the_last_axes_is_one_kernel(rng, shape, axis):
+    """ConvNeXt's channel-last LayerNorm: one row per parallel iteration, vector partial sums."""
+    g = Graph()
+    x = g.add_input("x", TensorType(shape, F32))
+    norm = shape[axis:]
+    gamma = g.const(rng.standard_normal(norm).astype(np.float32))
+    beta = g.const(rng.standard_normal(norm).astype(np.float32))
+    g.outputs = [g.add1(nn.layer_norm, [x, gamma, beta], axis=axis, epsilon=1e-6)]
+    exe = _check(g, (rng.standard_normal(shape) * 4 + 2).astype(np.float32))
+    assert _kernel_calls(exe) == ["layernorm"]
+
+
 def test_residual_conv_writes_over_the_dying_residual(rng):
     """A bottleneck block whose input is a kernel's result: the closing conv writes its output over that
     residual (call_tir_inplace), and every run computes what the interpreter computes (no input of a

@@ -91,12 +91,12 @@ def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
         for task in T.parallel(bh * nq):
             b = task // nq
             q0 = task % nq * tq
-            qs = T.alloc_buffer((tq, d), f32, scope="local")
-            acc = T.alloc_buffer((tq, dv), f32, scope="local")
-            run_max = T.alloc_buffer((tq,), f32, scope="local")
-            run_den = T.alloc_buffer((tq,), f32, scope="local")
-            kt = T.alloc_buffer((d, tk), f32, scope="local")
-            s = T.alloc_buffer((tq, tk), f32, scope="local")
+            qs = T.alloc_buffer((tq, d), f32)
+            acc = T.alloc_buffer((tq, dv), f32)
+            run_max = T.alloc_buffer((tq,), f32)
+            run_den = T.alloc_buffer((tq,), f32)
+            kt = T.alloc_buffer((d, tk), f32)
+            s = T.alloc_buffer((tq, tk), f32)
             for i, e in T.grid(tq, d):
                 qs[i, e] = q[b, q0 + i, e] * scale
             for i in T.serial(tq):
@@ -132,9 +132,9 @@ def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
                         for j in T.vectorized(tk):
                             s[i, j] = s[i, j] + mask[b * mb, (q0 + i) * mr, k0 + j]
                     # max and sum over the block: vk lanes at a time, then across the lanes
-                    lane = T.alloc_buffer((vk,), f32, scope="local")
-                    new_max = T.alloc_buffer((1,), f32, scope="local")
-                    den = T.alloc_buffer((1,), f32, scope="local")
+                    lane = T.alloc_buffer((vk,), f32)
+                    new_max = T.alloc_buffer((1,), f32)
+                    den = T.alloc_buffer((1,), f32)
                     for ji in T.vectorized(vk):
                         lane[ji] = s[i, ji]
                     for jo in T.serial(1, tk // vk):

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 
 from tvm import s_tir, tirx
 
-from .common import SCHEDULE_ATTR, divisors
+from .common import ACC_SCOPE, SCHEDULE_ATTR, divisors
 from .conv2d import Conv2dSpec, conv_kind, output_hw, weight_out_block
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -64,7 +64,7 @@ def _sched_tiled(sch: s_tir.Schedule, spec: Conv2dSpec, reg_oc: int, reg_w: int)
     oco, oci = sch.split(oc, [None, reg_oc])
     xo, xi = sch.split(x, [None, reg_w])
     sch.reorder(n, oco, y, xo, *red, oci, xi, o)
-    sch.set_scope(conv, 0, "local")
+    sch.set_scope(conv, 0, ACC_SCOPE)
     sch.reverse_compute_at(out, xo)
     sch.vectorize(o)
     sch.unroll(xi)

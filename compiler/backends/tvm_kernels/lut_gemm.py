@@ -129,8 +129,8 @@ def make_lut_gemm(spec: LutSpec) -> tirx.PrimFunc:
         ssum = T.alloc_buffer((m_, ng), "int32")
         # -- tables: per row and group of G, the scale e, then the 16 entries of every table of 4 --------
         for r in T.parallel(m_):
-            xs = T.alloc_buffer((4,), "int32", scope="local")
-            mx = T.alloc_buffer((2,), "int32", scope="local")
+            xs = T.alloc_buffer((4,), "int32")
+            mx = T.alloc_buffer((2,), "int32")
             for g in T.serial(ng):
                 mx[0] = 0
                 mx[1] = 0
@@ -163,9 +163,9 @@ def make_lut_gemm(spec: LutSpec) -> tirx.PrimFunc:
         for task in T.parallel(m_ * nb_):
             r = task // nb_
             nb = task % nb_
-            acc = T.alloc_buffer((COLS,), "int32", scope="local")
-            a16 = T.alloc_buffer((b_ * 128,), "int16", scope="local")
-            p32 = T.alloc_buffer((64,), "int32", scope="local")
+            acc = T.alloc_buffer((COLS,), "int32")
+            a16 = T.alloc_buffer((b_ * 128,), "int16")
+            p32 = T.alloc_buffer((64,), "int32")
             for c in T.vectorized(COLS):
                 acc[c] = bias[nb * COLS + c]
             for g in T.serial(ng):

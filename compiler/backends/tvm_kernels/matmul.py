@@ -21,7 +21,7 @@ from typing import Optional, Tuple
 import numpy as np
 from tvm import s_tir, te, tirx
 
-from .common import SCHEDULE_ATTR, act_te, divisors, finalize, prod
+from .common import ACC_SCOPE, SCHEDULE_ATTR, act_te, divisors, finalize, prod
 
 __all__ = ["MatmulSpec", "matmul_te", "pack_b", "make_matmul", "b_block", "a_shape", "b_shape", "out_shape",
            "matmul_reference"]
@@ -185,8 +185,8 @@ def _sched_ksplit(sch: s_tir.Schedule, spec: MatmulSpec, lanes: int):
     jo, jv, jl = sch.split(j, [None, max(1, nb // lanes), min(lanes, nb)])
     sch.reorder(*bl, jo, i, ko, r, jv, jl)
     mm = sch.get_sblock("mm")
-    sch.set_scope(part, 0, "local")
-    sch.set_scope(mm, 0, "local")
+    sch.set_scope(part, 0, ACC_SCOPE)
+    sch.set_scope(mm, 0, ACC_SCOPE)
     sch.reverse_compute_at(mm, jo)
     sch.reverse_compute_at(out, jo)
     sch.vectorize(jl)
@@ -260,7 +260,7 @@ def _sched_tiled(sch: s_tir.Schedule, spec: MatmulSpec, reg_m: int, reg_n: int, 
     io, ii = sch.split(i, [None, reg_m])
     jo, jv, jl = sch.split(j, [None, reg_n // lanes, lanes])
     sch.reorder(*bl, jo, io, k, ii, jv, jl)
-    sch.set_scope(mm, 0, "local")
+    sch.set_scope(mm, 0, ACC_SCOPE)
     sch.reverse_compute_at(out, io)
     if not spec.b_is_const and spec.transpose_b:
         # repack the transposed B panel right before it is used (stays in L1)

@@ -12,7 +12,7 @@ from typing import Tuple
 import numpy as np
 from tvm import s_tir, te, tirx
 
-from .common import SCHEDULE_ATTR, finalize
+from .common import ACC_SCOPE, SCHEDULE_ATTR, finalize
 
 __all__ = ["PoolSpec", "pool2d_te", "make_pool2d", "pool_out_hw", "pool_in_shape", "pool_out_shape",
            "pool2d_reference", "IntGlobalSumSpec", "make_int_global_sum"]
@@ -150,7 +150,7 @@ def make_pool2d(spec: PoolSpec) -> tirx.PrimFunc:
                 n, c, y, xx, ry, rx = loops
                 i = None
             if attempt == "tiled":
-                sch.set_scope(pool, 0, "local")
+                sch.set_scope(pool, 0, ACC_SCOPE)
                 sch.reverse_compute_at(out, xx)
                 if i is not None:
                     sch.vectorize(i)
@@ -259,7 +259,7 @@ def make_int_global_sum(spec: IntGlobalSumSpec) -> tirx.PrimFunc:
         if spec.block:
             n, c, y, xx, i, ry_, rx_ = loops
             sch.reorder(n, c, y, xx, ry_, rx_, i)
-            sch.set_scope(pool, 0, "local")
+            sch.set_scope(pool, 0, ACC_SCOPE)
             sch.reverse_compute_at(o, xx)
             sch.vectorize(i)
             sch.vectorize(sch.get_loops(o)[-1])

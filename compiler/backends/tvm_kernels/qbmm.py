@@ -21,8 +21,8 @@ from typing import Optional, Tuple
 import numpy as np
 from tvm import s_tir, te, tirx
 
-from .common import SCHEDULE_ATTR, finalize
-from .qconv2d import VNNI_INTRIN_LOCAL, Requant, requant_scalar_te  # noqa: F401  (registers the intrinsic)
+from .common import ACC_SCOPE, SCHEDULE_ATTR, finalize
+from .qconv2d import VNNI_INTRIN, Requant, requant_scalar_te  # noqa: F401  (registers the intrinsic)
 from .qmatmul import pick_tile
 
 __all__ = ["QBmmSpec", "make_pack", "make_qbmm", "qbmm_reference"]
@@ -141,7 +141,7 @@ def make_qbmm(spec: QBmmSpec, tile=None) -> tirx.PrimFunc:
     io, ii = sch.split(i, [None, rm])
     oo, oi = sch.split(o, [None, rn])
     sch.reorder(z, io, oo, kq, ii, oi, j, kt)
-    sch.set_scope(accb, 0, "local")
+    sch.set_scope(accb, 0, ACC_SCOPE)
     sch.reverse_compute_at(out, oo)
     _, cv = sch.split(sch.get_loops(out)[-1], [None, 16])
     sch.vectorize(cv)
@@ -149,7 +149,7 @@ def make_qbmm(spec: QBmmSpec, tile=None) -> tirx.PrimFunc:
     sch.unroll(oi)
     sch.parallel(sch.fuse(z, io, oo))
     init = sch.decompose_reduction(accb, kq)
-    sch.tensorize(j, VNNI_INTRIN_LOCAL)
+    sch.tensorize(j, VNNI_INTRIN)
     sch.vectorize(sch.get_loops(init)[-1])
     if spec.shift:
         sz, si, sk = sch.get_loops(sch.get_sblock("shift"))

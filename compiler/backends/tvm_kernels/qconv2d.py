@@ -41,11 +41,11 @@ from compiler.layouts import int_in_block, pack_vnni_conv_weight
 from .common import SCHEDULE_ATTR, divisors, finalize
 from .requant import (REQUANT_FORMS, Requant, pack_requant, requant_dtype, requant_form,  # noqa: F401
                       requant_np, requant_scalar_te, requant_te)
-from .vnni import VNNI_INTRIN, VNNI_INTRIN_LOCAL, register_intrinsics  # noqa: F401
+from .vnni import VNNI_INTRIN, register_intrinsics  # noqa: F401
 
 __all__ = ["QConvSpec", "Requant", "make_qconv2d", "pack_weight", "pack_bias", "pack_requant", "data_shape",
            "out_shape", "output_hw", "qconv2d_reference", "requant_np", "requant_form",
-           "REQUANT_FORMS", "VNNI_INTRIN", "VNNI_INTRIN_LOCAL"]
+           "REQUANT_FORMS", "VNNI_INTRIN"]
 
 # ----------------------------------------------------------------------------------------------------------------
 # spec and packing

@@ -18,8 +18,8 @@ from typing import Optional, Tuple
 import numpy as np
 from tvm import s_tir, te, tirx
 
-from .common import SCHEDULE_ATTR, divisors, finalize
-from .qconv2d import VNNI_INTRIN_LOCAL, Requant, requant_np, requant_te  # noqa: F401  (registers the intrinsics)
+from .common import ACC_SCOPE, SCHEDULE_ATTR, divisors, finalize
+from .qconv2d import VNNI_INTRIN, Requant, requant_np, requant_te  # noqa: F401  (registers the intrinsics)
 
 __all__ = ["QMatmulSpec", "make_qmatmul", "pack_weight", "pack_bias", "pack_requant", "qmatmul_reference"]
 
@@ -139,7 +139,7 @@ def make_qmatmul(spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
     io, ii = sch.split(i, [None, rm])
     oo, oi = sch.split(o, [None, rn])
     sch.reorder(io, oo, kq, ii, oi, j, kt)
-    sch.set_scope(accb, 0, "local")
+    sch.set_scope(accb, 0, ACC_SCOPE)
     sch.reverse_compute_at(out, oo)
     ol = sch.get_loops(out)
     _, cv = sch.split(ol[-1], [None, 16])
@@ -148,7 +148,7 @@ def make_qmatmul(spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
     sch.unroll(oi)
     sch.parallel(sch.fuse(io, oo))
     init = sch.decompose_reduction(accb, kq)
-    sch.tensorize(j, VNNI_INTRIN_LOCAL)
+    sch.tensorize(j, VNNI_INTRIN)
     sch.vectorize(sch.get_loops(init)[-1])
     try:
         pad = sch.get_sblock("pad")

@@ -28,7 +28,7 @@ from typing import Tuple
 import numpy as np
 from tvm import s_tir, te, tirx
 
-from .common import SCHEDULE_ATTR, finalize
+from .common import ACC_SCOPE, SCHEDULE_ATTR, finalize
 from .qconv2d import QConvSpec, output_hw, out_shape, pack_bias as conv_bias, pad_te, pick_tile as conv_tile, \
     table_args, write_back_te
 from .qmatmul import QMatmulSpec, pack_bias as matmul_bias, pick_tile as matmul_tile
@@ -279,7 +279,7 @@ def make_shift_qmatmul(spec: QMatmulSpec, terms: int, tile: Tuple[int, int] | No
     io, ii = sch.split(i, [None, rm])
     oo, oi = sch.split(o, [None, rn])
     sch.reorder(io, oo, k, ii, oi, j)
-    sch.set_scope(accb, 0, "local")
+    sch.set_scope(accb, 0, ACC_SCOPE)
     sch.reverse_compute_at(out, oo)
     _, cv = sch.split(sch.get_loops(out)[-1], [None, 16])
     sch.vectorize(cv)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tvm import s_tir, te
 
-from .common import fast_exp, finalize
+from .common import ACC_SCOPE, fast_exp, finalize
 
 
 def softmax_te(x: te.Tensor) -> te.Tensor:
@@ -44,7 +44,7 @@ def make_softmax(outer: int, length: int, inner: int, lanes: int = 16):
     _vector(sch, sch.get_loops(sch.get_sblock("e"))[-1], chunk, lanes)
     _vector(sch, sch.get_loops(out)[-1], chunk, lanes)
     for name in ("mx", "s", "e"):
-        sch.set_scope(sch.get_sblock(name), 0, "local")
+        sch.set_scope(sch.get_sblock(name), 0, ACC_SCOPE)
     return finalize(sch.mod["main"])
 
 

@@ -6,7 +6,6 @@ from tvm import s_tir
 from tvm.script import tirx as T
 
 VNNI_INTRIN = "dyc_dot_16x4_u8i8i32_vnni"
-VNNI_INTRIN_LOCAL = "dyc_dot_16x4_u8i8i32_vnni_local"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -43,9 +42,8 @@ def _intrin(scope: str):
 
 
 def register_intrinsics() -> None:
-    for name, scope in ((VNNI_INTRIN, "global"), (VNNI_INTRIN_LOCAL, "local")):
-        if s_tir.TensorIntrin.get(name, allow_missing=True) is None:
-            s_tir.TensorIntrin.register(name, *_intrin(scope))
+    if s_tir.TensorIntrin.get(VNNI_INTRIN, allow_missing=True) is None:
+        s_tir.TensorIntrin.register(VNNI_INTRIN, *_intrin("global"))
 
 
 register_intrinsics()

@@ -56,6 +56,14 @@ def _layer_norm(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax
 
     gamma = fit(args[1])
     beta = fit(args[2]) if len(args) > 2 else const(np.zeros(norm_shape), dt)
+    length = int(np.prod(norm_shape, dtype=np.int64))
+    if ctx.target.kind == "llvm" and dt == "float32" and length % 16 == 0 and length >= 32:
+        from compiler.backends.tvm_kernels.layernorm import make_layernorm
+        rows, eps = int(np.prod(xs[:axis], dtype=np.int64)), float(node.attrs["epsilon"])
+        gv = ctx.kernel(("layernorm", rows, length, eps), lambda: make_layernorm(rows, length, eps), "layernorm")
+        y = ctx.call_kernel(gv, [ctx.reshape(x, (rows, length)), ctx.reshape(gamma, (length,)),
+                                 ctx.reshape(beta, (length,))], (rows, length))
+        return [R.reshape(y, xs)]
     return [R.nn.layer_norm(x, gamma, beta, list(range(axis, len(xs))), node.attrs["epsilon"])]
 
 
