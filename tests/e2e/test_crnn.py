@@ -1,5 +1,5 @@
-"""A CRNN-style OCR model (conv stack, bidirectional 2-layer LSTM over the width, linear
-classifier per column), built in PyTorch: through the torch frontend and through
+"""A CRNN-style OCR model (examples/crnn.py: conv stack, bidirectional 2-layer LSTM over the width,
+linear classifier per column), built in PyTorch: through the torch frontend and through
 torch.onnx.export (opset 17), it matches eager PyTorch and onnxruntime, in the reference
 interpreter and compiled with TVM."""
 from __future__ import annotations
@@ -14,31 +14,8 @@ torch = pytest.importorskip("torch")
 
 
 def crnn():
-    nn = torch.nn
-
-    class CRNN(nn.Module):
-        def __init__(self, classes: int = 11, hidden: int = 32):
-            super().__init__()
-            self.features = nn.Sequential(
-                nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d((2, 1)))
-            self.rnn = nn.LSTM(32 * 4, hidden, num_layers=2, bidirectional=True)
-            self.fc = nn.Linear(2 * hidden, classes)
-
-        def forward(self, x):                        # (N, 1, 16, W) -> (W/2, N, classes)
-            f = self.features(x)                     # (N, 32, 4, W/2)
-            n, c, h, w = f.shape
-            seq = f.permute(3, 0, 1, 2).reshape(w, n, c * h)
-            y, _ = self.rnn(seq)
-            return self.fc(y).log_softmax(-1)
-
-    torch.manual_seed(0)
-    model = CRNN().eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-    return model, torch.randn(2, 1, 16, 32)
+    from examples.crnn import crnn as build
+    return build()
 
 
 @requires_tvm
@@ -71,5 +48,9 @@ def test_crnn_onnx_export_matches_onnxruntime(tmp_path):
     g = compiler.import_model(str(path))
     assert sum(n.op.name == "nn.lstm" for n in g.nodes) == 2
     np.testing.assert_allclose(interp.run(g, x.numpy())[0], want, rtol=1e-4, atol=1e-5)
-    (got,) = compiler.compile(str(path), target="llvm").run(x.numpy())
+    cm = compiler.compile(str(path), target="llvm")
+    (got,) = cm.run(x.numpy())
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # every step's input projection is one call of our packed-panel matmul kernel per layer and direction
+    relax_text = cm.executable.source("relax")
+    assert relax_text.count("call_tir(cls.matmul_") >= 4 and "R.matmul(" not in relax_text
