@@ -14,7 +14,7 @@ from tvm.script import tirx as T
 
 from compiler.backends.tvm_kernels.common import fast_exp, fast_tanh
 from compiler.backends.tvm_lower.registry import LowerCtx, const, dtype_of, lowers, shape_of
-from compiler.ir import Node
+from compiler.ir import Node, Value
 from compiler.ops import recurrent as rec
 
 R = relax.op
@@ -52,11 +52,12 @@ def _panel(gs: int, v: int) -> int:
     return max(u * v for u in (4, 2, 1) if gs % (u * v) == 0)
 
 
-def _panels(ctx: LowerCtx, rt: relax.Expr, r_value, d: int, hs: int, gs: int, pw: int) -> relax.Expr:
+def _panels(ctx: LowerCtx, r: relax.Expr, r_value: Value, d: int, hs: int, gs: int, pw: int) -> relax.Expr:
     """R[d]^T (hs, gs) as panels (gs // pw, hs, pw), each contiguous: packed here when R is a constant."""
-    if r_value is not None and r_value.is_const:
+    if r_value.is_const:
         w = np.asarray(r_value.const)[d].T
         return relax.const(np.ascontiguousarray(w.reshape(hs, gs // pw, pw).transpose(1, 0, 2)))
+    rt = R.permute_dims(_pick(ctx, r, d), [1, 0])
     return ctx.emit(R.permute_dims(R.reshape(rt, (hs, gs // pw, pw)), [1, 0, 2]))
 
 
@@ -214,12 +215,12 @@ def _input_projection(ctx: LowerCtx, node: Node, x2: relax.Expr, w: relax.Expr, 
     on the CPU in float32 (Relax's default schedule of this matmul ran 100 ms for a 64 x 512 x 1024 CRNN layer),
     else Relax's matmul."""
     wv, bv = node.inputs[1], node.inputs[3]
-    if ctx.target.kind == "llvm" and dtype_of(x2) == "float32" and wv.is_const and (bv is None or bv.is_const):
+    if ctx.target.kind == "llvm" and dtype_of(x2) == "float32" and wv.is_const and bv.is_const:
         from compiler.backends.tvm_kernels import matmul as kmm
         rows, k = shape_of(x2)
         spec = kmm.MatmulSpec((), rows, gs, k, True, True, True, "none")
         weight = np.asarray(wv.const, np.float32)[d]
-        bias = (np.zeros(gs, np.float32) if bv is None else np.asarray(bv.const, np.float32)[d, :gs])
+        bias = np.asarray(bv.const, np.float32)[d, :gs]
         gv = ctx.kernel(("matmul", spec, "recurrent input projection"),
                         lambda: kmm.make_matmul(spec), "matmul")
         return ctx.call_kernel(gv, [x2, relax.const(kmm.pack_b(spec, weight)), relax.const(bias)], (rows, gs))
@@ -243,9 +244,8 @@ def _recurrent(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.
     for d in range(d_count):
         reverse = a["direction"] == "reverse" or d == 1
         gx = ctx.emit(R.reshape(_input_projection(ctx, node, x2, w, b, d, gs), (steps, n, gs)))
-        rt = ctx.emit(R.permute_dims(_pick(ctx, r, d), [1, 0]))
-        if kind == "lstm":
-            rt = _panels(ctx, rt, node.inputs[2], d, hs, gs, _panel(gs, _lanes(hs)))
+        rt = (_panels(ctx, r, node.inputs[2], d, hs, gs, _panel(gs, _lanes(hs))) if kind == "lstm"
+              else ctx.emit(R.permute_dims(_pick(ctx, r, d), [1, 0])))
         ins = [gx, rt, _pick(ctx, b, d, gs, 2 * gs), lens, _pick(ctx, h0, d)]
         state = relax.TensorType((n, hs), dt)
         outs = [relax.TensorType((steps, n, hs), dt), state]
