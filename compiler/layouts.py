@@ -95,6 +95,40 @@ def pack_vnni_conv_weight(w, ib: int):
     return np.ascontiguousarray(p)
 
 
+# A matmul's constant weight B (k, n) is packed as its CPU kernel reads it:
+#   panels      (n/nb, k, nb), nb the panel width (matmul_panel_width): the fp32 matmul's column panels
+#   vnni_matmul (np/16, kp/4, 16, 4), kp and np = k and n rounded up to 4 and 16, the padding zero:
+#               element [o, q, j, t] = w[4 q + t, 16 o + j] (the int8 VNNI matmul, weight zero point 0)
+MATMUL_FORMS = ("panels", "vnni_matmul")
+
+
+def matmul_panel_width(n: int) -> int:
+    """Column-panel width of the fp32 matmul's packed B: 32 (two zmm) when n allows, else 16/8/4/2/1."""
+    return next(nb for nb in (32, 16, 8, 4, 2, 1) if n % nb == 0)
+
+
+def pack_matmul_weight(w, form: str):
+    """(k, n) weight -> its packed `form` (a contiguous copy)."""
+    import numpy as np
+    k, n = w.shape
+    if form == "panels":
+        nb = matmul_panel_width(n)
+        return np.ascontiguousarray(w.reshape(k, n // nb, nb).transpose(1, 0, 2))
+    kp, np_ = -(-k // 4) * 4, -(-n // 16) * 16
+    wp = np.zeros((kp, np_), np.int8)
+    wp[:k, :n] = w
+    return np.ascontiguousarray(wp.reshape(kp // 4, 4, np_ // 16, 16).transpose(2, 0, 3, 1))
+
+
+def unpack_matmul_weight(p, form: str, channels: tuple[int, ...] = ()):
+    """A packed matmul weight -> (k, n) (`channels`: (k, n) of a vnni_matmul weight)."""
+    import numpy as np
+    if form == "panels":
+        return np.ascontiguousarray(p.transpose(1, 0, 2).reshape(p.shape[1], p.shape[0] * p.shape[2]))
+    w = p.transpose(1, 3, 0, 2).reshape(p.shape[1] * 4, p.shape[0] * 16)
+    return np.ascontiguousarray(w[:channels[0], :channels[1]])
+
+
 def unpacked_conv_weight_shape(shape: tuple[int, ...], form: str,
                                channels: tuple[int, ...] = ()) -> tuple[int, int, int, int]:
     """The OIHW shape a packed weight of `shape` holds (`channels`: (co, ci) of a vnni weight)."""

@@ -37,8 +37,8 @@ QUANTIZED_PIPELINES: dict[str, list[str]] = {
 # the kernel-level passes, after quantization: what runs as one kernel, in which layout, with which
 # tile. The GPU lowers fused nodes op by op for now, so it keeps plain layouts. fuse_attention comes
 # first: its chain (matmul, scale, mask, softmax, matmul) holds matmuls that fuse_kernels would
-# otherwise take one by one. pack_weights stores each conv kernel's weight in the packed form its
-# kernel reads (assign_layouts chose the blocks it depends on). assign_inplace marks the kernels that
+# otherwise take one by one. pack_weights stores each conv and matmul kernel's constant weight in the
+# packed form its kernel reads (assign_layouts chose the blocks a conv's form depends on). assign_inplace marks the kernels that
 # may write over an operand that dies there (a conv's residual). plan_memory, last, is an analysis of the final IR: the arena offset of
 # every intermediate buffer (passes/memory.py).
 KERNEL_PIPELINES: dict[str, list[str]] = {

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from compiler import layouts
 from compiler.ir import Graph, Node, Value
 from compiler.ops import elementwise as ew
-from compiler.ops import ivit, kernel, linalg, nn, quant as q, reduce as rd, shape
+from compiler.ops import ivit, kernel, layout, linalg, nn, quant as q, reduce as rd, shape
 from passes.base import register_pass
 
 ANCHORS = {
@@ -69,7 +69,7 @@ def _chain_kind(anchor: Node) -> str | None:
             return "qdepthwise"
         return "qconv" if layouts.int_out_block(anchor.outputs[0].type.shape[1]) else "qconv_plain"
     if anchor.op is q.matmul:
-        return "qmatmul" if anchor.inputs[1].is_const else "qbmm"
+        return "qmatmul" if layout.is_const_weight(anchor.inputs[1]) else "qbmm"
     if anchor.op is ivit.shiftmax:
         return "shiftmax"
     if anchor.op is rd.reduce_sum:

@@ -1,9 +1,10 @@
-"""pack_weights: each conv kernel's weight becomes the packed constant its kernel reads.
+"""pack_weights: each conv and matmul kernel's constant weight becomes the packed constant its kernel reads.
 
 After assign_layouts a conv kernel's body reads its data in `in_block` channel blocks and writes its
 result in `out_block` blocks; compiler/layouts.py says, from those, which packed form (dense, depthwise
 or generic) and which blocks the CPU kernel reads its weight in; an int8 conv's VNNI kernel reads the
-vnni form for its input block. This pass stores the weight in that form: the body's OIHW constant is replaced by `layout.unpack_weight(packed constant)`. The interpreter
+vnni form for its input block; a matmul by a constant (k, n) weight reads it in column panels (fp32) or
+the VNNI matmul's form (int8, weight zero point 0). This pass stores the weight in that form: the body's OIHW constant is replaced by `layout.unpack_weight(packed constant)`. The interpreter
 still computes the conv on OIHW (the meaning does not change), the backend takes the packed constant
 as is, and `--emit ir` shows the bytes that run.
 """
@@ -27,19 +28,36 @@ def _blocks(body: Graph, conv: Node) -> tuple[int, int]:
     return ib, ob
 
 
-def _packing(body: Graph, conv: Node) -> tuple[np.ndarray, dict] | None:
-    """(packed weight, unpack_weight attributes) of the kernel's conv, or None (no packed form applies:
-    a computed weight, a 1-D or 3-D conv, an int8 conv without blocked data or with groups)."""
-    w = conv.inputs[1]
-    if not w.is_const or w.type.rank != 4 or conv.inputs[0].type.rank != 4:     # 2-D convs only
+def _matmul_packing(mm: Node) -> tuple[np.ndarray, dict] | None:
+    """(packed weight, unpack_weight attributes) of a matmul by a constant (k, n) weight: the fp32 kernel's
+    column panels, the int8 VNNI kernel's form (weight zero point 0, not the shift-and-add realization)."""
+    a, w = mm.inputs
+    if not w.is_const or w.type.rank != 2 or a.type.rank < 2:
         return None
-    ib, ob = _blocks(body, conv)
-    if conv.op is linalg.conv and conv.inputs[0].type.dtype is DType.F32:
-        co, ci = w.type.shape[0], conv.inputs[0].type.shape[1]
-        form, ib, ob = layouts.conv_weight_form(ci, co, conv.attrs["groups"], ib, ob)
+    if mm.op is linalg.matmul and a.type.dtype is DType.F32 and w.type.dtype is DType.F32:
+        return layouts.pack_matmul_weight(np.asarray(w.const), "panels"), {"form": "panels"}
+    if mm.op is q.matmul and w.type.dtype is DType.I8 and mm.attrs["b_zero_point"] == 0 \
+            and mm.attrs["realization"] != "shift":
+        return (layouts.pack_matmul_weight(np.asarray(w.const), "vnni_matmul"),
+                {"form": "vnni_matmul", "channels": w.type.shape})
+    return None
+
+
+def _packing(body: Graph, anchor: Node) -> tuple[np.ndarray, dict] | None:
+    """(packed weight, unpack_weight attributes) of the kernel's conv or matmul, or None (no packed form
+    applies: a computed weight, a 1-D or 3-D conv, an int8 conv without blocked data or with groups)."""
+    if anchor.op in (linalg.matmul, q.matmul):
+        return _matmul_packing(anchor)
+    w = anchor.inputs[1]
+    if not w.is_const or w.type.rank != 4 or anchor.inputs[0].type.rank != 4:     # 2-D convs only
+        return None
+    ib, ob = _blocks(body, anchor)
+    if anchor.op is linalg.conv and anchor.inputs[0].type.dtype is DType.F32:
+        co, ci = w.type.shape[0], anchor.inputs[0].type.shape[1]
+        form, ib, ob = layouts.conv_weight_form(ci, co, anchor.attrs["groups"], ib, ob)
         return layouts.pack_conv_weight(np.asarray(w.const), form, ib, ob), {"form": form}
-    if conv.op is q.conv and w.type.dtype is DType.I8 and conv.attrs["groups"] == 1 and ib \
-            and conv.attrs["realization"] != "shift":       # the shift kernel reads codes, not this form
+    if anchor.op is q.conv and w.type.dtype is DType.I8 and anchor.attrs["groups"] == 1 and ib \
+            and anchor.attrs["realization"] != "shift":       # the shift kernel reads codes, not this form
         co, ci = w.type.shape[:2]
         return layouts.pack_vnni_conv_weight(np.asarray(w.const), ib), {"form": "vnni", "channels": (co, ci)}
     return None
@@ -66,10 +84,11 @@ def packed_body(body: Graph) -> Graph | None:
 
 @register_pass("pack_weights")
 def pack_weights(g: Graph, ctx: PassContext) -> Graph:
-    """The conv kernels' weights (fp32, int8 VNNI) as the packed constants their kernels read."""
+    """The conv and matmul kernels' constant weights (fp32, int8 VNNI) as the packed constants their kernels
+    read."""
     g = g.clone()
     for i, n in enumerate(g.nodes):
-        if n.op is not kernel.fused or n.attrs["kernel"] not in ("conv", "qconv"):
+        if n.op is not kernel.fused or n.attrs["kernel"] not in ("conv", "qconv", "matmul", "qmatmul"):
             continue
         body = packed_body(n.attrs["body"])
         if body is not None:

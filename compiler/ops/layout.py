@@ -5,10 +5,10 @@
 is its inverse and drops the padding channels. The layout pass inserts them; a pack of an unpack
 with the same block cancels.
 
-`layout.unpack_weight` turns a conv weight packed the way the CPU kernel reads it (compiler/layouts.py:
-dense, depthwise or generic form) back into OIHW. The weight-packing pass puts it, applied to the packed
-constant, in front of the conv inside a fused kernel: the IR then holds the bytes the kernel reads, and
-the interpreter still computes the conv on OIHW.
+`layout.unpack_weight` turns a weight packed the way the CPU kernel reads it (compiler/layouts.py: a conv's
+dense, depthwise, generic or vnni form; a matmul's panels or vnni_matmul form) back into OIHW or (k, n). The
+weight-packing pass puts it, applied to the packed constant, in front of the conv or matmul inside a fused
+kernel: the IR then holds the bytes the kernel reads, and the interpreter still computes on the plain weight.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ unpack = define("layout.unpack", "NCHW{b}c -> NCHW with `channels` channels (pad
                 _unpack_infer, _unpack_ref, 1, channels=Attr("int"))
 
 
-_WEIGHT_RANK = {"dense": 6, "depthwise": 4, "generic": 5, "vnni": 7}
+_WEIGHT_RANK = {"dense": 6, "depthwise": 4, "generic": 5, "vnni": 7, "panels": 3, "vnni_matmul": 4}
 
 
 def _unpack_weight_infer(ins: list[TensorType], a: dict[str, Any]) -> list[TensorType]:
@@ -72,15 +72,30 @@ def _unpack_weight_infer(ins: list[TensorType], a: dict[str, Any]) -> list[Tenso
     if form == "vnni" and (len(ch) != 2 or not 0 < ch[0] <= p.shape[0] * 16
                            or not 0 < ch[1] <= p.shape[1] * p.shape[4] * 4):
         raise TypeRuleError(f"unpack_weight: a vnni weight needs channels (co, ci) it holds, got {ch} for {p}")
+    if form == "vnni_matmul" and (len(ch) != 2 or not 0 < ch[0] <= p.shape[1] * 4
+                                  or not 0 < ch[1] <= p.shape[0] * 16):
+        raise TypeRuleError(f"unpack_weight: a vnni_matmul weight needs the (k, n) it holds, got {ch} for {p}")
+    if form == "panels":
+        return [TensorType((p.shape[1], p.shape[0] * p.shape[2]), p.dtype)]
+    if form == "vnni_matmul":
+        return [TensorType(tuple(ch), p.dtype)]
     return [TensorType(unpacked_conv_weight_shape(p.shape, form, ch), p.dtype)]
 
 
 def _unpack_weight_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
-    from compiler.layouts import unpack_conv_weight
-    return [unpack_conv_weight(ins[0], a["form"], a.get("channels", ()))]
+    from compiler.layouts import MATMUL_FORMS, unpack_conv_weight, unpack_matmul_weight
+    unpack = unpack_matmul_weight if a["form"] in MATMUL_FORMS else unpack_conv_weight
+    return [unpack(ins[0], a["form"], a.get("channels", ()))]
 
 
 unpack_weight = define("layout.unpack_weight",
-                       "A conv weight packed for the CPU kernel (fp32 dense / depthwise / generic, int8 vnni "
-                       "with its (co, ci) `channels`) -> OIHW.",
+                       "A weight packed for the CPU kernel -> OIHW / (k, n): a conv's fp32 dense / depthwise / "
+                       "generic or int8 vnni form (with its (co, ci) `channels`), a matmul's fp32 panels or int8 "
+                       "vnni_matmul form (with its (k, n) `channels`).",
                        _unpack_weight_infer, _unpack_weight_ref, 1, form=Attr("str"), channels=Attr("ints", ()))
+
+
+def is_const_weight(v) -> bool:
+    """v is a constant, or layout.unpack_weight of a constant (a weight passes/weights.py packed)."""
+    p = v.producer
+    return v.is_const or (p is not None and p.op is unpack_weight and p.inputs[0].is_const)

@@ -9,7 +9,7 @@ from compiler.backends.tvm import BACKEND
 from compiler.backends.tvm_fused import kernel_spec
 from compiler.backends.tvm_fused.body import parse
 from compiler.ir import Graph, Node
-from compiler.ops import kernel, reduce as rd
+from compiler.ops import kernel, layout as lay, reduce as rd
 from compiler.target import Target
 
 TARGET = Target("llvm", num_threads=1)
@@ -24,7 +24,7 @@ class Kernel:
 
 def _kind(n: Node, anchor: Node) -> str:
     k = n.attrs["kernel"]
-    if k == "qmatmul" and not anchor.inputs[1].is_const:
+    if k == "qmatmul" and not lay.is_const_weight(anchor.inputs[1]):
         return "qbmm"
     if k == "reduce":
         return "int_global_sum" if anchor.op is rd.reduce_sum else "pool"

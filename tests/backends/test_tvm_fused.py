@@ -199,6 +199,22 @@ def test_conv_kernels_take_the_packed_weight_constants_as_is(rng):
     _check(g, rng.standard_normal((1, 3, 12, 12)).astype(np.float32))
 
 
+def test_matmul_kernels_take_the_packed_weight_constants_as_is(rng):
+    """A linear layer's kernel is called with the IR's column-panel constant itself (pack_weights)."""
+    from compiler.backends.tvm_fused import fp32, kernel_spec
+    from compiler.ops import kernel, layout as lay
+    g = Graph()
+    x = g.add_input("x", TensorType((4, 24), F32))
+    w = g.const(rng.standard_normal((24, 48)).astype(np.float32), "w")
+    g.outputs = [g.add1(ew.relu, [g.add1(linalg.matmul, [x, w])])]
+    fg, _ = kernels(g, TARGET)
+    (n,) = [n for n in fg.nodes if n.op is kernel.fused and n.attrs["kernel"] == "matmul"]
+    wv = kernel.anchor_of(n.attrs["body"]).inputs[1]
+    assert wv.producer.op is lay.unpack_weight and wv.producer.attrs["form"] == "panels"
+    assert fp32.packed_matmul_weight(kernel_spec(n), wv) is wv.producer.inputs[0].const
+    _check(g, rng.standard_normal((4, 24)).astype(np.float32))
+
+
 def test_a_constant_mask_broadcast_over_heads_fuses_into_the_scores_matmul(rng):
     """Unfused attention (fuse_attention off): Q K^T * scale + a (1, 1, S, S) causal mask is one matmul
     kernel reading the mask at the output's index, not TVM's unscheduled matmul-add."""

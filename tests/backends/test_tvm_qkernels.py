@@ -359,6 +359,27 @@ def test_int8_conv_weights_are_the_kernels_packed_constants():
     np.testing.assert_array_equal(build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
 
 
+def test_int8_matmul_weights_are_the_kernels_packed_constants():
+    """An int8 linear layer's weight is stored in the VNNI matmul's form: the IR constant is exactly what
+    qmatmul.pack_weight makes for the kernel's spec, and the emitter passes it as is."""
+    from compiler.backends.tvm_fused import integer, kernel_spec
+    from compiler.backends.tvm_kernels import qmatmul as kqm
+    from compiler.ops import kernel, layout as lay
+    rng = np.random.default_rng(5)
+    g = Graph()
+    x = g.add_input("x", TensorType((3, 22), DType.U8))
+    w = g.const(rng.integers(-127, 128, (22, 40)).astype(np.int8), "w")
+    g.outputs = [g.add1(q.matmul, [x, w], a_zero_point=9, b_zero_point=0)]
+    fg, _ = kernels(g, TARGET)
+    (n,) = [n for n in fg.nodes if n.op is kernel.fused and n.attrs["kernel"] == "qmatmul"]
+    wv = kernel.anchor_of(n.attrs["body"]).inputs[1]
+    assert wv.producer.op is lay.unpack_weight and wv.producer.attrs["form"] == "vnni_matmul"
+    plain, packed = integer.weight_of(wv)
+    np.testing.assert_array_equal(packed, kqm.pack_weight(kernel_spec(n), plain))
+    xs = _ints(rng, (3, 22), np.uint8)
+    np.testing.assert_array_equal(build(g, TARGET).run([xs])[0], interp.run(g, xs)[0])
+
+
 @pytest.mark.parametrize("c,stride,xdt,xzp", [(32, 1, DType.U8, 7), (24, 2, DType.I8, -3), (16, 1, DType.I8, 0)])
 def test_depthwise_int8_conv_kernel_bit_exact(c, stride, xdt, xzp):
     """A depthwise q.conv + per-channel requant runs as one blocked int8 kernel (16- or 8-channel blocks),

@@ -1,5 +1,5 @@
-"""pack_weights: an fp32 conv kernel's weight becomes the packed constant its kernel reads, unpacked
-in the body by layout.unpack_weight; the interpreter's result does not change. No backend needed."""
+"""pack_weights: a conv or matmul kernel's constant weight becomes the packed constant its kernel reads,
+unpacked in the body by layout.unpack_weight; the interpreter's result does not change. No backend needed."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 
 from compiler import interp, layouts
 from compiler.ir import Graph
-from compiler.ops import elementwise as ew, kernel, layout as lay, linalg
+from compiler.ops import elementwise as ew, kernel, layout as lay, linalg, quant as q
 from compiler.types import DType, TensorType
 from compiler.verify import verify
 from passes.base import PassContext
@@ -66,14 +66,40 @@ def test_conv_kernels_read_packed_constants_and_mean_the_same(rng):
     np.testing.assert_array_equal(interp.run(after, xv)[0], interp.run(before, xv)[0])
 
 
-def test_other_kernels_are_left_alone(rng):
+def test_matmul_kernels_read_packed_constants_and_mean_the_same(rng):
+    """An fp32 linear layer reads its weight in column panels, an int8 one (weight zero point 0) in the VNNI
+    matmul's padded form; a matmul of two activations keeps its operands."""
     g = Graph()
     x = g.add_input("x", TensorType((4, 8), F32))
+    y = g.add_input("y", TensorType((6, 5), F32))
     w = g.const(rng.standard_normal((8, 6)).astype(np.float32), "w")
-    g.outputs = [g.add1(ew.relu, [g.add1(linalg.matmul, [x, w])])]
+    h = g.add1(ew.relu, [g.add1(linalg.matmul, [x, w])])
+    xq = g.add1(q.quantize, [h], scale=0.05, zero_point=0, dtype=DType.I8, qmin=-128, qmax=127)
+    wq = g.const(rng.integers(-127, 128, (6, 10)).astype(np.int8), "wq")
+    g.outputs = [g.add1(linalg.matmul, [h, y]), g.add1(q.matmul, [xq, wq])]
     before = assign(fuse(g)[0])
     after = pack_weights(before, PassContext())
-    assert str(after) == str(before)
+    verify(after)
+    forms = {}
+    for n in after.nodes:
+        if n.op is kernel.fused and n.attrs["kernel"] in ("matmul", "qmatmul"):
+            mm = kernel.anchor_of(n.attrs["body"])
+            u = mm.inputs[1].producer
+            forms[mm.name] = (u.attrs["form"], u.inputs[0].type.shape) if u is not None else None
+    assert sorted(forms.values(), key=str) == [("panels", (3, 8, 2)), ("vnni_matmul", (1, 2, 16, 4)), None]
+    feeds = [rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((6, 5)).astype(np.float32)]
+    for got, want in zip(interp.run(after, *feeds), interp.run(before, *feeds)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_matmul_forms_round_trip_through_their_padding(rng):
+    for form, w in (("panels", rng.standard_normal((7, 96)).astype(np.float32)),
+                    ("vnni_matmul", rng.integers(-128, 128, (38, 50)).astype(np.int8))):
+        p = layouts.pack_matmul_weight(w, form)
+        attrs = lay.unpack_weight.complete_attrs({"form": form, "channels": w.shape if form != "panels" else ()})
+        (back,) = lay.unpack_weight.reference([p], attrs)
+        np.testing.assert_array_equal(back, w)
+        assert lay.unpack_weight.infer([TensorType(p.shape, DType.from_numpy(w.dtype))], attrs)[0].shape == w.shape
 
 
 @pytest.mark.parametrize("co, ci, ib", [(32, 16, 16), (20, 3, 4), (16, 24, 8)])

@@ -57,7 +57,8 @@ def kernel_spec(node: Node):
         if kind == "qconv":
             return integer.qconv_plan(kb)[0]
         if kind == "qmatmul":
-            return (integer.qmatmul_plan(kb) if kb.anchor.inputs[1].is_const else integer.qbmm_plan(kb))[0]
+            return (integer.qmatmul_plan(kb) if lay.is_const_weight(kb.anchor.inputs[1])
+                    else integer.qbmm_plan(kb))[0]
     except NotFusable:
         return None
     return None

@@ -69,8 +69,8 @@ def _conv_slots(kb: KernelBody, has_bias: bool, out_block: int):
 
 
 def _weight_const(w) -> tuple[np.ndarray, str | None] | None:
-    """(array, packed form or None for OIHW) of a conv weight: a constant, or the unpack of a packed
-    constant (passes/weights.py); None when the weight is computed."""
+    """(array, packed form or None for the plain weight) of a conv or matmul weight: a constant, or the unpack
+    of a packed constant (passes/weights.py); None when the weight is computed."""
     if w.is_const:
         return np.asarray(w.const), None
     p = w.producer
@@ -88,6 +88,18 @@ def packed_weight(spec, w) -> np.ndarray:
     if form is not None:
         (arr,) = lay.unpack_weight.reference([arr], {"form": form})
     return kconv.pack_weight(spec, np.asarray(arr, np.float32))
+
+
+def packed_matmul_weight(spec, w) -> np.ndarray:
+    """A constant matmul weight in the kernel's column panels: the IR's packed constant as is when it is in
+    that form, else packed here from (k, n)."""
+    arr, form = _weight_const(w)
+    if form == "panels" and arr.shape == (spec.n // kmm.b_block(spec), spec.k, kmm.b_block(spec)) \
+            and arr.dtype == np.float32:
+        return arr
+    if form is not None:
+        (arr,) = lay.unpack_weight.reference([arr], {"form": form})
+    return kmm.pack_b(spec, np.asarray(arr, np.float32))
 
 
 def conv_plan(kb: KernelBody):
@@ -174,7 +186,7 @@ def matmul_plan(kb: KernelBody):
     if a_v.type.dtype is not F32 or a_v.type.rank < 2 or b_v.type.rank < 2 or ai is None:
         raise NotFusable("not an fp32 matmul")
     m, k = a_v.type.shape[-2:]
-    if b_v.is_const and b_v.type.rank == 2:
+    if lay.is_const_weight(b_v) and b_v.type.rank == 2:
         n_ = b_v.type.shape[1]
         bias, act, rest, cur = _matmul_slots(kb, n_)
         rows = int(np.prod(a_v.type.shape[:-1]))
@@ -184,7 +196,7 @@ def matmul_plan(kb: KernelBody):
     if t is not None and any(t is p for p in kb.prologue):
         src, transpose_b = t.inputs[0], True
     bi = kb.operand_of(src)
-    if b_v.is_const or bi is None or a_v.type.rank != b_v.type.rank or a_v.type.shape[:-2] != b_v.type.shape[:-2]:
+    if bi is None or a_v.type.rank != b_v.type.rank or a_v.type.shape[:-2] != b_v.type.shape[:-2]:
         raise NotFusable("a broadcasting batched matmul")
     spec = kmm.MatmulSpec(a_v.type.shape[:-2], m, b_v.type.shape[-1], k, False, transpose_b, False, "none")
     return spec, None, bi, kb.epilogue, kb.anchor.outputs[0]
@@ -197,8 +209,7 @@ def emit_matmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.
     out_t = kb.anchor.outputs[0].type
     tile = tuple(kb.node.attrs["tile"]) or None
     if bi is None:
-        call_args = [ctx.reshape(args[ai], (spec.m, spec.k)),
-                     relax.const(kmm.pack_b(spec, np.asarray(b_v.const, np.float32)))]
+        call_args = [ctx.reshape(args[ai], (spec.m, spec.k)), relax.const(packed_matmul_weight(spec, b_v))]
         if bias is not None:
             call_args.append(relax.const(bias.astype(np.float32)))
     else:

@@ -64,8 +64,8 @@ def _channel_axis_ok(n: Node, rank: int, axis: int) -> bool:
 
 
 def weight_of(w: Value) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """(OIHW weight, the IR's packed constant or None) of a conv: a constant, or layout.unpack_weight of
-    a packed constant; None when the weight is computed."""
+    """(plain weight, the IR's packed constant or None) of a conv or matmul: a constant, or
+    layout.unpack_weight of a packed constant; None when the weight is computed."""
     if w.is_const:
         return np.asarray(w.const), None
     p = w.producer
@@ -225,7 +225,7 @@ def qmatmul_plan(kb: KernelBody):
     ai = kb.operand_of(a_v)
     if ai is None or a_v.type.dtype not in _INT_ACT or a_v.type.rank < 2 or b_v.type.rank != 2 or \
             not 0 <= at["a_zero_point"] + (128 if a_v.type.dtype is DType.I8 else 0) <= 255 or \
-            not kqm.weight_fits(b_v.const, at["b_zero_point"]):
+            not lay.is_const_weight(b_v) or not kqm.weight_fits(weight_of(b_v)[0], at["b_zero_point"]):
         raise NotFusable("not a VNNI matmul")
     k, n_ = b_v.type.shape
     rows = int(np.prod(a_v.type.shape[:-1]))
@@ -249,13 +249,15 @@ def qmatmul_plan(kb: KernelBody):
 
 def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
     """The VNNI matmul for a constant weight; activations x activations go to the batched kernel."""
-    if not kb.anchor.inputs[1].is_const:
+    if not lay.is_const_weight(kb.anchor.inputs[1]):
         return _emit_qbmm(ctx, kb, args)
     spec, bias, rq_n, ai = qmatmul_plan(kb)
     rq, rows, k = spec.rq, spec.m, spec.k
-    b_v = kb.anchor.inputs[1]
-    zp, w, terms = kb.anchor.attrs["b_zero_point"], np.asarray(b_v.const), _shift_terms(kb.anchor)
+    (w, packed), terms = weight_of(kb.anchor.inputs[1]), _shift_terms(kb.anchor)
+    zp = kb.anchor.attrs["b_zero_point"]
     wp, bp, make, name = _realization(ksa.matmul_realization, spec, w, zp, bias, terms)
+    if packed is not None and not terms and packed.shape == wp.shape:
+        wp = packed                        # the IR's packed constant (passes/weights.py), as is
     call_args = [ctx.reshape(args[ai], (rows, k)), relax.const(wp, str(wp.dtype)), relax.const(bp, "int32")]
     if rq is not None:
         call_args.append(relax.const(kqm.pack_requant(rq_n.attrs["multiplier"], rq_n.attrs["shift"], spec), "int64"))

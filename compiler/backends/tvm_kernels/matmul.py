@@ -21,6 +21,8 @@ from typing import Optional, Tuple
 import numpy as np
 from tvm import s_tir, te, tirx
 
+from compiler.layouts import matmul_panel_width, pack_matmul_weight
+
 from .common import ACC_SCOPE, SCHEDULE_ATTR, act_te, divisors, finalize, prod
 
 __all__ = ["MatmulSpec", "matmul_te", "pack_b", "make_matmul", "b_block", "a_shape", "b_shape", "out_shape",
@@ -56,11 +58,8 @@ class MatmulSpec:
 
 
 def b_block(spec: MatmulSpec) -> int:
-    """Column-panel width of packed B: 32 (two zmm) when n allows, else 16/8/4/2/1 (largest dividing n)."""
-    for nb in (32, 16, 8, 4, 2, 1):
-        if spec.n % nb == 0:
-            return nb
-    return 1
+    """Column-panel width of packed B (compiler/layouts.py: matmul_panel_width)."""
+    return matmul_panel_width(spec.n)
 
 
 def a_shape(spec: MatmulSpec):
@@ -85,8 +84,7 @@ def pack_b(spec: MatmulSpec, w: np.ndarray) -> np.ndarray:
     if spec.transpose_b:
         w = w.T
     assert w.shape == (spec.k, spec.n), (w.shape, spec)
-    nb = b_block(spec)
-    return np.ascontiguousarray(w.reshape(spec.k, spec.n // nb, nb).transpose(1, 0, 2))
+    return pack_matmul_weight(w, "panels")
 
 
 def matmul_te(spec: MatmulSpec, a: te.Tensor, b: te.Tensor, bias: Optional[te.Tensor] = None,

@@ -18,6 +18,8 @@ from typing import Optional, Tuple
 import numpy as np
 from tvm import s_tir, te, tirx
 
+from compiler.layouts import pack_matmul_weight
+
 from .common import ACC_SCOPE, SCHEDULE_ATTR, divisors, finalize
 from .qconv2d import VNNI_INTRIN, Requant, requant_np, requant_te  # noqa: F401  (registers the intrinsics)
 
@@ -64,10 +66,8 @@ def weight_fits(w: np.ndarray, w_zp: int) -> bool:
 
 
 def pack_weight(spec: QMatmulSpec, w: np.ndarray, w_zp: int = 0) -> np.ndarray:
-    wp = np.zeros((spec.kp, spec.np_), np.int64)
-    wp[:spec.k, :spec.n] = np.asarray(w, np.int64) - w_zp
-    p = wp.astype(np.int8).reshape(spec.kp // 4, 4, spec.np_ // 16, 16).transpose(2, 0, 3, 1)
-    return np.ascontiguousarray(p)
+    """(w - w_zp) in the vnni_matmul form (compiler/layouts.py); weight_fits(w, w_zp) holds."""
+    return pack_matmul_weight((np.asarray(w, np.int64) - w_zp).astype(np.int8), "vnni_matmul")
 
 
 def pack_bias(spec: QMatmulSpec, w: np.ndarray, w_zp: int = 0, b: Optional[np.ndarray] = None) -> np.ndarray:
