@@ -16,6 +16,7 @@ from compiler.ops import (  # noqa: F401  (registration)
     reduce,
     sampling,
     shape,
+    signal,
     unary_math,
 )
 from compiler.ops.registry import Attr, OpDef, TypeRuleError, all_ops, get_op

@@ -1,6 +1,6 @@
-"""Converters for ONNX signal ops. DFT and STFT are matrix products with constant twiddle matrices
-(shapes are static, so a transform of length L along an axis of n samples is one (n * c_in, m * c_out)
-real matrix over the interleaved real/imaginary parts); STFT gathers its frames first. The windows
+"""Converters for ONNX signal ops. DFT is our signal.dft over the second-last axis (the signal axis is
+moved there). STFT gathers its frames and multiplies them by the constant twiddle matrix
+(compiler.ops.signal.dft_matrix), the window folded into its rows when constant. The windows
 (Hann, Hamming, Blackman) and MelWeightMatrix depend only on constant inputs: they are constants."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from compiler.ops import elementwise as ew
-from compiler.ops import linalg, shape
+from compiler.ops import linalg, shape, signal
 from frontends.onnx.context import ConvertContext, Operand
 
 
@@ -18,41 +18,6 @@ def _scalar(ctx: ConvertContext, i: int, what: str) -> np.ndarray | None:
     """Constant input i as a 0-d array of its own dtype (None when absent)."""
     v = ctx.const_input(i, what)
     return None if v is None else v.reshape(-1)[0]
-
-
-def _unit_circle(k: np.ndarray, n: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin of 2 pi k n / length over the grid k x n, the angle reduced mod length first and
-    rounding noise at the axes snapped to 0 (so the imaginary part of a real signal's DC and Nyquist
-    bins is exactly 0)."""
-    angle = 2 * np.pi * (np.outer(k, n) % length) / length
-    cos, sin = np.cos(angle), np.sin(angle)
-    return np.where(np.abs(cos) < 1e-12, 0, cos), np.where(np.abs(sin) < 1e-12, 0, sin)
-
-
-def dft_matrix(n_in: int, c_in: int, length: int, inverse: bool, onesided: bool) -> np.ndarray:
-    """The real (n_in * c_in, bins * c_out) matrix of a length-`length` DFT over n_in samples of c_in
-    parts (1: real, 2: real and imaginary interleaved): samples past `length` are dropped, missing ones
-    count as zeros. Forward: e^(-i theta); inverse: e^(+i theta) / length. onesided keeps bins
-    0..length // 2 of a forward transform; an inverse onesided one (irfft) reads those bins and
-    returns the real signal of `length` samples, each bin but DC and Nyquist counted twice."""
-    used = min(n_in, length // 2 + 1 if inverse and onesided else length)
-    if inverse and onesided:
-        k, t = np.arange(used), np.arange(length)
-        cos, sin = _unit_circle(k, t, length)
-        twice = np.where((k == 0) | (2 * k == length), 1.0, 2.0)[:, None] / length
-        mat = np.zeros((n_in, c_in, length, 1))
-        mat[:used, 0, :, 0] = twice * cos
-        if c_in == 2:
-            mat[:used, 1, :, 0] = -twice * sin
-        return mat.reshape(n_in * c_in, length)
-    bins = length // 2 + 1 if onesided else length
-    cos, sin = _unit_circle(np.arange(used), np.arange(bins), length)
-    sign, scale = (1.0, 1.0 / length) if inverse else (-1.0, 1.0)
-    mat = np.zeros((n_in, c_in, bins, 2))
-    mat[:used, 0, :, 0], mat[:used, 0, :, 1] = cos * scale, sign * sin * scale
-    if c_in == 2:
-        mat[:used, 1, :, 0], mat[:used, 1, :, 1] = -sign * sin * scale, cos * scale
-    return mat.reshape(n_in * c_in, bins * 2)
 
 
 def _dft_last(ctx: ConvertContext, x: Operand, mat: np.ndarray, c_out: int) -> Operand:
@@ -72,9 +37,10 @@ def _parts(ctx: ConvertContext, x: Operand) -> int:
 
 def _convert_dft(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
     """DFT-17 (axis attribute, default 1) and DFT-20 (axis input, default -2): the signal axis is moved
-    next to the parts axis, transformed by one matmul, and moved back."""
+    next to the parts axis, transformed (signal.dft), and moved back."""
     x = ctx.input(0)
-    rank, c_in = ctx.rank(x), _parts(ctx, x)
+    rank = ctx.rank(x)
+    _parts(ctx, x)
     axis = ctx.attr("axis", 1) if ctx.opset < 20 else _scalar(ctx, 2, "DFT axis")
     axis = (-2 if axis is None else int(axis)) % rank
     if axis == rank - 1:
@@ -87,8 +53,7 @@ def _convert_dft(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
         raise ctx.invalid(f"dft_length {length}")
     perm = [d for d in range(rank - 1) if d != axis] + [axis, rank - 1]
     moved = x if axis == rank - 2 else ctx.emit(shape.transpose, [x], perm=perm)
-    c_out = 1 if inverse and onesided else 2
-    y = _dft_last(ctx, moved, dft_matrix(n, c_in, length, inverse, onesided), c_out)
+    y = ctx.emit(signal.dft, [moved], length=length, inverse=inverse, onesided=onesided)
     if axis == rank - 2:
         return y
     return ctx.emit(shape.transpose, [y], perm=[perm.index(d) for d in range(rank)])
@@ -109,7 +74,7 @@ def _convert_stft(ctx: ConvertContext, node: onnx.NodeProto) -> Operand:
         raise ctx.invalid(f"frame_step {step} and frame_length {frame} for a signal of {dims[1]}")
     starts = np.arange(1 + (dims[1] - frame) // step) * step
     frames = ctx.emit(shape.gather, [x, starts[:, None] + np.arange(frame)[None, :]], axis=1)
-    mat = dft_matrix(frame, c_in, frame, False, bool(ctx.attr("onesided", 1)))
+    mat = signal.dft_matrix(frame, c_in, frame, False, bool(ctx.attr("onesided", 1)))
     if isinstance(window, np.ndarray):                  # a constant window scales the matrix rows
         mat = mat * np.repeat(window.astype(np.float64), c_in)[:, None]
     elif window is not None:

@@ -278,6 +278,17 @@ def test_mlir_requant_edge_cases():
     check(g, [xv, rand((3, 4), U8, 1, 0, 255)])
 
 
+def test_mlir_dft():
+    from compiler.ops import signal
+    g = Graph()
+    c = g.add_input("c", T((2, 10, 2), F32))
+    r = g.add_input("r", T((2, 10, 1), F32))
+    forms = [(c, {}), (c, {"inverse": True}), (r, {"onesided": True}), (c, {"length": 7}),
+             (c, {"inverse": True, "onesided": True, "length": 16})]
+    g.outputs = [g.add1(signal.dft, [x], **{"length": 10, **a}) for x, a in forms]
+    check(g, [rand((2, 10, 2), F32, 0), rand((2, 10, 1), F32, 1)])
+
+
 def test_mlir_qconv_qmatmul():
     g = Graph()
     x = g.add_input("x", T((1, 4, 7, 7), I8))

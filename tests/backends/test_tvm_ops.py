@@ -211,6 +211,18 @@ def test_tvm_matmul(sa, sb):
     check(*single(linalg.matmul, [T(sa, F32), T(sb, F32)]))
 
 
+def test_tvm_dft_is_the_twiddle_matmul_within_round_off():
+    """signal.dft (reference: numpy's FFT) lowered as one matmul with exact twiddles, every form."""
+    from compiler.ops import signal
+    g = Graph()
+    c = g.add_input("c", TensorType((2, 10, 2), F32))
+    r = g.add_input("r", TensorType((2, 10, 1), F32))
+    forms = [(c, {}), (c, {"inverse": True}), (r, {"onesided": True}), (c, {"length": 7}),
+             (c, {"inverse": True, "onesided": True, "length": 16}), (r, {"inverse": True, "length": 12})]
+    g.outputs = [g.add1(signal.dft, [x], **{"length": 10, **a}) for x, a in forms]
+    check(g, [rand((2, 10, 2), F32, 0), rand((2, 10, 1), F32, 1)])
+
+
 def test_tvm_matmul_int32():
     check(*single(linalg.matmul, [T((5, 7), I32), T((7, 3), I32)]))
 

@@ -14,6 +14,7 @@ from compiler.backends.tvm_lower import (  # noqa: F401  (registration)
     reduce,
     sampling,
     shape,
+    signal,
     unary_math,
 )
 from compiler.backends.tvm_lower.registry import LOWERINGS, LowerCtx, lowers

@@ -12,14 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 
-PASS_RATE_FLOOR = 0.97          # 1719 / 1746 in-scope cases pass today (shape-like inputs baked)
-
-# Known wrong results, each within round-off of the expected data but outside the case's tolerance:
-# the inverse DFT of a ramp (imaginary parts 0) gives an exact 0 at the Nyquist bin's imaginary part where the data
-# holds the round-off of numpy's single-precision FFT (np.fft.ifft on complex64: 1.9e-7, atol 1e-7).
-# Our DFT is one matmul with an exact twiddle matrix (converters_signal.py); only an op running
-# pocketfft's own float32 butterflies would reproduce that noise. Any other wrong result fails the test.
-KNOWN_WRONG = {"test_dft_inverse", "test_dft_inverse_opset19"}
+PASS_RATE_FLOOR = 0.97          # 1721 / 1746 in-scope cases pass today (shape-like inputs baked)
 
 
 def _runner():
@@ -47,7 +40,7 @@ def results():
 @pytest.mark.slow
 def test_conformance_no_wrong_results_or_crashes(results):
     bad = {name: why for name, (scope, status, why) in results.items()
-           if scope == "in" and status in ("wrong", "crash") and name not in KNOWN_WRONG}
+           if scope == "in" and status in ("wrong", "crash")}
     assert not bad, f"{len(bad)} wrong results / bare exceptions: {bad}"
 
 
