@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile an ONNX model into one executable file (.dyc) for CPU (llvm) or GPU.")
     p.add_argument("model", help="the ONNX model file (.onnx)")
     p.add_argument("--target", default="llvm", metavar="TARGET",
-                   help="'llvm' (host CPU; options -mcpu=NAME, -num-threads=N), e.g. "
+                   help="'llvm' (host CPU; options -mcpu=NAME, -num-threads=N, -fast-tier=off|l2|BYTES), e.g. "
                         "--target 'llvm -mcpu=znver4'; 'cuda -arch=sm_80|sm_86|sm_89|sm_90' (NVIDIA GPU, "
                         "default sm_80; builds without a GPU, runs only on one). "
                         "Default: llvm")

@@ -36,6 +36,7 @@ class Target:
     arch: str = "sm_80"                 # cuda: SM architecture
     num_threads: int | None = None      # None = all cores
     options: tuple[tuple[str, str], ...] = field(default=())
+    fast_tier: str = "off"              # llvm: "off", "l2" (this machine's per-core L2) or a byte count
 
     @classmethod
     def parse(cls, text: str) -> Target:
@@ -49,11 +50,14 @@ class Target:
             if not m:
                 raise Unsupported(f"cannot parse target option {w!r} in {text!r}", hint="use -key=value")
             kw[m.group(1)] = m.group(2)
-        known = {"mcpu", "arch", "num-threads"}
+        known = {"mcpu", "arch", "num-threads", "fast-tier"}
         if set(kw) - known:
             raise Unsupported(f"unknown target option(s) {sorted(set(kw) - known)}; known: {sorted(known)}")
         nt = kw.get("num-threads")
-        return cls(words[0], kw.get("mcpu"), kw.get("arch", "sm_80"), int(nt) if nt else None)
+        tier = kw.get("fast-tier", "off")
+        if tier not in ("off", "l2") and not tier.isdigit():
+            raise Unsupported(f"target option -fast-tier={tier}: expected off, l2 or a size in bytes")
+        return cls(words[0], kw.get("mcpu"), kw.get("arch", "sm_80"), int(nt) if nt else None, fast_tier=tier)
 
     @property
     def cpu(self) -> str:
@@ -65,4 +69,5 @@ class Target:
     def __str__(self) -> str:
         if self.kind == "cuda":
             return f"cuda -arch={self.arch}"
-        return f"llvm -mcpu={self.cpu}" + (f" -num-threads={self.num_threads}" if self.num_threads else "")
+        return (f"llvm -mcpu={self.cpu}" + (f" -num-threads={self.num_threads}" if self.num_threads else "")
+                + (f" -fast-tier={self.fast_tier}" if self.fast_tier != "off" else ""))

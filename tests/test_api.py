@@ -93,6 +93,29 @@ def test_typed_errors_from_the_api(tmp_path):
         compiler.compile(_model(), target="fpga")
 
 
+def test_fast_tier_target_option_round_trips_and_refuses_bad_values():
+    from compiler.target import Target
+    t = Target.parse("llvm -num-threads=1 -fast-tier=4096")
+    assert t.fast_tier == "4096" and Target.parse(str(t)).fast_tier == "4096"
+    assert Target.parse("llvm").fast_tier == "off" and "fast-tier" not in str(Target.parse("llvm"))
+    with pytest.raises(compiler.Unsupported, match="-fast-tier=fast: expected off, l2 or a size in bytes"):
+        Target.parse("llvm -fast-tier=fast")
+
+
+@requires_tvm
+def test_fast_tier_executable_reports_its_mapping_and_computes_the_same():
+    a, b = np.ones((2, 4), np.float32), np.arange(6, dtype=np.float32).reshape(2, 3)
+    plain = compiler.compile(_model(), target="llvm -num-threads=1")
+    tiered = compiler.compile(_model(), target="llvm -num-threads=1 -fast-tier=l2")
+    for x, y in zip(plain.run(a, b), tiered.run(a, b)):
+        np.testing.assert_array_equal(x, y)
+    assert "fast_tier" not in plain.memory["executable"]
+    exe = tiered.memory["executable"]
+    if exe["buffers"]:
+        tier = exe["fast_tier"]
+        assert 0 <= tier["saved_bytes"] <= tier["traffic_bytes"] and tier["capacity_bytes"] > 0
+
+
 @requires_tvm
 def test_profile_times_every_kernel_and_refuses_other_backends():
     cm = compiler.compile(_model(), target="llvm -num-threads=1")

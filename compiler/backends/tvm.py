@@ -37,6 +37,7 @@ from compiler.ops.registry import OpDef
 from compiler.runtime import from_container, to_container
 from compiler.target import Target
 from compiler.types import DType
+from passes.memory import l2_bytes
 
 os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
@@ -288,8 +289,14 @@ def _executable_memory(plan, arena: Arena) -> dict:
     largest kernel's own scratch (tvm_memory.kernel_workspace_bytes)."""
     if plan is None:
         return {"arena_bytes": 0, "buffers": 0}
-    return {"arena_bytes": arena.nbytes, "lower_bound_bytes": plan.lower_bound_bytes, "buffers": len(plan.buffers),
-            "planner": plan.planner, "optimal": plan.optimal}
+    out = {"arena_bytes": arena.nbytes, "lower_bound_bytes": plan.lower_bound_bytes, "buffers": len(plan.buffers),
+           "planner": plan.planner, "optimal": plan.optimal}
+    if plan.fast_tier is not None:        # the offsets in use are the two-level mapping's (-fast-tier)
+        tier = plan.fast_tier
+        out["fast_tier"] = {"capacity_bytes": tier.capacity_bytes, "buffers": len(tier.chosen),
+                            "size_only_arena_bytes": plan.arena_bytes, "traffic_bytes": tier.traffic_bytes,
+                            "saved_bytes": tier.saved_bytes}
+    return out
 
 
 class TVMBackend:
@@ -315,7 +322,8 @@ class TVMBackend:
         tir_text = mod.script()
         relax_bytes = _run_tvm("plan memory as Relax does", tvm_planner_bytes, mod, tt)
         workspace = max(kernel_workspace_bytes(mod).values(), default=0)
-        mod, plan = _run_tvm("place the intermediates in the arena", place_in_arena, mod, tt)
+        fast = None if target.fast_tier == "off" else l2_bytes() if target.fast_tier == "l2" else int(target.fast_tier)
+        mod, plan = _run_tvm("place the intermediates in the arena", place_in_arena, mod, tt, fast_bytes=fast)
         ex = _run_tvm("compile for llvm", tvm.compile, mod, target=tt)
         exe = TVMExecutable(ex.mod, g, target, relax_text, tir_text, executable=ex)
         exe.memory_report = {"tvm_planner_bytes": relax_bytes,

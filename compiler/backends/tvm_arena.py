@@ -34,6 +34,7 @@ class _Alloc:
     time: int
     nbytes: int
     last: int
+    touches: int = 0    # kernel calls that read or write it
 
 
 def lower_calls(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
@@ -77,9 +78,10 @@ def find_buffers(func: relax.Function) -> list[_Alloc]:
     for t, b in enumerate(bindings):
         value = b.value
         reads = [v for v in relax.analysis.free_vars(value) if v in points]
-        for v in reads:
-            for a in points[v]:
-                allocs[a].last = max(allocs[a].last, t)
+        kernel_call = isinstance(value, relax.Call) and isinstance(value.op, (relax.GlobalVar, relax.ExternFunc))
+        for a in set().union(*(points[v] for v in reads)) if reads else ():
+            allocs[a].last = max(allocs[a].last, t)
+            allocs[a].touches += kernel_call
         if isinstance(value, relax.Call) and value.op.same_as(alloc_op):
             nbytes = _const_alloc_bytes(value)
             if nbytes is not None:
@@ -91,10 +93,14 @@ def find_buffers(func: relax.Function) -> list[_Alloc]:
     return [a for i, a in enumerate(allocs) if i not in returned]
 
 
-def plan_executable(allocs: list[_Alloc], alignment: int, limits: SearchLimits = SearchLimits()) -> MemoryPlan:
-    """Our planner's offsets for the executable's allocations (sizes rounded up to `alignment`)."""
+def plan_executable(allocs: list[_Alloc], alignment: int, limits: SearchLimits = SearchLimits(),
+                    fast_bytes: int | None = None) -> MemoryPlan:
+    """Our planner's offsets for the executable's allocations (sizes rounded up to `alignment`); with
+    `fast_bytes`, also the two-level mapping (passes.memory.fast_tier), each buffer's benefit the bytes
+    its kernels move: its size times the kernel calls that write or read it."""
     bufs = [Buffer((a.var.name,), -(-a.nbytes // alignment) * alignment, a.time, a.last) for a in allocs]
-    return plan_buffers(bufs, alignment, limits)
+    benefit = [float(a.nbytes * a.touches) for a in allocs] if fast_bytes else None
+    return plan_buffers(bufs, alignment, limits, benefit=benefit, fast_bytes=fast_bytes)
 
 
 # the element types a planned buffer may have, by index in the layout table
@@ -104,24 +110,27 @@ _MAX_RANK = 8
 
 
 def place_in_arena(mod: tvm.IRModule, target: tvm.target.Target, kind: str = "llvm",
-                   limits: SearchLimits = SearchLimits()) -> tuple[tvm.IRModule, MemoryPlan | None]:
+                   limits: SearchLimits = SearchLimits(), fast_bytes: int | None = None,
+                   ) -> tuple[tvm.IRModule, MemoryPlan | None]:
     """`mod` lowered to explicit allocations (lower_calls) with main's planned intermediates turned into
     parameters after the inputs, and a function `arena_layout` returning their table (arena_table).
-    (module, plan); the plan is None when main has nothing to place."""
+    With `fast_bytes`, the offsets are the two-level mapping's: the chosen buffers in [0, fast_bytes),
+    every other one around them. (module, plan); the plan is None when main has nothing to place."""
     mod = lower_calls(mod, target)
     func = mod["main"]
     allocs = [a for a in find_buffers(func)
               if str(a.var.ty.dtype) in _DTYPES and len(a.var.ty.shape) <= _MAX_RANK]
     if not allocs:
         return mod, None
-    plan = plan_executable(allocs, ALIGNMENT.get(kind, 64), limits)
+    plan = plan_executable(allocs, ALIGNMENT.get(kind, 64), limits, fast_bytes)
+    offsets = plan.fast_tier.offsets if plan.fast_tier else plan.offsets
     planned = {a.var for a in allocs}
     blocks = [relax.BindingBlock([b for b in block.bindings if b.var not in planned])
               for block in func.body.blocks]
     main = relax.Function(list(func.params) + [a.var for a in allocs], relax.SeqExpr(blocks, func.body.body),
                           func.ret_ty, func.is_pure, func.attrs)
     table = arena_table([(off, [int(d) for d in a.var.ty.shape], str(a.var.ty.dtype))
-                         for a, off in zip(allocs, plan.offsets)])
+                         for a, off in zip(allocs, offsets)])
     layout = relax.Function([], relax.SeqExpr([], relax.const(table, "int64")), relax.TensorType(table.shape, "int64"),
                             True).with_attr("global_symbol", "arena_layout")
     mod["main"] = main

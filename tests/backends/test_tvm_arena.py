@@ -74,6 +74,23 @@ def test_a_view_keeps_what_it_aliases_alive():
     np.testing.assert_allclose(got, (x + x).reshape(16, 8) + (2 * np.exp(x)).reshape(16, 8), rtol=1e-6)
 
 
+def test_the_fast_tier_placement_puts_its_buffers_below_the_capacity():
+    """-fast-tier: the two-level mapping's offsets are the ones the executable uses. With room for one
+    512-byte buffer at a time, a and c (never live together) share the fast region and b goes above it."""
+    allocs = find_buffers(lower_calls(_module(_chain), TARGET)["main"])
+    assert [a.touches for a in allocs] == [2, 2, 2]               # each written by one kernel, read by one
+    placed, plan = place_in_arena(_module(_chain), TARGET, fast_bytes=512)
+    tier = plan.fast_tier
+    assert sorted(tier.chosen) == [0, 2] and tier.saved_bytes == 2048 and tier.traffic_bytes == 3072
+    vm = relax.VirtualMachine(tvm.compile(placed, target=TARGET), tvm.cpu())
+    arena = Arena(vm["arena_layout"]().numpy())
+    offsets = [t.data_ptr() - arena.bytes.ctypes.data for t in arena.tensors]
+    assert offsets == list(tier.offsets) and offsets[0] < 512 and offsets[2] < 512 and offsets[1] >= 512
+    x = np.random.default_rng(3).standard_normal((8, 16)).astype(np.float32)
+    got = vm["main"](tvm.runtime.tensor(x), *arena.tensors).numpy()
+    np.testing.assert_array_equal(got, (x + x) * (x + x) * 2 - x)
+
+
 @pytest.mark.slow
 def test_a_compiled_cnn_runs_in_its_arena_and_a_saved_artifact_rebuilds_it(tmp_path):
     """The executable's arena holds every kernel output; it is at most what Relax's planner allocates,
