@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
-from tvm import relax, tirx
+from tvm import relax, s_tir, tirx
 from tvm.relax import backend, transform
 
 
@@ -70,14 +70,23 @@ def _stmts(s: tirx.Stmt):
         yield from _stmts(child)
 
 
+def _compacted(mod: tvm.IRModule) -> tvm.IRModule:
+    """The PrimFuncs of `mod` with each intermediate buffer shrunk to the region one iteration of its
+    enclosing loops touches (TVM's own CompactBufferAllocation, as the build does): a register tile
+    computed at an inner loop is its tile, not the full output."""
+    funcs = tvm.IRModule({gv: f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)})
+    seq = tvm.transform.Sequential([
+        s_tir.transform.LowerInitBlock(), s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+        s_tir.transform.ConvertBlocksToOpaque(), s_tir.transform.CompactBufferAllocation()])
+    return seq(funcs)
+
+
 def kernel_workspace_bytes(mod: tvm.IRModule) -> dict[str, int]:
     """Per PrimFunc, the bytes of its global-scope intermediate buffers (a conv's padded input, a
-    softmax's row statistics): the workspace the kernel takes from TVM's pool while it runs, outside
-    the arena. Full buffer shapes: an upper bound where a schedule later shrinks one."""
+    softmax's row statistics) after compaction (_compacted): the workspace the kernel takes from TVM's
+    pool, or its stack, while it runs, outside the arena."""
     out: dict[str, int] = {}
-    for gv, func in mod.functions.items():
-        if not isinstance(func, tirx.PrimFunc):
-            continue
+    for gv, func in _compacted(mod).functions.items():
         total = 0
         for s in _stmts(func.body):
             bufs = list(getattr(s, "alloc_buffers", None) or [])
