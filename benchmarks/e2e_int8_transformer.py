@@ -4,8 +4,12 @@ latency and cosine similarity of the pooled output against ORT FP32.
 
     PYTHONPATH=. .venv/bin/python benchmarks/e2e_int8_transformer.py [--layers 6 --hidden 384 --seq 128]
 
-The model is examples.zoo.BertEncoder (random weights, vocab 1000) exported to ONNX (opset 17);
-calibration: 4 batches of random token ids; evaluation: 8 other random sequences."""
+    PYTHONPATH=. .venv/bin/python benchmarks/e2e_int8_transformer.py --model hf-sdpa   # transformers' BertModel
+
+The model is examples.zoo.BertEncoder (random weights, vocab 1000), or with --model hf-sdpa / hf-eager
+transformers' own BertModel built from a config (random weights; inputs input_ids and attention_mask, output
+the pooled sentence embedding) with that attention implementation, exported to ONNX (opset 17, the
+TorchScript exporter); calibration: 4 batches of random token ids; evaluation: 8 other random sequences."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +26,22 @@ from benchmarks.common import CACHE, interleaved_medians, ort_session  # noqa: E
 
 
 
+def hf_bert(attn: str, vocab: int, hidden: int, heads: int, layers: int, seq: int):
+    """transformers' BertModel from a config (random weights), returning its pooled sentence embedding."""
+    import torch
+    from transformers import BertConfig, BertModel
 
+    class Pooled(torch.nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=4 * hidden, max_position_embeddings=seq, attn_implementation=attn)
+    return Pooled(BertModel(cfg)).eval()
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -32,6 +51,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["zoo", "hf-sdpa", "hf-eager"], default="zoo")
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--hidden", type=int, default=384)
     ap.add_argument("--heads", type=int, default=6)
@@ -49,29 +69,43 @@ def main() -> None:
 
     torch.manual_seed(0)
     CACHE.mkdir(parents=True, exist_ok=True)
-    tag = f"bert_l{args.layers}_h{args.hidden}_s{args.seq}"
+    tag = f"bert_{args.model}_l{args.layers}_h{args.hidden}_s{args.seq}"
     fp32 = CACHE / f"{tag}.onnx"
-    model = zoo.BertEncoder(args.vocab, args.hidden, args.heads, 4 * args.hidden, args.layers, args.seq)
-    zoo.export_onnx(model, torch.zeros(1, args.seq, dtype=torch.int64), fp32, input_name="ids")
+    ids0 = torch.zeros(1, args.seq, dtype=torch.int64)
+    if args.model == "zoo":
+        model = zoo.BertEncoder(args.vocab, args.hidden, args.heads, 4 * args.hidden, args.layers, args.seq)
+        zoo.export_onnx(model, ids0, fp32, input_name="ids")
+        names = ["ids"]
+    else:
+        model = hf_bert(args.model.split("-")[1], args.vocab, args.hidden, args.heads, args.layers, args.seq)
+        names = ["input_ids", "attention_mask"]
+        torch.onnx.export(model, (ids0, torch.ones_like(ids0)), str(fp32), opset_version=17, dynamo=False,
+                          input_names=names)
     int8 = CACHE / f"{tag}_dynamic_int8.onnx"
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
 
     rng = np.random.default_rng(0)
-    calib = [rng.integers(0, args.vocab, (1, args.seq)).astype(np.int64) for _ in range(4)]
-    evals = [rng.integers(0, args.vocab, (1, args.seq)).astype(np.int64) for _ in range(8)]
+
+    def batch() -> list[np.ndarray]:
+        ids = rng.integers(0, args.vocab, (1, args.seq)).astype(np.int64)
+        return [ids, np.ones_like(ids)][:len(names)]
+
+    calib = [batch() for _ in range(4)]
+    evals = [batch() for _ in range(8)]
     t0 = time.perf_counter()
     cm = compiler.compile(str(fp32), target="llvm -num-threads=1", quantize="int8",
                           calibration=calib, integer_only=True)
     compile_s = time.perf_counter() - t0
 
     sessions = {"ORT FP32": ort_session(fp32, 1), "ORT INT8 quantize_dynamic": ort_session(int8, 1)}
-    outs = {k: np.concatenate([s.run(None, {"ids": x})[0] for x in evals]) for k, s in sessions.items()}
-    outs["ours INT8 integer-only"] = np.concatenate([cm.run(x)[0] for x in evals])
-    fns = {k: (lambda s=s: s.run(None, {"ids": evals[0]})) for k, s in sessions.items()}
-    fns["ours INT8 integer-only"] = lambda: cm.run(evals[0])
+    outs = {k: np.concatenate([s.run(None, dict(zip(names, x)))[0] for x in evals]) for k, s in sessions.items()}
+    outs["ours INT8 integer-only"] = np.concatenate([cm.run(*x)[0] for x in evals])
+    fns = {k: (lambda s=s: s.run(None, dict(zip(names, evals[0])))) for k, s in sessions.items()}
+    fns["ours INT8 integer-only"] = lambda: cm.run(*evals[0])
     lat = interleaved_medians(fns, args.warmup, args.repeat)
     ref = outs["ORT FP32"]
-    print(f"\nBertEncoder layers={args.layers} hidden={args.hidden} seq={args.seq}, batch 1, 1 thread; "
+    what = "BertEncoder" if args.model == "zoo" else f"transformers BertModel ({args.model[3:]} attention, pooled output)"
+    print(f"\n{what} layers={args.layers} hidden={args.hidden} seq={args.seq}, batch 1, 1 thread; "
           f"machine {os.uname().machine}, {os.cpu_count()} cores; our compile {compile_s:.1f} s")
     print("| runtime | median ms | vs ORT FP32 | min cosine vs ORT FP32 |")
     print("|---|---|---|---|")

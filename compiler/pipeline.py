@@ -21,13 +21,14 @@ PIPELINES: dict[str, list[str]] = {
 }
 
 
-# quantization: calibrate and annotate, the integer rewrite (I-ViT's for the float islands of an
+# quantization: additive attention masks as selects (passes/select_masks.py: a quantized mask would lose
+# its "minus infinity"), calibrate and annotate, the integer rewrite (I-ViT's for the float islands of an
 # integer-only graph; then every dequantize -> elementwise float -> quantize island left, SiLU,
 # hardswish, sigmoid..., becomes one exact table lookup), shift/add weights (passes/shiftadd.py) and LUT low-bit weights (passes/lut.py; both
 # no-ops unless asked for), one cleanup;
 # then the integer graph's own passes per target (tabulate's decision needs measured elementwise costs,
 # which exist for the CPU only)
-QUANTIZE = ["annotate", "dyadic", "ivit", "table_islands", "shiftadd", "lut", "fold_constants", "dead_code"]
+QUANTIZE = ["select_masks", "annotate", "dyadic", "ivit", "table_islands", "shiftadd", "lut", "fold_constants", "dead_code"]
 QUANTIZED_PIPELINES: dict[str, list[str]] = {
     "llvm": ["tabulate"],
     "cuda": [],

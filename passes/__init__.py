@@ -16,6 +16,7 @@ from passes import (  # noqa: F401  (registration)
     quantize_pipeline,
     range_analysis,
     recognize,
+    select_masks,
     shiftadd,
     table_islands,
     tabulate,

@@ -26,6 +26,7 @@ from compiler.diagnostics import SourceLoc, Unsupported
 from compiler.ir import Graph, Node, Value
 from compiler.ops import elementwise as ew
 from compiler.ops import ivit, nn, quant, shape
+from compiler.ops import unary_math as um
 from compiler.ops.quant import INT_RANGE
 from compiler.ops.registry import OpDef
 from compiler.types import DType, TensorType
@@ -33,6 +34,7 @@ from passes.base import register_pass
 from passes.canonicalize import dead_code
 from passes.dyadic import requant_params
 from passes.quantize import QuantSpec, quantize_array, spec_of
+from passes.select_masks import is_mask_value
 
 I16_MAX = INT_RANGE[DType.I16][1]
 SOFTMAX_X0_BITS = 8       # upscale softmax inputs until |x0| >= 2^8 (int16 permitting)
@@ -85,6 +87,8 @@ class _Rewriter:
         self.uses = g.uses()
         self.nodes: list[Node] = []
         self.ints: dict[int, IntRep] = {}
+        self.masked: dict[int, tuple[IntRep, Value]] = {}   # where(c, s, -inf) before a softmax: (s, c)
+        self.never_nan: set[int] = set()                      # isnan of an integer value: all false
         self.loc: SourceLoc | None = None
 
     # -- building -------------------------------------------------------------------------
@@ -155,13 +159,24 @@ class _Rewriter:
                   zero_point=(rep.zp,), axis=1)
 
     # -- rewrites -------------------------------------------------------------------------
-    def softmax(self, n: Node, rep: IntRep) -> IntRep:
+    def softmax(self, n: Node, rep: IntRep, keep: Value | None = None) -> IntRep:
         """Shiftmax over the last axis: a softmax over another axis (YOLO's DFL head: 16 bins on axis 1)
-        runs between two transposes that swap that axis with the last, so every row is contiguous."""
+        runs between two transposes that swap that axis with the last, so every row is contiguous.
+        With `keep` (a select_masks mask: where(keep, s, -inf)), the dropped keys enter the Shiftmax
+        as the int16 minimum, whose shift_exp is its floor: 2^-(n+1) of a row maximum's (exp(-inf) = 0
+        in float; I-ViT's exponent has no exact zero)."""
         rank = n.inputs[0].type.rank
         axis = n.attrs["axis"] % rank
         length = n.inputs[0].type.shape[axis]
         rep = self.upscale(rep, ivit.exp_unit, SOFTMAX_X0_BITS, n.name + "_in")
+        if keep is not None:
+            if rep.zp != 0 or rep.value.type.dtype is not DType.I16:
+                rep = self.finer(rep, 0, n.name + "_in16")
+            lo, hi = INT_RANGE[DType.I16]
+            spec = QuantSpec((rep.scale,), (0,), None, DType.I16, lo, hi, True, n.name + "_masked")
+            fill = self.const(np.array(lo, np.int16), n.name + "_dropped")
+            rep = IntRep(self.emit(ew.where, [keep, rep.value, fill], n.name + "_masked", None, spec),
+                         rep.scale, 0)
         nexp = pick_n(ivit.exp_unit(rep.scale), length, SOFTMAX_N)
         perm = list(range(rank))
         perm[axis], perm[-1] = perm[-1], perm[axis]
@@ -250,6 +265,22 @@ class _Rewriter:
             return True
         return False
 
+    def where(self, n: Node) -> bool:
+        """where(isnan(x), a, y) of integer x and y (sdpa's NaN guard after an integer softmax) is y;
+        where(keep, s, -inf) of an integer s read only by softmaxes is a masked Shiftmax's input (the
+        float select stays until no reader is left). True when n was replaced."""
+        c, a, b = n.inputs
+        out = n.outputs[0]
+        if id(c) in self.never_nan and id(b) in self.ints and b.type.shape == out.type.shape:
+            self.ints[id(out)] = self.ints[id(b)]
+            self.recreate_float(self.ints[id(b)], out)
+            return True
+        readers = [u.op for u, _ in self.uses.get(out, [])]
+        if id(a) in self.ints and is_mask_value(b) and a.type.shape == out.type.shape and readers and \
+                all(op is nn.softmax for op in readers):
+            self.masked[id(out)] = (self.ints[id(a)], c)
+        return False
+
     # -- driver ---------------------------------------------------------------------------
     def visit(self, n: Node) -> bool:
         """True when n was replaced (its results are defined by the emitted nodes)."""
@@ -259,6 +290,11 @@ class _Rewriter:
             return False
         if n.op is quant.quantize:
             return self.quantize(n)
+        if n.op is um.isnan and id(n.inputs[0]) in self.ints:
+            self.never_nan.add(id(n.outputs[0]))            # kept until a where below drops its use
+            return False
+        if n.op is ew.where:
+            return self.where(n)
         if n.op in (ew.div, ew.mul) and len(n.inputs) == 2:
             for i in (0, 1):
                 rep, c = self.ints.get(id(n.inputs[i])), _scalar(n.inputs[1 - i])
@@ -266,6 +302,11 @@ class _Rewriter:
                     s = rep.scale / c if n.op is ew.div else rep.scale * c
                     self.ints[id(n.outputs[0])] = IntRep(rep.value, s, rep.zp)
             return False
+        if n.op is nn.softmax and id(n.inputs[0]) in self.masked:
+            rep, keep = self.masked[id(n.inputs[0])]
+            self.ints[id(n.outputs[0])] = new = self.softmax(n, rep, keep)
+            self.recreate_float(new, n.outputs[0])
+            return True
         rep = self.ints.get(id(n.inputs[0])) if n.inputs else None
         if rep is None:
             return False

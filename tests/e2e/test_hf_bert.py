@@ -82,3 +82,27 @@ def test_hf_bert_sdpa_matches_eager_pytorch(tmp_path, frontend):
 @pytest.mark.parametrize("frontend", ["torch", "onnx"])
 def test_hf_bert_eager_attention_matches_eager_pytorch(tmp_path, frontend):
     _run(frontend, "eager", tmp_path)
+
+
+@pytest.mark.slow
+@requires_tvm
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_hf_bert_integer_only_keeps_the_sentence_embedding(tmp_path, attn):
+    """`--quantize int8 --integer-only` on the exported BertModel: the additive padding mask becomes a
+    select (select_masks) and the masked keys are dropped inside the Shiftmax, sdpa's NaN guard folds away;
+    the pooled sentence embedding of both sequences, the padded one included, stays within cosine 0.99
+    of eager PyTorch's."""
+    import compiler
+    from passes.verify_integer_only import verify_integer_only
+    model, inputs, want = _bert(attn)
+    path = tmp_path / "bert.onnx"
+    torch.onnx.export(model, inputs, str(path), opset_version=17, dynamo=False,
+                      input_names=["input_ids", "attention_mask"])
+    rng = np.random.default_rng(1)
+    mask = inputs[1].numpy()
+    calib = [[rng.integers(0, 200, (BATCH, SEQ)), mask] for _ in range(4)]
+    cm = compiler.compile(str(path), target="llvm", quantize="int8", calibration=calib, integer_only=True)
+    assert verify_integer_only(cm.graph) == []
+    got = cm.run(*[t.numpy() for t in inputs])[1]
+    for g, w in zip(got.astype(np.float64), want[1].astype(np.float64)):
+        assert g @ w / np.linalg.norm(g) / np.linalg.norm(w) >= 0.99

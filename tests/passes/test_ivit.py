@@ -10,6 +10,7 @@ from compiler import interp
 from compiler.ir import Graph
 from compiler.ops import elementwise as ew
 from compiler.ops import ivit, nn, quant, shape
+from compiler.ops import unary_math as um
 from compiler.ops.registry import TypeRuleError
 from compiler.types import DType, TensorType
 from passes.ivit import ivit_rewrite
@@ -121,6 +122,38 @@ def test_ivit_quantized_embedding_gather():
     assert verify_integer_only(h) == [] and "q.quantize" not in h.op_histogram()
     i = np.random.default_rng(1).integers(0, 10, (2, 5))
     np.testing.assert_array_equal(interp.run(g, i)[0], interp.run(h, i)[0])   # bit-exact
+
+
+def _masked_island(guard: bool) -> Graph:
+    """quantize -> dequantize -> where(keep, ., -inf) -> softmax [-> where(isnan(p), 0, p)] -> quantize ->
+    dequantize: select_masks' form of a masked attention row, and sdpa's NaN guard."""
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 3, 16), F32))
+    keep = g.add_input("keep", TensorType((2, 1, 16), DType.BOOL))
+    xq = g.add1(quant.quantize, [x], scale=0.04, zero_point=0, dtype=I8, qmin=-128, qmax=127)
+    xf = g.add1(quant.dequantize, [xq], scale=(0.04,), zero_point=(0,))
+    y = g.add1(nn.softmax, [g.add1(ew.where, [keep, xf, g.const(np.finfo(np.float32).min)])], axis=-1)
+    if guard:
+        y = g.add1(ew.where, [g.add1(um.isnan, [y]), g.const(np.float32(0)), y])
+    yq = g.add1(quant.quantize, [y], scale=1 / 255, zero_point=0, dtype=DType.U8, qmin=0, qmax=255)
+    g.outputs = [g.add1(quant.dequantize, [yq], scale=(1 / 255,), zero_point=(0,))]
+    return g
+
+
+@pytest.mark.parametrize("guard", [False, True])
+def test_ivit_masked_softmax_drops_the_masked_keys(guard):
+    g = _masked_island(guard)
+    h = ivit_rewrite(g)
+    assert verify_integer_only(h) == []
+    hist = h.op_histogram()
+    assert hist.get("q.shiftmax") == 1 and "nn.isnan" not in hist and hist.get("nn.where") == 1
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-5, 5, (2, 3, 16)).astype(np.float32)
+    keep = rng.random((2, 1, 16)) < 0.6
+    keep[..., 0] = True
+    before, after = interp.run(g, x, keep)[0], interp.run(h, x, keep)[0]
+    assert np.abs(before - after).max() < 0.03
+    assert np.all(after[np.broadcast_to(~keep, after.shape)] == 0)    # a dropped key gets no weight
 
 
 @pytest.mark.parametrize("which", ["vit", "bert"])
