@@ -140,6 +140,21 @@ def test_mlir_cuda_builds_ptx_without_gpu(arch):
             exe.run([x])
 
 
+def test_mlir_cuda_builds_a_conv_whose_weights_are_all_one_value():
+    """A splat filter (onnx's light zoo graphs have only such weights) reaches IREE behind an optimization
+    barrier: folded into the reduction's body, IREE's GPU pipeline fails to distribute it."""
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 64, 56, 56), F32))
+    w = g.const(np.full((256, 64, 1, 1), 0.0028, np.float32))
+    b = g.const(np.full(256, 0.017, np.float32))
+    g.outputs = [g.add1(linalg.conv, [x, w, b], strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1)]
+    ptx = BACKEND.build(g, Target("cuda", arch="sm_90")).source("ptx")
+    assert ".entry" in ptx
+    cpu = BACKEND.build(g, CPU)                         # the barrier is for cuda only; the CPU is unchanged
+    xv = np.random.default_rng(6).standard_normal((1, 64, 56, 56)).astype(np.float32)
+    np.testing.assert_allclose(cpu.run([xv])[0], interp.run(g, xv)[0], rtol=1e-4, atol=1e-5)
+
+
 def test_mlir_unsupported_op_names_op_and_backend():
     g = Graph()
     x = g.add_input("x", TensorType((4, 6), F32))

@@ -171,7 +171,10 @@ def test_mlir_norms_softmax():
                  g.add1(nn.layer_norm, [x, g.const(rand((6,), F32, 5)), g.const(rand((6,), F32, 6))], axis=-1),
                  g.add1(nn.layer_norm, [x, g.const(rand((4, 6), F32, 7))], axis=1, epsilon=1e-3),
                  g.add1(nn.batch_norm, [y, *c]),
-                 g.add1(nn.instance_norm, [y, c[0], c[1]])]
+                 g.add1(nn.instance_norm, [y, c[0], c[1]]),
+                 g.add1(nn.lrn, [y], size=3, alpha=0.2, beta=0.75, bias=2.0),
+                 g.add1(nn.lrn, [y], size=4, alpha=1e-3, beta=0.5, bias=1.0),
+                 g.add1(nn.lrn, [x], size=5)]
     check(g, [rand((2, 4, 6), F32, 8), rand((2, 3, 4, 4), F32, 9)])
 
 

@@ -4,7 +4,8 @@ Softmax / layer norm are reductions plus broadcasting generics (IREE fuses them)
 with -inf (max) or 0 (sum) and uses linalg.pooling_nchw_max / pooling_nchw_sum for 2-D float,
 a windowed linalg.generic otherwise; ceil mode is extra high padding (the window never starts in
 it). Average pooling divides by a per-position count computed at compile time with the
-reference's own window logic, so count_include_pad and ceil mode match exactly.
+reference's own window logic, so count_include_pad and ceil mode match exactly. LRN sums the
+squares over a channel window of the zero-padded input (a generic with one reduction dimension).
 """
 from __future__ import annotations
 
@@ -164,3 +165,21 @@ def _pool_counts(t: TensorType, a: dict, out: tuple[int, ...]) -> np.ndarray:
         ones = np.pad(ones, [(0, 0), (0, 0)] + [(p[i], p[i + nsp]) for i in range(nsp)], constant_values=1)
         a = dict(a, pads=(0,) * (2 * nsp))
     return nn._windows(ones, a, 0.0, out[2:]).sum(axis=axes)
+
+
+@lowers(nn.lrn)
+def _lrn(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    """x / (bias + alpha / size * sum of x^2 over `size` channels around c) ^ beta."""
+    x, a = args[0], node.attrs
+    shape, et = shape_of(x), elem_of(x)
+    rank, size = len(shape), a["size"]
+    sq = ctx.ewise([x], shape, et, lambda v: arith.mulf(v, v))
+    rest = [0] * (rank - 2)
+    sqp = pad_constant(ctx, sq, [0, (size - 1) // 2, *rest], [0, size // 2, *rest], 0.0)
+    channel = ir.AffineDimExpr.get(1) + ir.AffineDimExpr.get(rank)
+    maps = [amap(rank + 1, [0, channel, *range(2, rank)]), amap(rank + 1, [rank]), amap(rank + 1, range(rank))]
+    total = generic([sqp, ctx.empty([size], et)], [ctx.full(shape, et, 0.0)], maps, [PAR] * rank + [RED],
+                    lambda v, _w, acc: arith.addf(v, acc))[0]
+    bias, coef, beta = (scalar(v, et) for v in (a["bias"], a["alpha"] / size, a["beta"]))
+    return [ctx.ewise([x, total], shape, et,
+                      lambda v, t: arith.divf(v, math.powf(arith.addf(bias, arith.mulf(coef, t)), beta)))]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from iree.compiler import ir
-from iree.compiler.dialects import arith, linalg, tensor
+from iree.compiler.dialects import arith, linalg, tensor, util
 
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
 from compiler.ir import Graph, Node, Value
@@ -58,9 +58,17 @@ def lower_nodes(ctx: "LowerCtx", nodes: Sequence[Node], env: dict[int, ir.Value]
 
 
 def read(ctx: "LowerCtx", env: dict[int, ir.Value], v: Value) -> ir.Value:
-    """v's value in `env`; a constant becomes an arith.constant on first read."""
+    """v's value in `env`; a constant becomes an arith.constant on first read. On cuda a constant of
+    more than one element that is all one value goes behind util.optimization_barrier: IREE 3.13 folds
+    such a splat into the body of the contraction reading it (a conv filter becomes a scalar), and its
+    GPU pipeline then fails to distribute the reduction that is left ("failed to distribute"). Onnx's
+    light zoo graphs have only splat weights."""
     if id(v) not in env:
-        env[id(v)] = ctx.const(v.const, v.type.dtype)
+        c = ctx.const(v.const, v.type.dtype)
+        arr = np.asarray(v.const)
+        if ctx.target.kind == "cuda" and arr.size > 1 and np.all(arr == arr.flat[0]):
+            c = util.optimization_barrier([c.type], [c])
+        env[id(v)] = c
     return env[id(v)]
 
 
