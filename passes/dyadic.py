@@ -32,6 +32,7 @@ from passes.quantize import (
 
 I32_MIN, I32_MAX = INT_RANGE[DType.I32]
 I16_MAX = INT_RANGE[DType.I16][1]
+POOL_FACTOR_BITS = 16         # avg_pool's per-position 1 / count as rint(2^16 / count), at most
 RESIDUAL_EXTRA_BITS = 16      # the common scale of a residual add is min(s_a, s_b) / 2^k, k <= 16
 
 
@@ -399,8 +400,11 @@ class _Rewriter:
         self.set_int(out, self.requant(self.as_int(x), sx.scale, sx.zero_point[0], out, lo, hi))
 
     def avg_pool(self, n: Node) -> None:
-        """nn.avg_pool (no padding, or count_include_pad) => depthwise q.conv with a ones kernel
-        (window sums of q - z in int32) -> q.requant by s_in / (N * s_out)."""
+        """nn.avg_pool => depthwise q.conv with a ones kernel (window sums of q - z in int32; padding
+        adds 0) -> q.requant by s_in / (N * s_out). Where the divisor varies (count_include_pad off,
+        windows over the padding), each sum is first multiplied by its position's
+        rint(2^b / count) and the requant divides by 2^b: b = 16, or less where the largest window sum
+        times 2^b would leave int32."""
         x = n.inputs[0]
         sx = self.spec(x)
         k = n.attrs["kernel"]
@@ -411,8 +415,18 @@ class _Rewriter:
         acc = self.emit(quant.conv, [self.as_int(x), self.const(ones, n.name + "_ones")], n.name + "_sum",
                         _acc_spec([acc_scale], None), strides=n.attrs["strides"], pads=n.attrs["pads"],
                         dilations=n.attrs["dilations"], groups=ch, x_zero_point=sx.zero_point[0])
+        counts = nn.pool_counts(x.type.shape[2:], n.attrs, n.outputs[0].type.shape[2:])
+        divisor = float(count)
+        if np.any(counts != count):
+            lo_q, hi_q = INT_RANGE[sx.dtype]
+            biggest = count * (hi_q - lo_q)
+            b = min(POOL_FACTOR_BITS, int(math.floor(math.log2((2**31 - 1) / biggest))))
+            factor = np.rint(2.0 ** b / counts).astype(np.int32)
+            divisor = 2.0 ** b
+            acc = self.emit(ew.mul, [acc, self.const(factor, n.name + "_per_count")], n.name + "_scaled",
+                            _acc_spec([acc_scale / divisor], None))
         out, lo, hi = self.fused_activation(n.outputs[0])
-        self.set_int(out, self.requant(acc, [acc_scale / count], 0, out, lo, hi))
+        self.set_int(out, self.requant(acc, [acc_scale / divisor], 0, out, lo, hi))
 
     def reduce(self, n: Node) -> None:
         """nn.reduce_mean / reduce_sum => nn.cast to int32, nn.reduce_sum, q.requant with

@@ -366,8 +366,7 @@ def integer_capable(n: Node, uses: Mapping | None = None) -> bool:
     if n.op in ACTIVATIONS:
         return not ins[0].is_const
     if n.op is nn.avg_pool:
-        return not ins[0].is_const and not n.attrs["ceil_mode"] and \
-            (n.attrs["count_include_pad"] or not any(n.attrs["pads"]))
+        return not ins[0].is_const and not n.attrs["ceil_mode"]
     if n.op in (reduce.reduce_mean, reduce.reduce_sum):
         return not ins[0].is_const
     if n.op in (ew.mul, ew.div):

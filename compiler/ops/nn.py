@@ -173,15 +173,19 @@ def _avg_pool_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
     out = _pool_infer([TensorType.of(x)], a)[0].shape[2:]
     axes = tuple(range(-nsp, 0))
     total = _windows(x, a, 0.0, out).sum(axis=axes)
-    ones = np.ones((1, 1) + x.shape[2:], x.dtype)
-    if a["count_include_pad"]:   # explicit pads count, the ceil-mode overhang does not
+    return [(total / pool_counts(x.shape[2:], a, out).astype(x.dtype)).astype(x.dtype)]
+
+
+def pool_counts(spatial: tuple[int, ...], a: dict[str, Any], out: tuple[int, ...]) -> np.ndarray:
+    """avg_pool's divisor per output position, shape (1, 1, *out): the window's elements inside the
+    input, plus explicit padding with count_include_pad (the ceil-mode overhang never counts)."""
+    nsp = len(spatial)
+    ones = np.ones((1, 1) + tuple(spatial), np.float64)
+    if a["count_include_pad"]:
         p = a["pads"]
         ones = np.pad(ones, [(0, 0), (0, 0)] + [(p[i], p[i + nsp]) for i in range(nsp)], constant_values=1)
-        b = dict(a, pads=(0,) * (2 * nsp))
-        count = _windows(ones, b, 0.0, out).sum(axis=axes)
-    else:
-        count = _windows(ones, a, 0.0, out).sum(axis=axes)
-    return [(total / count).astype(x.dtype)]
+        a = dict(a, pads=(0,) * (2 * nsp))
+    return _windows(ones, a, 0.0, out).sum(axis=tuple(range(-nsp, 0)))
 
 
 _POOL_ATTRS = dict(kernel=Attr("ints"), strides=Attr("ints"), pads=Attr("ints"),

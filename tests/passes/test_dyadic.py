@@ -226,6 +226,24 @@ def test_max_pool_integer_and_average_pools_as_sums(rng):
         assert np.abs(ref - got).max() <= 2 * np.abs(ref).max() / 255 + 1e-6
 
 
+def test_average_pool_over_padding_divides_each_position_by_its_own_count(rng):
+    """count_include_pad off (Inception's 3x3 stride-1 pools): the border windows hold fewer elements;
+    each window sum is multiplied by rint(2^16 / count) before one requant, integer only."""
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 3, 5, 5), F32))
+    attrs = dict(kernel=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1))
+    g.outputs = [g.add1(nn.avg_pool, [g.add1(ew.relu, [x])], **attrs),
+                 g.add1(nn.avg_pool, [x], count_include_pad=True, **attrs)]
+    xs = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    ig = _int(g, [[xs]])
+    ops = _ops(ig)
+    assert "nn.avg_pool" not in ops and ops.count("q.conv") == 2 and ops.count("nn.mul") == 1
+    factor = next(n for n in ig.nodes if n.op is ew.mul).inputs[1].const
+    assert factor[0, 0, 0, 0] == round(2**16 / 4) and factor[0, 0, 2, 2] == round(2**16 / 9)
+    for ref, got in zip(interp.run(g, xs), interp.run(ig, xs)):
+        assert np.abs(ref - got).max() <= 2 * np.abs(ref).max() / 127 + 1e-6
+
+
 def test_global_mean_folds_zero_point_and_count():
     g = Graph()
     x = g.add_input("x", with_quant(TensorType((1, 2, 2, 2), F32), _spec(0.1, 100, DType.U8, "x")))

@@ -30,7 +30,6 @@ from compiler.backends.mlir_lower.registry import (
 from compiler.ir import Node
 from compiler.ops import nn
 from compiler.ops._util import norm_axis
-from compiler.types import TensorType
 
 
 def _bin(ctx: LowerCtx, a: ir.Value, b: ir.Value, fn) -> ir.Value:
@@ -150,21 +149,9 @@ def _avg_pool(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]
     lo, hi = _pool_pads(t.shape, out, a)
     xp = pad_constant(ctx, x, lo, hi, 0.0)
     total = _window_reduce(ctx, xp, out, a, 0.0, arith.addf, linalg.pooling_nchw_sum)
-    count = _pool_counts(t, a, out)
+    count = nn.pool_counts(t.shape[2:], a, out[2:])
     c = ctx.const(count.astype(t.dtype.numpy))
     return [ctx.ewise([total, c], out, elem_of(total), arith.divf)]
-
-
-def _pool_counts(t: TensorType, a: dict, out: tuple[int, ...]) -> np.ndarray:
-    """The reference's divisor per output position, shape (1, 1, *out)."""
-    nsp = t.rank - 2
-    axes = tuple(range(-nsp, 0))
-    ones = np.ones((1, 1) + t.shape[2:], np.float64)
-    if a["count_include_pad"]:
-        p = a["pads"]
-        ones = np.pad(ones, [(0, 0), (0, 0)] + [(p[i], p[i + nsp]) for i in range(nsp)], constant_values=1)
-        a = dict(a, pads=(0,) * (2 * nsp))
-    return nn._windows(ones, a, 0.0, out[2:]).sum(axis=axes)
 
 
 @lowers(nn.lrn)

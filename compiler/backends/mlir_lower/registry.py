@@ -65,11 +65,16 @@ def read(ctx: "LowerCtx", env: dict[int, ir.Value], v: Value) -> ir.Value:
     light zoo graphs have only splat weights."""
     if id(v) not in env:
         c = ctx.const(v.const, v.type.dtype)
-        arr = np.asarray(v.const)
-        if ctx.target.kind == "cuda" and arr.size > 1 and np.all(arr == arr.flat[0]):
-            c = util.optimization_barrier([c.type], [c])
-        env[id(v)] = c
+        env[id(v)] = ctx.opaque(c) if is_splat(v) else c
     return env[id(v)]
+
+
+def is_splat(v: Value) -> bool:
+    """A constant of more than one element, all one value."""
+    if not v.is_const:
+        return False
+    arr = np.asarray(v.const)
+    return arr.size > 1 and bool(np.all(arr == arr.flat[0]))
 
 
 PAR = linalg.IteratorType.parallel
@@ -191,6 +196,10 @@ class LowerCtx:
                 data = data.view(f"int{dt.bits}")
             attr = ir.DenseElementsAttr.get(np.ascontiguousarray(data), type=tt)
         return arith.ConstantOp(tt, attr).result
+
+    def opaque(self, v: ir.Value) -> ir.Value:
+        """On cuda, v behind util.optimization_barrier (see `read`); elsewhere v."""
+        return util.optimization_barrier([v.type], [v]) if self.target.kind == "cuda" else v
 
     def empty(self, shape: Sequence[int], et: ir.Type) -> ir.Value:
         return tensor.EmptyOp(list(shape), et).result
