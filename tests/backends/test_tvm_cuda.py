@@ -245,29 +245,3 @@ def test_nvcc_errors_come_first():
     msg = "Compilation error:\nnvcc -O3 ...\nkernels.cu(95): error: expected a \")\"\nmore context"
     assert tvm_cuda.nvcc_error(msg).splitlines()[:2] == ["Compilation error:",
                                                          'kernels.cu(95): error: expected a ")"']
-
-
-ZOO = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
-       "squeezenet", "vgg19", "zfnet512")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ZOO)
-def test_zoo_models_give_ptx_that_assembles(name, tmp_path):
-    """onnx's nine 'light' model-zoo graphs, through the TVM backend, to PTX that ptxas assembles."""
-    import onnx.backend.test
-    from pathlib import Path
-
-    import compiler
-    if shutil.which("nvcc") is None:
-        pytest.skip("nvcc is not installed")
-    path = Path(onnx.backend.test.__file__).parent / "data" / "light" / f"light_{name}.onnx"
-    cm = compiler.compile(str(path), "cuda -arch=sm_90")
-    ptx = cm.executable.source("ptx")
-    assert ".target sm_90" in ptx
-    if shutil.which("ptxas") is None:
-        pytest.skip("ptxas is not installed")
-    (tmp_path / "m.ptx").write_text(ptx)
-    r = subprocess.run(["ptxas", "-arch=sm_90", str(tmp_path / "m.ptx"), "-o", str(tmp_path / "m.cubin")],
-                       check=False, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[:2000]

@@ -131,7 +131,10 @@ def _layernorm_te(x: te.Tensor, mult: te.Tensor, bias: te.Tensor, shift: int, zp
     k = te.compute(var.shape, lambda *i: _c(ivit.NEWTON_START), name="newton_0")
 
     def newton(prev: te.Tensor):
-        return lambda *i: (prev[i] + tirx.floordiv(var[i], prev[i])) >> _c(1)
+        def step(*i):        # prev read once (a let): inlined, ten steps stay linear, not 2^10 terms
+            p = tirx.Var("k", I64)
+            return tirx.Let(p, prev[i], (p + tirx.floordiv(var[i], p)) >> _c(1))
+        return step
     for t in range(ivit.NEWTON_STEPS):
         k = te.compute(var.shape, newton(k), name=f"newton_{t + 1}")
     rnd = (1 << (shift - 1)) if shift > 0 else 0

@@ -1,0 +1,67 @@
+"""The GPU target's model set to PTX that ptxas assembles for sm_90, through both backends, in FP32
+and integer-only INT8, with nvcc and ptxas only (no GPU): onnx's nine light zoo graphs (AlexNet,
+Inception-v1 and ZFNet have LRN: FP32 only, integer LRN is not asked for), ResNet-50, the 6-layer
+BERT encoder and the YOLOv8n-style detector. INT8 is calibrated on two random batches (the light
+graphs' weights are all one value; the PTX, not the accuracy, is what is checked here)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import has_module
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("nvcc") is None or shutil.which("ptxas") is None,
+                                 reason="nvcc / ptxas are not installed"),
+              pytest.mark.skipif(not (has_module("tvm") and has_module("iree.compiler")),
+                                 reason="needs apache-tvm and iree-base-compiler")]
+
+ZOO = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
+       "squeezenet", "vgg19", "zfnet512")
+LRN = {"bvlc_alexnet", "inception_v1", "zfnet512"}
+BIG = ("resnet50_224", "bert_6l", "yolov8n")
+# IREE 3.13's GPU pipeline cannot distribute the MLIR lowerings of the integer row reductions (q.shiftmax,
+# q.layernorm: "failed to distribute"); the TVM backend gives BERT's INT8 PTX
+KNOWN = {("bert_6l", "mlir", "int8"): "IREE cannot distribute the q.shiftmax / q.layernorm row reductions"}
+CASES = [pytest.param(m, b, q, marks=[pytest.mark.xfail(strict=True, reason=KNOWN[m, b, q])] if (m, b, q) in KNOWN
+                      else []) for m in ZOO + BIG for b in ("tvm", "mlir") for q in ("fp32", "int8")
+         if not (m in LRN and q == "int8")]
+
+
+def _model(name: str) -> Path:
+    if name in ZOO:
+        import onnx.backend.test
+        return Path(onnx.backend.test.__file__).parent / "data" / "light" / f"light_{name}.onnx"
+    pytest.importorskip("torch")
+    from benchmarks.common import CACHE, export_model
+    if name == "yolov8n":
+        from examples.real_arch import export_onnx
+        return export_onnx(name, CACHE / "real_arch" / f"{name}.onnx")[0]
+    return export_model(name.split("_")[0])[0]
+
+
+def _calibration(g) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [[rng.standard_normal(v.type.shape).astype(np.float32) if v.type.dtype.is_float
+             else rng.integers(0, 2, v.type.shape).astype(v.type.dtype.numpy) for v in g.inputs]
+            for _ in range(2)]
+
+
+@pytest.mark.parametrize("name,backend,mode", CASES)
+def test_model_gives_ptx_that_assembles(name, backend, mode, tmp_path):
+    import compiler
+    path = _model(name)
+    kw = {}
+    if mode == "int8":
+        kw = dict(quantize="int8", integer_only=True, calibration=_calibration(compiler.import_model(str(path))))
+    cm = compiler.compile(str(path), "cuda -arch=sm_90", backend=backend, **kw)
+    ptx = cm.executable.source("ptx")
+    assert ".target sm_90" in ptx and ".entry" in ptx
+    (tmp_path / "m.ptx").write_text(ptx)
+    r = subprocess.run(["ptxas", "-arch=sm_90", str(tmp_path / "m.ptx"), "-o", str(tmp_path / "m.cubin")],
+                       check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[:2000]
