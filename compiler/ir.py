@@ -34,6 +34,12 @@ class Value:
     def is_const(self) -> bool:
         return self.const is not None
 
+    def float_scalar(self) -> float | None:
+        """A float constant of one element as a Python float, else None."""
+        if self.const is not None and self.type.size == 1 and self.type.dtype.is_float:
+            return float(np.asarray(self.const).reshape(-1)[0])
+        return None
+
     def __repr__(self) -> str:
         return f"Value({self.name}: {self.type})"
 

@@ -63,12 +63,6 @@ class IntRep:
         return j
 
 
-def _scalar(v: Value) -> float | None:
-    if v.is_const and v.type.size == 1 and v.type.dtype.is_float:
-        return float(np.asarray(v.const).reshape(-1)[0])
-    return None
-
-
 def _log2_floor(x: float) -> int:
     return int(math.floor(math.log2(x)))
 
@@ -297,7 +291,7 @@ class _Rewriter:
             return self.where(n)
         if n.op in (ew.div, ew.mul) and len(n.inputs) == 2:
             for i in (0, 1):
-                rep, c = self.ints.get(id(n.inputs[i])), _scalar(n.inputs[1 - i])
+                rep, c = self.ints.get(id(n.inputs[i])), n.inputs[1 - i].float_scalar()
                 if rep is not None and c is not None and c > 0 and (n.op is ew.mul or i == 0):
                     s = rep.scale / c if n.op is ew.div else rep.scale * c
                     self.ints[id(n.outputs[0])] = IntRep(rep.value, s, rep.zp)

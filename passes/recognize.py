@@ -19,18 +19,12 @@ from compiler.ops import reduce as rd
 from passes.base import register_pass
 
 
-def _scalar(v: Value) -> float | None:
-    if v.is_const and v.type.size == 1 and v.type.dtype.is_float:
-        return float(np.asarray(v.const).reshape(-1)[0])
-    return None
-
-
 def _const_operand(n: Node) -> tuple[Value, float] | None:
     """(other operand, constant) of a binary node with one scalar-constant operand."""
     a, b = n.inputs
-    if (c := _scalar(b)) is not None:
+    if (c := b.float_scalar()) is not None:
         return a, c
-    if (c := _scalar(a)) is not None and n.op in (ew.mul, ew.add):
+    if (c := a.float_scalar()) is not None and n.op in (ew.mul, ew.add):
         return b, c
     return None
 
@@ -106,7 +100,7 @@ def _is_cube_of(v: Value, x: Value) -> list[Node] | None:
     n = v.producer
     if n is None:
         return None
-    if n.op is ew.pow_ and n.inputs[0] is x and _close(_scalar(n.inputs[1]), 3.0):
+    if n.op is ew.pow_ and n.inputs[0] is x and _close(n.inputs[1].float_scalar(), 3.0):
         return [n]
     if n.op is ew.mul and x in n.inputs:
         sq = _other(n, x).producer
@@ -179,7 +173,7 @@ def _match_layer_norm(root: Node, users: dict) -> tuple[Value, list[Node]] | Non
     if m2 is None or m2.op is not rd.reduce_mean or m2.attrs["axes"] != m1.attrs["axes"] or not m2.attrs["keepdims"]:
         return None
     p = m2.inputs[0].producer
-    square = p is not None and ((p.op is ew.pow_ and p.inputs[0] is d and _close(_scalar(p.inputs[1]), 2.0))
+    square = p is not None and ((p.op is ew.pow_ and p.inputs[0] is d and _close(p.inputs[1].float_scalar(), 2.0))
                                 or (p.op is ew.mul and p.inputs[0] is d and p.inputs[1] is d))
     if not square:
         return None

@@ -12,8 +12,6 @@ drop.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from compiler.ir import Graph, Node, Value
 from compiler.ops import elementwise as ew
 from compiler.ops import nn
@@ -23,15 +21,9 @@ from passes.canonicalize import dead_code
 MASK_FLOOR = -1e30          # a mask value at or below this is "minus infinity" to a float32 softmax
 
 
-def _scalar(v: Value) -> float | None:
-    if v.is_const and v.type.size == 1 and v.type.dtype.is_float:
-        return float(np.asarray(v.const).reshape(-1)[0])
-    return None
-
-
 def is_mask_value(v: Value) -> bool:
     """A constant scalar at or below MASK_FLOOR (-inf included)."""
-    m = _scalar(v)
+    m = v.float_scalar()
     return m is not None and m <= MASK_FLOOR
 
 
@@ -44,7 +36,7 @@ def _additive_mask(n: Node, users: dict) -> tuple[Value, Value, Value] | None:
         if w is None or w.op is not ew.where:
             continue
         c, zero, m = w.inputs
-        if _scalar(zero) == 0.0 and is_mask_value(m) and s.type.dtype is m.type.dtype \
+        if zero.float_scalar() == 0.0 and is_mask_value(m) and s.type.dtype is m.type.dtype \
                 and n.outputs[0].type.shape == s.type.shape:
             return s, c, m
     return None

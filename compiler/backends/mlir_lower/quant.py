@@ -24,7 +24,6 @@ from compiler.backends.mlir_lower.linalg import conv, matmul
 from compiler.backends.mlir_lower.registry import (
     LowerCtx,
     elem_type,
-    is_splat,
     is_unsigned,
     lowers,
     scalar,
@@ -161,7 +160,7 @@ def _qmatmul(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     a = node.attrs
     x = _operand(ctx, args[0], node.inputs[0].type.dtype, a["a_zero_point"])
     w = _operand(ctx, args[1], node.inputs[1].type.dtype, a["b_zero_point"], _wide(x))
-    w = ctx.opaque(w) if w is not args[1] and is_splat(node.inputs[1]) else w
+    w = ctx.unfolded(w, node.inputs[1]) if w is not args[1] else w
     x = _operand(ctx, x, node.inputs[0].type.dtype, 0, _wide(w)) if x is args[0] else x
     t = node.outputs[0].type
     return [matmul(ctx, x, w, t.shape, elem_type(t.dtype))]
@@ -172,7 +171,7 @@ def _qconv(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     a = node.attrs
     x = _operand(ctx, args[0], node.inputs[0].type.dtype, a["x_zero_point"])
     w = _operand(ctx, args[1], node.inputs[1].type.dtype, 0, _wide(x))
-    w = ctx.opaque(w) if w is not args[1] and is_splat(node.inputs[1]) else w
+    w = ctx.unfolded(w, node.inputs[1]) if w is not args[1] else w
     x = _operand(ctx, x, node.inputs[0].type.dtype, 0, _wide(w)) if x is args[0] else x
     bias = args[2] if len(args) > 2 else None
     t = node.outputs[0].type

@@ -64,17 +64,8 @@ def read(ctx: "LowerCtx", env: dict[int, ir.Value], v: Value) -> ir.Value:
     GPU pipeline then fails to distribute the reduction that is left ("failed to distribute"). Onnx's
     light zoo graphs have only splat weights."""
     if id(v) not in env:
-        c = ctx.const(v.const, v.type.dtype)
-        env[id(v)] = ctx.opaque(c) if is_splat(v) else c
+        env[id(v)] = ctx.unfolded(ctx.const(v.const, v.type.dtype), v)
     return env[id(v)]
-
-
-def is_splat(v: Value) -> bool:
-    """A constant of more than one element, all one value."""
-    if not v.is_const:
-        return False
-    arr = np.asarray(v.const)
-    return arr.size > 1 and bool(np.all(arr == arr.flat[0]))
 
 
 PAR = linalg.IteratorType.parallel
@@ -197,9 +188,15 @@ class LowerCtx:
             attr = ir.DenseElementsAttr.get(np.ascontiguousarray(data), type=tt)
         return arith.ConstantOp(tt, attr).result
 
-    def opaque(self, v: ir.Value) -> ir.Value:
-        """On cuda, v behind util.optimization_barrier (see `read`); elsewhere v."""
-        return util.optimization_barrier([v.type], [v]) if self.target.kind == "cuda" else v
+    def unfolded(self, c: ir.Value, v: Value) -> ir.Value:
+        """c (the lowered form of v) behind util.optimization_barrier when the target is cuda and v is a
+        constant of more than one element, all one value (see `read`); else c."""
+        if self.target.kind != "cuda" or not v.is_const:
+            return c
+        arr = np.asarray(v.const)
+        if arr.size < 2 or not np.all(arr == arr.flat[0]):
+            return c
+        return util.optimization_barrier([c.type], [c])
 
     def empty(self, shape: Sequence[int], et: ir.Type) -> ir.Value:
         return tensor.EmptyOp(list(shape), et).result
