@@ -319,8 +319,10 @@ def test_small_cnn_final_ir(small_cnn):
 def test_compiled_model_and_manifest_report_the_plan(small_cnn, tmp_path):
     import compiler
     cm = compiler.compile(small_cnn, target="llvm")
-    assert cm.memory == {**cm.memory_plan.to_json(), "tvm_planner_bytes": cm.memory["tvm_planner_bytes"]}
+    assert cm.memory == {**cm.memory_plan.to_json(), "tvm_planner_bytes": cm.memory["tvm_planner_bytes"],
+                         "executable": cm.memory["executable"]}
     assert cm.memory["tvm_planner_bytes"] >= cm.memory["arena_bytes"] >= cm.memory["lower_bound_bytes"]
+    assert cm.memory["tvm_planner_bytes"] >= cm.memory["executable"]["arena_bytes"] > 0
     saved = cm.save(tmp_path / "m.dyc")
     with zipfile.ZipFile(saved) as z:
         assert json.loads(z.read("manifest.json"))["memory"] == cm.memory
