@@ -191,3 +191,30 @@ def test_attention_kernel_nan_guard_zeroes_fully_masked_rows():
     assert np.isfinite(want).all() and not want[1, :, 5].any()
     got = build(g).run(ins)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("rows,tile", [(1, (16, 16)), (32, (16, 16)), (32, (8, 32))])
+def test_attention_kernel_skips_fully_padded_key_blocks(rows, tile):
+    """A padding mask (finfo.min on the last keys, per batch, or per query row) whose key blocks are
+    wholly masked: the kernel skips them and still equals the interpreter; a batch in which one query
+    sees no key at all walks every block (the unfused softmax then averages over every key)."""
+    b, h, lq, lk, d = 3, 2, 32, 64, 16
+    g = Graph("attention")
+    q, k, v = (g.add_input(n, TensorType((b, h, lq if n == "q" else lk, d), F32)) for n in "qkv")
+    s = g.add1(linalg.matmul, [q, g.add1(shape.transpose, [k], perm=(0, 1, 3, 2))])
+    s = g.add1(ew.mul, [s, g.const(np.float32(d ** -0.5), "scale")])
+    s = g.add1(ew.add, [s, g.add_input("mask", TensorType((b, 1, rows, lk), F32))])
+    g.outputs = [g.add1(linalg.matmul, [g.add1(nn.softmax, [s], axis=-1), v])]
+    rng = np.random.default_rng(2)
+    ins = [rng.standard_normal(x.type.shape).astype(np.float32) for x in g.inputs]
+    mask = np.zeros((b, 1, rows, lk), np.float32)
+    mask[1, ..., 20:] = np.finfo(np.float32).min         # keys 32.. are whole masked blocks
+    mask[2, ..., 40:] = np.finfo(np.float32).min
+    mask[2, ..., rows - 1, :] = np.finfo(np.float32).min  # batch 2: a query (all of them if rows == 1) sees no key
+    ins[3] = mask
+    fused = fuse_attention(g)
+    n = fused.nodes[0]
+    fused.nodes[0] = Node(n.op, n.inputs, {**n.attrs, "tile": tile}, n.outputs, n.name, n.loc)
+    want = interp.run(g, *ins)[0]
+    got = build(fused).run(ins)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))

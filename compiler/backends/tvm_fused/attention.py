@@ -166,14 +166,15 @@ def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> rel
     scores = tuple(batch) + (lq, lk)
     marg, mbatch, mrows = _mask_arg(ctx, kb, a.mask, args, scores, bh, lk)
     try:
-        spec = katt.AttentionSpec(bh, lq, lk, d, dv, a.scale, tq, tk, a.k_transposed, mbatch, mrows,
+        spec = katt.AttentionSpec(bh, lq, lk, d, dv, a.scale, tq, tk, True, mbatch, mrows,
                                   a.k_group, a.v_group, a.causal, a.zero_masked_rows)
     except ValueError as e:
         raise NotFusable(str(e)) from None
     kh, vh = bh // a.k_group, bh // a.v_group
-    kshape = (kh, d, lk) if a.k_transposed else (kh, lk, d)
-    ins = [ctx.reshape(args[idx[0]], (bh, lq, d)), ctx.reshape(args[idx[1]], kshape),
-           ctx.reshape(args[idx[2]], (vh, lk, dv)), marg]
+    # K as (heads, d, lk): transposed once here (O(S d)) rather than block by block in every query task
+    k = ctx.reshape(args[idx[1]], (kh, d, lk)) if a.k_transposed else \
+        ctx.bb.emit(relax.op.permute_dims(ctx.reshape(args[idx[1]], (kh, lk, d)), [0, 2, 1]))
+    ins = [ctx.reshape(args[idx[0]], (bh, lq, d)), k, ctx.reshape(args[idx[2]], (vh, lk, dv)), marg]
     gv = ctx.kernel(("attention", spec), lambda: katt.make_attention(spec), "attention")
     out = ctx.call_kernel(gv, ins, (bh, lq, dv))
     return ctx.reshape(out, kb.result.type.shape)

@@ -28,6 +28,7 @@ from .common import SCHEDULE_ATTR, fast_exp, finalize
 __all__ = ["AttentionSpec", "make_attention"]
 
 NEG = -3.0e38        # the running max before any key: exp(NEG - m) is 0 (fast_exp clamps to ~1e-38)
+MASKED = -1e9        # a mask entry at or below this removes its key (passes.einsum.MASKED)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,9 @@ def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
     kt_, has_mask = spec.k_transposed, spec.mask_batch > 0
     mshape = (max(spec.mask_batch, 1), max(spec.mask_rows, 1), lk)
     mb, mr = int(spec.mask_batch == bh), int(spec.mask_rows == lq)   # 1: the mask varies along batch / rows
-    vk, vf = _vec(tk), _vec(dv)
+    vk, vf, vm = _vec(tk), _vec(dv), _vec(lk)
+    mrows = tq if mr else 1          # the mask rows one task reads
+    masked = tirx.const(MASKED, "float32")
     f32 = "float32"
     scale = tirx.const(spec.scale, f32)
     zero, neg = tirx.const(0.0, f32), tirx.const(NEG, f32)
@@ -104,66 +107,98 @@ def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
                 run_den[i] = zero
                 for f in T.vectorized(dv):
                     acc[i, f] = zero
+            # skip_ok: every query of the task sees some key, so a block whose keys are all masked adds
+            # nothing (a row with no key at all averages over every key, as the unfused softmax does)
+            skip_ok = T.alloc_buffer((1,), "int32")
+            seen = T.alloc_buffer((vm,), f32)
+            skip_ok[0] = 0
+            if has_mask:
+                skip_ok[0] = 1
+                for i in T.serial(mrows):
+                    for jm in T.vectorized(vm):
+                        seen[jm] = neg
+                    for jo in T.serial(lk // vm):
+                        for jm in T.vectorized(vm):
+                            seen[jm] = T.max(seen[jm], mask[b * mb, (q0 + i) * mr, jo * vm + jm])
+                    for jm in T.serial(1, vm):
+                        seen[0] = T.max(seen[0], seen[jm])
+                    if seen[0] <= masked:
+                        skip_ok[0] = 0
             for kb in T.serial(T.min(nk, (q0 + reach) // tk)):
                 k0 = kb * tk
-                for e in T.serial(d):
-                    for j in T.serial(tk):
-                        if kt_:
-                            kt[e, j] = k[b // gk, e, k0 + j]
-                        else:
-                            kt[e, j] = k[b // gk, k0 + j, e]
-                for io in T.serial(tq // rows):
-                    for ii in T.unroll(rows):
-                        for j in T.vectorized(tk):
-                            s[io * rows + ii, j] = zero
-                    for e in T.serial(d):
-                        for ii in T.unroll(rows):
-                            for jo in T.unroll(tk // vk):
+                live = T.alloc_buffer((vk,), f32)
+                live[0] = zero
+                if has_mask:
+                    if skip_ok[0] == 1:     # the block's largest mask entry: at or below MASKED, skip it
+                        for ji in T.vectorized(vk):
+                            live[ji] = neg
+                        for i in T.serial(mrows):
+                            for jo in T.serial(tk // vk):
                                 for ji in T.vectorized(vk):
-                                    s[io * rows + ii, jo * vk + ji] = s[io * rows + ii, jo * vk + ji] + \
-                                        qs[io * rows + ii, e] * kt[e, jo * vk + ji]
-                if causal:
-                    if k0 + tk - 1 > q0 + off:          # the block crosses the diagonal
-                        for i in T.serial(tq):
-                            for j in T.vectorized(tk):
-                                s[i, j] = T.if_then_else(k0 + j > q0 + i + off, neg, s[i, j])
-                for i in T.serial(tq):
-                    if has_mask:
-                        for j in T.vectorized(tk):
-                            s[i, j] = s[i, j] + mask[b * mb, (q0 + i) * mr, k0 + j]
-                    # max and sum over the block: vk lanes at a time, then across the lanes
-                    lane = T.alloc_buffer((vk,), f32)
-                    new_max = T.alloc_buffer((1,), f32)
-                    den = T.alloc_buffer((1,), f32)
-                    for ji in T.vectorized(vk):
-                        lane[ji] = s[i, ji]
-                    for jo in T.serial(1, tk // vk):
-                        for ji in T.vectorized(vk):
-                            lane[ji] = T.max(lane[ji], s[i, jo * vk + ji])
-                    new_max[0] = run_max[i]
-                    for ji in T.serial(vk):
-                        new_max[0] = T.max(new_max[0], lane[ji])
-                    for ji in T.vectorized(vk):
-                        lane[ji] = zero
-                    for jo in T.serial(tk // vk):
-                        for ji in T.vectorized(vk):
-                            s[i, jo * vk + ji] = fast_exp(s[i, jo * vk + ji] - new_max[0])
-                            lane[ji] = lane[ji] + s[i, jo * vk + ji]
-                    den[0] = zero
-                    for ji in T.serial(vk):
-                        den[0] = den[0] + lane[ji]
-                    corr = fast_exp(run_max[i] - new_max[0])
-                    run_den[i] = run_den[i] * corr + den[0]
-                    run_max[i] = new_max[0]
-                    for f in T.vectorized(dv):
-                        acc[i, f] = acc[i, f] * corr
-                for io in T.serial(tq // rows):
-                    for j in T.serial(tk):
+                                    live[ji] = T.max(live[ji], mask[b * mb, (q0 + i) * mr, k0 + jo * vk + ji])
+                        for ji in T.serial(vk):
+                            live[0] = T.max(live[0], live[ji])
+                if not has_mask or live[0] > masked:
+                    for e in T.serial(d):
+                        for j in T.serial(tk):
+                            if kt_:
+                                kt[e, j] = k[b // gk, e, k0 + j]
+                            else:
+                                kt[e, j] = k[b // gk, k0 + j, e]
+                    for io in T.serial(tq // rows):
                         for ii in T.unroll(rows):
-                            for fo in T.unroll(dv // vf):
-                                for fi in T.vectorized(vf):
-                                    acc[io * rows + ii, fo * vf + fi] = acc[io * rows + ii, fo * vf + fi] + \
-                                        s[io * rows + ii, j] * v[b // gv, k0 + j, fo * vf + fi]
+                            for j in T.vectorized(tk):
+                                s[io * rows + ii, j] = zero
+                        for e in T.serial(d):
+                            for ii in T.unroll(rows):
+                                for jo in T.unroll(tk // vk):
+                                    for ji in T.vectorized(vk):
+                                        s[io * rows + ii, jo * vk + ji] = s[io * rows + ii, jo * vk + ji] + \
+                                            qs[io * rows + ii, e] * kt[e, jo * vk + ji]
+                    if causal:
+                        if k0 + tk - 1 > q0 + off:          # the block crosses the diagonal
+                            for i in T.serial(tq):
+                                for j in T.vectorized(tk):
+                                    s[i, j] = T.if_then_else(k0 + j > q0 + i + off, neg, s[i, j])
+                    for i in T.serial(tq):
+                        if has_mask:
+                            for j in T.vectorized(tk):
+                                s[i, j] = s[i, j] + mask[b * mb, (q0 + i) * mr, k0 + j]
+                        # max and sum over the block: vk lanes at a time, then across the lanes
+                        lane = T.alloc_buffer((vk,), f32)
+                        new_max = T.alloc_buffer((1,), f32)
+                        den = T.alloc_buffer((1,), f32)
+                        for ji in T.vectorized(vk):
+                            lane[ji] = s[i, ji]
+                        for jo in T.serial(1, tk // vk):
+                            for ji in T.vectorized(vk):
+                                lane[ji] = T.max(lane[ji], s[i, jo * vk + ji])
+                        new_max[0] = run_max[i]
+                        for ji in T.serial(vk):
+                            new_max[0] = T.max(new_max[0], lane[ji])
+                        for ji in T.vectorized(vk):
+                            lane[ji] = zero
+                        for jo in T.serial(tk // vk):
+                            for ji in T.vectorized(vk):
+                                s[i, jo * vk + ji] = fast_exp(s[i, jo * vk + ji] - new_max[0])
+                                lane[ji] = lane[ji] + s[i, jo * vk + ji]
+                        den[0] = zero
+                        for ji in T.serial(vk):
+                            den[0] = den[0] + lane[ji]
+                        if new_max[0] > run_max[i]:       # the running max moved: rescale the state
+                            corr = fast_exp(run_max[i] - new_max[0])
+                            run_den[i] = run_den[i] * corr
+                            run_max[i] = new_max[0]
+                            for f in T.vectorized(dv):
+                                acc[i, f] = acc[i, f] * corr
+                        run_den[i] = run_den[i] + den[0]
+                    for io in T.serial(tq // rows):
+                        for j in T.serial(tk):
+                            for ii in T.unroll(rows):
+                                for fo in T.unroll(dv // vf):
+                                    for fi in T.vectorized(vf):
+                                        acc[io * rows + ii, fo * vf + fi] = acc[io * rows + ii, fo * vf + fi] + \
+                                            s[io * rows + ii, j] * v[b // gv, k0 + j, fo * vf + fi]
             for i in T.serial(tq):
                 if zero_rows:           # every score -inf: the running max never left NEG
                     for f in T.vectorized(dv):
