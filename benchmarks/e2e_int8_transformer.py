@@ -6,6 +6,11 @@ latency and cosine similarity of the pooled output against ORT FP32.
 
     PYTHONPATH=. .venv/bin/python benchmarks/e2e_int8_transformer.py --model hf-sdpa   # transformers' BertModel
 
+    PYTHONPATH=. .venv/bin/python benchmarks/e2e_int8_transformer.py --integer-attention   # + the one-pass row
+
+--integer-attention adds a row: the same integer-only build with integer_attention=True (each attention one
+q.attention kernel, Shiftmax in the running recurrence; passes/qattention.py).
+
 The model is examples.zoo.BertEncoder (random weights, vocab 1000), or with --model hf-sdpa / hf-eager
 transformers' own BertModel built from a config (random weights; inputs input_ids and attention_mask, output
 the pooled sentence embedding) with that attention implementation, exported to ONNX (opset 17, the
@@ -59,6 +64,8 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--integer-attention", action="store_true",
+                    help="also time and check the build with the one-pass integer attention")
     args = ap.parse_args()
 
     import torch
@@ -99,9 +106,15 @@ def main() -> None:
 
     sessions = {"ORT FP32": ort_session(fp32, 1), "ORT INT8 quantize_dynamic": ort_session(int8, 1)}
     outs = {k: np.concatenate([s.run(None, dict(zip(names, x)))[0] for x in evals]) for k, s in sessions.items()}
-    outs["ours INT8 integer-only"] = np.concatenate([cm.run(*x)[0] for x in evals])
+    ours = {"ours INT8 integer-only": cm}
+    if args.integer_attention:
+        ours["ours INT8 integer-only, one-pass attention"] = compiler.compile(
+            str(fp32), target="llvm -num-threads=1", quantize="int8", calibration=calib, integer_only=True,
+            integer_attention=True)
     fns = {k: (lambda s=s: s.run(None, dict(zip(names, evals[0])))) for k, s in sessions.items()}
-    fns["ours INT8 integer-only"] = lambda: cm.run(*evals[0])
+    for k, c in ours.items():
+        outs[k] = np.concatenate([c.run(*x)[0] for x in evals])
+        fns[k] = lambda c=c: c.run(*evals[0])
     lat = interleaved_medians(fns, args.warmup, args.repeat)
     ref = outs["ORT FP32"]
     what = "BertEncoder" if args.model == "zoo" else f"transformers BertModel ({args.model[3:]} attention, pooled output)"

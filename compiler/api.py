@@ -10,7 +10,8 @@ from typing import Any
 
 from compiler.diagnostics import InvalidInput, InvalidModel, Unsupported
 from compiler.ir import Graph
-from compiler.pipeline import kernel_pipeline_for, pipeline_for, quantized_pipeline_for, with_lmul
+from compiler.pipeline import (kernel_pipeline_for, pipeline_for, quantized_pipeline_for, with_integer_attention,
+                               with_lmul)
 from compiler.runtime import CompiledModel, Signature
 from compiler.target import Target
 
@@ -77,14 +78,17 @@ def optimize_quantized(g: Graph, target: Target, *, disable_passes: Sequence[str
 def lower_kernels(g: Graph, target: Target | str = "llvm", backend: str = "tvm", *,
                   disable_passes: Sequence[str] = (), print_after: Sequence[str] = (),
                   verify_each: bool = True, dump_dir: str | os.PathLike | None = None,
-                  results: dict[str, Any] | None = None, lmul: str | None = None) -> Graph:
+                  results: dict[str, Any] | None = None, lmul: str | None = None,
+                  integer_attention: bool = False) -> Graph:
     """The kernel-level passes (fusion, layouts, tiles, the memory plan) for `backend` on `target`: the
     final IR, the program the executable runs. What analysis passes found (`memory`: the arena plan)
-    goes into `results` when given. lmul="attention" adds the L-Mul pass (compiler.pipeline.with_lmul)."""
+    goes into `results` when given. lmul="attention" adds the L-Mul pass (compiler.pipeline.with_lmul),
+    integer_attention=True the one-pass integer attention (compiler.pipeline.with_integer_attention)."""
     from passes import PassContext, run_pipeline
     from passes.base import resolve
     target = Target.parse(target) if isinstance(target, str) else target
-    names = resolve(with_lmul(kernel_pipeline_for(target, backend), lmul), None, disable_passes)
+    names = resolve(with_integer_attention(with_lmul(kernel_pipeline_for(target, backend), lmul), target,
+                                           integer_attention), None, disable_passes)
     kernel_spec = None
     if backend == "tvm" and target.kind == "llvm":
         from compiler.backends.tvm_fused import kernel_spec
@@ -101,10 +105,10 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
              disable_passes: Sequence[str] = (), print_after: Sequence[str] = (), verify_each: bool = True,
              dump_dir: str | os.PathLike | None = None, quantize: str | None = None, calibration: Any = None,
              integer_only: bool = False, observer: str = "minmax", size_budget: float | None = None,
-             latency_budget: float | None = None, progress: Progress | None = None,
-             results: dict[str, Any] | None = None, lmul: str | None = None,
+             latency_budget: float | None = None, accuracy_budget: float | None = None,
+             progress: Progress | None = None, results: dict[str, Any] | None = None, lmul: str | None = None,
              shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
-             lut_table: str = "int8") -> tuple[Graph, Any]:
+             lut_table: str = "int8", integer_attention: bool = False) -> tuple[Graph, Any]:
     """Every pass of a compile, in order: (the final IR, the quantization report or None). The kernel
     passes' analyses (the memory plan) go into `results` when given."""
     say = progress or (lambda _msg: None)
@@ -120,10 +124,14 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                  verify_each=verify_each, dump_dir=dump_dir)
     say(f"optimized to {len(g.nodes)} nodes in {time.perf_counter() - t0:.2f}s")
     report = None
+    if integer_attention and not integer_only:
+        raise InvalidInput("integer_attention needs quantize='int8' and integer_only=True",
+                           hint="add --quantize int8 --integer-only")
     if quantize is not None:
         t0 = time.perf_counter()
         g, report = quantize_model(g, quantize, calibration, integer_only, observer,
-                                   size_budget=size_budget, latency_budget=latency_budget, target=target,
+                                   size_budget=size_budget, latency_budget=latency_budget,
+                                   accuracy_budget=accuracy_budget, target=target,
                                    disable_passes=disable_passes, print_after=print_after,
                                    verify_each=verify_each, dump_dir=dump_dir, shiftadd=shiftadd,
                                    shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table)
@@ -134,12 +142,13 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     elif integer_only or shiftadd or lut:
         raise InvalidInput(f"{'shiftadd' if shiftadd else 'lut' if lut else 'integer_only'} needs quantize='int8'",
                            hint="add --quantize int8")
-    elif size_budget is not None or latency_budget is not None:
-        raise InvalidInput("size_budget / latency_budget need quantize='mixed'",
+    elif size_budget is not None or latency_budget is not None or accuracy_budget is not None:
+        raise InvalidInput("size_budget / latency_budget / accuracy_budget need quantize='mixed'",
                            hint="add --quantize mixed")
     t0 = time.perf_counter()
     g = lower_kernels(g, target, backend, disable_passes=disable_passes, print_after=print_after,
-                      verify_each=verify_each, results=results, lmul=lmul)
+                      verify_each=verify_each, results=results, lmul=lmul,
+                      integer_attention=integer_attention)
     kernels = sum(1 for n in g.nodes if n.op.name == "k.fused")
     say(f"{kernels} kernels, {len(g.nodes)} nodes after fusion and layouts in {time.perf_counter() - t0:.2f}s")
     return g, report
@@ -152,10 +161,10 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             dump_dir: str | os.PathLike | None = None,
             quantize: str | None = None, calibration: Any = None, integer_only: bool = False,
             observer: str = "minmax", size_budget: float | None = None,
-            latency_budget: float | None = None,
+            latency_budget: float | None = None, accuracy_budget: float | None = None,
             progress: Progress | None = None, lmul: str | None = None,
             shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
-            lut_table: str = "int8") -> CompiledModel:
+            lut_table: str = "int8", integer_attention: bool = False) -> CompiledModel:
     """Compile a model for `target` ("llvm", "llvm -mcpu=znver4 -num-threads=1") and return a
     CompiledModel. `model` is an ONNX path or ModelProto, or a torch.nn.Module traced on
     `example_inputs`.
@@ -164,9 +173,13 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     calibrated on `calibration` (an iterable of input batches, or an .npz path); `observer` is
     minmax, percentile or mse; integer_only=True fails unless every op between the input
     quantize and the output dequantize is an integer op. The per-layer report is `cm.report`.
-    quantize="mixed" is the same with 4- or 8-bit weights per layer chosen by the HAWQV3 ILP
-    (passes.mixed_precision) under size_budget and/or latency_budget, fractions of the all-INT8
-    weight bytes / latency (e.g. 0.7); the plan is `cm.report.plan`.
+    quantize="mixed" is the same with each layer's weights chosen by the HAWQV3 ILP (passes.mixed_precision)
+    among int8, int4 (convs), 4- or 2-bit LUT (linear layers: q.lut_matmul, packed) and 2-term shift/add, under
+    size_budget and/or latency_budget, fractions of the all-INT8 weight bytes / latency (e.g. 0.7), and/or
+    accuracy_budget, a fraction of the outputs' mean square that the summed per-layer output perturbation
+    (measured on `calibration`) may reach (e.g. 0.01); with it the ILP minimizes the multiplies, else the
+    perturbation. lut_table and shiftadd_kernel apply to the chosen layers. The plan is `cm.report.plan`;
+    a budget no plan meets raises InfeasibleBudget (an InvalidInput) naming it.
     quantize="model" takes the quantization the model already has (onnxruntime's QDQ or QOperator
     format: QuantizeLinear/DequantizeLinear, QLinearConv, QLinearMatMul, ...): its scales and zero points
     become the grids of the same integer rewrite (passes/qdq.py), no calibration needed; with
@@ -181,6 +194,9 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     q.lut_matmul: b-bit weights in groups of 128 rows with integer group scales, computed by table lookup
     (T-MAC; passes/lut.py); lut_table "int8" (T-MAC's quantized tables) or "int16" (exact tables). The
     per-layer requantization is `cm.report.lut`.
+    integer_attention=True (with quantize="int8", integer_only=True; llvm) runs each integer attention in
+    one pass over key blocks, Shiftmax inside the running recurrence (passes/qattention.py): off by
+    default, its result is not the unfused integer attention's (within 4 LSB, closer to float).
 
     Raises InvalidModel (bad file), InvalidInput, Unsupported (op or feature), BackendToolError."""
     from compiler.backends import get_backend
@@ -193,8 +209,10 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                          print_after=print_after, verify_each=verify_each, dump_dir=dump_dir,
                          quantize=quantize, calibration=calibration, integer_only=integer_only,
                          observer=observer, size_budget=size_budget, latency_budget=latency_budget,
+                         accuracy_budget=accuracy_budget,
                          progress=progress, results=results, lmul=lmul, shiftadd=shiftadd,
-                         shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table)
+                         shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table,
+                         integer_attention=integer_attention)
     missing = sorted({n.op.name for n in g.walk()} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
@@ -212,7 +230,8 @@ QUANTIZE_MODES = ("int8", "mixed", "model")
 
 def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                    observer: str = "minmax", *, size_budget: float | None = None,
-                   latency_budget: float | None = None, target: Target | None = None,
+                   latency_budget: float | None = None, accuracy_budget: float | None = None,
+                   target: Target | None = None,
                    disable_passes: Sequence[str] = (), print_after: Sequence[str] = (),
                    verify_each: bool = True, dump_dir: str | os.PathLike | None = None,
                    shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
@@ -220,8 +239,9 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     """The quantization passes (compiler.pipeline.QUANTIZE: calibrate and annotate, dyadic, ivit for
     integer-only, cleanup) over the canonicalized `g`; then the integer-only certificate and the
     overflow bounds. Returns the graph and a lazy per-layer report.
-    mode "mixed": per-layer 4/8-bit weights from the HAWQV3 ILP under the budgets (fractions
-    of the all-INT8 weight bytes / latency); the report then carries the plan. shiftadd=1|2: the
+    mode "mixed": per-layer int8 / int4 / LUT / shift-add weights from the HAWQV3 ILP under the budgets
+    (fractions of the all-INT8 weight bytes / latency, of the outputs' mean square for accuracy); the report
+    then carries the plan. shiftadd=1|2: the
     shiftadd pass's power-of-two weights, run by `shiftadd_kernel` (the report carries its fit)."""
     from compiler.calibration import batches_for
     from compiler.pipeline import quantize_passes
@@ -233,18 +253,23 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     from passes.verify_integer_only import verify_integer_only
     if mode not in QUANTIZE_MODES:
         raise Unsupported(f"quantize={mode!r}; supported: {', '.join(QUANTIZE_MODES)}")
-    if mode != "mixed" and (size_budget is not None or latency_budget is not None):
-        raise InvalidInput("size_budget / latency_budget need quantize='mixed'")
+    if mode != "mixed" and any(b is not None for b in (size_budget, latency_budget, accuracy_budget)):
+        raise InvalidInput("size_budget / latency_budget / accuracy_budget need quantize='mixed'")
+    if mode == "mixed" and (shiftadd or lut):
+        raise InvalidInput(f"quantize='mixed' chooses LUT and shift/add weights per layer itself; "
+                           f"{'shiftadd' if shiftadd else 'lut'}= would rewrite every layer",
+                           hint="drop --shiftadd / --lut (--lut-table and --shiftadd-kernel still apply)")
     if shiftadd not in (None, 0, 1, 2) or shiftadd_kernel not in ("auto", "vnni", "shift"):
         raise InvalidInput(f"shiftadd={shiftadd!r}, shiftadd_kernel={shiftadd_kernel!r}",
                            hint="shiftadd takes 1 or 2 terms; shiftadd_kernel auto, vnni or shift")
     if lut not in (None, 0, 1, 2, 3, 4) or lut_table not in ("int8", "int16"):
         raise InvalidInput(f"lut={lut!r}, lut_table={lut_table!r}", hint="lut takes 1-4 bits; lut_table int8 or int16")
     batches = [] if mode == "model" and calibration is None else batches_for(calibration, g)
-    budgets = {k: v for k, v in (("size", size_budget), ("latency", latency_budget)) if v is not None}
+    budgets = {k: v for k, v in (("size", size_budget), ("latency", latency_budget),
+                                 ("accuracy", accuracy_budget)) if v is not None}
     request = QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only), shiftadd or 0,
                            shiftadd_kernel)
-    if lut:
+    if lut or mode == "mixed":          # a mixed plan's LUT layers take lut_table
         from passes.lut import LutRequest
         request = LutRequest(**vars(request), lut=lut, lut_table=lut_table)
     ctx = PassContext(target=target, calibration=batches, budgets=budgets, quant=request,

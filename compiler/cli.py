@@ -29,9 +29,11 @@ more examples:
   compile model.onnx --input-shape input=1x3x224x224
   compile model.onnx --disable-pass fold_batch_norm --print-after fold_constants
   compile model.onnx --quantize int8 --calibration calib.npz --integer-only --report -o m.dyc
+  compile model.onnx --quantize mixed --calibration calib.npz --size-budget 0.6 --accuracy-budget 0.01 --report
+                                                    per layer int8 / int4 / LUT / shift-add by the ILP
 
-exit codes: 0 ok, 1 internal error, 2 invalid model or input, 3 unsupported op or feature,
-            4 a backend tool failed, 5 --check found a numerics mismatch
+exit codes: 0 ok, 1 internal error, 2 invalid model or input (also a --*-budget no plan meets),
+            3 unsupported op or feature, 4 a backend tool failed, 5 --check found a numerics mismatch
 """
 
 
@@ -78,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the IR verifier between passes (it runs by default)")
     p.add_argument("--quantize", choices=["int8", "mixed", "model"],
                    help="rewrite the model to integer arithmetic (int8 weights and activations, int32 "
-                        "accumulators, dyadic requantization); needs --calibration. mixed: 4/8-bit "
-                        "weights per layer chosen by the HAWQV3 ILP under --size-budget/--latency-budget. "
+                        "accumulators, dyadic requantization); needs --calibration. mixed: each layer's weights "
+                        "chosen by the HAWQV3 ILP among int8, int4 (convs), 4- or 2-bit LUT (linear layers, "
+                        "q.lut_matmul, packed) and 2-term shift/add, under --size-budget/--latency-budget/"
+                        "--accuracy-budget (the plan is printed with --report). "
                         "model: the model's own quantization (onnxruntime QDQ / QOperator), no calibration")
     p.add_argument("--calibration", metavar="FILE.npz",
                    help="calibration inputs for --quantize: an .npz with one array per model input "
@@ -89,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size-budget", type=float, metavar="F",
                    help="--quantize mixed: weight bytes at most F x the all-INT8 weight bytes (e.g. 0.7)")
     p.add_argument("--latency-budget", type=float, metavar="F",
-                   help="--quantize mixed: estimated latency at most F x the all-INT8 latency")
+                   help="--quantize mixed: estimated latency at most F x the all-INT8 latency (the cost "
+                        "model's int8 prediction; LUT and shift kernels, which it lacks, proportionally to it)")
+    p.add_argument("--accuracy-budget", type=float, metavar="F",
+                   help="--quantize mixed: the summed output perturbation of the layers' weight choices "
+                        "(each measured on the calibration data) at most F x the outputs' mean square "
+                        "(e.g. 0.01); the ILP then minimizes the multiplies (LUT layers, and shift/add ones "
+                        "on the shift kernel, have none) instead of the perturbation")
     p.add_argument("--integer-only", action="store_true",
                    help="fail (exit 3, listing the nodes) unless every op between the input quantize "
                         "and the output dequantize is an integer op")
@@ -99,17 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --quantize int8: every conv/linear weight as per-channel sums of 1 or 2 signed "
                         "powers of two, fitted to each layer's output on the calibration data")
     p.add_argument("--shiftadd-kernel", choices=["auto", "vnni", "shift"], default="auto",
-                   help="the kernel that runs the shift/add layers: the shift-and-add kernel (no multiply), "
-                        "the VNNI kernel, or auto (VNNI where the CPU has it) [auto]")
+                   help="the kernel that runs the shift/add layers (--shiftadd, or those --quantize mixed chooses): "
+                        "the shift-and-add kernel (no multiply), the VNNI kernel, or auto (VNNI where the CPU "
+                        "has it) [auto]")
     p.add_argument("--lut", type=int, choices=[1, 2, 3, 4], default=None,
                    help="with --quantize int8: every linear layer (q.matmul with a constant weight) as a "
                         "q.lut_matmul with b-bit group weights (groups of 128), computed by table lookup "
                         "(T-MAC, vpshufb)")
     p.add_argument("--lut-table", choices=["int8", "int16"], default="int8",
-                   help="--lut tables: int8 (T-MAC's quantized tables, ~1-2%% error) or int16 (exact) [int8]")
+                   help="--lut tables (also the LUT layers --quantize mixed chooses): int8 (T-MAC's quantized "
+                        "tables, ~1-2%% error) or int16 (exact) [int8]")
     p.add_argument("--lmul", choices=["attention"], default=None,
                    help="L-Mul: attention's matmuls (Q K^T, P V) multiply by one integer add of the float "
                         "bit patterns, 3-bit mantissa (passes/lmul.py); tvm backend only")
+    p.add_argument("--integer-attention", action="store_true",
+                   help="with --quantize int8 --integer-only: each attention in one pass over key blocks, "
+                        "Shiftmax inside the running recurrence (passes/qattention.py); opt-in: within 4 LSB "
+                        "of the unfused integer attention, not equal to it; llvm only")
     p.add_argument("--check", action="store_true",
                    help="after compiling, run the executable and the reference interpreter on "
                         "random inputs and fail (exit 5) if they disagree")
@@ -157,16 +173,20 @@ def _run(args: argparse.Namespace) -> int:
         raise InvalidInput("--quantize needs --calibration FILE.npz",
                            hint="the compiler never calibrates on random data; save representative "
                                 "inputs with np.savez('calib.npz', **{input_name: batches})")
+    if args.integer_attention and not args.integer_only:
+        raise InvalidInput("--integer-attention needs --quantize int8 --integer-only")
     if (args.integer_only or args.report or args.shiftadd or args.lut) and not args.quantize:
         raise InvalidInput("--integer-only, --report, --shiftadd and --lut need --quantize int8")
-    if args.quantize == "mixed" and args.size_budget is None and args.latency_budget is None:
-        raise InvalidInput("--quantize mixed needs --size-budget F and/or --latency-budget F")
-    if (args.size_budget is not None or args.latency_budget is not None) and args.quantize != "mixed":
-        raise InvalidInput("--size-budget / --latency-budget need --quantize mixed")
+    budgets = (args.size_budget, args.latency_budget, args.accuracy_budget)
+    if args.quantize == "mixed" and all(b is None for b in budgets):
+        raise InvalidInput("--quantize mixed needs --size-budget F, --latency-budget F and/or --accuracy-budget F")
+    if any(b is not None for b in budgets) and args.quantize != "mixed":
+        raise InvalidInput("--size-budget / --latency-budget / --accuracy-budget need --quantize mixed")
     quant = dict(quantize=args.quantize, calibration=args.calibration, integer_only=args.integer_only,
                  observer=args.observer, size_budget=args.size_budget,
-                 latency_budget=args.latency_budget, shiftadd=args.shiftadd,
-                 shiftadd_kernel=args.shiftadd_kernel, lut=args.lut, lut_table=args.lut_table) \
+                 latency_budget=args.latency_budget, accuracy_budget=args.accuracy_budget, shiftadd=args.shiftadd,
+                 shiftadd_kernel=args.shiftadd_kernel, lut=args.lut, lut_table=args.lut_table,
+                 integer_attention=args.integer_attention) \
         if args.quantize else {}
     options = dict(input_shapes=parse_shapes(args.input_shape) or None,
                    passes=args.passes.split(",") if args.passes else None,

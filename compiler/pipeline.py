@@ -66,6 +66,23 @@ def with_lmul(names: list[str], lmul: str | None) -> list[str]:
     return names[:at] + [LMUL_PASSES[lmul]] + names[at:]
 
 
+# The one-pass integer attention (compile(..., integer_attention=True), opt-in): the unfused integer
+# attention chain of an integer-only graph becomes one q.attention (passes/qattention.py), first, before
+# fuse_kernels takes its matmuls one by one. A CPU kernel only.
+INTEGER_ATTENTION = "fuse_integer_attention"
+
+
+def with_integer_attention(names: list[str], target: Target, on: bool) -> list[str]:
+    """The kernel-level pass list `names`, with the integer attention fusion first when `on`."""
+    if not on:
+        return list(names)
+    if target.kind != "llvm":
+        from compiler.diagnostics import Unsupported
+        raise Unsupported(f"integer_attention: the one-pass integer attention kernel is for llvm targets, "
+                          f"not {target.kind}")
+    return [INTEGER_ATTENTION] + list(names)
+
+
 def pipeline_for(target: Target) -> list[str]:
     return list(PIPELINES[target.kind])
 

@@ -10,6 +10,7 @@ from passes import (  # noqa: F401  (registration)
     lmul,
     lut,
     memory,
+    qattention,
     qdq,
     quant_report,
     quantize,

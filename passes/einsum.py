@@ -23,7 +23,7 @@ import numpy as np
 
 from compiler.ir import Graph, Node, Value
 from compiler.ops import elementwise as ew
-from compiler.ops import indexing, kernel, linalg, nn, shape
+from compiler.ops import indexing, kernel, linalg, nn, qattention, shape
 from compiler.ops import unary_math as um
 from compiler.types import DType
 from passes.base import register_pass
@@ -443,19 +443,32 @@ def fuse_attention(g: Graph) -> Graph:
 
 
 def cascades(g: Graph) -> list[tuple[str, Cascade, dict[str, int]]]:
-    """(name, cascade, rank sizes per batch-head) of every attention in g: the chains as written run
-    THREE_PASS, fused attention kernels ONE_PASS."""
+    """(name, cascade, rank sizes per batch-head) of every attention in g: the chains as written (float,
+    or integer with Shiftmax) run THREE_PASS, fused attention kernels and q.attention ONE_PASS."""
+    from passes.qattention import integer_chains
     found = []
     for ch in find_chains(g):
         found.append((ch.nodes[-1].name, THREE_PASS, ch.sizes()))
+    for name, (q, k, v) in integer_chains(g):
+        found.append((name, THREE_PASS, _sizes(q, k, v)))
     for n in g.nodes:
         if n.op is kernel.fused and n.attrs["kernel"] == KERNEL:
-            *batch, lq, d = n.inputs[0].type.shape
-            lk, dv = n.inputs[2].type.shape[-2:]
-            tq, tk = n.attrs["tile"]
-            found.append((n.name, ONE_PASS, {"b": math.prod(batch), "p": lq, "p0": tq, "e": d, "f": dv,
-                                             "m1": lk // tk, "m0": tk, "m": lk}))
+            found.append((n.name, ONE_PASS, _sizes(*n.inputs[:3], tuple(n.attrs["tile"]))))
+        elif n.op is qattention.attention:
+            lq, lk = n.inputs[0].type.shape[-2], n.inputs[1].type.shape[-2]
+            found.append((n.name, ONE_PASS, _sizes(*n.inputs[:3], (default_tile(lq, lk)[0], n.attrs["block"]))))
     return found
+
+
+def _sizes(q: Value, k: Value, v: Value, tile: tuple[int, int] | None = None) -> dict[str, int]:
+    """The rank sizes of one attention (per batch-head), its key rank split by the tile when fused."""
+    *batch, lq, d = q.type.shape
+    lk, dv = v.type.shape[-2:]
+    sizes = {"b": math.prod(batch), "p": lq, "e": d, "f": dv, "m": lk}
+    if tile is not None:
+        tq, tk = tile
+        sizes.update(p0=tq, m1=-(-lk // tk), m0=tk)
+    return sizes
 
 
 def body_causal(body: Graph) -> int:

@@ -11,6 +11,7 @@ from compiler.ops import (  # noqa: F401  (registration)
     lmul,
     lut,
     nn,
+    qattention,
     quant,
     recurrent,
     reduce,

@@ -9,6 +9,7 @@ from compiler.backends.tvm_lower import (  # noqa: F401  (registration)
     lmul,
     lut,
     nn,
+    qattention,
     quant,
     recurrent,
     reduce,
