@@ -431,6 +431,7 @@ def test_mlir_every_claimed_op_is_tested():
     """Runs last in this file: each op with a lowering appeared in a graph above."""
     if len(TESTED) < 10:
         pytest.skip("run the whole file to check coverage")
-    untested = sorted(op.name for op in LOWERINGS if op not in TESTED)
+    elsewhere = {"lmul.mul", "lmul.matmul", "q.lut_matmul"}      # tests/backends/test_mlir_mfree.py
+    untested = sorted(op.name for op in LOWERINGS if op not in TESTED and op.name not in elsewhere)
     assert not untested, f"lowered but untested: {untested}"
     assert BACKEND.supported_ops() == frozenset(LOWERINGS)

@@ -118,13 +118,6 @@ def test_compile_lmul_attention_tvm_matches_interpreter():
     np.testing.assert_allclose(cm.run(x)[0], want, rtol=1e-5, atol=1e-6)
 
 
-def test_compile_lmul_refused_by_mlir():
-    pytest.importorskip("iree.compiler")
-    import compiler
-    with pytest.raises(Unsupported, match="lmul.matmul"):
-        compiler.compile(_block(), backend="mlir", lmul="attention")
-
-
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))

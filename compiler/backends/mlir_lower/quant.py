@@ -20,6 +20,7 @@ import numpy as np
 from iree.compiler import ir
 from iree.compiler.dialects import arith, math, tensor
 
+from compiler.backends.mlir_lower import mfree
 from compiler.backends.mlir_lower.linalg import conv, matmul
 from compiler.backends.mlir_lower.registry import (
     LowerCtx,
@@ -157,6 +158,8 @@ def _wide(v: ir.Value) -> bool:
 
 @lowers(q.matmul)
 def _qmatmul(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    if mfree.is_shift_realized(node):           # power-of-two weights as shifts and adds
+        return mfree.shift_matmul(ctx, node, args)
     a = node.attrs
     x = _operand(ctx, args[0], node.inputs[0].type.dtype, a["a_zero_point"])
     w = _operand(ctx, args[1], node.inputs[1].type.dtype, a["b_zero_point"], _wide(x))
@@ -168,6 +171,8 @@ def _qmatmul(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
 
 @lowers(q.conv)
 def _qconv(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    if mfree.is_shift_realized(node):
+        return mfree.shift_conv(ctx, node, args)
     a = node.attrs
     x = _operand(ctx, args[0], node.inputs[0].type.dtype, a["x_zero_point"])
     w = _operand(ctx, args[1], node.inputs[1].type.dtype, 0, _wide(x))
