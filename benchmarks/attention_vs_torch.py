@@ -1,100 +1,162 @@
 """Fused attention (one pass over key blocks) vs the same graph op by op vs PyTorch's CPU
-scaled_dot_product_attention, fp32, batch 1, d = 64, 1 thread, interleaved runs, median ms; without a
-mask and causal (the graph adds the constant finfo.min upper triangle, as transformers' eager attention
-exports it; the fused kernel skips the key blocks past the diagonal; SDPA runs with is_causal=True).
+scaled_dot_product_attention (its flash kernel), fp32, batch 1, d = 64, 1 and 2 threads, interleaved
+runs, median ms; and the peak memory each of ours adds while it runs.
 
-    PYTHONPATH=. python benchmarks/attention_vs_torch.py [--lengths 128 512 1024] [--heads 12] [--repeat 30]
-        [--masks none causal]
+    PYTHONPATH=. python benchmarks/attention_vs_torch.py [--lengths 512 1024 2048 4096] [--threads 1 2]
+        [--heads 12] [--repeat 10] [--masks none causal padding] [--unfused-max 4096]
+
+Masks: none; causal (the graph adds the constant finfo.min upper triangle, as transformers' eager
+attention exports it; the fused kernel skips the key blocks past the diagonal; SDPA runs with
+is_causal=True); padding (an input (1, 1, 1, L) mask, finfo.min on the last half of the keys, as a
+padded batch has; the fused kernel skips the key blocks it removes wholly; SDPA gets the same additive
+mask).
 
 "fused" is the kernel pipeline as compiled (fuse_attention first); "unfused" the same pipeline with
-fuse_attention disabled (batched matmul kernels and the softmax kernel, the S x S scores in memory; with
-the causal mask, the matmul kernel takes no S x S constant in its epilogue, so Q K^T, scale and mask run
-as TVM's unscheduled fused loop). Memory is estimated, not measured: the scores the unfused
-graph holds (heads x S x S floats) vs the fused kernel's per-task scratch (one query block's scores
-for one key block, its running state) plus q, k, v and the output (O(S d)).
+fuse_attention disabled (batched matmul kernels and the softmax kernel, the S x S scores in memory);
+lengths above --unfused-max time the fused kernel and SDPA only. Peak memory: a fresh process builds
+the executable, makes its inputs, resets the kernel's peak-RSS counter (/proc/self/clear_refs, 5),
+runs once and reads VmHWM: the growth is what the run allocated (the S x S scores for the unfused
+graph, O(S d) for the fused kernel).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import interleaved_ms
-from compiler.api import lower_kernels
-from compiler.backends.tvm import BACKEND
-from compiler.ir import Graph
-from compiler.ops import elementwise as ew
-from compiler.ops import kernel, linalg, nn, shape
-from compiler.target import Target
-from compiler.types import DType, TensorType
-from passes.einsum import fuse_attention
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import interleaved_ms  # noqa: E402
+from compiler.api import lower_kernels  # noqa: E402
+from compiler.backends.tvm import BACKEND  # noqa: E402
+from compiler.ir import Graph  # noqa: E402
+from compiler.ops import elementwise as ew  # noqa: E402
+from compiler.ops import kernel, linalg, nn, shape  # noqa: E402
+from compiler.target import Target  # noqa: E402
+from compiler.types import DType, TensorType  # noqa: E402
+
+MIN = float(np.finfo(np.float32).min)
 
 
-def attention_graph(heads: int, length: int, d: int = 64, causal: bool = False) -> Graph:
+def attention_graph(heads: int, length: int, d: int = 64, mask: str = "none") -> Graph:
     g = Graph("attention")
     q, k, v = (g.add_input(n, TensorType((1, heads, length, d), DType.F32)) for n in "qkv")
     s = g.add1(linalg.matmul, [q, g.add1(shape.transpose, [k], perm=(0, 1, 3, 2))])
     s = g.add1(ew.div, [s, g.const(np.float32(np.sqrt(d)), "sqrt_d")])
-    if causal:
-        mask = np.triu(np.full((length, length), np.finfo(np.float32).min, np.float32), 1)
-        s = g.add1(ew.add, [s, g.const(mask[None, None], "causal")])
+    if mask == "causal":
+        tri = np.triu(np.full((length, length), MIN, np.float32), 1)
+        s = g.add1(ew.add, [s, g.const(tri[None, None], "causal")])
+    elif mask == "padding":
+        s = g.add1(ew.add, [s, g.add_input("mask", TensorType((1, 1, 1, length), DType.F32))])
     g.outputs = [g.add1(linalg.matmul, [g.add1(nn.softmax, [s], axis=-1), v])]
     return g
 
 
+def inputs(heads: int, length: int, d: int, mask: str) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    ins = [rng.standard_normal((1, heads, length, d)).astype(np.float32) for _ in range(3)]
+    if mask == "padding":
+        pad = np.zeros((1, 1, 1, length), np.float32)
+        pad[..., length // 2:] = MIN
+        ins.append(pad)
+    return ins
+
+
+def build(heads: int, length: int, d: int, mask: str, threads: int, fused: bool):
+    target = Target("llvm", num_threads=threads)
+    g = lower_kernels(attention_graph(heads, length, d, mask), target,
+                      disable_passes=() if fused else ["fuse_attention"])
+    return g, BACKEND.build(g, target)
+
+
+CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from benchmarks.attention_vs_torch import build, inputs
+h, length, d, mask, threads, fused = sys.argv[2:]
+_, exe = build(int(h), int(length), int(d), mask, int(threads), fused == "1")
+ins = inputs(int(h), int(length), int(d), mask)
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+open("/proc/self/clear_refs", "w").write("5")
+before = status("VmRSS:")
+exe.run(ins)
+print(json.dumps(status("VmHWM:") - before))
+"""
+
+
+def peak_growth(h: int, length: int, d: int, mask: str, threads: int, fused: bool) -> int:
+    """Bytes the first run adds to the process's peak RSS, measured in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(h), str(length), str(d), mask,
+                          str(threads), "1" if fused else "0"], capture_output=True, text=True, check=True)
+    return int(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def _mib(n_bytes: float) -> str:
-    return f"{n_bytes / 2**20:.2f}"
+    return f"{n_bytes / 2**20:.1f}"
+
+
+def row(h: int, length: int, d: int, mask: str, threads: int, args) -> None:
+    """One table row: build the fused (and unfused) graph, check each against SDPA, time them
+    interleaved, measure each one's peak memory."""
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(threads)
+    with_unfused = length <= args.unfused_max
+    fused_ir, fused = build(h, length, d, mask, threads, True)
+    node = next(n for n in fused_ir.nodes if n.op is kernel.fused and n.attrs["kernel"] == "attention")
+    tq, tk = node.attrs["tile"]
+    ins = inputs(h, length, d, mask)
+    tq_, tk_, tv_ = (torch.from_numpy(x) for x in ins[:3])
+    tmask = torch.from_numpy(ins[3]) if mask == "padding" else None
+    sdpa = partial(F.scaled_dot_product_attention, tq_, tk_, tv_, attn_mask=tmask, is_causal=mask == "causal")
+    want = sdpa().numpy()
+    runs = [partial(fused.run, ins)]
+    diff = float(np.abs(fused.run(ins)[0] - want).max())
+    if with_unfused:
+        _, unfused = build(h, length, d, mask, threads, False)
+        diff = max(diff, float(np.abs(unfused.run(ins)[0] - want).max()))
+        runs.append(partial(unfused.run, ins))
+    with torch.inference_mode():
+        times = interleaved_ms(runs + [sdpa], args.warmup, args.repeat)
+    ms = [statistics.median(t) for t in times]
+    f_ms, t_ms = ms[0], ms[-1]
+    mem_f = peak_growth(h, length, d, mask, threads, True)
+    if with_unfused:
+        u_ms, mem_u = ms[1], peak_growth(h, length, d, mask, threads, False)
+        unf = f"{u_ms:.2f} | {u_ms / f_ms:.2f}x | {_mib(mem_u)}"
+    else:
+        unf = "- | - | -"
+    print(f"| {threads} | {length} | {mask} | {f_ms:.2f} | {t_ms:.2f} | {f_ms / t_ms:.2f} | {unf} | {_mib(mem_f)} "
+          f"| {diff / float(np.abs(want).max()):.1e} | {tq}x{tk} |", flush=True)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 1024])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--repeat", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--masks", nargs="+", choices=["none", "causal"], default=["none", "causal"])
+    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--masks", nargs="+", choices=["none", "causal", "padding"], default=["none"])
+    ap.add_argument("--unfused-max", type=int, default=4096, help="longest length the unfused graph is run at")
     args = ap.parse_args()
-    import torch
-    torch.set_num_threads(1)
     h, d = args.heads, 64
-    print(f"fp32, batch 1, {h} heads, d={d}, 1 thread, median of {args.repeat} interleaved runs (ms)")
-    print("| L | mask | fused ms | unfused ms | torch SDPA ms | fused / unfused | fused / SDPA | max rel diff "
-          "| S x S scores MiB | fused scratch + q,k,v,out MiB | tile |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for length, mask in ((n, m) for n in args.lengths for m in args.masks):
-        row(h, length, d, mask == "causal", args)
-
-
-def row(h: int, length: int, d: int, causal: bool, args) -> None:
-    """One table row: build the fused and the unfused graph, check both against SDPA, time the three
-    interleaved."""
-    import torch
-    import torch.nn.functional as F
-    target = Target("llvm", num_threads=1)
-    g = attention_graph(h, length, d, causal)
-    fused_ir = lower_kernels(fuse_attention(g), target)
-    unfused_ir = lower_kernels(g, target, disable_passes=["fuse_attention"])
-    node = next(n for n in fused_ir.nodes if n.op is kernel.fused and n.attrs["kernel"] == "attention")
-    tq, tk = node.attrs["tile"]
-    fused, unfused = BACKEND.build(fused_ir, target), BACKEND.build(unfused_ir, target)
-    rng = np.random.default_rng(0)
-    ins = [rng.standard_normal((1, h, length, d)).astype(np.float32) for _ in range(3)]
-    tq_, tk_, tv_ = (torch.from_numpy(x) for x in ins)
-    want = F.scaled_dot_product_attention(tq_, tk_, tv_, is_causal=causal).numpy()
-    diff = max(float(np.abs(fused.run(ins)[0] - want).max()), float(np.abs(unfused.run(ins)[0] - want).max()))
-    with torch.inference_mode():
-        sdpa = partial(F.scaled_dot_product_attention, tq_, tk_, tv_, is_causal=causal)
-        times = interleaved_ms([partial(fused.run, ins), partial(unfused.run, ins), sdpa],
-                               args.warmup, args.repeat)
-    f_ms, u_ms, t_ms = (statistics.median(t) for t in times)
-    scores = 4 * h * length * length
-    scratch = 4 * (tq * tk + tq * d + d * tk + tq * d + 2 * tq)      # one task (one thread)
-    io = 4 * 4 * h * length * d
-    print(f"| {length} | {'causal' if causal else 'none'} | {f_ms:.3f} | {u_ms:.3f} | {t_ms:.3f} "
-          f"| {f_ms / u_ms:.2f}x | {f_ms / t_ms:.2f}x | {diff / float(np.abs(want).max()):.1e} "
-          f"| {_mib(scores)} | {_mib(scratch + io)} | {tq}x{tk} |", flush=True)
+    print(f"fp32, batch 1, {h} heads, d={d}; median of {args.repeat} interleaved runs (ms); peak memory: "
+          f"what one run adds to the process's RSS high-water mark (MiB)")
+    print("| threads | L | mask | fused ms | torch SDPA ms | fused / SDPA | unfused ms | fused speedup over "
+          "unfused | unfused peak MiB | fused peak MiB | max rel diff vs SDPA | tile |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for threads in args.threads:
+        for length in args.lengths:
+            for mask in args.masks:
+                row(h, length, d, mask, threads, args)
 
 
 if __name__ == "__main__":

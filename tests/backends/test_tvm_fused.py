@@ -234,6 +234,25 @@ def test_a_constant_mask_broadcast_over_heads_fuses_into_the_scores_matmul(rng):
     np.testing.assert_allclose(exe.run(xs)[0], interp.run(g, *xs)[0], rtol=1e-5, atol=1e-6)
 
 
+def test_an_input_padding_mask_broadcast_over_heads_fuses_into_the_scores_matmul(rng):
+    """Unfused attention with a padding mask that is an input ((b, 1, 1, S), broadcast over heads and
+    queries): Q K^T * scale + mask is one scheduled matmul kernel reading the mask at the output's index."""
+    s_, h, d = 16, 3, 8
+    g = Graph()
+    q_ = g.add_input("q", TensorType((2, h, s_, d), F32))
+    k_ = g.add_input("k", TensorType((2, h, d, s_), F32))
+    m_ = g.add_input("mask", TensorType((2, 1, 1, s_), F32))
+    sc = g.add1(ew.add, [g.add1(ew.mul, [g.add1(linalg.matmul, [q_, k_]), g.const(np.float32(0.3), "scale")]), m_])
+    g.outputs = [g.add1(nn.softmax, [sc], axis=-1)]
+    (grp, *_), = [[k for k in kernels(g, TARGET, disable=("fuse_attention",))[1] if k.kind == "matmul"]]
+    assert [n.op for n in grp.nodes] == [linalg.matmul, ew.mul, ew.add]
+    exe = build(g, TARGET, disable=("fuse_attention",))
+    assert _kernel_calls(exe).count("matmul") == 1
+    xs = [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]
+    xs[2][1, ..., s_ // 2:] = -1e9
+    np.testing.assert_allclose(exe.run(xs)[0], interp.run(g, *xs)[0], rtol=1e-5, atol=1e-6)
+
+
 def test_float_max_of_an_all_minus_inf_row_is_minus_inf():
     """reduce_max starts from -inf, as numpy does (TVM's own starts from the lowest finite float): the
     fully-masked-row test of an attention export compares it with -inf."""

@@ -82,11 +82,13 @@ def parse(node: Node) -> KernelBody:
 @dataclass
 class Param:
     """One tensor the composed epilogue reads: an operand of the fused node, a per-channel constant, or
-    a constant broadcast over the (plain) output, read at the output's index with its size-1 dims at 0."""
+    a constant or operand broadcast over the (plain) output, read at the output's index with its size-1
+    dims at 0 (`shape`: its shape at the output's rank)."""
 
     kind: str                           # "full" | "channel" | "row_channel" | "bcast"
     operand: int | None = None
     const: np.ndarray | None = None
+    shape: tuple[int, ...] = ()
 
 
 @dataclass
@@ -138,7 +140,7 @@ def compose(kb: KernelBody, nodes: list[Node], start: Value, channel_axis: int, 
                 params.append(Param("channel", const=vec.astype(dtype)))
             elif plain_full and _broadcasts(v.type.shape, out_shape):
                 c = np.asarray(v.const, dtype).reshape((1,) * (len(out_shape) - v.type.rank) + v.type.shape)
-                params.append(Param("bcast", const=np.ascontiguousarray(c)))     # e.g. an S x S mask
+                params.append(Param("bcast", const=np.ascontiguousarray(c), shape=c.shape))   # an S x S mask
             else:
                 raise NotFusable(f"constant {v.name} of shape {v.type.shape} in the epilogue")
             r = ("param", len(params) - 1)
@@ -152,6 +154,9 @@ def compose(kb: KernelBody, nodes: list[Node], start: Value, channel_axis: int, 
             elif v.type.rank == 4 and channel_axis == 1 and not blocked and \
                     v.type.shape[2:] == (1, 1) and v.type.shape[1] == out_shape[1]:
                 params.append(Param("row_channel", operand=i))
+            elif plain_full and not blocked and _broadcasts(v.type.shape, out_shape):
+                shp = (1,) * (len(out_shape) - v.type.rank) + v.type.shape      # e.g. a (b, 1, 1, S) mask
+                params.append(Param("bcast", operand=i, shape=shp))
             else:
                 raise NotFusable(f"operand {v.name} of shape {v.type.shape} in the epilogue")
             r = ("param", len(params) - 1)
@@ -180,12 +185,12 @@ def compose(kb: KernelBody, nodes: list[Node], start: Value, channel_axis: int, 
                 if p.kind == "row_channel":
                     return t[row, channel, 0, 0]
                 if p.kind == "bcast":
-                    return t[tuple(0 if d == 1 else i for d, i in zip(p.const.shape, full_idx))]
+                    return t[tuple(0 if d == 1 else i for d, i in zip(p.shape, full_idx))]
                 return t[full_idx]
             for i, ((_, _, args), n) in enumerate(zip(key, nodes)):
                 env[i + 1] = SCALAR[n.op](n.attrs, [read(a) for a in args], dtype)
             return env[len(nodes)]
         return fn
 
-    kinds = tuple((p.kind, p.const.shape if p.kind == "bcast" else None) for p in params)
+    kinds = tuple((p.kind, p.shape if p.kind == "bcast" else None) for p in params)
     return Composed((start.type.shape, tuple(key), kinds), params, build)

@@ -63,9 +63,10 @@ def epilogue_params(ctx: LowerCtx, kb: KernelBody, comp: Composed, args: list[re
             continue
         if p.kind == "bcast":
             if tuple(full_shape) != kb.anchor.outputs[0].type.shape:
-                raise NotFusable("a broadcast constant in an epilogue whose kernel output is reshaped")
-            holders.append(te.placeholder(p.const.shape, dtype, name=f"epi{i}"))
-            values.append(relax.const(np.ascontiguousarray(p.const.astype(dtype)), dtype))
+                raise NotFusable("a broadcast tensor in an epilogue whose kernel output is reshaped")
+            holders.append(te.placeholder(p.shape, dtype, name=f"epi{i}"))
+            values.append(relax.const(np.ascontiguousarray(p.const.astype(dtype)), dtype) if p.operand is None
+                          else ctx.reshape(args[p.operand], p.shape))
             continue
         v = kb.body.inputs[p.operand]
         arg = args[p.operand]
