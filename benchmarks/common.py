@@ -17,8 +17,9 @@ CACHE = ROOT / "out" / "bench"
 
 
 def export_model(name: str) -> tuple[Path, np.ndarray]:
-    """(onnx path, example input) of resnet50 (224x224, BN statistics randomized) or bert
-    (zoo.BertEncoder: 6 layers, hidden 384, seq 128), random weights, seed 0."""
+    """(onnx path, example input) of resnet50 (224x224, BN statistics randomized), bert
+    (zoo.BertEncoder: 6 layers, hidden 384, seq 128) or bert512 (the same at seq 512), random weights,
+    seed 0."""
     import torch
 
     from examples import zoo
@@ -27,8 +28,10 @@ def export_model(name: str) -> tuple[Path, np.ndarray]:
         model, x = zoo.randomize_batch_norm(zoo.resnet50()), torch.randn(1, 3, 224, 224)
     elif name == "bert":
         model, x = zoo.BertEncoder().eval(), torch.randint(0, 1000, (1, 128))
+    elif name == "bert512":
+        model, x = zoo.BertEncoder(seq=512).eval(), torch.randint(0, 1000, (1, 512))
     else:
-        raise SystemExit(f"unknown model {name}; choose resnet50 or bert")
+        raise SystemExit(f"unknown model {name}; choose resnet50, bert or bert512")
     path = CACHE / f"{name}.onnx"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)

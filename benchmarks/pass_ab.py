@@ -1,7 +1,9 @@
 """One pass on and off, side by side with onnxruntime: the same model compiled twice (the second time with
 `--disable-pass PASS`), both timed interleaved with onnxruntime FP32 in one run.
 
-    PYTHONPATH=. python benchmarks/pass_ab.py [--model resnet50|bert] [--pass assign_inplace] [--repeats 3]
+    PYTHONPATH=. python benchmarks/pass_ab.py [--model resnet50|bert|bert512] [--pass assign_inplace] [--repeats 3]
+
+    PYTHONPATH=. python benchmarks/pass_ab.py --model bert512 --pass fuse_attention   # attention fusion, seq 512
 
 Prints, per repeat, the median ms of each (30 interleaved rounds after 5 warmups) and the ratios to
 onnxruntime. 1 thread.
@@ -18,7 +20,7 @@ from benchmarks.common import export_model, interleaved_medians, ort_session  # 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=["resnet50", "bert"], default="resnet50")
+    ap.add_argument("--model", choices=["resnet50", "bert", "bert512"], default="resnet50")
     ap.add_argument("--pass", dest="pass_", default="assign_inplace", help="the pass to switch off")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
