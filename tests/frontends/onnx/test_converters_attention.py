@@ -100,9 +100,12 @@ def test_rotary_embedding_3d_num_heads(make_model, rng):
 @pytest.mark.slow
 @requires_tvm
 def test_attention_compiles_with_tvm(make_model, rng):
+    """The opset-23 Attention op runs as the one fused attention kernel."""
     import compiler
     q = rng.standard_normal((1, 4, 6, 8)).astype(F32)
     k, v = (rng.standard_normal((1, 2, 6, 8)).astype(F32) for _ in range(2))
     model = _check(make_model, "Attention", {"q": q, "k": k, "v": v}, is_causal=1)
-    got = compiler.compile(model, target="llvm").run(q, k, v)[0]
+    cm = compiler.compile(model, target="llvm")
+    assert [n.attrs["kernel"] for n in cm.graph.nodes if n.op.name == "k.fused"] == ["attention"]   # one kernel
+    got = cm.run(q, k, v)[0]
     np.testing.assert_allclose(got, interp.run(load_onnx(model), q, k, v)[0], rtol=1e-4, atol=1e-5)
