@@ -7,7 +7,9 @@ Prints the cascade report (`compile model.onnx --emit einsum`: 3 passes and an S
 1 pass and a block-sized buffer after the rewrite), the fused node's body, and the compiled model's
 agreement with PyTorch. Then a small Llama (transformers, random weights; 4 query heads sharing 2 K/V
 heads, causal) through the torch frontend: its attention fused with the causal mask as the kernel's
-block skipping and K/V read unrepeated.
+block skipping and K/V read unrepeated. Last, the same encoder integer-only, with and without the one-pass
+integer attention (`--integer-attention`: Shiftmax inside the running recurrence, q.attention): the
+cascades it rewrites and both builds' cosine to float.
 """
 from __future__ import annotations
 
@@ -72,6 +74,31 @@ def llama() -> None:
     print(f"compiled vs PyTorch: max |diff| {np.abs(cm.run(ids.numpy())[0] - want).max():.2e}")
 
 
+def integer() -> None:
+    """The integer-only encoder: the unfused integer attention (3 passes, S x S int16 scores) and the
+    opt-in one-pass q.attention, each build's output against float."""
+    from compiler import interp
+    from passes.einsum import format_cascades
+    torch.manual_seed(0)
+    model = zoo.BertEncoder(vocab=100, hidden=64, heads=4, ffn=128, layers=2, seq=128).eval()
+    rng = np.random.default_rng(0)
+    calib = [rng.integers(0, 100, (1, 128)) for _ in range(4)]
+    ids = rng.integers(0, 100, (1, 128))
+    with torch.no_grad():
+        want = model(torch.tensor(ids)).numpy().ravel()
+    opts = dict(example_inputs=(torch.tensor(ids),), quantize="int8", calibration=calib, integer_only=True)
+    for on in (False, True):
+        g, _ = final_ir(model, "llvm -num-threads=1", integer_attention=on, **opts)
+        got = interp.run(g, ids)[0].ravel()
+        cos = float(got @ want / np.linalg.norm(got) / np.linalg.norm(want))
+        kinds = [n.attrs["kernel"] if n.op is kernel.fused else n.op.name for n in g.nodes]
+        print(f"\ninteger-only, integer_attention={on}: cosine to float {cos:.5f}; {kinds.count('shiftmax')} "
+              f"Shiftmax kernels, {kinds.count('q.attention')} one-pass q.attention kernels")
+        if on:
+            print("\n".join(format_cascades(g).splitlines()[:3]))
+
+
 if __name__ == "__main__":
     main()
     llama()
+    integer()
