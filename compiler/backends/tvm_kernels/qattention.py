@@ -78,8 +78,18 @@ def make_qattention(spec: QAttentionSpec) -> tirx.PrimFunc:
     frac = _c(FRACTION_BITS)
     odt = spec.out_dtype
 
-    def score(acc):
-        return requant_expr(acc, qk_m, qk_c, qk_r, 0, 0, spec.qk_qmin, spec.qk_qmax)
+    vk = 16 if tk % 16 == 0 else 1
+    below = _c(spec.qk_qmin - 1, I32)
+    narrow = (-x0 << n) * 128 < 2**31         # e * v fits int32: multiply there, widen for the sum
+
+    def masked_score(keep, acc, b, i, j):
+        sc = T.Cast(I32, requant_expr(acc, qk_m, qk_c, qk_r, 0, 0, spec.qk_qmin, spec.qk_qmax))
+        return T.if_then_else(keep[b * mb, i * mr, j], sc, T.Cast(I32, fill)) if has_mask else sc
+
+    def product(ej, vj):
+        if narrow:
+            return T.Cast(I64, ej * T.Cast(I32, vj))
+        return T.Cast(I64, ej) * T.Cast(I64, vj)
 
     @T.prim_func(private=True)
     def qattention(q: T.Buffer((bh, lq, d), "int8"), k: T.Buffer((bh, lk, d), "int8"),
@@ -91,7 +101,8 @@ def make_qattention(spec: QAttentionSpec) -> tirx.PrimFunc:
             q0 = task % nq * tq
             kt = T.alloc_buffer((d, tk), I32)
             s = T.alloc_buffer((tk,), I32)
-            e = T.alloc_buffer((tk,), I64)
+            e = T.alloc_buffer((tk,), I32)
+            lane = T.alloc_buffer((vk,), I32)
             big = T.alloc_buffer((tq,), I64)
             total = T.alloc_buffer((tq,), I64)
             num = T.alloc_buffer((tq, dv), I64)
@@ -111,31 +122,40 @@ def make_qattention(spec: QAttentionSpec) -> tirx.PrimFunc:
                     for ee in T.serial(d):
                         for j in T.vectorized(tk):
                             s[j] = s[j] + T.Cast(I32, q[b, q0 + i, ee]) * kt[ee, j]
-                    row[0] = big[i]
-                    for j in T.serial(tk):
-                        if k0 + j < lk:
-                            if has_mask:
-                                e[j] = T.if_then_else(keep[b * mb, (q0 + i) * mr, k0 + j], score(s[j]), fill)
-                            else:
-                                e[j] = score(s[j])
-                            row[0] = T.max(row[0], e[j])
+                    # the block's scores on the int16 grid (keys past the end: below every score)
+                    for j in T.vectorized(tk):
+                        e[j] = T.if_then_else(k0 + j < lk, masked_score(keep, s[j], b, q0 + i, T.min(k0 + j, lk - 1)),
+                                              below)
+                    for j in T.vectorized(vk):
+                        lane[j] = e[j]
+                    for jo in T.serial(1, tk // vk):
+                        for j in T.vectorized(vk):
+                            lane[j] = T.max(lane[j], e[jo * vk + j])
+                    row[0] = T.Cast(I64, lane[0])
+                    for j in T.serial(1, vk):
+                        row[0] = T.max(row[0], T.Cast(I64, lane[j]))
                     if row[0] > big[i]:            # the max grew: rescale the running state
                         cr = shift_exp_expr(big[i] - row[0], x0, n)
                         total[i] = T.floordiv(total[i] * cr, unit)
                         for f in T.serial(dv):
                             num[i, f] = T.floordiv(num[i, f] * cr, unit)
                         big[i] = row[0]
+                    # shift_exp in int32: s - max >= -65535 and every term below 2^31 (the op's type rule)
+                    for j in T.vectorized(tk):
+                        e[j] = T.if_then_else(k0 + j < lk, shift_exp_expr(T.max(e[j] - T.Cast(I32, big[i]), -65535),
+                                                                         x0, n, I32), 0)
+                    for j in T.vectorized(vk):
+                        lane[j] = 0
+                    for jo in T.serial(tk // vk):
+                        for j in T.vectorized(vk):
+                            lane[j] = lane[j] + e[jo * vk + j]
                     row[1] = zero
-                    for j in T.serial(tk):
-                        if k0 + j < lk:
-                            e[j] = shift_exp_expr(e[j] - big[i], x0, n)
-                            row[1] = row[1] + e[j]
-                        else:
-                            e[j] = zero
+                    for j in T.serial(vk):
+                        row[1] = row[1] + T.Cast(I64, lane[j])
                     total[i] = total[i] + row[1]
                     for j in T.serial(tk):
                         for f in T.vectorized(dv):
-                            num[i, f] = num[i, f] + e[j] * T.Cast(I64, v[b, T.min(k0 + j, lk - 1), f])
+                            num[i, f] = num[i, f] + product(e[j], v[b, T.min(k0 + j, lk - 1), f])
             for i, f in T.grid(tq, dv):
                 out[b, q0 + i, f] = T.Cast(odt, requant_expr(T.floordiv(num[i, f] << frac, total[i]), o_m, o_c,
                                                              o_r, 0, spec.zero_point, spec.qmin, spec.qmax))
