@@ -247,8 +247,7 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     from compiler.pipeline import quantize_passes
     from passes import PassContext, run_pipeline
     from passes.base import resolve
-    from passes.quantize import QuantConfig
-    from passes.quantize_pipeline import QuantRequest
+    from passes.quantize import QuantConfig, QuantRequest
     from passes.range_analysis import check_ranges
     from passes.verify_integer_only import verify_integer_only
     if mode not in QUANTIZE_MODES:
@@ -271,7 +270,7 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                            shiftadd_kernel)
     if lut or mode == "mixed":          # a mixed plan's LUT layers take lut_table
         from passes.lut import LutRequest
-        request = LutRequest(**vars(request), lut=lut, lut_table=lut_table)
+        request = LutRequest(**vars(request), lut=lut or 0, lut_table=lut_table)
     ctx = PassContext(target=target, calibration=batches, budgets=budgets, quant=request,
                       verify_each=verify_each, print_after=frozenset(print_after),
                       dump_dir=Path(dump_dir) if dump_dir else None)

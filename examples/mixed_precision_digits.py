@@ -21,15 +21,9 @@ import compiler
 from compiler import interp
 from examples.digits import load_digits_split
 from examples.make_demo_model import train
-from passes.mixed_precision import (
-    hutchinson_sensitivity,
-    layer_names,
-    match_torch_weights,
-    quantize_mixed,
-    weight_layers,
-)
+from passes.mixed_precision import hutchinson_sensitivity, layer_names, match_torch_weights, weight_layers
 from passes.quantize import QuantConfig, calibration_batches
-from passes.quantize_pipeline import quantize_graph
+from passes.quantize_pipeline import quantize_graph, quantize_mixed
 
 
 def weight_bytes(ig) -> float:

@@ -21,6 +21,7 @@ the clipped range asks for). Layers get `table` "int8" (T-MAC's quantized tables
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,8 +31,7 @@ from compiler.ops import lut as L, quant as q
 from compiler.ops.quant import INT_RANGE
 from compiler.types import DType
 from passes.base import register_pass
-from passes.quantize import spec_of, with_quant
-from passes.quantize_pipeline import QuantRequest
+from passes.quantize import QuantRequest, spec_of, with_quant
 from passes.shiftadd import _eligible, _Layer, _rescaled_consumer, _scaled
 
 UMAX = 255
@@ -92,6 +92,32 @@ def quantize_groups(w: np.ndarray, bits: int, group_size: int, umax: int):
     return codes, u.astype(np.int64), z.astype(np.int64), s
 
 
+def packed_bytes(k: int, n: int, bits: int, group_size: int = 128) -> int:
+    """Bytes a (K, N) layer's LUT weight stores: the b bit-planes, the int16 group scales, the uint8 zeros."""
+    gs = group_size_for(k, group_size)
+    kp = L.padded_k(k, gs)
+    return bits * n * kp // 8 + (kp // gs) * n * 3
+
+
+def lut_fits(k: int, bits: int, group_size: int = 128) -> bool:
+    """Whether a layer of K rows can take `bits`-bit LUT weights for any 8-bit activations (umax >= 1)."""
+    return umax_for(L.padded_k(k, group_size_for(k, group_size)), DType.U8, 0, bits) >= 1
+
+
+def lut_weight(w8: np.ndarray, bits: int, group_size: int = 128, a_dtype: DType = DType.U8,
+               a_zp: int = 0) -> np.ndarray:
+    """The (K, N) int8 weight `w8` as the rewrite makes it, in int8 units: S_n * u[g, n] * (c[k, n] - z[g, n])
+    (umax for activations `a_dtype` with zero point `a_zp`; the default, uint8 with 0, is the widest range)."""
+    k = w8.shape[0]
+    gs = group_size_for(k, group_size)
+    umax = umax_for(L.padded_k(k, gs), a_dtype, a_zp, bits)
+    if umax < 1:
+        raise ValueError(f"K = {k} is too long for {bits}-bit LUT weights (the int32 accumulator could "
+                         "overflow)")
+    codes, u, z, s = quantize_groups(np.asarray(w8, np.float64), bits, gs, umax)
+    return s * L.dequantized_weight(L.pack_planes(codes, bits, gs), u, z, k, gs)
+
+
 # -- the rewrite -----------------------------------------------------------------------------------------------
 def _lut_eligible(n: Node) -> bool:
     return n.op is q.matmul and _eligible(n) or (
@@ -101,17 +127,19 @@ def _lut_eligible(n: Node) -> bool:
 
 
 def lut_rewrite(g: Graph, bits: int, group_size: int = 128, table: str = "int8",
-                report: list | None = None) -> Graph:
-    """Every eligible q.matmul of the integer graph `g` as a q.lut_matmul with `bits`-bit weights in groups of
-    `group_size` rows. Per layer, `report` (when given) gets {name, bits, group_size, table, k, n, umax,
-    weight_error (relative RMS against the int8 weight), bytes (planes + scales + zeros), int8_bytes}."""
+                report: list | None = None, select: Callable[[Node], bool] | None = None) -> Graph:
+    """Every eligible q.matmul of the integer graph `g` (those `select` accepts, when given) as a q.lut_matmul
+    with `bits`-bit weights in groups of `group_size` rows. Per layer, `report` (when given) gets {name, bits,
+    group_size, table, k, n, umax, weight_error (relative RMS against the int8 weight), bytes (planes + scales
+    + zeros), int8_bytes}."""
     if not 1 <= bits <= 4 or table not in L.TABLE_FORMS:
         raise ValueError(f"LUT weights take 1-4 bits and table int8/int16; got {bits}, {table!r}")
     g = g.clone()
     uses = g.uses()
     replace: dict[int, Node | None] = {}
     for n in list(g.nodes):
-        if not _lut_eligible(n) or n.inputs[0].type.dtype not in (DType.I8, DType.U8):
+        if not _lut_eligible(n) or n.inputs[0].type.dtype not in (DType.I8, DType.U8) or \
+                (select is not None and not select(n)):
             continue
         lay = _Layer(g, n, uses)
         if not lay.ok:
@@ -168,12 +196,18 @@ def _rewrite_layer(g: Graph, lay: _Layer, codes, u, z, s, bits: int, gs: int, ta
 @register_pass("lut")
 def lut_pass(g: Graph, ctx) -> Graph:
     """LUT low-bit weights (--lut 1|2|3|4): each int8 linear layer (q.matmul with a constant weight) becomes a
-    q.lut_matmul with b-bit group-quantized weights, run by table lookup; a no-op otherwise."""
+    q.lut_matmul with b-bit group-quantized weights, run by table lookup; with --quantize mixed, only the layers
+    whose plan chose "lut<b>"; a no-op otherwise."""
     req = ctx.quant
     bits = getattr(req, "lut", 0) if req is not None else 0
-    if not bits:
+    plan = ctx.results.get("plan")
+    planned = plan.chosen("lut") if plan is not None else []
+    if not bits and not planned:
         return g
     report: list = []
-    out = lut_rewrite(g, bits, getattr(req, "lut_group", 128), getattr(req, "lut_table", "int8"), report)
+    table = getattr(req, "lut_table", "int8")
+    out = lut_rewrite(g, bits, getattr(req, "lut_group", 128), table, report) if bits else g
+    for choice in planned:
+        out = lut_rewrite(out, int(choice[3:]), plan.lut_group, table, report, select=plan.selects(choice))
     ctx.results["lut"] = report
     return out

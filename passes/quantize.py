@@ -90,6 +90,20 @@ class QuantConfig:
         return self.weight_bits or self.bits
 
 
+@dataclass(frozen=True)
+class QuantRequest:
+    """What a quantizing compile asked for: "int8", "mixed" (per-layer int8 / int4 / LUT / shift-add weights
+    from the HAWQV3 ILP under PassContext.budgets) or "model" (the model's own QDQ grids, passes/qdq.py; no
+    calibration), and the calibration config. shiftadd: 0, or 1 / 2 power-of-two terms per weight
+    (passes/shiftadd.py); shift_kernel: which kernel runs those layers, or a mixed plan's shift/add layers
+    ("auto": the target's rule, "vnni", "shift")."""
+
+    mode: str
+    config: QuantConfig
+    shiftadd: int = 0
+    shift_kernel: str = "auto"
+
+
 # -- observers (pure functions on arrays) ------------------------------------------------
 @dataclass(frozen=True)
 class ValueStats:

@@ -1,40 +1,34 @@
 """The quantization passes and drivers: the `annotate` pass of the compile pipeline (calibration and
-annotation; with --quantize mixed, the ILP's per-layer weight bits first), and `quantize_graph` /
+annotation; with --quantize mixed, the ILP's per-layer weight realizations first: the int4 grids here, the LUT
+and shift/add layers by the `lut` and `shiftadd` passes, which read the plan), and `quantize_graph` /
 `quantize_mixed`, the same steps as one call (canonicalize -> calibrate -> annotate -> dyadic -> ivit ->
 cleanup -> checks) for scripts and tests. The primitives live in passes/quantize.py (calibration,
 annotation) and passes/mixed_precision.py (the plan)."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from compiler.diagnostics import InvalidInput
 from compiler.ir import Graph
-from passes.base import register_pass, run_pipeline
+from passes.base import PassContext, register_pass, run_pipeline
 from passes.canonicalize import dead_code, fold_constants
 from passes.dyadic import dyadic_rewrite
 from passes.ivit import ivit_rewrite
-from passes.mixed_precision import LatencyFn, MixedPlan, check_bits, plan_mixed, with_weight_bits
+from passes.mixed_precision import (
+    REALIZATIONS,
+    Choice,
+    LatencyFn,
+    MixedPlan,
+    check_bits,
+    plan_mixed,
+    with_weight_bits,
+)
 from passes.qdq import require_model_grids
-from passes.quantize import QuantConfig, Stats, annotate, calibrate
+from passes.quantize import QuantConfig, QuantRequest, Stats, annotate, batch_args, calibrate
 from passes.range_analysis import range_analysis
 from passes.table_islands import table_islands
 from passes.verify_integer_only import verify_integer_only_pass
-
-
-@dataclass(frozen=True)
-class QuantRequest:
-    """What a quantizing compile asked for: "int8", "mixed" (4/8-bit weights from the HAWQV3 ILP under
-    PassContext.budgets) or "model" (the model's own QDQ grids, passes/qdq.py; no calibration), and the
-    calibration config. shiftadd: 0, or 1 / 2 power-of-two terms per weight
-    (passes/shiftadd.py); shift_kernel: which kernel runs those layers ("auto": the target's rule, "vnni",
-    "shift")."""
-
-    mode: str
-    config: QuantConfig
-    shiftadd: int = 0
-    shift_kernel: str = "auto"
 
 
 @register_pass("annotate")
@@ -51,7 +45,10 @@ def annotate_pass(g: Graph, ctx) -> Graph:
     batches = list(ctx.calibration)
     if req.mode == "mixed":
         plan = plan_mixed(g, batches, ctx.budgets.get("size"), ctx.budgets.get("latency"),
-                          target=None if ctx.target is None else str(ctx.target))
+                          accuracy_budget=ctx.budgets.get("accuracy"), realizations=REALIZATIONS,
+                          target=None if ctx.target is None else str(ctx.target),
+                          lut_group=getattr(req, "lut_group", 128),
+                          pow2_kernel=pow2_kernel(req.shift_kernel, ctx.target))
         ctx.results["plan"] = plan
         g = with_weight_bits(g, plan, req.config)
     stats = calibrate(g, batches, req.config.observer, req.config.percentile, req.config.bits)
@@ -59,9 +56,20 @@ def annotate_pass(g: Graph, ctx) -> Graph:
     return annotate(g, stats, req.config)
 
 
+def pow2_kernel(shift_kernel: str, target: Any) -> str:
+    """The kernel that runs shift/add weights: `shift_kernel` unless "auto", else the target's rule
+    (passes.shiftadd.choose_realization; no target: this host)."""
+    if shift_kernel != "auto":
+        return shift_kernel
+    from compiler.target import Target
+    from passes.shiftadd import choose_realization
+    return choose_realization(target if isinstance(target, Target) else Target.parse(str(target or "llvm")))
+
+
 # -- the driver -----------------------------------------------------------------------------
-def quantize_graph(g: Graph, batches: Iterable[Any], config: QuantConfig | None = None) -> tuple[Graph, Stats]:
-    """calibrate -> annotate -> dyadic -> fold_constants, dead_code. `g` is canonicalized first
+def quantize_graph(g: Graph, batches: Iterable[Any], config: QuantConfig | None = None,
+                   rewrite: Callable[[Graph], Graph] | None = None) -> tuple[Graph, Stats]:
+    """calibrate -> annotate -> dyadic -> [rewrite] -> fold_constants, dead_code. `g` is canonicalized first
     (BatchNorm folded). With config.integer_only, raises Unsupported naming every float node
     left, or any accumulator that range analysis cannot prove free of overflow."""
     from compiler.pipeline import CANONICALIZE
@@ -71,7 +79,10 @@ def quantize_graph(g: Graph, batches: Iterable[Any], config: QuantConfig | None 
     ig = dyadic_rewrite(annotate(g, stats, config))
     if config.integer_only:
         ig = ivit_rewrite(ig)       # softmax / gelu / layer_norm / tanh islands -> I-ViT integer ops
-    ig = dead_code(fold_constants(table_islands(ig)))
+    ig = table_islands(ig)
+    if rewrite is not None:
+        ig = rewrite(ig)
+    ig = dead_code(fold_constants(ig))
     if config.integer_only:
         verify_integer_only_pass(ig)
     range_analysis(ig)
@@ -80,22 +91,31 @@ def quantize_graph(g: Graph, batches: Iterable[Any], config: QuantConfig | None 
 
 def quantize_mixed(g: Graph, batches: Iterable[Any], size_budget: float | None = None,
                    latency_budget: float | None = None, bops_budget: float | None = None, *,
+                   accuracy_budget: float | None = None, realizations: Iterable[Choice] = (),
                    config: QuantConfig | None = None, latency: LatencyFn | None = None,
                    sensitivity: Mapping[str, float] | None = None,
                    ties: Iterable[Sequence[str]] | None = None, keep_8bit: Iterable[str] = (),
-                   sensitivity_batches: int = 4, target: Any = None) -> tuple[Graph, MixedPlan]:
+                   sensitivity_batches: int = 4, target: Any = None, shift_kernel: str = "auto",
+                   lut_table: str = "int8") -> tuple[Graph, MixedPlan]:
     """canonicalize -> plan (sensitivity, costs, ILP) -> per-layer weight grids (4-bit: DType.I4,
     symmetric per channel in [-7, 7], stored in int8) -> `quantize_graph` (calibrate, annotate,
-    dyadic, cleanup, range analysis). Returns the integer graph and the plan.
+    dyadic, the `shiftadd` and `lut` passes for the plan's pow2x<t> / lut<b> layers, cleanup, range
+    analysis). Returns the integer graph and the plan. `realizations` (e.g. REALIZATIONS) adds those choices.
     Budgets are fractions of the all-INT8 cost (size: weight bytes; latency: seconds from
-    `latency`, default the cost model's prediction for `target`; bops: MACs * b_w * b_a)."""
+    `latency`, default the cost model's prediction for `target`; bops: MACs * b_w * b_a); accuracy_budget of
+    the outputs' mean square (passes/mixed_precision.py)."""
     from compiler.pipeline import CANONICALIZE
+    from passes.lut import LutRequest
     config = config or QuantConfig()
     batches = list(batches)
     fg = run_pipeline(g, CANONICALIZE)
-    plan = plan_mixed(fg, batches, size_budget, latency_budget, bops_budget, latency=latency,
-                      sensitivity=sensitivity, ties=ties, keep_8bit=keep_8bit,
-                      sensitivity_batches=sensitivity_batches, target=target)
-    ig, _stats = quantize_graph(with_weight_bits(fg, plan, config), batches, config)
+    plan = plan_mixed(fg, batches, size_budget, latency_budget, bops_budget, accuracy_budget=accuracy_budget,
+                      realizations=realizations, latency=latency, sensitivity=sensitivity, ties=ties,
+                      keep_8bit=keep_8bit, sensitivity_batches=sensitivity_batches, target=target,
+                      pow2_kernel=pow2_kernel(shift_kernel, target))
+    ctx = PassContext(calibration=[batch_args(fg, b) for b in batches], results={"plan": plan},
+                      quant=LutRequest("mixed", config, shift_kernel=shift_kernel, lut_table=lut_table))
+    ig, _stats = quantize_graph(with_weight_bits(fg, plan, config), batches, config,
+                                rewrite=lambda ig: run_pipeline(ig, ["shiftadd", "lut"], ctx))
     check_bits(ig, plan)
     return ig, plan

@@ -22,13 +22,13 @@ and `realization`, the kernel that runs it ("vnni" or "shift", from `choose_real
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from compiler.ir import Graph, Node, Value
-from compiler.ops import elementwise as ew, quant as q
+from compiler.ops import elementwise as ew, linalg, quant as q
 from compiler.ops.quant import INT_RANGE, dyadic
 from compiler.types import DType
 from passes.base import register_pass
@@ -167,15 +167,15 @@ def layer_inputs(g: Graph, batches: Iterable[Sequence[np.ndarray]], nodes: list[
 
 def _rows(n: Node, x: np.ndarray) -> np.ndarray:
     """The layer's input rows with the zero point removed: im2col (ci/g * kh * kw columns per group, groups
-    side by side) for a conv, the last axis for a matmul."""
-    if n.op is q.matmul:
-        return x.reshape(-1, x.shape[-1]).astype(np.float64) - n.attrs["a_zero_point"]
+    side by side) for a conv, the last axis for a matmul. A float linalg conv / matmul (no zero point) too."""
+    if n.op in (q.matmul, linalg.matmul):
+        return x.reshape(-1, x.shape[-1]).astype(np.float64) - n.attrs.get("a_zero_point", 0)
     a = n.attrs
     kh, kw = n.inputs[1].type.shape[2:]
     pt, pl, pb, pr = a["pads"]
     sh, sw = a["strides"]
     dh, dw = a["dilations"]
-    xp = np.pad(x.astype(np.float64) - a["x_zero_point"], ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    xp = np.pad(x.astype(np.float64) - a.get("x_zero_point", 0), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     oh, ow = n.outputs[0].type.shape[2:]
     cols = [xp[:, :, r * dh: r * dh + sh * (oh - 1) + 1: sh, s * dw: s * dw + sw * (ow - 1) + 1: sw]
             for r in range(kh) for s in range(kw)]
@@ -263,36 +263,46 @@ def _rescaled_consumer(u: Node, alpha: np.ndarray, axis: int) -> Node:
     return Node(u.op, u.inputs, attrs, u.outputs, u.name, u.loc)
 
 
+def fit_node(n: Node, w: np.ndarray, groups: int, xs: list[np.ndarray], terms: int,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """The fit of one layer: w (F, C) int weights (`groups` blocks of columns), xs its data input per batch ->
+    (v (F, C) on the level set, alpha (C,), relative output error, mean output error per channel (the bias
+    correction)). `n` may be the integer node or its float original (linalg conv / matmul)."""
+    per = w.shape[1] // groups
+    v, alpha = np.zeros_like(w), np.ones(w.shape[1])
+    rel, mean_err = [], np.zeros(w.shape[1])
+    for gi in range(groups):
+        cols = slice(gi * per, (gi + 1) * per)
+        gram, mu = _gram(n, [_group_input(n, x, gi, groups) for x in xs], rng)
+        v[:, cols], alpha[cols] = fit_layer(w[:, cols], gram, terms)
+        rel.append(output_error(w[:, cols], v[:, cols], alpha[cols], gram))
+        mean_err[cols] = mu @ (w[:, cols] - alpha[cols] * v[:, cols])
+    return v, alpha, float(np.mean(rel)), mean_err
+
+
 def shiftadd_rewrite(g: Graph, batches: Iterable[Sequence[np.ndarray]], terms: int, realization: str = "",
-                     report: list | None = None) -> Graph:
-    """Every eligible q.conv / q.matmul of the integer graph `g` with `terms`-term power-of-two weights fitted to
-    its output on `batches` (graph inputs per batch); `realization` is written on each ("vnni" / "shift" / "").
-    Per layer, `report` (when given) gets {name, code, realization, channels, output_error} (relative)."""
+                     report: list | None = None, select: Callable[[Node], bool] | None = None) -> Graph:
+    """Every eligible q.conv / q.matmul of the integer graph `g` (those `select` accepts, when given) with
+    `terms`-term power-of-two weights fitted to its output on `batches` (graph inputs per batch); `realization`
+    is written on each ("vnni" / "shift" / ""). Per layer, `report` (when given) gets {name, code, realization,
+    channels, output_error} (relative)."""
     if terms not in CODES:
         raise ValueError(f"shift/add takes 1 or 2 terms, got {terms}")
     g = g.clone()
     uses = g.uses()
-    layers = [lay for lay in (_Layer(g, n, uses) for n in g.nodes if _eligible(n)) if lay.ok]
+    picked = [n for n in g.nodes if _eligible(n) and (select is None or select(n))]
+    layers = [lay for lay in (_Layer(g, n, uses) for n in picked) if lay.ok]
     inputs = layer_inputs(g, list(batches), [lay.node for lay in layers])
     rng = np.random.default_rng(0)
     replace: dict[int, Node] = {}
     for lay in layers:
         n = lay.node
         w, groups = _weight_matrix(n)
-        xs = inputs[id(n)]
-        per = w.shape[1] // groups
-        v, alpha = np.zeros_like(w), np.ones(w.shape[1])
-        rel, mean_err = [], np.zeros(w.shape[1])
-        for gi in range(groups):
-            cols = slice(gi * per, (gi + 1) * per)
-            gram, mu = _gram(n, [_group_input(n, x, gi, groups) for x in xs], rng)
-            v[:, cols], alpha[cols] = fit_layer(w[:, cols], gram, terms)
-            rel.append(output_error(w[:, cols], v[:, cols], alpha[cols], gram))
-            mean_err[cols] = mu @ (w[:, cols] - alpha[cols] * v[:, cols])
+        v, alpha, rel, mean_err = fit_node(n, w, groups, inputs[id(n)], terms, rng)
         _rewrite_layer(g, lay, v, alpha, mean_err, terms, realization, replace)
         if report is not None:
             report.append({"name": n.name, "code": CODES[terms], "realization": realization,
-                           "channels": int(w.shape[1]), "output_error": float(np.mean(rel))})
+                           "channels": int(w.shape[1]), "output_error": rel})
     g.nodes = [replace.get(id(n), n) for n in g.nodes]
     return g
 
@@ -346,16 +356,24 @@ def _rewrite_layer(g: Graph, lay: _Layer, v: np.ndarray, alpha: np.ndarray, mean
 @register_pass("shiftadd")
 def shiftadd_pass(g: Graph, ctx) -> Graph:
     """Shift/add weights (--shiftadd 1|2): each int8 conv / linear layer's weights become per-channel sums of
-    1 or 2 signed powers of two, fitted to the layer's output on the calibration data; a no-op otherwise."""
+    1 or 2 signed powers of two, fitted to the layer's output on the calibration data; with --quantize mixed,
+    only the layers whose plan chose "pow2x1" / "pow2x2"; a no-op otherwise."""
     req = ctx.quant
     terms = getattr(req, "shiftadd", 0) if req is not None else 0
-    if not terms:
+    plan = ctx.results.get("plan")          # --quantize mixed: the layers its ILP gave shift/add weights
+    planned = plan.chosen("pow2x") if plan is not None else []
+    if not terms and not planned:
         return g
     from compiler.diagnostics import InvalidInput
     if ctx.calibration is None:
         raise InvalidInput("shift/add weights are fitted on calibration batches; none were given")
-    realization = req.shift_kernel if req.shift_kernel != "auto" else choose_realization(ctx.target)
     report: list = []
-    out = shiftadd_rewrite(g, ctx.calibration, terms, realization, report)
+    out = g
+    if terms:
+        realization = req.shift_kernel if req.shift_kernel != "auto" else choose_realization(ctx.target)
+        out = shiftadd_rewrite(out, ctx.calibration, terms, realization, report)
+    for choice in planned:
+        out = shiftadd_rewrite(out, ctx.calibration, int(choice[5:]), plan.pow2_kernel, report,
+                               select=plan.selects(choice))
     ctx.results["shiftadd"] = report
     return out
