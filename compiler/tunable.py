@@ -1,6 +1,6 @@
 """The tunable-kernel interface: what the cost model may ask of a kernel, with no backend imported.
 
-A tunable kernel kind ("conv", "qconv", "matmul", "qmatmul", "qbmm") is described by a
+A tunable kernel kind ("conv", "qconv", "matmul", "qmatmul", "qbmm", "attention") is described by a
 :class:`TunableKernel`: the shape-level description the features are computed from, the kernel's own
 (hand-written) tile, its argument shapes, how to build it with a tile, and how to rebuild its spec from
 the JSON fields the cost model's data stores. A backend registers one per kind (:func:`register`); the

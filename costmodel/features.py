@@ -1,14 +1,15 @@
 """Named, versioned feature vectors for one (kernel spec, schedule knobs, target).
 
-A *task* is one kernel instance (a ``Conv2dSpec``, ``QConvSpec``, ``MatmulSpec``, ``QMatmulSpec`` or ``QBmmSpec``); a *candidate* is a task plus
-its knobs (the register tile).  :func:`features` maps a candidate to a fixed-length float vector whose columns are
-named by :data:`FEATURE_NAMES` (version :data:`FEATURE_VERSION`; bump it whenever a column changes meaning, a saved
-model records the version and the names it was trained with and refuses a mismatch).
+A *task* is one kernel instance (a ``Conv2dSpec``, ``QConvSpec``, ``MatmulSpec``, ``QMatmulSpec``, ``QBmmSpec`` or
+``AttentionSpec``); a *candidate* is a task plus its knobs (the register tile; attention's query and key blocks).
+:func:`features` maps a candidate to a fixed-length float vector whose columns are named by :data:`FEATURE_NAMES`
+(version :data:`FEATURE_VERSION`; bump it whenever a column changes meaning, a saved model records the version and
+the names it was trained with and refuses a mismatch).
 
 Groups (all sizes log2-scaled, as MetaSchedule's ``slog``):
 
-* op:      one-hot kind (conv fp32 / conv int8 / matmul fp32 / matmul int8 / batched matmul int8), depthwise /
-           grouped / 1x1 / k-split flags;
+* op:      one-hot kind (conv fp32 / conv int8 / matmul fp32 / matmul int8 / batched matmul int8; fp32 attention,
+           added after version 2, has no column: all five are 0), depthwise / grouped / 1x1 / k-split flags;
 * shapes:  batch, n*oh*ow (or m) output rows, output channels (n), reduction length (k), h, w, ci, co, kh, kw,
            stride, groups;
 * work:    FLOPs (int ops for int8), bytes moved (inputs + weights + output), arithmetic intensity;
@@ -38,7 +39,11 @@ from compiler.host import host_cpu_name, host_vector_lanes
 FEATURE_VERSION = 2      # 2: op_matmul_int8 / op_bmm_int8 (the qmatmul and qbmm kernels); 1: three kinds
 TEXT_DIM = 64
 
-KINDS = ("conv", "qconv", "matmul", "qmatmul", "qbmm")
+KINDS = ("conv", "qconv", "matmul", "qmatmul", "qbmm", "attention")   # attention: no op_* column (above)
+
+ATTENTION_QUERY_BLOCKS = (8, 16, 32, 64, 128, 256)
+ATTENTION_KEY_BLOCKS = (16, 32, 64, 128, 256)
+SHORT_SEQUENCE = 256     # up to this length one block may hold the whole sequence
 
 FEATURE_NAMES: tuple[str, ...] = (
     # op
@@ -148,9 +153,14 @@ def features(spec: Any, tile: Sequence[int], target: Any = None, text: bool = Fa
     """Feature vector (float64, ``len(feature_names(text))``) of ``spec`` scheduled with ``tile``.
 
     ``tile``: (reg_oc, reg_w) for conv / qconv, (reg_m, reg_n, lanes) for matmul, (rm, rn) = (rows, 16-column
-    blocks) for qmatmul / qbmm.  The int8 matmuls' knobs are written in the int8 conv's terms (the same u8 x s8
-    vpdpbusd tile): tile_a = rn (column blocks, as reg_oc), tile_b = rm (rows, as reg_w).  ``func``: the scheduled PrimFunc
-    for the text channel (built with the kernel's ``make_*`` when omitted and ``text`` is set)."""
+    blocks) for qmatmul / qbmm, (tq, tk) = (query block, key block) for attention.  The int8 matmuls' knobs are
+    written in the int8 conv's terms (the same u8 x s8 vpdpbusd tile): tile_a = rn (column blocks, as reg_oc),
+    tile_b = rm (rows, as reg_w).  Attention (its own booster, so its columns mean its own loops): tile_a = tq,
+    tile_b = tk, vec_acc = the Q K^T register tile (rows x tk / lanes), pad_waste = scores computed and then
+    masked (causal blocks crossing the diagonal), parallel tasks = bh x query blocks, trip counts = query
+    blocks and key blocks walked per task, panel = the key block (K and V rows of tk keys).  ``func``: the
+    scheduled PrimFunc for the text channel (built with the kernel's ``make_*`` when omitted and ``text`` is
+    set)."""
     kind = kind_of(spec)
     ti = target_info(target)
     d = describe(spec)
@@ -166,6 +176,20 @@ def features(spec: Any, tile: Sequence[int], target: Any = None, text: bool = Fa
         par = d["outer"] * trip_b
         panel = d["red"] * reg_n * d["esz"]
         divides = float(d["mtot"] % reg_m == 0)
+    elif kind == "attention":
+        tq, tk = (int(t) for t in tile[:2])
+        lanes = 16 if tk % 16 == 0 else 1
+        rows = next(r for r in (4, 2, 1) if tq % r == 0)
+        ta, tb = tq, tk
+        vec_acc = rows * (tk // lanes)
+        loads = (rows + tk // lanes) / vec_acc
+        walked = attention_blocks_walked(d, tq, tk)
+        waste = tq * tk * sum(walked) / d["pairs"] - 1.0
+        trip_a = len(walked)
+        trip_b = sum(walked) / len(walked)
+        par = d["batch"] * len(walked)
+        panel = tk * (d["d"] + d["dv"]) * d["esz"]
+        divides = 1.0                                        # the blocks divide the lengths (the spec checks)
     elif kind in ("qmatmul", "qbmm"):
         rm, rn = (int(t) for t in tile[:2])
         lanes = 16
@@ -212,6 +236,14 @@ def features(spec: Any, tile: Sequence[int], target: Any = None, text: bool = Fa
             func = build_func(spec, tile)
         vec = np.concatenate([vec, text_features(func)])
     return vec
+
+
+def attention_blocks_walked(d: dict[str, float], tq: int, tk: int) -> list[int]:
+    """Key blocks each query block walks (all of them, or with a causal mask those up to its last query's
+    last visible key), for the attention description ``d``."""
+    lq, lk, causal = int(d["lq"]), int(d["lk"]), int(d["causal"])
+    reach = tq + (causal if causal >= 0 else lk) + tk - 1
+    return [min(lk // tk, (qb * tq + reach) // tk) for qb in range(lq // tq)]
 
 
 def feature_dict(spec: Any, tile: Sequence[int], target: Any = None, text: bool = False) -> dict[str, float]:
@@ -266,7 +298,9 @@ def candidate_tiles(spec: Any, max_acc: int = 28, limit: int = 32) -> list[tuple
     max_acc; int8 conv: reg_w must divide ow (tensorize), <= 16 accumulators; matmul: reg_n in {nb, nb/2, nb/4}
     multiples of the lanes, reg_m | rows, vector accumulators <= max_acc (a skinny k-split matmul: only its
     ``pick_tile``, its schedule ignores the tile but for the lanes); int8 matmul / batched matmul (rm, rn):
-    rm | m (<= 32), rn | n/16 (the column blocks), rm * rn <= max_acc."""
+    rm | m (<= 32), rn | n/16 (the column blocks), rm * rn <= max_acc; attention (tq, tk): tq in
+    :data:`ATTENTION_QUERY_BLOCKS`, tk in :data:`ATTENTION_KEY_BLOCKS` dividing the lengths, and the whole
+    sequence as one block where it is short (<= :data:`SHORT_SEQUENCE`)."""
     kind = kind_of(spec)
     default = default_tile(spec)
     d = describe(spec)
@@ -282,6 +316,10 @@ def candidate_tiles(spec: Any, max_acc: int = 28, limit: int = 32) -> list[tuple
             for reg_m in _divs(d["mtot"]):
                 if reg_m * (reg_n // lanes) <= max_acc:
                     out.append((reg_m, reg_n, lanes))
+    elif kind == "attention":
+        for tq in _attention_blocks(int(d["lq"]), ATTENTION_QUERY_BLOCKS, default[0]):
+            for tk in _attention_blocks(int(d["lk"]), ATTENTION_KEY_BLOCKS, default[1]):
+                out.append((tq, tk))
     elif kind in ("qmatmul", "qbmm"):
         for rm in _divs(d["ow"]):
             if rm > 32:
@@ -310,6 +348,11 @@ def candidate_tiles(spec: Any, max_acc: int = 28, limit: int = 32) -> list[tuple
     if default not in out:
         out = out[:limit - 1] + [default]
     return sorted(out)
+
+
+def _attention_blocks(n: int, sizes: Sequence[int], default: int) -> list[int]:
+    """The blocks of a length-``n`` axis: ``sizes`` dividing it, the whole axis when it is short, the default."""
+    return sorted({b for b in sizes if n % b == 0} | ({n} if n <= SHORT_SEQUENCE else set()) | {default})
 
 
 def default_tile(spec: Any) -> tuple[int, ...]:

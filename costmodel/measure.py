@@ -1,6 +1,7 @@
 """Build a cost-model dataset by compiling and timing real kernels on this machine.
 
-A *task* is one kernel spec (fp32 conv, int8 VNNI conv, fp32 matmul, int8 VNNI matmul, int8 batched matmul); for each task every candidate register tile
+A *task* is one kernel spec (fp32 conv, int8 VNNI conv, fp32 matmul, int8 VNNI matmul, int8 batched matmul, fp32
+attention); for each task every candidate register tile (attention: query and key block)
 (:func:`costmodel.features.candidate_tiles`, at most ``max_candidates``) is built through the tunable-kernel
 interface (compiler/tunable.py), compiled for the host and timed by the kernels' provider: one warm-up call, then
 ``repeat`` repeats of ``number`` calls each (``number`` chosen so one repeat lasts >= ``min_repeat_ms``); the
@@ -17,6 +18,7 @@ Output: JSON lines, one per measured candidate::
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -74,7 +76,12 @@ QLINEAR_ROWS = (1, 49, 64, 197, 256)
 # (bsz, m, k, n, transpose_b) of the attention matmuls (qbmm): Q K^T and P V, 6 / 12 heads, sequence 128
 BERT_QBMMS = [(6, 128, 64, 128, True), (6, 128, 128, 64, False), (12, 128, 64, 128, True),
               (12, 128, 128, 64, False)]
-KIND_NAMES = ("conv", "qconv", "matmul", "qmatmul", "qbmm")
+# (heads, lq, lk, causal) of the fp32 attention kernel (d = dv = 64): 12 / 6 heads at 64..2048, and short
+# lengths no listed block divides (ViT 197, CLIP 77, ...), where one block may hold the whole sequence
+ATTENTIONS = [(h, n, n, c) for h in (12, 6) for n in (64, 128, 256, 512, 1024, 2048) for c in (False, True)] + \
+    [(12, 197, 197, False), (6, 197, 197, True), (12, 77, 77, True), (12, 50, 50, False), (6, 100, 100, False),
+     (12, 384, 384, False), (12, 128, 512, False)]
+KIND_NAMES = ("conv", "qconv", "matmul", "qmatmul", "qbmm", "attention")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,6 +126,15 @@ def qbmm_spec(bsz, m, k, n, tb=False, a_dtype="int8"):
     """int8 x int8 batched matmul requantized to int8 (attention's Q K^T with ``tb``, P V without)."""
     return F.make_spec("qbmm", bsz=bsz, m=m, k=k, n=n, a_dtype=a_dtype, a_zp=0, b_dtype="int8", b_zp=0,
                        transpose_b=bool(tb), rq=_requant(-128, 127, "int8"), rq_m=1 << 14, rq_c=20)
+
+
+def attention_spec(heads, lq, lk, causal=False, d=64, dv=None):
+    """fp32 attention of one batch: K transposed (as the backend passes it), causal or unmasked; its blocks the
+    default ones (as the backend describes a kernel before its tile is chosen)."""
+    spec = F.make_spec("attention", bh=heads, lq=lq, lk=lk, d=d, dv=dv or d, scale=1.0 / d ** 0.5, tq=lq, tk=lk,
+                       k_transposed=True, causal=0 if causal else -1)
+    tq, tk = F.default_tile(spec)
+    return dataclasses.replace(spec, tq=tq, tk=tk)
 
 
 def _random_convs(rng: random.Random, count: int) -> list[tuple]:
@@ -200,8 +216,8 @@ def qmm_tasks(seed: int = 0, n_random: int = 10) -> list[Any]:
 
 def default_tasks(seed: int = 0, n_random: int = 10, kinds: Sequence[str] | None = None) -> list[Any]:
     """ResNet-50 convs (fp32 and int8), BERT-like matmuls (fp32 and int8), the attention matmuls, a few depthwise
-    convs, and random-but-valid others (``n_random`` per kind, half as many random depthwise convs); ``kinds``:
-    only these kernel kinds (default all)."""
+    convs, fp32 attention (:data:`ATTENTIONS`), and random-but-valid others (``n_random`` per kind, half as many
+    random depthwise convs); ``kinds``: only these kernel kinds (default all)."""
     rng = random.Random(seed)
     tasks: list[Any] = []
     tasks += [conv_spec(*c[:6]) for c in RESNET50_CONVS]
@@ -216,6 +232,7 @@ def default_tasks(seed: int = 0, n_random: int = 10, kinds: Sequence[str] | None
     tasks += [matmul_spec(*m) for m in BERT_MATMULS]
     tasks += [matmul_spec(*m) for m in _random_matmuls(rng, n_random)]
     tasks += qmm_tasks(seed, n_random)
+    tasks += [attention_spec(*a) for a in ATTENTIONS]
     seen, uniq = set(), []
     for t in tasks:
         if kinds is not None and F.kind_of(t) not in kinds:
@@ -241,6 +258,12 @@ def interleave_kinds(tasks: Sequence[Any]) -> list[Any]:
 def task_name(spec: Any) -> str:
     d = F.describe(spec)
     kind = F.kind_of(spec)
+    if kind == "attention":
+        causal = "" if spec.causal < 0 else " causal" if spec.causal == 0 else f" causal+{spec.causal}"
+        mask = f" mask {spec.mask_batch}x{spec.mask_rows}" if spec.mask_batch else ""
+        groups = f" g{spec.k_group}/{spec.v_group}" if (spec.k_group, spec.v_group) != (1, 1) else ""
+        dv = f" dv{spec.dv}" if spec.dv != spec.d else ""
+        return f"attention:b{spec.bh} {spec.lq}x{spec.lk} d{spec.d}{dv}{causal}{mask}{groups}"
     if kind == "qmatmul":
         rq = f" rq {spec.rq.dtype}" if spec.rq is not None else ""
         return f"qmatmul:{spec.m}x{spec.k}->{spec.n} {spec.a_dtype}{rq}"

@@ -5,14 +5,15 @@ to scores where **lower is faster** -- for :class:`XGBCostModel` with the ``reg`
 predicted log-latency (seconds); with ``rank`` it is a ranking score only comparable within one task.  Tests can
 stub the Protocol with any object that has ``predict`` and ``feature_names``.
 
-:class:`XGBCostModel` holds one booster per kernel kind (conv, qconv, matmul, qmatmul, qbmm: each is its own loop
-nest, and the knob columns mean different loops in each, so one shared ensemble spends its splits separating the
-kinds).  A row goes to the booster of its ``op_*`` one-hot column; a kind the model was not trained on raises
-:class:`UntrainedKind`.  Each booster regresses ``log(latency / flops)`` (seconds per FLOP: the shape-dependent
-scale is removed so the trees spend their splits on the knobs) and adds ``log(flops)`` back, or fits XGBoost's
-``rank:pairwise`` objective with one query group per task.  The model saves to / loads from one JSON file holding
-the boosters (XGBoost's own JSON) and the metadata (feature version and names, objective, the machine it was
-measured on, metrics).
+:class:`XGBCostModel` holds one booster per kernel kind (conv, qconv, matmul, qmatmul, qbmm, attention: each is its
+own loop nest, and the knob columns mean different loops in each, so one shared ensemble spends its splits
+separating the kinds).  A row goes to the booster of its ``op_*`` one-hot column (attention: none set); a kind the
+model was not trained on raises :class:`UntrainedKind`.  Each booster regresses ``log(latency / flops)`` (seconds
+per FLOP: the shape-dependent scale is removed so the trees spend their splits on the knobs) and adds
+``log(flops)`` back, or fits XGBoost's ``rank:pairwise`` objective with one query group per task.  ``python -m
+costmodel.model --kinds K --update M.json`` retrains only kind K's booster inside an existing model file, the
+other boosters left as they were.  The model saves to / loads from one JSON file holding the boosters (XGBoost's
+own JSON) and the metadata (feature version and names, objective, the machine it was measured on, metrics).
 """
 from __future__ import annotations
 
@@ -149,15 +150,21 @@ class UntrainedKind(ValueError):
 
 #: the one-hot feature column of each kernel kind, in :data:`costmodel.features.KINDS` order
 KIND_COLUMNS = ("op_conv_fp32", "op_conv_int8", "op_matmul_fp32", "op_matmul_int8", "op_bmm_int8")
+#: the kind added without a column of its own (the feature columns stay those of version 2, so the saved
+#: boosters of the other kinds keep loading): its rows have every op_* column 0
+COLUMNLESS_KIND = "attention"
 
 
 def row_kinds(X: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """The kernel kind (an index into :data:`costmodel.features.KINDS`) of each feature row."""
+    """The kernel kind (an index into :data:`costmodel.features.KINDS`) of each feature row: its op_* column, or
+    :data:`COLUMNLESS_KIND` where none is set."""
     cols = [list(names).index(c) for c in KIND_COLUMNS]
     onehot = np.asarray(X)[:, cols]
-    if len(onehot) and not np.all(onehot.sum(axis=1) == 1):
-        raise ValueError("feature rows without exactly one op_* kind column set")
-    return np.argmax(onehot, axis=1) if len(onehot) else np.zeros(0, dtype=int)
+    if not len(onehot):
+        return np.zeros(0, dtype=int)
+    if not np.all(np.isin(onehot, (0, 1))) or np.any(onehot.sum(axis=1) > 1):
+        raise ValueError("feature rows with more than one op_* kind column set")
+    return np.where(onehot.sum(axis=1) == 1, np.argmax(onehot, axis=1), F.KINDS.index(COLUMNLESS_KIND))
 
 
 FORMAT_VERSION = 2      # 2: one booster per kernel kind ("boosters"); 1: one booster for all kinds ("booster")
@@ -215,6 +222,17 @@ class XGBCostModel:
                           for k in np.unique(kinds)}
         self._identity = None
         self.meta.update({"machine": ds.machine, "rows": len(ds.y), "tasks": len(set(ds.task))})
+        return self
+
+    def refit_kinds(self, ds: Dataset) -> XGBCostModel:
+        """Train the boosters of the kinds present in ``ds`` only; the other kinds' boosters stay as they are
+        (a kind measured later joins a shipped model without retraining the rest)."""
+        kinds = row_kinds(ds.X, self.feature_names)
+        for k in np.unique(kinds):
+            sub = ds.subset(np.flatnonzero(kinds == k))
+            self._boosters[F.KINDS[k]] = self._fit_one(sub)
+            self.meta.setdefault("kinds", {})[F.KINDS[k]] = {"rows": len(sub.y), "tasks": len(set(sub.task))}
+        self._identity = None
         return self
 
     def _fit_one(self, ds: Dataset):
@@ -443,7 +461,8 @@ def train_full(rows: Sequence[dict[str, Any]], objective: str = "reg", text: boo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m costmodel.model --data D.jsonl [--objective reg|rank] [--text] [--out M.json] [--eval]"""
+    """python -m costmodel.model --data D.jsonl [--objective reg|rank] [--text] [--out M.json] [--eval]
+    [--kinds K,...] [--update M.json]"""
     import argparse
 
     from .measure import load_jsonl
@@ -456,8 +475,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-task", action="store_true", help="print per-task metrics of the first split")
     p.add_argument("--splits", type=int, default=3, help="held-out splits (seeds 0..N-1, default 3)")
     p.add_argument("--out", help="train on all rows and write the model here")
+    p.add_argument("--kinds", help="comma-separated kernel kinds: use only their rows (evaluation, training)")
+    p.add_argument("--update", metavar="M.json",
+                   help="retrain only the boosters of the rows' kinds inside this model file (its other "
+                        "boosters, objective and parameters kept) and write it back")
     a = p.parse_args(argv)
     rows = load_jsonl(a.data)
+    if a.kinds:
+        kinds = {k.strip() for k in a.kinds.split(",") if k.strip()}
+        if kinds - set(F.KINDS):
+            p.error(f"unknown kernel kind(s) {sorted(kinds - set(F.KINDS))}; known: {', '.join(F.KINDS)}")
+        rows = [r for r in rows if r["spec"]["kind"] in kinds]
     metrics = None
     if a.eval:
         rep = holdout_report(rows, a.objective, seeds=tuple(range(a.splits)), text=a.text, num_rounds=a.rounds)
@@ -478,6 +506,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         m = train_full(rows, a.objective, a.text, a.rounds, metrics)
         m.save(a.out)
         print(f"wrote {a.out} ({len(rows)} rows)")
+    if a.update:
+        m = XGBCostModel.load(a.update)
+        if (m.objective, m.text) != (a.objective, a.text):
+            p.error(f"{a.update} is a {m.objective!r} model (text {m.text}); pass the same --objective / --text")
+        m.refit_kinds(dataset_from_rows(rows, text=m.text))
+        retrained = sorted({r["spec"]["kind"] for r in rows})
+        for kind in retrained:
+            m.meta["kinds"][kind]["holdout"] = metrics
+        m.save(a.update)
+        print(f"updated {a.update}: retrained {', '.join(retrained)} ({len(rows)} rows)")
     return 0
 
 

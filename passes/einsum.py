@@ -2,7 +2,10 @@
 the key rank, and fuse_attention, which makes the attention chain one kernel.
 
     matmul(q, transpose(k)) -> [div | mul by a scalar] -> [add mask] -> softmax(-1) -> matmul(., v)
-      => k.fused{kernel = "attention", body = that chain, tile = (query block, key block)}
+      => k.fused{kernel = "attention", body = that chain, tile = ()}
+
+The tile (query block, key block) is left empty for choose_tiles (passes/tiles.py) to fill from the
+cost model; where that pass does not run, the kernel uses default_tile.
 
 The fused node's meaning is its body (the ops above), so the rewrite keeps meaning exactly; its kernel
 runs the 1-pass cascade (running max, running denominator, one division at the end) over key blocks.
@@ -422,9 +425,8 @@ def fuse(g: Graph) -> Graph:
     out = []
     for n in g.nodes:
         ch = chains.get(id(n))
-        if ch is not None:
-            tile = default_tile(ch.q.type.shape[-2], ch.v.type.shape[-2])
-            attrs = kernel.fused.complete_attrs({"kernel": KERNEL, "body": _body(ch), "tile": tile})
+        if ch is not None:       # the tile is choose_tiles' to fill (else the kernel uses default_tile)
+            attrs = kernel.fused.complete_attrs({"kernel": KERNEL, "body": _body(ch), "tile": ()})
             out.append(Node(kernel.fused, operands(ch), attrs, [ch.out], ch.nodes[-1].name, ch.nodes[-1].loc))
         elif id(n) not in members:
             out.append(n)
@@ -453,7 +455,9 @@ def cascades(g: Graph) -> list[tuple[str, Cascade, dict[str, int]]]:
         found.append((name, THREE_PASS, _sizes(q, k, v)))
     for n in g.nodes:
         if n.op is kernel.fused and n.attrs["kernel"] == KERNEL:
-            found.append((n.name, ONE_PASS, _sizes(*n.inputs[:3], tuple(n.attrs["tile"]))))
+            lq, lk = n.inputs[0].type.shape[-2], n.inputs[2].type.shape[-2]
+            tile = tuple(n.attrs["tile"]) or default_tile(lq, lk)      # choose_tiles has not run
+            found.append((n.name, ONE_PASS, _sizes(*n.inputs[:3], tile)))
         elif n.op is qattention.attention:
             lq, lk = n.inputs[0].type.shape[-2], n.inputs[1].type.shape[-2]
             found.append((n.name, ONE_PASS, _sizes(*n.inputs[:3], (default_tile(lq, lk)[0], n.attrs["block"]))))

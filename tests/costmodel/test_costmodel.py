@@ -441,5 +441,5 @@ def test_tune_costmodel_warns_about_unmeasured_kinds(specs, tmp_path, monkeypatc
     assert Me.tune_main(["--budget", "1", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "kernel kinds: conv, matmul" in err
-    assert "no qconv, qmatmul, qbmm kernels were measured" in err and "--budget" in err
+    assert "no qconv, qmatmul, qbmm, attention kernels were measured" in err and "--budget" in err
     assert XGBCostModel.load(str(out)).kinds == ("conv", "matmul")

@@ -70,7 +70,7 @@ def test_fuse_attention_makes_one_kernel_and_keeps_meaning(mask):
     after = fuse_attention(g)
     assert [n.op for n in after.nodes] == [kernel.fused]
     node = after.nodes[0]
-    assert node.attrs["kernel"] == "attention" and node.attrs["tile"] == (16, 24)
+    assert node.attrs["kernel"] == "attention" and node.attrs["tile"] == ()      # choose_tiles fills it
     assert [op.name for op in (m.op for m in node.attrs["body"].nodes)] == \
         ["nn.transpose", "nn.matmul", "nn.div"] + (["nn.add"] if mask else []) + ["nn.softmax", "nn.matmul"]
     ins = _inputs(g)

@@ -45,8 +45,8 @@ def inline(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> relax.Expr:
 
 
 def kernel_spec(node: Node):
-    """The spec of the tunable kernel (conv, matmul, int8 conv / matmul / batched matmul) fused `node` is
-    built from, or None: what the tile pass asks the cost model about."""
+    """The spec of the tunable kernel (conv, matmul, int8 conv / matmul / batched matmul, fp32 attention)
+    fused `node` is built from, or None: what the tile pass asks the cost model about."""
     kind = node.attrs["kernel"]
     try:
         kb = parse(node)
@@ -59,6 +59,8 @@ def kernel_spec(node: Node):
         if kind == "qmatmul":
             return (integer.qmatmul_plan(kb) if lay.is_const_weight(kb.anchor.inputs[1])
                     else integer.qbmm_plan(kb))[0]
+        if kind == "attention":
+            return attention.attention_plan(kb)[0]
     except NotFusable:
         return None
     return None

@@ -2,8 +2,9 @@
 
 Its body is [scaled] q, [scaled] [repeated] k -> matmul(q, [transpose] k) -> [div | mul by a scalar]
 -> [add mask] -> softmax(last axis) -> [where(isnan(p), 0, p)] -> matmul(., [repeated] v); the node's
-tile is (query block, key block). Batch dimensions are flattened into one; a mask that varies along
-batch dimensions other than all of them is broadcast to the scores' batch first. A head repeat of K or
+tile is (query block, key block), chosen by the cost model (passes.tiles; empty: passes.einsum's
+default_tile). Batch dimensions are flattened into one; a mask that varies along batch dimensions
+other than all of them is broadcast to the scores' batch first. A head repeat of K or
 V (reshape, expand, reshape: repeat_interleave along the heads) is read in place by the kernel (grouped-
 query attention); a causal mask (trilu(expand(c), upper, k) with c <= -1e9) becomes the kernel's
 `causal` offset: no mask tensor, key blocks past the diagonal skipped.
@@ -24,6 +25,7 @@ from compiler.ops import elementwise as ew
 from compiler.ops import indexing, linalg, nn, shape
 from compiler.ops import unary_math as um
 from compiler.types import DType
+from passes.einsum import default_tile
 
 MASKED = -1e9       # a causal fill at or below this removes its keys (passes.einsum.MASKED)
 
@@ -134,42 +136,60 @@ def _read(kb: KernelBody) -> Attention:
                      k_group, v_group, causal, guard)
 
 
-def _mask_arg(ctx: LowerCtx, kb: KernelBody, mask, args, scores: tuple[int, ...], bh: int, lk: int):
-    """(the mask as (1 or bh, 1 or lq, lk), its batch, its rows); a dummy row where there is none."""
-    if mask is None:
-        return relax.const(np.zeros((1, 1, lk), np.float32)), 0, 0
-    i = kb.operand_of(mask)
-    if i is None and not mask.is_const:
-        raise NotFusable("the attention mask must be an operand or a constant")
-    arg = relax.const(np.ascontiguousarray(mask.const, np.float32)) if i is None else args[i]
-    ms = (1,) * (len(scores) - mask.type.rank) + tuple(mask.type.shape)     # the scores' rank
+def _mask_dims(mask: Value, scores: tuple[int, ...], bh: int) -> tuple[tuple[int, ...], int, int, bool]:
+    """(the mask's shape at the scores' rank, the kernel's mask batch (1 or bh), its rows (1 or lq), whether
+    it must be broadcast to the scores' batch first: it varies along some batch dimensions, not all)."""
+    ms = (1,) * (len(scores) - mask.type.rank) + tuple(mask.type.shape)
     *mbatch, mrows, _ = ms
+    batch = math.prod(mbatch)
+    spread = batch not in (1, bh) or (batch == bh and tuple(mbatch) != scores[:-2])
+    return ms, bh if spread else batch, mrows, spread
+
+
+def _mask_arg(ctx: LowerCtx, kb: KernelBody, mask, args, scores: tuple[int, ...], bh: int, lk: int):
+    """The mask as (1 or bh, 1 or lq, lk); a dummy row where there is none."""
+    if mask is None:
+        return relax.const(np.zeros((1, 1, lk), np.float32))
+    i = kb.operand_of(mask)
+    arg = relax.const(np.ascontiguousarray(mask.const, np.float32)) if i is None else args[i]
+    ms, batch, mrows, spread = _mask_dims(mask, scores, bh)
     if ms[-1] != lk:
         arg = ctx.bb.emit(relax.op.broadcast_to(ctx.reshape(arg, ms), ms[:-1] + (lk,)))
-    batch = math.prod(mbatch)
-    if batch not in (1, bh) or (batch == bh and tuple(mbatch) != scores[:-2]):
+    if spread:
         arg = ctx.bb.emit(relax.op.broadcast_to(ctx.reshape(arg, ms[:-1] + (lk,)), scores[:-2] + (mrows, lk)))
-        batch = bh
-    return ctx.reshape(arg, (batch, mrows, lk)), batch, mrows
+    return ctx.reshape(arg, (batch, mrows, lk))
 
 
-def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+def attention_plan(kb: KernelBody) -> tuple[katt.AttentionSpec, Attention]:
+    """(the kernel's spec, what the body computes) of an attention body; NotFusable if the kernel cannot
+    take it. The tile is the node's, or passes.einsum.default_tile's where it is empty (choose_tiles
+    never ran: MLIR / CUDA pipelines, `--emit einsum`)."""
     a = _read(kb)
     *batch, lq, d = a.q.type.shape
     lk, dv = a.v.type.shape[-2:]
     bh = math.prod(batch)
-    tile = tuple(kb.node.attrs["tile"])
-    tq, tk = tile if len(tile) == 2 else (lq, lk)
-    idx = [kb.operand_of(x) for x in (a.q, a.k, a.v)]
-    if None in idx:
+    if any(kb.operand_of(x) is None for x in (a.q, a.k, a.v)):
         raise NotFusable("q, k and v must be operands of the attention kernel")
-    scores = tuple(batch) + (lq, lk)
-    marg, mbatch, mrows = _mask_arg(ctx, kb, a.mask, args, scores, bh, lk)
+    mbatch = mrows = 0
+    if a.mask is not None:
+        if kb.operand_of(a.mask) is None and not a.mask.is_const:
+            raise NotFusable("the attention mask must be an operand or a constant")
+        _, mbatch, mrows, _ = _mask_dims(a.mask, tuple(batch) + (lq, lk), bh)
+    tile = tuple(kb.node.attrs["tile"])
+    tq, tk = tile if len(tile) == 2 else default_tile(lq, lk)
     try:
         spec = katt.AttentionSpec(bh, lq, lk, d, dv, a.scale, tq, tk, True, mbatch, mrows,
                                   a.k_group, a.v_group, a.causal, a.zero_masked_rows)
     except ValueError as e:
         raise NotFusable(str(e)) from None
+    return spec, a
+
+
+def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    spec, a = attention_plan(kb)
+    bh, lq, lk, d, dv = spec.bh, spec.lq, spec.lk, spec.d, spec.dv
+    idx = [kb.operand_of(x) for x in (a.q, a.k, a.v)]
+    marg = _mask_arg(ctx, kb, a.mask, args, tuple(a.q.type.shape[:-2]) + (lq, lk), bh, lk)
     kh, vh = bh // a.k_group, bh // a.v_group
     # K as (heads, d, lk): transposed once here (O(S d)) rather than block by block in every query task
     k = ctx.reshape(args[idx[1]], (kh, d, lk)) if a.k_transposed else \

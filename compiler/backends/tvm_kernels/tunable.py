@@ -1,7 +1,7 @@
-"""The TVM kernels as tunable kernels (compiler/tunable.py): fp32 conv2d and matmul, int8 VNNI conv2d,
-matmul and batched matmul, each described for the cost model and built with a given register tile.
+"""The TVM kernels as tunable kernels (compiler/tunable.py): fp32 conv2d, matmul and attention, int8 VNNI
+conv2d, matmul and batched matmul, each described for the cost model and built with a given tile.
 
-This module is the default provider: importing it registers the five kinds. It also builds host targets,
+This module is the default provider: importing it registers the six kinds. It also builds host targets,
 times built kernels and builds whole graphs, for the measuring tools (`compile tune-costmodel`,
 `python -m costmodel.elementwise`).
 """
@@ -17,6 +17,7 @@ import tvm
 
 from compiler import tunable
 
+from . import attention as A
 from . import conv2d as C
 from . import conv2d_schedule as CS
 from . import matmul as M
@@ -226,7 +227,51 @@ class QBmmKernel:
         return QB.QBmmSpec(**_known(QB.QBmmSpec, _with_requants(fields, ("rq",))))
 
 
-for _kernel in (ConvKernel(), QConvKernel(), MatmulKernel(), QMatmulKernel(), QBmmKernel()):
+class AttentionKernel:
+    """fp32 attention in one pass over key blocks; tile (tq, tk) = (query block, key block)."""
+
+    kind = "attention"
+    spec_type = A.AttentionSpec
+
+    def describe(self, spec: A.AttentionSpec) -> dict[str, float]:
+        """Shapes in the columns' terms: rows = bh * lq queries, cols = dv, red = d, h / w = lq / lk, the
+        flags is_depthwise = a mask tensor is read, k_split = causal, groups = query heads per K head."""
+        bh, lq, lk, d, dv = spec.bh, spec.lq, spec.lk, spec.d, spec.dv
+        causal = spec.causal >= 0
+        # (query, key) pairs a query sees: all, or the causal prefix
+        pairs = sum(min(lk, i + spec.causal + 1) for i in range(lq)) if causal else lq * lk
+        mask = max(spec.mask_batch, 1) * max(spec.mask_rows, 1) * lk if spec.mask_batch else 0
+        bytes_ = 4 * (bh * lq * d + bh // spec.k_group * lk * d + bh // spec.v_group * lk * dv
+                      + bh * lq * dv + mask)
+        return dict(batch=bh, rows=bh * lq, cols=dv, red=d, h=lq, w=lk, ci=d, co=dv, kh=1, kw=1, stride=1,
+                    groups=spec.k_group, oh=lq, ow=lk, n_ocb=1, ob=dv, flops=2 * bh * pairs * (d + dv),
+                    bytes=bytes_, depthwise=spec.mask_batch > 0, ksplit=causal, esz=4, lq=lq, lk=lk, d=d,
+                    dv=dv, causal=spec.causal, pairs=pairs)
+
+    def default_tile(self, spec: A.AttentionSpec) -> tuple[int, ...]:
+        # imported here: importing passes/ registers every pass
+        from passes.einsum import default_tile
+        return tuple(default_tile(spec.lq, spec.lk))
+
+    def arg_shapes(self, spec: A.AttentionSpec) -> tunable.Shapes:
+        f32 = "float32"
+        kshape = (spec.bh // spec.k_group, spec.d, spec.lk) if spec.k_transposed else \
+            (spec.bh // spec.k_group, spec.lk, spec.d)
+        return [((spec.bh, spec.lq, spec.d), f32), (kshape, f32),
+                ((spec.bh // spec.v_group, spec.lk, spec.dv), f32),
+                ((max(spec.mask_batch, 1), max(spec.mask_rows, 1), spec.lk), f32),
+                ((spec.bh, spec.lq, spec.dv), f32)]
+
+    def build(self, spec: A.AttentionSpec, tile: tuple[int, ...] | None = None) -> Any:
+        tq, tk = self.default_tile(spec) if tile is None else tile
+        func = A.make_attention(dataclasses.replace(spec, tq=int(tq), tk=int(tk)))
+        return func.with_attr("global_symbol", "main")     # private in a Relax module; here built alone
+
+    def from_fields(self, fields: dict[str, Any]) -> A.AttentionSpec:
+        return A.AttentionSpec(**_known(A.AttentionSpec, fields))
+
+
+for _kernel in (ConvKernel(), QConvKernel(), MatmulKernel(), QMatmulKernel(), QBmmKernel(), AttentionKernel()):
     tunable.register(_kernel)
 
 
