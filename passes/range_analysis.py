@@ -2,7 +2,15 @@
 that no int32 accumulator (conv / matmul reduction plus bias, int32 adds and sums) and no int64
 requant product (x - zp) * m + 2^(c-1) can overflow, or reports the node that can. Bounds use
 the actual constant weights (sum |w| per output channel), else bit widths x reduction length.
-Splitting a reduction that could overflow is not implemented: such a graph is rejected."""
+Splitting a reduction that could overflow is not implemented: such a graph is rejected.
+
+The I-ViT ops and q.attention are bounded by their definitions (compiler/ops/ivit.py, qattention.py):
+Shiftmax in [0, qmax], ShiftTanh in [-qmax, qmax], ShiftGELU's x * sigma with 0 <= sigma < 2^sigma_bits
+(checked against int32), q.attention in its clamp. Their exponent sums are bounded by the ops' own type
+rules (len * |x0| * 2^n <= 2^31 - 1). I-LayerNorm's int64 product yn * mult + bias is checked with
+|yn| <= 2^31: yn = (y * floor((2^31 - 1) / std)) >> 1, |y_i| <= sqrt(var), and 10 Newton steps from
+2^16 end at std >= max(floor(sqrt(var)), 64), so |y_i| / std < 2 (tests/passes/test_range_analysis.py
+checks it by brute force on adversarial rows)."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +18,7 @@ import numpy as np
 from compiler.diagnostics import SourceLoc, Unsupported
 from compiler.ir import Graph, Node, Value
 from compiler.ops import elementwise as ew
-from compiler.ops import nn, quant, reduce, shape
+from compiler.ops import ivit, nn, qattention, quant, reduce, shape
 from compiler.ops.quant import INT_RANGE
 from compiler.types import DType
 from passes.base import register_pass
@@ -123,6 +131,9 @@ class _Analysis:
             return max(min(outs), a["qmin"]), min(max(outs), a["qmax"])
         if op is quant.dequantize or not out.type.dtype.is_int:
             return None
+        ivit_iv = self.ivit_step(n)
+        if ivit_iv is not None:
+            return ivit_iv
         if op in (ew.add, ew.sub) and all(v.type.dtype.is_int for v in ins):
             (alo, ahi), (blo, bhi) = self.get(ins[0]), self.get(ins[1])
             lo, hi = (alo + blo, ahi + bhi) if op is ew.add else (alo - bhi, ahi - blo)
@@ -150,6 +161,30 @@ class _Analysis:
         if op is shape.concat:
             ivs = [self.get(v) for v in ins]
             return min(i[0] for i in ivs), max(i[1] for i in ivs)
+        return None
+
+    def ivit_step(self, n: Node) -> Interval | None:
+        """The I-ViT ops and q.attention (module docstring), or None for any other op."""
+        op, a = n.op, n.attrs
+        if op is ivit.shiftmax:
+            return 0, INT_RANGE[a["dtype"]][1]
+        if op is ivit.shifttanh:
+            return -INT_RANGE[a["dtype"]][1], INT_RANGE[a["dtype"]][1]
+        if op is ivit.shiftgelu:
+            lo, hi = self.get(n.inputs[0])
+            s = 1 << a["sigma_bits"]
+            return self.fits(n, min(lo, 0) * s, max(hi, 0) * s, DType.I32, "ShiftGELU x * sigma")
+        if op is ivit.layernorm:
+            mult, bias = n.inputs[1:]
+            mm = int(np.abs(mult.const.astype(np.int64)).max()) if mult.is_const else 2**31
+            bb = int(np.abs(bias.const.astype(np.int64)).max()) if bias.is_const else 2**63
+            worst = 2**31 * mm + bb + ((1 << (a["shift"] - 1)) if a["shift"] else 0)
+            if worst > I64_MAX:
+                self.problems.append(f"{self.where(n)}: int64 I-LayerNorm product yn * mult + bias can reach "
+                                     f"{worst} > 2^63-1")
+            return a["qmin"], a["qmax"]
+        if op is qattention.attention:
+            return a["qmin"], a["qmax"]
         return None
 
     def run(self) -> list[str]:

@@ -8,7 +8,7 @@ import pytest
 from compiler.diagnostics import Unsupported
 from compiler.ir import Graph
 from compiler.ops import elementwise as ew
-from compiler.ops import quant
+from compiler.ops import ivit, quant
 from compiler.types import DType, TensorType
 from passes.range_analysis import check_ranges, range_analysis, value_ranges
 
@@ -70,3 +70,70 @@ def test_int32_sum_and_int64_requant_product_overflow_reported():
                         qmin=-128, qmax=127, dtype=I8, name="big_rq"), s]
     problems = check_ranges(g)
     assert any("wrap_add" in p for p in problems) and any("big_rq" in p and "int64" in p for p in problems)
+
+
+def _ivit_graph(op, x_dtype, bias_max=2**40, **attrs):
+    g = Graph()
+    x = g.add_input("x", TensorType((4, 64), x_dtype))
+    if op is ivit.layernorm:
+        rng = np.random.default_rng(0)
+        mult = g.const(rng.integers(-2**30, 2**30, 64).astype(np.int32), "mult")
+        bias = g.const(np.full(64, bias_max, np.int64) if bias_max > 2**40 else
+                       rng.integers(-bias_max, bias_max, 64).astype(np.int64), "bias")
+        g.outputs = [g.add1(op, [x, mult, bias], **attrs)]
+    else:
+        g.outputs = [g.add1(op, [x], **attrs)]
+    return g
+
+
+@pytest.mark.parametrize("op,dt,attrs", [
+    (ivit.shiftmax, DType.I16, dict(scale=0.01, n=12, axis=-1, dtype=DType.I32, dividend_bits=62)),
+    (ivit.shiftmax, I8, dict(scale=0.05, n=15, axis=-1, dtype=DType.U8)),
+    (ivit.shiftgelu, DType.I16, dict(scale=0.002, n=20, sigma_bits=15, dividend_bits=62)),
+    (ivit.shifttanh, DType.I16, dict(scale=0.001, n=10, dtype=DType.I16)),
+    (ivit.layernorm, DType.I16, dict(shift=34, qmin=-32768, qmax=32767, dtype=DType.I16)),
+])
+def test_ivit_ops_are_bounded_and_their_values_stay_inside(op, dt, attrs):
+    """The I-ViT ops get intervals from their definitions (not the dtype's), and what the reference computes
+    on random and extreme rows lies inside them."""
+    from compiler import interp
+    g = _ivit_graph(op, dt, **attrs)
+    assert check_ranges(g) == []
+    lo, hi = value_ranges(g)[g.outputs[0].name]
+    if g.outputs[0].type.dtype is DType.I32:          # tighter than the dtype's range
+        assert hi - lo < 2**32 - 1 or op is ivit.shiftmax
+    info = np.iinfo(dt.numpy)
+    rng = np.random.default_rng(1)
+    rows = [rng.integers(info.min, info.max + 1, (4, 64)), np.full((4, 64), info.max), np.full((4, 64), info.min),
+            np.where(np.arange(64) == 3, info.max, info.min) * np.ones((4, 1), np.int64)]
+    for x in rows:
+        y = interp.run(g, x.astype(dt.numpy))[0].astype(np.int64)
+        assert lo <= y.min() and y.max() <= hi
+
+
+def test_ilayernorm_normalized_value_stays_within_2_31():
+    """The bound the I-LayerNorm rule rests on: |yn| = |(y * ((2^31 - 1) // std)) >> 1| <= 2^31 for every
+    row, including one spike among equal values (|y| closest to sqrt(var)) and tiny variances (std 64)."""
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(-32768, 32768, (256, 768))]
+    for c in (2, 3, 16, 768):
+        for big in (1, 7, 255, 32767, 65535):
+            r = np.zeros((1, c), np.int64)
+            r[0, 0] = big
+            rows.append(r)
+            rows.append(-r)
+    for x in rows:
+        x = x.astype(np.int64)
+        c = x.shape[-1]
+        y = x - (2 * x.sum(-1, keepdims=True) + c) // (2 * c)
+        std = ivit.isqrt_newton((y * y).sum(-1, keepdims=True))
+        yn = (y * (np.int64(2**31 - 1) // std)) >> 1
+        assert np.abs(yn).max() <= 2**31, (c, np.abs(yn).max())
+
+
+def test_ilayernorm_product_that_overflows_int64_is_reported():
+    g = _ivit_graph(ivit.layernorm, DType.I16, bias_max=2**63 - 2**60, shift=34, qmin=-32768, qmax=32767,
+                    dtype=DType.I16)
+    n = g.nodes[-1]
+    (problem,) = check_ranges(g)
+    assert "I-LayerNorm" in problem and n.name in problem
