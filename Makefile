@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 JOBS ?= 2
 
-.PHONY: install demo test test-all bench lint clean
+.PHONY: install demo test test-all bench lint clean runtime-bundle
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ test-all: install
 
 bench: install
 	$(PY) benchmarks/e2e_fp32.py --threads 1 2
+
+runtime-bundle: install
+	$(PY) -m compiler.tools.runtime_bundle -o out/runtime-bundle
 
 lint: install
 	$(VENV)/bin/ruff check --select F,E9 .

@@ -266,9 +266,8 @@ def load(path: str | os.PathLike, *, threads: int | None = None) -> CompiledMode
             raise InvalidInput(f"threads must be >= 1, got {threads}")
         target = replace(target, num_threads=threads)
     signature = Signature.from_json(manifest["signature"])
-    from compiler.backends import get_backend
-    backend = get_backend(manifest["backend"])
-    exe = backend.load(members["lib.bin"], signature, target)
+    from compiler.backends import get_loader
+    exe = get_loader(manifest["backend"]).load(members["lib.bin"], signature, target)
     cm = CompiledModel(exe, signature, target, manifest["backend"], members["graph.mlir"].decode())
     cm._memory = manifest.get("memory")
     cm._energy = manifest.get("energy")

@@ -23,10 +23,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from compiler.backends.mlir_lower import LOWERINGS, LowerCtx, lowers
 from compiler.backends.mlir_lower.registry import elem_type, first_lines, lower_nodes, read, tensor_type
+from compiler.backends.mlir_runtime import VmfbExecutable
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
 from compiler.ir import Graph
 from compiler.ops import quant
@@ -182,81 +181,16 @@ def compile_graph(g: Graph, target: Target) -> tuple[bytes, str | None]:
     return vmfb, ptx
 
 
-# -- running ---------------------------------------------------------------------
-_DEVICES: dict[str, object] = {}
-
-
-def _config(target: Target):
-    import iree.runtime as rt
-    if target.kind == "cuda":
-        if "cuda" not in _DEVICES:
-            try:
-                _DEVICES["cuda"] = rt.Config(device=rt.get_device("cuda"))
-            except Exception as e:  # noqa: BLE001
-                raise Unsupported("running a cuda executable needs an NVIDIA GPU; none is usable here "
-                                  f"({first_lines(str(e), 1)})",
-                                  hint="save the artifact (library_bytes / .dyc) and run it on a GPU machine, "
-                                       "or build for --target llvm") from None
-        return _DEVICES["cuda"]
-    n = target.threads()
-    key = "local-sync" if n == 1 else f"local-task:{n}"
-    if key not in _DEVICES:
-        if n == 1:
-            _DEVICES[key] = rt.Config("local-sync")
-        else:
-            rt.flags.parse_flags(f"--task_topology_group_count={n}")
-            _DEVICES[key] = rt.Config("local-task")
-    return _DEVICES[key]
-
-
-class MLIRExecutable:
-    """A compiled vmfb; runs on IREE's CPU drivers (or CUDA where a GPU exists)."""
+# -- running: compiler/backends/mlir_runtime.py (what a runtime bundle loads without iree.compiler) ------
+class MLIRExecutable(VmfbExecutable):
+    """A compiled vmfb (mlir_runtime.VmfbExecutable) that also emits its MLIR and PTX."""
 
     def __init__(self, vmfb: bytes, g: Graph | None, target: Target, ptx: str | None = None,
                  out_dtypes: Sequence[DType] | None = None):
-        self._vmfb, self._graph, self._target, self._ptx = vmfb, g, target, ptx
+        outs = out_dtypes if out_dtypes is not None else [v.type.dtype for v in g.outputs]
+        super().__init__(vmfb, target, outs)
+        self._graph, self._ptx = g, ptx
         self._mlir_text: str | None = None
-        self._fn = None
-        self._out_dtypes = list(out_dtypes) if out_dtypes is not None else \
-            [v.type.dtype for v in g.outputs]
-
-    def _function(self):
-        if self._fn is None:
-            import iree.runtime as rt
-            cfg = _config(self._target)
-            sc = rt.SystemContext(config=cfg)
-            try:
-                sc.add_vm_module(rt.VmModule.copy_buffer(sc.instance, self._vmfb))
-            except Exception as e:  # noqa: BLE001
-                raise BackendToolError(f"iree could not load the module: {first_lines(str(e))}") from None
-            self._ctx = sc
-            self._fn = sc.modules.module["main"]
-        return self._fn
-
-    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        fn = self._function()
-        args = []
-        for x in inputs:
-            x = np.ascontiguousarray(x)
-            x = x.astype(np.int8) if x.dtype == DType.I4.numpy else x     # int4 lives in i8
-            args.append(x.view(f"int{x.dtype.itemsize * 8}") if x.dtype.kind == "u" else x)
-        res = fn(*args)
-        if not isinstance(res, (tuple, list)):
-            res = [res]
-        outs = []
-        for r, dt in zip(res, self._out_dtypes):
-            a = np.asarray(r.to_host() if hasattr(r, "to_host") else r)
-            if dt is DType.I4:
-                a = a.astype(dt.numpy)
-            elif dt.is_unsigned:
-                a = a.view(dt.numpy)
-            elif dt is DType.BOOL:
-                a = a.astype(np.bool_)
-            outs.append(np.array(a))
-        return outs
-
-    def library_bytes(self) -> bytes:
-        return self._vmfb
 
     def source(self, kind: str) -> str:
         if kind == "mlir":

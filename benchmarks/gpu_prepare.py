@@ -1,0 +1,227 @@
+"""Prepare the GPU check, here, where the compilers are (no GPU needed): one folder that
+benchmarks/gpu_check.sh checks and times on a GPU machine that has CUDA, PyTorch and onnxruntime but
+not our compilers. The folder (at most --max-mb) holds:
+
+    runtime-bundle/                         compiler/tools/runtime_bundle.py: loads .dyc with no compiler
+    <model>_<mode>_b<batch>_<backend>.dyc   compiled for 'cuda -arch=sm_90' (llvm with --cpu)
+    <model>_input.npz                       the fixed batch-1 input (`x`)
+    <model>_<mode>_<backend>.npz            the interpreter's outputs on it (out_0, out_1, ...)
+    cuda_cache/                             the tvm artifacts' CUDA C compiled here (tvm_runtime.cuda_binary)
+    manifest.json                           target, models, artifacts, what could not be built
+
+Models (MODELS; torch_model() builds each for PyTorch eager too; seeded weights, BatchNorm statistics
+randomized): cnn = ResNet-18 (examples/zoo.py), 3x224x224; encoder = BERT-small (zoo.BertEncoder: 4
+layers, hidden 512, 8 heads, FFN 2048, seq 128, vocab 1000); detector = YOLOv8n (examples/real_arch),
+3x320x320. Modes: fp32, and int8 = integer-only INT8 calibrated on two seeded batches (a larger batch
+on the same samples repeated, so every batch size gets the same integer graph).
+
+Weights: in the final IR every constant of 16 KiB or more becomes a seeded sample of its own values
+repeated with a prime period (PERIOD elements), so the artifacts compress ~60x (ResNet-18 FP32: 49 MB
+of library -> 0.8 MB) and the folder fits; the references are the interpreter's on that same graph.
+A batch > 1 runs batch_input(): its sample 0 is the batch-1 input, the others rolled copies of it (no
+random numbers on the checking side, whose numpy may be another version).
+
+    python benchmarks/gpu_prepare.py [-o DIR] [--cpu] [--batch 1 32] [--models cnn encoder detector]
+                                     [--modes fp32 int8] [--backends tvm mlir] [--max-mb 64]
+  -o DIR      the folder, replaced (default out/gpu-check; out/gpu-check-cpu with --cpu)
+  --cpu       compile for llvm (this CPU), batches 1 2 by default: to try gpu_check.sh --cpu here
+  --batch     batch sizes (default 1 32)
+  --models, --modes   subsets of the above
+  --backends  tvm (CUDA C, its kernels compiled ahead into cuda_cache/) and/or mlir (IREE: PTX in the
+              vmfb); default both. What a backend cannot build is listed in the manifest and skipped.
+  --max-mb    fail if the folder is larger (default 64)
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GPU_TARGET = "cuda -arch=sm_90"
+SEED = 0
+PERIOD = 2039                  # elements; prime, so the repeats line up with no tensor dimension
+MIN_CONST_BYTES = 16384
+# name -> (description, input name, per-sample input shape, input dtype)
+MODELS = {
+    "cnn": ("ResNet-18, 3x224x224", "input", (3, 224, 224), "float32"),
+    "encoder": ("BERT-small: 4 layers, hidden 512, seq 128", "ids", (128,), "int64"),
+    "detector": ("YOLOv8n, 3x320x320", "images", (3, 320, 320), "float32"),
+}
+VOCAB = 1000
+
+
+def torch_model(name: str, seed: int = SEED):
+    """The PyTorch module of model `name`, eval mode, seeded (needs torch and this repo's examples/)."""
+    import torch
+
+    from examples import zoo
+    torch.manual_seed(seed)
+    if name == "cnn":
+        model = zoo.ResNet([2, 2, 2, 2], [64, 128, 256, 512], False, 1000, 64, True)
+    elif name == "encoder":
+        model = zoo.BertEncoder(vocab=VOCAB, hidden=512, heads=8, ffn=2048, layers=4, seq=128)
+    else:
+        from examples.real_arch import MODELS as REAL
+        model = REAL["yolov8n"][0]()
+    return zoo.randomize_batch_norm(model, seed).eval()
+
+
+def inputs(name: str, batch: int, seed: int) -> np.ndarray:
+    """Seeded inputs of model `name`: Gaussian images, uniform token ids."""
+    _, _, shape, dtype = MODELS[name]
+    rng = np.random.default_rng(seed)
+    if dtype == "int64":
+        return rng.integers(0, VOCAB, (batch, *shape), dtype=np.int64)
+    return rng.standard_normal((batch, *shape), dtype=np.float32)
+
+
+def batch_input(x1: np.ndarray, batch: int) -> np.ndarray:
+    """The input of a batch-`batch` run made from the batch-1 input `x1`: sample k is x1 rolled by k
+    along its last axis, so sample 0 is x1 (checked against the batch-1 reference)."""
+    return np.concatenate([np.roll(x1, k, axis=-1) for k in range(batch)])
+
+
+# -- compiling ---------------------------------------------------------------------------------------
+def _onnx(name: str, batch: int, folder: Path) -> Path:
+    import torch
+
+    from examples.zoo import export_onnx
+    path = folder / f"{name}_b{batch}.onnx"
+    if path.exists():           # exported for another mode or backend
+        return path
+    model, x = torch_model(name), torch.from_numpy(inputs(name, batch, SEED))
+    with torch.no_grad():
+        model(x)                # a dry run caches YOLO's anchors, as ultralytics' exporter does
+    return export_onnx(model, x, path, input_name=MODELS[name][1])
+
+
+def _constants(g) -> list:
+    """Every constant of `g` and of its fused kernels' bodies."""
+    from compiler.ir import Graph
+    seen: dict[int, object] = {}
+    stack = [g]
+    while stack:
+        h = stack.pop()
+        for n in h.nodes:
+            seen.update((id(v), v) for v in n.inputs if v.is_const)
+            stack += [a for a in n.attrs.values() if isinstance(a, Graph)]
+    return list(seen.values())
+
+
+def periodic_weights(g) -> int:
+    """Replace (in place) each constant of MIN_CONST_BYTES or more by a seeded sample of its values
+    repeated every PERIOD elements; returns the bytes replaced. Seeded by the constant's name, so every
+    batch size of a model gets the same weights."""
+    replaced = 0
+    for v in _constants(g):
+        if v.const.nbytes >= MIN_CONST_BYTES:
+            flat = v.const.reshape(-1)
+            rng = np.random.default_rng([SEED, zlib.crc32(v.name.encode())])
+            v.const = np.resize(flat[rng.integers(0, flat.size, PERIOD)], v.const.shape)
+            replaced += v.const.nbytes
+    return replaced
+
+
+def compile_artifact(name: str, mode: str, batch: int, target, backend: str, work: Path):
+    """(the final IR with periodic weights, its CompiledModel)."""
+    from compiler.api import final_ir
+    from compiler.backends import get_backend
+    from compiler.runtime import CompiledModel, Signature
+    kw = {}
+    if mode == "int8":          # two seeded samples; at batch > 1 each repeated across the batch
+        calibration = [[np.repeat(inputs(name, 1, SEED + 100 + i), batch, axis=0)] for i in range(2)]
+        kw = {"quantize": "int8", "integer_only": True, "calibration": calibration}
+    g, _ = final_ir(str(_onnx(name, batch, work)), target, backend=backend, **kw)
+    periodic_weights(g)
+    exe = get_backend(backend).build(g, target)
+    return g, CompiledModel(exe, Signature.of(g), target, backend, str(g), g)
+
+
+def precompile_cuda(cm, cache: Path) -> None:
+    """A tvm cuda executable holds CUDA C: compile it here into the runtime's kernel cache."""
+    import os
+
+    from compiler.backends import tvm_runtime
+    code = cm.executable.cuda_source()
+    if code.encode() not in cm.executable.library_bytes():
+        raise SystemExit("gpu_prepare: the library does not hold the CUDA source verbatim; the runtime's "
+                         "cache key (its sha256) would not match")
+    os.environ["DYC_CUDA_CACHE"] = str(cache)
+    tvm_runtime.cuda_binary(code, cm.target.arch)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-o", "--output", default=None)
+    ap.add_argument("--cpu", action="store_true")
+    ap.add_argument("--batch", type=int, nargs="+", default=None)
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    ap.add_argument("--modes", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"])
+    ap.add_argument("--backends", nargs="+", choices=["tvm", "mlir"], default=["tvm", "mlir"])
+    ap.add_argument("--max-mb", type=float, default=64.0)
+    args = ap.parse_args(argv)
+    from compiler import interp
+    from compiler.diagnostics import CompileError
+    from compiler.target import Target
+    from compiler.tools.runtime_bundle import make_bundle
+    target = Target.parse("llvm" if args.cpu else GPU_TARGET)
+    batches = sorted(set(args.batch or ([1, 2] if args.cpu else [1, 32])) | {1})
+    out = Path(args.output or ROOT / "out" / ("gpu-check-cpu" if args.cpu else "gpu-check"))
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "work").mkdir(parents=True)
+    t_start = time.perf_counter()
+    make_bundle(out / "runtime-bundle")
+    manifest = {"target": str(target), "seed": SEED, "period": PERIOD,
+                "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+                "models": {m: {"description": MODELS[m][0], "input": f"{m}_input.npz"} for m in args.models},
+                "artifacts": [], "not_built": []}
+    for name in args.models:
+        np.savez(out / f"{name}_input.npz", x=inputs(name, 1, SEED + 1))
+    for name, mode, backend in itertools.product(args.models, args.modes, args.backends):
+        ref = f"{name}_{mode}_{backend}.npz"
+        for batch in batches:           # batch 1 first: it gives the reference
+            file, t0 = f"{name}_{mode}_b{batch}_{backend}.dyc", time.perf_counter()
+            try:
+                g, cm = compile_artifact(name, mode, batch, target, backend, out / "work")
+            except CompileError as e:
+                why = str(e).splitlines()[0]
+                print(f"{file}: not built: {why}", flush=True)
+                manifest["not_built"].append({"file": file, "model": name, "mode": mode, "batch": batch,
+                                              "backend": backend, "why": why})
+                break                   # nor a larger batch
+            cm.save(out / file)
+            if backend == "tvm" and target.kind == "cuda":
+                precompile_cuda(cm, out / "cuda_cache")
+            if batch == 1:              # the reference: the interpreter on the same final IR
+                refs = interp.run(g, inputs(name, 1, SEED + 1))
+                np.savez(out / ref, **{f"out_{i}": r for i, r in enumerate(refs)})
+            manifest["artifacts"].append({"file": file, "model": name, "mode": mode, "batch": batch,
+                                          "backend": backend, "reference": ref})
+            print(f"{file}: {(out / file).stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+    shutil.rmtree(out / "work")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    size = folder_bytes(out)
+    print(f"gpu_prepare: {size / 1e6:.1f} MB at {out} in {time.perf_counter() - t_start:.0f} s")
+    if size > args.max_mb * 1e6:
+        raise SystemExit(f"gpu_prepare: {out} is {size / 1e6:.1f} MB, over the {args.max_mb:g} MB limit")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))       # examples/ and compiler/ from this checkout
+    sys.exit(main())

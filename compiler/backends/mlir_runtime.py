@@ -1,0 +1,103 @@
+"""The MLIR backend's run path on IREE's runtime alone (`iree.runtime`, not `iree.compiler`): a vmfb on
+IREE's CPU drivers (`local-sync` for one thread, `local-task` otherwise) or its CUDA driver. The
+backend (compiler/backends/mlir.py) builds what this runs; a runtime bundle loads artifacts with it."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from compiler.diagnostics import BackendToolError, Unsupported
+from compiler.target import Target
+from compiler.types import DType
+
+_DEVICES: dict[str, object] = {}
+
+
+def _first_lines(text: str, n: int = 8) -> str:
+    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
+    return "\n".join(lines[:n]) if lines else "(no diagnostics)"
+
+
+def config(target: Target) -> Any:
+    """The IREE runtime configuration (driver and device) for `target`, made once per process."""
+    import iree.runtime as rt
+    if target.kind == "cuda":
+        if "cuda" not in _DEVICES:
+            try:
+                _DEVICES["cuda"] = rt.Config(device=rt.get_device("cuda"))
+            except Exception as e:  # noqa: BLE001
+                raise Unsupported("running a cuda executable needs an NVIDIA GPU; none is usable here "
+                                  f"({_first_lines(str(e), 1)})",
+                                  hint="save the artifact (library_bytes / .dyc) and run it on a GPU "
+                                       "machine, or build for --target llvm") from None
+        return _DEVICES["cuda"]
+    n = target.threads()
+    key = "local-sync" if n == 1 else f"local-task:{n}"
+    if key not in _DEVICES:
+        if n == 1:
+            _DEVICES[key] = rt.Config("local-sync")
+        else:
+            rt.flags.parse_flags(f"--task_topology_group_count={n}")
+            _DEVICES[key] = rt.Config("local-task")
+    return _DEVICES[key]
+
+
+class VmfbExecutable:
+    """A compiled vmfb; runs on IREE's CPU drivers (or CUDA where a GPU exists). It cannot emit code:
+    compiler/backends/mlir.py's MLIRExecutable, built from the graph, can."""
+
+    def __init__(self, vmfb: bytes, target: Target, out_dtypes: Sequence[DType]):
+        self._vmfb, self._target = vmfb, target
+        self._fn = None
+        self._out_dtypes = list(out_dtypes)
+
+    def _function(self):
+        if self._fn is None:
+            import iree.runtime as rt
+            cfg = config(self._target)
+            sc = rt.SystemContext(config=cfg)
+            try:
+                sc.add_vm_module(rt.VmModule.copy_buffer(sc.instance, self._vmfb))
+            except Exception as e:  # noqa: BLE001
+                raise BackendToolError(f"iree could not load the module: {_first_lines(str(e))}") from None
+            self._ctx = sc
+            self._fn = sc.modules.module["main"]
+        return self._fn
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        fn = self._function()
+        args = []
+        for x in inputs:
+            x = np.ascontiguousarray(x)
+            x = x.astype(np.int8) if x.dtype == DType.I4.numpy else x     # int4 lives in i8
+            args.append(x.view(f"int{x.dtype.itemsize * 8}") if x.dtype.kind == "u" else x)
+        res = fn(*args)
+        if not isinstance(res, (tuple, list)):
+            res = [res]
+        outs = []
+        for r, dt in zip(res, self._out_dtypes):
+            a = np.asarray(r.to_host() if hasattr(r, "to_host") else r)
+            if dt is DType.I4:
+                a = a.astype(dt.numpy)
+            elif dt.is_unsigned:
+                a = a.view(dt.numpy)
+            elif dt is DType.BOOL:
+                a = a.astype(np.bool_)
+            outs.append(np.array(a))
+        return outs
+
+    def library_bytes(self) -> bytes:
+        return self._vmfb
+
+    def source(self, kind: str) -> str:
+        raise Unsupported(f"--emit {kind} needs the model, not a loaded library",
+                          hint="compile the model again to see its generated code")
+
+
+def load(library: bytes, signature: Any, target: Target) -> VmfbExecutable:
+    """An executable from a .dyc's lib.bin (the vmfb); it can run but not emit mlir/ptx."""
+    if target.kind not in ("llvm", "cuda"):
+        raise Unsupported(f"target {target.kind} is not supported by the mlir backend")
+    return VmfbExecutable(bytes(library), target, [t.dtype for _, t in signature.outputs])
