@@ -108,10 +108,12 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
              latency_budget: float | None = None, accuracy_budget: float | None = None,
              progress: Progress | None = None, results: dict[str, Any] | None = None, lmul: str | None = None,
              shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
-             lut_table: str = "int8", integer_attention: bool = False) -> tuple[Graph, Any]:
+             lut_table: str = "int8", integer_attention: bool = False,
+             precision: str = "fp32") -> tuple[Graph, Any]:
     """Every pass of a compile, in order: (the final IR, the quantization report or None). The kernel
     passes' analyses (the memory plan) go into `results` when given."""
     say = progress or (lambda _msg: None)
+    check_precision(precision, quantize)
     target = Target.parse(target) if isinstance(target, str) else target
     t0 = time.perf_counter()
     g = import_model(model, input_shapes, example_inputs)
@@ -145,6 +147,9 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     elif size_budget is not None or latency_budget is not None or accuracy_budget is not None:
         raise InvalidInput("size_budget / latency_budget / accuracy_budget need quantize='mixed'",
                            hint="add --quantize mixed")
+    if precision == "fp16":     # float16 compute, passes/fp16.py's float32 ops kept, the signature float32
+        g = optimize(g, target, passes=["convert_fp16"], disable_passes=disable_passes, print_after=print_after,
+                     verify_each=verify_each)
     t0 = time.perf_counter()
     g = lower_kernels(g, target, backend, disable_passes=disable_passes, print_after=print_after,
                       verify_each=verify_each, results=results, lmul=lmul,
@@ -164,7 +169,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             latency_budget: float | None = None, accuracy_budget: float | None = None,
             progress: Progress | None = None, lmul: str | None = None,
             shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
-            lut_table: str = "int8", integer_attention: bool = False) -> CompiledModel:
+            lut_table: str = "int8", integer_attention: bool = False, precision: str = "fp32") -> CompiledModel:
     """Compile a model for `target` ("llvm", "llvm -mcpu=znver4 -num-threads=1") and return a
     CompiledModel. `model` is an ONNX path or ModelProto, or a torch.nn.Module traced on
     `example_inputs`.
@@ -197,6 +202,10 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     integer_attention=True (with quantize="int8", integer_only=True; llvm) runs each integer attention in
     one pass over key blocks, Shiftmax inside the running recurrence (passes/qattention.py): off by
     default, its result is not the unfused integer attention's (within 4 LSB, closer to float).
+    precision="fp16" (without quantize) computes in float16: weights stored as float16, inputs cast at
+    entry and outputs back at exit (the signature stays float32), the ops whose numerics need float32
+    (softmax, layer norm, sum / mean reductions, exp, log, pow...: passes/fp16.py lists them) kept in
+    float32 between casts; on cuda the float16 matmuls and convs can use tensor cores.
 
     Raises InvalidModel (bad file), InvalidInput, Unsupported (op or feature), BackendToolError."""
     from compiler.backends import get_backend
@@ -212,7 +221,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                          accuracy_budget=accuracy_budget,
                          progress=progress, results=results, lmul=lmul, shiftadd=shiftadd,
                          shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table,
-                         integer_attention=integer_attention)
+                         integer_attention=integer_attention, precision=precision)
     missing = sorted({n.op.name for n in g.walk()} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
@@ -226,6 +235,17 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
 
 
 QUANTIZE_MODES = ("int8", "mixed", "model")
+PRECISIONS = ("fp32", "fp16")
+
+
+def check_precision(precision: str, quantize: str | None) -> None:
+    """precision is fp32 or fp16, and fp16 goes without quantize (an integer graph has no float16 to
+    compute in)."""
+    if precision not in PRECISIONS:
+        raise InvalidInput(f"precision={precision!r}; expected one of: {', '.join(PRECISIONS)}")
+    if precision == "fp16" and quantize is not None:
+        raise InvalidInput(f"precision='fp16' cannot be combined with quantize={quantize!r}",
+                           hint="drop --precision fp16 (a quantized model computes in integers) or --quantize")
 
 
 def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,

@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lmul", choices=["attention"], default=None,
                    help="L-Mul: attention's matmuls (Q K^T, P V) multiply by one integer add of the float "
                         "bit patterns, 3-bit mantissa (passes/lmul.py); tvm backend only")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="float precision of a float (not --quantize) compile: fp16 stores the weights in "
+                        "float16 and computes in it (on cuda the matmuls and convs can use tensor cores); "
+                        "the inputs and outputs stay float32, and the ops whose numerics need float32 "
+                        "(softmax, layer norm, sum / mean reductions, exp, log, pow; passes/fp16.py) run in "
+                        "float32 between casts. Not with --quantize (exit 2). Default: fp32")
     p.add_argument("--integer-attention", action="store_true",
                    help="with --quantize int8 --integer-only: each attention in one pass over key blocks, "
                         "Shiftmax inside the running recurrence (passes/qattention.py); opt-in: within 4 LSB "
@@ -191,7 +197,8 @@ def _run(args: argparse.Namespace) -> int:
     options = dict(input_shapes=parse_shapes(args.input_shape) or None,
                    passes=args.passes.split(",") if args.passes else None,
                    disable_passes=args.disable_pass, print_after=args.print_after,
-                   verify_each=not args.no_verify_each, dump_dir=args.dump_dir, lmul=args.lmul)
+                   verify_each=not args.no_verify_each, dump_dir=args.dump_dir, lmul=args.lmul,
+                   precision=args.precision)
     if args.emit == "einsum":
         from compiler.api import import_model, optimize
         from passes.einsum import report
@@ -233,6 +240,7 @@ def _check(cm) -> None:
 
     from compiler import interp
     from compiler.diagnostics import NumericsMismatch
+    from compiler.types import DType
     rng = np.random.default_rng(0)
     inputs = []
     for _, t in cm.signature.inputs:
@@ -242,8 +250,9 @@ def _check(cm) -> None:
             inputs.append(rng.integers(0, 2, t.shape).astype(t.dtype.numpy))
     want = interp.run(cm.graph, *inputs)
     got = cm.run(*inputs)
+    fp16 = any(v.type.dtype is DType.F16 for n in cm.graph.walk() for v in n.outputs)   # --precision fp16
     for i, (w, g) in enumerate(zip(want, got)):
-        tol = 1e-4 if w.dtype.kind == "f" else 0
+        tol = (1e-2 if fp16 else 1e-4) if w.dtype.kind == "f" else 0
         if not np.allclose(g, w, rtol=tol, atol=tol, equal_nan=True):
             err = float(np.max(np.abs(g.astype(np.float64) - w)))
             raise NumericsMismatch(f"output {i} ({cm.signature.outputs[i][0]}) differs from the reference "

@@ -3,6 +3,7 @@ from passes import (  # noqa: F401  (registration)
     canonicalize,
     dyadic,
     einsum,
+    fp16,
     fusion,
     inplace,
     ivit,

@@ -29,12 +29,17 @@ from compiler.backends.mlir_lower.registry import (
 )
 from compiler.ir import Node
 from compiler.ops import linalg as la
+from compiler.types import DType
 
 
 def _mac(acc_et: ir.Type):
-    """acc + a * b in the accumulator type (integers sign-extended first)."""
+    """acc + a * b in the accumulator type (integers sign-extended first, float16 extended to float32)."""
     if is_float_type(acc_et):
-        return lambda a, b, acc: arith.addf(acc, arith.mulf(a, b))
+        def fbody(a, b, acc):
+            a = a if a.type == acc_et else arith.extf(acc_et, a)
+            b = b if b.type == acc_et else arith.extf(acc_et, b)
+            return arith.addf(acc, arith.mulf(a, b))
+        return fbody
 
     def body(a, b, acc):
         w = ir.IntegerType(acc_et).width
@@ -71,9 +76,18 @@ def matmul(ctx: LowerCtx, a: ir.Value, b: ir.Value, out_shape: Sequence[int], ac
     return ctx.reshape(y, out_shape)
 
 
+def _round_to_half(ctx: LowerCtx, y: ir.Value) -> ir.Value:
+    """float32 sums of half products, rounded once to float16: numpy's (the reference's) float16 matmul
+    and conv, TVM's lowering too; a float16 accumulator would round after every product."""
+    f16 = elem_type(DType.F16)
+    return ctx.ewise([y], shape_of(y), f16, lambda a: arith.truncf(f16, a))
+
+
 @lowers(la.matmul)
 def _matmul(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     t = node.outputs[0].type
+    if t.dtype is DType.F16:
+        return [_round_to_half(ctx, matmul(ctx, args[0], args[1], t.shape, elem_type(DType.F32)))]
     return [matmul(ctx, args[0], args[1], t.shape, elem_type(t.dtype))]
 
 
@@ -164,6 +178,13 @@ def conv(ctx: LowerCtx, x: ir.Value, w: ir.Value, bias: ir.Value | None, out_sha
 def _conv(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     t, a = node.outputs[0].type, node.attrs
     bias = args[2] if len(args) > 2 else None
+    if t.dtype is DType.F16:        # the sums in float32, rounded, then the bias added in float16
+        y = _round_to_half(ctx, conv(ctx, args[0], args[1], None, t.shape, elem_type(DType.F32), a["strides"],
+                                     a["pads"], a["dilations"], a["groups"]))
+        if bias is None:
+            return [y]
+        b = ctx.reshape(bias, (1, t.shape[1]) + (1,) * (len(t.shape) - 2))
+        return [ctx.ewise([y, b], t.shape, elem_type(DType.F16), arith.addf)]
     return [conv(ctx, args[0], args[1], bias, t.shape, elem_type(t.dtype), a["strides"], a["pads"],
                  a["dilations"], a["groups"])]
 
