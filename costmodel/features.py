@@ -44,6 +44,7 @@ KINDS = ("conv", "qconv", "matmul", "qmatmul", "qbmm", "attention")   # attentio
 ATTENTION_QUERY_BLOCKS = (8, 16, 32, 64, 128, 256)
 ATTENTION_KEY_BLOCKS = (16, 32, 64, 128, 256)
 SHORT_SEQUENCE = 256     # up to this length one block may hold the whole sequence
+ATTENTION_BLOCK_FLOATS = 8192   # the largest attention block (query block x key block scores) otherwise
 
 FEATURE_NAMES: tuple[str, ...] = (
     # op
@@ -319,7 +320,9 @@ def candidate_tiles(spec: Any, max_acc: int = 28, limit: int = 32) -> list[tuple
     elif kind == "attention":
         for tq in _attention_blocks(int(d["lq"]), ATTENTION_QUERY_BLOCKS, default[0]):
             for tk in _attention_blocks(int(d["lk"]), ATTENTION_KEY_BLOCKS, default[1]):
-                out.append((tq, tk))
+                # a block's scores within L1 (32 KiB), or a short sequence as one block
+                if tq * tk <= ATTENTION_BLOCK_FLOATS or (tq, tk) == (d["lq"], d["lk"]):
+                    out.append((tq, tk))
     elif kind in ("qmatmul", "qbmm"):
         for rm in _divs(d["ow"]):
             if rm > 32:

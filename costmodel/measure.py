@@ -129,10 +129,10 @@ def qbmm_spec(bsz, m, k, n, tb=False, a_dtype="int8"):
 
 
 def attention_spec(heads, lq, lk, causal=False, d=64, dv=None):
-    """fp32 attention of one batch: K transposed (as the backend passes it), causal or unmasked; its blocks the
+    """fp32 attention of one batch: K as (heads, keys, d) (as the backend passes it), causal or unmasked; its blocks the
     default ones (as the backend describes a kernel before its tile is chosen)."""
     spec = F.make_spec("attention", bh=heads, lq=lq, lk=lk, d=d, dv=dv or d, scale=1.0 / d ** 0.5, tq=lq, tk=lk,
-                       k_transposed=True, causal=0 if causal else -1)
+                       causal=0 if causal else -1)
     tq, tk = F.default_tile(spec)
     return dataclasses.replace(spec, tq=tq, tk=tk)
 

@@ -178,7 +178,7 @@ def attention_plan(kb: KernelBody) -> tuple[katt.AttentionSpec, Attention]:
     tile = tuple(kb.node.attrs["tile"])
     tq, tk = tile if len(tile) == 2 else default_tile(lq, lk)
     try:
-        spec = katt.AttentionSpec(bh, lq, lk, d, dv, a.scale, tq, tk, True, mbatch, mrows,
+        spec = katt.AttentionSpec(bh, lq, lk, d, dv, a.scale, tq, tk, False, mbatch, mrows,
                                   a.k_group, a.v_group, a.causal, a.zero_masked_rows)
     except ValueError as e:
         raise NotFusable(str(e)) from None
@@ -197,9 +197,9 @@ def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> rel
     idx = [kb.operand_of(x) for x in (a.q, a.k, a.v)]
     marg = _mask_arg(ctx, kb, a.mask, args, tuple(a.q.type.shape[:-2]) + (lq, lk), bh, lk)
     kh, vh = bh // a.k_group, bh // a.v_group
-    # K as (heads, d, lk): transposed once here (O(S d)) rather than block by block in every query task
-    k = ctx.reshape(args[idx[1]], (kh, d, lk)) if a.k_transposed else \
-        ctx.bb.emit(relax.op.permute_dims(ctx.reshape(args[idx[1]], (kh, lk, d)), [0, 2, 1]))
+    # the kernel reads K as (heads, keys, d); a K the graph gives transposed is transposed back here
+    k = _view(ctx, args[idx[1]], (kh, lk, d)) if not a.k_transposed else \
+        ctx.bb.emit(relax.op.permute_dims(ctx.reshape(args[idx[1]], (kh, d, lk)), [0, 2, 1]))
     ins = [_view(ctx, args[idx[0]], (bh, lq, d)), k, _view(ctx, args[idx[2]], (vh, lk, dv)), marg]
     gv = ctx.kernel(("attention", spec), lambda: katt.make_attention(spec), "attention")
     out = ctx.call_kernel(gv, ins, (bh, lq, dv))

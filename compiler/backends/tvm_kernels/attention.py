@@ -12,9 +12,12 @@ one of its queries sees, masks the blocks that cross the diagonal itself, and re
 Grouped-query heads: K and V hold fewer heads than Q (`k_group` / `v_group` consecutive query heads
 share one), read in place instead of repeated.
 
-Both inner products are register-tiled by `rows` query rows: QK^T accumulates rows x tk scores over the
-head dimension (keys copied transposed once per block, so tk is the vector axis), P V accumulates
-rows x dv outputs over the block's keys (dv the vector axis).
+The queries are the vector lanes of everything before P V: the task's queries are copied transposed and
+scaled once (d x tq), each block's scores are key-major (tk x tq), so Q K^T broadcasts each key's element
+from K as it lies ((keys, d): no transposed copy of K anywhere) against 16 queries per vector, and the
+block max, exp and denominator are vertical vector operations (no reduction across lanes). P V
+accumulates `rows` queries x dv outputs in registers over the block's keys (dv the vector axis), each
+weight broadcast from the block. A tq x tk block of 128 x 64 is L1's 32 KiB.
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ class AttentionSpec:
     scale: float
     tq: int                   # query block (one parallel task)
     tk: int                   # key block
-    k_transposed: bool = False      # k arrives as (bh, d, lk) instead of (bh, lk, d)
+    k_transposed: bool = False      # must be False: the kernel reads K as (bh / k_group, lk, d)
     mask_batch: int = 0       # 0: no mask; else the mask is (mask_batch in {1, bh}, mask_rows in {1, lq}, lk)
     mask_rows: int = 0
     k_group: int = 1          # query heads per K head: k holds bh // k_group heads
@@ -69,6 +72,8 @@ def _vec(n: int, lanes: int = 16) -> int:
 
 def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
     """PrimFunc (q (bh, lq, d), k (bh / k_group, lk, d), v (bh / v_group, lk, dv), mask, out (bh, lq, dv))."""
+    if spec.k_transposed:
+        raise ValueError("the attention kernel reads K as (heads, keys, d); transpose it first")
     bh, lq, lk, d, dv, tq, tk, rows = spec.bh, spec.lq, spec.lk, spec.d, spec.dv, spec.tq, spec.tk, spec.rows
     nq, nk = lq // tq, lk // tk
     gk, gv, causal = spec.k_group, spec.v_group, spec.causal >= 0
@@ -76,11 +81,14 @@ def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
     reach = tq + (spec.causal if causal else lk) + tk - 1
     off = max(spec.causal, 0)
     zero_rows = spec.zero_masked_rows
-    kshape = (bh // gk, d, lk) if spec.k_transposed else (bh // gk, lk, d)
-    kt_, has_mask = spec.k_transposed, spec.mask_batch > 0
+    has_mask = spec.mask_batch > 0
     mshape = (max(spec.mask_batch, 1), max(spec.mask_rows, 1), lk)
     mb, mr = int(spec.mask_batch == bh), int(spec.mask_rows == lq)   # 1: the mask varies along batch / rows
-    vk, vf, vm = _vec(tk), _vec(dv), _vec(lk)
+    vk, vm = _vec(tk), _vec(lk)
+    vf = _vec(dv)
+    ti = next(t for t in (64, 48, 32, 16, tq) if tq % t == 0 and t <= tq)   # queries per Q K^T register tile
+    vq = _vec(ti)
+    rj = next(r for r in (4, 2, 1) if tk % r == 0)                          # keys per Q K^T register tile
     mrows = tq if mr else 1          # the mask rows one task reads
     masked = tirx.const(MASKED, "float32")
     f32 = "float32"
@@ -88,20 +96,21 @@ def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
     zero, neg = tirx.const(0.0, f32), tirx.const(NEG, f32)
 
     @T.prim_func(private=True)
-    def attention(q: T.Buffer((bh, lq, d), f32), k: T.Buffer(kshape, f32), v: T.Buffer((bh // gv, lk, dv), f32),
+    def attention(q: T.Buffer((bh, lq, d), f32), k: T.Buffer((bh // gk, lk, d), f32), v: T.Buffer((bh // gv, lk, dv), f32),
                   mask: T.Buffer(mshape, f32), out: T.Buffer((bh, lq, dv), f32)):
         T.func_attr({"tirx.noalias": True})
         for task in T.parallel(bh * nq):
             b = task // nq
             q0 = task % nq * tq
-            qs = T.alloc_buffer((tq, d), f32)
+            qt = T.alloc_buffer((d, tq), f32)          # the task's queries, scaled, transposed: lanes = queries
+            st = T.alloc_buffer((tk, tq), f32)         # one key block's scores, key-major
             acc = T.alloc_buffer((tq, dv), f32)
             run_max = T.alloc_buffer((tq,), f32)
             run_den = T.alloc_buffer((tq,), f32)
-            kt = T.alloc_buffer((d, tk), f32)
-            s = T.alloc_buffer((tq, tk), f32)
+            new_max = T.alloc_buffer((tq,), f32)
+            corr = T.alloc_buffer((tq,), f32)
             for i, e in T.grid(tq, d):
-                qs[i, e] = q[b, q0 + i, e] * scale
+                qt[e, i] = q[b, q0 + i, e] * scale
             for i in T.serial(tq):
                 run_max[i] = neg
                 run_den[i] = zero
@@ -139,66 +148,53 @@ def make_attention(spec: AttentionSpec) -> tirx.PrimFunc:
                         for ji in T.serial(vk):
                             live[0] = T.max(live[0], live[ji])
                 if not has_mask or live[0] > masked:
-                    for e in T.serial(d):
-                        for j in T.serial(tk):
-                            if kt_:
-                                kt[e, j] = k[b // gk, e, k0 + j]
-                            else:
-                                kt[e, j] = k[b // gk, k0 + j, e]
-                    for io in T.serial(tq // rows):
-                        for ii in T.unroll(rows):
-                            for j in T.vectorized(tk):
-                                s[io * rows + ii, j] = zero
-                        for e in T.serial(d):
-                            for ii in T.unroll(rows):
-                                for jo in T.unroll(tk // vk):
-                                    for ji in T.vectorized(vk):
-                                        s[io * rows + ii, jo * vk + ji] = s[io * rows + ii, jo * vk + ji] + \
-                                            qs[io * rows + ii, e] * kt[e, jo * vk + ji]
+                    # scores: rj keys x ti queries in registers, K read in place (a broadcast per key)
+                    for ib in T.serial(tq // ti):
+                        for jo in T.serial(tk // rj):
+                            for jj in T.unroll(rj):
+                                for ii in T.vectorized(ti):
+                                    st[jo * rj + jj, ib * ti + ii] = zero
+                            for e in T.serial(d):
+                                for jj in T.unroll(rj):
+                                    for io in T.unroll(ti // vq):
+                                        for ii in T.vectorized(vq):
+                                            st[jo * rj + jj, ib * ti + io * vq + ii] = \
+                                                st[jo * rj + jj, ib * ti + io * vq + ii] + \
+                                                k[b // gk, k0 + jo * rj + jj, e] * qt[e, ib * ti + io * vq + ii]
                     if causal:
                         if k0 + tk - 1 > q0 + off:          # the block crosses the diagonal
-                            for i in T.serial(tq):
-                                for j in T.vectorized(tk):
-                                    s[i, j] = T.if_then_else(k0 + j > q0 + i + off, neg, s[i, j])
-                    for i in T.serial(tq):
-                        if has_mask:
-                            for j in T.vectorized(tk):
-                                s[i, j] = s[i, j] + mask[b * mb, (q0 + i) * mr, k0 + j]
-                        # max and sum over the block: vk lanes at a time, then across the lanes
-                        lane = T.alloc_buffer((vk,), f32)
-                        new_max = T.alloc_buffer((1,), f32)
-                        den = T.alloc_buffer((1,), f32)
-                        for ji in T.vectorized(vk):
-                            lane[ji] = s[i, ji]
-                        for jo in T.serial(1, tk // vk):
-                            for ji in T.vectorized(vk):
-                                lane[ji] = T.max(lane[ji], s[i, jo * vk + ji])
-                        new_max[0] = run_max[i]
-                        for ji in T.serial(vk):
-                            new_max[0] = T.max(new_max[0], lane[ji])
-                        for ji in T.vectorized(vk):
-                            lane[ji] = zero
-                        for jo in T.serial(tk // vk):
-                            for ji in T.vectorized(vk):
-                                s[i, jo * vk + ji] = fast_exp(s[i, jo * vk + ji] - new_max[0])
-                                lane[ji] = lane[ji] + s[i, jo * vk + ji]
-                        den[0] = zero
-                        for ji in T.serial(vk):
-                            den[0] = den[0] + lane[ji]
-                        if new_max[0] > run_max[i]:       # the running max moved: rescale the state
-                            corr = fast_exp(run_max[i] - new_max[0])
-                            run_den[i] = run_den[i] * corr
-                            run_max[i] = new_max[0]
-                            for f in T.vectorized(dv):
-                                acc[i, f] = acc[i, f] * corr
-                        run_den[i] = run_den[i] + den[0]
+                            for j in T.serial(tk):
+                                for i in T.vectorized(tq):
+                                    st[j, i] = T.if_then_else(k0 + j > q0 + i + off, neg, st[j, i])
+                    if has_mask:
+                        for j in T.serial(tk):
+                            for i in T.vectorized(tq):
+                                st[j, i] = st[j, i] + mask[b * mb, (q0 + i) * mr, k0 + j]
+                    # the running max, the correction, exp and the denominator: all across query lanes
+                    for i in T.vectorized(tq):
+                        new_max[i] = run_max[i]
+                    for j in T.serial(tk):
+                        for i in T.vectorized(tq):
+                            new_max[i] = T.max(new_max[i], st[j, i])
+                    for i in T.vectorized(tq):
+                        corr[i] = fast_exp(run_max[i] - new_max[i])
+                        run_den[i] = run_den[i] * corr[i]
+                        run_max[i] = new_max[i]
+                    for j in T.serial(tk):
+                        for i in T.vectorized(tq):
+                            st[j, i] = fast_exp(st[j, i] - new_max[i])
+                            run_den[i] = run_den[i] + st[j, i]
+                    # P V: rows queries x dv in registers, the weights broadcast from the block
                     for io in T.serial(tq // rows):
+                        for ii in T.unroll(rows):
+                            for f in T.vectorized(dv):
+                                acc[io * rows + ii, f] = acc[io * rows + ii, f] * corr[io * rows + ii]
                         for j in T.serial(tk):
                             for ii in T.unroll(rows):
                                 for fo in T.unroll(dv // vf):
                                     for fi in T.vectorized(vf):
                                         acc[io * rows + ii, fo * vf + fi] = acc[io * rows + ii, fo * vf + fi] + \
-                                            s[io * rows + ii, j] * v[b // gv, k0 + j, fo * vf + fi]
+                                            st[j, io * rows + ii] * v[b // gv, k0 + j, fo * vf + fi]
             for i in T.serial(tq):
                 if zero_rows:           # every score -inf: the running max never left NEG
                     for f in T.vectorized(dv):

@@ -255,9 +255,7 @@ class AttentionKernel:
 
     def arg_shapes(self, spec: A.AttentionSpec) -> tunable.Shapes:
         f32 = "float32"
-        kshape = (spec.bh // spec.k_group, spec.d, spec.lk) if spec.k_transposed else \
-            (spec.bh // spec.k_group, spec.lk, spec.d)
-        return [((spec.bh, spec.lq, spec.d), f32), (kshape, f32),
+        return [((spec.bh, spec.lq, spec.d), f32), ((spec.bh // spec.k_group, spec.lk, spec.d), f32),
                 ((spec.bh // spec.v_group, spec.lk, spec.dv), f32),
                 ((max(spec.mask_batch, 1), max(spec.mask_rows, 1), spec.lk), f32),
                 ((spec.bh, spec.lq, spec.dv), f32)]
