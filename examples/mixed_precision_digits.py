@@ -21,7 +21,8 @@ import compiler
 from compiler import interp
 from examples.digits import load_digits_split
 from examples.make_demo_model import train
-from passes.mixed_precision import hutchinson_sensitivity, layer_names, match_torch_weights, weight_layers
+from passes.mixed_precision import layer_names, weight_layers
+from passes.sensitivity import hutchinson_sensitivity, match_torch_weights
 from passes.quantize import QuantConfig, calibration_batches
 from passes.quantize_pipeline import quantize_graph, quantize_mixed
 

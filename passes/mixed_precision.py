@@ -29,7 +29,7 @@ Sensitivity (the ILP's perturbation term, HAWQ's form). Omega_i(c) for layer i a
 - "hessian" (optional, needs the torch model with gradients): s_i = Tr(H_i) / params_i, the Hutchinson estimate
   of the loss Hessian's trace over layer i's weight (Rademacher probes), exactly HAWQ's Tr-bar(H_i), and
   Omega_i(c) = s_i ||W_c - W_i||^2. The trace is taken w.r.t. the torch weight before BatchNorm folding (an
-  approximation when BN is folded into the layer). See `hutchinson_sensitivity`.
+  approximation when BN is folded into the layer). See `passes.sensitivity.hutchinson_sensitivity`.
 
 Costs, per layer and choice (activations a = 8 bits):
 - size:     bytes of the stored weight: params for int8 and pow2x<t> (int8 codes), params / 2 for int4 (HAWQ's
@@ -74,12 +74,10 @@ from typing import Any
 
 import numpy as np
 
-from compiler import interp
 from compiler.diagnostics import InvalidInput, Unsupported
 from compiler.ir import Graph, Node, Value
 from compiler.ops import linalg
-from compiler.types import DType, TensorType
-from passes.base import steps
+from compiler.types import DType
 from passes.quantize import (
     QuantConfig,
     batch_args,
@@ -89,6 +87,7 @@ from passes.quantize import (
     spec_of,
     weight_spec,
 )
+from passes.sensitivity import float_outputs, output_perturbations, output_power
 
 BITS = (4, 8)
 KINDS = ("size", "bops", "latency", "accuracy")
@@ -243,37 +242,6 @@ def _choices(n: Node, realizations: Sequence[Choice], lut_group: int, pow2_kerne
 
 
 # -- sensitivity ----------------------------------------------------------------------------
-def _run_all(g: Graph, batches: Sequence[Any]) -> list[list[np.ndarray]]:
-    return [[np.asarray(o, np.float64) for o in interp.run(g, *batch_args(g, b))] for b in batches]
-
-
-def output_perturbations(g: Graph, batches: Sequence[Any], probes: Sequence[tuple[Node, np.ndarray]],
-                         ref: list[list[np.ndarray]] | None = None) -> list[float]:
-    """Per probe (a weight layer of the float graph `g`, a float weight for it): the mean squared change of the
-    graph outputs (over the batches, averaged over the outputs) when only that layer's weight is replaced."""
-    ref = _run_all(g, batches) if ref is None else ref
-    out = []
-    with steps(len(probes), "layer sensitivity") as bar:
-        for n, w_new in probes:
-            idx = g.nodes.index(n)
-            probe = g.clone()
-            pn = probe.nodes[idx]
-            w = pn.inputs[1]
-            pn.inputs[1] = Value(w.name, TensorType(w.type.shape, w.type.dtype),
-                                 np.asarray(w_new, w.const.dtype))
-            got = _run_all(probe, batches)
-            errs = [float(np.mean((a - b) ** 2)) for ra, ga in zip(ref, got) for a, b in zip(ra, ga)]
-            out.append(float(np.mean(errs)))
-            bar.update(len(out), n.name)
-    return out
-
-
-def output_power(ref: list[list[np.ndarray]]) -> float:
-    """P, the float outputs' mean square, averaged as `output_perturbations` averages (the accuracy
-    budget's unit)."""
-    return float(np.mean([np.mean(a ** 2) for ra in ref for a in ra]))
-
-
 def perturbation_sensitivity(g: Graph, batches: Sequence[Any], nodes: Sequence[Node],
                              bits: int = 4) -> list[float]:
     """d_i = mean squared change of the graph outputs (over the batches, averaged over the
@@ -315,56 +283,6 @@ def _realized_weights(g: Graph, batches: Sequence[Any], nodes: Sequence[Node],
     rng = np.random.default_rng(0)
     return [{c: realized_weight(n, c, xs.get(id(n)), layer.lut_group, rng)
              for c in dict.fromkeys((4, *layer.choices)) if c != 8} for n, layer in zip(nodes, layers)]
-
-
-def hutchinson_sensitivity(model: Any, loss_fn: Callable[[Any], Any], batches: Iterable[Any],
-                           probes: int = 8, seed: int = 0) -> dict[str, float]:
-    """HAWQ's Tr-bar(H): per conv/linear weight of a torch model, the Hutchinson estimate of
-    Tr(H) / params, H the Hessian of `loss_fn(batch)` (a scalar torch loss, computed with
-    `model`) w.r.t. that weight: E_v[v^T H v] over Rademacher v, `probes` per batch, averaged
-    over the batches. Returns {parameter name: trace / params} in module registration order."""
-    import torch
-    weights = [(f"{mn}.weight" if mn else "weight", m.weight) for mn, m in model.named_modules()
-               if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear))]
-    if not weights:
-        raise Unsupported("the model has no Conv/Linear weights to estimate a Hessian trace for")
-    params = [w for _, w in weights]
-    gen = torch.Generator().manual_seed(seed)
-    total = [0.0] * len(params)
-    count = 0
-    for batch in batches:
-        loss = loss_fn(batch)
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        for _ in range(probes):
-            vs = [torch.randint(0, 2, p.shape, generator=gen).to(p.dtype) * 2 - 1 for p in params]
-            hv = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)
-            for i, (h, v) in enumerate(zip(hv, vs)):
-                total[i] += float((h * v).sum())
-        count += probes
-    if count == 0:
-        raise InvalidInput("hutchinson_sensitivity needs at least one batch")
-    return {name: total[i] / count / p.numel() for i, (name, p) in enumerate(weights)}
-
-
-def match_torch_weights(model: Any, nodes: Sequence[Node], names: Sequence[str],
-                        traces: Mapping[str, float]) -> dict[str, float]:
-    """Pair the torch weights of `hutchinson_sensitivity` (registration order) with the graph's
-    weight layers (graph order), checking shapes (a Linear weight (out, in) is the matmul
-    constant (in, out)). {layer name: s_i}; raises InvalidInput when they do not line up."""
-    tw = list(traces.items())
-    if len(tw) != len(nodes):
-        raise InvalidInput(f"{len(tw)} torch Conv/Linear weights but {len(nodes)} weight layers in "
-                           "the graph", hint="pass sensitivity={layer name: s_i} explicitly")
-    out = {}
-    for n, name, (pname, t) in zip(nodes, names, tw):
-        ts = tuple(model.get_parameter(pname).shape)
-        gs = tuple(n.inputs[1].type.shape)
-        if ts != gs and ts[::-1] != gs:
-            raise InvalidInput(f"torch weight '{pname}' {ts} does not match layer '{name}' {gs}",
-                               hint="modules are registered in another order than they run; pass "
-                                    "sensitivity={layer name: s_i} explicitly")
-        out[name] = float(t)
-    return out
 
 
 # -- costs ----------------------------------------------------------------------------------
@@ -792,7 +710,7 @@ def plan_mixed(g: Graph, batches: Sequence[Any], size_budget: float | None = Non
     power = 0.0
     if sensitivity is None:
         method = "perturbation"
-        ref = _run_all(g, batches)
+        ref = float_outputs(g, batches)
         power = output_power(ref)
         probes = [(n, c, wc) for n, ws in zip(nodes, realized) for c, wc in ws.items()]
         d = dict(zip(((id(n), c) for n, c, _ in probes),

@@ -273,7 +273,7 @@ def test_hutchinson_trace_of_a_known_hessian():
     Tr(H) / params = sum_n ||x_n||^2 / (N * in_features)."""
     import torch
 
-    from passes.mixed_precision import hutchinson_sensitivity, match_torch_weights
+    from passes.sensitivity import hutchinson_sensitivity, match_torch_weights
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 3, bias=False))
     x = torch.randn(32, 6)

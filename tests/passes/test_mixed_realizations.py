@@ -20,7 +20,6 @@ from passes.mixed_precision import (
     REALIZATIONS,
     InfeasibleBudget,
     Layer,
-    output_perturbations,
     plan_mixed,
     proportional_latency,
     realized_weight,
@@ -28,6 +27,7 @@ from passes.mixed_precision import (
     total_cost,
     weight_layers,
 )
+from passes.sensitivity import output_perturbations
 from passes.quantize import QuantConfig, quantize_array, weight_spec
 from passes.quantize_pipeline import quantize_mixed
 from tests.conftest import has_module, requires_torch
