@@ -4,7 +4,7 @@ not our compilers. The folder (at most --max-mb) holds:
 
     runtime-bundle/                         compiler/tools/runtime_bundle.py: loads .dyc with no compiler
     <model>_<mode>_b<batch>_<backend>.dyc   compiled for 'cuda -arch=sm_90' (llvm with --cpu)
-    <model>_input.npz                       the fixed batch-1 input (`x`)
+    <model>_input.npz                       the fixed batch-1 inputs (saved_inputs() reads them)
     <model>_<mode>_<backend>.npz            the interpreter's outputs on it (out_0, out_1, ...)
     cuda_cache/                             the tvm artifacts' CUDA C compiled here (tvm_runtime.cuda_binary)
     manifest.json                           target, models, artifacts, what could not be built
@@ -12,8 +12,10 @@ not our compilers. The folder (at most --max-mb) holds:
 Models (MODELS; torch_model() builds each for PyTorch eager too; seeded weights, BatchNorm statistics
 randomized): cnn = ResNet-18 (examples/zoo.py), 3x224x224; encoder = BERT-small (zoo.BertEncoder: 4
 layers, hidden 512, 8 heads, FFN 2048, seq 128, vocab 1000); detector = YOLOv8n (examples/real_arch),
-3x320x320. Modes: fp32, and int8 = integer-only INT8 calibrated on two seeded batches (a larger batch
-on the same samples repeated, so every batch size gets the same integer graph).
+3x320x320; attention = one attention of 12 heads, seq 4096, d 64 (q, k, v in; batch 1 only, no int8).
+Modes: fp32; fp16 (--precision fp16: float16 compute, the references the interpreter's float16 run of
+the same graph); int8 = integer-only INT8 calibrated on two seeded batches (a larger batch on the same
+samples repeated, so every batch size gets the same integer graph).
 
 Weights: in the final IR every constant of 16 KiB or more becomes a seeded sample of its own values
 repeated with a prime period (PERIOD elements), so the artifacts compress ~60x (ResNet-18 FP32: 49 MB
@@ -21,8 +23,9 @@ of library -> 0.8 MB) and the folder fits; the references are the interpreter's 
 A batch > 1 runs batch_input(): its sample 0 is the batch-1 input, the others rolled copies of it (no
 random numbers on the checking side, whose numpy may be another version).
 
-    python benchmarks/gpu_prepare.py [-o DIR] [--cpu] [--batch 1 32] [--models cnn encoder detector]
-                                     [--modes fp32 int8] [--backends tvm mlir] [--max-mb 64]
+    python benchmarks/gpu_prepare.py [-o DIR] [--cpu] [--batch 1 32] [--models cnn encoder detector
+                                     attention] [--modes fp32 fp16 int8] [--backends tvm mlir]
+                                     [--max-mb 64] [--python X.Y]
   -o DIR      the folder, replaced (default out/gpu-check; out/gpu-check-cpu with --cpu)
   --cpu       compile for llvm (this CPU), batches 1 2 by default: to try gpu_check.sh --cpu here
   --batch     batch sizes (default 1 32)
@@ -30,6 +33,8 @@ random numbers on the checking side, whose numpy may be another version).
   --backends  tvm (CUDA C, its kernels compiled ahead into cuda_cache/) and/or mlir (IREE: PTX in the
               vmfb); default both. What a backend cannot build is listed in the manifest and skipped.
   --max-mb    fail if the folder is larger (default 64)
+  --python    the CPython version of the checking machine (default this one's; its runtime bundle's
+              extension modules then come from pip download, see compiler/tools/runtime_bundle.py)
 """
 from __future__ import annotations
 
@@ -55,16 +60,25 @@ MODELS = {
     "cnn": ("ResNet-18, 3x224x224", "input", (3, 224, 224), "float32"),
     "encoder": ("BERT-small: 4 layers, hidden 512, seq 128", "ids", (128,), "int64"),
     "detector": ("YOLOv8n, 3x320x320", "images", (3, 320, 320), "float32"),
+    "attention": ("attention: 12 heads, seq 4096, d 64", "q", (12, 4096, 64), "float32"),
 }
+MODES = ("fp32", "fp16", "int8")
+ATTENTION = {"heads": 12, "length": 4096, "d": 64}
 VOCAB = 1000
 
 
 def torch_model(name: str, seed: int = SEED):
-    """The PyTorch module of model `name`, eval mode, seeded (needs torch and this repo's examples/)."""
+    """The PyTorch module of model `name`, eval mode, seeded (needs torch and this repo's examples/).
+    The attention is F.scaled_dot_product_attention on (q, k, v): the backend is the caller's choice."""
     import torch
 
     from examples import zoo
     torch.manual_seed(seed)
+    if name == "attention":
+        class Attention(torch.nn.Module):
+            def forward(self, q, k, v):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return Attention().eval()
     if name == "cnn":
         model = zoo.ResNet([2, 2, 2, 2], [64, 128, 256, 512], False, 1000, 64, True)
     elif name == "encoder":
@@ -75,13 +89,41 @@ def torch_model(name: str, seed: int = SEED):
     return zoo.randomize_batch_norm(model, seed).eval()
 
 
-def inputs(name: str, batch: int, seed: int) -> np.ndarray:
-    """Seeded inputs of model `name`: Gaussian images, uniform token ids."""
+def inputs(name: str, batch: int, seed: int) -> list[np.ndarray]:
+    """Seeded inputs of model `name`: Gaussian images, uniform token ids; for the attention q, k, v from
+    hashed() (the checking side computes them: 38 MB would not fit in the folder)."""
     _, _, shape, dtype = MODELS[name]
+    if name == "attention":
+        return [hashed((batch, *shape), seed * 3 + i) for i in range(3)]
     rng = np.random.default_rng(seed)
     if dtype == "int64":
-        return rng.integers(0, VOCAB, (batch, *shape), dtype=np.int64)
-    return rng.standard_normal((batch, *shape), dtype=np.float32)
+        return [rng.integers(0, VOCAB, (batch, *shape), dtype=np.int64)]
+    return [rng.standard_normal((batch, *shape), dtype=np.float32)]
+
+
+def hashed(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """float32 of unit variance, uniform in [-sqrt 3, sqrt 3), from an integer hash of each element's index
+    (splitmix64's mixer): the same bits on every numpy version, unlike its random generators."""
+    m = np.uint64((2**64 - 1))
+    h = np.arange(int(np.prod(shape)), dtype=np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) & int(m))
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    u = (h >> np.uint64(40)).astype(np.float32) / np.float32(2**24)
+    return ((u - np.float32(0.5)) * np.float32(2 * 3**0.5)).reshape(shape)
+
+
+def saved_inputs(folder: Path, name: str) -> list[np.ndarray]:
+    """The batch-1 inputs of model `name` in a prepared folder."""
+    if name == "attention":
+        return inputs(name, 1, SEED + 1)
+    with np.load(folder / f"{name}_input.npz") as z:
+        return [z[k] for k in sorted(z.files)]
+
+
+def sliced(y: np.ndarray, name: str) -> np.ndarray:
+    """The part of output `y` that is checked: sample 0 (the batch-1 input); of the attention, head 0
+    alone (the whole reference would take 12.6 MB per mode and backend)."""
+    return y[:1, :1] if name == "attention" else y[:1]
 
 
 def batch_input(x1: np.ndarray, batch: int) -> np.ndarray:
@@ -91,6 +133,14 @@ def batch_input(x1: np.ndarray, batch: int) -> np.ndarray:
 
 
 # -- compiling ---------------------------------------------------------------------------------------
+def _model(name: str, batch: int, folder: Path):
+    """What the compiler takes for model `name`: the attention as our IR graph, the others as ONNX."""
+    if name == "attention":
+        from benchmarks.attention_vs_torch import attention_graph
+        return attention_graph(ATTENTION["heads"], ATTENTION["length"], ATTENTION["d"])
+    return str(_onnx(name, batch, folder))
+
+
 def _onnx(name: str, batch: int, folder: Path) -> Path:
     import torch
 
@@ -98,7 +148,7 @@ def _onnx(name: str, batch: int, folder: Path) -> Path:
     path = folder / f"{name}_b{batch}.onnx"
     if path.exists():           # exported for another mode or backend
         return path
-    model, x = torch_model(name), torch.from_numpy(inputs(name, batch, SEED))
+    model, x = torch_model(name), torch.from_numpy(inputs(name, batch, SEED)[0])
     with torch.no_grad():
         model(x)                # a dry run caches YOLO's anchors, as ultralytics' exporter does
     return export_onnx(model, x, path, input_name=MODELS[name][1])
@@ -138,9 +188,11 @@ def compile_artifact(name: str, mode: str, batch: int, target, backend: str, wor
     from compiler.runtime import CompiledModel, Signature
     kw = {}
     if mode == "int8":          # two seeded samples; at batch > 1 each repeated across the batch
-        calibration = [[np.repeat(inputs(name, 1, SEED + 100 + i), batch, axis=0)] for i in range(2)]
+        calibration = [[np.repeat(x, batch, axis=0) for x in inputs(name, 1, SEED + 100 + i)] for i in range(2)]
         kw = {"quantize": "int8", "integer_only": True, "calibration": calibration}
-    g, _ = final_ir(str(_onnx(name, batch, work)), target, backend=backend, **kw)
+    elif mode == "fp16":
+        kw = {"precision": "fp16"}
+    g, _ = final_ir(_model(name, batch, work), target, backend=backend, **kw)
     periodic_weights(g)
     exe = get_backend(backend).build(g, target)
     return g, CompiledModel(exe, Signature.of(g), target, backend, str(g), g)
@@ -169,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu", action="store_true")
     ap.add_argument("--batch", type=int, nargs="+", default=None)
     ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    ap.add_argument("--modes", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"])
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--backends", nargs="+", choices=["tvm", "mlir"], default=["tvm", "mlir"])
     ap.add_argument("--max-mb", type=float, default=64.0)
+    ap.add_argument("--python", default=None, metavar="X.Y")
     args = ap.parse_args(argv)
     from compiler import interp
     from compiler.diagnostics import CompileError
@@ -184,16 +237,19 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     (out / "work").mkdir(parents=True)
     t_start = time.perf_counter()
-    make_bundle(out / "runtime-bundle")
+    make_bundle(out / "runtime-bundle", python=args.python)
     manifest = {"target": str(target), "seed": SEED, "period": PERIOD,
-                "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+                "python": args.python or f"{sys.version_info.major}.{sys.version_info.minor}",
                 "models": {m: {"description": MODELS[m][0], "input": f"{m}_input.npz"} for m in args.models},
                 "artifacts": [], "not_built": []}
     for name in args.models:
-        np.savez(out / f"{name}_input.npz", x=inputs(name, 1, SEED + 1))
+        if name != "attention":
+            np.savez(out / f"{name}_input.npz", *inputs(name, 1, SEED + 1))
     for name, mode, backend in itertools.product(args.models, args.modes, args.backends):
+        if name == "attention" and mode == "int8":
+            continue                    # a float kernel (the integer one, q.attention, is llvm-only)
         ref = f"{name}_{mode}_{backend}.npz"
-        for batch in batches:           # batch 1 first: it gives the reference
+        for batch in batches if name != "attention" else [1]:   # batch 1 first: it gives the reference
             file, t0 = f"{name}_{mode}_b{batch}_{backend}.dyc", time.perf_counter()
             try:
                 g, cm = compile_artifact(name, mode, batch, target, backend, out / "work")
@@ -207,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             if backend == "tvm" and target.kind == "cuda":
                 precompile_cuda(cm, out / "cuda_cache")
             if batch == 1:              # the reference: the interpreter on the same final IR
-                refs = interp.run(g, inputs(name, 1, SEED + 1))
-                np.savez(out / ref, **{f"out_{i}": r for i, r in enumerate(refs)})
+                refs = interp.run(g, *inputs(name, 1, SEED + 1))
+                np.savez(out / ref, **{f"out_{i}": sliced(r, name) for i, r in enumerate(refs)})
             manifest["artifacts"].append({"file": file, "model": name, "mode": mode, "batch": batch,
                                           "backend": backend, "reference": ref})
             print(f"{file}: {(out / file).stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.0f} s",

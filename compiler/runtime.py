@@ -255,7 +255,7 @@ def load(path: str | os.PathLike, *, threads: int | None = None) -> CompiledMode
         if hashlib.sha256(data).hexdigest() != manifest["sha256"].get(name):
             raise ArtifactError(f"{path}: {name} does not match its hash; the file is corrupt or modified")
     here = versions()
-    diff = {k: (v, here.get(k)) for k, v in manifest["versions"].items() if here.get(k) != v}
+    diff = {k: (v, here.get(k)) for k, v in manifest["versions"].items() if not _compatible(k, v, here.get(k))}
     if diff:
         desc = ", ".join(f"{k} {a} (installed: {b})" for k, (a, b) in diff.items())
         raise ArtifactError(f"{path} was built with {desc}", hint="recompile the model with this installation")
@@ -273,6 +273,14 @@ def load(path: str | os.PathLike, *, threads: int | None = None) -> CompiledMode
     cm._energy = manifest.get("energy")
     cm._kernels = manifest.get("kernels")
     return cm
+
+
+def _compatible(package: str, built: str, installed: str | None) -> bool:
+    """Whether an artifact built with `package` `built` loads with `installed`: the compiler and TVM
+    exactly (the library's ABI); numpy by its major version (it only carries the arrays)."""
+    if package == "numpy" and installed is not None:
+        return built.split(".")[0] == installed.split(".")[0]
+    return built == installed
 
 
 def _check_host(path: Path, target: Target) -> None:

@@ -79,6 +79,13 @@ def test_load_refuses_tampered_and_foreign_artifacts(tmp_path):
     manifest["versions"]["apache-tvm"] = "0.0.1"
     with pytest.raises(compiler.ArtifactError, match="apache-tvm 0.0.1"):
         compiler.load(rewrite("v.dyc", **{"manifest.json": json.dumps(manifest)}))
+    manifest = json.loads(members["manifest.json"])     # numpy: another minor loads, another major not
+    major = int(np.__version__.split(".")[0])
+    manifest["versions"]["numpy"] = f"{major}.999.0"
+    compiler.load(rewrite("n.dyc", **{"manifest.json": json.dumps(manifest)}))
+    manifest["versions"]["numpy"] = f"{major + 1}.0.0"
+    with pytest.raises(compiler.ArtifactError, match=f"numpy {major + 1}.0.0"):
+        compiler.load(rewrite("m.dyc", **{"manifest.json": json.dumps(manifest)}))
     (tmp_path / "junk.dyc").write_bytes(b"junk")
     with pytest.raises(compiler.ArtifactError, match="not a compiled model"):
         compiler.load(tmp_path / "junk.dyc")

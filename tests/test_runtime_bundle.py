@@ -128,3 +128,20 @@ def test_runtime_bundle_refuses_a_module_importing_what_it_does_not_bundle(tmp_p
         check_imports(tmp_path)
     (pkg / "pipeline.py").write_text("")
     check_imports(tmp_path)                   # in-function imports are left out on purpose
+
+
+@pytest.mark.slow
+@requires_tvm
+def test_runtime_bundle_for_another_python_takes_that_pythons_extension_modules(tmp_path):
+    """--python X.Y: tvm_ffi's and ml_dtypes' extension modules are X.Y's (from their wheels), not ours."""
+    other = "3.12" if sys.version_info[:2] != (3, 12) else "3.11"
+    tag = "cpython-" + other.replace(".", "")
+    try:
+        make_bundle(tmp_path / "bundle", python=other)
+    except SystemExit as e:                      # pip download needs the package index
+        pytest.skip(f"no wheels for Python {other}: {e}")
+    for pkg in ("tvm_ffi", "ml_dtypes"):
+        exts = [p.name for p in (tmp_path / "bundle" / pkg).glob("*.so") if "cpython-" in p.name]
+        assert exts and all(tag in name for name in exts), (pkg, exts)
+    assert f"Python {other}" in (tmp_path / "bundle" / "README.txt").read_text()
+    assert not (tmp_path / ".wheels").exists() and not list(tmp_path.glob(".bundle*"))

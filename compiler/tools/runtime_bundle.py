@@ -2,9 +2,11 @@
 installed. It holds TVM's runtime library (libtvm_runtime.so, + libtvm_runtime_cuda.so and the
 libcudart it needs; never libtvm_compiler.so), the `tvm_ffi` package, IREE's runtime (`iree.runtime`,
 never `iree.compiler`), ml_dtypes, typing_extensions and the runtime modules of `compiler`; where it
-runs, only Python 3.11 and numpy must be installed.
+runs, only Python and numpy must be installed: this Python's version, or the one --python names (the
+packages with extension modules then come from their wheels for that version, through pip download).
 
-    python -m compiler.tools.runtime_bundle [-o out/runtime-bundle] [--max-mb 40]   (make runtime-bundle)
+    python -m compiler.tools.runtime_bundle [-o out/runtime-bundle] [--max-mb 40] [--python 3.12]
+                                                                                  (make runtime-bundle)
     PYTHONPATH=out/runtime-bundle python -c "from compiler.runtime import load; print(load('m.dyc').run(x))"
 
 The folder is built beside the output and moved into place only when it is within --max-mb.
@@ -56,8 +58,43 @@ compiler/backends/tvm_runtime.py) or from nvcc when it is on PATH.
 _SKIP_DIRS = {"__pycache__", "3rdparty", "include", "src", "share", "cython", "cmake", "lib", "tests"}
 
 
-def _package_dir(name: str) -> Path:
-    """Where an installed top-level package lives, found without importing it."""
+# the packages with extension modules (one build per Python version): import name -> distribution
+EXTENSION_PACKAGES = {"tvm_ffi": "apache-tvm-ffi", "iree": "iree-base-runtime", "ml_dtypes": "ml_dtypes"}
+WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+                   "manylinux2014_x86_64")
+
+
+def fetch_wheels(python: str, site: Path) -> Path:
+    """EXTENSION_PACKAGES at their installed versions, built for CPython `python` ("3.12"), downloaded
+    with pip and unpacked into `site`; returns `site`."""
+    import zipfile
+    wheels = site.parent / f"{site.name}-wheels"
+    for dist in EXTENSION_PACKAGES.values():
+        try:
+            version = distribution(dist).version
+        except Exception:  # noqa: BLE001  (an optional one, iree-base-runtime, not installed)
+            continue
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+               "--python-version", python, "--implementation", "cp", "-d", str(wheels), f"{dist}=={version}"]
+        for plat in WHEEL_PLATFORMS:
+            cmd += ["--platform", plat]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise SystemExit(f"runtime bundle: no {dist}=={version} wheel for Python {python}: {last}")
+    for whl in wheels.glob("*.whl"):
+        with zipfile.ZipFile(whl) as z:
+            z.extractall(site)
+    return site
+
+
+def _package_dir(name: str, site: Path | None = None) -> Path:
+    """Where a top-level package lives: in `site` (unpacked wheels) for EXTENSION_PACKAGES when given,
+    else where it is installed here, found without importing it."""
+    if site is not None and name in EXTENSION_PACKAGES:
+        if not (site / name).is_dir():
+            raise SystemExit(f"runtime bundle: {name} is not among the wheels fetched into {site}")
+        return site / name
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit(f"runtime bundle: the package {name!r} is not installed here "
@@ -110,8 +147,12 @@ def check_imports(bundle: Path) -> None:
                                      "bundled; add it to RUNTIME_MODULES or import it where it is used")
 
 
-def build(dst: Path) -> None:
-    """Fill the empty folder `dst` with the bundle."""
+def build(dst: Path, python: str | None = None) -> None:
+    """Fill the empty folder `dst` with the bundle, for CPython `python` ("3.12"; default this one)."""
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    site = None
+    if python not in (None, here):
+        site = fetch_wheels(python, dst.parent / ".wheels")
     for rel in RUNTIME_MODULES:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dst / rel)
@@ -129,37 +170,37 @@ def build(dst: Path) -> None:
         print("runtime bundle: libcudart not found here; cuda artifacts need it on the GPU machine",
               file=sys.stderr)
 
-    ffi = _package_dir("tvm_ffi")
+    ffi = _package_dir("tvm_ffi", site)
     _copy_python(ffi, dst / "tvm_ffi", ("core.*.so", "lib/libtvm_ffi.so", "lib/libtvm_ffi_testing.so"))
     if importlib.util.find_spec("iree") and importlib.util.find_spec("iree.runtime"):
-        iree = _package_dir("iree")
+        iree = _package_dir("iree", site)
         for pkg in ("runtime", "_runtime"):
             _copy_python(iree / pkg, dst / "iree" / pkg)
         _copy_python(iree / "_runtime_libs", dst / "iree" / "_runtime_libs", ("_runtime.*.so",))
     else:                               # an optional dependency (dyc[mlir])
         print("runtime bundle: iree-base-runtime is not installed: the bundle loads tvm artifacts only",
               file=sys.stderr)
-    shutil.copytree(_package_dir("ml_dtypes"), dst / "ml_dtypes",
+    shutil.copytree(_package_dir("ml_dtypes", site), dst / "ml_dtypes",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(importlib.util.find_spec("typing_extensions").origin, dst / "typing_extensions.py")
     _dist_metadata(dst, "apache-tvm", "TVM's runtime library only, from a dyc runtime bundle")
     _dist_metadata(dst, "apache-tvm-ffi", "tvm_ffi, from a dyc runtime bundle")
-    py = f"{sys.version_info.major}.{sys.version_info.minor}"
-    (dst / "README.txt").write_text(README.format(py=py, name=dst.name if dst.name else "."))
+    (dst / "README.txt").write_text(README.format(py=python or here, name=dst.name if dst.name else "."))
 
 
 def size_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
 
 
-def make_bundle(out: Path, max_mb: float = 40.0) -> int:
-    """Build the bundle at `out` (replacing it); returns its size in bytes. SystemExit if over max_mb."""
+def make_bundle(out: Path, max_mb: float = 40.0, python: str | None = None) -> int:
+    """Build the bundle at `out` (replacing it) for CPython `python` (default this one); returns its size
+    in bytes. SystemExit if over max_mb."""
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         staged = Path(tmp) / out.name
         staged.mkdir()
-        build(staged)
+        build(staged, python)
         size = size_bytes(staged)
         if size > max_mb * 1e6:
             raise SystemExit(f"runtime bundle: {size / 1e6:.1f} MB, over the {max_mb:g} MB limit; "
@@ -176,8 +217,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="the folder to write (default: out/runtime-bundle)")
     ap.add_argument("--max-mb", type=float, default=40.0,
                     help="fail if the bundle is larger (MB = 10^6 bytes; default 40)")
+    ap.add_argument("--python", default=None, metavar="X.Y",
+                    help="the CPython version the bundle is for (default: this one's); another one's "
+                         "extension modules come from pip download (needs the package index)")
     args = ap.parse_args(argv)
-    size = make_bundle(Path(args.output), args.max_mb)
+    if args.python is not None and not re.fullmatch(r"3\.\d+", args.python):
+        ap.error(f"--python takes a version like 3.12, not {args.python!r}")
+    size = make_bundle(Path(args.output), args.max_mb, args.python)
     print(f"runtime bundle: {size / 1e6:.1f} MB at {args.output}")
     return 0
 

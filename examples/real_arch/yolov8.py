@@ -103,14 +103,14 @@ class DFL(nn.Module):
 def make_anchors(feats: list[torch.Tensor], strides: torch.Tensor, offset: float = 0.5):
     """Anchor centres (grid cell + offset) and the stride of every anchor, level by level."""
     points, stride_tensor = [], []
-    dtype = feats[0].dtype
+    dtype, device = feats[0].dtype, feats[0].device
     for i, stride in enumerate(strides):
         h, w = feats[i].shape[2:]
-        sx = torch.arange(end=w, dtype=dtype) + offset
-        sy = torch.arange(end=h, dtype=dtype) + offset
+        sx = torch.arange(end=w, dtype=dtype, device=device) + offset
+        sy = torch.arange(end=h, dtype=dtype, device=device) + offset
         sy, sx = torch.meshgrid(sy, sx, indexing="ij")
         points.append(torch.stack((sx, sy), -1).view(-1, 2))
-        stride_tensor.append(torch.full((h * w, 1), float(stride), dtype=dtype))
+        stride_tensor.append(torch.full((h * w, 1), float(stride), dtype=dtype, device=device))
     return torch.cat(points), torch.cat(stride_tensor)
 
 

@@ -1,0 +1,324 @@
+"""Check and time, on a GPU machine, the folder benchmarks/gpu_prepare.py wrote. That machine needs an
+NVIDIA driver (CUDA 13), the Python the folder was prepared for (manifest "python") with numpy >= 2, and
+PyTorch for the timing, but not our compilers: the artifacts load through the folder's runtime bundle
+alone (PyTorch's models come from examples/).
+
+  1. checks: loads each artifact and compares its outputs with the interpreter's references: bit-exact
+     for the integer-only (int8) graphs, norm-relative error <= 1e-3 for fp32 and <= 2e-2 for fp16 (a
+     batch > 1 on its sample 0, which is the batch-1 input); and that no compiler module or library got
+     loaded. Artifacts run in child processes, so one that crashes its process fails alone.
+  2. timing: the CNN, encoder and detector at every batch the folder has, ours (FP32, FP16, INT8, per
+     backend) against PyTorch eager FP32 and FP16 on the same device; the attention against PyTorch's
+     scaled_dot_product_attention, math path and default path. Numpy in -> numpy out for all (host
+     copies included), median of --repeat runs after 3 warmups; two markdown tables.
+
+    python benchmarks/gpu_check.py [--cpu] [--repeat N] [--no-time] [--models M ...] [DIR]
+                                                                            (gpu_check.sh runs this)
+  DIR         the folder (default out/gpu-check; out/gpu-check-cpu with --cpu)
+  --cpu       the folder holds llvm artifacts (gpu_prepare.py --cpu): check and time on the CPU
+  --repeat N  timed runs per model, batch and runtime (default 20)
+  --no-time   the checks only
+  --models M  only these models (cnn, encoder, detector, attention)
+Exit status: 0 when every check passed, 1 when one failed, 2 on a usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
+STALL_S = 150           # a child that prints nothing for this long is killed
+
+
+# -- the child processes ------------------------------------------------------------------------------
+def _setup(folder: Path) -> None:
+    sys.path[:0] = [str(folder / "runtime-bundle"), str(ROOT)]  # the bundle first: its `compiler` is the runtime's
+
+
+def _inputs(folder: Path, model: str, batch: int) -> list:
+    from benchmarks.gpu_prepare import batch_input, saved_inputs
+    return [batch_input(x, batch) for x in saved_inputs(folder, model)]
+
+
+def child_check(folder: Path, files: list[str]) -> None:
+    """One JSON line per artifact (file, status, seconds), then one of the modules and libraries loaded."""
+    import numpy as np
+
+    from benchmarks.gpu_prepare import sliced
+    from compiler.diagnostics import CompileError
+    from compiler.runtime import load
+    manifest = json.loads((folder / "manifest.json").read_text())
+    by_file = {a["file"]: a for a in manifest["artifacts"]}
+    for file in files:
+        a, t0 = by_file[file], time.perf_counter()
+        try:
+            got = load(folder / file).run(*_inputs(folder, a["model"], a["batch"]))
+            with np.load(folder / a["reference"]) as ref:
+                status = _compare([sliced(g, a["model"]) for g in got], [ref[f"out_{i}"] for i in range(len(got))],
+                                  a["mode"])
+        except Exception as e:  # noqa: BLE001  (a failed load or run is a failed check)
+            first = (str(e).splitlines() or [""])[0][:200]
+            status = f"FAIL: {'' if isinstance(e, CompileError) else type(e).__name__ + ': '}{first}"
+        print(json.dumps({"file": file, "status": status, "seconds": round(time.perf_counter() - t0, 1)}),
+              flush=True)
+    modules = [m for m in sys.modules
+               if m == "tvm" or m.startswith(("tvm.", "iree.compiler", "compiler.api", "passes"))]
+    libs = sorted({line.split()[-1] for line in open("/proc/self/maps")
+                   if "libtvm_compiler" in line or "IREECompiler" in line})
+    print(json.dumps({"modules": modules, "libraries": libs}), flush=True)
+
+
+def _compare(got: list, want: list, mode: str) -> str:
+    """'ok ...' or 'FAIL: ...': each output (its checked part, gpu_prepare.sliced) against the reference."""
+    import numpy as np
+    worst = 0.0
+    for i, (g, w) in enumerate(zip(got, want)):
+        g = np.asarray(g)
+        if mode == "int8":
+            if not np.array_equal(g, w):
+                diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
+                return (f"FAIL: output {i} differs at {int((g != w).sum())} of {g.size} elements (max |diff| "
+                        f"{diff.max():.3g}, reference max |x| {np.abs(w.astype(np.float64)).max():.3g})")
+            continue
+        rel = float(np.linalg.norm((g - w).astype(np.float64)) / max(float(np.linalg.norm(w.astype(np.float64))),
+                                                                     1e-30))
+        if not rel <= TOLERANCE[mode]:
+            return f"FAIL: output {i} relative error {rel:.1e} (bound {TOLERANCE[mode]:g})"
+        worst = max(worst, rel)
+    return "ok (bit-exact)" if mode == "int8" else f"ok (rel {worst:.0e})"
+
+
+def median_ms(fn, repeat: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def child_time(folder: Path, model: str, batch: int, files: list[str], device: str, repeat: int) -> None:
+    """One JSON line: PyTorch's times and ours (file -> ms) for `model` at `batch`."""
+    import torch
+
+    from benchmarks.gpu_prepare import torch_model
+    from compiler.runtime import load
+    dev = torch.device("cuda" if device == "gpu" else "cpu")
+    xs = _inputs(folder, model, batch)
+    net = torch_model(model).to(dev)
+    ref = {}
+    for dtype_name, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
+        if dtype == torch.float16 and device != "gpu":
+            continue
+        net = net.to(dtype)
+        for mod in net.modules():       # YOLO's head caches its anchors per input shape (and dtype)
+            if hasattr(mod, "anchors"):
+                mod.shape = None
+        if model == "attention":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            for path, backends in (("math", [SDPBackend.MATH]), ("default", None)):
+                def run_sdpa(backends=backends, dtype=dtype):
+                    ts = [torch.from_numpy(x).to(dev).to(dtype) for x in xs]
+                    with torch.no_grad(), (sdpa_kernel(backends) if backends else _null()):
+                        return net(*ts).float().cpu().numpy()
+                ref[f"{path} {dtype_name}"] = median_ms(run_sdpa, repeat)
+            continue
+
+        def run_torch(dtype=dtype):
+            ts = [torch.from_numpy(x).to(dev) for x in xs]
+            ts = [t.to(dtype) if t.is_floating_point() else t for t in ts]
+            with torch.no_grad():
+                y = net(*ts)
+            return (y[0] if isinstance(y, (tuple, list)) else y).float().cpu().numpy()
+        ref[dtype_name] = median_ms(run_torch, repeat)
+    net = None
+    if device == "gpu":
+        torch.cuda.empty_cache()
+    ours, errors = {}, {}
+    for file in files:
+        try:
+            m = load(folder / file)
+            ours[file] = median_ms(lambda m=m: m.run(*xs), repeat)
+            del m
+        except Exception as e:  # noqa: BLE001  (passed its check, fails timed: say so, time the rest)
+            errors[file] = (str(e).splitlines() or [""])[0][:200]
+    print(json.dumps({"torch": ref, "ours": ours, "errors": errors,
+                      "device": torch.cuda.get_device_name(0) if device == "gpu" else "CPU",
+                      "torch_version": torch.__version__,
+                      "tf32": bool(torch.backends.cuda.matmul.allow_tf32)}), flush=True)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# -- the parent ----------------------------------------------------------------------------------------
+def _spawn(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _lines(proc: subprocess.Popen):
+    """The child's JSON lines; stops (killing it) when it stalls for STALL_S."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    while True:
+        if not sel.select(STALL_S):
+            proc.kill()
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("{"):
+            yield json.loads(line)
+    proc.wait()
+
+
+def run_checks(folder: Path, artifacts: list[dict], device: str) -> tuple[dict, dict]:
+    """file -> status, and the modules/libraries the children loaded. Each artifact runs in a
+    process of its own: an IREE device that one artifact's error leaves broken fails the next ones too."""
+    status: dict[str, str] = {}
+    reports: list[dict] = []
+    for a in artifacts:
+        file = a["file"]
+        proc = _spawn(["--child-check", str(folder), device, file])
+        for line in _lines(proc):
+            if "file" in line:
+                status[file] = line["status"]
+                print(f"  {file}: {line['status']} ({line['seconds']} s)", flush=True)
+            else:
+                reports.append(line)
+        if file not in status:      # the child died or stalled
+            status[file] = f"FAIL: the process died (exit {proc.returncode})" if proc.returncode else \
+                "FAIL: no answer"
+            print(f"  {file}: {status[file]}", flush=True)
+    report = {"modules": sorted({m for r in reports for m in r["modules"]}),
+              "libraries": sorted({x for r in reports for x in r["libraries"]})} if reports else {}
+    return status, report
+
+
+def _fmt(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:.2f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None else f"{a / b:.2f}x"
+
+
+def run_timing(folder: Path, manifest: dict, status: dict, device: str, repeat: int) -> None:
+    from benchmarks.gpu_prepare import MODELS
+    arts = [a for a in manifest["artifacts"] if status.get(a["file"], "").startswith("ok")]
+    groups = sorted({(a["model"], a["batch"]) for a in arts}, key=lambda k: (list(MODELS).index(k[0]), k[1]))
+    results = {}
+    for model, batch in groups:
+        files = [a["file"] for a in arts if (a["model"], a["batch"]) == (model, batch)]
+        got = list(_lines(_spawn(["--child-time", str(folder), device, model, str(batch), str(repeat), *files])))
+        results[(model, batch)] = got[0] if got else None
+        print(f"  timed {model} batch {batch}" + ("" if got else ": the process failed"), flush=True)
+        for file, why in (got[0]["errors"] if got else {}).items():
+            print(f"    {file}: failed when timed: {why}", flush=True)
+    first = next((r for r in results.values() if r), None)
+    if first is None:
+        return
+    print(f"\n{first['device']}; PyTorch {first['torch_version']} eager (TF32 matmul "
+          f"{'on' if first['tf32'] else 'off'}); numpy in -> numpy out; median of {repeat} runs, ms\n")
+    print("| model | batch | ours | FP32 | FP16 | INT8 | PyTorch FP32 | PyTorch FP16 | FP32 / PyTorch FP32 "
+          "| FP16 / PyTorch FP16 | INT8 / PyTorch FP16 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (model, batch), r in results.items():
+        if model == "attention" or r is None:
+            continue
+        for backend in ("tvm", "mlir"):
+            t = {a["mode"]: r["ours"].get(a["file"]) for a in arts
+                 if (a["model"], a["batch"], a["backend"]) == (model, batch, backend)}
+            if not t:
+                continue
+            pt32, pt16 = r["torch"].get("fp32"), r["torch"].get("fp16")
+            row = [MODELS[model][0].split(",")[0].split(":")[0], str(batch), backend,
+                   *(_fmt(t.get(m)) for m in ("fp32", "fp16", "int8")), _fmt(pt32), _fmt(pt16),
+                   _ratio(t.get("fp32"), pt32), _ratio(t.get("fp16"), pt16), _ratio(t.get("int8"), pt16)]
+            print("| " + " | ".join(row) + " |")
+    r = results.get(("attention", 1))
+    if r:
+        print(f"\n{MODELS['attention'][0]}; PyTorch scaled_dot_product_attention, ms\n")
+        print("| ours | precision | ours ms | SDPA math | SDPA default | ours / math | ours / default |")
+        print("|---|---|---|---|---|---|---|")
+        for a in arts:
+            if a["model"] == "attention":
+                ms, p = r["ours"].get(a["file"]), a["mode"]
+                math, dflt = r["torch"].get(f"math {p}"), r["torch"].get(f"default {p}")
+                print(f"| {a['backend']} | {p} | {_fmt(ms)} | {_fmt(math)} | {_fmt(dflt)} | {_ratio(ms, math)} "
+                      f"| {_ratio(ms, dflt)} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child-check":
+        _setup(Path(argv[1]))
+        child_check(Path(argv[1]), argv[3:])
+        return 0
+    if argv and argv[0] == "--child-time":
+        folder, device, model, batch, repeat, *files = argv[1:]
+        _setup(Path(folder))
+        child_time(Path(folder), model, int(batch), files, device, int(repeat))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dir", nargs="?", default=None)
+    ap.add_argument("--cpu", action="store_true")
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--no-time", action="store_true")
+    ap.add_argument("--models", nargs="+", default=None)
+    args = ap.parse_args(argv)
+    device = "cpu" if args.cpu else "gpu"
+    folder = Path(args.dir or ROOT / "out" / ("gpu-check-cpu" if args.cpu else "gpu-check")).resolve()
+    if not (folder / "manifest.json").is_file():
+        print(f"gpu_check: no {folder}/manifest.json; run benchmarks/gpu_prepare.py", file=sys.stderr)
+        return 2
+    manifest = json.loads((folder / "manifest.json").read_text())
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if manifest["python"] != here:
+        print(f"gpu_check: the runtime bundle is built for Python {manifest['python']}, this is {here}; "
+              f"run it with a python{manifest['python']} (or prepare with --python {here})", file=sys.stderr)
+        return 2
+    import numpy as np
+    if int(np.__version__.split(".")[0]) < 2:
+        print(f"gpu_check: the runtime bundle needs numpy >= 2 (its ml_dtypes does); this is {np.__version__}",
+              file=sys.stderr)
+        return 2
+    os.environ.setdefault("DYC_CUDA_CACHE", str(folder / "cuda_cache"))    # the tvm kernels, compiled ahead
+    print(f"{folder}: {manifest['target']}", flush=True)
+    if args.models:
+        manifest["artifacts"] = [a for a in manifest["artifacts"] if a["model"] in args.models]
+        manifest["not_built"] = [a for a in manifest["not_built"] if a["model"] in args.models]
+    status, report = run_checks(folder, manifest["artifacts"], device)
+    for a in manifest["not_built"]:
+        print(f"  {a['file']}: not built: {a['why']}")
+    print(f"compiler modules loaded: {report.get('modules') or 'none'}; "
+          f"compiler libraries mapped: {report.get('libraries') or 'none'}", flush=True)
+    failed = [f for f, s in status.items() if not s.startswith("ok")]
+    if report.get("modules") or report.get("libraries") or not report:
+        failed.append("imports")
+    if not args.no_time:
+        sys.path.insert(0, str(ROOT))
+        run_timing(folder, manifest, status, device, args.repeat)
+    if failed:
+        print(f"\ngpu_check: {len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
