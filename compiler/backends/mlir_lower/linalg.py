@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from iree.compiler import ir
-from iree.compiler.dialects import arith, linalg, tensor
+from iree.compiler.dialects import arith, linalg, tensor, util
 
 from compiler.backends.mlir_lower.registry import (
     PAR,
@@ -139,6 +139,22 @@ def pad_constant(ctx: LowerCtx, x: ir.Value, lo: Sequence[int], hi: Sequence[int
     return op.result
 
 
+SUBSAMPLE_TARGETS = ("cuda",)     # where a strided 1x1 convolution runs as subsample() + a stride-1 one
+
+
+def subsample(x: ir.Value, osp: Sequence[int], strides: Sequence[int]) -> ir.Value:
+    """x[:, :, ::s0, ::s1, ...] cut to the output's spatial sizes: what a 1x1 convolution of stride s
+    reads. On cuda a strided 1x1 convolution in f16 or an integer type runs as this slice and a stride-1
+    convolution: IREE 3.13's GPU code for the strided one in f16 and i8 is wrong (ResNet-18's stride-2 shortcuts on an H200,
+    docs/gpu_check.md; f32 was right). With the slice the i8 ResNet-18 became bit-exact there; the f16
+    one stayed wrong, so in f16 the slice also goes behind a barrier, out of the conv's dispatch (not yet
+    run on a GPU)."""
+    shape = shape_of(x)
+    out = [*shape[:2], *osp]
+    return tensor.extract_slice(tensor_type(out, elem_of(x)), x, [], [], [], [0] * len(shape), out,
+                                [1, 1, *strides])
+
+
 def conv(ctx: LowerCtx, x: ir.Value, w: ir.Value, bias: ir.Value | None, out_shape: Sequence[int],
          acc_et: ir.Type, strides, pads, dilations, groups: int) -> ir.Value:
     """N-d grouped cross-correlation; x and w already in their multiply types, padding is 0."""
@@ -147,6 +163,11 @@ def conv(ctx: LowerCtx, x: ir.Value, w: ir.Value, bias: ir.Value | None, out_sha
     n, c = shape_of(x)[:2]
     mch = shape_of(w)[0]
     osp = tuple(out_shape[2:])
+    if ctx.target.kind in SUBSAMPLE_TARGETS and not isinstance(elem_of(x), ir.F32Type) and \
+            all(k == 1 for k in shape_of(w)[2:]) and any(s > 1 for s in strides):
+        x, strides = subsample(x, osp, strides), [1] * nsp
+        if is_float_type(elem_of(x)):     # the i8 form was right on the GPU with the slice fused
+            x = util.optimization_barrier([x.type], [x])    # f16: keep the slice out of the conv's dispatch
     if bias is not None:
         init = ctx.broadcast_to(ctx.reshape(bias, (1, mch) + (1,) * nsp), out_shape)
     else:
