@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -96,14 +95,8 @@ def _compare(got: list, want: list, mode: str) -> str:
 
 
 def median_ms(fn, repeat: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    from benchmarks.common import time_ms      # numpy only
+    return time_ms(fn, 3, repeat)
 
 
 def child_time(folder: Path, model: str, batch: int, files: list[str], device: str, repeat: int) -> None:
