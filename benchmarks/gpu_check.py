@@ -61,7 +61,7 @@ def child_check(folder: Path, files: list[str]) -> None:
             got = load(folder / file).run(*_inputs(folder, a["model"], a["batch"]))
             with np.load(folder / a["reference"]) as ref:
                 status = _compare([sliced(g, a["model"]) for g in got], [ref[f"out_{i}"] for i in range(len(got))],
-                                  a["mode"])
+                                  a["mode"], a.get("outputs"))
         except Exception as e:  # noqa: BLE001  (a failed load or run is a failed check)
             first = (str(e).splitlines() or [""])[0][:200]
             status = f"FAIL: {'' if isinstance(e, CompileError) else type(e).__name__ + ': '}{first}"
@@ -74,22 +74,26 @@ def child_check(folder: Path, files: list[str]) -> None:
     print(json.dumps({"modules": modules, "libraries": libs}), flush=True)
 
 
-def _compare(got: list, want: list, mode: str) -> str:
-    """'ok ...' or 'FAIL: ...': each output (its checked part, gpu_prepare.sliced) against the reference."""
+def _compare(got: list, want: list, mode: str, names: list[str] | None = None) -> str:
+    """'ok ...' or 'FAIL: ...': each output (its checked part, gpu_prepare.sliced) against the reference; the
+    first one that departs is named (by its kernel, where `names` gives them)."""
     import numpy as np
+
+    def label(i: int) -> str:
+        return f" ({names[i]})" if names and i < len(names) else ""
     worst = 0.0
     for i, (g, w) in enumerate(zip(got, want)):
         g = np.asarray(g)
         if mode == "int8":
             if not np.array_equal(g, w):
                 diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
-                return (f"FAIL: output {i} differs at {int((g != w).sum())} of {g.size} elements (max |diff| "
+                return (f"FAIL: output {i}{label(i)} differs at {int((g != w).sum())} of {g.size} elements (max |diff| "
                         f"{diff.max():.3g}, reference max |x| {np.abs(w.astype(np.float64)).max():.3g})")
             continue
         rel = float(np.linalg.norm((g - w).astype(np.float64)) / max(float(np.linalg.norm(w.astype(np.float64))),
                                                                      1e-30))
         if not rel <= TOLERANCE[mode]:
-            return f"FAIL: output {i} relative error {rel:.1e} (bound {TOLERANCE[mode]:g})"
+            return f"FAIL: output {i}{label(i)} relative error {rel:.1e} (bound {TOLERANCE[mode]:g})"
         worst = max(worst, rel)
     return "ok (bit-exact)" if mode == "int8" else f"ok (rel {worst:.0e})"
 

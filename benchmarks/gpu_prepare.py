@@ -25,7 +25,7 @@ random numbers on the checking side, whose numpy may be another version).
 
     python benchmarks/gpu_prepare.py [-o DIR] [--cpu] [--batch 1 32] [--models cnn encoder detector
                                      attention] [--modes fp32 fp16 int8] [--backends tvm mlir]
-                                     [--max-mb 64] [--python X.Y]
+                                     [--max-mb 64] [--python X.Y] [--kernel-outputs]
   -o DIR      the folder, replaced (default out/gpu-check; out/gpu-check-cpu with --cpu)
   --cpu       compile for llvm (this CPU), batches 1 2 by default: to try gpu_check.sh --cpu here
   --batch     batch sizes (default 1 32)
@@ -33,6 +33,8 @@ random numbers on the checking side, whose numpy may be another version).
   --backends  tvm (CUDA C, its kernels compiled ahead into cuda_cache/) and/or mlir (IREE: PTX in the
               vmfb); default both. What a backend cannot build is listed in the manifest and skipped.
   --max-mb    fail if the folder is larger (default 64)
+  --kernel-outputs  every kernel's result an output of the artifact too (and of its reference): the check
+              then names the first kernel that departs from the interpreter (for finding a backend's bug)
   --python    the CPython version of the checking machine (default this one's; its runtime bundle's
               extension modules then come from pip download, see compiler/tools/runtime_bundle.py)
 """
@@ -181,8 +183,10 @@ def periodic_weights(g) -> int:
     return replaced
 
 
-def compile_artifact(name: str, mode: str, batch: int, target, backend: str, work: Path):
-    """(the final IR with periodic weights, its CompiledModel)."""
+def compile_artifact(name: str, mode: str, batch: int, target, backend: str, work: Path,
+                     kernel_outputs: bool = False):
+    """(the final IR with periodic weights, its CompiledModel). `kernel_outputs`: every node's output is a
+    graph output too (in order), so that the check names the first kernel whose result departs."""
     from compiler.api import final_ir
     from compiler.backends import get_backend
     from compiler.runtime import CompiledModel, Signature
@@ -194,6 +198,11 @@ def compile_artifact(name: str, mode: str, batch: int, target, backend: str, wor
         kw = {"precision": "fp16"}
     g, _ = final_ir(_model(name, batch, work), target, backend=backend, **kw)
     periodic_weights(g)
+    if kernel_outputs:          # no kernel may then write over an operand (assign_inplace): each one is an output
+        g.outputs = list(dict.fromkeys([o for n in g.nodes for o in n.outputs if o.type.rank >= 1] + g.outputs))
+        for n in g.nodes:
+            if "inplace" in n.attrs:
+                n.attrs["inplace"] = -1
     exe = get_backend(backend).build(g, target)
     return g, CompiledModel(exe, Signature.of(g), target, backend, str(g), g)
 
@@ -225,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backends", nargs="+", choices=["tvm", "mlir"], default=["tvm", "mlir"])
     ap.add_argument("--max-mb", type=float, default=64.0)
     ap.add_argument("--python", default=None, metavar="X.Y")
+    ap.add_argument("--kernel-outputs", action="store_true")
     args = ap.parse_args(argv)
     from compiler import interp
     from compiler.diagnostics import CompileError
@@ -252,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batches if name != "attention" else [1]:   # batch 1 first: it gives the reference
             file, t0 = f"{name}_{mode}_b{batch}_{backend}.dyc", time.perf_counter()
             try:
-                g, cm = compile_artifact(name, mode, batch, target, backend, out / "work")
+                g, cm = compile_artifact(name, mode, batch, target, backend, out / "work", args.kernel_outputs)
             except CompileError as e:
                 why = str(e).splitlines()[0]
                 print(f"{file}: not built: {why}", flush=True)
@@ -266,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                 refs = interp.run(g, *inputs(name, 1, SEED + 1))
                 np.savez(out / ref, **{f"out_{i}": sliced(r, name) for i, r in enumerate(refs)})
             manifest["artifacts"].append({"file": file, "model": name, "mode": mode, "batch": batch,
-                                          "backend": backend, "reference": ref})
+                                          "backend": backend, "reference": ref,
+                                          "outputs": [o.producer.name if o.producer else o.name
+                                                      for o in g.outputs]})
             print(f"{file}: {(out / file).stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.0f} s",
                   flush=True)
     shutil.rmtree(out / "work")
