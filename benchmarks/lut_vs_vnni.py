@@ -1,14 +1,17 @@
 """The LUT low-bit GEMM (tvm_kernels/lut_gemm.py, T-MAC style: int8 tables, vpshufb lookups) with 4- and 2-bit
-weights vs our int8 VNNI matmul (tvm_kernels/qmatmul.py) on batch-1 (GEMV) and small-batch linear layers.
+weights and the int4-weight VNNI matmul (tvm_kernels/qmatmul_int4.py: nibbles unpacked in registers, vpdpbusd) vs
+our int8 VNNI matmul (tvm_kernels/qmatmul.py) on batch-1 (GEMV) and small-batch linear layers.
 
   python benchmarks/lut_vs_vnni.py [--threads 1] [--repeat 20] [--quick]
 
-Every kernel computes int32 results (no requant: the epilogues are the same for both), operands in the
+Every kernel computes int32 results (no requant: the epilogues are the same for all), operands in the
 kernels' layouts; each output is first checked bit-exactly against its op's reference (q.lut_matmul,
-q.matmul). The weights are not cache-resident between calls: each kernel cycles through enough copies of
-its weight that together they exceed 64 MB, more than this CPU's caches. The kernels of a row are timed
+q.matmul; the int4 VNNI kernel against q.matmul with weights in [-8, 7]). The weights are not cache-resident
+between calls: each kernel cycles through enough copies of its weight that together they exceed 64 MB, more
+than this CPU's caches. The kernels of a row are timed
 interleaved in the same run (benchmarks.common.interleaved_ms) and the median is printed, with the weight
-bytes each streams per call (4-bit: half of int8 plus the group scales and zero points, G = 128).
+bytes each streams per call (LUT 4-bit: half of int8 plus the group scales and zero points, G = 128; VNNI int4:
+half of int8, per-tensor or per-column scales live in the requant, as for int8).
 """
 from __future__ import annotations
 
@@ -35,12 +38,12 @@ import numpy as np  # noqa: E402
 import tvm  # noqa: E402
 
 from benchmarks.common import interleaved_ms  # noqa: E402
-from compiler.backends.tvm_kernels import lut_gemm as L, qmatmul as M  # noqa: E402
+from compiler.backends.tvm_kernels import lut_gemm as L, qmatmul as M, qmatmul_int4 as Q4  # noqa: E402
 from compiler.backends.tvm_kernels.common import host_target  # noqa: E402
 from compiler.ops import lut  # noqa: E402
 
 SHAPES = [(1, 768, 768), (1, 1024, 4096), (1, 4096, 4096), (1, 4096, 11008), (4, 4096, 4096),
-          (16, 4096, 4096), (64, 1024, 1024)]
+          (8, 4096, 4096), (16, 4096, 4096), (64, 1024, 1024)]
 QUICK = [(1, 768, 768), (1, 4096, 4096)]
 GROUP = 128
 STREAM_BYTES = 64 << 20
@@ -80,6 +83,20 @@ def vnni_row(target, m, k, n, rng):
     return fn, wp.nbytes
 
 
+def int4_row(target, m, k, n, rng):
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    w = rng.integers(-8, 8, (k, n)).astype(np.int8)
+    spec = Q4.QMatmulInt4Spec(m, k, n, "int8", 0, None)
+    lib = tvm.compile(tvm.IRModule({"main": Q4.make_qmatmul_int4(spec).with_attr("global_symbol", "main")}),
+                      target=target)
+    wp = Q4.pack_weight_int4(spec, w)
+    fn, out = _cycling(lib, [a], _copies(wp, 0), [Q4.pack_bias(spec, w)], Q4.out_shape(spec))
+    fn()
+    if not np.array_equal(out.numpy()[:, :n], Q4.qmatmul_reference(spec, a, w)):
+        raise AssertionError(f"vnni int4 {m}x{k}x{n}: not bit-exact")
+    return fn, wp.nbytes
+
+
 def lut_row(target, m, k, n, bits, rng):
     a = rng.integers(-128, 128, (m, k)).astype(np.int8)
     spec = L.LutSpec(m, k, n, bits, GROUP, "int8", "int8", 0)
@@ -103,14 +120,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
     print(f"target {target}, {args.threads} thread(s), median of {args.repeat} interleaved rounds, ms; "
           f"weights streamed from DRAM (> 64 MB of copies per kernel); LUT: int8 tables, G = {GROUP}\n")
-    print("| m x k x n | VNNI int8 | LUT 4-bit | LUT 2-bit | weight MB int8 / 4 / 2 | VNNI / LUT-4 | VNNI / LUT-2 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| m x k x n | VNNI int8 | VNNI int4 | LUT 4-bit | LUT 2-bit | weight MB int8 / int4 / LUT-4 / LUT-2 "
+          "| VNNI / int4 | VNNI / LUT-4 | VNNI / LUT-2 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m, k, n in (QUICK if args.quick else SHAPES):
-        (f8, b8), (f4, b4), (f2, b2) = vnni_row(target, m, k, n, rng), lut_row(target, m, k, n, 4, rng), \
-            lut_row(target, m, k, n, 2, rng)
-        t8, t4, t2 = (statistics.median(t) for t in interleaved_ms([f8, f4, f2], 3, args.repeat))
-        print(f"| {m} x {k} x {n} | {t8:.3f} | {t4:.3f} | {t2:.3f} | {b8 / 2**20:.1f} / {b4 / 2**20:.1f} / "
-              f"{b2 / 2**20:.1f} | {t8 / t4:.2f}x | {t8 / t2:.2f}x |", flush=True)
+        rows = [vnni_row(target, m, k, n, rng), int4_row(target, m, k, n, rng), lut_row(target, m, k, n, 4, rng),
+                lut_row(target, m, k, n, 2, rng)]
+        t8, ti, t4, t2 = (statistics.median(t) for t in interleaved_ms([f for f, _ in rows], 3, args.repeat))
+        mb = " / ".join(f"{b / 2**20:.1f}" for _, b in rows)
+        print(f"| {m} x {k} x {n} | {t8:.3f} | {ti:.3f} | {t4:.3f} | {t2:.3f} | {mb} | {t8 / ti:.2f}x | "
+              f"{t8 / t4:.2f}x | {t8 / t2:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

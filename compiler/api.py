@@ -109,7 +109,7 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
              progress: Progress | None = None, results: dict[str, Any] | None = None, lmul: str | None = None,
              shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
              lut_table: str = "int8", integer_attention: bool = False,
-             precision: str = "fp32") -> tuple[Graph, Any]:
+             precision: str = "fp32", weight_bits: int = 8) -> tuple[Graph, Any]:
     """Every pass of a compile, in order: (the final IR, the quantization report or None). The kernel
     passes' analyses (the memory plan) go into `results` when given."""
     say = progress or (lambda _msg: None)
@@ -136,13 +136,15 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                                    accuracy_budget=accuracy_budget, target=target,
                                    disable_passes=disable_passes, print_after=print_after,
                                    verify_each=verify_each, dump_dir=dump_dir, shiftadd=shiftadd,
-                                   shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table)
+                                   shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table,
+                                   weight_bits=weight_bits)
         say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
             f"in {time.perf_counter() - t0:.2f}s")
         g = optimize_quantized(g, target, disable_passes=disable_passes, print_after=print_after,
                                verify_each=verify_each)
-    elif integer_only or shiftadd or lut:
-        raise InvalidInput(f"{'shiftadd' if shiftadd else 'lut' if lut else 'integer_only'} needs quantize='int8'",
+    elif integer_only or shiftadd or lut or weight_bits != 8:
+        what = 'shiftadd' if shiftadd else 'lut' if lut else 'weight_bits' if weight_bits != 8 else 'integer_only'
+        raise InvalidInput(f"{what} needs quantize='int8'",
                            hint="add --quantize int8")
     elif size_budget is not None or latency_budget is not None or accuracy_budget is not None:
         raise InvalidInput("size_budget / latency_budget / accuracy_budget need quantize='mixed'",
@@ -169,7 +171,8 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             latency_budget: float | None = None, accuracy_budget: float | None = None,
             progress: Progress | None = None, lmul: str | None = None,
             shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
-            lut_table: str = "int8", integer_attention: bool = False, precision: str = "fp32") -> CompiledModel:
+            lut_table: str = "int8", integer_attention: bool = False, precision: str = "fp32",
+            weight_bits: int = 8) -> CompiledModel:
     """Compile a model for `target` ("llvm", "llvm -mcpu=znver4 -num-threads=1") and return a
     CompiledModel. `model` is an ONNX path or ModelProto, or a torch.nn.Module traced on
     `example_inputs`.
@@ -199,6 +202,9 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     q.lut_matmul: b-bit weights in groups of 128 rows with integer group scales, computed by table lookup
     (T-MAC; passes/lut.py); lut_table "int8" (T-MAC's quantized tables) or "int16" (exact tables). The
     per-layer requantization is `cm.report.lut`.
+    weight_bits=4 (with quantize="int8") quantizes every conv / linear weight to 4 bits (symmetric per output
+    channel): linear layers are stored two weights per byte and run the int4 VNNI matmul (half the weight
+    bytes streamed; tvm_kernels/qmatmul_int4.py), convs keep int8 containers. Activations stay 8-bit.
     integer_attention=True (with quantize="int8", integer_only=True; llvm) runs each integer attention in
     one pass over key blocks, Shiftmax inside the running recurrence (passes/qattention.py): off by
     default, its result is not the unfused integer attention's (within 4 LSB, closer to float).
@@ -221,7 +227,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                          accuracy_budget=accuracy_budget,
                          progress=progress, results=results, lmul=lmul, shiftadd=shiftadd,
                          shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table,
-                         integer_attention=integer_attention, precision=precision)
+                         integer_attention=integer_attention, precision=precision, weight_bits=weight_bits)
     missing = sorted({n.op.name for n in g.walk()} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
@@ -255,7 +261,7 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                    disable_passes: Sequence[str] = (), print_after: Sequence[str] = (),
                    verify_each: bool = True, dump_dir: str | os.PathLike | None = None,
                    shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
-                   lut_table: str = "int8") -> tuple[Graph, Any]:
+                   lut_table: str = "int8", weight_bits: int = 8) -> tuple[Graph, Any]:
     """The quantization passes (compiler.pipeline.QUANTIZE: calibrate and annotate, dyadic, ivit for
     integer-only, cleanup) over the canonicalized `g`; then the integer-only certificate and the
     overflow bounds. Returns the graph and a lazy per-layer report.
@@ -283,10 +289,14 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                            hint="shiftadd takes 1 or 2 terms; shiftadd_kernel auto, vnni or shift")
     if lut not in (None, 0, 1, 2, 3, 4) or lut_table not in ("int8", "int16"):
         raise InvalidInput(f"lut={lut!r}, lut_table={lut_table!r}", hint="lut takes 1-4 bits; lut_table int8 or int16")
+    if weight_bits not in (4, 8) or (weight_bits != 8 and mode != "int8"):
+        raise InvalidInput(f"weight_bits={weight_bits!r} with quantize={mode!r}",
+                           hint="weight_bits is 8 or 4, and 4 goes with quantize='int8' (mixed chooses per layer)")
     batches = [] if mode == "model" and calibration is None else batches_for(calibration, g)
     budgets = {k: v for k, v in (("size", size_budget), ("latency", latency_budget),
                                  ("accuracy", accuracy_budget)) if v is not None}
-    request = QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only), shiftadd or 0,
+    request = QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only,
+                                             weight_bits=None if weight_bits == 8 else weight_bits), shiftadd or 0,
                            shiftadd_kernel)
     if lut or mode == "mixed":          # a mixed plan's LUT layers take lut_table
         from passes.lut import LutRequest

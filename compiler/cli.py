@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --quantize int8: every linear layer (q.matmul with a constant weight) as a "
                         "q.lut_matmul with b-bit group weights (groups of 128), computed by table lookup "
                         "(T-MAC, vpshufb)")
+    p.add_argument("--weight-bits", type=int, choices=[8, 4], default=8,
+                   help="with --quantize int8: 4-bit weights (symmetric per output channel); linear layers stored "
+                        "two per byte and run on the int4 VNNI matmul (half the weight bytes), convs in int8 "
+                        "containers [8]")
     p.add_argument("--lut-table", choices=["int8", "int16"], default="int8",
                    help="--lut tables (also the LUT layers --quantize mixed chooses): int8 (T-MAC's quantized "
                         "tables, ~1-2%% error) or int16 (exact) [int8]")
@@ -186,13 +190,15 @@ def _run(args: argparse.Namespace) -> int:
     budgets = (args.size_budget, args.latency_budget, args.accuracy_budget)
     if args.quantize == "mixed" and all(b is None for b in budgets):
         raise InvalidInput("--quantize mixed needs --size-budget F, --latency-budget F and/or --accuracy-budget F")
+    if args.weight_bits != 8 and args.quantize != "int8":
+        raise InvalidInput("--weight-bits 4 needs --quantize int8 (--quantize mixed chooses the bits per layer)")
     if any(b is not None for b in budgets) and args.quantize != "mixed":
         raise InvalidInput("--size-budget / --latency-budget / --accuracy-budget need --quantize mixed")
     quant = dict(quantize=args.quantize, calibration=args.calibration, integer_only=args.integer_only,
                  observer=args.observer, size_budget=args.size_budget,
                  latency_budget=args.latency_budget, accuracy_budget=args.accuracy_budget, shiftadd=args.shiftadd,
                  shiftadd_kernel=args.shiftadd_kernel, lut=args.lut, lut_table=args.lut_table,
-                 integer_attention=args.integer_attention) \
+                 integer_attention=args.integer_attention, weight_bits=args.weight_bits) \
         if args.quantize else {}
     options = dict(input_shapes=parse_shapes(args.input_shape) or None,
                    passes=args.passes.split(",") if args.passes else None,

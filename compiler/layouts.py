@@ -99,7 +99,11 @@ def pack_vnni_conv_weight(w, ib: int):
 #   panels      (n/nb, k, nb), nb the panel width (matmul_panel_width): the fp32 matmul's column panels
 #   vnni_matmul (np/16, kp/4, 16, 4), kp and np = k and n rounded up to 4 and 16, the padding zero:
 #               element [o, q, j, t] = w[4 q + t, 16 o + j] (the int8 VNNI matmul, weight zero point 0)
-MATMUL_FORMS = ("panels", "vnni_matmul")
+#   vnni_matmul_int4 (np/64, kp/8, 4, 16, 4) uint8, kp and np = k and n rounded up to 8 and 64: byte
+#               [c, p, b, j, t] holds w[8 p + t, 64 c + 16 b + j] in its low nibble and w[8 p + 4 + t, ...] in
+#               its high one, two's complement (the int4 VNNI matmul, tvm_kernels/qmatmul_int4.py): half the
+#               bytes of vnni_matmul
+MATMUL_FORMS = ("panels", "vnni_matmul", "vnni_matmul_int4")
 
 
 def matmul_panel_width(n: int) -> int:
@@ -114,6 +118,13 @@ def pack_matmul_weight(w, form: str):
     if form == "panels":
         nb = matmul_panel_width(n)
         return np.ascontiguousarray(w.reshape(k, n // nb, nb).transpose(1, 0, 2))
+    if form == "vnni_matmul_int4":
+        kp, np_ = -(-k // 8) * 8, -(-n // 64) * 64
+        wp = np.zeros((kp, np_), np.int16)
+        wp[:k, :n] = np.asarray(w, np.int16)
+        v = (wp & 0xF).reshape(kp // 8, 2, 4, np_ // 64, 4, 16)       # [p, half, t, c, b, j]
+        byte = (v[:, 0] | (v[:, 1] << 4)).astype(np.uint8)           # [p, t, c, b, j]
+        return np.ascontiguousarray(byte.transpose(2, 0, 3, 4, 1))   # [c, p, b, j, t]
     kp, np_ = -(-k // 4) * 4, -(-n // 16) * 16
     wp = np.zeros((kp, np_), np.int8)
     wp[:k, :n] = w
@@ -125,6 +136,12 @@ def unpack_matmul_weight(p, form: str, channels: tuple[int, ...] = ()):
     import numpy as np
     if form == "panels":
         return np.ascontiguousarray(p.transpose(1, 0, 2).reshape(p.shape[1], p.shape[0] * p.shape[2]))
+    if form == "vnni_matmul_int4":
+        c, pk = p.shape[:2]
+        b = np.asarray(p, np.uint8).transpose(1, 4, 0, 2, 3).astype(np.int16)   # [p, t, c, b, j]
+        halves = [((b & 0xF) ^ 8) - 8, ((b >> 4) ^ 8) - 8]
+        w = np.stack(halves, axis=1).reshape(pk * 8, c * 64)                 # [p, half, t] x [c, b, j]
+        return np.ascontiguousarray(w[:channels[0], :channels[1]].astype(np.int8))
     w = p.transpose(1, 3, 0, 2).reshape(p.shape[1] * 4, p.shape[0] * 16)
     return np.ascontiguousarray(w[:channels[0], :channels[1]])
 

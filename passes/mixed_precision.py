@@ -6,7 +6,8 @@ Layers. A *layer* is a conv or matmul-by-a-constant node that the quantize pass 
 (`passes.quantize.integer_capable`); its weight is what gets realized. Activations stay 8-bit.
 
 Choices (`Layer.choices`, a `Choice`). 8 / 4: the int8 / int4 weight grid (symmetric per output channel, the
-quantize pass's), both run by the int8 kernels (int4 in int8 containers). With realizations (`plan_mixed(...,
+quantize pass's); int4 linear layers run the int4 VNNI matmul (weights two per byte, tvm_kernels/qmatmul_int4.py),
+int4 convs the int8 kernels (int4 in int8 containers). With realizations (`plan_mixed(...,
 realizations=)`; --quantize mixed offers REALIZATIONS): "lut4" / "lut2", a linear layer as q.lut_matmul with
 b-bit group weights requantized from its int8 weight (T-MAC, packed bit-planes); "pow2x2", the int8 weight as
 per-channel sums of 2 signed powers of two (shift/add). A linear layer that can take LUT weights has lut<b>
@@ -33,7 +34,8 @@ Sensitivity (the ILP's perturbation term, HAWQ's form). Omega_i(c) for layer i a
 
 Costs, per layer and choice (activations a = 8 bits):
 - size:     bytes of the stored weight: params for int8 and pow2x<t> (int8 codes), params / 2 for int4 (HAWQ's
-            packed size; the artifact stores int4 in int8 containers), and for lut<b> what the artifact stores:
+            packed size: what the artifact stores for a linear layer; a conv's int4 sits in int8 containers), and for
+            lut<b> what the artifact stores:
             the b bit-planes plus the int16 group scales and uint8 zeros (`passes.lut.packed_bytes`);
 - bops:     MACs_i * b_w * a (b_w = 8, 4, b, 8);
 - latency:  seconds from a callable latency(layer, choice). The default is the learned cost model

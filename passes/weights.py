@@ -4,7 +4,7 @@ After assign_layouts a conv kernel's body reads its data in `in_block` channel b
 result in `out_block` blocks; compiler/layouts.py says, from those, which packed form (dense, depthwise
 or generic) and which blocks the CPU kernel reads its weight in; an int8 conv's VNNI kernel reads the
 vnni form for its input block; a matmul by a constant (k, n) weight reads it in column panels (fp32) or
-the VNNI matmul's form (int8, weight zero point 0). This pass stores the weight in that form: the body's OIHW constant is replaced by `layout.unpack_weight(packed constant)`. The interpreter
+the VNNI matmul's form (int8, or int4 two per byte; weight zero point 0). This pass stores the weight in that form: the body's OIHW constant is replaced by `layout.unpack_weight(packed constant)`. The interpreter
 still computes the conv on OIHW (the meaning does not change), the backend takes the packed constant
 as is, and `--emit ir` shows the bytes that run.
 """
@@ -30,16 +30,17 @@ def _blocks(body: Graph, conv: Node) -> tuple[int, int]:
 
 def _matmul_packing(mm: Node) -> tuple[np.ndarray, dict] | None:
     """(packed weight, unpack_weight attributes) of a matmul by a constant (k, n) weight: the fp32 kernel's
-    column panels, the int8 VNNI kernel's form (weight zero point 0, not the shift-and-add realization)."""
+    column panels, the int8 (or int4) VNNI kernel's form (weight zero point 0, not the shift-and-add realization)."""
     a, w = mm.inputs
     if not w.is_const or w.type.rank != 2 or a.type.rank < 2:
         return None
     if mm.op is linalg.matmul and a.type.dtype is DType.F32 and w.type.dtype is DType.F32:
         return layouts.pack_matmul_weight(np.asarray(w.const), "panels"), {"form": "panels"}
-    if mm.op is q.matmul and w.type.dtype is DType.I8 and mm.attrs["b_zero_point"] == 0 \
+    if mm.op is q.matmul and w.type.dtype in (DType.I8, DType.I4) and mm.attrs["b_zero_point"] == 0 \
             and mm.attrs["realization"] != "shift":
-        return (layouts.pack_matmul_weight(np.asarray(w.const), "vnni_matmul"),
-                {"form": "vnni_matmul", "channels": w.type.shape})
+        form = "vnni_matmul" if w.type.dtype is DType.I8 else "vnni_matmul_int4"     # int4: two per byte
+        return (layouts.pack_matmul_weight(np.asarray(w.const).astype(np.int8), form),
+                {"form": form, "channels": w.type.shape})
     return None
 
 

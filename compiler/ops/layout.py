@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from compiler.ops.registry import Attr, TypeRuleError, define
-from compiler.types import TensorType
+from compiler.types import DType, TensorType
 
 
 def _pack_infer(ins: list[TensorType], a: dict[str, Any]) -> list[TensorType]:
@@ -59,7 +59,8 @@ unpack = define("layout.unpack", "NCHW{b}c -> NCHW with `channels` channels (pad
                 _unpack_infer, _unpack_ref, 1, channels=Attr("int"))
 
 
-_WEIGHT_RANK = {"dense": 6, "depthwise": 4, "generic": 5, "vnni": 7, "panels": 3, "vnni_matmul": 4}
+_WEIGHT_RANK = {"dense": 6, "depthwise": 4, "generic": 5, "vnni": 7, "panels": 3, "vnni_matmul": 4,
+                "vnni_matmul_int4": 5}
 
 
 def _unpack_weight_infer(ins: list[TensorType], a: dict[str, Any]) -> list[TensorType]:
@@ -75,23 +76,30 @@ def _unpack_weight_infer(ins: list[TensorType], a: dict[str, Any]) -> list[Tenso
     if form == "vnni_matmul" and (len(ch) != 2 or not 0 < ch[0] <= p.shape[1] * 4
                                   or not 0 < ch[1] <= p.shape[0] * 16):
         raise TypeRuleError(f"unpack_weight: a vnni_matmul weight needs the (k, n) it holds, got {ch} for {p}")
+    if form == "vnni_matmul_int4" and (p.dtype is not DType.U8 or len(ch) != 2 or not 0 < ch[0] <= p.shape[1] * 8
+                                       or not 0 < ch[1] <= p.shape[0] * 64):
+        raise TypeRuleError(f"unpack_weight: a vnni_matmul_int4 weight is uint8 nibble pairs holding the (k, n) "
+                            f"it names, got {ch} for {p}")
     if form == "panels":
         return [TensorType((p.shape[1], p.shape[0] * p.shape[2]), p.dtype)]
     if form == "vnni_matmul":
         return [TensorType(tuple(ch), p.dtype)]
+    if form == "vnni_matmul_int4":
+        return [TensorType(tuple(ch), DType.I4)]
     return [TensorType(unpacked_conv_weight_shape(p.shape, form, ch), p.dtype)]
 
 
 def _unpack_weight_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
     from compiler.layouts import MATMUL_FORMS, unpack_conv_weight, unpack_matmul_weight
     unpack = unpack_matmul_weight if a["form"] in MATMUL_FORMS else unpack_conv_weight
-    return [unpack(ins[0], a["form"], a.get("channels", ()))]
+    w = unpack(ins[0], a["form"], a.get("channels", ()))
+    return [w.astype(DType.I4.numpy) if a["form"] == "vnni_matmul_int4" else w]
 
 
 unpack_weight = define("layout.unpack_weight",
                        "A weight packed for the CPU kernel -> OIHW / (k, n): a conv's fp32 dense / depthwise / "
-                       "generic or int8 vnni form (with its (co, ci) `channels`), a matmul's fp32 panels or int8 "
-                       "vnni_matmul form (with its (k, n) `channels`).",
+                       "generic or int8 vnni form (with its (co, ci) `channels`), a matmul's fp32 panels, int8 "
+                       "vnni_matmul or int4 vnni_matmul_int4 (uint8 nibble pairs) form (with its (k, n) `channels`).",
                        _unpack_weight_infer, _unpack_weight_ref, 1, form=Attr("str"), channels=Attr("ints", ()))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from compiler.backends.tvm_fused import emit
+from compiler.backends.tvm_fused import emit, int4
 from compiler.backends.tvm_fused.body import KernelBody, NotFusable
 from compiler.backends.tvm_kernels import layout as klayout
 from compiler.backends.tvm_kernels import pool as kpool
@@ -255,6 +255,8 @@ def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax
     rq, rows, k = spec.rq, spec.m, spec.k
     (w, packed), terms = weight_of(kb.anchor.inputs[1]), _shift_terms(kb.anchor)
     zp = kb.anchor.attrs["b_zero_point"]
+    if int4.takes(kb, w, zp, terms):
+        return int4.emit(ctx, kb, args, spec, bias, rq_n, ai, w, packed, zp)
     wp, bp, make, name = _realization(ksa.matmul_realization, spec, w, zp, bias, terms)
     if packed is not None and not terms and packed.shape == wp.shape:
         wp = packed                        # the IR's packed constant (passes/weights.py), as is
