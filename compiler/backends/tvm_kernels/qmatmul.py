@@ -122,16 +122,21 @@ def pick_tile(m: int, n16: int) -> Tuple[int, int]:
     return best
 
 
-def make_qmatmul(spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
+def unscheduled(spec: QMatmulSpec, weight_shape: tuple, weight_dtype: str, compute) -> tirx.PrimFunc:
+    """The PrimFunc (a, weight, bias[, rq], out) of `compute(spec, a, weight, bias, rq)`, before scheduling."""
     a = te.placeholder((spec.m, spec.k), spec.a_dtype, "a")
-    w = te.placeholder((spec.np_ // 16, spec.kp // 4, 16, 4), "int8", "weight")
+    w = te.placeholder(weight_shape, weight_dtype, "weight")
     bias = te.placeholder((spec.np_,), "int32", "bias")
     args = [a, w, bias]
     rq = None
     if spec.rq is not None:
         rq = te.placeholder((3, spec.np_), "int64", "rq")
         args.append(rq)
-    func = te.create_prim_func(args + [qmatmul_te(spec, a, w, bias, rq)])
+    return te.create_prim_func(args + [compute(spec, a, w, bias, rq)])
+
+
+def make_qmatmul(spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
+    func = unscheduled(spec, (spec.np_ // 16, spec.kp // 4, 16, 4), "int8", qmatmul_te)
     rm, rn = tile or pick_tile(spec.m, spec.np_ // 16)
     sch = s_tir.Schedule(func)
     accb, out = sch.get_sblock("acc"), sch.get_sblock("out")

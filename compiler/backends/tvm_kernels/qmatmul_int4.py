@@ -33,7 +33,8 @@ from tvm.script import tirx as T
 from compiler.layouts import pack_matmul_weight
 
 from .common import ACC_SCOPE, SCHEDULE_ATTR, finalize
-from .qmatmul import QMatmulSpec, out_shape, pack_bias, pack_requant, pick_tile, qmatmul_reference  # noqa: F401
+from .qmatmul import (QMatmulSpec, out_shape, pack_bias, pack_requant, pick_tile,  # noqa: F401
+                      qmatmul_reference, unscheduled)
 from .qconv2d import requant_te
 
 __all__ = ["QMatmulInt4Spec", "make_qmatmul_int4", "pack_weight_int4", "pack_bias", "pack_requant",
@@ -152,15 +153,7 @@ def qmatmul_int4_te(spec: QMatmulInt4Spec, a, w, bias, rq=None):
 def make_qmatmul_int4(spec: QMatmulInt4Spec, tile=None) -> tirx.PrimFunc:
     """PrimFunc (a, weight, bias[, rq], out); tile = (rows, 16-column blocks) per task, default qmatmul.pick_tile:
     (<= 4 rows, 4 blocks) for the usual n, one sequential weight stream per task."""
-    a = te.placeholder((spec.m, spec.k), spec.a_dtype, "a")
-    w = te.placeholder((spec.np_ // 64, spec.kp // 8, 4, 16, 4), "uint8", "weight")
-    bias = te.placeholder((spec.np_,), "int32", "bias")
-    args = [a, w, bias]
-    rq = None
-    if spec.rq is not None:
-        rq = te.placeholder((3, spec.np_), "int64", "rq")
-        args.append(rq)
-    func = te.create_prim_func(args + [qmatmul_int4_te(spec, a, w, bias, rq)])
+    func = unscheduled(spec, (spec.np_ // 64, spec.kp // 8, 4, 16, 4), "uint8", qmatmul_int4_te)
     rm, rn = tile or pick_tile(spec.m, spec.np_ // 16)
     sch = s_tir.Schedule(func)
     accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
