@@ -422,11 +422,25 @@ def predict_layer_latency(kind: str, x_shape: tuple[int, ...], w_shape: tuple[in
                           dilations: tuple[int, ...] = (1, 1)) -> tuple[float, str]:
     """(predicted seconds, note) of an integer ``conv`` / ``matmul`` layer with ``bits``-bit weights: the latency
     the cost model predicts for the kernel that runs it (:func:`layer_kernel_spec`) with the tile the policy
-    chooses.  4-bit weights run through the 8-bit kernels on x86, so their latency is the 8-bit one (the note
-    says so).  Raises :class:`LatencyUnavailable` when the model cannot answer."""
+    chooses.  4-bit conv weights run through the 8-bit kernels on x86, so their latency is the 8-bit one; a
+    linear layer's run the int4 VNNI matmul, its latency the int8 prediction times int4_matmul_ratio (the
+    note says which).  Raises :class:`LatencyUnavailable` when the model cannot answer."""
     spec, note = layer_kernel_spec(kind, tuple(x_shape), tuple(w_shape), strides=strides, pads=pads,
                                    groups=groups, dilations=dilations)
+    if kind == "matmul" and bits == 4:     # a linear layer's int4 weights run the int4 VNNI matmul
+        rows = int(np.prod(x_shape[:-1]))
+        r = int4_matmul_ratio(rows)
+        note += (f"; int4 linear layer: {r:g} x the int8 kernel's prediction (the int4 VNNI matmul at {rows} rows; "
+                 "measured by benchmarks/lut_vs_vnni.py, not in the model's data)")
+        return predict_latency(spec, target) * r, note
     kb = kernel_weight_bits(bits, target)
     if kb != bits:
         note += f"; {bits}-bit weights run in the {kb}-bit kernel (no {bits}-bit kernel on this target)"
     return predict_latency(spec, target), note
+
+
+def int4_matmul_ratio(rows: int) -> float:
+    """The int4 VNNI matmul's time over the int8 one's for a linear layer of `rows` rows (the weight streamed
+    from memory): `python benchmarks/lut_vs_vnni.py --threads 1` on a Zen 4 core gave 0.50-0.58 at 1 row
+    (k x n 1024-4096 x 4096-11008), 0.60-0.66 at 4-16 rows, 1.0 at 64 rows."""
+    return 0.55 if rows <= 1 else 0.63 if rows <= 16 else 1.0

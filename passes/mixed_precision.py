@@ -390,10 +390,9 @@ def _check_latency_budget(layers: Sequence[Layer], fraction: float, source: str)
     if fraction >= 1.0 or any(min(layer.latency.values()) < layer.latency[8] for layer in layers):
         return
     raise InfeasibleBudget(
-        f"latency budget {fraction:g} x INT8 cannot be met: no 4-bit kernel is faster than the 8-bit one on "
-        f"this target (4-bit weights are stored in int8 containers and run through the same int8 kernels; "
-        f"latencies from {source}), and no layer has a faster realization (LUT weights, on linear layers), so "
-        f"every plan has the all-INT8 latency",
+        f"latency budget {fraction:g} x INT8 cannot be met: no layer has a choice faster than its int8 kernel "
+        f"(4-bit conv weights run through the int8 kernels; int4 linear layers gain only at few rows; "
+        f"latencies from {source}), so every plan has the all-INT8 latency",
         hint="use --size-budget (size_budget=) to trade accuracy for weight size, or a latency budget >= 1.0")
 
 

@@ -1,6 +1,7 @@
 """mixed_precision latencies from the learned cost model: the default latency is the model's prediction for the
-int8 kernel that runs each layer; 4-bit weights run in the 8-bit kernels on x86 (same latency), so a latency
-budget below 1.0 is refused with a clear message; without a model the proportional placeholder is used and the
+int8 kernel that runs each layer; 4-bit conv weights run in the 8-bit kernels on x86 (same latency), so a latency
+budget below 1.0 is refused with a clear message on a net of convs; an int4 linear layer is the int8 prediction
+times the int4 VNNI matmul's measured ratio; without a model the proportional placeholder is used and the
 plan says so."""
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_default_latency_is_the_cost_model(rng, shipped_model):
 
 @needs_model
 def test_latency_budget_below_int8_is_infeasible_on_x86(rng, shipped_model):
-    with pytest.raises(InfeasibleBudget, match="no 4-bit kernel is faster than the 8-bit one") as e:
+    with pytest.raises(InfeasibleBudget, match="no layer has a choice faster than its int8 kernel") as e:
         plan_mixed(_chain(rng), _batches(rng), latency_budget=0.8)
     assert "--size-budget" in str(e.value)
     plan = plan_mixed(_chain(rng), _batches(rng), latency_budget=1.0, size_budget=0.8)
@@ -65,6 +66,10 @@ def test_predict_layer_latency_kernels(shipped_model):
     assert 0 < small < big                                  # 16x the MACs: clearly slower
     sec, note = policy.predict_layer_latency("matmul", (4, 512), (512, 256), 8)
     assert sec > 0 and "VNNI matmul" in note
+    for rows, ratio in ((1, 0.55), (4, 0.63), (64, 1.0)):          # int4 linear layers: the int4 VNNI matmul
+        s8 = policy.predict_layer_latency("matmul", (rows, 4096), (4096, 4096), 8)[0]
+        s4, note4 = policy.predict_layer_latency("matmul", (rows, 4096), (4096, 4096), 4)
+        assert s4 == pytest.approx(ratio * s8) and "int4 linear layer" in note4
     for bad in ({"groups": 4}, {"dilations": (2, 2)}):
         with pytest.raises(policy.LatencyUnavailable):
             policy.predict_layer_latency("conv", (1, 64, 28, 28), (64, 16, 3, 3), 8, **bad)
