@@ -70,31 +70,30 @@ def _copies(w: np.ndarray, extra: int) -> list[np.ndarray]:
     return [w.copy() for _ in range(n)]
 
 
+def _vnni_row(target, kernel, a, w, label):
+    """A VNNI matmul module (qmatmul or qmatmul_int4: `kernel`) on int8 activations `a` and weight `w`, checked
+    bit-exactly against q.matmul's reference: (timed call, weight bytes)."""
+    (m, k), n = a.shape, w.shape[1]
+    int4 = kernel is Q4
+    spec = (Q4.QMatmulInt4Spec if int4 else M.QMatmulSpec)(m, k, n, "int8", 0, None)
+    make, pack = (Q4.make_qmatmul_int4, Q4.pack_weight_int4) if int4 else (M.make_qmatmul, M.pack_weight)
+    lib = tvm.compile(tvm.IRModule({"main": make(spec).with_attr("global_symbol", "main")}), target=target)
+    wp = pack(spec, w)
+    fn, out = _cycling(lib, [a], _copies(wp, 0), [kernel.pack_bias(spec, w)], kernel.out_shape(spec))
+    fn()
+    if not np.array_equal(out.numpy()[:, :n], kernel.qmatmul_reference(spec, a, w)):
+        raise AssertionError(f"{label} {m}x{k}x{n}: not bit-exact")
+    return fn, wp.nbytes
+
+
 def vnni_row(target, m, k, n, rng):
     a = rng.integers(-128, 128, (m, k)).astype(np.int8)
-    w = rng.integers(-127, 128, (k, n)).astype(np.int8)
-    spec = M.QMatmulSpec(m, k, n, "int8", 0, None)
-    lib = tvm.compile(tvm.IRModule({"main": M.make_qmatmul(spec).with_attr("global_symbol", "main")}), target=target)
-    wp = M.pack_weight(spec, w)
-    fn, out = _cycling(lib, [a], _copies(wp, 0), [M.pack_bias(spec, w)], M.out_shape(spec))
-    fn()
-    if not np.array_equal(out.numpy()[:, :n], M.qmatmul_reference(spec, a, w)):
-        raise AssertionError(f"vnni {m}x{k}x{n}: not bit-exact")
-    return fn, wp.nbytes
+    return _vnni_row(target, M, a, rng.integers(-127, 128, (k, n)).astype(np.int8), "vnni")
 
 
 def int4_row(target, m, k, n, rng):
     a = rng.integers(-128, 128, (m, k)).astype(np.int8)
-    w = rng.integers(-8, 8, (k, n)).astype(np.int8)
-    spec = Q4.QMatmulInt4Spec(m, k, n, "int8", 0, None)
-    lib = tvm.compile(tvm.IRModule({"main": Q4.make_qmatmul_int4(spec).with_attr("global_symbol", "main")}),
-                      target=target)
-    wp = Q4.pack_weight_int4(spec, w)
-    fn, out = _cycling(lib, [a], _copies(wp, 0), [Q4.pack_bias(spec, w)], Q4.out_shape(spec))
-    fn()
-    if not np.array_equal(out.numpy()[:, :n], Q4.qmatmul_reference(spec, a, w)):
-        raise AssertionError(f"vnni int4 {m}x{k}x{n}: not bit-exact")
-    return fn, wp.nbytes
+    return _vnni_row(target, Q4, a, rng.integers(-8, 8, (k, n)).astype(np.int8), "vnni int4")
 
 
 def lut_row(target, m, k, n, bits, rng):

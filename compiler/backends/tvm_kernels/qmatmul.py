@@ -137,30 +137,33 @@ def unscheduled(spec: QMatmulSpec, weight_shape: tuple, weight_dtype: str, compu
 
 def make_qmatmul(spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
     func = unscheduled(spec, (spec.np_ // 16, spec.kp // 4, 16, 4), "int8", qmatmul_te)
+    return schedule(func, spec, tile, VNNI_INTRIN, columns_outer=False)
+
+
+def schedule(func: tirx.PrimFunc, spec: QMatmulSpec, tile, intrin: str, columns_outer: bool) -> tirx.PrimFunc:
+    """The tiled schedule of an unscheduled() matmul: (rows, 16-column blocks) tiles from `tile` or pick_tile,
+    accumulators in registers, the 16 columns x 4 k of each block tensorized with `intrin`, the tiles in
+    parallel (column tiles outer when `columns_outer`: each thread then streams its part of the weight once)."""
     rm, rn = tile or pick_tile(spec.m, spec.np_ // 16)
     sch = s_tir.Schedule(func)
     accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
     i, o, j, kq, kt = sch.get_loops(accb)
     io, ii = sch.split(i, [None, rm])
     oo, oi = sch.split(o, [None, rn])
-    sch.reorder(io, oo, kq, ii, oi, j, kt)
+    outer, inner = (oo, io) if columns_outer else (io, oo)
+    sch.reorder(outer, inner, kq, ii, oi, j, kt)
     sch.set_scope(accb, 0, ACC_SCOPE)
-    sch.reverse_compute_at(out, oo)
-    ol = sch.get_loops(out)
-    _, cv = sch.split(ol[-1], [None, 16])
+    sch.reverse_compute_at(out, inner)
+    _, cv = sch.split(sch.get_loops(out)[-1], [None, 16])
     sch.vectorize(cv)
     sch.unroll(ii)
     sch.unroll(oi)
-    sch.parallel(sch.fuse(io, oo))
+    sch.parallel(sch.fuse(outer, inner))
     init = sch.decompose_reduction(accb, kq)
-    sch.tensorize(j, VNNI_INTRIN)
+    sch.tensorize(j, intrin)
     sch.vectorize(sch.get_loops(init)[-1])
-    try:
-        pad = sch.get_sblock("pad")
-        pi, pk = sch.get_loops(pad)
-        sch.parallel(pi)
-    except Exception:  # noqa: BLE001
-        pass
+    if spec.a_dtype == "int8" or spec.kp != spec.k:      # the pad stage exists
+        sch.parallel(sch.get_loops(sch.get_sblock("pad"))[0])
     return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled"))
 
 

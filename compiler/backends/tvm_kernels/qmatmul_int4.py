@@ -32,9 +32,8 @@ from tvm.script import tirx as T
 
 from compiler.layouts import pack_matmul_weight
 
-from .common import ACC_SCOPE, SCHEDULE_ATTR, finalize
 from .qmatmul import (QMatmulSpec, out_shape, pack_bias, pack_requant, pick_tile,  # noqa: F401
-                      qmatmul_reference, unscheduled)
+                      qmatmul_reference, schedule, unscheduled)
 from .qconv2d import requant_te
 
 __all__ = ["QMatmulInt4Spec", "make_qmatmul_int4", "pack_weight_int4", "pack_bias", "pack_requant",
@@ -154,25 +153,6 @@ def make_qmatmul_int4(spec: QMatmulInt4Spec, tile=None) -> tirx.PrimFunc:
     """PrimFunc (a, weight, bias[, rq], out); tile = (rows, 16-column blocks) per task, default qmatmul.pick_tile:
     (<= 4 rows, 4 blocks) for the usual n, one sequential weight stream per task."""
     func = unscheduled(spec, (spec.np_ // 64, spec.kp // 8, 4, 16, 4), "uint8", qmatmul_int4_te)
-    rm, rn = tile or pick_tile(spec.m, spec.np_ // 16)
-    sch = s_tir.Schedule(func)
-    accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
-    i, o, j, kp, kt = sch.get_loops(accb)
-    io, ii = sch.split(i, [None, rm])
-    oo, oi = sch.split(o, [None, rn])
     # column tiles outer, row tiles inner: the threads split the weight (each streams its part once) instead of the
     # rows (each streaming all of it); 1.5x at 2 threads, m = 8 or 16
-    sch.reorder(oo, io, kp, ii, oi, j, kt)
-    sch.set_scope(accb, 0, ACC_SCOPE)
-    sch.reverse_compute_at(out, io)
-    _, cv = sch.split(sch.get_loops(out)[-1], [None, 16])
-    sch.vectorize(cv)
-    sch.unroll(ii)
-    sch.unroll(oi)
-    sch.parallel(sch.fuse(oo, io))
-    init = sch.decompose_reduction(accb, kp)
-    sch.tensorize(j, INT4_INTRIN)
-    sch.vectorize(sch.get_loops(init)[-1])
-    if spec.a_dtype == "int8" or spec.kp != spec.k:
-        sch.parallel(sch.get_loops(sch.get_sblock("pad"))[0])
-    return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled"))
+    return schedule(func, spec, tile, INT4_INTRIN, columns_outer=True)
