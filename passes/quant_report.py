@@ -1,5 +1,7 @@
-"""Per-layer quantization report: for each q.requant after a q.conv / q.matmul, its grid and
-the SQNR (dB) of the dequantized integer result against the float model's value."""
+"""Per-layer quantization report: for each q.requant after a q.conv / q.matmul, its grid, the SQNR (dB)
+of the dequantized integer result against the float model's value, and the SQNR the layer loses: its
+input layers' SQNR (the lowest of the nearest layers upstream) minus its own. Errors add up with depth,
+so a low SQNR alone does not name the layer that causes it; the loss does (`worst_layers`)."""
 from __future__ import annotations
 
 import math
@@ -62,6 +64,7 @@ def report(float_graph: Graph, int_graph: Graph, batches: Iterable[Any]) -> list
             err[i] += float(np.sum((f - deq) ** 2))
     rows = []
     has = {i for i, _ in matched}
+    ups = _upstream_layers(int_graph, [v for _, _, v in layers], [c for _, c, _ in layers])
     for i, (rq, c, v) in enumerate(layers):
         s = spec_of(v)
         w = c.inputs[1]
@@ -73,16 +76,50 @@ def report(float_graph: Graph, int_graph: Graph, batches: Iterable[Any]) -> list
                      "dtype": v.type.dtype.value, "bits": v.type.dtype.bits, "weight_bits": wdt.bits,
                      "scale": (s.scale[0] if len(s.scale) == 1 else float(np.mean(s.scale))) if s else None, "zero_point": s.zero_point[0] if s else None,
                      "sqnr_db": sq})
+    for i, r in enumerate(rows):
+        r["upstream"] = [rows[j]["layer"] for j in ups[i]]
+        ins = [rows[j]["sqnr_db"] for j in ups[i]]
+        r["sqnr_lost_db"] = (min(ins) - r["sqnr_db"]) if ins and None not in ins and r["sqnr_db"] is not None \
+            and r["sqnr_db"] != math.inf and min(ins) != math.inf else None
     return rows
+
+
+def _upstream_layers(g: Graph, outs: list[Value], contractions: list[Node]) -> list[list[int]]:
+    """For each layer, the indices of the nearest layers whose outputs reach its contraction's activation
+    input (walking producers back through the ops between them: pools, reshapes, adds, tables...)."""
+    at = {id(v): i for i, v in enumerate(outs)}
+    found = []
+    for c in contractions:
+        seen, hits, todo = set(), set(), [c.inputs[0]]
+        while todo:
+            v = todo.pop()
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            if id(v) in at:
+                hits.add(at[id(v)])
+            elif v.producer is not None:
+                todo += [u for u in v.producer.inputs if not u.is_const]
+        found.append(sorted(hits))
+    return found
+
+
+def worst_layers(rows: list[dict], n: int = 3) -> list[dict]:
+    """The n layers that lose the most SQNR (dB) over their inputs', largest loss first."""
+    lost = [r for r in rows if r.get("sqnr_lost_db") is not None]
+    return sorted(lost, key=lambda r: -r["sqnr_lost_db"])[:n]
 
 
 def format_report(rows: list[dict]) -> str:
     """A text table of report() rows."""
-    head = ("layer", "op", "dtype", "bits", "w bits", "scale", "zp", "SQNR dB")
+    head = ("layer", "op", "dtype", "bits", "w bits", "scale", "zp", "SQNR dB", "lost dB")
     body = [(r["layer"], r["op"], r["dtype"], str(r["bits"]), str(r["weight_bits"]),
              f"{r['scale']:.4g}" if r["scale"] is not None else "-",
              str(r["zero_point"]) if r["zero_point"] is not None else "-",
-             "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}") for r in rows]
+             "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}",
+             "-" if r.get("sqnr_lost_db") is None else f"{r['sqnr_lost_db']:.1f}") for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(head), line(["-" * w for w in widths]), *(line(b) for b in body)]) + "\n"
+    worst = worst_layers(rows)
+    tail = ["most SQNR lost: " + ", ".join(f"{r['layer']} ({r['sqnr_lost_db']:.1f} dB)" for r in worst)] if worst else []
+    return "\n".join([line(head), line(["-" * w for w in widths]), *(line(b) for b in body), *tail]) + "\n"

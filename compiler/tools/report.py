@@ -334,10 +334,14 @@ def to_html(rep: dict[str, Any], images: dict[str, str] | None = None) -> str:
         rows = [(e(str(r["layer"])), e(r["op"]), str(r["bits"]), str(r["weight_bits"]),
                  f"{r['scale']:.4g}" if r["scale"] is not None else "-",
                  "-" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}",
+                 "-" if r.get("sqnr_lost_db") is None else f"{r['sqnr_lost_db']:.1f}",
                  _bar((r["sqnr_db"] or 0) / top)) for r in qr]
+        from passes.quant_report import worst_layers
+        worst = ", ".join(f"{e(str(r['layer']))} ({r['sqnr_lost_db']:.1f} dB)" for r in worst_layers(qr))
         parts += ['<section id="quantization"><h2>Quantization (SQNR vs float)</h2>',
                   _img(images, "quantization", "SQNR per layer"),
-                  _table(["layer", "op", "bits", "w bits", "scale", "SQNR dB", ""], rows, {2, 3, 4, 5}),
+                  *([f"<p>most SQNR lost over the layer's inputs: {worst}</p>"] if worst else []),
+                  _table(["layer", "op", "bits", "w bits", "scale", "SQNR dB", "lost dB", ""], rows, {2, 3, 4, 5, 6}),
                   "</section>"]
     if "memory" in rep:
         parts += memory_html(rep["memory"], _img(images, "memory", "memory timeline"))
