@@ -1,12 +1,13 @@
 """Predicted energy per inference, FP32 against integer-only INT8 and the multiplication-free builds
-(shift/add weights, 4-bit LUT linear layers), for ResNet-50 (224x224) and the
-6-layer BERT encoder (hidden 384, seq 128) of the model zoo: an ESTIMATE from the operation counts
-of each final IR (compiler/energy.py: Horowitz 45 nm, shifts from ShiftAddViT), not a measurement.
+(shift/add weights, 4-bit LUT linear layers), for the bundled digits CNN (examples/models/digits_cnn.onnx,
+8x8 inputs), ResNet-50 (224x224) and the 6-layer BERT encoder (hidden 384, seq 128) of the model zoo: an
+ESTIMATE from the operation counts of each final IR (compiler/energy.py: Horowitz 45 nm, shifts from
+ShiftAddViT), not a measurement.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/energy.py [--models resnet50 bert]
+    PYTHONPATH=. .venv/bin/python benchmarks/energy.py [--models digits resnet50 bert]
 
-Random weights (seed 0; the counts depend on the graph, not on the values); INT8 is calibrated on 4
-random batches. Only the compiler's passes run (compiler.api.final_ir): no code is generated, nothing
+ResNet-50 and BERT have random weights (seed 0; the counts depend on the graph, not on the values) and
+INT8 calibrated on 4 random batches; the digits CNN is the trained one, calibrated on 64 training digits. Only the compiler's passes run (compiler.api.final_ir): no code is generated, nothing
 is timed. Prints, per model, the builds side by side (operation counts, energy by kind and by op),
 then one summary table. The activations' DRAM traffic follows the memory plan (the arena written
 once and read once); the table also gives the traffic with every tensor written and read once.
@@ -27,8 +28,20 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import export_model  # noqa: E402
 
 
+DIGITS = ROOT / "examples" / "models" / "digits_cnn.onnx"
+
+
+def model_path(name: str) -> Path:
+    return DIGITS if name == "digits" else export_model(name)[0]
+
+
 def calibration(name: str, n: int = 4) -> list[np.ndarray]:
-    """Random inputs shaped like the model's: images for resnet50, token ids for bert."""
+    """Inputs shaped like the model's: training digits for digits, random images for resnet50, random
+    token ids for bert."""
+    if name == "digits":
+        from examples.digits import load_digits_split
+        xtr = load_digits_split()[0]
+        return [xtr[i:i + 1] for i in range(64)]
     rng = np.random.default_rng(0)
     if name == "bert":
         return [rng.integers(0, 1000, (1, 128)).astype(np.int64) for _ in range(n)]
@@ -44,11 +57,11 @@ def standard_builds(name: str) -> dict[str, dict[str, Any]]:
 def multiplication_free_builds(name: str) -> dict[str, dict[str, Any]]:
     """The multiplication-free builds of the same model: shift/add weights (every conv / linear weight a
     sum of two signed powers of two, the shift-and-add kernel) and 4-bit LUT linear layers (T-MAC table
-    lookups). The shift/add fit is sized for layers like BERT's, so ResNet-50 gets only the LUT build
-    (which touches just its classifier: a CNN's convs stay int8)."""
+    lookups). The shift/add fit is sized for layers like BERT's and the digits CNN's, so ResNet-50 gets only
+    the LUT build (which touches just its classifier: a CNN's convs stay int8)."""
     int8 = standard_builds(name)["INT8 integer-only"]
     builds = {"LUT 4-bit linear": {**int8, "lut": 4}}
-    if name == "bert":
+    if name in ("bert", "digits"):
         builds["shift/add 2-term"] = {**int8, "shiftadd": 2, "shiftadd_kernel": "shift"}
     return builds
 
@@ -81,12 +94,13 @@ def summary_rows(model: str, estimates: dict[str, tuple[dict, dict]]) -> list[st
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["resnet50", "bert"], choices=["resnet50", "bert"])
+    ap.add_argument("--models", nargs="+", default=["digits", "resnet50", "bert"],
+                    choices=["digits", "resnet50", "bert"])
     args = ap.parse_args()
     from compiler.energy import TABLE_SOURCE, format_side_by_side
     summary = []
     for name in args.models:
-        path, _ = export_model(name)
+        path = model_path(name)
         builds = {**standard_builds(name), **multiplication_free_builds(name)}
         estimates = {}
         for build, options in builds.items():
