@@ -3,7 +3,7 @@ pass decides with and the TVM kernels build for. No TVM here, so passes can use 
 from __future__ import annotations
 
 BLOCKS = (16, 8, 4, 2)
-INT_OUT_BLOCK = 16          # the VNNI conv writes 16-channel blocks (when co % 16 == 0)
+INT_OUT_BLOCK = 16          # the VNNI conv computes 16 output channels per vector (see int_out_block)
 
 
 def best_block(c: int, min_block: int = 2) -> int:
@@ -40,7 +40,13 @@ def int_in_block(ci: int) -> int:
 
 
 def int_out_block(co: int) -> int:
-    return INT_OUT_BLOCK if co % INT_OUT_BLOCK == 0 else 0
+    """The VNNI conv's output block: 16 when co % 16 == 0; else 8 when co % 8 == 0 (each 16-lane vector is
+    written as two 8-channel halves, blocks 2o and 2o + 1, the last half dropped when co % 16 == 8: the
+    24 / 40 / 72 / 120-channel layers of MobileNets stay blocked); else 0, plain NCHW. The int8 depthwise
+    conv and the integer global sum read and write the same 16 or 8 blocks."""
+    if co % INT_OUT_BLOCK == 0:
+        return INT_OUT_BLOCK
+    return 8 if co % 8 == 0 else 0
 
 
 # -- the packed conv weights ----------------------------------------------------------------------------

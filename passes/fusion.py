@@ -44,7 +44,7 @@ ELEMENTWISE = ARITHMETIC_ELEMENTWISE | {q.requant, ivit.shiftgelu, ivit.shifttan
 FLOAT_EPILOGUE = frozenset({"conv", "matmul"})
 CHAINS = {
     "qconv": ("", "R", "RR", "RAR", "RRAR", "RT", "RART"),     # T: an 8-bit q.table (an activation)
-    "qconv_plain": ("", "R", "RR", "RT"),    # co % 16 != 0: a plain NCHW output, no residual slot
+    "qconv_plain": ("", "R", "RR", "RT"),    # co % 8 != 0 (layouts.int_out_block 0): a plain NCHW output, no residual slot
     "qdepthwise": ("", "R", "RT"),
     "qmatmul": ("", "B", "R", "BR"),
     "qbmm": ("", "r"),                 # r: a per-tensor q.requant

@@ -44,7 +44,7 @@ CONV_CASES = [  # ci, co, h, k, stride, pad, x dtype, x zp, fused epilogue
     (16, 32, 10, 3, 1, 1, "uint8", 7, "u8"),
     (32, 16, 11, 3, 2, 1, "int8", -3, "i8"),
     (3, 16, 20, 7, 2, 3, "uint8", 5, "u8"),           # the stem: 3 channels padded to 4
-    (20, 24, 9, 3, 1, 1, "int8", 11, "i8"),           # channels not divisible by 16: plain output
+    (20, 24, 9, 3, 1, 1, "int8", 11, "i8"),           # 24 channels: 8-channel blocks (two halves per vector)
     (16, 16, 8, 3, 1, 1, "uint8", 2, "residual"),     # requant -> int32 + requant(residual) -> requant
     (16, 32, 8, 1, 1, 0, "uint8", 0, "residual_hi"),  # the same with the int32 "hi" requant form
 ]
@@ -266,7 +266,7 @@ def test_fastpath_quantize_writes_the_conv_layout(ci, also_plain, dt):
                                                     (32, False, False)])
 def test_fastpath_integer_global_average_pool(co, per_channel, requant):
     """The dyadic global average pool (cast to int32, sum over h and w, requant with the count folded in) of
-    a conv's blocked output is one kernel on the blocked data (plain NCHW for channels not divisible by 16)."""
+    a conv's blocked output is one kernel on the blocked data (8-channel blocks for 24 channels)."""
     rng = np.random.default_rng(co + per_channel)
     g = Graph()
     x = g.add_input("x", TensorType((1, 16, 7, 7), DType.U8))
@@ -424,3 +424,49 @@ def test_activation_table_fused_in_the_int8_conv_write_back(co, depthwise):
     np.testing.assert_array_equal(exe.run([xs])[0], interp.run(g, xs)[0])
     calls = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", exe.source("relax"))
     assert "table" not in calls
+
+
+def _fconv(g, x, co, rng, k=1, groups=1):
+    from compiler.ops import linalg
+    ci = x.type.shape[1]
+    w = g.const((rng.standard_normal((co, ci // groups, k, k)) / np.sqrt(ci // groups * k * k)).astype(np.float32))
+    return g.add1(linalg.conv, [x, w, g.const((0.1 * rng.standard_normal(co)).astype(np.float32))],
+                  strides=(1, 1), pads=(k // 2,) * 4, dilations=(1, 1), groups=groups)
+
+
+def test_mobilenet_block_with_8_channel_blocks_stays_blocked_and_bit_exact():
+    """MobileNetV3's 24 -> 72 -> 24 (+ residual) -> 40 inverted residual with a squeeze-excite gate, integer-only:
+    the 24/72/40-channel activations (multiples of 8, not 16) stay in 8-channel blocks from the input's quantize
+    to the last conv (no layout.pack / unpack between kernels; the residual and the global sum fused), and the
+    TVM build is bit-exact with the interpreter."""
+    import compiler
+    from compiler.api import final_ir
+    from compiler.ops import kernel
+    from compiler.ops import layout as lay
+    from passes.quantize import QuantConfig
+    from passes.quantize_pipeline import quantize_graph
+    rng = np.random.default_rng(7)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 24, 10, 10), DType.F32))
+    e = g.add1(ew.hard_swish, [_fconv(g, x, 72, rng)])
+    d = g.add1(ew.relu, [_fconv(g, e, 72, rng, k=3, groups=72)])
+    s = g.add1(rd.reduce_mean, [d], axes=(2, 3), keepdims=True)
+    gate = g.add1(ew.hard_sigmoid, [_fconv(g, g.add1(ew.relu, [_fconv(g, s, 24, rng)]), 72, rng)], alpha=1 / 6,
+                  beta=0.5)
+    r = g.add1(ew.add, [_fconv(g, g.add1(ew.mul, [d, gate]), 24, rng), x])
+    g.outputs = [_fconv(g, r, 40, rng)]
+    calib = [rng.standard_normal((1, 24, 10, 10)).astype(np.float32) for _ in range(4)]
+    ig, _ = quantize_graph(g, calib, QuantConfig(integer_only=True))
+    fg, _ = final_ir(ig, "llvm -num-threads=1")
+    convs = [i for i, n in enumerate(fg.nodes) if n.op is kernel.fused and n.attrs["kernel"] == "qconv"]
+    assert len(convs) == 6
+    between = [n.op.name for n in fg.nodes[convs[0]:convs[-1]] if n.op in (lay.pack, lay.unpack)]
+    assert between == []
+    blocks = {n.outputs[0].type.shape[4] for n in fg.nodes[convs[0]:convs[-1] + 1] if n.outputs[0].type.rank == 5}
+    assert blocks == {8}
+    kinds = [n.attrs["kernel"] for n in fg.nodes if n.op is kernel.fused]
+    assert kinds.count("reduce") == 1 and sum(n.op is ew.add for n in fg.nodes) == 0   # the residual is fused
+    xs = rng.standard_normal((1, 24, 10, 10)).astype(np.float32)
+    want = interp.run(ig, xs)[0]
+    assert np.unique(want).size > 16
+    np.testing.assert_array_equal(compiler.compile(ig, target="llvm -num-threads=1").run(xs)[0], want)

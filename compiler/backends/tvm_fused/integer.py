@@ -109,8 +109,8 @@ def qconv_plan(kb: KernelBody):
             res_i = kb.operand_of(r2n.inputs[0])
             rt = r2n.inputs[0].type.dtype
             rq2 = _requant(r2n, _I32_RANGE if rt is DType.I32 else q.INT_RANGE[rt])
-        if res_i is None or kb.blocks.get(res_i) != 16:
-            raise NotFusable("the residual must arrive in 16-channel blocks")
+        if res_i is None or kb.blocks.get(res_i) != kb.out_block:
+            raise NotFusable("the residual must arrive in the output's channel blocks")
         res_dt = tvm_dtype(kb.body.inputs[res_i].type.dtype)
     tn = epi.pop(0) if epi and epi[0].op is q.table else None
     if epi:
@@ -122,8 +122,8 @@ def qconv_plan(kb: KernelBody):
                             rq1, res_dt, rq2, rq3, rq1b, _table_dtype(tn))
     except ValueError as e:
         raise NotFusable(str(e)) from None
-    if kb.out_block != (16 if spec.blocked_out else 0):
-        raise NotFusable("the VNNI conv writes 16-channel blocks exactly when co % 16 == 0")
+    if kb.out_block != spec.out_block:
+        raise NotFusable("the VNNI conv writes the blocks of compiler.layouts.int_out_block")
     return spec, (r1n, r1bn, r2n, r3n, tn), res_i, xi
 
 

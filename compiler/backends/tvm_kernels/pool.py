@@ -200,8 +200,9 @@ def pool2d_reference(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
 @dataclass(frozen=True)
 class IntGlobalSumSpec:
     """int32 sum over (h, w) of 8-bit data [+ a fused requant (``qconv2d.Requant``; its (3, cop//16, 16) table
-    is the kernel's second parameter)]; layout (n, c//b, h, w, b) in and (n, c//b, 1, 1, b) out, or plain NCHW
-    with block 0.  The sum is exact in int32 (h * w < 2^23)."""
+    is the kernel's second parameter)]; layout (n, c//b, h, w, b) in and (n, c//b, 1, 1, b) out with b 16 or 8
+    (the int8 conv's blocks, compiler.layouts.int_out_block), or plain NCHW with block 0.  The sum is exact in
+    int32 (h * w < 2^23)."""
 
     n: int
     c: int
@@ -212,7 +213,7 @@ class IntGlobalSumSpec:
     rq: object = None
 
     def __post_init__(self):
-        if self.block not in (0, 16) or (self.block and self.c % 16) or self.h * self.w >= 2**23:
+        if self.block not in (0, 8, 16) or (self.block and self.c % self.block) or self.h * self.w >= 2**23:
             raise ValueError(f"int global sum {self}")
 
     @property
@@ -238,7 +239,8 @@ def make_int_global_sum(spec: IntGlobalSumSpec) -> tirx.PrimFunc:
     if spec.block:
         acc = te.compute(spec.out_shape(), lambda n, cb, y, xx, i: te.sum(
             x[n, cb, ry, rx, i].astype("int32"), axis=[ry, rx]), name="pool")
-        chan = lambda cb, i: (cb, i)  # noqa: E731
+        b = spec.block        # the requant table is in 16-channel blocks: an 8-block is half of one
+        chan = (lambda cb, i: (cb, i)) if b == 16 else (lambda cb, i: (cb // 2, cb % 2 * 8 + i))  # noqa: E731
     else:
         acc = te.compute(spec.out_shape(), lambda n, ch, y, xx: te.sum(
             x[n, ch, ry, rx].astype("int32"), axis=[ry, rx]), name="pool")

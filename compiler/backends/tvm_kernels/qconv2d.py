@@ -13,8 +13,10 @@ Layouts (``ib = spec.in_block`` in {4, 8, 16}; ``cip`` = ci rounded up to a mult
   xz = x_zero_point (uint8) or x_zero_point + 128 (int8, shifted): the zero point never reaches the kernel.
 * requant parameters: :func:`pack_requant` -> ``(3, cop//16, 16)``: int64 rows m, c, 2^(c-1) (0 where c == 0), or
   the int32 rows of a cheaper exact form (``Requant.form``, see REQUANT_FORMS).
-* residual: same layout as the output (out_block 16) of dtype ``residual_dtype``.
-* output:   ``(n, cop//16, oh, ow, 16)`` if co % 16 == 0, else plain ``(n, co, oh, ow)``; dtype ``out_dtype``.
+* residual: same layout as the output (a blocked one) of dtype ``residual_dtype``.
+* output:   ``(n, co//b, oh, ow, b)`` with ``b = spec.out_block`` (compiler.layouts.int_out_block: 16 if
+  co % 16 == 0, else 8 if co % 8 == 0: each 16-lane accumulator written as two 8-channel halves), else plain
+  ``(n, co, oh, ow)``; dtype ``out_dtype``.
 
 Epilogue (all in int64 where the reference is, bit-exact with compiler/ops/quant.py)::
 
@@ -34,11 +36,11 @@ from typing import Optional, Tuple
 
 import numpy as np
 import tvm
-from tvm import s_tir, te, tirx
+from tvm import te, tirx
 
-from compiler.layouts import int_in_block, pack_vnni_conv_weight
+from compiler.layouts import int_in_block, int_out_block, pack_vnni_conv_weight
 
-from .common import SCHEDULE_ATTR, divisors, finalize
+from .common import divisors, finalize
 from .requant import (REQUANT_FORMS, Requant, pack_requant, requant_dtype, requant_form,  # noqa: F401
                       requant_np, requant_scalar_te, requant_te)
 from .vnni import VNNI_INTRIN, register_intrinsics  # noqa: F401
@@ -106,8 +108,12 @@ class QConvSpec:
         return _up(self.co, 16)
 
     @property
+    def out_block(self) -> int:
+        return int_out_block(self.co)
+
+    @property
     def blocked_out(self) -> bool:
-        return self.co % 16 == 0
+        return self.out_block != 0
 
     @property
     def pre_table_dtype(self) -> str:
@@ -147,8 +153,9 @@ def data_shape(spec: QConvSpec):
 
 def out_shape(spec: QConvSpec):
     oh, ow = output_hw(spec)
-    if spec.blocked_out:
-        return (spec.n, spec.co // 16, oh, ow, 16)
+    b = spec.out_block
+    if b:
+        return (spec.n, spec.co // b, oh, ow, b)
     return (spec.n, spec.co, oh, ow)
 
 
@@ -199,22 +206,25 @@ def pad_te(spec: QConvSpec, data):
 
 def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None, table=None):
     """The write-back stage `out` of the int32 accumulator `acc` (n, cop/16, oh, ow, 16): bias, the
-    requants, the residual, the lookup table (the epilogue of the module docstring). Shared with the
-    shift-and-add conv."""
-    def epi(n, o, y, x, j):
+    requants, the residual, the lookup table (the epilogue of the module docstring), in the output's layout
+    (out_shape). Shared with the shift-and-add conv."""
+    def epi(n, o, y, x, j, res_idx=None):
         v = acc[n, o, y, x, j] + bias[o, j]
         if spec.rq1 is not None:
             v = requant_te(v, rq1, (o, j), spec.rq1)
         if spec.rq1b is not None:
             v = requant_te(v, rq1b, (o, j), spec.rq1b)
         if spec.residual_dtype is not None:
-            r = residual[n, o, y, x, j]
+            r = residual[res_idx]
             r = requant_te(r, rq2, (o, j), spec.rq2) if spec.rq2 is not None else r.astype("int32")
             v = requant_te(v.astype("int32") + r.astype("int32"), rq3, (o, j), spec.rq3)
         return table_te(v, table, spec.pre_table_dtype) if spec.table is not None else v
 
-    if spec.blocked_out:
-        return te.compute(out_shape(spec), epi, name="out")
+    if spec.out_block == 16:
+        return te.compute(out_shape(spec), lambda *i: epi(*i, res_idx=i), name="out")
+    if spec.out_block == 8:       # 8-channel block o: half o % 2 of the accumulator's 16-channel block o // 2
+        return te.compute(out_shape(spec), lambda n, o, y, x, j: epi(n, o // 2, y, x, (o % 2) * 8 + j,
+                                                                     (n, o, y, x, j)), name="out")
     return te.compute(out_shape(spec), lambda n, c, y, x: epi(n, c // 16, y, x, c % 16), name="out")
 
 
@@ -297,7 +307,7 @@ def pick_tile(n_ocb: int, ow: int) -> Tuple[int, int]:
     return best
 
 
-def _sched_pad(sch):
+def sched_pad(sch):
     try:
         blk = sch.get_sblock("pad")
     except Exception:  # noqa: BLE001
@@ -307,39 +317,10 @@ def _sched_pad(sch):
     sch.vectorize(i)
 
 
-def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.PrimFunc:
-    oh, ow = output_hw(spec)
-    roc, rw = tile or pick_tile(spec.cop // 16, ow)
-    sch = s_tir.Schedule(func)
-    conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-    n, o, y, x, j, rcb, rh, rw_, rq, rt = sch.get_loops(conv)
-    oo, oi = sch.split(o, [None, roc])
-    xo, xi = sch.split(x, [None, rw])
-    sch.reorder(n, oo, y, xo, rcb, rh, rw_, rq, oi, xi, j, rt)
-    intrin = VNNI_INTRIN
-    if spec.blocked_out:
-        # the accumulator tile stays in the default scope: below 1 KiB (< 16 accumulators) it is then a stack
-        # array, where a "local" buffer is a workspace allocation per parallel iteration
-        sch.reverse_compute_at(out, xo)
-        sch.vectorize(sch.get_loops(out)[-1])
-    else:
-        ol = sch.get_loops(out)
-        sch.parallel(sch.fuse(*ol[:3]))
-    sch.unroll(xi)
-    sch.unroll(oi)
-    if spec.kw > 1:
-        sch.unroll(rw_)
-    sch.parallel(sch.fuse(n, oo, y))
-    init = sch.decompose_reduction(conv, rcb)
-    sch.tensorize(j, intrin)
-    sch.vectorize(sch.get_loops(init)[-1])
-    _sched_pad(sch)
-    return sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled")
-
-
 def make_qconv2d(spec: QConvSpec, tile=None) -> tirx.PrimFunc:
     """Scheduled PrimFunc with params (data, weight, bias, [rq1], [rq1b], [residual, [rq2], rq3], out); opaque,
-    scheduled."""
+    scheduled (the schedule: qconv2d_schedule.py)."""
+    from .qconv2d_schedule import schedule_qconv2d
     return finalize(schedule_qconv2d(qconv2d_prim_func(spec), spec, tile))
 
 

@@ -1,0 +1,82 @@
+"""The s_tir schedule of the INT8 VNNI conv (qconv2d.py): parallel over n, output-channel tile and row; a
+register tile of reg_oc 16-channel accumulators x reg_w pixels, vpdpbusd tensorized over the 16 channels x 4
+input channels, the write-back (bias, requants, residual, table) computed at the tile. A 16-channel block output
+(or plain NCHW) takes the write-back after the accumulator tile (reverse_compute_at); an 8-channel block output
+writes each accumulator as two half blocks, the tile computed at the write-back's tile (compute_at)."""
+from __future__ import annotations
+
+import re
+
+from tvm import s_tir, tirx
+
+from .common import SCHEDULE_ATTR
+from .qconv2d import QConvSpec, output_hw, pick_tile, sched_pad
+from .vnni import VNNI_INTRIN
+
+
+def tile_half_blocks(sch, conv, out, roc: int, rw: int, reduction: tuple, inner: tuple = (), unroll_rw=False):
+    """The tile of an 8-channel block output: `out` (n, co/8, oh, ow, 8) split into 2 roc blocks x rw columns
+    (parallel over n, tile, row), its 8 lanes vectorized, the conv's (roc x rw) accumulator tile computed at
+    each tile (compute_at: the write-back's o // 2, o % 2 indexing defeats reverse_compute_at) with its loops
+    ordered (reduction..., o, x, j, inner...) by block variable name (unit loops are gone), o and x unrolled.
+    Returns (the conv's loops by block variable name, the outermost of them: where the reduction decomposes)."""
+    n, o, y, x, j = sch.get_loops(out)
+    oo, oi = sch.split(o, [None, 2 * roc])
+    xo, xi = sch.split(x, [None, rw])
+    sch.reorder(n, oo, y, xo, oi, xi, j)
+    sch.compute_at(conv, xo)
+    sch.unroll(oi)
+    sch.unroll(xi)
+    sch.vectorize(j)
+    sch.parallel(sch.fuse(n, oo, y))
+    loops = sch.get_loops(conv)[2:]
+    realize = sch.get(loops[-1]).body
+    binds = [(iv.var.name, set(re.findall(r"\w+", str(v)))) for iv, v in zip(realize.block.iter_vars,
+                                                                          realize.iter_values)]
+    lp = {name: loop for loop in loops for name, used in binds if sch.get(loop).loop_var.name in used}
+    order = [lp[k] for k in (*reduction, "v_o", "v_x", "v_j", *inner) if k in lp]
+    sch.reorder(*order)
+    for k in ("v_o", "v_x") + (("v_rw",) if unroll_rw else ()):
+        if k in lp:
+            sch.unroll(lp[k])
+    return lp, order[0]
+
+
+def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.PrimFunc:
+    oh, ow = output_hw(spec)
+    roc, rw = tile or pick_tile(spec.cop // 16, ow)
+    sch = s_tir.Schedule(func)
+    conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+    intrin = VNNI_INTRIN
+    if spec.out_block == 8:
+        if (spec.cop // 16) % roc or ow % rw:       # the accumulator tile must divide the output
+            roc, rw = pick_tile(spec.cop // 16, ow)
+        lp, first = tile_half_blocks(sch, conv, out, roc, rw, ("v_rcb", "v_rh", "v_rw", "v_rq"), ("v_rt",),
+                                     spec.kw > 1)
+        init = sch.decompose_reduction(conv, first)
+        sch.tensorize(lp["v_j"], intrin)
+        sch.vectorize(sch.get_loops(init)[-1])
+        sched_pad(sch)
+        return sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled")
+    n, o, y, x, j, rcb, rh, rw_, rq, rt = sch.get_loops(conv)
+    oo, oi = sch.split(o, [None, roc])
+    xo, xi = sch.split(x, [None, rw])
+    sch.reorder(n, oo, y, xo, rcb, rh, rw_, rq, oi, xi, j, rt)
+    if spec.blocked_out:
+        # the accumulator tile stays in the default scope: below 1 KiB (< 16 accumulators) it is then a stack
+        # array, where a "local" buffer is a workspace allocation per parallel iteration
+        sch.reverse_compute_at(out, xo)
+        sch.vectorize(sch.get_loops(out)[-1])
+    else:
+        ol = sch.get_loops(out)
+        sch.parallel(sch.fuse(*ol[:3]))
+    sch.unroll(xi)
+    sch.unroll(oi)
+    if spec.kw > 1:
+        sch.unroll(rw_)
+    sch.parallel(sch.fuse(n, oo, y))
+    init = sch.decompose_reduction(conv, rcb)
+    sch.tensorize(j, intrin)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sched_pad(sch)
+    return sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled")
