@@ -377,19 +377,32 @@ class _Rewriter:
 
     def passthrough(self, n: Node) -> None:
         """reshape / transpose / slice / gather / max_pool / reduce_max ... run on the integers;
-        the grid passes through (a differing output annotation gets a requant)."""
+        the grid passes through (a differing output annotation gets a requant). A linear nn.resize
+        (passes.quantize.resize_refusal lets only 2-D NCHW ones through) becomes q.resize_linear."""
         x = n.inputs[0]
         xq = self.as_int(x)
         sx = spec_of(xq) or self.spec(x)
         out = n.outputs[0]
         so = self.spec(out)
         rest = [self.as_float(v) for v in n.inputs[1:]]
+        op, attrs = n.op, n.attrs
+        if op is shape.resize and attrs["mode"] == "linear":
+            op, attrs = self.resize_linear(n, sx)
         if so.same_grid(sx):
             name, exact = self.primary_name(out, integer=True)
-            self.set_int(out, self.emit(n.op, [xq, *rest], name, so, exact=exact, **n.attrs))
+            self.set_int(out, self.emit(op, [xq, *rest], name, so, exact=exact, **attrs))
         else:
-            y = self.emit(n.op, [xq, *rest], n.name + "_int", sx, **n.attrs)
+            y = self.emit(op, [xq, *rest], n.name + "_int", sx, **attrs)
             self.set_int(out, self.requant(y, sx.scale, sx.zero_point[0], out))
+
+    def resize_linear(self, n: Node, sx: QuantSpec) -> tuple[OpDef, dict[str, Any]]:
+        """The q.resize_linear (and its attributes) of a 2-D linear nn.resize of x on grid sx."""
+        if sx.dtype not in (DType.I8, DType.U8):
+            raise Unsupported(f"bilinear resize '{n.name}' on the integers needs an int8/uint8 input, got "
+                              f"{sx.dtype.value}", self.loc)
+        a = n.attrs
+        return quant.resize_linear, dict(sizes=a["sizes"][2:], scales=a["scales"][2:], zero_point=sx.zero_point[0],
+                                         coordinate_transformation_mode=a["coordinate_transformation_mode"])
 
     def activation(self, n: Node) -> None:
         """A standalone relu / clip => q.requant to its output grid with the clamp."""

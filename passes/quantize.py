@@ -16,7 +16,7 @@ from compiler.diagnostics import InvalidInput, Unsupported
 from compiler.ir import Graph, Node, Value
 from compiler.ops import elementwise as ew
 from compiler.ops import linalg, nn, reduce, shape
-from compiler.ops.quant import INT_RANGE
+from compiler.ops.quant import INT_RANGE, RESIZE_COORD_MODES
 from compiler.types import DType, QuantParams, TensorType
 from passes.base import steps
 from passes.table_islands import FLOAT_ELEMENTWISE
@@ -357,6 +357,28 @@ def gating_product(n: Node) -> bool:
     return len(roots) > 1
 
 
+def resize_refusal(n: Node) -> str | None:
+    """Why the nn.resize n has no integer form, or None when it has one: a nearest resize (no roi) runs on
+    the integers as it is; a linear one of H and W of an NCHW tensor (no roi, no antialias, a coordinate
+    mode of quant.RESIZE_COORD_MODES) becomes q.resize_linear (passes/dyadic.py)."""
+    a, x = n.attrs, n.inputs[0]
+    if a["roi"]:
+        return "a resize with a roi (tf_crop_and_resize) has no integer form: its extrapolation value would " \
+               "need its own rounding"
+    if a["mode"] == "nearest":
+        return None
+    if a["mode"] != "linear":
+        return f"{a['mode']} resize has no integer form (nearest and 2-D bilinear have)"
+    if a["antialias"]:
+        return "an antialiased linear resize has no integer form (its filter is wider than 2 taps)"
+    if a["coordinate_transformation_mode"] not in RESIZE_COORD_MODES:
+        return f"linear resize with coordinate_transformation_mode {a['coordinate_transformation_mode']!r} " \
+               f"has no integer form (one of {', '.join(RESIZE_COORD_MODES)})"
+    if x.type.rank != 4 or tuple(a["sizes"][:2]) != x.type.shape[:2] or tuple(a["scales"][:2]) != (1.0, 1.0):
+        return "integer linear resize scales H and W of an NCHW tensor only"
+    return None
+
+
 def integer_capable(n: Node, uses: Mapping | None = None) -> bool:
     """Whether dyadic rewrites node n into integer ops (else it stays float between a
     dequantize and a quantize). `uses` (Graph.uses()) lets a scale that feeds a softmax stay float."""
@@ -373,8 +395,8 @@ def integer_capable(n: Node, uses: Mapping | None = None) -> bool:
         return not (ins[0].is_const and ins[1].is_const) and all(_is_float(v) for v in ins)
     if n.op is shape.concat:
         return any(not v.is_const for v in ins)
-    if n.op is shape.resize and (n.attrs["mode"] != "nearest" or n.attrs["roi"]):
-        return False                  # interpolation or a crop's extrapolation value would need their own rounding
+    if n.op is shape.resize and resize_refusal(n) is not None:
+        return False
     if n.op in PASSTHROUGH:
         return not ins[0].is_const and all(_is_float(v) == (i == 0) for i, v in enumerate(ins))
     if n.op in ACTIVATIONS:

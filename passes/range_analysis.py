@@ -26,7 +26,8 @@ from passes.base import register_pass
 I64_MAX = 2**63 - 1
 Interval = tuple[int, int]
 _SAME = (shape.reshape, shape.transpose, shape.slice_, shape.gather, shape.expand, shape.tile,
-         nn.max_pool, reduce.reduce_max, reduce.reduce_min, ew.identity, ew.relu)
+         nn.max_pool, reduce.reduce_max, reduce.reduce_min, ew.identity, ew.relu,
+         quant.resize_linear)    # weights >= 0 summing to 2^2F: a rounded convex combination of its taps
 
 
 def _dtype_range(dt: DType) -> Interval:

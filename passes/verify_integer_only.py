@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from compiler.diagnostics import SourceLoc, Unsupported
 from compiler.ir import Graph, Node
-from compiler.ops import quant
+from compiler.ops import quant, shape
 from passes.base import register_pass
+from passes.quantize import resize_refusal
 
 
 def verify_integer_only(g: Graph) -> list[Node]:
@@ -24,9 +25,15 @@ def verify_integer_only(g: Graph) -> list[Node]:
     return bad
 
 
+def float_reason(n: Node) -> str | None:
+    """Why node n has no integer form, where a rule says (a resize: passes.quantize.resize_refusal)."""
+    return resize_refusal(n) if n.op is shape.resize else None
+
+
 def describe(g: Graph, n: Node) -> str:
     loc = n.loc or SourceLoc(g.source, n.name, n.op.name)
-    return f"{n.name} ({n.op.name}) at {loc}"
+    why = float_reason(n)
+    return f"{n.name} ({n.op.name}) at {loc}" + (f": {why}" if why else "")
 
 
 @register_pass("verify_integer_only")
@@ -38,7 +45,7 @@ def verify_integer_only_pass(g: Graph) -> Graph:
         first = bad[0]
         raise Unsupported(f"the graph is not integer-only: {len(bad)} node(s) compute in float:\n    {names}",
                           first.loc or SourceLoc(g.source, first.name, first.op.name),
-                          hint="these ops have no integer form yet (e.g. linear resize, a product of a value and its "
+                          hint="these ops have no integer form yet (e.g. cubic resize, a product of a value and its "
                                "own function that no quantize follows): "
                                "drop --integer-only to keep them in float, or end the model in logits")
     return g

@@ -381,12 +381,15 @@ def test_nearest_resize_runs_on_the_integers(rng):
     up = g.add1(shape.resize, [g.add1(ew.relu, [x])], sizes=(1, 3, 8, 8), scales=(1.0, 1.0, 2.0, 2.0),
                 mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
     lin = g.add1(shape.resize, [x], sizes=(1, 3, 8, 8), scales=(1.0, 1.0, 2.0, 2.0), mode="linear")
-    g.outputs = [up, lin]
+    cub = g.add1(shape.resize, [x], sizes=(1, 3, 8, 8), scales=(1.0, 1.0, 2.0, 2.0), mode="cubic")
+    g.outputs = [up, lin, cub]
     xs = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
     ig = dyadic_rewrite(annotate(g, calibrate(g, [[xs]])))
-    nearest, linear = [n for n in ig.nodes if n.op is shape.resize]
+    nearest, cubic = [n for n in ig.nodes if n.op is shape.resize]
     assert nearest.inputs[0].type.dtype is DType.U8                 # a gather of the integers
-    assert linear.inputs[0].type.dtype is F32                        # interpolation stays float
+    (linear,) = [n for n in ig.nodes if n.op is quant.resize_linear]   # bilinear: integer taps and one shift
+    assert linear.inputs[0].type.dtype.is_int
+    assert cubic.inputs[0].type.dtype is F32                         # cubic interpolation stays float
 
 
 def test_output_concat_of_far_apart_grids_is_int32(rng):

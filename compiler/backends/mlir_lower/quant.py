@@ -13,18 +13,24 @@
                 widened to i16 with the zero point subtracted (so padding contributes exactly 0).
                 int32 wraps as the reference's int64 -> int32 cast does.
 - q.table:      linalg.generic + tensor.extract at index(x) - min(dtype).
+- q.resize_linear: linalg.generic over the output reading the reference's i32 index / weight tables
+                (q.resize_linear_tables) along H and W, 4 tensor.extract taps, (ext(x) - zp) * wy * wx summed
+                in i32, + 2^(2F-1), shrsi 2F, + zp, clamp, trunci.
 """
 from __future__ import annotations
 
 import numpy as np
 from iree.compiler import ir
-from iree.compiler.dialects import arith, math, tensor
+from iree.compiler.dialects import arith, linalg, math, tensor
 
 from compiler.backends.mlir_lower import mfree
 from compiler.backends.mlir_lower.linalg import conv, matmul
 from compiler.backends.mlir_lower.registry import (
+    PAR,
     LowerCtx,
+    amap,
     elem_type,
+    generic,
     is_unsigned,
     lowers,
     scalar,
@@ -182,3 +188,30 @@ def _qconv(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     t = node.outputs[0].type
     return [conv(ctx, x, w, bias, t.shape, elem_type(t.dtype), a["strides"], a["pads"], a["dilations"],
                  a["groups"])]
+
+
+@lowers(q.resize_linear)
+def _resize_linear(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    a, dt = node.attrs, node.inputs[0].type.dtype
+    x, out = args[0], node.outputs[0].type.shape
+    i32, idx_t = ir.IntegerType.get_signless(32), ir.IndexType.get()
+    (iy, wy), (ix, wx) = q.resize_linear_tables(shape_of(x)[2:], a)
+    tabs = [ctx.const(np.ascontiguousarray(t[:, k]), DType.I32) for t in (iy, wy, ix, wx) for k in range(2)]
+    lo, hi = q.INT_RANGE[dt]
+    sh = 2 * a["frac_bits"]
+
+    def body(iy0, iy1, wy0, wy1, ix0, ix1, wx0, wx1, _out):
+        n, c = linalg.IndexOp(0).result, linalg.IndexOp(1).result
+        acc = None
+        for iy, wy in ((iy0, wy0), (iy1, wy1)):
+            for ix, wx in ((ix0, wx0), (ix1, wx1)):
+                v = tensor.ExtractOp(x, [n, c, arith.index_cast(idx_t, iy), arith.index_cast(idx_t, ix)]).result
+                v = arith.extui(i32, v) if is_unsigned(dt) else arith.extsi(i32, v)
+                t = arith.muli(arith.subi(v, scalar(a["zero_point"], i32)), arith.muli(wy, wx))
+                acc = t if acc is None else arith.addi(acc, t)
+        y = arith.shrsi(arith.addi(acc, scalar(1 << (sh - 1), i32)), scalar(sh, i32))
+        y = arith.addi(y, scalar(a["zero_point"], i32))
+        y = arith.minsi(arith.maxsi(y, scalar(lo, i32)), scalar(hi, i32))
+        return arith.trunci(elem_type(dt), y)
+    maps = [amap(4, [2])] * 4 + [amap(4, [3])] * 4 + [amap(4, range(4))]
+    return [generic(tabs, [ctx.empty(out, elem_type(dt))], maps, [PAR] * 4, body)[0]]

@@ -11,6 +11,9 @@
 * conv / matmul: x - zero point in int32, then Relax's int32 conv{1,2,3}d / matmul (padding
   with 0 after the subtraction = padding the input with its zero point), + int32 bias; all
   wrap modulo 2^32 exactly like the reference's int64 -> int32 cast.
+* resize_linear: TE; the reference's own int32 index / weight tables (q.resize_linear_tables) baked in as
+  constants, the 4-tap sum of (int32(x) - zp) * (wy * wx) in int32 (it cannot overflow, see the op), then
+  + 2^(2F-1), an arithmetic >> 2F, + zp and the clamp.
 """
 from __future__ import annotations
 
@@ -158,6 +161,33 @@ def _matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Exp
     x = _minus_zp(ctx, args[0], a["a_zero_point"])
     w = _minus_zp(ctx, args[1], a["b_zero_point"])
     return [R.matmul(x, w, out_dtype="int32")]
+
+
+def _resize_linear_te(x: te.Tensor, iy: te.Tensor, wy: te.Tensor, ix: te.Tensor, wx: te.Tensor,
+                      sizes: tuple[int, int], zp: int, frac_bits: int, lo: int, hi: int) -> te.Tensor:
+    i32 = "int32"
+    z, rnd = tirx.const(zp, i32), tirx.const(1 << (2 * frac_bits - 1), i32)
+
+    def body(n, c, i, j):
+        acc = None
+        for p in range(2):
+            for k in range(2):
+                t = (x[n, c, iy[i, p], ix[j, k]].astype(i32) - z) * (wy[i, p] * wx[j, k])
+                acc = t if acc is None else acc + t
+        y = ((acc + rnd) >> tirx.const(2 * frac_bits, i32)) + z
+        return tirx.max(tirx.min(y, tirx.const(hi, i32)), tirx.const(lo, i32)).astype(x.dtype)
+    return te.compute((x.shape[0], x.shape[1], *sizes), body, name="resize_linear")
+
+
+@lowers(q.resize_linear)
+def _resize_linear(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    a = node.attrs
+    x = args[0]
+    (iy, wy), (ix, wx) = q.resize_linear_tables(shape_of(x)[2:], a)
+    lo, hi = q.INT_RANGE[node.inputs[0].type.dtype]
+    tabs = [relax.const(t) for t in (iy, wy, ix, wx)]
+    return [ctx.emit_te(_resize_linear_te, x, *tabs, tuple(a["sizes"]), a["zero_point"], a["frac_bits"], lo, hi,
+                        name="resize_linear")]
 
 
 __all__ = ["requant_expr", "requant_params", "dtype_of"]
