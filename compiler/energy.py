@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler.ir import Graph, Node, Value
-from compiler.ops import (bitwise, elementwise, indexing, ivit, kernel, layout, linalg, lut, nn, quant,
-                          reduce, shape, unary_math)
+from compiler.ops import (bitwise, elementwise, indexing, ivit, kernel, layout, linalg, lut, mfree, nn,
+                          quant, reduce, shape, unary_math)
 from compiler.ops.registry import OpDef
 from compiler.types import DType
 
@@ -135,6 +135,19 @@ def _lut_matmul(n: Node) -> Counts:
     return merge(ops(tcls, rows * (kp // 4) * 16, add=1), {"lookup_bytes": looks * entry},
                  ops("int32", looks, add=1), ops("int32", groups * bits, shift=1, add=1),
                  ops("int32", groups, mul=1, add=1))
+
+
+def _binary_attention(n: Node) -> Counts:
+    """ShiftAddViT binary-code attention: the codes, one compare per Q and K element; V to int8, per
+    element a compare (max|V|), a division, an add and a floor/clamp (3 compares); the MatAdds, one int32
+    add per (code bit, V or KV element) and per code bit for the counts (the select on the code is the
+    add's enable: not priced apart); per row one division, per output one multiply (and the cast)."""
+    q, k, v = (x.type for x in n.inputs)
+    bh = math.prod(q.shape[:-2])
+    (lq, d), (lk, dv) = q.shape[-2:], v.shape[-2:]
+    return merge(ops("fp32", q.size + k.size, add=1), ops("fp32", v.size, add=5, div=1),
+                 ops("int32", bh * d * (lk + lq) * (dv + 1), add=1),
+                 ops("fp32", bh * lq, div=1), ops("fp32", bh * lq * dv, mul=1, add=1))
 
 
 # q.conv / q.matmul realized as shift-and-add (realization "shift"): every weight is a sum of this
@@ -383,6 +396,7 @@ RULES: dict[OpDef, Rule] = {
     kernel.fused: Rule(_nothing, "one kernel: its body's ops are counted"),
     layout.unpack_weight: Rule(_nothing, "the kernel reads the packed constant as is: no work at run time"),
     lut.lut_matmul: Rule(_lut_matmul),
+    mfree.binary_attention: Rule(_binary_attention),
 }
 
 

@@ -83,6 +83,23 @@ def with_integer_attention(names: list[str], target: Target, on: bool) -> list[s
     return [INTEGER_ATTENTION] + list(names)
 
 
+# ShiftAddViT's binary-code attention (compile(..., shiftadd_attention=True), opt-in): each softmax
+# attention chain becomes one mfree.binary_attention (passes/shiftadd_attention.py), first, before
+# fuse_attention would take the chain. A TVM CPU kernel only.
+SHIFTADD_ATTENTION = "shiftadd_attention"
+
+
+def with_shiftadd_attention(names: list[str], target: Target, backend: str, on: bool) -> list[str]:
+    """The kernel-level pass list `names`, with the binary-code attention rewrite first when `on`."""
+    if not on:
+        return list(names)
+    if backend != "tvm" or target.kind != "llvm":
+        from compiler.diagnostics import Unsupported
+        raise Unsupported(f"shiftadd_attention: mfree.binary_attention has a TVM CPU (llvm) kernel only, "
+                          f"not one for the {backend} backend on {target.kind}")
+    return [SHIFTADD_ATTENTION] + list(names)
+
+
 def pipeline_for(target: Target) -> list[str]:
     return list(PIPELINES[target.kind])
 

@@ -20,6 +20,7 @@ from passes import (  # noqa: F401  (registration)
     recognize,
     select_masks,
     shiftadd,
+    shiftadd_attention,
     table_islands,
     tabulate,
     tiles,

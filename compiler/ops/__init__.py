@@ -10,6 +10,7 @@ from compiler.ops import (  # noqa: F401  (registration)
     linalg,
     lmul,
     lut,
+    mfree,
     nn,
     qattention,
     quant,

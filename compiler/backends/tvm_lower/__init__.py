@@ -8,6 +8,7 @@ from compiler.backends.tvm_lower import (  # noqa: F401  (registration)
     linalg,
     lmul,
     lut,
+    mfree,
     nn,
     qattention,
     quant,
