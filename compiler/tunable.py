@@ -75,6 +75,16 @@ class Provider(Protocol):
         """An executable of the graph ``g`` (``run(inputs)``), built for ``target``."""
         ...
 
+    def shift_kernel(self, spec: Any, terms: int, tile: tuple[int, ...] | None = None) -> tuple[Any, Shapes]:
+        """(built kernel, argument shapes) of the shift-and-add kernel that runs `terms`-term power-of-two
+        weights of the layer the int8 ``qconv`` / ``qmatmul`` kernel of ``spec`` runs, with ``tile``."""
+        ...
+
+    def cpu_timer(self, func: Any, shapes: Shapes, target: Any, min_s: float = 0.05) -> Any:
+        """A callable giving the CPU seconds of this process per call of the built kernel ``func`` (a loop of
+        >= ``min_s`` s); needs a runtime of 1 thread (the kernel then runs on the calling thread)."""
+        ...
+
 
 _kinds: dict[str, TunableKernel] = {}
 _types: dict[type, TunableKernel] = {}

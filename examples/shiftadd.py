@@ -1,7 +1,8 @@
 """Multiplication-free weights, post-training: the digits CNN compiled integer-only with every conv / linear
 weight re-expressed as per-channel sums of 1 or 2 signed powers of two (passes/shiftadd.py), fitted to each
 layer's output on the calibration images. Prints the test accuracy of FP32, INT8 and the 2- and 1-term builds,
-each layer's fit and realization (the kernel that runs it), and the latency of the two realizations.
+each layer's fit and realization (the kernel that runs it: by default the one the cost models predict faster,
+both predictions printed), and the latency of the two realizations.
 
     python examples/shiftadd.py
 """
@@ -26,7 +27,10 @@ def layers(cm) -> list[tuple[str, str, str, str]]:
     for n in cm.graph.nodes:
         if n.op is kernel.fused:
             for m in n.attrs["body"].nodes:
-                if m.op in (q.conv, q.matmul) and m.inputs[1].is_const:
+                if m.op not in (q.conv, q.matmul):
+                    continue
+                w = m.inputs[1]         # a constant, or the VNNI kernels' packed constant unpacked
+                if w.is_const or (w.producer is not None and w.producer.op.name == "layout.unpack_weight"):
                     out.append((m.name, n.name, m.attrs["weight_code"] or "int8", m.attrs["realization"] or "-"))
     return out
 
@@ -58,8 +62,11 @@ def main() -> None:
         print(f"\n{name}: per layer (output error: relative L2 against the INT8 layer on the calibration data)")
         fit = {r["name"]: r for r in builds[name].report.shiftadd}
         for layer, fused, code, real in layers(builds[name]):
-            err = fit[layer]["output_error"] if layer in fit else float("nan")
-            print(f"  {layer:22} in {fused:24} {code:7} realization {real:6} output error {err * 100:5.2f}%")
+            r = fit.get(layer, {})
+            err = r.get("output_error", float("nan"))
+            pred = "  ".join(f"{k} {r[k + '_s'] * 1e3:.4f} ms" for k in ("vnni", "shift") if r.get(k + "_s"))
+            print(f"  {layer:22} in {fused:24} {code:7} realization {real:6} output error {err * 100:5.2f}%"
+                  f"  predicted {pred or '-'}")
 
 
 if __name__ == "__main__":

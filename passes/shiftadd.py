@@ -17,7 +17,9 @@ at the top level, times 2^(-1/2 .. 1) in eighths of an octave), each rounded to 
 refitted by least squares; the best one is then improved greedily weight by weight (round down or up, whichever
 lowers the output error, a coordinate descent over the rows of G), alpha refitted again. The bias absorbs the
 mean of the remaining error (bias correction). Each rewritten op carries `weight_code` ("pow2x1" / "pow2x2")
-and `realization`, the kernel that runs it ("vnni" or "shift", from `choose_realization`).
+and `realization`, the kernel that runs it ("vnni" or "shift"; with --shiftadd-kernel auto per layer the one
+predicted faster, `kernel_choice`: the learned model's int8 VNNI latency against the measured shift-kernel
+model of costmodel/shiftadd.py).
 """
 from __future__ import annotations
 
@@ -199,22 +201,70 @@ def _weight_matrix(n: Node) -> tuple[np.ndarray, int]:
 
 
 # -- the rewrite -----------------------------------------------------------------------------------------------------
-def choose_realization(target: Any) -> str:
-    """Which kernel runs a power-of-two layer: "vnni" (the int8 VNNI kernel fed the power-of-two weights) or
-    "shift" (the shift-and-add kernel, compiler/backends/tvm_kernels/shiftadd.py); "" for a target without
-    either (the GPU lowers the op as it is).
+def layer_shape(n: Node) -> tuple[str, tuple[int, ...], tuple[int, ...], dict[str, Any]]:
+    """(kind, x shape, w shape, conv attributes) of a q.conv / q.matmul, as the cost models take a layer."""
+    x, w = tuple(n.inputs[0].type.shape), tuple(n.inputs[1].type.shape)
+    if n.op is q.conv:
+        a = n.attrs
+        return "conv", x, w, {"strides": tuple(a["strides"]), "pads": tuple(a["pads"]),
+                              "groups": int(a["groups"]), "dilations": tuple(a["dilations"])}
+    return "matmul", x, w, {}
 
-    The cost model has no data for the shift kernel, so this is the rule measured by
-    benchmarks/shiftadd_vs_vnni.py (1 thread, interleaved in one run, znver4): VNNI is faster on every layer
-    shape there, 1.5-7x against the 1-term and 1.9-11x against the 2-term shift kernel (our FP32 kernel is
-    faster than the shift kernel too) -- one vpdpbusd does 64 multiply-accumulates, the shift loop 16 lanes of
-    shift, xor and add per term. On a CPU with AVX-512 VNNI the rule is therefore VNNI. On an x86 CPU without
-    VNNI the VNNI kernel cannot run and the shift kernel (AVX2/AVX-512 variable shifts) is chosen; that case
-    is not measured."""
+
+def predict_kernels(n: Node, terms: int, target: Any = None) -> dict[str, Any]:
+    """The two kernels' predicted seconds for layer `n` with `terms`-term weights: {"vnni_s": the learned
+    model's int8 VNNI prediction (`costmodel.policy.predict_layer_latency`), "shift_s": the measured
+    shift-kernel model's (`costmodel.shiftadd.predict_layer_latency`), "note": why one is None, or ""}."""
+    from costmodel import policy, shiftadd as cs
+    kind, x, w, conv = layer_shape(n)
+    tgt = None if target is None else str(target)
+    out: dict[str, Any] = {"vnni_s": None, "shift_s": None, "note": ""}
+    notes = []
+    for key, predict, arg in (("vnni_s", policy.predict_layer_latency, 8),
+                              ("shift_s", cs.predict_layer_latency, terms)):
+        try:
+            out[key] = float(predict(kind, x, w, arg, tgt, **conv)[0])
+        except policy.LatencyUnavailable as e:
+            notes.append(f"no {key[:-2]} prediction: {e}")
+    out["note"] = "; ".join(notes)
+    return out
+
+
+def kernel_choice(target: Any, node: Node | None = None, terms: int = 2) -> dict[str, Any]:
+    """{"realization", "vnni_s", "shift_s", "why"}: which kernel runs a power-of-two layer and why.
+
+    "" for a target other than the CPU (the GPU lowers the op as it is); "shift" on a CPU without VNNI (the
+    VNNI kernel cannot run there). Otherwise, per layer, the faster of the two predictions: the int8 VNNI
+    kernel fed the power-of-two weights (the learned cost model) against the shift-and-add kernel
+    (compiler/backends/tvm_kernels/shiftadd.py; the measured model of costmodel/shiftadd.py), both at the
+    models' one thread. Where either cannot predict (no layer given, a grouped or dilated conv, no model):
+    "vnni", what benchmarks/shiftadd_vs_vnni.py and the shift model's data measured faster on every layer
+    shape (on a Zen 4 core 1.2-39x against 1 term, 1.2-63x against 2, median 8x and 13x: one vpdpbusd does
+    64 multiply-accumulates, the shift loop 16 lanes of shift, xor and add per term)."""
+    pred: dict[str, Any] = {"vnni_s": None, "shift_s": None, "note": ""}
     if target is None or getattr(target, "kind", "llvm") != "llvm":
-        return ""
+        return {"realization": "", **pred, "why": "not a CPU target: the op is lowered as it is"}
     from costmodel.features import target_info
-    return "vnni" if target_info(str(target)).vnni else "shift"
+    ti = target_info(str(target))
+    if node is not None:
+        pred = predict_kernels(node, terms, target)
+    vnni_s, shift_s = pred["vnni_s"], pred["shift_s"]
+    base = {"vnni_s": vnni_s, "shift_s": shift_s}
+    if not ti.vnni:
+        return {"realization": "shift", **base, "why": f"{ti.mcpu} has no VNNI: the shift kernel"}
+    if vnni_s is None or shift_s is None:
+        why = pred["note"] or "no layer to predict"
+        return {"realization": "vnni", **base, "why": f"{why}; VNNI, measured faster on every layer shape"}
+    pick = "shift" if shift_s < vnni_s else "vnni"
+    return {"realization": pick, **base,
+            "why": f"predicted: shift {shift_s * 1e3:.4g} ms vs VNNI {vnni_s * 1e3:.4g} ms"}
+
+
+def choose_realization(target: Any, node: Node | None = None, terms: int = 2) -> str:
+    """The kernel that runs a power-of-two layer ("vnni", "shift" or ""): `kernel_choice`'s realization --
+    per layer the faster predicted kernel on a VNNI CPU; without `node` the rule for a layer the models
+    cannot price ("vnni" there, "shift" on a CPU without VNNI, "" off the CPU)."""
+    return kernel_choice(target, node, terms)["realization"]
 
 
 class _Layer:
@@ -281,11 +331,13 @@ def fit_node(n: Node, w: np.ndarray, groups: int, xs: list[np.ndarray], terms: i
 
 
 def shiftadd_rewrite(g: Graph, batches: Iterable[Sequence[np.ndarray]], terms: int, realization: str = "",
-                     report: list | None = None, select: Callable[[Node], bool] | None = None) -> Graph:
+                     report: list | None = None, select: Callable[[Node], bool] | None = None,
+                     target: Any = None) -> Graph:
     """Every eligible q.conv / q.matmul of the integer graph `g` (those `select` accepts, when given) with
     `terms`-term power-of-two weights fitted to its output on `batches` (graph inputs per batch); `realization`
-    is written on each ("vnni" / "shift" / ""). Per layer, `report` (when given) gets {name, code, realization,
-    channels, output_error} (relative)."""
+    is written on each ("vnni" / "shift" / ""; "auto": per layer `kernel_choice` for `target`). Per layer,
+    `report` (when given) gets {name, code, realization, channels, output_error (relative), vnni_s, shift_s
+    (the two kernels' predicted seconds, None where not predicted; with a CPU target or "auto"), why}."""
     if terms not in CODES:
         raise ValueError(f"shift/add takes 1 or 2 terms, got {terms}")
     g = g.clone()
@@ -299,10 +351,16 @@ def shiftadd_rewrite(g: Graph, batches: Iterable[Sequence[np.ndarray]], terms: i
         n = lay.node
         w, groups = _weight_matrix(n)
         v, alpha, rel, mean_err = fit_node(n, w, groups, inputs[id(n)], terms, rng)
-        _rewrite_layer(g, lay, v, alpha, mean_err, terms, realization, replace)
+        choice = {"realization": realization, "vnni_s": None, "shift_s": None, "why": "given"}
+        if realization == "auto":
+            choice = kernel_choice(target, n, terms)
+        elif report is not None and target is not None and getattr(target, "kind", "llvm") == "llvm":
+            choice.update(predict_kernels(n, terms, target))
+            choice.pop("note")
+        _rewrite_layer(g, lay, v, alpha, mean_err, terms, choice["realization"], replace)
         if report is not None:
-            report.append({"name": n.name, "code": CODES[terms], "realization": realization,
-                           "channels": int(w.shape[1]), "output_error": rel})
+            report.append({"name": n.name, "code": CODES[terms], "channels": int(w.shape[1]), "output_error": rel,
+                           **choice})
     g.nodes = [replace.get(id(n), n) for n in g.nodes]
     return g
 
@@ -369,11 +427,10 @@ def shiftadd_pass(g: Graph, ctx) -> Graph:
         raise InvalidInput("shift/add weights are fitted on calibration batches; none were given")
     report: list = []
     out = g
-    if terms:
-        realization = req.shift_kernel if req.shift_kernel != "auto" else choose_realization(ctx.target)
-        out = shiftadd_rewrite(out, ctx.calibration, terms, realization, report)
+    if terms:       # --shiftadd-kernel auto: per layer, the faster predicted kernel (kernel_choice)
+        out = shiftadd_rewrite(out, ctx.calibration, terms, req.shift_kernel, report, target=ctx.target)
     for choice in planned:
         out = shiftadd_rewrite(out, ctx.calibration, int(choice[5:]), plan.pow2_kernel, report,
-                               select=plan.selects(choice))
+                               select=plan.selects(choice), target=ctx.target)
     ctx.results["shiftadd"] = report
     return out

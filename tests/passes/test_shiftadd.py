@@ -113,8 +113,13 @@ def test_pipeline_entry_print_disable_and_realization(capsys):
     tgt = Target("llvm", num_threads=1)
     qg, report = quantize_model(fg, "int8", calib, True, target=tgt, shiftadd=2, print_after=("shiftadd",))
     assert '// ----- IR after shiftadd -----' in capsys.readouterr().err
-    codes = {(n.attrs["weight_code"], n.attrs["realization"]) for n in qg.nodes if n.op in (q.conv, q.matmul)}
-    assert codes == {("pow2x2", choose_realization(tgt))} and len(report.shiftadd) == 3
+    layers = [n for n in qg.nodes if n.op in (q.conv, q.matmul)]
+    got = {n.name: (n.attrs["weight_code"], n.attrs["realization"]) for n in layers}
+    assert len(got) == len(report.shiftadd) == 3
+    for r in report.shiftadd:           # auto: per layer the kernel predicted faster, both predictions reported
+        assert got[r["name"]] == ("pow2x2", r["realization"])
+        assert r["realization"] == ("shift" if r["shift_s"] < r["vnni_s"] else "vnni")
+        assert r["realization"] == choose_realization(tgt, next(n for n in layers if n.name == r["name"]), 2)
     qg, _ = quantize_model(fg, "int8", calib, True, target=tgt, shiftadd=1, shiftadd_kernel="shift")
     assert {n.attrs["realization"] for n in qg.nodes if n.op in (q.conv, q.matmul)} == {"shift"}
     qg, report = quantize_model(fg, "int8", calib, True, target=tgt, shiftadd=2, disable_passes=("shiftadd",))
@@ -124,6 +129,66 @@ def test_pipeline_entry_print_disable_and_realization(capsys):
         final_ir(g, shiftadd=2)
     with pytest.raises(InvalidInput):
         quantize_model(fg, "int8", calib, True, shiftadd=3)
+
+
+class _Int8Model:
+    """A stand-in learned cost model: every int8 VNNI kernel 1 ms."""
+    objective = "reg"
+
+    def __init__(self):
+        from costmodel import features
+        self.feature_names = features.FEATURE_NAMES
+
+    def predict(self, X):
+        return np.full(len(X), np.log(1e-3))
+
+
+class _ShiftModel:
+    """A stand-in shift-kernel model: `per_term[kind]` seconds per term."""
+
+    def __init__(self, **per_term):
+        self.per_term = per_term
+
+    def predict(self, kind, spec, tile, terms):
+        return self.per_term[kind] * terms
+
+
+@requires_torch
+def test_auto_takes_the_kernel_predicted_faster_per_layer():
+    """realization "auto": each layer runs the kernel with the smaller prediction (stand-in models: every VNNI
+    kernel 1 ms; the shift kernel 0.1 ms per term for one kind of layer, 10 ms for the other), so both
+    kernels are chosen in one graph and the choice follows the predictions when they swap; the report
+    carries both predictions and the choice. A CPU without VNNI takes the shift kernel whatever the
+    predictions; a GPU target neither (the op as it is)."""
+    from compiler.target import Target
+    from costmodel import policy, shiftadd as cs
+    from passes.shiftadd import choose_realization, kernel_choice
+    _g, ig, calib, _x = _quantized()
+    tgt = Target("llvm", mcpu="znver4", num_threads=1)
+    with policy.use_model(_Int8Model()):
+        for fast, slow in (("conv", "matmul"), ("matmul", "conv")):
+            report: list = []
+            with cs.use_model(_ShiftModel(**{fast: 1e-4, slow: 1e-2})):
+                sg = shiftadd_rewrite(ig, calib, 2, "auto", report, target=tgt)
+            want = {fast: "shift", slow: "vnni"}
+            layers = [n for n in sg.nodes if n.op in (q.conv, q.matmul)]
+            got = {n.name: n.attrs["realization"] for n in layers}
+            kinds = {n.name: "conv" if n.op is q.conv else "matmul" for n in layers}
+            assert got == {name: want[kind] for name, kind in kinds.items()}
+            for r in report:
+                shift = (1e-4 if kinds[r["name"]] == fast else 1e-2) * 2
+                assert r["vnni_s"] == pytest.approx(1e-3) and r["shift_s"] == pytest.approx(shift)
+                assert r["realization"] == got[r["name"]] and r["why"].startswith("predicted")
+        conv = next(n for n in ig.nodes if n.op is q.conv)
+        with cs.use_model(_ShiftModel(conv=1.0, matmul=1.0)):
+            assert choose_realization(tgt, conv, 2) == "vnni"
+            no_vnni = kernel_choice(Target("llvm", mcpu="skylake", num_threads=1), conv, 2)
+            assert no_vnni["realization"] == "shift" and no_vnni["shift_s"] == pytest.approx(2.0)
+        with cs.use_model(None):
+            c = kernel_choice(tgt, conv, 2)
+            assert c["realization"] == "vnni" and c["shift_s"] is None and "no shift prediction" in c["why"]
+    assert choose_realization(Target("cuda"), conv, 2) == "" and choose_realization(None, conv) == ""
+    assert choose_realization(tgt) == "vnni"          # no layer: the rule for a layer nobody can price
 
 
 # -- accuracy: the digits CNN and ViT of tests/e2e, every conv / linear layer shift/add -------------------------------

@@ -2,8 +2,8 @@
 conv2d, matmul and batched matmul, each described for the cost model and built with a given tile.
 
 This module is the default provider: importing it registers the six kinds. It also builds host targets,
-times built kernels and builds whole graphs, for the measuring tools (`compile tune-costmodel`,
-`python -m costmodel.elementwise`).
+times built kernels, builds whole graphs and the shift-and-add kernels, for the measuring tools (`compile
+tune-costmodel`, `python -m costmodel.elementwise`, `python -m costmodel.shiftadd`).
 """
 from __future__ import annotations
 
@@ -328,3 +328,37 @@ def time_kernels(funcs: Sequence[Any], shapes: tunable.Shapes, target: Any, repe
         for i, ev in enumerate(evs):
             runs[i].append(float(ev(*args).results[0]))
     return runs
+
+
+def shift_kernel(spec: Any, terms: int, tile: tuple[int, ...] | None = None) -> tuple[Any, tunable.Shapes]:
+    """(PrimFunc, argument shapes) of the shift-and-add conv / matmul (shiftadd.py) for the layer of the VNNI
+    ``spec`` (QConvSpec / QMatmulSpec): the VNNI kernel's arguments, the int8 weight replaced by the code."""
+    from . import shiftadd as S
+    shapes = list(tunable.kernel_of(spec).arg_shapes(spec))
+    if isinstance(spec, Q.QConvSpec):
+        shapes[1] = (S.conv_code_shape(spec, terms), S.CODE_DTYPE)
+        return S.make_shift_qconv2d(spec, terms, tile), shapes
+    shapes[1] = (S.matmul_code_shape(spec, terms), S.CODE_DTYPE)
+    return S.make_shift_qmatmul(spec, terms, tile), shapes
+
+
+def cpu_timer(func: Any, shapes: tunable.Shapes, target: Any, min_s: float = 0.05) -> Any:
+    """CPU seconds of this process per call of ``func`` on zero-filled arguments (the integer kernels' time does
+    not depend on the values), over a loop of >= ``min_s`` s, per call of the returned function. Load from
+    other processes is not counted, as it is by the wall clock of :func:`time_kernels`."""
+    threads = tvm.get_global_func("runtime.NumThreads")()
+    if threads != 1:
+        raise RuntimeError(f"the TVM runtime runs {threads} threads: time with TVM_NUM_THREADS=1")
+    fn = tvm.compile(tvm.IRModule({"main": func}), target)["main"]
+    args = [tvm.runtime.tensor(np.zeros(s, dt)) for s, dt in shapes]
+    fn(*args)                                               # warm-up (also page-faults the buffers in)
+    t0 = time.process_time()
+    fn(*args)
+    number = max(1, int(min_s / max(time.process_time() - t0, 1e-6)))
+
+    def run() -> float:
+        t = time.process_time()
+        for _ in range(number):
+            fn(*args)
+        return (time.process_time() - t) / number
+    return run
