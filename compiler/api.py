@@ -11,7 +11,7 @@ from typing import Any
 from compiler.diagnostics import InvalidInput, InvalidModel, Unsupported
 from compiler.ir import Graph
 from compiler.pipeline import (kernel_pipeline_for, pipeline_for, quantized_pipeline_for, with_integer_attention,
-                               with_lmul)
+                               with_lmul, with_shiftadd_attention)
 from compiler.runtime import CompiledModel, Signature
 from compiler.target import Target
 
@@ -79,16 +79,18 @@ def lower_kernels(g: Graph, target: Target | str = "llvm", backend: str = "tvm",
                   disable_passes: Sequence[str] = (), print_after: Sequence[str] = (),
                   verify_each: bool = True, dump_dir: str | os.PathLike | None = None,
                   results: dict[str, Any] | None = None, lmul: str | None = None,
-                  integer_attention: bool = False) -> Graph:
+                  integer_attention: bool = False, shiftadd_attention: bool = False) -> Graph:
     """The kernel-level passes (fusion, layouts, tiles, the memory plan) for `backend` on `target`: the
     final IR, the program the executable runs. What analysis passes found (`memory`: the arena plan)
     goes into `results` when given. lmul="attention" adds the L-Mul pass (compiler.pipeline.with_lmul),
-    integer_attention=True the one-pass integer attention (compiler.pipeline.with_integer_attention)."""
+    integer_attention=True the one-pass integer attention (compiler.pipeline.with_integer_attention),
+    shiftadd_attention=True the binary-code attention (compiler.pipeline.with_shiftadd_attention)."""
     from passes import PassContext, run_pipeline
     from passes.base import resolve
     target = Target.parse(target) if isinstance(target, str) else target
-    names = resolve(with_integer_attention(with_lmul(kernel_pipeline_for(target, backend), lmul), target,
-                                           integer_attention), None, disable_passes)
+    names = with_integer_attention(with_lmul(kernel_pipeline_for(target, backend), lmul), target,
+                                   integer_attention)
+    names = resolve(with_shiftadd_attention(names, target, backend, shiftadd_attention), None, disable_passes)
     kernel_spec = None
     if backend == "tvm" and target.kind == "llvm":
         from compiler.backends.tvm_fused import kernel_spec
@@ -105,11 +107,13 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
              disable_passes: Sequence[str] = (), print_after: Sequence[str] = (), verify_each: bool = True,
              dump_dir: str | os.PathLike | None = None, quantize: str | None = None, calibration: Any = None,
              integer_only: bool = False, observer: str = "minmax", size_budget: float | None = None,
-             latency_budget: float | None = None, accuracy_budget: float | None = None,
-             progress: Progress | None = None, results: dict[str, Any] | None = None, lmul: str | None = None,
+             latency_budget: float | None = None, accuracy_budget: float | str | None = None,
+             labels: Any = None, progress: Progress | None = None, results: dict[str, Any] | None = None,
+             lmul: str | None = None,
              shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
              lut_table: str = "int8", integer_attention: bool = False,
-             precision: str = "fp32", weight_bits: int = 8) -> tuple[Graph, Any]:
+             precision: str = "fp32", weight_bits: int = 8,
+             shiftadd_attention: bool = False) -> tuple[Graph, Any]:
     """Every pass of a compile, in order: (the final IR, the quantization report or None). The kernel
     passes' analyses (the memory plan) go into `results` when given."""
     say = progress or (lambda _msg: None)
@@ -129,11 +133,15 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     if integer_attention and not integer_only:
         raise InvalidInput("integer_attention needs quantize='int8' and integer_only=True",
                            hint="add --quantize int8 --integer-only")
+    if shiftadd_attention and (quantize is not None or lmul is not None):
+        raise InvalidInput("shiftadd_attention rewrites float softmax attention: not with "
+                           f"{'quantize' if quantize is not None else 'lmul'}",
+                           hint="drop --quantize / --lmul, or --shiftadd-attention")
     if quantize is not None:
         t0 = time.perf_counter()
         g, report = quantize_model(g, quantize, calibration, integer_only, observer,
                                    size_budget=size_budget, latency_budget=latency_budget,
-                                   accuracy_budget=accuracy_budget, target=target,
+                                   accuracy_budget=accuracy_budget, labels=labels, target=target,
                                    disable_passes=disable_passes, print_after=print_after,
                                    verify_each=verify_each, dump_dir=dump_dir, shiftadd=shiftadd,
                                    shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table,
@@ -152,10 +160,16 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     if precision == "fp16":     # float16 compute, passes/fp16.py's float32 ops kept, the signature float32
         g = optimize(g, target, passes=["convert_fp16"], disable_passes=disable_passes, print_after=print_after,
                      verify_each=verify_each)
+    if shiftadd_attention:
+        from passes.einsum import find_chains
+        if not find_chains(g):
+            raise Unsupported("shiftadd_attention: no float softmax attention chain found (passes/einsum.py's "
+                              "form: matmul(q, k^T) -> [scale] -> softmax -> matmul(., v), the scores read by "
+                              "the chain only)")
     t0 = time.perf_counter()
     g = lower_kernels(g, target, backend, disable_passes=disable_passes, print_after=print_after,
                       verify_each=verify_each, results=results, lmul=lmul,
-                      integer_attention=integer_attention)
+                      integer_attention=integer_attention, shiftadd_attention=shiftadd_attention)
     kernels = sum(1 for n in g.nodes if n.op.name == "k.fused")
     say(f"{kernels} kernels, {len(g.nodes)} nodes after fusion and layouts in {time.perf_counter() - t0:.2f}s")
     return g, report
@@ -168,11 +182,11 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             dump_dir: str | os.PathLike | None = None,
             quantize: str | None = None, calibration: Any = None, integer_only: bool = False,
             observer: str = "minmax", size_budget: float | None = None,
-            latency_budget: float | None = None, accuracy_budget: float | None = None,
-            progress: Progress | None = None, lmul: str | None = None,
+            latency_budget: float | None = None, accuracy_budget: float | str | None = None,
+            labels: Any = None, progress: Progress | None = None, lmul: str | None = None,
             shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
             lut_table: str = "int8", integer_attention: bool = False, precision: str = "fp32",
-            weight_bits: int = 8) -> CompiledModel:
+            weight_bits: int = 8, shiftadd_attention: bool = False) -> CompiledModel:
     """Compile a model for `target` ("llvm", "llvm -mcpu=znver4 -num-threads=1") and return a
     CompiledModel. `model` is an ONNX path or ModelProto, or a torch.nn.Module traced on
     `example_inputs`.
@@ -182,22 +196,32 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     minmax, percentile or mse; integer_only=True fails unless every op between the input
     quantize and the output dequantize is an integer op. The per-layer report is `cm.report`.
     quantize="mixed" is the same with each layer's weights chosen by the HAWQV3 ILP (passes.mixed_precision)
-    among int8, int4 (convs), 4- or 2-bit LUT (linear layers: q.lut_matmul, packed) and 2-term shift/add, under
-    size_budget and/or latency_budget, fractions of the all-INT8 weight bytes / latency (e.g. 0.7), and/or
+    among int8, int4 (convs), 4- or 2-bit LUT (linear layers: q.lut_matmul, packed) and 2- or 1-term shift/add,
+    under size_budget and/or latency_budget, fractions of the all-INT8 weight bytes / latency (e.g. 0.7), and/or
     accuracy_budget, a fraction of the outputs' mean square that the summed per-layer output perturbation
     (measured on `calibration`) may reach (e.g. 0.01); with it the ILP minimizes the multiplies, else the
-    perturbation. lut_table and shiftadd_kernel apply to the chosen layers. The plan is `cm.report.plan`;
-    a budget no plan meets raises InfeasibleBudget (an InvalidInput) naming it.
+    perturbation. accuracy_budget="0.5pt" (top-1 points lost against FP32 on the calibration data, labelled
+    by `labels`, one class index per calibration sample in order, or the .npz's `labels` array) or "cos0.99"
+    (the final output's minimum cosine with FP32 there) searches that bound: candidate plans are built and
+    measured (passes/accuracy_budget.py), and the one with the fewest multiplies within the budget is kept.
+    lut_table and shiftadd_kernel apply to the chosen layers. The plan is `cm.report.plan`; a budget no plan
+    meets raises InfeasibleBudget (an InvalidInput) naming it.
     quantize="model" takes the quantization the model already has (onnxruntime's QDQ or QOperator
     format: QuantizeLinear/DequantizeLinear, QLinearConv, QLinearMatMul, ...): its scales and zero points
     become the grids of the same integer rewrite (passes/qdq.py), no calibration needed; with
     integer_only=True the result is integer-only.
     lmul="attention" makes attention's matmuls (Q K^T, P V) L-Mul matmuls: each multiply one integer
     add of the float bits, 3-bit mantissa (passes/lmul.py).
+    shiftadd_attention=True (float, llvm, tvm backend) replaces each softmax attention by ShiftAddViT's
+    binary-code linear attention, post-training: codes [Q > 0], [K > 0], out = Q (K^T V) normalized, V in
+    int8, every product with a code a masked add (mfree.binary_attention; passes/shiftadd_attention.py).
+    It changes the model's output (no retraining): measure it on your data.
     shiftadd=1|2 (with quantize="int8") re-expresses every conv / linear weight per output channel as
     sums of 1 or 2 signed powers of two fitted to the layer's output on the calibration data
-    (passes/shiftadd.py); shiftadd_kernel "auto" (the target's rule), "vnni" or "shift" picks the kernel
-    that runs them. The per-layer fit is `cm.report.shiftadd`.
+    (passes/shiftadd.py); shiftadd_kernel "vnni" or "shift" picks the kernel that runs them, "auto" per
+    layer the one predicted faster (the learned int8 VNNI model against the measured shift-kernel model,
+    costmodel/shiftadd.py; the shift kernel on a CPU without VNNI). The per-layer fit, both predictions and
+    the choice are `cm.report.shiftadd`.
     lut=1|2|3|4 (with quantize="int8") makes every linear layer (q.matmul with a constant weight) a
     q.lut_matmul: b-bit weights in groups of 128 rows with integer group scales, computed by table lookup
     (T-MAC; passes/lut.py); lut_table "int8" (T-MAC's quantized tables) or "int16" (exact tables). The
@@ -224,10 +248,11 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                          print_after=print_after, verify_each=verify_each, dump_dir=dump_dir,
                          quantize=quantize, calibration=calibration, integer_only=integer_only,
                          observer=observer, size_budget=size_budget, latency_budget=latency_budget,
-                         accuracy_budget=accuracy_budget,
+                         accuracy_budget=accuracy_budget, labels=labels,
                          progress=progress, results=results, lmul=lmul, shiftadd=shiftadd,
                          shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table,
-                         integer_attention=integer_attention, precision=precision, weight_bits=weight_bits)
+                         integer_attention=integer_attention, precision=precision, weight_bits=weight_bits,
+                         shiftadd_attention=shiftadd_attention)
     missing = sorted({n.op.name for n in g.walk()} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
@@ -256,8 +281,8 @@ def check_precision(precision: str, quantize: str | None) -> None:
 
 def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                    observer: str = "minmax", *, size_budget: float | None = None,
-                   latency_budget: float | None = None, accuracy_budget: float | None = None,
-                   target: Target | None = None,
+                   latency_budget: float | None = None, accuracy_budget: float | str | None = None,
+                   labels: Any = None, target: Target | None = None,
                    disable_passes: Sequence[str] = (), print_after: Sequence[str] = (),
                    verify_each: bool = True, dump_dir: str | os.PathLike | None = None,
                    shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
@@ -267,7 +292,8 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     overflow bounds. Returns the graph and a lazy per-layer report.
     mode "mixed": per-layer int8 / int4 / LUT / shift-add weights from the HAWQV3 ILP under the budgets
     (fractions of the all-INT8 weight bytes / latency, of the outputs' mean square for accuracy); the report
-    then carries the plan. shiftadd=1|2: the
+    then carries the plan; accuracy_budget may also be "0.5pt" (with `labels`) or "cos0.99"
+    (passes.accuracy_budget). shiftadd=1|2: the
     shiftadd pass's power-of-two weights, run by `shiftadd_kernel` (the report carries its fit)."""
     from compiler.calibration import batches_for
     from compiler.pipeline import quantize_passes
@@ -275,7 +301,7 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     from passes.base import resolve
     from passes.quantize import QuantConfig, QuantRequest
     from passes.range_analysis import check_ranges
-    from passes.verify_integer_only import verify_integer_only
+    from passes.verify_integer_only import float_reason, verify_integer_only
     if mode not in QUANTIZE_MODES:
         raise Unsupported(f"quantize={mode!r}; supported: {', '.join(QUANTIZE_MODES)}")
     if mode != "mixed" and any(b is not None for b in (size_budget, latency_budget, accuracy_budget)):
@@ -293,6 +319,10 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
         raise InvalidInput(f"weight_bits={weight_bits!r} with quantize={mode!r}",
                            hint="weight_bits is 8 or 4, and 4 goes with quantize='int8' (mixed chooses per layer)")
     batches = [] if mode == "model" and calibration is None else batches_for(calibration, g)
+    if mode == "mixed" and accuracy_budget is not None:      # "0.5pt" / "cos0.99": an AccuracyTarget
+        from compiler.calibration import labels_for
+        from passes.accuracy_budget import parse_accuracy_budget
+        accuracy_budget = parse_accuracy_budget(accuracy_budget, labels_for(calibration, labels))
     budgets = {k: v for k, v in (("size", size_budget), ("latency", latency_budget),
                                  ("accuracy", accuracy_budget)) if v is not None}
     request = QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only,
@@ -313,7 +343,8 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     if integer_only:
         bad = verify_integer_only(qg)
         if bad:
-            listed = "; ".join(f"{n.op.name} '{n.name}'" for n in bad[:10])
+            listed = "; ".join(f"{n.op.name} '{n.name}'" + (f" ({why})" if (why := float_reason(n)) else "")
+                               for n in bad[:10])
             more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
             raise Unsupported(f"the graph is not integer-only: float ops remain at {listed}{more}",
                               hint="these ops have no integer form yet; drop --integer-only to keep "

@@ -79,3 +79,16 @@ def batches_for(calibration: Any, g: Graph) -> list[list[np.ndarray]]:
     if not out:
         raise InvalidInput("calibration data is empty")
     return out
+
+
+def labels_for(calibration: Any, labels: Any = None) -> Any:
+    """The class labels of the calibration samples (for an accuracy budget in top-1 points): `labels` as given
+    (an array, or one per batch; passes.accuracy_budget checks them), else the `labels` array of a calibration
+    .npz (one class index per sample, in the order of the samples), else None."""
+    if labels is not None or not isinstance(calibration, (str, os.PathLike)) or not Path(calibration).exists():
+        return labels
+    try:
+        with np.load(calibration, allow_pickle=False) as data:
+            return data["labels"] if "labels" in data.files else None
+    except Exception as e:  # noqa: BLE001  (numpy raises several types for bad files)
+        raise InvalidInput(f"{calibration} is not a readable .npz file: {e}") from None

@@ -31,6 +31,9 @@ more examples:
   compile model.onnx --quantize int8 --calibration calib.npz --integer-only --report -o m.dyc
   compile model.onnx --quantize mixed --calibration calib.npz --size-budget 0.6 --accuracy-budget 0.01 --report
                                                     per layer int8 / int4 / LUT / shift-add by the ILP
+  compile model.onnx --quantize mixed --calibration calib.npz --accuracy-budget 0.5pt --shiftadd-kernel shift
+                                                    the fewest multiplies losing <= 0.5 top-1 points on the
+                                                    calibration data (its `labels` array); or cos0.99
 
 exit codes: 0 ok, 1 internal error, 2 invalid model or input (also a --*-budget no plan meets),
             3 unsupported op or feature, 4 a backend tool failed, 5 --check found a numerics mismatch
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rewrite the model to integer arithmetic (int8 weights and activations, int32 "
                         "accumulators, dyadic requantization); needs --calibration. mixed: each layer's weights "
                         "chosen by the HAWQV3 ILP among int8, int4 (convs), 4- or 2-bit LUT (linear layers, "
-                        "q.lut_matmul, packed) and 2-term shift/add, under --size-budget/--latency-budget/"
+                        "q.lut_matmul, packed) and 2- or 1-term shift/add, under --size-budget/--latency-budget/"
                         "--accuracy-budget (the plan is printed with --report). "
                         "model: the model's own quantization (onnxruntime QDQ / QOperator), no calibration")
     p.add_argument("--calibration", metavar="FILE.npz",
@@ -95,11 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-budget", type=float, metavar="F",
                    help="--quantize mixed: estimated latency at most F x the all-INT8 latency (the cost "
                         "model's int8 prediction; LUT and shift kernels, which it lacks, proportionally to it)")
-    p.add_argument("--accuracy-budget", type=float, metavar="F",
-                   help="--quantize mixed: the summed output perturbation of the layers' weight choices "
+    p.add_argument("--accuracy-budget", metavar="F|Npt|cosC",
+                   help="--quantize mixed: F: the summed output perturbation of the layers' weight choices "
                         "(each measured on the calibration data) at most F x the outputs' mean square "
                         "(e.g. 0.01); the ILP then minimizes the multiplies (LUT layers, and shift/add ones "
-                        "on the shift kernel, have none) instead of the perturbation")
+                        "on the shift kernel, have none) instead of the perturbation. Npt (e.g. 0.5pt): at most "
+                        "N top-1 points lost against FP32 on the calibration data, which then needs a `labels` "
+                        "array (one class index per sample); cosC (e.g. cos0.99): the final output's cosine "
+                        "with FP32 there at least C. Both search F, building and measuring candidate plans")
     p.add_argument("--integer-only", action="store_true",
                    help="fail (exit 3, listing the nodes) unless every op between the input quantize "
                         "and the output dequantize is an integer op")
@@ -110,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "powers of two, fitted to each layer's output on the calibration data")
     p.add_argument("--shiftadd-kernel", choices=["auto", "vnni", "shift"], default="auto",
                    help="the kernel that runs the shift/add layers (--shiftadd, or those --quantize mixed chooses): "
-                        "the shift-and-add kernel (no multiply), the VNNI kernel, or auto (VNNI where the CPU "
-                        "has it) [auto]")
+                        "the shift-and-add kernel (no multiply), the VNNI kernel, or auto: per --shiftadd layer "
+                        "the one the cost models predict faster (the shift kernel where the CPU has no VNNI; "
+                        "--quantize mixed: VNNI where the CPU has it) [auto]")
     p.add_argument("--lut", type=int, choices=[1, 2, 3, 4], default=None,
                    help="with --quantize int8: every linear layer (q.matmul with a constant weight) as a "
                         "q.lut_matmul with b-bit group weights (groups of 128), computed by table lookup "
@@ -126,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lmul", choices=["attention"], default=None,
                    help="L-Mul: attention's matmuls (Q K^T, P V) multiply by one integer add of the float "
                         "bit patterns, 3-bit mantissa (passes/lmul.py); tvm backend only")
+    p.add_argument("--shiftadd-attention", action="store_true",
+                   help="ShiftAddViT's binary-code attention, post-training: each float softmax attention "
+                        "becomes linear attention Q (K^T V) on the codes [Q > 0], [K > 0] with V in int8, "
+                        "every product with a code a masked add (mfree.binary_attention; "
+                        "passes/shiftadd_attention.py). Changes the output (no retraining); not with "
+                        "--quantize or --lmul; tvm backend, llvm only")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                    help="float precision of a float (not --quantize) compile: fp16 stores the weights in "
                         "float16 and computes in it (on cuda the matmuls and convs can use tensor cores); "
@@ -194,6 +207,10 @@ def _run(args: argparse.Namespace) -> int:
         raise InvalidInput("--weight-bits 4 needs --quantize int8 (--quantize mixed chooses the bits per layer)")
     if any(b is not None for b in budgets) and args.quantize != "mixed":
         raise InvalidInput("--size-budget / --latency-budget / --accuracy-budget need --quantize mixed")
+    if args.accuracy_budget is not None:         # fail fast on a malformed value, or points without labels
+        from compiler.calibration import labels_for
+        from passes.accuracy_budget import parse_accuracy_budget
+        parse_accuracy_budget(args.accuracy_budget, labels_for(args.calibration), flag="--accuracy-budget")
     quant = dict(quantize=args.quantize, calibration=args.calibration, integer_only=args.integer_only,
                  observer=args.observer, size_budget=args.size_budget,
                  latency_budget=args.latency_budget, accuracy_budget=args.accuracy_budget, shiftadd=args.shiftadd,
@@ -204,6 +221,7 @@ def _run(args: argparse.Namespace) -> int:
                    passes=args.passes.split(",") if args.passes else None,
                    disable_passes=args.disable_pass, print_after=args.print_after,
                    verify_each=not args.no_verify_each, dump_dir=args.dump_dir, lmul=args.lmul,
+                   shiftadd_attention=args.shiftadd_attention,
                    precision=args.precision)
     if args.emit == "einsum":
         from compiler.api import import_model, optimize

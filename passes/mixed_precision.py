@@ -9,9 +9,9 @@ Choices (`Layer.choices`, a `Choice`). 8 / 4: the int8 / int4 weight grid (symme
 quantize pass's); int4 linear layers run the int4 VNNI matmul (weights two per byte, tvm_kernels/qmatmul_int4.py),
 int4 convs the int8 kernels (int4 in int8 containers). With realizations (`plan_mixed(...,
 realizations=)`; --quantize mixed offers REALIZATIONS): "lut4" / "lut2", a linear layer as q.lut_matmul with
-b-bit group weights requantized from its int8 weight (T-MAC, packed bit-planes); "pow2x2", the int8 weight as
-per-channel sums of 2 signed powers of two (shift/add). A linear layer that can take LUT weights has lut<b>
-instead of 4 (its 4-bit form is then the packed one); a conv keeps 4 (there is no packed conv kernel).
+b-bit group weights requantized from its int8 weight (T-MAC, packed bit-planes); "pow2x2" / "pow2x1", the int8
+weight as per-channel sums of 2 / 1 signed powers of two (shift/add). A linear layer that can take LUT weights
+has lut<b> instead of 4 (its 4-bit form is then the packed one); a conv keeps 4 (there is no packed conv kernel).
 pow2x<t> is offered only where the shift kernel runs it (`pow2_kernel` "shift": --shiftadd-kernel shift, or
 auto on a CPU without VNNI): on a multiplying kernel it costs what int8 costs in every budget and perturbs
 more, so int8 dominates it and it is not worth measuring.
@@ -41,11 +41,12 @@ Costs, per layer and choice (activations a = 8 bits):
 - latency:  seconds from a callable latency(layer, choice). The default is the learned cost model
             (`costmodel_latency`: the XGBoost model's prediction for the int8 VNNI kernel that runs the layer,
             with the tile the policy picks for it). 4-bit weights run through the same int8 kernels on x86, so
-            their predicted latency is the 8-bit one. The model has no LUT and no shift kernel: lut<b> is the
-            int8 prediction times b / 8 and pow2x<t> on the shift kernel times t (one pass per term), the
-            proportional model below anchored on the predicted int8 latency; pow2x<t> on the VNNI kernel is the
-            int8 prediction. Only when no model can answer (no xgboost / model file, DYC_COSTMODEL=off, a layer
-            no measured kernel covers) is every latency `proportional_latency` (MACs * b / 8 ns, a placeholder).
+            their predicted latency is the 8-bit one. pow2x<t> on the shift kernel is the measured shift-kernel
+            model's prediction (costmodel/shiftadd.py; where it has none, the int8 prediction times t). The
+            model has no LUT kernel: lut<b> is the int8 prediction times b / 8, the proportional model below
+            anchored on the predicted int8 latency; pow2x<t> on the VNNI kernel is the int8 prediction.
+            Only when no model can answer (no xgboost / model file, DYC_COSTMODEL=off, a layer no measured
+            kernel covers) is every latency `proportional_latency` (MACs * b / 8 ns, a placeholder).
             The plan's `latency_source` and its printed report say which was used, per choice;
 - accuracy: Omega_i(c);
 - multiplies: MACs run by a multiplying kernel: MACs_i for 8 / 4 and for pow2x<t> on the VNNI kernel (or a
@@ -95,7 +96,7 @@ BITS = (4, 8)
 KINDS = ("size", "bops", "latency", "accuracy")
 OBJECTIVES = ("perturbation", "multiplies")
 ACT_BITS = 8
-REALIZATIONS = ("lut4", "lut2", "pow2x2")          # what --quantize mixed offers besides the int8 / int4 grids
+REALIZATIONS = ("lut4", "lut2", "pow2x2", "pow2x1")   # what --quantize mixed offers besides the int8 / int4 grids
 
 Choice = int | str        # 8 / 4: int8 / int4 grid; "lut1".."lut4": q.lut_matmul; "pow2x1", "pow2x2": shift/add
 LatencyFn = Callable[["Layer", Choice], float]
@@ -334,15 +335,25 @@ def costmodel_latency(target: Any = None) -> LatencyFn:
 
 
 
-def _anchored(layer: Layer, choice: Choice, int8: float) -> tuple[float, str]:
-    """A realization's latency from the layer's predicted int8 latency, and the note that says how."""
+def _anchored(layer: Layer, choice: Choice, int8: float, target: Any = None) -> tuple[float, str]:
+    """A realization's latency and the note that says how: pow2x<t> on the shift kernel from the measured
+    shift-kernel model (costmodel/shiftadd.py), else from the layer's predicted int8 latency."""
     r = _latency_ratio(layer, choice)
     if lut_bits(choice):
         return int8 * r, (f"{choice}: {r:g} x the int8 prediction (no LUT kernel in the cost model: "
                           "proportional)")
     if layer.pow2_kernel == "shift":
-        return int8 * r, (f"{choice}: {r:g} x the int8 prediction (no shift kernel in the cost model: "
-                          "a pass per term)")
+        from costmodel import shiftadd as cs
+        from costmodel.policy import LatencyUnavailable
+        k = layer.kernel
+        extra = {key: k[key] for key in ("strides", "pads", "groups", "dilations") if key in k}
+        try:
+            sec, _ = cs.predict_layer_latency(k["kind"], k["x_shape"], k["w_shape"], pow2_terms(choice),
+                                              None if target is None else str(target), **extra)
+            return sec, f"{choice}: the shift kernel's measured model (costmodel/shiftadd.py)"
+        except (LatencyUnavailable, KeyError):
+            return int8 * r, (f"{choice}: {r:g} x the int8 prediction (no shift-kernel prediction for this "
+                              "layer: a pass per term)")
     return int8, f"{choice}: the int8 kernel's prediction (power-of-two codes in int8)"
 
 
@@ -371,7 +382,7 @@ def measure_costs(layers: Sequence[Layer], latency: LatencyFn | None = None, tar
     for layer, lat in zip(layers, got):
         for c in layer.choices:
             if c not in BITS:
-                lat[c], note = _anchored(layer, c, lat[8])
+                lat[c], note = _anchored(layer, c, lat[8], target)
                 layer.latency_note += ("; " if layer.latency_note else "") + note
         layer.latency = {c: lat[c] for c in layer.choices}
     notes = sorted({t for layer in layers for t in layer.latency_note.split("; ") if t})

@@ -11,6 +11,7 @@ from typing import Any
 
 from compiler.diagnostics import InvalidInput
 from compiler.ir import Graph
+from passes.accuracy_budget import AccuracyTarget, parse_accuracy_budget, search_plan
 from passes.base import PassContext, register_pass, run_pipeline
 from passes.canonicalize import dead_code, fold_constants
 from passes.dyadic import dyadic_rewrite
@@ -43,17 +44,40 @@ def annotate_pass(g: Graph, ctx) -> Graph:
     if ctx.calibration is None:
         raise InvalidInput("quantizing needs calibration batches")
     batches = list(ctx.calibration)
+    stats = None
     if req.mode == "mixed":
-        plan = plan_mixed(g, batches, ctx.budgets.get("size"), ctx.budgets.get("latency"),
-                          accuracy_budget=ctx.budgets.get("accuracy"), realizations=REALIZATIONS,
-                          target=None if ctx.target is None else str(ctx.target),
-                          lut_group=getattr(req, "lut_group", 128),
-                          pow2_kernel=pow2_kernel(req.shift_kernel, ctx.target))
+        accuracy = ctx.budgets.get("accuracy")
+        kw = dict(size_budget=ctx.budgets.get("size"), latency_budget=ctx.budgets.get("latency"),
+                  realizations=REALIZATIONS, target=None if ctx.target is None else str(ctx.target),
+                  lut_group=getattr(req, "lut_group", 128), pow2_kernel=pow2_kernel(req.shift_kernel, ctx.target))
+        if isinstance(accuracy, AccuracyTarget):
+            # points / cosine: candidate plans are built and measured; weight grids leave the activations' stats
+            stats = calibrate(g, batches, req.config.observer, req.config.percentile, req.config.bits)
+            plan = search_plan(g, batches, accuracy, lambda p: integer_graph(g, p, stats, ctx), **kw)
+        else:
+            plan = plan_mixed(g, batches, accuracy_budget=accuracy, **kw)
         ctx.results["plan"] = plan
         g = with_weight_bits(g, plan, req.config)
-    stats = calibrate(g, batches, req.config.observer, req.config.percentile, req.config.bits)
+    if stats is None:
+        stats = calibrate(g, batches, req.config.observer, req.config.percentile, req.config.bits)
     ctx.results["stats"] = stats
     return annotate(g, stats, req.config)
+
+
+def integer_graph(g: Graph, plan: MixedPlan, stats: Stats, ctx: PassContext) -> Graph:
+    """The integer graph a compile makes of the float `g` under `plan`: its weight grids, annotate with `stats`,
+    then the quantization passes after annotate (dyadic, ivit when integer-only, table_islands, shiftadd, lut,
+    cleanup), run directly (no pass observers, no verification) with the plan in a context of their own."""
+    from compiler.pipeline import quantize_passes
+    from passes.base import PASSES
+    req: QuantRequest = ctx.quant
+    sub = PassContext(target=ctx.target, calibration=ctx.calibration, quant=req, results={"plan": plan})
+    ig = annotate(with_weight_bits(g, plan, req.config), stats, req.config)
+    names = quantize_passes(req.config.integer_only)
+    for name in names[names.index("annotate") + 1:]:
+        p = PASSES[name]
+        ig = p.fn(ig, sub) if p.wants_context else p.fn(ig)
+    return ig
 
 
 def pow2_kernel(shift_kernel: str, target: Any) -> str:
@@ -91,7 +115,7 @@ def quantize_graph(g: Graph, batches: Iterable[Any], config: QuantConfig | None 
 
 def quantize_mixed(g: Graph, batches: Iterable[Any], size_budget: float | None = None,
                    latency_budget: float | None = None, bops_budget: float | None = None, *,
-                   accuracy_budget: float | None = None, realizations: Iterable[Choice] = (),
+                   accuracy_budget: float | str | AccuracyTarget | None = None, realizations: Iterable[Choice] = (),
                    config: QuantConfig | None = None, latency: LatencyFn | None = None,
                    sensitivity: Mapping[str, float] | None = None,
                    ties: Iterable[Sequence[str]] | None = None, keep_8bit: Iterable[str] = (),
@@ -103,19 +127,29 @@ def quantize_mixed(g: Graph, batches: Iterable[Any], size_budget: float | None =
     analysis). Returns the integer graph and the plan. `realizations` (e.g. REALIZATIONS) adds those choices.
     Budgets are fractions of the all-INT8 cost (size: weight bytes; latency: seconds from
     `latency`, default the cost model's prediction for `target`; bops: MACs * b_w * b_a); accuracy_budget of
-    the outputs' mean square (passes/mixed_precision.py)."""
+    the outputs' mean square (passes/mixed_precision.py), or an AccuracyTarget (top-1 points lost, cosine with
+    FP32: `passes.accuracy_budget.parse_accuracy_budget`), met by `search_plan` over built plans."""
     from compiler.pipeline import CANONICALIZE
     from passes.lut import LutRequest
     config = config or QuantConfig()
     batches = list(batches)
+    accuracy_budget = parse_accuracy_budget(accuracy_budget)     # "0.01", "cos0.99" or an AccuracyTarget
     fg = run_pipeline(g, CANONICALIZE)
-    plan = plan_mixed(fg, batches, size_budget, latency_budget, bops_budget, accuracy_budget=accuracy_budget,
-                      realizations=realizations, latency=latency, sensitivity=sensitivity, ties=ties,
-                      keep_8bit=keep_8bit, sensitivity_batches=sensitivity_batches, target=target,
-                      pow2_kernel=pow2_kernel(shift_kernel, target))
-    ctx = PassContext(calibration=[batch_args(fg, b) for b in batches], results={"plan": plan},
-                      quant=LutRequest("mixed", config, shift_kernel=shift_kernel, lut_table=lut_table))
-    ig, _stats = quantize_graph(with_weight_bits(fg, plan, config), batches, config,
-                                rewrite=lambda ig: run_pipeline(ig, ["shiftadd", "lut"], ctx))
+
+    def build(plan: MixedPlan) -> Graph:
+        ctx = PassContext(calibration=[batch_args(fg, b) for b in batches], results={"plan": plan},
+                          quant=LutRequest("mixed", config, shift_kernel=shift_kernel, lut_table=lut_table))
+        ig, _stats = quantize_graph(with_weight_bits(fg, plan, config), batches, config,
+                                    rewrite=lambda ig: run_pipeline(ig, ["shiftadd", "lut"], ctx))
+        return ig
+
+    kw = dict(size_budget=size_budget, latency_budget=latency_budget, bops_budget=bops_budget,
+              realizations=realizations, latency=latency, sensitivity=sensitivity, ties=ties, keep_8bit=keep_8bit,
+              sensitivity_batches=sensitivity_batches, target=target, pow2_kernel=pow2_kernel(shift_kernel, target))
+    if isinstance(accuracy_budget, AccuracyTarget):
+        plan = search_plan(fg, batches, accuracy_budget, build, **kw)
+    else:
+        plan = plan_mixed(fg, batches, accuracy_budget=accuracy_budget, **kw)
+    ig = build(plan)
     check_bits(ig, plan)
     return ig, plan

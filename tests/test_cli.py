@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 from tests.conftest import requires_tvm
@@ -241,6 +242,36 @@ def test_mixed_precision_flags_are_checked(tmp_path):
     assert r.returncode == 2 and "--size-budget" in r.stderr
     r = run_cli(DEMO, "--size-budget", "0.7", "--emit", "ir")
     assert r.returncode == 2 and "need --quantize mixed" in r.stderr
+
+
+def test_accuracy_budget_values_are_checked(tmp_path):
+    """--accuracy-budget F | Npt | cosC: a malformed value, and points without a `labels` array in the
+    calibration .npz, exit 2 naming the flag before anything is compiled."""
+    calib = tmp_path / "c.npz"
+    np.savez(calib, input=np.zeros((4, 1, 1, 8, 8), np.float32))
+    mixed = (DEMO, "--quantize", "mixed", "--calibration", calib, "--emit", "ir", "--accuracy-budget")
+    for bad in ("0.5ptx", "cos2", "-1"):
+        r = run_cli(*mixed, bad)
+        assert r.returncode == 2 and "--accuracy-budget" in r.stderr and "cos0.99" in r.stderr, (bad, r.stderr)
+    r = run_cli(*mixed, "0.5pt")
+    assert r.returncode == 2 and "--accuracy-budget '0.5pt' counts top-1 points" in r.stderr
+    assert "labels" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+@requires_tvm
+def test_accuracy_budget_points_from_the_npz_labels(tmp_path):
+    """--accuracy-budget 0.5pt reads the calibration .npz's `labels`; --report shows the measured points."""
+    pytest.importorskip("sklearn")
+    from examples.digits import load_digits_split
+    x, y, _, _ = load_digits_split()
+    calib = tmp_path / "c.npz"
+    np.savez(calib, input=x[:48], labels=y[:48])
+    r = run_cli(DEMO, "--quantize", "mixed", "--calibration", calib, "--accuracy-budget", "0.5pt",
+                "--shiftadd-kernel", "shift", "--integer-only", "--report", "-o", tmp_path / "m.dyc")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"accuracy budget 0.5pt: 0\.\d+ top-1 points lost on 48 labelled calibration samples",
+                     r.stderr)
 
 
 def test_tune_costmodel_help():

@@ -153,7 +153,7 @@ def test_mixed_realizations_perturbation_is_measured_per_choice(rng):
     plan = plan_mixed(g, batches, size_budget=0.8, realizations=REALIZATIONS, latency=proportional_latency,
                       pow2_kernel="shift")
     la = plan.layers[1]
-    assert la.choices == (8, "lut4", "lut2", "pow2x2")         # a linear layer: packed LUT instead of int4
+    assert la.choices == (8, "lut4", "lut2", "pow2x2", "pow2x1")   # a linear layer: packed LUT instead of int4
     assert plan_mixed(g, batches, size_budget=0.8, realizations=REALIZATIONS, latency=proportional_latency,
                       pow2_kernel="vnni").layers[1].choices == (8, "lut4", "lut2")    # int8 dominates pow2x2
     n = weight_layers(g)[1]
@@ -171,16 +171,69 @@ def test_mixed_realizations_perturbation_is_measured_per_choice(rng):
 
 def test_mixed_realizations_lut_latency_is_proportional_to_the_int8_prediction(rng):
     """The cost model has no LUT kernel: a LUT layer's latency is its int8 latency (the cost model's
-    prediction, or the proportional placeholder without a model) times b / 8, and the plan says which."""
+    prediction, or the proportional placeholder without a model) times b / 8; a shift/add layer on the
+    shift kernel the measured shift-kernel model's prediction (costmodel/shiftadd.py); the plan says which."""
+    from costmodel import shiftadd as cs
     plan = plan_mixed(_mlp(rng), _batches(rng, k=1), size_budget=0.8, realizations=REALIZATIONS,
                       pow2_kernel="shift")
     la = plan.layers[1]
     assert la.latency["lut4"] == pytest.approx(0.5 * la.latency[8])
     assert la.latency["lut2"] == pytest.approx(0.25 * la.latency[8])
-    assert la.latency["pow2x2"] == pytest.approx(2 * la.latency[8])      # the shift kernel: a pass per term
-    assert "lut4: 0.5 x the int8 prediction (no LUT kernel" in plan.latency_source or \
-        plan.latency_source.startswith("proportional placeholder")
+    if plan.latency_source.startswith("proportional placeholder"):
+        assert la.latency["pow2x2"] == pytest.approx(2 * la.latency[8])      # a pass per term
+    else:
+        assert "lut4: 0.5 x the int8 prediction (no LUT kernel" in plan.latency_source
+        assert "pow2x2: the shift kernel's measured model" in plan.latency_source
+        k = la.kernel
+        assert la.latency["pow2x2"] == pytest.approx(cs.predict_layer_latency(k["kind"], k["x_shape"],
+                                                                              k["w_shape"], 2)[0])
     assert f"latency: {plan.latency_source}" in str(plan)
+
+
+class _Int8Model:
+    """A stand-in learned cost model: every int8 kernel 1 ms."""
+    objective = "reg"
+
+    def __init__(self):
+        from costmodel import features
+        self.feature_names = features.FEATURE_NAMES
+
+    def predict(self, X):
+        return np.full(len(X), np.log(1e-3))
+
+
+class _ShiftModel:
+    """A stand-in shift-kernel model: `seconds` per term."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def predict(self, kind, spec, tile, terms):
+        return self.seconds * terms
+
+
+def test_mixed_realizations_shift_kernel_latency_from_the_shift_model():
+    """pow2x<t> on the shift kernel costs what the shift-kernel model predicts (a stand-in model here); without
+    one, t x the int8 prediction, and the source says so; on the VNNI kernel, the int8 prediction."""
+    from costmodel import policy, shiftadd as cs
+    from passes.mixed_precision import measure_costs
+
+    def layers(kernel):
+        return [Layer("a", 64 * 64, 4 * 64 * 64, choices=(8, 4, "pow2x2"), pow2_kernel=kernel,
+                      kernel={"kind": "matmul", "x_shape": (4, 64), "w_shape": (64, 64)})]
+    with policy.use_model(_Int8Model()):
+        with cs.use_model(_ShiftModel(3e-4)):
+            la = layers("shift")
+            src = measure_costs(la)
+            assert la[0].latency[8] == pytest.approx(1e-3) and la[0].latency["pow2x2"] == pytest.approx(6e-4)
+            assert "pow2x2: the shift kernel's measured model" in src
+            la = layers("vnni")
+            measure_costs(la)
+            assert la[0].latency["pow2x2"] == pytest.approx(1e-3)
+        with cs.use_model(None):
+            la = layers("shift")
+            src = measure_costs(la)
+            assert la[0].latency["pow2x2"] == pytest.approx(2e-3) and "no shift-kernel prediction" in src
 
 
 def test_mixed_realizations_accuracy_budget_on_measured_perturbations(rng):
