@@ -1,6 +1,8 @@
 """The LUT low-bit GEMM (tvm_kernels/lut_gemm.py, T-MAC style: int8 tables, vpshufb lookups) with 4- and 2-bit
 weights and the int4-weight VNNI matmul (tvm_kernels/qmatmul_int4.py: nibbles unpacked in registers, vpdpbusd) vs
-our int8 VNNI matmul (tvm_kernels/qmatmul.py) on batch-1 (GEMV) and small-batch linear layers.
+our int8 VNNI matmul (tvm_kernels/qmatmul.py) and onnxruntime's MatMulInteger (uint8 activations x int8 weight
+initializer, int32 out: its MLAS VNNI kernel, weights prepacked by the session) on batch-1 (GEMV) and
+small-batch linear layers.
 
   python benchmarks/lut_vs_vnni.py [--threads 1] [--repeat 20] [--quick]
 
@@ -8,7 +10,7 @@ Every kernel computes int32 results (no requant: the epilogues are the same for 
 kernels' layouts; each output is first checked bit-exactly against its op's reference (q.lut_matmul,
 q.matmul; the int4 VNNI kernel against q.matmul with weights in [-8, 7]). The weights are not cache-resident
 between calls: each kernel cycles through enough copies of its weight that together they exceed 64 MB, more
-than this CPU's caches. The kernels of a row are timed
+than this CPU's caches (onnxruntime: as many sessions, each with its own weight initializer). The kernels of a row are timed
 interleaved in the same run (benchmarks.common.interleaved_ms) and the median is printed, with the weight
 bytes each streams per call (LUT 4-bit: half of int8 plus the group scales and zero points, G = 128; VNNI int4:
 half of int8, per-tensor or per-column scales live in the requant, as for int8).
@@ -113,22 +115,52 @@ def lut_row(target, m, k, n, bits, rng):
     return fn, wp.nbytes + up.nbytes + zp.nbytes
 
 
+def ort_row(threads, m, k, n, rng):
+    """onnxruntime MatMulInteger sessions (one per weight copy) cycled like our kernels, checked exactly."""
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from benchmarks.common import ort_session
+    a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    w = rng.integers(-127, 128, (k, n)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "mmi",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "mmi.onnx"
+        onnx.save(model, path)
+        sessions = [ort_session(path, threads) for _ in _copies(w, 0)]
+    if not np.array_equal(sessions[0].run(None, {"a": a})[0], a.astype(np.int64) @ w.astype(np.int64)):
+        raise AssertionError(f"onnxruntime MatMulInteger {m}x{k}x{n}: not exact")
+    state = {"i": 0}
+
+    def call():
+        sessions[state["i"] % len(sessions)].run(None, {"a": a})
+        state["i"] += 1
+    return call, w.nbytes
+
+
 def main() -> None:
     args = ARGS or _parse()
     target = host_target(args.threads)
     rng = np.random.default_rng(0)
     print(f"target {target}, {args.threads} thread(s), median of {args.repeat} interleaved rounds, ms; "
           f"weights streamed from DRAM (> 64 MB of copies per kernel); LUT: int8 tables, G = {GROUP}\n")
-    print("| m x k x n | VNNI int8 | VNNI int4 | LUT 4-bit | LUT 2-bit | weight MB int8 / int4 / LUT-4 / LUT-2 "
-          "| VNNI / int4 | VNNI / LUT-4 | VNNI / LUT-2 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| m x k x n | ORT MatMulInteger | VNNI int8 | VNNI int4 | LUT 4-bit | LUT 2-bit | weight MB int8 / int4 / "
+          "LUT-4 / LUT-2 | ORT / VNNI int8 | VNNI / int4 | VNNI / LUT-4 | VNNI / LUT-2 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m, k, n in (QUICK if args.quick else SHAPES):
-        rows = [vnni_row(target, m, k, n, rng), int4_row(target, m, k, n, rng), lut_row(target, m, k, n, 4, rng),
-                lut_row(target, m, k, n, 2, rng)]
-        t8, ti, t4, t2 = (statistics.median(t) for t in interleaved_ms([f for f, _ in rows], 3, args.repeat))
-        mb = " / ".join(f"{b / 2**20:.1f}" for _, b in rows)
-        print(f"| {m} x {k} x {n} | {t8:.3f} | {ti:.3f} | {t4:.3f} | {t2:.3f} | {mb} | {t8 / ti:.2f}x | "
-              f"{t8 / t4:.2f}x | {t8 / t2:.2f}x |", flush=True)
+        rows = [ort_row(args.threads, m, k, n, rng), vnni_row(target, m, k, n, rng), int4_row(target, m, k, n, rng),
+                lut_row(target, m, k, n, 4, rng), lut_row(target, m, k, n, 2, rng)]
+        to, t8, ti, t4, t2 = (statistics.median(t) for t in interleaved_ms([f for f, _ in rows], 3, args.repeat))
+        mb = " / ".join(f"{b / 2**20:.1f}" for _, b in rows[1:])
+        print(f"| {m} x {k} x {n} | {to:.3f} | {t8:.3f} | {ti:.3f} | {t4:.3f} | {t2:.3f} | {mb} | {to / t8:.2f}x | "
+              f"{t8 / ti:.2f}x | {t8 / t4:.2f}x | {t8 / t2:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
