@@ -29,11 +29,12 @@ from compiler.types import DType, TensorType  # noqa: E402
 WIDTH = 4096
 
 
-def mlp(rng) -> Graph:
+def mlp(rng, width: int = WIDTH) -> Graph:
+    """Three width x width linear layers with ReLUs between, random weights."""
     g = Graph()
-    h = g.add_input("x", TensorType((1, WIDTH), DType.F32))
+    h = g.add_input("x", TensorType((1, width), DType.F32))
     for i in range(3):
-        w = rng.normal(0, 1 / np.sqrt(WIDTH), (WIDTH, WIDTH)).astype(np.float32)
+        w = rng.normal(0, 1 / np.sqrt(width), (width, width)).astype(np.float32)
         h = g.add1(linalg.matmul, [h, g.const(w, f"w{i}")])
         if i < 2:
             h = g.add1(ew.relu, [h])

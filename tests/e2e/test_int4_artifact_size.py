@@ -7,31 +7,15 @@ import numpy as np
 import pytest
 
 import compiler
-from compiler.ir import Graph
-from compiler.ops import elementwise as ew
-from compiler.ops import linalg
-from compiler.types import DType, TensorType
-from examples.int4_linear import artifact_bytes, stored_weight_bytes
+from examples.int4_linear import artifact_bytes, mlp, stored_weight_bytes
 
 WIDTH = 1024
 
 
-def _mlp(rng: np.random.Generator) -> Graph:
-    g = Graph()
-    h = g.add_input("x", TensorType((1, WIDTH), DType.F32))
-    for i in range(3):
-        w = rng.normal(0, 1 / np.sqrt(WIDTH), (WIDTH, WIDTH)).astype(np.float32)
-        h = g.add1(linalg.matmul, [h, g.const(w, f"w{i}")])
-        if i < 2:
-            h = g.add1(ew.relu, [h])
-    g.outputs = [h]
-    return g
-
-
 @pytest.mark.slow
-def test_all_4bit_artifacts_are_at_least_1_7x_smaller_than_int8(tmp_path):
+def test_all_4bit_artifacts_are_at_least_1_7x_smaller_than_int8():
     rng = np.random.default_rng(0)
-    g = _mlp(rng)
+    g = mlp(rng, WIDTH)
     calib = [[rng.normal(0, 1, (1, WIDTH)).astype(np.float32)] for _ in range(4)]
     builds = {name: compiler.compile(g, "llvm -num-threads=1", quantize="int8", calibration=calib, **opts)
               for name, opts in (("int8", {}), ("int4", {"weight_bits": 4}), ("lut4", {"lut": 4}))}
