@@ -40,10 +40,11 @@ QUANTIZED_PIPELINES: dict[str, list[str]] = {
 # first: its chain (matmul, scale, mask, softmax, matmul) holds matmuls that fuse_kernels would
 # otherwise take one by one. pack_weights stores each conv and matmul kernel's constant weight in the
 # packed form its kernel reads (assign_layouts chose the blocks a conv's form depends on). assign_inplace marks the kernels that
-# may write over an operand that dies there (a conv's residual). plan_memory, last, is an analysis of the final IR: the arena offset of
+# may write over an operand that dies there (a conv's residual). fuse_gates, after the layouts, makes each squeeze-excite
+# gate multiply on blocked data one kernel (passes/gate.py). plan_memory, last, is an analysis of the final IR: the arena offset of
 # every intermediate buffer (passes/memory.py).
 KERNEL_PIPELINES: dict[str, list[str]] = {
-    "llvm": ["fuse_attention", "fuse_kernels", "assign_layouts", "pack_weights", "choose_tiles",
+    "llvm": ["fuse_attention", "fuse_kernels", "assign_layouts", "fuse_gates", "pack_weights", "choose_tiles",
              "assign_inplace", "plan_memory"],
     "cuda": ["fuse_kernels", "plan_memory"],
 }

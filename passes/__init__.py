@@ -5,6 +5,7 @@ from passes import (  # noqa: F401  (registration)
     einsum,
     fp16,
     fusion,
+    gate,
     inplace,
     ivit,
     layout,

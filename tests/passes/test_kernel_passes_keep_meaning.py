@@ -14,7 +14,7 @@ from compiler.target import Target
 from passes import PassContext, run_pipeline
 from tests.conftest import requires_torch
 
-KERNEL_PASSES = ["fuse_attention", "fuse_kernels", "assign_layouts", "choose_tiles"]
+KERNEL_PASSES = ["fuse_attention", "fuse_kernels", "assign_layouts", "fuse_gates", "choose_tiles"]
 LIGHT = Path(np.__file__).parents[1] / "onnx" / "backend" / "test" / "data" / "light"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from compiler.backends.tvm_fused import attention, fp32, integer
+from compiler.backends.tvm_fused import attention, fp32, gate, integer
 from compiler.backends.tvm_fused.body import NotFusable, parse
 from compiler.backends.tvm_kernels import layout as klayout
 from compiler.backends.tvm_kernels import qconv2d as kq
@@ -32,7 +32,7 @@ def _reduce(ctx, kb, args):
 EMITTERS = {
     "conv": fp32.emit_conv, "matmul": fp32.emit_matmul, "pool": fp32.emit_pool, "reduce": _reduce,
     "qconv": integer.emit_qconv, "qmatmul": integer.emit_qmatmul, "shiftmax": integer.emit_shiftmax,
-    "quantize": integer.emit_quantize, "attention": attention.emit_attention,
+    "quantize": integer.emit_quantize, "attention": attention.emit_attention, "gate": gate.emit_gate,
 }
 
 
