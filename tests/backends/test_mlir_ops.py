@@ -431,7 +431,8 @@ def test_mlir_every_claimed_op_is_tested():
     """Runs last in this file: each op with a lowering appeared in a graph above."""
     if len(TESTED) < 10:
         pytest.skip("run the whole file to check coverage")
-    elsewhere = {"lmul.mul", "lmul.matmul", "q.lut_matmul"}      # tests/backends/test_mlir_mfree.py
+    elsewhere = {"lmul.mul", "lmul.matmul", "q.lut_matmul",     # tests/backends/test_mlir_mfree.py
+                 "q.resize_linear"}                              # tests/backends/test_resize_linear_backends.py
     untested = sorted(op.name for op in LOWERINGS if op not in TESTED and op.name not in elsewhere)
     assert not untested, f"lowered but untested: {untested}"
     assert BACKEND.supported_ops() == frozenset(LOWERINGS)
