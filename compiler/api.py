@@ -113,7 +113,7 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
              shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
              lut_table: str = "int8", integer_attention: bool = False,
              precision: str = "fp32", weight_bits: int = 8,
-             shiftadd_attention: bool = False) -> tuple[Graph, Any]:
+             shiftadd_attention: bool = False, keep_16bit: Sequence[str] = ()) -> tuple[Graph, Any]:
     """Every pass of a compile, in order: (the final IR, the quantization report or None). The kernel
     passes' analyses (the memory plan) go into `results` when given."""
     say = progress or (lambda _msg: None)
@@ -145,13 +145,14 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                                    disable_passes=disable_passes, print_after=print_after,
                                    verify_each=verify_each, dump_dir=dump_dir, shiftadd=shiftadd,
                                    shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table,
-                                   weight_bits=weight_bits)
+                                   weight_bits=weight_bits, keep_16bit=keep_16bit)
         say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
             f"in {time.perf_counter() - t0:.2f}s")
         g = optimize_quantized(g, target, disable_passes=disable_passes, print_after=print_after,
                                verify_each=verify_each)
-    elif integer_only or shiftadd or lut or weight_bits != 8:
-        what = 'shiftadd' if shiftadd else 'lut' if lut else 'weight_bits' if weight_bits != 8 else 'integer_only'
+    elif integer_only or shiftadd or lut or weight_bits != 8 or keep_16bit:
+        what = 'shiftadd' if shiftadd else 'lut' if lut else 'weight_bits' if weight_bits != 8 else \
+            'keep_16bit' if keep_16bit else 'integer_only'
         raise InvalidInput(f"{what} needs quantize='int8'",
                            hint="add --quantize int8")
     elif size_budget is not None or latency_budget is not None or accuracy_budget is not None:
@@ -186,7 +187,8 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             labels: Any = None, progress: Progress | None = None, lmul: str | None = None,
             shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
             lut_table: str = "int8", integer_attention: bool = False, precision: str = "fp32",
-            weight_bits: int = 8, shiftadd_attention: bool = False) -> CompiledModel:
+            weight_bits: int = 8, shiftadd_attention: bool = False,
+            keep_16bit: Sequence[str] = ()) -> CompiledModel:
     """Compile a model for `target` ("llvm", "llvm -mcpu=znver4 -num-threads=1") and return a
     CompiledModel. `model` is an ONNX path or ModelProto, or a torch.nn.Module traced on
     `example_inputs`.
@@ -229,6 +231,11 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     weight_bits=4 (with quantize="int8") quantizes every conv / linear weight to 4 bits (symmetric per output
     channel): linear layers are stored two weights per byte and run the int4 VNNI matmul (half the weight
     bytes streamed; tvm_kernels/qmatmul_int4.py), convs keep int8 containers. Activations stay 8-bit.
+    keep_16bit=["conv_0", "first", "last"] (with quantize="int8") keeps those conv / matmul layers' input and
+    output activations on int16 symmetric grids (HAWQV3's per-layer activation bits; the layers the report's
+    "lost dB" column names): int16 x int8 -> int32 accumulation, q.requant into int16, 65536-entry tables, still
+    integer-only; range analysis must prove the int32 accumulator safe with the actual weights (else
+    Unsupported). The TVM backend runs those layers op by op (its fused VNNI kernels take 8-bit inputs).
     integer_attention=True (with quantize="int8", integer_only=True; llvm) runs each integer attention in
     one pass over key blocks, Shiftmax inside the running recurrence (passes/qattention.py): off by
     default, its result is not the unfused integer attention's (within 4 LSB, closer to float).
@@ -252,7 +259,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                          progress=progress, results=results, lmul=lmul, shiftadd=shiftadd,
                          shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table,
                          integer_attention=integer_attention, precision=precision, weight_bits=weight_bits,
-                         shiftadd_attention=shiftadd_attention)
+                         shiftadd_attention=shiftadd_attention, keep_16bit=keep_16bit)
     missing = sorted({n.op.name for n in g.walk()} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
@@ -286,7 +293,8 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                    disable_passes: Sequence[str] = (), print_after: Sequence[str] = (),
                    verify_each: bool = True, dump_dir: str | os.PathLike | None = None,
                    shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
-                   lut_table: str = "int8", weight_bits: int = 8) -> tuple[Graph, Any]:
+                   lut_table: str = "int8", weight_bits: int = 8,
+                   keep_16bit: Sequence[str] = ()) -> tuple[Graph, Any]:
     """The quantization passes (compiler.pipeline.QUANTIZE: calibrate and annotate, dyadic, ivit for
     integer-only, cleanup) over the canonicalized `g`; then the integer-only certificate and the
     overflow bounds. Returns the graph and a lazy per-layer report.
@@ -294,7 +302,9 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     (fractions of the all-INT8 weight bytes / latency, of the outputs' mean square for accuracy); the report
     then carries the plan; accuracy_budget may also be "0.5pt" (with `labels`) or "cos0.99"
     (passes.accuracy_budget). shiftadd=1|2: the
-    shiftadd pass's power-of-two weights, run by `shiftadd_kernel` (the report carries its fit)."""
+    shiftadd pass's power-of-two weights, run by `shiftadd_kernel` (the report carries its fit).
+    keep_16bit: conv / matmul node names (or "first" / "last") whose activations stay int16
+    (QuantConfig.keep_16bit; mode "int8" only)."""
     from compiler.calibration import batches_for
     from compiler.pipeline import quantize_passes
     from passes import PassContext, run_pipeline
@@ -318,6 +328,9 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     if weight_bits not in (4, 8) or (weight_bits != 8 and mode != "int8"):
         raise InvalidInput(f"weight_bits={weight_bits!r} with quantize={mode!r}",
                            hint="weight_bits is 8 or 4, and 4 goes with quantize='int8' (mixed chooses per layer)")
+    keep_16bit = tuple(keep_16bit or ())
+    if keep_16bit and mode != "int8":
+        raise InvalidInput(f"keep_16bit with quantize={mode!r}", hint="--keep-16bit goes with --quantize int8")
     batches = [] if mode == "model" and calibration is None else batches_for(calibration, g)
     if mode == "mixed" and accuracy_budget is not None:      # "0.5pt" / "cos0.99": an AccuracyTarget
         from compiler.calibration import labels_for
@@ -326,7 +339,8 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     budgets = {k: v for k, v in (("size", size_budget), ("latency", latency_budget),
                                  ("accuracy", accuracy_budget)) if v is not None}
     request = QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only,
-                                             weight_bits=None if weight_bits == 8 else weight_bits), shiftadd or 0,
+                                             weight_bits=None if weight_bits == 8 else weight_bits,
+                                             keep_16bit=keep_16bit), shiftadd or 0,
                            shiftadd_kernel)
     if lut or mode == "mixed":          # a mixed plan's LUT layers take lut_table
         from passes.lut import LutRequest

@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --quantize int8: 4-bit weights (symmetric per output channel); linear layers stored "
                         "two per byte and run on the int4 VNNI matmul (half the weight bytes), convs in int8 "
                         "containers [8]")
+    p.add_argument("--keep-16bit", metavar="NAME[,NAME...]", default=None,
+                   help="with --quantize int8: keep these conv / matmul layers' input and output activations "
+                        "at 16 bits (int16 symmetric grids, still integer-only; HAWQV3's per-layer activation "
+                        "bits). NAME: an ONNX node name, or first / last (the first / last conv or matmul); the "
+                        "--report column 'lost dB' names the layers worth keeping. Range analysis must prove "
+                        "their int32 accumulators safe with the actual weights, else exit 3")
     p.add_argument("--lut-table", choices=["int8", "int16"], default="int8",
                    help="--lut tables (also the LUT layers --quantize mixed chooses): int8 (T-MAC's quantized "
                         "tables, ~1-2%% error) or int16 (exact) [int8]")
@@ -203,6 +209,8 @@ def _run(args: argparse.Namespace) -> int:
     budgets = (args.size_budget, args.latency_budget, args.accuracy_budget)
     if args.quantize == "mixed" and all(b is None for b in budgets):
         raise InvalidInput("--quantize mixed needs --size-budget F, --latency-budget F and/or --accuracy-budget F")
+    if args.keep_16bit is not None and args.quantize != "int8":
+        raise InvalidInput("--keep-16bit needs --quantize int8")
     if args.weight_bits != 8 and args.quantize != "int8":
         raise InvalidInput("--weight-bits 4 needs --quantize int8 (--quantize mixed chooses the bits per layer)")
     if any(b is not None for b in budgets) and args.quantize != "mixed":
@@ -215,7 +223,8 @@ def _run(args: argparse.Namespace) -> int:
                  observer=args.observer, size_budget=args.size_budget,
                  latency_budget=args.latency_budget, accuracy_budget=args.accuracy_budget, shiftadd=args.shiftadd,
                  shiftadd_kernel=args.shiftadd_kernel, lut=args.lut, lut_table=args.lut_table,
-                 integer_attention=args.integer_attention, weight_bits=args.weight_bits) \
+                 integer_attention=args.integer_attention, weight_bits=args.weight_bits,
+                 keep_16bit=[x.strip() for x in (args.keep_16bit or "").split(",") if x.strip()]) \
         if args.quantize else {}
     options = dict(input_shapes=parse_shapes(args.input_shape) or None,
                    passes=args.passes.split(",") if args.passes else None,

@@ -2,9 +2,11 @@
 training images, and compare accuracy and latency with the float build.
 
     python examples/quantize_digits.py
+    python examples/quantize_digits.py --keep-16bit first,last   # those layers' activations at 16 bits
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -22,12 +24,16 @@ def accuracy(cm, x, y) -> float:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keep-16bit", default="", metavar="NAME[,NAME...]",
+                    help="conv / linear layers (ONNX node names, first, last) whose activations stay int16")
+    keep = [k for k in ap.parse_args().keep_16bit.split(",") if k]
     model, _ = train(logits=True)
     xtr, _, xte, yte = load_digits_split()
     example = (torch.from_numpy(xte[:1]),)
     fp32 = compiler.compile(model, example_inputs=example)
     int8 = compiler.compile(model, example_inputs=example, quantize="int8", integer_only=True,
-                            calibration=[xtr[i:i + 1] for i in range(128)])
+                            calibration=[xtr[i:i + 1] for i in range(128)], keep_16bit=keep)
     print(int8.report)
     ops = sorted({n.op.name for n in int8.graph.nodes})
     print(f"\ninteger-only graph ops: {', '.join(ops)}")

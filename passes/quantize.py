@@ -65,7 +65,11 @@ def with_quant(t: TensorType, q: QuantParams | None) -> TensorType:
 class QuantConfig:
     """activation: "int8" (symmetric everywhere), "uint8" (unsigned where calibration saw no
     negative value, else int8), "auto" (as uint8, plus asymmetric uint8 with a zero point for
-    signed tensors whose range is skewed enough that it is >= 4/3 finer than int8)."""
+    signed tensors whose range is skewed enough that it is >= 4/3 finer than int8).
+    keep_16bit: conv / matmul layers (ONNX node names, or "first" / "last": the first / last integer conv or
+    matmul in graph order) whose input activation(s) and output (the requant after the accumulator, through a
+    folded bias / relu / clip) get int16 symmetric grids instead of 8-bit (HAWQV3's per-layer activation bits;
+    `keep_16bit_layers`). The grid is a value's: the layer before a kept one writes int16, the one after reads it."""
 
     activation: str = "auto"
     observer: str = "minmax"
@@ -74,6 +78,7 @@ class QuantConfig:
     bits: int = 8                     # activations
     weight_bits: int | None = None    # None: same as bits; 4 stores int4 weights
     integer_only: bool = False        # quantize_graph fails unless the result is integer-only
+    keep_16bit: tuple[str, ...] = ()  # layers with int16 input / output activations
 
     def __post_init__(self) -> None:
         if self.activation not in POLICIES:
@@ -84,6 +89,7 @@ class QuantConfig:
             raise Unsupported(f"{self.bits}-bit activations", hint="activations are 8-bit for now")
         if self.wbits not in (4, 8):
             raise Unsupported(f"{self.wbits}-bit weights", hint="weights are 8- or 4-bit")
+        object.__setattr__(self, "keep_16bit", tuple(self.keep_16bit))
 
     @property
     def wbits(self) -> int:
@@ -433,6 +439,64 @@ def activation_spec(vs: ValueStats, config: QuantConfig, source: str | None = No
     return QuantSpec((s,), (0,), None, DType.I8, -128, 127, True, source)
 
 
+I16_LEVELS = 2 ** 15 - 1
+KEEP_16BIT_KEYWORDS = ("first", "last")
+
+
+def activation_spec16(vs: ValueStats, source: str | None = None) -> QuantSpec:
+    """The int16 symmetric per-tensor grid of a kept layer's activation: scale amax / 32767, zero point 0,
+    clamp [-32767, 32767] (symmetric, so (q - z) never needs 17 bits)."""
+    amax = max(vs.amax, 0.0)
+    s = _f32(amax / I16_LEVELS) if amax > 0 else 1.0
+    return QuantSpec((s,), (0,), None, DType.I16, -I16_LEVELS, I16_LEVELS, True, source)
+
+
+def keep_16bit_layers(g: Graph, names: Sequence[str], uses: Mapping | None = None) -> list[Node]:
+    """The conv / matmul nodes of `g` that `names` (QuantConfig.keep_16bit) picks: ONNX node names, "first",
+    "last" (the first / last integer conv or matmul in graph order). InvalidInput names the option and a few
+    valid names when one matches nothing."""
+    uses = g.uses() if uses is None else uses
+    layers = [n for n in g.nodes if n.op in (linalg.conv, linalg.matmul) and integer_capable(n, uses)]
+    by_name = {n.name: n for n in layers}
+    bad = [x for x in names if x not in by_name and x not in KEEP_16BIT_KEYWORDS]
+    if bad or (names and not layers):
+        shown = [*KEEP_16BIT_KEYWORDS, *list(by_name)[:6]] if layers else []
+        more = ", ..." if len(by_name) > 6 else ""
+        raise InvalidInput(f"--keep-16bit / keep_16bit: no conv or matmul layer named {', '.join(map(repr, bad))}"
+                           if bad else "--keep-16bit / keep_16bit: the model has no integer conv or matmul layer",
+                           hint=f"valid names: {', '.join(shown)}{more}" if shown else None)
+    picked = {"first": layers[:1], "last": layers[-1:]}
+    out: dict[int, Node] = {}
+    for x in names:
+        for n in picked.get(x) or [by_name[x]]:
+            out[id(n)] = n
+    return list(out.values())
+
+
+def _wide_values(nodes: list[Node], uses: Mapping) -> set[int]:
+    """Ids of the float values a kept layer reads (its activations, and up through single-reader pass-through
+    ops such as a flatten the value they copy, so the producer's requant writes int16 itself) and writes: its
+    output, and through a single-reader bias add (matmul) and relu / clip the value its requant lands on."""
+    ids: set[int] = set()
+    for n in nodes:
+        for v in n.inputs:
+            while not v.is_const:
+                ids.add(id(v))
+                p = v.producer
+                if p is None or p.op not in PASSTHROUGH or len(uses.get(v, [])) != 1 or not p.inputs:
+                    break
+                v = p.inputs[0]
+        v = n.outputs[0]
+        ids.add(id(v))
+        for ops in ((ew.add,) if n.op is linalg.matmul else (), ACTIVATIONS):
+            readers = uses.get(v, [])
+            if len(readers) == 1 and readers[0][0].op in ops and len(readers[0][0].outputs) == 1 and \
+                    (ops is ACTIVATIONS or any(x.is_const for x in readers[0][0].inputs)):
+                v = readers[0][0].outputs[0]
+                ids.add(id(v))
+    return ids
+
+
 def weight_spec(w: np.ndarray, axis: int | None, bits: int = 8, source: str | None = None) -> QuantSpec:
     """Symmetric weight grid, zero point 0, range [-(2^(b-1)-1), 2^(b-1)-1]; per channel along
     `axis`, or per tensor when axis is None. An all-zero channel gets scale 1."""
@@ -470,11 +534,13 @@ def annotate(g: Graph, stats: Stats, config: QuantConfig | None = None) -> Graph
     """A new graph whose values that will become integer carry TensorType.quant = QuantSpec:
     activations per tensor (uint8 where calibration saw no negative value and the policy allows,
     else int8 symmetric), weights of conv / matmul-by-constant symmetric per output channel.
-    Pass-through ops (reshape, transpose, slice, max_pool, ...) keep their input's grid."""
+    Pass-through ops (reshape, transpose, slice, max_pool, ...) keep their input's grid. The activations of
+    config.keep_16bit's layers get int16 grids (activation_spec16)."""
     config = config or QuantConfig()
     g = g.clone()
     uses = g.uses()
     cap = {id(n): integer_capable(n, uses) for n in g.nodes}
+    wide = _wide_values(keep_16bit_layers(g, config.keep_16bit, uses), uses) if config.keep_16bit else set()
 
     def wanted(v: Value) -> bool:
         if v.is_const or not _is_float(v):
@@ -487,7 +553,8 @@ def annotate(g: Graph, stats: Stats, config: QuantConfig | None = None) -> Graph
         if v.name not in stats:
             raise Unsupported(f"value '{v.name}' was not calibrated",
                               hint="calibrate the same graph that is annotated")
-        v.type = with_quant(v.type, activation_spec(stats[v.name], config, v.name))
+        spec = activation_spec16 if id(v) in wide else lambda vs, name: activation_spec(vs, config, name)
+        v.type = with_quant(v.type, spec(stats[v.name], v.name))
 
     for v in g.inputs:
         if wanted(v):
@@ -504,7 +571,7 @@ def annotate(g: Graph, stats: Stats, config: QuantConfig | None = None) -> Graph
             if not wanted(v):
                 continue
             src = spec_of(n.inputs[0]) if n.op in PASSTHROUGH and n.inputs else None
-            if src is not None and cap[id(n)]:
+            if src is not None and cap[id(n)] and id(v) not in wide:
                 v.type = with_quant(v.type, dataclasses.replace(src, source=v.name))
             else:
                 act(v)

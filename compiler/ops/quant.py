@@ -3,8 +3,10 @@ DESIGN.md; every backend must match them bit for bit.
 
     quantize    f32 -> int   q = clamp(rint(x / scale) + zero_point, qmin, qmax)   (ties to even)
     dequantize  int -> f32   x = (q - zero_point) * scale                         (graph boundary)
-    conv        int8/uint8 x int8 -> int32   sum((x - x_zp) * w) + bias, padding contributes 0
-    matmul      int8/uint8 x int8/uint8 -> int32   (a - a_zp) @ (b - b_zp)
+    conv        int8/uint8/int16 x int8 -> int32   sum((x - x_zp) * w) + bias, padding contributes 0
+    matmul      int8/uint8/int16 x int8/uint8/int16 -> int32   (a - a_zp) @ (b - b_zp)
+                (int16 activations: the layers QuantConfig.keep_16bit keeps wide; the int32 sum wraps like
+                any other, so range analysis must prove it cannot overflow with the actual weights)
                 conv and matmul may carry weight_code ("pow2x1" / "pow2x2": every weight is a sum of 1 or 2
                 signed powers of two, passes/shiftadd.py) and realization ("vnni" / "shift": the kernel
                 that runs it); neither changes the meaning
@@ -94,9 +96,9 @@ dequantize = define("q.dequantize", "x = (q - zero_point) * scale in float32, pe
 
 
 # -- integer contractions --------------------------------------------------------------
-def _int_operands(ins: list[TensorType], what: str) -> None:
-    _need(ins[0], (DType.I8, DType.U8, DType.I4), f"{what} input")
-    _need(ins[1], (DType.I8, DType.U8, DType.I4), f"{what} weight")
+def _int_operands(ins: list[TensorType], what: str, wide_b: bool = False) -> None:
+    _need(ins[0], (DType.I8, DType.U8, DType.I4, DType.I16), f"{what} input")
+    _need(ins[1], (DType.I8, DType.U8, DType.I4, *((DType.I16,) if wide_b else ())), f"{what} weight")
     if len(ins) > 2:
         _need(ins[2], (DType.I32,), f"{what} bias")
 
@@ -133,7 +135,7 @@ conv = define("q.conv", "Integer conv (ONNX Conv semantics): int32 sum((x - x_ze
 
 
 def _qmatmul_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
-    _int_operands(ins, "q.matmul")
+    _int_operands(ins, "q.matmul", wide_b=True)
     _check_code(attrs)
     f32 = [TensorType(t.shape, DType.F32) for t in ins]
     return [TensorType(_matmul_infer(f32, attrs)[0].shape, DType.I32)]

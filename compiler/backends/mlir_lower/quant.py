@@ -8,8 +8,8 @@
                 zp, maxsi/minsi clamp, trunci. m, c, rounding term per channel are i64 constants
                 broadcast along `axis`. tosa.rescale is not used: it requires shift >= 2 (the rule
                 allows c = 0 and 1) and an int32 multiply by an i32 input zero point.
-- q.conv / q.matmul: int8 operands go straight into linalg conv/matmul with an i32 accumulator
-                (sign-extending default cast); a nonzero zero point or a uint8 operand is first
+- q.conv / q.matmul: int8 operands (and int16 ones, zero point 0) go straight into linalg conv/matmul
+                with an i32 accumulator (sign-extending default cast); a nonzero zero point or a uint8 operand is first
                 widened to i16 with the zero point subtracted (so padding contributes exactly 0).
                 int32 wraps as the reference's int64 -> int32 cast does.
 - q.table:      linalg.generic + tensor.extract at index(x) - min(dtype).
@@ -36,6 +36,7 @@ from compiler.backends.mlir_lower.registry import (
     scalar,
     shape_of,
 )
+from compiler.diagnostics import Unsupported
 from compiler.ir import Node
 from compiler.ops import quant as q
 from compiler.ops._util import norm_axis
@@ -146,9 +147,13 @@ def _table(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
 
 def _operand(ctx: LowerCtx, v: ir.Value, dt: DType, zp: int, widen: bool = False) -> ir.Value:
     """An integer operand ready for a signed multiply: i8 as is when signed with zero point 0
-    (and not `widen`), else widened to i16 with the zero point subtracted."""
-    if zp == 0 and not is_unsigned(dt) and not widen:
+    (and not `widen`), else widened to i16 with the zero point subtracted. An int16 activation (the
+    layers QuantConfig.keep_16bit keeps wide: symmetric, zero point 0) goes in as it is."""
+    if zp == 0 and not is_unsigned(dt) and (not widen or dt is DType.I16):
         return v
+    if dt is DType.I16:
+        raise Unsupported("q.conv / q.matmul of an int16 operand with a nonzero zero point (i16 - zp can "
+                          "leave i16)")
     i16 = ir.IntegerType.get_signless(16)
 
     def body(x):
