@@ -42,6 +42,36 @@ def tile_half_blocks(sch, conv, out, roc: int, rw: int, reduction: tuple, inner:
     return lp, order[0]
 
 
+def tile_full_blocks(sch, conv, out, roc: int, rw: int, blocked_out: bool, inner: int = 0, unroll_rw=False,
+                     vectorize_j=False):
+    """The tile of a 16-channel block (or plain NCHW) output: the conv's loops (n, o, y, x, j, reduction...,
+    `inner` innermost ones) split into roc 16-channel accumulators x rw pixels, ordered (n, o tile, y, x tile,
+    reduction..., o, x, j, inner...), o and x unrolled, parallel over (n, o tile, y); the write-back after each
+    tile (reverse_compute_at, its lanes vectorized) for a blocked output, else its own parallel loop nest; j
+    vectorized when `vectorize_j` (before the reduction decomposes, as vectorize needs). Returns (the j loop,
+    the reduction's init block)."""
+    n, o, y, x, j, *rest = sch.get_loops(conv)
+    reduction, tail = rest[:len(rest) - inner], rest[len(rest) - inner:]
+    oo, oi = sch.split(o, [None, roc])
+    xo, xi = sch.split(x, [None, rw])
+    sch.reorder(n, oo, y, xo, *reduction, oi, xi, j, *tail)
+    if blocked_out:
+        # the accumulator tile stays in the default scope: below 1 KiB (< 16 accumulators) it is then a stack
+        # array, where a "local" buffer is a workspace allocation per parallel iteration
+        sch.reverse_compute_at(out, xo)
+        sch.vectorize(sch.get_loops(out)[-1])
+    else:
+        sch.parallel(sch.fuse(*sch.get_loops(out)[:3]))
+    if vectorize_j:
+        sch.vectorize(j)
+    sch.unroll(xi)
+    sch.unroll(oi)
+    if unroll_rw:
+        sch.unroll(reduction[2])        # (rcb, rh, rw, ...): the kernel window's columns
+    sch.parallel(sch.fuse(n, oo, y))
+    return j, sch.decompose_reduction(conv, reduction[0])
+
+
 def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.PrimFunc:
     oh, ow = output_hw(spec)
     roc, rw = tile or pick_tile(spec.cop // 16, ow)
@@ -58,24 +88,7 @@ def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.Pr
         sch.vectorize(sch.get_loops(init)[-1])
         sched_pad(sch)
         return sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled")
-    n, o, y, x, j, rcb, rh, rw_, rq, rt = sch.get_loops(conv)
-    oo, oi = sch.split(o, [None, roc])
-    xo, xi = sch.split(x, [None, rw])
-    sch.reorder(n, oo, y, xo, rcb, rh, rw_, rq, oi, xi, j, rt)
-    if spec.blocked_out:
-        # the accumulator tile stays in the default scope: below 1 KiB (< 16 accumulators) it is then a stack
-        # array, where a "local" buffer is a workspace allocation per parallel iteration
-        sch.reverse_compute_at(out, xo)
-        sch.vectorize(sch.get_loops(out)[-1])
-    else:
-        ol = sch.get_loops(out)
-        sch.parallel(sch.fuse(*ol[:3]))
-    sch.unroll(xi)
-    sch.unroll(oi)
-    if spec.kw > 1:
-        sch.unroll(rw_)
-    sch.parallel(sch.fuse(n, oo, y))
-    init = sch.decompose_reduction(conv, rcb)
+    j, init = tile_full_blocks(sch, conv, out, roc, rw, spec.blocked_out, inner=1, unroll_rw=spec.kw > 1)
     sch.tensorize(j, intrin)
     sch.vectorize(sch.get_loops(init)[-1])
     sched_pad(sch)

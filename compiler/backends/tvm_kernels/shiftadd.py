@@ -31,7 +31,7 @@ from tvm import s_tir, te, tirx
 from .common import ACC_SCOPE, SCHEDULE_ATTR, finalize
 from .qconv2d import QConvSpec, output_hw, out_shape, pack_bias as conv_bias, pad_te, pick_tile as conv_tile, \
     table_args, write_back_te
-from .qconv2d_schedule import tile_half_blocks
+from .qconv2d_schedule import tile_full_blocks, tile_half_blocks
 from .qmatmul import QMatmulSpec, pack_bias as matmul_bias, pick_tile as matmul_tile
 from .requant import requant_dtype, requant_te
 
@@ -203,21 +203,7 @@ def make_shift_qconv2d(spec: QConvSpec, terms: int, tile: Tuple[int, int] | None
         init = sch.decompose_reduction(conv, first)
         sch.vectorize(sch.get_loops(init)[-1])
     else:
-        n, o, y, x, j, rcb, rh, rw_, ri = sch.get_loops(conv)
-        oo, oi = sch.split(o, [None, roc])
-        xo, xi = sch.split(x, [None, rw])
-        sch.reorder(n, oo, y, xo, rcb, rh, rw_, ri, oi, xi, j)
-        if spec.blocked_out:
-            sch.reverse_compute_at(out, xo)
-            sch.vectorize(sch.get_loops(out)[-1])
-        else:
-            ol = sch.get_loops(out)
-            sch.parallel(sch.fuse(*ol[:3]))
-        sch.vectorize(j)
-        sch.unroll(xi)
-        sch.unroll(oi)
-        sch.parallel(sch.fuse(n, oo, y))
-        init = sch.decompose_reduction(conv, rcb)
+        _, init = tile_full_blocks(sch, conv, out, roc, rw, spec.blocked_out, vectorize_j=True)
         sch.vectorize(sch.get_loops(init)[-1])
     try:
         pad = sch.get_sblock("pad")
