@@ -20,3 +20,26 @@ class WantTile:
         self.calls += 1
         ia, ib = F.FEATURE_NAMES.index("tile_a"), F.FEATURE_NAMES.index("tile_b")
         return np.abs(X[:, ia] - self.want[0]) + np.abs(X[:, ib] - self.want[1])
+
+
+class EveryKernel1ms:
+    """A stand-in learned model: every int8 kernel (VNNI conv / matmul) takes 1 ms."""
+    objective = "reg"
+
+    def __init__(self):
+        from costmodel import features as F
+        self.feature_names = F.FEATURE_NAMES
+
+    def predict(self, X):
+        return np.full(len(X), np.log(1e-3))
+
+
+class ShiftPerTerm:
+    """A stand-in shift-kernel model (costmodel.shiftadd.use_model): `per_term[kind]` seconds per term, kind
+    "conv" or "matmul"."""
+
+    def __init__(self, **per_term):
+        self.per_term = per_term
+
+    def predict(self, kind, spec, tile, terms):
+        return self.per_term[kind] * terms

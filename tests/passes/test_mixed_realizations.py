@@ -31,6 +31,7 @@ from passes.sensitivity import output_perturbations
 from passes.quantize import QuantConfig, quantize_array, weight_spec
 from passes.quantize_pipeline import quantize_mixed
 from tests.conftest import has_module, requires_torch
+from tests.costmodel.stubs import EveryKernel1ms, ShiftPerTerm
 
 F32 = DType.F32
 
@@ -190,28 +191,6 @@ def test_mixed_realizations_lut_latency_is_proportional_to_the_int8_prediction(r
     assert f"latency: {plan.latency_source}" in str(plan)
 
 
-class _Int8Model:
-    """A stand-in learned cost model: every int8 kernel 1 ms."""
-    objective = "reg"
-
-    def __init__(self):
-        from costmodel import features
-        self.feature_names = features.FEATURE_NAMES
-
-    def predict(self, X):
-        return np.full(len(X), np.log(1e-3))
-
-
-class _ShiftModel:
-    """A stand-in shift-kernel model: `seconds` per term."""
-
-    def __init__(self, seconds):
-        self.seconds = seconds
-
-    def predict(self, kind, spec, tile, terms):
-        return self.seconds * terms
-
-
 def test_mixed_realizations_shift_kernel_latency_from_the_shift_model():
     """pow2x<t> on the shift kernel costs what the shift-kernel model predicts (a stand-in model here); without
     one, t x the int8 prediction, and the source says so; on the VNNI kernel, the int8 prediction."""
@@ -221,8 +200,8 @@ def test_mixed_realizations_shift_kernel_latency_from_the_shift_model():
     def layers(kernel):
         return [Layer("a", 64 * 64, 4 * 64 * 64, choices=(8, 4, "pow2x2"), pow2_kernel=kernel,
                       kernel={"kind": "matmul", "x_shape": (4, 64), "w_shape": (64, 64)})]
-    with policy.use_model(_Int8Model()):
-        with cs.use_model(_ShiftModel(3e-4)):
+    with policy.use_model(EveryKernel1ms()):
+        with cs.use_model(ShiftPerTerm(matmul=3e-4)):
             la = layers("shift")
             src = measure_costs(la)
             assert la[0].latency[8] == pytest.approx(1e-3) and la[0].latency["pow2x2"] == pytest.approx(6e-4)

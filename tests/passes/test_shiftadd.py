@@ -13,6 +13,7 @@ from compiler.verify import verify
 from passes.range_analysis import check_ranges
 from passes.shiftadd import CODES, _error, _nearest, fit_layer, is_pow2_code, levels, output_error, shiftadd_rewrite
 from tests.conftest import has_module, requires_torch
+from tests.costmodel.stubs import EveryKernel1ms, ShiftPerTerm
 
 
 def test_level_sets():
@@ -131,28 +132,6 @@ def test_pipeline_entry_print_disable_and_realization(capsys):
         quantize_model(fg, "int8", calib, True, shiftadd=3)
 
 
-class _Int8Model:
-    """A stand-in learned cost model: every int8 VNNI kernel 1 ms."""
-    objective = "reg"
-
-    def __init__(self):
-        from costmodel import features
-        self.feature_names = features.FEATURE_NAMES
-
-    def predict(self, X):
-        return np.full(len(X), np.log(1e-3))
-
-
-class _ShiftModel:
-    """A stand-in shift-kernel model: `per_term[kind]` seconds per term."""
-
-    def __init__(self, **per_term):
-        self.per_term = per_term
-
-    def predict(self, kind, spec, tile, terms):
-        return self.per_term[kind] * terms
-
-
 @requires_torch
 def test_auto_takes_the_kernel_predicted_faster_per_layer():
     """realization "auto": each layer runs the kernel with the smaller prediction (stand-in models: every VNNI
@@ -165,10 +144,10 @@ def test_auto_takes_the_kernel_predicted_faster_per_layer():
     from passes.shiftadd import choose_realization, kernel_choice
     _g, ig, calib, _x = _quantized()
     tgt = Target("llvm", mcpu="znver4", num_threads=1)
-    with policy.use_model(_Int8Model()):
+    with policy.use_model(EveryKernel1ms()):
         for fast, slow in (("conv", "matmul"), ("matmul", "conv")):
             report: list = []
-            with cs.use_model(_ShiftModel(**{fast: 1e-4, slow: 1e-2})):
+            with cs.use_model(ShiftPerTerm(**{fast: 1e-4, slow: 1e-2})):
                 sg = shiftadd_rewrite(ig, calib, 2, "auto", report, target=tgt)
             want = {fast: "shift", slow: "vnni"}
             layers = [n for n in sg.nodes if n.op in (q.conv, q.matmul)]
@@ -180,7 +159,7 @@ def test_auto_takes_the_kernel_predicted_faster_per_layer():
                 assert r["vnni_s"] == pytest.approx(1e-3) and r["shift_s"] == pytest.approx(shift)
                 assert r["realization"] == got[r["name"]] and r["why"].startswith("predicted")
         conv = next(n for n in ig.nodes if n.op is q.conv)
-        with cs.use_model(_ShiftModel(conv=1.0, matmul=1.0)):
+        with cs.use_model(ShiftPerTerm(conv=1.0, matmul=1.0)):
             assert choose_realization(tgt, conv, 2) == "vnni"
             no_vnni = kernel_choice(Target("llvm", mcpu="skylake", num_threads=1), conv, 2)
             assert no_vnni["realization"] == "shift" and no_vnni["shift_s"] == pytest.approx(2.0)
