@@ -120,10 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TVM_NUM_THREADS", "1")
     print(f"measuring {len(OPS)} elementwise kernels on {ELEMENTS} elements", file=sys.stderr)
     data = measure(repeat=args.repeat, log=lambda m: print(m, file=sys.stderr))
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, args.out)
+    from compiler.tools.common import write_atomic
+    write_atomic(args.out, lambda f: f.write(json.dumps(data, indent=1, sort_keys=True).encode()))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

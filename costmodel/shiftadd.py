@@ -393,10 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data["holdout"] = holdout(data["rows"])
     print(f"held-out error ({FOLDS}-fold over layer shapes, predicted / measured):", file=sys.stderr)
     _print_holdout(data["holdout"])
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, args.out)
+    from compiler.tools.common import write_atomic
+    write_atomic(args.out, lambda f: f.write(json.dumps(data, indent=1, sort_keys=True).encode()))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
