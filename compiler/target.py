@@ -37,6 +37,7 @@ class Target:
     num_threads: int | None = None      # None = all cores
     options: tuple[tuple[str, str], ...] = field(default=())
     fast_tier: str = "off"              # llvm: "off", "l2" (this machine's per-core L2) or a byte count
+    int8: str = "mma"                   # cuda: int8 conv / matmul on tensor cores ("mma") or with "dp4a"
 
     @classmethod
     def parse(cls, text: str) -> Target:
@@ -50,14 +51,18 @@ class Target:
             if not m:
                 raise Unsupported(f"cannot parse target option {w!r} in {text!r}", hint="use -key=value")
             kw[m.group(1)] = m.group(2)
-        known = {"mcpu", "arch", "num-threads", "fast-tier"}
+        known = {"mcpu", "arch", "num-threads", "fast-tier", "int8"}
         if set(kw) - known:
             raise Unsupported(f"unknown target option(s) {sorted(set(kw) - known)}; known: {sorted(known)}")
         nt = kw.get("num-threads")
         tier = kw.get("fast-tier", "off")
         if tier not in ("off", "l2") and not tier.isdigit():
             raise Unsupported(f"target option -fast-tier={tier}: expected off, l2 or a size in bytes")
-        return cls(words[0], kw.get("mcpu"), kw.get("arch", "sm_80"), int(nt) if nt else None, fast_tier=tier)
+        int8 = kw.get("int8", "mma")
+        if int8 not in ("mma", "dp4a") or int8 != "mma" and words[0] != "cuda":
+            raise Unsupported(f"target option -int8={int8}: expected mma or dp4a, on cuda")
+        return cls(words[0], kw.get("mcpu"), kw.get("arch", "sm_80"), int(nt) if nt else None, fast_tier=tier,
+                   int8=int8)
 
     @property
     def cpu(self) -> str:
@@ -68,6 +73,6 @@ class Target:
 
     def __str__(self) -> str:
         if self.kind == "cuda":
-            return f"cuda -arch={self.arch}"
+            return f"cuda -arch={self.arch}" + (f" -int8={self.int8}" if self.int8 != "mma" else "")
         return (f"llvm -mcpu={self.cpu}" + (f" -num-threads={self.num_threads}" if self.num_threads else "")
                 + (f" -fast-tier={self.fast_tier}" if self.fast_tier != "off" else ""))

@@ -245,3 +245,24 @@ def test_nvcc_errors_come_first():
     msg = "Compilation error:\nnvcc -O3 ...\nkernels.cu(95): error: expected a \")\"\nmore context"
     assert tvm_cuda.nvcc_error(msg).splitlines()[:2] == ["Compilation error:",
                                                          'kernels.cu(95): error: expected a ")"']
+
+
+def test_fp16_convs_of_64_channels_use_tensor_cores():
+    """dlight tensorizes only above 64 rows / columns / reduction; our rule puts every float16 conv on
+    WMMA (a 64-channel conv and a 3-channel stem here), with float32 accumulators."""
+    from passes.fp16 import convert_fp16
+    rng = np.random.default_rng(0)
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 3, 32, 32), F32))
+    y = x
+    for i, (ci, co) in enumerate([(3, 64), (64, 64)]):
+        w = g.const(rng.standard_normal((co, ci, 3, 3)).astype(np.float32) * 0.1, f"w{i}")
+        y = g.add1(ew.relu, [g.add1(linalg.conv, [y, w], strides=(1, 1), pads=(1, 1, 1, 1),
+                                    dilations=(1, 1), groups=1)])
+    g.outputs = [y]
+    src = BACKEND.build(convert_fp16(g), Target.parse("cuda -arch=sm_90")).cuda_source()
+    bodies = [k for k in src.split('extern "C" __global__')[1:] if "{" in k.split("\n")[0]]
+    convs = {tvm_cuda.KERNEL_RE.search("__global__" + k).group(1): k for k in bodies if "_conv2d" in k.split("(")[1]}
+    assert len(convs) == 2, list(convs)
+    for name, body in convs.items():
+        assert "wmma::mma_sync" in body and "wmma::accumulator, 16, 16, 16, float" in body, name

@@ -1,0 +1,251 @@
+"""Integer conv2d and matmul for NVIDIA GPUs as one implicit GEMM, with two inner products:
+
+* "mma" (default): int8 tensor cores, TVM dlight's WMMA schedule for int8 (16x16x16 s8 x s8 -> s32
+  fragments, 128 x 128 block tiles) applied to our GEMM, without its software-pipeline annotations
+  (TVM 0.27's InjectSoftwarePipeline fails on its wmma fragments). Both operands must be int8, so a uint8
+  activation is read shifted by -128 (its zero point too; `folded_bias` takes the shift back out).
+* "dp4a": CUDA's `__dp4a` (four int8 / uint8 products summed into an int32), our own SIMT schedule below.
+
+    out[b, r, c] = sum_k R[b, r, k] * Cc[b, c, k] + bias[...]          (int32, wrapping like the reference)
+
+`r` indexes the output's rows and `c` its contiguous columns, so a warp's threads write consecutive
+addresses: for a conv the rows are output channels and the columns output pixels (out is then NCHW:
+`(n, co, oh*ow)`), for a matmul the rows are the input's rows and the columns output channels. One
+operand is a constant weight packed at compile time to `(rows or cols, kp)` int8 with kp = K rounded up
+to a multiple of BK (zeros beyond K); the other is gathered from the activation by a TE function that
+is inlined into its shared-memory load: the im2col of a conv never exists in memory.
+
+Zero points never reach the inner loop: a conv's input is padded with its zero point z, the products
+summed as they are, and z * sum(w) taken off through the bias (`folded_bias`): sum((x - z) w) + bias =
+sum(x w) + (bias - z sum(w)) modulo 2^32, and a padded position gives z w - z w = 0, as the reference's
+padding with the zero point does. A shifted operand x - 128 has the zero point z - 128, the same way.
+
+dp4a schedule (one thread block = a BR x BC output tile, BR = TR * threads_r, BC = TC * threads_c):
+
+    blockIdx.z = b, blockIdx.y = row tile, blockIdx.x = column tile; threadIdx.y / threadIdx.x
+    for ko (K / BK):                         both operand tiles staged in shared memory (rows padded by
+        sync; cooperative load; sync         4 bytes: no bank conflicts between the threads of a warp)
+        for ki (BK / 4), i (TR), j (TC):     acc[i, j] = __dp4a(R_sh[i * threads_r + ty, 4 ki:4 ki + 4],
+                                                               C_sh[j * threads_c + tx, 4 ki:4 ki + 4], acc)
+    out[...] = acc + bias                    (acc in registers: the TR x TC loops are unrolled)
+
+A thread's outputs are strided by the thread count (i * threads_r + ty), so the write-back of each (i, j)
+is one coalesced row of the warp. Tiles beyond the output (M not a multiple of the tile) are computed on
+padded operands and not written: the caller slices `out` (the output's padded extent is `padded()`).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import te, tirx
+
+from .common import finalize
+
+BK = 32          # bytes of the reduction staged per step
+PAD = 4          # bytes added to each shared row (row stride BK + 4: 9 words, conflict-free)
+
+
+def _up(v: int, m: int) -> int:
+    return -(-v // m) * m
+
+
+@dataclass(frozen=True)
+class Tile:
+    threads_r: int = 16
+    threads_c: int = 16
+    tr: int = 4                  # outputs per thread along rows
+    tc: int = 4                  # ... and along columns
+
+    @property
+    def br(self) -> int:
+        return self.threads_r * self.tr
+
+    @property
+    def bc(self) -> int:
+        return self.threads_c * self.tc
+
+
+def pick_tile(rows: int, cols: int) -> Tile:
+    """16 x 16 threads; 8 outputs per thread along an axis of 128 or more (a 128-wide tile: more
+    products per shared-memory read), 4 along a shorter one, and 8 threads along one of 32 or fewer."""
+    def axis(n: int) -> tuple[int, int]:
+        return (8, 4) if n <= 32 else (16, 8) if n >= 128 and n % 128 == 0 or n >= 512 else (16, 4)
+    (threads_r, tr), (threads_c, tc) = axis(rows), axis(cols)
+    return Tile(threads_r, threads_c, tr, tc)
+
+
+def dp4a_intrin(r_dtype: str, c_dtype: str) -> str:
+    """The name of TVM's registered dp4a tensor intrinsic for these operand types (imported for its side
+    effect of registering them)."""
+    from tvm.s_tir.tensor_intrin import dot_product_common  # noqa: F401
+    short = {"int8": "s8", "uint8": "u8"}
+    return f"dp4a_{short[str(r_dtype)]}{short[str(c_dtype)]}s32"
+
+
+def padded(rows: int, cols: int, tile: Tile) -> tuple[int, int]:
+    return _up(rows, tile.br), _up(cols, tile.bc)
+
+
+INNER = ("mma", "dp4a")
+
+
+def make_gemm(batch: int, rows: int, cols: int, k: int,
+              r_input: tuple[tuple[int, ...], str], c_input: tuple[tuple[int, ...], str],
+              r_fn: Callable, c_fn: Callable, bias_len: int, bias_on_rows: bool,
+              tile: Tile, contiguous: tuple[bool, bool], inner: str,
+              target: tvm.target.Target | None = None, schedule: bool = True) -> tuple[tirx.PrimFunc, str | None]:
+    """(the PrimFunc (r_src, c_src, bias) -> out (batch, rows_p, cols_p) int32, the inner product its
+    schedule uses): `inner` "mma" (falls back to "dp4a" where the tensor-core rule declines) or "dp4a";
+    `schedule=False` gives the computation unscheduled (what a test runs on the CPU to check the arithmetic).
+
+    `r_input` / `c_input`: (shape, dtype) of the tensors the operands are gathered from. `r_fn(src, b, r,
+    kk)` / `c_fn(src, b, c, kk)` give an operand's int8 (or, for dp4a, uint8) value at (b, r or c, kk) for
+    kk < kp, every index in range (rows and columns up to their padded extent, kk up to kp = K rounded up
+    to BK): they guard their own loads. bias: (bias_len,) int32, added per row (`bias_on_rows`) or per
+    column. `contiguous[i]`: operand i is a packed weight (dp4a: its shared-memory load is vectorized)."""
+    rows_p, cols_p = padded(rows, cols, tile)
+    kp = _up(k, BK)
+    r_src = te.placeholder(r_input[0], r_input[1], name="r_src")
+    c_src = te.placeholder(c_input[0], c_input[1], name="c_src")
+    bias = te.placeholder((bias_len,), "int32", name="bias")
+    ra = te.compute((batch, rows_p, kp), lambda b, r, kk: r_fn(r_src, b, r, kk), name="r_op")
+    ca = te.compute((batch, cols_p, kp), lambda b, c, kk: c_fn(c_src, b, c, kk), name="c_op")
+    red = te.reduce_axis((0, kp), name="k")
+    acc = te.compute((batch, rows_p, cols_p),
+                     lambda b, r, c: te.sum(ra[b, r, red].astype("int32") * ca[b, c, red].astype("int32"),
+                                            axis=red), name="gemm")
+
+    def add_bias(b, r, c):
+        i = r if bias_on_rows else c
+        return acc[b, r, c] + bias[tirx.min(i, tirx.const(bias_len - 1, "int32"))]
+    out = te.compute((batch, rows_p, cols_p), add_bias, name="out")
+    func = te.create_prim_func([r_src, c_src, bias, out])
+    if not schedule:
+        return func, None
+    if inner == "mma" and str(ra.dtype) == str(ca.dtype) == "int8":
+        scheduled = _schedule_mma(func, target)
+        if scheduled is not None:
+            return finalize(scheduled), "mma"
+    return finalize(_schedule(func, tile, dp4a_intrin(ra.dtype, ca.dtype), contiguous)), "dp4a"
+
+
+def _schedule_mma(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc | None:
+    """dlight's int8 WMMA schedule of `func`, its software-pipeline annotations removed; None where the
+    rule declines or its tensorization fails."""
+    from tvm.s_tir.dlight.gpu.matmul import MatmulInt8Tensorization
+    from tvm.s_tir.tensor_intrin import cuda as _wmma_intrinsics  # noqa: F401  (registers them)
+    with target:
+        sch = MatmulInt8Tensorization().apply(func, target, False)
+    if sch is None:
+        return None
+    for name in set(re.findall(r'T\.sblock\("(\w+)"', sch.mod["main"].script())):
+        for loop in sch.get_loops(sch.get_sblock(name)):
+            annotations = sch.get(loop).annotations
+            for key in ("software_pipeline_order", "software_pipeline_stage"):
+                if key in annotations:
+                    sch.unannotate(loop, key)
+    return sch.mod["main"]
+
+
+def _schedule(func: tirx.PrimFunc, t: Tile, intrin: str, contiguous: tuple[bool, bool]) -> tirx.PrimFunc:
+    sch = tvm.s_tir.Schedule(func)
+    gemm, out = sch.get_sblock("gemm"), sch.get_sblock("out")
+    b, r, c, k = sch.get_loops(gemm)
+    by, vy, ty = sch.split(r, [None, t.tr, t.threads_r])      # a thread's rows strided by threads_r:
+    bx, vx, tx = sch.split(c, [None, t.tc, t.threads_c])      # virtual threads keep its tile in registers
+    ko, ki, k4 = sch.split(k, [None, BK // 4, 4])
+    sch.reorder(b, by, bx, vy, vx, ty, tx, ko, ki, k4)
+    sch.bind(b, "blockIdx.z")
+    sch.bind(by, "blockIdx.y")
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(vy, "vthread.y")
+    sch.bind(vx, "vthread.x")
+    sch.bind(ty, "threadIdx.y")
+    sch.bind(tx, "threadIdx.x")
+    sch.set_scope(gemm, 0, "local")
+    sch.reverse_compute_at(out, tx, preserve_unit_loops=True)
+    for operand in (0, 1):
+        sh = sch.cache_read(gemm, operand, "shared")
+        sch.compute_at(sh, ko, preserve_unit_loops=True)
+        lines, kk = sch.get_loops(sh)[-2:]           # (rows or cols of the tile, BK)
+        if contiguous[operand]:                      # a weight: 4 bytes of a row per thread
+            _, fy, fx, v = sch.split(sch.fuse(lines, kk), [None, t.threads_r, t.threads_c, 4])
+            sch.vectorize(v)
+        else:                                        # gathered: the threads of a warp read neighbouring
+            k_o, v = sch.split(kk, [None, 4])        # pixels / rows (coalesced), 4 reduction bytes each
+            sch.reorder(k_o, lines, v)
+            _, fy, fx = sch.split(sch.fuse(k_o, lines), [None, t.threads_r, t.threads_c])
+            sch.unroll(v)
+        sch.bind(fy, "threadIdx.y")
+        sch.bind(fx, "threadIdx.x")
+        sch.storage_align(sh, 0, axis=1, factor=BK, offset=PAD)
+    for name in ("r_op", "c_op"):
+        sch.compute_inline(sch.get_sblock(name))
+    sch.decompose_reduction(gemm, ko)
+    sch.unroll(ki)
+    sch.tensorize(k4, intrin)
+    return sch.mod["main"]
+
+
+# -- operands ---------------------------------------------------------------------------------------------
+def pack_rows(w2d: np.ndarray, rows_p: int, kp: int) -> np.ndarray:
+    """(rows, K) int8 -> (rows_p, kp): zeros beyond."""
+    out = np.zeros((rows_p, kp), np.int8)
+    out[:w2d.shape[0], :w2d.shape[1]] = w2d
+    return out
+
+
+def folded_bias(w2d: np.ndarray, bias: np.ndarray | None, zp: int) -> np.ndarray:
+    """bias - zp * sum_k w[o, k], modulo 2^32 (int32)."""
+    s = w2d.astype(np.int64).sum(axis=1) * int(zp)
+    b = np.zeros(w2d.shape[0], np.int64) if bias is None else bias.astype(np.int64)
+    return ((b - s + 2**31) % 2**32 - 2**31).astype(np.int32)
+
+
+def im2col_fn(x_shape: tuple[int, int, int, int], kernel: tuple[int, int], strides, dilations, pads,
+              out_hw: tuple[int, int], zp: int, x_dtype: str, shift: int = 0) -> Callable:
+    """c_fn of a conv: the input value (minus `shift`: 128 makes a uint8 input int8) under output pixel m
+    and reduction index kk = (kh, kw, ci), channels fastest (a 4-byte group is then one pixel's 4 channels
+    when ci % 4 == 0: one bounds check); the zero point (minus `shift`) outside the image and beyond the
+    real m / K (whose weights are 0 or columns unwritten)."""
+    n, ci, h, w = x_shape
+    kh, kw = kernel
+    oh, ow = out_hw
+    k_real, m_real = ci * kh * kw, oh * ow
+
+    def fn(x, b, m, kk):
+        y, xo = m // ow, m % ow
+        t, c = kk // ci, kk % ci
+        iy = y * strides[0] + (t // kw) * dilations[0] - pads[0]
+        ix = xo * strides[1] + (t % kw) * dilations[1] - pads[1]
+        inside = tirx.all(m < m_real, kk < k_real, iy >= 0, iy < h, ix >= 0, ix < w)
+        return _shifted(inside, x[b, c, iy, ix], zp, x_dtype, shift)
+    return fn
+
+
+def _shifted(inside, value, zp: int, dtype: str, shift: int):
+    if not shift:
+        return tirx.if_then_else(inside, value, tirx.const(zp, dtype))
+    v = (value.astype("int32") - tirx.const(shift, "int32")).astype("int8")
+    return tirx.if_then_else(inside, v, tirx.const(zp - shift, "int8"))
+
+
+def conv_weight_2d(w: np.ndarray) -> np.ndarray:
+    """(co, ci, kh, kw) -> (co, kh * kw * ci): the reduction order of im2col_fn."""
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
+
+
+def rows_fn(k_real: int, rows_real: int, zp: int, dtype: str, shift: int = 0) -> Callable:
+    """r_fn / c_fn of a plain (batch, rows, K) activation (minus `shift`): the zero point beyond its extent."""
+    def fn(x, b, r, kk):
+        inside = tirx.all(r < rows_real, kk < k_real)
+        return _shifted(inside, x[b, tirx.min(r, rows_real - 1), tirx.min(kk, k_real - 1)], zp, dtype, shift)
+    return fn
+
+
+def weight_fn() -> Callable:
+    return lambda w, b, r, kk: w[r, kk]

@@ -1,0 +1,131 @@
+"""The GPU's int8 implicit GEMM for q.conv / q.matmul (tvm_lower/cuda_int8.py, tvm_kernels/cuda_int8_gemm.py).
+
+Its arithmetic (weight packing, the zero point folded into the bias, the im2col gather with padding,
+uint8 operands shifted to int8 for tensor cores, tiles beyond the output, the slice back) runs
+unscheduled on the CPU against the interpreter, for both inner products; the GPU schedules' primitives
+keep a PrimFunc's meaning, and the CUDA build must then use WMMA int8 fragments (or `__dp4a`)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from tvm import relax  # noqa: E402
+
+from compiler import interp  # noqa: E402
+from compiler.backends.tvm import BACKEND  # noqa: E402
+from compiler.backends.tvm_lower import cuda_int8  # noqa: E402
+from compiler.backends.tvm_lower.registry import LowerCtx, read, tvm_dtype  # noqa: E402
+from compiler.ir import Graph  # noqa: E402
+from compiler.ops import quant as q  # noqa: E402
+from compiler.target import Target  # noqa: E402
+from compiler.types import DType, TensorType  # noqa: E402
+
+I8, U8, I16 = DType.I8, DType.U8, DType.I16
+RANGE = q.INT_RANGE
+SETTINGS = settings(max_examples=10, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def ints(rng, shape, dt: DType) -> np.ndarray:
+    lo, hi = RANGE[dt]
+    return rng.integers(lo, hi + 1, shape, dtype=np.int64).astype(dt.numpy)
+
+
+def run_unscheduled(g: Graph, lower, x: np.ndarray, inner: str) -> np.ndarray:
+    """The graph's one node through `lower` (cuda_int8.conv / matmul, unscheduled), built for the CPU."""
+    node = g.nodes[0]
+    bb = relax.BlockBuilder()
+    ctx = LowerCtx(bb, g, Target("llvm", num_threads=1))
+    p = relax.Var("x", relax.TensorType(g.inputs[0].type.shape, tvm_dtype(g.inputs[0].type.dtype)))
+    env = {id(g.inputs[0]): p}
+    with bb.function("main", [p]):
+        with bb.dataflow():
+            y = lower(ctx, node, [read(env, v) for v in node.inputs], inner=inner, schedule=False)
+            assert y is not None, "the int8 kernel declined"
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    ex = tvm.compile(bb.get(), target="llvm")
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def conv_graph(rng, n, ci, hw, co, k, strides, dil, pads, xdt, zp, bias):
+    g = Graph()
+    x = g.add_input("x", TensorType((n, ci) + hw, xdt))
+    ins = [x, g.const(ints(rng, (co, ci) + k, I8), "w")]
+    if bias:
+        ins.append(g.const(rng.integers(-2**31, 2**31, co).astype(np.int32), "b"))
+    g.outputs = [g.add1(q.conv, ins, strides=strides, pads=pads, dilations=dil, groups=1, x_zero_point=zp)]
+    return g
+
+
+@SETTINGS
+@given(st.data())
+def test_int8_gemm_conv_matches_the_interpreter(data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    k = (data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3)))
+    hw = tuple(data.draw(st.integers(k[i] + 2, 11)) for i in range(2))
+    strides = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)))
+    dil = tuple(data.draw(st.integers(1, 2)) if hw[i] > 2 * k[i] else 1 for i in range(2))
+    pads = tuple(data.draw(st.integers(0, 2)) for _ in range(4))
+    xdt = data.draw(st.sampled_from([U8, I8]))
+    zp = data.draw(st.integers(*RANGE[xdt]))
+    g = conv_graph(rng, data.draw(st.integers(1, 2)), data.draw(st.sampled_from([1, 3, 8, 37])), hw,
+                   data.draw(st.sampled_from([1, 5, 70])), k, strides, dil, pads, xdt, zp,
+                   data.draw(st.booleans()))
+    x = ints(rng, g.inputs[0].type.shape, xdt)
+    inner = data.draw(st.sampled_from(["mma", "dp4a"]))
+    np.testing.assert_array_equal(run_unscheduled(g, cuda_int8.conv, x, inner), interp.run(g, x)[0])
+
+
+def test_int8_gemm_conv_extreme_values_wrap_like_the_reference():
+    """Every product at its largest, a long reduction and a bias near the int32 limit: the sum wraps
+    modulo 2^32 as the reference's int64 -> int32 cast does."""
+    rng = np.random.default_rng(1)
+    g = conv_graph(rng, 1, 300, (5, 5), 3, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), U8, 0, False)
+    g.nodes[0].inputs[1].const = np.full((3, 300, 3, 3), -128, np.int8)
+    x = np.full((1, 300, 5, 5), 255, np.uint8)
+    for inner in ("mma", "dp4a"):
+        np.testing.assert_array_equal(run_unscheduled(g, cuda_int8.conv, x, inner), interp.run(g, x)[0])
+
+
+@SETTINGS
+@given(st.data())
+def test_int8_gemm_matmul_matches_the_interpreter(data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    batch = tuple(data.draw(st.lists(st.integers(1, 3), max_size=2)))
+    m, k, n = data.draw(st.integers(1, 70)), data.draw(st.integers(1, 70)), data.draw(st.integers(1, 70))
+    adt = data.draw(st.sampled_from([U8, I8]))
+    a_zp = data.draw(st.integers(*RANGE[adt]))
+    g = Graph()
+    a = g.add_input("a", TensorType(batch + (m, k), adt))
+    g.outputs = [g.add1(q.matmul, [a, g.const(ints(rng, (k, n), I8), "w")], a_zero_point=a_zp, b_zero_point=0)]
+    x = ints(rng, batch + (m, k), adt)
+    inner = data.draw(st.sampled_from(["mma", "dp4a"]))
+    np.testing.assert_array_equal(run_unscheduled(g, cuda_int8.matmul, x, inner), interp.run(g, x)[0])
+
+
+def test_int8_gemm_declines_what_it_does_not_cover():
+    rng = np.random.default_rng(0)
+    g = conv_graph(rng, 1, 4, (6, 6), 4, (3, 3), (1, 1), (1, 1), (0, 0, 0, 0), I16, 0, False)
+    ctx = LowerCtx(relax.BlockBuilder(), g, Target.parse("cuda -arch=sm_90"))
+    assert cuda_int8.conv(ctx, g.nodes[0], [None] * 2) is None           # int16 activations
+    g = Graph()
+    a = g.add_input("a", TensorType((4, 8), U8))
+    g.outputs = [g.add1(q.matmul, [a, g.const(ints(rng, (8, 4), I8), "w")], a_zero_point=0, b_zero_point=3)]
+    assert cuda_int8.matmul(ctx, g.nodes[0], [None] * 2) is None         # a weight zero point
+
+
+@pytest.mark.parametrize("option, marker", [("", "wmma::mma_sync"), (" -int8=dp4a", "__dp4a(")])
+def test_cuda_build_of_an_int8_conv_uses_tensor_cores_or_dp4a(option, marker):
+    rng = np.random.default_rng(0)
+    g = conv_graph(rng, 2, 16, (9, 9), 24, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), U8, 7, True)
+    exe = BACKEND.build(g, Target.parse("cuda -arch=sm_90" + option))
+    src = exe.cuda_source()
+    assert marker in src
+    if "mma" in marker:
+        assert "wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, signed char" in src
+    assert not any("cast" in k for k in exe.kernels()), exe.kernels()   # no int32 copy of an operand
