@@ -10,15 +10,17 @@ alone (PyTorch's models come from examples/).
   2. timing: the CNN, encoder and detector at every batch the folder has, ours (FP32, FP16, INT8, per
      backend) against PyTorch eager FP32 and FP16 on the same device; the attention against PyTorch's
      scaled_dot_product_attention, math path and default path. Numpy in -> numpy out for all (host
-     copies included), median of --repeat runs after 3 warmups; two markdown tables.
+     copies included), median of --repeat runs after 3 warmups; then the same GPU-resident (inputs
+     already on the device, outputs left there, synchronized after each call; ours: tvm artifacts).
 
-    python benchmarks/gpu_check.py [--cpu] [--repeat N] [--no-time] [--models M ...] [DIR]
+    python benchmarks/gpu_check.py [--cpu] [--repeat N] [--no-time] [--models M ...] [--profile] [DIR]
                                                                             (gpu_check.sh runs this)
   DIR         the folder (default out/gpu-check; out/gpu-check-cpu with --cpu)
   --cpu       the folder holds llvm artifacts (gpu_prepare.py --cpu): check and time on the CPU
   --repeat N  timed runs per model, batch and runtime (default 20)
   --no-time   the checks only
   --models M  only these models (cnn, encoder, detector, attention)
+  --profile   also list each tvm artifact's slowest kernels (the device synchronized around each call)
 Exit status: 0 when every check passed, 1 when one failed, 2 on a usage error.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
 STALL_S = 150           # a child that prints nothing for this long is killed
+PROFILE_ROWS = 12       # kernels listed per profiled artifact
 
 
 # -- the child processes ------------------------------------------------------------------------------
@@ -103,8 +106,10 @@ def median_ms(fn, repeat: int) -> float:
     return time_ms(fn, 3, repeat)
 
 
-def child_time(folder: Path, model: str, batch: int, files: list[str], device: str, repeat: int) -> None:
-    """One JSON line: PyTorch's times and ours (file -> ms) for `model` at `batch`."""
+def child_time(folder: Path, model: str, batch: int, files: list[str], device: str, repeat: int,
+               profile: bool = False) -> None:
+    """One JSON line: PyTorch's times and ours (file -> ms) for `model` at `batch`, numpy in and out and
+    (`resident`) with the inputs already on the device; with `profile`, each tvm artifact's slowest kernels."""
     import torch
 
     from benchmarks.gpu_prepare import torch_model
@@ -137,18 +142,33 @@ def child_time(folder: Path, model: str, batch: int, files: list[str], device: s
                 y = net(*ts)
             return (y[0] if isinstance(y, (tuple, list)) else y).float().cpu().numpy()
         ref[dtype_name] = median_ms(run_torch, repeat)
-    net = None
+        resident = [torch.from_numpy(x).to(dev) for x in xs]
+        resident = [t.to(dtype) if t.is_floating_point() else t for t in resident]
+
+        def run_resident(ts=resident):
+            with torch.no_grad():
+                net(*ts)
+            if device == "gpu":
+                torch.cuda.synchronize()
+        ref[f"resident {dtype_name}"] = median_ms(run_resident, repeat)
+    net = resident = None
     if device == "gpu":
         torch.cuda.empty_cache()
-    ours, errors = {}, {}
+    ours, ours_resident, profiles, errors = {}, {}, {}, {}
     for file in files:
         try:
             m = load(folder / file)
             ours[file] = median_ms(lambda m=m: m.run(*xs), repeat)
-            del m
+            exe = m.executable
+            if hasattr(exe, "time_resident"):            # tvm: the runtime's own device-side timing
+                ours_resident[file] = exe.time_resident(xs, 3, repeat)
+                if profile:
+                    profiles[file] = exe.profile(xs)[:PROFILE_ROWS]
+            del m, exe
         except Exception as e:  # noqa: BLE001  (passed its check, fails timed: say so, time the rest)
             errors[file] = (str(e).splitlines() or [""])[0][:200]
-    print(json.dumps({"torch": ref, "ours": ours, "errors": errors,
+    print(json.dumps({"torch": ref, "ours": ours, "resident": ours_resident, "profiles": profiles,
+                      "errors": errors,
                       "device": torch.cuda.get_device_name(0) if device == "gpu" else "CPU",
                       "torch_version": torch.__version__,
                       "tf32": bool(torch.backends.cuda.matmul.allow_tf32)}), flush=True)
@@ -216,14 +236,16 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None else f"{a / b:.2f}x"
 
 
-def run_timing(folder: Path, manifest: dict, status: dict, device: str, repeat: int) -> None:
+def run_timing(folder: Path, manifest: dict, status: dict, device: str, repeat: int,
+               profile: bool = False) -> None:
     from benchmarks.gpu_prepare import MODELS
     arts = [a for a in manifest["artifacts"] if status.get(a["file"], "").startswith("ok")]
     groups = sorted({(a["model"], a["batch"]) for a in arts}, key=lambda k: (list(MODELS).index(k[0]), k[1]))
     results = {}
     for model, batch in groups:
         files = [a["file"] for a in arts if (a["model"], a["batch"]) == (model, batch)]
-        got = list(_lines(_spawn(["--child-time", str(folder), device, model, str(batch), str(repeat), *files])))
+        got = list(_lines(_spawn(["--child-time", str(folder), device, model, str(batch), str(repeat),
+                                  "1" if profile else "0", *files])))
         results[(model, batch)] = got[0] if got else None
         print(f"  timed {model} batch {batch}" + ("" if got else ": the process failed"), flush=True)
         for file, why in (got[0]["errors"] if got else {}).items():
@@ -249,6 +271,26 @@ def run_timing(folder: Path, manifest: dict, status: dict, device: str, repeat: 
                    *(_fmt(t.get(m)) for m in ("fp32", "fp16", "int8")), _fmt(pt32), _fmt(pt16),
                    _ratio(t.get("fp32"), pt32), _ratio(t.get("fp16"), pt16), _ratio(t.get("int8"), pt16)]
             print("| " + " | ".join(row) + " |")
+    print(f"\nthe same, GPU-resident: inputs already on the device, outputs left there, synchronized after "
+          f"each call (ours: tvm artifacts); median of {repeat} runs, ms\n")
+    print("| model | batch | FP32 | FP16 | INT8 | PyTorch FP32 | PyTorch FP16 | FP32 / PyTorch FP32 "
+          "| FP16 / PyTorch FP16 | INT8 / PyTorch FP16 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (model, batch), r in results.items():
+        t = {a["mode"]: r["resident"].get(a["file"]) for a in arts if r is not None
+             and (a["model"], a["batch"], a["backend"]) == (model, batch, "tvm")}
+        if model == "attention" or r is None or not any(t.values()):
+            continue
+        pt32, pt16 = r["torch"].get("resident fp32"), r["torch"].get("resident fp16")
+        row = [MODELS[model][0].split(",")[0].split(":")[0], str(batch),
+               *(_fmt(t.get(m)) for m in ("fp32", "fp16", "int8")), _fmt(pt32), _fmt(pt16),
+               _ratio(t.get("fp32"), pt32), _ratio(t.get("fp16"), pt16), _ratio(t.get("int8"), pt16)]
+        print("| " + " | ".join(row) + " |")
+    for r in results.values():
+        for file, rows in (r or {}).get("profiles", {}).items():
+            print(f"\n{file}: slowest kernels (ms per run, device synchronized around each call)")
+            for name, calls, ms in rows:
+                print(f"  {ms:8.3f}  {calls:3d}x  {name}")
     r = results.get(("attention", 1))
     if r:
         print(f"\n{MODELS['attention'][0]}; PyTorch scaled_dot_product_attention, ms\n")
@@ -269,9 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         child_check(Path(argv[1]), argv[3:])
         return 0
     if argv and argv[0] == "--child-time":
-        folder, device, model, batch, repeat, *files = argv[1:]
+        folder, device, model, batch, repeat, profile, *files = argv[1:]
         _setup(Path(folder))
-        child_time(Path(folder), model, int(batch), files, device, int(repeat))
+        child_time(Path(folder), model, int(batch), files, device, int(repeat), profile == "1")
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir", nargs="?", default=None)
@@ -279,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--no-time", action="store_true")
     ap.add_argument("--models", nargs="+", default=None)
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args(argv)
     device = "cpu" if args.cpu else "gpu"
     folder = Path(args.dir or ROOT / "out" / ("gpu-check-cpu" if args.cpu else "gpu-check")).resolve()
@@ -311,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         failed.append("imports")
     if not args.no_time:
         sys.path.insert(0, str(ROOT))
-        run_timing(folder, manifest, status, device, args.repeat)
+        run_timing(folder, manifest, status, device, args.repeat, args.profile)
     if failed:
         print(f"\ngpu_check: {len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -25,7 +25,7 @@ random numbers on the checking side, whose numpy may be another version).
 
     python benchmarks/gpu_prepare.py [-o DIR] [--cpu] [--batch 1 32] [--models cnn encoder detector
                                      attention] [--modes fp32 fp16 int8] [--backends tvm mlir]
-                                     [--max-mb 64] [--python X.Y] [--kernel-outputs]
+                                     [--max-mb 64] [--python X.Y] [--kernel-outputs] [--int8 mma|dp4a]
   -o DIR      the folder, replaced (default out/gpu-check; out/gpu-check-cpu with --cpu)
   --cpu       compile for llvm (this CPU), batches 1 2 by default: to try gpu_check.sh --cpu here
   --batch     batch sizes (default 1 32)
@@ -35,6 +35,8 @@ random numbers on the checking side, whose numpy may be another version).
   --max-mb    fail if the folder is larger (default 64)
   --kernel-outputs  every kernel's result an output of the artifact too (and of its reference): the check
               then names the first kernel that departs from the interpreter (for finding a backend's bug)
+  --int8      the cuda int8 convs / matmuls on tensor cores (mma, the default) or with dp4a (the target
+              option -int8=)
   --python    the CPython version of the checking machine (default this one's; its runtime bundle's
               extension modules then come from pip download, see compiler/tools/runtime_bundle.py)
 """
@@ -235,12 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-mb", type=float, default=64.0)
     ap.add_argument("--python", default=None, metavar="X.Y")
     ap.add_argument("--kernel-outputs", action="store_true")
+    ap.add_argument("--int8", choices=["mma", "dp4a"], default="mma")
     args = ap.parse_args(argv)
     from compiler import interp
     from compiler.diagnostics import CompileError
     from compiler.target import Target
     from compiler.tools.runtime_bundle import make_bundle
-    target = Target.parse("llvm" if args.cpu else GPU_TARGET)
+    target = Target.parse("llvm" if args.cpu else GPU_TARGET + ("" if args.int8 == "mma" else f" -int8={args.int8}"))
     batches = sorted(set(args.batch or ([1, 2] if args.cpu else [1, 32])) | {1})
     out = Path(args.output or ROOT / "out" / ("gpu-check-cpu" if args.cpu else "gpu-check"))
     if out.exists():

@@ -19,10 +19,13 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -266,6 +269,56 @@ class RuntimeExecutable:
                 _copy_in(t, x)
             outs = self._main(*self._staging, *(self.arena.tensors if self.arena else ()))
             return [from_container(_copy_out(o), dt) for o, dt in zip(outs, self._io[1])]
+
+    def _sync(self) -> None:
+        if self._target.kind == "cuda":
+            _func("runtime.Device_StreamSync")(self._device, 0)
+
+    def _resident_args(self, inputs: Sequence[np.ndarray]) -> list:
+        self.run(inputs)                                    # loads, stages the inputs
+        return [*self._staging, *(self.arena.tensors if self.arena else ())]
+
+    def time_resident(self, inputs: Sequence[np.ndarray], warmup: int = 3, repeat: int = 20) -> float:
+        """Median ms of one call with the inputs already in the executable's tensors (on the GPU for
+        cuda) and the outputs left there, the device synchronized after each call: the kernels' time
+        without the host copies that run() adds."""
+        args = self._resident_args(inputs)
+        times = []
+        with self._lock:
+            for i in range(warmup + repeat):
+                t0 = time.perf_counter()
+                self._main(*args)
+                self._sync()
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+    def profile(self, inputs: Sequence[np.ndarray], runs: int = 3) -> list[tuple[str, int, float]]:
+        """[(kernel, calls per run, ms per run)], slowest first: each VM call timed with the device
+        synchronized before and after it (its launch and a few microseconds of Python included)."""
+        args = self._resident_args(inputs)
+        total: dict[str, float] = defaultdict(float)
+        calls: dict[str, int] = defaultdict(int)
+        start: dict[str, float] = {}
+
+        def instrument(func, name, before, ret, *a):
+            self._sync()
+            if before:
+                start[name] = time.perf_counter()
+            else:
+                total[name] += time.perf_counter() - start[name]
+                calls[name] += 1
+            return 0
+        with self._lock:
+            self._vm["set_instrument"](instrument)
+            try:
+                for _ in range(runs):
+                    self._main(*args)
+                self._sync()
+            finally:
+                self._vm["set_instrument"](None)
+        rows = [(k, calls[k] // runs, v / runs * 1e3) for k, v in total.items()]
+        return sorted(rows, key=lambda r: -r[2])
 
     def library_bytes(self) -> bytes:
         return self._library
