@@ -3,7 +3,7 @@ rules -> CUDA C (device) + llvm (host) -> Relax VM.
 
     lower_to_relax (generic lowerings: the CPU fast path is off for cuda; q.conv (2-D, ungrouped)
        and q.matmul by a constant weight are our int8 implicit GEMMs on tensor cores, or with dp4a
-       under -int8=dp4a: tvm_lower/cuda_int8.py)
+       under -int8=dp4a: tvm_lower/cuda_gemm.py)
     -> LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR, DeadCodeElimination
     -> "dlight.do_not_tensorize" on integer PrimFuncs (dlight's int8 WMMA path crashes in TVM 0.27)
     -> parallel loops of hand-written (block-free) PrimFuncs bound to blockIdx.x / threadIdx.x

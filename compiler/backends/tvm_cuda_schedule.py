@@ -43,7 +43,7 @@ def _fast_tvmscript():
 _intrin_lock = threading.Lock()
 
 
-def _preload_cuda_intrinsics() -> None:
+def preload_cuda_intrinsics() -> None:
     """dlight's tensor-core matmul rule imports tvm.s_tir.tensor_intrin.cuda (float16 operands)."""
     with _intrin_lock:
         if "tvm.s_tir.tensor_intrin.cuda" not in sys.modules:
@@ -175,7 +175,7 @@ def schedule_cuda(mod: tvm.IRModule, tt: tvm.target.Target,
     with tt:
         if any(isinstance(f, tirx.PrimFunc) and "float16" in {str(p.dtype) for p in f.params}
                for _, f in mod.functions_items()):
-            _preload_cuda_intrinsics()
+            preload_cuda_intrinsics()
         if fallback_only:
             part = tvm.IRModule({gv: f for gv, f in mod.functions_items()
                                  if gv.name_hint in fallback_only})

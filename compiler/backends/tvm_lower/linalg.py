@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tvm import relax, te, tirx
 
+from compiler.backends.tvm_lower import cuda_gemm
 from compiler.backends.tvm_lower.registry import LowerCtx, dtype_of, lowers, shape_of
 from compiler.ir import Node
 from compiler.ops import linalg
@@ -52,6 +53,8 @@ def conv_nd(ctx: LowerCtx, x: relax.Expr, w: relax.Expr, bias: relax.Expr | None
 
 @lowers(linalg.conv)
 def lower_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    if ctx.target.kind == "cuda" and (y := cuda_gemm.float_conv(ctx, node, args)) is not None:
+        return [y]
     a = node.attrs
     bias = args[2] if len(args) > 2 else None
     return [conv_nd(ctx, args[0], args[1], bias, a["strides"], a["pads"], a["dilations"],

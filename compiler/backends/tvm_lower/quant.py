@@ -11,7 +11,7 @@
 * conv / matmul: x - zero point in int32, then Relax's int32 conv{1,2,3}d / matmul (padding
   with 0 after the subtraction = padding the input with its zero point), + int32 bias; all
   wrap modulo 2^32 exactly like the reference's int64 -> int32 cast. On cuda a 2-D conv and a
-  matmul by a constant int8 weight are int8 implicit GEMMs instead (tvm_lower/cuda_int8.py).
+  matmul by a constant int8 weight are int8 implicit GEMMs instead (tvm_lower/cuda_gemm.py).
 * resize_linear: TE; the reference's own int32 index / weight tables (q.resize_linear_tables) baked in as
   constants, the 4-tap sum of (int32(x) - zp) * (wy * wx) in int32 (it cannot overflow, see the op), then
   + 2^(2F-1), an arithmetic >> 2F, + zp and the clamp.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax, te, tirx
 
-from compiler.backends.tvm_lower import cuda_int8
+from compiler.backends.tvm_lower import cuda_gemm
 from compiler.backends.tvm_lower.registry import LowerCtx, const, dtype_of, lowers, shape_of, tvm_dtype
 from compiler.ir import Node
 from compiler.ops import quant as q
@@ -143,7 +143,7 @@ _CONV = {1: (R.nn.conv1d, "NCW", "OIW"), 2: (R.nn.conv2d, "NCHW", "OIHW"),
 
 @lowers(q.conv)
 def _conv(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
-    if ctx.target.kind == "cuda" and (y := cuda_int8.conv(ctx, node, args)) is not None:
+    if ctx.target.kind == "cuda" and (y := cuda_gemm.conv(ctx, node, args)) is not None:
         return [y]
     a = node.attrs
     x = _minus_zp(ctx, args[0], a["x_zero_point"])
@@ -161,7 +161,7 @@ def _conv(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]
 
 @lowers(q.matmul)
 def _matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
-    if ctx.target.kind == "cuda" and (y := cuda_int8.matmul(ctx, node, args)) is not None:
+    if ctx.target.kind == "cuda" and (y := cuda_gemm.matmul(ctx, node, args)) is not None:
         return [y]
     a = node.attrs
     x = _minus_zp(ctx, args[0], a["a_zero_point"])

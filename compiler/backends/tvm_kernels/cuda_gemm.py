@@ -1,12 +1,15 @@
-"""Integer conv2d and matmul for NVIDIA GPUs as one implicit GEMM, with two inner products:
+"""Integer and float16 conv2d and matmul for NVIDIA GPUs as one implicit GEMM, with two inner products:
 
-* "mma" (default): int8 tensor cores, TVM dlight's WMMA schedule for int8 (16x16x16 s8 x s8 -> s32
-  fragments, 128 x 128 block tiles) applied to our GEMM, without its software-pipeline annotations
-  (TVM 0.27's InjectSoftwarePipeline fails on its wmma fragments). Both operands must be int8, so a uint8
-  activation is read shifted by -128 (its zero point too; `folded_bias` takes the shift back out).
-* "dp4a": CUDA's `__dp4a` (four int8 / uint8 products summed into an int32), our own SIMT schedule below.
+* "mma" (default): tensor cores, TVM dlight's WMMA schedules applied to our GEMM. int8: 16x16x16
+  s8 x s8 -> s32 fragments, without the schedule's software-pipeline annotations (TVM 0.27's
+  InjectSoftwarePipeline fails on its int8 fragments); both operands must be int8, so a uint8 activation is
+  read shifted by -128 (its zero point too; `folded_bias` takes the shift back out). float16: f16 x f16 ->
+  f32 fragments, the sum rounded to float16 once (as the reference does).
+* "dp4a" (integers): CUDA's `__dp4a` (four int8 / uint8 products summed into an int32), our own SIMT
+  schedule below.
 
-    out[b, r, c] = sum_k R[b, r, k] * Cc[b, c, k] + bias[...]          (int32, wrapping like the reference)
+    out[b, r, c] = sum_k R[b, r, k] * Cc[b, c, k] (+ bias[...])   (int32, wrapping like the reference;
+                                                                  float16: a float32 sum rounded once)
 
 `r` indexes the output's rows and `c` its contiguous columns, so a warp's threads write consecutive
 addresses: for a conv the rows are output channels and the columns output pixels (out is then NCHW:
@@ -95,53 +98,78 @@ INNER = ("mma", "dp4a")
 
 def make_gemm(batch: int, rows: int, cols: int, k: int,
               r_input: tuple[tuple[int, ...], str], c_input: tuple[tuple[int, ...], str],
-              r_fn: Callable, c_fn: Callable, bias_len: int, bias_on_rows: bool,
+              r_fn: Callable, c_fn: Callable, bias_len: int | None, bias_on_rows: bool,
               tile: Tile, contiguous: tuple[bool, bool], inner: str,
               target: tvm.target.Target | None = None, schedule: bool = True) -> tuple[tirx.PrimFunc, str | None]:
-    """(the PrimFunc (r_src, c_src, bias) -> out (batch, rows_p, cols_p) int32, the inner product its
-    schedule uses): `inner` "mma" (falls back to "dp4a" where the tensor-core rule declines) or "dp4a";
-    `schedule=False` gives the computation unscheduled (what a test runs on the CPU to check the arithmetic).
+    """(the PrimFunc (r_src, c_src[, bias]) -> out (batch, rows_p, cols_p), the inner product its schedule
+    uses): `inner` "mma" (integers fall back to "dp4a" where the tensor-core rule declines, float16 to
+    dlight's SIMT matmul) or "dp4a"; `schedule=False` gives the computation unscheduled (what a test runs
+    on the CPU to check the arithmetic). out is int32 for integer operands, float16 for float16 ones.
 
     `r_input` / `c_input`: (shape, dtype) of the tensors the operands are gathered from. `r_fn(src, b, r,
-    kk)` / `c_fn(src, b, c, kk)` give an operand's int8 (or, for dp4a, uint8) value at (b, r or c, kk) for
-    kk < kp, every index in range (rows and columns up to their padded extent, kk up to kp = K rounded up
-    to BK): they guard their own loads. bias: (bias_len,) int32, added per row (`bias_on_rows`) or per
-    column. `contiguous[i]`: operand i is a packed weight (dp4a: its shared-memory load is vectorized)."""
+    kk)` / `c_fn(src, b, c, kk)` give an operand's int8 (or, for dp4a, uint8) or float16 value at (b, r or
+    c, kk) for kk < kp, every index in range (rows and columns up to their padded extent, kk up to kp = K
+    rounded up to BK): they guard their own loads. bias (integers): (bias_len,) int32, added per row
+    (`bias_on_rows`) or per column; None: no bias. `contiguous[i]`: operand i is a packed weight (dp4a: its
+    shared-memory load is vectorized)."""
     rows_p, cols_p = padded(rows, cols, tile)
     kp = _up(k, BK)
     r_src = te.placeholder(r_input[0], r_input[1], name="r_src")
     c_src = te.placeholder(c_input[0], c_input[1], name="c_src")
-    bias = te.placeholder((bias_len,), "int32", name="bias")
     ra = te.compute((batch, rows_p, kp), lambda b, r, kk: r_fn(r_src, b, r, kk), name="r_op")
     ca = te.compute((batch, cols_p, kp), lambda b, c, kk: c_fn(c_src, b, c, kk), name="c_op")
+    half = str(ra.dtype) == "float16"
+    acc_dtype = "float32" if half else "int32"
     red = te.reduce_axis((0, kp), name="k")
     acc = te.compute((batch, rows_p, cols_p),
-                     lambda b, r, c: te.sum(ra[b, r, red].astype("int32") * ca[b, c, red].astype("int32"),
+                     lambda b, r, c: te.sum(ra[b, r, red].astype(acc_dtype) * ca[b, c, red].astype(acc_dtype),
                                             axis=red), name="gemm")
+    params = [r_src, c_src]
+    if half:
+        out = te.compute(acc.shape, lambda *i: acc[i].astype("float16"), name="out")
+    elif bias_len is None:
+        out = te.compute(acc.shape, lambda *i: acc[i], name="out")
+    else:
+        bias = te.placeholder((bias_len,), "int32", name="bias")
+        params.append(bias)
 
-    def add_bias(b, r, c):
-        i = r if bias_on_rows else c
-        return acc[b, r, c] + bias[tirx.min(i, tirx.const(bias_len - 1, "int32"))]
-    out = te.compute((batch, rows_p, cols_p), add_bias, name="out")
-    func = te.create_prim_func([r_src, c_src, bias, out])
+        def add_bias(b, r, c):
+            i = r if bias_on_rows else c
+            return acc[b, r, c] + bias[tirx.min(i, tirx.const(bias_len - 1, "int32"))]
+        out = te.compute(acc.shape, add_bias, name="out")
+    func = te.create_prim_func([*params, out])
     if not schedule:
         return func, None
-    if inner == "mma" and str(ra.dtype) == str(ca.dtype) == "int8":
-        scheduled = _schedule_mma(func, target)
+    if inner == "mma" and (half or str(ra.dtype) == str(ca.dtype) == "int8"):
+        scheduled = _schedule_mma(func, target, half)
         if scheduled is not None:
             return finalize(scheduled), "mma"
+    if half:
+        return finalize(_schedule_simt(func, target)), "simt"
     return finalize(_schedule(func, tile, dp4a_intrin(ra.dtype, ca.dtype), contiguous)), "dp4a"
 
 
-def _schedule_mma(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc | None:
-    """dlight's int8 WMMA schedule of `func`, its software-pipeline annotations removed; None where the
-    rule declines or its tensorization fails."""
-    from tvm.s_tir.dlight.gpu.matmul import MatmulInt8Tensorization
-    from tvm.s_tir.tensor_intrin import cuda as _wmma_intrinsics  # noqa: F401  (registers them)
+def _schedule_simt(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc:
+    from tvm.s_tir import dlight as dl
     with target:
-        sch = MatmulInt8Tensorization().apply(func, target, False)
-    if sch is None:
-        return None
+        for rule in (dl.gpu.Matmul(), dl.gpu.Fallback()):
+            sch = rule.apply(func, target, False)
+            if sch is not None:
+                return sch.mod["main"]
+    raise ValueError("no GPU schedule for the float16 GEMM")
+
+
+def _schedule_mma(func: tirx.PrimFunc, target: tvm.target.Target, half: bool) -> tirx.PrimFunc | None:
+    """dlight's WMMA schedule of `func` (int8: its software-pipeline annotations removed); None where the
+    rule declines or its tensorization fails."""
+    from tvm.s_tir.dlight.gpu.matmul import MatmulInt8Tensorization, MatmulTensorization
+
+    from compiler.backends.tvm_cuda_schedule import preload_cuda_intrinsics
+    preload_cuda_intrinsics()
+    with target:
+        sch = (MatmulTensorization() if half else MatmulInt8Tensorization()).apply(func, target, False)
+    if sch is None or half:
+        return None if sch is None else sch.mod["main"]
     for name in set(re.findall(r'T\.sblock\("(\w+)"', sch.mod["main"].script())):
         for loop in sch.get_loops(sch.get_sblock(name)):
             annotations = sch.get(loop).annotations
@@ -193,8 +221,8 @@ def _schedule(func: tirx.PrimFunc, t: Tile, intrin: str, contiguous: tuple[bool,
 
 # -- operands ---------------------------------------------------------------------------------------------
 def pack_rows(w2d: np.ndarray, rows_p: int, kp: int) -> np.ndarray:
-    """(rows, K) int8 -> (rows_p, kp): zeros beyond."""
-    out = np.zeros((rows_p, kp), np.int8)
+    """(rows, K) -> (rows_p, kp) of the same dtype: zeros beyond."""
+    out = np.zeros((rows_p, kp), w2d.dtype)
     out[:w2d.shape[0], :w2d.shape[1]] = w2d
     return out
 

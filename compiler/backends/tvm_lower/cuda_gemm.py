@@ -1,20 +1,24 @@
-"""q.conv (2-D, ungrouped) and q.matmul with a constant int8 weight on an NVIDIA GPU: the int8 implicit
-GEMM of tvm_kernels/cuda_int8_gemm.py on tensor cores (target option -int8=mma, the default) or with
-dp4a (-int8=dp4a), int8 / uint8 operands read as they are (no int32 copies of the activations), the
-weight packed and the zero point folded into the bias at compile time.
+"""Convs and matmuls by a constant weight on an NVIDIA GPU as the implicit GEMM of
+tvm_kernels/cuda_gemm.py:
+
+* q.conv (2-D, ungrouped) and q.matmul by an int8 weight: on int8 tensor cores (target option -int8=mma,
+  the default) or with dp4a (-int8=dp4a), int8 / uint8 operands read as they are (no int32 copies of the
+  activations), the weight packed and the zero point folded into the bias at compile time;
+* a float16 conv (2-D, ungrouped; --precision fp16): on float16 tensor cores, float32 sums rounded once,
+  the bias added in float16 after it (as the reference does).
 
 `schedule=False` gives the same computation unscheduled (it runs on the CPU: how the tests check its
-arithmetic, as the GPU schedules' primitives keep a PrimFunc's meaning). `conv` / `matmul` return None
-where the kernel does not apply (int16 operands, groups, a computed weight or bias, a weight zero point):
-quant.py then lowers the op generically.
+arithmetic, as the GPU schedules' primitives keep a PrimFunc's meaning). `conv` / `matmul` /
+`float_conv` return None where the kernel does not apply (int16 operands, groups, a computed weight or
+bias, a weight zero point): the op is then lowered generically.
 """
 from __future__ import annotations
 
 import numpy as np
 from tvm import relax
 
-from compiler.backends.tvm_kernels import cuda_int8_gemm as kd
-from compiler.backends.tvm_lower.registry import LowerCtx, const, tvm_dtype
+from compiler.backends.tvm_kernels import cuda_gemm as kd
+from compiler.backends.tvm_lower.registry import LowerCtx, const, shape_of, tvm_dtype
 from compiler.ir import Node, Value
 
 R = relax.op
@@ -112,3 +116,35 @@ def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT,
                              const(kd.folded_bias(wt, None, zp - shift), "int32")], (1, rows_p, cols_p), "int32")
     y = _slice_to(ctx, y, (1, rows_p, cols_p), (1, rows, cols))
     return ctx.emit(R.reshape(y, shape[:-1] + (cols,)))
+
+
+def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], schedule: bool = True) -> relax.Expr | None:
+    a = node.attrs
+    x, w = node.inputs[0], node.inputs[1]
+    wc = _const(w)
+    if (x.type.rank != 4 or a["groups"] != 1 or wc is None or tvm_dtype(x.type.dtype) != "float16"
+            or str(wc.dtype) != "float16"):
+        return None
+    n, ci, h, wd = x.type.shape
+    co, _, kh, kw = wc.shape
+    oh, ow = node.outputs[0].type.shape[2:]
+    k, m = ci * kh * kw, oh * ow
+    tile = kd.pick_tile(co, m)
+    rows_p, cols_p = kd.padded(co, m, tile)
+    kp = -(-k // kd.BK) * kd.BK
+    pads, strides, dil = a["pads"], a["strides"], a["dilations"]
+    key = ("f16_conv", schedule, n, ci, h, wd, co, kh, kw, tuple(strides), tuple(dil), tuple(pads))
+
+    def make():
+        return kd.make_gemm(
+            n, co, m, k, ((rows_p, kp), "float16"), ((n, ci, h, wd), "float16"), kd.weight_fn(),
+            kd.im2col_fn((n, ci, h, wd), (kh, kw), strides, dil, (pads[0], pads[1]), (oh, ow), 0, "float16"),
+            None, True, tile, (True, False), "mma", _tvm_target(ctx), schedule)[0]
+    gv = ctx.kernel(key, make, "f16_conv2d")
+    wp = kd.pack_rows(kd.conv_weight_2d(wc), rows_p, kp)
+    y = ctx.call_kernel(gv, [const(wp, "float16"), args[0]], (n, rows_p, cols_p), "float16")
+    y = _slice_to(ctx, y, (n, rows_p, cols_p), (n, co, m))
+    y = ctx.emit(R.reshape(y, (n, co, oh, ow)))
+    if len(args) > 2:
+        y = ctx.emit(R.add(y, ctx.emit(R.reshape(args[2], (1, shape_of(args[2])[0], 1, 1)))))
+    return y

@@ -1,4 +1,5 @@
-"""The GPU's int8 implicit GEMM for q.conv / q.matmul (tvm_lower/cuda_int8.py, tvm_kernels/cuda_int8_gemm.py).
+"""The GPU's implicit GEMM for q.conv / q.matmul and float16 convs (tvm_lower/cuda_gemm.py,
+tvm_kernels/cuda_gemm.py).
 
 Its arithmetic (weight packing, the zero point folded into the bias, the im2col gather with padding,
 uint8 operands shifted to int8 for tensor cores, tiles beyond the output, the slice back) runs
@@ -16,14 +17,14 @@ from tvm import relax  # noqa: E402
 
 from compiler import interp  # noqa: E402
 from compiler.backends.tvm import BACKEND  # noqa: E402
-from compiler.backends.tvm_lower import cuda_int8  # noqa: E402
+from compiler.backends.tvm_lower import cuda_gemm  # noqa: E402
 from compiler.backends.tvm_lower.registry import LowerCtx, read, tvm_dtype  # noqa: E402
 from compiler.ir import Graph  # noqa: E402
-from compiler.ops import quant as q  # noqa: E402
+from compiler.ops import linalg, quant as q  # noqa: E402
 from compiler.target import Target  # noqa: E402
 from compiler.types import DType, TensorType  # noqa: E402
 
-I8, U8, I16 = DType.I8, DType.U8, DType.I16
+I8, U8, I16, F16 = DType.I8, DType.U8, DType.I16, DType.F16
 RANGE = q.INT_RANGE
 SETTINGS = settings(max_examples=10, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -35,7 +36,7 @@ def ints(rng, shape, dt: DType) -> np.ndarray:
 
 
 def run_unscheduled(g: Graph, lower, x: np.ndarray, inner: str) -> np.ndarray:
-    """The graph's one node through `lower` (cuda_int8.conv / matmul, unscheduled), built for the CPU."""
+    """The graph's one node through `lower` (cuda_gemm.conv / matmul, unscheduled), built for the CPU."""
     node = g.nodes[0]
     bb = relax.BlockBuilder()
     ctx = LowerCtx(bb, g, Target("llvm", num_threads=1))
@@ -78,7 +79,7 @@ def test_int8_gemm_conv_matches_the_interpreter(data):
                    data.draw(st.booleans()))
     x = ints(rng, g.inputs[0].type.shape, xdt)
     inner = data.draw(st.sampled_from(["mma", "dp4a"]))
-    np.testing.assert_array_equal(run_unscheduled(g, cuda_int8.conv, x, inner), interp.run(g, x)[0])
+    np.testing.assert_array_equal(run_unscheduled(g, cuda_gemm.conv, x, inner), interp.run(g, x)[0])
 
 
 def test_int8_gemm_conv_extreme_values_wrap_like_the_reference():
@@ -89,7 +90,7 @@ def test_int8_gemm_conv_extreme_values_wrap_like_the_reference():
     g.nodes[0].inputs[1].const = np.full((3, 300, 3, 3), -128, np.int8)
     x = np.full((1, 300, 5, 5), 255, np.uint8)
     for inner in ("mma", "dp4a"):
-        np.testing.assert_array_equal(run_unscheduled(g, cuda_int8.conv, x, inner), interp.run(g, x)[0])
+        np.testing.assert_array_equal(run_unscheduled(g, cuda_gemm.conv, x, inner), interp.run(g, x)[0])
 
 
 @SETTINGS
@@ -105,18 +106,18 @@ def test_int8_gemm_matmul_matches_the_interpreter(data):
     g.outputs = [g.add1(q.matmul, [a, g.const(ints(rng, (k, n), I8), "w")], a_zero_point=a_zp, b_zero_point=0)]
     x = ints(rng, batch + (m, k), adt)
     inner = data.draw(st.sampled_from(["mma", "dp4a"]))
-    np.testing.assert_array_equal(run_unscheduled(g, cuda_int8.matmul, x, inner), interp.run(g, x)[0])
+    np.testing.assert_array_equal(run_unscheduled(g, cuda_gemm.matmul, x, inner), interp.run(g, x)[0])
 
 
 def test_int8_gemm_declines_what_it_does_not_cover():
     rng = np.random.default_rng(0)
     g = conv_graph(rng, 1, 4, (6, 6), 4, (3, 3), (1, 1), (1, 1), (0, 0, 0, 0), I16, 0, False)
     ctx = LowerCtx(relax.BlockBuilder(), g, Target.parse("cuda -arch=sm_90"))
-    assert cuda_int8.conv(ctx, g.nodes[0], [None] * 2) is None           # int16 activations
+    assert cuda_gemm.conv(ctx, g.nodes[0], [None] * 2) is None           # int16 activations
     g = Graph()
     a = g.add_input("a", TensorType((4, 8), U8))
     g.outputs = [g.add1(q.matmul, [a, g.const(ints(rng, (8, 4), I8), "w")], a_zero_point=0, b_zero_point=3)]
-    assert cuda_int8.matmul(ctx, g.nodes[0], [None] * 2) is None         # a weight zero point
+    assert cuda_gemm.matmul(ctx, g.nodes[0], [None] * 2) is None         # a weight zero point
 
 
 @pytest.mark.parametrize("option, marker", [("", "wmma::mma_sync"), (" -int8=dp4a", "__dp4a(")])
@@ -129,3 +130,28 @@ def test_cuda_build_of_an_int8_conv_uses_tensor_cores_or_dp4a(option, marker):
     if "mma" in marker:
         assert "wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, signed char" in src
     assert not any("cast" in k for k in exe.kernels()), exe.kernels()   # no int32 copy of an operand
+
+
+@SETTINGS
+@given(st.data())
+def test_float16_conv_gemm_matches_the_interpreter(data):
+    """float16 operands, float32 sums rounded once: equal to the interpreter up to the order of the
+    float32 sum (a float16 ulp at most)."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    k = (data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3)))
+    hw = tuple(data.draw(st.integers(k[i] + 2, 11)) for i in range(2))
+    strides = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)))
+    pads = tuple(data.draw(st.integers(0, 2)) for _ in range(4))
+    n, ci, co = data.draw(st.integers(1, 2)), data.draw(st.sampled_from([1, 3, 37])), data.draw(st.sampled_from([5, 70]))
+    g = Graph()
+    x = g.add_input("x", TensorType((n, ci) + hw, F16))
+    ins = [x, g.const(rng.standard_normal((co, ci) + k).astype(np.float16), "w")]
+    if data.draw(st.booleans()):
+        ins.append(g.const(rng.standard_normal(co).astype(np.float16), "b"))
+    g.outputs = [g.add1(linalg.conv, ins, strides=strides, pads=pads, dilations=(1, 1), groups=1)]
+    xv = rng.standard_normal(x.type.shape).astype(np.float16)
+    got = run_unscheduled(g, lambda ctx, node, args, inner, schedule: cuda_gemm.float_conv(ctx, node, args, schedule),
+                          xv, "mma")
+    want = interp.run(g, xv)[0]
+    assert got.dtype == want.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=2e-3, atol=2e-3)
