@@ -138,10 +138,11 @@ def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], schedule: bool
     def make():
         return kd.make_gemm(
             n, co, m, k, ((rows_p, kp), "float16"), ((n, ci, h, wd), "float16"), kd.weight_fn(),
-            kd.im2col_fn((n, ci, h, wd), (kh, kw), strides, dil, (pads[0], pads[1]), (oh, ow), 0, "float16"),
+            kd.im2col_fn((n, ci, h, wd), (kh, kw), strides, dil, (pads[0], pads[1]), (oh, ow), 0, "float16",
+                         order="chw"),
             None, True, tile, (True, False), "mma", _tvm_target(ctx), schedule)[0]
     gv = ctx.kernel(key, make, "f16_conv2d")
-    wp = kd.pack_rows(kd.conv_weight_2d(wc), rows_p, kp)
+    wp = kd.pack_rows(kd.conv_weight_2d(wc, "chw"), rows_p, kp)
     y = ctx.call_kernel(gv, [const(wp, "float16"), args[0]], (n, rows_p, cols_p), "float16")
     y = _slice_to(ctx, y, (n, rows_p, cols_p), (n, co, m))
     y = ctx.emit(R.reshape(y, (n, co, oh, ow)))
