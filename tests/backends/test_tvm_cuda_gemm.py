@@ -155,3 +155,13 @@ def test_float16_conv_gemm_matches_the_interpreter(data):
     want = interp.run(g, xv)[0]
     assert got.dtype == want.dtype == np.float16
     np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=2e-3, atol=2e-3)
+
+
+def test_the_int8_target_option_parses_and_round_trips():
+    from compiler.diagnostics import Unsupported
+    t = Target.parse("cuda -arch=sm_90 -int8=dp4a")
+    assert t.int8 == "dp4a" and Target.parse(str(t)) == t
+    assert Target.parse("cuda -arch=sm_90").int8 == "mma" and str(Target.parse("cuda -arch=sm_90")) == "cuda -arch=sm_90"
+    for bad in ("cuda -int8=imma", "llvm -int8=dp4a"):
+        with pytest.raises(Unsupported, match="-int8="):
+            Target.parse(bad)
