@@ -173,31 +173,18 @@ class TVMExecutable:
         """(wall ms per run, [(kernel, calls per run, ms per run)] slowest first): every VM call
         timed with a VM instrument (a few us of Python per call are included in each)."""
         import time
-        from collections import defaultdict
+
+        from compiler.backends.tvm_runtime import kernel_times
         with self._lock:
             self._set_threads()
             vm = relax.VirtualMachine(self._module, tvm.cpu())
             args = [tvm.runtime.tensor(np.require(x, requirements="C"))
                     for x in self._containers(inputs)] + self.arena.tensors
             vm["main"](*args)
-            total: dict[str, float] = defaultdict(float)
-            calls: dict[str, int] = defaultdict(int)
-            start: dict[str, float] = {}
-
-            def instrument(func, name, before, ret, *a):
-                if before:
-                    start[name] = time.perf_counter()
-                else:
-                    total[name] += time.perf_counter() - start[name]
-                    calls[name] += 1
-                return 0
-            vm.set_instrument(instrument)
             t0 = time.perf_counter()
-            for _ in range(runs):
-                vm["main"](*args)
+            rows = kernel_times(vm.set_instrument, lambda: vm["main"](*args), runs)
             wall = (time.perf_counter() - t0) / runs * 1e3
-        rows = [(k, calls[k] // runs, v / runs * 1e3) for k, v in total.items()]
-        return wall, sorted(rows, key=lambda r: -r[2])
+        return wall, rows
 
     def library_bytes(self) -> bytes:
         if self._library is None:

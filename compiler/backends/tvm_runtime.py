@@ -215,6 +215,34 @@ def _quiet_stderr():
         os.close(null)
 
 
+def kernel_times(set_instrument: Any, call: Any, runs: int, sync: Any = None) -> list[tuple[str, int, float]]:
+    """[(VM call, calls per run, ms per run)], slowest first, over `runs` calls of `call()`: every call the VM
+    makes timed by a VM instrument (`set_instrument`, the VM's own), `sync()` around each one (a device)."""
+    total: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    start: dict[str, float] = {}
+
+    def instrument(func, name, before, ret, *a):
+        if sync is not None:
+            sync()
+        if before:
+            start[name] = time.perf_counter()
+        else:
+            total[name] += time.perf_counter() - start[name]
+            calls[name] += 1
+        return 0
+    set_instrument(instrument)
+    try:
+        for _ in range(runs):
+            call()
+        if sync is not None:
+            sync()
+    finally:
+        set_instrument(None)
+    rows = [(k, calls[k] // runs, v / runs * 1e3) for k, v in total.items()]
+    return sorted(rows, key=lambda r: -r[2])
+
+
 # -- the executable --------------------------------------------------------------------------------
 class RuntimeExecutable:
     """A .dyc's TVM library on the Relax VM, on the CPU or (a cuda target) on GPU 0. It runs; it
@@ -297,28 +325,8 @@ class RuntimeExecutable:
         """[(kernel, calls per run, ms per run)], slowest first: each VM call timed with the device
         synchronized before and after it (its launch and a few microseconds of Python included)."""
         args = self._resident_args(inputs)
-        total: dict[str, float] = defaultdict(float)
-        calls: dict[str, int] = defaultdict(int)
-        start: dict[str, float] = {}
-
-        def instrument(func, name, before, ret, *a):
-            self._sync()
-            if before:
-                start[name] = time.perf_counter()
-            else:
-                total[name] += time.perf_counter() - start[name]
-                calls[name] += 1
-            return 0
         with self._lock:
-            self._vm["set_instrument"](instrument)
-            try:
-                for _ in range(runs):
-                    self._main(*args)
-                self._sync()
-            finally:
-                self._vm["set_instrument"](None)
-        rows = [(k, calls[k] // runs, v / runs * 1e3) for k, v in total.items()]
-        return sorted(rows, key=lambda r: -r[2])
+            return kernel_times(self._vm["set_instrument"], lambda: self._main(*args), runs, self._sync)
 
     def library_bytes(self) -> bytes:
         return self._library

@@ -14,6 +14,8 @@ bias, a weight zero point): the op is then lowered generically.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from tvm import relax
 
@@ -50,6 +52,51 @@ def _tvm_target(ctx: LowerCtx):
     return cuda_target(ctx.target)
 
 
+@dataclass(frozen=True)
+class ConvGemm:
+    """A 2-D conv as the GEMM: rows = output channels, columns = one image's output pixels."""
+    n: int
+    ci: int
+    h: int
+    w: int
+    co: int
+    kh: int
+    kw: int
+    oh: int
+    ow: int
+    rows_p: int
+    cols_p: int
+    kp: int
+
+    @classmethod
+    def of(cls, node: Node, weight: np.ndarray) -> ConvGemm:
+        n, ci, h, w = node.inputs[0].type.shape
+        co, _, kh, kw = weight.shape
+        oh, ow = node.outputs[0].type.shape[2:]
+        rows_p, cols_p = kd.padded(co, oh * ow, kd.pick_tile(co, oh * ow))
+        return cls(n, ci, h, w, co, kh, kw, oh, ow, rows_p, cols_p, -(-ci * kh * kw // kd.BK) * kd.BK)
+
+    def key(self, node: Node) -> tuple:
+        a = node.attrs
+        return (self, tuple(a["strides"]), tuple(a["dilations"]), tuple(a["pads"]))
+
+    def make(self, node: Node, w_dtype: str, x_dtype: str, c_fn_args: dict, bias_len: int | None, inner: str,
+             ctx: LowerCtx, schedule: bool):
+        a = node.attrs
+        c_fn = kd.im2col_fn((self.n, self.ci, self.h, self.w), (self.kh, self.kw), a["strides"], a["dilations"],
+                            (a["pads"][0], a["pads"][1]), (self.oh, self.ow), **c_fn_args)
+        return kd.make_gemm(self.n, self.co, self.oh * self.ow, self.ci * self.kh * self.kw,
+                            ((self.rows_p, self.kp), w_dtype), ((self.n, self.ci, self.h, self.w), x_dtype),
+                            kd.weight_fn(), c_fn, bias_len, True, kd.pick_tile(self.co, self.oh * self.ow),
+                            (True, False), inner, _tvm_target(ctx), schedule)[0]
+
+    def output(self, ctx: LowerCtx, y: relax.Expr) -> relax.Expr:
+        """The GEMM's (n, rows_p, cols_p) result as the conv's NCHW output."""
+        m = self.oh * self.ow
+        y = _slice_to(ctx, y, (self.n, self.rows_p, self.cols_p), (self.n, self.co, m))
+        return ctx.emit(R.reshape(y, (self.n, self.co, self.oh, self.ow)))
+
+
 def conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT,
          schedule: bool = True) -> relax.Expr | None:
     a = node.attrs
@@ -61,29 +108,16 @@ def conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT,
             or str(wc.dtype) != "int8"):
         return None
     inner, shift = _inner_and_shift(ctx, inner, xdt)
-    n, ci, h, wd = x.type.shape
-    co, _, kh, kw = wc.shape
-    oh, ow = node.outputs[0].type.shape[2:]
-    k, m = ci * kh * kw, oh * ow
-    tile = kd.pick_tile(co, m)
-    rows_p, cols_p = kd.padded(co, m, tile)
-    kp = -(-k // kd.BK) * kd.BK
+    geo = ConvGemm.of(node, wc)
     w2d = kd.conv_weight_2d(wc)
     zp = int(a["x_zero_point"])
-    pads, strides, dil = a["pads"], a["strides"], a["dilations"]
-    key = ("int8_conv", inner, schedule, n, ci, h, wd, co, kh, kw, tuple(strides), tuple(dil), tuple(pads), zp, xdt)
-
-    def make():
-        return kd.make_gemm(
-            n, co, m, k, ((rows_p, kp), "int8"), ((n, ci, h, wd), xdt), kd.weight_fn(),
-            kd.im2col_fn((n, ci, h, wd), (kh, kw), strides, dil, (pads[0], pads[1]), (oh, ow), zp, xdt, shift),
-            co, True, tile, (True, False), inner, _tvm_target(ctx), schedule)[0]
-    gv = ctx.kernel(key, make, "int8_conv2d")
-    y = ctx.call_kernel(gv, [const(kd.pack_rows(w2d, rows_p, kp), "int8"), args[0],
+    gv = ctx.kernel(("int8_conv", inner, schedule, zp, xdt, geo.key(node)),
+                    lambda: geo.make(node, "int8", xdt, {"zp": zp, "x_dtype": xdt, "shift": shift}, geo.co, inner,
+                                     ctx, schedule), "int8_conv2d")
+    y = ctx.call_kernel(gv, [const(kd.pack_rows(w2d, geo.rows_p, geo.kp), "int8"), args[0],
                              const(kd.folded_bias(w2d, bias if bias.size else None, zp - shift), "int32")],
-                        (n, rows_p, cols_p), "int32")
-    y = _slice_to(ctx, y, (n, rows_p, cols_p), (n, co, m))
-    return ctx.emit(R.reshape(y, (n, co, oh, ow)))
+                        (geo.n, geo.rows_p, geo.cols_p), "int32")
+    return geo.output(ctx, y)
 
 
 def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT,
@@ -125,27 +159,13 @@ def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], schedule: bool
     if (x.type.rank != 4 or a["groups"] != 1 or wc is None or tvm_dtype(x.type.dtype) != "float16"
             or str(wc.dtype) != "float16"):
         return None
-    n, ci, h, wd = x.type.shape
-    co, _, kh, kw = wc.shape
-    oh, ow = node.outputs[0].type.shape[2:]
-    k, m = ci * kh * kw, oh * ow
-    tile = kd.pick_tile(co, m)
-    rows_p, cols_p = kd.padded(co, m, tile)
-    kp = -(-k // kd.BK) * kd.BK
-    pads, strides, dil = a["pads"], a["strides"], a["dilations"]
-    key = ("f16_conv", schedule, n, ci, h, wd, co, kh, kw, tuple(strides), tuple(dil), tuple(pads))
-
-    def make():
-        return kd.make_gemm(
-            n, co, m, k, ((rows_p, kp), "float16"), ((n, ci, h, wd), "float16"), kd.weight_fn(),
-            kd.im2col_fn((n, ci, h, wd), (kh, kw), strides, dil, (pads[0], pads[1]), (oh, ow), 0, "float16",
-                         order="chw"),
-            None, True, tile, (True, False), "mma", _tvm_target(ctx), schedule)[0]
-    gv = ctx.kernel(key, make, "f16_conv2d")
-    wp = kd.pack_rows(kd.conv_weight_2d(wc, "chw"), rows_p, kp)
-    y = ctx.call_kernel(gv, [const(wp, "float16"), args[0]], (n, rows_p, cols_p), "float16")
-    y = _slice_to(ctx, y, (n, rows_p, cols_p), (n, co, m))
-    y = ctx.emit(R.reshape(y, (n, co, oh, ow)))
+    geo = ConvGemm.of(node, wc)
+    gv = ctx.kernel(("f16_conv", schedule, geo.key(node)),
+                    lambda: geo.make(node, "float16", "float16", {"zp": 0, "x_dtype": "float16", "order": "chw"},
+                                     None, "mma", ctx, schedule), "f16_conv2d")
+    wp = kd.pack_rows(kd.conv_weight_2d(wc, "chw"), geo.rows_p, geo.kp)
+    y = geo.output(ctx, ctx.call_kernel(gv, [const(wp, "float16"), args[0]], (geo.n, geo.rows_p, geo.cols_p),
+                                        "float16"))
     if len(args) > 2:
         y = ctx.emit(R.add(y, ctx.emit(R.reshape(args[2], (1, shape_of(args[2])[0], 1, 1)))))
     return y
