@@ -5,15 +5,14 @@ asked for), ResNet-50, the 6-layer BERT encoder and the YOLOv8n-style detector. 
 two random batches (the light graphs' weights are all one value; the PTX, not the accuracy, is what is
 checked here).
 
-FP16 uses tensor cores through both backends with no setting: TVM's dlight Matmul rule tensorizes a
-float16 matmul or conv whose non-batch extents (rows, columns, reduction) all exceed 64 with WMMA
-(`wmma.mma.sync ... m16n16k16.f32.f32`, float32 accumulators), the smaller ones get its SIMT schedule
-(the threshold is a constant inside the rule); IREE's CUDA pipeline gives `mma.sync.aligned.m16n8k16
-... f32.f16.f16.f32` (the sm_80..sm_89 MMA list, no wgmma; float32 accumulators, as the MLIR lowering
-sums float16 products in float32). Every FP16 PTX here has them except TVM's ShuffleNet: its convs are
-grouped or depthwise (dlight does not tensorize them), the first one sums over 27, its linear layer has
-one row. In one pytest process on 2 cores an FP16 case
-takes 4-58 s through TVM and 4-35 s through MLIR (DenseNet-121 the longest; the 24 cases 7.2 min)."""
+FP16 uses tensor cores through both backends with no setting: through TVM every ungrouped 2-D conv is
+our implicit GEMM on WMMA (tvm_kernels/cuda_gemm.py: `wmma.mma.sync ... m16n16k16.f32.f32`, float32
+accumulators) and dlight's Matmul rule tensorizes a float16 matmul whose non-batch extents all exceed 64;
+IREE's CUDA pipeline gives `mma.sync.aligned.m16n8k16 ... f32.f16.f16.f32` (the sm_80..sm_89 MMA list, no
+wgmma; float32 accumulators, as the MLIR lowering sums float16 products in float32). INT8 through TVM:
+the convs and constant-weight matmuls run on int8 WMMA (`wmma.mma.sync ... s32.s8.s8.s32`). In one pytest
+process on 2 cores an FP16 case takes 4-58 s through TVM and 4-35 s through MLIR (DenseNet-121 the
+longest; the 24 cases 7.2 min)."""
 from __future__ import annotations
 
 import shutil
@@ -37,7 +36,8 @@ LRN = {"bvlc_alexnet", "inception_v1", "zfnet512"}
 BIG = ("resnet50_224", "bert_6l", "yolov8n")
 # the tensor-core instructions an FP16 PTX holds, per backend, and the FP16 cases without any (see above)
 TENSOR_CORE = {"tvm": "wmma.mma.sync", "mlir": "mma.sync.aligned.m16n8k16"}
-NO_TENSOR_CORE = {("shufflenet", "tvm")}
+NO_TENSOR_CORE: set[tuple[str, str]] = set()
+INT8_TENSOR_CORE = ".s32.s8.s8.s32"           # TVM's int8 WMMA
 # IREE 3.13's GPU pipeline cannot distribute the MLIR lowerings of the integer row reductions (q.shiftmax,
 # q.layernorm: "failed to distribute"); the TVM backend gives BERT's INT8 PTX
 KNOWN = {("bert_6l", "mlir", "int8"): "IREE cannot distribute the q.shiftmax / q.layernorm row reductions"}
@@ -79,6 +79,8 @@ def test_model_gives_ptx_that_assembles(name, backend, mode, tmp_path):
     assert ".target sm_90" in ptx and ".entry" in ptx
     if mode == "fp16":
         assert (TENSOR_CORE[backend] in ptx) == ((name, backend) not in NO_TENSOR_CORE)
+    if mode == "int8" and backend == "tvm":
+        assert "wmma.mma.sync" in ptx and INT8_TENSOR_CORE in ptx
     (tmp_path / "m.ptx").write_text(ptx)
     r = subprocess.run(["ptxas", "-arch=sm_90", str(tmp_path / "m.ptx"), "-o", str(tmp_path / "m.cubin")],
                        check=False, capture_output=True, text=True)
