@@ -42,6 +42,8 @@ PROFILE_ROWS = 12       # kernels listed per profiled artifact
 # -- the child processes ------------------------------------------------------------------------------
 def _setup(folder: Path) -> None:
     sys.path[:0] = [str(folder / "runtime-bundle"), str(ROOT)]  # the bundle first: its `compiler` is the runtime's
+    os.environ["DYC_RUNTIME_ONLY"] = "1"     # its loaders even where apache-tvm is installed (--cpu here), whose
+                                             # libraries would otherwise load beside the bundle's
 
 
 def _inputs(folder: Path, model: str, batch: int) -> list:

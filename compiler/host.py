@@ -3,6 +3,8 @@ width of its vector registers, its instruction-set extensions and whether an art
 CPU can run here. Kept out of `compiler/backends/` so the cost model can ask without loading a backend."""
 from __future__ import annotations
 
+import os
+
 from functools import lru_cache
 
 
@@ -65,7 +67,10 @@ def host_cpu_flags() -> frozenset[str]:
 @lru_cache(maxsize=None)
 def cpu_features(mcpu: str) -> frozenset[str]:
     """The instruction-set features LLVM gives CPU `mcpu` (LLVM's names, e.g. "avx512vnni"); empty when
-    TVM's LLVM is not installed or does not know the name."""
+    TVM's LLVM is not installed or does not know the name, and under DYC_RUNTIME_ONLY=1 (the runtime
+    alone: importing tvm would map the compiler's libraries beside the runtime's)."""
+    if os.environ.get("DYC_RUNTIME_ONLY") == "1":
+        return frozenset()
     try:
         import tvm
         from tvm.target import codegen

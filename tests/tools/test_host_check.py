@@ -75,3 +75,25 @@ def test_an_artifact_built_here_loads_and_its_retargeted_copy_to_the_host_cpu_to
     compiler.load(artifacts["digits"])
     same = _retarget(artifacts["digits"], tmp_path / "same.dyc", f"llvm -mcpu={host_cpu_name()}")
     assert compiler.load(same).target.cpu == host_cpu_name()
+
+
+def test_runtime_only_loading_does_not_import_the_compiler(tmp_path):
+    """DYC_RUNTIME_ONLY=1 where apache-tvm is installed (gpu_check --cpu here): loading a CPU artifact
+    checks the host without importing tvm, whose compiler libraries would map beside the runtime's."""
+    import os
+    import subprocess
+    import sys
+
+    from compiler.ir import Graph
+    from compiler.ops import elementwise as ew
+    from compiler.types import DType, TensorType
+    g = Graph()
+    x = g.add_input("x", TensorType((4,), DType.F32))
+    g.outputs = [g.add1(ew.relu, [x])]
+    compiler.compile(g, target="llvm -num-threads=1").save(tmp_path / "m.dyc")
+    code = ("import sys, numpy as np, compiler; m = compiler.load(sys.argv[1]); "
+            "print(m.run(np.array([-1, 2, -3, 4], np.float32))[0].tolist(), 'tvm' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.dyc")], capture_output=True, text=True,
+                       env={**os.environ, "DYC_RUNTIME_ONLY": "1"}, cwd=Path(__file__).parents[2])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["[0.0,", "2.0,", "0.0,", "4.0]", "False"]
