@@ -93,17 +93,13 @@ def padded(rows: int, cols: int, tile: Tile) -> tuple[int, int]:
     return _up(rows, tile.br), _up(cols, tile.bc)
 
 
-INNER = ("mma", "dp4a")
-
-
 def make_gemm(batch: int, rows: int, cols: int, k: int,
               r_input: tuple[tuple[int, ...], str], c_input: tuple[tuple[int, ...], str],
               r_fn: Callable, c_fn: Callable, bias_len: int | None, bias_on_rows: bool,
               tile: Tile, contiguous: tuple[bool, bool], inner: str,
-              target: tvm.target.Target | None = None, schedule: bool = True) -> tuple[tirx.PrimFunc, str | None]:
-    """(the PrimFunc (r_src, c_src[, bias]) -> out (batch, rows_p, cols_p), the inner product its schedule
-    uses): `inner` "mma" (integers fall back to "dp4a" where the tensor-core rule declines, float16 to
-    dlight's SIMT matmul) or "dp4a"; `schedule=False` gives the computation unscheduled (what a test runs
+              target: tvm.target.Target | None = None, schedule: bool = True) -> tirx.PrimFunc:
+    """The PrimFunc (r_src, c_src[, bias]) -> out (batch, rows_p, cols_p): `inner` "mma" (integers fall
+    back to "dp4a" where the tensor-core rule declines, float16 to dlight's SIMT matmul) or "dp4a"; `schedule=False` gives the computation unscheduled (what a test runs
     on the CPU to check the arithmetic). out is int32 for integer operands, float16 for float16 ones.
 
     `r_input` / `c_input`: (shape, dtype) of the tensors the operands are gathered from. `r_fn(src, b, r,
@@ -139,14 +135,14 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
         out = te.compute(acc.shape, add_bias, name="out")
     func = te.create_prim_func([*params, out])
     if not schedule:
-        return func, None
+        return func
     if inner == "mma" and (half or str(ra.dtype) == str(ca.dtype) == "int8"):
         scheduled = _schedule_mma(func, target, half)
         if scheduled is not None:
-            return finalize(scheduled), "mma"
+            return finalize(scheduled)
     if half:
-        return finalize(_schedule_simt(func, target)), "simt"
-    return finalize(_schedule(func, tile, dp4a_intrin(ra.dtype, ca.dtype), contiguous)), "dp4a"
+        return finalize(_schedule_simt(func, target))
+    return finalize(_schedule(func, tile, dp4a_intrin(ra.dtype, ca.dtype), contiguous))
 
 
 def _schedule_simt(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc:

@@ -88,7 +88,7 @@ class ConvGemm:
         return kd.make_gemm(self.n, self.co, self.oh * self.ow, self.ci * self.kh * self.kw,
                             ((self.rows_p, self.kp), w_dtype), ((self.n, self.ci, self.h, self.w), x_dtype),
                             kd.weight_fn(), c_fn, bias_len, True, kd.pick_tile(self.co, self.oh * self.ow),
-                            (True, False), inner, _tvm_target(ctx), schedule)[0]
+                            (True, False), inner, _tvm_target(ctx), schedule)
 
     def output(self, ctx: LowerCtx, y: relax.Expr) -> relax.Expr:
         """The GEMM's (n, rows_p, cols_p) result as the conv's NCHW output."""
@@ -143,7 +143,7 @@ def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT,
     def make():
         return kd.make_gemm(
             1, rows, cols, k, ((1, rows, k), xdt), ((cols_p, kp), "int8"), kd.rows_fn(k, rows, zp, xdt, shift),
-            kd.weight_fn(), cols, False, tile, (False, True), inner, _tvm_target(ctx), schedule)[0]
+            kd.weight_fn(), cols, False, tile, (False, True), inner, _tvm_target(ctx), schedule)
     gv = ctx.kernel(key, make, "int8_matmul")
     x3 = ctx.emit(R.reshape(args[0], (1, rows, k)))
     y = ctx.call_kernel(gv, [x3, const(kd.pack_rows(wt, cols_p, kp), "int8"),
