@@ -19,7 +19,7 @@ from compiler.backends.tvm_kernels.common import host_target  # noqa: E402
 from compiler.ir import Graph  # noqa: E402
 from compiler.ops import mfree  # noqa: E402
 from compiler.types import DType, TensorType  # noqa: E402
-from tests.backends.test_tvm_shiftadd import _strip_indices, data_multiplies  # noqa: E402
+from tests.backends.test_tvm_shiftadd import _strip_indices, data_multiplies, reduction_updates  # noqa: E402
 
 PROPERTY = settings(max_examples=10, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -77,23 +77,9 @@ def test_kernel_bit_exact_vs_reference(bh, lq, lk, d, dv, qk, vkind, seed):
     assert got.view(np.uint32).tolist() == want.view(np.uint32).tolist()
 
 
-def _updates(script: str) -> list[tuple[str, str]]:
-    """(innermost loop header, right-hand side) of every accumulation `x = x ...` or `B[..] = B[..] ...`
-    (TVMScript prints a one-element buffer as a scalar)."""
-    out, loop = [], ""
-    for line in script.splitlines():
-        s = line.strip()
-        if s.startswith("for "):
-            loop = s
-        m = re.match(r"^(\w+)(\[.*\])? = (.*)$", s)
-        if m and re.search(rf"\b{m.group(1)}\b", m.group(3)):
-            out.append((loop, m.group(3)))
-    return out
-
-
 def test_tir_accumulations_are_masked_adds():
     script = B.make_binary_attention(B.BinaryAttentionSpec(2, 16, 32, 8, 32)).script()
-    updates = _updates(script)
+    updates = reduction_updates(script, scalars=True)
     masked = [(loop, rhs) for loop, rhs in updates if re.match(r"^[\w\[\], *+]+ \+ T\.Select\(", rhs)]
     # KS, KV, den, acc: each an add of a select on a code (K > 0 or Q > 0); KV and acc in vector loops
     assert len(masked) == 4 and all("> T.float32(0.0)" in rhs for _, rhs in masked)

@@ -127,15 +127,17 @@ def _strip_indices(expr: str) -> str:
     return expr
 
 
-def reduction_updates(script: str) -> list[tuple[str, str]]:
-    """(innermost loop header, right-hand side) of every accumulation `B[..] = B[..] + ...` in a TIR script."""
+def reduction_updates(script: str, scalars: bool = False) -> list[tuple[str, str]]:
+    """(innermost loop header, right-hand side) of every accumulation `B[..] = B[..] + ...` in a TIR script;
+    with `scalars`, also `x = x ...` (TVMScript prints a one-element buffer as a scalar)."""
+    target = r"^(\w+)(\[.*\])? = (.*)$" if scalars else r"^(\w+)(\[.*\]) = (.*)$"
     out, loop = [], ""
     for line in script.splitlines():
         s = line.strip()
         if s.startswith("for "):
             loop = s
-        m = re.match(r"^(\w+)\[(.*)\] = (.*)$", s)
-        if m and re.search(rf"\b{m.group(1)}\[", m.group(3)):
+        m = re.match(target, s)
+        if m and re.search(rf"\b{m.group(1)}\b" if scalars else rf"\b{m.group(1)}\[", m.group(3)):
             out.append((loop, m.group(3)))
     return out
 
