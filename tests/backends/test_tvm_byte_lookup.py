@@ -1,0 +1,86 @@
+"""Byte-table lookups on AVX-512 VBMI (compiler/backends/tvm_byte_lookup.py): a vector gather from a
+256-entry 8-bit table becomes two vpermi2b and a byte blend, with the same bytes as the gather for every
+index; CPUs without VBMI keep TVM's own pipeline. The assembly is checked on any host, the values where the
+host has VBMI."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+
+import tvm  # noqa: E402
+from tvm.script import tirx as T  # noqa: E402
+
+from compiler.backends.tvm_byte_lookup import PIPELINE, pipeline_for  # noqa: E402
+from compiler.host import host_cpu_flags  # noqa: E402
+
+VBMI_CPU = "znver4"
+HOST_HAS_VBMI = "avx512vbmi" in host_cpu_flags()
+
+
+def _gather(index_dtype: str, table_dtype: str, lanes: int):
+    """out[i] = tab[x[i] - min(x's dtype)] over 256 indices, vectorized `lanes` wide (the form of
+    qconv2d.table_te in a conv's write-back)."""
+    offset = 128 if index_dtype == "int8" else 0
+
+    @T.prim_func
+    def f(x: T.Buffer((256,), index_dtype), tab: T.Buffer((256,), table_dtype), out: T.Buffer((256,), table_dtype)):
+        for j in range(256 // lanes):
+            for i in T.vectorized(lanes):
+                out[j * lanes + i] = tab[T.Cast("int32", x[j * lanes + i]) + offset]
+    return tvm.IRModule({"main": f})
+
+
+def _build(mod, pipeline):
+    return tvm.compile(mod, target=tvm.target.Target({"kind": "llvm", "mcpu": VBMI_CPU}), tir_pipeline=pipeline)
+
+
+def _asm(lib) -> str:
+    return lib.mod.inspect_source("asm") if hasattr(lib, "mod") else lib.inspect_source("asm")
+
+
+def test_the_pipeline_needs_vbmi():
+    assert pipeline_for("znver4") == PIPELINE
+    assert pipeline_for("icelake-server") == PIPELINE
+    assert pipeline_for("skylake-avx512") == "default"           # AVX-512 without VBMI
+    assert pipeline_for("haswell") == "default"
+
+
+@pytest.mark.parametrize("lanes", [8, 16, 32, 64])
+@pytest.mark.parametrize("index_dtype,table_dtype", [("int8", "uint8"), ("uint8", "int8"), ("int8", "int8")])
+def test_gather_becomes_permutes_with_the_same_bytes(index_dtype, table_dtype, lanes):
+    mod = _gather(index_dtype, table_dtype, lanes)
+    ours, theirs = _build(mod, PIPELINE), _build(mod, "default")
+    asm = _asm(ours)
+    assert len(re.findall(r"\tvperm[it]2b\t", asm)) >= 2
+    assert "vpinsrb" not in asm                       # no lane-by-lane insertion left
+    assert "vpinsrb" in _asm(theirs)                  # ... which is what TVM's pipeline emits
+    if not HOST_HAS_VBMI:
+        pytest.skip("the host has no AVX-512 VBMI: the code is checked, not run")
+    rng = np.random.default_rng(lanes)
+    x = rng.permutation(256).astype(np.int64) - (128 if index_dtype == "int8" else 0)
+    x = x.astype(index_dtype)
+    tab = rng.integers(np.iinfo(table_dtype).min, np.iinfo(table_dtype).max + 1, 256).astype(table_dtype)
+    outs = []
+    for lib in (ours, theirs):
+        out = tvm.runtime.tensor(np.zeros(256, table_dtype))
+        lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(tab), out)
+        outs.append(out.numpy())
+    expected = tab[x.astype(np.int64) + (128 if index_dtype == "int8" else 0)]
+    np.testing.assert_array_equal(outs[0], expected)
+    np.testing.assert_array_equal(outs[1], expected)
+
+
+def test_loads_that_are_not_byte_table_gathers_are_left_alone():
+    """A gather from a 512-entry table and a contiguous (ramp) load of a 256-entry one keep TVM's code."""
+    @T.prim_func
+    def f(x: T.Buffer((64,), "int16"), big: T.Buffer((512,), "uint8"), tab: T.Buffer((256,), "uint8"),
+          out: T.Buffer((64,), "uint8")):
+        for i in T.vectorized(64):
+            out[i] = big[T.Cast("int32", x[i]) + 256] + tab[i]
+    asm = _asm(_build(tvm.IRModule({"main": f}), PIPELINE))
+    assert not re.findall(r"\tvperm[it]2b\t", asm)
+    assert "vpinsrb" in asm
