@@ -194,3 +194,33 @@ def test_mlir_unsupported_op_names_op_and_backend():
     assert e.value.code == 3
     with pytest.raises(Unsupported, match="--emit"):
         BACKEND.build(small_cnn(), CPU).source("relax")
+
+
+def test_mlir_cuda_builds_the_ivit_row_reductions_and_their_form_is_bit_exact(monkeypatch):
+    """q.shiftmax / q.layernorm / q.shiftgelu (row max) on cuda: each row reduction reads an i64 tensor of its own
+    behind an optimization barrier (IREE 3.13's GPU reduction distribution fails on a body that widens to i64),
+    and the PTX builds. The same form compiled for the CPU is bit-exact with the interpreter."""
+    from compiler.backends.mlir_lower import ivit as mivit
+    from compiler.ops import ivit
+    from passes.ivit import GELU_N, SOFTMAX_N, pick_n
+    rng = np.random.default_rng(8)
+    g = Graph()
+    c = 64
+    x = g.add_input("x", TensorType((4, 8, c), DType.I8))
+    x0 = ivit.exp_unit(0.03)
+    mult = g.const(rng.integers(-2**20, 2**20, c).astype(np.int32))
+    bias = g.const(rng.integers(-2**28, 2**28, c).astype(np.int64))
+    g.outputs = [g.add1(ivit.shiftmax, [x], scale=0.03, n=pick_n(x0, c, SOFTMAX_N), axis=-1, dtype=DType.U8,
+                        dividend_bits=62),
+                 g.add1(ivit.layernorm, [x, mult, bias], shift=20, zero_point=0, qmin=-128, qmax=127,
+                        dtype=DType.I8),
+                 g.add1(ivit.shiftgelu, [x], scale=0.03, n=pick_n(ivit.exp_unit(ivit.GELU_ALPHA * 0.03), 2, GELU_N),
+                        sigma_bits=7, dividend_bits=31, row_max=True)]
+    exe = BACKEND.build(g, Target("cuda", arch="sm_90"))
+    assert exe.source("mlir").count("util.optimization_barrier") == 5    # 2 shiftmax, 2 layernorm, 1 gelu
+    assert ".entry" in exe.source("ptx")
+    assert "util.optimization_barrier" not in BACKEND.build(g, CPU).source("mlir")
+    monkeypatch.setattr(mivit, "WIDE_INPUT_TARGETS", ("cuda", "llvm"))
+    xv = rng.integers(-128, 128, (4, 8, c)).astype(np.int8)
+    for got, want in zip(BACKEND.build(g, CPU).run([xv]), interp.run(g, xv)):
+        np.testing.assert_array_equal(got, want)

@@ -38,9 +38,7 @@ BIG = ("resnet50_224", "bert_6l", "yolov8n")
 TENSOR_CORE = {"tvm": "wmma.mma.sync", "mlir": "mma.sync.aligned.m16n8k16"}
 NO_TENSOR_CORE: set[tuple[str, str]] = set()
 INT8_TENSOR_CORE = ".s32.s8.s8.s32"           # TVM's int8 WMMA
-# IREE 3.13's GPU pipeline cannot distribute the MLIR lowerings of the integer row reductions (q.shiftmax,
-# q.layernorm: "failed to distribute"); the TVM backend gives BERT's INT8 PTX
-KNOWN = {("bert_6l", "mlir", "int8"): "IREE cannot distribute the q.shiftmax / q.layernorm row reductions"}
+KNOWN: dict[tuple[str, str, str], str] = {}      # (model, backend, mode) -> why it gives no PTX (xfail)
 CASES = [pytest.param(m, b, q, marks=[pytest.mark.xfail(strict=True, reason=KNOWN[m, b, q])] if (m, b, q) in KNOWN
                       else []) for m in ZOO + BIG for b in ("tvm", "mlir") for q in ("fp32", "fp16", "int8")
          if not (m in LRN and q == "int8")]

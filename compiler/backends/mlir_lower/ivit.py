@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 from iree.compiler import ir
-from iree.compiler.dialects import arith
+from iree.compiler.dialects import arith, util
 
 from compiler.backends.mlir_lower.quant import _to_i64
 from compiler.backends.mlir_lower.registry import LowerCtx, elem_type, lowers, scalar
@@ -30,6 +30,8 @@ from compiler.ops.quant import INT_RANGE
 from compiler.types import DType
 
 I64_MIN = -2**63
+# targets whose row reductions read their input as an i64 tensor of its own (_row_reduce)
+WIDE_INPUT_TARGETS = ("cuda",)
 
 
 def _i64() -> ir.Type:
@@ -45,11 +47,26 @@ def _clamp(v: ir.Value, lo: int, hi: int) -> ir.Value:
     return arith.minsi(arith.maxsi(v, _c(lo)), _c(hi))
 
 
+def _div_by(a: ir.Value, d: int, bound: int) -> ir.Value:
+    """a // d for 0 <= a <= bound and a constant d > 0, as (a * M) >> s with M = ceil(2^s / d): exact when
+    bound * d < 2^s (a = q d + r: a M / 2^s = q + (r + a (M d - 2^s) / 2^s) / d, and M d - 2^s < d).
+
+    LLVM turns a division by a constant into a multiply-high, which NVPTX cannot select once IREE has
+    narrowed the values to vectors of i16 ("Cannot select: v2i16 smul_lohi", an abort); a product that
+    needs 64 bits is not narrowed."""
+    s = max(32, (bound * d).bit_length() + 1)
+    m = -(-(1 << s) // d)
+    if bound * m >= 2**63:
+        return arith.divsi(a, _c(d))
+    return arith.shrsi(arith.muli(a, _c(m)), _c(s))
+
+
 def shift_exp(i: ir.Value, x0: int, n: int) -> ir.Value:
     """compiler.ops.ivit.shift_exp on one i64 scalar i <= 0 (steps 1-5 of its docstring)."""
     ip = arith.subi(arith.addi(i, arith.shrsi(i, _c(1))), arith.shrsi(i, _c(4)))
     ip = arith.maxsi(ip, _c(n * x0))
-    q = arith.divsi(ip, _c(x0))                 # ip <= 0, x0 < 0: q >= 0, truncation == floor
+    # ip // x0 with ip in [n x0, 0], x0 < 0: the quotient is (-ip) // (-x0) >= 0
+    q = _div_by(arith.subi(_c(0), ip), -x0, -n * x0)
     r = arith.subi(ip, arith.muli(q, _c(x0)))
     e = arith.subi(arith.shrsi(r, _c(1)), _c(x0))
     return arith.shli(e, arith.subi(_c(n), q))
@@ -58,7 +75,16 @@ def shift_exp(i: ir.Value, x0: int, n: int) -> ir.Value:
 def _row_reduce(ctx: LowerCtx, x: ir.Value, dt: DType, axis: int, kind: str,
                 pre: Callable[[ir.Value], ir.Value] | None = None) -> ir.Value:
     """keepdims i64 "max" or "sum" of x (elements of IR dtype `dt`, widened to i64, then `pre`)
-    along `axis`."""
+    along `axis`.
+
+    On cuda (WIDE_INPUT_TARGETS) the reduction reads an i64 tensor of its own, behind util.optimization_barrier: IREE 3.13's GPU
+    reduction distribution fails ("failed to distribute") on a reduction whose body widens to i64, and it
+    fuses an elementwise producer's widening (of x, or inside shift_exp's map) into that body."""
+    if ctx.target.kind in WIDE_INPUT_TARGETS:
+        if dt is not DType.I64:
+            x = ctx.ewise([x], ir.RankedTensorType(x.type).shape, _i64(), lambda a: _to_i64(a, dt))
+            dt = DType.I64
+        x = util.optimization_barrier([x.type], [x])
     def widen(a: ir.Value) -> ir.Value:
         w = _to_i64(a, dt)
         return pre(w) if pre else w
