@@ -1,5 +1,6 @@
 """Per-layer quantization report: for each q.requant after a q.conv / q.matmul, its grid, the SQNR (dB)
-of the dequantized integer result against the float model's value, and the SQNR the layer loses: its
+of the dequantized integer result against the float model's value (clamped at the ends of a grid that
+passes/active_range.py narrowed, on the sides it trimmed), and the SQNR the layer loses: its
 input layers' SQNR (the lowest of the nearest layers upstream) minus its own. Errors add up with depth,
 so a low SQNR alone does not name the layer that causes it; the loss does (`worst_layers`)."""
 from __future__ import annotations
@@ -33,6 +34,15 @@ def _dequantize(q: np.ndarray, s) -> np.ndarray:
     return (q.astype(np.float64) - zp) * scale
 
 
+def _clip_trimmed(f: np.ndarray, s) -> np.ndarray:
+    """f clamped at the grid's ends on the sides active_range trimmed: beyond them the activation reading the
+    value is flat, so the clamp there is the intended value, not an error."""
+    lo, hi = s.active_range
+    scale, zp = s.scale[0], s.zero_point[0]
+    return np.clip(f, (s.qmin - zp) * scale if math.isfinite(lo) else -np.inf,
+                   (s.qmax - zp) * scale if math.isfinite(hi) else np.inf)
+
+
 def report(float_graph: Graph, int_graph: Graph, batches: Iterable[Any]) -> list[dict]:
     """Rows {layer, op, dtype, bits, weight_bits, scale, zero_point, sqnr_db} for each requant
     that follows a contraction; sqnr_db is None when the float graph has no value of that name.
@@ -60,6 +70,8 @@ def report(float_graph: Graph, int_graph: Graph, batches: Iterable[Any]) -> list
         for (i, _), f in zip(matched, fs):
             s = spec_of(layers[i][2])
             deq = _dequantize(qs[i], s)
+            if s.active_range is not None:      # a side trimmed on purpose (active_range): the grid's end there
+                f = _clip_trimmed(f, s)
             sig[i] += float(np.sum(f.astype(np.float64) ** 2))
             err[i] += float(np.sum((f - deq) ** 2))
     rows = []

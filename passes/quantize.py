@@ -19,6 +19,7 @@ from compiler.ops import linalg, nn, reduce, shape
 from compiler.ops.quant import INT_RANGE, RESIZE_COORD_MODES
 from compiler.types import DType, QuantParams, TensorType
 from passes.base import steps
+from passes.active_range import active_ranges
 from passes.table_islands import FLOAT_ELEMENTWISE
 
 OBSERVERS = ("minmax", "percentile", "mse")
@@ -36,6 +37,9 @@ class QuantSpec(QuantParams):
     qmax: int = 127
     symmetric: bool = True
     source: str | None = None
+    # a grid narrowed to where its activation changes (passes/active_range.py): the bound of each trimmed side
+    # (-inf / inf for a side left as calibrated); values beyond a trimmed side clamp to the grid's end there
+    active_range: tuple[float, float] | None = None
 
     @property
     def per_tensor(self) -> bool:
@@ -79,6 +83,7 @@ class QuantConfig:
     weight_bits: int | None = None    # None: same as bits; 4 stores int4 weights
     integer_only: bool = False        # quantize_graph fails unless the result is integer-only
     keep_16bit: tuple[str, ...] = ()  # layers with int16 input / output activations
+    active_range: bool = True         # narrow the grid of a value only an activation reads (passes/active_range.py)
 
     def __post_init__(self) -> None:
         if self.activation not in POLICIES:
@@ -535,7 +540,8 @@ def annotate(g: Graph, stats: Stats, config: QuantConfig | None = None) -> Graph
     activations per tensor (uint8 where calibration saw no negative value and the policy allows,
     else int8 symmetric), weights of conv / matmul-by-constant symmetric per output channel.
     Pass-through ops (reshape, transpose, slice, max_pool, ...) keep their input's grid. The activations of
-    config.keep_16bit's layers get int16 grids (activation_spec16)."""
+    config.keep_16bit's layers get int16 grids (activation_spec16). A value that only an activation reads spans
+    only where that activation changes (config.active_range; passes/active_range.py)."""
     config = config or QuantConfig()
     g = g.clone()
     uses = g.uses()
@@ -549,12 +555,29 @@ def annotate(g: Graph, stats: Stats, config: QuantConfig | None = None) -> Graph
             return True
         return any(cap[id(u)] for u, _ in uses.get(v, []))
 
+    def grid(v: Value):
+        if not wanted(v) or id(v) in wide:
+            return None
+        spec = activation_spec(stats[v.name], config, v.name)
+        return spec.scale[0], spec.zero_point[0], spec.qmin, spec.qmax
+
+    narrowed = active_ranges(g, stats, wanted, grid, uses) if config.active_range else {}
+
     def act(v: Value) -> None:
         if v.name not in stats:
             raise Unsupported(f"value '{v.name}' was not calibrated",
                               hint="calibrate the same graph that is annotated")
-        spec = activation_spec16 if id(v) in wide else lambda vs, name: activation_spec(vs, config, name)
-        v.type = with_quant(v.type, spec(stats[v.name], v.name))
+        if id(v) in wide:
+            v.type = with_quant(v.type, activation_spec16(stats[v.name], v.name))
+            return
+        vs = stats[v.name]
+        if v.name not in narrowed:
+            v.type = with_quant(v.type, activation_spec(vs, config, v.name))
+            return
+        lo, hi = narrowed[v.name]
+        trimmed = (lo if lo > vs.lo else -math.inf, hi if hi < vs.hi else math.inf)
+        vs = dataclasses.replace(vs, min=max(vs.min, lo), max=min(vs.max, hi), lo=lo, hi=hi, amax=max(-lo, hi, 0.0))
+        v.type = with_quant(v.type, dataclasses.replace(activation_spec(vs, config, v.name), active_range=trimmed))
 
     for v in g.inputs:
         if wanted(v):
