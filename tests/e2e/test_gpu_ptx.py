@@ -1,7 +1,8 @@
 """The GPU target's model set to PTX that ptxas assembles for sm_90, through both backends, in FP32,
 FP16 (precision="fp16", passes/fp16.py) and integer-only INT8, with nvcc and ptxas only (no GPU): onnx's
 nine light zoo graphs (AlexNet, Inception-v1 and ZFNet have LRN: FP32 and FP16 only, integer LRN is not
-asked for), ResNet-50, the 6-layer BERT encoder and the YOLOv8n-style detector. INT8 is calibrated on
+asked for), ResNet-50, the 6-layer BERT encoder and the real-architecture suite (YOLOv8n-style detector,
+MobileNetV3-Large, EfficientNet-B0, ConvNeXt-T: examples/real_arch). INT8 is calibrated on
 two random batches (the light graphs' weights are all one value; the PTX, not the accuracy, is what is
 checked here).
 
@@ -33,7 +34,8 @@ pytestmark = [pytest.mark.slow,
 ZOO = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
        "squeezenet", "vgg19", "zfnet512")
 LRN = {"bvlc_alexnet", "inception_v1", "zfnet512"}
-BIG = ("resnet50_224", "bert_6l", "yolov8n")
+REAL_ARCH = ("yolov8n", "mobilenetv3_large", "efficientnet_b0", "convnext_t")
+BIG = ("resnet50_224", "bert_6l", *REAL_ARCH)
 # the tensor-core instructions an FP16 PTX holds, per backend, and the FP16 cases without any (see above)
 TENSOR_CORE = {"tvm": "wmma.mma.sync", "mlir": "mma.sync.aligned.m16n8k16"}
 NO_TENSOR_CORE: set[tuple[str, str]] = set()
@@ -50,7 +52,7 @@ def _model(name: str) -> Path:
         return Path(onnx.backend.test.__file__).parent / "data" / "light" / f"light_{name}.onnx"
     pytest.importorskip("torch")
     from benchmarks.common import CACHE, export_model
-    if name == "yolov8n":
+    if name in REAL_ARCH:
         from examples.real_arch import export_onnx
         return export_onnx(name, CACHE / "real_arch" / f"{name}.onnx")[0]
     return export_model(name.split("_")[0])[0]

@@ -155,7 +155,7 @@ def subsample(x: ir.Value, osp: Sequence[int], strides: Sequence[int]) -> ir.Val
                                 [1, 1, *strides])
 
 
-def conv(ctx: LowerCtx, x: ir.Value, w: ir.Value, bias: ir.Value | None, out_shape: Sequence[int],
+def conv(ctx: LowerCtx, x: ir.Value, w: ir.Value, bias: ir.Value | int | float | None, out_shape: Sequence[int],
          acc_et: ir.Type, strides, pads, dilations, groups: int) -> ir.Value:
     """N-d grouped cross-correlation; x and w already in their multiply types, padding is 0."""
     nsp = len(shape_of(x)) - 2
@@ -168,7 +168,9 @@ def conv(ctx: LowerCtx, x: ir.Value, w: ir.Value, bias: ir.Value | None, out_sha
         x, strides = subsample(x, osp, strides), [1] * nsp
         if is_float_type(elem_of(x)):     # the i8 form was right on the GPU with the slice fused
             x = util.optimization_barrier([x.type], [x])    # f16: keep the slice out of the conv's dispatch
-    if bias is not None:
+    if isinstance(bias, (int, float)):              # a constant bias of one value: the accumulator is a fill
+        init = ctx.full(out_shape, acc_et, bias)
+    elif bias is not None:
         init = ctx.broadcast_to(ctx.reshape(bias, (1, mch) + (1,) * nsp), out_shape)
     else:
         init = ctx.full(out_shape, acc_et, 0)

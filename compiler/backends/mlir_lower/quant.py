@@ -10,7 +10,7 @@
                 allows c = 0 and 1) and an int32 multiply by an i32 input zero point.
 - q.conv / q.matmul: int8 operands (and int16 ones, zero point 0) go straight into linalg conv/matmul
                 with an i32 accumulator (sign-extending default cast); a nonzero zero point or a uint8 operand is first
-                widened to i16 with the zero point subtracted (so padding contributes exactly 0).
+                widened (i16; i32 on cuda) with the zero point subtracted (so padding contributes exactly 0).
                 int32 wraps as the reference's int64 -> int32 cast does.
 - q.table:      linalg.generic + tensor.extract at index(x) - min(dtype).
 - q.resize_linear: linalg.generic over the output reading the reference's i32 index / weight tables
@@ -145,26 +145,34 @@ def _table(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     return [ctx.ewise([x], xt.shape, elem_type(node.outputs[0].type.dtype), body)]
 
 
+def _width(ctx: LowerCtx) -> int:
+    """The width a widened operand gets: i16 on the CPU; i32 on cuda, where IREE 3.13 folds an i8 -> i16
+    widening into the contraction and then fails to verify it for some shapes (a 1x1 conv of 40 channels:
+    "'vector.contract' op failed to verify that lhs and rhs have same element type")."""
+    return 32 if ctx.target.kind == "cuda" else 16
+
+
 def _operand(ctx: LowerCtx, v: ir.Value, dt: DType, zp: int, widen: bool = False) -> ir.Value:
     """An integer operand ready for a signed multiply: i8 as is when signed with zero point 0
-    (and not `widen`), else widened to i16 with the zero point subtracted. An int16 activation (the
-    layers QuantConfig.keep_16bit keeps wide: symmetric, zero point 0) goes in as it is."""
-    if zp == 0 and not is_unsigned(dt) and (not widen or dt is DType.I16):
+    (and not `widen`), else widened (`_width`) with the zero point subtracted. An int16 activation (the
+    layers QuantConfig.keep_16bit keeps wide: symmetric, zero point 0) goes in as it is where i16 is the width."""
+    bits = _width(ctx)
+    if zp == 0 and not is_unsigned(dt) and (not widen or (dt is DType.I16 and bits == 16)):
         return v
-    if dt is DType.I16:
+    if dt is DType.I16 and zp:
         raise Unsupported("q.conv / q.matmul of an int16 operand with a nonzero zero point (i16 - zp can "
                           "leave i16)")
-    i16 = ir.IntegerType.get_signless(16)
+    it = ir.IntegerType.get_signless(bits)
 
     def body(x):
-        w = arith.extui(i16, x) if is_unsigned(dt) else arith.extsi(i16, x)
-        return arith.subi(w, scalar(zp, i16)) if zp else w
-    return ctx.ewise([v], shape_of(v), i16, body)
+        w = arith.extui(it, x) if is_unsigned(dt) else arith.extsi(it, x)
+        return arith.subi(w, scalar(zp, it)) if zp else w
+    return ctx.ewise([v], shape_of(v), it, body)
 
 
 def _wide(v: ir.Value) -> bool:
     """Both operands get one width: IREE 3.13 miscompiles an i16 x i8 -> i32 convolution."""
-    return ir.IntegerType(ir.RankedTensorType(v.type).element_type).width == 16
+    return ir.IntegerType(ir.RankedTensorType(v.type).element_type).width > 8
 
 
 @lowers(q.matmul)
@@ -190,6 +198,10 @@ def _qconv(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     w = ctx.unfolded(w, node.inputs[1]) if w is not args[1] else w
     x = _operand(ctx, x, node.inputs[0].type.dtype, 0, _wide(w)) if x is args[0] else x
     bias = args[2] if len(args) > 2 else None
+    if bias is not None and node.inputs[2].is_const:
+        b = np.asarray(node.inputs[2].const)
+        if b.size and np.all(b == b.flat[0]):       # one value (a zero bias): a fill, not a buffer (on cuda
+            bias = int(b.flat[0])                   # such a constant sits behind a barrier IREE cannot write into)
     t = node.outputs[0].type
     return [conv(ctx, x, w, bias, t.shape, elem_type(t.dtype), a["strides"], a["pads"], a["dilations"],
                  a["groups"])]
