@@ -77,9 +77,10 @@ def _row_reduce(ctx: LowerCtx, x: ir.Value, dt: DType, axis: int, kind: str,
     """keepdims i64 "max" or "sum" of x (elements of IR dtype `dt`, widened to i64, then `pre`)
     along `axis`.
 
-    On cuda (WIDE_INPUT_TARGETS) the reduction reads an i64 tensor of its own, behind util.optimization_barrier: IREE 3.13's GPU
-    reduction distribution fails ("failed to distribute") on a reduction whose body widens to i64, and it
-    fuses an elementwise producer's widening (of x, or inside shift_exp's map) into that body."""
+    On cuda (WIDE_INPUT_TARGETS) the reduction reads an i64 tensor of its own, behind
+    util.optimization_barrier: IREE 3.13's GPU reduction distribution fails ("failed to distribute") on a
+    reduction whose body widens to i64, and it fuses an elementwise producer's widening (of x, or inside
+    shift_exp's map) into that body."""
     if ctx.target.kind in WIDE_INPUT_TARGETS:
         if dt is not DType.I64:
             x = ctx.ewise([x], ir.RankedTensorType(x.type).shape, _i64(), lambda a: _to_i64(a, dt))
