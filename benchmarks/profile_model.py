@@ -7,7 +7,8 @@
     python benchmarks/profile_model.py resnet50 --ort   # + onnxruntime's own per-node profile, same input
 
 bert / resnet50 are the benchmark models of benchmarks/common.py (random weights); INT8 is integer-only,
-calibrated on 4 random inputs (token ids for bert), as in benchmarks/e2e_int8*.py.  The last lines compare
+calibrated on 4 random inputs (token ids for bert), as in benchmarks/e2e_int8*.py. Any other .onnx gets one
+array per input (sample_input: an input named like a mask all ones, e.g. transformers' attention_mask).  The last lines compare
 the sum of kernel times with the wall time: the difference is the VM's own work (allocation, calls).
 """
 from __future__ import annotations
@@ -21,6 +22,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import export_model  # noqa: E402
+
+
+def sample_input(v, rng: np.random.Generator, calibrate: bool) -> np.ndarray:
+    """An array for graph input v: N(0, 1) floats; an integer input named like a mask all ones; other integer
+    inputs (token ids) zeros to profile, ids in [0, 100) to calibrate."""
+    t = v.type
+    if t.dtype.is_float:
+        return rng.standard_normal(t.shape).astype(t.dtype.numpy)
+    if "mask" in v.name.lower():
+        return np.ones(t.shape, t.dtype.numpy)
+    return rng.integers(0, 100, t.shape).astype(t.dtype.numpy) if calibrate else np.zeros(t.shape, t.dtype.numpy)
 
 
 def main() -> None:
@@ -37,23 +49,21 @@ def main() -> None:
     import compiler
     if args.model in ("resnet50", "bert"):
         path, x = export_model(args.model)
+        xs = [x]
     else:
         path = Path(args.model)
-        x = None
+        xs = None
     rng = np.random.default_rng(0)
     kw = {}
-    if x is None:
-        g = compiler.import_model(str(path))
-        t = g.inputs[0].type
-        x = rng.standard_normal(t.shape).astype(t.dtype.numpy) if t.dtype.is_float else \
-            np.zeros(t.shape, t.dtype.numpy)
+    g = compiler.import_model(str(path))
+    if xs is None:
+        xs = [sample_input(v, rng, calibrate=False) for v in g.inputs]
     if args.quantize:
-        calib = [rng.integers(0, 1000, x.shape).astype(x.dtype) if x.dtype.kind == "i" else
-                 rng.standard_normal(x.shape).astype(x.dtype) for _ in range(4)]
+        calib = [[sample_input(v, rng, calibrate=True) for v in g.inputs] for _ in range(4)]
         kw = {"quantize": "int8", "calibration": calib, "integer_only": True}
     cm = compiler.compile(str(path), target=f"llvm -num-threads={args.threads}", **kw)
-    cm.run(x)
-    p = cm.profile(x, runs=args.runs)
+    cm.run(*xs)
+    p = cm.profile(*xs, runs=args.runs)
     rows, wall = p["kernels"], p["wall_ms"]
     total = sum(r[2] for r in rows)
     print(f"{path.name}{' int8 integer-only' if args.quantize else ''}, {args.threads} thread(s), "
@@ -67,10 +77,10 @@ def main() -> None:
               f"{100 * sum(r[2] for r in rest) / total:.1f} |")
     print(f"\nsum of calls {total:.3f} ms; wall {wall:.3f} ms per run (instrumented)")
     if args.ort:
-        ort_profile(path, x, args.threads, args.runs)
+        ort_profile(path, xs, args.threads, args.runs)
 
 
-def ort_profile(path: Path, x: np.ndarray, threads: int, runs: int) -> None:
+def ort_profile(path: Path, xs: list[np.ndarray], threads: int, runs: int) -> None:
     """onnxruntime's node times (its profiler, median per node over `runs`), summed per op type."""
     import json
     import statistics
@@ -83,7 +93,7 @@ def ort_profile(path: Path, x: np.ndarray, threads: int, runs: int) -> None:
     so.enable_profiling = True
     so.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: x}
+    feed = {i.name: x for i, x in zip(sess.get_inputs(), xs)}
     for _ in range(runs):
         sess.run(None, feed)
     events = json.loads(Path(sess.end_profiling()).read_text())
