@@ -197,19 +197,28 @@ def conv(ctx: LowerCtx, x: ir.Value, w: ir.Value, bias: ir.Value | int | float |
     return ctx.reshape(y, out_shape)
 
 
+def conv_bias(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> ir.Value | int | float | None:
+    """A conv node's bias as `conv` takes it: a splat constant as its one value (the accumulator starts as a
+    fill: on cuda such a constant sits behind an optimization barrier, and a 1x1 output written in place into
+    it fails IREE's bufferization, "failed to bufferize op"), else the lowered tensor (None without a bias)."""
+    if len(args) < 3:
+        return None
+    value = ctx.splat(node.inputs[2])
+    return args[2] if value is None else value
+
+
 @lowers(la.conv)
 def _conv(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     t, a = node.outputs[0].type, node.attrs
-    bias = args[2] if len(args) > 2 else None
     if t.dtype is DType.F16:        # the sums in float32, rounded, then the bias added in float16
         y = _round_to_half(ctx, conv(ctx, args[0], args[1], None, t.shape, elem_type(DType.F32), a["strides"],
                                      a["pads"], a["dilations"], a["groups"]))
-        if bias is None:
+        if len(args) < 3:
             return [y]
-        b = ctx.reshape(bias, (1, t.shape[1]) + (1,) * (len(t.shape) - 2))
+        b = ctx.reshape(args[2], (1, t.shape[1]) + (1,) * (len(t.shape) - 2))
         return [ctx.ewise([y, b], t.shape, elem_type(DType.F16), arith.addf)]
-    return [conv(ctx, args[0], args[1], bias, t.shape, elem_type(t.dtype), a["strides"], a["pads"],
-                 a["dilations"], a["groups"])]
+    return [conv(ctx, args[0], args[1], conv_bias(ctx, node, args), t.shape, elem_type(t.dtype), a["strides"],
+                 a["pads"], a["dilations"], a["groups"])]
 
 
-__all__ = ["conv", "matmul", "pad_constant"]
+__all__ = ["conv", "conv_bias", "matmul", "pad_constant"]

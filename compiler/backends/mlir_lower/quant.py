@@ -24,7 +24,7 @@ from iree.compiler import ir
 from iree.compiler.dialects import arith, linalg, math, tensor
 
 from compiler.backends.mlir_lower import mfree
-from compiler.backends.mlir_lower.linalg import conv, matmul
+from compiler.backends.mlir_lower.linalg import conv, conv_bias, matmul
 from compiler.backends.mlir_lower.registry import (
     PAR,
     LowerCtx,
@@ -197,11 +197,7 @@ def _qconv(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     w = _operand(ctx, args[1], node.inputs[1].type.dtype, 0, _wide(x))
     w = ctx.unfolded(w, node.inputs[1]) if w is not args[1] else w
     x = _operand(ctx, x, node.inputs[0].type.dtype, 0, _wide(w)) if x is args[0] else x
-    bias = args[2] if len(args) > 2 else None
-    if bias is not None and node.inputs[2].is_const:
-        b = np.asarray(node.inputs[2].const)
-        if b.size and np.all(b == b.flat[0]):       # one value (a zero bias): a fill, not a buffer (on cuda
-            bias = int(b.flat[0])                   # such a constant sits behind a barrier IREE cannot write into)
+    bias = conv_bias(ctx, node, args)
     t = node.outputs[0].type
     return [conv(ctx, x, w, bias, t.shape, elem_type(t.dtype), a["strides"], a["pads"], a["dilations"],
                  a["groups"])]

@@ -188,13 +188,18 @@ class LowerCtx:
             attr = ir.DenseElementsAttr.get(np.ascontiguousarray(data), type=tt)
         return arith.ConstantOp(tt, attr).result
 
+    @staticmethod
+    def splat(v: Value) -> int | float | None:
+        """The one value of v when v is a constant of more than one element, all that value; else None."""
+        if not v.is_const:
+            return None
+        arr = np.asarray(v.const)
+        return arr.flat[0].item() if arr.size >= 2 and np.all(arr == arr.flat[0]) else None
+
     def unfolded(self, c: ir.Value, v: Value) -> ir.Value:
         """c (the lowered form of v) behind util.optimization_barrier when the target is cuda and v is a
-        constant of more than one element, all one value (see `read`); else c."""
-        if self.target.kind != "cuda" or not v.is_const:
-            return c
-        arr = np.asarray(v.const)
-        if arr.size < 2 or not np.all(arr == arr.flat[0]):
+        splat constant (see `read`); else c."""
+        if self.target.kind != "cuda" or self.splat(v) is None:
             return c
         return util.optimization_barrier([c.type], [c])
 
