@@ -17,7 +17,7 @@ def host_cpu_name() -> str:
 
         name = str(codegen.llvm_get_system_cpu())
         if name and codegen.llvm_is_valid_cpu(name, ""):
-            return name
+            return with_host_matrix_units(name)
     except Exception:  # pragma: no cover - depends on the TVM build
         pass
     flags = _cpu_flags()
@@ -89,6 +89,39 @@ def missing_features(mcpu: str) -> list[str]:
     if not have:
         return []
     return sorted(f for f in cpu_features(mcpu) if f in ISA_FLAGS and ISA_FLAGS[f] not in have)
+
+
+# LLVM CPUs with AMX, oldest first: where a host has AMX and LLVM's name for it lacks it, the first of these
+# whose extensions the host has all is taken instead
+AMX_CPUS = ("sapphirerapids", "graniterapids")
+
+
+def with_host_matrix_units(name: str) -> str:
+    """`name`, or an LLVM CPU with AMX where the host has AMX (cpuinfo's amx_int8) and `name` lacks it. A
+    hypervisor that hides the CPU's model number makes LLVM name a Sapphire Rapids after an older core
+    ("rocketlake"), whose code never uses the matrix units; the kernels ask for them by the CPU's features."""
+    have = host_cpu_flags()
+    if "amx_int8" not in have or "amx-int8" in cpu_features(name):
+        return name
+    for cpu in AMX_CPUS:
+        feats = cpu_features(cpu)
+        if "amx-int8" in feats and all(ISA_FLAGS[f] in have for f in feats if f in ISA_FLAGS):
+            return cpu
+    return name
+
+
+@lru_cache(maxsize=None)
+def request_amx() -> bool:
+    """Ask Linux for this process's AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), which
+    an AMX instruction needs before it runs (else SIGILL); True when granted. A no-op False on hosts without
+    AMX. Asked once, before running or building any kernel for an AMX CPU."""
+    if "amx_tile" not in host_cpu_flags():
+        return False
+    import ctypes
+    try:
+        return ctypes.CDLL(None, use_errno=True).syscall(158, 0x1023, 18) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def host_clock_ghz() -> float | None:

@@ -15,9 +15,11 @@ def host_cpu() -> str:
     """LLVM's name for the host CPU (e.g. znver4), read from /proc/cpuinfo flags as a fallback."""
     try:
         from tvm.target import codegen  # noqa: PLC0415  (only when a backend is in use)
+
+        from compiler.host import with_host_matrix_units
         name = codegen.llvm_get_system_cpu()
         if name and name != "generic":
-            return str(name)
+            return with_host_matrix_units(str(name))
     except Exception:  # noqa: BLE001  (no tvm or no such API: fall back to flags)
         pass
     try:

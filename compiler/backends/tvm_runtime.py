@@ -38,6 +38,7 @@ os.environ.setdefault("TVM_FFI_DISABLE_TORCH_C_DLPACK", "1")
 import tvm_ffi
 
 from compiler.diagnostics import BackendToolError, Unsupported
+from compiler.host import request_amx
 from compiler.runtime import from_container, to_container
 from compiler.target import Target
 from compiler.types import DType
@@ -85,8 +86,10 @@ def _load_library(name: str, mode: int) -> ctypes.CDLL:
 
 
 def _runtime() -> None:
-    """libtvm_runtime.so, loaded once, its symbols global (as `tvm` loads it)."""
+    """libtvm_runtime.so, loaded once, its symbols global (as `tvm` loads it); AMX state asked for where the
+    host has it (a kernel built for an AMX CPU may use the tiles)."""
     _load_library("tvm_runtime", ctypes.RTLD_GLOBAL)
+    request_amx()
 
 
 def _cuda_runtime() -> None:

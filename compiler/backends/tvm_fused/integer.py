@@ -7,6 +7,8 @@ form that is exact for the range its input can take (`qconv2d.requant_form`).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from tvm import relax
 
@@ -21,6 +23,7 @@ from compiler.backends.tvm_kernels import qmatmul as kqm
 from compiler.backends.tvm_kernels import shiftadd as ksa
 from compiler.backends.tvm_kernels import shiftmax as ksm
 from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
+from compiler.host import cpu_features
 from compiler.ir import Node, Value
 from compiler.layouts import pack_conv_weight
 from compiler.ops import elementwise as ew
@@ -257,13 +260,16 @@ def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax
     zp = kb.anchor.attrs["b_zero_point"]
     if int4.takes(kb, w, zp, terms):
         return int4.emit(ctx, kb, args, spec, bias, rq_n, ai, w, packed, zp)
+    if not terms and "amx-int8" in cpu_features(ctx.target.cpu) and kqm.amx_fits(rows, spec.kp, spec.n):
+        spec = dataclasses.replace(spec, amx=True)
     wp, bp, make, name = _realization(ksa.matmul_realization, spec, w, zp, bias, terms)
     if packed is not None and not terms and packed.shape == wp.shape:
         wp = packed                        # the IR's packed constant (passes/weights.py), as is
     call_args = [ctx.reshape(args[ai], (rows, k)), relax.const(wp, str(wp.dtype)), relax.const(bp, "int32")]
     if rq is not None:
         call_args.append(relax.const(kqm.pack_requant(rq_n.attrs["multiplier"], rq_n.attrs["shift"], spec), "int64"))
-    tile = tuple(kb.node.attrs["tile"]) or None
+    # the IR's tile is the VNNI kernel's (rows, 16-column blocks); AMX blocks are whole tiles, its own pick
+    tile = None if spec.amx else tuple(kb.node.attrs["tile"]) or None
     gv = ctx.kernel(("qmatmul", spec, tile, terms), lambda: emit.tiled(make, tile), name)
     y = ctx.call_kernel(gv, call_args, kqm.out_shape(spec), spec.out_dtype)
     if spec.np_ != spec.n:

@@ -20,6 +20,8 @@ from tvm import s_tir, te, tirx
 
 from compiler.layouts import pack_matmul_weight
 
+from . import amx
+
 from .common import ACC_SCOPE, SCHEDULE_ATTR, divisors, finalize
 from .qconv2d import VNNI_INTRIN, Requant, requant_np, requant_te  # noqa: F401  (registers the intrinsics)
 
@@ -38,6 +40,7 @@ class QMatmulSpec:
     a_dtype: str = "uint8"
     a_zp: int = 0
     rq: Optional[Requant] = None
+    amx: bool = False           # accumulate in AMX tiles (amx.py) instead of vpdpbusd; needs amx_fits()
 
     @property
     def kp(self) -> int:
@@ -137,7 +140,46 @@ def unscheduled(spec: QMatmulSpec, weight_shape: tuple, weight_dtype: str, compu
 
 def make_qmatmul(spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
     func = unscheduled(spec, (spec.np_ // 16, spec.kp // 4, 16, 4), "int8", qmatmul_te)
+    if spec.amx:
+        return schedule_amx(func, spec, tile)
     return schedule(func, spec, tile, VNNI_INTRIN, columns_outer=False)
+
+
+def amx_fits(m: int, k: int, n: int) -> bool:
+    """The AMX schedule takes whole 16-row tiles, a reduction in 64-deep steps and blocks of 2 or 3 16-column
+    blocks (TVM drops a block axis of extent 1, which the intrinsic's loop nest then no longer matches)."""
+    n16 = _up(n, 16) // 16
+    return m % amx.ROWS == 0 and k % amx.DEPTH == 0 and (n16 % 2 == 0 or n16 % 3 == 0)
+
+
+def pick_amx_tile(m: int, n16: int) -> Tuple[int, int]:
+    """(16-row tiles, 16-column blocks) per block: the most accumulator tiles the 8 registers hold."""
+    return max(((rm, rn) for rm in divisors(m // amx.ROWS) for rn in divisors(n16)
+                if rn >= 2 and amx.block_fits(rm, rn)), key=lambda t: (t[0] * t[1], -abs(t[0] - t[1])))
+
+
+def schedule_amx(func: tirx.PrimFunc, spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
+    """Blocks of (16 rm rows, rn 16-column blocks) in parallel, each accumulated over the whole reduction in tile
+    registers (one tensorized amx intrinsic), then the bias and requant written back 16 lanes at a time."""
+    fits = tile and tile[1] >= 2 and amx.block_fits(*tile) and spec.m % (amx.ROWS * tile[0]) == 0 and (spec.np_ // 16) % tile[1] == 0
+    rm, rn = tile if fits else pick_amx_tile(spec.m, spec.np_ // 16)
+    sch = s_tir.Schedule(func)
+    accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
+    i, o, j, kq, kt = sch.get_loops(accb)
+    io, ii = sch.split(i, [None, amx.ROWS * rm])
+    oo, oi = sch.split(o, [None, rn])
+    sch.reorder(io, oo, ii, oi, j, kq, kt)
+    sch.set_scope(accb, 0, ACC_SCOPE)
+    sch.reverse_compute_at(out, oo)
+    _, cv = sch.split(sch.get_loops(out)[-1], [None, 16])
+    sch.vectorize(cv)
+    sch.parallel(sch.fuse(io, oo))
+    init = sch.decompose_reduction(accb, ii)
+    sch.tensorize(ii, amx.register(rm, rn, spec.kp))
+    sch.vectorize(sch.get_loops(init)[-1])
+    if spec.a_dtype == "int8" or spec.kp != spec.k:      # the pad stage exists
+        sch.parallel(sch.get_loops(sch.get_sblock("pad"))[0])
+    return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "amx"))
 
 
 def schedule(func: tirx.PrimFunc, spec: QMatmulSpec, tile, intrin: str, columns_outer: bool) -> tirx.PrimFunc:

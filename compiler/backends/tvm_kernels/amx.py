@@ -1,0 +1,100 @@
+"""Intel AMX for the int8 matmul: a block of (16 rm) x (16 rn) int32 outputs accumulated over the whole reduction in
+tile registers (tdpbusd: 16 x 64 uint8 times 16 x 64 int8 in VNNI order -> 16 x 16 int32, 16384 multiply-adds
+per instruction, 8-16x a vpdpbusd's), registered as a tensor intrinsic for the qmatmul schedule to tensorize with.
+
+The operands are those of the VNNI kernel unchanged: the activations uint8 (int8 shifted by +128, the shift
+folded into the bias), the weight in the vnni_matmul form (np_//16, kp//4, 16, 4), whose 16-column block is
+already an AMX B tile (a row of 64 bytes per 4-deep step of the reduction). Tile registers: C in 0 .. rm rn - 1,
+A after them, B last (at most 8 in all). Each use of the intrinsic configures the tiles (ldtilecfg), loads the
+block's accumulators, runs the reduction 64 deep per step, stores them and releases the tiles.
+
+Linux gives a process AMX state only after it asks: compiler.host.request_amx, called when an intrinsic is
+registered (a build that may run its kernels) and when the runtime loads (compiler/backends/tvm_runtime.py).
+"""
+from __future__ import annotations
+
+from tvm import s_tir
+from tvm.script import tirx as T
+
+from compiler.host import request_amx
+
+ROWS, COLS, DEPTH = 16, 16, 64          # one tile: 16 rows, 16 int32 columns, 64 bytes of reduction per step
+TILES = 8
+
+
+def block_fits(rm: int, rn: int) -> bool:
+    """rm x rn accumulator tiles, rm A tiles and rn B tiles fit the 8 tile registers."""
+    return rm >= 1 and rn >= 1 and rm * rn + rm + rn <= TILES
+
+
+def intrin_name(rm: int, rn: int, k: int) -> str:
+    return f"dyc_amx_u8i8i32_{rm}x{rn}_k{k}"
+
+
+def _intrin(rm: int, rn: int, k: int):
+    m, kq = ROWS * rm, k // 4
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (m, k), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (rn, kq, COLS, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (m, rn, COLS), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:m, 0:rn, 0:COLS], A[0:m, 0:k], B[0:rn, 0:kq, 0:COLS, 0:4])
+            T.writes(C[0:m, 0:rn, 0:COLS])
+            for i, o, j, q, t in T.grid(m, rn, COLS, kq, 4):
+                with T.sblock("update"):
+                    vi, vo, vj, vq, vt = T.axis.remap("SSSRR", [i, o, j, q, t])
+                    C[vi, vo, vj] = C[vi, vo, vj] + T.cast(A[vi, vq * 4 + vt], "int32") * \
+                        T.cast(B[vo, vq, vj, vt], "int32")
+
+    ntiles, c0, a0, b0 = rm * rn + rm + rn, 0, rm * rn, rm * rn + rm
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int32()
+        sb = T.int32()
+        sc = T.int32()
+        A = T.match_buffer(a, (m, k), "uint8", offset_factor=1, strides=[sa, 1])
+        B = T.match_buffer(b, (rn, kq, COLS, 4), "int8", offset_factor=1, strides=[sb, 64, 4, 1])
+        C = T.match_buffer(c, (m, rn, COLS), "int32", offset_factor=1, strides=[sc, COLS, 1])
+        with T.sblock("root"):
+            T.reads(C[0:m, 0:rn, 0:COLS], A[0:m, 0:k], B[0:rn, 0:kq, 0:COLS, 0:4])
+            T.writes(C[0:m, 0:rn, 0:COLS])
+            # the tile configuration: palette 1; tile t's bytes per row at 16 + 2 t (a u16), its rows at 48 + t
+            cfg = T.alloc_buffer((64,), "uint8", scope="global")
+            for i in T.vectorized(64):
+                cfg[i] = T.if_then_else(i == 0, T.uint8(1), T.if_then_else(
+                    i >= 16 and i < 16 + 2 * ntiles and i % 2 == 0, T.uint8(DEPTH),
+                    T.if_then_else(i >= 48 and i < 48 + ntiles, T.uint8(ROWS), T.uint8(0))))
+            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", T.address_of(cfg[0])))
+            for r in T.unroll(rm):
+                for o in T.unroll(rn):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("int8", c0 + r * rn + o),
+                                                  T.address_of(C[r * ROWS, o, 0]), T.Cast("int64", sc * 4)))
+            for q in T.serial(k // DEPTH):
+                for r in T.unroll(rm):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("int8", a0 + r),
+                                                  T.address_of(A[r * ROWS, q * DEPTH]), T.Cast("int64", sa)))
+                for o in T.unroll(rn):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("int8", b0 + o),
+                                                  T.address_of(B[o, q * (DEPTH // 4), 0, 0]), T.int64(64)))
+                for r in T.unroll(rm):
+                    for o in T.unroll(rn):
+                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.Cast("int8", c0 + r * rn + o),
+                                                      T.Cast("int8", a0 + r), T.Cast("int8", b0 + o)))
+            for r in T.unroll(rm):
+                for o in T.unroll(rn):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.Cast("int8", c0 + r * rn + o),
+                                                  T.address_of(C[r * ROWS, o, 0]), T.Cast("int64", sc * 4)))
+            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilerelease"))
+    return desc, impl
+
+
+def register(rm: int, rn: int, k: int) -> str:
+    """The tensor intrinsic for an rm x rn block of tiles over a reduction of k (a multiple of 64)."""
+    request_amx()
+    name = intrin_name(rm, rn, k)
+    if s_tir.TensorIntrin.get(name, allow_missing=True) is None:
+        s_tir.TensorIntrin.register(name, *_intrin(rm, rn, k))
+    return name

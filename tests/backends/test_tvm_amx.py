@@ -1,0 +1,91 @@
+"""The int8 matmul on Intel AMX tiles: same operands as the VNNI kernel, bit-exact with the reference; built for any
+AMX CPU anywhere, run where the host has AMX; a host LLVM misnames gets its AMX CPU back."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+
+import tvm  # noqa: E402
+
+from compiler import host  # noqa: E402
+from compiler.backends.tvm_kernels import amx  # noqa: E402
+from compiler.backends.tvm_kernels import qmatmul as QM  # noqa: E402
+from compiler.backends.tvm_kernels.qconv2d import Requant  # noqa: E402
+
+HAS_AMX = "amx_int8" in host.host_cpu_flags() and host.request_amx()
+SPR = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 1})
+
+
+def _operands(m, k, n, a_dtype, a_zp, rq, seed=0):
+    rng = np.random.default_rng(seed)
+    lo, hi = (-128, 128) if a_dtype == "int8" else (0, 256)
+    a = rng.integers(lo, hi, (m, k)).astype(a_dtype)
+    w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    b = rng.integers(-5000, 5000, n).astype(np.int32)
+    mc = (np.full(n, 1 << 30, np.int64), np.full(n, 44, np.int64)) if rq else None
+    return a, w, b, mc
+
+
+def _args(spec, a, w, b, mc):
+    args = [a, QM.pack_weight(spec, w), QM.pack_bias(spec, w, 0, b)]
+    if spec.rq is not None:
+        args.append(QM.pack_requant(*mc, spec))
+    return args + [np.zeros(QM.out_shape(spec), spec.out_dtype)]
+
+
+def test_amx_tile_pick_fits_the_eight_tile_registers_and_the_shape():
+    for m, n16 in [(16, 2), (128, 24), (48, 3), (32, 96), (256, 6), (48, 9)]:
+        rm, rn = QM.pick_amx_tile(m, n16)
+        assert amx.block_fits(rm, rn) and (m // 16) % rm == 0 and n16 % rn == 0
+    assert QM.pick_amx_tile(128, 24) == (2, 2)            # 4 accumulators, 2 A and 2 B tiles
+    assert not amx.block_fits(1, 4) and amx.block_fits(1, 3)
+    assert QM.amx_fits(128, 384, 384) and not QM.amx_fits(1, 384, 384) and not QM.amx_fits(128, 100, 384)
+    assert not QM.amx_fits(128, 384, 16) and not QM.amx_fits(128, 384, 80) and QM.amx_fits(128, 384, 48)
+
+
+def test_amx_kernel_builds_for_an_amx_cpu_on_any_host():
+    spec = QM.QMatmulSpec(32, 128, 32, "uint8", 0, None, amx=True)
+    f = QM.make_qmatmul(spec)
+    assert f.attrs["tvm_kernels.schedule"] == "amx"
+    lib = tvm.compile(f, target=SPR)
+    asm = lib.mod.inspect_source("asm") if hasattr(lib, "mod") else lib.inspect_source("asm")
+    assert "ldtilecfg" in asm and "tdpbusd" in asm and "tilerelease" in asm
+    assert "vpdpbusd" not in asm                          # the reduction is all on the tiles
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="needs a CPU with AMX-INT8 (cpuinfo amx_int8)")
+@pytest.mark.parametrize("m,k,n,a_dtype,a_zp,rq", [
+    (16, 64, 32, "uint8", 3, False),
+    (128, 384, 40, "int8", 0, True),          # n padded to 48: three column blocks, one AMX column per block
+    (64, 128, 96, "int8", -5, True),
+    (32, 1536, 64, "uint8", 128, True),
+    (48, 64, 96, "int8", 0, True),            # 3 row tiles, 6 column blocks: blocks of 1 x 3 tiles
+])
+def test_amx_matmul_is_bit_exact_with_the_reference_and_the_vnni_kernel(m, k, n, a_dtype, a_zp, rq):
+    a, w, b, mc = _operands(m, k, n, a_dtype, a_zp, rq)
+    requant = Requant(0, 2, -128, 127, "int8") if rq else None
+    outs = {}
+    for use in (True, False):
+        spec = QM.QMatmulSpec(m, k, n, a_dtype, a_zp, requant, amx=use)
+        args = [tvm.runtime.tensor(x) for x in _args(spec, a, w, b, mc)]
+        tvm.compile(QM.make_qmatmul(spec), target=SPR)(*args)
+        outs[use] = args[-1].numpy()[:, :n]
+    ref = QM.qmatmul_reference(QM.QMatmulSpec(m, k, n, a_dtype, a_zp, requant), a, w, 0, b, mc)
+    np.testing.assert_array_equal(outs[True], ref)
+    np.testing.assert_array_equal(outs[True], outs[False])
+
+
+def test_a_host_llvm_names_without_its_amx_gets_an_amx_cpu(monkeypatch):
+    spr = host.cpu_features("sapphirerapids")
+    if "amx-int8" not in spr:
+        pytest.skip("this LLVM does not know sapphirerapids")
+    flags = {host.ISA_FLAGS[f] for f in spr if f in host.ISA_FLAGS}
+    monkeypatch.setattr(host, "host_cpu_flags", lambda: frozenset(flags))
+    assert host.with_host_matrix_units("rocketlake") == "sapphirerapids"
+    assert host.with_host_matrix_units("sapphirerapids") == "sapphirerapids"
+    monkeypatch.setattr(host, "host_cpu_flags", lambda: frozenset(flags - {"amx_int8", "amx_tile"}))
+    assert host.with_host_matrix_units("rocketlake") == "rocketlake"     # no AMX here: LLVM's name stands
+    monkeypatch.setattr(host, "host_cpu_flags", lambda: frozenset(flags - {"avx512_fp16"}))
+    assert host.with_host_matrix_units("rocketlake") == "rocketlake"     # an extension the AMX CPUs have is missing
