@@ -113,7 +113,8 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
              shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
              lut_table: str = "int8", integer_attention: bool = False,
              precision: str = "fp32", weight_bits: int = 8,
-             shiftadd_attention: bool = False, keep_16bit: Sequence[str] = ()) -> tuple[Graph, Any]:
+             shiftadd_attention: bool = False, keep_16bit: Sequence[str] = (),
+             gelu_form: str = "auto") -> tuple[Graph, Any]:
     """Every pass of a compile, in order: (the final IR, the quantization report or None). The kernel
     passes' analyses (the memory plan) go into `results` when given."""
     say = progress or (lambda _msg: None)
@@ -145,7 +146,7 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                                    disable_passes=disable_passes, print_after=print_after,
                                    verify_each=verify_each, dump_dir=dump_dir, shiftadd=shiftadd,
                                    shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table,
-                                   weight_bits=weight_bits, keep_16bit=keep_16bit)
+                                   weight_bits=weight_bits, keep_16bit=keep_16bit, gelu_form=gelu_form)
         say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
             f"in {time.perf_counter() - t0:.2f}s")
         g = optimize_quantized(g, target, disable_passes=disable_passes, print_after=print_after,
@@ -188,7 +189,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
             lut_table: str = "int8", integer_attention: bool = False, precision: str = "fp32",
             weight_bits: int = 8, shiftadd_attention: bool = False,
-            keep_16bit: Sequence[str] = ()) -> CompiledModel:
+            keep_16bit: Sequence[str] = (), gelu_form: str = "auto") -> CompiledModel:
     """Compile a model for `target` ("llvm", "llvm -mcpu=znver4 -num-threads=1") and return a
     CompiledModel. `model` is an ONNX path or ModelProto, or a torch.nn.Module traced on
     `example_inputs`.
@@ -259,7 +260,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                          progress=progress, results=results, lmul=lmul, shiftadd=shiftadd,
                          shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table,
                          integer_attention=integer_attention, precision=precision, weight_bits=weight_bits,
-                         shiftadd_attention=shiftadd_attention, keep_16bit=keep_16bit)
+                         shiftadd_attention=shiftadd_attention, keep_16bit=keep_16bit, gelu_form=gelu_form)
     missing = sorted({n.op.name for n in g.walk()} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
@@ -294,7 +295,7 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                    verify_each: bool = True, dump_dir: str | os.PathLike | None = None,
                    shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
                    lut_table: str = "int8", weight_bits: int = 8,
-                   keep_16bit: Sequence[str] = ()) -> tuple[Graph, Any]:
+                   keep_16bit: Sequence[str] = (), gelu_form: str = "auto") -> tuple[Graph, Any]:
     """The quantization passes (compiler.pipeline.QUANTIZE: calibrate and annotate, dyadic, ivit for
     integer-only, cleanup) over the canonicalized `g`; then the integer-only certificate and the
     overflow bounds. Returns the graph and a lazy per-layer report.
@@ -304,7 +305,8 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     (passes.accuracy_budget). shiftadd=1|2: the
     shiftadd pass's power-of-two weights, run by `shiftadd_kernel` (the report carries its fit).
     keep_16bit: conv / matmul node names (or "first" / "last") whose activations stay int16
-    (QuantConfig.keep_16bit; mode "int8" only)."""
+    (QuantConfig.keep_16bit; mode "int8" only). gelu_form: an integer-only GELU's form, "auto" (the exact
+    8-bit table or ShiftGELU, whichever passes/activation_forms.py finds as accurate and cheaper), "table", "shift"."""
     from compiler.calibration import batches_for
     from compiler.pipeline import quantize_passes
     from passes import PassContext, run_pipeline
@@ -340,7 +342,7 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                                  ("accuracy", accuracy_budget)) if v is not None}
     request = QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only,
                                              weight_bits=None if weight_bits == 8 else weight_bits,
-                                             keep_16bit=keep_16bit), shiftadd or 0,
+                                             keep_16bit=keep_16bit, gelu_form=gelu_form), shiftadd or 0,
                            shiftadd_kernel)
     if lut or mode == "mixed":          # a mixed plan's LUT layers take lut_table
         from passes.lut import LutRequest

@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "bits). NAME: an ONNX node name, or first / last (the first / last conv or matmul); the "
                         "--report column 'lost dB' names the layers worth keeping. Range analysis must prove "
                         "their int32 accumulators safe with the actual weights, else exit 3")
+    p.add_argument("--gelu-form", choices=["auto", "table", "shift"], default="auto",
+                   help="with --integer-only: a GELU on an 8-bit input becomes the exact function tabulated on "
+                        "that grid (table: 256 entries, fused into the producing kernel), I-ViT's ShiftGELU on a "
+                        "finer int16 grid (shift), or whichever is as accurate and cheaper, measured per layer "
+                        "on its calibrated range (auto) [auto]")
     p.add_argument("--lut-table", choices=["int8", "int16"], default="int8",
                    help="--lut tables (also the LUT layers --quantize mixed chooses): int8 (T-MAC's quantized "
                         "tables, ~1-2%% error) or int16 (exact) [int8]")
@@ -210,6 +215,8 @@ def _run(args: argparse.Namespace) -> int:
     budgets = (args.size_budget, args.latency_budget, args.accuracy_budget)
     if args.quantize == "mixed" and all(b is None for b in budgets):
         raise InvalidInput("--quantize mixed needs --size-budget F, --latency-budget F and/or --accuracy-budget F")
+    if args.gelu_form != "auto" and not args.integer_only:
+        raise InvalidInput("--gelu-form needs --quantize int8 --integer-only")
     if args.keep_16bit is not None and args.quantize != "int8":
         raise InvalidInput("--keep-16bit needs --quantize int8")
     if args.weight_bits != 8 and args.quantize != "int8":
@@ -225,7 +232,8 @@ def _run(args: argparse.Namespace) -> int:
                  latency_budget=args.latency_budget, accuracy_budget=args.accuracy_budget, shiftadd=args.shiftadd,
                  shiftadd_kernel=args.shiftadd_kernel, lut=args.lut, lut_table=args.lut_table,
                  integer_attention=args.integer_attention, weight_bits=args.weight_bits,
-                 keep_16bit=[x.strip() for x in (args.keep_16bit or "").split(",") if x.strip()]) \
+                 keep_16bit=[x.strip() for x in (args.keep_16bit or "").split(",") if x.strip()],
+                 gelu_form=args.gelu_form) \
         if args.quantize else {}
     options = dict(input_shapes=parse_shapes(args.input_shape) or None,
                    passes=args.passes.split(",") if args.passes else None,

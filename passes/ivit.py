@@ -30,6 +30,7 @@ from compiler.ops import unary_math as um
 from compiler.ops.quant import INT_RANGE
 from compiler.ops.registry import OpDef
 from compiler.types import DType, TensorType
+from passes import activation_forms as forms
 from passes.base import register_pass
 from passes.canonicalize import dead_code
 from passes.dyadic import requant_params
@@ -76,8 +77,9 @@ def pick_n(x0: int, terms: int, cap: int) -> int:
 
 
 class _Rewriter:
-    def __init__(self, g: Graph):
+    def __init__(self, g: Graph, choose_form=None):
         self.g = g
+        self.forms = choose_form
         self.uses = g.uses()
         self.nodes: list[Node] = []
         self.ints: dict[int, IntRep] = {}
@@ -183,15 +185,35 @@ class _Rewriter:
             v = self.emit(shape.transpose, [v], n.name + "_back", perm=tuple(perm))
         return IntRep(v, 2.0 ** -31, 0)
 
-    def gelu(self, n: Node, rep: IntRep) -> IntRep:
+    def gelu(self, n: Node, rep: IntRep) -> IntRep | None:
+        """ShiftGELU on an int16 re-rounding of rep; None (the float island stays, for table_islands' exact
+        8-bit table) where activation_forms takes that form."""
         def x0_of(s: float) -> int:
             return ivit.exp_unit(ivit.GELU_ALPHA * float(np.float32(s)))
+        j = min(max(0, GELU_X0_BITS - _log2_floor(-x0_of(rep.scale))), rep.headroom)
+        if self.table_form(n, rep, rep.scale / 2.0 ** j, x0_of):
+            return None
         rep = self.upscale(rep, x0_of, GELU_X0_BITS, n.name + "_in")
         x0 = x0_of(rep.scale)
         v = self.emit(ivit.shiftgelu, [rep.value], n.name + "_int", scale=rep.scale,
                       n=pick_n(x0, 2, GELU_N), sigma_bits=GELU_SIGMA_BITS,
                       dividend_bits=DIVIDEND_BITS, row_max=False)
         return IntRep(v, float(np.float32(rep.scale)) * 2.0 ** -GELU_SIGMA_BITS, 0)
+
+    def table_form(self, n: Node, rep: IntRep, scale16: float, x0_of) -> bool:
+        """True where activation_forms picks the exact 8-bit table for gelu node n: its input an 8-bit value,
+        its one reader a q.quantize (the island table_islands takes)."""
+        readers = self.uses.get(n.outputs[0], [])
+        if self.forms is None or len(readers) != 1 or readers[0][0].op is not quant.quantize or \
+                rep.value.type.dtype not in (DType.I8, DType.U8):
+            return False
+        spec = spec_of(rep.value)
+        lo, hi = (spec.qmin, spec.qmax) if spec is not None else INT_RANGE[rep.value.type.dtype]
+        a = readers[0][0].attrs
+        x = forms.Grid(rep.scale, rep.zp, lo, hi)
+        y = forms.Grid(a["scale"], a["zero_point"], a["qmin"], a["qmax"])
+        shift = (scale16, pick_n(x0_of(scale16), 2, GELU_N), GELU_SIGMA_BITS, DIVIDEND_BITS)
+        return self.forms(forms.gelu_forms(x, y, shift, forms.measured_costs())).name == "table8"
 
     def tanh(self, n: Node, rep: IntRep) -> IntRep:
         def x0_of(s: float) -> int:
@@ -332,9 +354,25 @@ class _Rewriter:
         return dead_code(self.g)
 
 
+def _table8(fs: list[forms.Form]) -> forms.Form:
+    return next(f for f in fs if f.name == "table8")
+
+
+GELU_CHOOSERS = {"auto": forms.choose, "table": _table8, "shift": None}
+
+
 @register_pass("ivit")
-def ivit_rewrite(g: Graph) -> Graph:
+def ivit_rewrite(g: Graph, ctx=None) -> Graph:
+    """rewrite_islands with the GELU form of the compile's QuantConfig.gelu_form: "auto" (activation_forms'
+    choice, the default), "table" (the exact 8-bit table wherever the input is 8-bit) or "shift" (ShiftGELU)."""
+    req = getattr(ctx, "quant", None)
+    return rewrite_islands(g, GELU_CHOOSERS[req.config.gelu_form if req is not None else "auto"])
+
+
+def rewrite_islands(g: Graph, choose_form=forms.choose) -> Graph:
     """Float softmax / gelu / layer_norm / tanh islands of a dyadic graph -> I-ViT integer ops:
     dequantize -> softmax -> quantize => q.shiftmax -> q.requant (and likewise q.shiftgelu,
-    q.layernorm, q.shifttanh); a graph without such islands is returned unchanged (a copy)."""
-    return _Rewriter(g.clone()).run()
+    q.layernorm, q.shifttanh); a graph without such islands is returned unchanged (a copy). A gelu island
+    on an 8-bit input stays for table_islands where `choose_form` (activation_forms.choose; None: never)
+    takes its exact 8-bit table over ShiftGELU."""
+    return _Rewriter(g.clone(), choose_form).run()

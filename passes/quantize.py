@@ -24,6 +24,7 @@ from passes.table_islands import FLOAT_ELEMENTWISE
 
 OBSERVERS = ("minmax", "percentile", "mse")
 POLICIES = ("int8", "uint8", "auto")
+GELU_FORMS = ("auto", "table", "shift")
 
 
 # -- what annotate records -------------------------------------------------------------
@@ -84,6 +85,7 @@ class QuantConfig:
     integer_only: bool = False        # quantize_graph fails unless the result is integer-only
     keep_16bit: tuple[str, ...] = ()  # layers with int16 input / output activations
     active_range: bool = True         # narrow the grid of a value only an activation reads (passes/active_range.py)
+    gelu_form: str = "auto"           # integer-only GELU: "auto" (passes/activation_forms.py), "table", "shift"
 
     def __post_init__(self) -> None:
         if self.activation not in POLICIES:
@@ -94,6 +96,8 @@ class QuantConfig:
             raise Unsupported(f"{self.bits}-bit activations", hint="activations are 8-bit for now")
         if self.wbits not in (4, 8):
             raise Unsupported(f"{self.wbits}-bit weights", hint="weights are 8- or 4-bit")
+        if self.gelu_form not in GELU_FORMS:
+            raise InvalidInput(f"gelu_form={self.gelu_form!r}", hint=f"one of {', '.join(GELU_FORMS)}")
         object.__setattr__(self, "keep_16bit", tuple(self.keep_16bit))
 
     @property

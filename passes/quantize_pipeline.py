@@ -15,7 +15,7 @@ from passes.accuracy_budget import AccuracyTarget, parse_accuracy_budget, search
 from passes.base import PassContext, register_pass, run_pipeline
 from passes.canonicalize import dead_code, fold_constants
 from passes.dyadic import dyadic_rewrite
-from passes.ivit import ivit_rewrite
+from passes.ivit import GELU_CHOOSERS, rewrite_islands
 from passes.mixed_precision import (
     REALIZATIONS,
     Choice,
@@ -102,7 +102,7 @@ def quantize_graph(g: Graph, batches: Iterable[Any], config: QuantConfig | None 
     stats = calibrate(g, batches, config.observer, config.percentile, config.bits)
     ig = dyadic_rewrite(annotate(g, stats, config))
     if config.integer_only:
-        ig = ivit_rewrite(ig)       # softmax / gelu / layer_norm / tanh islands -> I-ViT integer ops
+        ig = rewrite_islands(ig, GELU_CHOOSERS[config.gelu_form])   # softmax / gelu / layer_norm / tanh -> I-ViT ops
     ig = table_islands(ig)
     if rewrite is not None:
         ig = rewrite(ig)

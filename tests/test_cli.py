@@ -227,10 +227,14 @@ def test_integer_gelu_is_tabulated_unless_disabled(tmp_path):
     calib = tmp_path / "calib.npz"
     np.savez(calib, x=np.random.default_rng(1).standard_normal((8, 8, 16)).astype(np.float32))
     model = _gelu_mlp_model(tmp_path)
-    args = (model, "--quantize", "int8", "--calibration", calib, "--integer-only", "--emit", "ir")
+    args = (model, "--quantize", "int8", "--calibration", calib, "--integer-only", "--emit", "ir", "--gelu-form", "shift")
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     assert '"q.table"' in r.stdout and '"q.shiftgelu"' not in r.stdout
+    r = run_cli(*args[:-2], "--gelu-form", "table", "--disable-pass", "tabulate")
+    assert r.returncode == 0 and '"q.table"' in r.stdout and '"q.shiftgelu"' not in r.stdout   # not from tabulate
+    r = run_cli(model, "--quantize", "int8", "--calibration", calib, "--gelu-form", "table", "--emit", "ir")
+    assert r.returncode == 2 and "--gelu-form needs" in r.stderr
     r = run_cli(*args, "--disable-pass", "tabulate", "--print-after", "annotate", "--print-after", "dyadic")
     assert r.returncode == 0, r.stderr
     assert '"q.shiftgelu"' in r.stdout and '"q.table"' not in r.stdout

@@ -113,7 +113,7 @@ def test_energy_of_an_integer_only_model_is_int8_macs(mlp):
     path, calib = mlp
     results: dict = {}
     g, _ = final_ir(path, backend="mlir", quantize="int8", calibration=calib, integer_only=True,
-                    results=results)          # the mlir kernel passes: no TVM import needed here
+                    results=results, gelu_form="shift")   # the mlir kernel passes: no TVM import needed here
     e = energy.estimate(g, results["memory"].arena_bytes)
     assert e["by_op"]["q.matmul"]["counts"]["mul_int8"] == 8 * 16 * 32 + 8 * 32 * 4
     fp32 = {op for op, o in e["by_op"].items() if "mul_fp32" in o["counts"] or "add_fp32" in o["counts"]}
@@ -128,6 +128,8 @@ def test_energy_of_an_integer_only_model_is_int8_macs(mlp):
     arithmetic = [energy.energy_by_kind(x)["arithmetic"] for x in (e, ef)]
     assert arithmetic[0] < arithmetic[1] / 5
     assert e["by_op"]["q.table"]["counts"]["dram_bytes"] == 65536
+    t, _ = final_ir(path, backend="mlir", quantize="int8", calibration=calib, integer_only=True, gelu_form="table")
+    assert energy.estimate(t)["by_op"]["q.table"]["counts"]["dram_bytes"] == 256     # the 8-bit form's table
     text = energy.format_side_by_side({"FP32": ef, "INT8": e})
     assert "total per inference" in text and "mul_int8" in text
 

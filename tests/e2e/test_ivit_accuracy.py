@@ -58,18 +58,22 @@ def test_ivit_vit_digits_accuracy():
     train_s = time.perf_counter() - t0
     g = compiler.import_model(model, example_inputs=(torch.tensor(x_te),))
     calib = calibration_batches(g, [x_tr[:360]])
-    ig, stats = quantize_graph(g, calib, QuantConfig(activation="uint8", integer_only=True))
-
-    assert verify_integer_only(ig) == []
-    ops = _ops(ig)
-    assert ops["q.shiftmax"] == 2 and ops["q.shiftgelu"] == 2 and ops["q.layernorm"] == 5
-    assert not any(k in ops for k in ("nn.softmax", "nn.gelu", "nn.layer_norm", "nn.div"))
-    fp32 = (interp.run(stats.graph, x_te)[0].argmax(1) == y_te).mean() * 100
-    int8 = (interp.run(ig, x_te)[0].argmax(1) == y_te).mean() * 100
-    print(f"\nViT digits: FP32 {fp32:.2f}%  integer-only {int8:.2f}%  (training {train_s:.1f} s)")
-    assert train_s < 30
-    assert fp32 >= 95.0
-    assert fp32 - int8 <= 1.0
+    for form in ("shift", "table"):
+        ig, stats = quantize_graph(g, calib, QuantConfig(activation="uint8", integer_only=True, gelu_form=form))
+        assert verify_integer_only(ig) == []
+        ops = _ops(ig)
+        assert ops["q.shiftmax"] == 2 and ops["q.layernorm"] == 5
+        if form == "shift":
+            assert ops["q.shiftgelu"] == 2
+        else:                                    # each GELU one exact 256-entry table on its 8-bit input
+            assert "q.shiftgelu" not in ops and ops.get("q.table", 0) >= 2
+        assert not any(k in ops for k in ("nn.softmax", "nn.gelu", "nn.layer_norm", "nn.div"))
+        fp32 = (interp.run(stats.graph, x_te)[0].argmax(1) == y_te).mean() * 100
+        int8 = (interp.run(ig, x_te)[0].argmax(1) == y_te).mean() * 100
+        print(f"\nViT digits: FP32 {fp32:.2f}%  integer-only ({form} GELU) {int8:.2f}%  (training {train_s:.1f} s)")
+        assert train_s < 30
+        assert fp32 >= 95.0
+        assert fp32 - int8 <= 1.0
 
 
 def test_ivit_bert_encoder_cosine():
