@@ -41,8 +41,11 @@ def test_amx_tile_pick_fits_the_eight_tile_registers_and_the_shape():
         assert amx.block_fits(rm, rn) and (m // 16) % rm == 0 and n16 % rn == 0
     assert QM.pick_amx_tile(128, 24) == (2, 2)            # 4 accumulators, 2 A and 2 B tiles
     assert not amx.block_fits(1, 4) and amx.block_fits(1, 3)
-    assert QM.amx_fits(128, 384, 384) and not QM.amx_fits(1, 384, 384) and not QM.amx_fits(128, 100, 384)
+    assert QM.amx_fits(128, 384, 384) and QM.amx_fits(196, 96, 384) and QM.amx_fits(20, 40, 32)
+    assert not QM.amx_fits(1, 384, 384) and not QM.amx_fits(128, 16, 384)          # a row, a short reduction
     assert not QM.amx_fits(128, 384, 16) and not QM.amx_fits(128, 384, 80) and QM.amx_fits(128, 384, 48)
+    spec = QM.QMatmulSpec(196, 96, 384, amx=True)
+    assert (spec.mp, spec.kp) == (208, 128) and (QM.QMatmulSpec(196, 96, 384).mp, QM.QMatmulSpec(196, 96, 384).kp) == (196, 96)
 
 
 def test_amx_kernel_builds_for_an_amx_cpu_on_any_host():
@@ -62,6 +65,8 @@ def test_amx_kernel_builds_for_an_amx_cpu_on_any_host():
     (64, 128, 96, "int8", -5, True),
     (32, 1536, 64, "uint8", 128, True),
     (48, 64, 96, "int8", 0, True),            # 3 row tiles, 6 column blocks: blocks of 1 x 3 tiles
+    (196, 96, 384, "int8", 0, True),          # ConvNeXt's 14 x 14 rows: padded to 208; k padded to 128
+    (20, 40, 32, "uint8", 7, False),          # both padded: 32 rows, a 64-deep reduction
 ])
 def test_amx_matmul_is_bit_exact_with_the_reference_and_the_vnni_kernel(m, k, n, a_dtype, a_zp, rq):
     a, w, b, mc = _operands(m, k, n, a_dtype, a_zp, rq)
@@ -89,3 +94,41 @@ def test_a_host_llvm_names_without_its_amx_gets_an_amx_cpu(monkeypatch):
     assert host.with_host_matrix_units("rocketlake") == "rocketlake"     # no AMX here: LLVM's name stands
     monkeypatch.setattr(host, "host_cpu_flags", lambda: frozenset(flags - {"avx512_fp16"}))
     assert host.with_host_matrix_units("rocketlake") == "rocketlake"     # an extension the AMX CPUs have is missing
+
+
+def _mlp(rows: int):
+    from compiler.ir import Graph
+    from compiler.ops import elementwise as ew, linalg
+    from compiler.types import DType, TensorType
+    rng = np.random.default_rng(0)
+    g = Graph()
+    h = g.add_input("x", TensorType((rows, 96), DType.F32))
+    for k, n in ((96, 128), (128, 48)):
+        h = g.add1(linalg.matmul, [h, g.const(rng.normal(0, 0.2, (k, n)).astype(np.float32))])
+        h = g.add1(ew.add, [h, g.const(rng.normal(0, 0.1, n).astype(np.float32))])
+        if n != 48:
+            h = g.add1(ew.relu, [h])
+    g.outputs = [h]
+    return g, [[rng.normal(0, 1, (rows, 96)).astype(np.float32)] for _ in range(4)]
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="needs a CPU with AMX-INT8 (cpuinfo amx_int8)")
+def test_an_integer_only_mlp_compiled_for_this_amx_host_runs_its_final_ir_bit_exact(monkeypatch):
+    """compile(quantize="int8", integer_only=True) for the host: both linear layers (50 rows: padded to 64; k = 96
+    padded to 128) take the AMX kernel, and the executable's output equals the interpreter's on the final IR."""
+    import compiler
+    from compiler import interp
+    from compiler.backends.tvm_fused import integer
+    from compiler.backends.tvm_kernels import qmatmul as kqm
+    seen = []
+    make = kqm.make_qmatmul
+
+    def spy(spec, tile=None):
+        seen.append(spec.amx)
+        return make(spec, tile)
+    g, calib = _mlp(50)
+    monkeypatch.setattr(kqm, "make_qmatmul", spy)
+    cm = compiler.compile(g, "llvm -num-threads=1", quantize="int8", calibration=calib, integer_only=True)
+    assert integer.cpu_features(cm.target.cpu) >= {"amx-int8", "amx-tile"} and seen == [True, True]
+    x = calib[1][0]
+    np.testing.assert_array_equal(cm.run(x)[0], interp.run(cm.graph, x)[0])

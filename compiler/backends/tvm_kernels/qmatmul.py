@@ -44,7 +44,13 @@ class QMatmulSpec:
 
     @property
     def kp(self) -> int:
-        return _up(self.k, 4)
+        """k padded: to 4 (a vpdpbusd step), to 64 on AMX (a tile's row)."""
+        return _up(self.k, amx.DEPTH if self.amx else 4)
+
+    @property
+    def mp(self) -> int:
+        """m padded: to 16 on AMX (a tile's rows); the padded rows are computed and never written."""
+        return _up(self.m, amx.ROWS) if self.amx else self.m
 
     @property
     def np_(self) -> int:
@@ -69,8 +75,11 @@ def weight_fits(w: np.ndarray, w_zp: int) -> bool:
 
 
 def pack_weight(spec: QMatmulSpec, w: np.ndarray, w_zp: int = 0) -> np.ndarray:
-    """(w - w_zp) in the vnni_matmul form (compiler/layouts.py); weight_fits(w, w_zp) holds."""
-    return pack_matmul_weight((np.asarray(w, np.int64) - w_zp).astype(np.int8), "vnni_matmul")
+    """(w - w_zp) in the vnni_matmul form (compiler/layouts.py), zero rows up to spec.kp; weight_fits(w, w_zp)
+    holds."""
+    packed = pack_matmul_weight((np.asarray(w, np.int64) - w_zp).astype(np.int8), "vnni_matmul")
+    extra = spec.kp // 4 - packed.shape[1]
+    return np.pad(packed, ((0, 0), (0, extra), (0, 0), (0, 0))) if extra else packed
 
 
 def pack_bias(spec: QMatmulSpec, w: np.ndarray, w_zp: int = 0, b: Optional[np.ndarray] = None) -> np.ndarray:
@@ -87,19 +96,20 @@ def pack_requant(multiplier, shift, spec: QMatmulSpec) -> np.ndarray:
 
 def qmatmul_te(spec: QMatmulSpec, a, w, bias, rq=None):
     shifted = spec.a_dtype == "int8"
-    if shifted or spec.kp != spec.k:
+    if _has_pad(spec):
         def _pad(i, kk):
             v = a[i, kk]
             v = (v.astype("int32") + 128).astype("uint8") if shifted else v
-            if spec.kp == spec.k:
+            if spec.kp == spec.k and spec.mp == spec.m:
                 return v
-            return tirx.if_then_else(kk < spec.k, v, tirx.const(0, "uint8"))
-        ap = te.compute((spec.m, spec.kp), _pad, name="pad")
+            inside = kk < spec.k if spec.mp == spec.m else tirx.all(kk < spec.k, i < spec.m)
+            return tirx.if_then_else(inside, v, tirx.const(0, "uint8"))
+        ap = te.compute((spec.mp, spec.kp), _pad, name="pad")
     else:
         ap = a
     rq_ = te.reduce_axis((0, spec.kp // 4), "rq")
     rt = te.reduce_axis((0, 4), "rt")
-    acc = te.compute((spec.m, spec.np_ // 16, 16),
+    acc = te.compute((spec.mp, spec.np_ // 16, 16),
                      lambda i, o, j: te.sum(ap[i, rq_ * 4 + rt].astype("int32") * w[o, rq_, j, rt].astype("int32"),
                                             axis=[rq_, rt]), name="acc")
 
@@ -109,6 +119,11 @@ def qmatmul_te(spec: QMatmulSpec, a, w, bias, rq=None):
             v = requant_te(v, rq, (col,), spec.rq)
         return v
     return te.compute(out_shape(spec), epi, name="out")
+
+
+def _has_pad(spec: QMatmulSpec) -> bool:
+    """The activations go through a pad stage: int8 shifted to uint8, k padded to kp, m to mp."""
+    return spec.a_dtype == "int8" or spec.kp != spec.k or spec.mp != spec.m
 
 
 def pick_tile(m: int, n16: int) -> Tuple[int, int]:
@@ -146,10 +161,11 @@ def make_qmatmul(spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
 
 
 def amx_fits(m: int, k: int, n: int) -> bool:
-    """The AMX schedule takes whole 16-row tiles, a reduction in 64-deep steps and blocks of 2 or 3 16-column
-    blocks (TVM drops a block axis of extent 1, which the intrinsic's loop nest then no longer matches)."""
+    """The AMX schedule takes at least one 16-row tile and half a 64-deep step (rows and reduction are padded
+    up to those, a cost in wasted work the matrix units repay), and blocks of 2 or 3 16-column blocks (TVM drops
+    a block axis of extent 1, which the intrinsic's loop nest then no longer matches)."""
     n16 = _up(n, 16) // 16
-    return m % amx.ROWS == 0 and k % amx.DEPTH == 0 and (n16 % 2 == 0 or n16 % 3 == 0)
+    return m >= amx.ROWS and k >= amx.DEPTH // 2 and (n16 % 2 == 0 or n16 % 3 == 0)
 
 
 def pick_amx_tile(m: int, n16: int) -> Tuple[int, int]:
@@ -161,8 +177,8 @@ def pick_amx_tile(m: int, n16: int) -> Tuple[int, int]:
 def schedule_amx(func: tirx.PrimFunc, spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
     """Blocks of (16 rm rows, rn 16-column blocks) in parallel, each accumulated over the whole reduction in tile
     registers (one tensorized amx intrinsic), then the bias and requant written back 16 lanes at a time."""
-    fits = tile and tile[1] >= 2 and amx.block_fits(*tile) and spec.m % (amx.ROWS * tile[0]) == 0 and (spec.np_ // 16) % tile[1] == 0
-    rm, rn = tile if fits else pick_amx_tile(spec.m, spec.np_ // 16)
+    fits = tile and tile[1] >= 2 and amx.block_fits(*tile) and spec.mp % (amx.ROWS * tile[0]) == 0 and (spec.np_ // 16) % tile[1] == 0
+    rm, rn = tile if fits else pick_amx_tile(spec.mp, spec.np_ // 16)
     sch = s_tir.Schedule(func)
     accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
     i, o, j, kq, kt = sch.get_loops(accb)
@@ -177,7 +193,7 @@ def schedule_amx(func: tirx.PrimFunc, spec: QMatmulSpec, tile=None) -> tirx.Prim
     init = sch.decompose_reduction(accb, ii)
     sch.tensorize(ii, amx.register(rm, rn, spec.kp))
     sch.vectorize(sch.get_loops(init)[-1])
-    if spec.a_dtype == "int8" or spec.kp != spec.k:      # the pad stage exists
+    if _has_pad(spec):
         sch.parallel(sch.get_loops(sch.get_sblock("pad"))[0])
     return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "amx"))
 
@@ -204,7 +220,7 @@ def schedule(func: tirx.PrimFunc, spec: QMatmulSpec, tile, intrin: str, columns_
     init = sch.decompose_reduction(accb, kq)
     sch.tensorize(j, intrin)
     sch.vectorize(sch.get_loops(init)[-1])
-    if spec.a_dtype == "int8" or spec.kp != spec.k:      # the pad stage exists
+    if _has_pad(spec):
         sch.parallel(sch.get_loops(sch.get_sblock("pad"))[0])
     return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled"))
 
