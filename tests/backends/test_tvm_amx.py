@@ -132,3 +132,28 @@ def test_an_integer_only_mlp_compiled_for_this_amx_host_runs_its_final_ir_bit_ex
     assert integer.cpu_features(cm.target.cpu) >= {"amx-int8", "amx-tile"} and seen == [True, True]
     x = calib[1][0]
     np.testing.assert_array_equal(cm.run(x)[0], interp.run(cm.graph, x)[0])
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="needs a CPU with AMX-INT8 (cpuinfo amx_int8)")
+@pytest.mark.parametrize("bsz,m,k,n,a_dtype,b_dtype,b_zp,transpose_b", [
+    (6, 128, 64, 128, "int8", "int8", 0, True),       # BERT's Q K^T: K read as stored
+    (6, 128, 128, 64, "uint8", "int8", 0, False),     # its P V
+    (2, 32, 192, 48, "int8", "uint8", 128, False),    # 3 column blocks; b recentred by its zero point
+])
+def test_amx_batched_matmul_is_bit_exact_with_the_reference(bsz, m, k, n, a_dtype, b_dtype, b_zp, transpose_b):
+    from compiler.backends.tvm_kernels import qbmm as B
+    assert B.amx_fits(m, k, n)
+    rq = (Requant(0, 0, -128, 127, "int8"), 1188614912, 36)
+    s = B.QBmmSpec(bsz, m, k, n, a_dtype, 0, b_dtype, b_zp, transpose_b, *rq, amx=True)
+    rng = np.random.default_rng(k + n)
+    info_a, info_b = np.iinfo(a_dtype), np.iinfo(b_dtype)
+    a = rng.integers(info_a.min, info_a.max + 1, (bsz, m, k)).astype(a_dtype)
+    b = rng.integers(info_b.min, info_b.max + 1, s.b_shape).astype(b_dtype)
+    pack, mm = tvm.compile(B.make_pack(s), target=SPR), tvm.compile(B.make_qbmm(s), target=SPR)
+    panel, bias = tvm.runtime.empty(B.panel_shape(s), "int8"), tvm.runtime.empty((bsz, n), "int32")
+    out = tvm.runtime.empty(B.out_shape(s), s.out_dtype)
+    pack(tvm.runtime.tensor(b), panel, bias)
+    mm(tvm.runtime.tensor(a), panel, bias, out)
+    np.testing.assert_array_equal(out.numpy(), B.qbmm_reference(s, a, b))
+    asm = mm.mod.inspect_source("asm") if hasattr(mm, "mod") else mm.inspect_source("asm")
+    assert "tdpbusd" in asm and "vpdpbusd" not in asm

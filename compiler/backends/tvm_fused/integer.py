@@ -270,7 +270,8 @@ def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax
         call_args.append(relax.const(kqm.pack_requant(rq_n.attrs["multiplier"], rq_n.attrs["shift"], spec), "int64"))
     # the IR's tile is the VNNI kernel's (rows, 16-column blocks); AMX blocks are whole tiles, its own pick
     tile = None if spec.amx else tuple(kb.node.attrs["tile"]) or None
-    gv = ctx.kernel(("qmatmul", spec, tile, terms), lambda: emit.tiled(make, tile), name)
+    gv = ctx.kernel(("qmatmul", spec, tile, terms), lambda: emit.tiled(make, tile),
+                    name.replace("vnni", "amx") if spec.amx else name)
     y = ctx.call_kernel(gv, call_args, kqm.out_shape(spec), spec.out_dtype)
     if spec.np_ != spec.n:
         y = ctx.bb.emit(relax.op.strided_slice(y, axes=[1], begin=[0], end=[spec.n]))
@@ -315,15 +316,17 @@ def qbmm_plan(kb: KernelBody):
 
 def _emit_qbmm(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
     spec, ai, bi = qbmm_plan(kb)
+    if "amx-int8" in cpu_features(ctx.target.cpu) and kqb.amx_fits(spec.m, spec.k, spec.n):
+        spec = dataclasses.replace(spec, amx=True)
     a = ctx.reshape(args[ai], (spec.bsz, spec.m, spec.k))
     b = ctx.reshape(args[bi], spec.b_shape)
     pack = ctx.kernel(("qbmm_pack", spec), lambda: kqb.make_pack(spec), "qbmm_pack")
     pb = ctx.bb.emit(relax.call_tir(pack, [b], [relax.TensorType(kqb.panel_shape(spec), "int8"),
                                                  relax.TensorType((spec.bsz, spec.n), "int32")]))
     panel, bias = (ctx.bb.emit(relax.TupleGetItem(pb, i)) for i in range(2))
-    tile = tuple(kb.node.attrs["tile"]) or None
+    tile = None if spec.amx else tuple(kb.node.attrs["tile"]) or None      # the IR's tile is the VNNI kernel's
     gv = ctx.kernel(("qbmm", spec, tile), lambda: emit.tiled(lambda t: kqb.make_qbmm(spec, t), tile),
-                     "qbmm_vnni")
+                     "qbmm_amx" if spec.amx else "qbmm_vnni")
     y = ctx.call_kernel(gv, [a, panel, bias], kqb.out_shape(spec), spec.out_dtype)
     return ctx.reshape(y, kb.result.type.shape)
 

@@ -23,7 +23,8 @@ from tvm import s_tir, te, tirx
 
 from .common import ACC_SCOPE, SCHEDULE_ATTR, finalize
 from .qconv2d import VNNI_INTRIN, Requant, requant_scalar_te  # noqa: F401  (registers the intrinsic)
-from .qmatmul import pick_tile
+from . import amx
+from .qmatmul import pick_amx_tile, pick_tile
 
 __all__ = ["QBmmSpec", "make_pack", "make_qbmm", "qbmm_reference"]
 
@@ -42,6 +43,7 @@ class QBmmSpec:
     rq: Optional[Requant] = None
     rq_m: int = 0                 # per-tensor dyadic multiplier / shift of `rq`
     rq_c: int = 0
+    amx: bool = False             # accumulate in AMX tiles (amx.py); needs amx_fits()
 
     def __post_init__(self):
         if self.k % 4 or self.n % 16:
@@ -129,11 +131,19 @@ def make_pack(spec: QBmmSpec) -> tirx.PrimFunc:
     return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "simple"))
 
 
+def amx_fits(m: int, k: int, n: int) -> bool:
+    """The AMX schedule: whole 16-row tiles, 64-deep reduction steps (the panel is not padded), blocks of 2 or
+    3 16-column blocks (see qmatmul.amx_fits)."""
+    return m % amx.ROWS == 0 and k % amx.DEPTH == 0 and ((n // 16) % 2 == 0 or (n // 16) % 3 == 0)
+
+
 def make_qbmm(spec: QBmmSpec, tile=None) -> tirx.PrimFunc:
     a = te.placeholder((spec.bsz, spec.m, spec.k), spec.a_dtype, "a")
     panel = te.placeholder(panel_shape(spec), "int8", "panel")
     bias = te.placeholder((spec.bsz, spec.n), "int32", "bias")
     func = te.create_prim_func([a, panel, bias, qbmm_te(spec, a, panel, bias)])
+    if spec.amx:
+        return _schedule_amx(func, spec)
     rm, rn = tile or pick_tile(spec.m, spec.n // 16)
     sch = s_tir.Schedule(func)
     accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
@@ -156,6 +166,31 @@ def make_qbmm(spec: QBmmSpec, tile=None) -> tirx.PrimFunc:
         sch.parallel(sz)
         sch.vectorize(sk)
     return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled"))
+
+
+def _schedule_amx(func: tirx.PrimFunc, spec: QBmmSpec) -> tirx.PrimFunc:
+    """Per batch, blocks of (16 rm rows, rn column blocks) in parallel, each reduced in AMX tiles (qmatmul's
+    schedule_amx with a batch axis)."""
+    rm, rn = pick_amx_tile(spec.m, spec.n // 16)
+    sch = s_tir.Schedule(func)
+    accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
+    z, i, o, j, kq, kt = sch.get_loops(accb)
+    io, ii = sch.split(i, [None, amx.ROWS * rm])
+    oo, oi = sch.split(o, [None, rn])
+    sch.reorder(z, io, oo, ii, oi, j, kq, kt)
+    sch.set_scope(accb, 0, ACC_SCOPE)
+    sch.reverse_compute_at(out, oo)
+    _, cv = sch.split(sch.get_loops(out)[-1], [None, 16])
+    sch.vectorize(cv)
+    sch.parallel(sch.fuse(z, io, oo))
+    init = sch.decompose_reduction(accb, ii)
+    sch.tensorize(ii, amx.register(rm, rn, spec.k))
+    sch.vectorize(sch.get_loops(init)[-1])
+    if spec.shift:
+        sz, si, sk = sch.get_loops(sch.get_sblock("shift"))
+        sch.parallel(sz)
+        sch.vectorize(sk)
+    return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "amx"))
 
 
 def qbmm_reference(spec: QBmmSpec, a: np.ndarray, b: np.ndarray) -> np.ndarray:
