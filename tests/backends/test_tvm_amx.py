@@ -118,7 +118,6 @@ def test_an_integer_only_mlp_compiled_for_this_amx_host_runs_its_final_ir_bit_ex
     padded to 128) take the AMX kernel, and the executable's output equals the interpreter's on the final IR."""
     import compiler
     from compiler import interp
-    from compiler.backends.tvm_fused import integer
     from compiler.backends.tvm_kernels import qmatmul as kqm
     seen = []
     make = kqm.make_qmatmul
@@ -129,7 +128,7 @@ def test_an_integer_only_mlp_compiled_for_this_amx_host_runs_its_final_ir_bit_ex
     g, calib = _mlp(50)
     monkeypatch.setattr(kqm, "make_qmatmul", spy)
     cm = compiler.compile(g, "llvm -num-threads=1", quantize="int8", calibration=calib, integer_only=True)
-    assert integer.cpu_features(cm.target.cpu) >= {"amx-int8", "amx-tile"} and seen == [True, True]
+    assert host.cpu_features(cm.target.cpu) >= {"amx-int8", "amx-tile"} and seen == [True, True]
     x = calib[1][0]
     np.testing.assert_array_equal(cm.run(x)[0], interp.run(cm.graph, x)[0])
 

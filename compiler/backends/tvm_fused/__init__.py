@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from compiler.backends.tvm_fused import attention, fp32, gate, integer
+from compiler.backends.tvm_fused import attention, fp32, gate, int_matmul, integer
 from compiler.backends.tvm_fused.body import NotFusable, parse
 from compiler.backends.tvm_kernels import layout as klayout
 from compiler.backends.tvm_kernels import qconv2d as kq
@@ -31,7 +31,7 @@ def _reduce(ctx, kb, args):
 
 EMITTERS = {
     "conv": fp32.emit_conv, "matmul": fp32.emit_matmul, "pool": fp32.emit_pool, "reduce": _reduce,
-    "qconv": integer.emit_qconv, "qmatmul": integer.emit_qmatmul, "shiftmax": integer.emit_shiftmax,
+    "qconv": integer.emit_qconv, "qmatmul": int_matmul.emit_qmatmul, "shiftmax": integer.emit_shiftmax,
     "quantize": integer.emit_quantize, "attention": attention.emit_attention, "gate": gate.emit_gate,
 }
 
@@ -57,8 +57,8 @@ def kernel_spec(node: Node):
         if kind == "qconv":
             return integer.qconv_plan(kb)[0]
         if kind == "qmatmul":
-            return (integer.qmatmul_plan(kb) if lay.is_const_weight(kb.anchor.inputs[1])
-                    else integer.qbmm_plan(kb))[0]
+            return (int_matmul.qmatmul_plan(kb) if lay.is_const_weight(kb.anchor.inputs[1])
+                    else int_matmul.qbmm_plan(kb))[0]
         if kind == "attention":
             return attention.attention_plan(kb)[0]
     except NotFusable:
