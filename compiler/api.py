@@ -1,6 +1,7 @@
 """The Python API: compile(model) -> CompiledModel; import_model and optimize for finer control."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -93,7 +94,8 @@ def lower_kernels(g: Graph, target: Target | str = "llvm", backend: str = "tvm",
     names = resolve(with_shiftadd_attention(names, target, backend, shiftadd_attention), None, disable_passes)
     kernel_spec = None
     if backend == "tvm" and target.kind == "llvm":
-        from compiler.backends.tvm_fused import kernel_spec
+        from compiler.backends.tvm_fused import kernel_spec as spec_for
+        kernel_spec = functools.partial(spec_for, target=target)      # the target decides VNNI or AMX
     ctx = PassContext(target=target, kernel_spec=kernel_spec, verify_each=verify_each,
                       print_after=frozenset(print_after), dump_dir=Path(dump_dir) if dump_dir else None)
     g = run_pipeline(g, names, ctx)

@@ -261,6 +261,8 @@ def rank(spec: Any, target: Any = None, model: Any = None) -> tuple[list, np.nda
 def choose(spec: Any, target: Any = None) -> tuple[tuple[int, ...], str]:
     """(tile, source) with source "model" or "fallback".  Looked up in the in-process cache, then in the disk
     cache (:class:`DecisionCache`; only for models with an identity), then asked of the model."""
+    if getattr(spec, "amx", False):     # the learned model knows the VNNI kernels; an AMX block is the kernel's pick
+        return F.default_tile(spec), "fallback"
     tkey = F.target_info(target).key
     ident = model_identity()
     key = (spec, tkey, ident if ident is not None else id(default_model()))

@@ -156,3 +156,24 @@ def test_amx_batched_matmul_is_bit_exact_with_the_reference(bsz, m, k, n, a_dtyp
     np.testing.assert_array_equal(out.numpy(), B.qbmm_reference(s, a, b))
     asm = mm.mod.inspect_source("asm") if hasattr(mm, "mod") else mm.inspect_source("asm")
     assert "tdpbusd" in asm and "vpdpbusd" not in asm
+
+
+def test_the_final_ir_of_an_amx_target_carries_each_matmuls_amx_block_as_its_tile():
+    """The AMX decision is the target's and shows in the IR: on sapphirerapids each int8 linear layer's tile is
+    the AMX kernel's block (16-row tiles, 16-column blocks); on a VNNI-only CPU it is the VNNI kernel's."""
+    from compiler.api import final_ir
+    from compiler.backends.tvm_fused import kernel_spec, parse
+    from compiler.backends.tvm_fused.int_matmul import qmatmul_plan
+    from compiler.target import Target
+    g, calib = _mlp(64)
+    tiles = {}
+    for cpu in ("sapphirerapids", "icelake-server"):
+        target = Target.parse(f"llvm -mcpu={cpu} -num-threads=1")
+        fg, _ = final_ir(g, target, quantize="int8", calibration=calib, integer_only=True)
+        nodes = [n for n in fg.nodes if n.op.name == "k.fused" and n.attrs["kernel"] == "qmatmul"]
+        assert len(nodes) == 2
+        specs = [kernel_spec(n, target) for n in nodes]
+        assert all(s.amx == (cpu == "sapphirerapids") for s in specs)
+        assert all(qmatmul_plan(parse(n), target)[0] == s for n, s in zip(nodes, specs))
+        tiles[cpu] = [tuple(n.attrs["tile"]) for n in nodes]
+    assert tiles["sapphirerapids"] == [QM.pick_amx_tile(64, 8), QM.pick_amx_tile(64, 3)] == [(2, 2), (1, 3)]

@@ -17,6 +17,7 @@ from compiler.backends.tvm_kernels import layout as klayout
 from compiler.backends.tvm_kernels import qconv2d as kq
 from compiler.backends.tvm_lower.registry import LowerCtx, lower_nodes, lowers, read, tvm_dtype
 from compiler.ir import Node
+from compiler.target import Target
 from compiler.ops import kernel
 from compiler.ops import layout as lay
 from compiler.ops import reduce as rd
@@ -44,9 +45,10 @@ def inline(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> relax.Expr:
     return read(env, body.outputs[0])
 
 
-def kernel_spec(node: Node):
+def kernel_spec(node: Node, target: Target | None = None):
     """The spec of the tunable kernel (conv, matmul, int8 conv / matmul / batched matmul, fp32 attention)
-    fused `node` is built from, or None: what the tile pass asks the cost model about."""
+    fused `node` is built from for `target`, or None: what the tile pass asks the cost model about. On a target
+    with AMX-INT8 an int8 matmul's spec says amx (int_matmul.qmatmul_plan)."""
     kind = node.attrs["kernel"]
     try:
         kb = parse(node)
@@ -57,8 +59,8 @@ def kernel_spec(node: Node):
         if kind == "qconv":
             return integer.qconv_plan(kb)[0]
         if kind == "qmatmul":
-            return (int_matmul.qmatmul_plan(kb) if lay.is_const_weight(kb.anchor.inputs[1])
-                    else int_matmul.qbmm_plan(kb))[0]
+            return (int_matmul.qmatmul_plan(kb, target) if lay.is_const_weight(kb.anchor.inputs[1])
+                    else int_matmul.qbmm_plan(kb, target))[0]
         if kind == "attention":
             return attention.attention_plan(kb)[0]
     except NotFusable:

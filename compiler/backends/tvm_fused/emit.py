@@ -15,7 +15,7 @@ def tiled(make: Callable[[tuple | None], tvm.tirx.PrimFunc], tile: tuple | None)
     """make(tile), or make(None) (the kernel's own tile) when `tile` does not give the tiled schedule."""
     from compiler.backends.tvm_kernels.common import SCHEDULE_ATTR
     func = make(tile)
-    if tile is not None and SCHEDULE_ATTR in func.attrs and str(func.attrs[SCHEDULE_ATTR]) != "tiled":
+    if tile is not None and SCHEDULE_ATTR in func.attrs and str(func.attrs[SCHEDULE_ATTR]) not in ("tiled", "amx"):
         func = make(None)
     return func
 

@@ -1,7 +1,7 @@
 """The integer matmul kernels of fused nodes: by a constant weight (the VNNI or AMX matmul, or the int4 one), and
 of two activations (the batched VNNI or AMX matmul, attention's Q K^T and P V). AMX where the target CPU has
-AMX-INT8 and the shape fits (compiler/backends/tvm_kernels/amx.py); the IR's tile is the VNNI kernel's, the AMX
-schedule picks its own blocks of tiles."""
+AMX-INT8 and the shape fits (compiler/backends/tvm_kernels/amx.py), decided by the plans; the IR's
+tile (the tile pass's, through kernel_spec) is then a block of (16-row tiles, 16-column blocks)."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,14 +19,21 @@ from compiler.backends.tvm_kernels import qmatmul as kqm
 from compiler.backends.tvm_kernels import shiftadd as ksa
 from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
 from compiler.host import cpu_features
+from compiler.target import Target
 from compiler.ops import elementwise as ew
 from compiler.ops import layout as lay, quant as q, shape
 from compiler.types import DType
 
 
-def qmatmul_plan(kb: KernelBody):
+def has_amx(target: Target | None) -> bool:
+    """The target CPU has AMX-INT8 (LLVM's feature list for its -mcpu)."""
+    return target is not None and target.kind == "llvm" and "amx-int8" in cpu_features(target.cpu)
+
+
+def qmatmul_plan(kb: KernelBody, target: Target | None = None):
     """(spec, bias vector, requant node, A operand) of q.matmul(x, W constant) [+ int32 bias constant]
-    [q.requant along the last axis]."""
+    [q.requant along the last axis]. On an AMX `target` the spec says amx where the AMX kernel takes the layer
+    (int8 weights on the VNNI-form kernel, not the int4 or shift-and-add ones; a shape amx_fits)."""
     mm = kb.anchor
     a_v, b_v = mm.inputs
     at = mm.attrs
@@ -52,29 +59,31 @@ def qmatmul_plan(kb: KernelBody):
     if rq_n is not None:
         r = rq_n.attrs
         rq = kq.Requant(r["in_zero_point"], r["zero_point"], r["qmin"], r["qmax"], tvm_dtype(r["dtype"]))
-    return kqm.QMatmulSpec(rows, k, n_, tvm_dtype(a_v.type.dtype), at["a_zero_point"], rq), bias, rq_n, ai
+    spec = kqm.QMatmulSpec(rows, k, n_, tvm_dtype(a_v.type.dtype), at["a_zero_point"], rq)
+    terms, zp = shift_terms(mm), at["b_zero_point"]
+    if has_amx(target) and not terms and kqm.amx_fits(rows, spec.kp, n_) and \
+            not int4.takes(kb, weight_of(b_v)[0], zp, terms):
+        spec = dataclasses.replace(spec, amx=True)
+    return spec, bias, rq_n, ai
 
 
 def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
     """The VNNI matmul for a constant weight; activations x activations go to the batched kernel."""
     if not lay.is_const_weight(kb.anchor.inputs[1]):
         return _emit_qbmm(ctx, kb, args)
-    spec, bias, rq_n, ai = qmatmul_plan(kb)
+    spec, bias, rq_n, ai = qmatmul_plan(kb, ctx.target)
     rq, rows, k = spec.rq, spec.m, spec.k
     (w, packed), terms = weight_of(kb.anchor.inputs[1]), shift_terms(kb.anchor)
     zp = kb.anchor.attrs["b_zero_point"]
     if int4.takes(kb, w, zp, terms):
         return int4.emit(ctx, kb, args, spec, bias, rq_n, ai, w, packed, zp)
-    if not terms and "amx-int8" in cpu_features(ctx.target.cpu) and kqm.amx_fits(rows, spec.kp, spec.n):
-        spec = dataclasses.replace(spec, amx=True)
     wp, bp, make, name = realization(ksa.matmul_realization, spec, w, zp, bias, terms)
     if packed is not None and not terms and packed.shape == wp.shape:
         wp = packed                        # the IR's packed constant (passes/weights.py), as is
     call_args = [ctx.reshape(args[ai], (rows, k)), relax.const(wp, str(wp.dtype)), relax.const(bp, "int32")]
     if rq is not None:
         call_args.append(relax.const(kqm.pack_requant(rq_n.attrs["multiplier"], rq_n.attrs["shift"], spec), "int64"))
-    # the IR's tile is the VNNI kernel's (rows, 16-column blocks); AMX blocks are whole tiles, its own pick
-    tile = None if spec.amx else tuple(kb.node.attrs["tile"]) or None
+    tile = tuple(kb.node.attrs["tile"]) or None      # on AMX: (16-row tiles, 16-column blocks) per block
     gv = ctx.kernel(("qmatmul", spec, tile, terms), lambda: emit.tiled(make, tile),
                     name.replace("vnni", "amx") if spec.amx else name)
     y = ctx.call_kernel(gv, call_args, kqm.out_shape(spec), spec.out_dtype)
@@ -83,8 +92,9 @@ def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax
     return ctx.reshape(y, kb.result.type.shape)
 
 
-def qbmm_plan(kb: KernelBody):
-    """(spec, A operand, B operand) of an activation x activation q.matmul [per-tensor requant]."""
+def qbmm_plan(kb: KernelBody, target: Target | None = None):
+    """(spec, A operand, B operand) of an activation x activation q.matmul [per-tensor requant]; amx on an AMX
+    `target` where the shape fits."""
     mm = kb.anchor
     a_v, b_v = mm.inputs
     at = mm.attrs
@@ -105,20 +115,20 @@ def qbmm_plan(kb: KernelBody):
                             at["b_zero_point"], transpose_b, rq, m_, c_)
     except ValueError as e:
         raise NotFusable(str(e)) from None
+    if has_amx(target) and kqb.amx_fits(spec.m, spec.k, spec.n):
+        spec = dataclasses.replace(spec, amx=True)
     return spec, ai, bi
 
 
 def _emit_qbmm(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
-    spec, ai, bi = qbmm_plan(kb)
-    if "amx-int8" in cpu_features(ctx.target.cpu) and kqb.amx_fits(spec.m, spec.k, spec.n):
-        spec = dataclasses.replace(spec, amx=True)
+    spec, ai, bi = qbmm_plan(kb, ctx.target)
     a = ctx.reshape(args[ai], (spec.bsz, spec.m, spec.k))
     b = ctx.reshape(args[bi], spec.b_shape)
     pack = ctx.kernel(("qbmm_pack", spec), lambda: kqb.make_pack(spec), "qbmm_pack")
     pb = ctx.bb.emit(relax.call_tir(pack, [b], [relax.TensorType(kqb.panel_shape(spec), "int8"),
                                                  relax.TensorType((spec.bsz, spec.n), "int32")]))
     panel, bias = (ctx.bb.emit(relax.TupleGetItem(pb, i)) for i in range(2))
-    tile = None if spec.amx else tuple(kb.node.attrs["tile"]) or None      # the IR's tile is the VNNI kernel's
+    tile = tuple(kb.node.attrs["tile"]) or None
     gv = ctx.kernel(("qbmm", spec, tile), lambda: emit.tiled(lambda t: kqb.make_qbmm(spec, t), tile),
                      "qbmm_amx" if spec.amx else "qbmm_vnni")
     y = ctx.call_kernel(gv, [a, panel, bias], kqb.out_shape(spec), spec.out_dtype)

@@ -24,7 +24,7 @@ from tvm import s_tir, te, tirx
 from .common import ACC_SCOPE, SCHEDULE_ATTR, finalize
 from .qconv2d import VNNI_INTRIN, Requant, requant_scalar_te  # noqa: F401  (registers the intrinsic)
 from . import amx
-from .qmatmul import pick_amx_tile, pick_tile
+from .qmatmul import amx_tile_fits, pick_amx_tile, pick_tile
 
 __all__ = ["QBmmSpec", "make_pack", "make_qbmm", "qbmm_reference"]
 
@@ -143,7 +143,7 @@ def make_qbmm(spec: QBmmSpec, tile=None) -> tirx.PrimFunc:
     bias = te.placeholder((spec.bsz, spec.n), "int32", "bias")
     func = te.create_prim_func([a, panel, bias, qbmm_te(spec, a, panel, bias)])
     if spec.amx:
-        return _schedule_amx(func, spec)
+        return _schedule_amx(func, spec, tile)
     rm, rn = tile or pick_tile(spec.m, spec.n // 16)
     sch = s_tir.Schedule(func)
     accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
@@ -168,10 +168,10 @@ def make_qbmm(spec: QBmmSpec, tile=None) -> tirx.PrimFunc:
     return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled"))
 
 
-def _schedule_amx(func: tirx.PrimFunc, spec: QBmmSpec) -> tirx.PrimFunc:
+def _schedule_amx(func: tirx.PrimFunc, spec: QBmmSpec, tile=None) -> tirx.PrimFunc:
     """Per batch, blocks of (16 rm rows, rn column blocks) in parallel, each reduced in AMX tiles (qmatmul's
-    schedule_amx with a batch axis)."""
-    rm, rn = pick_amx_tile(spec.m, spec.n // 16)
+    schedule_amx with a batch axis); `tile` = (rm, rn) where it fits, else the kernel's pick."""
+    rm, rn = tile if tile and amx_tile_fits(tile, spec.m, spec.n // 16) else pick_amx_tile(spec.m, spec.n // 16)
     sch = s_tir.Schedule(func)
     accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
     z, i, o, j, kq, kt = sch.get_loops(accb)

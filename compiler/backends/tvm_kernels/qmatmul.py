@@ -174,11 +174,16 @@ def pick_amx_tile(m: int, n16: int) -> Tuple[int, int]:
                 if rn >= 2 and amx.block_fits(rm, rn)), key=lambda t: (t[0] * t[1], -abs(t[0] - t[1])))
 
 
+def amx_tile_fits(tile, m: int, n16: int) -> bool:
+    """tile = (16-row tiles, 16-column blocks) is an AMX block for m rows and n16 column blocks."""
+    return len(tile) == 2 and tile[1] >= 2 and amx.block_fits(*tile) and m % (amx.ROWS * tile[0]) == 0 and \
+        n16 % tile[1] == 0
+
+
 def schedule_amx(func: tirx.PrimFunc, spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
     """Blocks of (16 rm rows, rn 16-column blocks) in parallel, each accumulated over the whole reduction in tile
     registers (one tensorized amx intrinsic), then the bias and requant written back 16 lanes at a time."""
-    fits = tile and tile[1] >= 2 and amx.block_fits(*tile) and spec.mp % (amx.ROWS * tile[0]) == 0 and (spec.np_ // 16) % tile[1] == 0
-    rm, rn = tile if fits else pick_amx_tile(spec.mp, spec.np_ // 16)
+    rm, rn = tile if tile and amx_tile_fits(tile, spec.mp, spec.np_ // 16) else pick_amx_tile(spec.mp, spec.np_ // 16)
     sch = s_tir.Schedule(func)
     accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
     i, o, j, kq, kt = sch.get_loops(accb)

@@ -188,6 +188,8 @@ class QMatmulKernel:
         return _qmm_describe(spec, batched=False)
 
     def default_tile(self, spec: QM.QMatmulSpec) -> tuple[int, ...]:
+        if spec.amx:            # (16-row tiles, 16-column blocks) of one AMX block
+            return tuple(QM.pick_amx_tile(spec.mp, spec.np_ // 16))
         return tuple(QM.pick_tile(spec.m, spec.np_ // 16))
 
     def arg_shapes(self, spec: QM.QMatmulSpec) -> tunable.Shapes:
@@ -214,6 +216,8 @@ class QBmmKernel:
         return _qmm_describe(spec, batched=True)
 
     def default_tile(self, spec: QB.QBmmSpec) -> tuple[int, ...]:
+        if spec.amx:
+            return tuple(QM.pick_amx_tile(spec.m, spec.n // 16))
         return tuple(QM.pick_tile(spec.m, spec.n // 16))
 
     def arg_shapes(self, spec: QB.QBmmSpec) -> tunable.Shapes:
