@@ -4,7 +4,8 @@ MatMulInteger, per kernel, on the linear-layer shapes of BERT-6L (seq 128) and C
   python benchmarks/amx_vs_vnni.py [--threads 1] [--repeat 30]
 
 Our two kernels compute the same thing: int8 activations (shifted to uint8 inside, the shift in the bias) times
-a constant int8 weight, plus a bias, requantized per column to int8 (the epilogue the compiler fuses). Their
+a constant int8 weight, plus a bias, requantized per column to int8 (the epilogue the compiler fuses, in the
+cheapest exact form it picks: requant.py). Their
 outputs are checked equal to the reference first. onnxruntime's MatMulInteger (uint8 activations x an int8
 weight initializer, int32 out, no requant: its epilogue is lighter) is the competitor, checked exact too.
 The three are timed interleaved in one run (benchmarks.common.interleaved_medians); GOP/s = 2 m k n / time.
@@ -44,7 +45,8 @@ def _ours(m, k, n, amx: bool, a, w, b, mc, cpu: str):
 
     from compiler.backends.tvm_kernels import qmatmul as QM
     from compiler.backends.tvm_kernels.qconv2d import Requant
-    rq = Requant(0, 0, -128, 127, "int8")
+    from compiler.backends.tvm_kernels.requant import requant_form
+    rq = Requant(0, 0, -128, 127, "int8", requant_form(*mc, 0, 0, (-2**31, 2**31 - 1), (-128, 127)))
     spec = QM.QMatmulSpec(m, k, n, "int8", 0, rq, amx=amx)
     lib = tvm.compile(QM.make_qmatmul(spec), target=tvm.target.Target({"kind": "llvm", "mcpu": cpu,
                                                                        "num-cores": ARGS.threads}))

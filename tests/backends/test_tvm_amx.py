@@ -69,17 +69,22 @@ def test_amx_kernel_builds_for_an_amx_cpu_on_any_host():
     (20, 40, 32, "uint8", 7, False),          # both padded: 32 rows, a 64-deep reduction
 ])
 def test_amx_matmul_is_bit_exact_with_the_reference_and_the_vnni_kernel(m, k, n, a_dtype, a_zp, rq):
+    """Both kernels, the requant in the int64 form and in the int32 "hi" form the compiler picks for it."""
+    from compiler.backends.tvm_kernels.requant import requant_form
     a, w, b, mc = _operands(m, k, n, a_dtype, a_zp, rq)
-    requant = Requant(0, 2, -128, 127, "int8") if rq else None
-    outs = {}
-    for use in (True, False):
-        spec = QM.QMatmulSpec(m, k, n, a_dtype, a_zp, requant, amx=use)
-        args = [tvm.runtime.tensor(x) for x in _args(spec, a, w, b, mc)]
-        tvm.compile(QM.make_qmatmul(spec), target=SPR)(*args)
-        outs[use] = args[-1].numpy()[:, :n]
-    ref = QM.qmatmul_reference(QM.QMatmulSpec(m, k, n, a_dtype, a_zp, requant), a, w, 0, b, mc)
-    np.testing.assert_array_equal(outs[True], ref)
-    np.testing.assert_array_equal(outs[True], outs[False])
+    forms = ("i64", requant_form(*mc, 0, 2, (-2**31, 2**31 - 1), (-128, 127))) if rq else (None,)
+    assert forms[-1] in ("hi", None)
+    for form in forms:
+        requant = Requant(0, 2, -128, 127, "int8", form) if rq else None
+        outs = {}
+        for use in (True, False):
+            spec = QM.QMatmulSpec(m, k, n, a_dtype, a_zp, requant, amx=use)
+            args = [tvm.runtime.tensor(x) for x in _args(spec, a, w, b, mc)]
+            tvm.compile(QM.make_qmatmul(spec), target=SPR)(*args)
+            outs[use] = args[-1].numpy()[:, :n]
+        ref = QM.qmatmul_reference(QM.QMatmulSpec(m, k, n, a_dtype, a_zp, requant), a, w, 0, b, mc)
+        np.testing.assert_array_equal(outs[True], ref)
+        np.testing.assert_array_equal(outs[True], outs[False])
 
 
 def test_a_host_llvm_names_without_its_amx_gets_an_amx_cpu(monkeypatch):

@@ -11,10 +11,9 @@ from tvm import relax
 
 from compiler.backends.tvm_fused import emit, int4
 from compiler.backends.tvm_fused.body import KernelBody, NotFusable
-from compiler.backends.tvm_fused.integer import (INT_ACT, channel_axis_ok, per_tensor_requant, realization,
-                                                 shift_terms, weight_of)
+from compiler.backends.tvm_fused.integer import (I32_RANGE, INT_ACT, channel_axis_ok, per_tensor_requant,
+                                                 realization, requant_of, shift_terms, weight_of)
 from compiler.backends.tvm_kernels import qbmm as kqb
-from compiler.backends.tvm_kernels import qconv2d as kq
 from compiler.backends.tvm_kernels import qmatmul as kqm
 from compiler.backends.tvm_kernels import shiftadd as ksa
 from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
@@ -55,14 +54,13 @@ def qmatmul_plan(kb: KernelBody, target: Target | None = None):
     rq_n = epi.pop(0) if epi and epi[0].op is q.requant else None
     if epi or (rq_n is not None and not channel_axis_ok(rq_n, mm.outputs[0].type.rank, -1)):
         raise NotFusable("an epilogue the VNNI matmul has no slot for")
-    rq = None
-    if rq_n is not None:
-        r = rq_n.attrs
-        rq = kq.Requant(r["in_zero_point"], r["zero_point"], r["qmin"], r["qmax"], tvm_dtype(r["dtype"]))
-    spec = kqm.QMatmulSpec(rows, k, n_, tvm_dtype(a_v.type.dtype), at["a_zero_point"], rq)
     terms, zp = shift_terms(mm), at["b_zero_point"]
-    if has_amx(target) and not terms and kqm.amx_fits(rows, spec.kp, n_) and \
-            not int4.takes(kb, weight_of(b_v)[0], zp, terms):
+    plain = not terms and not int4.takes(kb, weight_of(b_v)[0], zp, terms)     # the VNNI / AMX kernel
+    rq = requant_of(rq_n, I32_RANGE)
+    if rq is not None and not plain:        # the int4 and shift-and-add kernels evaluate the int64 form
+        rq = dataclasses.replace(rq, form="i64")
+    spec = kqm.QMatmulSpec(rows, k, n_, tvm_dtype(a_v.type.dtype), at["a_zero_point"], rq)
+    if plain and has_amx(target) and kqm.amx_fits(rows, spec.kp, n_):
         spec = dataclasses.replace(spec, amx=True)
     return spec, bias, rq_n, ai
 
@@ -82,7 +80,8 @@ def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax
         wp = packed                        # the IR's packed constant (passes/weights.py), as is
     call_args = [ctx.reshape(args[ai], (rows, k)), relax.const(wp, str(wp.dtype)), relax.const(bp, "int32")]
     if rq is not None:
-        call_args.append(relax.const(kqm.pack_requant(rq_n.attrs["multiplier"], rq_n.attrs["shift"], spec), "int64"))
+        table = kqm.pack_requant(rq_n.attrs["multiplier"], rq_n.attrs["shift"], spec)
+        call_args.append(relax.const(table, str(table.dtype)))
     tile = tuple(kb.node.attrs["tile"]) or None      # on AMX: (16-row tiles, 16-column blocks) per block
     gv = ctx.kernel(("qmatmul", spec, tile, terms), lambda: emit.tiled(make, tile),
                     name.replace("vnni", "amx") if spec.amx else name)

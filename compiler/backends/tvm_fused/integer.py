@@ -26,10 +26,12 @@ from compiler.ops import ivit, layout as lay, quant as q
 from compiler.types import DType
 
 INT_ACT = (DType.I8, DType.U8)
-_I32_RANGE = (-2**31, 2**31 - 1)
+I32_RANGE = (-2**31, 2**31 - 1)
 
 
-def _requant(n: Node | None, x_range: tuple[int, int]) -> kq.Requant | None:
+def requant_of(n: Node | None, x_range: tuple[int, int]) -> kq.Requant | None:
+    """The kernel's Requant of q.requant node n (None: no requant) in the cheapest form exact for inputs in
+    x_range."""
     if n is None or n.op is not q.requant:
         return None
     a = n.attrs
@@ -90,23 +92,23 @@ def qconv_plan(kb: KernelBody):
     if any(not channel_axis_ok(m, 4, 1) for m in epi if m.op is q.requant):
         raise NotFusable("a requant along another axis")
     r1n = epi.pop(0) if epi and epi[0].op is q.requant else None
-    rq1 = _requant(r1n, _I32_RANGE)
+    rq1 = requant_of(r1n, I32_RANGE)
     r1bn = rq1b = r2n = rq2 = r3n = rq3 = res_dt = res_i = None
     if epi and epi[0].op is q.requant:
         r1bn = epi.pop(0)
-        rq1b = _requant(r1bn, (rq1.qmin, rq1.qmax))
+        rq1b = requant_of(r1bn, (rq1.qmin, rq1.qmax))
     if epi and epi[0].op is ew.add:
         add = epi.pop(0)
         last = (r1bn or r1n).outputs[0]
         other = add.inputs[1] if add.inputs[0] is last else add.inputs[0]
         r3n = epi.pop(0) if epi else None
-        rq3 = _requant(r3n, _I32_RANGE)
+        rq3 = requant_of(r3n, I32_RANGE)
         res_i = kb.operand_of(other)
         if res_i is None and other.producer is not None and other.producer.op is q.requant:
             r2n = other.producer
             res_i = kb.operand_of(r2n.inputs[0])
             rt = r2n.inputs[0].type.dtype
-            rq2 = _requant(r2n, _I32_RANGE if rt is DType.I32 else q.INT_RANGE[rt])
+            rq2 = requant_of(r2n, I32_RANGE if rt is DType.I32 else q.INT_RANGE[rt])
         if res_i is None or kb.blocks.get(res_i) != kb.out_block:
             raise NotFusable("the residual must arrive in the output's channel blocks")
         res_dt = tvm_dtype(kb.body.inputs[res_i].type.dtype)
@@ -156,7 +158,7 @@ def qdepthwise_plan(kb: KernelBody):
     try:
         spec = kdw.QDepthwiseSpec(n, ch, h, wd, *w.type.shape[2:], tuple(a["strides"]), (p[0], p[1], p[2], p[3]),
                                   tuple(a["dilations"]), b, tvm_dtype(x.type.dtype), a["x_zero_point"],
-                                  _requant(rn, _I32_RANGE), _table_dtype(tn))
+                                  requant_of(rn, I32_RANGE), _table_dtype(tn))
     except ValueError as e:
         raise NotFusable(str(e)) from None
     return spec, (rn, tn), xi
@@ -262,7 +264,7 @@ def emit_int_global_sum(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -
     rq_n = kb.epilogue[0] if kb.epilogue else None
     if len(kb.epilogue) > 1 or (rq_n is not None and (rq_n.op is not q.requant or not channel_axis_ok(rq_n, 4, 1))):
         raise NotFusable("only a requant fuses after the integer global sum")
-    rq = _requant(rq_n, (h * w * lo, h * w * hi))
+    rq = requant_of(rq_n, (h * w * lo, h * w * hi))
     block = kb.blocks.get(xi, 0)
     try:
         spec = kpool.IntGlobalSumSpec(n, c, h, w, block, tvm_dtype(x.type.dtype), rq)

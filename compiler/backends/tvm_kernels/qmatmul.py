@@ -5,7 +5,8 @@
     weight:  :func:`pack_weight` -> ``(np_//16, kp//4, 16, 4)`` int8, element ``[o, q, j, t] = (w - w_zp)[4q + t,
              16o + j]``  (w: (k, n) as in numpy.matmul; np_ = n rounded up to 16)
     bias:    :func:`pack_bias` -> ``(np_,)`` int32 = bias - az * colsum(w - w_zp), az = a_zp (+128 for int8)
-    rq:      ``(3, np_)`` int64 rows m, c, rnd (per output column, i.e. the requant axis is the last one)
+    rq:      ``(3, np_)`` rows of the requant's form (requant.py: int64 m, c, rnd for "i64"; int32 for the cheaper
+             exact forms), per output column, i.e. the requant axis is the last one
     out:     ``(m, np_)`` of ``rq.dtype`` (int32 without a requant); the caller slices off n..np_.
 
 The weight must fit int8 after its zero point is removed (always true for int8 weights with b_zero_point 0).
@@ -24,6 +25,7 @@ from . import amx
 
 from .common import ACC_SCOPE, SCHEDULE_ATTR, divisors, finalize
 from .qconv2d import VNNI_INTRIN, Requant, requant_np, requant_te  # noqa: F401  (registers the intrinsics)
+from .requant import requant_dtype
 
 __all__ = ["QMatmulSpec", "make_qmatmul", "pack_weight", "pack_bias", "pack_requant", "qmatmul_reference"]
 
@@ -90,8 +92,9 @@ def pack_bias(spec: QMatmulSpec, w: np.ndarray, w_zp: int = 0, b: Optional[np.nd
 
 
 def pack_requant(multiplier, shift, spec: QMatmulSpec) -> np.ndarray:
+    """The (3, np_) parameter table of spec.rq's form (int64 rows for "i64", int32 for the cheaper ones)."""
     from .qconv2d import pack_requant as pr
-    return pr(multiplier, shift, spec.n, spec.np_, (3, spec.np_))
+    return pr(multiplier, shift, spec.n, spec.np_, (3, spec.np_), form=spec.rq.form)
 
 
 def qmatmul_te(spec: QMatmulSpec, a, w, bias, rq=None):
@@ -148,7 +151,7 @@ def unscheduled(spec: QMatmulSpec, weight_shape: tuple, weight_dtype: str, compu
     args = [a, w, bias]
     rq = None
     if spec.rq is not None:
-        rq = te.placeholder((3, spec.np_), "int64", "rq")
+        rq = te.placeholder((3, spec.np_), requant_dtype(spec.rq), "rq")
         args.append(rq)
     return te.create_prim_func(args + [compute(spec, a, w, bias, rq)])
 
