@@ -138,59 +138,43 @@ def amx_fits(m: int, k: int, n: int) -> bool:
 
 
 def make_qbmm(spec: QBmmSpec, tile=None) -> tirx.PrimFunc:
+    """Per batch, tiles of (rows, 16-column blocks) in parallel: VNNI register tiles of (rm, rn), the 16 columns
+    x 4 k tensorized with vpdpbusd; with spec.amx, blocks of (rm 16-row tiles, rn column blocks) whose whole
+    reduction is one AMX intrinsic (qmatmul's schedule_amx with a batch axis)."""
     a = te.placeholder((spec.bsz, spec.m, spec.k), spec.a_dtype, "a")
     panel = te.placeholder(panel_shape(spec), "int8", "panel")
     bias = te.placeholder((spec.bsz, spec.n), "int32", "bias")
     func = te.create_prim_func([a, panel, bias, qbmm_te(spec, a, panel, bias)])
     if spec.amx:
-        return _schedule_amx(func, spec, tile)
-    rm, rn = tile or pick_tile(spec.m, spec.n // 16)
+        fits = tile and amx_tile_fits(tile, spec.m, spec.n // 16)
+        rm, rn = tile if fits else pick_amx_tile(spec.m, spec.n // 16)
+    else:
+        rm, rn = tile or pick_tile(spec.m, spec.n // 16)
     sch = s_tir.Schedule(func)
     accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
     z, i, o, j, kq, kt = sch.get_loops(accb)
-    io, ii = sch.split(i, [None, rm])
+    io, ii = sch.split(i, [None, amx.ROWS * rm if spec.amx else rm])
     oo, oi = sch.split(o, [None, rn])
-    sch.reorder(z, io, oo, kq, ii, oi, j, kt)
+    sch.reorder(z, io, oo, *((ii, oi, j, kq) if spec.amx else (kq, ii, oi, j)), kt)
     sch.set_scope(accb, 0, ACC_SCOPE)
     sch.reverse_compute_at(out, oo)
     _, cv = sch.split(sch.get_loops(out)[-1], [None, 16])
     sch.vectorize(cv)
-    sch.unroll(ii)
-    sch.unroll(oi)
+    if not spec.amx:
+        sch.unroll(ii)
+        sch.unroll(oi)
     sch.parallel(sch.fuse(z, io, oo))
-    init = sch.decompose_reduction(accb, kq)
-    sch.tensorize(j, VNNI_INTRIN)
+    init = sch.decompose_reduction(accb, ii if spec.amx else kq)
+    if spec.amx:
+        sch.tensorize(ii, amx.register(rm, rn, spec.k))
+    else:
+        sch.tensorize(j, VNNI_INTRIN)
     sch.vectorize(sch.get_loops(init)[-1])
     if spec.shift:
         sz, si, sk = sch.get_loops(sch.get_sblock("shift"))
         sch.parallel(sz)
         sch.vectorize(sk)
-    return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled"))
-
-
-def _schedule_amx(func: tirx.PrimFunc, spec: QBmmSpec, tile=None) -> tirx.PrimFunc:
-    """Per batch, blocks of (16 rm rows, rn column blocks) in parallel, each reduced in AMX tiles (qmatmul's
-    schedule_amx with a batch axis); `tile` = (rm, rn) where it fits, else the kernel's pick."""
-    rm, rn = tile if tile and amx_tile_fits(tile, spec.m, spec.n // 16) else pick_amx_tile(spec.m, spec.n // 16)
-    sch = s_tir.Schedule(func)
-    accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
-    z, i, o, j, kq, kt = sch.get_loops(accb)
-    io, ii = sch.split(i, [None, amx.ROWS * rm])
-    oo, oi = sch.split(o, [None, rn])
-    sch.reorder(z, io, oo, ii, oi, j, kq, kt)
-    sch.set_scope(accb, 0, ACC_SCOPE)
-    sch.reverse_compute_at(out, oo)
-    _, cv = sch.split(sch.get_loops(out)[-1], [None, 16])
-    sch.vectorize(cv)
-    sch.parallel(sch.fuse(z, io, oo))
-    init = sch.decompose_reduction(accb, ii)
-    sch.tensorize(ii, amx.register(rm, rn, spec.k))
-    sch.vectorize(sch.get_loops(init)[-1])
-    if spec.shift:
-        sz, si, sk = sch.get_loops(sch.get_sblock("shift"))
-        sch.parallel(sz)
-        sch.vectorize(sk)
-    return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "amx"))
+    return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "amx" if spec.amx else "tiled"))
 
 
 def qbmm_reference(spec: QBmmSpec, a: np.ndarray, b: np.ndarray) -> np.ndarray:
