@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "their int32 accumulators safe with the actual weights, else exit 3")
     p.add_argument("--gelu-form", choices=["auto", "table", "shift"], default="auto",
                    help="with --integer-only: a GELU on an 8-bit input becomes the exact function tabulated on "
-                        "that grid (table: 256 entries, fused into the producing kernel), I-ViT's ShiftGELU on a "
+                        "that grid (table: 256 entries), I-ViT's ShiftGELU on a "
                         "finer int16 grid (shift), or whichever is as accurate and cheaper, measured per layer "
                         "on its calibrated range (auto) [auto]")
     p.add_argument("--lut-table", choices=["int8", "int16"], default="int8",
