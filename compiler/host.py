@@ -94,6 +94,9 @@ def missing_features(mcpu: str) -> list[str]:
 # LLVM CPUs with AMX, oldest first: where a host has AMX and LLVM's name for it lacks it, the first of these
 # whose extensions the host has all is taken instead
 AMX_CPUS = ("sapphirerapids", "graniterapids")
+# Linux x86-64: arch_prctl's syscall number, its "request permission for an extended state" code, and the
+# extended-state component of the AMX tile data
+SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 158, 0x1023, 18
 
 
 def with_host_matrix_units(name: str) -> str:
@@ -119,7 +122,7 @@ def request_amx() -> bool:
         return False
     import ctypes
     try:
-        return ctypes.CDLL(None, use_errno=True).syscall(158, 0x1023, 18) == 0
+        return ctypes.CDLL(None, use_errno=True).syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
     except (OSError, AttributeError):
         return False
 

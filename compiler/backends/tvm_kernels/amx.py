@@ -1,6 +1,7 @@
 """Intel AMX for the int8 matmul: a block of (16 rm) x (16 rn) int32 outputs accumulated over the whole reduction in
 tile registers (tdpbusd: 16 x 64 uint8 times 16 x 64 int8 in VNNI order -> 16 x 16 int32, 16384 multiply-adds
-per instruction, 8-16x a vpdpbusd's), registered as a tensor intrinsic for the qmatmul schedule to tensorize with.
+per instruction, 8-16x what vpdpbusd does per cycle), registered as a tensor intrinsic for the qmatmul and qbmm
+schedules to tensorize with.
 
 The operands are those of the VNNI kernel unchanged: the activations uint8 (int8 shifted by +128, the shift
 folded into the bias), the weight in the vnni_matmul form (np_//16, kp//4, 16, 4), whose 16-column block is
