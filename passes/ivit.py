@@ -76,6 +76,11 @@ def pick_n(x0: int, terms: int, cap: int) -> int:
     return n
 
 
+def upscale_bits(rep: IntRep, x0_of, want_bits: int) -> int:
+    """j of _Rewriter.upscale: rep's scale / 2^j puts the exponent unit |x0| near 2^want_bits, within int16."""
+    return min(max(0, want_bits - _log2_floor(-x0_of(rep.scale))), rep.headroom)
+
+
 class _Rewriter:
     def __init__(self, g: Graph, choose_form=None):
         self.g = g
@@ -142,9 +147,7 @@ class _Rewriter:
     def upscale(self, rep: IntRep, x0_of, want_bits: int, hint: str) -> IntRep:
         """An int16 version of rep whose exponent unit |x0| is near 2^want_bits (never above the
         int16 range; never coarser than rep)."""
-        x0 = x0_of(rep.scale)
-        j = max(0, want_bits - _log2_floor(-x0))
-        j = min(j, rep.headroom)
+        j = upscale_bits(rep, x0_of, want_bits)
         if j == 0 and rep.zp == 0 and rep.value.type.dtype in (DType.I8, DType.I16):
             return rep
         return self.finer(rep, j, hint)
@@ -190,7 +193,7 @@ class _Rewriter:
         8-bit table) where activation_forms takes that form."""
         def x0_of(s: float) -> int:
             return ivit.exp_unit(ivit.GELU_ALPHA * float(np.float32(s)))
-        j = min(max(0, GELU_X0_BITS - _log2_floor(-x0_of(rep.scale))), rep.headroom)
+        j = upscale_bits(rep, x0_of, GELU_X0_BITS)           # the int16 grid ShiftGELU would read
         if self.table_form(n, rep, rep.scale / 2.0 ** j, x0_of):
             return None
         rep = self.upscale(rep, x0_of, GELU_X0_BITS, n.name + "_in")
