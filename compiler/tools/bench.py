@@ -132,7 +132,7 @@ def profile_rows(prof: dict, facts: dict | None = None, roof: Roofline | None = 
             rate = f["ops"] / (ms * 1e-3)
             row |= {"unit": "GOP/s" if f["integer"] else "GFLOP/s", "rate": rate / 1e9}
             if roof is not None:
-                row["roof"] = rate / roof.roof(f["ops"], f["bytes"], f["integer"])
+                row["roof"] = rate / roof.roof(f["ops"], f["bytes"], f["integer"], amx="_amx" in name)
         rows.append(row)
     if builtins:          # the VM's own calls (allocation, reshape, checks): one row
         ms = sum(ms for _, _, ms in builtins)

@@ -27,6 +27,8 @@ PEAK_FLOP_PER_CYCLE = {"znver4": 32, "znver3": 32, "znver2": 32, "znver1": 16, "
 # integer kernels: an int8 dot-product instruction (vpdpbusd) does 4 multiply-adds per 32-bit lane where
 # an fp32 FMA does one, so 4x the fp32 rate with VNNI; without it int8 multiplies widen to int16 (2x)
 INT8_SPEEDUP = {True: 4, False: 2}
+# AMX: one tdpbusd (16 x 16 x 64 multiply-adds) per 16 cycles, 1024 multiply-adds = 2048 int8 operations per cycle
+AMX_INT8_OPS_PER_CYCLE = 2048
 
 
 def _name(n: Node) -> str:
@@ -117,10 +119,11 @@ class Roofline:
     int8_peak: float
     bandwidth: float
     source: str
+    amx_peak: float = 0.0       # int8 on the AMX tiles (0: the CPU has none)
 
-    def roof(self, ops: int, nbytes: int, integer: bool) -> float:
-        """Attainable operations per second at intensity ops / bytes."""
-        peak = self.int8_peak if integer else self.fp32_peak
+    def roof(self, ops: int, nbytes: int, integer: bool, amx: bool = False) -> float:
+        """Attainable operations per second at intensity ops / bytes (`amx`: an int8 kernel on the tiles)."""
+        peak = self.amx_peak if amx and self.amx_peak else self.int8_peak if integer else self.fp32_peak
         return min(peak, self.bandwidth * ops / nbytes) if nbytes else peak
 
 
@@ -144,8 +147,10 @@ def roofline(mcpu: str, threads: int) -> Roofline:
     ghz = host_clock_ghz() or 2.0
     vnni = bool({"avx512vnni", "avxvnni"} & feats)
     fp32 = per_cycle * ghz * 1e9 * threads
+    amx = AMX_INT8_OPS_PER_CYCLE * ghz * 1e9 * threads if "amx-int8" in feats else 0.0
     bw = measure_bandwidth()
     source = (f"peak: {per_cycle} fp32 FLOP/cycle/core for {mcpu} (stated) x {ghz:.2f} GHz (/proc/cpuinfo)"
-              f" x {threads} core(s); int8 x{INT8_SPEEDUP[vnni]} ({'VNNI' if vnni else 'no VNNI'}); "
-              f"memory {bw / 1e9:.1f} GB/s (a 64 MB copy, measured)")
-    return Roofline(fp32, fp32 * INT8_SPEEDUP[vnni], bw, source)
+              f" x {threads} core(s); int8 x{INT8_SPEEDUP[vnni]} ({'VNNI' if vnni else 'no VNNI'})"
+              + (f", {AMX_INT8_OPS_PER_CYCLE} int8 ops/cycle/core on AMX (*_amx kernels)" if amx else "")
+              + f"; memory {bw / 1e9:.1f} GB/s (a 64 MB copy, measured)")
+    return Roofline(fp32, fp32 * INT8_SPEEDUP[vnni], bw, source, amx)
