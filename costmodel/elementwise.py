@@ -103,10 +103,15 @@ def chain_cost(ops: Sequence[str], costs: dict[str, float]) -> float | None:
     return floor + sum(max(costs[op] - floor, 0.0) for op in ops)
 
 
+def measured_costs(path: str | None = None) -> dict[str, float] | None:
+    """ns per element of each measured op: `path`, $DYC_ELEMENTWISE_COSTS or the shipped file; None without one."""
+    return _load(path or os.environ.get("DYC_ELEMENTWISE_COSTS", DATA))
+
+
 def choose_table(ops: Sequence[str], index_bits: int, elements: int, path: str | None = None) -> bool:
     """True when the measured lookup (2^index_bits entries) is cheaper per element than computing the
     chain `ops` (op names as printed).  No measurements (or an unmeasured op): False, keep the ops."""
-    costs = _load(path or os.environ.get("DYC_ELEMENTWISE_COSTS", DATA))
+    costs = measured_costs(path)
     lookup = None if costs is None else costs.get(f"q.table[{2 ** index_bits}]")
     compute = None if costs is None else chain_cost(ops, costs)
     return lookup is not None and compute is not None and lookup < compute

@@ -28,6 +28,12 @@ def block_fits(rm: int, rn: int) -> bool:
     return rm >= 1 and rn >= 1 and rm * rn + rm + rn <= TILES
 
 
+def columns_fit(n16: int) -> bool:
+    """n16 16-column blocks group into blocks of 2 or 3 (TVM drops a block axis of extent 1, which the
+    intrinsic's loop nest then no longer matches)."""
+    return n16 % 2 == 0 or n16 % 3 == 0
+
+
 def intrin_name(rm: int, rn: int, k: int) -> str:
     return f"dyc_amx_u8i8i32_{rm}x{rn}_k{k}"
 

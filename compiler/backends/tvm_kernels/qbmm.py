@@ -24,7 +24,7 @@ from tvm import s_tir, te, tirx
 from .common import ACC_SCOPE, SCHEDULE_ATTR, finalize
 from .qconv2d import VNNI_INTRIN, Requant, requant_scalar_te  # noqa: F401  (registers the intrinsic)
 from . import amx
-from .qmatmul import amx_tile_fits, pick_amx_tile, pick_tile
+from .qmatmul import amx_block, pick_tile
 
 __all__ = ["QBmmSpec", "make_pack", "make_qbmm", "qbmm_reference"]
 
@@ -133,21 +133,20 @@ def make_pack(spec: QBmmSpec) -> tirx.PrimFunc:
 
 def amx_fits(m: int, k: int, n: int) -> bool:
     """The AMX schedule: whole 16-row tiles, 64-deep reduction steps (the panel is not padded), blocks of 2 or
-    3 16-column blocks (see qmatmul.amx_fits)."""
-    return m % amx.ROWS == 0 and k % amx.DEPTH == 0 and ((n // 16) % 2 == 0 or (n // 16) % 3 == 0)
+    3 16-column blocks (amx.columns_fit)."""
+    return m % amx.ROWS == 0 and k % amx.DEPTH == 0 and amx.columns_fit(n // 16)
 
 
 def make_qbmm(spec: QBmmSpec, tile=None) -> tirx.PrimFunc:
     """Per batch, tiles of (rows, 16-column blocks) in parallel: VNNI register tiles of (rm, rn), the 16 columns
     x 4 k tensorized with vpdpbusd; with spec.amx, blocks of (rm 16-row tiles, rn column blocks) whose whole
-    reduction is one AMX intrinsic (qmatmul's schedule_amx with a batch axis)."""
+    reduction is one AMX intrinsic (qmatmul.schedule with a batch axis)."""
     a = te.placeholder((spec.bsz, spec.m, spec.k), spec.a_dtype, "a")
     panel = te.placeholder(panel_shape(spec), "int8", "panel")
     bias = te.placeholder((spec.bsz, spec.n), "int32", "bias")
     func = te.create_prim_func([a, panel, bias, qbmm_te(spec, a, panel, bias)])
     if spec.amx:
-        fits = tile and amx_tile_fits(tile, spec.m, spec.n // 16)
-        rm, rn = tile if fits else pick_amx_tile(spec.m, spec.n // 16)
+        rm, rn = amx_block(tile, spec.m, spec.n // 16)
     else:
         rm, rn = tile or pick_tile(spec.m, spec.n // 16)
     sch = s_tir.Schedule(func)

@@ -158,17 +158,13 @@ def unscheduled(spec: QMatmulSpec, weight_shape: tuple, weight_dtype: str, compu
 
 def make_qmatmul(spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
     func = unscheduled(spec, (spec.np_ // 16, spec.kp // 4, 16, 4), "int8", qmatmul_te)
-    if spec.amx:
-        return schedule_amx(func, spec, tile)
     return schedule(func, spec, tile, VNNI_INTRIN, columns_outer=False)
 
 
 def amx_fits(m: int, k: int, n: int) -> bool:
     """The AMX schedule takes at least one 16-row tile and half a 64-deep step (rows and reduction are padded
-    up to those, a cost in wasted work the matrix units repay), and blocks of 2 or 3 16-column blocks (TVM drops
-    a block axis of extent 1, which the intrinsic's loop nest then no longer matches)."""
-    n16 = _up(n, 16) // 16
-    return m >= amx.ROWS and k >= amx.DEPTH // 2 and (n16 % 2 == 0 or n16 % 3 == 0)
+    up to those, a cost in wasted work the matrix units repay), and column blocks in groups of 2 or 3."""
+    return m >= amx.ROWS and k >= amx.DEPTH // 2 and amx.columns_fit(_up(n, 16) // 16)
 
 
 def pick_amx_tile(m: int, n16: int) -> Tuple[int, int]:
@@ -177,60 +173,50 @@ def pick_amx_tile(m: int, n16: int) -> Tuple[int, int]:
                 if rn >= 2 and amx.block_fits(rm, rn)), key=lambda t: (t[0] * t[1], -abs(t[0] - t[1])))
 
 
-def amx_tile_fits(tile, m: int, n16: int) -> bool:
-    """tile = (16-row tiles, 16-column blocks) is an AMX block for m rows and n16 column blocks."""
-    return len(tile) == 2 and tile[1] >= 2 and amx.block_fits(*tile) and m % (amx.ROWS * tile[0]) == 0 and \
-        n16 % tile[1] == 0
+def amx_block(tile, m: int, n16: int) -> Tuple[int, int]:
+    """`tile` = (16-row tiles, 16-column blocks) where it is an AMX block for m rows and n16 column blocks, else
+    pick_amx_tile's."""
+    if tile and len(tile) == 2 and tile[1] >= 2 and amx.block_fits(*tile) and m % (amx.ROWS * tile[0]) == 0 and \
+            n16 % tile[1] == 0:
+        return tuple(tile)
+    return pick_amx_tile(m, n16)
 
 
-def schedule_amx(func: tirx.PrimFunc, spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
-    """Blocks of (16 rm rows, rn 16-column blocks) in parallel, each accumulated over the whole reduction in tile
-    registers (one tensorized amx intrinsic), then the bias and requant written back 16 lanes at a time."""
-    rm, rn = tile if tile and amx_tile_fits(tile, spec.mp, spec.np_ // 16) else pick_amx_tile(spec.mp, spec.np_ // 16)
-    sch = s_tir.Schedule(func)
-    accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
-    i, o, j, kq, kt = sch.get_loops(accb)
-    io, ii = sch.split(i, [None, amx.ROWS * rm])
-    oo, oi = sch.split(o, [None, rn])
-    sch.reorder(io, oo, ii, oi, j, kq, kt)
-    sch.set_scope(accb, 0, ACC_SCOPE)
-    sch.reverse_compute_at(out, oo)
-    _, cv = sch.split(sch.get_loops(out)[-1], [None, 16])
-    sch.vectorize(cv)
-    sch.parallel(sch.fuse(io, oo))
-    init = sch.decompose_reduction(accb, ii)
-    sch.tensorize(ii, amx.register(rm, rn, spec.kp))
-    sch.vectorize(sch.get_loops(init)[-1])
-    if _has_pad(spec):
-        sch.parallel(sch.get_loops(sch.get_sblock("pad"))[0])
-    return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "amx"))
-
-
-def schedule(func: tirx.PrimFunc, spec: QMatmulSpec, tile, intrin: str, columns_outer: bool) -> tirx.PrimFunc:
+def schedule(func: tirx.PrimFunc, spec, tile, intrin: str, columns_outer: bool) -> tirx.PrimFunc:
     """The tiled schedule of an unscheduled() matmul: (rows, 16-column blocks) tiles from `tile` or pick_tile,
     accumulators in registers, the 16 columns x 4 k of each block tensorized with `intrin`, the tiles in
-    parallel (column tiles outer when `columns_outer`: each thread then streams its part of the weight once)."""
-    rm, rn = tile or pick_tile(spec.m, spec.np_ // 16)
+    parallel (column tiles outer when `columns_outer`: each thread then streams its part of the weight once).
+    With spec.amx: blocks of (rm 16-row tiles, rn column blocks) whose whole reduction is one AMX intrinsic
+    (amx.py), then the bias and requant written back 16 lanes at a time."""
+    on_amx = getattr(spec, "amx", False)
+    if on_amx:
+        rm, rn = amx_block(tile, spec.mp, spec.np_ // 16)
+    else:
+        rm, rn = tile or pick_tile(spec.m, spec.np_ // 16)
     sch = s_tir.Schedule(func)
     accb, out = sch.get_sblock("acc"), sch.get_sblock("out")
     i, o, j, kq, kt = sch.get_loops(accb)
-    io, ii = sch.split(i, [None, rm])
+    io, ii = sch.split(i, [None, amx.ROWS * rm if on_amx else rm])
     oo, oi = sch.split(o, [None, rn])
     outer, inner = (oo, io) if columns_outer else (io, oo)
-    sch.reorder(outer, inner, kq, ii, oi, j, kt)
+    sch.reorder(outer, inner, *((ii, oi, j, kq) if on_amx else (kq, ii, oi, j)), kt)
     sch.set_scope(accb, 0, ACC_SCOPE)
     sch.reverse_compute_at(out, inner)
     _, cv = sch.split(sch.get_loops(out)[-1], [None, 16])
     sch.vectorize(cv)
-    sch.unroll(ii)
-    sch.unroll(oi)
+    if not on_amx:
+        sch.unroll(ii)
+        sch.unroll(oi)
     sch.parallel(sch.fuse(outer, inner))
-    init = sch.decompose_reduction(accb, kq)
-    sch.tensorize(j, intrin)
+    init = sch.decompose_reduction(accb, ii if on_amx else kq)
+    if on_amx:
+        sch.tensorize(ii, amx.register(rm, rn, spec.kp))
+    else:
+        sch.tensorize(j, intrin)
     sch.vectorize(sch.get_loops(init)[-1])
     if _has_pad(spec):
         sch.parallel(sch.get_loops(sch.get_sblock("pad"))[0])
-    return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled"))
+    return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "amx" if on_amx else "tiled"))
 
 
 def qmatmul_reference(spec: QMatmulSpec, a, w, w_zp=0, b=None, mc=None) -> np.ndarray:

@@ -196,7 +196,7 @@ class QMatmulKernel:
         out = [((spec.m, spec.k), spec.a_dtype), ((spec.np_ // 16, spec.kp // 4, 16, 4), "int8"),
                ((spec.np_,), "int32")]
         if spec.rq is not None:
-            out.append(((3, spec.np_), "int64" if spec.rq.form == "i64" else "int32"))
+            out.append(((3, spec.np_), Q.requant_dtype(spec.rq)))
         return out + [(QM.out_shape(spec), spec.out_dtype)]
 
     def build(self, spec: QM.QMatmulSpec, tile: tuple[int, ...] | None = None) -> Any:
