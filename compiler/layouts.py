@@ -90,14 +90,16 @@ def pack_conv_weight(w, form: str, ib: int, ob: int):
     return np.ascontiguousarray(p)
 
 
-def pack_vnni_conv_weight(w, ib: int):
-    """OIHW int8 weight -> the VNNI conv's packed form (zero padding to cop and cip)."""
+def pack_vnni_conv_weight(w, ib: int, depth: int = 4):
+    """OIHW int8 weight -> the VNNI conv's packed form (zero padding to cop and cip); `depth` 2 gives the
+    int16 form the int16-activation conv reads (cop/16, cip/ib, kh, kw, ib/2, 16, 2), element
+    [o, cb, r, s, q, j, t] = w[16 o + j, ib cb + 2 q + t, r, s] (vpdpwssd's pairs)."""
     import numpy as np
     co, ci, kh, kw = w.shape
     cop, cip = -(-co // 16) * 16, -(-ci // 4) * 4
-    wp = np.zeros((cop, cip, kh, kw), np.int8)
+    wp = np.zeros((cop, cip, kh, kw), np.int8 if depth == 4 else np.int16)
     wp[:co, :ci] = w
-    p = wp.reshape(cop // 16, 16, cip // ib, ib // 4, 4, kh, kw).transpose(0, 2, 5, 6, 3, 1, 4)
+    p = wp.reshape(cop // 16, 16, cip // ib, ib // depth, depth, kh, kw).transpose(0, 2, 5, 6, 3, 1, 4)
     return np.ascontiguousarray(p)
 
 

@@ -3,7 +3,7 @@
 After assign_layouts, MobileNetV3's and EfficientNet's gate (passes/dyadic.py: an int32 product, one
 per-tensor requant) is a chain of elementwise nodes on the blocked layout:
 
-    q.requant(nn.mul(nn.cast(x) [- zx], nn.cast(g) [- zg]))   x: (n, c/b, h, w, b), g: (n, c/b, 1, 1, b), 8-bit
+    q.requant(nn.mul(nn.cast(x) [- zx], nn.cast(g) [- zg]))   x: (n, c/b, h, w, b), g: (n, c/b, 1, 1, b), 8 or 16-bit
 
 Lowered op by op, it becomes one loop over a flat index of x that reads g at a modulo (no vector lanes).
 As a fused node it is one kernel with the channel block as its vector lanes
@@ -21,11 +21,11 @@ from passes.base import register_pass
 from passes.fusion import _body
 
 GATE = "gate"
-_INT8 = (DType.I8, DType.U8)
+_INT8 = (DType.I8, DType.U8, DType.I16)     # 8-bit, and int16 (QuantConfig.keep_16bit's activations)
 
 
 def _source(v: Value, single, chain: list[Node]) -> Value | None:
-    """The 8-bit value that `v` is cast(source) [+- scalar constants] of, collecting those nodes; else None."""
+    """The 8- or 16-bit value that `v` is cast(source) [+- scalar constants] of, collecting those nodes; else None."""
     while True:
         p = v.producer
         if p is None or v.is_const or not single(v):

@@ -58,7 +58,8 @@ def _packing(body: Graph, anchor: Node) -> tuple[np.ndarray, dict] | None:
         form, ib, ob = layouts.conv_weight_form(ci, co, anchor.attrs["groups"], ib, ob)
         return layouts.pack_conv_weight(np.asarray(w.const), form, ib, ob), {"form": form}
     if anchor.op is q.conv and w.type.dtype is DType.I8 and anchor.attrs["groups"] == 1 and ib \
-            and anchor.attrs["realization"] != "shift":       # the shift kernel reads codes, not this form
+            and anchor.attrs["realization"] != "shift" \
+            and anchor.inputs[0].type.dtype is not DType.I16:  # the shift kernel reads codes; int16 data: int16 pairs
         co, ci = w.type.shape[:2]
         return layouts.pack_vnni_conv_weight(np.asarray(w.const), ib), {"form": "vnni", "channels": (co, ci)}
     return None

@@ -21,7 +21,7 @@ _I32 = (-2**31, 2**31 - 1)
 
 
 def _factor(v: Value, body_inputs: list[Value]) -> tuple[int, int, int]:
-    """(operand index, offset added after the cast, the 8-bit source's range + offset) of one product factor."""
+    """(operand index, offset added after the cast, the source's range + offset) of one product factor."""
     off = 0
     while True:
         p = v.producer
@@ -29,8 +29,9 @@ def _factor(v: Value, body_inputs: list[Value]) -> tuple[int, int, int]:
             raise NotFusable("a product factor that is not a cast operand")
         if p.op is ew.cast:
             src = p.inputs[0]
-            if src not in body_inputs or p.attrs["to"] is not DType.I32 or src.type.dtype not in (DType.I8, DType.U8):
-                raise NotFusable("the gate kernel reads 8-bit operands")
+            if src not in body_inputs or p.attrs["to"] is not DType.I32 or \
+                    src.type.dtype not in (DType.I8, DType.U8, DType.I16):
+                raise NotFusable("the gate kernel reads 8- or 16-bit operands")
             lo, hi = q.INT_RANGE[src.type.dtype]
             if not (_I32[0] <= lo + off and hi + off <= _I32[1]):
                 raise NotFusable("an offset that leaves int32")

@@ -249,14 +249,14 @@ def emit_shiftmax(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> rela
 
 
 def emit_int_global_sum(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
-    """cast 8-bit -> int32, reduce_sum over (2, 3) keepdims [q.requant]: the dyadic global average pool."""
+    """cast 8-bit (or int16) -> int32, reduce_sum over (2, 3) keepdims [q.requant]: the dyadic global average pool."""
     sm = kb.anchor
     cast = sm.inputs[0].producer
     if cast is None or cast.op is not ew.cast or not any(cast is p for p in kb.prologue):
         raise NotFusable("not the integer global average pool")
     x = cast.inputs[0]
     xi = kb.operand_of(x)
-    if xi is None or x.type.rank != 4 or x.type.dtype not in INT_ACT or cast.attrs["to"] is not DType.I32 or \
+    if xi is None or x.type.rank != 4 or x.type.dtype not in (*INT_ACT, DType.I16) or cast.attrs["to"] is not DType.I32 or \
             sorted(ax % 4 for ax in sm.attrs["axes"]) != [2, 3] or not sm.attrs["keepdims"]:
         raise NotFusable("not the integer global average pool")
     n, c, h, w = x.type.shape

@@ -1,4 +1,4 @@
-"""The squeeze-excite gate on channel-blocked 8-bit data, bit-exact with compiler/ops/quant.py:
+"""The squeeze-excite gate on channel-blocked 8-bit (or int16) data, bit-exact with compiler/ops/quant.py:
 
     out[n, cb, y, x, i] = requant((int32(a[n, cb, y, x, i]) + a_off) * (int32(g[n, cb, 0, 0, i]) + g_off))
 

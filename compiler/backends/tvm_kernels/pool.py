@@ -202,7 +202,7 @@ class IntGlobalSumSpec:
     """int32 sum over (h, w) of 8-bit data [+ a fused requant (``qconv2d.Requant``; its (3, cop//16, 16) table
     is the kernel's second parameter)]; layout (n, c//b, h, w, b) in and (n, c//b, 1, 1, b) out with b 16 or 8
     (the int8 conv's blocks, compiler.layouts.int_out_block), or plain NCHW with block 0.  The sum is exact in
-    int32 (h * w < 2^23)."""
+    int32 (h * w < 2^23; 2^16 for int16 data)."""
 
     n: int
     c: int
@@ -213,7 +213,8 @@ class IntGlobalSumSpec:
     rq: object = None
 
     def __post_init__(self):
-        if self.block not in (0, 8, 16) or (self.block and self.c % self.block) or self.h * self.w >= 2**23:
+        if self.block not in (0, 8, 16) or (self.block and self.c % self.block) or \
+                self.h * self.w >= (2**16 if self.dtype == "int16" else 2**23):
             raise ValueError(f"int global sum {self}")
 
     @property

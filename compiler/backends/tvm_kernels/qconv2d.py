@@ -1,14 +1,15 @@
 """INT8 conv2d with AVX-512 VNNI (vpdpbusd, u8 x s8 -> s32) and the dyadic requantization fused into the
-register write-back.
+register write-back; int16 activations (QuantConfig.keep_16bit's layers) with vpdpwssd (s16 x s16 -> s32, the
+int8 weights widened), the same loops two input channels deep instead of four (``spec.depth``).
 
 Layouts (``ib = spec.in_block`` in {4, 8, 16}; ``cip`` = ci rounded up to a multiple of 4 (and of ib);
 ``cop`` = co rounded up to 16):
 
-* data:     ``(n, cip//ib, h, w, ib)`` uint8 or int8 (``x_dtype``), **unpadded**: spatial padding (with the input
+* data:     ``(n, cip//ib, h, w, ib)`` uint8, int8 or int16 (``x_dtype``), **unpadded**: spatial padding (with the input
   zero point) and, for int8, the +128 shift to uint8 happen in a ``pad`` stage inside the PrimFunc.  Channels
   beyond ci (the 3-channel stem padded to 4) may hold anything: their weights are 0.
-* weight:   :func:`pack_weight` -> ``(cop//16, cip//ib, kh, kw, ib//4, 16, 4)`` int8, element
-  ``[o, cb, r, s, q, j, t] = w[16 o + j, ib cb + 4 q + t, r, s]``.
+* weight:   :func:`pack_weight` -> ``(cop//16, cip//ib, kh, kw, ib//d, 16, d)``, element
+  ``[o, cb, r, s, q, j, t] = w[16 o + j, ib cb + d q + t, r, s]``: int8 with d = 4, int16 with d = 2 (int16 data).
 * bias:     :func:`pack_bias` -> ``(cop//16, 16)`` int32 = bias - xz * sum(w) per output channel, where
   xz = x_zero_point (uint8) or x_zero_point + 128 (int8, shifted): the zero point never reaches the kernel.
 * requant parameters: :func:`pack_requant` -> ``(3, cop//16, 16)``: int64 rows m, c, 2^(c-1) (0 where c == 0), or
@@ -25,7 +26,7 @@ Epilogue (all in int64 where the reference is, bit-exact with compiler/ops/quant
     v = rq1b(v)                    if rq1b           (the dyadic pass's rescale of v to int32)
     r = rq2(residual) or residual  if residual       (-> int32)
     v = rq3(int32(v + r))          if residual
-    v = table[v - min(v's dtype)]  if table           (an 8-bit activation lookup, passes/table_islands.py)
+    v = table[v - min(v's dtype)]  if table           (an 8- or 16-bit activation lookup, passes/table_islands.py)
 
 with rq(v) = clamp(((v - in_zp) * m + rnd) >> c + out_zp, qmin, qmax).
 """
@@ -85,7 +86,7 @@ class QConvSpec:
     def __post_init__(self):
         if self.in_block not in (4, 8, 16) or self.cip % self.in_block:
             raise ValueError(f"in_block {self.in_block} for {self.ci} channels")
-        if self.x_dtype not in ("uint8", "int8"):
+        if self.x_dtype not in ("uint8", "int8", "int16"):
             raise ValueError(self.x_dtype)
         if self.rq1b is not None and self.rq1 is None:
             raise ValueError("rq1b needs rq1")
@@ -93,8 +94,8 @@ class QConvSpec:
         if self.residual_dtype is not None and (pre is None or self.rq3 is None or pre.dtype != "int32"
                                                 or self.blocked_out is False):
             raise ValueError("a residual needs rq1 -> int32, rq3 and a blocked output")
-        if self.table is not None and self.pre_table_dtype not in ("int8", "uint8"):
-            raise ValueError("a lookup table needs an 8-bit index")
+        if self.table is not None and self.pre_table_dtype not in TABLE_INDEX:
+            raise ValueError("a lookup table needs an 8- or 16-bit index")
         oh, ow = output_hw(self)
         if oh <= 0 or ow <= 0:
             raise ValueError("empty output")
@@ -106,6 +107,15 @@ class QConvSpec:
     @property
     def cop(self) -> int:
         return _up(self.co, 16)
+
+    @property
+    def depth(self) -> int:
+        """Input channels per multiply-add lane: 4 (vpdpbusd, 8-bit data) or 2 (vpdpwssd, int16 data)."""
+        return 2 if self.x_dtype == "int16" else 4
+
+    @property
+    def weight_dtype(self) -> str:
+        return "int16" if self.x_dtype == "int16" else "int8"
 
     @property
     def out_block(self) -> int:
@@ -128,7 +138,7 @@ class QConvSpec:
 
     @property
     def xz(self) -> int:
-        """The zero point of the uint8 data the kernel really multiplies (shifted for int8)."""
+        """The zero point of the data the kernel really multiplies (uint8; int8 shifted by +128; int16 as is)."""
         return self.x_zp + (128 if self.x_dtype == "int8" else 0)
 
     @property
@@ -160,15 +170,15 @@ def out_shape(spec: QConvSpec):
 
 
 def weight_shape(spec: QConvSpec):
-    ib = spec.in_block
-    return (spec.cop // 16, spec.cip // ib, spec.kh, spec.kw, ib // 4, 16, 4)
+    ib, d = spec.in_block, spec.depth
+    return (spec.cop // 16, spec.cip // ib, spec.kh, spec.kw, ib // d, 16, d)
 
 
 def pack_weight(spec: QConvSpec, w: np.ndarray) -> np.ndarray:
     """OIHW int8 -> :func:`weight_shape` (compiler.layouts.pack_vnni_conv_weight, shared with pack_weights)."""
     w = np.asarray(w)
     assert w.shape == (spec.co, spec.ci, spec.kh, spec.kw), w.shape
-    return pack_vnni_conv_weight(w.astype(np.int8), spec.in_block)
+    return pack_vnni_conv_weight(w.astype(np.int8), spec.in_block, spec.depth)
 
 
 def pack_bias(spec: QConvSpec, w: np.ndarray, b: Optional[np.ndarray]) -> np.ndarray:
@@ -184,15 +194,17 @@ def pack_bias(spec: QConvSpec, w: np.ndarray, b: Optional[np.ndarray]) -> np.nda
 # compute
 # ----------------------------------------------------------------------------------------------------------------
 def pad_te(spec: QConvSpec, data):
-    """The pad stage: uint8 data padded with the zero point (int8 shifted by +128 first); `data` itself
-    when there is nothing to do. Shared with the shift-and-add conv (shiftadd.py)."""
+    """The pad stage: uint8 (or int16) data padded with the zero point (int8 shifted by +128 first); `data`
+    itself when there is nothing to do. Shared with the shift-and-add conv (shiftadd.py)."""
     pt, pl, pb, pr = spec.pad
     shifted = spec.x_dtype == "int8"
     if not (pt or pl or pb or pr or shifted):
         return data
-    if not 0 <= spec.xz <= 255:
+    kind = "int16" if spec.x_dtype == "int16" else "uint8"
+    lo, hi = (-2**15, 2**15 - 1) if kind == "int16" else (0, 255)
+    if not lo <= spec.xz <= hi:
         raise ValueError(f"input zero point {spec.x_zp} outside the {spec.x_dtype} range")
-    fill = tirx.const(spec.xz, "uint8")
+    fill = tirx.const(spec.xz, kind)
 
     def _pad(n, c, y, x, i):
         v = data[n, c, y - pt, x - pl, i]
@@ -228,14 +240,20 @@ def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None,
     return te.compute(out_shape(spec), lambda n, c, y, x: epi(n, c // 16, y, x, c % 16), name="out")
 
 
+TABLE_INDEX = {"int8": (-128, 256), "uint8": (0, 256), "int16": (-2**15, 2**16), "uint16": (0, 2**16)}
+
+
 def table_te(v, table, index_dtype: str):
-    """table[v - min(index dtype)]: the 256-entry lookup of an 8-bit value."""
-    return table[v.astype("int32") + tirx.const(128 if index_dtype == "int8" else 0, "int32")]
+    """table[v - min(index dtype)]: the 256-entry lookup of an 8-bit value, the 65536-entry one of a 16-bit
+    value (an activation on int16 grids: QuantConfig.keep_16bit)."""
+    return table[v.astype("int32") - tirx.const(TABLE_INDEX[index_dtype][0], "int32")]
 
 
 def table_args(spec) -> dict:
     """The lookup table's placeholder, keyed as write_back_te takes it (none without a table)."""
-    return {"table": te.placeholder((256,), spec.table, "table")} if spec.table is not None else {}
+    if spec.table is None:
+        return {}
+    return {"table": te.placeholder((TABLE_INDEX[spec.pre_table_dtype][1],), spec.table, "table")}
 
 
 def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None,
@@ -248,12 +266,13 @@ def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2
     rcb = te.reduce_axis((0, spec.cip // ib), "rcb")
     rh = te.reduce_axis((0, spec.kh), "rh")
     rw = te.reduce_axis((0, spec.kw), "rw")
-    rq = te.reduce_axis((0, ib // 4), "rq")
-    rt = te.reduce_axis((0, 4), "rt")
+    d = spec.depth
+    rq = te.reduce_axis((0, ib // d), "rq")
+    rt = te.reduce_axis((0, d), "rt")
     acc = te.compute(
         (spec.n, spec.cop // 16, oh, ow, 16),
         lambda n, o, y, x, j: te.sum(
-            padded[n, rcb, y * sh + rh * dh, x * sw + rw * dw, rq * 4 + rt].astype("int32")
+            padded[n, rcb, y * sh + rh * dh, x * sw + rw * dw, rq * d + rt].astype("int32")
             * weight[o, rcb, rh, rw, rq, j, rt].astype("int32"), axis=[rcb, rh, rw, rq, rt]),
         name="conv")
     return write_back_te(spec, acc, bias, rq1, residual, rq2, rq3, rq1b, table)
@@ -261,7 +280,7 @@ def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2
 
 def qconv2d_prim_func(spec: QConvSpec) -> tirx.PrimFunc:
     data = te.placeholder(data_shape(spec), spec.x_dtype, "data")
-    weight = te.placeholder(weight_shape(spec), "int8", "weight")
+    weight = te.placeholder(weight_shape(spec), spec.weight_dtype, "weight")
     bias = te.placeholder((spec.cop // 16, 16), "int32", "bias")
     args = [data, weight, bias]
     kw = {}

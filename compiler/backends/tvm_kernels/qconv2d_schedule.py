@@ -1,6 +1,6 @@
 """The s_tir schedule of the INT8 VNNI conv (qconv2d.py): parallel over n, output-channel tile and row; a
 register tile of reg_oc 16-channel accumulators x reg_w pixels, vpdpbusd tensorized over the 16 channels x 4
-input channels, the write-back (bias, requants, residual, table) computed at the tile. A 16-channel block output
+input channels (vpdpwssd over 16 x 2 for int16 data), the write-back (bias, requants, residual, table) computed at the tile. A 16-channel block output
 (or plain NCHW) takes the write-back after the accumulator tile (reverse_compute_at); an 8-channel block output
 writes each accumulator as two half blocks, the tile computed at the write-back's tile (compute_at)."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from tvm import s_tir, tirx
 
 from .common import SCHEDULE_ATTR
 from .qconv2d import QConvSpec, output_hw, pick_tile, sched_pad
-from .vnni import VNNI_INTRIN
+from .vnni import VNNI16_INTRIN, VNNI_INTRIN
 
 
 def tile_half_blocks(sch, conv, out, roc: int, rw: int, reduction: tuple, inner: tuple = (), unroll_rw=False):
@@ -77,7 +77,7 @@ def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.Pr
     roc, rw = tile or pick_tile(spec.cop // 16, ow)
     sch = s_tir.Schedule(func)
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-    intrin = VNNI_INTRIN
+    intrin = VNNI16_INTRIN if spec.depth == 2 else VNNI_INTRIN
     if spec.out_block == 8:
         if (spec.cop // 16) % roc or ow % rw:       # the accumulator tile must divide the output
             roc, rw = pick_tile(spec.cop // 16, ow)

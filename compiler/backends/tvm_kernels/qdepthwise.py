@@ -1,8 +1,8 @@
-"""INT8 depthwise conv2d (groups == channels) in blocked channel layouts, bit-exact with q.conv + q.requant.
+"""INT8 (and int16-activation) depthwise conv2d (groups == channels) in blocked channel layouts, bit-exact with q.conv + q.requant.
 
 Layouts (``b = spec.block``, 8 or 16 dividing the channel count c):
 
-* data:    ``(n, c//b, h, w, b)`` uint8 or int8, unpadded; a ``pad`` stage fills the border with the data's
+* data:    ``(n, c//b, h, w, b)`` uint8, int8 or int16, unpadded; a ``pad`` stage fills the border with the data's
   zero point, so padded positions contribute (zp - zp) * w = 0 as q.conv's do.
 * weight:  ``(c//b, kh, kw, b)`` int8 (compiler.layouts' depthwise form).
 * bias:    ``(c//b, b)`` int32; requant parameters ``(3, c//b, b)`` (requant.pack_requant).
@@ -24,7 +24,7 @@ from tvm import te, tirx
 
 from .common import finalize
 from .conv2d import Conv2dSpec, output_hw
-from .qconv2d import table_args, table_te
+from .qconv2d import TABLE_INDEX, table_args, table_te
 from .requant import Requant, requant_dtype, requant_te
 
 __all__ = ["QDepthwiseSpec", "make_qdepthwise"]
@@ -45,15 +45,19 @@ class QDepthwiseSpec:
     x_dtype: str
     x_zp: int
     rq: Optional[Requant] = None
-    table: Optional[str] = None         # dtype of a 256-entry lookup after the requant (an activation)
+    table: Optional[str] = None         # dtype of a 256 / 65536-entry lookup after the requant (an activation)
 
     def __post_init__(self):
         if self.block not in (8, 16) or self.c % self.block:
             raise ValueError(f"block {self.block} for {self.c} channels")
-        if self.x_dtype not in ("uint8", "int8"):
+        if self.x_dtype not in ("uint8", "int8", "int16"):
             raise ValueError(self.x_dtype)
-        if self.table is not None and (self.rq is None or self.rq.dtype not in ("int8", "uint8")):
-            raise ValueError("a lookup table needs an 8-bit requant before it")
+        if self.table is not None and (self.rq is None or self.rq.dtype not in TABLE_INDEX):
+            raise ValueError("a lookup table needs an 8- or 16-bit requant before it")
+
+    @property
+    def pre_table_dtype(self) -> str:
+        return self.rq.dtype if self.rq is not None else "int32"
 
     @property
     def conv(self) -> Conv2dSpec:

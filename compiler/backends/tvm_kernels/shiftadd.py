@@ -295,7 +295,10 @@ def conv_realization(spec: QConvSpec, w: np.ndarray, b, terms: int):
     `terms` power-of-two terms, the VNNI kernel for 0. ValueError if the weights have no `terms`-term code."""
     from . import qconv2d as kq
     if not terms:
-        return kq.pack_weight(spec, w), kq.pack_bias(spec, w, b), lambda t: kq.make_qconv2d(spec, t), "qconv2d_vnni"
+        name = "qconv2d_vnni16" if spec.x_dtype == "int16" else "qconv2d_vnni"
+        return kq.pack_weight(spec, w), kq.pack_bias(spec, w, b), lambda t: kq.make_qconv2d(spec, t), name
+    if spec.x_dtype == "int16":
+        raise ValueError("the shift-and-add conv reads 8-bit data")
     return (pack_conv_code(spec, w, terms), pack_conv_bias(spec, w, b, terms),
             lambda t: make_shift_qconv2d(spec, terms, t), "qconv2d_shiftadd")
 

@@ -1,49 +1,58 @@
-"""The AVX-512 VNNI tensor intrinsic (vpdpbusd: 4 uint8 x 16x4 int8 -> 16 int32 accumulators), registered once
-for the integer conv, matmul and batched matmul schedules to tensorize with."""
+"""The AVX-512 VNNI tensor intrinsics, registered once for the integer conv, matmul and batched matmul schedules
+to tensorize with: vpdpbusd (4 uint8 x 16x4 int8 -> 16 int32 accumulators) and, for int16 activations,
+vpdpwssd (2 int16 x 16x2 int16 -> 16 int32 accumulators; the products' pair sums wrap like q.conv's int32)."""
 from __future__ import annotations
 
 from tvm import s_tir
 from tvm.script import tirx as T
 
 VNNI_INTRIN = "dyc_dot_16x4_u8i8i32_vnni"
+VNNI16_INTRIN = "dyc_dot_16x2_i16i16i32_vnni"
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the tensor intrinsic (LLVM 22: vpdpbusd.512 takes <64 x i8> operands)
+# the tensor intrinsics (LLVM 22: vpdpbusd.512 takes <64 x i8> operands, vpdpwssd.512 <32 x i16>)
 # ----------------------------------------------------------------------------------------------------------------
-def _intrin(scope: str):
+def _intrin(a_dtype: str, b_dtype: str, depth: int, llvm_name: str):
+    """C[16] (int32) += sum over `depth` of A[k] x B[i, k]: A's `depth` values broadcast as one 32-bit lane."""
+    a_vec, b_vec = f"{a_dtype}x{depth}", f"{b_dtype}x{16 * depth}"
+
     @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-             C: T.Buffer((16,), "int32", offset_factor=1, scope=scope)) -> None:
+    def desc(A: T.Buffer((depth,), a_dtype, offset_factor=1), B: T.Buffer((16, depth), b_dtype, offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.reads(C[0:16], A[0:depth], B[0:16, 0:depth])
             T.writes(C[0:16])
             for i in T.serial(0, 16):
-                for k in T.serial(0, 4):
+                for k in T.serial(0, depth):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
                         C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-             C: T.Buffer((16,), "int32", offset_factor=1, scope=scope)) -> None:
+    def impl(A: T.Buffer((depth,), a_dtype, offset_factor=1), B: T.Buffer((16, depth), b_dtype, offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.reads(C[0:16], A[0:depth], B[0:16, 0:depth])
             T.writes(C[0:16])
             # one expression: named intermediates would become per-iteration workspace buffers once the
             # kernel is inside a parallel loop
             C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                T.llvm_lookup_intrinsic_id(llvm_name),
                 C.vload([0], dtype="int32x16"),
-                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16),
-                              dtype="int8x64"),
-                B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], a_vec), dtype="int32"), 16), dtype=b_vec),
+                B.vload([0, 0], dtype=b_vec), dtype="int32x16")
     return desc, impl
 
 
+INTRINSICS = {VNNI_INTRIN: ("uint8", "int8", 4, "llvm.x86.avx512.vpdpbusd.512"),
+              VNNI16_INTRIN: ("int16", "int16", 2, "llvm.x86.avx512.vpdpwssd.512")}
+
+
 def register_intrinsics() -> None:
-    if s_tir.TensorIntrin.get(VNNI_INTRIN, allow_missing=True) is None:
-        s_tir.TensorIntrin.register(VNNI_INTRIN, *_intrin("global"))
+    for name, args in INTRINSICS.items():
+        if s_tir.TensorIntrin.get(name, allow_missing=True) is None:
+            s_tir.TensorIntrin.register(name, *_intrin(*args))
 
 
 register_intrinsics()
