@@ -3,6 +3,11 @@
 (`quantize_static`, QDQ, per-channel weights, uint8 activations), both calibrated on the same inputs.
 
     python benchmarks/e2e_int8_real_arch.py [--models yolov8n convnext_t] [--repeat 30] [--threads 1]
+                                            [--keep-16bit auto:cos0.99]
+
+With --keep-16bit, a second build of ours per model with that option (`auto[:BUDGET]`: the fewest layers on
+int16 grids that meet BUDGET on the calibration crops, passes/keep_16bit_search.py) is measured in the same
+interleaved runs, as its own row.
 
 Inputs are real photographs (examples/real_arch/photos.py: crops of scikit-learn's two sample images):
 8 crops calibrate, 6 other crops evaluate. Accuracy is the cosine of each INT8 output with the FP32
@@ -47,6 +52,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--keep-16bit", default=None, metavar="auto[:BUDGET]|NAMES",
+                    help="also build ours with this --keep-16bit and measure it as a second row")
     args = ap.parse_args()
 
     import onnxruntime as ort
@@ -67,23 +74,31 @@ def main() -> None:
         cm = compiler.compile(path, target=f"llvm -num-threads={args.threads}", quantize="int8",
                               calibration=calib, integer_only=True)
         compile_s = time.perf_counter() - t0
+        builds = [("", cm, compile_s)]
+        if args.keep_16bit:
+            t0 = time.perf_counter()
+            wide = compiler.compile(path, target=f"llvm -num-threads={args.threads}", quantize="int8",
+                                    calibration=calib, integer_only=True, keep_16bit=args.keep_16bit.split(","))
+            builds.append((f" --keep-16bit {args.keep_16bit}", wide, time.perf_counter() - t0))
         fp32 = ort_session(path, args.threads)
         path.with_name(f"{path.stem}_ort_qdq.onnx").unlink(missing_ok=True)    # quantize the model just exported
         qdq = ort_session(ort_int8(path, calib, "qdq"), args.threads)
         feed = fp32.get_inputs()[0].name
         ref = [fp32.run(None, {feed: x})[0] for x in evals]
-        ours = [cm.run(x)[0] for x in evals]
         theirs = [qdq.run(None, {feed: x})[0] for x in evals]
-        acc = {k: min(cosine(r, o) for r, o in zip(ref, outs)) for k, outs in (("ours", ours), ("ort", theirs))}
-        anchors = {k: max(top_anchor_score_diff(r, o) for r, o in zip(ref, outs))
-                   for k, outs in (("ours", ours), ("ort", theirs))} if name.startswith("yolo") else None
         x0 = evals[0]
-        t_ours, t_fp32, t_qdq = interleaved_ms([lambda: cm.run(x0), lambda: fp32.run(None, {feed: x0}),
-                                               lambda: qdq.run(None, {feed: x0})], args.warmup, args.repeat)
-        m = {k: statistics.median(t) for k, t in (("ours", t_ours), ("fp32", t_fp32), ("qdq", t_qdq))}
-        rows.append((name, m, acc, anchors, compile_s))
-        print(f"{name}: ours {m['ours']:.2f} ms, ORT FP32 {m['fp32']:.2f}, ORT INT8 QDQ {m['qdq']:.2f}; "
-              f"cosine ours {acc['ours']:.4f}, ORT INT8 {acc['ort']:.4f}", file=sys.stderr, flush=True)
+        times = interleaved_ms([*(lambda b=b: b.run(x0) for _, b, _ in builds), lambda: fp32.run(None, {feed: x0}),
+                                lambda: qdq.run(None, {feed: x0})], args.warmup, args.repeat)
+        t_fp32, t_qdq = (statistics.median(t) for t in times[-2:])
+        for (label, build, cs), t_ours in zip(builds, times):
+            ours = [build.run(x)[0] for x in evals]
+            acc = {k: min(cosine(r, o) for r, o in zip(ref, outs)) for k, outs in (("ours", ours), ("ort", theirs))}
+            anchors = {k: max(top_anchor_score_diff(r, o) for r, o in zip(ref, outs))
+                       for k, outs in (("ours", ours), ("ort", theirs))} if name.startswith("yolo") else None
+            m = {"ours": statistics.median(t_ours), "fp32": t_fp32, "qdq": t_qdq}
+            rows.append((name, label, m, acc, anchors, cs))
+            print(f"{name}{label}: ours {m['ours']:.2f} ms, ORT FP32 {m['fp32']:.2f}, ORT INT8 QDQ {m['qdq']:.2f}; "
+                  f"cosine ours {acc['ours']:.4f}, ORT INT8 {acc['ort']:.4f}", file=sys.stderr, flush=True)
 
     print(f"\nmachine: {cpu_name()}, {len(os.sched_getaffinity(0))} cores, target cpu "
           f"{compiler.Target.parse('llvm').cpu}, onnxruntime {ort.__version__}; {args.threads} thread(s), "
@@ -91,9 +106,9 @@ def main() -> None:
     print("| model | ours INT8 ms | ORT FP32 ms | ORT INT8 QDQ ms | ours / ORT FP32 | ours / ORT INT8 | "
           "cosine ours | cosine ORT INT8 | top-10 anchor score diff ours / ORT | compile s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, m, acc, anchors, cs in rows:
+    for name, label, m, acc, anchors, cs in rows:
         anc = f"{anchors['ours']:.3f} / {anchors['ort']:.3f}" if anchors else ""
-        print(f"| {LABELS[name]} | {m['ours']:.2f} | {m['fp32']:.2f} | {m['qdq']:.2f} | "
+        print(f"| {LABELS[name]}{label} | {m['ours']:.2f} | {m['fp32']:.2f} | {m['qdq']:.2f} | "
               f"{m['ours'] / m['fp32']:.2f}x | {m['ours'] / m['qdq']:.2f}x | {acc['ours']:.4f} | "
               f"{acc['ort']:.4f} | {anc} | {cs:.1f} |")
 

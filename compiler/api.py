@@ -336,12 +336,17 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     if keep_16bit and mode != "int8":
         raise InvalidInput(f"keep_16bit with quantize={mode!r}", hint="--keep-16bit goes with --quantize int8")
     batches = [] if mode == "model" and calibration is None else batches_for(calibration, g)
+    auto = None
+    if keep_16bit:
+        from compiler.calibration import labels_for
+        from passes.keep_16bit_search import auto_budget
+        auto = auto_budget(keep_16bit, labels_for(calibration, labels))
     if mode == "mixed" and accuracy_budget is not None:      # "0.5pt" / "cos0.99": an AccuracyTarget
         from compiler.calibration import labels_for
         from passes.accuracy_budget import parse_accuracy_budget
         accuracy_budget = parse_accuracy_budget(accuracy_budget, labels_for(calibration, labels))
     budgets = {k: v for k, v in (("size", size_budget), ("latency", latency_budget),
-                                 ("accuracy", accuracy_budget)) if v is not None}
+                                 ("accuracy", accuracy_budget), ("keep_16bit", auto)) if v is not None}
     request = QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only,
                                              weight_bits=None if weight_bits == 8 else weight_bits,
                                              keep_16bit=keep_16bit, gelu_form=gelu_form), shiftadd or 0,
@@ -371,6 +376,7 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     if problems:
         raise Unsupported("integer overflow is possible: " + "; ".join(problems[:5]))
     report = QuantReport(g, qg, batches, plan)
+    report.keep_16bit = ctx.results.get("keep_16bit")
     report.shiftadd = ctx.results.get("shiftadd")
     report.lut = ctx.results.get("lut")
     return qg, report
@@ -387,6 +393,7 @@ class QuantReport:
         self.plan = plan
         self.shiftadd: list[dict] | None = None     # per layer, when shift/add weights were fitted
         self.lut: list[dict] | None = None          # per layer, when LUT low-bit weights were made
+        self.keep_16bit: Any = None                 # passes.keep_16bit_search.Keep16Search of --keep-16bit auto
 
     @property
     def rows(self) -> list[dict]:

@@ -128,12 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --quantize int8: 4-bit weights (symmetric per output channel); linear layers stored "
                         "two per byte and run on the int4 VNNI matmul (half the weight bytes), convs in int8 "
                         "containers [8]")
-    p.add_argument("--keep-16bit", metavar="NAME[,NAME...]", default=None,
+    p.add_argument("--keep-16bit", metavar="NAME[,NAME...]|auto[:BUDGET]", default=None,
                    help="with --quantize int8: keep these conv / matmul layers' input and output activations "
-                        "at 16 bits (int16 symmetric grids, still integer-only; HAWQV3's per-layer activation "
-                        "bits). NAME: an ONNX node name, or first / last (the first / last conv or matmul); the "
-                        "--report column 'lost dB' names the layers worth keeping. Range analysis must prove "
-                        "their int32 accumulators safe with the actual weights, else exit 3")
+                        "(and an activation computed from such an output alone) at 16 bits (int16 symmetric "
+                        "grids, still integer-only; HAWQV3's per-layer activation bits). NAME: an ONNX node name, "
+                        "or first / last (the first / last conv or matmul); the --report column 'lost dB' names "
+                        "the layers worth keeping. Range analysis must prove their int32 accumulators safe with "
+                        "the actual weights, else exit 3. auto[:BUDGET]: the fewest layers that meet BUDGET on the "
+                        "calibration data (cos0.99 by default; or Npt with labels), each layer's gain measured "
+                        "(passes/keep_16bit_search.py); exit 2 when even every layer at 16 bits misses it. int16 "
+                        "convs run at about 1.4-2.3x the int8 kernel's time")
     p.add_argument("--gelu-form", choices=["auto", "table", "shift"], default="auto",
                    help="with --integer-only: a GELU on an 8-bit input becomes the exact function tabulated on "
                         "that grid (table: 256 entries), I-ViT's ShiftGELU on a "
@@ -265,6 +269,8 @@ def _run(args: argparse.Namespace) -> int:
         bar.close()
     if args.report:
         print(cm.report, file=sys.stderr)
+    if cm.report is not None and cm.report.keep_16bit is not None:
+        say(str(cm.report.keep_16bit))
     if args.emit:
         sys.stdout.write(cm.executable.source(args.emit))
         return 0

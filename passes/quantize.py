@@ -449,23 +449,47 @@ def activation_spec(vs: ValueStats, config: QuantConfig, source: str | None = No
 
 
 I16_LEVELS = 2 ** 15 - 1
+I16_HEADROOM = 4.0      # an int16 grid spans this times the calibrated range (see activation_spec16)
 KEEP_16BIT_KEYWORDS = ("first", "last")
 
 
-def activation_spec16(vs: ValueStats, source: str | None = None) -> QuantSpec:
-    """The int16 symmetric per-tensor grid of a kept layer's activation: scale amax / 32767, zero point 0,
-    clamp [-32767, 32767] (symmetric, so (q - z) never needs 17 bits)."""
-    amax = max(vs.amax, 0.0)
-    s = _f32(amax / I16_LEVELS) if amax > 0 else 1.0
-    return QuantSpec((s,), (0,), None, DType.I16, -I16_LEVELS, I16_LEVELS, True, source)
+def activation_spec16(vs: ValueStats, source: str | None = None, levels: int = I16_LEVELS) -> QuantSpec:
+    """The int16 symmetric per-tensor grid of a kept layer's activation: scale I16_HEADROOM x amax / levels,
+    zero point 0, clamp [-levels, levels] (symmetric, so (q - z) never needs 17 bits; `levels` <= 32767, fewer where
+    a contraction reading the value needs them: `accumulator_levels`). The headroom costs 2 of the 16 bits and
+    keeps inputs beyond the calibration's range off the clamp (EfficientNet-B0 on a photograph the 8 calibration
+    crops do not cover: cosine 0.974 without it, 0.997 with it); the int32 accumulators' bounds
+    (passes/range_analysis.py) read the integer range, which it does not change."""
+    amax = max(vs.amax, 0.0) * I16_HEADROOM
+    s = _f32(amax / levels) if amax > 0 else 1.0
+    return QuantSpec((s,), (0,), None, DType.I16, -levels, levels, True, source)
+
+
+def accumulator_levels(n: Node, config: QuantConfig) -> int:
+    """The most int16 levels L (<= 32767) an activation read by conv / matmul `n` may take so that its int32
+    accumulator stays within half of int32: L x max over output channels of sum |w_q| <= 2^30 (the other half is
+    the bias's). w_q is the weight on its grid (weight_spec, as annotate makes it). A computed weight: 32767."""
+    w = n.inputs[1] if len(n.inputs) > 1 else None
+    axis = _weight_axis(n)
+    if w is None or not w.is_const or axis is None:
+        return I16_LEVELS
+    spec = w.type.quant or weight_spec(w.const, axis if config.per_channel else None, config.wbits)
+    wq = np.abs(quantize_array(w.const, spec).astype(np.int64))
+    worst = int(wq.sum(axis=tuple(i for i in range(wq.ndim) if i != axis % wq.ndim)).max()) if wq.size else 0
+    return int(min(I16_LEVELS, max(1, 2**30 // max(worst, 1))))
+
+
+def integer_layers(g: Graph, uses: Mapping | None = None) -> list[Node]:
+    """The conv / matmul nodes of float graph `g` that quantization makes integer, in graph order."""
+    uses = g.uses() if uses is None else uses
+    return [n for n in g.nodes if n.op in (linalg.conv, linalg.matmul) and integer_capable(n, uses)]
 
 
 def keep_16bit_layers(g: Graph, names: Sequence[str], uses: Mapping | None = None) -> list[Node]:
     """The conv / matmul nodes of `g` that `names` (QuantConfig.keep_16bit) picks: ONNX node names, "first",
     "last" (the first / last integer conv or matmul in graph order). InvalidInput names the option and a few
     valid names when one matches nothing."""
-    uses = g.uses() if uses is None else uses
-    layers = [n for n in g.nodes if n.op in (linalg.conv, linalg.matmul) and integer_capable(n, uses)]
+    layers = integer_layers(g, uses)
     by_name = {n.name: n for n in layers}
     bad = [x for x in names if x not in by_name and x not in KEEP_16BIT_KEYWORDS]
     if bad or (names and not layers):
@@ -482,19 +506,40 @@ def keep_16bit_layers(g: Graph, names: Sequence[str], uses: Mapping | None = Non
     return list(out.values())
 
 
+def _reads(v: Value, uses: Mapping) -> list[Value]:
+    """The values a contraction reading `v` reads: v, and up through single-reader pass-through ops such as a
+    flatten the values it copies (they share one grid)."""
+    out = []
+    while not v.is_const:
+        out.append(v)
+        p = v.producer
+        if p is None or p.op not in PASSTHROUGH or len(uses.get(v, [])) != 1 or not p.inputs:
+            break
+        v = p.inputs[0]
+    return out
+
+
+def _wide_levels(g: Graph, wide: set[int], cap: Mapping, uses: Mapping, config: QuantConfig) -> dict[int, int]:
+    """Per wide value that integer contractions read (`_reads`), the fewest `accumulator_levels` among them."""
+    levels: dict[int, int] = {}
+    for n in g.nodes:
+        if n.op in (linalg.conv, linalg.matmul) and cap[id(n)]:
+            chain = [v for v in _reads(n.inputs[0], uses) if id(v) in wide]
+            if chain:
+                lv = accumulator_levels(n, config)
+                for v in chain:
+                    levels[id(v)] = min(levels.get(id(v), I16_LEVELS), lv)
+    return levels
+
+
 def _wide_values(nodes: list[Node], uses: Mapping) -> set[int]:
     """Ids of the float values a kept layer reads (its activations, and up through single-reader pass-through
     ops such as a flatten the value they copy, so the producer's requant writes int16 itself) and writes: its
-    output, and through a single-reader bias add (matmul) and relu / clip the value its requant lands on."""
+    output, and through a single-reader bias add (matmul) and relu / clip the value its requant lands on, and the
+    values an elementwise activation computes from that one alone (`_functions_of`)."""
     ids: set[int] = set()
     for n in nodes:
-        for v in n.inputs:
-            while not v.is_const:
-                ids.add(id(v))
-                p = v.producer
-                if p is None or p.op not in PASSTHROUGH or len(uses.get(v, [])) != 1 or not p.inputs:
-                    break
-                v = p.inputs[0]
+        ids |= {id(v) for x in n.inputs for v in _reads(x, uses)}
         v = n.outputs[0]
         ids.add(id(v))
         for ops in ((ew.add,) if n.op is linalg.matmul else (), ACTIVATIONS):
@@ -503,7 +548,23 @@ def _wide_values(nodes: list[Node], uses: Mapping) -> set[int]:
                     (ops is ACTIVATIONS or any(x.is_const for x in readers[0][0].inputs)):
                 v = readers[0][0].outputs[0]
                 ids.add(id(v))
+        ids |= _functions_of(v, uses)
     return ids
+
+
+def _functions_of(v: Value, uses: Mapping) -> set[int]:
+    """Ids of the values computed from `v` alone (and constants) by elementwise float ops: an activation such
+    as SiLU (v * sigmoid(v)) or hardswish, whose result is then on the wide grid too (passes/table_islands.py
+    makes it one lookup from v's int16)."""
+    from passes.table_islands import FLOAT_ELEMENTWISE, MAX_NODES
+    closure, todo = {id(v)}, [v]
+    while todo and len(closure) <= MAX_NODES:
+        for n, _ in uses.get(todo.pop(), []):
+            if n.op in FLOAT_ELEMENTWISE and len(n.outputs) == 1 and id(n.outputs[0]) not in closure \
+                    and all(x.is_const or id(x) in closure for x in n.inputs):
+                closure.add(id(n.outputs[0]))
+                todo.append(n.outputs[0])
+    return closure - {id(v)}
 
 
 def weight_spec(w: np.ndarray, axis: int | None, bits: int = 8, source: str | None = None) -> QuantSpec:
@@ -551,6 +612,7 @@ def annotate(g: Graph, stats: Stats, config: QuantConfig | None = None) -> Graph
     uses = g.uses()
     cap = {id(n): integer_capable(n, uses) for n in g.nodes}
     wide = _wide_values(keep_16bit_layers(g, config.keep_16bit, uses), uses) if config.keep_16bit else set()
+    levels = _wide_levels(g, wide, cap, uses, config) if wide else {}
 
     def wanted(v: Value) -> bool:
         if v.is_const or not _is_float(v):
@@ -572,7 +634,7 @@ def annotate(g: Graph, stats: Stats, config: QuantConfig | None = None) -> Graph
             raise Unsupported(f"value '{v.name}' was not calibrated",
                               hint="calibrate the same graph that is annotated")
         if id(v) in wide:
-            v.type = with_quant(v.type, activation_spec16(stats[v.name], v.name))
+            v.type = with_quant(v.type, activation_spec16(stats[v.name], v.name, levels.get(id(v), I16_LEVELS)))
             return
         vs = stats[v.name]
         if v.name not in narrowed:

@@ -7,6 +7,7 @@ annotation) and passes/mixed_precision.py (the plan)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from compiler.diagnostics import InvalidInput
@@ -26,8 +27,9 @@ from passes.mixed_precision import (
     with_weight_bits,
 )
 from passes.qdq import require_model_grids
-from passes.quantize import QuantConfig, QuantRequest, Stats, annotate, batch_args, calibrate
-from passes.range_analysis import range_analysis
+from passes.keep_16bit_search import search_keep_16bit
+from passes.quantize import QuantConfig, QuantRequest, Stats, annotate, batch_args, calibrate, integer_layers
+from passes.range_analysis import overflowing_nodes, range_analysis
 from passes.table_islands import table_islands
 from passes.verify_integer_only import verify_integer_only_pass
 
@@ -61,19 +63,30 @@ def annotate_pass(g: Graph, ctx) -> Graph:
     if stats is None:
         stats = calibrate(g, batches, req.config.observer, req.config.percentile, req.config.bits)
     ctx.results["stats"] = stats
-    return annotate(g, stats, req.config)
+    config = req.config
+    if isinstance(ctx.budgets.get("keep_16bit"), AccuracyTarget):      # --keep-16bit auto[:BUDGET]
+        search = search_keep_16bit(g, batches, ctx.budgets["keep_16bit"], [n.name for n in integer_layers(g)],
+                                   lambda keep: integer_graph(g, None, stats, ctx, replace(config, keep_16bit=keep)),
+                                   lambda ig: {n.name for n in overflowing_nodes(ig)})
+        ctx.results["keep_16bit"] = search
+        config = replace(config, keep_16bit=search.layers)
+    return annotate(g, stats, config)
 
 
-def integer_graph(g: Graph, plan: MixedPlan, stats: Stats, ctx: PassContext) -> Graph:
-    """The integer graph a compile makes of the float `g` under `plan`: its weight grids, annotate with `stats`,
-    then the quantization passes after annotate (dyadic, ivit when integer-only, table_islands, shiftadd, lut,
-    cleanup), run directly (no pass observers, no verification) with the plan in a context of their own."""
+def integer_graph(g: Graph, plan: MixedPlan | None, stats: Stats, ctx: PassContext,
+                  config: QuantConfig | None = None) -> Graph:
+    """The integer graph a compile makes of the float `g` under `plan` (None: no mixed plan) and `config` (default
+    the request's): its weight grids, annotate with `stats`, then the quantization passes after annotate (dyadic,
+    ivit when integer-only, table_islands, shiftadd, lut, cleanup), run directly (no pass observers, no
+    verification) with the plan in a context of their own."""
     from compiler.pipeline import quantize_passes
     from passes.base import PASSES
     req: QuantRequest = ctx.quant
-    sub = PassContext(target=ctx.target, calibration=ctx.calibration, quant=req, results={"plan": plan})
-    ig = annotate(with_weight_bits(g, plan, req.config), stats, req.config)
-    names = quantize_passes(req.config.integer_only)
+    config = config or req.config
+    sub = PassContext(target=ctx.target, calibration=ctx.calibration, quant=replace(req, config=config),
+                      results={"plan": plan} if plan is not None else {})
+    ig = annotate(with_weight_bits(g, plan, config) if plan is not None else g, stats, config)
+    names = quantize_passes(config.integer_only)
     for name in names[names.index("annotate") + 1:]:
         p = PASSES[name]
         ig = p.fn(ig, sub) if p.wants_context else p.fn(ig)

@@ -56,6 +56,11 @@ class _Analysis:
         self.g = g
         self.iv: dict[int, Interval] = {}
         self.problems: list[str] = []
+        self.flagged: list[Node] = []       # the node of each problem
+
+    def report(self, n: Node, what: str) -> None:
+        self.problems.append(f"{self.where(n)}: {what}")
+        self.flagged.append(n)
 
     def get(self, v: Value) -> Interval:
         if v.is_const:
@@ -68,7 +73,7 @@ class _Analysis:
     def fits(self, n: Node, lo: int, hi: int, dt: DType, what: str) -> Interval:
         rlo, rhi = _dtype_range(dt)
         if lo < rlo or hi > rhi:
-            self.problems.append(f"{self.where(n)}: {what} can reach [{lo}, {hi}], outside "
+            self.report(n, f"{what} can reach [{lo}, {hi}], outside "
                                  f"{dt.value} [{rlo}, {rhi}]")
         return max(lo, rlo), min(hi, rhi)
 
@@ -87,8 +92,7 @@ class _Analysis:
                              else _absmax(self.get(bias)))
         b = int(np.max(bound))
         if b > INT_RANGE[DType.I32][1]:
-            self.problems.append(
-                f"{self.where(n)}: int32 {what} accumulator can reach +-{b} > 2^31-1 (reduction "
+            self.report(n, f"int32 {what} accumulator can reach +-{b} > 2^31-1 (reduction "
                 f"length {length}, |x - zp| <= {dx}); split the reduction or use fewer bits")
         return self.wrap32(b)
 
@@ -115,7 +119,7 @@ class _Analysis:
                 return self.contraction(n, ins[0], a["a_zero_point"], bw, a["b_zero_point"], 1, k, None, "matmul")
             b = _absmax(self.get(ins[0]), a["a_zero_point"]) * k * _absmax(self.get(bw), a["b_zero_point"])
             if b > INT_RANGE[DType.I32][1]:
-                self.problems.append(f"{self.where(n)}: int32 matmul accumulator can reach +-{b} > 2^31-1 "
+                self.report(n, f"int32 matmul accumulator can reach +-{b} > 2^31-1 "
                                      f"(reduction length {k}); split the reduction or use fewer bits")
             return self.wrap32(b)
         if op is quant.requant:
@@ -126,7 +130,7 @@ class _Analysis:
                 rnd = (1 << (c - 1)) if c > 0 else 0
                 worst = max(abs(lo), abs(hi)) * m + rnd
                 if worst > I64_MAX:
-                    self.problems.append(f"{self.where(n)}: int64 requant product (x - zp) * m + 2^(c-1) "
+                    self.report(n, f"int64 requant product (x - zp) * m + 2^(c-1) "
                                          f"can reach {worst} > 2^63-1")
                 outs += [((lo * m + rnd) >> c) + a["zero_point"], ((hi * m + rnd) >> c) + a["zero_point"]]
             return max(min(outs), a["qmin"]), min(max(outs), a["qmax"])
@@ -181,7 +185,7 @@ class _Analysis:
             bb = int(np.abs(bias.const.astype(np.int64)).max()) if bias.is_const else 2**63
             worst = 2**31 * mm + bb + ((1 << (a["shift"] - 1)) if a["shift"] else 0)
             if worst > I64_MAX:
-                self.problems.append(f"{self.where(n)}: int64 I-LayerNorm product yn * mult + bias can reach "
+                self.report(n, f"int64 I-LayerNorm product yn * mult + bias can reach "
                                      f"{worst} > 2^63-1")
             return a["qmin"], a["qmax"]
         if op is qattention.attention:
@@ -208,6 +212,13 @@ def value_ranges(g: Graph) -> dict[str, tuple[int, int]]:
 def check_ranges(g: Graph) -> list[str]:
     """One line per node whose integer arithmetic can overflow; [] when none can."""
     return _Analysis(g).run()
+
+
+def overflowing_nodes(g: Graph) -> list[Node]:
+    """The nodes check_ranges names, in its order (a node once per problem)."""
+    a = _Analysis(g)
+    a.run()
+    return a.flagged
 
 
 @register_pass("range_analysis")

@@ -1,6 +1,7 @@
 """--keep-16bit / QuantConfig.keep_16bit: named conv / matmul layers keep int16 input and output activations,
-integer-only (int16 x int8 -> int32, q.requant into int16, 65536-entry tables); range analysis refuses a kept
-layer whose int32 accumulator could overflow; TVM runs those layers op by op, bit-exact with the interpreter."""
+integer-only (int16 x int8 -> int32, q.requant into int16, 65536-entry tables); a value a kept layer's long
+reduction reads takes fewer int16 levels so that range analysis proves its int32 accumulator; TVM runs the int16 convs on the VNNI conv's vpdpwssd form and the
+int16 matmuls op by op, bit-exact with the interpreter; --keep-16bit auto searches the layers for a budget."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from compiler import interp
 from compiler.api import quantize_model
-from compiler.diagnostics import InvalidInput, Unsupported
+from compiler.diagnostics import InvalidInput
 from compiler.ir import Graph
 from compiler.ops import elementwise as ew
 from compiler.ops import linalg, nn, quant
@@ -60,7 +61,9 @@ def test_named_layers_get_int16_grids_in_and_out(rng):
     stats = calibrate(g, _batches(rng))
     assert [n.name for n in keep_16bit_layers(g, ["first", "last"])] == ["conv1", "fc"]
     dt = _dtypes(annotate(g, stats, QuantConfig(keep_16bit=("first", "last"))))
-    wide = {"x", "conv1", "gap", "flat", "fc", "fc_bias"}    # conv1's in / out; fc's input back through the flatten
+    # conv1's in / out and its SiLU's result (a function of conv1's output alone), which the max pool passes on;
+    # fc's input back through the flatten
+    wide = {"x", "conv1", "silu1", "pool", "gap", "flat", "fc", "fc_bias"}
     assert {k for k, d in dt.items() if d is DType.I16} == wide
     assert all(d in (DType.I8, DType.U8) for k, d in dt.items() if k not in wide)
     s = annotate(g, stats, QuantConfig(keep_16bit=("first",))).inputs[0].type.quant
@@ -75,7 +78,7 @@ def test_integer_rewrite_is_integer_only_with_int16_contractions(rng):
     qg, _ = quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["first", "last"])
     assert verify_integer_only(qg) == []
     ins = {n.name: n.inputs[0].type.dtype for n in qg.nodes if n.op in (quant.conv, quant.matmul)}
-    assert ins == {"conv1_acc": DType.I16, "conv2_acc": DType.U8, "conv3_acc": DType.U8, "fc_acc": DType.I16}
+    assert ins == {"conv1_acc": DType.I16, "conv2_acc": DType.I16, "conv3_acc": DType.U8, "fc_acc": DType.I16}
     tables = [n for n in qg.nodes if n.op is quant.table]
     assert [t.inputs[0].type.dtype for t in tables] == [DType.I16] and tables[0].inputs[1].type.shape == (65536,)
     rq = {n.name: n.attrs for n in qg.nodes if n.op is quant.requant}
@@ -111,9 +114,11 @@ def test_unknown_layer_name_is_invalid_input(rng):
         quantize_model(g, "mixed", _batches(rng, 1), False, size_budget=0.8, keep_16bit=["first"])
 
 
-def test_a_kept_layer_whose_accumulator_can_overflow_is_refused(rng):
-    """64 x 3 x 3 weights of one magnitude all quantize to +-127: sum |w| = 73152, times 32767 > 2^31 - 1
-    (times 255 it fits: the 8-bit build compiles)."""
+def test_a_kept_layer_with_a_long_reduction_reads_fewer_int16_levels(rng):
+    """64 x 3 x 3 weights of one magnitude all quantize to +-127: sum |w| = 73152, and 32767 x 73152 > 2^31 - 1.
+    The kept layer's input then takes 2^30 // 73152 = 14678 levels (half of int32 left to the bias), and range
+    analysis proves the accumulator."""
+    from passes.range_analysis import check_ranges
     g = Graph("big")
     x = g.add_input("x", TensorType((1, 64, 6, 6), DType.F32))
     w = np.where(rng.random((8, 64, 3, 3)) < 0.5, -0.1, 0.1).astype(np.float32)
@@ -121,13 +126,20 @@ def test_a_kept_layer_whose_accumulator_can_overflow_is_refused(rng):
                name="wide")
     g.outputs = [g.add1(ew.relu, [c], name="act")]
     batches = [[rng.standard_normal((1, 64, 6, 6)).astype(np.float32)] for _ in range(2)]
-    quantize_model(g, "int8", batches, integer_only=True)
-    with pytest.raises(Unsupported, match=r"overflow[\s\S]*'wide_acc'"):
-        quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["wide"])
+    qg, _ = quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["wide"])
+    (conv,) = [n for n in qg.nodes if n.op is quant.conv]
+    s = spec_of(conv.inputs[0])
+    assert (s.dtype, s.qmin, s.qmax) == (DType.I16, -14678, 14678) and check_ranges(qg) == []
+    s = spec_of(qg.outputs[0].producer.inputs[0]) if qg.outputs[0].producer.op is quant.dequantize else None
+    assert s is None or s.qmax == 32767          # the output: no contraction reads it, all the levels
 
 
 @requires_tvm
-def test_tvm_runs_the_int16_layers_op_by_op_bit_exact(rng):
+def test_tvm_runs_the_int16_convs_on_the_vpdpwssd_kernel_bit_exact(rng):
+    """The int16-input convs run the VNNI conv's int16 form (vpdpwssd), the int16 matmul op by op; the SiLU's
+    65536-entry table is fused into conv1's write-back; all bit-exact with the interpreter."""
+    import re
+
     import compiler
     from compiler.backends.tvm_fused import kernel_spec
     from compiler.ops import kernel
@@ -135,9 +147,13 @@ def test_tvm_runs_the_int16_layers_op_by_op_bit_exact(rng):
     cm = compiler.compile(g, "llvm -num-threads=1", quantize="int8", calibration=batches, integer_only=True,
                           keep_16bit=["first", "last"])
     fused = [n for n in cm.graph.nodes if n.op is kernel.fused and n.attrs["kernel"] in ("qconv", "qmatmul")]
-    wide = [n for n in fused if n.inputs[0].type.dtype is DType.I16]
-    assert len(wide) == 2 and all(kernel_spec(n) is None for n in wide)       # no VNNI kernel: inlined
-    assert all(kernel_spec(n) is not None for n in fused if n not in wide)
+    wide = {n.name: n for n in fused if n.inputs[0].type.dtype is DType.I16}
+    assert sorted(wide) == ["conv1_acc", "conv2_acc", "fc_acc"]
+    assert kernel_spec(wide["conv1_acc"]).x_dtype == "int16" and kernel_spec(wide["fc_acc"]) is None
+    assert all(kernel_spec(n) is not None for n in fused if n.name not in wide)
+    calls = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", cm.executable.source("relax"))
+    assert calls.count("qconv2d_vnni16") == 2 and "table" not in calls
+    assert "vpdpwssd" in cm.executable.source("asm")
     for x in (rng.standard_normal(SHAPE).astype(np.float32), 4 * rng.standard_normal(SHAPE).astype(np.float32)):
         np.testing.assert_array_equal(cm.run(x)[0], interp.run(cm.graph, x)[0])
 
@@ -162,3 +178,51 @@ def test_cli_flag_checks_names(tmp_path):
         and "/features/features.0/Conv" in r.stderr
     r = run_cli(DEMO, "--keep-16bit", "first", "--emit", "ir")
     assert r.returncode == 2 and "--quantize int8" in r.stderr
+
+
+def test_auto_keeps_the_fewest_layers_that_meet_the_budget(rng):
+    """--keep-16bit auto:BUDGET (the worst sample's cosine): nothing kept when 8 bits meet it; else the smallest
+    measured number of layers (in the measured gain order) that meets it, every smaller measured number missing it; those layers are the
+    int16 ones of the graph the compile returns."""
+    from passes.mixed_precision import InfeasibleBudget
+    g, batches = _cnn(rng), _batches(rng)
+    _, rep = quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["auto:cos0.5"])
+    s = rep.keep_16bit
+    assert s.layers == () and s.trials == [(0, s.measured)] and s.measured < 1
+    from passes.keep_16bit_search import worst_sample_cosine
+    from passes.quantize import batch_args
+    from passes.sensitivity import float_outputs
+    wide_all, _ = quantize_model(g, "int8", batches, integer_only=True, keep_16bit=list(s.order))
+    c16 = worst_sample_cosine(float_outputs(g, batches),
+                              [interp.run(wide_all, *batch_args(wide_all, b)) for b in batches])
+    assert c16 > s.measured
+    budget = (s.measured + c16) / 2
+    qg, rep = quantize_model(g, "int8", batches, integer_only=True, keep_16bit=[f"auto:cos{budget:.9f}"])
+    s = rep.keep_16bit
+    assert 0 < len(s.layers) <= len(s.order) == 4 and s.measured >= budget - 1e-6
+    assert s.layers == s.order[:len(s.layers)] and not s.overflowing
+    assert all(m < budget for k, m in s.trials if k < len(s.layers))
+    assert any(k == len(s.layers) - 1 for k, _ in s.trials)           # the bisection measured one fewer
+    wide = {n.name for n in qg.nodes if n.op in (quant.conv, quant.matmul) and n.inputs[0].type.dtype is DType.I16}
+    assert {x + "_acc" for x in s.layers} <= wide
+    assert "layers at 16 bits" in str(s)
+    with pytest.raises(InfeasibleBudget, match=r"cos1 is out of reach[\s\S]*every candidate layer \(4\)"):
+        quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["auto:cos1"])
+
+
+def test_auto_takes_no_names_and_a_valid_budget(rng):
+    g, batches = _cnn(rng), _batches(rng, 1)
+    with pytest.raises(InvalidInput, match="takes no names"):
+        quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["auto", "conv1"])
+    with pytest.raises(InvalidInput, match="--keep-16bit auto"):
+        quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["auto:cosine2"])
+    with pytest.raises(InvalidInput, match="labels"):
+        quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["auto:0.5pt"])
+
+
+def test_worst_sample_cosine_is_the_smallest_row():
+    from passes.keep_16bit_search import worst_sample_cosine
+    ref = [[np.array([[1.0, 0.0], [1.0, 1.0]])], [np.array([[0.0, 2.0]])]]
+    got = [[np.array([[1.0, 0.0], [1.0, 0.0]])], [np.array([[0.0, 3.0]])]]
+    assert worst_sample_cosine(ref, got) == pytest.approx(np.sqrt(0.5))
+    assert worst_sample_cosine(ref, ref) == pytest.approx(1.0)
