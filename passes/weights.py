@@ -37,7 +37,7 @@ def _matmul_packing(mm: Node) -> tuple[np.ndarray, dict] | None:
     if mm.op is linalg.matmul and a.type.dtype is DType.F32 and w.type.dtype is DType.F32:
         return layouts.pack_matmul_weight(np.asarray(w.const), "panels"), {"form": "panels"}
     if mm.op is q.matmul and w.type.dtype in (DType.I8, DType.I4) and mm.attrs["b_zero_point"] == 0 \
-            and mm.attrs["realization"] != "shift":
+            and mm.attrs["realization"] != "shift" and a.type.dtype is not DType.I16:    # int16: int16 pairs
         form = "vnni_matmul" if w.type.dtype is DType.I8 else "vnni_matmul_int4"     # int4: two per byte
         return (layouts.pack_matmul_weight(np.asarray(w.const).astype(np.int8), form),
                 {"form": form, "channels": w.type.shape})

@@ -1,6 +1,7 @@
-"""The int16-activation conv (QuantConfig.keep_16bit's layers): the VNNI conv's loops two input channels deep on
-vpdpwssd (int16 data x int8 weights widened to int16 -> int32), and the depthwise conv on int16 blocks, bit-exact
-with the references; 65536-entry activation tables fused into their write-backs."""
+"""The int16-activation kernels (QuantConfig.keep_16bit's layers): the VNNI conv's and linear layer's loops two
+input channels deep on vpdpwssd (int16 data x int8 weights widened to int16 -> int32), the depthwise conv, the
+squeeze-excite gate and the global sum on int16 blocks, bit-exact with the references; 65536-entry activation
+tables fused into the write-backs."""
 from __future__ import annotations
 
 import re
@@ -132,3 +133,23 @@ def test_int16_squeeze_excite_block_runs_the_gate_and_global_sum_kernels():
     assert not [c for c in calls if c.startswith("fused_")] and "unpack_nchwc" not in calls[:-1]
     xs = rng.standard_normal((1, 16, 12, 12)).astype(np.float32)
     np.testing.assert_array_equal(cm.run(xs)[0], interp.run(cm.graph, xs)[0])
+
+
+@pytest.mark.parametrize("m,k,n,zp", [(1, 1280, 1000, 0), (5, 30, 40, 3), (16, 64, 32, -7)])
+def test_int16_matmul_kernel_bit_exact(m, k, n, zp):
+    """The linear layer's kernel on int16 activations: the VNNI matmul two rows deep on vpdpwssd (k padded to 4,
+    columns to 16), requant to int16, == the numpy reference."""
+    from compiler.backends.tvm_kernels import qmatmul as M
+    rng = np.random.default_rng(k + n)
+    spec = M.QMatmulSpec(m, k, n, "int16", zp, K.Requant(0, 0, -32767, 32767, "int16"))
+    lib = tvm.compile(tvm.IRModule({"main": M.make_qmatmul(spec)}), target=TGT)
+    assert re.search(r"\tvp(dpwssd|maddwd)\t", lib.mod.inspect_source("asm"))
+    a = rng.integers(-32767, 32768, (m, k)).astype(np.int16)
+    w = rng.integers(-127, 128, (k, n)).astype(np.int8)
+    b = rng.integers(-20000, 20000, n).astype(np.int32)
+    mc = (rng.integers(2**29, 2**31 - 1, n), rng.integers(34, 40, n))
+    args = [a, M.pack_weight(spec, w), M.pack_bias(spec, w, 0, b), M.pack_requant(*mc, spec)]
+    dev = tvm.cpu()
+    t = [tvm.runtime.tensor(x, dev) for x in args] + [tvm.runtime.empty(M.out_shape(spec), spec.out_dtype, dev)]
+    lib["main"](*t)
+    np.testing.assert_array_equal(t[-1].numpy()[:, :n], M.qmatmul_reference(spec, a, w, 0, b, mc))

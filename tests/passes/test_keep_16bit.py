@@ -1,7 +1,8 @@
 """--keep-16bit / QuantConfig.keep_16bit: named conv / matmul layers keep int16 input and output activations,
 integer-only (int16 x int8 -> int32, q.requant into int16, 65536-entry tables); a value a kept layer's long
-reduction reads takes fewer int16 levels so that range analysis proves its int32 accumulator; TVM runs the int16 convs on the VNNI conv's vpdpwssd form and the
-int16 matmuls op by op, bit-exact with the interpreter; --keep-16bit auto searches the layers for a budget."""
+reduction reads takes fewer int16 levels so that range analysis proves its int32 accumulator; TVM runs the int16
+convs and matmuls on the VNNI kernels' vpdpwssd forms, bit-exact with the interpreter; --keep-16bit auto searches
+the layers for a budget."""
 from __future__ import annotations
 
 import numpy as np
@@ -135,8 +136,8 @@ def test_a_kept_layer_with_a_long_reduction_reads_fewer_int16_levels(rng):
 
 
 @requires_tvm
-def test_tvm_runs_the_int16_convs_on_the_vpdpwssd_kernel_bit_exact(rng):
-    """The int16-input convs run the VNNI conv's int16 form (vpdpwssd), the int16 matmul op by op; the SiLU's
+def test_tvm_runs_the_int16_layers_on_the_vpdpwssd_kernels_bit_exact(rng):
+    """The int16-input convs and the int16 matmul run the VNNI kernels' int16 forms (vpdpwssd); the SiLU's
     65536-entry table is fused into conv1's write-back; all bit-exact with the interpreter."""
     import re
 
@@ -149,10 +150,10 @@ def test_tvm_runs_the_int16_convs_on_the_vpdpwssd_kernel_bit_exact(rng):
     fused = [n for n in cm.graph.nodes if n.op is kernel.fused and n.attrs["kernel"] in ("qconv", "qmatmul")]
     wide = {n.name: n for n in fused if n.inputs[0].type.dtype is DType.I16}
     assert sorted(wide) == ["conv1_acc", "conv2_acc", "fc_acc"]
-    assert kernel_spec(wide["conv1_acc"]).x_dtype == "int16" and kernel_spec(wide["fc_acc"]) is None
-    assert all(kernel_spec(n) is not None for n in fused if n.name not in wide)
+    assert kernel_spec(wide["conv1_acc"]).x_dtype == "int16" and kernel_spec(wide["fc_acc"]).a_dtype == "int16"
+    assert all(kernel_spec(n) is not None for n in fused)
     calls = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", cm.executable.source("relax"))
-    assert calls.count("qconv2d_vnni16") == 2 and "table" not in calls
+    assert calls.count("qconv2d_vnni16") == 2 and calls.count("qmatmul_vnni16") == 1 and "table" not in calls
     assert "vpdpwssd" in cm.executable.source("asm")
     for x in (rng.standard_normal(SHAPE).astype(np.float32), 4 * rng.standard_normal(SHAPE).astype(np.float32)):
         np.testing.assert_array_equal(cm.run(x)[0], interp.run(cm.graph, x)[0])

@@ -37,8 +37,10 @@ def qmatmul_plan(kb: KernelBody, target: Target | None = None):
     a_v, b_v = mm.inputs
     at = mm.attrs
     ai = kb.operand_of(a_v)
-    if ai is None or a_v.type.dtype not in INT_ACT or a_v.type.rank < 2 or b_v.type.rank != 2 or \
-            not 0 <= at["a_zero_point"] + (128 if a_v.type.dtype is DType.I8 else 0) <= 255 or \
+    wide = a_v.type.dtype is DType.I16          # int16 activations (QuantConfig.keep_16bit): vpdpwssd
+    if ai is None or a_v.type.dtype not in (*INT_ACT, DType.I16) or a_v.type.rank < 2 or b_v.type.rank != 2 or \
+            not (abs(at["a_zero_point"]) < 2**15 if wide else
+                 0 <= at["a_zero_point"] + (128 if a_v.type.dtype is DType.I8 else 0) <= 255) or \
             not lay.is_const_weight(b_v) or not kqm.weight_fits(weight_of(b_v)[0], at["b_zero_point"]):
         raise NotFusable("not a VNNI matmul")
     k, n_ = b_v.type.shape
@@ -56,11 +58,13 @@ def qmatmul_plan(kb: KernelBody, target: Target | None = None):
         raise NotFusable("an epilogue the VNNI matmul has no slot for")
     terms, zp = shift_terms(mm), at["b_zero_point"]
     plain = not terms and not int4.takes(kb, weight_of(b_v)[0], zp, terms)     # the VNNI / AMX kernel
+    if wide and not plain:
+        raise NotFusable("the int4 and shift-and-add matmuls read 8-bit activations")
     rq = requant_of(rq_n, I32_RANGE)
     if rq is not None and not plain:        # the int4 and shift-and-add kernels evaluate the int64 form
         rq = dataclasses.replace(rq, form="i64")
     spec = kqm.QMatmulSpec(rows, k, n_, tvm_dtype(a_v.type.dtype), at["a_zero_point"], rq)
-    if plain and has_amx(target) and kqm.amx_fits(rows, spec.kp, n_):
+    if plain and not wide and has_amx(target) and kqm.amx_fits(rows, spec.kp, n_):
         spec = dataclasses.replace(spec, amx=True)
     return spec, bias, rq_n, ai
 

@@ -44,7 +44,7 @@ from compiler.layouts import int_in_block, int_out_block, pack_vnni_conv_weight
 from .common import divisors, finalize
 from .requant import (REQUANT_FORMS, Requant, pack_requant, requant_dtype, requant_form,  # noqa: F401
                       requant_np, requant_scalar_te, requant_te)
-from .vnni import VNNI_INTRIN, register_intrinsics  # noqa: F401
+from .vnni import VNNI_INTRIN, lanes, register_intrinsics  # noqa: F401
 
 __all__ = ["QConvSpec", "Requant", "make_qconv2d", "pack_weight", "pack_bias", "pack_requant", "data_shape",
            "out_shape", "output_hw", "qconv2d_reference", "requant_np", "requant_form",
@@ -111,11 +111,7 @@ class QConvSpec:
     @property
     def depth(self) -> int:
         """Input channels per multiply-add lane: 4 (vpdpbusd, 8-bit data) or 2 (vpdpwssd, int16 data)."""
-        return 2 if self.x_dtype == "int16" else 4
-
-    @property
-    def weight_dtype(self) -> str:
-        return "int16" if self.x_dtype == "int16" else "int8"
+        return lanes(self.x_dtype)[0]
 
     @property
     def out_block(self) -> int:
@@ -280,7 +276,7 @@ def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2
 
 def qconv2d_prim_func(spec: QConvSpec) -> tirx.PrimFunc:
     data = te.placeholder(data_shape(spec), spec.x_dtype, "data")
-    weight = te.placeholder(weight_shape(spec), spec.weight_dtype, "weight")
+    weight = te.placeholder(weight_shape(spec), lanes(spec.x_dtype)[1], "weight")
     bias = te.placeholder((spec.cop // 16, 16), "int32", "bias")
     args = [data, weight, bias]
     kw = {}

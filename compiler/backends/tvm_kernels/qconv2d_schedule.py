@@ -11,7 +11,7 @@ from tvm import s_tir, tirx
 
 from .common import SCHEDULE_ATTR
 from .qconv2d import QConvSpec, output_hw, pick_tile, sched_pad
-from .vnni import VNNI16_INTRIN, VNNI_INTRIN
+from .vnni import lanes
 
 
 def tile_half_blocks(sch, conv, out, roc: int, rw: int, reduction: tuple, inner: tuple = (), unroll_rw=False):
@@ -77,7 +77,7 @@ def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.Pr
     roc, rw = tile or pick_tile(spec.cop // 16, ow)
     sch = s_tir.Schedule(func)
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-    intrin = VNNI16_INTRIN if spec.depth == 2 else VNNI_INTRIN
+    intrin = lanes(spec.x_dtype)[2]
     if spec.out_block == 8:
         if (spec.cop // 16) % roc or ow % rw:       # the accumulator tile must divide the output
             roc, rw = pick_tile(spec.cop // 16, ow)

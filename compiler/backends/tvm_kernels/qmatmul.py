@@ -1,9 +1,10 @@
 """INT8 matmul with a constant weight (linear layers) on AVX-512 VNNI, requantization fused into the write-back.
 
-    a:       (m, k) uint8 or int8 activations (int8 is shifted to uint8 by +128 in a ``pad`` stage, which also pads
-             k to ``kp`` = k rounded up to 4)
-    weight:  :func:`pack_weight` -> ``(np_//16, kp//4, 16, 4)`` int8, element ``[o, q, j, t] = (w - w_zp)[4q + t,
-             16o + j]``  (w: (k, n) as in numpy.matmul; np_ = n rounded up to 16)
+    a:       (m, k) uint8, int8 or int16 activations (int8 is shifted to uint8 by +128 in a ``pad`` stage, which
+             also pads k to ``kp`` = k rounded up to 4)
+    weight:  :func:`pack_weight` -> ``(np_//16, kp//d, 16, d)``, element ``[o, q, j, t] = (w - w_zp)[d q + t,
+             16o + j]``  (w: (k, n) as in numpy.matmul; np_ = n rounded up to 16): int8 with d = 4 (vpdpbusd),
+             int16 with d = 2 for int16 activations (vpdpwssd; QuantConfig.keep_16bit's layers)
     bias:    :func:`pack_bias` -> ``(np_,)`` int32 = bias - az * colsum(w - w_zp), az = a_zp (+128 for int8)
     rq:      ``(3, np_)`` rows of the requant's form (requant.py: int64 m, c, rnd for "i64"; int32 for the cheaper
              exact forms), per output column, i.e. the requant axis is the last one
@@ -25,6 +26,7 @@ from . import amx
 
 from .common import ACC_SCOPE, SCHEDULE_ATTR, divisors, finalize
 from .qconv2d import VNNI_INTRIN, Requant, requant_np, requant_te  # noqa: F401  (registers the intrinsics)
+from .vnni import lanes
 from .requant import requant_dtype
 
 __all__ = ["QMatmulSpec", "make_qmatmul", "pack_weight", "pack_bias", "pack_requant", "qmatmul_reference"]
@@ -63,6 +65,11 @@ class QMatmulSpec:
         return self.a_zp + (128 if self.a_dtype == "int8" else 0)
 
     @property
+    def depth(self) -> int:
+        """Reduction steps per multiply-add lane: 4 (vpdpbusd, 8-bit activations) or 2 (vpdpwssd, int16)."""
+        return lanes(self.a_dtype)[0]
+
+    @property
     def out_dtype(self) -> str:
         return self.rq.dtype if self.rq is not None else "int32"
 
@@ -78,7 +85,11 @@ def weight_fits(w: np.ndarray, w_zp: int) -> bool:
 
 def pack_weight(spec: QMatmulSpec, w: np.ndarray, w_zp: int = 0) -> np.ndarray:
     """(w - w_zp) in the vnni_matmul form (compiler/layouts.py), zero rows up to spec.kp; weight_fits(w, w_zp)
-    holds."""
+    holds. For int16 activations the same form two rows deep, int16."""
+    if spec.depth == 2:
+        d = np.zeros((spec.kp, spec.np_), np.int16)
+        d[:spec.k, :spec.n] = np.asarray(w, np.int64) - w_zp
+        return np.ascontiguousarray(d.reshape(spec.kp // 2, 2, spec.np_ // 16, 16).transpose(2, 0, 3, 1))
     packed = pack_matmul_weight((np.asarray(w, np.int64) - w_zp).astype(np.int8), "vnni_matmul")
     extra = spec.kp // 4 - packed.shape[1]
     return np.pad(packed, ((0, 0), (0, extra), (0, 0), (0, 0))) if extra else packed
@@ -106,14 +117,15 @@ def qmatmul_te(spec: QMatmulSpec, a, w, bias, rq=None):
             if spec.kp == spec.k and spec.mp == spec.m:
                 return v
             inside = kk < spec.k if spec.mp == spec.m else tirx.all(kk < spec.k, i < spec.m)
-            return tirx.if_then_else(inside, v, tirx.const(0, "uint8"))
+            return tirx.if_then_else(inside, v, tirx.const(0, "int16" if spec.depth == 2 else "uint8"))
         ap = te.compute((spec.mp, spec.kp), _pad, name="pad")
     else:
         ap = a
-    rq_ = te.reduce_axis((0, spec.kp // 4), "rq")
-    rt = te.reduce_axis((0, 4), "rt")
+    d = spec.depth
+    rq_ = te.reduce_axis((0, spec.kp // d), "rq")
+    rt = te.reduce_axis((0, d), "rt")
     acc = te.compute((spec.mp, spec.np_ // 16, 16),
-                     lambda i, o, j: te.sum(ap[i, rq_ * 4 + rt].astype("int32") * w[o, rq_, j, rt].astype("int32"),
+                     lambda i, o, j: te.sum(ap[i, rq_ * d + rt].astype("int32") * w[o, rq_, j, rt].astype("int32"),
                                             axis=[rq_, rt]), name="acc")
 
     def epi(i, col):
@@ -157,8 +169,9 @@ def unscheduled(spec: QMatmulSpec, weight_shape: tuple, weight_dtype: str, compu
 
 
 def make_qmatmul(spec: QMatmulSpec, tile=None) -> tirx.PrimFunc:
-    func = unscheduled(spec, (spec.np_ // 16, spec.kp // 4, 16, 4), "int8", qmatmul_te)
-    return schedule(func, spec, tile, VNNI_INTRIN, columns_outer=False)
+    d, w_dtype, intrin = lanes(spec.a_dtype)
+    func = unscheduled(spec, (spec.np_ // 16, spec.kp // d, 16, d), w_dtype, qmatmul_te)
+    return schedule(func, spec, tile, intrin, columns_outer=False)
 
 
 def amx_fits(m: int, k: int, n: int) -> bool:

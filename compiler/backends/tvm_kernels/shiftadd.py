@@ -308,6 +308,8 @@ def matmul_realization(spec: QMatmulSpec, w: np.ndarray, w_zp: int, b, terms: in
     from . import qmatmul as kqm
     if not terms:
         return (kqm.pack_weight(spec, w, w_zp), kqm.pack_bias(spec, w, w_zp, b), lambda t: kqm.make_qmatmul(spec, t),
-                "qmatmul_vnni")
+                "qmatmul_vnni16" if spec.a_dtype == "int16" else "qmatmul_vnni")
+    if spec.a_dtype == "int16":
+        raise ValueError("the shift-and-add matmul reads 8-bit activations")
     return (pack_matmul_code(spec, w, terms, w_zp), pack_matmul_bias(spec, w, terms, w_zp, b),
             lambda t: make_shift_qmatmul(spec, terms, t), "qmatmul_shiftadd")
