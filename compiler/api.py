@@ -235,10 +235,13 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     channel): linear layers are stored two weights per byte and run the int4 VNNI matmul (half the weight
     bytes streamed; tvm_kernels/qmatmul_int4.py), convs keep int8 containers. Activations stay 8-bit.
     keep_16bit=["conv_0", "first", "last"] (with quantize="int8") keeps those conv / matmul layers' input and
-    output activations on int16 symmetric grids (HAWQV3's per-layer activation bits; the layers the report's
-    "lost dB" column names): int16 x int8 -> int32 accumulation, q.requant into int16, 65536-entry tables, still
-    integer-only; range analysis must prove the int32 accumulator safe with the actual weights (else
-    Unsupported). The TVM backend runs those layers op by op (its fused VNNI kernels take 8-bit inputs).
+    output activations (and an activation computed from such an output alone) on int16 symmetric grids
+    (HAWQV3's per-layer activation bits; the layers the report's "lost dB" column names): int16 x int8 -> int32
+    accumulation, q.requant into int16, 65536-entry tables, still integer-only; a value a long reduction reads
+    takes as many int16 levels as keep its int32 accumulator provable. keep_16bit=["auto:cos0.99"] (or "auto",
+    "auto:0.5pt" with labels) chooses the fewest layers that meet that budget on the calibration data
+    (passes/keep_16bit_search.py; the result is cm.report.keep_16bit). The TVM backend runs the int16 convs and
+    linear layers on vpdpwssd kernels.
     integer_attention=True (with quantize="int8", integer_only=True; llvm) runs each integer attention in
     one pass over key blocks, Shiftmax inside the running recurrence (passes/qattention.py): off by
     default, its result is not the unfused integer attention's (within 4 LSB, closer to float).
@@ -306,7 +309,7 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     then carries the plan; accuracy_budget may also be "0.5pt" (with `labels`) or "cos0.99"
     (passes.accuracy_budget). shiftadd=1|2: the
     shiftadd pass's power-of-two weights, run by `shiftadd_kernel` (the report carries its fit).
-    keep_16bit: conv / matmul node names (or "first" / "last") whose activations stay int16
+    keep_16bit: conv / matmul node names (or "first" / "last") whose activations stay int16, or "auto[:BUDGET]"
     (QuantConfig.keep_16bit; mode "int8" only). gelu_form: an integer-only GELU's form, "auto" (the exact
     8-bit table or ShiftGELU, whichever passes/activation_forms.py finds as accurate and cheaper), "table", "shift"."""
     from compiler.calibration import batches_for
@@ -332,6 +335,8 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     if weight_bits not in (4, 8) or (weight_bits != 8 and mode != "int8"):
         raise InvalidInput(f"weight_bits={weight_bits!r} with quantize={mode!r}",
                            hint="weight_bits is 8 or 4, and 4 goes with quantize='int8' (mixed chooses per layer)")
+    if isinstance(keep_16bit, str):         # "first,last" or "auto:cos0.99", as the CLI takes it
+        keep_16bit = [x.strip() for x in keep_16bit.split(",") if x.strip()]
     keep_16bit = tuple(keep_16bit or ())
     if keep_16bit and mode != "int8":
         raise InvalidInput(f"keep_16bit with quantize={mode!r}", hint="--keep-16bit goes with --quantize int8")

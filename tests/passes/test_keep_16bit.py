@@ -219,6 +219,8 @@ def test_auto_takes_no_names_and_a_valid_budget(rng):
         quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["auto:cosine2"])
     with pytest.raises(InvalidInput, match="labels"):
         quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["auto:0.5pt"])
+    _, rep = quantize_model(g, "int8", batches, integer_only=True, keep_16bit="auto:cos0.5")     # a string, as the CLI's
+    assert rep.keep_16bit.layers == ()
 
 
 def test_worst_sample_cosine_is_the_smallest_row():
