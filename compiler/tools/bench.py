@@ -132,7 +132,8 @@ def profile_rows(prof: dict, facts: dict | None = None, roof: Roofline | None = 
             rate = f["ops"] / (ms * 1e-3)
             row |= {"unit": "GOP/s" if f["integer"] else "GFLOP/s", "rate": rate / 1e9}
             if roof is not None:
-                row["roof"] = rate / roof.roof(f["ops"], f["bytes"], f["integer"], amx="_amx" in name)
+                row["roof"] = rate / roof.roof(f["ops"], f["bytes"], f["integer"], amx="_amx" in name,
+                                                 int16="vnni16" in name)
         rows.append(row)
     if builtins:          # the VM's own calls (allocation, reshape, checks): one row
         ms = sum(ms for _, _, ms in builtins)

@@ -121,9 +121,13 @@ class Roofline:
     source: str
     amx_peak: float = 0.0       # int8 on the AMX tiles (0: the CPU has none)
 
-    def roof(self, ops: int, nbytes: int, integer: bool, amx: bool = False) -> float:
-        """Attainable operations per second at intensity ops / bytes (`amx`: an int8 kernel on the tiles)."""
-        peak = self.amx_peak if amx and self.amx_peak else self.int8_peak if integer else self.fp32_peak
+    def roof(self, ops: int, nbytes: int, integer: bool, amx: bool = False, int16: bool = False) -> float:
+        """Attainable operations per second at intensity ops / bytes (`amx`: an int8 kernel on the tiles; `int16`:
+        an int16-activation kernel, vpdpwssd's two multiply-adds per 32-bit lane: twice fp32's peak)."""
+        if int16 and integer:
+            peak = min(self.int8_peak, 2 * self.fp32_peak)
+        else:
+            peak = self.amx_peak if amx and self.amx_peak else self.int8_peak if integer else self.fp32_peak
         return min(peak, self.bandwidth * ops / nbytes) if nbytes else peak
 
 

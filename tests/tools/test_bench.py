@@ -121,6 +121,7 @@ def test_roofline_of_an_amx_cpu_prices_the_amx_kernels_at_the_tiles_peak():
     r = Roofline(1e12, 4e12, 1e11, "stated", amx_peak=32e12)
     assert r.roof(10**9, 1, True, amx=True) == 32e12 and r.roof(10**9, 1, True) == 4e12
     assert Roofline(1e12, 4e12, 1e11, "stated").roof(10**9, 1, True, amx=True) == 4e12    # no AMX: VNNI's
+    assert r.roof(10**9, 1, True, int16=True) == 2e12          # vpdpwssd: half of vpdpbusd's multiply-adds
     spr, icl = roofline("sapphirerapids", 1), roofline("icelake-server", 1)
     assert spr.amx_peak == pytest.approx(AMX_INT8_OPS_PER_CYCLE / 64 * spr.fp32_peak) and "AMX" in spr.source
     assert icl.amx_peak == 0.0 and "AMX" not in icl.source
