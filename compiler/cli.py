@@ -133,11 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(and an activation computed from such an output alone) at 16 bits (int16 symmetric "
                         "grids, still integer-only; HAWQV3's per-layer activation bits). NAME: an ONNX node name, "
                         "or first / last (the first / last conv or matmul); the --report column 'lost dB' names "
-                        "the layers worth keeping. Range analysis must prove their int32 accumulators safe with "
-                        "the actual weights, else exit 3. auto[:BUDGET]: the fewest layers that meet BUDGET on the "
-                        "calibration data (cos0.99 by default; or Npt with labels), each layer's gain measured "
-                        "(passes/keep_16bit_search.py); exit 2 when even every layer at 16 bits misses it. int16 "
-                        "convs run at about 1.4-2.3x the int8 kernel's time")
+                        "the layers worth keeping. A value a long reduction reads takes fewer int16 levels, so "
+                        "that range analysis proves the int32 accumulator. auto[:BUDGET]: the fewest layers that "
+                        "meet BUDGET on the calibration data (cos0.99 by default: the worst sample's cosine; or Npt "
+                        "with labels), each layer's effect measured (passes/keep_16bit_search.py; 2 builds per "
+                        "layer); exit 2 when even every layer at 16 bits misses it. int16 convs take about "
+                        "1.0-2.3x the int8 kernel's time")
     p.add_argument("--gelu-form", choices=["auto", "table", "shift"], default="auto",
                    help="with --integer-only: a GELU on an 8-bit input becomes the exact function tabulated on "
                         "that grid (table: 256 entries), I-ViT's ShiftGELU on a "

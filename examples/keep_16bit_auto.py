@@ -1,9 +1,10 @@
 """Mixed 8/16-bit activations chosen for an accuracy budget: `--keep-16bit auto[:BUDGET]`.
 
 An integer-only INT8 MobileNetV3-Large loses accuracy at 8-bit activations (output cosine with FP32 about 0.95
-on photographs). `keep_16bit=["auto:cos0.99"]` measures, on the calibration crops, how much keeping each conv /
-matmul layer's activations on int16 grids gains, then bisects the number of layers kept (most gain first) to the
-fewest that meet the budget (passes/keep_16bit_search.py). The int16 convs run the VNNI conv's vpdpwssd form,
+on photographs). `keep_16bit=["auto:cos0.99"]` measures, on the calibration crops, what keeping each conv /
+matmul layer's activations on int16 grids is worth (its gain kept alone, its drop put back alone), then bisects
+the number of layers kept (heaviest first) to the fewest that meet the budget on the worst crop
+(passes/keep_16bit_search.py). The int16 convs run the VNNI conv's vpdpwssd form,
 their activations' 65536-entry tables fused into its write-back.
 
     python examples/keep_16bit_auto.py [mobilenetv3_large | efficientnet_b0 | mobilenetv3_large_reduced ...]
@@ -52,7 +53,7 @@ def main() -> None:
         ref = [model(torch.from_numpy(e)).numpy() for e in evals]
     target = "llvm -num-threads=1"
     print(f"{args.model}: compiling all 8-bit, then with keep_16bit=['auto:{args.budget}'] (the search builds and "
-          "runs the model about (layers + 8) times on the calibration crops)", flush=True)
+          "runs the model about (2 x layers + 8) times on the calibration crops)", flush=True)
     int8 = compiler.compile(g, target, quantize="int8", calibration=calib, integer_only=True)
     mixed = compiler.compile(g, target, quantize="int8", calibration=calib, integer_only=True,
                              keep_16bit=[f"auto:{args.budget}"], progress=compiler.api.stderr_progress)
