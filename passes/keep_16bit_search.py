@@ -135,10 +135,22 @@ def search_keep_16bit(g: Graph, batches: Sequence[Any], target: AccuracyTarget, 
         """How much loss a is worse than loss b."""
         return b - a if target.kind == "cosine" else a - b
 
-    trials: dict[int, float] = {0: loss(build(()))}
+    reused: dict[frozenset, Graph] = {}         # the all-8-bit and all-kept graphs, measured more than once
+
+    def built(keep: tuple[str, ...]) -> Graph:
+        key = frozenset(keep)
+        if key in reused:
+            return reused[key]
+        qg = build(keep)
+        if not keep or key == frozenset(layers) or key == frozenset(cands):
+            reused[key] = qg
+        return qg
+
+    cands: list[str] = list(layers)
+    trials: dict[int, float] = {0: loss(built(()))}
     if target.met(trials[0]):
         return Keep16Search(target, (), trials[0], [(0, trials[0])], tuple(layers), (), tuple(layers))
-    bad = {x for x in (layer_name(m, layers) for m in overflowing(build(tuple(layers)))) if x is not None}
+    bad = {x for x in (layer_name(m, layers) for m in overflowing(built(tuple(layers)))) if x is not None}
     cands = [x for x in layers if x not in bad]
     n = len(cands)
     if n == 0:
@@ -146,7 +158,7 @@ def search_keep_16bit(g: Graph, batches: Sequence[Any], target: AccuracyTarget, 
                                f"overflow); all 8-bit measures {trials[0]:.4f}, short of {target}")
     rank_on = min(RANK_BATCHES, len(batches))
     with steps(2 * n, "keep-16bit: each layer's gain and loss") as bar:
-        base, full = loss(build(()), rank_on), loss(build(tuple(cands)), rank_on)
+        base, full = loss(built(()), rank_on), loss(built(tuple(cands)), rank_on)
         weight = {}
         for i, x in enumerate(cands):
             gain = worse(base, loss(build((x,)), rank_on))
@@ -157,7 +169,7 @@ def search_keep_16bit(g: Graph, batches: Sequence[Any], target: AccuracyTarget, 
     with steps(n.bit_length() + 1, "keep-16bit: how many layers") as bar:
         def measure(k: int) -> float:
             if k not in trials:
-                trials[k] = loss(build(tuple(order[:k])))
+                trials[k] = loss(built(tuple(order[:k])))
                 bar.update(len(trials) - 1, f"{k} layers at 16 bits: {trials[k]:.4f}")
             return trials[k]
 

@@ -9,6 +9,7 @@ from tvm import relax
 
 from compiler.backends.tvm_fused import emit
 from compiler.backends.tvm_fused.body import KernelBody, NotFusable
+from compiler.backends.tvm_fused.integer import INT_DATA
 from compiler.backends.tvm_kernels import gate as kg
 from compiler.backends.tvm_kernels import qconv2d as kq
 from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
@@ -30,7 +31,7 @@ def _factor(v: Value, body_inputs: list[Value]) -> tuple[int, int, int]:
         if p.op is ew.cast:
             src = p.inputs[0]
             if src not in body_inputs or p.attrs["to"] is not DType.I32 or \
-                    src.type.dtype not in (DType.I8, DType.U8, DType.I16):
+                    src.type.dtype not in INT_DATA:
                 raise NotFusable("the gate kernel reads 8- or 16-bit operands")
             lo, hi = q.INT_RANGE[src.type.dtype]
             if not (_I32[0] <= lo + off and hi + off <= _I32[1]):

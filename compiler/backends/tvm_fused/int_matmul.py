@@ -11,8 +11,8 @@ from tvm import relax
 
 from compiler.backends.tvm_fused import emit, int4
 from compiler.backends.tvm_fused.body import KernelBody, NotFusable
-from compiler.backends.tvm_fused.integer import (I32_RANGE, INT_ACT, channel_axis_ok, per_tensor_requant,
-                                                 realization, requant_of, shift_terms, weight_of)
+from compiler.backends.tvm_fused.integer import (I32_RANGE, INT_ACT, INT_DATA, channel_axis_ok,
+                                                 per_tensor_requant, realization, requant_of, shift_terms, weight_of)
 from compiler.backends.tvm_kernels import qbmm as kqb
 from compiler.backends.tvm_kernels import qmatmul as kqm
 from compiler.backends.tvm_kernels import shiftadd as ksa
@@ -38,7 +38,7 @@ def qmatmul_plan(kb: KernelBody, target: Target | None = None):
     at = mm.attrs
     ai = kb.operand_of(a_v)
     wide = a_v.type.dtype is DType.I16          # int16 activations (QuantConfig.keep_16bit): vpdpwssd
-    if ai is None or a_v.type.dtype not in (*INT_ACT, DType.I16) or a_v.type.rank < 2 or b_v.type.rank != 2 or \
+    if ai is None or a_v.type.dtype not in INT_DATA or a_v.type.rank < 2 or b_v.type.rank != 2 or \
             not (abs(at["a_zero_point"]) < 2**15 if wide else
                  0 <= at["a_zero_point"] + (128 if a_v.type.dtype is DType.I8 else 0) <= 255) or \
             not lay.is_const_weight(b_v) or not kqm.weight_fits(weight_of(b_v)[0], at["b_zero_point"]):

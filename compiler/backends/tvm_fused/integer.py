@@ -26,6 +26,7 @@ from compiler.ops import ivit, layout as lay, quant as q
 from compiler.types import DType
 
 INT_ACT = (DType.I8, DType.U8)
+INT_DATA = (*INT_ACT, DType.I16)        # what the VNNI kernels read (int16: QuantConfig.keep_16bit's layers)
 I32_RANGE = (-2**31, 2**31 - 1)
 
 
@@ -256,7 +257,7 @@ def emit_int_global_sum(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -
         raise NotFusable("not the integer global average pool")
     x = cast.inputs[0]
     xi = kb.operand_of(x)
-    if xi is None or x.type.rank != 4 or x.type.dtype not in (*INT_ACT, DType.I16) or cast.attrs["to"] is not DType.I32 or \
+    if xi is None or x.type.rank != 4 or x.type.dtype not in INT_DATA or cast.attrs["to"] is not DType.I32 or \
             sorted(ax % 4 for ax in sm.attrs["axes"]) != [2, 3] or not sm.attrs["keepdims"]:
         raise NotFusable("not the integer global average pool")
     n, c, h, w = x.type.shape
