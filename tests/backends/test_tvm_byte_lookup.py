@@ -1,7 +1,7 @@
-"""Byte-table lookups on AVX-512 VBMI (compiler/backends/tvm_byte_lookup.py): a vector gather from a
-256-entry 8-bit table becomes two vpermi2b and a byte blend, with the same bytes as the gather for every
-index; CPUs without VBMI keep TVM's own pipeline. The assembly is checked on any host, the values where the
-host has VBMI."""
+"""Table lookups on AVX-512 (compiler/backends/tvm_byte_lookup.py): a vector gather from a 256-entry 8-bit
+table becomes two vpermi2b and a byte blend (VBMI), one from a 65536-entry int32 table one vpgatherdd, with the
+same values as TVM's lane-by-lane loads for every index; CPUs without AVX-512 keep TVM's own pipeline. The
+assembly is checked on any host, the values where the host has the instructions."""
 from __future__ import annotations
 
 import re
@@ -14,11 +14,12 @@ pytest.importorskip("tvm")
 import tvm  # noqa: E402
 from tvm.script import tirx as T  # noqa: E402
 
-from compiler.backends.tvm_byte_lookup import PIPELINE, pipeline_for  # noqa: E402
+from compiler.backends.tvm_byte_lookup import GATHER_PIPELINE, PIPELINE, pipeline_for  # noqa: E402
 from compiler.host import host_cpu_flags  # noqa: E402
 
 VBMI_CPU = "znver4"
 HOST_HAS_VBMI = "avx512vbmi" in host_cpu_flags()
+HOST_HAS_AVX512 = "avx512f" in host_cpu_flags()
 
 
 def _gather(index_dtype: str, table_dtype: str, lanes: int):
@@ -42,10 +43,10 @@ def _asm(lib) -> str:
     return lib.mod.inspect_source("asm") if hasattr(lib, "mod") else lib.inspect_source("asm")
 
 
-def test_the_pipeline_needs_vbmi():
+def test_the_pipelines_need_avx512():
     assert pipeline_for("znver4") == PIPELINE
     assert pipeline_for("icelake-server") == PIPELINE
-    assert pipeline_for("skylake-avx512") == "default"           # AVX-512 without VBMI
+    assert pipeline_for("skylake-avx512") == GATHER_PIPELINE      # AVX-512 without VBMI: the gathers only
     assert pipeline_for("haswell") == "default"
 
 
@@ -84,3 +85,37 @@ def test_loads_that_are_not_byte_table_gathers_are_left_alone():
     asm = _asm(_build(tvm.IRModule({"main": f}), PIPELINE))
     assert not re.findall(r"\tvperm[it]2b\t", asm)
     assert "vpinsrb" in asm
+
+
+def _wide_gather(out_dtype: str, lanes: int, n: int = 1024):
+    """out[i] = tab[x[i] + 32768] from a 65536-entry int32 table (qconv2d.table_storage's form of a 16-bit
+    index's table), cast to `out_dtype`, vectorized `lanes` wide."""
+    @T.prim_func
+    def f(x: T.Buffer((n,), "int16"), tab: T.Buffer((65536,), "int32"), out: T.Buffer((n,), out_dtype)):
+        for j in range(n // lanes):
+            for i in T.vectorized(lanes):
+                out[j * lanes + i] = T.Cast(out_dtype, tab[T.Cast("int32", x[j * lanes + i]) + 32768])
+    return tvm.IRModule({"main": f})
+
+
+@pytest.mark.parametrize("pipeline", [PIPELINE, GATHER_PIPELINE])
+@pytest.mark.parametrize("lanes", [8, 16])
+@pytest.mark.parametrize("out_dtype", ["int16", "int8", "int32"])
+def test_wide_table_lookup_becomes_one_gather_with_the_same_values(out_dtype, lanes, pipeline):
+    mod = _wide_gather(out_dtype, lanes)
+    ours, theirs = _build(mod, pipeline), _build(mod, "default")
+    assert re.search(r"\tvpgatherdd\t", _asm(ours))
+    assert not re.search(r"\tvpgatherdd\t", _asm(theirs))     # TVM's pipeline: lane by lane
+    if not HOST_HAS_AVX512:
+        pytest.skip("the host has no AVX-512: the code is checked, not run")
+    rng = np.random.default_rng(lanes)
+    x = np.concatenate([[-32768, 32767, 0, -1], rng.integers(-32768, 32768, 1020)]).astype(np.int16)
+    tab = rng.integers(np.iinfo(out_dtype).min, np.iinfo(out_dtype).max, 65536, dtype=np.int64).astype(np.int32)
+    outs = []
+    for lib in (ours, theirs):
+        out = tvm.runtime.tensor(np.zeros(1024, out_dtype))
+        lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(tab), out)
+        outs.append(out.numpy())
+    expected = tab[x.astype(np.int64) + 32768].astype(out_dtype)
+    np.testing.assert_array_equal(outs[0], expected)
+    np.testing.assert_array_equal(outs[1], expected)

@@ -80,8 +80,8 @@ def _requant(rng, v, c, dtype, lo, hi):
 
 def test_int16_conv_and_depthwise_graph_runs_the_kernels_with_16_bit_tables():
     """int16 -> 1x1 conv -> requant int16 -> 65536-entry table (an activation) -> depthwise 3x3 stride 2 ->
-    requant int8: two kernels (the vpdpwssd conv with the table in its write-back, the depthwise conv on int16
-    blocks), == compiler.interp."""
+    requant int8: two kernels (the vpdpwssd conv with the table in its write-back, looked up by vpgatherdd from
+    its int32 form, the depthwise conv on int16 blocks), == compiler.interp."""
     rng = np.random.default_rng(3)
     g = Graph()
     x = g.add_input("x", TensorType((1, 24, 14, 14), DType.I16))
@@ -101,6 +101,7 @@ def test_int16_conv_and_depthwise_graph_runs_the_kernels_with_16_bit_tables():
     exe = build(g, TARGET)
     calls = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", exe.source("relax"))
     assert "qconv2d_vnni16" in calls and "qdepthwise" in calls and "table" not in calls
+    assert re.search(r"\tvpgatherdd\t", exe.source("asm"))       # one gather per 16 lookups, not 16 loads
     xs = rng.integers(-32767, 32768, (1, 24, 14, 14)).astype(np.int16)
     np.testing.assert_array_equal(exe.run([xs])[0], interp.run(g, xs)[0])
 

@@ -133,10 +133,12 @@ def _table_dtype(tn: Node | None) -> str | None:
 
 
 def _table_arg(tn: Node | None) -> list[relax.Expr]:
+    """The table constant as the kernel holds it (qconv2d.table_storage: a 65536-entry one widened to int32)."""
     if tn is None:
         return []
     t = tn.inputs[1]
-    return [relax.const(np.asarray(t.const), tvm_dtype(t.type.dtype))]
+    dtype = kq.table_storage(tvm_dtype(tn.inputs[0].type.dtype), tvm_dtype(t.type.dtype))
+    return [relax.const(np.asarray(t.const).astype(dtype), dtype)]
 
 
 def qdepthwise_plan(kb: KernelBody):

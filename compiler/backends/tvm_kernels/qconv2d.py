@@ -226,7 +226,7 @@ def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None,
             r = residual[res_idx]
             r = requant_te(r, rq2, (o, j), spec.rq2) if spec.rq2 is not None else r.astype("int32")
             v = requant_te(v.astype("int32") + r.astype("int32"), rq3, (o, j), spec.rq3)
-        return table_te(v, table, spec.pre_table_dtype) if spec.table is not None else v
+        return table_te(v, table, spec.pre_table_dtype, spec.table) if spec.table is not None else v
 
     if spec.out_block == 16:
         return te.compute(out_shape(spec), lambda *i: epi(*i, res_idx=i), name="out")
@@ -239,17 +239,27 @@ def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None,
 TABLE_INDEX = {"int8": (-128, 256), "uint8": (0, 256), "int16": (-2**15, 2**16), "uint16": (0, 2**16)}
 
 
-def table_te(v, table, index_dtype: str):
+def table_storage(index_dtype: str, table_dtype: str) -> str:
+    """The dtype a kernel holds its table in: a 65536-entry table (16-bit index) as int32, so that a vector of
+    lookups is one hardware gather of 32-bit lanes (tvm_byte_lookup.gather_lookup; x86 has no 8- or 16-bit
+    gather, and LLVM otherwise loads lane by lane); a 256-entry table as is (VBMI permutes)."""
+    return "int32" if TABLE_INDEX[index_dtype][1] > 256 else table_dtype
+
+
+def table_te(v, table, index_dtype: str, table_dtype: str):
     """table[v - min(index dtype)]: the 256-entry lookup of an 8-bit value, the 65536-entry one of a 16-bit
-    value (an activation on int16 grids: QuantConfig.keep_16bit)."""
-    return table[v.astype("int32") - tirx.const(TABLE_INDEX[index_dtype][0], "int32")]
+    value (an activation on int16 grids: QuantConfig.keep_16bit), as `table_dtype` (the table's entries)."""
+    y = table[v.astype("int32") - tirx.const(TABLE_INDEX[index_dtype][0], "int32")]
+    return y if table.dtype == table_dtype else y.astype(table_dtype)
 
 
 def table_args(spec) -> dict:
-    """The lookup table's placeholder, keyed as write_back_te takes it (none without a table)."""
+    """The lookup table's placeholder (held as `table_storage`), keyed as write_back_te takes it (none without a
+    table)."""
     if spec.table is None:
         return {}
-    return {"table": te.placeholder((TABLE_INDEX[spec.pre_table_dtype][1],), spec.table, "table")}
+    size = TABLE_INDEX[spec.pre_table_dtype][1]
+    return {"table": te.placeholder((size,), table_storage(spec.pre_table_dtype, spec.table), "table")}
 
 
 def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None,

@@ -97,7 +97,7 @@ def qdepthwise_te(spec: QDepthwiseSpec, data, weight, bias, rq=None, table=None)
     def _out(n, c, y, x, o):
         v = conv[n, c, y, x, o] + bias[c, o]
         v = requant_te(v, rq, (c, o), spec.rq) if spec.rq is not None else v
-        return table_te(v, table, spec.rq.dtype) if spec.table is not None else v
+        return table_te(v, table, spec.rq.dtype, spec.table) if spec.table is not None else v
     return te.compute(spec.out_shape(), _out, name="out")
 
 
