@@ -16,7 +16,7 @@ The index is the lane's value truncated to a byte: a 256-entry table is indexed 
 the byte's 8 bits, so the result is the same entry the gather loads.
 
 A 65536-entry table (a 16-bit index: an activation kept at 16 bits) is held as int32 by the kernels
-(qconv2d.table_storage), and a lookup of 16 (or 8) lanes is one `vpgatherdd` of those 32-bit entries
+(tvm_kernels/table.py), and a lookup of 16 (or 8) lanes is one `vpgatherdd` of those 32-bit entries
 (`gather_lookup`): x86 has no 8- or 16-bit gather, and LLVM, which prefers no gathers on recent Intel cores,
 loads such a vector lane by lane even from an int32 table. The index is in [0, 65536) by construction (the
 16-bit value minus its dtype's minimum).

@@ -24,7 +24,7 @@ HOST_HAS_AVX512 = "avx512f" in host_cpu_flags()
 
 def _gather(index_dtype: str, table_dtype: str, lanes: int):
     """out[i] = tab[x[i] - min(x's dtype)] over 256 indices, vectorized `lanes` wide (the form of
-    qconv2d.table_te in a conv's write-back)."""
+    tvm_kernels/table.py's table_te in a conv's write-back)."""
     offset = 128 if index_dtype == "int8" else 0
 
     @T.prim_func
@@ -88,7 +88,7 @@ def test_loads_that_are_not_byte_table_gathers_are_left_alone():
 
 
 def _wide_gather(out_dtype: str, lanes: int, n: int = 1024):
-    """out[i] = tab[x[i] + 32768] from a 65536-entry int32 table (qconv2d.table_storage's form of a 16-bit
+    """out[i] = tab[x[i] + 32768] from a 65536-entry int32 table (tvm_kernels/table.py's form of a 16-bit
     index's table), cast to `out_dtype`, vectorized `lanes` wide."""
     @T.prim_func
     def f(x: T.Buffer((n,), "int16"), tab: T.Buffer((65536,), "int32"), out: T.Buffer((n,), out_dtype)):

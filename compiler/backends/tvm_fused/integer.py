@@ -18,6 +18,7 @@ from compiler.backends.tvm_kernels import qconv2d as kq
 from compiler.backends.tvm_kernels import qdepthwise as kdw
 from compiler.backends.tvm_kernels import shiftadd as ksa
 from compiler.backends.tvm_kernels import shiftmax as ksm
+from compiler.backends.tvm_kernels import table as ktable
 from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
 from compiler.ir import Node, Value
 from compiler.layouts import pack_conv_weight
@@ -133,11 +134,11 @@ def _table_dtype(tn: Node | None) -> str | None:
 
 
 def _table_arg(tn: Node | None) -> list[relax.Expr]:
-    """The table constant as the kernel holds it (qconv2d.table_storage: a 65536-entry one widened to int32)."""
+    """The table constant as the kernel holds it (tvm_kernels/table.py: a 65536-entry one widened to int32)."""
     if tn is None:
         return []
     t = tn.inputs[1]
-    dtype = kq.table_storage(tvm_dtype(tn.inputs[0].type.dtype), tvm_dtype(t.type.dtype))
+    dtype = ktable.table_storage(tvm_dtype(tn.inputs[0].type.dtype), tvm_dtype(t.type.dtype))
     return [relax.const(np.asarray(t.const).astype(dtype), dtype)]
 
 

@@ -44,6 +44,7 @@ from compiler.layouts import int_in_block, int_out_block, pack_vnni_conv_weight
 from .common import divisors, finalize
 from .requant import (REQUANT_FORMS, Requant, pack_requant, requant_dtype, requant_form,  # noqa: F401
                       requant_np, requant_scalar_te, requant_te)
+from .table import TABLE_INDEX, table_args, table_te
 from .vnni import VNNI_INTRIN, lanes, register_intrinsics  # noqa: F401
 
 __all__ = ["QConvSpec", "Requant", "make_qconv2d", "pack_weight", "pack_bias", "pack_requant", "data_shape",
@@ -234,32 +235,6 @@ def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None,
         return te.compute(out_shape(spec), lambda n, o, y, x, j: epi(n, o // 2, y, x, (o % 2) * 8 + j,
                                                                      (n, o, y, x, j)), name="out")
     return te.compute(out_shape(spec), lambda n, c, y, x: epi(n, c // 16, y, x, c % 16), name="out")
-
-
-TABLE_INDEX = {"int8": (-128, 256), "uint8": (0, 256), "int16": (-2**15, 2**16), "uint16": (0, 2**16)}
-
-
-def table_storage(index_dtype: str, table_dtype: str) -> str:
-    """The dtype a kernel holds its table in: a 65536-entry table (16-bit index) as int32, so that a vector of
-    lookups is one hardware gather of 32-bit lanes (tvm_byte_lookup.gather_lookup; x86 has no 8- or 16-bit
-    gather, and LLVM otherwise loads lane by lane); a 256-entry table as is (VBMI permutes)."""
-    return "int32" if TABLE_INDEX[index_dtype][1] > 256 else table_dtype
-
-
-def table_te(v, table, index_dtype: str, table_dtype: str):
-    """table[v - min(index dtype)]: the 256-entry lookup of an 8-bit value, the 65536-entry one of a 16-bit
-    value (an activation on int16 grids: QuantConfig.keep_16bit), as `table_dtype` (the table's entries)."""
-    y = table[v.astype("int32") - tirx.const(TABLE_INDEX[index_dtype][0], "int32")]
-    return y if table.dtype == table_dtype else y.astype(table_dtype)
-
-
-def table_args(spec) -> dict:
-    """The lookup table's placeholder (held as `table_storage`), keyed as write_back_te takes it (none without a
-    table)."""
-    if spec.table is None:
-        return {}
-    size = TABLE_INDEX[spec.pre_table_dtype][1]
-    return {"table": te.placeholder((size,), table_storage(spec.pre_table_dtype, spec.table), "table")}
 
 
 def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None,

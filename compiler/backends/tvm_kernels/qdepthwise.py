@@ -24,7 +24,7 @@ from tvm import te, tirx
 
 from .common import finalize
 from .conv2d import Conv2dSpec, output_hw
-from .qconv2d import TABLE_INDEX, table_args, table_te
+from .table import TABLE_INDEX, table_args, table_te
 from .requant import Requant, requant_dtype, requant_te
 
 __all__ = ["QDepthwiseSpec", "make_qdepthwise"]

@@ -30,10 +30,11 @@ from tvm import s_tir, te, tirx
 
 from .common import ACC_SCOPE, SCHEDULE_ATTR, finalize
 from .qconv2d import QConvSpec, output_hw, out_shape, pack_bias as conv_bias, pad_te, pick_tile as conv_tile, \
-    table_args, write_back_te
+    write_back_te
 from .qconv2d_schedule import tile_full_blocks, tile_half_blocks
 from .qmatmul import QMatmulSpec, pack_bias as matmul_bias, pick_tile as matmul_tile
 from .requant import requant_dtype, requant_te
+from .table import table_args
 
 __all__ = ["decompose", "pack_conv_code", "pack_conv_bias", "make_shift_qconv2d", "pack_matmul_code",
            "pack_matmul_bias", "make_shift_qmatmul", "conv_realization", "matmul_realization", "TERMS"]
