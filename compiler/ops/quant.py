@@ -120,12 +120,42 @@ def _qconv_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorTyp
     return [TensorType(_conv_infer(f32, attrs)[0].shape, DType.I32)]
 
 
+def exact_sum_dtype(x: np.ndarray, w: np.ndarray, terms: int, bias: np.ndarray | None = None) -> type:
+    """The dtype an integer contraction of int64 `x` and `w` (`terms` products per output, then `bias`) is summed
+    in: float64 where every partial sum, in any order, is an integer below 2^53 (exact, and numpy hands it to
+    BLAS), else int64 (numpy's integer einsum / matmul, no BLAS). The result is the same integer either way."""
+    def amax(a):
+        return int(np.abs(a).max(initial=0)) if a is not None and a.size else 0
+    return np.float64 if amax(x) * amax(w) * terms + amax(bias) < 2**53 else np.int64
+
+
 def _qconv_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
     x = ins[0].astype(np.int64) - a["x_zero_point"]
     w = ins[1].astype(np.int64)
     b = ins[2].astype(np.int64) if len(ins) > 2 else None
-    y = conv_reference(x, w, b, a["strides"], a["pads"], a["dilations"], a["groups"])
-    return [y.astype(np.int32)]
+    dt = exact_sum_dtype(x, w, w[0].size, b)
+    x, w, b = x.astype(dt), w.astype(dt), None if b is None else b.astype(dt)
+    if a["groups"] == x.shape[1] == w.shape[0] and x.ndim == 4:
+        y = _depthwise_sum(x, w, b, a["strides"], a["pads"], a["dilations"])
+    else:
+        y = conv_reference(x, w, b, a["strides"], a["pads"], a["dilations"], a["groups"])
+    return [y.astype(np.int64).astype(np.int32)]
+
+
+def _depthwise_sum(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, strides, pads, dilations) -> np.ndarray:
+    """conv_reference for a 2-D depthwise conv (one filter per channel), as one strided multiply-add per tap:
+    the same integers (exact_sum_dtype), without einsum's per-channel loop."""
+    (sh, sw), (dh, dw) = strides, dilations
+    xp = np.pad(x, [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])])
+    kh, kw = w.shape[2:]
+    oh = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
+    ow = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
+    y = np.zeros((x.shape[0], x.shape[1], oh, ow), x.dtype)
+    for r in range(kh):
+        for t in range(kw):
+            tap = xp[:, :, r * dh:r * dh + (oh - 1) * sh + 1:sh, t * dw:t * dw + (ow - 1) * sw + 1:sw]
+            y += tap * w[:, 0, r, t][None, :, None, None]
+    return y if b is None else y + b[None, :, None, None]
 
 
 conv = define("q.conv", "Integer conv (ONNX Conv semantics): int32 sum((x - x_zero_point) * w) + "
@@ -144,7 +174,8 @@ def _qmatmul_infer(ins: list[TensorType], attrs: dict[str, Any]) -> list[TensorT
 def _qmatmul_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndarray]:
     x = ins[0].astype(np.int64) - a["a_zero_point"]
     w = ins[1].astype(np.int64) - a["b_zero_point"]
-    return [np.matmul(x, w).astype(np.int32)]
+    dt = exact_sum_dtype(x, w, x.shape[-1])
+    return [np.matmul(x.astype(dt), w.astype(dt)).astype(np.int64).astype(np.int32)]
 
 
 matmul = define("q.matmul", "Integer numpy.matmul: int32 (a - a_zero_point) @ (b - b_zero_point).",
