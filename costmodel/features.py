@@ -361,9 +361,9 @@ TABLE_TILE_MIN_ACC = 12
 def _table_tile(tile: tuple[int, ...]) -> bool:
     """Whether an int8 conv tile suits a write-back that ends in an activation table: at least 2 output-channel
     blocks and TABLE_TILE_MIN_ACC accumulators. Measured (1 thread, Sapphire Rapids, 1x1 convs of EfficientNet-B0
-    with SiLU's table): 16->96 at 112x112 0.80 ms with (1, 16), 0.39-0.43 with (2, 8) / (3, 4) / (6, 2) / (3, 8);
-    24->144 at 56x56 0.27-0.30 with (1, 7) / (1, 14) / (3, 2), 0.16 with (3, 4); without the table every tile is
-    within 1.3x. The learned model has no feature for the table (its training kernels have none), so it ranks
+    with SiLU's table): 16->96 at 112x112 0.74 ms with (1, 16), 0.39 with (2, 8) / (3, 4) / (6, 2); 24->144
+    at 56x56 0.27-0.28 with (1, 7) / (1, 14) / (3, 2), 0.16 with (3, 4); without the table every tile is within
+    1.3x. The learned model has no feature for the table (its training kernels have none), so it ranks
     only these."""
     return tile[0] >= 2 and tile[0] * tile[1] >= TABLE_TILE_MIN_ACC
 
