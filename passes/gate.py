@@ -21,7 +21,6 @@ from passes.base import register_pass
 from passes.fusion import _body
 
 GATE = "gate"
-_INT_DATA = (DType.I8, DType.U8, DType.I16)     # 8-bit, and int16 (QuantConfig.keep_16bit's activations)
 
 
 def _source(v: Value, single, chain: list[Node]) -> Value | None:
@@ -33,7 +32,7 @@ def _source(v: Value, single, chain: list[Node]) -> Value | None:
         chain.append(p)
         if p.op is ew.cast:
             src = p.inputs[0]
-            ok = p.attrs["to"] is DType.I32 and src.type.dtype in _INT_DATA and not src.is_const
+            ok = p.attrs["to"] is DType.I32 and src.type.dtype in q.INT_DATA and not src.is_const
             return src if ok else None
         if p.op not in (ew.add, ew.sub) or not (p.inputs[1].is_const and p.inputs[1].type.size == 1):
             return None
@@ -43,7 +42,7 @@ def _source(v: Value, single, chain: list[Node]) -> Value | None:
 def match(rq: Node, single) -> tuple[list[Node], Value, Value] | None:
     """(nodes, activation, gate) when `rq` ends a gate chain on blocked data, else None."""
     a = rq.attrs
-    if rq.op is not q.requant or len(a["multiplier"]) != 1 or rq.outputs[0].type.dtype not in _INT_DATA:
+    if rq.op is not q.requant or len(a["multiplier"]) != 1 or rq.outputs[0].type.dtype not in q.INT_DATA:
         return None
     mul = rq.inputs[0].producer
     if mul is None or mul.op is not ew.mul or not single(rq.inputs[0]) or rq.outputs[0].type.rank != 5:

@@ -29,7 +29,6 @@ from passes.fusion import ELEMENTWISE
 
 F32 = DType.F32
 INT8 = (DType.I8, DType.U8)
-INT_DATA = (*INT8, DType.I16)   # what the integer convs read (int16: QuantConfig.keep_16bit's layers)
 
 
 # kernels whose write-back can produce any channel block (with padding): the others write the layout
@@ -61,11 +60,11 @@ def kernel_layout(node: Node) -> KernelLayout | None:
     if a.op is linalg.conv and x.type.dtype is F32 and a.inputs[1].is_const:
         ib, ob = layouts.choose_blocks(c, a.outputs[0].type.shape[1], a.attrs["groups"])
         return KernelLayout(ib, ob)
-    if a.op is q.conv and x.type.dtype in INT_DATA and a.inputs[1].is_const and a.attrs["groups"] == c > 1 \
+    if a.op is q.conv and x.type.dtype in q.INT_DATA and a.inputs[1].is_const and a.attrs["groups"] == c > 1 \
             and a.outputs[0].type.shape[1] == c:       # depthwise: the same 16 (or 8) channel blocks in and out
         b = next((b for b in (16, 8) if c % b == 0), 0)
         return KernelLayout(b, b, a.attrs["x_zero_point"]) if b else None
-    if a.op is q.conv and x.type.dtype in INT_DATA and a.inputs[1].is_const and a.attrs["groups"] == 1:
+    if a.op is q.conv and x.type.dtype in q.INT_DATA and a.inputs[1].is_const and a.attrs["groups"] == 1:
         xz = a.attrs["x_zero_point"] + (128 if x.type.dtype is DType.I8 else 0)
         if not (-2**15 <= xz < 2**15 if x.type.dtype is DType.I16 else 0 <= xz <= 255):
             return None
@@ -79,7 +78,7 @@ def kernel_layout(node: Node) -> KernelLayout | None:
             b = layouts.int_out_block(c)
             return KernelLayout(b, b)
     if a.op is rd.reduce_sum and _spatial(a) and x.producer is not None and x.producer.inputs[0] is body.inputs[0] \
-            and body.inputs[0].type.dtype in INT_DATA:
+            and body.inputs[0].type.dtype in q.INT_DATA:
         b = layouts.int_out_block(c)
         return KernelLayout(b, b)
     return None

@@ -32,6 +32,7 @@ from compiler.types import DType, TensorType
 INT_RANGE = {DType.I4: (-8, 7), DType.I8: (-128, 127), DType.U8: (0, 255),
              DType.I16: (-32768, 32767), DType.I32: (-2**31, 2**31 - 1)}
 ACTIVATION_TYPES = (DType.I8, DType.U8, DType.I16, DType.I4)
+INT_DATA = (DType.I8, DType.U8, DType.I16)   # the activations the integer kernels read (int16: QuantConfig.keep_16bit)
 
 
 def _need(t: TensorType, allowed: tuple[DType, ...], what: str) -> None:

@@ -27,7 +27,7 @@ from compiler.ops import ivit, layout as lay, quant as q
 from compiler.types import DType
 
 INT_ACT = (DType.I8, DType.U8)
-INT_DATA = (*INT_ACT, DType.I16)        # what the VNNI kernels read (int16: QuantConfig.keep_16bit's layers)
+INT_DATA = q.INT_DATA                  # what the VNNI kernels read (int16: QuantConfig.keep_16bit's layers)
 I32_RANGE = (-2**31, 2**31 - 1)
 
 

@@ -45,14 +45,16 @@ def _intrin(a_dtype: str, b_dtype: str, depth: int, llvm_name: str):
     return desc, impl
 
 
+INTRINSICS = {VNNI_INTRIN: ("uint8", "int8", 4, "llvm.x86.avx512.vpdpbusd.512"),
+              VNNI16_INTRIN: ("int16", "int16", 2, "llvm.x86.avx512.vpdpwssd.512")}
+
+
 def lanes(data_dtype: str) -> tuple[int, str, str]:
     """(reduction steps per 32-bit lane, weight dtype, intrinsic) of a VNNI kernel on `data_dtype` activations:
     (4, int8, vpdpbusd) for 8-bit data (int8 shifted to uint8), (2, int16, vpdpwssd) for int16."""
-    return (2, "int16", VNNI16_INTRIN) if data_dtype == "int16" else (4, "int8", VNNI_INTRIN)
-
-
-INTRINSICS = {VNNI_INTRIN: ("uint8", "int8", 4, "llvm.x86.avx512.vpdpbusd.512"),
-              VNNI16_INTRIN: ("int16", "int16", 2, "llvm.x86.avx512.vpdpwssd.512")}
+    name = VNNI16_INTRIN if data_dtype == "int16" else VNNI_INTRIN
+    _, weight, depth, _ = INTRINSICS[name]
+    return depth, weight, name
 
 
 def register_intrinsics() -> None:
