@@ -20,10 +20,12 @@ from compiler.backends.tvm_kernels import shiftadd as ksa
 from compiler.backends.tvm_kernels import shiftmax as ksm
 from compiler.backends.tvm_kernels import table as ktable
 from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
+from compiler.host import cpu_features
 from compiler.ir import Node, Value
 from compiler.layouts import pack_conv_weight
 from compiler.ops import elementwise as ew
 from compiler.ops import ivit, layout as lay, quant as q
+from compiler.target import Target
 from compiler.types import DType
 
 INT_ACT = (DType.I8, DType.U8)
@@ -142,8 +144,22 @@ def _table_arg(tn: Node | None) -> list[relax.Expr]:
     return [relax.const(np.asarray(t.const).astype(dtype), dtype)]
 
 
-def qdepthwise_plan(kb: KernelBody):
-    """(spec, requant node, data operand) of a depthwise q.conv [q.requant along the channels] on blocked data."""
+def depthwise_vnni(target: Target | None, x_dtype: str, zp: int, block: int, dilation: tuple) -> bool:
+    """Whether the depthwise kernel takes its VNNI form (tvm_kernels/qdepthwise.py) on `target`: a CPU with
+    AVX-512 VNNI (and VL for 8-channel blocks) whose shuffles are one instruction (VBMI's vpermb for 8-bit data,
+    vpermw for int16), dilation 1, and a zero point the shifted data's dtype holds."""
+    if target is None or target.kind != "llvm" or tuple(dilation) != (1, 1):
+        return False
+    feats = cpu_features(target.cpu)
+    need = {"avx512vnni", "avx512bw"} | ({"avx512vl"} if block == 8 else set()) | \
+        (set() if x_dtype == "int16" else {"avx512vbmi"})
+    lo, hi = (-2**15, 2**15 - 1) if x_dtype == "int16" else (0, 255)
+    return need <= feats and lo <= zp + (128 if x_dtype == "int8" else 0) <= hi
+
+
+def qdepthwise_plan(kb: KernelBody, target: Target | None = None):
+    """(spec, requant node, data operand) of a depthwise q.conv [q.requant along the channels] on blocked data;
+    the VNNI form where `target` takes it (depthwise_vnni)."""
     c = kb.anchor
     x, w = c.inputs[0], c.inputs[1]
     a = c.attrs
@@ -160,20 +176,26 @@ def qdepthwise_plan(kb: KernelBody):
         raise NotFusable("an epilogue the depthwise int8 conv has no slot for")
     p = a["pads"]
     try:
+        xdt = tvm_dtype(x.type.dtype)
         spec = kdw.QDepthwiseSpec(n, ch, h, wd, *w.type.shape[2:], tuple(a["strides"]), (p[0], p[1], p[2], p[3]),
-                                  tuple(a["dilations"]), b, tvm_dtype(x.type.dtype), a["x_zero_point"],
-                                  requant_of(rn, I32_RANGE), _table_dtype(tn))
+                                  tuple(a["dilations"]), b, xdt, a["x_zero_point"],
+                                  requant_of(rn, I32_RANGE), _table_dtype(tn),
+                                  depthwise_vnni(target, xdt, a["x_zero_point"], b, a["dilations"]))
     except ValueError as e:
         raise NotFusable(str(e)) from None
     return spec, (rn, tn), xi
 
 
 def emit_qdepthwise(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
-    spec, (rn, tn), xi = qdepthwise_plan(kb)
+    spec, (rn, tn), xi = qdepthwise_plan(kb, ctx.target)
     c, b = kb.anchor, spec.block
-    wp = pack_conv_weight(weight_of(c.inputs[1])[0].astype(np.int8), "depthwise", 1, b)
+    w = weight_of(c.inputs[1])[0].astype(np.int8)
     bias = np.asarray(c.inputs[2].const, np.int32) if len(c.inputs) > 2 else np.zeros(spec.c, np.int32)
-    call_args = [args[xi], relax.const(wp, "int8"), relax.const(bias.reshape(spec.c // b, b), "int32")]
+    if spec.vnni:
+        wp, bias = kdw.pack_vnni(spec, w, bias)
+    else:
+        wp, bias = pack_conv_weight(w, "depthwise", 1, b), bias.reshape(spec.c // b, b)
+    call_args = [args[xi], relax.const(wp, str(wp.dtype)), relax.const(bias, "int32")]
     if spec.rq is not None:
         ra = rn.attrs
         call_args.append(relax.const(kq.pack_requant(ra["multiplier"], ra["shift"], spec.c, spec.c, (3, spec.c // b, b),

@@ -12,22 +12,37 @@ Layouts (``b = spec.block``, 8 or 16 dividing the channel count c):
     out = rq(acc)                                                          if rq
     out = table[out - min(rq dtype)]                                       if table
 
-The products run in int32 lanes (one channel block per vector); the register tiling is the FP32 conv's
-(conv2d_schedule.schedule_conv2d on the equivalent depthwise Conv2dSpec).
+Two forms, both bit-exact:
+
+* plain (``vnni=False``): the products in int32 lanes (one channel block per vector); the register tiling is the
+  FP32 conv's (conv2d_schedule.schedule_conv2d on the equivalent depthwise Conv2dSpec). 9 widen-multiply-adds per
+  output vector of a 3x3 kernel.
+* VNNI (``vnni=True``, dilation 1, a CPU with AVX-512 VNNI): in the blocked layout, ``depth`` horizontally adjacent
+  pixels of one channel block are ``depth x b`` contiguous values; one shuffle (vpermb / vpermw on VBMI CPUs) makes
+  each 32-bit lane hold one channel's ``depth`` taps and one vpdpbusd (8-bit data, depth 4) or vpdpwssd (int16,
+  depth 2) adds their products to that channel's accumulator: 3 (8-bit) or 6 (int16) per output vector of a 3x3
+  kernel. The kernel row is cut into ``groups = ceil(kw / depth)`` such windows, the taps past kw weighted 0, and
+  the pad stage widens the row to cover the last window. vpdpbusd reads unsigned bytes: int8 data is shifted to
+  uint8 (+128) in the pad stage and the bias folds the shift: ``sum((x - zp) w) = sum(u(x) w) - u(zp) sum(w)``
+  (``pack_vnni``; int32 wraparound is the same on both sides).
+  Weight ``(c//b, kh, groups, b, depth)`` int8 (int16 for int16 data), element [cb, r, g, i, k] =
+  ``w[b cb + i, r, depth g + k]`` (0 past kw).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+import numpy as np
 from tvm import te, tirx
 
-from .common import finalize
+from .common import SCHEDULE_ATTR, finalize
 from .conv2d import Conv2dSpec, output_hw
 from .table import TABLE_INDEX, table_args, table_te
 from .requant import Requant, requant_dtype, requant_te
+from .vnni import register_depthwise_intrinsic
 
-__all__ = ["QDepthwiseSpec", "make_qdepthwise"]
+__all__ = ["QDepthwiseSpec", "make_qdepthwise", "pack_vnni"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,7 @@ class QDepthwiseSpec:
     x_zp: int
     rq: Optional[Requant] = None
     table: Optional[str] = None         # dtype of a 256 / 65536-entry lookup after the requant (an activation)
+    vnni: bool = False                  # the vpdpbusd / vpdpwssd form (module docstring)
 
     def __post_init__(self):
         if self.block not in (8, 16) or self.c % self.block:
@@ -54,6 +70,23 @@ class QDepthwiseSpec:
             raise ValueError(self.x_dtype)
         if self.table is not None and (self.rq is None or self.rq.dtype not in TABLE_INDEX):
             raise ValueError("a lookup table needs an 8- or 16-bit requant before it")
+        if self.vnni and self.dilation != (1, 1):
+            raise ValueError("the VNNI depthwise form reads adjacent pixels: dilation 1 only")
+
+    @property
+    def depth(self) -> int:
+        """Taps per 32-bit lane in the VNNI form: 4 (vpdpbusd, 8-bit data) or 2 (vpdpwssd, int16)."""
+        return 2 if self.x_dtype == "int16" else 4
+
+    @property
+    def groups(self) -> int:
+        """Windows of `depth` taps per kernel row (VNNI form)."""
+        return -(-self.kw // self.depth)
+
+    @property
+    def shift(self) -> int:
+        """What the VNNI form adds to the data so vpdpbusd's unsigned operand holds it: 128 for int8, else 0."""
+        return 128 if self.vnni and self.x_dtype == "int8" else 0
 
     @property
     def pre_table_dtype(self) -> str:
@@ -101,12 +134,96 @@ def qdepthwise_te(spec: QDepthwiseSpec, data, weight, bias, rq=None, table=None)
     return te.compute(spec.out_shape(), _out, name="out")
 
 
+def qdepthwise_vnni_te(spec: QDepthwiseSpec, data, weight, bias, rq=None, table=None):
+    """The VNNI form (module docstring): the pad stage shifts the data (u(x)) and widens each row to the last
+    window; conv sums u(x) * w over (kernel row, window, tap), the bias (pack_vnni's) folds u(zp) * sum(w)."""
+    b, d, g = spec.block, spec.depth, spec.groups
+    pt, pl, pb, pr = spec.pad
+    sh, sw = spec.stride
+    oh, ow = output_hw(spec.conv)
+    wp = max(spec.w + pl + pr, (ow - 1) * sw + g * d)
+    udt = "uint8" if d == 4 else "int16"
+
+    def _u(v):
+        return (v.astype("int32") + spec.shift).astype(udt) if spec.shift else v.astype(udt)
+
+    def _pad(n, c, y, x, i):
+        inside = tirx.all(y >= pt, y < pt + spec.h, x >= pl, x < pl + spec.w)
+        return tirx.if_then_else(inside, _u(data[n, c, y - pt, x - pl, i]),
+                                 tirx.const(spec.x_zp + spec.shift, udt))
+    padded = te.compute((spec.n, spec.c // b, spec.h + pt + pb, wp, b), _pad, name="pad")
+    ry = te.reduce_axis((0, spec.kh), name="ry")
+    rg = te.reduce_axis((0, g), name="rg")
+    rk = te.reduce_axis((0, d), name="rk")
+
+    def _conv(n, c, y, x, o):
+        v = padded[n, c, y * sh + ry, x * sw + rg * d + rk, o].astype("int32")
+        return te.sum(v * weight[c, ry, rg, o, rk].astype("int32"), axis=[ry, rg, rk])
+    conv = te.compute((spec.n, spec.c // b, oh, ow, b), _conv, name="conv")
+
+    def _out(n, c, y, x, o):
+        v = conv[n, c, y, x, o] + bias[c, o]
+        v = requant_te(v, rq, (c, o), spec.rq) if spec.rq is not None else v
+        return table_te(v, table, spec.rq.dtype, spec.table) if spec.table is not None else v
+    return te.compute(spec.out_shape(), _out, name="out")
+
+
+def pack_vnni(spec: QDepthwiseSpec, w: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) of the VNNI form from the (c, 1, kh, kw) int8 weight and (c,) int32 bias: the weight in
+    windows of `depth` taps (0 past kw), the bias minus u(zp) * sum(w) per channel, wrapped to int32."""
+    b, d, g = spec.block, spec.depth, spec.groups
+    c, kh, kw = spec.c, spec.kh, spec.kw
+    wt = np.zeros((c, kh, g * d), np.int16 if d == 2 else np.int8)
+    wt[:, :, :kw] = w.reshape(c, kh, kw)
+    wt = np.ascontiguousarray(wt.reshape(c // b, b, kh, g, d).transpose(0, 2, 3, 1, 4))
+    corr = (spec.x_zp + spec.shift) * w.reshape(c, -1).astype(np.int64).sum(1)
+    return wt, (bias.astype(np.int64) - corr).astype(np.int32).reshape(c // b, b)
+
+
+VNNI_MAX_ACC = 16
+
+
+def vnni_tile_fits(spec: QDepthwiseSpec, tile: Tuple[int, int]) -> bool:
+    """Whether the VNNI form can take register tile (reg_oc, reg_w): both divide their axes (tensorize wants
+    no predicate)."""
+    roc, rw = tile
+    return (spec.c // spec.block) % roc == 0 and output_hw(spec.conv)[1] % rw == 0
+
+
+def vnni_tile(spec: QDepthwiseSpec) -> Tuple[int, int]:
+    """The VNNI form's default tile: one channel block x the widest divisor of the output width up to
+    VNNI_MAX_ACC pixels."""
+    ow = output_hw(spec.conv)[1]
+    return 1, max(d for d in range(1, VNNI_MAX_ACC + 1) if ow % d == 0)
+
+
+def _schedule_vnni(func: tirx.PrimFunc, spec: QDepthwiseSpec, tile: Optional[Tuple[int, int]]) -> tirx.PrimFunc:
+    """The VNNI conv's schedule (qconv2d_schedule.tile_full_blocks): reg_oc channel blocks x reg_w pixels of
+    accumulators, the windows' (b channels x depth taps) tensorized with one shuffle + vpdpbusd / vpdpwssd."""
+    from tvm import s_tir
+
+    from .qconv2d import sched_pad
+    from .qconv2d_schedule import tile_full_blocks
+    oh, ow = output_hw(spec.conv)
+    roc, rw = tile if tile and vnni_tile_fits(spec, tile) else vnni_tile(spec)
+    sch = s_tir.Schedule(func)
+    conv = sch.get_sblock("conv")
+    windows = sch.get_loops(conv)[6]            # (n, c, y, x, o, ry, rg, rk)
+    j, init = tile_full_blocks(sch, conv, sch.get_sblock("out"), roc, rw, True, inner=1)
+    sch.unroll(windows)
+    sch.tensorize(j, register_depthwise_intrinsic(spec.x_dtype == "int16", spec.block))
+    sch.vectorize(sch.get_loops(init)[-1])
+    sched_pad(sch)
+    return sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled")
+
+
 def make_qdepthwise(spec: QDepthwiseSpec, tile: Optional[Tuple[int, int]] = None) -> tirx.PrimFunc:
-    """Scheduled PrimFunc (data, weight, bias, [rq], out)."""
+    """Scheduled PrimFunc (data, weight, bias, [rq], out); the weight and bias of the VNNI form from pack_vnni."""
     from .conv2d_schedule import schedule_conv2d
     b = spec.block
     data = te.placeholder((spec.n, spec.c // b, spec.h, spec.w, b), spec.x_dtype, "data")
-    weight = te.placeholder((spec.c // b, spec.kh, spec.kw, b), "int8", "weight")
+    wshape = (spec.c // b, spec.kh, spec.groups, b, spec.depth) if spec.vnni else (spec.c // b, spec.kh, spec.kw, b)
+    weight = te.placeholder(wshape, "int16" if spec.vnni and spec.depth == 2 else "int8", "weight")
     bias = te.placeholder((spec.c // b, b), "int32", "bias")
     args = [data, weight, bias]
     rq = None
@@ -115,6 +232,6 @@ def make_qdepthwise(spec: QDepthwiseSpec, tile: Optional[Tuple[int, int]] = None
         args.append(rq)
     table = table_args(spec).get("table")
     args += [table] if table is not None else []
-    out = qdepthwise_te(spec, data, weight, bias, rq, table)
+    out = (qdepthwise_vnni_te if spec.vnni else qdepthwise_te)(spec, data, weight, bias, rq, table)
     func = te.create_prim_func(args + [out])
-    return finalize(schedule_conv2d(func, spec.conv, tile))
+    return finalize(_schedule_vnni(func, spec, tile) if spec.vnni else schedule_conv2d(func, spec.conv, tile))

@@ -57,6 +57,51 @@ def lanes(data_dtype: str) -> tuple[int, str, str]:
     return depth, weight, name
 
 
+def _depthwise_intrin(a_dtype: str, w_dtype: str, depth: int, block: int, llvm_name: str):
+    """C[block] (int32) += sum over `depth` taps of A[k, i] x B[i, k]: A is `depth` adjacent pixels of one channel
+    block (tap-major, as the blocked layout holds them), B the weights channel-major. One shuffle makes each 32-bit
+    lane channel i's taps (vpermb / vpermw), one vpdpbusd / vpdpwssd adds them."""
+    n = block * depth
+    perm = [k * block + i for i in range(block) for k in range(depth)]      # lane i*depth + k <- tap k, channel i
+    op_vec, a_vec = f"{w_dtype}x{n}", f"{a_dtype}x{n}"
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((depth, block), a_dtype, offset_factor=1), B: T.Buffer((block, depth), w_dtype, offset_factor=1),
+             C: T.Buffer((block,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:block], A[0:depth, 0:block], B[0:block, 0:depth])
+            T.writes(C[0:block])
+            for i in T.serial(0, block):
+                for k in T.serial(0, depth):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk, vi], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((depth, block), a_dtype, offset_factor=1), B: T.Buffer((block, depth), w_dtype, offset_factor=1),
+             C: T.Buffer((block,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:block], A[0:depth, 0:block], B[0:block, 0:depth])
+            T.writes(C[0:block])
+            C[T.ramp(T.int32(0), 1, block)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_name), C.vload([0], dtype=f"int32x{block}"),
+                T.reinterpret(T.Shuffle([A.vload([0, 0], dtype=a_vec)], perm), dtype=op_vec),
+                B.vload([0, 0], dtype=op_vec), dtype=f"int32x{block}")
+    return desc, impl
+
+
+def register_depthwise_intrinsic(wide: bool, block: int) -> str:
+    """The depthwise VNNI intrinsic (qdepthwise.py's VNNI form) for int16 (`wide`) or 8-bit data and 8- or
+    16-channel blocks, registered on first use; its name."""
+    name = f"dyc_depthwise_{block}x{2 if wide else 4}_{'i16' if wide else 'u8'}_vnni"
+    if s_tir.TensorIntrin.get(name, allow_missing=True) is None:
+        base = "vpdpwssd" if wide else "vpdpbusd"
+        args = ("int16", "int16", 2) if wide else ("uint8", "int8", 4)
+        s_tir.TensorIntrin.register(name, *_depthwise_intrin(*args, block,
+                                                             f"llvm.x86.avx512.{base}.{32 * block}"))
+    return name
+
+
 def register_intrinsics() -> None:
     for name, args in INTRINSICS.items():
         if s_tir.TensorIntrin.get(name, allow_missing=True) is None:
