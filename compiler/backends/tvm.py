@@ -33,6 +33,7 @@ from compiler.backends.tvm_byte_lookup import pipeline_for
 from compiler.backends.tvm_arena import Arena, place_in_arena
 from compiler.backends.tvm_memory import kernel_workspace_bytes, tvm_planner_bytes
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
+from compiler.host import llvm_target_config
 from compiler.ir import Graph
 from compiler.ops.registry import OpDef
 from compiler.runtime import from_container, to_container
@@ -51,7 +52,7 @@ def tvm_target(target: Target) -> tvm.target.Target:
         return cuda_target(target)
     if target.kind != "llvm":
         raise Unsupported(f"target {target.kind} is not supported by the tvm backend yet")
-    return tvm.target.Target({"kind": "llvm", "mcpu": target.cpu, "num-cores": target.threads()})
+    return tvm.target.Target(llvm_target_config(target.cpu, target.threads()))
 
 
 def _check_supported(g: Graph) -> None:

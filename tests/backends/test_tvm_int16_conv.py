@@ -47,8 +47,8 @@ def test_int16_conv_kernel_bit_exact(case):
                        "int16" if res else None, None, rq3)
     lib = tvm.compile(tvm.IRModule({"main": K.make_qconv2d(spec)}), target=TGT)
     asm = lib.mod.inspect_source("asm")
-    # int16 pair products: vpdpwssd, or LLVM's vpmaddwd + vpaddd where it prefers those (the residual variant)
-    assert re.search(r"\tvp(dpwssd|maddwd)\t", asm) and "vpdpbusd" not in asm
+    # int16 pair products on vpdpwssd, not split by LLVM into vpmaddwd + vpaddd (host.llvm_target_config)
+    assert re.search(r"\tvpdpwssd\t", asm) and "vpmaddwd" not in asm and "vpdpbusd" not in asm
     x = rng.integers(-32767, 32768, (1, ci, h, h)).astype(np.int16)
     w = rng.integers(-127, 128, (co, ci, k, k)).astype(np.int8)
     b = rng.integers(-20000, 20000, co).astype(np.int32)
@@ -144,7 +144,8 @@ def test_int16_matmul_kernel_bit_exact(m, k, n, zp):
     rng = np.random.default_rng(k + n)
     spec = M.QMatmulSpec(m, k, n, "int16", zp, K.Requant(0, 0, -32767, 32767, "int16"))
     lib = tvm.compile(tvm.IRModule({"main": M.make_qmatmul(spec)}), target=TGT)
-    assert re.search(r"\tvp(dpwssd|maddwd)\t", lib.mod.inspect_source("asm"))
+    asm = lib.mod.inspect_source("asm")
+    assert re.search(r"\tvpdpwssd\t", asm) and "vpmaddwd" not in asm
     a = rng.integers(-32767, 32768, (m, k)).astype(np.int16)
     w = rng.integers(-127, 128, (k, n)).astype(np.int8)
     b = rng.integers(-20000, 20000, n).astype(np.int32)
@@ -154,3 +155,19 @@ def test_int16_matmul_kernel_bit_exact(m, k, n, zp):
     t = [tvm.runtime.tensor(x, dev) for x in args] + [tvm.runtime.empty(M.out_shape(spec), spec.out_dtype, dev)]
     lib["main"](*t)
     np.testing.assert_array_equal(t[-1].numpy()[:, :n], M.qmatmul_reference(spec, a, w, 0, b, mc))
+
+
+def test_vnni_targets_keep_vpdpwssd_unsplit():
+    """For a CPU with AVX-512 VNNI the llvm target carries "fast-dpwssd": without it LLVM's machine combiner
+    splits each vpdpwssd of the int16 conv into vpmaddwd + vpaddd (twice the instructions). Machine code only,
+    so it runs on any host; a CPU without VNNI gets no flag."""
+    from compiler.host import llvm_target_config
+    assert "mattr" not in llvm_target_config("haswell", 1)
+    spec = K.QConvSpec(1, 64, 7, 7, 32, 1, 1, x_dtype="int16", rq1=I16)
+    func = K.make_qconv2d(spec, (2, 7))
+    cfg = llvm_target_config("sapphirerapids", 1)
+    split = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target({**cfg, "mattr": []}))
+    kept = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(cfg))
+    assert "vpmaddwd" in split.mod.inspect_source("asm")
+    asm = kept.mod.inspect_source("asm")
+    assert asm.count("vpdpwssd") >= 14 and "vpmaddwd" not in asm     # >= one per accumulator of the tile

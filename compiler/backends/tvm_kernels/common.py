@@ -14,7 +14,7 @@ from typing import Iterable, Optional, Sequence
 import tvm
 from tvm import te, tirx
 
-from compiler.host import host_cpu_name, host_vector_lanes  # noqa: F401  (re-exported)
+from compiler.host import host_cpu_name, host_vector_lanes, llvm_target_config  # noqa: F401  (re-exported)
 
 OP_PATTERN_OPAQUE = 8  # relax kOpaque: FuseOps leaves such PrimFuncs alone
 SCHEDULE_ATTR = "tvm_kernels.schedule"  # which schedule was applied: "tiled" / "simple" / "none"
@@ -25,7 +25,8 @@ ACC_SCOPE = "global"
 
 
 def host_target(num_cores: Optional[int] = None) -> tvm.target.Target:
-    """llvm target for this host: ``Target({"kind": "llvm", "mcpu": <host cpu>, "num-cores": n})``.
+    """llvm target for this host: ``Target({"kind": "llvm", "mcpu": <host cpu>, "num-cores": n})`` (with
+    compiler.host.llvm_target_config's tuning flags).
 
     ``num_cores`` defaults to ``TVM_NUM_THREADS`` if set, else ``os.cpu_count()``.  (TVM 0.27 rejects the old
     ``"llvm -mcpu=..."`` strings; the dict form is required.)
@@ -33,7 +34,7 @@ def host_target(num_cores: Optional[int] = None) -> tvm.target.Target:
     if num_cores is None:
         env = os.environ.get("TVM_NUM_THREADS")
         num_cores = int(env) if env else (os.cpu_count() or 1)
-    return tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name(), "num-cores": int(num_cores)})
+    return tvm.target.Target(llvm_target_config(host_cpu_name(), num_cores))
 
 
 def finalize(func: tirx.PrimFunc) -> tirx.PrimFunc:
