@@ -132,13 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --quantize int8: keep these conv / matmul layers' input and output activations "
                         "(and an activation computed from such an output alone) at 16 bits (int16 symmetric "
                         "grids, still integer-only; HAWQV3's per-layer activation bits). NAME: an ONNX node name, "
-                        "or first / last (the first / last conv or matmul); the --report column 'lost dB' names "
-                        "the layers worth keeping. A value a long reduction reads takes fewer int16 levels, so "
+                        "or first / last (the first / last conv or matmul), first:N / last:N (the first / last N); "
+                        "the --report column 'lost dB' names the layers worth keeping. A value a long reduction reads takes fewer int16 levels, so "
                         "that range analysis proves the int32 accumulator. auto[:BUDGET]: the fewest layers that "
                         "meet BUDGET on the calibration data (cos0.99 by default: the worst sample's cosine; or Npt "
                         "with labels), each layer's effect measured (passes/keep_16bit_search.py; 2 builds per "
                         "layer); exit 2 when even every layer at 16 bits misses it. int16 convs take about "
-                        "1.0-2.3x the int8 kernel's time")
+                        "1.5-1.9x the int8 kernel's time on 1x1 convs (half the multiply-adds per instruction)")
     p.add_argument("--gelu-form", choices=["auto", "table", "shift"], default="auto",
                    help="with --integer-only: a GELU on an 8-bit input becomes the exact function tabulated on "
                         "that grid (table: 256 entries), I-ViT's ShiftGELU on a "

@@ -72,9 +72,9 @@ class QuantConfig:
     negative value, else int8), "auto" (as uint8, plus asymmetric uint8 with a zero point for
     signed tensors whose range is skewed enough that it is >= 4/3 finer than int8).
     keep_16bit: conv / matmul layers (ONNX node names, or "first" / "last": the first / last integer conv or
-    matmul in graph order) whose input activation(s) and output (the requant after the accumulator, through a
-    folded bias / relu / clip) get int16 symmetric grids instead of 8-bit (HAWQV3's per-layer activation bits;
-    `keep_16bit_layers`). The grid is a value's: the layer before a kept one writes int16, the one after reads it."""
+    matmul in graph order, "first:N" / "last:N": the first / last N) whose input activation(s) and output (the
+    requant after the accumulator, through a folded bias / relu / clip) get int16 symmetric grids instead of 8-bit
+    (HAWQV3's per-layer activation bits; `keep_16bit_layers`). The grid is a value's: the layer before a kept one writes int16, the one after reads it."""
 
     activation: str = "auto"
     observer: str = "minmax"
@@ -485,23 +485,34 @@ def integer_layers(g: Graph, uses: Mapping | None = None) -> list[Node]:
     return [n for n in g.nodes if n.op in (linalg.conv, linalg.matmul) and integer_capable(n, uses)]
 
 
+def _keyword_count(x: str) -> int | None:
+    """N of a keyword "first", "last" (1), "first:N" or "last:N" (N >= 1); None for anything else."""
+    word, colon, n = x.partition(":")
+    if word not in KEEP_16BIT_KEYWORDS:
+        return None
+    if not colon:
+        return 1
+    return int(n) if n.isdigit() and int(n) >= 1 else None
+
+
 def keep_16bit_layers(g: Graph, names: Sequence[str], uses: Mapping | None = None) -> list[Node]:
     """The conv / matmul nodes of `g` that `names` (QuantConfig.keep_16bit) picks: ONNX node names, "first",
-    "last" (the first / last integer conv or matmul in graph order). InvalidInput names the option and a few
-    valid names when one matches nothing."""
+    "last" (the first / last integer conv or matmul in graph order), "first:N" / "last:N" (the first / last N of
+    them). InvalidInput names the option and a few valid names when one matches nothing."""
     layers = integer_layers(g, uses)
     by_name = {n.name: n for n in layers}
-    bad = [x for x in names if x not in by_name and x not in KEEP_16BIT_KEYWORDS]
+    bad = [x for x in names if x not in by_name and _keyword_count(x) is None]
     if bad or (names and not layers):
-        shown = [*KEEP_16BIT_KEYWORDS, *list(by_name)[:6]] if layers else []
+        shown = [*KEEP_16BIT_KEYWORDS, "first:N", "last:N", *list(by_name)[:6]] if layers else []
         more = ", ..." if len(by_name) > 6 else ""
         raise InvalidInput(f"--keep-16bit / keep_16bit: no conv or matmul layer named {', '.join(map(repr, bad))}"
                            if bad else "--keep-16bit / keep_16bit: the model has no integer conv or matmul layer",
                            hint=f"valid names: {', '.join(shown)}{more}" if shown else None)
-    picked = {"first": layers[:1], "last": layers[-1:]}
     out: dict[int, Node] = {}
     for x in names:
-        for n in picked.get(x) or [by_name[x]]:
+        k = _keyword_count(x) if x not in by_name else None
+        picked = [by_name[x]] if k is None else layers[:k] if x.startswith("first") else layers[-k:]
+        for n in picked:
             out[id(n)] = n
     return list(out.values())
 
