@@ -3,15 +3,16 @@
 (`quantize_static`, QDQ, per-channel weights, uint8 activations), both calibrated on the same inputs.
 
     python benchmarks/e2e_int8_real_arch.py [--models yolov8n convnext_t] [--repeat 30] [--threads 1]
-                                            [--keep-16bit auto:cos0.99]
+                                            [--keep-16bit auto:cos0.99|first:11|NAMES]
+                                            [--eval-crops 6] [--eval-seed 1]
 
 With --keep-16bit, a second build of ours per model with that option (`auto[:BUDGET]`: the fewest layers on
 int16 grids that meet BUDGET on the calibration crops, passes/keep_16bit_search.py) is measured in the same
 interleaved runs, as its own row.
 
 Inputs are real photographs (examples/real_arch/photos.py: crops of scikit-learn's two sample images):
-8 crops calibrate, 6 other crops evaluate. Accuracy is the cosine of each INT8 output with the FP32
-output (the worst of the 6 images); for the detector also the largest difference of the best class
+8 crops calibrate, 6 other crops evaluate (`--eval-crops`, drawn with `--eval-seed`). Accuracy is the cosine of
+each INT8 output with the FP32 output (the worst image); for the detector also the largest difference of the best class
 score over the FP32 model's 10 highest-scoring anchors. Speed: median of `--repeat` interleaved calls
 (the three runtimes alternate) after 5 warmups, 1 thread by default.
 """
@@ -54,6 +55,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--keep-16bit", default=None, metavar="auto[:BUDGET]|NAMES",
                     help="also build ours with this --keep-16bit and measure it as a second row")
+    ap.add_argument("--eval-crops", type=int, default=6, help="photographs the accuracy is measured on")
+    ap.add_argument("--eval-seed", type=int, default=1, help="seed of the evaluation crops (calibration: 0)")
     args = ap.parse_args()
 
     import onnxruntime as ort
@@ -69,7 +72,7 @@ def main() -> None:
         path, _ = export_onnx(name, out_dir / f"{name}.onnx")
         size = SIZES[name][1]
         calib = list(photo_batch(size, 8, seed=0)[:, None])
-        evals = list(photo_batch(size, 6, seed=1)[:, None])
+        evals = list(photo_batch(size, args.eval_crops, seed=args.eval_seed)[:, None])
         t0 = time.perf_counter()
         cm = compiler.compile(path, target=f"llvm -num-threads={args.threads}", quantize="int8",
                               calibration=calib, integer_only=True)
