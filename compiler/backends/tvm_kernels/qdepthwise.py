@@ -107,6 +107,15 @@ class QDepthwiseSpec:
         return (self.n, self.c // self.block, oh, ow, self.block)
 
 
+def _write_back(spec: QDepthwiseSpec, conv, bias, rq, table):
+    """out = [table of] [requant of] conv + bias, per channel (both forms)."""
+    def _out(n, c, y, x, o):
+        v = conv[n, c, y, x, o] + bias[c, o]
+        v = requant_te(v, rq, (c, o), spec.rq) if spec.rq is not None else v
+        return table_te(v, table, spec.rq.dtype, spec.table) if spec.table is not None else v
+    return te.compute(spec.out_shape(), _out, name="out")
+
+
 def qdepthwise_te(spec: QDepthwiseSpec, data, weight, bias, rq=None, table=None):
     b = spec.block
     pt, pl, pb, pr = spec.pad
@@ -126,12 +135,7 @@ def qdepthwise_te(spec: QDepthwiseSpec, data, weight, bias, rq=None, table=None)
         d = padded[n, c, y * sh + ry * dh, x * sw + rx * dw, o].astype("int32") - tirx.const(spec.x_zp, "int32")
         return te.sum(d * weight[c, ry, rx, o].astype("int32"), axis=[ry, rx])
     conv = te.compute((spec.n, spec.c // b, oh, ow, b), _conv, name="conv")
-
-    def _out(n, c, y, x, o):
-        v = conv[n, c, y, x, o] + bias[c, o]
-        v = requant_te(v, rq, (c, o), spec.rq) if spec.rq is not None else v
-        return table_te(v, table, spec.rq.dtype, spec.table) if spec.table is not None else v
-    return te.compute(spec.out_shape(), _out, name="out")
+    return _write_back(spec, conv, bias, rq, table)
 
 
 def qdepthwise_vnni_te(spec: QDepthwiseSpec, data, weight, bias, rq=None, table=None):
@@ -160,12 +164,7 @@ def qdepthwise_vnni_te(spec: QDepthwiseSpec, data, weight, bias, rq=None, table=
         v = padded[n, c, y * sh + ry, x * sw + rg * d + rk, o].astype("int32")
         return te.sum(v * weight[c, ry, rg, o, rk].astype("int32"), axis=[ry, rg, rk])
     conv = te.compute((spec.n, spec.c // b, oh, ow, b), _conv, name="conv")
-
-    def _out(n, c, y, x, o):
-        v = conv[n, c, y, x, o] + bias[c, o]
-        v = requant_te(v, rq, (c, o), spec.rq) if spec.rq is not None else v
-        return table_te(v, table, spec.rq.dtype, spec.table) if spec.table is not None else v
-    return te.compute(spec.out_shape(), _out, name="out")
+    return _write_back(spec, conv, bias, rq, table)
 
 
 def pack_vnni(spec: QDepthwiseSpec, w: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

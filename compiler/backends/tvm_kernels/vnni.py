@@ -1,6 +1,8 @@
 """The AVX-512 VNNI tensor intrinsics, registered once for the integer conv, matmul and batched matmul schedules
 to tensorize with: vpdpbusd (4 uint8 x 16x4 int8 -> 16 int32 accumulators) and, for int16 activations,
-vpdpwssd (2 int16 x 16x2 int16 -> 16 int32 accumulators; the products' pair sums wrap like q.conv's int32)."""
+vpdpwssd (2 int16 x 16x2 int16 -> 16 int32 accumulators; the products' pair sums wrap like q.conv's int32); and the
+depthwise conv's (`register_depthwise_intrinsic`): a shuffle of adjacent pixels' taps into per-channel lanes, then
+the same instructions."""
 from __future__ import annotations
 
 from tvm import s_tir
