@@ -72,6 +72,7 @@ def main() -> None:
     from compiler.backends.tvm_kernels import qdepthwise as D
     from compiler.backends.tvm_kernels.common import host_target
     from compiler.backends.tvm_kernels.qconv2d import Requant, pack_requant
+    from compiler.layouts import pack_conv_weight
     from examples.real_arch import export_onnx
     tvm.get_global_func("runtime.config_threadpool")(1, 1)      # 1 thread, as the compiled models run here
     target = host_target(1)
@@ -99,7 +100,7 @@ def main() -> None:
                     res = []
                     for sp in (spec, dataclasses.replace(spec, vnni=True)):
                         wp, bp = D.pack_vnni(sp, wt, bias) if sp.vnni else \
-                            (np.ascontiguousarray(wt.reshape(c // b, b, k, k).transpose(0, 2, 3, 1)),
+                            (pack_conv_weight(wt, "depthwise", 1, b),
                              bias.reshape(c // b, b))
                         rqp = pack_requant(mult, shift, c, c, (3, c // b, b), sp.rq.form)
                         lib = tvm.compile(tvm.IRModule({"main": D.make_qdepthwise(sp)}), target=target)

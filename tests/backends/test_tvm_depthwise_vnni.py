@@ -18,6 +18,7 @@ from compiler.backends.tvm_kernels import qdepthwise as D  # noqa: E402
 from compiler.backends.tvm_kernels.common import host_target  # noqa: E402
 from compiler.host import cpu_features  # noqa: E402
 from compiler.ir import Graph  # noqa: E402
+from compiler.layouts import pack_conv_weight  # noqa: E402
 from compiler.ops import quant as q  # noqa: E402
 from compiler.target import Target  # noqa: E402
 from compiler.types import DType, TensorType  # noqa: E402
@@ -83,7 +84,7 @@ def test_vnni_form_equals_the_plain_form_kernel_for_any_tile(tile):
     outs = []
     for s in (spec, dataclasses.replace(spec, vnni=True)):
         wp, bp = D.pack_vnni(s, w, bias) if s.vnni else \
-            (np.ascontiguousarray(w.reshape(3, 16, 3, 3).transpose(0, 2, 3, 1)), bias.reshape(3, 16))
+            (pack_conv_weight(w, "depthwise", 1, 16), bias.reshape(3, 16))
         lib = tvm.compile(tvm.IRModule({"main": D.make_qdepthwise(s, tile if s.vnni else None)}),
                           target=host_target(1))
         out = tvm.runtime.tensor(np.zeros(s.out_shape(), np.int32))
