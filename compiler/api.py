@@ -116,7 +116,7 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
              lut_table: str = "int8", integer_attention: bool = False,
              precision: str = "fp32", weight_bits: int = 8,
              shiftadd_attention: bool = False, keep_16bit: Sequence[str] = (),
-             gelu_form: str = "auto") -> tuple[Graph, Any]:
+             gelu_form: str = "auto", accuracy_metric: Any = None) -> tuple[Graph, Any]:
     """Every pass of a compile, in order: (the final IR, the quantization report or None). The kernel
     passes' analyses (the memory plan) go into `results` when given."""
     say = progress or (lambda _msg: None)
@@ -148,7 +148,8 @@ def final_ir(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                                    disable_passes=disable_passes, print_after=print_after,
                                    verify_each=verify_each, dump_dir=dump_dir, shiftadd=shiftadd,
                                    shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table,
-                                   weight_bits=weight_bits, keep_16bit=keep_16bit, gelu_form=gelu_form)
+                                   weight_bits=weight_bits, keep_16bit=keep_16bit, gelu_form=gelu_form,
+                                   accuracy_metric=accuracy_metric)
         say(f"quantized ({quantize}{', integer-only' if integer_only else ''}) to {len(g.nodes)} nodes "
             f"in {time.perf_counter() - t0:.2f}s")
         g = optimize_quantized(g, target, disable_passes=disable_passes, print_after=print_after,
@@ -191,7 +192,8 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
             shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
             lut_table: str = "int8", integer_attention: bool = False, precision: str = "fp32",
             weight_bits: int = 8, shiftadd_attention: bool = False,
-            keep_16bit: Sequence[str] = (), gelu_form: str = "auto") -> CompiledModel:
+            keep_16bit: Sequence[str] = (), gelu_form: str = "auto",
+            accuracy_metric: Any = None) -> CompiledModel:
     """Compile a model for `target` ("llvm", "llvm -mcpu=znver4 -num-threads=1") and return a
     CompiledModel. `model` is an ONNX path or ModelProto, or a torch.nn.Module traced on
     `example_inputs`.
@@ -240,7 +242,9 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     accumulation, q.requant into int16, 65536-entry tables, still integer-only; a value a long reduction reads
     takes as many int16 levels as keep its int32 accumulator provable. keep_16bit=["auto:cos0.99"] (or "auto",
     "auto:0.5pt" with labels) chooses the fewest layers that meet that budget on the calibration data
-    (passes/keep_16bit_search.py; the result is cm.report.keep_16bit). The TVM backend runs the int16 convs and
+    (passes/keep_16bit_search.py; the result is cm.report.keep_16bit). "auto:metric0.05" bounds your own loss:
+    accuracy_metric(fp32_outputs, quantized_outputs) -> float (lower is better; each a list of numpy arrays, the
+    graph's outputs on one calibration batch), at most 0.05 on every batch (also for accuracy_budget). The TVM backend runs the int16 convs and
     linear layers on vpdpwssd kernels.
     integer_attention=True (with quantize="int8", integer_only=True; llvm) runs each integer attention in
     one pass over key blocks, Shiftmax inside the running recurrence (passes/qattention.py): off by
@@ -265,7 +269,8 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
                          progress=progress, results=results, lmul=lmul, shiftadd=shiftadd,
                          shiftadd_kernel=shiftadd_kernel, lut=lut, lut_table=lut_table,
                          integer_attention=integer_attention, precision=precision, weight_bits=weight_bits,
-                         shiftadd_attention=shiftadd_attention, keep_16bit=keep_16bit, gelu_form=gelu_form)
+                         shiftadd_attention=shiftadd_attention, keep_16bit=keep_16bit, gelu_form=gelu_form,
+                         accuracy_metric=accuracy_metric)
     missing = sorted({n.op.name for n in g.walk()} - {op.name for op in be.supported_ops()})
     if missing:
         raise Unsupported(f"backend {backend} cannot lower: {', '.join(missing)}")
@@ -300,7 +305,8 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
                    verify_each: bool = True, dump_dir: str | os.PathLike | None = None,
                    shiftadd: int | None = None, shiftadd_kernel: str = "auto", lut: int | None = None,
                    lut_table: str = "int8", weight_bits: int = 8,
-                   keep_16bit: Sequence[str] = (), gelu_form: str = "auto") -> tuple[Graph, Any]:
+                   keep_16bit: Sequence[str] = (), gelu_form: str = "auto",
+                   accuracy_metric: Any = None) -> tuple[Graph, Any]:
     """The quantization passes (compiler.pipeline.QUANTIZE: calibrate and annotate, dyadic, ivit for
     integer-only, cleanup) over the canonicalized `g`; then the integer-only certificate and the
     overflow bounds. Returns the graph and a lazy per-layer report.
@@ -345,11 +351,12 @@ def quantize_model(g: Graph, mode: str, calibration: Any, integer_only: bool,
     if keep_16bit:
         from compiler.calibration import labels_for
         from passes.keep_16bit_search import auto_budget
-        auto = auto_budget(keep_16bit, labels_for(calibration, labels))
+        auto = auto_budget(keep_16bit, labels_for(calibration, labels), accuracy_metric)
     if mode == "mixed" and accuracy_budget is not None:      # "0.5pt" / "cos0.99": an AccuracyTarget
         from compiler.calibration import labels_for
         from passes.accuracy_budget import parse_accuracy_budget
-        accuracy_budget = parse_accuracy_budget(accuracy_budget, labels_for(calibration, labels))
+        accuracy_budget = parse_accuracy_budget(accuracy_budget, labels_for(calibration, labels),
+                                                metric=accuracy_metric)
     budgets = {k: v for k, v in (("size", size_budget), ("latency", latency_budget),
                                  ("accuracy", accuracy_budget), ("keep_16bit", auto)) if v is not None}
     request = QuantRequest(mode, QuantConfig(observer=observer, integer_only=integer_only,

@@ -106,7 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "on the shift kernel, have none) instead of the perturbation. Npt (e.g. 0.5pt): at most "
                         "N top-1 points lost against FP32 on the calibration data, which then needs a `labels` "
                         "array (one class index per sample); cosC (e.g. cos0.99): the final output's cosine "
-                        "with FP32 there at least C. Both search F, building and measuring candidate plans")
+                        "with FP32 there at least C; metricM (e.g. metric0.05): --accuracy-metric's loss at "
+                        "most M on every calibration batch. All three search F, building and measuring candidate "
+                        "plans")
+    p.add_argument("--accuracy-metric", metavar="FILE.py:FUNCTION",
+                   help="your accuracy metric, for the budgets metricM (--accuracy-budget, --keep-16bit "
+                        "auto:metricM): FUNCTION(fp32_outputs, quantized_outputs) -> float, lower is better, each "
+                        "argument the list of the model's outputs (numpy arrays) on one calibration batch. E.g. a "
+                        "detector's largest class-score error, which an output cosine does not see")
     p.add_argument("--integer-only", action="store_true",
                    help="fail (exit 3, listing the nodes) unless every op between the input quantize "
                         "and the output dequantize is an integer op")
@@ -136,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the --report column 'lost dB' names the layers worth keeping. A value a long reduction reads takes fewer int16 levels, so "
                         "that range analysis proves the int32 accumulator. auto[:BUDGET]: the fewest layers that "
                         "meet BUDGET on the calibration data (cos0.99 by default: the worst sample's cosine; or Npt "
-                        "with labels), each layer's effect measured (passes/keep_16bit_search.py; 2 builds per "
+                        "with labels; or metricM with --accuracy-metric), each layer's effect measured (passes/keep_16bit_search.py; 2 builds per "
                         "layer); exit 2 when even every layer at 16 bits misses it. int16 convs take about "
                         "1.5-1.9x the int8 kernel's time on 1x1 convs (half the multiply-adds per instruction)")
     p.add_argument("--gelu-form", choices=["auto", "table", "shift"], default="auto",
@@ -228,17 +235,25 @@ def _run(args: argparse.Namespace) -> int:
         raise InvalidInput("--weight-bits 4 needs --quantize int8 (--quantize mixed chooses the bits per layer)")
     if any(b is not None for b in budgets) and args.quantize != "mixed":
         raise InvalidInput("--size-budget / --latency-budget / --accuracy-budget need --quantize mixed")
+    metric = None
+    if args.accuracy_metric:
+        from passes.accuracy_budget import load_metric
+        if "metric" not in f"{args.accuracy_budget or ''}{args.keep_16bit or ''}".lower():
+            raise InvalidInput("--accuracy-metric is the loss of a metricM budget, and none was given",
+                               hint="add --keep-16bit auto:metric0.05 or --accuracy-budget metric0.05")
+        metric = load_metric(args.accuracy_metric)
     if args.accuracy_budget is not None:         # fail fast on a malformed value, or points without labels
         from compiler.calibration import labels_for
         from passes.accuracy_budget import parse_accuracy_budget
-        parse_accuracy_budget(args.accuracy_budget, labels_for(args.calibration), flag="--accuracy-budget")
+        parse_accuracy_budget(args.accuracy_budget, labels_for(args.calibration), flag="--accuracy-budget",
+                              metric=metric)
     quant = dict(quantize=args.quantize, calibration=args.calibration, integer_only=args.integer_only,
                  observer=args.observer, size_budget=args.size_budget,
                  latency_budget=args.latency_budget, accuracy_budget=args.accuracy_budget, shiftadd=args.shiftadd,
                  shiftadd_kernel=args.shiftadd_kernel, lut=args.lut, lut_table=args.lut_table,
                  integer_attention=args.integer_attention, weight_bits=args.weight_bits,
                  keep_16bit=[x.strip() for x in (args.keep_16bit or "").split(",") if x.strip()],
-                 gelu_form=args.gelu_form) \
+                 gelu_form=args.gelu_form, accuracy_metric=metric) \
         if args.quantize else {}
     options = dict(input_shapes=parse_shapes(args.input_shape) or None,
                    passes=args.passes.split(",") if args.passes else None,

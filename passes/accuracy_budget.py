@@ -11,7 +11,10 @@ Loss is measured end to end against the FP32 graph on the same batches (activati
 
 - points: 100 x (top-1 accuracy of FP32 - top-1 accuracy of the plan), argmax over the last axis of the first
   output, against `labels` (one class index per output row, batches in order);
-- cosine: per graph output, cos(plan, FP32) over all calibration samples flattened together; the smallest one.
+- cosine: per graph output, cos(plan, FP32) over all calibration samples flattened together; the smallest one;
+- metric: the user's own loss (`accuracy_metric(ref, got)`, lower is better, on one calibration batch's outputs:
+  FP32's and the plan's), its largest value over the calibration batches ("metric0.05": at most 0.05). A
+  detector's class scores, for instance, which a cosine over its whole head output does not see.
 
 Search: F_hi is the plan with the fewest multiplies any F allows; if it meets the budget it is taken. Else F_lo,
 the least-perturbing plan (all INT8 without other budgets), must meet it (or InfeasibleBudget says by how much
@@ -38,33 +41,87 @@ from passes.mixed_precision import InfeasibleBudget, MixedPlan, plan_mixed, solv
 from passes.quantize import batch_args
 from passes.sensitivity import float_outputs
 
-KINDS = ("points", "cosine")
+KINDS = ("points", "cosine", "metric")
 _POINTS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:pts?|points?)", re.I)
 _COSINE = re.compile(r"cos(?:ine)?\s*=?\s*(\d+(?:\.\d*)?|\.\d+)", re.I)
+_METRIC = re.compile(r"metric\s*(?:<=|=)?\s*(\d+(?:\.\d*)?(?:e-?\d+)?|\.\d+)", re.I)
 FORMS = ("F (a fraction of the outputs' mean square, e.g. 0.01), Npt (top-1 points lost on the labelled "
-         "calibration data, e.g. 0.5pt) or cosC (the final output's minimum cosine with FP32, e.g. cos0.99)")
+         "calibration data, e.g. 0.5pt), cosC (the final output's minimum cosine with FP32, e.g. cos0.99) or "
+         "metricM (your accuracy metric at most M on every calibration batch, e.g. metric0.05)")
+Metric = Callable[[list, list], float]       # (FP32's outputs, the plan's outputs) on one batch -> loss
 
 
 @dataclass(frozen=True)
 class AccuracyTarget:
-    """A points or cosine accuracy budget; `labels` (int64, one class index per calibration sample) for points."""
+    """A points, cosine or metric accuracy budget; `labels` (int64, one class index per calibration sample) for
+    points, `metric` (the user's loss on one batch) for metric."""
 
-    kind: str                           # "points" | "cosine"
+    kind: str                           # "points" | "cosine" | "metric"
     value: float
     labels: np.ndarray | None = field(default=None, compare=False, repr=False)
+    metric: Metric | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
-        return f"{self.value:g}pt" if self.kind == "points" else f"cos{self.value:g}"
+        return {"points": f"{self.value:g}pt", "cosine": f"cos{self.value:g}"}.get(self.kind, f"metric{self.value:g}")
+
+    @property
+    def unit(self) -> str:
+        return {"points": "points lost", "cosine": "cosine"}.get(self.kind, metric_name(self.metric))
 
     def met(self, measured: float) -> bool:
-        return measured <= self.value + 1e-9 if self.kind == "points" else measured >= self.value - 1e-12
+        return measured >= self.value - 1e-12 if self.kind == "cosine" else measured <= self.value + 1e-9
+
+    def metric_loss(self, ref: Sequence[Sequence[np.ndarray]], got: Sequence[Sequence[np.ndarray]]) -> float:
+        """The metric's largest value over the batches (ref[i], got[i]: FP32's and the plan's outputs on batch i).
+        InvalidInput when it raises or returns anything but a finite number."""
+        worst = -math.inf
+        for r, o in zip(ref, got):
+            try:
+                value = float(self.metric(list(r), list(o)))
+            except Exception as e:          # the user's code: say whose and what
+                raise InvalidInput(f"accuracy metric {metric_name(self.metric)} raised {type(e).__name__}: {e}",
+                                   hint="it takes (FP32 outputs, quantized outputs) of one calibration batch, "
+                                        "each a list of numpy arrays, and returns a float (lower is better)") from None
+            if not math.isfinite(value):
+                raise InvalidInput(f"accuracy metric {metric_name(self.metric)} returned {value}",
+                                   hint="return a finite float, lower is better")
+            worst = max(worst, value)
+        return worst
 
 
-def parse_accuracy_budget(value: Any, labels: Any = None,
-                          flag: str = "accuracy_budget") -> float | AccuracyTarget | None:
-    """A budget as given (a number, "0.01", "0.5pt", "cos0.99", "cos=0.99", or an AccuracyTarget) -> the float
-    fraction or an AccuracyTarget carrying `labels`. InvalidInput names `flag` for a malformed value, and for a
-    points budget without labels."""
+def metric_name(metric: Any) -> str:
+    return getattr(metric, "__name__", None) or type(metric).__name__
+
+
+def load_metric(spec: str) -> Metric:
+    """The function FUNCTION of the Python file FILE.py named by `spec` ("FILE.py:FUNCTION", --accuracy-metric).
+    InvalidInput naming the file for a missing file, a file that fails to import, or no such function."""
+    import importlib.util
+    from pathlib import Path
+    file, sep, name = spec.rpartition(":")
+    hint = "--accuracy-metric FILE.py:FUNCTION, e.g. metrics.py:class_score_error"
+    if not sep or not file or not name.isidentifier():
+        raise InvalidInput(f"--accuracy-metric {spec!r} is not FILE.py:FUNCTION", hint=hint)
+    path = Path(file)
+    if not path.is_file():
+        raise InvalidInput(f"{file}: no such file (--accuracy-metric)", hint=hint)
+    module_spec = importlib.util.spec_from_file_location(f"_accuracy_metric_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        raise InvalidInput(f"{file}: importing it raised {type(e).__name__}: {e} (--accuracy-metric)") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise InvalidInput(f"{file} has no function {name} (--accuracy-metric)", hint=hint)
+    return fn
+
+
+def parse_accuracy_budget(value: Any, labels: Any = None, flag: str = "accuracy_budget",
+                          metric: Metric | None = None) -> float | AccuracyTarget | None:
+    """A budget as given (a number, "0.01", "0.5pt", "cos0.99", "cos=0.99", "metric0.05", or an AccuracyTarget)
+    -> the float fraction or an AccuracyTarget carrying `labels` / `metric`. InvalidInput names `flag` for a
+    malformed value, a points budget without labels and a metric budget without a metric."""
     if value is None:
         return None
     if isinstance(value, AccuracyTarget):
@@ -73,8 +130,10 @@ def parse_accuracy_budget(value: Any, labels: Any = None,
         return _fraction(float(value), value, flag)
     elif isinstance(value, str):
         text = value.strip()
-        points, cosine = _POINTS.fullmatch(text), _COSINE.fullmatch(text)
-        if points:
+        points, cosine, user = _POINTS.fullmatch(text), _COSINE.fullmatch(text), _METRIC.fullmatch(text)
+        if user:
+            target = AccuracyTarget("metric", float(user.group(1)))
+        elif points:
             target = AccuracyTarget("points", float(points.group(1)))
             if target.value >= 100:
                 raise InvalidInput(f"{flag} {value!r}: top-1 points lost must be below 100", hint=f"use {FORMS}")
@@ -91,6 +150,14 @@ def parse_accuracy_budget(value: Any, labels: Any = None,
             return _fraction(number, value, flag)
     else:
         raise InvalidInput(f"{flag} {value!r} is not an accuracy budget", hint=f"use {FORMS}")
+    if target.kind == "metric":
+        metric = metric if metric is not None else target.metric
+        if metric is None:
+            raise InvalidInput(f"{flag} {str(target)!r} bounds your accuracy metric, which was not given",
+                               hint="pass --accuracy-metric FILE.py:FUNCTION (CLI) or accuracy_metric= (API)")
+        if not callable(metric):
+            raise InvalidInput(f"accuracy metric {metric!r} is not callable")
+        return replace(target, metric=metric)
     if target.kind == "points":
         if labels is None:
             labels = target.labels
@@ -165,10 +232,13 @@ class BudgetSearch:
         if self.target.kind == "points":
             head = (f"accuracy budget {self.target}: {self.measured:.3f} top-1 points lost on {self.samples} "
                     f"labelled calibration samples (FP32 {self.fp32_accuracy:.2f}%, plan {self.accuracy:.2f}%)")
-        else:
+        elif self.target.kind == "cosine":
             head = (f"accuracy budget {self.target}: the final output's cosine with FP32 {self.measured:.5f} "
                     f"on {self.samples} calibration samples")
-        unit = "points lost" if self.target.kind == "points" else "cosine"
+        else:
+            head = (f"accuracy budget {self.target}: {self.target.unit} at most {self.measured:.5g} "
+                    f"on {self.samples} calibration samples")
+        unit = self.target.unit
         lines = [head + f"; searched the perturbation bound F: {self.solves} ILP solves, "
                         f"{len(self.trials)} plans built and measured (integer graph, interpreter)"]
         for t in self.trials:
@@ -220,7 +290,7 @@ def search_plan(g: Graph, batches: Sequence[Any], budget: AccuracyTarget, build:
         if budget.kind == "points":
             acc = accuracy(outs)
             return fp32_acc - acc, acc
-        return _cosine(ref, outs), None
+        return (_cosine(ref, outs) if budget.kind == "cosine" else budget.metric_loss(ref, outs)), None
 
     first = plan_mixed(g, batches, accuracy_budget=math.inf, **plan_kwargs)   # the fewest multiplies: any F
     layers, power = first.layers, first.output_power
@@ -253,7 +323,8 @@ def search_plan(g: Graph, batches: Sequence[Any], budget: AccuracyTarget, build:
             lo_plan = plan_at(f_lo)
             if not trial(lo_plan, bar):
                 loss = measured[_key(lo_plan)][1]
-                what = f"loses {loss:.3f} top-1 points" if budget.kind == "points" else f"has cosine {loss:.5f}"
+                what = f"loses {loss:.3f} top-1 points" if budget.kind == "points" else \
+                    f"has {budget.unit} {loss:.5g}"
                 raise InfeasibleBudget(
                     f"accuracy budget {budget} cannot be met: the least-perturbing plan "
                     f"({'/'.join(map(str, lo_plan.bits.values()))}) {what} on the calibration data",

@@ -20,7 +20,8 @@ Search. Keeping the k layers of most gain, k is bisected over [0, candidates]: e
 graph the compile would make (the caller's `build`) and run by the reference interpreter on every calibration
 batch, its loss measured end to end against the FP32 graph (cosC: the worst calibration sample's cosine with
 FP32, `worst_sample_cosine`, stricter than --accuracy-budget's cosine of all samples flattened together; Npt: top-1
-points lost, with labels, as passes/accuracy_budget.py counts them). The smallest measured k that meets the budget is taken (more 16-bit layers tend to help but need not monotonically, so every
+points lost, with labels, as passes/accuracy_budget.py counts them; metricM: the user's accuracy metric, its
+worst calibration batch, as there). The smallest measured k that meets the budget is taken (more 16-bit layers tend to help but need not monotonically, so every
 measured k is a candidate). `InfeasibleBudget` when every candidate kept is still short of the budget.
 """
 from __future__ import annotations
@@ -39,9 +40,10 @@ AUTO = "auto"
 DEFAULT_BUDGET = "cos0.99"
 
 
-def auto_budget(names: Sequence[str], labels: Any = None) -> AccuracyTarget | None:
-    """The budget of keep_16bit = ["auto"] or ["auto:BUDGET"] (an accuracy_budget string: cos0.99, 0.5pt), None
-    for a plain list of names. InvalidInput (via parse_accuracy_budget) for a malformed budget."""
+def auto_budget(names: Sequence[str], labels: Any = None, metric: Any = None) -> AccuracyTarget | None:
+    """The budget of keep_16bit = ["auto"] or ["auto:BUDGET"] (an accuracy_budget string: cos0.99, 0.5pt,
+    metric0.05 with `metric`), None for a plain list of names. InvalidInput (via parse_accuracy_budget) for a
+    malformed budget."""
     autos = [x for x in names if x == AUTO or x.startswith(AUTO + ":")]
     if not autos:
         return None
@@ -50,9 +52,10 @@ def auto_budget(names: Sequence[str], labels: Any = None) -> AccuracyTarget | No
         raise InvalidInput(f"--keep-16bit {','.join(names)}: 'auto' chooses the layers itself and takes no names",
                            hint="use --keep-16bit auto[:cos0.99] alone, or a list of layer names")
     budget = autos[0].partition(":")[2] or DEFAULT_BUDGET
-    target = parse_accuracy_budget(budget, labels, flag="--keep-16bit auto")
+    target = parse_accuracy_budget(budget, labels, flag="--keep-16bit auto", metric=metric)
     if not isinstance(target, AccuracyTarget):
-        raise InvalidInput(f"--keep-16bit {autos[0]}: the budget is a cosine (cos0.99) or top-1 points (0.5pt)")
+        raise InvalidInput(f"--keep-16bit {autos[0]}: the budget is a cosine (cos0.99), top-1 points (0.5pt) "
+                           "or your metric's bound (metric0.05)")
     return target
 
 
@@ -74,7 +77,7 @@ class Keep16Search:
         return sorted(self.graph_order.index(x) for x in self.layers)
 
     def __str__(self) -> str:
-        unit = "cosine" if self.target.kind == "cosine" else "points lost"
+        unit = self.target.unit
         tried = ", ".join(f"{k}: {m:.6f}" for k, m in sorted(self.trials))
         skip = f"; not candidates (int32 could overflow at 16 bits): {', '.join(self.overflowing)}" \
             if self.overflowing else ""
@@ -128,6 +131,8 @@ def search_keep_16bit(g: Graph, batches: Sequence[Any], target: AccuracyTarget, 
         got = [[np.asarray(o, np.float64) for o in interp.run(qg, *batch_args(qg, b))] for b in bs]
         if target.kind == "cosine":
             return worst_sample_cosine(ref[:len(got)], got)
+        if target.kind == "metric":
+            return target.metric_loss(ref[:len(got)], got)
         labels = target.labels[:sum(len(o[0]) for o in got)]
         return 100.0 * (float(np.mean(_top1(ref[:len(got)]) == labels)) - float(np.mean(_top1(got) == labels)))
 

@@ -41,6 +41,21 @@ def test_parse_accuracy_budget_labels_per_batch_and_met():
     assert str(c) == "cos0.99" and c.met(0.995) and not c.met(0.98)
 
 
+def test_a_metric_budget_carries_the_users_metric_lower_is_better():
+    """metricM: the user's loss at most M on every batch (its largest value over the batches)."""
+    def err(ref, got):
+        return float(np.abs(ref[0] - got[0]).max())
+
+    for text in ("metric0.05", "metric<=0.05", "METRIC = .05", "metric5e-2"):
+        t = parse_accuracy_budget(text, metric=err)
+        assert t == AccuracyTarget("metric", 0.05) and t.metric is err and str(t) == "metric0.05"
+    assert t.met(0.05) and not t.met(0.051) and t.unit == "err"
+    ref = [[np.zeros(3)], [np.zeros(3)]]
+    assert t.metric_loss(ref, [[np.array([0.0, 0.01, 0.0])], [np.array([0.0, -0.2, 0.1])]]) == pytest.approx(0.2)
+    with pytest.raises(InvalidInput, match="--accuracy-budget 'metric0.05' bounds your accuracy metric"):
+        parse_accuracy_budget("metric0.05", flag="--accuracy-budget")
+
+
 @pytest.mark.parametrize("text,match", [
     ("0.5ptx", "is not an accuracy budget"), ("cos", "is not an accuracy budget"), ("pt", "not an accuracy"),
     ("-0.01", "must be positive"), ("0", "must be positive"), ("nan", "must be positive"),

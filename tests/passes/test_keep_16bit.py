@@ -236,3 +236,86 @@ def test_worst_sample_cosine_is_the_smallest_row():
     got = [[np.array([[1.0, 0.0], [1.0, 0.0]])], [np.array([[0.0, 3.0]])]]
     assert worst_sample_cosine(ref, got) == pytest.approx(np.sqrt(0.5))
     assert worst_sample_cosine(ref, ref) == pytest.approx(1.0)
+
+
+def _max_abs_error(ref, got) -> float:
+    return float(max(np.abs(np.asarray(r) - np.asarray(o)).max() for r, o in zip(ref, got)))
+
+
+def test_auto_meets_a_metric_budget_the_user_defines(rng):
+    """--keep-16bit auto:metricM bounds the user's own loss (here the largest absolute output error) on every
+    calibration batch: the chosen graph, run by the interpreter, is within M on each batch; every smaller measured
+    number of layers is over it."""
+    from passes.quantize import batch_args
+    from passes.sensitivity import float_outputs
+    g, batches = _cnn(rng), _batches(rng)
+    ref = float_outputs(g, batches)
+
+    def worst(qg) -> float:
+        return max(_max_abs_error(r, interp.run(qg, *batch_args(qg, b))) for r, b in zip(ref, batches))
+
+    all8, _ = quantize_model(g, "int8", batches, integer_only=True)
+    wide, _ = quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["conv1", "conv2", "conv3", "fc"])
+    lo, hi = worst(wide), worst(all8)
+    assert lo < hi
+    budget = (lo + hi) / 2
+    qg, rep = quantize_model(g, "int8", batches, integer_only=True, keep_16bit=[f"auto:metric{budget:.9g}"],
+                             accuracy_metric=_max_abs_error)
+    s = rep.keep_16bit
+    assert 0 < len(s.layers) <= 4 and s.measured <= budget
+    assert worst(qg) == pytest.approx(s.measured) and worst(qg) <= budget
+    assert all(m > budget for k, m in s.trials if k < len(s.layers))
+    assert "_max_abs_error" in str(s)
+
+
+def test_a_metric_budget_needs_a_working_metric(rng):
+    g, batches = _cnn(rng), _batches(rng, 1)
+    with pytest.raises(InvalidInput, match="accuracy_metric="):
+        quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["auto:metric0.1"])
+
+    def broken(ref, got):
+        return ref[7]
+
+    with pytest.raises(InvalidInput, match="accuracy metric broken raised IndexError"):
+        quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["auto:metric0.1"], accuracy_metric=broken)
+    with pytest.raises(InvalidInput, match="returned nan"):
+        quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["auto:metric0.1"],
+                       accuracy_metric=lambda ref, got: float("nan"))
+
+
+def test_cli_loads_the_metric_from_a_file(tmp_path, capsys):
+    """--accuracy-metric FILE.py:FUNCTION: a missing file, a missing function, or no metricM budget to use it
+    exit 2 naming what is wrong."""
+    from compiler.cli import main
+    from tests.test_cli import DEMO
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=np.random.default_rng(1).random((2, 1, 8, 8)).astype(np.float32))
+    metric = tmp_path / "metric.py"
+    metric.write_text("import numpy as np\n\ndef err(ref, got):\n    return float(np.abs(ref[0] - got[0]).max())\n")
+    base = [str(DEMO), "--quantize", "int8", "--integer-only", "--calibration", str(calib)]
+    for flags, want in [(["--keep-16bit", "auto:metric1e9", "--accuracy-metric", f"{tmp_path}/nope.py:err"],
+                         "nope.py: no such file"),
+                        (["--keep-16bit", "auto:metric1e9", "--accuracy-metric", f"{metric}:other"],
+                         "has no function other"),
+                        (["--keep-16bit", "auto:metric1e9", "--accuracy-metric", str(metric)], "FILE.py:FUNCTION"),
+                        (["--keep-16bit", "auto:metric1e9"], "--accuracy-metric FILE.py:FUNCTION"),
+                        (["--keep-16bit", "auto", "--accuracy-metric", f"{metric}:err"], "metricM budget")]:
+        assert main([*base, *flags, "--emit", "ir"]) == 2
+        err = capsys.readouterr().err
+        assert want in err and "Traceback" not in err, (flags, err)
+
+
+@pytest.mark.slow
+@requires_tvm
+def test_cli_compiles_with_a_metric_budget(tmp_path, capsys):
+    """A working --accuracy-metric drives --keep-16bit auto:metricM."""
+    from compiler.cli import main
+    from tests.test_cli import DEMO
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=np.random.default_rng(1).random((2, 1, 8, 8)).astype(np.float32))
+    metric = tmp_path / "metric.py"
+    metric.write_text("import numpy as np\n\ndef err(ref, got):\n    return float(np.abs(ref[0] - got[0]).max())\n")
+    base = [str(DEMO), "--quantize", "int8", "--integer-only", "--calibration", str(calib)]
+    assert main([*base, "--keep-16bit", "auto:metric1e9", "--accuracy-metric", f"{metric}:err",
+                 "-o", str(tmp_path / "m.dyc")]) == 0
+    assert "--keep-16bit auto (metric1e+09): 0 of" in capsys.readouterr().err
