@@ -159,8 +159,8 @@ class _Rewriter:
 
     # -- rewrites -------------------------------------------------------------------------
     def softmax(self, n: Node, rep: IntRep, keep: Value | None = None) -> IntRep:
-        """Shiftmax over the last axis: a softmax over another axis (YOLO's DFL head: 16 bins on axis 1)
-        runs between two transposes that swap that axis with the last, so every row is contiguous.
+        """Shiftmax over the softmax's axis: over the last one (attention) a row at a time, over another
+        (YOLO's DFL head: 16 bins on axis 1) neighbouring rows side by side (tvm_kernels/shiftmax.py).
         With `keep` (a select_masks mask: where(keep, s, -inf)), the dropped keys enter the Shiftmax
         as the int16 minimum, whose shift_exp is its floor: 2^-(n+1) of a row maximum's (exp(-inf) = 0
         in float; I-ViT's exponent has no exact zero)."""
@@ -177,15 +177,8 @@ class _Rewriter:
             rep = IntRep(self.emit(ew.where, [keep, rep.value, fill], n.name + "_masked", None, spec),
                          rep.scale, 0)
         nexp = pick_n(ivit.exp_unit(rep.scale), length, SOFTMAX_N)
-        perm = list(range(rank))
-        perm[axis], perm[-1] = perm[-1], perm[axis]
-        x = rep.value
-        if axis != rank - 1:
-            x = self.emit(shape.transpose, [x], n.name + "_rows", perm=tuple(perm))
-        v = self.emit(ivit.shiftmax, [x], n.name + "_int", scale=rep.scale, n=nexp,
-                      axis=-1, dtype=DType.I32, dividend_bits=DIVIDEND_BITS)
-        if axis != rank - 1:
-            v = self.emit(shape.transpose, [v], n.name + "_back", perm=tuple(perm))
+        v = self.emit(ivit.shiftmax, [rep.value], n.name + "_int", scale=rep.scale, n=nexp,
+                      axis=axis - rank, dtype=DType.I32, dividend_bits=DIVIDEND_BITS)
         return IntRep(v, 2.0 ** -31, 0)
 
     def gelu(self, n: Node, rep: IntRep) -> IntRep | None:

@@ -1,5 +1,6 @@
-"""The row-at-a-time Shiftmax kernel (tvm_kernels.shiftmax, int32 exponent) through the fast path: bit-exact
-with compiler.interp at the extremes the op's type rule allows."""
+"""The Shiftmax kernel (tvm_kernels.shiftmax, int32 exponent) through the fast path, over the last axis (a row
+at a time) and over an outer axis (16 rows side by side, no transpose): bit-exact with compiler.interp at the
+extremes the op's type rule allows."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,10 +18,10 @@ from compiler.types import DType, TensorType  # noqa: E402
 TARGET = Target("llvm", num_threads=1)
 
 
-def _graph(shape, x_dt, scale, n, out_dt, requant):
+def _graph(shape, x_dt, scale, n, out_dt, requant, axis=-1):
     g = Graph()
     x = g.add_input("x", TensorType(shape, x_dt))
-    y = g.add1(ivit.shiftmax, [x], scale=scale, n=n, axis=-1, dtype=out_dt, dividend_bits=62)
+    y = g.add1(ivit.shiftmax, [x], scale=scale, n=n, axis=axis, dtype=out_dt, dividend_bits=62)
     if requant:
         y = g.add1(q.requant, [y], multiplier=[2054631936], shift=[49], qmin=0, qmax=255, dtype=DType.U8)
     g.outputs = [y]
@@ -32,21 +33,26 @@ CASES = [  # shape, x dtype, scale, n, shiftmax dtype, fused requant
     ((3, 48), DType.I8, 0.05, 15, DType.I8, False),
     ((2, 5, 37), DType.U8, 0.2, 20, DType.U8, False),                  # length not a multiple of 16
     ((4, 64), DType.I16, 2.0**-12, 10, DType.I16, False),              # |x0| = 4096: the largest n * x0
+    ((1, 16, 4, 48), DType.I16, 0.01, 15, DType.I32, True, 1),         # a detector's 16 distance bins on axis 1
+    ((2, 7, 32), DType.I8, 0.05, 15, DType.I8, False, -2),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[1].value}_{c[0][-1]}_{c[4].value}_rq{int(c[5])}")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[1].value}_{c[0][-1]}_{c[4].value}_rq{int(c[5])}"
+                                                      f"{'_axis' + str(c[6]) if len(c) > 6 else ''}")
 def test_shiftmax_kernel_bit_exact(case):
-    shape, x_dt, scale, n, out_dt, requant = case
-    g = _graph(shape, x_dt, scale, n, out_dt, requant)
+    shape, x_dt, scale, n, out_dt, requant, *axis = case
+    axis = axis[0] % len(shape) if axis else len(shape) - 1
+    g = _graph(shape, x_dt, scale, n, out_dt, requant, axis)
     assert {grp.kind for grp in kernels(g, TARGET)[1]} == {"shiftmax"}
     info = np.iinfo(x_dt.numpy)
     rng = np.random.default_rng(shape[-1])
     x = rng.integers(info.min, info.max + 1, shape).astype(x_dt.numpy)
-    flat = x.reshape(-1, shape[-1])
+    flat = np.moveaxis(x, axis, -1).reshape(-1, shape[axis]).copy()
     flat[0] = info.max                        # an all-equal row
     flat[1] = info.min
     flat[1, 0] = info.max                     # one huge logit, the rest at the bottom of the range
+    x = np.ascontiguousarray(np.moveaxis(flat.reshape(np.moveaxis(x, axis, -1).shape), -1, axis))
     got = build(g, TARGET).run([x])[0]
     np.testing.assert_array_equal(got, interp.run(g, x)[0])
 

@@ -7,6 +7,8 @@ form that is exact for the range its input can take (`qconv2d.requant_form`).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from tvm import relax
 
@@ -258,19 +260,20 @@ def emit_shiftmax(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> rela
     x = sm.inputs[0]
     a = sm.attrs
     xi = kb.operand_of(x)
-    if xi is None or x.type.rank < 1 or a["axis"] % x.type.rank != x.type.rank - 1:
-        raise NotFusable("Shiftmax over the last axis only")
+    if xi is None or x.type.rank < 1:
+        raise NotFusable("Shiftmax of a scalar")
     rq, m_, c_ = per_tensor_requant(kb)
-    length, out = x.type.shape[-1], a["dtype"]
+    axis, out = a["axis"] % x.type.rank, a["dtype"]
+    length, inner = x.type.shape[axis], math.prod(x.type.shape[axis + 1:])
     try:
-        spec = ksm.ShiftmaxSpec(x.type.size // length, length, tvm_dtype(x.type.dtype), ivit.exp_unit(a["scale"]),
-                                a["n"], ivit._OUT_BITS[out], q.INT_RANGE[out][1], a["dividend_bits"],
-                                tvm_dtype(out), rq, m_, c_)
+        spec = ksm.ShiftmaxSpec(x.type.size // (length * inner), length, tvm_dtype(x.type.dtype),
+                                ivit.exp_unit(a["scale"]), a["n"], ivit._OUT_BITS[out], q.INT_RANGE[out][1],
+                                a["dividend_bits"], tvm_dtype(out), rq, m_, c_, inner)
     except ValueError as e:
         raise NotFusable(str(e)) from None
     gv = ctx.kernel(("shiftmax", spec), lambda: ksm.make_shiftmax(spec), "shiftmax")
-    y = ctx.call_kernel(gv, [ctx.reshape(args[xi], (spec.rows, spec.length))], (spec.rows, spec.length),
-                  spec.out_dtype)
+    shape = (spec.rows, spec.length, spec.inner)
+    y = ctx.call_kernel(gv, [ctx.reshape(args[xi], shape)], shape, spec.out_dtype)
     return ctx.reshape(y, kb.result.type.shape)
 
 
