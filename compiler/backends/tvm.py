@@ -30,7 +30,7 @@ from compiler.backends.tvm_lower.dtypes import check_byte_types, is_byte_carried
 from compiler.backends.tvm_lower.registry import first_lines, lower_nodes, read, tvm_dtype
 from compiler.backends.tvm_lower.schedule import schedule_module
 from compiler.backends.tvm_byte_lookup import pipeline_for
-from compiler.backends.tvm_arena import Arena, place_in_arena
+from compiler.backends.tvm_arena import Arena, place_in_arena, relax_pipeline
 from compiler.backends.tvm_memory import kernel_workspace_bytes, tvm_planner_bytes
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
 from compiler.host import llvm_target_config
@@ -313,7 +313,8 @@ class TVMBackend:
         workspace = max(kernel_workspace_bytes(mod).values(), default=0)
         fast = None if target.fast_tier == "off" else l2_bytes() if target.fast_tier == "l2" else int(target.fast_tier)
         mod, plan = _run_tvm("place the intermediates in the arena", place_in_arena, mod, tt, fast_bytes=fast)
-        ex = _run_tvm("compile for llvm", tvm.compile, mod, target=tt, tir_pipeline=pipeline_for(target.cpu))
+        ex = _run_tvm("compile for llvm", tvm.compile, mod, target=tt, tir_pipeline=pipeline_for(target.cpu),
+                      relax_pipeline=relax_pipeline())
         exe = TVMExecutable(ex.mod, g, target, relax_text, tir_text, executable=ex)
         exe.memory_report = {"tvm_planner_bytes": relax_bytes,
                              "executable": {**_executable_memory(plan, exe.arena), "workspace_bytes": workspace}}

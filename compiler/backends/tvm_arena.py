@@ -10,6 +10,11 @@ over-approximation). The allocations the function returns stay Relax's: they out
 The rewritten `main` allocates one storage of `arena_bytes` first and creates each planned tensor in
 it with `R.memory.alloc_tensor(arena, offset, shape, dtype)`. The VM's pooled allocator hands the same
 storage back on every later call, so the arena is allocated once per executable.
+
+The planned tensors reach `main` as parameters after the inputs, views the executable made once from the layout
+table (`Arena`), right by construction. `relax_pipeline` is the default one without the VM's per-call checks
+of those parameters (a dtype / rank check and a shape match each: 2 x 109 builtin calls per run of YOLOv8n);
+the inputs keep theirs.
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ from passes.memory import ALIGNMENT, Buffer, MemoryPlan, plan_buffers
 from passes.memory_search import SearchLimits
 
 _ALLOC = "relax.builtin.alloc_tensor"
+_ARENA_PARAMS = "dyc.arena_params"            # main's attribute: how many of its last parameters are planned
+_PARAM_CHECKS = ("vm.builtin.check_tensor_info", "vm.builtin.match_shape")
 
 
 @dataclass
@@ -128,7 +135,7 @@ def place_in_arena(mod: tvm.IRModule, target: tvm.target.Target, kind: str = "ll
     blocks = [relax.BindingBlock([b for b in block.bindings if b.var not in planned])
               for block in func.body.blocks]
     main = relax.Function(list(func.params) + [a.var for a in allocs], relax.SeqExpr(blocks, func.body.body),
-                          func.ret_ty, func.is_pure, func.attrs)
+                          func.ret_ty, func.is_pure, func.attrs).with_attr(_ARENA_PARAMS, len(allocs))
     table = arena_table([(off, [int(d) for d in a.var.ty.shape], str(a.var.ty.dtype))
                          for a, off in zip(allocs, offsets)])
     layout = relax.Function([], relax.SeqExpr([], relax.const(table, "int64")), relax.TensorType(table.shape, "int64"),
@@ -165,3 +172,27 @@ class Arena:
             flat = tvm.runtime.from_dlpack(self.bytes[off:off + n])
             self.tensors.append(flat._create_view(shape, dtype))
 
+
+def _is_param_check(value: relax.Expr, planned: list[relax.Var]) -> bool:
+    return isinstance(value, relax.Call) and isinstance(value.op, relax.ExternFunc) \
+        and value.op.global_symbol in _PARAM_CHECKS and any(value.args[0].same_as(p) for p in planned)
+
+
+@tvm.transform.module_pass(opt_level=0, name="DropArenaParamChecks")
+def drop_arena_param_checks(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """After VMShapeLower: main without the checks of its planned parameters (`_ARENA_PARAMS`)."""
+    func = mod["main"]
+    count = int(func.attrs[_ARENA_PARAMS]) if func.attrs is not None and _ARENA_PARAMS in func.attrs else 0
+    if not count:
+        return mod
+    planned = list(func.params[-count:])
+    blocks = [relax.BindingBlock([b for b in block.bindings if not _is_param_check(b.value, planned)])
+              for block in func.body.blocks]
+    mod["main"] = relax.Function(func.params, relax.SeqExpr(blocks, func.body.body), func.ret_ty, func.is_pure,
+                                 func.attrs)
+    return mod
+
+
+def relax_pipeline() -> tvm.transform.Pass:
+    """tvm.compile's default Relax pipeline, then `drop_arena_param_checks`."""
+    return tvm.transform.Sequential([relax.pipeline.default_build_pipeline(), drop_arena_param_checks])

@@ -109,3 +109,19 @@ def test_a_compiled_cnn_runs_in_its_arena_and_a_saved_artifact_rebuilds_it(tmp_p
     loaded = compiler.load(cm.save(tmp_path / "m.dyc"))
     assert loaded.executable.arena.nbytes == exe["arena_bytes"]
     np.testing.assert_array_equal(loaded.run(x)[0], got[0])
+
+
+def test_the_planned_parameters_skip_the_vms_per_call_checks():
+    """relax_pipeline drops the dtype / shape checks of main's planned parameters (views made once from the
+    layout table), keeps the input's, and the result is unchanged."""
+    from compiler.backends.tvm_arena import relax_pipeline
+    placed, _ = place_in_arena(_module(_chain), TARGET)
+    with TARGET:
+        lowered = relax_pipeline()(placed)["main"].script()
+    checks = [ln for ln in lowered.splitlines() if "vm.builtin.check_tensor_info" in ln or "vm.builtin.match_shape" in ln]
+    assert len(checks) == 2 and all("param=x," in ln for ln in checks)
+    x = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+    vm = relax.VirtualMachine(tvm.compile(placed, target=TARGET, relax_pipeline=relax_pipeline()), tvm.cpu())
+    arena = Arena(vm["arena_layout"]().numpy())
+    got = vm["main"](tvm.runtime.tensor(x), *arena.tensors).numpy()
+    np.testing.assert_allclose(got, 8 * x * x - x, rtol=1e-6)
