@@ -21,6 +21,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,75 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.min((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
 
 
+OURS, ONE_PASS = "ours INT8 integer-only", "ours INT8 integer-only, one-pass attention"
+ORT_FP32, ORT_INT8 = "ORT FP32", "ORT INT8 quantize_dynamic"
+
+
+@dataclass
+class Measured:
+    """Median ms and the minimum cosine with ORT FP32's output per runtime (ORT_FP32, ORT_INT8, OURS and, with
+    integer_attention, ONE_PASS, in that order), and our compile seconds."""
+    ms: dict[str, float]
+    cosine: dict[str, float]
+    compile_s: float
+
+
+def measure_model(model: str = "zoo", layers: int = 6, hidden: int = 384, heads: int = 6, seq: int = 128,
+                  vocab: int = 1000, threads: int = 1, repeat: int = 30, warmup: int = 3,
+                  integer_attention: bool = False, keep_16bit: Sequence[str] = ()) -> Measured:
+    """Build `model` ("zoo", "hf-sdpa" or "hf-eager"), export it, quantize it with onnxruntime and with ours, and
+    time them interleaved on the first evaluation sequence."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    import compiler
+    from examples import zoo
+
+    torch.manual_seed(0)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tag = f"bert_{model}_l{layers}_h{hidden}_s{seq}"
+    fp32 = CACHE / f"{tag}.onnx"
+    ids0 = torch.zeros(1, seq, dtype=torch.int64)
+    if model == "zoo":
+        net = zoo.BertEncoder(vocab, hidden, heads, 4 * hidden, layers, seq)
+        zoo.export_onnx(net, ids0, fp32, input_name="ids")
+        names = ["ids"]
+    else:
+        net = hf_bert(model.split("-")[1], vocab, hidden, heads, layers, seq)
+        names = ["input_ids", "attention_mask"]
+        torch.onnx.export(net, (ids0, torch.ones_like(ids0)), str(fp32), opset_version=17, dynamo=False,
+                          input_names=names)
+    int8 = CACHE / f"{tag}_dynamic_int8.onnx"
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+
+    rng = np.random.default_rng(0)
+
+    def batch() -> list[np.ndarray]:
+        ids = rng.integers(0, vocab, (1, seq)).astype(np.int64)
+        return [ids, np.ones_like(ids)][:len(names)]
+
+    calib = [batch() for _ in range(4)]
+    evals = [batch() for _ in range(8)]
+    target = f"llvm -num-threads={threads}"
+    t0 = time.perf_counter()
+    cm = compiler.compile(str(fp32), target=target, quantize="int8",
+                          calibration=calib, integer_only=True, keep_16bit=keep_16bit)
+    compile_s = time.perf_counter() - t0
+
+    sessions = {ORT_FP32: ort_session(fp32, threads), ORT_INT8: ort_session(int8, threads)}
+    outs = {k: np.concatenate([s.run(None, dict(zip(names, x)))[0] for x in evals]) for k, s in sessions.items()}
+    ours = {OURS: cm}
+    if integer_attention:
+        ours[ONE_PASS] = compiler.compile(str(fp32), target=target, quantize="int8", calibration=calib,
+                                          integer_only=True, integer_attention=True, keep_16bit=keep_16bit)
+    fns = {k: (lambda s=s: s.run(None, dict(zip(names, evals[0])))) for k, s in sessions.items()}
+    for k, c in ours.items():
+        outs[k] = np.concatenate([c.run(*x)[0] for x in evals])
+        fns[k] = lambda c=c: c.run(*evals[0])
+    lat = interleaved_medians(fns, warmup, repeat)
+    return Measured(lat, {k: cosine(outs[k], outs[ORT_FP32]) for k in lat}, compile_s)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["zoo", "hf-sdpa", "hf-eager"], default="zoo")
@@ -68,62 +139,15 @@ def main() -> None:
                     help="also time and check the build with the one-pass integer attention")
     args = ap.parse_args()
 
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    import compiler
-    from examples import zoo
-
-    torch.manual_seed(0)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tag = f"bert_{args.model}_l{args.layers}_h{args.hidden}_s{args.seq}"
-    fp32 = CACHE / f"{tag}.onnx"
-    ids0 = torch.zeros(1, args.seq, dtype=torch.int64)
-    if args.model == "zoo":
-        model = zoo.BertEncoder(args.vocab, args.hidden, args.heads, 4 * args.hidden, args.layers, args.seq)
-        zoo.export_onnx(model, ids0, fp32, input_name="ids")
-        names = ["ids"]
-    else:
-        model = hf_bert(args.model.split("-")[1], args.vocab, args.hidden, args.heads, args.layers, args.seq)
-        names = ["input_ids", "attention_mask"]
-        torch.onnx.export(model, (ids0, torch.ones_like(ids0)), str(fp32), opset_version=17, dynamo=False,
-                          input_names=names)
-    int8 = CACHE / f"{tag}_dynamic_int8.onnx"
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-
-    rng = np.random.default_rng(0)
-
-    def batch() -> list[np.ndarray]:
-        ids = rng.integers(0, args.vocab, (1, args.seq)).astype(np.int64)
-        return [ids, np.ones_like(ids)][:len(names)]
-
-    calib = [batch() for _ in range(4)]
-    evals = [batch() for _ in range(8)]
-    t0 = time.perf_counter()
-    cm = compiler.compile(str(fp32), target="llvm -num-threads=1", quantize="int8",
-                          calibration=calib, integer_only=True)
-    compile_s = time.perf_counter() - t0
-
-    sessions = {"ORT FP32": ort_session(fp32, 1), "ORT INT8 quantize_dynamic": ort_session(int8, 1)}
-    outs = {k: np.concatenate([s.run(None, dict(zip(names, x)))[0] for x in evals]) for k, s in sessions.items()}
-    ours = {"ours INT8 integer-only": cm}
-    if args.integer_attention:
-        ours["ours INT8 integer-only, one-pass attention"] = compiler.compile(
-            str(fp32), target="llvm -num-threads=1", quantize="int8", calibration=calib, integer_only=True,
-            integer_attention=True)
-    fns = {k: (lambda s=s: s.run(None, dict(zip(names, evals[0])))) for k, s in sessions.items()}
-    for k, c in ours.items():
-        outs[k] = np.concatenate([c.run(*x)[0] for x in evals])
-        fns[k] = lambda c=c: c.run(*evals[0])
-    lat = interleaved_medians(fns, args.warmup, args.repeat)
-    ref = outs["ORT FP32"]
+    m = measure_model(args.model, args.layers, args.hidden, args.heads, args.seq, args.vocab, threads=1,
+                      repeat=args.repeat, warmup=args.warmup, integer_attention=args.integer_attention)
     what = "BertEncoder" if args.model == "zoo" else f"transformers BertModel ({args.model[3:]} attention, pooled output)"
     print(f"\n{what} layers={args.layers} hidden={args.hidden} seq={args.seq}, batch 1, 1 thread; "
-          f"machine {os.uname().machine}, {os.cpu_count()} cores; our compile {compile_s:.1f} s")
+          f"machine {os.uname().machine}, {os.cpu_count()} cores; our compile {m.compile_s:.1f} s")
     print("| runtime | median ms | vs ORT FP32 | min cosine vs ORT FP32 |")
     print("|---|---|---|---|")
-    for k in lat:
-        print(f"| {k} | {lat[k]:.2f} | {lat['ORT FP32'] / lat[k]:.2f}x | {cosine(outs[k], ref):.4f} |")
+    for k, ms in m.ms.items():
+        print(f"| {k} | {ms:.2f} | {m.ms[ORT_FP32] / ms:.2f}x | {m.cosine[k]:.4f} |")
 
 
 if __name__ == "__main__":

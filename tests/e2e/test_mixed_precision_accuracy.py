@@ -19,13 +19,13 @@ def digits_cnn():
     import torch
 
     from examples.digits import load_digits_split
-    from tests.e2e.test_quantized_accuracy import _cnn, _train
+    from examples.digits_models import make_cnn, train
     torch.manual_seed(0)
     x_tr, y_tr, x_te, y_te = load_digits_split()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)       # tiny batches: one thread is faster than two contended ones
     try:
-        model = _train(_cnn(), x_tr, y_tr, 12)
+        model = train(make_cnn(), x_tr, y_tr, 12)
     finally:
         torch.set_num_threads(threads)
     return model, (x_tr, y_tr, x_te, y_te)

@@ -14,115 +14,23 @@ from tests.conftest import has_module, requires_torch
 pytestmark = [requires_torch, pytest.mark.skipif(not has_module("sklearn"), reason="needs scikit-learn")]
 
 
-def _cnn():
-    from torch import nn
-
-    class DigitsCNN(nn.Module):
-        """examples.zoo.TinyCNN without the final softmax: it ends in the logits."""
-
-        def __init__(self):
-            super().__init__()
-            self.features = nn.Sequential(
-                nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(32, 32, 3, padding=1), nn.ReLU())
-            self.head = nn.Linear(32, 10)
-
-        def forward(self, x):
-            return self.head(self.features(x).mean((2, 3)))
-
-    return DigitsCNN()
-
-
-def _resnet():
-    from torch import nn
-
-    from examples.zoo import BasicBlock
-
-    class DigitsResNet(nn.Module):
-        """Stem + two BasicBlocks (identity and 1x1-downsample shortcuts: residual adds)."""
-
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(1, 12, 3, 1, 1, bias=False), nn.BatchNorm2d(12), nn.ReLU())
-            self.blocks = nn.Sequential(BasicBlock(12, 12, 1), BasicBlock(12, 24, 2))
-            self.head = nn.Linear(24, 10)
-
-        def forward(self, x):
-            return self.head(self.blocks(self.stem(x)).mean((2, 3)))
-
-    return DigitsResNet()
-
-
-def _mobile():
-    from torch import nn
-
-    class SqueezeExcite(nn.Module):
-        def __init__(self, c: int, r: int = 4):
-            super().__init__()
-            self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c // r, 1), nn.ReLU(),
-                                    nn.Conv2d(c // r, c, 1), nn.Hardsigmoid())
-
-        def forward(self, x):
-            return x * self.fc(x)
-
-    class DigitsMobile(nn.Module):
-        """The activations and gates of mobile nets and detectors: SiLU, hardswish, a depthwise conv,
-        squeeze-excite (x * gate), a layer-scale constant, a nearest upsample concatenated with a skip,
-        a scalar division."""
-
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.SiLU())
-            self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1, groups=16), nn.BatchNorm2d(16), nn.Hardswish())
-            self.se = SqueezeExcite(16)
-            self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, 16).reshape(16, 1, 1))
-            self.up = nn.Upsample(scale_factor=2, mode="nearest")
-            self.mix = nn.Sequential(nn.Conv2d(32, 24, 1), nn.Mish())
-            self.head = nn.Linear(24, 10)
-
-        def forward(self, x):
-            s = self.stem(x)
-            y = self.gamma * self.se(self.dw(s))
-            y = self.mix(torch.cat([self.up(y), s], 1)) / 2
-            return self.head(y.mean((2, 3)))
-
-    import torch
-    return DigitsMobile()
-
-
-def _train(model, x, y, epochs: int):
-    import torch
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    xt, yt = torch.tensor(x), torch.tensor(y)
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    return model.eval()
-
-
-@pytest.mark.parametrize("name,build,epochs", [("cnn", _cnn, 25), ("resnet", _resnet, 12), pytest.param("mobile", _mobile, 40, marks=pytest.mark.slow)])
-def test_int8_integer_only_accuracy(name, build, epochs):
+@pytest.mark.parametrize("name", ["cnn", "resnet", pytest.param("mobile", marks=pytest.mark.slow)])
+def test_int8_integer_only_accuracy(name):
     import torch
 
     import compiler
     from compiler import interp
     from compiler.ops import quant
     from examples.digits import load_digits_split
+    from examples.digits_models import trained_model
     from passes.quant_report import format_report, report
     from passes.quantize import QuantConfig, calibration_batches
     from passes.quantize_pipeline import quantize_graph
     from passes.range_analysis import check_ranges
     from passes.verify_integer_only import verify_integer_only
 
-    torch.manual_seed(0)
     x_tr, y_tr, x_te, y_te = load_digits_split()
-    model = _train(build(), x_tr, y_tr, epochs)
+    model = trained_model(name, x_tr, y_tr)     # examples/digits_models.py: torch seed 0
     g = compiler.import_model(model, example_inputs=(torch.tensor(x_te),))   # batch = the test set
     calib = calibration_batches(g, [x_tr])
     ig, stats = quantize_graph(g, calib, QuantConfig(activation="uint8", integer_only=True))

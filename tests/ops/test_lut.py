@@ -157,14 +157,14 @@ def test_digits_linear_layers_4bit_lut_accuracy():
     pytest.importorskip("sklearn")
     import compiler
     from examples.digits import load_digits_split
+    from examples.digits_models import make_cnn, train
     from passes.quantize import QuantConfig, calibration_batches
     from passes.quantize_pipeline import quantize_graph
-    from tests.e2e.test_quantized_accuracy import _cnn, _train
     torch.manual_seed(0)
     x_tr, y_tr, x_te, y_te = load_digits_split()
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
                               torch.nn.ReLU(), torch.nn.Linear(64, 10))
-    for model in (_train(mlp, x_tr, y_tr, 25), _train(_cnn(), x_tr, y_tr, 25)):
+    for model in (train(mlp, x_tr, y_tr, 25), train(make_cnn(), x_tr, y_tr, 25)):
         g = compiler.import_model(model, example_inputs=(torch.tensor(x_te),))
         ig, _ = quantize_graph(g, calibration_batches(g, [x_tr]), QuantConfig(activation="uint8", integer_only=True))
         lg = lut_rewrite(ig, 4, 128, "int8")

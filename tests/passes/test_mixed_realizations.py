@@ -285,7 +285,7 @@ def digits_mlp():
 
     import compiler
     from examples.digits import load_digits_split
-    from tests.e2e.test_quantized_accuracy import _train
+    from examples.digits_models import train
     torch.manual_seed(0)
     x_tr, y_tr, x_te, y_te = load_digits_split()
     threads = torch.get_num_threads()
@@ -293,7 +293,7 @@ def digits_mlp():
     try:
         layers = [nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
                   nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)]
-        model = _train(nn.Sequential(*layers), x_tr, y_tr, 10)
+        model = train(nn.Sequential(*layers), x_tr, y_tr, 10)
     finally:
         torch.set_num_threads(threads)
     kw = {"example_inputs": (torch.tensor(x_te[:8]),), "integer_only": True,

@@ -205,10 +205,10 @@ def test_digits_cnn_accuracy_shiftadd():
     import torch
 
     from examples.digits import load_digits_split
-    from tests.e2e.test_quantized_accuracy import _cnn, _train
+    from examples.digits_models import make_cnn, train
     torch.manual_seed(0)
     x_tr, y_tr, x_te, y_te = load_digits_split()
-    _check("digits CNN", _accuracies(_train(_cnn(), x_tr, y_tr, 25), x_tr, x_te, y_te, len(x_tr)))
+    _check("digits CNN", _accuracies(train(make_cnn(), x_tr, y_tr, 25), x_tr, x_te, y_te, len(x_tr)))
 
 
 @pytest.mark.slow
