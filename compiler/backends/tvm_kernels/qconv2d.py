@@ -213,11 +213,14 @@ def pad_te(spec: QConvSpec, data):
                       _pad, name="pad")
 
 
-def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None, table=None):
+def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None, table=None,
+                  staged: bool = False):
     """The write-back stage `out` of the int32 accumulator `acc` (n, cop/16, oh, ow, 16): bias, the
     requants, the residual, the lookup table (the epilogue of the module docstring), in the output's layout
-    (out_shape). Shared with the shift-and-add conv."""
-    def epi(n, o, y, x, j, res_idx=None):
+    (out_shape). `staged` (a 16-channel block output with a 256-entry table): the lookup is its own stage `out`
+    reading the requantized values from a stage `pre_table`, so that the schedule can look up 64 lanes at a time
+    (`byte_lookup_lanes`) while the requant stays 16 lanes wide. Shared with the shift-and-add conv."""
+    def epi(n, o, y, x, j, res_idx=None, lookup=True):
         v = acc[n, o, y, x, j] + bias[o, j]
         if spec.rq1 is not None:
             v = requant_te(v, rq1, (o, j), spec.rq1)
@@ -227,8 +230,12 @@ def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None,
             r = residual[res_idx]
             r = requant_te(r, rq2, (o, j), spec.rq2) if spec.rq2 is not None else r.astype("int32")
             v = requant_te(v.astype("int32") + r.astype("int32"), rq3, (o, j), spec.rq3)
-        return table_te(v, table, spec.pre_table_dtype, spec.table) if spec.table is not None else v
+        return table_te(v, table, spec.pre_table_dtype, spec.table) if spec.table is not None and lookup else v
 
+    if spec.out_block == 16 and staged and staged_table(spec):
+        pre = te.compute(out_shape(spec), lambda *i: epi(*i, res_idx=i, lookup=False), name="pre_table")
+        return te.compute(out_shape(spec), lambda *i: table_te(pre[i], table, spec.pre_table_dtype, spec.table),
+                          name="out")
     if spec.out_block == 16:
         return te.compute(out_shape(spec), lambda *i: epi(*i, res_idx=i), name="out")
     if spec.out_block == 8:       # 8-channel block o: half o % 2 of the accumulator's 16-channel block o // 2
@@ -237,8 +244,14 @@ def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None,
     return te.compute(out_shape(spec), lambda n, c, y, x: epi(n, c // 16, y, x, c % 16), name="out")
 
 
+def staged_table(spec: QConvSpec) -> bool:
+    """Whether the write-back's lookup is worth its own stage: a 256-entry table (an 8-bit index), which AVX-512
+    VBMI looks up 64 lanes per pair of permutes (tvm_byte_lookup.py), so 64 lanes cost what 16 do."""
+    return spec.table is not None and spec.pre_table_dtype in ("int8", "uint8")
+
+
 def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None,
-               table=None):
+               table=None, staged: bool = False):
     ib = spec.in_block
     sh, sw = spec.stride
     dh, dw = spec.dilation
@@ -256,7 +269,7 @@ def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2
             padded[n, rcb, y * sh + rh * dh, x * sw + rw * dw, rq * d + rt].astype("int32")
             * weight[o, rcb, rh, rw, rq, j, rt].astype("int32"), axis=[rcb, rh, rw, rq, rt]),
         name="conv")
-    return write_back_te(spec, acc, bias, rq1, residual, rq2, rq3, rq1b, table)
+    return write_back_te(spec, acc, bias, rq1, residual, rq2, rq3, rq1b, table, staged)
 
 
 def qconv2d_prim_func(spec: QConvSpec) -> tirx.PrimFunc:
@@ -280,7 +293,7 @@ def qconv2d_prim_func(spec: QConvSpec) -> tirx.PrimFunc:
         args.append(kw["rq3"])
     kw |= table_args(spec)
     args += [kw["table"]] if "table" in kw else []
-    out = qconv2d_te(spec, data, weight, bias, **kw)
+    out = qconv2d_te(spec, data, weight, bias, **kw, staged=True)
     return te.create_prim_func(args + [out])
 
 

@@ -10,7 +10,7 @@ import re
 from tvm import s_tir, tirx
 
 from .common import SCHEDULE_ATTR
-from .qconv2d import QConvSpec, output_hw, pick_tile, sched_pad
+from .qconv2d import QConvSpec, output_hw, pick_tile, sched_pad, staged_table
 from .vnni import lanes
 
 
@@ -43,13 +43,14 @@ def tile_half_blocks(sch, conv, out, roc: int, rw: int, reduction: tuple, inner:
 
 
 def tile_full_blocks(sch, conv, out, roc: int, rw: int, blocked_out: bool, inner: int = 0, unroll_rw=False,
-                     vectorize_j=False):
+                     vectorize_j=False, pre=None):
     """The tile of a 16-channel block (or plain NCHW) output: the conv's loops (n, o, y, x, j, reduction...,
     `inner` innermost ones) split into roc 16-channel accumulators x rw pixels, ordered (n, o tile, y, x tile,
     reduction..., o, x, j, inner...), o and x unrolled, parallel over (n, o tile, y); the write-back after each
     tile (reverse_compute_at, its lanes vectorized) for a blocked output, else its own parallel loop nest; j
-    vectorized when `vectorize_j` (before the reduction decomposes, as vectorize needs). Returns (the j loop,
-    the reduction's init block)."""
+    vectorized when `vectorize_j` (before the reduction decomposes, as vectorize needs). With `pre` (a staged
+    table lookup, qconv2d.write_back_te): `pre` at each tile, 16 lanes wide, then the lookup `out` over the
+    tile's pixels `byte_lookup_lanes` at a time. Returns (the j loop, the reduction's init block)."""
     n, o, y, x, j, *rest = sch.get_loops(conv)
     reduction, tail = rest[:len(rest) - inner], rest[len(rest) - inner:]
     oo, oi = sch.split(o, [None, roc])
@@ -58,8 +59,13 @@ def tile_full_blocks(sch, conv, out, roc: int, rw: int, blocked_out: bool, inner
     if blocked_out:
         # the accumulator tile stays in the default scope: below 1 KiB (< 16 accumulators) it is then a stack
         # array, where a "local" buffer is a workspace allocation per parallel iteration
+        if pre is not None:
+            sch.reverse_compute_at(pre, xo)
+            sch.vectorize(sch.get_loops(pre)[-1])
         sch.reverse_compute_at(out, xo)
-        sch.vectorize(sch.get_loops(out)[-1])
+        *_, ox, oj = sch.get_loops(out)
+        width = byte_lookup_lanes(rw) if pre is not None else 16
+        sch.vectorize(oj if width == 16 else sch.split(sch.fuse(ox, oj), [None, width])[1])
     else:
         sch.parallel(sch.fuse(*sch.get_loops(out)[:3]))
     if vectorize_j:
@@ -72,11 +78,19 @@ def tile_full_blocks(sch, conv, out, roc: int, rw: int, blocked_out: bool, inner
     return j, sch.decompose_reduction(conv, reduction[0])
 
 
+def byte_lookup_lanes(rw: int) -> int:
+    """Lanes per table lookup over a tile row of rw 16-channel pixels: 64 (one permute pair) where they divide
+    it, else 32 or 16. A 16-lane lookup costs what a 64-lane one does: widen the index, two permutes, a blend,
+    narrow (a 1x1 16->16 conv at 112x112 with a SiLU table: 84 us at 16 lanes, 56 at 64; 48 without the table)."""
+    return next(w for w in (64, 32, 16) if rw * 16 % w == 0)
+
+
 def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.PrimFunc:
     oh, ow = output_hw(spec)
     roc, rw = tile or pick_tile(spec.cop // 16, ow)
     sch = s_tir.Schedule(func)
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+    pre = sch.get_sblock("pre_table") if staged_table(spec) and spec.out_block == 16 else None
     intrin = lanes(spec.x_dtype)[2]
     if spec.out_block == 8:
         if (spec.cop // 16) % roc or ow % rw:       # the accumulator tile must divide the output
@@ -88,7 +102,7 @@ def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.Pr
         sch.vectorize(sch.get_loops(init)[-1])
         sched_pad(sch)
         return sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled")
-    j, init = tile_full_blocks(sch, conv, out, roc, rw, spec.blocked_out, inner=1, unroll_rw=spec.kw > 1)
+    j, init = tile_full_blocks(sch, conv, out, roc, rw, spec.blocked_out, inner=1, unroll_rw=spec.kw > 1, pre=pre)
     sch.tensorize(j, intrin)
     sch.vectorize(sch.get_loops(init)[-1])
     sched_pad(sch)
