@@ -236,9 +236,10 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     weight_bits=4 (with quantize="int8") quantizes every conv / linear weight to 4 bits (symmetric per output
     channel): linear layers are stored two weights per byte and run the int4 VNNI matmul (half the weight
     bytes streamed; tvm_kernels/qmatmul_int4.py), convs keep int8 containers. Activations stay 8-bit.
-    keep_16bit=["conv_0", "first", "last"] (with quantize="int8") keeps those conv / matmul layers' input and
-    output activations (and an activation computed from such an output alone) on int16 symmetric grids
-    (HAWQV3's per-layer activation bits; the layers the report's "lost dB" column names): int16 x int8 -> int32
+    keep_16bit=["conv_0", "first", "last"] ("first:N", "last:N", "all"; with quantize="int8") keeps those conv /
+    matmul layers' input and output activations (and an activation computed from such an output alone) on int16
+    symmetric grids (HAWQV3's per-layer activation bits; the layers the report's "lost dB" column names): int16 x
+    int8 -> int32
     accumulation, q.requant into int16, 65536-entry tables, still integer-only; a value a long reduction reads
     takes as many int16 levels as keep its int32 accumulator provable. keep_16bit=["auto:cos0.99"] (or "auto",
     "auto:0.5pt" with labels) chooses the fewest layers that meet that budget on the calibration data

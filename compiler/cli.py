@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --quantize int8: keep these conv / matmul layers' input and output activations "
                         "(and an activation computed from such an output alone) at 16 bits (int16 symmetric "
                         "grids, still integer-only; HAWQV3's per-layer activation bits). NAME: an ONNX node name, "
-                        "or first / last (the first / last conv or matmul), first:N / last:N (the first / last N); "
+                        "or first / last (the first / last conv or matmul), first:N / last:N (the first / last N), all; "
                         "the --report column 'lost dB' names the layers worth keeping. A value a long reduction reads takes fewer int16 levels, so "
                         "that range analysis proves the int32 accumulator. auto[:BUDGET]: the fewest layers that "
                         "meet BUDGET on the calibration data (cos0.99 by default: the worst sample's cosine; or Npt "

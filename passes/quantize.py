@@ -72,7 +72,7 @@ class QuantConfig:
     negative value, else int8), "auto" (as uint8, plus asymmetric uint8 with a zero point for
     signed tensors whose range is skewed enough that it is >= 4/3 finer than int8).
     keep_16bit: conv / matmul layers (ONNX node names, or "first" / "last": the first / last integer conv or
-    matmul in graph order, "first:N" / "last:N": the first / last N) whose input activation(s) and output (the
+    matmul in graph order, "first:N" / "last:N": the first / last N, "all") whose input activation(s) and output (the
     requant after the accumulator, through a folded bias / relu / clip) get int16 symmetric grids instead of 8-bit
     (HAWQV3's per-layer activation bits; `keep_16bit_layers`). The grid is a value's: the layer before a kept one writes int16, the one after reads it."""
 
@@ -450,7 +450,7 @@ def activation_spec(vs: ValueStats, config: QuantConfig, source: str | None = No
 
 I16_LEVELS = 2 ** 15 - 1
 I16_HEADROOM = 4.0      # an int16 grid spans this times the calibrated range (see activation_spec16)
-KEEP_16BIT_KEYWORDS = ("first", "last")
+KEEP_16BIT_KEYWORDS = ("first", "last", "all")
 
 
 def activation_spec16(vs: ValueStats, source: str | None = None, levels: int = I16_LEVELS) -> QuantSpec:
@@ -486,8 +486,11 @@ def integer_layers(g: Graph, uses: Mapping | None = None) -> list[Node]:
 
 
 def _keyword_count(x: str) -> int | None:
-    """N of a keyword "first", "last" (1), "first:N" or "last:N" (N >= 1); None for anything else."""
+    """N of a keyword "first", "last" (1), "first:N" or "last:N" (N >= 1), "all" (every layer); None for
+    anything else."""
     word, colon, n = x.partition(":")
+    if word == "all":
+        return None if colon else 1 << 62
     if word not in KEEP_16BIT_KEYWORDS:
         return None
     if not colon:
@@ -498,7 +501,7 @@ def _keyword_count(x: str) -> int | None:
 def keep_16bit_layers(g: Graph, names: Sequence[str], uses: Mapping | None = None) -> list[Node]:
     """The conv / matmul nodes of `g` that `names` (QuantConfig.keep_16bit) picks: ONNX node names, "first",
     "last" (the first / last integer conv or matmul in graph order), "first:N" / "last:N" (the first / last N of
-    them). InvalidInput names the option and a few valid names when one matches nothing."""
+    them), "all". InvalidInput names the option and a few valid names when one matches nothing."""
     layers = integer_layers(g, uses)
     by_name = {n.name: n for n in layers}
     bad = [x for x in names if x not in by_name and _keyword_count(x) is None]
@@ -511,7 +514,7 @@ def keep_16bit_layers(g: Graph, names: Sequence[str], uses: Mapping | None = Non
     out: dict[int, Node] = {}
     for x in names:
         k = _keyword_count(x) if x not in by_name else None
-        picked = [by_name[x]] if k is None else layers[:k] if x.startswith("first") else layers[-k:]
+        picked = [by_name[x]] if k is None else layers[-k:] if x.startswith("last") else layers[:k]
         for n in picked:
             out[id(n)] = n
     return list(out.values())

@@ -65,7 +65,8 @@ def test_named_layers_get_int16_grids_in_and_out(rng):
     assert layers[:2] == ["conv1", "conv2"] and layers[-1] == "fc" and len(layers) >= 4
     assert [n.name for n in keep_16bit_layers(g, ["first:2"])] == layers[:2]
     assert [n.name for n in keep_16bit_layers(g, ["last:2", "fc"])] == layers[-2:]
-    for bad in ("first:0", "first:x", "last:", "middle:2"):
+    assert [n.name for n in keep_16bit_layers(g, ["all"])] == layers
+    for bad in ("first:0", "first:x", "last:", "middle:2", "all:2"):
         with pytest.raises(InvalidInput, match="first:N"):
             keep_16bit_layers(g, [bad])
     dt = _dtypes(annotate(g, stats, QuantConfig(keep_16bit=("first", "last"))))
