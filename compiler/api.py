@@ -238,15 +238,15 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     bytes streamed; tvm_kernels/qmatmul_int4.py), convs keep int8 containers. Activations stay 8-bit.
     keep_16bit=["conv_0", "first", "last"] ("first:N", "last:N", "all"; with quantize="int8") keeps those conv /
     matmul layers' input and output activations (and an activation computed from such an output alone) on int16
-    symmetric grids (HAWQV3's per-layer activation bits; the layers the report's "lost dB" column names): int16 x
-    int8 -> int32
-    accumulation, q.requant into int16, 65536-entry tables, still integer-only; a value a long reduction reads
-    takes as many int16 levels as keep its int32 accumulator provable. keep_16bit=["auto:cos0.99"] (or "auto",
-    "auto:0.5pt" with labels) chooses the fewest layers that meet that budget on the calibration data
-    (passes/keep_16bit_search.py; the result is cm.report.keep_16bit). "auto:metric0.05" bounds your own loss:
-    accuracy_metric(fp32_outputs, quantized_outputs) -> float (lower is better; each a list of numpy arrays, the
-    graph's outputs on one calibration batch), at most 0.05 on every batch (also for accuracy_budget). The TVM backend runs the int16 convs and
-    linear layers on vpdpwssd kernels.
+    symmetric grids (HAWQV3's per-layer activation bits; the layers the report's "lost dB" column names):
+    int16 x int8 -> int32 accumulation, q.requant into int16, 65536-entry tables, still integer-only; a value a
+    long reduction reads takes as many int16 levels as keep its int32 accumulator provable.
+    keep_16bit=["auto:cos0.99"] (or "auto", "auto:0.5pt" with labels) chooses the fewest layers that meet that
+    budget on the calibration data (passes/keep_16bit_search.py; the result is cm.report.keep_16bit).
+    "auto:metric0.05" bounds your own loss instead: accuracy_metric(fp32_outputs, quantized_outputs) -> float
+    (lower is better; each a list of numpy arrays, the graph's outputs on one calibration batch), at most 0.05 on
+    every batch (accuracy_budget takes it too). The TVM backend runs the int16 convs and linear layers on
+    vpdpwssd kernels.
     integer_attention=True (with quantize="int8", integer_only=True; llvm) runs each integer attention in
     one pass over key blocks, Shiftmax inside the running recurrence (passes/qattention.py): off by
     default, its result is not the unfused integer attention's (within 4 LSB, closer to float).
