@@ -35,6 +35,8 @@ CASES = [  # shape, x dtype, scale, n, shiftmax dtype, fused requant
     ((4, 64), DType.I16, 2.0**-12, 10, DType.I16, False),              # |x0| = 4096: the largest n * x0
     ((1, 16, 4, 48), DType.I16, 0.01, 15, DType.I32, True, 1),         # a detector's 16 distance bins on axis 1
     ((2, 7, 32), DType.I8, 0.05, 15, DType.I8, False, -2),
+    ((1, 16, 4, 21), DType.I16, 0.01, 15, DType.I32, True, 1),         # 84 rows side by side: 4 lanes
+    ((3, 5, 7), DType.U8, 0.2, 20, DType.U8, False, 1),                # 7: one row at a time
 ]
 
 

@@ -1,8 +1,8 @@
 """I-ViT Shiftmax over the middle axis of (rows, length, inner) int8/uint8/int16 data, with the following
 per-tensor q.requant fused. inner = 1 (a softmax over the last axis, attention's): one row at a time, everything
 of that row in registers / L1, the row's elements in the vector lanes. inner > 1 (a softmax over an outer axis,
-a detector's 16 distance bins on axis 1): 16 neighbouring rows at a time, one per lane, each step along `length`
-one contiguous vector; no transpose before or after.
+a detector's 16 distance bins on axis 1): 16 neighbouring rows at a time (8, 4, 2 where 16 does not divide
+`inner`), one per lane, each step along `length` one contiguous vector; no transpose before or after.
 
 Bit-exact with compiler.ops.ivit.shiftmax_values.  The exponent runs in int32, which is exact here: the
 input is at most 16 bits, so d = x - max(x) >= -65535 and I_p = d + (d >> 1) - (d >> 4) > -2^17; the
@@ -47,9 +47,6 @@ class ShiftmaxSpec:
     def __post_init__(self):
         if self.x_dtype not in ("int8", "uint8", "int16"):
             raise ValueError(f"shiftmax kernel takes 8/16-bit inputs, got {self.x_dtype}")
-        if self.inner > 1 and self.inner % LANES:
-            raise ValueError(f"a shiftmax over an outer axis needs a multiple of {LANES} rows side by side, "
-                             f"got {self.inner}")
 
     @property
     def out_dtype(self) -> str:
@@ -93,8 +90,9 @@ def make_shiftmax(spec: ShiftmaxSpec) -> tirx.PrimFunc:
     r, j, i = sch.get_loops(out)
     if spec.inner == 1:
         at = r
-    else:                                   # LANES rows side by side: (r, i / LANES, j, lane)
-        io, ii = sch.split(i, [None, LANES])
+    else:                                   # `lanes` rows side by side: (r, i / lanes, j, lane)
+        lanes = next(w for w in (LANES, 8, 4, 2, 1) if spec.inner % w == 0)
+        io, ii = sch.split(i, [None, lanes])
         sch.reorder(r, io, j, ii)
         at = io
     for name in ("factor", "row_sum", "shift_exp", "row_max"):
@@ -105,7 +103,7 @@ def make_shiftmax(spec: ShiftmaxSpec) -> tirx.PrimFunc:
             row = sch.get_loops(sch.get_sblock(blk))[1:]         # under r: j (and the unit inner loop)
             _, ji = sch.split(sch.fuse(*row) if len(row) > 1 else row[0], [None, LANES])
             sch.vectorize(ji)
-    elif spec.inner > 1:                    # one row per lane: every block's innermost loop is the lanes
+    elif spec.inner > 1 and lanes > 1:      # one row per lane: every block's innermost loop is the lanes
         for blk in ("row_max", "row_sum"):
             b = sch.get_sblock(blk)
             lane, k = sch.get_loops(b)[-2:]
