@@ -2,8 +2,8 @@
 onnxruntime in one run (1 thread by default), and its bars; one markdown table at the end.
 
     PYTHONPATH=. python benchmarks/e2e_int8_table.py [--models yolov8n digits_cnn bert_sdpa] [--repeat 30]
-        [--threads 1] [--keep-16bit yolov8n=first:11 efficientnet_b0=auto:cos0.995|none]
-        [--eval-crops 6] [--eval-seed 1]
+        [--threads 1] [--keep-16bit yolov8n=first:11 mobilenetv3_large=auto:cos0.99 convnext_t=none]
+        [--eval-crops 30] [--eval-seed 7]
 
 Ours is compiler.compile(..., quantize="int8", integer_only=True, keep_16bit=BUILDS[model]) on the TVM
 backend; --keep-16bit NAME=OPT replaces a model's option (none: all 8-bit). The rows and their bars:
@@ -12,7 +12,7 @@ backend; --keep-16bit NAME=OPT replaces a model's option (none: all 8-bit). The 
   top-10 anchors within 0.05; ours <= 0.45x onnxruntime FP32's latency and <= 0.9x onnxruntime INT8's
   (`quantize_static`, QDQ). mobilenetv3_large, efficientnet_b0, convnext_t (224x224): cosine >= 0.99; ours
   <= 0.9x onnxruntime INT8 (QDQ). Measured by benchmarks/e2e_int8_real_arch.py (real photographs: 8 crops
-  calibrate, `--eval-crops` others drawn with `--eval-seed` evaluate; the worst image counts).
+  calibrate, `--eval-crops` others (30) drawn with `--eval-seed` (7) evaluate; the worst image counts).
 - digits_cnn, digits_resnet, digits_mobile (examples/digits_models.py, trained on sklearn's digits): top-1
   accuracy on the whole test set (one batch of 360) at most 0.5 points below FP32's (onnxruntime on the same
   ONNX export); no speed bar (onnxruntime FP32 shown). Calibration: the training digits.
@@ -36,9 +36,11 @@ from benchmarks import e2e_int8_transformer as transformer  # noqa: E402
 from benchmarks.common import CACHE, interleaved_medians, ort_session  # noqa: E402
 from benchmarks.e2e_real_arch import LABELS  # noqa: E402
 
-# our build per model: its --keep-16bit option (None: all 8-bit); the table's rows, in order
+# our build per model: its --keep-16bit option (None: all 8-bit); the table's rows, in order. On 30 photographs:
+# MobileNetV3-Large auto:cos0.99 measures 0.9861, auto:cos0.993 0.9896, auto:cos0.995 0.9910; EfficientNet-B0's
+# searched layers reach 0.92-0.93 (one photograph far from the calibration crops), every layer kept 0.9950.
 BUILDS: dict[str, str | None] = {
-    "yolov8n": "first:11", "mobilenetv3_large": "auto:cos0.99", "efficientnet_b0": "auto:cos0.995",
+    "yolov8n": "first:11", "mobilenetv3_large": "auto:cos0.995", "efficientnet_b0": "all",
     "convnext_t": None, "digits_cnn": None, "digits_resnet": None, "digits_mobile": None,
     "bert_sdpa": None, "bert_eager": None,
 }
@@ -152,8 +154,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--keep-16bit", nargs="+", default=[], metavar="NAME=OPT",
                     help="our build's --keep-16bit per model (auto[:BUDGET], first:N, layer names, none)")
-    ap.add_argument("--eval-crops", type=int, default=6, help="photographs the CNNs' accuracy is measured on")
-    ap.add_argument("--eval-seed", type=int, default=1, help="seed of the evaluation crops (calibration: 0)")
+    ap.add_argument("--eval-crops", type=int, default=30, help="photographs the CNNs' accuracy is measured on")
+    ap.add_argument("--eval-seed", type=int, default=7, help="seed of the evaluation crops (calibration: 0)")
     args = ap.parse_args()
     builds = parse_builds(args.keep_16bit)
 

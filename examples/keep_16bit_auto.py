@@ -9,6 +9,10 @@ their activations' 65536-entry tables fused into its write-back.
 
     python examples/keep_16bit_auto.py [mobilenetv3_large | efficientnet_b0 | mobilenetv3_large_reduced ...]
                                        [--budget cos0.99]
+    python examples/keep_16bit_auto.py yolov8n --budget metric0.05        # about 6 minutes
+
+A detector's budget can be its own loss, metricM: the largest class-score error over the top-10 anchors
+(examples/real_arch/detector_metric.py, passed as accuracy_metric=), which the head output's cosine hardly sees.
 
 Prints the search (layers kept, every count measured), the output cosine with FP32 on 6 other photographs for the
 all-8-bit and the chosen build, their latency (1 thread, interleaved), and checks the chosen build against the
@@ -40,7 +44,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", nargs="?", default="mobilenetv3_large", choices=sorted(MODELS))
-    ap.add_argument("--budget", default="cos0.99", help="the accuracy budget: cosC or Npt (default cos0.99)")
+    ap.add_argument("--budget", default="cos0.99",
+                    help="the accuracy budget: cosC, Npt, or metricM for a detector (default cos0.99)")
     args = ap.parse_args()
     import torch
     torch.set_num_threads(1)
@@ -55,14 +60,19 @@ def main() -> None:
     print(f"{args.model}: compiling all 8-bit, then with keep_16bit=['auto:{args.budget}'] (the search builds and "
           "runs the model about (2 x layers + 8) times on the calibration crops)", flush=True)
     int8 = compiler.compile(g, target, quantize="int8", calibration=calib, integer_only=True)
+    from examples.real_arch.detector_metric import class_score_error
+    metric = class_score_error if args.model.startswith("yolo") else None
     mixed = compiler.compile(g, target, quantize="int8", calibration=calib, integer_only=True,
-                             keep_16bit=[f"auto:{args.budget}"], progress=compiler.api.stderr_progress)
+                             keep_16bit=[f"auto:{args.budget}"], accuracy_metric=metric,
+                             progress=compiler.api.stderr_progress)
     search = mixed.report.keep_16bit
     print(search)
     print(f"  kept, by position among the {len(search.graph_order)} layers (0: the first): {search.positions()}")
     for label, cm in (("all 8-bit", int8), ("auto 8/16-bit", mixed)):
-        worst = min(cosine(r, cm.run(e)[0]) for r, e in zip(ref, evals))
-        print(f"  {label:14s} output cosine with FP32 on 6 other photographs: worst {worst:.4f}")
+        outs = [cm.run(e)[0] for e in evals]
+        worst = min(cosine(r, o) for r, o in zip(ref, outs))
+        score = f", class-score error {max(metric([r], [o]) for r, o in zip(ref, outs)):.4f}" if metric else ""
+        print(f"  {label:14s} output cosine with FP32 on 6 other photographs: worst {worst:.4f}{score}")
     np.testing.assert_array_equal(mixed.run(evals[0])[0], interp.run(mixed.graph, evals[0])[0])
     print("  the 8/16-bit build == the reference interpreter on its final IR (bit-exact)")
     kernels = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", mixed.executable.source("relax"))
