@@ -520,25 +520,29 @@ def keep_16bit_layers(g: Graph, names: Sequence[str], uses: Mapping | None = Non
     return list(out.values())
 
 
-def _reads(v: Value, uses: Mapping) -> list[Value]:
+def _reads(v: Value, uses: Mapping | None) -> list[Value]:
     """The values a contraction reading `v` reads: v, and up through single-reader pass-through ops such as a
-    flatten the values it copies (they share one grid)."""
+    flatten the values it copies (they share one grid). With `uses` None, up through every pass-through op, the
+    reader count aside: the values whose grid `v` takes (a slice of a value that others read too)."""
     out = []
     while not v.is_const:
         out.append(v)
         p = v.producer
-        if p is None or p.op not in PASSTHROUGH or len(uses.get(v, [])) != 1 or not p.inputs:
+        if p is None or p.op not in PASSTHROUGH or (uses is not None and len(uses.get(v, [])) != 1) \
+                or not p.inputs:
             break
         v = p.inputs[0]
     return out
 
 
 def _wide_levels(g: Graph, wide: set[int], cap: Mapping, uses: Mapping, config: QuantConfig) -> dict[int, int]:
-    """Per wide value that integer contractions read (`_reads`), the fewest `accumulator_levels` among them."""
+    """Per wide value that integer contractions read, directly or through pass-through ops whatever else reads
+    them (a C2f block's conv reading one half of a kept layer's split output), the fewest `accumulator_levels`
+    among them."""
     levels: dict[int, int] = {}
     for n in g.nodes:
         if n.op in (linalg.conv, linalg.matmul) and cap[id(n)]:
-            chain = [v for v in _reads(n.inputs[0], uses) if id(v) in wide]
+            chain = [v for v in _reads(n.inputs[0], None) if id(v) in wide]
             if chain:
                 lv = accumulator_levels(n, config)
                 for v in chain:

@@ -143,6 +143,29 @@ def test_a_kept_layer_with_a_long_reduction_reads_fewer_int16_levels(rng):
     assert s is None or s.qmax == 32767          # the output: no contraction reads it, all the levels
 
 
+def test_a_layer_reading_half_of_a_kept_layers_output_bounds_its_levels(rng):
+    """YOLO's C2f: a kept 1x1 conv's output is split in two, one half read by a long 3x3 conv that is not kept and
+    by a concat. That half is int16 because its source is; its grid (the source's) takes the levels the 3x3 conv's
+    accumulator allows, so range analysis proves it (it reported a possible overflow before)."""
+    from passes.range_analysis import check_ranges
+    g = Graph("c2f")
+    x = g.add_input("x", TensorType((1, 16, 6, 6), DType.F32))
+    w1 = (0.2 * rng.standard_normal((128, 16, 1, 1))).astype(np.float32)
+    cv1 = g.add1(linalg.conv, [x, g.const(w1, "cv1_w")], strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
+                 name="cv1")
+    halves = [g.add1(sh.slice_, [cv1], starts=(k * 64,), ends=((k + 1) * 64,), axes=(1,), steps=(1,),
+                     name=f"half{k}") for k in range(2)]
+    w2 = np.where(rng.random((8, 64, 3, 3)) < 0.5, -0.1, 0.1).astype(np.float32)
+    m = g.add1(linalg.conv, [halves[1], g.const(w2, "m_w")], strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1),
+               name="m")
+    g.outputs = [g.add1(sh.concat, [halves[0], halves[1], m], axis=1, name="cat")]
+    batches = [[rng.standard_normal((1, 16, 6, 6)).astype(np.float32)] for _ in range(2)]
+    qg, _ = quantize_model(g, "int8", batches, integer_only=True, keep_16bit=["cv1"])
+    (conv,) = [n for n in qg.nodes if n.op is quant.conv and n.name.startswith("m")]
+    s = spec_of(conv.inputs[0])
+    assert s.dtype is DType.I16 and s.qmax == 2**30 // (64 * 9 * 127) and check_ranges(qg) == []
+
+
 @requires_tvm
 def test_tvm_runs_the_int16_layers_on_the_vpdpwssd_kernels_bit_exact(rng):
     """The int16-input convs and the int16 matmul run the VNNI kernels' int16 forms (vpdpwssd); the SiLU's
