@@ -475,22 +475,23 @@ def test_mobilenet_block_with_8_channel_blocks_stays_blocked_and_bit_exact():
     np.testing.assert_array_equal(compiler.compile(ig, target="llvm -num-threads=1").run(xs)[0], want)
 
 
-@pytest.mark.parametrize("tile,lanes", [((1, 16), 64), ((2, 2), 32), ((1, 3), 16)])
-def test_the_conv_looks_up_its_table_a_register_at_a_time(tile, lanes):
-    """A 16-channel block conv with a 256-entry table: the requant is its own stage (`pre_table`, 16 lanes) and the
-    lookup runs over the tile row's pixels 64 lanes at a time where they divide it (32, 16 otherwise); equal to
-    the reference followed by the lookup."""
-    spec = K.QConvSpec(1, 32, 6, 48, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), "uint8", 3, 16,
+@pytest.mark.parametrize("co,tile,lanes", [(32, (1, 16), 64), (32, (2, 2), 32), (32, (1, 3), 16),
+                                           (24, (1, 8), 64), (24, (1, 6), 16), (24, (1, 3), 8)])
+def test_the_conv_looks_up_its_table_a_register_at_a_time(co, tile, lanes):
+    """A blocked conv with a 256-entry table: the requant is its own stage (`pre_table`) and the lookup runs over
+    the tile row's pixels 64 lanes at a time where they divide it (32, 16, 8 otherwise), 16- and 8-channel blocks
+    (24 channels); equal to the reference followed by the lookup."""
+    spec = K.QConvSpec(1, 32, 6, 48, co, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), "uint8", 3, 16,
                        K.Requant(0, 0, -128, 127, "int8"), table="uint8")
     func = K.make_qconv2d(spec, tile)
     assert 'T.sblock("pre_table")' in func.script() and f"T.vectorized({lanes})" in func.script()
     lib, asm = _build(func)
     rng = np.random.default_rng(lanes)
-    x, w = _ints(rng, (1, 32, 6, 48), np.uint8), _ints(rng, (32, 32, 3, 3), np.int8)
-    b = rng.integers(-20000, 20000, 32).astype(np.int32)
-    mc, table = _mc(rng, 32), _ints(rng, (256,), np.uint8)
+    x, w = _ints(rng, (1, 32, 6, 48), np.uint8), _ints(rng, (co, 32, 3, 3), np.int8)
+    b = rng.integers(-20000, 20000, co).astype(np.int32)
+    mc, table = _mc(rng, co), _ints(rng, (256,), np.uint8)
     args = [K.pack_data(spec, x), K.pack_weight(spec, w), K.pack_bias(spec, w, b),
-            K.pack_requant(*mc, 32, spec.cop, form=spec.rq1.form), table]
+            K.pack_requant(*mc, co, spec.cop, form=spec.rq1.form), table]
     dev = tvm.cpu()
     targs = [tvm.runtime.tensor(a, dev) for a in args] + [tvm.runtime.empty(K.out_shape(spec), "uint8", dev)]
     lib["main"](*targs)

@@ -217,7 +217,7 @@ def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None,
                   staged: bool = False):
     """The write-back stage `out` of the int32 accumulator `acc` (n, cop/16, oh, ow, 16): bias, the
     requants, the residual, the lookup table (the epilogue of the module docstring), in the output's layout
-    (out_shape). `staged` (a 16-channel block output with a 256-entry table): the lookup is its own stage `out`
+    (out_shape). `staged` (a blocked output with a 256-entry table): the lookup is its own stage `out`
     reading the requantized values from a stage `pre_table`, so that the schedule can look up 64 lanes at a time
     (`byte_lookup_lanes`) while the requant stays 16 lanes wide. Shared with the shift-and-add conv."""
     def epi(n, o, y, x, j, res_idx=None, lookup=True):
@@ -232,15 +232,18 @@ def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None,
             v = requant_te(v.astype("int32") + r.astype("int32"), rq3, (o, j), spec.rq3)
         return table_te(v, table, spec.pre_table_dtype, spec.table) if spec.table is not None and lookup else v
 
-    if spec.out_block == 16 and staged and staged_table(spec):
-        pre = te.compute(out_shape(spec), lambda *i: epi(*i, res_idx=i, lookup=False), name="pre_table")
+    def whole(i, lookup):
+        if spec.out_block == 8:     # 8-channel block o: half o % 2 of the accumulator's 16-channel block o // 2
+            n, o, y, x, j = i
+            return epi(n, o // 2, y, x, (o % 2) * 8 + j, i, lookup)
+        return epi(*i, res_idx=i, lookup=lookup)
+
+    if spec.out_block in (8, 16) and staged and staged_table(spec):
+        pre = te.compute(out_shape(spec), lambda *i: whole(i, False), name="pre_table")
         return te.compute(out_shape(spec), lambda *i: table_te(pre[i], table, spec.pre_table_dtype, spec.table),
                           name="out")
-    if spec.out_block == 16:
-        return te.compute(out_shape(spec), lambda *i: epi(*i, res_idx=i), name="out")
-    if spec.out_block == 8:       # 8-channel block o: half o % 2 of the accumulator's 16-channel block o // 2
-        return te.compute(out_shape(spec), lambda n, o, y, x, j: epi(n, o // 2, y, x, (o % 2) * 8 + j,
-                                                                     (n, o, y, x, j)), name="out")
+    if spec.out_block in (8, 16):
+        return te.compute(out_shape(spec), lambda *i: whole(i, True), name="out")
     return te.compute(out_shape(spec), lambda n, c, y, x: epi(n, c // 16, y, x, c % 16), name="out")
 
 

@@ -78,11 +78,11 @@ def tile_full_blocks(sch, conv, out, roc: int, rw: int, blocked_out: bool, inner
     return j, sch.decompose_reduction(conv, reduction[0])
 
 
-def byte_lookup_lanes(rw: int) -> int:
-    """Lanes per table lookup over a tile row of rw 16-channel pixels: 64 (one permute pair) where they divide
-    it, else 32 or 16. A 16-lane lookup costs what a 64-lane one does: widen the index, two permutes, a blend,
+def byte_lookup_lanes(rw: int, block: int = 16) -> int:
+    """Lanes per table lookup over a tile row of rw pixels of `block` channels: 64 (one permute pair) where they
+    divide it, else 32, 16 or 8. A 16-lane lookup costs what a 64-lane one does: widen the index, two permutes, a blend,
     narrow (a 1x1 16->16 conv at 112x112 with a SiLU table: 84 us at 16 lanes, 56 at 64; 48 without the table)."""
-    return next(w for w in (64, 32, 16) if rw * 16 % w == 0)
+    return next(w for w in (64, 32, 16, 8) if rw * block % w == 0)
 
 
 def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.PrimFunc:
@@ -90,13 +90,18 @@ def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.Pr
     roc, rw = tile or pick_tile(spec.cop // 16, ow)
     sch = s_tir.Schedule(func)
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-    pre = sch.get_sblock("pre_table") if staged_table(spec) and spec.out_block == 16 else None
+    pre = sch.get_sblock("pre_table") if staged_table(spec) and spec.blocked_out else None
     intrin = lanes(spec.x_dtype)[2]
     if spec.out_block == 8:
         if (spec.cop // 16) % roc or ow % rw:       # the accumulator tile must divide the output
             roc, rw = pick_tile(spec.cop // 16, ow)
-        lp, first = tile_half_blocks(sch, conv, out, roc, rw, ("v_rcb", "v_rh", "v_rw", "v_rq"), ("v_rt",),
-                                     spec.kw > 1)
+        lp, first = tile_half_blocks(sch, conv, out if pre is None else pre, roc, rw,
+                                     ("v_rcb", "v_rh", "v_rw", "v_rq"), ("v_rt",), spec.kw > 1)
+        if pre is not None:     # the lookup after each tile, over its rows of rw 8-channel pixels
+            sch.reverse_compute_at(out, sch.get_loops(pre)[1])
+            *_, ox, oj = sch.get_loops(out)
+            width = byte_lookup_lanes(rw, 8)
+            sch.vectorize(oj if width == 8 else sch.split(sch.fuse(ox, oj), [None, width])[1])
         init = sch.decompose_reduction(conv, first)
         sch.tensorize(lp["v_j"], intrin)
         sch.vectorize(sch.get_loops(init)[-1])
