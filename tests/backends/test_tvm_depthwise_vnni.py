@@ -38,7 +38,7 @@ CASES = [  # channels, size, kernel, stride, data dtype, zero point
 ]
 
 
-def _graph(c, size, k, stride, xdt, zp, rng):
+def _graph(c, size, k, stride, xdt, zp, rng, table=False):
     g = Graph()
     x = g.add_input("x", TensorType((1, c, size, size), xdt))
     w = g.const(rng.integers(-127, 128, (c, 1, k, k)).astype(np.int8), "w")
@@ -48,8 +48,23 @@ def _graph(c, size, k, stride, xdt, zp, rng):
     m, sh = rng.integers(2**29, 2**31 - 1, c), rng.integers(34, 40, c)
     y = g.add1(q.requant, [acc], multiplier=tuple(int(v) for v in m), shift=tuple(int(v) for v in sh),
                zero_point=5, in_zero_point=0, qmin=0, qmax=255, dtype=DType.U8, axis=1)
+    if table:                               # an activation's lookup after the requant (hardswish, SiLU)
+        y = g.add1(q.table, [y, g.const(rng.integers(0, 256, 256).astype(np.uint8), "act_table")])
     g.outputs = [g.add1(q.dequantize, [y], scale=(0.1,), zero_point=(5,), axis=1)]
     return g
+
+
+@needs_vnni
+@pytest.mark.parametrize("c,size", [(32, 16), (24, 16), (24, 10)])
+def test_the_depthwise_lookup_is_its_own_stage_and_bit_exact(c, size):
+    """With an activation table the VNNI form's requant is a stage of its own and the lookup runs over the tile
+    row's pixels (16- and 8-channel blocks); the layer equals compiler.interp."""
+    rng = np.random.default_rng(c + size)
+    g = _graph(c, size, 3, 1, DType.U8, 3, rng, table=True)
+    exe = build(g, TARGET)
+    assert 'T.sblock("pre_table")' in exe.source("tir")
+    xs = rng.integers(0, 256, (1, c, size, size)).astype(np.uint8)
+    np.testing.assert_array_equal(exe.run([xs])[0], interp.run(g, xs)[0])
 
 
 @needs_vnni

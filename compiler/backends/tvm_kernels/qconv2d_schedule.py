@@ -43,7 +43,7 @@ def tile_half_blocks(sch, conv, out, roc: int, rw: int, reduction: tuple, inner:
 
 
 def tile_full_blocks(sch, conv, out, roc: int, rw: int, blocked_out: bool, inner: int = 0, unroll_rw=False,
-                     vectorize_j=False, pre=None):
+                     vectorize_j=False, pre=None, block: int = 16):
     """The tile of a 16-channel block (or plain NCHW) output: the conv's loops (n, o, y, x, j, reduction...,
     `inner` innermost ones) split into roc 16-channel accumulators x rw pixels, ordered (n, o tile, y, x tile,
     reduction..., o, x, j, inner...), o and x unrolled, parallel over (n, o tile, y); the write-back after each
@@ -64,8 +64,8 @@ def tile_full_blocks(sch, conv, out, roc: int, rw: int, blocked_out: bool, inner
             sch.vectorize(sch.get_loops(pre)[-1])
         sch.reverse_compute_at(out, xo)
         *_, ox, oj = sch.get_loops(out)
-        width = byte_lookup_lanes(rw) if pre is not None else 16
-        sch.vectorize(oj if width == 16 else sch.split(sch.fuse(ox, oj), [None, width])[1])
+        width = byte_lookup_lanes(rw, block) if pre is not None else block
+        sch.vectorize(oj if width == block else sch.split(sch.fuse(ox, oj), [None, width])[1])
     else:
         sch.parallel(sch.fuse(*sch.get_loops(out)[:3]))
     if vectorize_j:

@@ -107,13 +107,23 @@ class QDepthwiseSpec:
         return (self.n, self.c // self.block, oh, ow, self.block)
 
 
+def staged_table(spec: QDepthwiseSpec) -> bool:
+    """Whether the VNNI form's lookup is its own stage (qconv2d.staged_table: a 256-entry table)."""
+    return spec.vnni and spec.table is not None and spec.rq is not None and spec.rq.dtype in ("int8", "uint8")
+
+
 def _write_back(spec: QDepthwiseSpec, conv, bias, rq, table):
-    """out = [table of] [requant of] conv + bias, per channel (both forms)."""
-    def _out(n, c, y, x, o):
+    """out = [table of] [requant of] conv + bias, per channel (both forms); a staged lookup (`staged_table`)
+    reads the requantized values from a stage `pre_table`, as the int8 conv's does."""
+    def _out(n, c, y, x, o, lookup=True):
         v = conv[n, c, y, x, o] + bias[c, o]
         v = requant_te(v, rq, (c, o), spec.rq) if spec.rq is not None else v
-        return table_te(v, table, spec.rq.dtype, spec.table) if spec.table is not None else v
-    return te.compute(spec.out_shape(), _out, name="out")
+        return table_te(v, table, spec.rq.dtype, spec.table) if spec.table is not None and lookup else v
+    if staged_table(spec):
+        pre = te.compute(spec.out_shape(), lambda *i: _out(*i, lookup=False), name="pre_table")
+        return te.compute(spec.out_shape(), lambda *i: table_te(pre[i], table, spec.rq.dtype, spec.table),
+                          name="out")
+    return te.compute(spec.out_shape(), lambda *i: _out(*i), name="out")
 
 
 def qdepthwise_te(spec: QDepthwiseSpec, data, weight, bias, rq=None, table=None):
@@ -208,7 +218,8 @@ def _schedule_vnni(func: tirx.PrimFunc, spec: QDepthwiseSpec, tile: Optional[Tup
     sch = s_tir.Schedule(func)
     conv = sch.get_sblock("conv")
     windows = sch.get_loops(conv)[6]            # (n, c, y, x, o, ry, rg, rk)
-    j, init = tile_full_blocks(sch, conv, sch.get_sblock("out"), roc, rw, True, inner=1)
+    pre = sch.get_sblock("pre_table") if staged_table(spec) else None
+    j, init = tile_full_blocks(sch, conv, sch.get_sblock("out"), roc, rw, True, inner=1, pre=pre, block=spec.block)
     sch.unroll(windows)
     sch.tensorize(j, register_depthwise_intrinsic(spec.x_dtype == "int16", spec.block))
     sch.vectorize(sch.get_loops(init)[-1])
