@@ -114,6 +114,15 @@ def prod(xs: Iterable[int]) -> int:
     return p
 
 
+def vectorize_under_reduction(sch, block) -> None:
+    """A reduction block whose two innermost loops are (lane, k): k outside, the lanes vectorized inside it, the
+    init split off (vectorize before decompose_reduction, as TVM needs): one vector of independent rows per step."""
+    lane, k = sch.get_loops(block)[-2:]
+    sch.reorder(k, lane)
+    sch.vectorize(lane)
+    sch.decompose_reduction(block, k)
+
+
 def parallel_outer(sch, loops: Sequence, min_extent: int = 1):
     """Fuse the given outer loops and mark the result parallel (no-op for an empty list)."""
     loops = list(loops)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from tvm import s_tir, te, tirx
 
-from .common import finalize
+from .common import finalize, vectorize_under_reduction
 
 
 def layernorm_te(x: te.Tensor, gamma: te.Tensor, beta: te.Tensor, eps: float, lanes: int) -> te.Tensor:
@@ -49,11 +49,7 @@ def make_layernorm(rows: int, length: int, eps: float, lanes: int = 16) -> tirx.
     for name in ("inv", "sq", "sq_part", "mean", "sum", "sum_part"):
         sch.compute_at(sch.get_sblock(name), r)
     for name in ("sum_part", "sq_part"):
-        blk = sch.get_sblock(name)
-        lane, j = sch.get_loops(blk)[-2:]
-        sch.reorder(j, lane)
-        sch.vectorize(lane)
-        sch.decompose_reduction(blk, j)
+        vectorize_under_reduction(sch, sch.get_sblock(name))
     _, v = sch.split(c, [None, lanes])
     sch.vectorize(v)
     return finalize(sch.mod["main"])

@@ -62,10 +62,10 @@ def tile_full_blocks(sch, conv, out, roc: int, rw: int, blocked_out: bool, inner
         if pre is not None:
             sch.reverse_compute_at(pre, xo)
             sch.vectorize(sch.get_loops(pre)[-1])
-        sch.reverse_compute_at(out, xo)
-        *_, ox, oj = sch.get_loops(out)
-        width = byte_lookup_lanes(rw, block) if pre is not None else block
-        sch.vectorize(oj if width == block else sch.split(sch.fuse(ox, oj), [None, width])[1])
+            lookup_at(sch, out, xo, rw, block)
+        else:
+            sch.reverse_compute_at(out, xo)
+            sch.vectorize(sch.get_loops(out)[-1])
     else:
         sch.parallel(sch.fuse(*sch.get_loops(out)[:3]))
     if vectorize_j:
@@ -85,6 +85,15 @@ def byte_lookup_lanes(rw: int, block: int = 16) -> int:
     return next(w for w in (64, 32, 16, 8) if rw * block % w == 0)
 
 
+def lookup_at(sch, out, loop, rw: int, block: int) -> None:
+    """A staged lookup `out` after each tile (reverse_compute_at `loop`), its rows of rw pixels of `block`
+    channels looked up `byte_lookup_lanes` at a time."""
+    sch.reverse_compute_at(out, loop)
+    *_, ox, oj = sch.get_loops(out)
+    width = byte_lookup_lanes(rw, block)
+    sch.vectorize(oj if width == block else sch.split(sch.fuse(ox, oj), [None, width])[1])
+
+
 def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.PrimFunc:
     oh, ow = output_hw(spec)
     roc, rw = tile or pick_tile(spec.cop // 16, ow)
@@ -98,10 +107,7 @@ def schedule_qconv2d(func: tirx.PrimFunc, spec: QConvSpec, tile=None) -> tirx.Pr
         lp, first = tile_half_blocks(sch, conv, out if pre is None else pre, roc, rw,
                                      ("v_rcb", "v_rh", "v_rw", "v_rq"), ("v_rt",), spec.kw > 1)
         if pre is not None:     # the lookup after each tile, over its rows of rw 8-channel pixels
-            sch.reverse_compute_at(out, sch.get_loops(pre)[1])
-            *_, ox, oj = sch.get_loops(out)
-            width = byte_lookup_lanes(rw, 8)
-            sch.vectorize(oj if width == 8 else sch.split(sch.fuse(ox, oj), [None, width])[1])
+            lookup_at(sch, out, sch.get_loops(pre)[1], rw, 8)
         init = sch.decompose_reduction(conv, first)
         sch.tensorize(lp["v_j"], intrin)
         sch.vectorize(sch.get_loops(init)[-1])

@@ -20,7 +20,7 @@ from tvm import s_tir, te, tirx
 
 from compiler.backends.tvm_lower.ivit import shift_exp_expr
 from compiler.ops import ivit
-from .common import SCHEDULE_ATTR, finalize
+from .common import SCHEDULE_ATTR, finalize, vectorize_under_reduction
 from .qconv2d import Requant, requant_scalar_te
 
 __all__ = ["ShiftmaxSpec", "make_shiftmax"]
@@ -105,11 +105,7 @@ def make_shiftmax(spec: ShiftmaxSpec) -> tirx.PrimFunc:
             sch.vectorize(ji)
     elif spec.inner > 1 and lanes > 1:      # one row per lane: every block's innermost loop is the lanes
         for blk in ("row_max", "row_sum"):
-            b = sch.get_sblock(blk)
-            lane, k = sch.get_loops(b)[-2:]
-            sch.reorder(k, lane)
-            sch.vectorize(lane)
-            sch.decompose_reduction(b, k)
+            vectorize_under_reduction(sch, sch.get_sblock(blk))
         for blk in ("shift_exp", "factor", "out"):
             sch.vectorize(sch.get_loops(sch.get_sblock(blk))[-1])
     return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled"))
