@@ -58,6 +58,10 @@ def int_out_block(co: int) -> int:
 # and the int8 VNNI conv (groups == 1) in
 #   vnni      (cop/16, cip/ib, kh, kw, ib/4, 16, 4), cop = co and cip = ci rounded up to 16 and 4, the padding
 #             zero: element [o, cb, r, s, q, j, t] = w[16 o + j, ib cb + 4 q + t, r, s]
+# and the int8 AMX conv (groups == 1, kw <= 4, 16-channel input blocks) in
+#   vnni_amx  (cop/16, cip/16, kh, 16, 16, 4), cip = ci rounded up to 16: per (output block, input block, kernel
+#             row) one 64 x 16 AMX B tile, reduction element k = 4 q + t = 16 s + c (taps s >= kw zero):
+#             element [o, cb, r, q, j, t] = w[16 o + j, 16 cb + k % 16, r, k // 16]
 _TO_OIHW = {"dense": (0, 5, 1, 4, 2, 3), "depthwise": (0, 3, 1, 2), "generic": (0, 4, 1, 2, 3),
             "vnni": (0, 5, 1, 4, 6, 2, 3)}
 
@@ -101,6 +105,27 @@ def pack_vnni_conv_weight(w, ib: int, depth: int = 4):
     wp[:co, :ci] = w
     p = wp.reshape(cop // 16, 16, cip // ib, ib // depth, depth, kh, kw).transpose(0, 2, 5, 6, 3, 1, 4)
     return np.ascontiguousarray(p)
+
+
+def pack_amx_conv_weight(w):
+    """OIHW int8 weight (kw <= 4) -> the AMX conv's vnni_amx form (zero padding to cop, cip and 4 taps)."""
+    import numpy as np
+    co, ci, kh, kw = w.shape
+    cop, cip = -(-co // 16) * 16, -(-ci // 16) * 16
+    wp = np.zeros((cop, cip, kh, 4), np.int8)
+    wp[:co, :ci, :, :kw] = w
+    p = wp.reshape(cop // 16, 16, cip // 16, 16, kh, 4).transpose(0, 2, 4, 5, 3, 1)     # [o, cb, r, s, c, j]
+    p = p.reshape(cop // 16, cip // 16, kh, 16, 4, 16).transpose(0, 1, 2, 3, 5, 4)      # k = 16 s + c = 4 q + t
+    return np.ascontiguousarray(p)
+
+
+def unpack_amx_conv_weight(p, channels: tuple[int, ...]):
+    """The vnni_amx form -> OIHW; `channels` (co, ci, kw)."""
+    import numpy as np
+    o, cb, kh = p.shape[:3]
+    w = p.transpose(0, 1, 2, 3, 5, 4).reshape(o, cb, kh, 4, 16, 16).transpose(0, 5, 1, 4, 2, 3)
+    w = w.reshape(o * 16, cb * 16, kh, 4)
+    return np.ascontiguousarray(w[:channels[0], :channels[1], :, :channels[2]])
 
 
 # A matmul's constant weight B (k, n) is packed as its CPU kernel reads it:
@@ -156,9 +181,12 @@ def unpack_matmul_weight(p, form: str, channels: tuple[int, ...] = ()):
 
 def unpacked_conv_weight_shape(shape: tuple[int, ...], form: str,
                                channels: tuple[int, ...] = ()) -> tuple[int, int, int, int]:
-    """The OIHW shape a packed weight of `shape` holds (`channels`: (co, ci) of a vnni weight)."""
+    """The OIHW shape a packed weight of `shape` holds (`channels`: (co, ci) of a vnni weight, (co, ci, kw) of a
+    vnni_amx one)."""
     if form == "vnni":
         return channels[0], channels[1], shape[2], shape[3]
+    if form == "vnni_amx":
+        return channels[0], channels[1], shape[2], channels[2]
     if form == "dense":
         return shape[0] * shape[5], shape[1] * shape[4], shape[2], shape[3]
     if form == "depthwise":
@@ -167,8 +195,10 @@ def unpacked_conv_weight_shape(shape: tuple[int, ...], form: str,
 
 
 def unpack_conv_weight(p, form: str, channels: tuple[int, ...] = ()):
-    """A packed weight -> OIHW (the inverse of pack_conv_weight and pack_vnni_conv_weight)."""
+    """A packed weight -> OIHW (the inverse of pack_conv_weight, pack_vnni_conv_weight, pack_amx_conv_weight)."""
     import numpy as np
+    if form == "vnni_amx":
+        return unpack_amx_conv_weight(p, channels)
     if form == "vnni":
         cop, cip = p.shape[0] * 16, p.shape[1] * p.shape[4] * 4
         w = p.transpose(_TO_OIHW[form]).reshape(cop, cip, p.shape[2], p.shape[3])

@@ -3,7 +3,7 @@
 After assign_layouts a conv kernel's body reads its data in `in_block` channel blocks and writes its
 result in `out_block` blocks; compiler/layouts.py says, from those, which packed form (dense, depthwise
 or generic) and which blocks the CPU kernel reads its weight in; an int8 conv's VNNI kernel reads the
-vnni form for its input block; a matmul by a constant (k, n) weight reads it in column panels (fp32) or
+vnni form for its input block (the vnni_amx form where the backend runs it on AMX tiles); a matmul by a constant (k, n) weight reads it in column panels (fp32) or
 the VNNI matmul's form (int8, or int4 two per byte; weight zero point 0). This pass stores the weight in that form: the body's OIHW constant is replaced by `layout.unpack_weight(packed constant)`. The interpreter
 still computes the conv on OIHW (the meaning does not change), the backend takes the packed constant
 as is, and `--emit ir` shows the bytes that run.
@@ -44,9 +44,10 @@ def _matmul_packing(mm: Node) -> tuple[np.ndarray, dict] | None:
     return None
 
 
-def _packing(body: Graph, anchor: Node) -> tuple[np.ndarray, dict] | None:
+def _packing(body: Graph, anchor: Node, amx: bool = False) -> tuple[np.ndarray, dict] | None:
     """(packed weight, unpack_weight attributes) of the kernel's conv or matmul, or None (no packed form
-    applies: a computed weight, a 1-D or 3-D conv, an int8 conv without blocked data or with groups)."""
+    applies: a computed weight, a 1-D or 3-D conv, an int8 conv without blocked data or with groups); `amx`: the
+    backend runs the int8 conv on AMX tiles (the vnni_amx form)."""
     if anchor.op in (linalg.matmul, q.matmul):
         return _matmul_packing(anchor)
     w = anchor.inputs[1]
@@ -60,16 +61,18 @@ def _packing(body: Graph, anchor: Node) -> tuple[np.ndarray, dict] | None:
     if anchor.op is q.conv and w.type.dtype is DType.I8 and anchor.attrs["groups"] == 1 and ib \
             and anchor.attrs["realization"] != "shift" \
             and anchor.inputs[0].type.dtype is not DType.I16:  # the shift kernel reads codes; int16 data: int16 pairs
-        co, ci = w.type.shape[:2]
+        co, ci, _, kw = w.type.shape
+        if amx:
+            return layouts.pack_amx_conv_weight(np.asarray(w.const)), {"form": "vnni_amx", "channels": (co, ci, kw)}
         return layouts.pack_vnni_conv_weight(np.asarray(w.const), ib), {"form": "vnni", "channels": (co, ci)}
     return None
 
 
-def packed_body(body: Graph) -> Graph | None:
+def packed_body(body: Graph, amx: bool = False) -> Graph | None:
     """A copy of `body` whose conv reads its weight through layout.unpack_weight of the packed constant,
     or None (no packed form applies)."""
     at = body.nodes.index(kernel.anchor_of(body))
-    packing = _packing(body, body.nodes[at])
+    packing = _packing(body, body.nodes[at], amx)
     if packing is None:
         return None
     packed, attrs = packing
@@ -86,13 +89,15 @@ def packed_body(body: Graph) -> Graph | None:
 
 @register_pass("pack_weights")
 def pack_weights(g: Graph, ctx: PassContext) -> Graph:
-    """The conv and matmul kernels' constant weights (fp32, int8 VNNI) as the packed constants their kernels
-    read."""
+    """The conv and matmul kernels' constant weights (fp32, int8 VNNI or AMX) as the packed constants their
+    kernels read (an int8 conv the backend's kernel spec puts on AMX tiles: the vnni_amx form)."""
     g = g.clone()
     for i, n in enumerate(g.nodes):
         if n.op is not kernel.fused or n.attrs["kernel"] not in ("conv", "qconv", "matmul", "qmatmul"):
             continue
-        body = packed_body(n.attrs["body"])
+        amx = n.attrs["kernel"] == "qconv" and ctx.kernel_spec is not None and \
+            getattr(ctx.kernel_spec(n), "amx", False)
+        body = packed_body(n.attrs["body"], amx)
         if body is not None:
             g.nodes[i] = Node(n.op, n.inputs, {**n.attrs, "body": body}, n.outputs, n.name, n.loc)
     return g

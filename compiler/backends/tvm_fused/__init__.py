@@ -14,7 +14,6 @@ from tvm import relax
 from compiler.backends.tvm_fused import attention, fp32, gate, int_matmul, integer
 from compiler.backends.tvm_fused.body import NotFusable, parse
 from compiler.backends.tvm_kernels import layout as klayout
-from compiler.backends.tvm_kernels import qconv2d as kq
 from compiler.backends.tvm_lower.registry import LowerCtx, lower_nodes, lowers, read, tvm_dtype
 from compiler.ir import Node
 from compiler.target import Target
@@ -48,7 +47,7 @@ def inline(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> relax.Expr:
 def kernel_spec(node: Node, target: Target | None = None):
     """The spec of the tunable kernel (conv, matmul, int8 conv / matmul / batched matmul, fp32 attention)
     fused `node` is built from for `target`, or None: what the tile pass asks the cost model about. On a target
-    with AMX-INT8 an int8 matmul's spec says amx (int_matmul.qmatmul_plan)."""
+    with AMX-INT8 an int8 matmul's or 3x3 conv's spec says amx (int_matmul.qmatmul_plan, integer.qconv_plan)."""
     kind = node.attrs["kernel"]
     try:
         kb = parse(node)
@@ -57,7 +56,7 @@ def kernel_spec(node: Node, target: Target | None = None):
         if kind == "matmul":
             return fp32.matmul_plan(kb)[0]
         if kind == "qconv":
-            return integer.qconv_plan(kb)[0]
+            return integer.qconv_plan(kb, target)[0]
         if kind == "qmatmul":
             return (int_matmul.qmatmul_plan(kb, target) if lay.is_const_weight(kb.anchor.inputs[1])
                     else int_matmul.qbmm_plan(kb, target))[0]
@@ -91,7 +90,7 @@ def _pack(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]
     else:
         cp = out[1] * b
         gv = ctx.kernel(("pack_pad", n, c, h, w, b, cp, dt, fill),
-                         lambda: kq.make_pack_channels(n, c, h, w, b, cp, dt, fill), "pack_nchwc")
+                         lambda: klayout.make_pack_channels(n, c, h, w, b, cp, dt, fill), "pack_nchwc")
     return [ctx.call_kernel(gv, args, out, dt)]
 
 

@@ -11,22 +11,16 @@ from tvm import relax
 
 from compiler.backends.tvm_fused import emit, int4
 from compiler.backends.tvm_fused.body import KernelBody, NotFusable
-from compiler.backends.tvm_fused.integer import (I32_RANGE, INT_ACT, INT_DATA, channel_axis_ok,
+from compiler.backends.tvm_fused.integer import (I32_RANGE, INT_ACT, INT_DATA, channel_axis_ok, has_amx,
                                                  per_tensor_requant, realization, requant_of, shift_terms, weight_of)
 from compiler.backends.tvm_kernels import qbmm as kqb
 from compiler.backends.tvm_kernels import qmatmul as kqm
 from compiler.backends.tvm_kernels import shiftadd as ksa
 from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
-from compiler.host import cpu_features
 from compiler.target import Target
 from compiler.ops import elementwise as ew
 from compiler.ops import layout as lay, quant as q, shape
 from compiler.types import DType
-
-
-def has_amx(target: Target | None) -> bool:
-    """The target CPU has AMX-INT8 (LLVM's feature list for its -mcpu)."""
-    return target is not None and target.kind == "llvm" and "amx-int8" in cpu_features(target.cpu)
 
 
 def qmatmul_plan(kb: KernelBody, target: Target | None = None):

@@ -7,6 +7,7 @@ form that is exact for the range its input can take (`qconv2d.requant_form`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ from compiler.backends.tvm_fused.body import KernelBody, NotFusable
 from compiler.backends.tvm_kernels import layout as klayout
 from compiler.backends.tvm_kernels import pool as kpool
 from compiler.backends.tvm_kernels import qconv2d as kq
+from compiler.backends.tvm_kernels import qconv2d_amx as kamx
 from compiler.backends.tvm_kernels import qdepthwise as kdw
 from compiler.backends.tvm_kernels import shiftadd as ksa
 from compiler.backends.tvm_kernels import shiftmax as ksm
@@ -81,9 +83,15 @@ def weight_of(w: Value) -> tuple[np.ndarray, np.ndarray | None] | None:
     return None
 
 
-def qconv_plan(kb: KernelBody):
+def has_amx(target: Target | None) -> bool:
+    """The target CPU has AMX-INT8 (LLVM's feature list for its -mcpu)."""
+    return target is not None and target.kind == "llvm" and "amx-int8" in cpu_features(target.cpu)
+
+
+def qconv_plan(kb: KernelBody, target: Target | None = None):
     """(spec, (rq1, rq1b, rq2, rq3) nodes, residual operand, data operand) of q.conv [rq1 [rq1b -> int32]
-    [add(residual [rq2]) rq3]]."""
+    [add(residual [rq2]) rq3]]. On an AMX `target` the spec says amx where the AMX conv takes the layer
+    (tvm_kernels/qconv2d_amx.fits; the VNNI-form weights, not the shift-and-add kernel's)."""
     c = kb.anchor
     x, w = c.inputs[0], c.inputs[1]
     xi = kb.operand_of(x)
@@ -130,6 +138,8 @@ def qconv_plan(kb: KernelBody):
         raise NotFusable(str(e)) from None
     if kb.out_block != spec.out_block:
         raise NotFusable("the VNNI conv writes the blocks of compiler.layouts.int_out_block")
+    if has_amx(target) and not shift_terms(c) and kamx.fits(spec):
+        spec = dataclasses.replace(spec, amx=True)
     return spec, (r1n, r1bn, r2n, r3n, tn), res_i, xi
 
 
@@ -211,7 +221,7 @@ def emit_qdepthwise(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> re
 def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
     if kb.anchor.attrs["groups"] != 1:
         return emit_qdepthwise(ctx, kb, args)
-    spec, (r1n, r1bn, r2n, r3n, tn), res_i, xi = qconv_plan(kb)
+    spec, (r1n, r1bn, r2n, r3n, tn), res_i, xi = qconv_plan(kb, ctx.target)
     c = kb.anchor
     w = c.inputs[1]
     rq1, rq1b, rq2, rq3 = spec.rq1, spec.rq1b, spec.rq2, spec.rq3

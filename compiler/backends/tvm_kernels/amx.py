@@ -9,6 +9,11 @@ already an AMX B tile (a row of 64 bytes per 4-deep step of the reduction). Tile
 A after them, B last (at most 8 in all). Each use of the intrinsic configures the tiles (ldtilecfg), loads the
 block's accumulators, runs the reduction 64 deep per step, stores them and releases the tiles.
 
+The conv's intrinsic (`register_conv`, qconv2d_amx.py) reads its A tiles straight from the padded NCHW16c data: a
+tile row is one output pixel's 4 horizontal taps x 16 channels (64 contiguous bytes), the 16 rows of a tile
+`stride` pixels apart (a tileloadd stride of 16 stride bytes), so the whole reduction (input channel blocks x
+kernel rows) runs on the tiles with no copy of the data.
+
 Linux gives a process AMX state only after it asks: compiler.host.request_amx, called when an intrinsic is
 registered (a build that may run its kernels) and when the runtime loads (compiler/backends/tvm_runtime.py).
 """
@@ -36,6 +41,18 @@ def columns_fit(n16: int) -> bool:
 
 def intrin_name(rm: int, rn: int, k: int) -> str:
     return f"dyc_amx_u8i8i32_{rm}x{rn}_k{k}"
+
+
+@T.macro
+def _configure(ntiles: int):
+    """ldtilecfg: palette 1; tiles 0 .. ntiles - 1 of 16 rows x 64 bytes (tile t's bytes per row at 16 + 2 t,
+    a u16, its rows at 48 + t)."""
+    cfg = T.alloc_buffer((64,), "uint8", scope="global")
+    for i in T.vectorized(64):
+        cfg[i] = T.if_then_else(i == 0, T.uint8(1), T.if_then_else(
+            i >= 16 and i < 16 + 2 * ntiles and i % 2 == 0, T.uint8(DEPTH),
+            T.if_then_else(i >= 48 and i < 48 + ntiles, T.uint8(ROWS), T.uint8(0))))
+    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", T.address_of(cfg[0])))
 
 
 def _intrin(rm: int, rn: int, k: int):
@@ -68,13 +85,7 @@ def _intrin(rm: int, rn: int, k: int):
         with T.sblock("root"):
             T.reads(C[0:m, 0:rn, 0:COLS], A[0:m, 0:k], B[0:rn, 0:kq, 0:COLS, 0:4])
             T.writes(C[0:m, 0:rn, 0:COLS])
-            # the tile configuration: palette 1; tile t's bytes per row at 16 + 2 t (a u16), its rows at 48 + t
-            cfg = T.alloc_buffer((64,), "uint8", scope="global")
-            for i in T.vectorized(64):
-                cfg[i] = T.if_then_else(i == 0, T.uint8(1), T.if_then_else(
-                    i >= 16 and i < 16 + 2 * ntiles and i % 2 == 0, T.uint8(DEPTH),
-                    T.if_then_else(i >= 48 and i < 48 + ntiles, T.uint8(ROWS), T.uint8(0))))
-            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", T.address_of(cfg[0])))
+            _configure(ntiles)
             for r in T.unroll(rm):
                 for o in T.unroll(rn):
                     T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("int8", c0 + r * rn + o),
@@ -104,4 +115,92 @@ def register(rm: int, rn: int, k: int) -> str:
     name = intrin_name(rm, rn, k)
     if s_tir.TensorIntrin.get(name, allow_missing=True) is None:
         s_tir.TensorIntrin.register(name, *_intrin(rm, rn, k))
+    return name
+
+
+def conv_intrin_name(rm: int, rn: int, cib: int, kh: int, stride: int) -> str:
+    return f"dyc_amx_conv_u8i8i32_{rm}x{rn}_c{cib}_k{kh}_s{stride}"
+
+
+def _conv_intrin(rm: int, rn: int, cib: int, kh: int, sw: int):
+    """C (rn 16-channel blocks, 1 row, 16 rm pixels, 16) += the conv of A (cib channel blocks, kh rows, the
+    pixels the tile rows read, 16) with B (rn, cib, kh, 16 q, 16 j, 4 t): pixel i's reduction element k = 4 q + t
+    is A[cb, ky, i sw + k // 16, k % 16]. rn == 1 has no block axis (TVM drops a loop of extent 1, which the loop
+    nest then must not have either). Tiles: C 0 .. rm rn - 1, A after them, B last; the accumulators start at
+    zero (tilezero: the schedule's init block zeroes C first)."""
+    m = ROWS * rm
+    px = (m - 1) * sw + 4
+    shapes = dict(a=(cib, kh, px, 16), b=(rn, cib, kh, 16, COLS, 4), c=(rn, 1, m, COLS))
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, shapes["a"], "uint8", offset_factor=1)
+        B = T.match_buffer(b, shapes["b"], "int8", offset_factor=1)
+        C = T.match_buffer(c, shapes["c"], "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:rn, 0:1, 0:m, 0:COLS], A[0:cib, 0:kh, 0:px, 0:16], B[0:rn, 0:cib, 0:kh, 0:16, 0:COLS, 0:4])
+            T.writes(C[0:rn, 0:1, 0:m, 0:COLS])
+            if rn == 1:
+                for i, j, cb, ky, q, t in T.grid(m, COLS, cib, kh, 16, 4):
+                    with T.sblock("update"):
+                        vi, vj, vcb, vky, vq, vt = T.axis.remap("SSRRRR", [i, j, cb, ky, q, t])
+                        C[0, 0, vi, vj] = C[0, 0, vi, vj] + T.cast(
+                            A[vcb, vky, vi * sw + vq // 4, vq % 4 * 4 + vt], "int32") * \
+                            T.cast(B[0, vcb, vky, vq, vj, vt], "int32")
+            else:
+                for o, i, j, cb, ky, q, t in T.grid(rn, m, COLS, cib, kh, 16, 4):
+                    with T.sblock("update"):
+                        vo, vi, vj, vcb, vky, vq, vt = T.axis.remap("SSSRRRR", [o, i, j, cb, ky, q, t])
+                        C[vo, 0, vi, vj] = C[vo, 0, vi, vj] + T.cast(
+                            A[vcb, vky, vi * sw + vq // 4, vq % 4 * 4 + vt], "int32") * \
+                            T.cast(B[vo, vcb, vky, vq, vj, vt], "int32")
+
+    ntiles, a0, b0 = rm * rn + rm + rn, rm * rn, rm * rn + rm
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa0 = T.int32()
+        sa1 = T.int32()
+        sa2 = T.int32()
+        sb = T.int32()
+        sc0 = T.int32()
+        sc1 = T.int32()
+        sc2 = T.int32()
+        A = T.match_buffer(a, shapes["a"], "uint8", offset_factor=1, strides=[sa0, sa1, sa2, 1])
+        B = T.match_buffer(b, shapes["b"], "int8", offset_factor=1, strides=[sb, kh * 1024, 1024, 64, 4, 1])
+        C = T.match_buffer(c, shapes["c"], "int32", offset_factor=1, strides=[sc0, sc1, sc2, 1])
+        with T.sblock("root"):
+            T.reads(C[0:rn, 0:1, 0:m, 0:COLS], A[0:cib, 0:kh, 0:px, 0:16], B[0:rn, 0:cib, 0:kh, 0:16, 0:COLS, 0:4])
+            T.writes(C[0:rn, 0:1, 0:m, 0:COLS])
+            _configure(ntiles)
+            for t in T.unroll(rm * rn):
+                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilezero", T.Cast("int8", t)))
+            for cb in T.serial(cib):
+                for ky in T.serial(kh):
+                    for r in T.unroll(rm):
+                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("int8", a0 + r),
+                                                      T.address_of(A[cb, ky, r * ROWS * sw, 0]),
+                                                      T.Cast("int64", sa2 * sw)))
+                    for o in T.unroll(rn):
+                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("int8", b0 + o),
+                                                      T.address_of(B[o, cb, ky, 0, 0, 0]), T.int64(64)))
+                    for r in T.unroll(rm):
+                        for o in T.unroll(rn):
+                            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.Cast("int8", r * rn + o),
+                                                          T.Cast("int8", a0 + r), T.Cast("int8", b0 + o)))
+            for r in T.unroll(rm):
+                for o in T.unroll(rn):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.Cast("int8", r * rn + o),
+                                                  T.address_of(C[o, 0, r * ROWS, 0]), T.Cast("int64", sc2 * 4)))
+            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilerelease"))
+    return desc, impl
+
+
+def register_conv(rm: int, rn: int, cib: int, kh: int, stride: int) -> str:
+    """The conv's tensor intrinsic: rm 16-pixel tiles x rn 16-channel blocks over cib input channel blocks and
+    kh kernel rows, pixels `stride` apart."""
+    request_amx()
+    name = conv_intrin_name(rm, rn, cib, kh, stride)
+    if s_tir.TensorIntrin.get(name, allow_missing=True) is None:
+        s_tir.TensorIntrin.register(name, *_conv_intrin(rm, rn, cib, kh, stride))
     return name

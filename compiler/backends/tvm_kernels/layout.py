@@ -84,6 +84,17 @@ def make_repack_nchwc(n: int, c: int, h: int, w: int, block: int, new_block: int
     return _schedule(te.create_prim_func([x, repack_nchwc_te(x, new_block)]), "repack_nchwc", True, w)
 
 
+def make_pack_channels(n: int, c: int, h: int, w: int, block: int, cp: int, dtype: str, fill: int):
+    """Scheduled PrimFunc NCHW (n, c, h, w) -> (n, cp//block, h, w, block) with channels c..cp filled with
+    ``fill`` (the 3-channel stem padded to 4)."""
+    x = te.placeholder((n, c, h, w), dtype, name="x")
+    y = te.compute((n, cp // block, h, w, block),
+                   lambda b, cb, yy, xx, i: tirx.if_then_else(cb * block + i < c,
+                                                              x[b, tirx.min(cb * block + i, c - 1), yy, xx],
+                                                              tirx.const(fill, dtype)), name="pack_nchwc")
+    return _schedule(te.create_prim_func([x, y]), "pack_nchwc", True, w)
+
+
 def quantize_te(v, scale: float, zp: int, qmin: int, qmax: int, dtype: str):
     """q.quantize on a float32 TIR scalar, bit-exact with compiler/ops/quant.py: rint(v / scale) (a true float32
     division, ties to even) clamped in float32 to [qmin - zp, qmax - zp] (small integers, exact in float32: the

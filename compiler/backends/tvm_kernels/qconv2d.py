@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
-import tvm
 from tvm import te, tirx
 
-from compiler.layouts import int_in_block, int_out_block, pack_vnni_conv_weight
+from compiler.layouts import int_in_block, int_out_block, pack_amx_conv_weight, pack_vnni_conv_weight
 
+from . import qconv2d_amx
 from .common import divisors, finalize
 from .requant import (REQUANT_FORMS, Requant, pack_requant, requant_dtype, requant_form,  # noqa: F401
                       requant_np, requant_scalar_te, requant_te)
@@ -83,6 +83,7 @@ class QConvSpec:
     rq3: Optional[Requant] = None
     rq1b: Optional[Requant] = None      # a second requant right after rq1 (the dyadic pass's rescale to int32)
     table: Optional[str] = None         # dtype of a 256-entry lookup applied last (an activation, table_islands)
+    amx: bool = False                   # accumulate on AMX tiles (qconv2d_amx.py; where qconv2d_amx.fits)
 
     def __post_init__(self):
         if self.in_block not in (4, 8, 16) or self.cip % self.in_block:
@@ -100,6 +101,8 @@ class QConvSpec:
         oh, ow = output_hw(self)
         if oh <= 0 or ow <= 0:
             raise ValueError("empty output")
+        if self.amx and not qconv2d_amx.fits(self):
+            raise ValueError("the AMX conv reads 8-bit data in 16-channel blocks with a kernel 3 or 4 taps wide")
 
     @property
     def cip(self) -> int:
@@ -167,6 +170,8 @@ def out_shape(spec: QConvSpec):
 
 
 def weight_shape(spec: QConvSpec):
+    if spec.amx:
+        return qconv2d_amx.weight_shape(spec)
     ib, d = spec.in_block, spec.depth
     return (spec.cop // 16, spec.cip // ib, spec.kh, spec.kw, ib // d, 16, d)
 
@@ -175,6 +180,8 @@ def pack_weight(spec: QConvSpec, w: np.ndarray) -> np.ndarray:
     """OIHW int8 -> :func:`weight_shape` (compiler.layouts.pack_vnni_conv_weight, shared with pack_weights)."""
     w = np.asarray(w)
     assert w.shape == (spec.co, spec.ci, spec.kh, spec.kw), w.shape
+    if spec.amx:
+        return pack_amx_conv_weight(w.astype(np.int8))
     return pack_vnni_conv_weight(w.astype(np.int8), spec.in_block, spec.depth)
 
 
@@ -190,12 +197,14 @@ def pack_bias(spec: QConvSpec, w: np.ndarray, b: Optional[np.ndarray]) -> np.nda
 # ----------------------------------------------------------------------------------------------------------------
 # compute
 # ----------------------------------------------------------------------------------------------------------------
-def pad_te(spec: QConvSpec, data):
-    """The pad stage: uint8 (or int16) data padded with the zero point (int8 shifted by +128 first); `data`
-    itself when there is nothing to do. Shared with the shift-and-add conv (shiftadd.py)."""
+def pad_te(spec: QConvSpec, data, width: Optional[int] = None):
+    """The pad stage: uint8 (or int16) data padded with the zero point (int8 shifted by +128 first), `width`
+    columns (default: the conv's); `data` itself when there is nothing to do. Shared with the shift-and-add conv
+    (shiftadd.py)."""
     pt, pl, pb, pr = spec.pad
     shifted = spec.x_dtype == "int8"
-    if not (pt or pl or pb or pr or shifted):
+    width = width or spec.w + pl + pr
+    if not (pt or pl or pb or pr or shifted or width > spec.w + pl + pr):
         return data
     kind = "int16" if spec.x_dtype == "int16" else "uint8"
     lo, hi = (-2**15, 2**15 - 1) if kind == "int16" else (0, 255)
@@ -206,11 +215,10 @@ def pad_te(spec: QConvSpec, data):
     def _pad(n, c, y, x, i):
         v = data[n, c, y - pt, x - pl, i]
         v = (v.astype("int32") + 128).astype("uint8") if shifted else v
-        if not (pt or pl or pb or pr):
+        if not (pt or pl or pb or pr or width > spec.w + pl + pr):
             return v
         return tirx.if_then_else(tirx.all(y >= pt, y < pt + spec.h, x >= pl, x < pl + spec.w), v, fill)
-    return te.compute((spec.n, spec.cip // spec.in_block, spec.h + pt + pb, spec.w + pl + pr, spec.in_block),
-                      _pad, name="pad")
+    return te.compute((spec.n, spec.cip // spec.in_block, spec.h + pt + pb, width, spec.in_block), _pad, name="pad")
 
 
 def write_back_te(spec: QConvSpec, acc, bias, rq1=None, residual=None, rq2=None, rq3=None, rq1b=None, table=None,
@@ -259,6 +267,9 @@ def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2
     sh, sw = spec.stride
     dh, dw = spec.dilation
     oh, ow = output_hw(spec)
+    if spec.amx:
+        acc = qconv2d_amx.conv_te(spec, pad_te(spec, data, qconv2d_amx.padded_width(spec, ow)), weight, oh, ow)
+        return write_back_te(spec, acc, bias, rq1, residual, rq2, rq3, rq1b, table, staged)
     padded = pad_te(spec, data)
     rcb = te.reduce_axis((0, spec.cip // ib), "rcb")
     rh = te.reduce_axis((0, spec.kh), "rh")
@@ -337,7 +348,8 @@ def make_qconv2d(spec: QConvSpec, tile=None) -> tirx.PrimFunc:
     """Scheduled PrimFunc with params (data, weight, bias, [rq1], [rq1b], [residual, [rq2], rq3], out); opaque,
     scheduled (the schedule: qconv2d_schedule.py)."""
     from .qconv2d_schedule import schedule_qconv2d
-    return finalize(schedule_qconv2d(qconv2d_prim_func(spec), spec, tile))
+    schedule = qconv2d_amx.schedule if spec.amx else schedule_qconv2d
+    return finalize(schedule(qconv2d_prim_func(spec), spec, tile))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -375,21 +387,3 @@ def qconv2d_reference(spec: QConvSpec, x, w, b=None, rq1_mc=None, residual=None,
         r = requant_np(residual, *rq2_mc, spec.rq2) if spec.rq2 is not None else residual.astype(np.int32)
         y = requant_np((y.astype(np.int32) + r.astype(np.int32)).astype(np.int32), *rq3_mc, spec.rq3)
     return y
-
-
-def time_kernel(lib, args, number=20, repeat=20) -> float:
-    """Median seconds of lib["main"](*args)."""
-    ev = lib.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)
-    return float(np.median(ev(*args).results))
-
-
-def make_pack_channels(n: int, c: int, h: int, w: int, block: int, cp: int, dtype: str, fill: int):
-    """Scheduled PrimFunc NCHW (n, c, h, w) -> (n, cp//block, h, w, block) with channels c..cp filled with
-    ``fill`` (the 3-channel stem padded to 4)."""
-    from .layout import _schedule
-    x = te.placeholder((n, c, h, w), dtype, name="x")
-    y = te.compute((n, cp // block, h, w, block),
-                   lambda b, cb, yy, xx, i: tirx.if_then_else(cb * block + i < c,
-                                                              x[b, tirx.min(cb * block + i, c - 1), yy, xx],
-                                                              tirx.const(fill, dtype)), name="pack_nchwc")
-    return _schedule(te.create_prim_func([x, y]), "pack_nchwc", True, w)

@@ -296,7 +296,7 @@ def conv_realization(spec: QConvSpec, w: np.ndarray, b, terms: int):
     `terms` power-of-two terms, the VNNI kernel for 0. ValueError if the weights have no `terms`-term code."""
     from . import qconv2d as kq
     if not terms:
-        name = "qconv2d_vnni16" if spec.x_dtype == "int16" else "qconv2d_vnni"
+        name = "qconv2d_amx" if spec.amx else "qconv2d_vnni16" if spec.x_dtype == "int16" else "qconv2d_vnni"
         return kq.pack_weight(spec, w), kq.pack_bias(spec, w, b), lambda t: kq.make_qconv2d(spec, t), name
     if spec.x_dtype == "int16":
         raise ValueError("the shift-and-add conv reads 8-bit data")

@@ -23,6 +23,7 @@ from . import conv2d_schedule as CS
 from . import matmul as M
 from . import qbmm as QB
 from . import qconv2d as Q
+from . import qconv2d_amx as QA
 from . import qmatmul as QM
 from .common import SCHEDULE_ATTR, host_target, prod  # noqa: F401  (host_target: part of the provider)
 from .requant import Requant
@@ -105,6 +106,8 @@ class QConvKernel:
 
     def default_tile(self, spec: Q.QConvSpec) -> tuple[int, ...]:
         _, ow = Q.output_hw(spec)
+        if spec.amx:            # (16-pixel tiles, 16-channel blocks) of one AMX block
+            return tuple(QA.pick_tile(ow, spec.cop // 16))
         return tuple(Q.pick_tile(spec.cop // 16, ow))
 
     def arg_shapes(self, spec: Q.QConvSpec) -> tunable.Shapes:

@@ -1,0 +1,112 @@
+"""The INT8 3x3 conv on AMX tiles (tvm_kernels/qconv2d_amx.py) vs our VNNI conv and onnxruntime's ConvInteger,
+per kernel, on the 3x3 convs of YOLOv8n (320 x 320) and ResNet-50.
+
+  python benchmarks/amx_conv_vs_vnni.py [--threads 1] [--repeat 30]
+
+Our two kernels compute the same thing: uint8 activations in 16-channel blocks (NCHW16c) times a constant int8
+weight, plus a bias, requantized per output channel to int8 (the epilogue the compiler fuses). Their outputs are
+checked equal to the reference first. onnxruntime's ConvInteger (uint8 NCHW activations x an int8 weight
+initializer, int32 out, no bias or requant: its epilogue is lighter) is the competitor, checked exact too.
+The three are timed interleaved in one run (benchmarks.common.interleaved_medians); GOP/s = 2 MACs / time.
+Needs a CPU with AMX-INT8 (cpuinfo amx_int8); elsewhere it says so and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _parse():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=30, help="interleaved rounds per row")
+    return p.parse_args()
+
+
+ARGS = _parse() if __name__ == "__main__" else None
+if ARGS is not None:
+    os.environ["TVM_NUM_THREADS"] = str(ARGS.threads)  # before importing tvm
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+SHAPES = [  # (ci, h, co, stride, where)
+    (32, 80, 32, 1, "YOLOv8n C2f bottleneck @80"), (32, 80, 64, 2, "YOLOv8n stage 3 down"),
+    (64, 40, 64, 1, "YOLOv8n head box branch @40"), (64, 40, 80, 1, "YOLOv8n head class branch @40"),
+    (80, 40, 80, 1, "YOLOv8n head class branch @40"), (128, 20, 128, 1, "YOLOv8n C2f @20"),
+    (64, 56, 64, 1, "ResNet-50 stage 1"), (128, 28, 128, 1, "ResNet-50 stage 2"),
+    (256, 14, 256, 1, "ResNet-50 stage 3"), (512, 7, 512, 1, "ResNet-50 stage 4"),
+]
+
+
+def _ours(spec, x, w, b, mc, cpu: str):
+    import tvm
+
+    from compiler.backends.tvm_kernels import qconv2d as K
+    lib = tvm.compile(K.make_qconv2d(spec), target=tvm.target.Target({"kind": "llvm", "mcpu": cpu,
+                                                                       "num-cores": ARGS.threads}))
+    args = [tvm.runtime.tensor(a) for a in (K.pack_data(spec, x), K.pack_weight(spec, w), K.pack_bias(spec, w, b),
+                                            K.pack_requant(*mc, spec.co, spec.cop, form=spec.rq1.form),
+                                            np.zeros(K.out_shape(spec), np.int8))]
+    lib(*args)
+    if not np.array_equal(K.unpack_out(spec, args[-1].numpy()), K.qconv2d_reference(spec, x, w, b, mc)):
+        raise AssertionError(f"{'AMX' if spec.amx else 'VNNI'} {spec}: not the reference")
+    return lambda: lib(*args)
+
+
+def _ort(x, w, stride: int):
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from benchmarks.common import ort_session
+    from compiler.ops.linalg import conv_reference
+    graph = helper.make_graph(
+        [helper.make_node("ConvInteger", ["x", "w"], ["y"], strides=[stride] * 2, pads=[1] * 4)], "ci",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, None)], [numpy_helper.from_array(w, "w")])
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "conv.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+        sess = ort_session(path, ARGS.threads)
+    want = conv_reference(x.astype(np.int64), w.astype(np.int64), None, (stride,) * 2, (1,) * 4, (1, 1), 1)
+    if not np.array_equal(sess.run(None, {"x": x})[0], want):
+        raise AssertionError("onnxruntime ConvInteger: not exact")
+    return lambda: sess.run(None, {"x": x})
+
+
+def main() -> int:
+    from benchmarks.common import interleaved_medians
+    from compiler.backends.tvm_kernels import qconv2d as K
+    from compiler.backends.tvm_kernels.requant import requant_form
+    from compiler.host import cpu_features, host_cpu_flags, host_cpu_name, request_amx
+    cpu = host_cpu_name()
+    if "amx_int8" not in host_cpu_flags() or "amx-int8" not in cpu_features(cpu) or not request_amx():
+        print(f"this host ({cpu}) has no usable AMX-INT8: nothing to compare")
+        return 0
+    print(f"cpu {cpu}, {ARGS.threads} thread(s), median of {ARGS.repeat} interleaved rounds\n")
+    print("| 3x3 conv | layer | AMX us | VNNI us | onnxruntime ConvInteger us | AMX GOP/s | AMX / VNNI | AMX / ORT |")
+    print("|---|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for ci, h, co, s, where in SHAPES:
+        x = rng.integers(0, 256, (1, ci, h, h)).astype(np.uint8)
+        w = rng.integers(-127, 128, (co, ci, 3, 3)).astype(np.int8)
+        b = rng.integers(-5000, 5000, co).astype(np.int32)
+        mc = (np.full(co, 1 << 30, np.int64), np.full(co, 44, np.int64))
+        rq = K.Requant(0, 0, -128, 127, "int8", requant_form(*mc, 0, 0, (-2**31, 2**31 - 1), (-128, 127)))
+        specs = {amx: K.QConvSpec(1, ci, h, h, co, 3, 3, (s, s), (1, 1, 1, 1), x_dtype="uint8", rq1=rq, amx=amx)
+                 for amx in (True, False)}
+        fns = {"amx": _ours(specs[True], x, w, b, mc, cpu), "vnni": _ours(specs[False], x, w, b, mc, cpu),
+               "ort": _ort(x, w, s)}
+        us = {key: v * 1e3 for key, v in interleaved_medians(fns, warmup=5, repeat=ARGS.repeat).items()}
+        print(f"| {ci}->{co} @{h} s{s} | {where} | {us['amx']:.1f} | {us['vnni']:.1f} | {us['ort']:.1f} | "
+              f"{2 * specs[True].macs / us['amx'] / 1e3:.0f} | {us['amx'] / us['vnni']:.2f}x | "
+              f"{us['amx'] / us['ort']:.2f}x |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
