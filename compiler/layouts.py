@@ -62,6 +62,8 @@ def int_out_block(co: int) -> int:
 #   vnni_amx  (cop/16, cip/16, kh, 16, 16, 4), cip = ci rounded up to 16: per (output block, input block, kernel
 #             row) one 64 x 16 AMX B tile, reduction element k = 4 q + t = 16 s + c (taps s >= kw zero):
 #             element [o, cb, r, q, j, t] = w[16 o + j, 16 cb + k % 16, r, k // 16]
+# and the AMX 1x1 conv (int16 data, a matmul over the pixels) in
+#   vnni_rows (cop/16, kp/4, 16, 4), kp = ci rounded up to 64: element [o, q, j, t] = w[16 o + j, 4 q + t, 0, 0]
 _TO_OIHW = {"dense": (0, 5, 1, 4, 2, 3), "depthwise": (0, 3, 1, 2), "generic": (0, 4, 1, 2, 3),
             "vnni": (0, 5, 1, 4, 6, 2, 3)}
 
@@ -117,6 +119,16 @@ def pack_amx_conv_weight(w):
     p = wp.reshape(cop // 16, 16, cip // 16, 16, kh, 4).transpose(0, 2, 4, 5, 3, 1)     # [o, cb, r, s, c, j]
     p = p.reshape(cop // 16, cip // 16, kh, 16, 4, 16).transpose(0, 1, 2, 3, 5, 4)      # k = 16 s + c = 4 q + t
     return np.ascontiguousarray(p)
+
+
+def pack_rows_conv_weight(w):
+    """OIHW int8 1x1 weight -> the AMX 1x1 conv's vnni_rows form (zero padding to cop and a multiple of 64)."""
+    import numpy as np
+    co, ci = w.shape[:2]
+    cop, kp = -(-co // 16) * 16, -(-ci // 64) * 64
+    wp = np.zeros((kp, cop), np.int8)
+    wp[:ci, :co] = w.reshape(co, ci).T
+    return np.ascontiguousarray(wp.reshape(kp // 4, 4, cop // 16, 16).transpose(2, 0, 3, 1))
 
 
 def unpack_amx_conv_weight(p, channels: tuple[int, ...]):
@@ -181,12 +193,14 @@ def unpack_matmul_weight(p, form: str, channels: tuple[int, ...] = ()):
 
 def unpacked_conv_weight_shape(shape: tuple[int, ...], form: str,
                                channels: tuple[int, ...] = ()) -> tuple[int, int, int, int]:
-    """The OIHW shape a packed weight of `shape` holds (`channels`: (co, ci) of a vnni weight, (co, ci, kw) of a
-    vnni_amx one)."""
+    """The OIHW shape a packed weight of `shape` holds (`channels`: (co, ci) of a vnni or vnni_rows weight, (co, ci,
+    kw) of a vnni_amx one)."""
     if form == "vnni":
         return channels[0], channels[1], shape[2], shape[3]
     if form == "vnni_amx":
         return channels[0], channels[1], shape[2], channels[2]
+    if form == "vnni_rows":
+        return channels[0], channels[1], 1, 1
     if form == "dense":
         return shape[0] * shape[5], shape[1] * shape[4], shape[2], shape[3]
     if form == "depthwise":
@@ -195,10 +209,14 @@ def unpacked_conv_weight_shape(shape: tuple[int, ...], form: str,
 
 
 def unpack_conv_weight(p, form: str, channels: tuple[int, ...] = ()):
-    """A packed weight -> OIHW (the inverse of pack_conv_weight, pack_vnni_conv_weight, pack_amx_conv_weight)."""
+    """A packed weight -> OIHW (the inverse of pack_conv_weight, pack_vnni_conv_weight, pack_amx_conv_weight,
+    pack_rows_conv_weight)."""
     import numpy as np
     if form == "vnni_amx":
         return unpack_amx_conv_weight(p, channels)
+    if form == "vnni_rows":
+        w = p.transpose(1, 3, 0, 2).reshape(p.shape[1] * 4, p.shape[0] * 16)[:channels[1], :channels[0]]
+        return np.ascontiguousarray(w.T.reshape(channels[0], channels[1], 1, 1))
     if form == "vnni":
         cop, cip = p.shape[0] * 16, p.shape[1] * p.shape[4] * 4
         w = p.transpose(_TO_OIHW[form]).reshape(cop, cip, p.shape[2], p.shape[3])

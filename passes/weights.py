@@ -47,7 +47,7 @@ def _matmul_packing(mm: Node) -> tuple[np.ndarray, dict] | None:
 def _packing(body: Graph, anchor: Node, amx: bool = False) -> tuple[np.ndarray, dict] | None:
     """(packed weight, unpack_weight attributes) of the kernel's conv or matmul, or None (no packed form
     applies: a computed weight, a 1-D or 3-D conv, an int8 conv without blocked data or with groups); `amx`: the
-    backend runs the int8 conv on AMX tiles (the vnni_amx form)."""
+    backend runs the int8 conv on AMX tiles (the vnni_amx form; vnni_rows for a 1x1 conv)."""
     if anchor.op in (linalg.matmul, q.matmul):
         return _matmul_packing(anchor)
     w = anchor.inputs[1]
@@ -60,8 +60,11 @@ def _packing(body: Graph, anchor: Node, amx: bool = False) -> tuple[np.ndarray, 
         return layouts.pack_conv_weight(np.asarray(w.const), form, ib, ob), {"form": form}
     if anchor.op is q.conv and w.type.dtype is DType.I8 and anchor.attrs["groups"] == 1 and ib \
             and anchor.attrs["realization"] != "shift" \
-            and anchor.inputs[0].type.dtype is not DType.I16:  # the shift kernel reads codes; int16 data: int16 pairs
+            and (amx or anchor.inputs[0].type.dtype is not DType.I16):  # the shift kernel reads codes; int16 data
+        # on VNNI: int16 pairs
         co, ci, _, kw = w.type.shape
+        if amx and kw == 1:
+            return layouts.pack_rows_conv_weight(np.asarray(w.const)), {"form": "vnni_rows", "channels": (co, ci)}
         if amx:
             return layouts.pack_amx_conv_weight(np.asarray(w.const)), {"form": "vnni_amx", "channels": (co, ci, kw)}
         return layouts.pack_vnni_conv_weight(np.asarray(w.const), ib), {"form": "vnni", "channels": (co, ci)}

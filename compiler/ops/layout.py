@@ -59,7 +59,7 @@ unpack = define("layout.unpack", "NCHW{b}c -> NCHW with `channels` channels (pad
                 _unpack_infer, _unpack_ref, 1, channels=Attr("int"))
 
 
-_WEIGHT_RANK = {"dense": 6, "depthwise": 4, "generic": 5, "vnni": 7, "vnni_amx": 6, "panels": 3, "vnni_matmul": 4,
+_WEIGHT_RANK = {"dense": 6, "depthwise": 4, "generic": 5, "vnni": 7, "vnni_amx": 6, "vnni_rows": 4, "panels": 3, "vnni_matmul": 4,
                 "vnni_matmul_int4": 5}
 
 
@@ -73,6 +73,8 @@ def _unpack_weight_infer(ins: list[TensorType], a: dict[str, Any]) -> list[Tenso
     if form == "vnni" and (len(ch) != 2 or not 0 < ch[0] <= p.shape[0] * 16
                            or not 0 < ch[1] <= p.shape[1] * p.shape[4] * 4):
         raise TypeRuleError(f"unpack_weight: a vnni weight needs channels (co, ci) it holds, got {ch} for {p}")
+    if form == "vnni_rows" and (len(ch) != 2 or not 0 < ch[0] <= p.shape[0] * 16 or not 0 < ch[1] <= p.shape[1] * 4):
+        raise TypeRuleError(f"unpack_weight: a vnni_rows weight needs channels (co, ci) it holds, got {ch} for {p}")
     if form == "vnni_amx" and (len(ch) != 3 or not 0 < ch[0] <= p.shape[0] * 16 or not 0 < ch[1] <= p.shape[1] * 16
                                or not 0 < ch[2] <= 4):
         raise TypeRuleError(f"unpack_weight: a vnni_amx weight needs channels (co, ci, kw) it holds, got {ch} for {p}")
@@ -101,7 +103,7 @@ def _unpack_weight_ref(ins: list[np.ndarray], a: dict[str, Any]) -> list[np.ndar
 
 unpack_weight = define("layout.unpack_weight",
                        "A weight packed for the CPU kernel -> OIHW / (k, n): a conv's fp32 dense / depthwise / "
-                       "generic or int8 vnni form (with its (co, ci) `channels`) or vnni_amx form (with its (co, ci, kw)), a matmul's fp32 panels, int8 "
+                       "generic or int8 vnni form (with its (co, ci) `channels`) or vnni_amx form (with its (co, ci, kw)) or vnni_rows form (a 1x1 conv's, with its (co, ci)), a matmul's fp32 panels, int8 "
                        "vnni_matmul or int4 vnni_matmul_int4 (uint8 nibble pairs) form (with its (k, n) `channels`).",
                        _unpack_weight_infer, _unpack_weight_ref, 1, form=Attr("str"), channels=Attr("ints", ()))
 

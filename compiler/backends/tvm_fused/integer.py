@@ -18,7 +18,6 @@ from compiler.backends.tvm_fused.body import KernelBody, NotFusable
 from compiler.backends.tvm_kernels import layout as klayout
 from compiler.backends.tvm_kernels import pool as kpool
 from compiler.backends.tvm_kernels import qconv2d as kq
-from compiler.backends.tvm_kernels import qconv2d_amx as kamx
 from compiler.backends.tvm_kernels import qdepthwise as kdw
 from compiler.backends.tvm_kernels import shiftadd as ksa
 from compiler.backends.tvm_kernels import shiftmax as ksm
@@ -91,7 +90,7 @@ def has_amx(target: Target | None) -> bool:
 def qconv_plan(kb: KernelBody, target: Target | None = None):
     """(spec, (rq1, rq1b, rq2, rq3) nodes, residual operand, data operand) of q.conv [rq1 [rq1b -> int32]
     [add(residual [rq2]) rq3]]. On an AMX `target` the spec says amx where the AMX conv takes the layer
-    (tvm_kernels/qconv2d_amx.fits; the VNNI-form weights, not the shift-and-add kernel's)."""
+    (qconv2d.amx_module: 3x3 convs on 8-bit data, 1x1 convs on int16; not the shift-and-add kernel's weights)."""
     c = kb.anchor
     x, w = c.inputs[0], c.inputs[1]
     xi = kb.operand_of(x)
@@ -138,7 +137,7 @@ def qconv_plan(kb: KernelBody, target: Target | None = None):
         raise NotFusable(str(e)) from None
     if kb.out_block != spec.out_block:
         raise NotFusable("the VNNI conv writes the blocks of compiler.layouts.int_out_block")
-    if has_amx(target) and not shift_terms(c) and kamx.fits(spec):
+    if has_amx(target) and not shift_terms(c) and kq.amx_module(spec) is not None:
         spec = dataclasses.replace(spec, amx=True)
     return spec, (r1n, r1bn, r2n, r3n, tn), res_i, xi
 

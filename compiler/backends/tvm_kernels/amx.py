@@ -204,3 +204,82 @@ def register_conv(rm: int, rn: int, cib: int, kh: int, stride: int) -> str:
     if s_tir.TensorIntrin.get(name, allow_missing=True) is None:
         s_tir.TensorIntrin.register(name, *_conv_intrin(rm, rn, cib, kh, stride))
     return name
+
+
+def rows_intrin_name(rn: int, k: int) -> str:
+    return f"dyc_amx_rows_u8i8i32_2x{rn}_k{k}"
+
+
+def _rows_intrin(rn: int, k: int):
+    """C (2 groups, 16 rows, rn 16-column blocks, 16) += A (2, 16, k) times B (rn, k/4, 16, 4): the matmul
+    intrinsic's 2 x rn block with its rows as 2 groups of 16 (qconv1x1_amx.py: int16 data's high and low byte
+    planes, or two 16-pixel tiles). rn == 1 has no block axis, as in _conv_intrin."""
+    kq = k // 4
+    shapes = dict(a=(2, ROWS, k), b=(rn, kq, COLS, 4), c=(2, ROWS, rn, COLS))
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, shapes["a"], "uint8", offset_factor=1)
+        B = T.match_buffer(b, shapes["b"], "int8", offset_factor=1)
+        C = T.match_buffer(c, shapes["c"], "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:2, 0:ROWS, 0:rn, 0:COLS], A[0:2, 0:ROWS, 0:k], B[0:rn, 0:kq, 0:COLS, 0:4])
+            T.writes(C[0:2, 0:ROWS, 0:rn, 0:COLS])
+            if rn == 1:
+                for g, i, j, q, t in T.grid(2, ROWS, COLS, kq, 4):
+                    with T.sblock("update"):
+                        vg, vi, vj, vq, vt = T.axis.remap("SSSRR", [g, i, j, q, t])
+                        C[vg, vi, 0, vj] = C[vg, vi, 0, vj] + T.cast(A[vg, vi, vq * 4 + vt], "int32") * \
+                            T.cast(B[0, vq, vj, vt], "int32")
+            else:
+                for g, i, o, j, q, t in T.grid(2, ROWS, rn, COLS, kq, 4):
+                    with T.sblock("update"):
+                        vg, vi, vo, vj, vq, vt = T.axis.remap("SSSSRR", [g, i, o, j, q, t])
+                        C[vg, vi, vo, vj] = C[vg, vi, vo, vj] + T.cast(A[vg, vi, vq * 4 + vt], "int32") * \
+                            T.cast(B[vo, vq, vj, vt], "int32")
+
+    ntiles, a0, b0 = 3 * rn + 2, 2 * rn, 2 * rn + 2
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa0 = T.int32()
+        sa1 = T.int32()
+        sb = T.int32()
+        sc0 = T.int32()
+        sc1 = T.int32()
+        sc2 = T.int32()
+        A = T.match_buffer(a, shapes["a"], "uint8", offset_factor=1, strides=[sa0, sa1, 1])
+        B = T.match_buffer(b, shapes["b"], "int8", offset_factor=1, strides=[sb, 64, 4, 1])
+        C = T.match_buffer(c, shapes["c"], "int32", offset_factor=1, strides=[sc0, sc1, sc2, 1])
+        with T.sblock("root"):
+            T.reads(C[0:2, 0:ROWS, 0:rn, 0:COLS], A[0:2, 0:ROWS, 0:k], B[0:rn, 0:kq, 0:COLS, 0:4])
+            T.writes(C[0:2, 0:ROWS, 0:rn, 0:COLS])
+            _configure(ntiles)
+            for t in T.unroll(2 * rn):
+                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilezero", T.Cast("int8", t)))
+            for q in T.serial(k // DEPTH):
+                for r in T.unroll(2):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("int8", a0 + r),
+                                                  T.address_of(A[r, 0, q * DEPTH]), T.Cast("int64", sa1)))
+                for o in T.unroll(rn):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("int8", b0 + o),
+                                                  T.address_of(B[o, q * (DEPTH // 4), 0, 0]), T.int64(64)))
+                for r in T.unroll(2):
+                    for o in T.unroll(rn):
+                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.Cast("int8", r * rn + o),
+                                                      T.Cast("int8", a0 + r), T.Cast("int8", b0 + o)))
+            for r in T.unroll(2):
+                for o in T.unroll(rn):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.Cast("int8", r * rn + o),
+                                                  T.address_of(C[r, 0, o, 0]), T.Cast("int64", sc1 * 4)))
+            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilerelease"))
+    return desc, impl
+
+
+def register_rows(rn: int, k: int) -> str:
+    """The rows intrinsic: 2 groups of 16 rows x rn 16-column blocks over a reduction of k (a multiple of 64)."""
+    request_amx()
+    name = rows_intrin_name(rn, k)
+    if s_tir.TensorIntrin.get(name, allow_missing=True) is None:
+        s_tir.TensorIntrin.register(name, *_rows_intrin(rn, k))
+    return name

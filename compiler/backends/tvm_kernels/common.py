@@ -147,3 +147,21 @@ def fast_exp(x, dt: str = "float32"):
     two_n = tirx.reinterpret(dt, tirx.shift_left(n.astype("int32") + tirx.const(127, "int32"),
                                                  tirx.const(23, "int32")))
     return p * two_n
+
+
+def reshape_params(func: tirx.PrimFunc, shapes: dict) -> tirx.PrimFunc:
+    """`func` with each parameter buffer named in `shapes` ({name: (declared shape, new shape)}, same element
+    count, both row-major) declared in its new shape, its body unchanged. TIR addresses a buffer by its strides,
+    so an index the body computes for the old shape reaches the same element: [n, c, 0, p, j] of an
+    (n, C, H, W, 16) buffer, p < H W, is element (n, c, p // W, p % W, j). A kernel built on a flat view of its
+    image (qconv1x1_amx.py) takes the real tensors this way, with no reshape (a copy in the Relax VM) around the
+    call. Through TVMScript: this TVM exposes no buffer map to rewrite."""
+    text = func.script()
+    for name, (old, new) in shapes.items():
+        if old == new or f"{name}: T.Buffer(" not in text:
+            continue
+        if f"{name}: T.Buffer({tuple(old)}" not in text:
+            raise ValueError(f"reshape_params: no parameter {name} of shape {tuple(old)}")
+        text = text.replace(f"{name}: T.Buffer({tuple(old)}", f"{name}: T.Buffer({tuple(new)}", 1)
+    parsed = tvm.script.from_source(text)
+    return parsed["main"] if hasattr(parsed, "functions") else parsed

@@ -38,9 +38,10 @@ from typing import Optional, Tuple
 import numpy as np
 from tvm import te, tirx
 
-from compiler.layouts import int_in_block, int_out_block, pack_amx_conv_weight, pack_vnni_conv_weight
+from compiler.layouts import (int_in_block, int_out_block, pack_amx_conv_weight, pack_rows_conv_weight,
+                              pack_vnni_conv_weight)
 
-from . import qconv2d_amx
+from . import qconv1x1_amx, qconv2d_amx
 from .common import divisors, finalize
 from .requant import (REQUANT_FORMS, Requant, pack_requant, requant_dtype, requant_form,  # noqa: F401
                       requant_np, requant_scalar_te, requant_te)
@@ -101,8 +102,9 @@ class QConvSpec:
         oh, ow = output_hw(self)
         if oh <= 0 or ow <= 0:
             raise ValueError("empty output")
-        if self.amx and not qconv2d_amx.fits(self):
-            raise ValueError("the AMX conv reads 8-bit data in 16-channel blocks with a kernel 3 or 4 taps wide")
+        if self.amx and amx_module(self) is None:
+            raise ValueError("the AMX conv takes 8-bit data in 16-channel blocks with a kernel 3 or 4 taps wide, "
+                             "or int16 data in 16-channel blocks in a 1x1 conv")
 
     @property
     def cip(self) -> int:
@@ -138,8 +140,10 @@ class QConvSpec:
 
     @property
     def xz(self) -> int:
-        """The zero point of the data the kernel really multiplies (uint8; int8 shifted by +128; int16 as is)."""
-        return self.x_zp + (128 if self.x_dtype == "int8" else 0)
+        """The zero point of the data the kernel really multiplies (uint8; int8 shifted by +128; int16 as is, or
+        shifted by +32768 on AMX)."""
+        shift = {"int8": 128, "int16": qconv1x1_amx.OFFSET if self.amx else 0}
+        return self.x_zp + shift.get(self.x_dtype, 0)
 
     @property
     def macs(self) -> int:
@@ -164,14 +168,17 @@ def data_shape(spec: QConvSpec):
 def out_shape(spec: QConvSpec):
     oh, ow = output_hw(spec)
     b = spec.out_block
-    if b:
-        return (spec.n, spec.co // b, oh, ow, b)
-    return (spec.n, spec.co, oh, ow)
+    return (spec.n, spec.co // b, oh, ow, b) if b else (spec.n, spec.co, oh, ow)
+
+
+def amx_module(spec: QConvSpec):
+    """The AMX kernel that takes `spec` (qconv2d_amx: 3x3 on 8-bit data; qconv1x1_amx: 1x1 on int16), or None."""
+    return next((m for m in (qconv2d_amx, qconv1x1_amx) if m.fits(spec)), None)
 
 
 def weight_shape(spec: QConvSpec):
     if spec.amx:
-        return qconv2d_amx.weight_shape(spec)
+        return amx_module(spec).weight_shape(spec)
     ib, d = spec.in_block, spec.depth
     return (spec.cop // 16, spec.cip // ib, spec.kh, spec.kw, ib // d, 16, d)
 
@@ -181,7 +188,7 @@ def pack_weight(spec: QConvSpec, w: np.ndarray) -> np.ndarray:
     w = np.asarray(w)
     assert w.shape == (spec.co, spec.ci, spec.kh, spec.kw), w.shape
     if spec.amx:
-        return pack_amx_conv_weight(w.astype(np.int8))
+        return (pack_rows_conv_weight if spec.kw == 1 else pack_amx_conv_weight)(w.astype(np.int8))
     return pack_vnni_conv_weight(w.astype(np.int8), spec.in_block, spec.depth)
 
 
@@ -204,7 +211,8 @@ def pad_te(spec: QConvSpec, data, width: Optional[int] = None):
     pt, pl, pb, pr = spec.pad
     shifted = spec.x_dtype == "int8"
     width = width or spec.w + pl + pr
-    if not (pt or pl or pb or pr or shifted or width > spec.w + pl + pr):
+    padded = pt or pl or pb or pr or width > spec.w + pl + pr
+    if not (padded or shifted):
         return data
     kind = "int16" if spec.x_dtype == "int16" else "uint8"
     lo, hi = (-2**15, 2**15 - 1) if kind == "int16" else (0, 255)
@@ -215,7 +223,7 @@ def pad_te(spec: QConvSpec, data, width: Optional[int] = None):
     def _pad(n, c, y, x, i):
         v = data[n, c, y - pt, x - pl, i]
         v = (v.astype("int32") + 128).astype("uint8") if shifted else v
-        if not (pt or pl or pb or pr or width > spec.w + pl + pr):
+        if not padded:
             return v
         return tirx.if_then_else(tirx.all(y >= pt, y < pt + spec.h, x >= pl, x < pl + spec.w), v, fill)
     return te.compute((spec.n, spec.cip // spec.in_block, spec.h + pt + pb, width, spec.in_block), _pad, name="pad")
@@ -267,6 +275,9 @@ def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2
     sh, sw = spec.stride
     dh, dw = spec.dilation
     oh, ow = output_hw(spec)
+    if spec.amx and spec.kw == 1:
+        return write_back_te(spec, qconv1x1_amx.conv_te(spec, data, weight), bias, rq1, residual, rq2, rq3, rq1b,
+                             table, staged)
     if spec.amx:
         acc = qconv2d_amx.conv_te(spec, pad_te(spec, data, qconv2d_amx.padded_width(spec, ow)), weight, oh, ow)
         return write_back_te(spec, acc, bias, rq1, residual, rq2, rq3, rq1b, table, staged)
@@ -288,7 +299,7 @@ def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2
 
 def qconv2d_prim_func(spec: QConvSpec) -> tirx.PrimFunc:
     data = te.placeholder(data_shape(spec), spec.x_dtype, "data")
-    weight = te.placeholder(weight_shape(spec), lanes(spec.x_dtype)[1], "weight")
+    weight = te.placeholder(weight_shape(spec), "int8" if spec.amx else lanes(spec.x_dtype)[1], "weight")
     bias = te.placeholder((spec.cop // 16, 16), "int32", "bias")
     args = [data, weight, bias]
     kw = {}
@@ -348,6 +359,8 @@ def make_qconv2d(spec: QConvSpec, tile=None) -> tirx.PrimFunc:
     """Scheduled PrimFunc with params (data, weight, bias, [rq1], [rq1b], [residual, [rq2], rq3], out); opaque,
     scheduled (the schedule: qconv2d_schedule.py)."""
     from .qconv2d_schedule import schedule_qconv2d
+    if spec.amx and spec.kw == 1:
+        return finalize(qconv1x1_amx.make(spec, tile))
     schedule = qconv2d_amx.schedule if spec.amx else schedule_qconv2d
     return finalize(schedule(qconv2d_prim_func(spec), spec, tile))
 
@@ -365,10 +378,7 @@ def pack_data(spec: QConvSpec, x: np.ndarray) -> np.ndarray:
 
 
 def unpack_out(spec: QConvSpec, y: np.ndarray) -> np.ndarray:
-    if y.ndim == 4:
-        return y
-    n, cb, h, w, b = y.shape
-    return np.ascontiguousarray(y.transpose(0, 1, 4, 2, 3).reshape(n, cb * b, h, w))
+    return y if y.ndim == 4 else np.ascontiguousarray(y.transpose(0, 1, 4, 2, 3).reshape(y.shape[0], -1, *y.shape[2:4]))
 
 
 def qconv2d_reference(spec: QConvSpec, x, w, b=None, rq1_mc=None, residual=None, rq2_mc=None, rq3_mc=None,

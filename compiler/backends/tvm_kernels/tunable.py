@@ -23,6 +23,7 @@ from . import conv2d_schedule as CS
 from . import matmul as M
 from . import qbmm as QB
 from . import qconv2d as Q
+from . import qconv1x1_amx as QA1
 from . import qconv2d_amx as QA
 from . import qmatmul as QM
 from .common import SCHEDULE_ATTR, host_target, prod  # noqa: F401  (host_target: part of the provider)
@@ -106,6 +107,8 @@ class QConvKernel:
 
     def default_tile(self, spec: Q.QConvSpec) -> tuple[int, ...]:
         _, ow = Q.output_hw(spec)
+        if spec.amx and spec.kw == 1:       # (16-channel blocks,) per AMX call over a 16-pixel tile
+            return tuple(QA1.pick_tile(spec.cop // 16))
         if spec.amx:            # (16-pixel tiles, 16-channel blocks) of one AMX block
             return tuple(QA.pick_tile(ow, spec.cop // 16))
         return tuple(Q.pick_tile(spec.cop // 16, ow))
