@@ -1,5 +1,7 @@
-"""The INT8 3x3 conv on AMX tiles (tvm_kernels/qconv2d_amx.py) vs our VNNI conv and onnxruntime's QLinearConv,
-per kernel, on the 3x3 convs of YOLOv8n (320 x 320) and ResNet-50.
+"""The convs on AMX tiles vs our VNNI kernels, per kernel: the INT8 3x3 conv (tvm_kernels/qconv2d_amx.py) on the
+3x3 convs of YOLOv8n (320 x 320) and ResNet-50, with onnxruntime's QLinearConv beside it; the int16 1x1 conv
+(qconv1x1_amx.py: `--keep-16bit` layers) on the 1x1 convs of MobileNetV3-Large, EfficientNet-B0 and YOLOv8n,
+against our vpdpwssd kernel (onnxruntime has no int16 conv).
 
   python benchmarks/amx_conv_vs_vnni.py [--threads 1] [--repeat 30]
 
@@ -39,6 +41,12 @@ SHAPES = [  # (ci, h, co, stride, where)
     (64, 56, 64, 1, "ResNet-50 stage 1"), (128, 28, 128, 1, "ResNet-50 stage 2"),
     (256, 14, 256, 1, "ResNet-50 stage 3"), (512, 7, 512, 1, "ResNet-50 stage 4"),
 ]
+SHAPES_1X1 = [  # (ci, h, co, where): int16 data
+    (64, 40, 64, "YOLOv8n C2f cv1 @40"), (128, 40, 64, "YOLOv8n C2f cv2 @40"),
+    (112, 14, 672, "MobileNetV3-L / EfficientNet-B0 expand @14"), (672, 14, 112, "EfficientNet-B0 project @14"),
+    (480, 14, 80, "MobileNetV3-L project @14"), (160, 7, 960, "MobileNetV3-L expand @7"),
+    (960, 7, 160, "MobileNetV3-L project @7"), (320, 7, 1280, "EfficientNet-B0 head @7"),
+]
 
 
 def _ours(spec, x, w, b, mc, cpu: str):
@@ -49,7 +57,7 @@ def _ours(spec, x, w, b, mc, cpu: str):
                                                                        "num-cores": ARGS.threads}))
     args = [tvm.runtime.tensor(a) for a in (K.pack_data(spec, x), K.pack_weight(spec, w), K.pack_bias(spec, w, b),
                                             K.pack_requant(*mc, spec.co, spec.cop, form=spec.rq1.form),
-                                            np.zeros(K.out_shape(spec), np.int8))]
+                                            np.zeros(K.out_shape(spec), spec.out_dtype))]
     lib(*args)
     if not np.array_equal(K.unpack_out(spec, args[-1].numpy()), K.qconv2d_reference(spec, x, w, b, mc)):
         raise AssertionError(f"{'AMX' if spec.amx else 'VNNI'} {spec}: not the reference")
@@ -116,6 +124,18 @@ def main() -> int:
         print(f"| {ci}->{co} @{h} s{s} | {where} | {us['amx']:.1f} | {us['vnni']:.1f} | {us['ort']:.1f} | "
               f"{2 * specs[True].macs / us['amx'] / 1e3:.0f} | {us['amx'] / us['vnni']:.2f}x | "
               f"{us['amx'] / us['ort']:.2f}x |", flush=True)
+    print("\n| int16 1x1 conv | layer | AMX us | VNNI (vpdpwssd) us | AMX GOP/s | AMX / VNNI |\n|---|---|---|---|---|---|")
+    for ci, h, co, where in SHAPES_1X1:
+        x = rng.integers(-32768, 32768, (1, ci, h, h)).astype(np.int16)
+        w = rng.integers(-127, 128, (co, ci, 1, 1)).astype(np.int8)
+        b = rng.integers(-5000, 5000, co).astype(np.int32)
+        mc = (np.full(co, 1 << 30, np.int64), np.full(co, 44, np.int64))
+        rq = K.Requant(0, 0, -32768, 32767, "int16", requant_form(*mc, 0, 0, (-2**31, 2**31 - 1), (-32768, 32767)))
+        specs = {amx: K.QConvSpec(1, ci, h, h, co, 1, 1, x_dtype="int16", rq1=rq, amx=amx) for amx in (True, False)}
+        fns = {"amx": _ours(specs[True], x, w, b, mc, cpu), "vnni": _ours(specs[False], x, w, b, mc, cpu)}
+        us = {key: v * 1e3 for key, v in interleaved_medians(fns, warmup=5, repeat=ARGS.repeat).items()}
+        print(f"| {ci}->{co} @{h} | {where} | {us['amx']:.1f} | {us['vnni']:.1f} | "
+              f"{2 * specs[True].macs / us['amx'] / 1e3:.0f} | {us['amx'] / us['vnni']:.2f}x |", flush=True)
     return 0
 
 
