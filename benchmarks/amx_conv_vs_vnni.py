@@ -1,7 +1,7 @@
 """The convs on AMX tiles vs our VNNI kernels, per kernel: the INT8 3x3 conv (tvm_kernels/qconv2d_amx.py) on the
-3x3 convs of YOLOv8n (320 x 320) and ResNet-50, with onnxruntime's QLinearConv beside it; the int16 1x1 conv
-(qconv1x1_amx.py: `--keep-16bit` layers) on the 1x1 convs of MobileNetV3-Large, EfficientNet-B0 and YOLOv8n,
-against our vpdpwssd kernel (onnxruntime has no int16 conv).
+3x3 convs of YOLOv8n (320 x 320) and ResNet-50, with onnxruntime's QLinearConv beside it; the int16 convs
+(`--keep-16bit` layers: qconv2d_amx.py's byte planes for 3x3, qconv1x1_amx.py for 1x1) on those of YOLOv8n,
+MobileNetV3-Large and EfficientNet-B0, against our vpdpwssd kernel (onnxruntime has no int16 conv).
 
   python benchmarks/amx_conv_vs_vnni.py [--threads 1] [--repeat 30]
 
@@ -40,6 +40,10 @@ SHAPES = [  # (ci, h, co, stride, where)
     (80, 40, 80, 1, "YOLOv8n head class branch @40"), (128, 20, 128, 1, "YOLOv8n C2f @20"),
     (64, 56, 64, 1, "ResNet-50 stage 1"), (128, 28, 128, 1, "ResNet-50 stage 2"),
     (256, 14, 256, 1, "ResNet-50 stage 3"), (512, 7, 512, 1, "ResNet-50 stage 4"),
+]
+SHAPES_3X3_16 = [  # (ci, h, co, stride, where): int16 data
+    (16, 160, 32, 2, "YOLOv8n stage 2 down"), (16, 80, 16, 1, "YOLOv8n C2f bottleneck @80"),
+    (32, 80, 64, 2, "YOLOv8n stage 3 down"), (32, 40, 32, 1, "YOLOv8n C2f bottleneck @40"),
 ]
 SHAPES_1X1 = [  # (ci, h, co, where): int16 data
     (64, 40, 64, "YOLOv8n C2f cv1 @40"), (128, 40, 64, "YOLOv8n C2f cv2 @40"),
@@ -124,17 +128,19 @@ def main() -> int:
         print(f"| {ci}->{co} @{h} s{s} | {where} | {us['amx']:.1f} | {us['vnni']:.1f} | {us['ort']:.1f} | "
               f"{2 * specs[True].macs / us['amx'] / 1e3:.0f} | {us['amx'] / us['vnni']:.2f}x | "
               f"{us['amx'] / us['ort']:.2f}x |", flush=True)
-    print("\n| int16 1x1 conv | layer | AMX us | VNNI (vpdpwssd) us | AMX GOP/s | AMX / VNNI |\n|---|---|---|---|---|---|")
-    for ci, h, co, where in SHAPES_1X1:
+    print("\n| int16 conv | layer | AMX us | VNNI (vpdpwssd) us | AMX GOP/s | AMX / VNNI |\n|---|---|---|---|---|---|")
+    for ci, h, co, s, k, where in [(*c[:3], c[3], 3, c[4]) for c in SHAPES_3X3_16] + \
+            [(*c[:3], 1, 1, c[3]) for c in SHAPES_1X1]:
         x = rng.integers(-32768, 32768, (1, ci, h, h)).astype(np.int16)
-        w = rng.integers(-127, 128, (co, ci, 1, 1)).astype(np.int8)
+        w = rng.integers(-127, 128, (co, ci, k, k)).astype(np.int8)
         b = rng.integers(-5000, 5000, co).astype(np.int32)
         mc = (np.full(co, 1 << 30, np.int64), np.full(co, 44, np.int64))
         rq = K.Requant(0, 0, -32768, 32767, "int16", requant_form(*mc, 0, 0, (-2**31, 2**31 - 1), (-32768, 32767)))
-        specs = {amx: K.QConvSpec(1, ci, h, h, co, 1, 1, x_dtype="int16", rq1=rq, amx=amx) for amx in (True, False)}
+        specs = {amx: K.QConvSpec(1, ci, h, h, co, k, k, (s, s), (k // 2,) * 4, x_dtype="int16", rq1=rq, amx=amx)
+                 for amx in (True, False)}
         fns = {"amx": _ours(specs[True], x, w, b, mc, cpu), "vnni": _ours(specs[False], x, w, b, mc, cpu)}
         us = {key: v * 1e3 for key, v in interleaved_medians(fns, warmup=5, repeat=ARGS.repeat).items()}
-        print(f"| {ci}->{co} @{h} | {where} | {us['amx']:.1f} | {us['vnni']:.1f} | "
+        print(f"| {k}x{k} {ci}->{co} @{h} s{s} | {where} | {us['amx']:.1f} | {us['vnni']:.1f} | "
               f"{2 * specs[True].macs / us['amx'] / 1e3:.0f} | {us['amx'] / us['vnni']:.2f}x |", flush=True)
     return 0
 

@@ -40,8 +40,8 @@ def test_the_amx_conv_takes_3x3_convs_on_16_channel_blocks_of_8_bit_data():
         args = dict(ci=64, co=64, h=8, w=8) | bad                                    # 1x1 and 5x5 kernels
         with pytest.raises(ValueError, match="AMX conv"):
             _spec(**args)
-    with pytest.raises(ValueError, match="AMX conv"):
-        _spec(64, 64, 8, 8, xdt="int16")
+    assert A.fits(_spec(16, 32, 8, 8, xdt="int16")) and A.pick_tile16(2) == (1, 2)    # int16: 2 byte planes
+    assert A.default_tile(_spec(16, 48, 8, 8, xdt="int16"), 8) == (1, 1)
 
 
 def test_the_amx_1x1_conv_takes_int16_data_with_a_reduction_long_enough():
@@ -146,6 +146,9 @@ CASES = [  # ci, co, h, w, stride, x dtype, epilogue, tile
     (48, 32, 4, 16, 1, "int8", "residual", (1, 2)),
     (32, 32, 5, 20, 1, "uint8", "table", (1, 1)),
     (64, 48, 3, 12, 2, "int8", "table", (1, 3)),
+    (16, 32, 6, 40, 1, "int16", "int32", None),         # int16: one channel block, two byte planes
+    (32, 48, 5, 33, 2, "int16", "table", None),         # 3 output blocks: one per call; stride 2
+    (32, 64, 4, 20, 1, "int16", "residual", (1, 2)),
 ]
 
 
@@ -162,7 +165,7 @@ def test_the_amx_conv_is_bit_exact(case):
     elif epi == "residual":
         rq1, res_dt = K.Requant(0, 0, -2**31, 2**31 - 1, "int32"), "uint8"
         rq2, rq3 = K.Requant(4, 0, -2**31, 2**31 - 1, "int32"), K.Requant(0, 1, 0, 255, "uint8")
-    spec = _spec(ci, co, h, w, s=s, xdt=xdt, zp=-3 if xdt == "int8" else 5, rq1=rq1, residual_dtype=res_dt,
+    spec = _spec(ci, co, h, w, s=s, xdt=xdt, zp=5 if xdt == "uint8" else -3, rq1=rq1, residual_dtype=res_dt,
                  rq2=rq2, rq3=rq3, table=table_dt)
     lib = tvm.compile(K.make_qconv2d(spec, tile), target=SPR)
     x, wt = _ints(rng, (1, ci, h, w), xdt), _ints(rng, (co, ci, 3, 3), np.int8)
@@ -261,7 +264,8 @@ def test_an_integer_only_cnn_compiled_for_this_amx_host_runs_its_final_ir_bit_ex
 
 
 def _pointwise_net():
-    """1x1 convs at 16 bits: 64 -> 128 -> 64 with a residual (AMX), then a 3x3 and a 64 -> 48 (VNNI)."""
+    """Convs at 16 bits: 1x1 64 -> 128 -> 64 with a residual and a 3x3 (AMX), then a 1x1 64 -> 48 (VNNI: 3 output
+    blocks, a short reduction)."""
     from compiler.ir import Graph
     from compiler.ops import elementwise as ew, linalg
     from compiler.types import DType, TensorType
@@ -279,7 +283,7 @@ def _pointwise_net():
     return g, [[rng.standard_normal((1, 64, 10, 12)).astype(np.float32)] for _ in range(4)]
 
 
-def test_the_final_ir_of_an_amx_target_packs_int16_1x1_convs_as_rows():
+def test_the_final_ir_of_an_amx_target_packs_int16_convs_for_the_tiles():
     from compiler.api import final_ir
     from compiler.backends.tvm_fused import kernel_spec
     from compiler.ops import layout as lay
@@ -291,7 +295,8 @@ def test_the_final_ir_of_an_amx_target_packs_int16_1x1_convs_as_rows():
     forms = [next((b.attrs["form"] for b in n.attrs["body"].nodes if b.op is lay.unpack_weight), None)
              for n in nodes]
     specs = [kernel_spec(n, target) for n in nodes]
-    assert [s.amx for s in specs] == [True, True, False, False] and forms[:2] == ["vnni_rows", "vnni_rows"]
+    assert [s.amx for s in specs] == [True, True, True, False]
+    assert forms[:3] == ["vnni_rows", "vnni_rows", "vnni_amx"]
     assert [tuple(n.attrs["tile"]) for n in nodes[:2]] == [(2,), (2,)]
 
 

@@ -103,8 +103,8 @@ class QConvSpec:
         if oh <= 0 or ow <= 0:
             raise ValueError("empty output")
         if self.amx and amx_module(self) is None:
-            raise ValueError("the AMX conv takes 8-bit data in 16-channel blocks with a kernel 3 or 4 taps wide, "
-                             "or int16 data in 16-channel blocks in a 1x1 conv")
+            raise ValueError("the AMX conv takes data in 16-channel blocks with a kernel 3 or 4 taps wide (8-bit: "
+                             "2 blocks or more), or int16 data in a 1x1 conv with 64 channels or more")
 
     @property
     def cip(self) -> int:
@@ -279,7 +279,7 @@ def qconv2d_te(spec: QConvSpec, data, weight, bias, rq1=None, residual=None, rq2
         return write_back_te(spec, qconv1x1_amx.conv_te(spec, data, weight), bias, rq1, residual, rq2, rq3, rq1b,
                              table, staged)
     if spec.amx:
-        acc = qconv2d_amx.conv_te(spec, pad_te(spec, data, qconv2d_amx.padded_width(spec, ow)), weight, oh, ow)
+        acc = qconv2d_amx.conv_te(spec, data, weight, oh, ow)
         return write_back_te(spec, acc, bias, rq1, residual, rq2, rq3, rq1b, table, staged)
     padded = pad_te(spec, data)
     rcb = te.reduce_axis((0, spec.cip // ib), "rcb")

@@ -11,6 +11,11 @@ reduction element k = 4 q + t = 16 kx + c (compiler/layouts.pack_amx_conv_weight
 channels x 64 products per instruction; the intrinsic (amx.register_conv) steps over input blocks x kernel
 rows with a block of rm pixel tiles x rn channel blocks in the tile registers.
 
+int16 data (`--keep-16bit` layers): AMX multiplies bytes only, so the pad stage splits each u = x + 32768 into two
+byte planes, channel block 2 cb its high bytes and 2 cb + 1 its low ones, and the int16 intrinsic
+(amx.register_conv16) accumulates both planes' products in their own tiles and returns 256 high + low (exact in
+int32 arithmetic; the +32768 is in the bias like any zero point, QConvSpec.xz).
+
 The accumulator row is the output width rounded up to 16 pixels (`acc_width`); the pixels past it are computed
 and never written, and the pad stage widens each padded row (`padded_width`) so that their reads stay inside it.
 """
@@ -28,9 +33,10 @@ TAPS = amx.DEPTH // 16          # horizontal taps per tile row: 64 bytes of 16-c
 
 def fits(spec) -> bool:
     """Whether the AMX conv takes `spec` (a QConvSpec): 8-bit data in 16-channel blocks, at least 2 of them (a
-    smaller reduction leaves the tiles idle), a kernel 3 or 4 taps wide (narrower ones waste most of each tile
-    row), no dilation, an output in 16-channel blocks."""
-    return (spec.x_dtype in ("uint8", "int8") and spec.in_block == 16 and spec.cip // 16 >= 2
+    smaller reduction leaves the tiles idle; int16 data's two planes make one block enough), a kernel 3 or 4 taps
+    wide (narrower ones waste most of each tile row), no dilation, an output in 16-channel blocks."""
+    return (spec.x_dtype in ("uint8", "int8", "int16") and spec.in_block == 16
+            and spec.cip // 16 >= (1 if spec.x_dtype == "int16" else 2)
             and spec.kw in (3, TAPS) and tuple(spec.dilation) == (1, 1) and spec.out_block == 16)
 
 
@@ -48,6 +54,12 @@ def weight_shape(spec) -> Tuple[int, ...]:
     return (spec.cop // 16, spec.cip // 16, spec.kh, 16, 16, 4)
 
 
+def pick_tile16(n16: int) -> Tuple[int, int]:
+    """int16 data: one 16-pixel tile (its two planes' A tiles and accumulators fill the registers) x 2 channel
+    blocks where they pair up."""
+    return (1, 2) if n16 % 2 == 0 else (1, 1)
+
+
 def pick_tile(ow: int, n16: int) -> Tuple[int, int]:
     """(rm 16-pixel tiles, rn 16-channel blocks) per block of accumulators: rm dividing the accumulator row's
     tiles, rn the output's blocks, within the 8 tile registers; fewest tile loads per tdpbusd, an A tile (16
@@ -59,25 +71,56 @@ def pick_tile(ow: int, n16: int) -> Tuple[int, int]:
                key=lambda t: ((2 * t[0] + t[1]) / (t[0] * t[1]), -t[1]))
 
 
-def tile_ok(tile, ow: int, n16: int) -> bool:
+def tile_ok(tile, ow: int, n16: int, wide: bool = False) -> bool:
     return (tile is not None and len(tile) == 2 and amx.block_fits(*tile)
-            and (acc_width(ow) // amx.ROWS) % tile[0] == 0 and n16 % tile[1] == 0)
+            and (acc_width(ow) // amx.ROWS) % tile[0] == 0 and n16 % tile[1] == 0
+            and (not wide or (tile[0] == 1 and tile[1] <= 2)))
 
 
-def conv_te(spec, padded, weight, oh: int, ow: int):
-    """The int32 accumulator (n, cop/16, oh, acc_width(ow), 16) of uint8 `padded` data (padded_width columns)
-    and the weight in weight_shape."""
+def default_tile(spec, ow: int) -> Tuple[int, int]:
+    n16 = spec.cop // 16
+    return pick_tile16(n16) if spec.x_dtype == "int16" else pick_tile(ow, n16)
+
+
+def planes_te(spec, data, width: int):
+    """int16 data padded with its zero point, `width` columns, as two uint8 planes per channel block: block 2 cb
+    + g holds byte 1 - g of x + 32768."""
+    pt, pl, pb, pr = spec.pad
+    cib = spec.cip // 16
+
+    def _planes(n, c, y, x, i):
+        v = tirx.if_then_else(tirx.all(y >= pt, y < pt + spec.h, x >= pl, x < pl + spec.w),
+                              data[n, c // 2, y - pt, x - pl, i], tirx.const(spec.x_zp, "int16"))
+        u = v.astype("int32") + 32768
+        return tirx.if_then_else(c % 2 == 0, u >> 8, u & 255).astype("uint8")
+    return te.compute((spec.n, 2 * cib, spec.h + pt + pb, width, 16), _planes, name="pad")
+
+
+def conv_te(spec, data, weight, oh: int, ow: int):
+    """The int32 accumulator (n, cop/16, oh, acc_width(ow), 16) of the data, padded (padded_width columns; int16
+    data as two byte planes, planes_te), and the weight in weight_shape."""
+    from .qconv2d import pad_te
+    width = padded_width(spec, ow)
     sh, sw = spec.stride
     rcb = te.reduce_axis((0, spec.cip // 16), "rcb")
     rh = te.reduce_axis((0, spec.kh), "rh")
     rq = te.reduce_axis((0, 16), "rq")
     rt = te.reduce_axis((0, 4), "rt")
-    return te.compute(
-        (spec.n, spec.cop // 16, oh, acc_width(ow), 16),
-        lambda n, o, y, x, j: te.sum(
-            padded[n, rcb, y * sh + rh, x * sw + rq // 4, rq % 4 * 4 + rt].astype("int32")
-            * weight[o, rcb, rh, rq, j, rt].astype("int32"), axis=[rcb, rh, rq, rt]),
-        name="conv")
+    if spec.x_dtype == "int16":
+        planes = planes_te(spec, data, width)
+        rcb = te.reduce_axis((0, 2 * spec.cip // 16), "rcb")        # the planes: high bytes at even blocks
+
+        def product(n, o, y, x, j):
+            return planes[n, rcb, y * sh + rh, x * sw + rq // 4, rq % 4 * 4 + rt].astype("int32") \
+                * tirx.if_then_else(rcb % 2 == 0, 256, 1) * weight[o, rcb // 2, rh, rq, j, rt].astype("int32")
+    else:
+        padded = pad_te(spec, data, width)
+
+        def product(n, o, y, x, j):
+            return padded[n, rcb, y * sh + rh, x * sw + rq // 4, rq % 4 * 4 + rt].astype("int32") \
+                * weight[o, rcb, rh, rq, j, rt].astype("int32")
+    return te.compute((spec.n, spec.cop // 16, oh, acc_width(ow), 16),
+                      lambda *i: te.sum(product(*i), axis=[rcb, rh, rq, rt]), name="conv")
 
 
 def schedule(func: tirx.PrimFunc, spec, tile=None) -> tirx.PrimFunc:
@@ -86,8 +129,8 @@ def schedule(func: tirx.PrimFunc, spec, tile=None) -> tirx.PrimFunc:
     table lookup over each pixel's 16 channels)."""
     from .qconv2d import output_hw, sched_pad
     _, ow = output_hw(spec)
-    n16 = spec.cop // 16
-    rm, rn = tile if tile_ok(tile, ow, n16) else pick_tile(ow, n16)
+    n16, wide = spec.cop // 16, spec.x_dtype == "int16"
+    rm, rn = tile if tile_ok(tile, ow, n16, wide) else default_tile(spec, ow)
     sch = s_tir.Schedule(func)
     conv = sch.get_sblock("conv")
     n, o, y, x, j, *red = sch.get_loops(conv)
@@ -108,6 +151,7 @@ def schedule(func: tirx.PrimFunc, spec, tile=None) -> tirx.PrimFunc:
     sch.parallel(sch.fuse(n, oo, y))
     init = sch.decompose_reduction(conv, at)
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(at, amx.register_conv(rm, rn, spec.cip // 16, spec.kh, spec.stride[1]))
+    cib, kh, sw = spec.cip // 16, spec.kh, spec.stride[1]
+    sch.tensorize(at, amx.register_conv16(rn, cib, kh, sw) if wide else amx.register_conv(rm, rn, cib, kh, sw))
     sched_pad(sch)
     return sch.mod["main"].with_attr(SCHEDULE_ATTR, "amx")

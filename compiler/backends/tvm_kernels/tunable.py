@@ -110,7 +110,7 @@ class QConvKernel:
         if spec.amx and spec.kw == 1:       # (16-channel blocks,) per AMX call over a 16-pixel tile
             return tuple(QA1.pick_tile(spec.cop // 16))
         if spec.amx:            # (16-pixel tiles, 16-channel blocks) of one AMX block
-            return tuple(QA.pick_tile(ow, spec.cop // 16))
+            return tuple(QA.default_tile(spec, ow))
         return tuple(Q.pick_tile(spec.cop // 16, ow))
 
     def arg_shapes(self, spec: Q.QConvSpec) -> tunable.Shapes:
