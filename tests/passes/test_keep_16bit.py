@@ -168,8 +168,9 @@ def test_a_layer_reading_half_of_a_kept_layers_output_bounds_its_levels(rng):
 
 @requires_tvm
 def test_tvm_runs_the_int16_layers_on_the_vpdpwssd_kernels_bit_exact(rng):
-    """The int16-input convs and the int16 matmul run the VNNI kernels' int16 forms (vpdpwssd); the SiLU's
-    65536-entry table is fused into conv1's write-back; all bit-exact with the interpreter."""
+    """The int16-input convs and the int16 matmul run the VNNI kernels' int16 forms (vpdpwssd; a conv the AMX
+    kernel takes runs there on a host with AMX); the SiLU's 65536-entry table is fused into conv1's write-back;
+    all bit-exact with the interpreter."""
     import re
 
     import compiler
@@ -184,7 +185,8 @@ def test_tvm_runs_the_int16_layers_on_the_vpdpwssd_kernels_bit_exact(rng):
     assert kernel_spec(wide["conv1_acc"]).x_dtype == "int16" and kernel_spec(wide["fc_acc"]).a_dtype == "int16"
     assert all(kernel_spec(n) is not None for n in fused)
     calls = re.findall(r"call_tir\(cls\.([a-z_0-9]+?)_\d+,", cm.executable.source("relax"))
-    assert calls.count("qconv2d_vnni16") == 2 and calls.count("qmatmul_vnni16") == 1 and "table" not in calls
+    convs = calls.count("qconv2d_vnni16") + calls.count("qconv2d_amx")
+    assert convs == 2 and calls.count("qmatmul_vnni16") == 1 and "table" not in calls
     assert "vpdpwssd" in cm.executable.source("asm")
     for x in (rng.standard_normal(SHAPE).astype(np.float32), 4 * rng.standard_normal(SHAPE).astype(np.float32)):
         np.testing.assert_array_equal(cm.run(x)[0], interp.run(cm.graph, x)[0])
