@@ -118,19 +118,31 @@ def register(rm: int, rn: int, k: int) -> str:
     return name
 
 
-def conv_intrin_name(rm: int, rn: int, cib: int, kh: int, stride: int) -> str:
-    return f"dyc_amx_conv_u8i8i32_{rm}x{rn}_c{cib}_k{kh}_s{stride}"
+def conv_intrin_name(rm: int, rn: int, cib: int, kh: int, stride: int, planes: int = 1) -> str:
+    kind = "conv16" if planes == 2 else "conv"
+    return f"dyc_amx_{kind}_u8i8i32_{rm}x{rn}_c{cib}_k{kh}_s{stride}"
 
 
-def _conv_intrin(rm: int, rn: int, cib: int, kh: int, sw: int):
-    """C (rn 16-channel blocks, 1 row, 16 rm pixels, 16) += the conv of A (cib channel blocks, kh rows, the
-    pixels the tile rows read, 16) with B (rn, cib, kh, 16 q, 16 j, 4 t): pixel i's reduction element k = 4 q + t
-    is A[cb, ky, i sw + k // 16, k % 16]. rn == 1 has no block axis (TVM drops a loop of extent 1, which the loop
-    nest then must not have either). Tiles: C 0 .. rm rn - 1, A after them, B last; the accumulators start at
-    zero (tilezero: the schedule's init block zeroes C first)."""
+def _conv_intrin(rm: int, rn: int, cib: int, kh: int, sw: int, planes: int):
+    """C (rn 16-channel blocks, 1 row, 16 rm pixels, 16) += the conv of A (channel blocks, kh rows, the pixels
+    the tile rows read, 16) with B (rn, cib, kh, 16 q, 16 j, 4 t): pixel i's reduction element k = 4 q + t is
+    A[cb, ky, i sw + k // 16, k % 16]. rn == 1 has no block axis (TVM drops a loop of extent 1, which the loop
+    nest then must not have either). The accumulators start at zero (tilezero: the schedule's init block zeroes
+    C first). Tiles: C 0 .. rm rn - 1, A after them, B last.
+
+    planes == 2 (int16 data, rm == 1): A's channel block 2 cb holds the high bytes of x + 32768, 2 cb + 1 the low
+    ones, and C = the sum over A's blocks p of A[p] x (256 for even p, else 1) x B[p // 2]: each plane
+    accumulates in its own tiles (the high ones first), and C = (high << 8) + low at the end, the low sums
+    through a scratch buffer."""
     m = ROWS * rm
-    px = (m - 1) * sw + 4
-    shapes = dict(a=(cib, kh, px, 16), b=(rn, cib, kh, 16, COLS, 4), c=(rn, 1, m, COLS))
+    px, blocks = (m - 1) * sw + 4, planes * cib
+    shapes = dict(a=(blocks, kh, px, 16), b=(rn, cib, kh, 16, COLS, 4), c=(rn, 1, m, COLS))
+
+    def weighed(a, vcp):        # a product's plane weight (none for 8-bit data)
+        return a if planes == 1 else a * T.if_then_else(vcp % 2 == 0, 256, 1)
+
+    def block(vcp):             # the weight's channel block of A's block vcp
+        return vcp if planes == 1 else vcp // 2
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -138,24 +150,26 @@ def _conv_intrin(rm: int, rn: int, cib: int, kh: int, sw: int):
         B = T.match_buffer(b, shapes["b"], "int8", offset_factor=1)
         C = T.match_buffer(c, shapes["c"], "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:rn, 0:1, 0:m, 0:COLS], A[0:cib, 0:kh, 0:px, 0:16], B[0:rn, 0:cib, 0:kh, 0:16, 0:COLS, 0:4])
+            T.reads(C[0:rn, 0:1, 0:m, 0:COLS], A[0:blocks, 0:kh, 0:px, 0:16],
+                    B[0:rn, 0:cib, 0:kh, 0:16, 0:COLS, 0:4])
             T.writes(C[0:rn, 0:1, 0:m, 0:COLS])
             if rn == 1:
-                for i, j, cb, ky, q, t in T.grid(m, COLS, cib, kh, 16, 4):
+                for i, j, cp, ky, q, t in T.grid(m, COLS, blocks, kh, 16, 4):
                     with T.sblock("update"):
-                        vi, vj, vcb, vky, vq, vt = T.axis.remap("SSRRRR", [i, j, cb, ky, q, t])
-                        C[0, 0, vi, vj] = C[0, 0, vi, vj] + T.cast(
-                            A[vcb, vky, vi * sw + vq // 4, vq % 4 * 4 + vt], "int32") * \
-                            T.cast(B[0, vcb, vky, vq, vj, vt], "int32")
+                        vi, vj, vcp, vky, vq, vt = T.axis.remap("SSRRRR", [i, j, cp, ky, q, t])
+                        C[0, 0, vi, vj] = C[0, 0, vi, vj] + weighed(T.cast(
+                            A[vcp, vky, vi * sw + vq // 4, vq % 4 * 4 + vt], "int32"), vcp) * \
+                            T.cast(B[0, block(vcp), vky, vq, vj, vt], "int32")
             else:
-                for o, i, j, cb, ky, q, t in T.grid(rn, m, COLS, cib, kh, 16, 4):
+                for o, i, j, cp, ky, q, t in T.grid(rn, m, COLS, blocks, kh, 16, 4):
                     with T.sblock("update"):
-                        vo, vi, vj, vcb, vky, vq, vt = T.axis.remap("SSSRRRR", [o, i, j, cb, ky, q, t])
-                        C[vo, 0, vi, vj] = C[vo, 0, vi, vj] + T.cast(
-                            A[vcb, vky, vi * sw + vq // 4, vq % 4 * 4 + vt], "int32") * \
-                            T.cast(B[vo, vcb, vky, vq, vj, vt], "int32")
+                        vo, vi, vj, vcp, vky, vq, vt = T.axis.remap("SSSRRRR", [o, i, j, cp, ky, q, t])
+                        C[vo, 0, vi, vj] = C[vo, 0, vi, vj] + weighed(T.cast(
+                            A[vcp, vky, vi * sw + vq // 4, vq % 4 * 4 + vt], "int32"), vcp) * \
+                            T.cast(B[vo, block(vcp), vky, vq, vj, vt], "int32")
 
-    ntiles, a0, b0 = rm * rn + rm + rn, rm * rn, rm * rn + rm
+    acc = planes * rm * rn
+    ntiles, a0, b0 = acc + planes * rm + rn, acc, acc + planes * rm
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -170,127 +184,52 @@ def _conv_intrin(rm: int, rn: int, cib: int, kh: int, sw: int):
         B = T.match_buffer(b, shapes["b"], "int8", offset_factor=1, strides=[sb, kh * 1024, 1024, 64, 4, 1])
         C = T.match_buffer(c, shapes["c"], "int32", offset_factor=1, strides=[sc0, sc1, sc2, 1])
         with T.sblock("root"):
-            T.reads(C[0:rn, 0:1, 0:m, 0:COLS], A[0:cib, 0:kh, 0:px, 0:16], B[0:rn, 0:cib, 0:kh, 0:16, 0:COLS, 0:4])
+            T.reads(C[0:rn, 0:1, 0:m, 0:COLS], A[0:blocks, 0:kh, 0:px, 0:16],
+                    B[0:rn, 0:cib, 0:kh, 0:16, 0:COLS, 0:4])
             T.writes(C[0:rn, 0:1, 0:m, 0:COLS])
+            low = T.alloc_buffer((rn * (planes - 1), m, COLS), "int32", scope="global")
             _configure(ntiles)
-            for t in T.unroll(rm * rn):
+            for t in T.unroll(acc):
                 T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilezero", T.Cast("int8", t)))
             for cb in T.serial(cib):
                 for ky in T.serial(kh):
-                    for r in T.unroll(rm):
-                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("int8", a0 + r),
-                                                      T.address_of(A[cb, ky, r * ROWS * sw, 0]),
-                                                      T.Cast("int64", sa2 * sw)))
+                    for g in T.unroll(planes):
+                        for r in T.unroll(rm):
+                            T.evaluate(T.call_llvm_intrin(
+                                "void", "llvm.x86.tileloadd64", T.Cast("int8", a0 + g * rm + r),
+                                T.address_of(A[cb * planes + g, ky, r * ROWS * sw, 0]), T.Cast("int64", sa2 * sw)))
                     for o in T.unroll(rn):
                         T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("int8", b0 + o),
                                                       T.address_of(B[o, cb, ky, 0, 0, 0]), T.int64(64)))
-                    for r in T.unroll(rm):
-                        for o in T.unroll(rn):
-                            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.Cast("int8", r * rn + o),
-                                                          T.Cast("int8", a0 + r), T.Cast("int8", b0 + o)))
+                    for g in T.unroll(planes):
+                        for r in T.unroll(rm):
+                            for o in T.unroll(rn):
+                                T.evaluate(T.call_llvm_intrin(
+                                    "void", "llvm.x86.tdpbusd", T.Cast("int8", (g * rm + r) * rn + o),
+                                    T.Cast("int8", a0 + g * rm + r), T.Cast("int8", b0 + o)))
             for r in T.unroll(rm):
                 for o in T.unroll(rn):
                     T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.Cast("int8", r * rn + o),
                                                   T.address_of(C[o, 0, r * ROWS, 0]), T.Cast("int64", sc2 * 4)))
+            if planes == 2:
+                for o in T.unroll(rn):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.Cast("int8", rn + o),
+                                                  T.address_of(low[o, 0, 0]), T.int64(COLS * 4)))
             T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilerelease"))
+            if planes == 2:
+                for o, i in T.grid(rn, m):
+                    for j in T.vectorized(COLS):
+                        C[o, 0, i, j] = T.shift_left(C[o, 0, i, j], 8) + low[o, i, j]
     return desc, impl
 
 
-def _conv16_intrin(rn: int, cib: int, kh: int, sw: int):
-    """The conv intrinsic on int16 data as two byte planes (qconv2d_amx.py: A's channel block 2 cb holds the high
-    bytes of x + 32768, 2 cb + 1 the low ones): C (rn, 1, 16, 16) = the sum over planes p of A[p] x 256 (even p) or
-    1 (odd p) x B[p // 2], one 16-pixel tile (the planes are the reduction's outer axis, never of extent 1). Tiles: the high planes' accumulators 0 .. rn - 1, the low planes' rn .. 2 rn - 1, A's two
-    planes, B; at the end C = (high << 8) + low, the low sums through a scratch buffer."""
-    m, px = ROWS, (ROWS - 1) * sw + 4
-    shapes = dict(a=(2 * cib, kh, px, 16), b=(rn, cib, kh, 16, COLS, 4), c=(rn, 1, m, COLS))
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, shapes["a"], "uint8", offset_factor=1)
-        B = T.match_buffer(b, shapes["b"], "int8", offset_factor=1)
-        C = T.match_buffer(c, shapes["c"], "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:rn, 0:1, 0:m, 0:COLS], A[0:2 * cib, 0:kh, 0:px, 0:16],
-                    B[0:rn, 0:cib, 0:kh, 0:16, 0:COLS, 0:4])
-            T.writes(C[0:rn, 0:1, 0:m, 0:COLS])
-            if rn == 1:
-                for i, j, cp, ky, q, t in T.grid(m, COLS, 2 * cib, kh, 16, 4):
-                    with T.sblock("update"):
-                        vi, vj, vcp, vky, vq, vt = T.axis.remap("SSRRRR", [i, j, cp, ky, q, t])
-                        C[0, 0, vi, vj] = C[0, 0, vi, vj] + T.cast(
-                            A[vcp, vky, vi * sw + vq // 4, vq % 4 * 4 + vt], "int32") * T.if_then_else(
-                            vcp % 2 == 0, 256, 1) * T.cast(B[0, vcp // 2, vky, vq, vj, vt], "int32")
-            else:
-                for o, i, j, cp, ky, q, t in T.grid(rn, m, COLS, 2 * cib, kh, 16, 4):
-                    with T.sblock("update"):
-                        vo, vi, vj, vcp, vky, vq, vt = T.axis.remap("SSSRRRR", [o, i, j, cp, ky, q, t])
-                        C[vo, 0, vi, vj] = C[vo, 0, vi, vj] + T.cast(
-                            A[vcp, vky, vi * sw + vq // 4, vq % 4 * 4 + vt], "int32") * T.if_then_else(
-                            vcp % 2 == 0, 256, 1) * T.cast(B[vo, vcp // 2, vky, vq, vj, vt], "int32")
-
-    ntiles, a0, b0 = 3 * rn + 2, 2 * rn, 2 * rn + 2
-
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        sa0 = T.int32()
-        sa1 = T.int32()
-        sa2 = T.int32()
-        sb = T.int32()
-        sc0 = T.int32()
-        sc1 = T.int32()
-        sc2 = T.int32()
-        A = T.match_buffer(a, shapes["a"], "uint8", offset_factor=1, strides=[sa0, sa1, sa2, 1])
-        B = T.match_buffer(b, shapes["b"], "int8", offset_factor=1, strides=[sb, kh * 1024, 1024, 64, 4, 1])
-        C = T.match_buffer(c, shapes["c"], "int32", offset_factor=1, strides=[sc0, sc1, sc2, 1])
-        with T.sblock("root"):
-            T.reads(C[0:rn, 0:1, 0:m, 0:COLS], A[0:2 * cib, 0:kh, 0:px, 0:16],
-                    B[0:rn, 0:cib, 0:kh, 0:16, 0:COLS, 0:4])
-            T.writes(C[0:rn, 0:1, 0:m, 0:COLS])
-            low = T.alloc_buffer((rn, m, COLS), "int32", scope="global")
-            _configure(ntiles)
-            for t in T.unroll(2 * rn):
-                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilezero", T.Cast("int8", t)))
-            for cb in T.serial(cib):
-                for ky in T.serial(kh):
-                    for g in T.unroll(2):
-                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("int8", a0 + g),
-                                                      T.address_of(A[cb * 2 + g, ky, 0, 0]),
-                                                      T.Cast("int64", sa2 * sw)))
-                    for o in T.unroll(rn):
-                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("int8", b0 + o),
-                                                      T.address_of(B[o, cb, ky, 0, 0, 0]), T.int64(64)))
-                    for g in T.unroll(2):
-                        for o in T.unroll(rn):
-                            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.Cast("int8", g * rn + o),
-                                                          T.Cast("int8", a0 + g), T.Cast("int8", b0 + o)))
-            for o in T.unroll(rn):
-                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.Cast("int8", o),
-                                              T.address_of(C[o, 0, 0, 0]), T.Cast("int64", sc2 * 4)))
-                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.Cast("int8", rn + o),
-                                              T.address_of(low[o, 0, 0]), T.int64(COLS * 4)))
-            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilerelease"))
-            for o, i in T.grid(rn, m):
-                for j in T.vectorized(COLS):
-                    C[o, 0, i, j] = T.shift_left(C[o, 0, i, j], 8) + low[o, i, j]
-    return desc, impl
-
-
-def register_conv16(rn: int, cib: int, kh: int, stride: int) -> str:
-    """The conv intrinsic on int16 data's two byte planes: one 16-pixel tile x rn 16-channel blocks."""
-    request_amx()
-    name = f"dyc_amx_conv16_u8i8i32_1x{rn}_c{cib}_k{kh}_s{stride}"
-    if s_tir.TensorIntrin.get(name, allow_missing=True) is None:
-        s_tir.TensorIntrin.register(name, *_conv16_intrin(rn, cib, kh, stride))
-    return name
-
-
-def register_conv(rm: int, rn: int, cib: int, kh: int, stride: int) -> str:
+def register_conv(rm: int, rn: int, cib: int, kh: int, stride: int, planes: int = 1) -> str:
     """The conv's tensor intrinsic: rm 16-pixel tiles x rn 16-channel blocks over cib input channel blocks and
-    kh kernel rows, pixels `stride` apart."""
+    kh kernel rows, pixels `stride` apart; planes 2: int16 data's two byte planes (rm 1)."""
     request_amx()
-    name = conv_intrin_name(rm, rn, cib, kh, stride)
+    name = conv_intrin_name(rm, rn, cib, kh, stride, planes)
     if s_tir.TensorIntrin.get(name, allow_missing=True) is None:
-        s_tir.TensorIntrin.register(name, *_conv_intrin(rm, rn, cib, kh, stride))
+        s_tir.TensorIntrin.register(name, *_conv_intrin(rm, rn, cib, kh, stride, planes))
     return name
 
 

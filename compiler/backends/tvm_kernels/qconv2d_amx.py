@@ -13,7 +13,7 @@ rows with a block of rm pixel tiles x rn channel blocks in the tile registers.
 
 int16 data (`--keep-16bit` layers): AMX multiplies bytes only, so the pad stage splits each u = x + 32768 into two
 byte planes, channel block 2 cb its high bytes and 2 cb + 1 its low ones, and the int16 intrinsic
-(amx.register_conv16) accumulates both planes' products in their own tiles and returns 256 high + low (exact in
+(amx.register_conv, planes 2) accumulates both planes' products in their own tiles and returns 256 high + low (exact in
 int32 arithmetic; the +32768 is in the bias like any zero point, QConvSpec.xz).
 
 The accumulator row is the output width rounded up to 16 pixels (`acc_width`); the pixels past it are computed
@@ -152,6 +152,6 @@ def schedule(func: tirx.PrimFunc, spec, tile=None) -> tirx.PrimFunc:
     init = sch.decompose_reduction(conv, at)
     sch.vectorize(sch.get_loops(init)[-1])
     cib, kh, sw = spec.cip // 16, spec.kh, spec.stride[1]
-    sch.tensorize(at, amx.register_conv16(rn, cib, kh, sw) if wide else amx.register_conv(rm, rn, cib, kh, sw))
+    sch.tensorize(at, amx.register_conv(rm, rn, cib, kh, sw, 2 if wide else 1))
     sched_pad(sch)
     return sch.mod["main"].with_attr(SCHEDULE_ATTR, "amx")
