@@ -26,6 +26,7 @@ from compiler.host import request_amx
 
 ROWS, COLS, DEPTH = 16, 16, 64          # one tile: 16 rows, 16 int32 columns, 64 bytes of reduction per step
 TILES = 8
+INT16_OFFSET = 32768                    # int16 data as uint16 bytes: x + 32768 = 256 high + low
 
 
 def block_fits(rm: int, rn: int) -> bool:

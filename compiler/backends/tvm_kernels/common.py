@@ -149,6 +149,14 @@ def fast_exp(x, dt: str = "float32"):
     return p * two_n
 
 
+def block_or_none(sch, name: str):
+    """The schedule's block `name`, or None where the PrimFunc has no such stage."""
+    try:
+        return sch.get_sblock(name)
+    except Exception:  # noqa: BLE001  (TVM raises its own error types)
+        return None
+
+
 def reshape_params(func: tirx.PrimFunc, shapes: dict) -> tirx.PrimFunc:
     """`func` with each parameter buffer named in `shapes` ({name: (declared shape, new shape)}, same element
     count, both row-major) declared in its new shape, its body unchanged. TIR addresses a buffer by its strides,

@@ -22,9 +22,8 @@ from typing import Tuple
 from tvm import s_tir, te, tirx
 
 from . import amx
-from .common import SCHEDULE_ATTR, reshape_params
+from .common import SCHEDULE_ATTR, block_or_none, reshape_params
 
-OFFSET = 32768                  # int16 -> uint16
 # Which convs: int16 1x1 convs, 1 thread, Sapphire Rapids, us (vnni16 / amx): 64->64 @40x40 88 / 69, 112->672
 # @14x14 168 / 93, 160->960 @7x7 85 / 40, 960->160 @7x7 76 / 27, 672->112 @14x14 110 / 51 (7 output blocks: one
 # per call), 480->80 @14x14 56 / 36 (5); slower: 80->240 @14x14 37 / 48 (15 blocks, the reduction padded to 128),
@@ -81,7 +80,7 @@ def conv_te(spec, data, weight):
 
     def _rows(b, t, g, i, k):
         p = tirx.min(t * amx.ROWS + i, w - 1)           # the last tile's extra rows repeat a pixel
-        v = data[b, tirx.min(k // 16, cip // 16 - 1), 0, p, k % 16].astype("int32") + OFFSET
+        v = data[b, tirx.min(k // 16, cip // 16 - 1), 0, p, k % 16].astype("int32") + amx.INT16_OFFSET
         return tirx.if_then_else(k < cip, tirx.if_then_else(g == 0, v >> 8, v & 255), 0).astype("uint8")
     rows = te.compute((n, tiles, 2, amx.ROWS, kp), _rows, name="rows")
     rk = te.reduce_axis((0, kp // 4), "rk")
@@ -102,7 +101,7 @@ def schedule(func: tirx.PrimFunc, spec, tile=None) -> tirx.PrimFunc:
     (rn,) = tile if tile and len(tile) == 1 and tile[0] in (1, 2) and n16 % tile[0] == 0 else pick_tile(n16)
     sch = s_tir.Schedule(func)
     sch.compute_inline(sch.get_sblock("combine"))
-    stages = [b for b in ("pre_table", "out") if _has(sch, b)]
+    stages = [b for b in ("pre_table", "out") if block_or_none(sch, b) is not None]
     wb = sch.get_sblock(stages[0])
     b, o, y, x, j = sch.get_loops(wb)
     xo, xi = sch.split(x, [None, amx.ROWS])
@@ -124,11 +123,3 @@ def schedule(func: tirx.PrimFunc, spec, tile=None) -> tirx.PrimFunc:
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(first, amx.register_rows(rn, depth(spec)))
     return sch.mod["main"].with_attr(SCHEDULE_ATTR, "amx")
-
-
-def _has(sch, name: str) -> bool:
-    try:
-        sch.get_sblock(name)
-        return True
-    except Exception:  # noqa: BLE001
-        return False

@@ -42,7 +42,8 @@ from compiler.layouts import (int_in_block, int_out_block, pack_amx_conv_weight,
                               pack_vnni_conv_weight)
 
 from . import qconv1x1_amx, qconv2d_amx
-from .common import divisors, finalize
+from .amx import INT16_OFFSET
+from .common import block_or_none, divisors, finalize
 from .requant import (REQUANT_FORMS, Requant, pack_requant, requant_dtype, requant_form,  # noqa: F401
                       requant_np, requant_scalar_te, requant_te)
 from .table import TABLE_INDEX, table_args, table_te
@@ -142,7 +143,7 @@ class QConvSpec:
     def xz(self) -> int:
         """The zero point of the data the kernel really multiplies (uint8; int8 shifted by +128; int16 as is, or
         shifted by +32768 on AMX)."""
-        shift = {"int8": 128, "int16": qconv1x1_amx.OFFSET if self.amx else 0}
+        shift = {"int8": 128, "int16": INT16_OFFSET if self.amx else 0}
         return self.x_zp + shift.get(self.x_dtype, 0)
 
     @property
@@ -346,9 +347,8 @@ def pick_tile(n_ocb: int, ow: int) -> Tuple[int, int]:
 
 
 def sched_pad(sch):
-    try:
-        blk = sch.get_sblock("pad")
-    except Exception:  # noqa: BLE001
+    blk = block_or_none(sch, "pad")
+    if blk is None:
         return
     n, c, y, x, i = sch.get_loops(blk)
     sch.parallel(sch.fuse(n, c, y))

@@ -26,7 +26,7 @@ from typing import Tuple
 from tvm import s_tir, te, tirx
 
 from . import amx
-from .common import SCHEDULE_ATTR, divisors
+from .common import SCHEDULE_ATTR, block_or_none, divisors
 
 TAPS = amx.DEPTH // 16          # horizontal taps per tile row: 64 bytes of 16-channel pixels
 
@@ -91,7 +91,7 @@ def planes_te(spec, data, width: int):
     def _planes(n, c, y, x, i):
         v = tirx.if_then_else(tirx.all(y >= pt, y < pt + spec.h, x >= pl, x < pl + spec.w),
                               data[n, c // 2, y - pt, x - pl, i], tirx.const(spec.x_zp, "int16"))
-        u = v.astype("int32") + 32768
+        u = v.astype("int32") + amx.INT16_OFFSET
         return tirx.if_then_else(c % 2 == 0, u >> 8, u & 255).astype("uint8")
     return te.compute((spec.n, 2 * cib, spec.h + pt + pb, width, 16), _planes, name="pad")
 
@@ -102,13 +102,13 @@ def conv_te(spec, data, weight, oh: int, ow: int):
     from .qconv2d import pad_te
     width = padded_width(spec, ow)
     sh, sw = spec.stride
-    rcb = te.reduce_axis((0, spec.cip // 16), "rcb")
+    wide = spec.x_dtype == "int16"
+    rcb = te.reduce_axis((0, (2 if wide else 1) * spec.cip // 16), "rcb")     # int16: the planes, high bytes even
     rh = te.reduce_axis((0, spec.kh), "rh")
     rq = te.reduce_axis((0, 16), "rq")
     rt = te.reduce_axis((0, 4), "rt")
-    if spec.x_dtype == "int16":
+    if wide:
         planes = planes_te(spec, data, width)
-        rcb = te.reduce_axis((0, 2 * spec.cip // 16), "rcb")        # the planes: high bytes at even blocks
 
         def product(n, o, y, x, j):
             return planes[n, rcb, y * sh + rh, x * sw + rq // 4, rq % 4 * 4 + rt].astype("int32") \
@@ -141,11 +141,7 @@ def schedule(func: tirx.PrimFunc, spec, tile=None) -> tirx.PrimFunc:
     else:
         oo, at = o, xi
         sch.reorder(n, oo, y, xo, xi, j, *red)
-    for stage in ("pre_table", "out"):
-        try:
-            blk = sch.get_sblock(stage)
-        except Exception:  # noqa: BLE001  (no staged lookup)
-            continue
+    for blk in filter(None, (block_or_none(sch, b) for b in ("pre_table", "out"))):     # pre_table: staged
         sch.reverse_compute_at(blk, xo)
         sch.vectorize(sch.get_loops(blk)[-1])
     sch.parallel(sch.fuse(n, oo, y))

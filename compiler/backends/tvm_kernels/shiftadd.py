@@ -30,7 +30,7 @@ from tvm import s_tir, te, tirx
 
 from .common import ACC_SCOPE, SCHEDULE_ATTR, finalize
 from .qconv2d import QConvSpec, output_hw, out_shape, pack_bias as conv_bias, pad_te, pick_tile as conv_tile, \
-    write_back_te
+    sched_pad, write_back_te
 from .qconv2d_schedule import tile_full_blocks, tile_half_blocks
 from .qmatmul import QMatmulSpec, pack_bias as matmul_bias, pick_tile as matmul_tile
 from .requant import requant_dtype, requant_te
@@ -206,13 +206,7 @@ def make_shift_qconv2d(spec: QConvSpec, terms: int, tile: Tuple[int, int] | None
     else:
         _, init = tile_full_blocks(sch, conv, out, roc, rw, spec.blocked_out, vectorize_j=True)
         sch.vectorize(sch.get_loops(init)[-1])
-    try:
-        pad = sch.get_sblock("pad")
-        pn, pc, py, _px, pi = sch.get_loops(pad)
-        sch.parallel(sch.fuse(pn, pc, py))
-        sch.vectorize(pi)
-    except Exception:  # noqa: BLE001  (no pad stage)
-        pass
+    sched_pad(sch)
     return finalize(sch.mod["main"].with_attr(SCHEDULE_ATTR, "tiled"))
 
 
