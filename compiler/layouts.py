@@ -58,7 +58,7 @@ def int_out_block(co: int) -> int:
 # and the int8 VNNI conv (groups == 1) in
 #   vnni      (cop/16, cip/ib, kh, kw, ib/4, 16, 4), cop = co and cip = ci rounded up to 16 and 4, the padding
 #             zero: element [o, cb, r, s, q, j, t] = w[16 o + j, ib cb + 4 q + t, r, s]
-# and the int8 AMX conv (groups == 1, kw <= 4, 16-channel input blocks) in
+# and the AMX conv (groups == 1, kw <= 4, 16-channel input blocks; 8-bit or int16 data) in
 #   vnni_amx  (cop/16, cip/16, kh, 16, 16, 4), cip = ci rounded up to 16: per (output block, input block, kernel
 #             row) one 64 x 16 AMX B tile, reduction element k = 4 q + t = 16 s + c (taps s >= kw zero):
 #             element [o, cb, r, q, j, t] = w[16 o + j, 16 cb + k % 16, r, k // 16]

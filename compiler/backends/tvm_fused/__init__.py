@@ -47,7 +47,8 @@ def inline(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> relax.Expr:
 def kernel_spec(node: Node, target: Target | None = None):
     """The spec of the tunable kernel (conv, matmul, int8 conv / matmul / batched matmul, fp32 attention)
     fused `node` is built from for `target`, or None: what the tile pass asks the cost model about. On a target
-    with AMX-INT8 an int8 matmul's or 3x3 conv's spec says amx (int_matmul.qmatmul_plan, integer.qconv_plan)."""
+    with AMX-INT8 an int8 matmul's or conv's spec says amx where an AMX kernel takes it (int_matmul.qmatmul_plan,
+    integer.qconv_plan)."""
     kind = node.attrs["kernel"]
     try:
         kb = parse(node)

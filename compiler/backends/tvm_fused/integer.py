@@ -90,7 +90,8 @@ def has_amx(target: Target | None) -> bool:
 def qconv_plan(kb: KernelBody, target: Target | None = None):
     """(spec, (rq1, rq1b, rq2, rq3) nodes, residual operand, data operand) of q.conv [rq1 [rq1b -> int32]
     [add(residual [rq2]) rq3]]. On an AMX `target` the spec says amx where the AMX conv takes the layer
-    (qconv2d.amx_module: 3x3 convs on 8-bit data, 1x1 convs on int16; not the shift-and-add kernel's weights)."""
+    (qconv2d.amx_module: 3x3 convs on 8-bit or int16 data, 1x1 convs on int16; not the shift-and-add kernel's
+    weights)."""
     c = kb.anchor
     x, w = c.inputs[0], c.inputs[1]
     xi = kb.operand_of(x)
