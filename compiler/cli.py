@@ -209,6 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     return guarded(lambda: _run(args), args.debug)
 
 
+def _metric_budget_given(accuracy_budget: str | None, keep_16bit: str | None) -> bool:
+    """Whether --accuracy-budget or --keep-16bit auto:BUDGET is a metricM budget (a layer merely named like one
+    is not)."""
+    autos = [k.strip().partition(":")[2] for k in (keep_16bit or "").split(",") if k.strip().startswith("auto:")]
+    return any(b.strip().lower().startswith("metric") for b in [accuracy_budget or "", *autos])
+
+
+
 def _run(args: argparse.Namespace) -> int:
     import compiler
     from compiler.api import stderr_progress
@@ -238,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
     metric = None
     if args.accuracy_metric:
         from passes.accuracy_budget import load_metric
-        if "metric" not in f"{args.accuracy_budget or ''}{args.keep_16bit or ''}".lower():
+        if not _metric_budget_given(args.accuracy_budget, args.keep_16bit):
             raise InvalidInput("--accuracy-metric is the loss of a metricM budget, and none was given",
                                hint="add --keep-16bit auto:metric0.05 or --accuracy-budget metric0.05")
         metric = load_metric(args.accuracy_metric)

@@ -310,8 +310,8 @@ def test_a_metric_budget_needs_a_working_metric(rng):
 
 
 def test_cli_loads_the_metric_from_a_file(tmp_path, capsys):
-    """--accuracy-metric FILE.py:FUNCTION: a missing file, a missing function, or no metricM budget to use it
-    exit 2 naming what is wrong."""
+    """--accuracy-metric FILE.py:FUNCTION: a missing file, a missing function, or no metricM budget to use it (a
+    layer named like one is not a budget) exit 2 naming what is wrong."""
     from compiler.cli import main
     from tests.test_cli import DEMO
     calib = tmp_path / "calib.npz"
@@ -325,7 +325,8 @@ def test_cli_loads_the_metric_from_a_file(tmp_path, capsys):
                          "has no function other"),
                         (["--keep-16bit", "auto:metric1e9", "--accuracy-metric", str(metric)], "FILE.py:FUNCTION"),
                         (["--keep-16bit", "auto:metric1e9"], "--accuracy-metric FILE.py:FUNCTION"),
-                        (["--keep-16bit", "auto", "--accuracy-metric", f"{metric}:err"], "metricM budget")]:
+                        (["--keep-16bit", "auto", "--accuracy-metric", f"{metric}:err"], "metricM budget"),
+                        (["--keep-16bit", "metric_conv", "--accuracy-metric", f"{metric}:err"], "metricM budget")]:
         assert main([*base, *flags, "--emit", "ir"]) == 2
         err = capsys.readouterr().err
         assert want in err and "Traceback" not in err, (flags, err)
