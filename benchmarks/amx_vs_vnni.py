@@ -13,24 +13,16 @@ Needs a CPU with AMX-INT8 (cpuinfo amx_int8); elsewhere it says so and exits 0.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-
-def _parse():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeat", type=int, default=30, help="interleaved rounds per row")
-    return p.parse_args()
-
-
-ARGS = _parse() if __name__ == "__main__" else None
-if ARGS is not None:
-    os.environ["TVM_NUM_THREADS"] = str(ARGS.threads)  # before importing tvm
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
+
+from benchmarks.common import amx_host, interleaved_medians, kernel_bench_args  # noqa: E402
+
+ARGS = kernel_bench_args(__doc__) if __name__ == "__main__" else None      # before tvm is imported
 
 SHAPES = [  # (m, k, n, where)
     (128, 384, 384, "BERT-6L attention projections"), (128, 384, 1536, "BERT-6L FFN up"),
@@ -83,11 +75,8 @@ def _ort(a, w):
 
 
 def main() -> int:
-    from benchmarks.common import interleaved_medians
-    from compiler.host import cpu_features, host_cpu_flags, host_cpu_name, request_amx
-    cpu = host_cpu_name()
-    if "amx_int8" not in host_cpu_flags() or "amx-int8" not in cpu_features(cpu) or not request_amx():
-        print(f"this host ({cpu}) has no usable AMX-INT8: nothing to compare")
+    cpu = amx_host()
+    if cpu is None:
         return 0
     print(f"cpu {cpu}, {ARGS.threads} thread(s), median of {ARGS.repeat} interleaved rounds\n")
     print("| m x k x n | layer | AMX us | VNNI us | onnxruntime MatMulInteger us | AMX GOP/s | AMX / VNNI | AMX / ORT |")

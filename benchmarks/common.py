@@ -51,6 +51,30 @@ def time_ms(fn, warmup: int, repeat: int) -> float:
     return statistics.median(ts)
 
 
+def kernel_bench_args(doc: str):
+    """The --threads / --repeat of a per-kernel benchmark, parsed, and TVM_NUM_THREADS set from --threads (before
+    the caller imports tvm)."""
+    import argparse
+    import os
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=30, help="interleaved rounds per row")
+    args = p.parse_args()
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    return args
+
+
+def amx_host() -> str | None:
+    """This host's CPU name where it has usable AMX-INT8 (and Linux gave the process its tile state), else None,
+    after saying so."""
+    from compiler.host import cpu_features, host_cpu_flags, host_cpu_name, request_amx
+    cpu = host_cpu_name()
+    if "amx_int8" not in host_cpu_flags() or "amx-int8" not in cpu_features(cpu) or not request_amx():
+        print(f"this host ({cpu}) has no usable AMX-INT8: nothing to compare")
+        return None
+    return cpu
+
+
 def interleaved_ms(fns: list, warmup: int, repeat: int) -> list[list[float]]:
     """Wall times in ms of every fn in `fns`, `repeat` rounds, each round calling all of them once,
     the order reversed every other round (so neither always runs right after the other)."""
