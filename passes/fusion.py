@@ -21,7 +21,7 @@ from compiler import layouts
 from compiler.ir import Graph, Node, Value
 from compiler.ops import elementwise as ew
 from compiler.ops import ivit, kernel, layout, linalg, nn, quant as q, reduce as rd, shape
-from passes.base import register_pass
+from passes.base import PassContext, register_pass
 
 ANCHORS = {
     linalg.conv: "conv", linalg.matmul: "matmul", q.conv: "qconv", q.matmul: "qmatmul",
@@ -51,6 +51,10 @@ CHAINS = {
     "shiftmax": ("", "r"),
     "reduce_sum": ("", "R"),
 }
+# On a GPU an int8 conv or matmul by a constant weight is one GEMM whose write-back composes any chain of
+# requants, adds and tables (compiler/backends/tvm_fused/cuda.py): a matmul takes a residual too.
+GPU_CHAINS = {**CHAINS, "qconv_plain": CHAINS["qconv"],
+              "qmatmul": CHAINS["qmatmul"] + ("RAR", "RRAR", "BRAR", "BRRAR")}
 
 
 def _token(n: Node) -> str:
@@ -104,8 +108,9 @@ def _is_last_axes_transpose(n: Node) -> bool:
 
 
 class _Fuser:
-    def __init__(self, g: Graph):
+    def __init__(self, g: Graph, gpu: bool = False):
         self.g = g
+        self.chains = GPU_CHAINS if gpu else CHAINS
         self.users = g.uses()
         self.outputs = {id(v) for v in g.outputs}
         self.order = {id(n): i for i, n in enumerate(g.nodes)}
@@ -152,7 +157,7 @@ class _Fuser:
 
     def chain(self, anchor: Node) -> list[Node]:
         """The integer kernels' epilogues: a chain of the shapes in CHAINS, longest complete one."""
-        allowed = CHAINS.get(_chain_kind(anchor) or "", ("",))
+        allowed = self.chains.get(_chain_kind(anchor) or "", ("",))
         shape_ = anchor.outputs[0].type.shape
         nodes, seq, best = [anchor], "", 1
         while True:
@@ -214,7 +219,8 @@ class _Fuser:
                     ok = (anchor.op in (linalg.matmul, q.matmul) and i == 1 and p.op is shape.transpose
                           and _is_last_axes_transpose(p)) or (anchor.op is rd.reduce_sum and p.op is ew.cast)
                 else:
-                    ok = p.op is q.requant and m.op is ew.add and anchor.op is q.conv
+                    ok = p.op is q.requant and m.op is ew.add and (
+                        anchor.op is q.conv or anchor.op is q.matmul and self.chains is GPU_CHAINS)
                 if ok:
                     pro.append(p)
                     ids.add(id(p))
@@ -256,10 +262,11 @@ def _body(anchor: Node, nodes: list[Node]) -> tuple[Graph, list[Value]]:
     return body, operands
 
 
-def fuse(g: Graph) -> tuple[Graph, dict[str, str]]:
-    """(the fused graph, {node name: why it stayed out of its producer's kernel})."""
+def fuse(g: Graph, gpu: bool = False) -> tuple[Graph, dict[str, str]]:
+    """(the fused graph, {node name: why it stayed out of its producer's kernel}); `gpu`: the GPU's integer
+    chains (GPU_CHAINS)."""
     g = g.clone()
-    f = _Fuser(g)
+    f = _Fuser(g, gpu)
     groups: dict[int, Group] = {}          # id(last node) -> group
     for n in g.nodes:
         if n.op not in ANCHORS or id(n) in f.taken:
@@ -292,6 +299,6 @@ def explain_fusion(g: Graph) -> dict[str, str]:
 
 
 @register_pass("fuse_kernels")
-def fuse_kernels(g: Graph) -> Graph:
+def fuse_kernels(g: Graph, ctx: PassContext) -> Graph:
     """Anchor ops (conv, matmul, pool, reductions, ...) with their elementwise epilogues -> k.fused."""
-    return fuse(g)[0]
+    return fuse(g, getattr(ctx.target, "kind", "llvm") == "cuda")[0]

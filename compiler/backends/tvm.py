@@ -70,16 +70,17 @@ def c_identifier(name: str) -> str:
     return name if name and not name[0].isdigit() else f"v_{name}"
 
 
-def lower_to_relax(g: Graph, target: Target, symbols: dict | None = None) -> tvm.IRModule:
+def lower_to_relax(g: Graph, target: Target, symbols: dict | None = None, unscheduled: bool = False) -> tvm.IRModule:
     """The graph as a Relax module: `main(*inputs) -> tuple(outputs)`, constants embedded.
-    `symbols`, when given, receives our kernels' symbols -> the top-level nodes that call them."""
+    `symbols`, when given, receives our kernels' symbols -> the top-level nodes that call them.
+    `unscheduled`: our GPU kernels without their GPU schedules (LowerCtx.unscheduled)."""
     g = widen_bf16(g)
     _check_supported(g)
     bb = relax.BlockBuilder()
     params = [relax.Var(c_identifier(v.name), relax.TensorType(v.type.shape, tvm_dtype(v.type.dtype)))
               for v in g.inputs]
     env: dict[int, relax.Expr] = {id(v): p for v, p in zip(g.inputs, params)}
-    ctx = LowerCtx(bb, g, target)
+    ctx = LowerCtx(bb, g, target, unscheduled=unscheduled)
     with bb.function("main", params):
         with bb.dataflow():
             lower_nodes(ctx, g.nodes, env)

@@ -3,7 +3,8 @@ rules -> CUDA C (device) + llvm (host) -> Relax VM.
 
     lower_to_relax (generic lowerings: the CPU fast path is off for cuda; q.conv (2-D, ungrouped)
        and q.matmul by a constant weight are our int8 implicit GEMMs on tensor cores, or with dp4a
-       under -int8=dp4a: tvm_lower/cuda_gemm.py)
+       under -int8=dp4a: tvm_lower/cuda_gemm.py; a fused node's GEMM computes its epilogue (requant,
+       residual, table; a float16 conv's bias and activation) in its write-back: tvm_fused/cuda.py)
     -> LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR, DeadCodeElimination
     -> "dlight.do_not_tensorize" on integer PrimFuncs (dlight's int8 WMMA path crashes in TVM 0.27)
     -> parallel loops of hand-written (block-free) PrimFuncs bound to blockIdx.x / threadIdx.x
@@ -200,6 +201,23 @@ def build(g: Graph, target: Target) -> CudaExecutable:
     relax_text = mod.script()
     mod, ex = _run_tvm(f"compile for cuda {target.arch}", compile_cuda, mod, tt)
     return CudaExecutable(target, ex.mod, ex, None, relax_text, mod.script())
+
+
+def build_for_cpu(g: Graph, target: Target):
+    """The GPU program of `g` for `target` built unscheduled for the CPU: the same kernels (our GEMMs with their
+    fused epilogues, every op's lowering for cuda) without the GPU schedules, whose primitives keep a PrimFunc's
+    meaning. A function numpy inputs -> numpy outputs; slow (nothing is parallel or tiled): what the tests check
+    the cuda lowering's arithmetic with on a machine without a GPU."""
+    from compiler.backends.tvm import _run_tvm, lower_to_relax
+    cuda_target(target)
+    mod = lower_to_relax(g, target, unscheduled=True)
+    ex = _run_tvm("build the cuda program for the cpu", tvm.compile, mod, target="llvm")
+    main = relax.VirtualMachine(ex, tvm.cpu())["main"]
+
+    def run(*inputs: np.ndarray) -> list[np.ndarray]:
+        outs = main(*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
+        return [o.numpy() for o in outs]
+    return run
 
 
 def load(library: bytes, target: Target) -> CudaExecutable:

@@ -39,12 +39,12 @@ def run_unscheduled(g: Graph, lower, x: np.ndarray, inner: str) -> np.ndarray:
     """The graph's one node through `lower` (cuda_gemm.conv / matmul, unscheduled), built for the CPU."""
     node = g.nodes[0]
     bb = relax.BlockBuilder()
-    ctx = LowerCtx(bb, g, Target("llvm", num_threads=1))
+    ctx = LowerCtx(bb, g, Target("llvm", num_threads=1), unscheduled=True)
     p = relax.Var("x", relax.TensorType(g.inputs[0].type.shape, tvm_dtype(g.inputs[0].type.dtype)))
     env = {id(g.inputs[0]): p}
     with bb.function("main", [p]):
         with bb.dataflow():
-            y = lower(ctx, node, [read(env, v) for v in node.inputs], inner=inner, schedule=False)
+            y = lower(ctx, node, [read(env, v) for v in node.inputs], inner=inner)
             assert y is not None, "the int8 kernel declined"
             out = bb.emit_output(y)
         bb.emit_func_output(out)
@@ -150,7 +150,7 @@ def test_float16_conv_gemm_matches_the_interpreter(data):
         ins.append(g.const(rng.standard_normal(co).astype(np.float16), "b"))
     g.outputs = [g.add1(linalg.conv, ins, strides=strides, pads=pads, dilations=(1, 1), groups=1)]
     xv = rng.standard_normal(x.type.shape).astype(np.float16)
-    got = run_unscheduled(g, lambda ctx, node, args, inner, schedule: cuda_gemm.float_conv(ctx, node, args, schedule),
+    got = run_unscheduled(g, lambda ctx, node, args, inner: cuda_gemm.float_conv(ctx, node, args),
                           xv, "mma")
     want = interp.run(g, xv)[0]
     assert got.dtype == want.dtype == np.float16

@@ -115,3 +115,24 @@ def test_integer_conv_takes_only_the_chains_its_kernel_has_slots_for(rng):
     assert "cannot take nn.relu" in reasons[g.nodes[-1].name]
     _same(g, fg, rng.integers(0, 256, (1, 16, 5, 5)).astype(np.uint8),
           rng.integers(-128, 128, (1, 16, 5, 5)).astype(np.int8))
+
+
+def test_on_a_gpu_an_integer_matmul_takes_the_residual_too(rng):
+    """q.matmul -> bias -> requant -> requant(int32) -> add(requant(residual)) -> requant: on the CPU the VNNI
+    matmul's write-back stops after the first requant; on a GPU (one GEMM composing any such chain,
+    tvm_fused/cuda.py) the whole chain and the residual's requant are one kernel."""
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 5, 16), DType.U8))
+    r = g.add_input("r", TensorType((2, 5, 8), DType.I8))
+    w = g.const(rng.integers(-127, 128, (16, 8)).astype(np.int8), "w")
+    mm = g.add1(q.matmul, [x, w], a_zero_point=3, b_zero_point=0)
+    b = g.add1(ew.add, [mm, g.const(rng.integers(-500, 500, 8).astype(np.int32), "b")])
+    c32 = _requant(g, _requant(g, b), DType.I32)
+    g.outputs = [_requant(g, g.add1(ew.add, [c32, _requant(g, r, DType.I32)]))]
+    cpu, _ = fuse(g)
+    assert _bodies(cpu)[0] == [q.matmul, ew.add, q.requant]
+    gpu, _ = fuse(g, gpu=True)
+    assert _bodies(gpu) == [[q.matmul, ew.add, q.requant, q.requant, q.requant, ew.add, q.requant]]
+    xs = rng.integers(0, 256, (2, 5, 16)).astype(np.uint8), rng.integers(-128, 128, (2, 5, 8)).astype(np.int8)
+    _same(g, cpu, *xs)
+    _same(g, gpu, *xs)

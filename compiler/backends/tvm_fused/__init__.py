@@ -2,8 +2,9 @@
 and `layout.unpack` become conversion kernels.
 
 A fused node is emitted as the kernel of its anchor (`kernel` attribute) with its body's layouts and
-epilogue; a body that kernel cannot take, and every fused node on a GPU target, is lowered op by op
-through the ops' own lowerings (the body is the meaning, so this is always right, only slower).
+epilogue; a body that kernel cannot take is lowered op by op through the ops' own lowerings (the body is the
+meaning, so this is always right, only slower). On a GPU target the integer convs and matmuls and the float16
+convs with their epilogues are one GEMM each (cuda.py); every other fused node is lowered op by op there.
 Nothing here decides: fusion, layouts and tiles come from the passes.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from compiler.backends.tvm_fused import attention, fp32, gate, int_matmul, integer
+from compiler.backends.tvm_fused import attention, cuda, fp32, gate, int_matmul, integer
 from compiler.backends.tvm_fused.body import NotFusable, parse
 from compiler.backends.tvm_kernels import layout as klayout
 from compiler.backends.tvm_lower.registry import LowerCtx, lower_nodes, lowers, read, tvm_dtype
@@ -34,6 +35,7 @@ EMITTERS = {
     "qconv": integer.emit_qconv, "qmatmul": int_matmul.emit_qmatmul, "shiftmax": integer.emit_shiftmax,
     "quantize": integer.emit_quantize, "attention": attention.emit_attention, "gate": gate.emit_gate,
 }
+CUDA_EMITTERS = {"qconv": cuda.emit_qconv, "qmatmul": cuda.emit_qmatmul, "conv": cuda.emit_conv}
 
 
 def inline(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> relax.Expr:
@@ -70,7 +72,7 @@ def kernel_spec(node: Node, target: Target | None = None):
 
 @lowers(kernel.fused)
 def _fused(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
-    emitter = EMITTERS.get(node.attrs["kernel"]) if ctx.target.kind == "llvm" else None
+    emitter = (EMITTERS if ctx.target.kind == "llvm" else CUDA_EMITTERS).get(node.attrs["kernel"])
     if emitter is not None:
         try:
             return [emitter(ctx, parse(node), args)]

@@ -34,7 +34,12 @@ dp4a schedule (one thread block = a BR x BC output tile, BR = TR * threads_r, BC
 
 A thread's outputs are strided by the thread count (i * threads_r + ty), so the write-back of each (i, j)
 is one coalesced row of the warp. Tiles beyond the output (M not a multiple of the tile) are computed on
-padded operands and not written: the caller slices `out` (the output's padded extent is `padded()`).
+padded operands and not written: `out` has the real (batch, rows, cols) extent.
+
+An `Epilogue` is the write-back of a fused kernel: the integer ops after the conv or matmul (the dyadic
+requant, a residual add, a lookup table) as one scalar function of out = acc + bias at (b, r, c), so the
+kernel writes its int8 result and the int32 sum never reaches memory; for a float16 conv its bias and float
+epilogue (tvm_fused/cuda.py composes both).
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ import tvm
 from tvm import te, tirx
 
 from .common import finalize
+from .requant import int32_barrier
 
 BK = 32          # bytes of the reduction staged per step
 PAD = 4          # bytes added to each shared row (row stride BK + 4: 9 words, conflict-free)
@@ -70,6 +76,16 @@ class Tile:
     @property
     def bc(self) -> int:
         return self.threads_c * self.tc
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """`fn(value, b, r, c, tensors) -> expr` of `dtype`: the output at (b, r, c) from the value there: int32 acc +
+    bias (wrapped, as the reference's conv or matmul), or float16(acc) for float16 operands (the epilogue adds the
+    bias); `tensors` are placeholders of `inputs` ((shape, dtype) each, passed after the bias)."""
+    dtype: str
+    inputs: tuple[tuple[tuple[int, ...], str], ...]
+    fn: Callable
 
 
 def pick_tile(rows: int, cols: int) -> Tile:
@@ -97,17 +113,20 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
               r_input: tuple[tuple[int, ...], str], c_input: tuple[tuple[int, ...], str],
               r_fn: Callable, c_fn: Callable, bias_len: int | None, bias_on_rows: bool,
               tile: Tile, contiguous: tuple[bool, bool], inner: str,
-              target: tvm.target.Target | None = None, schedule: bool = True) -> tirx.PrimFunc:
-    """The PrimFunc (r_src, c_src[, bias]) -> out (batch, rows_p, cols_p): `inner` "mma" (integers fall
+              target: tvm.target.Target | None = None, schedule: bool = True,
+              epilogue: Epilogue | None = None) -> tirx.PrimFunc:
+    """The PrimFunc (r_src, c_src[, bias][, epilogue tensors]) -> out (batch, rows, cols): `inner` "mma" (integers fall
     back to "dp4a" where the tensor-core rule declines, float16 to dlight's SIMT matmul) or "dp4a"; `schedule=False` gives the computation unscheduled (what a test runs
     on the CPU to check the arithmetic). out is int32 for integer operands, float16 for float16 ones.
 
     `r_input` / `c_input`: (shape, dtype) of the tensors the operands are gathered from. `r_fn(src, b, r,
     kk)` / `c_fn(src, b, c, kk)` give an operand's int8 (or, for dp4a, uint8) or float16 value at (b, r or
     c, kk) for kk < kp, every index in range (rows and columns up to their padded extent, kk up to kp = K
-    rounded up to BK): they guard their own loads. bias (integers): (bias_len,) int32, added per row
+    rounded up to BK): they guard their own loads. Rows and columns beyond (rows, cols) are computed on the
+    padded tile and never written. bias (integers): (bias_len,) int32, added per row
     (`bias_on_rows`) or per column; None: no bias. `contiguous[i]`: operand i is a packed weight (dp4a: its
-    shared-memory load is vectorized)."""
+    shared-memory load is vectorized). `epilogue` (integers): what is written instead of the
+    int32 sum."""
     rows_p, cols_p = padded(rows, cols, tile)
     kp = _up(k, BK)
     r_src = te.placeholder(r_input[0], r_input[1], name="r_src")
@@ -121,18 +140,33 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
                      lambda b, r, c: te.sum(ra[b, r, red].astype(acc_dtype) * ca[b, c, red].astype(acc_dtype),
                                             axis=red), name="gemm")
     params = [r_src, c_src]
+    shape = (batch, rows, cols)
     if half:
-        out = te.compute(acc.shape, lambda *i: acc[i].astype("float16"), name="out")
-    elif bias_len is None:
-        out = te.compute(acc.shape, lambda *i: acc[i], name="out")
+        tensors = [te.placeholder(s, dt, name=f"epi{i}") for i, (s, dt) in enumerate(epilogue.inputs)] \
+            if epilogue is not None else []
+        params += tensors
+        out = te.compute(shape, (lambda b, r, c: epilogue.fn(acc[b, r, c].astype("float16"), b, r, c, tensors))
+                         if epilogue is not None else (lambda *i: acc[i].astype("float16")), name="out")
+    elif bias_len is None and epilogue is None:
+        out = te.compute(shape, lambda *i: acc[i], name="out")
     else:
-        bias = te.placeholder((bias_len,), "int32", name="bias")
-        params.append(bias)
+        bias = None
+        if bias_len is not None:
+            bias = te.placeholder((bias_len,), "int32", name="bias")
+            params.append(bias)
+        tensors = [te.placeholder(s, dt, name=f"epi{i}") for i, (s, dt) in enumerate(epilogue.inputs)] \
+            if epilogue is not None else []
+        params += tensors
 
-        def add_bias(b, r, c):
-            i = r if bias_on_rows else c
-            return acc[b, r, c] + bias[tirx.min(i, tirx.const(bias_len - 1, "int32"))]
-        out = te.compute(acc.shape, add_bias, name="out")
+        def write(b, r, c):
+            v = acc[b, r, c]
+            if bias is not None:
+                v = v + bias[tirx.min(r if bias_on_rows else c, tirx.const(bias_len - 1, "int32"))]
+            if epilogue is None:
+                return v
+            # the int32 sum wraps like the reference's; the barrier keeps the simplifier from widening it
+            return epilogue.fn(int32_barrier(v), b, r, c, tensors)
+        out = te.compute(shape, write, name="out")
     func = te.create_prim_func([*params, out])
     if not schedule:
         return func

@@ -94,7 +94,7 @@ def requant_scalar_te(v, m: int, c: int, rq: Requant):
     return tirx.max(tirx.min(x, tirx.const(rq.qmax, "int64")), tirx.const(rq.qmin, "int64")).astype(rq.dtype)
 
 
-def _int32_barrier(x):
+def int32_barrier(x):
     """x unchanged, but opaque to the simplifier: it would otherwise rewrite int64(a + b) as int64(a) + int64(b)
     (assuming no int32 overflow -- wrong where the reference wraps -- and widening the whole chain to int64)."""
     return tirx.reinterpret("int32", tirx.reinterpret("uint32", x))
@@ -106,7 +106,7 @@ def _requant_te_i32(v, mcr, idx, rq: Requant):
     if rq.in_zp:
         x = x - tirx.const(rq.in_zp, "int32")
     if rq.form == "hi":
-        hi = ((_int32_barrier(x).astype("int64") * a.astype("int64")) >> tirx.const(32, "int64")).astype("int32")
+        hi = ((int32_barrier(x).astype("int64") * a.astype("int64")) >> tirx.const(32, "int64")).astype("int32")
         y = (hi + b) >> k
     elif rq.form == "shl":
         y = x << a

@@ -7,8 +7,9 @@ tvm_kernels/cuda_gemm.py:
 * a float16 conv (2-D, ungrouped; --precision fp16): on float16 tensor cores, float32 sums rounded once,
   the bias added in float16 after it (as the reference does).
 
-`schedule=False` gives the same computation unscheduled (it runs on the CPU: how the tests check its
-arithmetic, as the GPU schedules' primitives keep a PrimFunc's meaning). `conv` / `matmul` /
+With `LowerCtx.unscheduled` the same computations are built unscheduled (they run on the CPU: how the tests
+check their arithmetic, as the GPU schedules' primitives keep a PrimFunc's meaning). `epilogue`: the fused
+integer ops the kernel writes instead of its int32 sum (tvm_fused/cuda.py), `epi_values` the tensors it reads. `conv` / `matmul` /
 `float_conv` return None where the kernel does not apply (int16 operands, groups, a computed weight or
 bias, a weight zero point): the op is then lowered generically.
 """
@@ -30,13 +31,6 @@ DEFAULT = object()          # the target's choice
 
 def _const(v: Value) -> np.ndarray | None:
     return np.asarray(v.const) if v.is_const else None
-
-
-def _slice_to(ctx: LowerCtx, y: relax.Expr, padded: tuple[int, ...], real: tuple[int, ...]) -> relax.Expr:
-    if padded == real:
-        return y
-    axes = [i for i, (p, r) in enumerate(zip(padded, real)) if p != r]
-    return ctx.emit(R.strided_slice(y, axes=axes, begin=[0] * len(axes), end=[real[i] for i in axes]))
 
 
 def _inner_and_shift(ctx: LowerCtx, inner, xdt: str) -> tuple[str | None, int]:
@@ -81,24 +75,23 @@ class ConvGemm:
         return (self, tuple(a["strides"]), tuple(a["dilations"]), tuple(a["pads"]))
 
     def make(self, node: Node, w_dtype: str, x_dtype: str, c_fn_args: dict, bias_len: int | None, inner: str,
-             ctx: LowerCtx, schedule: bool):
+             ctx: LowerCtx, epilogue: kd.Epilogue | None = None):
         a = node.attrs
         c_fn = kd.im2col_fn((self.n, self.ci, self.h, self.w), (self.kh, self.kw), a["strides"], a["dilations"],
                             (a["pads"][0], a["pads"][1]), (self.oh, self.ow), **c_fn_args)
         return kd.make_gemm(self.n, self.co, self.oh * self.ow, self.ci * self.kh * self.kw,
                             ((self.rows_p, self.kp), w_dtype), ((self.n, self.ci, self.h, self.w), x_dtype),
                             kd.weight_fn(), c_fn, bias_len, True, kd.pick_tile(self.co, self.oh * self.ow),
-                            (True, False), inner, _tvm_target(ctx), schedule)
+                            (True, False), inner, _tvm_target(ctx), not ctx.unscheduled, epilogue)
 
-    def output(self, ctx: LowerCtx, y: relax.Expr) -> relax.Expr:
-        """The GEMM's (n, rows_p, cols_p) result as the conv's NCHW output."""
-        m = self.oh * self.ow
-        y = _slice_to(ctx, y, (self.n, self.rows_p, self.cols_p), (self.n, self.co, m))
+    def output(self, ctx: LowerCtx, gv: relax.GlobalVar, args: list[relax.Expr], dtype: str) -> relax.Expr:
+        """The GEMM's (n, co, oh * ow) result as the conv's NCHW output."""
+        y = ctx.call_kernel(gv, args, (self.n, self.co, self.oh * self.ow), dtype)
         return ctx.emit(R.reshape(y, (self.n, self.co, self.oh, self.ow)))
 
 
-def conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT,
-         schedule: bool = True) -> relax.Expr | None:
+def conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epilogue: kd.Epilogue | None = None,
+         epi_values: tuple = (), epi_key: tuple = ()) -> relax.Expr | None:
     a = node.attrs
     x, w = node.inputs[0], node.inputs[1]
     wc = _const(w)
@@ -111,17 +104,16 @@ def conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT,
     geo = ConvGemm.of(node, wc)
     w2d = kd.conv_weight_2d(wc)
     zp = int(a["x_zero_point"])
-    gv = ctx.kernel(("int8_conv", inner, schedule, zp, xdt, geo.key(node)),
+    gv = ctx.kernel(("int8_conv", inner, ctx.unscheduled, zp, xdt, geo.key(node), epi_key),
                     lambda: geo.make(node, "int8", xdt, {"zp": zp, "x_dtype": xdt, "shift": shift}, geo.co, inner,
-                                     ctx, schedule), "int8_conv2d")
-    y = ctx.call_kernel(gv, [const(kd.pack_rows(w2d, geo.rows_p, geo.kp), "int8"), args[0],
-                             const(kd.folded_bias(w2d, bias if bias.size else None, zp - shift), "int32")],
-                        (geo.n, geo.rows_p, geo.cols_p), "int32")
-    return geo.output(ctx, y)
+                                     ctx, epilogue), "int8_conv2d")
+    return geo.output(ctx, gv, [const(kd.pack_rows(w2d, geo.rows_p, geo.kp), "int8"), args[0],
+                                const(kd.folded_bias(w2d, bias if bias.size else None, zp - shift), "int32"),
+                                *epi_values], epilogue.dtype if epilogue is not None else "int32")
 
 
-def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT,
-           schedule: bool = True) -> relax.Expr | None:
+def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epilogue: kd.Epilogue | None = None,
+           epi_values: tuple = (), epi_key: tuple = ()) -> relax.Expr | None:
     a = node.attrs
     x, w = node.inputs[0], node.inputs[1]
     wc = _const(w)
@@ -138,21 +130,23 @@ def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT,
     kp = -(-k // kd.BK) * kd.BK
     zp = int(a["a_zero_point"])
     wt = np.ascontiguousarray(wc.T)                      # (cols, K)
-    key = ("int8_matmul", inner, schedule, rows, k, cols, zp, xdt)
+    key = ("int8_matmul", inner, ctx.unscheduled, rows, k, cols, zp, xdt, epi_key)
 
     def make():
         return kd.make_gemm(
             1, rows, cols, k, ((1, rows, k), xdt), ((cols_p, kp), "int8"), kd.rows_fn(k, rows, zp, xdt, shift),
-            kd.weight_fn(), cols, False, tile, (False, True), inner, _tvm_target(ctx), schedule)
+            kd.weight_fn(), cols, False, tile, (False, True), inner, _tvm_target(ctx), not ctx.unscheduled, epilogue)
     gv = ctx.kernel(key, make, "int8_matmul")
     x3 = ctx.emit(R.reshape(args[0], (1, rows, k)))
     y = ctx.call_kernel(gv, [x3, const(kd.pack_rows(wt, cols_p, kp), "int8"),
-                             const(kd.folded_bias(wt, None, zp - shift), "int32")], (1, rows_p, cols_p), "int32")
-    y = _slice_to(ctx, y, (1, rows_p, cols_p), (1, rows, cols))
+                             const(kd.folded_bias(wt, None, zp - shift), "int32"), *epi_values], (1, rows, cols),
+                        epilogue.dtype if epilogue is not None else "int32")
     return ctx.emit(R.reshape(y, shape[:-1] + (cols,)))
 
 
-def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], schedule: bool = True) -> relax.Expr | None:
+def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], epilogue: kd.Epilogue | None = None,
+               epi_values: tuple = (), epi_key: tuple = ()) -> relax.Expr | None:
+    """A float16 conv; with `epilogue` the bias is the epilogue's to add."""
     a = node.attrs
     x, w = node.inputs[0], node.inputs[1]
     wc = _const(w)
@@ -160,12 +154,11 @@ def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], schedule: bool
             or str(wc.dtype) != "float16"):
         return None
     geo = ConvGemm.of(node, wc)
-    gv = ctx.kernel(("f16_conv", schedule, geo.key(node)),
+    gv = ctx.kernel(("f16_conv", ctx.unscheduled, geo.key(node), epi_key),
                     lambda: geo.make(node, "float16", "float16", {"zp": 0, "x_dtype": "float16", "order": "chw"},
-                                     None, "mma", ctx, schedule), "f16_conv2d")
+                                     None, "mma", ctx, epilogue), "f16_conv2d")
     wp = kd.pack_rows(kd.conv_weight_2d(wc, "chw"), geo.rows_p, geo.kp)
-    y = geo.output(ctx, ctx.call_kernel(gv, [const(wp, "float16"), args[0]], (geo.n, geo.rows_p, geo.cols_p),
-                                        "float16"))
-    if len(args) > 2:
+    y = geo.output(ctx, gv, [const(wp, "float16"), args[0], *epi_values], "float16")
+    if len(args) > 2 and epilogue is None:
         y = ctx.emit(R.add(y, ctx.emit(R.reshape(args[2], (1, shape_of(args[2])[0], 1, 1)))))
     return y

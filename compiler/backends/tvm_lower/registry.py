@@ -50,6 +50,7 @@ class LowerCtx:
     kernels: dict = field(default_factory=dict)     # our scheduled kernels already added, by spec
     node: Node | None = None                        # the top-level node being lowered
     symbols: dict[str, list[Node]] = field(default_factory=dict)   # kernel symbol -> the nodes calling it
+    unscheduled: bool = False      # GPU kernels built without their GPU schedules: the GPU program for the CPU
 
     def emit(self, expr: relax.Expr) -> relax.Expr:
         return self.bb.emit(expr)

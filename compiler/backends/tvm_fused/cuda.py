@@ -1,0 +1,219 @@
+"""Fused kernels on an NVIDIA GPU: a `k.fused` q.conv or q.matmul and its epilogue as one implicit GEMM
+(tvm_kernels/cuda_gemm.py) whose write-back computes the epilogue, so the kernel writes the int8 result and its
+int32 sum never reaches memory; a float16 conv (--precision fp16) with its float epilogue (bias, activation,
+residual: body.compose, the CPU kernels' scalar forms) the same way.
+
+The epilogue is the fused node's body after the anchor, composed into one scalar function of the output index:
+
+    q.requant    the dyadic rule in int64 (tvm_lower/quant.requant_expr), per tensor or per output channel
+    nn.add/sub   int32 operands, wrapping like the reference
+    q.table      a lookup in the constant table
+    operands     a residual (the fused node's input) read at the output's index; a q.requant of it (the
+                 prologue fuse_kernels lets join) evaluated the same way; constants that vary along the
+                 output channels only
+
+Anything else (a float op, an operand that broadcasts otherwise) raises NotFusable and the node is lowered op by
+op, as before. Nothing here decides: what is fused is passes/fusion.py's choice, the same IR the CPU runs.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from tvm import relax, tirx
+
+from compiler.backends.tvm_fused import emit
+from compiler.backends.tvm_fused.body import KernelBody, NotFusable, _channel_vector, compose
+from compiler.backends.tvm_kernels import cuda_gemm as kd
+from compiler.backends.tvm_kernels.requant import int32_barrier
+from compiler.backends.tvm_lower import cuda_gemm
+from compiler.backends.tvm_lower.quant import requant_expr, requant_params
+from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
+from compiler.ir import Node, Value
+from compiler.ops import elementwise as ew
+from compiler.ops import quant as q
+
+INT32_BINARY = {ew.add: lambda x, y: x + y, ew.sub: lambda x, y: x - y}
+
+
+class _Composer:
+    """Builds the scalar epilogue of `kb` for an output of `out_shape` whose channels lie along `channel_axis`;
+    `index(b, r, c)` maps the GEMM's output position to the output's full index."""
+
+    def __init__(self, kb: KernelBody, args: list[relax.Expr], out_shape: tuple[int, ...], channel_axis: int,
+                 index: Callable):
+        self.kb, self.args, self.shape, self.axis, self.index = kb, args, out_shape, channel_axis, index
+        self.inputs: list[tuple[tuple[int, ...], str]] = []     # the extra tensors' (shape, dtype)
+        self.values: list[relax.Expr] = []
+        self.key: list = []
+        self.slots: dict[int, int] = {}                          # id(value or const) -> tensor slot
+
+    def tensor(self, token: int, shape: tuple[int, ...], dtype: str, value: relax.Expr) -> int:
+        if token not in self.slots:
+            self.slots[token] = len(self.inputs)
+            self.inputs.append((tuple(int(d) for d in shape), dtype))
+            self.values.append(value)
+        return self.slots[token]
+
+    # -- the plan: each value as a closure over (v0, full index, channel, tensors) ---------------------------
+    def plan(self, v: Value) -> Callable:
+        kb = self.kb
+        if v is kb.anchor.outputs[0]:
+            self.key.append("acc")
+            return lambda env: env["acc"]
+        if v.is_const:
+            return self._const(v)
+        i = kb.operand_of(v)
+        if i is not None:
+            return self._operand(v, i)
+        n = v.producer
+        if n is None or n not in kb.body.nodes:
+            raise NotFusable(f"{v.name} is not computed in the kernel")
+        if n.op is q.requant:
+            return self._requant(n, self.plan(n.inputs[0]))
+        if n.op is q.table:
+            return self._table(n, self.plan(n.inputs[0]))
+        if n.op in INT32_BINARY and all(tvm_dtype(x.type.dtype) == "int32" for x in (*n.inputs, n.outputs[0])):
+            a, b = self.plan(n.inputs[0]), self.plan(n.inputs[1])
+            f = INT32_BINARY[n.op]
+            self.key.append(n.op.name)
+            return lambda env: int32_barrier(f(a(env).astype("int32"), b(env).astype("int32")))
+        raise NotFusable(f"{n.op.name} ({v.type.dtype.value}) has no GPU epilogue form")
+
+    def _const(self, v: Value) -> Callable:
+        dt = tvm_dtype(v.type.dtype)
+        c = np.asarray(v.const)
+        if c.size == 1:
+            s = c.reshape(-1)[0].item()
+            self.key.append(("scalar", s, dt))
+            return lambda env: tirx.const(s, dt)
+        vec = _channel_vector(v, self.shape, self.axis)
+        if vec is None:
+            raise NotFusable(f"constant {v.name} of shape {v.type.shape} in the epilogue")
+        slot = self.tensor(id(v), vec.shape, dt, relax.const(vec.astype(dt), dt))
+        self.key.append(("channel", slot, dt))
+        return lambda env: env["tensors"][slot][env["channel"]]
+
+    def _operand(self, v: Value, i: int) -> Callable:
+        shp = v.type.shape
+        if len(shp) != len(self.shape) or any(d not in (1, o) for d, o in zip(shp, self.shape)):
+            raise NotFusable(f"operand {v.name} of shape {shp} in the epilogue")
+        dt = tvm_dtype(v.type.dtype)
+        slot = self.tensor(id(v), shp, dt, self.args[i])
+        self.key.append(("operand", slot, shp, dt))
+        return lambda env: env["tensors"][slot][tuple(0 if d == 1 else j for d, j in zip(shp, env["index"]))]
+
+    def _requant(self, n: Node, x: Callable) -> Callable:
+        a = n.attrs
+        rank = n.inputs[0].type.rank
+        m, c, rnd = requant_params(a["multiplier"], a["shift"])
+        out = tvm_dtype(a["dtype"])
+        scalars = (a["in_zero_point"], a["zero_point"], a["qmin"], a["qmax"])
+        if m.size == 1:
+            mcr = tuple(tirx.const(int(t[0]), "int64") for t in (m, c, rnd))
+            self.key.append(("requant", int(m[0]), int(c[0]), scalars, out))
+            return lambda env: requant_expr(x(env), *mcr, *scalars).astype(out)
+        if a["axis"] % rank != self.axis % len(self.shape) or rank != len(self.shape):
+            raise NotFusable("a requant along another axis than the output's channels")
+        slot = self.tensor(id(n), (3, m.size), "int64", relax.const(np.stack([m, c, rnd]), "int64"))
+        self.key.append(("requant_channel", slot, scalars, out))
+
+        def f(env):
+            t, ch = env["tensors"][slot], env["channel"]
+            return requant_expr(x(env), t[0, ch], t[1, ch], t[2, ch], *scalars).astype(out)
+        return f
+
+    def _table(self, n: Node, x: Callable) -> Callable:
+        t = n.inputs[1]
+        if not t.is_const:
+            raise NotFusable("a computed table")
+        dt = tvm_dtype(t.type.dtype)
+        lo = int(np.iinfo(n.inputs[0].type.dtype.numpy).min)
+        slot = self.tensor(id(t), t.type.shape, dt, relax.const(np.asarray(t.const).astype(dt), dt))
+        self.key.append(("table", slot, lo, dt))
+        return lambda env: env["tensors"][slot][x(env).astype("int32") - tirx.const(lo, "int32")]
+
+    def epilogue(self) -> kd.Epilogue | None:
+        """The composed write-back, or None when the body ends at the anchor (a plain int32 result)."""
+        res = self.kb.result
+        if res is self.kb.anchor.outputs[0]:
+            return None
+        f = self.plan(res)
+        index, axis = self.index, self.axis
+
+        def fn(v, b, r, c, tensors):
+            idx = index(b, r, c)
+            return f({"acc": v, "index": idx, "channel": idx[axis], "tensors": tensors})
+        return kd.Epilogue(tvm_dtype(res.type.dtype), tuple(self.inputs), fn)
+
+
+def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    c = kb.anchor
+    _data_and_weight(kb, c)
+    n, co, oh, ow = c.outputs[0].type.shape
+    comp = _Composer(kb, args, (n, co, oh, ow), 1, lambda b, r, m: (b, r, m // ow, m % ow))
+    epi = comp.epilogue()
+    y = cuda_gemm.conv(ctx, c, [args[kb.operand_of(v)] if kb.operand_of(v) is not None else None for v in c.inputs],
+                       epilogue=epi, epi_values=tuple(comp.values), epi_key=tuple(comp.key))
+    if y is None:
+        raise NotFusable("the GPU's int8 GEMM does not take this conv")
+    return y
+
+
+def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    mm = kb.anchor
+    _data_and_weight(kb, mm)
+    shape = mm.outputs[0].type.shape
+    lead = shape[:-1]
+
+    def index(b, r, c):
+        idx = []
+        for d in reversed(lead):
+            idx.append(r % d)
+            r = r // d
+        return (*reversed(idx), c)
+    comp = _Composer(kb, args, shape, len(shape) - 1, index)
+    epi = comp.epilogue()
+    y = cuda_gemm.matmul(ctx, mm, [args[kb.operand_of(v)] if kb.operand_of(v) is not None else None
+                                   for v in mm.inputs], epilogue=epi, epi_values=tuple(comp.values),
+                         epi_key=tuple(comp.key))
+    if y is None:
+        raise NotFusable("the GPU's int8 GEMM does not take this matmul")
+    return y
+
+
+def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    """A float16 conv: float32 sums rounded once, + its bias in float16, then the composed epilogue in float16
+    (each op rounded as the reference's float16 ops are)."""
+    c = kb.anchor
+    _data_and_weight(kb, c)
+    if tvm_dtype(c.outputs[0].type.dtype) != "float16":
+        raise NotFusable("the GPU's float GEMM is float16")
+    n, co, oh, ow = shape = c.outputs[0].type.shape
+    comp = compose(kb, kb.epilogue, c.outputs[0], 1, "float16", plain_full=True)
+    holders, values = emit.epilogue_params(ctx, kb, comp, args, shape, "float16")
+    inputs = [((co,), "float16")] if len(c.inputs) > 2 else []
+    if len(c.inputs) > 2:
+        values = [relax.const(np.asarray(c.inputs[2].const).astype("float16"), "float16"), *values]
+    has_bias = bool(inputs)
+    inputs += [(tuple(int(d) for d in h.shape), str(h.dtype)) for h in holders]
+
+    def fn(v, b, r, m, tensors):
+        if has_bias:
+            v = v + tensors[0][r]
+        return comp.build(tensors[int(has_bias):])(v, r, (b, r, m // ow, m % ow), b)
+    epi = kd.Epilogue("float16", tuple(inputs), fn)
+    y = cuda_gemm.float_conv(ctx, c, [args[kb.operand_of(c.inputs[0])], None], epilogue=epi,
+                             epi_values=tuple(values), epi_key=(has_bias, comp.key))
+    if y is None:
+        raise NotFusable("the GPU's float16 GEMM does not take this conv")
+    return y
+
+
+def _data_and_weight(kb: KernelBody, anchor: Node) -> None:
+    if kb.operand_of(anchor.inputs[0]) is None or not all(v.is_const for v in anchor.inputs[1:]):
+        raise NotFusable("the GPU's int8 GEMM reads the kernel's input and constant weights")
+    if kb.prologue and any(n.op is not q.requant for n in kb.prologue):
+        raise NotFusable("a prologue other than a residual's requant")
+    if kb.blocks or kb.out_block:
+        raise NotFusable("blocked layouts")

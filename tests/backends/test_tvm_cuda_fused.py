@@ -1,0 +1,157 @@
+"""The GPU target's fused integer kernels: each fused q.conv / q.matmul is one implicit GEMM whose write-back
+computes its epilogue (the dyadic requant, a residual add with its requant, a lookup table, a matmul's bias), so
+its int32 sum never reaches memory (compiler/backends/tvm_fused/cuda.py).
+
+Without a GPU the meaning is checked on the CPU: tvm_cuda.build_for_cpu builds the same kernels unscheduled (the
+GPU schedules' primitives keep a PrimFunc's meaning), bit-exact against the interpreter on the final IR; the
+cuda build then shows the fused structure (no requant kernel of its own, int8 results out of the GEMMs)."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+torch = pytest.importorskip("torch")
+
+from compiler import interp  # noqa: E402
+from compiler.api import final_ir  # noqa: E402
+from compiler.backends import tvm_cuda  # noqa: E402
+from compiler.backends.tvm import BACKEND  # noqa: E402
+from compiler.ops import kernel  # noqa: E402
+from compiler.target import Target  # noqa: E402
+
+nn = torch.nn
+
+
+class ResidualSiLU(nn.Module):
+    """A strided conv + SiLU (a q.table epilogue), a residual block (requant, add, requant), a 1x1 conv to 24
+    channels with ReLU, a pool and a linear layer (bias, requant)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.SiLU())
+        self.a = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.BatchNorm2d(16))
+        self.c = nn.Sequential(nn.Conv2d(16, 24, 1), nn.ReLU())
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x):
+        y = self.stem(x)
+        y = torch.relu(y + self.b(self.a(y)))
+        y = self.c(y).mean(dim=(2, 3))
+        return self.fc(y)
+
+
+def _randomized(model: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def _encoder() -> tuple[nn.Module, list[np.ndarray]]:
+    from examples.zoo import BertEncoder
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    return BertEncoder(vocab=50, hidden=64, heads=2, ffn=128, layers=1, seq=16).eval(), \
+        [rng.integers(0, 50, (1, 16)).astype(np.int64) for _ in range(3)]
+
+
+def _cnn() -> tuple[nn.Module, list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return _randomized(ResidualSiLU()), [rng.standard_normal((1, 3, 20, 20)).astype(np.float32) for _ in range(3)]
+
+
+MODELS = {"cnn": _cnn, "encoder": _encoder}
+
+
+def _final(name: str, target: str, **kw):
+    model, xs = MODELS[name]()
+    g, _ = final_ir(model, target, example_inputs=(torch.from_numpy(xs[0]),), quantize="int8", integer_only=True,
+                    calibration=[[x] for x in xs[1:]], **kw)
+    return g, xs[0]
+
+
+@pytest.mark.parametrize("name, option", [("cnn", ""), ("cnn", " -int8=dp4a"), ("encoder", "")])
+def test_the_gpu_program_with_fused_epilogues_is_bit_exact(name, option):
+    target = "cuda -arch=sm_90" + option
+    g, x = _final(name, target)
+    fused = [n for n in g.nodes if n.op is kernel.fused and n.attrs["kernel"] in ("qconv", "qmatmul")
+             and len(n.attrs["body"].nodes) > 1]
+    assert fused, "no fused integer conv or matmul with an epilogue in the final IR"
+    got = tvm_cuda.build_for_cpu(g, Target.parse(target))(x)
+    want = interp.run(g, x)
+    assert np.std(want[0]) > 0
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_broken_epilogue_is_caught(monkeypatch):
+    """The check above can fail: a requant that rounds one step off is seen."""
+    from compiler.backends.tvm_fused import cuda
+    g, x = _final("cnn", "cuda -arch=sm_90")
+    real = cuda.requant_expr
+    monkeypatch.setattr(cuda, "requant_expr", lambda v, m, c, rnd, *rest: real(v + 1, m, c, rnd, *rest))
+    got = tvm_cuda.build_for_cpu(g, Target.parse("cuda -arch=sm_90"))(x)
+    assert not np.array_equal(got[0], interp.run(g, x)[0])
+
+
+def test_the_cuda_build_writes_8_bit_results_out_of_its_int8_convs():
+    """Each int8 conv's GEMM writes its requantized 8-bit result: no int32 conv result between kernels."""
+    g, _ = _final("cnn", "cuda -arch=sm_90")
+    exe = BACKEND.build(g, Target.parse("cuda -arch=sm_90"))
+    relax_text = exe.source("relax")
+    convs = re.findall(r'R\.call_tir\(cls\.int8_conv2d_\d+, .*?dtype="(\w+)"\)\)', relax_text)
+    assert len(convs) == 4 and set(convs) <= {"int8", "uint8"}, convs
+    assert "cls.table" not in relax_text                 # the stem's SiLU table is in its conv's write-back
+    assert exe.cuda_source().count("wmma::mma_sync") >= 4
+
+
+def test_an_int16_conv_the_gemm_does_not_take_is_lowered_op_by_op():
+    """A layer kept at 16 bits (no int8 GEMM for it) falls back to the op-by-op lowering, still exact."""
+    g, x = _final("cnn", "cuda -arch=sm_90", keep_16bit=("first:1",))
+    assert any(n.op is kernel.fused and n.attrs["kernel"] == "qconv"
+               and n.attrs["body"].inputs[0].type.dtype.value == "int16" for n in g.nodes)
+    got = tvm_cuda.build_for_cpu(g, Target.parse("cuda -arch=sm_90"))(x)
+    np.testing.assert_array_equal(got[0], interp.run(g, x)[0])
+
+
+@pytest.mark.slow
+def test_float16_convs_carry_their_epilogues():
+    """--precision fp16: the SiLU, the ReLU and the residual add are computed in their convs' write-back (body.compose's
+    float16 scalar forms, as the CPU's fused kernels use them); a body ending in a float32 cast stays op by op."""
+    model, xs = _cnn()
+    target = "cuda -arch=sm_90"
+    g, _ = final_ir(model, target, example_inputs=(torch.from_numpy(xs[0]),), precision="fp16")
+    got = tvm_cuda.build_for_cpu(g, Target.parse(target))(xs[0])[0]
+    want = interp.run(g, xs[0])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2 * np.abs(want).max())
+    exe = BACKEND.build(g, Target.parse(target))
+    kernels = exe.kernels()
+    assert sum(k.startswith("f16_conv2d") for k in kernels) == 4, kernels
+    assert not any("sigmoid" in k or "multiply" in k for k in kernels), kernels
+    assert sum("maximum" in k for k in kernels) == 1, kernels        # the last conv's bias + ReLU + cast
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cnn", "encoder", "detector"])
+def test_the_gpu_checks_models_are_bit_exact_in_int8_on_the_cpu(name, tmp_path):
+    """benchmarks/gpu_prepare.py's ResNet-18, BERT-small and YOLOv8n, integer-only for cuda: the GPU program
+    (fused epilogues, the GPU's chains) built for the CPU equals the interpreter bit for bit."""
+    from benchmarks.gpu_prepare import inputs, torch_model
+    from examples.zoo import export_onnx
+    xs = inputs(name, 1, 0)
+    example = tuple(torch.from_numpy(x) for x in xs)
+    path = export_onnx(torch_model(name), example if len(example) > 1 else example[0], tmp_path / f"{name}.onnx")
+    target = "cuda -arch=sm_90"
+    g, _ = final_ir(str(path), target, quantize="int8", integer_only=True,
+                    calibration=[inputs(name, 1, 100 + i) for i in range(2)])
+    got = tvm_cuda.build_for_cpu(g, Target.parse(target))(*xs)
+    for a, b in zip(got, interp.run(g, *xs)):
+        np.testing.assert_array_equal(a, b)
