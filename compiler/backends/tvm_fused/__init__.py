@@ -4,7 +4,8 @@ and `layout.unpack` become conversion kernels.
 A fused node is emitted as the kernel of its anchor (`kernel` attribute) with its body's layouts and
 epilogue; a body that kernel cannot take is lowered op by op through the ops' own lowerings (the body is the
 meaning, so this is always right, only slower). On a GPU target the integer convs and matmuls and the float16
-convs with their epilogues are one GEMM each (cuda.py); every other fused node is lowered op by op there.
+convs with their epilogues are one GEMM each, an attention one kernel (cuda.py); every other fused node is
+lowered op by op there.
 Nothing here decides: fusion, layouts and tiles come from the passes.
 """
 from __future__ import annotations
@@ -35,7 +36,8 @@ EMITTERS = {
     "qconv": integer.emit_qconv, "qmatmul": int_matmul.emit_qmatmul, "shiftmax": integer.emit_shiftmax,
     "quantize": integer.emit_quantize, "attention": attention.emit_attention, "gate": gate.emit_gate,
 }
-CUDA_EMITTERS = {"qconv": cuda.emit_qconv, "qmatmul": cuda.emit_qmatmul, "conv": cuda.emit_conv}
+CUDA_EMITTERS = {"qconv": cuda.emit_qconv, "qmatmul": cuda.emit_qmatmul, "conv": cuda.emit_conv,
+                 "attention": cuda.emit_attention}
 
 
 def inline(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> relax.Expr:

@@ -1,7 +1,8 @@
 """Fused kernels on an NVIDIA GPU: a `k.fused` q.conv or q.matmul and its epilogue as one implicit GEMM
 (tvm_kernels/cuda_gemm.py) whose write-back computes the epilogue, so the kernel writes the int8 result and its
 int32 sum never reaches memory; a float16 conv (--precision fp16) with its float epilogue (bias, activation,
-residual: body.compose, the CPU kernels' scalar forms) the same way.
+residual: body.compose, the CPU kernels' scalar forms) the same way. A fused attention (passes.einsum) is one
+kernel (tvm_kernels/cuda_attention.py).
 
 The epilogue is the fused node's body after the anchor, composed into one scalar function of the output index:
 
@@ -17,13 +18,16 @@ op, as before. Nothing here decides: what is fused is passes/fusion.py's choice,
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
 from tvm import relax, tirx
 
 from compiler.backends.tvm_fused import emit
+from compiler.backends.tvm_fused.attention import _mask_arg, attention_plan
 from compiler.backends.tvm_fused.body import KernelBody, NotFusable, _channel_vector, compose
+from compiler.backends.tvm_kernels import cuda_attention as katt
 from compiler.backends.tvm_kernels import cuda_gemm as kd
 from compiler.backends.tvm_kernels.requant import int32_barrier
 from compiler.backends.tvm_lower import cuda_gemm
@@ -208,6 +212,23 @@ def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
     if y is None:
         raise NotFusable("the GPU's float16 GEMM does not take this conv")
     return y
+
+
+def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    """The float32 attention body as one kernel: (query block, key block) from katt.gpu_tile, K read as (heads,
+    keys, d)."""
+    spec, a = attention_plan(kb)
+    if a.k_transposed or a.zero_masked_rows:
+        raise NotFusable("the GPU attention reads K as (heads, keys, d) and has no NaN guard")
+    spec = dataclasses.replace(spec, tq=katt.gpu_tile(spec.lq, spec.lk)[0], tk=katt.gpu_tile(spec.lq, spec.lk)[1])
+    bh, lq, lk, d, dv = spec.bh, spec.lq, spec.lk, spec.d, spec.dv
+    q, k, v = (args[kb.operand_of(x)] for x in (a.q, a.k, a.v))
+    ins = [ctx.reshape(q, (bh, lq, d)), ctx.reshape(k, (bh // a.k_group, lk, d)),
+           ctx.reshape(v, (bh // a.v_group, lk, dv)),
+           _mask_arg(ctx, kb, a.mask, args, tuple(a.q.type.shape[:-2]) + (lq, lk), bh, lk)]
+    gpu = not ctx.unscheduled
+    gv = ctx.kernel(("cuda_attention", spec, gpu), lambda: katt.make_cuda_attention(spec, gpu), "attention")
+    return ctx.reshape(ctx.call_kernel(gv, ins, (bh, lq, dv)), kb.result.type.shape)
 
 
 def _data_and_weight(kb: KernelBody, anchor: Node) -> None:

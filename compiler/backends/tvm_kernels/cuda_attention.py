@@ -1,0 +1,122 @@
+"""Attention as one NVIDIA GPU kernel: softmax(q k^T * scale + mask) v in one pass over key blocks, the
+scores never in memory (the GPU form of attention.py's CPU kernel, same AttentionSpec).
+
+    blockIdx.y = batch * head, blockIdx.x = query block of tq, threadIdx.x = one query of the block
+    each thread: q row scaled once (d registers), running max m, denominator l, output acc (dv registers)
+    for each key block of tk (causal: only the blocks up to the block's last visible key):
+        the block's K (tk x d) and V (tk x dv) staged in shared memory by all the threads (coalesced rows)
+        s[j] = q . K[j] (+ mask, or -3e38 past the causal diagonal)    every thread reads the same 4 floats
+        mx = max(m, max_j s[j]); acc, l *= exp(m - mx)                 of K or V: a 16-byte shared-memory
+                                                                       broadcast per 4 multiply-adds
+        acc += sum_j exp(s[j] - mx) V[j]; l += sum_j exp(s[j] - mx); m = mx
+    out = acc / l
+
+Written once for two machines: `gpu=True` binds the loops to GPU blocks and threads and keeps the staged tiles
+in shared memory and each thread's state in registers (TVM compacts a thread's "local" row and inserts the
+barriers around the shared tiles); `gpu=False` gives the same loops serial and every buffer global, which
+runs on the CPU: how the tests check the kernel's arithmetic without a GPU (each thread's state is a row of
+its own, the stages run one after another as the barriers order them).
+"""
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from .attention import NEG, AttentionSpec
+from .common import finalize
+
+THREADS = (128, 64, 32, 16, 8, 4, 2, 1)     # queries per block (= threads), the largest dividing lq
+KEYS = (32, 16, 8, 4, 2, 1)                 # keys per staged block, the largest dividing lk
+
+
+def gpu_tile(lq: int, lk: int) -> tuple[int, int]:
+    return next(t for t in THREADS if lq % t == 0), next(t for t in KEYS if lk % t == 0)
+
+
+def make_cuda_attention(spec: AttentionSpec, gpu: bool = True) -> tirx.PrimFunc:
+    """PrimFunc (q (bh, lq, d), k (bh / k_group, lk, d), v (bh / v_group, lk, dv), mask (mb, mr, lk), out (bh, lq,
+    dv)), float32."""
+    if spec.k_transposed or spec.zero_masked_rows:
+        raise ValueError("the GPU attention reads K as (heads, keys, d) and has no NaN guard")
+    bh, lq, lk, d, dv, tq, tk = spec.bh, spec.lq, spec.lk, spec.d, spec.dv, spec.tq, spec.tk
+    nq, nk = lq // tq, lk // tk
+    gk, gv, causal, off = spec.k_group, spec.v_group, spec.causal >= 0, max(spec.causal, 0)
+    mb, mr = max(spec.mask_batch, 1), max(spec.mask_rows, 1)
+    has_mask = spec.mask_batch > 0
+    scale = float(spec.scale)
+    k_loads, v_loads = -(-tk * d // tq), -(-tk * dv // tq)
+
+    def loop(n: int, tag: str):
+        return T.thread_binding(n, thread=tag) if gpu else T.serial(n)
+
+    def unroll(n: int):
+        return T.unroll(n) if gpu else T.serial(n)
+
+    def vec(n: int):
+        return T.vectorized(n) if gpu and n > 1 else T.serial(n)
+    vk, vv = (4 if d % 4 == 0 else 1), (4 if dv % 4 == 0 else 1)     # floats per shared-memory load
+    shared, local = ("shared", "local") if gpu else ("global", "global")
+
+    @T.prim_func(check_well_formed=False)
+    def attention(q: T.Buffer((bh, lq, d), "float32"), k: T.Buffer((bh // gk, lk, d), "float32"),
+                  v: T.Buffer((bh // gv, lk, dv), "float32"), mask: T.Buffer((mb, mr, lk), "float32"),
+                  out: T.Buffer((bh, lq, dv), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        for b in loop(bh, "blockIdx.y"):
+            for qb in loop(nq, "blockIdx.x"):
+                ks = T.alloc_buffer((tk, d), "float32", scope=shared)
+                vs = T.alloc_buffer((tk, dv), "float32", scope=shared)
+                qr = T.alloc_buffer((tq, d), "float32", scope=local)
+                acc = T.alloc_buffer((tq, dv), "float32", scope=local)
+                s = T.alloc_buffer((tq, tk), "float32", scope=local)
+                ml = T.alloc_buffer((tq, 3), "float32", scope=local)      # running max, denominator, new max
+                kr = T.alloc_buffer((tq, vk), "float32", scope=local)    # partial sums of one score
+                for t in loop(tq, "threadIdx.x"):
+                    for i in unroll(d):
+                        qr[t, i] = q[b, qb * tq + t, i] * T.float32(scale)
+                    for c in unroll(dv):
+                        acc[t, c] = T.float32(0)
+                    ml[t, 0] = T.float32(NEG)
+                    ml[t, 1] = T.float32(0)
+                # the key blocks this query block sees (causal: up to its last query's last visible key)
+                for kb in T.serial(T.min(nk, (qb * tq + tq + off + tk - 1) // tk) if causal else nk):
+                    for t in loop(tq, "threadIdx.x"):
+                        for e in unroll(k_loads):
+                            if e * tq + t < tk * d:
+                                ks[(e * tq + t) // d, (e * tq + t) % d] = \
+                                    k[b // gk, kb * tk + (e * tq + t) // d, (e * tq + t) % d]
+                        for e in unroll(v_loads):
+                            if e * tq + t < tk * dv:
+                                vs[(e * tq + t) // dv, (e * tq + t) % dv] = \
+                                    v[b // gv, kb * tk + (e * tq + t) // dv, (e * tq + t) % dv]
+                    for t in loop(tq, "threadIdx.x"):
+                        ml[t, 2] = ml[t, 0]
+                        for j in unroll(tk):
+                            for u in vec(vk):
+                                kr[t, u] = T.float32(0)
+                            for i4 in unroll(d // vk):                 # vk partial sums: a 16-byte shared
+                                for u in vec(vk):                      # load per 4 multiply-adds
+                                    kr[t, u] = kr[t, u] + qr[t, i4 * vk + u] * ks[j, i4 * vk + u]
+                            s[t, j] = T.float32(0)
+                            for u in unroll(vk):
+                                s[t, j] = s[t, j] + kr[t, u]
+                            if has_mask:
+                                s[t, j] = s[t, j] + mask[T.min(b, mb - 1), T.min(qb * tq + t, mr - 1), kb * tk + j]
+                            if causal:
+                                s[t, j] = T.if_then_else(kb * tk + j > qb * tq + t + off, T.float32(NEG), s[t, j])
+                            ml[t, 2] = T.max(ml[t, 2], s[t, j])
+                        ml[t, 1] = ml[t, 1] * T.exp(ml[t, 0] - ml[t, 2])
+                        for c in unroll(dv):
+                            acc[t, c] = acc[t, c] * T.exp(ml[t, 0] - ml[t, 2])
+                        for j in unroll(tk):
+                            s[t, j] = T.exp(s[t, j] - ml[t, 2])
+                            ml[t, 1] = ml[t, 1] + s[t, j]
+                            for c4 in unroll(dv // vv):
+                                for u in vec(vv):
+                                    acc[t, c4 * vv + u] = acc[t, c4 * vv + u] + s[t, j] * vs[j, c4 * vv + u]
+                        ml[t, 0] = ml[t, 2]
+                for t in loop(tq, "threadIdx.x"):
+                    for c in unroll(dv):
+                        out[b, qb * tq + t, c] = acc[t, c] / ml[t, 1]
+
+    return finalize(attention) if gpu else attention

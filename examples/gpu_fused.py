@@ -1,0 +1,81 @@
+"""Fused kernels on an NVIDIA GPU, checked without one.
+
+    python examples/gpu_fused.py [sm_90|sm_80]
+
+Two programs for `cuda -arch=...`: a residual CNN with SiLU in integer-only INT8, where every fused conv is one
+tensor-core GEMM that writes its requantized (and table-activated, residual-added) 8-bit result, and an
+attention (12 heads, 512 queries and keys, causal), which is one kernel with an online softmax. For each it prints
+the kernels the GPU launches, then runs the same kernels built for the CPU without their GPU schedules
+(`compiler.backends.tvm_cuda.build_for_cpu`) against the reference interpreter: bit-exact for the integer CNN,
+float32 rounding for the attention. On a machine with a GPU it also runs the cuda build there and compares.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from compiler import interp  # noqa: E402
+from compiler.api import final_ir  # noqa: E402
+from compiler.backends import tvm_cuda  # noqa: E402
+from compiler.backends.tvm import BACKEND  # noqa: E402
+from compiler.target import Target  # noqa: E402
+
+nn = torch.nn
+
+
+class ResidualSiLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.SiLU())
+        self.a = nn.Sequential(nn.Conv2d(32, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(32, 32, 3, 1, 1), nn.BatchNorm2d(32))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        y = self.stem(x)
+        y = torch.relu(y + self.b(self.a(y)))
+        return self.head(y.mean(dim=(2, 3)))
+
+
+class Attention(nn.Module):
+    def forward(self, q, k, v):
+        return nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def show(name: str, g, target: str, xs: list[np.ndarray], exact: bool) -> None:
+    exe = BACKEND.build(g, Target.parse(target))
+    kernels = re.findall(r"R\.call_tir\(cls\.(\w+)", exe.source("relax"))
+    print(f"{name}: our kernels {kernels}")
+    want = interp.run(g, *xs)[0]
+    got = tvm_cuda.build_for_cpu(g, Target.parse(target))(*xs)[0]
+    err = np.abs(got.astype(np.float64) - want).max()
+    verdict = "bit-exact" if np.array_equal(got, want) else f"max abs error {err:.2e}"
+    print(f"{'':4s}the GPU program built for the CPU vs the interpreter: {verdict}")
+    assert np.array_equal(got, want) if exact else err <= 1e-4 * np.abs(want).max()
+    if tvm_cuda.gpu_available():
+        out = exe.run(xs)[0]
+        print(f"{'':4s}on the GPU: {'bit-exact' if np.array_equal(out, want) else np.abs(out - want).max()}")
+
+
+def main() -> None:
+    arch = sys.argv[1] if len(sys.argv) > 1 else "sm_90"
+    target = f"cuda -arch={arch}"
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    cnn = ResidualSiLU().eval()
+    images = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(3)]
+    g, _ = final_ir(cnn, target, example_inputs=(torch.from_numpy(images[0]),), quantize="int8", integer_only=True,
+                    calibration=[[x] for x in images[1:]])
+    show("integer-only CNN", g, target, images[:1], exact=True)
+    qkv = [rng.standard_normal((1, 12, 512, 64)).astype(np.float32) for _ in range(3)]
+    g, _ = final_ir(Attention(), target, example_inputs=tuple(torch.from_numpy(x) for x in qkv))
+    show("causal attention", g, target, qkv, exact=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The GPU's fused attention (compiler/backends/tvm_kernels/cuda_attention.py): on cuda, fuse_attention's chain is
+one kernel (one thread per query, the key block staged in shared memory, an online softmax in registers).
+
+Its arithmetic is checked without a GPU: the same TVMScript built with serial loops and global buffers runs on the
+CPU (tvm_cuda.build_for_cpu) against the interpreter, for padding and causal masks, grouped-query heads and
+lengths the blocks do not divide evenly; the cuda build must be that kernel, with its state in registers and the
+K / V block in shared memory, and ptxas must assemble it without spills."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from compiler import interp  # noqa: E402
+from compiler.api import final_ir  # noqa: E402
+from compiler.backends import tvm_cuda  # noqa: E402
+from compiler.backends.tvm import BACKEND  # noqa: E402
+from compiler.backends.tvm_kernels import cuda_attention  # noqa: E402
+from compiler.ops import kernel  # noqa: E402
+from compiler.target import Target  # noqa: E402
+from tests.backends.test_tvm_attention import _gqa_graph, _graph, _inputs  # noqa: E402
+
+TARGET = "cuda -arch=sm_90"
+
+
+def _final(g):
+    f, _ = final_ir(g, TARGET)
+    assert [n.attrs.get("kernel") for n in f.nodes if n.op is kernel.fused] == ["attention"], f.nodes
+    return f
+
+
+@pytest.mark.parametrize("g", [
+    _graph(1, 2, 32, 32, 64),
+    _graph(2, 3, 20, 36, 8),                 # 4 queries per block, 4 keys per block
+    _graph(1, 2, 1, 16, 16),                 # one query
+    _graph(2, 4, 48, 48, 32, mask="padding"),
+    _graph(2, 4, 48, 48, 32, mask="causal"),
+    _gqa_graph(1, 8, 2, 128, 128, 64, "causal"),   # grouped-query heads read in place
+    _gqa_graph(1, 6, 1, 24, 40, 64, "causal"),     # bottom-right causal (fewer queries than keys), one K/V head
+    _gqa_graph(2, 4, 4, 16, 64, 32, "padding"),
+], ids=["plain", "odd-sizes", "one-query", "padding", "causal", "gqa-causal", "mqa-offset", "padding-2"])
+def test_the_gpu_attention_matches_the_interpreter(g):
+    f = _final(g)
+    ins = _inputs(g)
+    want = interp.run(g, *ins)[0]
+    got = tvm_cuda.build_for_cpu(f, Target.parse(TARGET))(*ins)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_a_wrong_kernel_is_caught(monkeypatch):
+    """The check above can fail: masking the keys past the causal diagonal with 0 instead of -3e38 is seen."""
+    g = _graph(2, 4, 48, 48, 32, mask="causal")
+    f = _final(g)
+    monkeypatch.setattr(cuda_attention, "NEG", 0.0)
+    ins = _inputs(g)
+    got = tvm_cuda.build_for_cpu(f, Target.parse(TARGET))(*ins)[0]
+    assert not np.allclose(got, interp.run(g, *ins)[0], rtol=1e-2, atol=1e-2)
+
+
+def _cuda_build():
+    f = _final(_gqa_graph(1, 8, 2, 128, 128, 64, "causal"))
+    return BACKEND.build(f, Target.parse(TARGET))
+
+
+def test_the_cuda_build_is_one_kernel_with_registers_and_shared_tiles():
+    exe = _cuda_build()
+    assert re.findall(r"R\.call_tir\(cls\.(\w+)", exe.source("relax")) == ["attention_0"]
+    src = exe.cuda_source().split("attention_0_kernel(")[2].split('extern "C"')[0]
+    assert "__shared__ alignas(64) float ks_ptr[2048];" in src and "float acc_ptr[64];" in src
+    assert src.count("__syncthreads()") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ptxas") is None or shutil.which("nvcc") is None, reason="needs nvcc and ptxas")
+def test_ptxas_assembles_the_attention_without_spills():
+    r = subprocess.run(["ptxas", "-arch=sm_90", "-v", "-", "-o", "/dev/null"], input=_cuda_build().source("ptx"),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    info = r.stderr.split("attention_0_kernel")[-1]
+    assert "0 bytes spill stores" in info, info
