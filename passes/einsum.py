@@ -280,7 +280,7 @@ def causal_offset(mask: np.ndarray) -> tuple[int, float] | None:
     some key masked; else None. Top-left aligned causal masks have o = 0, bottom-right ones (fewer
     queries than keys) o = keys - queries."""
     m = np.asarray(mask)
-    if m.ndim < 2 or m.dtype != np.float32:
+    if m.ndim < 2 or m.dtype not in (np.float32, np.float16):
         return None
     lq, lk = m.shape[-2:]
     flat = m.reshape(-1, lq, lk)
@@ -288,7 +288,7 @@ def causal_offset(mask: np.ndarray) -> tuple[int, float] | None:
     if masked.size == 0 or masked[0] < 1:
         return None
     o, c = int(masked[0]) - 1, float(flat[0, 0, masked[0]])
-    if not c <= MASKED or not np.array_equal(flat[0], np.triu(np.full((lq, lk), c, np.float32), o + 1)):
+    if not c <= MASKED or not np.array_equal(flat[0], np.triu(np.full((lq, lk), c, m.dtype), o + 1)):
         return None
     return (o, c) if (flat == flat[:1]).all() else None
 
@@ -307,8 +307,15 @@ def _nan_guard(w: _Walk, p: Value) -> tuple[Value, list[Node]]:
     return wh.outputs[0], [isn, wh]
 
 
+def _cast_to(w: _Walk, v: Value, dtype: DType) -> Node | None:
+    """The cast of v to `dtype` that is v's only reader, or None."""
+    n = _only_reader(w.users, w.outputs, v)
+    return n if n is not None and n.op is ew.cast and n.attrs["to"] is dtype else None
+
+
 def _forward(w: _Walk, mm: Node) -> tuple[list[Node], float, Value | None, Node] | None:
-    """From Q K^T to softmax: (nodes, scale, mask, softmax), or None."""
+    """From Q K^T to softmax: (nodes, scale, mask, softmax), or None. Float16 scores reach the softmax
+    through a cast to float32 (passes/fp16.py keeps the softmax in float32)."""
     nodes, cur, scale, mask = [mm], mm.outputs[0], 1.0, None
     nxt = _only_reader(w.users, w.outputs, cur)
     while nxt is not None and (c := _scale_of(nxt, cur)) is not None:
@@ -316,9 +323,14 @@ def _forward(w: _Walk, mm: Node) -> tuple[list[Node], float, Value | None, Node]
         nxt = _only_reader(w.users, w.outputs, cur)
     if nxt is not None and nxt.op is ew.add and nxt.outputs[0].type == cur.type:
         other = nxt.inputs[1] if nxt.inputs[0] is cur else nxt.inputs[0]
-        if other is not cur and other.type.dtype is DType.F32 and 1 <= other.type.rank <= cur.type.rank:
+        if other is not cur and other.type.dtype is cur.type.dtype and 1 <= other.type.rank <= cur.type.rank:
             mask, nodes, cur = other, nodes + [nxt], nxt.outputs[0]
             nxt = _only_reader(w.users, w.outputs, cur)
+    if cur.type.dtype is DType.F16:
+        if _cast_to(w, cur, DType.F32) is None:
+            return None
+        nodes, cur = nodes + [nxt], nxt.outputs[0]
+        nxt = _only_reader(w.users, w.outputs, cur)
     if nxt is None or nxt.op is not nn.softmax or nxt.attrs["axis"] not in (-1, cur.type.rank - 1):
         return None
     return nodes + [nxt], scale, mask, nxt
@@ -334,11 +346,16 @@ def _chain_at(g: Graph, w: _Walk, mm: Node) -> AttentionChain | None:
         return None
     nodes, scale, mask, sm = fwd
     p, guard = _nan_guard(w, sm.outputs[0])
+    if mm.outputs[0].type.dtype is DType.F16:        # P back to float16 for P V
+        down = _cast_to(w, p, DType.F16)
+        if down is None:
+            return None
+        guard, p = guard + [down], down.outputs[0]
     pv = _only_reader(w.users, w.outputs, p)
     if pv is None or pv.op is not linalg.matmul or pv.inputs[0] is not p:
         return None
     v = pv.inputs[1]
-    if v.type.rank != q.type.rank or v.type.shape[:-2] != q.type.shape[:-2] or v.type.dtype is not DType.F32:
+    if v.type.rank != q.type.rank or v.type.shape[:-2] != q.type.shape[:-2] or v.type.dtype is not q.type.dtype:
         return None
     nodes += guard + [pv]
     q, q_scale, _ = w.unscale(q, mm, nodes)
@@ -359,11 +376,13 @@ def _chain_at(g: Graph, w: _Walk, mm: Node) -> AttentionChain | None:
 def find_chains(g: Graph) -> list[AttentionChain]:
     """Every fp32 chain [scale] Q, [scale] [repeat] K -> matmul(Q, [transpose] K) -> [scale] ->
     [additive mask] -> softmax(last axis) -> [NaN rows to 0] -> matmul(., [repeat] V) whose inner
-    values are read only by the next op of the chain."""
+    values are read only by the next op of the chain; and the float16 form of --precision fp16: Q, K, V
+    and both matmuls, the scale and the mask float16, the scores cast to float32 for the softmax, P cast
+    back."""
     w = _Walk(g)
     chains = []
     for mm in g.nodes:
-        if mm.op is linalg.matmul and mm.outputs[0].type.dtype is DType.F32:
+        if mm.op is linalg.matmul and mm.outputs[0].type.dtype in (DType.F32, DType.F16):
             ch = _chain_at(g, w, mm)
             if ch is not None:
                 chains.append(ch)
@@ -382,7 +401,7 @@ def default_tile(lq: int, lk: int) -> tuple[int, int]:
 def _causal_mask(body: Graph, mask: Value, offset: int, c: float) -> Value:
     """The causal mask `mask` holds, computed in the body: trilu(expand(c), upper, k = offset + 1).
     Same values as the constant; the trilu says to the kernel which key blocks hold no visible key."""
-    fill = body.const(np.float32(c), "masked")
+    fill = body.const(np.asarray(c, mask.type.dtype.numpy), "masked")
     full = Value(body.fresh_name(mask.name + "_full"), mask.type)
     out = Value(body.fresh_name(mask.name), mask.type)
     body.nodes.append(Node(shape.expand, [fill], shape.expand.complete_attrs({"shape": mask.type.shape}),

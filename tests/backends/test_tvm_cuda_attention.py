@@ -52,6 +52,27 @@ def test_the_gpu_attention_matches_the_interpreter(g):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
+@pytest.mark.parametrize("g", [
+    _graph(1, 2, 32, 32, 64),
+    _gqa_graph(1, 8, 2, 64, 64, 64, "causal"),
+    _gqa_graph(2, 4, 4, 16, 64, 32, "padding"),
+], ids=["plain", "gqa-causal", "padding"])
+def test_the_float16_attention_is_one_kernel_and_matches_the_interpreter(g):
+    """--precision fp16: the float16 chain (its softmax in float32 between two casts) is one kernel too, which
+    computes in float32 and rounds its output once (so it is at least as close to the float32 program as the
+    op-by-op float16 program is)."""
+    f, _ = final_ir(g, TARGET, precision="fp16")
+    assert [n.attrs.get("kernel") for n in f.nodes if n.op is kernel.fused] == ["attention"], f.nodes
+    ins = _inputs(g)
+    exact = interp.run(g, *ins)[0]                   # the float32 program
+    want = interp.run(f, *ins)[0]
+    got = tvm_cuda.build_for_cpu(f, Target.parse(TARGET))(*ins)[0]
+    assert got.dtype == np.float32                   # the graph's output cast back
+    scale = float(np.abs(exact).max())
+    np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-3 * scale)
+    assert np.abs(got - exact).max() <= np.abs(want - exact).max() + 1e-3 * scale
+
+
 def test_a_wrong_kernel_is_caught(monkeypatch):
     """The check above can fail: masking the keys past the causal diagonal with 0 instead of -3e38 is seen."""
     g = _graph(2, 4, 48, 48, 32, mask="causal")

@@ -88,12 +88,15 @@ def _causal(mask: Value) -> int:
     return t.attrs["k"] - 1 if c is not None and c <= MASKED else -1
 
 
-def _read(kb: KernelBody) -> Attention:
-    """The body, walked back from its result; NotFusable if it is not an attention body."""
+def _read(kb: KernelBody, dtypes: tuple[DType, ...] = (DType.F32,)) -> Attention:
+    """The body, walked back from its result; NotFusable if it is not an attention body whose q, k, v are of
+    one of `dtypes` (the CPU kernel: float32; the GPU's: float16 too)."""
     pv = kb.result.producer
     if pv is None or pv.op is not linalg.matmul:
         raise NotFusable("not an attention body")
     p, guard = pv.inputs[0], False
+    if p.producer is not None and p.producer.op is ew.cast:      # float16: P cast back from float32
+        p = p.producer.inputs[0]
     w = p.producer
     if w is not None and w.op is ew.where and w.inputs[0].producer is not None and \
             w.inputs[0].producer.op is um.isnan and w.inputs[0].producer.inputs[0] is w.inputs[2] and \
@@ -111,7 +114,9 @@ def _read(kb: KernelBody) -> Attention:
         n = readers.get(id(cur))
         other = None if n is None or len(n.inputs) != 2 else n.inputs[1] if n.inputs[0] is cur else n.inputs[0]
         c = _scalar(other) if other is not None else None
-        if n is not None and n.op in (ew.mul, ew.div) and c and (n.op is ew.mul or n.inputs[0] is cur):
+        if n is not None and n.op is ew.cast and n.outputs[0].type.dtype is DType.F32:   # float16 scores
+            pass
+        elif n is not None and n.op in (ew.mul, ew.div) and c and (n.op is ew.mul or n.inputs[0] is cur):
             scale *= 1.0 / c if n.op is ew.div else c
         elif n is not None and n.op is ew.add and mask is None and other is not None:
             mask = other
@@ -129,8 +134,8 @@ def _read(kb: KernelBody) -> Attention:
         k_scale *= k_scale2
     k, k_group = _unrepeat(k)
     v, v_group = _unrepeat(pv.inputs[1])
-    if any(x.type.dtype is not DType.F32 for x in (q, k, v)):
-        raise NotFusable("the attention kernel is fp32")
+    if q.type.dtype not in dtypes or any(x.type.dtype is not q.type.dtype for x in (k, v)):
+        raise NotFusable(f"the attention kernel takes {' or '.join(t.value for t in dtypes)}")
     causal = _causal(mask) if mask is not None else -1
     return Attention(q, k, v, None if causal >= 0 else mask, scale * q_scale * k_scale, transposed,
                      k_group, v_group, causal, guard)
@@ -160,11 +165,11 @@ def _mask_arg(ctx: LowerCtx, kb: KernelBody, mask, args, scores: tuple[int, ...]
     return ctx.reshape(arg, (batch, mrows, lk))
 
 
-def attention_plan(kb: KernelBody) -> tuple[katt.AttentionSpec, Attention]:
+def attention_plan(kb: KernelBody, dtypes: tuple[DType, ...] = (DType.F32,)) -> tuple[katt.AttentionSpec, Attention]:
     """(the kernel's spec, what the body computes) of an attention body; NotFusable if the kernel cannot
     take it. The tile is the node's, or passes.einsum.default_tile's where it is empty (choose_tiles
     never ran: MLIR / CUDA pipelines, `--emit einsum`)."""
-    a = _read(kb)
+    a = _read(kb, dtypes)
     *batch, lq, d = a.q.type.shape
     lk, dv = a.v.type.shape[-2:]
     bh = math.prod(batch)

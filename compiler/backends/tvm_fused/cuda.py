@@ -36,6 +36,7 @@ from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
 from compiler.ir import Node, Value
 from compiler.ops import elementwise as ew
 from compiler.ops import quant as q
+from compiler.types import DType
 
 INT32_BINARY = {ew.add: lambda x, y: x + y, ew.sub: lambda x, y: x - y}
 
@@ -215,20 +216,24 @@ def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
 
 
 def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
-    """The float32 attention body as one kernel: (query block, key block) from katt.gpu_tile, K read as (heads,
-    keys, d)."""
-    spec, a = attention_plan(kb)
+    """The attention body (float32, or float16 with its softmax in float32) as one kernel: (query block, key
+    block) from katt.gpu_tile, K read as (heads, keys, d)."""
+    spec, a = attention_plan(kb, (DType.F32, DType.F16))
     if a.k_transposed or a.zero_masked_rows:
         raise NotFusable("the GPU attention reads K as (heads, keys, d) and has no NaN guard")
     spec = dataclasses.replace(spec, tq=katt.gpu_tile(spec.lq, spec.lk)[0], tk=katt.gpu_tile(spec.lq, spec.lk)[1])
     bh, lq, lk, d, dv = spec.bh, spec.lq, spec.lk, spec.d, spec.dv
+    dtype = tvm_dtype(a.q.type.dtype)
     q, k, v = (args[kb.operand_of(x)] for x in (a.q, a.k, a.v))
     ins = [ctx.reshape(q, (bh, lq, d)), ctx.reshape(k, (bh // a.k_group, lk, d)),
            ctx.reshape(v, (bh // a.v_group, lk, dv)),
            _mask_arg(ctx, kb, a.mask, args, tuple(a.q.type.shape[:-2]) + (lq, lk), bh, lk)]
+    if str(ins[3].ty.dtype) != "float32":                      # a float16 mask, added to float32 scores
+        ins[3] = ctx.emit(relax.op.astype(ins[3], "float32"))
     gpu = not ctx.unscheduled
-    gv = ctx.kernel(("cuda_attention", spec, gpu), lambda: katt.make_cuda_attention(spec, gpu), "attention")
-    return ctx.reshape(ctx.call_kernel(gv, ins, (bh, lq, dv)), kb.result.type.shape)
+    gv = ctx.kernel(("cuda_attention", spec, dtype, gpu), lambda: katt.make_cuda_attention(spec, dtype, gpu),
+                    "attention")
+    return ctx.reshape(ctx.call_kernel(gv, ins, (bh, lq, dv), dtype), kb.result.type.shape)
 
 
 def _data_and_weight(kb: KernelBody, anchor: Node) -> None:

@@ -9,7 +9,7 @@ scores never in memory (the GPU form of attention.py's CPU kernel, same Attentio
         mx = max(m, max_j s[j]); acc, l *= exp(m - mx)                 of K or V: a 16-byte shared-memory
                                                                        broadcast per 4 multiply-adds
         acc += sum_j exp(s[j] - mx) V[j]; l += sum_j exp(s[j] - mx); m = mx
-    out = acc / l
+    out = acc / l          (float32 throughout; float16 q, k, v widened as they are read, out rounded once)
 
 Written once for two machines: `gpu=True` binds the loops to GPU blocks and threads and keeps the staged tiles
 in shared memory and each thread's state in registers (TVM compacts a thread's "local" row and inserts the
@@ -33,9 +33,9 @@ def gpu_tile(lq: int, lk: int) -> tuple[int, int]:
     return next(t for t in THREADS if lq % t == 0), next(t for t in KEYS if lk % t == 0)
 
 
-def make_cuda_attention(spec: AttentionSpec, gpu: bool = True) -> tirx.PrimFunc:
-    """PrimFunc (q (bh, lq, d), k (bh / k_group, lk, d), v (bh / v_group, lk, dv), mask (mb, mr, lk), out (bh, lq,
-    dv)), float32."""
+def make_cuda_attention(spec: AttentionSpec, dtype: str = "float32", gpu: bool = True) -> tirx.PrimFunc:
+    """PrimFunc (q (bh, lq, d), k (bh / k_group, lk, d), v (bh / v_group, lk, dv), mask (mb, mr, lk) float32,
+    out (bh, lq, dv)); q, k, v and out of `dtype` (float32 or float16)."""
     if spec.k_transposed or spec.zero_masked_rows:
         raise ValueError("the GPU attention reads K as (heads, keys, d) and has no NaN guard")
     bh, lq, lk, d, dv, tq, tk = spec.bh, spec.lq, spec.lk, spec.d, spec.dv, spec.tq, spec.tk
@@ -58,9 +58,9 @@ def make_cuda_attention(spec: AttentionSpec, gpu: bool = True) -> tirx.PrimFunc:
     shared, local = ("shared", "local") if gpu else ("global", "global")
 
     @T.prim_func(check_well_formed=False)
-    def attention(q: T.Buffer((bh, lq, d), "float32"), k: T.Buffer((bh // gk, lk, d), "float32"),
-                  v: T.Buffer((bh // gv, lk, dv), "float32"), mask: T.Buffer((mb, mr, lk), "float32"),
-                  out: T.Buffer((bh, lq, dv), "float32")):
+    def attention(q: T.Buffer((bh, lq, d), dtype), k: T.Buffer((bh // gk, lk, d), dtype),
+                  v: T.Buffer((bh // gv, lk, dv), dtype), mask: T.Buffer((mb, mr, lk), "float32"),
+                  out: T.Buffer((bh, lq, dv), dtype)):
         T.func_attr({"tirx.noalias": True})
         for b in loop(bh, "blockIdx.y"):
             for qb in loop(nq, "blockIdx.x"):
@@ -73,7 +73,7 @@ def make_cuda_attention(spec: AttentionSpec, gpu: bool = True) -> tirx.PrimFunc:
                 kr = T.alloc_buffer((tq, vk), "float32", scope=local)    # partial sums of one score
                 for t in loop(tq, "threadIdx.x"):
                     for i in unroll(d):
-                        qr[t, i] = q[b, qb * tq + t, i] * T.float32(scale)
+                        qr[t, i] = T.Cast("float32", q[b, qb * tq + t, i]) * T.float32(scale)
                     for c in unroll(dv):
                         acc[t, c] = T.float32(0)
                     ml[t, 0] = T.float32(NEG)
@@ -83,12 +83,12 @@ def make_cuda_attention(spec: AttentionSpec, gpu: bool = True) -> tirx.PrimFunc:
                     for t in loop(tq, "threadIdx.x"):
                         for e in unroll(k_loads):
                             if e * tq + t < tk * d:
-                                ks[(e * tq + t) // d, (e * tq + t) % d] = \
-                                    k[b // gk, kb * tk + (e * tq + t) // d, (e * tq + t) % d]
+                                ks[(e * tq + t) // d, (e * tq + t) % d] = T.Cast(
+                                    "float32", k[b // gk, kb * tk + (e * tq + t) // d, (e * tq + t) % d])
                         for e in unroll(v_loads):
                             if e * tq + t < tk * dv:
-                                vs[(e * tq + t) // dv, (e * tq + t) % dv] = \
-                                    v[b // gv, kb * tk + (e * tq + t) // dv, (e * tq + t) % dv]
+                                vs[(e * tq + t) // dv, (e * tq + t) % dv] = T.Cast(
+                                    "float32", v[b // gv, kb * tk + (e * tq + t) // dv, (e * tq + t) % dv])
                     for t in loop(tq, "threadIdx.x"):
                         ml[t, 2] = ml[t, 0]
                         for j in unroll(tk):
@@ -117,6 +117,6 @@ def make_cuda_attention(spec: AttentionSpec, gpu: bool = True) -> tirx.PrimFunc:
                         ml[t, 0] = ml[t, 2]
                 for t in loop(tq, "threadIdx.x"):
                     for c in unroll(dv):
-                        out[b, qb * tq + t, c] = acc[t, c] / ml[t, 1]
+                        out[b, qb * tq + t, c] = T.Cast(dtype, acc[t, c] / ml[t, 1])
 
     return finalize(attention) if gpu else attention
