@@ -139,34 +139,23 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
     acc = te.compute((batch, rows_p, cols_p),
                      lambda b, r, c: te.sum(ra[b, r, red].astype(acc_dtype) * ca[b, c, red].astype(acc_dtype),
                                             axis=red), name="gemm")
-    params = [r_src, c_src]
-    shape = (batch, rows, cols)
-    if half:
-        tensors = [te.placeholder(s, dt, name=f"epi{i}") for i, (s, dt) in enumerate(epilogue.inputs)] \
-            if epilogue is not None else []
-        params += tensors
-        out = te.compute(shape, (lambda b, r, c: epilogue.fn(acc[b, r, c].astype("float16"), b, r, c, tensors))
-                         if epilogue is not None else (lambda *i: acc[i].astype("float16")), name="out")
-    elif bias_len is None and epilogue is None:
-        out = te.compute(shape, lambda *i: acc[i], name="out")
-    else:
-        bias = None
-        if bias_len is not None:
-            bias = te.placeholder((bias_len,), "int32", name="bias")
-            params.append(bias)
-        tensors = [te.placeholder(s, dt, name=f"epi{i}") for i, (s, dt) in enumerate(epilogue.inputs)] \
-            if epilogue is not None else []
-        params += tensors
+    bias = te.placeholder((bias_len,), "int32", name="bias") if bias_len is not None and not half else None
+    tensors = [te.placeholder(s, dt, name=f"epi{i}") for i, (s, dt) in enumerate(epilogue.inputs)] \
+        if epilogue is not None else []
+    params = [r_src, c_src, *([bias] if bias is not None else []), *tensors]
 
-        def write(b, r, c):
-            v = acc[b, r, c]
-            if bias is not None:
-                v = v + bias[tirx.min(r if bias_on_rows else c, tirx.const(bias_len - 1, "int32"))]
-            if epilogue is None:
-                return v
-            # the int32 sum wraps like the reference's; the barrier keeps the simplifier from widening it
-            return epilogue.fn(int32_barrier(v), b, r, c, tensors)
-        out = te.compute(shape, write, name="out")
+    def write(b, r, c):
+        if half:
+            v = acc[b, r, c].astype("float16")
+            return v if epilogue is None else epilogue.fn(v, b, r, c, tensors)
+        v = acc[b, r, c]
+        if bias is not None:
+            v = v + bias[r if bias_on_rows else c]
+        if epilogue is None:
+            return v
+        # the int32 sum wraps like the reference's; the barrier keeps the simplifier from widening it
+        return epilogue.fn(int32_barrier(v), b, r, c, tensors)
+    out = te.compute((batch, rows, cols), write, name="out")
     func = te.create_prim_func([*params, out])
     if not schedule:
         return func
