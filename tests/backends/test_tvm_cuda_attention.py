@@ -99,7 +99,11 @@ def test_the_cuda_build_is_one_kernel_with_registers_and_shared_tiles():
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ptxas") is None or shutil.which("nvcc") is None, reason="needs nvcc and ptxas")
 def test_ptxas_assembles_the_attention_without_spills():
-    r = subprocess.run(["ptxas", "-arch=sm_90", "-v", "-", "-o", "/dev/null"], input=_cuda_build().source("ptx"),
+    """...and K / V are read from shared memory 16 bytes at a time (cuda_attention.CHUNK says why that needs the
+    chunk loop)."""
+    ptx = _cuda_build().source("ptx")
+    assert "ld.shared.v4.f32" in ptx and "ld.shared.f32" not in ptx
+    r = subprocess.run(["ptxas", "-arch=sm_90", "-v", "-", "-o", "/dev/null"], input=ptx,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     info = r.stderr.split("attention_0_kernel")[-1]

@@ -5,10 +5,12 @@ scores never in memory (the GPU form of attention.py's CPU kernel, same Attentio
     each thread: q row scaled once (d registers), running max m, denominator l, output acc (dv registers)
     for each key block of tk (causal: only the blocks up to the block's last visible key):
         the block's K (tk x d) and V (tk x dv) staged in shared memory by all the threads (coalesced rows)
-        s[j] = q . K[j] (+ mask, or -3e38 past the causal diagonal)    every thread reads the same 4 floats
-        mx = max(m, max_j s[j]); acc, l *= exp(m - mx)                 of K or V: a 16-byte shared-memory
-                                                                       broadcast per 4 multiply-adds
-        acc += sum_j exp(s[j] - mx) V[j]; l += sum_j exp(s[j] - mx); m = mx
+        for each chunk of CHUNK keys j of the block:
+            s[j] = q . K[j] (+ mask, or -3e38 past the causal diagonal)    every thread reads the same 4
+            mx = max(m, max_j s[j]); acc, l *= exp(m - mx)                 floats of K or V: a 16-byte
+                                                                           shared-memory broadcast per
+                                                                           4 multiply-adds
+            acc += sum_j exp(s[j] - mx) V[j]; l += sum_j exp(s[j] - mx); m = mx
     out = acc / l          (float32 throughout; float16 q, k, v widened as they are read, out rounded once)
 
 Written once for two machines: `gpu=True` binds the loops to GPU blocks and threads and keeps the staged tiles
@@ -27,6 +29,11 @@ from .common import finalize
 
 THREADS = (128, 64, 32, 16, 8, 4, 2, 1)     # queries per block (= threads), the largest dividing lq
 KEYS = (32, 16, 8, 4, 2, 1)                 # keys per staged block, the largest dividing lk
+# Keys per online-softmax update, the largest dividing the key block: the update loop over a block's chunks stays
+# a loop. Fully unrolled over 32 keys, nvcc split every float4 shared load into 4 scalar ones (4096
+# ld.shared.f32 for 4096 multiply-adds) and the kernel took 244-255 registers; with 4-key chunks in a loop
+# the PTX has ld.shared.v4.f32 (one per 4 multiply-adds) and ptxas gives ~170 registers.
+CHUNK = (4, 2, 1)
 
 
 def gpu_tile(lq: int, lk: int) -> tuple[int, int]:
@@ -45,6 +52,7 @@ def make_cuda_attention(spec: AttentionSpec, dtype: str = "float32", gpu: bool =
     has_mask = spec.mask_batch > 0
     scale = float(spec.scale)
     k_loads, v_loads = -(-tk * d // tq), -(-tk * dv // tq)
+    ch = next(c for c in CHUNK if tk % c == 0)
 
     def loop(n: int, tag: str):
         return T.thread_binding(n, thread=tag) if gpu else T.serial(n)
@@ -68,7 +76,7 @@ def make_cuda_attention(spec: AttentionSpec, dtype: str = "float32", gpu: bool =
                 vs = T.alloc_buffer((tk, dv), "float32", scope=shared)
                 qr = T.alloc_buffer((tq, d), "float32", scope=local)
                 acc = T.alloc_buffer((tq, dv), "float32", scope=local)
-                s = T.alloc_buffer((tq, tk), "float32", scope=local)
+                s = T.alloc_buffer((tq, ch), "float32", scope=local)
                 ml = T.alloc_buffer((tq, 3), "float32", scope=local)      # running max, denominator, new max
                 kr = T.alloc_buffer((tq, vk), "float32", scope=local)    # partial sums of one score
                 for t in loop(tq, "threadIdx.x"):
@@ -90,31 +98,34 @@ def make_cuda_attention(spec: AttentionSpec, dtype: str = "float32", gpu: bool =
                                 vs[(e * tq + t) // dv, (e * tq + t) % dv] = T.Cast(
                                     "float32", v[b // gv, kb * tk + (e * tq + t) // dv, (e * tq + t) % dv])
                     for t in loop(tq, "threadIdx.x"):
-                        ml[t, 2] = ml[t, 0]
-                        for j in unroll(tk):
-                            for u in vec(vk):
-                                kr[t, u] = T.float32(0)
-                            for i4 in unroll(d // vk):                 # vk partial sums: a 16-byte shared
-                                for u in vec(vk):                      # load per 4 multiply-adds
-                                    kr[t, u] = kr[t, u] + qr[t, i4 * vk + u] * ks[j, i4 * vk + u]
-                            s[t, j] = T.float32(0)
-                            for u in unroll(vk):
-                                s[t, j] = s[t, j] + kr[t, u]
-                            if has_mask:
-                                s[t, j] = s[t, j] + mask[T.min(b, mb - 1), T.min(qb * tq + t, mr - 1), kb * tk + j]
-                            if causal:
-                                s[t, j] = T.if_then_else(kb * tk + j > qb * tq + t + off, T.float32(NEG), s[t, j])
-                            ml[t, 2] = T.max(ml[t, 2], s[t, j])
-                        ml[t, 1] = ml[t, 1] * T.exp(ml[t, 0] - ml[t, 2])
-                        for c in unroll(dv):
-                            acc[t, c] = acc[t, c] * T.exp(ml[t, 0] - ml[t, 2])
-                        for j in unroll(tk):
-                            s[t, j] = T.exp(s[t, j] - ml[t, 2])
-                            ml[t, 1] = ml[t, 1] + s[t, j]
-                            for c4 in unroll(dv // vv):
-                                for u in vec(vv):
-                                    acc[t, c4 * vv + u] = acc[t, c4 * vv + u] + s[t, j] * vs[j, c4 * vv + u]
-                        ml[t, 0] = ml[t, 2]
+                        for jc in T.serial(tk // ch):                  # a loop, not unrolled: see CHUNK
+                            ml[t, 2] = ml[t, 0]
+                            for jj in unroll(ch):
+                                for u in vec(vk):
+                                    kr[t, u] = T.float32(0)
+                                for i4 in unroll(d // vk):             # vk partial sums: a 16-byte shared
+                                    for u in vec(vk):                  # load per 4 multiply-adds
+                                        kr[t, u] = kr[t, u] + qr[t, i4 * vk + u] * ks[jc * ch + jj, i4 * vk + u]
+                                s[t, jj] = T.float32(0)
+                                for u in unroll(vk):
+                                    s[t, jj] = s[t, jj] + kr[t, u]
+                                if has_mask:
+                                    s[t, jj] = s[t, jj] + mask[T.min(b, mb - 1), T.min(qb * tq + t, mr - 1),
+                                                               kb * tk + jc * ch + jj]
+                                if causal:
+                                    s[t, jj] = T.if_then_else(kb * tk + jc * ch + jj > qb * tq + t + off,
+                                                              T.float32(NEG), s[t, jj])
+                                ml[t, 2] = T.max(ml[t, 2], s[t, jj])
+                            ml[t, 1] = ml[t, 1] * T.exp(ml[t, 0] - ml[t, 2])
+                            for c in unroll(dv):
+                                acc[t, c] = acc[t, c] * T.exp(ml[t, 0] - ml[t, 2])
+                            for jj in unroll(ch):
+                                s[t, jj] = T.exp(s[t, jj] - ml[t, 2])
+                                ml[t, 1] = ml[t, 1] + s[t, jj]
+                                for c4 in unroll(dv // vv):
+                                    for u in vec(vv):
+                                        acc[t, c4 * vv + u] = acc[t, c4 * vv + u] + s[t, jj] * vs[jc * ch + jj, c4 * vv + u]
+                            ml[t, 0] = ml[t, 2]
                 for t in loop(tq, "threadIdx.x"):
                     for c in unroll(dv):
                         out[b, qb * tq + t, c] = T.Cast(dtype, acc[t, c] / ml[t, 1])
