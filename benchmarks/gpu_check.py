@@ -342,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     os.environ.setdefault("DYC_CUDA_CACHE", str(folder / "cuda_cache"))    # the tvm kernels, compiled ahead
-    print(f"{folder}: {manifest['target']}", flush=True)
+    off = manifest.get("disabled_passes") or []
+    print(f"{folder}: {manifest['target']}" + (f", without {' '.join(off)}" if off else ""), flush=True)
     if args.models:
         manifest["artifacts"] = [a for a in manifest["artifacts"] if a["model"] in args.models]
         manifest["not_built"] = [a for a in manifest["not_built"] if a["model"] in args.models]

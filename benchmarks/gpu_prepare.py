@@ -26,6 +26,7 @@ random numbers on the checking side, whose numpy may be another version).
     python benchmarks/gpu_prepare.py [-o DIR] [--cpu] [--batch 1 32] [--models cnn encoder detector
                                      attention] [--modes fp32 fp16 int8] [--backends tvm mlir]
                                      [--max-mb 64] [--python X.Y] [--kernel-outputs] [--int8 mma|dp4a]
+                                     [--disable-pass NAME ...]
   -o DIR      the folder, replaced (default out/gpu-check; out/gpu-check-cpu with --cpu)
   --cpu       compile for llvm (this CPU), batches 1 2 by default: to try gpu_check.sh --cpu here
   --batch     batch sizes (default 1 32)
@@ -37,6 +38,9 @@ random numbers on the checking side, whose numpy may be another version).
               then names the first kernel that departs from the interpreter (for finding a backend's bug)
   --int8      the cuda int8 convs / matmuls on tensor cores (mma, the default) or with dp4a (the target
               option -int8=)
+  --disable-pass  compile without these passes (e.g. fuse_kernels fuse_attention: every op its own kernel, the
+              baseline the fused kernels are timed against: prepare a second, smaller folder with it, e.g.
+              --models cnn attention --modes int8 fp32 --backends tvm, and check both in one session)
   --python    the CPython version of the checking machine (default this one's; its runtime bundle's
               extension modules then come from pip download, see compiler/tools/runtime_bundle.py)
 """
@@ -186,7 +190,7 @@ def periodic_weights(g) -> int:
 
 
 def compile_artifact(name: str, mode: str, batch: int, target, backend: str, work: Path,
-                     kernel_outputs: bool = False):
+                     kernel_outputs: bool = False, disable_passes: tuple[str, ...] = ()):
     """(the final IR with periodic weights, its CompiledModel). `kernel_outputs`: every node's output is a
     graph output too (in order), so that the check names the first kernel whose result departs."""
     from compiler.api import final_ir
@@ -198,7 +202,7 @@ def compile_artifact(name: str, mode: str, batch: int, target, backend: str, wor
         kw = {"quantize": "int8", "integer_only": True, "calibration": calibration}
     elif mode == "fp16":
         kw = {"precision": "fp16"}
-    g, _ = final_ir(_model(name, batch, work), target, backend=backend, **kw)
+    g, _ = final_ir(_model(name, batch, work), target, backend=backend, disable_passes=disable_passes, **kw)
     periodic_weights(g)
     if kernel_outputs:          # no kernel may then write over an operand (assign_inplace): each one is an output
         g.outputs = list(dict.fromkeys([o for n in g.nodes for o in n.outputs if o.type.rank >= 1] + g.outputs))
@@ -238,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--python", default=None, metavar="X.Y")
     ap.add_argument("--kernel-outputs", action="store_true")
     ap.add_argument("--int8", choices=["mma", "dp4a"], default="mma")
+    ap.add_argument("--disable-pass", nargs="+", default=[], metavar="NAME")
     args = ap.parse_args(argv)
     from compiler import interp
     from compiler.diagnostics import CompileError
@@ -251,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "work").mkdir(parents=True)
     t_start = time.perf_counter()
     make_bundle(out / "runtime-bundle", python=args.python)
-    manifest = {"target": str(target), "seed": SEED, "period": PERIOD,
+    manifest = {"target": str(target), "seed": SEED, "period": PERIOD, "disabled_passes": args.disable_pass,
                 "python": args.python or f"{sys.version_info.major}.{sys.version_info.minor}",
                 "models": {m: {"description": MODELS[m][0], "input": f"{m}_input.npz"} for m in args.models},
                 "artifacts": [], "not_built": []}
@@ -265,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batches if name != "attention" else [1]:   # batch 1 first: it gives the reference
             file, t0 = f"{name}_{mode}_b{batch}_{backend}.dyc", time.perf_counter()
             try:
-                g, cm = compile_artifact(name, mode, batch, target, backend, out / "work", args.kernel_outputs)
+                g, cm = compile_artifact(name, mode, batch, target, backend, out / "work", args.kernel_outputs,
+                                         tuple(args.disable_pass))
             except CompileError as e:
                 why = str(e).splitlines()[0]
                 print(f"{file}: not built: {why}", flush=True)
