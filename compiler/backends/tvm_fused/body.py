@@ -118,11 +118,13 @@ def _broadcasts(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
 
 
 def compose(kb: KernelBody, nodes: list[Node], start: Value, channel_axis: int, dtype: str,
-            plain_full: bool) -> Composed:
+            plain_full: bool, compute: str | None = None) -> Composed:
     """The epilogue `nodes` (reading `start` and outside values) as one scalar function. Full-shape
     operands are read at the output's index (in the output's layout: the caller passes them so);
     per-channel constants at the channel; scalar constants are folded in. `plain_full`: a full-shape
-    operand must arrive plain (True) or in the output's block (False)."""
+    operand must arrive plain (True) or in the output's block (False). `compute` (float32 for a float16
+    epilogue): each op evaluated in it from its inputs and its result rounded to `dtype`, as numpy's float16
+    ops (the reference) do; the scalar forms (a rational tanh for sigmoid) lose too much in float16 itself."""
     out_shape = start.type.shape
     params: list[Param] = []
     refs: dict[int, tuple] = {}
@@ -170,26 +172,34 @@ def compose(kb: KernelBody, nodes: list[Node], start: Value, channel_axis: int, 
         args = [("value", local[id(v)]) if id(v) in produced else ref(v) for v in n.inputs]
         key.append((n.op.name, tuple((k, format_attr(a)) for k, a in n.attrs.items()), tuple(args)))
 
+    cdt = compute or dtype
+
+    def widen(x):
+        return x if compute is None else x.astype(compute)
+
+    def rounded(x):
+        return x if compute is None else x.astype(dtype).astype(compute)
+
     def build(placeholders: list[te.Tensor]):
         def fn(v, channel, full_idx, row):
-            env = {0: v}
+            env = {0: widen(v)}
 
             def read(a):
                 if a[0] == "value":
                     return env[a[1]]
                 if a[0] == "scalar":
-                    return tirx.const(a[1], dtype)
+                    return tirx.const(a[1], cdt)
                 p, t = params[a[1]], placeholders[a[1]]
                 if p.kind == "channel":
-                    return t[channel]
+                    return widen(t[channel])
                 if p.kind == "row_channel":
-                    return t[row, channel, 0, 0]
+                    return widen(t[row, channel, 0, 0])
                 if p.kind == "bcast":
-                    return t[tuple(0 if d == 1 else i for d, i in zip(p.shape, full_idx))]
-                return t[full_idx]
+                    return widen(t[tuple(0 if d == 1 else i for d, i in zip(p.shape, full_idx))])
+                return widen(t[full_idx])
             for i, ((_, _, args), n) in enumerate(zip(key, nodes)):
-                env[i + 1] = SCALAR[n.op](n.attrs, [read(a) for a in args], dtype)
-            return env[len(nodes)]
+                env[i + 1] = rounded(SCALAR[n.op](n.attrs, [read(a) for a in args], cdt))
+            return env[len(nodes)] if compute is None else env[len(nodes)].astype(dtype)
         return fn
 
     kinds = tuple((p.kind, p.shape if p.kind == "bcast" else None) for p in params)

@@ -188,14 +188,14 @@ def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax
 
 
 def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
-    """A float16 conv: float32 sums rounded once, + its bias in float16, then the composed epilogue in float16
-    (each op rounded as the reference's float16 ops are)."""
+    """A float16 conv: float32 sums rounded once, + its bias in float16, then the composed epilogue, each op in
+    float32 and rounded to float16 (as the reference's float16 ops are)."""
     c = kb.anchor
     _data_and_weight(kb, c)
     if tvm_dtype(c.outputs[0].type.dtype) != "float16":
         raise NotFusable("the GPU's float GEMM is float16")
     n, co, oh, ow = shape = c.outputs[0].type.shape
-    comp = compose(kb, kb.epilogue, c.outputs[0], 1, "float16", plain_full=True)
+    comp = compose(kb, kb.epilogue, c.outputs[0], 1, "float16", plain_full=True, compute="float32")
     holders, values = emit.epilogue_params(ctx, kb, comp, args, shape, "float16")
     inputs = [((co,), "float16")] if len(c.inputs) > 2 else []
     if len(c.inputs) > 2:
