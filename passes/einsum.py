@@ -327,9 +327,10 @@ def _forward(w: _Walk, mm: Node) -> tuple[list[Node], float, Value | None, Node]
             mask, nodes, cur = other, nodes + [nxt], nxt.outputs[0]
             nxt = _only_reader(w.users, w.outputs, cur)
     if cur.type.dtype is DType.F16:
-        if _cast_to(w, cur, DType.F32) is None:
+        up = _cast_to(w, cur, DType.F32)
+        if up is None:
             return None
-        nodes, cur = nodes + [nxt], nxt.outputs[0]
+        nodes, cur = nodes + [up], up.outputs[0]
         nxt = _only_reader(w.users, w.outputs, cur)
     if nxt is None or nxt.op is not nn.softmax or nxt.attrs["axis"] not in (-1, cur.type.rank - 1):
         return None
@@ -346,18 +347,19 @@ def _chain_at(g: Graph, w: _Walk, mm: Node) -> AttentionChain | None:
         return None
     nodes, scale, mask, sm = fwd
     p, guard = _nan_guard(w, sm.outputs[0])
+    down = []
     if mm.outputs[0].type.dtype is DType.F16:        # P back to float16 for P V
-        down = _cast_to(w, p, DType.F16)
-        if down is None:
+        cast = _cast_to(w, p, DType.F16)
+        if cast is None:
             return None
-        guard, p = guard + [down], down.outputs[0]
+        down, p = [cast], cast.outputs[0]
     pv = _only_reader(w.users, w.outputs, p)
     if pv is None or pv.op is not linalg.matmul or pv.inputs[0] is not p:
         return None
     v = pv.inputs[1]
     if v.type.rank != q.type.rank or v.type.shape[:-2] != q.type.shape[:-2] or v.type.dtype is not q.type.dtype:
         return None
-    nodes += guard + [pv]
+    nodes += guard + down + [pv]
     q, q_scale, _ = w.unscale(q, mm, nodes)
     k, k_scale, reader = w.unscale(kt, mm, nodes)
     k, untransposed, reader = w.untranspose(k, reader, nodes)

@@ -108,3 +108,13 @@ def test_ptxas_assembles_the_attention_without_spills():
     assert r.returncode == 0, r.stderr
     info = r.stderr.split("attention_0_kernel")[-1]
     assert "0 bytes spill stores" in info, info
+
+
+def test_the_float16_chain_is_read_with_its_casts_and_no_nan_guard():
+    """passes.einsum.find_chains on the float16 program: the two casts around the softmax belong to the chain,
+    which has no NaN guard (the cast of P is not one)."""
+    from passes.einsum import find_chains
+    f, _ = final_ir(_graph(1, 2, 32, 32, 64), TARGET, precision="fp16", disable_passes=["fuse_attention",
+                                                                                         "fuse_kernels"])
+    (ch,) = find_chains(f)
+    assert [n.op.name for n in ch.nodes].count("nn.cast") == 2 and not ch.nan_guard
