@@ -116,8 +116,8 @@ def quantize_passes(integer_only: bool) -> list[str]:
 
 
 def kernel_pipeline_for(target: Target, backend: str = "tvm") -> list[str]:
-    """The kernel-level passes for `backend`: the MLIR backend takes the fused kernels and leaves layouts
-    and tiles to IREE."""
+    """The kernel-level passes for `backend`: the MLIR backend takes the fused kernels (an attention is one
+    iree_linalg_ext.attention) and leaves layouts and tiles to IREE."""
     if backend == "mlir":
-        return ["fuse_kernels", "plan_memory"]
+        return ["fuse_attention", "fuse_kernels", "plan_memory"]
     return list(KERNEL_PIPELINES[target.kind])

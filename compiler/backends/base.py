@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from compiler.runtime import Signature
 
 
+class NotFusable(Exception):
+    """A fused node's body asks for something its one-kernel lowering cannot do; the node is lowered op by op."""
+
+
 class Executable(Protocol):
     """A compiled model, ready to run on this machine (or only to be saved, for a GPU target
     on a host without a GPU)."""

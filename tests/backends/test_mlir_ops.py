@@ -16,10 +16,11 @@ from compiler import interp
 from compiler.backends.mlir import BACKEND, LOWERINGS
 from compiler.ir import Graph
 from compiler.ops import elementwise as ew
-from compiler.ops import ivit, linalg, nn
+from compiler.ops import indexing, ivit, linalg, nn
 from compiler.ops import quant as q
 from compiler.ops import reduce as rd
 from compiler.ops import shape as sh
+from compiler.ops import unary_math as um
 from compiler.ops.quant import INT_RANGE
 from compiler.target import Target
 from compiler.types import DType, TensorType
@@ -94,6 +95,14 @@ def test_mlir_int_unary_and_casts():
     g.outputs = outs
     check(g, [rand((6, 7), I8, 0, -128, 127), rand((6, 7), U8, 1, 0, 255), rand((6, 7), F32, 2, -300, 300),
               rand((6, 7), BOOL, 3)])
+
+
+def test_mlir_float_tests():
+    g = Graph()
+    x = g.add_input("x", T((2, 6), F32))
+    g.outputs = [g.add1(um.isnan, [x])] + [g.add1(um.isinf, [x], detect_positive=p, detect_negative=n)
+                                           for p, n in ((True, True), (True, False), (False, True), (False, False))]
+    check(g, [np.array([[0, np.nan, np.inf, -np.inf, 1e38, -2], [-np.nan, 3, -np.inf, np.inf, 0, np.nan]], np.float32)])
 
 
 def test_mlir_binary_broadcast_compare_where():
@@ -223,6 +232,7 @@ def test_mlir_shape_ops():
                  g.add1(sh.tile, [x], repeats=(2, 1, 3)),
                  g.add1(sh.pad, [x], pads=(0, 1, -1, 1, 0, 2), value=1.5)]
     g.outputs += [g.add1(sh.pad, [x], pads=(0, 2, 3, 1, 1, 0), mode=m) for m in ("edge", "reflect", "wrap")]
+    g.outputs += [g.add1(indexing.trilu, [x], upper=u, k=k) for u, k in ((True, 1), (False, -1), (True, -2))]
     check(g, [rand((2, 3, 4), F32, 0), np.array([[0, -1], [2, 1]], np.int64)])
 
 

@@ -17,31 +17,12 @@ from compiler import interp
 from compiler.ir import Graph, Node
 from compiler.ops import elementwise as ew
 from compiler.ops import kernel, linalg, nn, shape
-from compiler.ops import unary_math as um
 from compiler.types import DType, TensorType
 from passes.einsum import fuse_attention
+from tests.backends.attention_graphs import attention_graph, attention_inputs, gqa_graph, guarded_graph
 from tests.backends.kernel_ir import build
 
 F32 = DType.F32
-
-
-def _graph(b, h, lq, lk, d, mask=None, k_transposed=False, scale_op=ew.div) -> Graph:
-    g = Graph("attention")
-    q = g.add_input("q", TensorType((b, h, lq, d), F32))
-    if k_transposed:
-        kt = g.add_input("kt", TensorType((b, h, d, lk), F32))
-    else:
-        kt = g.add1(shape.transpose, [g.add_input("k", TensorType((b, h, lk, d), F32))], perm=(0, 1, 3, 2))
-    v = g.add_input("v", TensorType((b, h, lk, d), F32))
-    c = np.float32(np.sqrt(d)) if scale_op is ew.div else np.float32(1 / np.sqrt(d))
-    s = g.add1(scale_op, [g.add1(linalg.matmul, [q, kt]), g.const(c, "scale")])
-    if mask == "padding":
-        s = g.add1(ew.add, [s, g.add_input("mask", TensorType((b, 1, 1, lk), F32))])
-    elif mask == "causal":
-        causal = np.triu(np.full((lq, lk), -1e9, np.float32), 1)[None, None]
-        s = g.add1(ew.add, [s, g.const(causal, "causal")])
-    g.outputs = [g.add1(linalg.matmul, [g.add1(nn.softmax, [s], axis=-1), v])]
-    return g
 
 
 def _run(g: Graph, tile=None):
@@ -64,61 +45,30 @@ def _run(g: Graph, tile=None):
 @pytest.mark.parametrize("b,h,lq,lk,d", [(1, 6, 32, 32, 64), (2, 3, 20, 36, 8), (1, 2, 1, 16, 16),
                                          (1, 1, 16, 1, 16)])
 def test_attention_kernel_matches_interpreter(b, h, lq, lk, d):
-    _run(_graph(b, h, lq, lk, d))
+    _run(attention_graph(b, h, lq, lk, d))
 
 
 @pytest.mark.parametrize("mask", ["padding", "causal"])
 def test_attention_kernel_masks(mask):
-    _run(_graph(2, 4, 48, 48, 32, mask=mask))
+    _run(attention_graph(2, 4, 48, 48, 32, mask=mask))
 
 
 def test_attention_kernel_k_transposed_and_multiplied_scale():
-    _run(_graph(1, 4, 32, 64, 32, k_transposed=True, scale_op=ew.mul))
+    _run(attention_graph(1, 4, 32, 64, 32, k_transposed=True, scale_op=ew.mul))
 
 
 def test_attention_kernel_key_blocks_split_the_keys():
-    _run(_graph(1, 2, 64, 128, 64, mask="causal"), tile=(16, 32))
+    _run(attention_graph(1, 2, 64, 128, 64, mask="causal"), tile=(16, 32))
 
 
 # -- causal masks, grouped-query heads, lengths 1..1024: fused == unfused == interpreter ----------------
-
-
-def _gqa_graph(b, h, kv, lq, lk, d, mask=None) -> Graph:
-    """Attention as transformers exports it: K and V with `kv` heads repeated to `h` (reshape, expand,
-    reshape), scores scaled by 1/sqrt(d), then a padding (b, 1, 1, lk) input mask or a constant causal
-    mask (finfo.min above the diagonal, bottom-right aligned when lq < lk)."""
-    g = Graph("attention")
-    q = g.add_input("q", TensorType((b, h, lq, d), F32))
-    k, v = (g.add_input(n, TensorType((b, kv, lk, d), F32)) for n in "kv")
-    if kv != h:
-        k, v = (g.add1(shape.reshape, [g.add1(shape.expand, [g.add1(shape.reshape, [x], shape=(b, kv, 1, lk, d))],
-                                              shape=(b, kv, h // kv, lk, d))], shape=(b, h, lk, d)) for x in (k, v))
-    s = g.add1(linalg.matmul, [q, g.add1(shape.transpose, [k], perm=(0, 1, 3, 2))])
-    s = g.add1(ew.mul, [s, g.const(np.float32(1 / np.sqrt(d)), "scale")])
-    if mask == "padding":
-        s = g.add1(ew.add, [s, g.add_input("mask", TensorType((b, 1, 1, lk), F32))])
-    elif mask == "causal":
-        causal = np.triu(np.full((lq, lk), np.finfo(np.float32).min, np.float32), 1 + lk - lq)
-        s = g.add1(ew.add, [s, g.const(causal[None, None], "causal")])
-    g.outputs = [g.add1(linalg.matmul, [g.add1(nn.softmax, [s], axis=-1), v])]
-    return g
-
-
-def _inputs(g: Graph) -> list[np.ndarray]:
-    rng = np.random.default_rng(1)
-    ins = [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]
-    if g.inputs[-1].name == "mask":          # the last quarter of the keys padded, in every batch but the first
-        ins[-1] = np.zeros(g.inputs[-1].type.shape, np.float32)
-        ins[-1][1:, ..., -max(1, ins[-1].shape[-1] // 4):] = np.finfo(np.float32).min
-        ins[-1][..., 0] = 0
-    return ins
 
 
 def _fused_unfused_interp(g: Graph) -> None:
     fused = fuse_attention(g)
     (node,) = fused.nodes
     assert node.op is kernel.fused and node.attrs["kernel"] == "attention"
-    ins = _inputs(g)
+    ins = attention_inputs(g)
     want = interp.run(g, *ins)[0]
     tol = dict(rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
     np.testing.assert_allclose(interp.run(fused, *ins)[0], want, **tol)
@@ -139,52 +89,38 @@ def _fused_unfused_interp(g: Graph) -> None:
     (2, 16, 4, 128, 128, 32, "padding"),
 ])
 def test_attention_kernel_fused_equals_unfused_and_interpreter(b, h, kv, lq, lk, d, mask):
-    _fused_unfused_interp(_gqa_graph(b, h, kv, lq, lk, d, mask))
+    _fused_unfused_interp(gqa_graph(b, h, kv, lq, lk, d, mask))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("h,kv,mask", [(12, 12, "causal"), (8, 2, None), (4, 4, "padding"), (16, 4, "causal")])
 def test_attention_kernel_fused_equals_unfused_and_interpreter_1024(h, kv, mask):
-    _fused_unfused_interp(_gqa_graph(1, h, kv, 1024, 1024, 64, mask))
+    _fused_unfused_interp(gqa_graph(1, h, kv, 1024, 1024, 64, mask))
 
 
 def test_attention_kernel_reads_causal_and_grouped_heads_from_the_body():
     """The kernel takes the causal offset instead of the mask tensor, and the K/V heads unrepeated."""
-    from compiler.backends.tvm_fused.attention import _read
-    from compiler.backends.tvm_fused.body import parse
-    node = fuse_attention(_gqa_graph(1, 8, 2, 16, 48, 32, "causal")).nodes[0]
-    a = _read(parse(node))
+    from compiler.backends.attention_body import read_attention
+    node = fuse_attention(gqa_graph(1, 8, 2, 16, 48, 32, "causal")).nodes[0]
+    a = read_attention(node.attrs["body"])
     assert (a.mask, a.causal, a.k_group, a.v_group) == (None, 32, 4, 4)
     assert a.k.type.shape == (1, 2, 48, 32) and not a.k_transposed
-    node = fuse_attention(_gqa_graph(2, 4, 4, 16, 16, 32, "padding")).nodes[0]
-    a = _read(parse(node))
+    node = fuse_attention(gqa_graph(2, 4, 4, 16, 16, 32, "padding")).nodes[0]
+    a = read_attention(node.attrs["body"])
     assert (a.mask.type.shape, a.causal, a.k_group) == ((2, 1, 1, 16), -1, 1)
 
 
 @pytest.mark.parametrize("tile", [(16, 16), (8, 32), (32, 64)])
 def test_attention_kernel_causal_block_skipping(tile):
     """Blocks wholly past the diagonal skipped, those crossing it masked in the kernel: any tiling."""
-    _run(_gqa_graph(1, 2, 1, 64, 64, 32, "causal"), tile=tile)
+    _run(gqa_graph(1, 2, 1, 64, 64, 32, "causal"), tile=tile)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
 def test_attention_kernel_nan_guard_zeroes_fully_masked_rows():
     """torch's ONNX export of scaled_dot_product_attention: where(isnan(p), 0, p) after the softmax; a
     query whose every key is -inf gives 0, as the unfused graph does."""
-    b, h, lq, lk, d = 2, 2, 16, 16, 16
-    g = Graph("attention")
-    q, k, v = (g.add_input(n, TensorType((b, h, lq if n == "q" else lk, d), F32)) for n in "qkv")
-    half = g.const(np.float32(d ** -0.25), "half_scale")
-    s = g.add1(linalg.matmul, [g.add1(ew.mul, [q, half]),
-                               g.add1(ew.mul, [g.add1(shape.transpose, [k], perm=(0, 1, 3, 2)), half])])
-    s = g.add1(ew.add, [s, g.add_input("mask", TensorType((b, 1, lq, lk), F32))])
-    p = g.add1(nn.softmax, [s], axis=-1)
-    p = g.add1(ew.where, [g.add1(um.isnan, [p]), g.const(np.zeros(1, np.float32), "zero"), p])
-    g.outputs = [g.add1(linalg.matmul, [p, v])]
-    rng = np.random.default_rng(0)
-    ins = [rng.standard_normal(x.type.shape).astype(np.float32) for x in g.inputs]
-    ins[3] = np.where(rng.random(ins[3].shape) < 0.3, -np.inf, 0).astype(np.float32)
-    ins[3][1, 0, 5] = -np.inf                    # one query of the second batch sees no key
+    g, ins = guarded_graph()
     fused = fuse_attention(g)
     assert [n.op for n in fused.nodes] == [kernel.fused]
     want = interp.run(g, *ins)[0]

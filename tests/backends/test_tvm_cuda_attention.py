@@ -23,7 +23,7 @@ from compiler.backends.tvm import BACKEND  # noqa: E402
 from compiler.backends.tvm_kernels import cuda_attention  # noqa: E402
 from compiler.ops import kernel  # noqa: E402
 from compiler.target import Target  # noqa: E402
-from tests.backends.test_tvm_attention import _gqa_graph, _graph, _inputs  # noqa: E402
+from tests.backends.attention_graphs import attention_graph, attention_inputs, gqa_graph  # noqa: E402
 
 TARGET = "cuda -arch=sm_90"
 
@@ -35,27 +35,27 @@ def _final(g):
 
 
 @pytest.mark.parametrize("g", [
-    _graph(1, 2, 32, 32, 64),
-    _graph(2, 3, 20, 36, 8),                 # 4 queries per block, 4 keys per block
-    _graph(1, 2, 1, 16, 16),                 # one query
-    _graph(2, 4, 48, 48, 32, mask="padding"),
-    _graph(2, 4, 48, 48, 32, mask="causal"),
-    _gqa_graph(1, 8, 2, 128, 128, 64, "causal"),   # grouped-query heads read in place
-    _gqa_graph(1, 6, 1, 24, 40, 64, "causal"),     # bottom-right causal (fewer queries than keys), one K/V head
-    _gqa_graph(2, 4, 4, 16, 64, 32, "padding"),
+    attention_graph(1, 2, 32, 32, 64),
+    attention_graph(2, 3, 20, 36, 8),                 # 4 queries per block, 4 keys per block
+    attention_graph(1, 2, 1, 16, 16),                 # one query
+    attention_graph(2, 4, 48, 48, 32, mask="padding"),
+    attention_graph(2, 4, 48, 48, 32, mask="causal"),
+    gqa_graph(1, 8, 2, 128, 128, 64, "causal"),   # grouped-query heads read in place
+    gqa_graph(1, 6, 1, 24, 40, 64, "causal"),     # bottom-right causal (fewer queries than keys), one K/V head
+    gqa_graph(2, 4, 4, 16, 64, 32, "padding"),
 ], ids=["plain", "odd-sizes", "one-query", "padding", "causal", "gqa-causal", "mqa-offset", "padding-2"])
 def test_the_gpu_attention_matches_the_interpreter(g):
     f = _final(g)
-    ins = _inputs(g)
+    ins = attention_inputs(g)
     want = interp.run(g, *ins)[0]
     got = tvm_cuda.build_for_cpu(f, Target.parse(TARGET))(*ins)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
 @pytest.mark.parametrize("g", [
-    _graph(1, 2, 32, 32, 64),
-    _gqa_graph(1, 8, 2, 64, 64, 64, "causal"),
-    _gqa_graph(2, 4, 4, 16, 64, 32, "padding"),
+    attention_graph(1, 2, 32, 32, 64),
+    gqa_graph(1, 8, 2, 64, 64, 64, "causal"),
+    gqa_graph(2, 4, 4, 16, 64, 32, "padding"),
 ], ids=["plain", "gqa-causal", "padding"])
 def test_the_float16_attention_is_one_kernel_and_matches_the_interpreter(g):
     """--precision fp16: the float16 chain (its softmax in float32 between two casts) is one kernel too, which
@@ -63,7 +63,7 @@ def test_the_float16_attention_is_one_kernel_and_matches_the_interpreter(g):
     op-by-op float16 program is)."""
     f, _ = final_ir(g, TARGET, precision="fp16")
     assert [n.attrs.get("kernel") for n in f.nodes if n.op is kernel.fused] == ["attention"], f.nodes
-    ins = _inputs(g)
+    ins = attention_inputs(g)
     exact = interp.run(g, *ins)[0]                   # the float32 program
     want = interp.run(f, *ins)[0]
     got = tvm_cuda.build_for_cpu(f, Target.parse(TARGET))(*ins)[0]
@@ -75,16 +75,16 @@ def test_the_float16_attention_is_one_kernel_and_matches_the_interpreter(g):
 
 def test_a_wrong_kernel_is_caught(monkeypatch):
     """The check above can fail: masking the keys past the causal diagonal with 0 instead of -3e38 is seen."""
-    g = _graph(2, 4, 48, 48, 32, mask="causal")
+    g = attention_graph(2, 4, 48, 48, 32, mask="causal")
     f = _final(g)
     monkeypatch.setattr(cuda_attention, "NEG", 0.0)
-    ins = _inputs(g)
+    ins = attention_inputs(g)
     got = tvm_cuda.build_for_cpu(f, Target.parse(TARGET))(*ins)[0]
     assert not np.allclose(got, interp.run(g, *ins)[0], rtol=1e-2, atol=1e-2)
 
 
 def _cuda_build():
-    f = _final(_gqa_graph(1, 8, 2, 128, 128, 64, "causal"))
+    f = _final(gqa_graph(1, 8, 2, 128, 128, 64, "causal"))
     return BACKEND.build(f, Target.parse(TARGET))
 
 
@@ -114,7 +114,7 @@ def test_the_float16_chain_is_read_with_its_casts_and_no_nan_guard():
     """passes.einsum.find_chains on the float16 program: the two casts around the softmax belong to the chain,
     which has no NaN guard (the cast of P is not one)."""
     from passes.einsum import find_chains
-    f, _ = final_ir(_graph(1, 2, 32, 32, 64), TARGET, precision="fp16", disable_passes=["fuse_attention",
+    f, _ = final_ir(attention_graph(1, 2, 32, 32, 64), TARGET, precision="fp16", disable_passes=["fuse_attention",
                                                                                          "fuse_kernels"])
     (ch,) = find_chains(f)
     assert [n.op.name for n in ch.nodes].count("nn.cast") == 2 and not ch.nan_guard

@@ -166,3 +166,28 @@ def test_bert_onnx_export_with_padding_fuses_attention(tmp_path, attn):
     att, exe = _compile(g)
     _check(att, causal=-1, group=1)
     _run(exe, inputs, want)
+
+
+@requires_ort
+@pytest.mark.skipif(not has_module("iree.compiler"), reason="iree-base-compiler is not installed")
+@pytest.mark.parametrize("model,attn,padded,causal,group", [(_llama, "eager", False, 0, 2), (_bert, "sdpa", True, -1, 1)],
+                         ids=["llama-eager-causal-gqa", "bert-sdpa-padding-nan-guard"])
+def test_mlir_backend_lowers_each_exported_attention_to_one_iree_attention(tmp_path, monkeypatch, model, attn, padded,
+                                                                           causal, group):
+    """Through the MLIR backend each fused attention is one iree_linalg_ext.attention (used on cuda; built for
+    the CPU here to run it): the causal mask from the indices, the K/V heads through the maps, sdpa's NaN guard
+    on the output; matches onnxruntime."""
+    from compiler.api import lower_kernels
+    from compiler.backends.mlir import BACKEND
+    from compiler.backends.mlir_lower import attention
+    monkeypatch.setattr(attention, "ON_TARGETS", frozenset({"cuda", "llvm"}))
+    from compiler.ops import kernel
+    from compiler.target import Target
+    inputs = _inputs(padded)
+    g, want = _via_onnx(model(attn), inputs, tmp_path)
+    target = Target("llvm", num_threads=1)
+    final = lower_kernels(g, target, "mlir")
+    _check([n for n in final.nodes if n.op is kernel.fused and n.attrs["kernel"] == "attention"], causal, group)
+    exe = BACKEND.build(final, target)
+    assert exe.source("mlir").count("iree_linalg_ext.attention") == LAYERS
+    _run(exe, inputs, want)

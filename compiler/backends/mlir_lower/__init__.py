@@ -2,6 +2,7 @@
 package fills `LOWERINGS`."""
 from compiler.backends.mlir_lower import (  # noqa: F401
     elementwise,
+    indexing,
     ivit,
     kernel,
     linalg,

@@ -13,6 +13,7 @@ from iree.compiler.dialects import arith, math
 from compiler.backends.mlir_lower.registry import LowerCtx, elem_type, int_width, is_unsigned, lowers, scalar
 from compiler.ir import Node
 from compiler.ops import elementwise as ew
+from compiler.ops import unary_math as um
 from compiler.types import DType
 
 
@@ -41,6 +42,23 @@ _FLOAT_UNARY = {
 @lowers(*_FLOAT_UNARY)
 def _float_unary(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     return _map(ctx, node, args, _FLOAT_UNARY[node.op])
+
+
+@lowers(um.isnan)
+def _isnan(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    return _map(ctx, node, args, lambda x: arith.cmpf(arith.CmpFPredicate.UNO, x, x))
+
+
+@lowers(um.isinf)
+def _isinf(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    signs = [s for s, on in ((1.0, node.attrs["detect_positive"]), (-1.0, node.attrs["detect_negative"])) if on]
+
+    def test(x):
+        hits = [arith.cmpf(arith.CmpFPredicate.OEQ, x, scalar(s * np.inf, x.type)) for s in signs]
+        if not hits:
+            return scalar(False, ir.IntegerType.get_signless(1))
+        return hits[0] if len(hits) == 1 else arith.ori(*hits)
+    return _map(ctx, node, args, test)
 
 
 @lowers(ew.identity)

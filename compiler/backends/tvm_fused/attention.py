@@ -1,7 +1,6 @@
 """The fused attention kernel of a `k.fused{kernel = "attention"}` node (passes.einsum.fuse_attention).
 
-Its body is [scaled] q, [scaled] [repeated] k -> matmul(q, [transpose] k) -> [div | mul by a scalar]
--> [add mask] -> softmax(last axis) -> [where(isnan(p), 0, p)] -> matmul(., [repeated] v); the node's
+What the body computes is read by backends/attention_body.py; the node's
 tile is (query block, key block), chosen by the cost model (passes.tiles; empty: passes.einsum's
 default_tile). Batch dimensions are flattened into one; a mask that varies along batch dimensions
 other than all of them is broadcast to the scores' batch first. A head repeat of K or
@@ -12,133 +11,17 @@ query attention); a causal mask (trilu(expand(c), upper, k) with c <= -1e9) beco
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from tvm import relax
 
+from compiler.backends.attention_body import Attention, read_attention
 from compiler.backends.tvm_fused.body import KernelBody, NotFusable
 from compiler.backends.tvm_kernels import attention as katt
 from compiler.backends.tvm_lower.registry import LowerCtx
 from compiler.ir import Value
-from compiler.ops import elementwise as ew
-from compiler.ops import indexing, linalg, nn, shape
-from compiler.ops import unary_math as um
 from compiler.types import DType
 from passes.einsum import default_tile
-
-MASKED = -1e9       # a causal fill at or below this removes its keys (passes.einsum.MASKED)
-
-
-@dataclass
-class Attention:
-    """What the body computes, in the kernel's terms."""
-
-    q: Value
-    k: Value
-    v: Value
-    mask: Value | None        # None: no mask tensor (none, or causal)
-    scale: float
-    k_transposed: bool        # k arrives as (..., d, lk)
-    k_group: int
-    v_group: int
-    causal: int               # -1, or the offset of the causal mask
-    zero_masked_rows: bool
-
-
-def _scalar(v: Value) -> float | None:
-    return float(v.const.reshape(-1)[0]) if v.is_const and v.const.size == 1 else None
-
-
-def _unscale(v: Value) -> tuple[Value, float]:
-    """v = src * c1 / c2 ... with scalar constants: (src, the factor)."""
-    factor = 1.0
-    while (n := v.producer) is not None and n.op in (ew.mul, ew.div) and len(n.inputs) == 2:
-        x, other = (n.inputs[1], n.inputs[0]) if n.inputs[0].is_const else n.inputs
-        c = _scalar(other)
-        if c is None or c == 0 or x.is_const or (n.op is ew.div and n.inputs[0] is not x):
-            break
-        factor, v = factor * (1.0 / c if n.op is ew.div else c), x
-    return v, factor
-
-
-def _unrepeat(v: Value) -> tuple[Value, int]:
-    """v = reshape(expand(reshape(src))) repeating each head (axis -3) of src n times: (src, n)."""
-    r2 = v.producer
-    ex = r2.inputs[0].producer if r2 is not None and r2.op is shape.reshape else None
-    r1 = ex.inputs[0].producer if ex is not None and ex.op is shape.expand else None
-    if r1 is None or r1.op is not shape.reshape:
-        return v, 1
-    src = tuple(r1.inputs[0].type.shape)
-    n = ex.outputs[0].type.shape[-3] if len(src) >= 3 else 0
-    if len(src) < 3 or tuple(r1.outputs[0].type.shape) != src[:-2] + (1,) + src[-2:] or \
-            tuple(ex.outputs[0].type.shape) != src[:-2] + (n,) + src[-2:] or \
-            tuple(v.type.shape) != src[:-3] + (src[-3] * n,) + src[-2:]:
-        return v, 1
-    return r1.inputs[0], n
-
-
-def _causal(mask: Value) -> int:
-    """The offset of a causal mask computed in the body (trilu(expand(c), upper, k >= 1)), or -1."""
-    t = mask.producer
-    src = t.inputs[0].producer if t is not None and t.op is indexing.trilu else None
-    if src is None or not t.attrs["upper"] or t.attrs["k"] < 1 or src.op is not shape.expand:
-        return -1
-    c = _scalar(src.inputs[0])
-    return t.attrs["k"] - 1 if c is not None and c <= MASKED else -1
-
-
-def _read(kb: KernelBody, dtypes: tuple[DType, ...] = (DType.F32,)) -> Attention:
-    """The body, walked back from its result; NotFusable if it is not an attention body whose q, k, v are of
-    one of `dtypes` (the CPU kernel: float32; the GPU's: float16 too)."""
-    pv = kb.result.producer
-    if pv is None or pv.op is not linalg.matmul:
-        raise NotFusable("not an attention body")
-    p, guard = pv.inputs[0], False
-    if p.producer is not None and p.producer.op is ew.cast:      # float16: P cast back from float32
-        p = p.producer.inputs[0]
-    w = p.producer
-    if w is not None and w.op is ew.where and w.inputs[0].producer is not None and \
-            w.inputs[0].producer.op is um.isnan and w.inputs[0].producer.inputs[0] is w.inputs[2] and \
-            _scalar(w.inputs[1]) == 0.0:
-        p, guard = w.inputs[2], True
-    sm = p.producer
-    if sm is None or sm.op is not nn.softmax:
-        raise NotFusable("not an attention body")
-    mm = next((n for n in kb.body.nodes if n.op is linalg.matmul), None)
-    if mm is None or mm is pv:
-        raise NotFusable("not an attention body")
-    readers = {id(x): n for n in kb.body.nodes for x in n.inputs}
-    cur, scale, mask = mm.outputs[0], 1.0, None
-    while cur is not sm.inputs[0]:
-        n = readers.get(id(cur))
-        other = None if n is None or len(n.inputs) != 2 else n.inputs[1] if n.inputs[0] is cur else n.inputs[0]
-        c = _scalar(other) if other is not None else None
-        if n is not None and n.op is ew.cast and n.outputs[0].type.dtype is DType.F32:   # float16 scores
-            pass
-        elif n is not None and n.op in (ew.mul, ew.div) and c and (n.op is ew.mul or n.inputs[0] is cur):
-            scale *= 1.0 / c if n.op is ew.div else c
-        elif n is not None and n.op is ew.add and mask is None and other is not None:
-            mask = other
-        else:
-            raise NotFusable(f"{n.op.name if n else 'nothing'} between Q K^T and softmax")
-        cur = n.outputs[0]
-    q, q_scale = _unscale(mm.inputs[0])
-    k, k_scale = _unscale(mm.inputs[1])
-    t = k.producer
-    r = k.type.rank
-    transposed = not (t is not None and t.op is shape.transpose and
-                      list(t.attrs["perm"]) == list(range(r - 2)) + [r - 1, r - 2])
-    if not transposed:
-        k, k_scale2 = _unscale(t.inputs[0])
-        k_scale *= k_scale2
-    k, k_group = _unrepeat(k)
-    v, v_group = _unrepeat(pv.inputs[1])
-    if q.type.dtype not in dtypes or any(x.type.dtype is not q.type.dtype for x in (k, v)):
-        raise NotFusable(f"the attention kernel takes {' or '.join(t.value for t in dtypes)}")
-    causal = _causal(mask) if mask is not None else -1
-    return Attention(q, k, v, None if causal >= 0 else mask, scale * q_scale * k_scale, transposed,
-                     k_group, v_group, causal, guard)
 
 
 def _mask_dims(mask: Value, scores: tuple[int, ...], bh: int) -> tuple[tuple[int, ...], int, int, bool]:
@@ -169,7 +52,7 @@ def attention_plan(kb: KernelBody, dtypes: tuple[DType, ...] = (DType.F32,)) -> 
     """(the kernel's spec, what the body computes) of an attention body; NotFusable if the kernel cannot
     take it. The tile is the node's, or passes.einsum.default_tile's where it is empty (choose_tiles
     never ran: MLIR / CUDA pipelines, `--emit einsum`)."""
-    a = _read(kb, dtypes)
+    a = read_attention(kb.body, dtypes)
     *batch, lq, d = a.q.type.shape
     lk, dv = a.v.type.shape[-2:]
     bh = math.prod(batch)

@@ -8,16 +8,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from tvm import te, tirx
 
+from compiler.backends.base import NotFusable  # noqa: F401  (re-exported: the fused emitters raise it)
 from compiler.backends.tvm_fused.scalar import SCALAR
 from compiler.backends.tvm_lower.registry import tvm_dtype
 from compiler.ir import Graph, Node, Value
 from compiler.ops import kernel
 from compiler.ops import layout as lay
 from compiler.printer import format_attr
-
-
-class NotFusable(Exception):
-    """The body asks for something this kernel cannot do; the fused node is lowered op by op."""
 
 
 @dataclass
