@@ -8,6 +8,8 @@ attention (12 heads, 512 queries and keys, causal), which is one kernel with an 
 the kernels the GPU launches, then runs the same kernels built for the CPU without their GPU schedules
 (`compiler.backends.tvm_cuda.build_for_cpu`) against the reference interpreter: bit-exact for the integer CNN,
 float32 rounding for the attention. On a machine with a GPU it also runs the cuda build there and compares.
+Through the MLIR backend the attention is one `iree_linalg_ext.attention`, which IREE tiles for the GPU; its
+lowering is built for the CPU too and compared with the interpreter.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compiler import interp  # noqa: E402
 from compiler.api import final_ir  # noqa: E402
 from compiler.backends import tvm_cuda  # noqa: E402
+from compiler.backends.mlir import BACKEND as MLIR  # noqa: E402
+from compiler.backends.mlir_lower import attention as mlir_attention  # noqa: E402
 from compiler.backends.tvm import BACKEND  # noqa: E402
 from compiler.target import Target  # noqa: E402
 
@@ -62,6 +66,22 @@ def show(name: str, g, target: str, xs: list[np.ndarray], exact: bool) -> None:
         print(f"{'':4s}on the GPU: {'bit-exact' if np.array_equal(out, want) else np.abs(out - want).max()}")
 
 
+def show_mlir(model, target: str, xs: list[np.ndarray]) -> None:
+    example = tuple(torch.from_numpy(x) for x in xs)
+    for precision in ("fp32", "fp16"):
+        g, _ = final_ir(model, target, backend="mlir", example_inputs=example, precision=precision)
+        exe = MLIR.build(g, Target.parse(target))
+        ptx = exe.source("ptx")
+        print(f"causal attention through MLIR, {precision}: {exe.source('mlir').count('iree_linalg_ext.attention')} "
+              f"iree_linalg_ext.attention, {ptx.count('.entry')} PTX kernels, {ptx.count('mma.sync')} mma.sync")
+    mlir_attention.ON_TARGETS = frozenset({"cuda", "llvm"})    # the same lowering, built for the CPU to run it
+    g, _ = final_ir(model, "llvm", backend="mlir", example_inputs=example)
+    want, got = interp.run(g, *xs)[0], MLIR.build(g, Target.parse("llvm")).run(xs)[0]
+    err = np.abs(got - want).max()
+    print(f"{'':4s}the op built for the CPU vs the interpreter: max abs error {err:.2e}")
+    assert err <= 1e-4 * np.abs(want).max()
+
+
 def main() -> None:
     arch = sys.argv[1] if len(sys.argv) > 1 else "sm_90"
     target = f"cuda -arch={arch}"
@@ -75,6 +95,7 @@ def main() -> None:
     qkv = [rng.standard_normal((1, 12, 512, 64)).astype(np.float32) for _ in range(3)]
     g, _ = final_ir(Attention(), target, example_inputs=tuple(torch.from_numpy(x) for x in qkv))
     show("causal attention", g, target, qkv, exact=False)
+    show_mlir(Attention(), target, qkv)
 
 
 if __name__ == "__main__":
