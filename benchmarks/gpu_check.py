@@ -15,7 +15,8 @@ alone (PyTorch's models come from examples/).
 
     python benchmarks/gpu_check.py [--cpu] [--repeat N] [--no-time] [--models M ...] [--profile] [DIR]
                                                                             (gpu_check.sh runs this)
-  DIR         the folder (default out/gpu-check; out/gpu-check-cpu with --cpu)
+  DIR         the folder (default out/gpu-check; out/gpu-check-cpu with --cpu), or the DIR.tar.xz that
+              gpu_prepare.py --pack wrote (extracted first, into a temporary folder)
   --cpu       the folder holds llvm artifacts (gpu_prepare.py --cpu): check and time on the CPU
   --repeat N  timed runs per model, batch and runtime (default 20)
   --no-time   the checks only
@@ -306,6 +307,19 @@ def run_timing(folder: Path, manifest: dict, status: dict, device: str, repeat: 
                       f"| {_ratio(ms, dflt)} |")
 
 
+def unpack(archive: Path) -> Path:
+    """The folder inside gpu_prepare.py --pack's archive, extracted into a fresh temporary folder."""
+    import tarfile
+    import tempfile
+    into = Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    t0 = time.perf_counter()
+    with tarfile.open(archive, "r:xz") as tar:
+        tar.extractall(into, filter="data")
+    (folder,) = into.iterdir()
+    print(f"{archive.name}: extracted to {folder} in {time.perf_counter() - t0:.1f} s", flush=True)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child-check":
@@ -327,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device = "cpu" if args.cpu else "gpu"
     folder = Path(args.dir or ROOT / "out" / ("gpu-check-cpu" if args.cpu else "gpu-check")).resolve()
+    if folder.name.endswith(".tar.xz") and folder.is_file():
+        folder = unpack(folder)
     if not (folder / "manifest.json").is_file():
         print(f"gpu_check: no {folder}/manifest.json; run benchmarks/gpu_prepare.py", file=sys.stderr)
         return 2

@@ -9,6 +9,10 @@ not our compilers. The folder (at most --max-mb) holds:
     cuda_cache/                             the tvm artifacts' CUDA C compiled here (tvm_runtime.cuda_binary)
     manifest.json                           target, models, artifacts, what could not be built
 
+With --pack the folder also goes into DIR.tar.xz, which is what travels (and what --max-mb limits): xz takes
+the runtime bundle's 16 MB of libraries to ~4 MB and the artifacts to about two thirds, so a folder without
+the fused kernels (--disable-pass) fits beside the full one. gpu_check.py takes the archive as its DIR.
+
 Models (MODELS; torch_model() builds each for PyTorch eager too; seeded weights, BatchNorm statistics
 randomized): cnn = ResNet-18 (examples/zoo.py), 3x224x224; encoder = BERT-small (zoo.BertEncoder: 4
 layers, hidden 512, 8 heads, FFN 2048, seq 128, vocab 1000); detector = YOLOv8n (examples/real_arch),
@@ -19,14 +23,15 @@ samples repeated, so every batch size gets the same integer graph).
 
 Weights: in the final IR every constant of 16 KiB or more becomes a seeded sample of its own values
 repeated with a prime period (PERIOD elements), so the artifacts compress ~60x (ResNet-18 FP32: 49 MB
-of library -> 0.8 MB) and the folder fits; the references are the interpreter's on that same graph.
+of library -> 0.8 MB) and the folder fits; the references are the interpreter's on that same graph. A weight
+packed for a CPU kernel (--cpu) keeps its padding, which the kernel multiplies (periodic_weights).
 A batch > 1 runs batch_input(): its sample 0 is the batch-1 input, the others rolled copies of it (no
 random numbers on the checking side, whose numpy may be another version).
 
     python benchmarks/gpu_prepare.py [-o DIR] [--cpu] [--batch 1 32] [--models cnn encoder detector
                                      attention] [--modes fp32 fp16 int8] [--backends tvm mlir]
                                      [--max-mb 64] [--python X.Y] [--kernel-outputs] [--int8 mma|dp4a]
-                                     [--disable-pass NAME ...]
+                                     [--disable-pass NAME ...] [--pack]
   -o DIR      the folder, replaced (default out/gpu-check; out/gpu-check-cpu with --cpu)
   --cpu       compile for llvm (this CPU), batches 1 2 by default: to try gpu_check.sh --cpu here
   --batch     batch sizes (default 1 32)
@@ -41,6 +46,7 @@ random numbers on the checking side, whose numpy may be another version).
   --disable-pass  compile without these passes (e.g. fuse_kernels fuse_attention: every op its own kernel, the
               baseline the fused kernels are timed against: prepare a second, smaller folder with it, e.g.
               --models cnn attention --modes int8 fp32 --backends tvm, and check both in one session)
+  --pack      also write DIR.tar.xz (xz -9) and limit its size, not the folder's, by --max-mb
   --python    the CPython version of the checking machine (default this one's; its runtime bundle's
               extension modules then come from pip download, see compiler/tools/runtime_bundle.py)
 """
@@ -162,29 +168,54 @@ def _onnx(name: str, batch: int, folder: Path) -> Path:
     return export_onnx(model, x, path, input_name=MODELS[name][1])
 
 
-def _constants(g) -> list:
-    """Every constant of `g` and of its fused kernels' bodies."""
+def _nodes(g) -> list:
+    """Every node of `g` and of its fused kernels' bodies."""
     from compiler.ir import Graph
-    seen: dict[int, object] = {}
-    stack = [g]
+    found, stack = [], [g]
     while stack:
         h = stack.pop()
-        for n in h.nodes:
-            seen.update((id(v), v) for v in n.inputs if v.is_const)
-            stack += [a for a in n.attrs.values() if isinstance(a, Graph)]
-    return list(seen.values())
+        found += h.nodes
+        stack += [a for n in h.nodes for a in n.attrs.values() if isinstance(a, Graph)]
+    return found
+
+
+def _constants(g) -> list:
+    """Every constant of `g` and of its fused kernels' bodies."""
+    return list({id(v): v for n in _nodes(g) for v in n.inputs if v.is_const}.values())
+
+
+def _read_elements(g) -> dict[int, np.ndarray | None]:
+    """id(packed weight) -> where its layout.unpack_weight reads it (False: padding, which the kernels multiply
+    as the packer left it, zeros); None for an int4 form, whose elements are nibble pairs."""
+    from compiler.ops import layout as lay
+    read: dict[int, np.ndarray | None] = {}
+    for n in _nodes(g):
+        if n.op is lay.unpack_weight and n.inputs[0].is_const:
+            c = n.inputs[0].const
+            if n.attrs["form"] == "vnni_matmul_int4":
+                read[id(n.inputs[0])] = None
+                continue
+            where = n.op.reference([np.arange(c.size, dtype=np.int64).reshape(c.shape)], n.attrs)[0]
+            mask = np.zeros(c.size, bool)
+            mask[where.reshape(-1)] = True
+            read[id(n.inputs[0])] = mask.reshape(c.shape)
+    return read
 
 
 def periodic_weights(g) -> int:
     """Replace (in place) each constant of MIN_CONST_BYTES or more by a seeded sample of its values
     repeated every PERIOD elements; returns the bytes replaced. Seeded by the constant's name, so every
-    batch size of a model gets the same weights."""
+    batch size of a model gets the same weights. A packed weight keeps its padding (the elements its
+    unpacking does not read: a kernel multiplies them, so they must stay what the packer wrote); an int4
+    packed weight stays as it is."""
     replaced = 0
+    read = _read_elements(g)
     for v in _constants(g):
-        if v.const.nbytes >= MIN_CONST_BYTES:
+        if v.const.nbytes >= MIN_CONST_BYTES and read.get(id(v), True) is not None:
             flat = v.const.reshape(-1)
             rng = np.random.default_rng([SEED, zlib.crc32(v.name.encode())])
-            v.const = np.resize(flat[rng.integers(0, flat.size, PERIOD)], v.const.shape)
+            periodic = np.resize(flat[rng.integers(0, flat.size, PERIOD)], v.const.shape)
+            v.const = periodic if id(v) not in read else np.where(read[id(v)], periodic, v.const)
             replaced += v.const.nbytes
     return replaced
 
@@ -243,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel-outputs", action="store_true")
     ap.add_argument("--int8", choices=["mma", "dp4a"], default="mma")
     ap.add_argument("--disable-pass", nargs="+", default=[], metavar="NAME")
+    ap.add_argument("--pack", action="store_true")
     args = ap.parse_args(argv)
     from compiler import interp
     from compiler.diagnostics import CompileError
@@ -294,9 +326,23 @@ def main(argv: list[str] | None = None) -> int:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     size = folder_bytes(out)
     print(f"gpu_prepare: {size / 1e6:.1f} MB at {out} in {time.perf_counter() - t_start:.0f} s")
+    if args.pack:
+        out = pack(out)
+        size = out.stat().st_size
+        print(f"gpu_prepare: {size / 1e6:.1f} MB at {out}")
     if size > args.max_mb * 1e6:
         raise SystemExit(f"gpu_prepare: {out} is {size / 1e6:.1f} MB, over the {args.max_mb:g} MB limit")
     return 0
+
+
+def pack(folder: Path) -> Path:
+    """folder -> folder.tar.xz (its entries under the folder's name, xz preset 9)."""
+    import lzma
+    import tarfile
+    archive = folder.with_name(folder.name + ".tar.xz")
+    with tarfile.open(archive, "w:xz", preset=9 | lzma.PRESET_EXTREME) as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
 
 
 if __name__ == "__main__":

@@ -51,20 +51,18 @@ def lower_attention(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.
     m, n, k1, k2 = nb, nb + 1, nb + 2, nb + 3
     dims = nb + 4
     bdims = list(range(nb))
-    kvdims = list(kv_batch)
     et = elem_type(a.q.type.dtype)
     q = ctx.reshape(args[operand[id(a.q)]], batch + [lq, d])
     ins = [q, args[operand[id(a.k)]], args[operand[id(a.v)]], scalar(a.scale, et)]
-    maps = [amap(dims, bdims + [m, k1]), amap(dims, kvdims + ([k1, k2] if a.k_transposed else [k2, k1])),
-            amap(dims, kvdims + [k2, n]), amap(dims, [])]
+    maps = [amap(dims, bdims + [m, k1]), amap(dims, kv_batch + ([k1, k2] if a.k_transposed else [k2, k1])),
+            amap(dims, kv_batch + [k2, n]), amap(dims, [])]
     mask = _mask(ctx, a, args, operand, batch, group, (m, k2))
     if mask is not None:
         ins.append(mask[0])
         maps.append(amap(dims, mask[1]))
     maps.append(amap(dims, bdims + [m, n]))
-    out_type = tensor_type(batch + [lq, dv], et)
     op = ir.Operation.create(
-        "iree_linalg_ext.attention", results=[out_type], operands=ins + [ctx.empty(batch + [lq, dv], et)],
+        "iree_linalg_ext.attention", results=[tensor_type(batch + [lq, dv], et)], operands=ins + [ctx.empty(batch + [lq, dv], et)],
         attributes={"indexing_maps": ir.ArrayAttr.get([ir.AffineMapAttr.get(x) for x in maps])}, regions=1)
     block = op.regions[0].blocks.append(ir.F32Type.get())
     with ir.InsertionPoint(block):
