@@ -13,7 +13,7 @@ alone (PyTorch's models come from examples/).
      copies included), median of --repeat runs after 3 warmups; then the same GPU-resident (inputs
      already on the device, outputs left there, synchronized after each call; ours: tvm artifacts).
 
-    python benchmarks/gpu_check.py [--cpu] [--repeat N] [--no-time] [--models M ...] [--profile] [DIR]
+    python benchmarks/gpu_check.py [--cpu] [--repeat N] [--no-time] [--models M ...] [--profile] [--json FILE] [DIR]
                                                                             (gpu_check.sh runs this)
   DIR         the folder (default out/gpu-check; out/gpu-check-cpu with --cpu), or the DIR.tar.xz that
               gpu_prepare.py --pack wrote (extracted first, into a temporary folder)
@@ -22,6 +22,7 @@ alone (PyTorch's models come from examples/).
   --no-time   the checks only
   --models M  only these models (cnn, encoder, detector, attention)
   --profile   also list each tvm artifact's slowest kernels (the device synchronized around each call)
+  --json FILE also write every check's status and every time (and profile) measured, as JSON
 Exit status: 0 when every check passed, 1 when one failed, 2 on a usage error.
 """
 from __future__ import annotations
@@ -240,7 +241,9 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def run_timing(folder: Path, manifest: dict, status: dict, device: str, repeat: int,
-               profile: bool = False) -> None:
+               profile: bool = False) -> dict:
+    """Times the folder's models (a child process per model and batch), prints the tables; returns what each
+    child measured, keyed "model/batch" (None where it failed)."""
     from benchmarks.gpu_prepare import MODELS
     arts = [a for a in manifest["artifacts"] if status.get(a["file"], "").startswith("ok")]
     groups = sorted({(a["model"], a["batch"]) for a in arts}, key=lambda k: (list(MODELS).index(k[0]), k[1]))
@@ -253,9 +256,10 @@ def run_timing(folder: Path, manifest: dict, status: dict, device: str, repeat: 
         print(f"  timed {model} batch {batch}" + ("" if got else ": the process failed"), flush=True)
         for file, why in (got[0]["errors"] if got else {}).items():
             print(f"    {file}: failed when timed: {why}", flush=True)
+    measured = {f"{m}/{b}": r for (m, b), r in results.items()}
     first = next((r for r in results.values() if r), None)
     if first is None:
-        return
+        return measured
     print(f"\n{first['device']}; PyTorch {first['torch_version']} eager (TF32 matmul "
           f"{'on' if first['tf32'] else 'off'}); numpy in -> numpy out; median of {repeat} runs, ms\n")
     print("| model | batch | ours | FP32 | FP16 | INT8 | PyTorch FP32 | PyTorch FP16 | FP32 / PyTorch FP32 "
@@ -305,6 +309,7 @@ def run_timing(folder: Path, manifest: dict, status: dict, device: str, repeat: 
                 math, dflt = r["torch"].get(f"math {p}"), r["torch"].get(f"default {p}")
                 print(f"| {a['backend']} | {p} | {_fmt(ms)} | {_fmt(math)} | {_fmt(dflt)} | {_ratio(ms, math)} "
                       f"| {_ratio(ms, dflt)} |")
+    return measured
 
 
 def unpack(archive: Path) -> Path:
@@ -338,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-time", action="store_true")
     ap.add_argument("--models", nargs="+", default=None)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args(argv)
     device = "cpu" if args.cpu else "gpu"
     folder = Path(args.dir or ROOT / "out" / ("gpu-check-cpu" if args.cpu else "gpu-check")).resolve()
@@ -371,9 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     failed = [f for f, s in status.items() if not s.startswith("ok")]
     if report.get("modules") or report.get("libraries") or not report:
         failed.append("imports")
+    timing = None
     if not args.no_time:
         sys.path.insert(0, str(ROOT))
-        run_timing(folder, manifest, status, device, args.repeat, args.profile)
+        timing = run_timing(folder, manifest, status, device, args.repeat, args.profile)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"folder": str(folder), "target": manifest["target"],
+                                               "disabled_passes": off, "checks": status, "timing": timing,
+                                               "repeat": args.repeat}, indent=1))
     if failed:
         print(f"\ngpu_check: {len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -3,7 +3,7 @@
 # (see its docstring) under a time limit. The machine needs an NVIDIA driver (CUDA 13), the Python the
 # folder was prepared for with numpy >= 2, and PyTorch for the timing; not our compilers.
 #
-# Usage: benchmarks/gpu_check.sh [--cpu] [--repeat N] [--no-time] [--models M ...] [--profile] [DIR | DIR.tar.xz]
+# Usage: benchmarks/gpu_check.sh [--cpu] [--repeat N] [--no-time] [--models M ...] [--profile] [--json FILE] [DIR | DIR.tar.xz]
 # Environment: PYTHON (default python3), TIMEOUT in seconds for the whole run (default 470).
 # Exit status: 0 when every check passed, 1 when one failed, 2 on a usage error, 124 on the time limit.
 set -euo pipefail
