@@ -97,6 +97,13 @@ def test_on_the_cpu_the_fused_attention_is_its_body_op_by_op(monkeypatch):
     np.testing.assert_allclose(exe.run(ins)[0], want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
+def test_one_key_is_lowered_op_by_op_on_cuda():
+    """IREE 3.13's cuda pipeline crashes the process (SIGSEGV) on an attention op with one key and 16
+    queries; such a body is lowered op by op."""
+    _, exe = _build(attention_graph(1, 1, 16, 1, 16), "cuda -arch=sm_90")
+    assert OP not in exe.source("mlir") and ".entry" in exe.source("ptx")
+
+
 @pytest.mark.parametrize("precision,mma", [("fp32", False), ("fp16", True)])
 def test_the_cuda_build_is_one_attention_op_and_ptxas_assembles_it(precision, mma, tmp_path):
     _, exe = _build(gqa_graph(1, 8, 2, 128, 128, 64, "causal"), "cuda -arch=sm_90", precision=precision)

@@ -43,6 +43,8 @@ def lower_attention(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.
     group = a.k_group
     *sb, lq, d = a.q.type.shape
     lk, dv = a.v.type.shape[-2:]
+    if lk == 1:       # IREE 3.13's cuda pipeline crashes (SIGSEGV) on one key with more than 2 queries
+        raise NotFusable("one key: the body op by op")
     batch = list(sb) if group == 1 else list(sb[:-1]) + [sb[-1] // group, group]
     kv_batch = [i for i in range(len(batch)) if group == 1 or i != len(batch) - 1]
     if any(list(x.type.shape[:-2]) != [batch[i] for i in kv_batch] for x in (a.k, a.v)):
