@@ -7,6 +7,8 @@ unscheduled on the CPU against the interpreter, for both inner products; the GPU
 keep a PrimFunc's meaning, and the CUDA build must then use WMMA int8 fragments (or `__dp4a`)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -130,6 +132,9 @@ def test_cuda_build_of_an_int8_conv_uses_tensor_cores_or_dp4a(option, marker):
     if "mma" in marker:
         assert "wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, signed char" in src
     assert not any("cast" in k for k in exe.kernels()), exe.kernels()   # no int32 copy of an operand
+    if "mma" in marker:         # INT8_PIPELINE: the shared tiles double-buffered, step k + 1 stored as k's MMAs end
+        step = re.search(r"\(\((\w+) \+ 1\) & 1\) \* \d+\)", src)          # the buffer step k + 1 is stored in
+        assert step and f"(({step.group(1)} & 1) * " in src                  # and the one step k's MMAs read
 
 
 @SETTINGS
