@@ -54,11 +54,11 @@ def lower_attention(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.
     dims = nb + 4
     bdims = list(range(nb))
     et = elem_type(a.q.type.dtype)
+    mask = _mask(ctx, a, args, operand, batch, group, (m, k2))      # first: it may still decline
     q = ctx.reshape(args[operand[id(a.q)]], batch + [lq, d])
     ins = [q, args[operand[id(a.k)]], args[operand[id(a.v)]], scalar(a.scale, et)]
     maps = [amap(dims, bdims + [m, k1]), amap(dims, kv_batch + ([k1, k2] if a.k_transposed else [k2, k1])),
             amap(dims, kv_batch + [k2, n]), amap(dims, [])]
-    mask = _mask(ctx, a, args, operand, batch, group, (m, k2))
     if mask is not None:
         ins.append(mask[0])
         maps.append(amap(dims, mask[1]))
@@ -84,21 +84,19 @@ def _zero_nan(x: ir.Value) -> ir.Value:
 
 def _mask(ctx: LowerCtx, a: Attention, args: list[ir.Value], operand: dict[int, int], batch: list[int],
           group: int, rows_keys: tuple[int, int]) -> tuple[ir.Value, list[int]] | None:
-    """(the mask operand, the iteration dimensions it is indexed by), or None where there is none."""
+    """(the mask operand, the iteration dimensions it is indexed by), or None where there is none; NotFusable
+    before it emits anything."""
     m, k2 = rows_keys
     if a.causal >= 0:
         lq, lk = a.q.type.shape[-2], a.v.type.shape[-2]
         return _causal(ctx, lq, lk, a.causal), [m, k2]
     if a.mask is None:
         return None
-    if id(a.mask) in operand:
-        value = args[operand[id(a.mask)]]
-    elif a.mask.is_const:
-        value = ctx.const(a.mask.const, a.mask.type.dtype)
-    else:
+    if id(a.mask) not in operand and not a.mask.is_const:
         raise NotFusable("the attention mask must be an operand or a constant")
     if a.mask.type.dtype is not a.q.type.dtype:
         raise NotFusable("the mask's type differs from Q's")
+    value = args[operand[id(a.mask)]] if id(a.mask) in operand else ctx.const(a.mask.const, a.mask.type.dtype)
     scores = len(batch) - (group > 1) + 2
     ms = [1] * (scores - a.mask.type.rank) + list(a.mask.type.shape)
     if group > 1:     # the head dimension splits in (K/V head, repeat) like Q's
