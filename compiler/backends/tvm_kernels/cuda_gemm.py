@@ -1,10 +1,10 @@
 """Integer and float16 conv2d and matmul for NVIDIA GPUs as one implicit GEMM, with two inner products:
 
-* "mma" (default): tensor cores, TVM dlight's WMMA schedules applied to our GEMM. int8: 16x16x16
-  s8 x s8 -> s32 fragments, the shared tiles double-buffered with a pipeline of our own (INT8_PIPELINE:
-  dlight's, which TVM 0.27 cannot lower for int8 fragments, is replaced); both operands must be int8, so a uint8 activation is
+* "mma" (default): tensor cores, WMMA schedules applied to our GEMM. int8: 16x16x16 s8 x s8 -> s32
+  fragments, dlight's int8 schedule with a larger reduction step and a pipeline of our own
+  (cuda_wmma_int8.py); both operands must be int8, so a uint8 activation is
   read shifted by -128 (its zero point too; `folded_bias` takes the shift back out). float16: f16 x f16 ->
-  f32 fragments, the sum rounded to float16 once (as the reference does).
+  f32 fragments (dlight's schedule), the sum rounded to float16 once (as the reference does).
 * "dp4a" (integers): CUDA's `__dp4a` (four int8 / uint8 products summed into an int32), our own SIMT
   schedule below.
 
@@ -43,7 +43,6 @@ epilogue (tvm_fused/cuda.py composes both).
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,6 +50,7 @@ import numpy as np
 import tvm
 from tvm import te, tirx
 
+from . import cuda_wmma_int8
 from .common import finalize
 from .requant import int32_barrier
 
@@ -160,7 +160,7 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
     if not schedule:
         return func
     if inner == "mma" and (half or str(ra.dtype) == str(ca.dtype) == "int8"):
-        scheduled = _schedule_mma(func, target, half)
+        scheduled = _schedule_mma(func, target, half, kp)
         if scheduled is not None:
             return finalize(scheduled)
     if half:
@@ -178,39 +178,18 @@ def _schedule_simt(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimF
     raise ValueError("no GPU schedule for the float16 GEMM")
 
 
-# The int8 WMMA schedule's pipeline over the reduction's shared-memory steps: dlight annotates its outer
-# step loop for a 7-statement body (its inner fragment loop pipelined too), which TVM 0.27 fails to lower
-# for int8 fragments (InferFragment finds no fragment info). With the inner loop left alone, the outer body
-# is 5 statements: A and B each global -> registers and registers -> shared, then the fragment loads and
-# MMAs. Stage 1 for the MMAs double-buffers the shared tiles; the order issues step k+1's global loads,
-# then the MMAs of step k, then stores step k+1 to shared, so the loads' latency overlaps the MMAs.
-INT8_PIPELINE = {"software_pipeline_order": [0, 3, 1, 4, 2], "software_pipeline_stage": [0, 0, 0, 0, 1]}
-
-
-def _schedule_mma(func: tirx.PrimFunc, target: tvm.target.Target, half: bool) -> tirx.PrimFunc | None:
-    """dlight's WMMA schedule of `func` (int8: its software pipeline replaced by INT8_PIPELINE); None where
-    the rule declines or its tensorization fails."""
-    from tvm.s_tir.dlight.gpu.matmul import MatmulInt8Tensorization, MatmulTensorization
+def _schedule_mma(func: tirx.PrimFunc, target: tvm.target.Target, half: bool, kp: int) -> tirx.PrimFunc | None:
+    """The WMMA schedule of `func`: dlight's for float16, cuda_wmma_int8's for int8; None where the rule declines
+    or its tensorization fails."""
+    from tvm.s_tir.dlight.gpu.matmul import MatmulTensorization
 
     from compiler.backends.tvm_cuda_schedule import preload_cuda_intrinsics
     preload_cuda_intrinsics()
     with target:
-        sch = (MatmulTensorization() if half else MatmulInt8Tensorization()).apply(func, target, False)
-    if sch is None or half:
-        return None if sch is None else sch.mod["main"]
-    loops = {}
-    for name in set(re.findall(r'T\.sblock\("(\w+)"', sch.mod["main"].script())):
-        for loop in sch.get_loops(sch.get_sblock(name)):
-            order = sch.get(loop).annotations.get("software_pipeline_order")
-            if order is not None:
-                loops[len(order)] = loop
-    for loop in loops.values():
-        for key in INT8_PIPELINE:
-            sch.unannotate(loop, key)
-    if 7 in loops:
-        for key, value in INT8_PIPELINE.items():
-            sch.annotate(loops[7], key, value)
-    return sch.mod["main"]
+        if not half:
+            return cuda_wmma_int8.schedule(func, target, kp)
+        sch = MatmulTensorization().apply(func, target, False)
+    return None if sch is None else sch.mod["main"]
 
 
 def _schedule(func: tirx.PrimFunc, t: Tile, intrin: str, contiguous: tuple[bool, bool]) -> tirx.PrimFunc:

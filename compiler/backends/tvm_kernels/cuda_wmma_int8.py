@@ -1,0 +1,138 @@
+"""The int8 tensor-core (WMMA) schedule of our implicit GEMM (cuda_gemm.py), with its reduction step and
+its pipeline our own.
+
+It is TVM dlight's `MatmulInt8Tensorization` (tvm.s_tir.dlight.gpu.matmul, Apache-2.0), whose two settings
+cost the most on our GEMMs: it stages the reduction 16 bytes at a time (ResNet-18's 3x3 convs of 64
+channels: 36 steps, two barriers each, 4 MMAs between them), and its software pipeline fails to lower for int8
+fragments in TVM 0.27 (InferFragment finds no fragment info), so it had to be removed and no load was in
+flight during the MMAs. Here:
+
+* `k_steps` fragments of 16 bytes per staged step (4: 64 bytes, as dlight's float16 schedule stages), the
+  largest of 4, 2, 1 that divides the padded reduction;
+* the pipeline over the staged steps only (`PIPELINE`): the inner fragment loop is not pipelined, so the step
+  loop's body is 5 statements (A and B each global -> registers and registers -> shared, then the fragment
+  loads and MMAs); stage 1 for the MMAs double-buffers the shared tiles, and the order issues step k + 1's
+  global loads, then step k's MMAs, then stores step k + 1 to shared, so the loads' latency overlaps the MMAs.
+
+The block tile is dlight's: 128 x 128 outputs, 8 warps of 2 x 2 fragments.
+"""
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import get_root_block
+from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline_producers, get_index_map,
+                                         get_reduction_blocks)
+
+PIPELINE = {"software_pipeline_order": [0, 3, 1, 4, 2], "software_pipeline_stage": [0, 0, 0, 0, 1]}
+MICRO = 16                               # the WMMA fragment: 16 x 16 x 16
+WARP, VECTOR = 32, 4
+I_FACTORS = [None, 1, 4, 2]              # block rows: 4 warps x 2 fragments
+J_FACTORS = [1, None, 4, 2]              # block columns: 4 warps x 2 fragments
+
+
+def k_steps(kp: int) -> int:
+    """Fragments of 16 bytes per staged reduction step for a reduction padded to kp bytes."""
+    return next(s for s in (4, 2, 1) if kp % (MICRO * s) == 0)
+
+
+def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int) -> tirx.PrimFunc | None:
+    """The scheduled PrimFunc, or None where the GEMM is not a matmul this schedule takes or its tensorization
+    fails."""
+    from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
+    sch = s_tir.Schedule(func)
+    reduction = get_reduction_blocks(sch, sch.get_child_blocks(get_root_block(sch)))
+    if reduction is None:
+        return None
+    k_factors = [None, k_steps(kp)]
+    num_ty = I_FACTORS[2] * J_FACTORS[2]
+
+    # C[S, I, J] += A[S, I, K] * B[S, J, K], padded to the block tile
+    main = reduction[0]
+    reindex_a, reindex_b = sch.reindex(main, ("read", 0)), sch.reindex(main, ("read", 1))
+    reindex_c = sch.reindex(main, ("write", 0))
+    maps = get_index_map(sch.get(main))
+    if maps is None:
+        return None
+    matmul_map, a_map, b_map, c_map = maps
+    sch.transform_layout(reindex_a, ("write", 0), a_map)
+    sch.transform_layout(reindex_b, ("write", 0), b_map)
+    sch.transform_layout(reindex_c, ("read", 0), c_map)
+    sch.transform_block_layout(main, matmul_map)
+    sch.pad_einsum(main, [1, MICRO * I_FACTORS[2] * I_FACTORS[3], MICRO * J_FACTORS[2] * J_FACTORS[3],
+                          MICRO * k_factors[1]])
+
+    batch, i, j, k = sch.get_loops(main)
+    i, i_inner = sch.split(i, factors=[None, MICRO])
+    j, j_inner = sch.split(j, factors=[None, MICRO])
+    k, k_inner = sch.split(k, factors=[None, MICRO])
+    sch.reorder(i, j, k, i_inner, j_inner, k_inner)
+    block_inner = main
+    block_outer = sch.blockize(i_inner)
+    i0, i1, i2, i3 = sch.split(i, factors=I_FACTORS)
+    j0, j1, j2, j3 = sch.split(j, factors=J_FACTORS)
+    k0, k1 = sch.split(k, k_factors)
+    for key, value in PIPELINE.items():
+        sch.annotate(k0, key, value)
+    sch.reorder(i0, j0, i1, j1, j2, i2, k0, k1, i3, j3)
+    sch.bind(batch, "blockIdx.z")
+    sch.bind(sch.fuse(i0, j0), "blockIdx.x")
+    sch.bind(sch.fuse(i1, j1), "blockIdx.y")
+    thread_idy = sch.fuse(j2, i2)
+    sch.bind(thread_idy, "threadIdx.y")
+
+    def fetch_to_shared(block, idx):
+        read = sch.cache_read(block, idx, "shared.dyn")
+        sch.compute_at(read, k0)
+        fused = sch.fuse(*sch.get_loops(read)[-2:])
+        _, f_1, f_2, f_3 = sch.split(fused, factors=[None, num_ty, WARP, VECTOR])
+        sch.bind(f_2, "threadIdx.x")
+        sch.bind(f_1, "threadIdx.y")
+        sch.vectorize(f_3)
+        sch.storage_align(read, 0, axis=-2, factor=32, offset=16)
+        sch.annotate(read, "tirx.manifest_shared_memory_local_stage", 1)
+        sch.annotate(read, "double_buffer_scope", 0)
+        return read
+
+    auto_inline_producers(sch, fetch_to_shared(block_outer, 0))
+    auto_inline_producers(sch, fetch_to_shared(block_outer, 1))
+
+    a_frag = sch.cache_read(block_outer, 0, "wmma.matrix_a")
+    b_frag = sch.cache_read(block_outer, 1, "wmma.matrix_b")
+    sch.compute_at(a_frag, k1)
+    sch.compute_at(b_frag, k1)
+    to_global = sch.cache_write(block_outer, 0, "shared.dyn")
+    sch.storage_align(to_global, 0, -2, 16, 4)
+    store = sch.cache_write(block_outer, 0, "wmma.accumulator")
+    sch.reverse_compute_at(store, thread_idy)
+    sch.reverse_compute_at(to_global, thread_idy)
+    _split_fragment(sch, store)
+    init = sch.get_child_blocks(sch.decompose_reduction(block_outer, k0))[0]
+
+    intrin = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared.dyn", in_dtype="int8",
+                                   out_dtype="int32", trans_b=True)
+    try:
+        for frag, name in ((a_frag, "load_a"), (b_frag, "load_b")):
+            i0_, j0_ = _split_fragment(sch, frag)
+            sch.unroll(i0_)
+            sch.unroll(j0_)
+            sch.tensorize(sch.get_loops(frag)[-2], intrin[name])
+        sch.tensorize(sch.get_loops(init)[-2], intrin["init"])
+        sch.tensorize(sch.get_loops(store)[-2], intrin["store"])
+        sch.tensorize(sch.get_loops(block_inner)[-3], intrin["compute"])
+    except Exception:  # noqa: BLE001  (a GEMM the intrinsics do not match: the caller's other schedule)
+        return None
+    auto_inline_consumer_chain(sch, to_global)
+    _, f1, f2 = sch.split(sch.fuse(*sch.get_loops(to_global)[-2:]), factors=[None, WARP, VECTOR])
+    sch.bind(f1, "threadIdx.x")
+    sch.vectorize(f2)
+    return sch.mod["main"]
+
+
+def _split_fragment(sch: s_tir.Schedule, block) -> tuple:
+    """The block's last two loops split into 16 x 16 fragments, the fragment loops innermost: (i0, j0)."""
+    i, j = sch.get_loops(block)[-2:]
+    i0, i1 = sch.split(i, factors=[None, MICRO])
+    j0, j1 = sch.split(j, factors=[None, MICRO])
+    sch.reorder(i0, j0, i1, j1)
+    return i0, j0
