@@ -21,9 +21,10 @@ from compiler.api import final_ir  # noqa: E402
 from compiler.backends import tvm_cuda  # noqa: E402
 from compiler.backends.tvm import BACKEND  # noqa: E402
 from compiler.backends.tvm_kernels import cuda_attention  # noqa: E402
+from compiler.ops import elementwise as ew  # noqa: E402
 from compiler.ops import kernel  # noqa: E402
 from compiler.target import Target  # noqa: E402
-from tests.backends.attention_graphs import attention_graph, attention_inputs, gqa_graph  # noqa: E402
+from tests.backends.attention_graphs import attention_graph, attention_inputs, gqa_graph, guarded_graph  # noqa: E402
 
 TARGET = "cuda -arch=sm_90"
 
@@ -43,7 +44,9 @@ def _final(g):
     gqa_graph(1, 8, 2, 128, 128, 64, "causal"),   # grouped-query heads read in place
     gqa_graph(1, 6, 1, 24, 40, 64, "causal"),     # bottom-right causal (fewer queries than keys), one K/V head
     gqa_graph(2, 4, 4, 16, 64, 32, "padding"),
-], ids=["plain", "odd-sizes", "one-query", "padding", "causal", "gqa-causal", "mqa-offset", "padding-2"])
+    attention_graph(1, 4, 32, 64, 32, k_transposed=True, scale_op=ew.mul),     # K given as (d, keys)
+], ids=["plain", "odd-sizes", "one-query", "padding", "causal", "gqa-causal", "mqa-offset", "padding-2",
+        "k-transposed"])
 def test_the_gpu_attention_matches_the_interpreter(g):
     f = _final(g)
     ins = attention_inputs(g)
@@ -71,6 +74,18 @@ def test_the_float16_attention_is_one_kernel_and_matches_the_interpreter(g):
     scale = float(np.abs(exact).max())
     np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-3 * scale)
     assert np.abs(got - exact).max() <= np.abs(want - exact).max() + 1e-3 * scale
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_the_nan_guard_zeroes_a_row_whose_every_key_is_masked():
+    """torch's sdpa export guards the softmax's NaN rows (where(isnan(p), 0, p)): one kernel on the GPU too, and
+    a query of the second batch that sees no key (every mask entry -inf) reads 0 as the guarded graph does."""
+    g, ins = guarded_graph()
+    f = _final(g)
+    want = interp.run(g, *ins)[0]
+    assert np.isfinite(want).all() and not want[1, :, 5].any()
+    got = tvm_cuda.build_for_cpu(f, Target.parse(TARGET))(*ins)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
 def test_a_wrong_kernel_is_caught(monkeypatch):

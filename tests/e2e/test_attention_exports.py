@@ -191,3 +191,22 @@ def test_mlir_backend_lowers_each_exported_attention_to_one_iree_attention(tmp_p
     exe = BACKEND.build(final, target)
     assert exe.source("mlir").count("iree_linalg_ext.attention") == LAYERS
     _run(exe, inputs, want)
+
+
+@requires_ort
+def test_bert_sdpa_export_on_cuda_is_one_attention_kernel_per_layer_with_its_nan_guard(tmp_path):
+    """transformers BERT's sdpa ONNX export (padding mask, NaN guard after the softmax) for cuda: each attention is
+    the GPU's one kernel (tvm_kernels/cuda_attention.py), the guard inside it; the GPU program built for the CPU
+    matches onnxruntime."""
+    from compiler.api import lower_kernels
+    from compiler.backends import tvm_cuda
+    from compiler.backends.tvm import BACKEND
+    from compiler.target import Target
+    inputs = _inputs(padded=True)
+    g, want = _via_onnx(_bert("sdpa"), inputs, tmp_path)
+    target = Target.parse("cuda -arch=sm_90")
+    final = lower_kernels(g, target)
+    relax_text = BACKEND.build(final, target).source("relax")
+    assert re.findall(r"call_tir\(cls\.(attention_\d+)", relax_text) == ["attention_0"] * LAYERS
+    got = tvm_cuda.build_for_cpu(final, target)(*[t.numpy() for t in inputs])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

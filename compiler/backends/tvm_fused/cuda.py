@@ -217,14 +217,15 @@ def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
 
 def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
     """The attention body (float32, or float16 with its softmax in float32) as one kernel: (query block, key
-    block) from katt.gpu_tile, K read as (heads, keys, d)."""
+    block) from katt.gpu_tile, K read as (heads, keys, d) (a K given transposed is transposed back first)."""
     spec, a = attention_plan(kb, (DType.F32, DType.F16))
-    if a.k_transposed or a.zero_masked_rows:
-        raise NotFusable("the GPU attention reads K as (heads, keys, d) and has no NaN guard")
-    spec = dataclasses.replace(spec, tq=katt.gpu_tile(spec.lq, spec.lk)[0], tk=katt.gpu_tile(spec.lq, spec.lk)[1])
+    spec = dataclasses.replace(spec, tq=katt.gpu_tile(spec.lq, spec.lk)[0], tk=katt.gpu_tile(spec.lq, spec.lk)[1],
+                               k_transposed=False)
     bh, lq, lk, d, dv = spec.bh, spec.lq, spec.lk, spec.d, spec.dv
     dtype = tvm_dtype(a.q.type.dtype)
     q, k, v = (args[kb.operand_of(x)] for x in (a.q, a.k, a.v))
+    if a.k_transposed:          # K given as (..., d, lk), as torch's sdpa export scales it: one transpose kernel
+        k = ctx.emit(relax.op.permute_dims(ctx.reshape(k, (bh // a.k_group, d, lk)), [0, 2, 1]))
     ins = [ctx.reshape(q, (bh, lq, d)), ctx.reshape(k, (bh // a.k_group, lk, d)),
            ctx.reshape(v, (bh // a.v_group, lk, dv)),
            _mask_arg(ctx, kb, a.mask, args, tuple(a.q.type.shape[:-2]) + (lq, lk), bh, lk)]

@@ -43,13 +43,14 @@ def gpu_tile(lq: int, lk: int) -> tuple[int, int]:
 def make_cuda_attention(spec: AttentionSpec, dtype: str = "float32", gpu: bool = True) -> tirx.PrimFunc:
     """PrimFunc (q (bh, lq, d), k (bh / k_group, lk, d), v (bh / v_group, lk, dv), mask (mb, mr, lk) float32,
     out (bh, lq, dv)); q, k, v and out of `dtype` (float32 or float16)."""
-    if spec.k_transposed or spec.zero_masked_rows:
-        raise ValueError("the GPU attention reads K as (heads, keys, d) and has no NaN guard")
+    if spec.k_transposed:
+        raise ValueError("the GPU attention reads K as (heads, keys, d)")
     bh, lq, lk, d, dv, tq, tk = spec.bh, spec.lq, spec.lk, spec.d, spec.dv, spec.tq, spec.tk
     nq, nk = lq // tq, lk // tk
     gk, gv, causal, off = spec.k_group, spec.v_group, spec.causal >= 0, max(spec.causal, 0)
     mb, mr = max(spec.mask_batch, 1), max(spec.mask_rows, 1)
     has_mask = spec.mask_batch > 0
+    zero_rows = spec.zero_masked_rows       # torch's NaN guard: a query whose every key is masked reads 0
     scale = float(spec.scale)
     k_loads, v_loads = -(-tk * d // tq), -(-tk * dv // tq)
     ch = next(c for c in CHUNK if tk % c == 0)
@@ -128,6 +129,10 @@ def make_cuda_attention(spec: AttentionSpec, dtype: str = "float32", gpu: bool =
                             ml[t, 0] = ml[t, 2]
                 for t in loop(tq, "threadIdx.x"):
                     for c in unroll(dv):
-                        out[b, qb * tq + t, c] = T.Cast(dtype, acc[t, c] / ml[t, 1])
+                        if zero_rows:           # every score -inf: the running max never left NEG, the row is 0
+                            out[b, qb * tq + t, c] = T.Cast(dtype, T.if_then_else(
+                                ml[t, 0] > T.float32(NEG), acc[t, c] / ml[t, 1], T.float32(0)))
+                        else:
+                            out[b, qb * tq + t, c] = T.Cast(dtype, acc[t, c] / ml[t, 1])
 
     return finalize(attention) if gpu else attention
