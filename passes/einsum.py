@@ -348,11 +348,13 @@ def _chain_at(g: Graph, w: _Walk, mm: Node) -> AttentionChain | None:
     nodes, scale, mask, sm = fwd
     p, guard = _nan_guard(w, sm.outputs[0])
     down = []
-    if mm.outputs[0].type.dtype is DType.F16:        # P back to float16 for P V
+    if mm.outputs[0].type.dtype is DType.F16:        # P back to float16 for P V (the NaN guard before or after)
         cast = _cast_to(w, p, DType.F16)
         if cast is None:
             return None
         down, p = [cast], cast.outputs[0]
+        if not guard:
+            p, guard = _nan_guard(w, p)
     pv = _only_reader(w.users, w.outputs, p)
     if pv is None or pv.op is not linalg.matmul or pv.inputs[0] is not p:
         return None

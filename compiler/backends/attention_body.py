@@ -93,6 +93,8 @@ def read_attention(body: Graph, dtypes: tuple[DType, ...] = (DType.F32,)) -> Att
             w.inputs[0].producer.op is um.isnan and w.inputs[0].producer.inputs[0] is w.inputs[2] and \
             _scalar(w.inputs[1]) == 0.0:
         p, guard = w.inputs[2], True
+        if p.producer is not None and p.producer.op is ew.cast:  # float16: the guard after the cast back
+            p = p.producer.inputs[0]
     sm = p.producer
     if sm is None or sm.op is not nn.softmax:
         raise NotFusable("not an attention body")

@@ -72,6 +72,18 @@ def test_the_nan_guard_zeroes_a_row_whose_every_key_is_masked():
     np.testing.assert_allclose(exe.run(ins)[0], want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_the_float16_guarded_chain_is_one_op():
+    """float16: the NaN guard follows P's cast back to float16; still one op, the unseeing row 0."""
+    g, ins = guarded_graph()
+    f, exe = _build(g, precision="fp16")
+    assert exe.source("mlir").count(OP) == 1
+    exact, program = interp.run(g, *ins)[0], interp.run(f, *ins)[0]
+    got = exe.run(ins)[0].astype(np.float32)
+    scale = float(np.abs(exact).max())
+    assert not got[1, :, 5].any() and np.abs(got - exact).max() <= np.abs(program - exact).max() + 1e-3 * scale
+
+
 @pytest.mark.parametrize("g", [attention_graph(1, 2, 32, 32, 64), gqa_graph(1, 8, 2, 64, 64, 64, "causal"),
                                gqa_graph(2, 4, 4, 16, 64, 32, "padding")], ids=["plain", "gqa-causal", "padding"])
 def test_the_float16_attention_is_one_op_and_as_close_as_the_float16_program(g):

@@ -88,6 +88,19 @@ def test_the_nan_guard_zeroes_a_row_whose_every_key_is_masked():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_the_float16_guarded_chain_is_one_kernel_too():
+    """In float16 the guard follows P's cast back to float16 (softmax, cast, where(isnan)): one kernel all the
+    same, at least as close to the float32 program as the op-by-op float16 program, the unseeing row 0."""
+    g, ins = guarded_graph()
+    f, _ = final_ir(g, TARGET, precision="fp16")
+    assert [n.attrs.get("kernel") for n in f.nodes if n.op is kernel.fused] == ["attention"], f.nodes
+    exact, program = interp.run(g, *ins)[0], interp.run(f, *ins)[0]
+    got = tvm_cuda.build_for_cpu(f, Target.parse(TARGET))(*ins)[0]
+    scale = float(np.abs(exact).max())
+    assert not got[1, :, 5].any() and np.abs(got - exact).max() <= np.abs(program - exact).max() + 1e-3 * scale
+
+
 def test_a_wrong_kernel_is_caught(monkeypatch):
     """The check above can fail: masking the keys past the causal diagonal with 0 instead of -3e38 is seen."""
     g = attention_graph(2, 4, 48, 48, 32, mask="causal")
