@@ -88,6 +88,18 @@ def test_the_nan_guard_zeroes_a_row_whose_every_key_is_masked():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
+def test_a_sequence_whose_every_key_is_padded_weighs_its_keys_alike():
+    """transformers pads with finfo.min: a batch entry whose every key is padding gives the reference's uniform
+    softmax (finite), not 0 / 0."""
+    g = attention_graph(2, 2, 16, 16, 16, mask="padding")
+    ins = attention_inputs(g)
+    ins[3][1] = np.finfo(np.float32).min
+    want = interp.run(g, *ins)[0]
+    got = tvm_cuda.build_for_cpu(_final(g), Target.parse(TARGET))(*ins)[0]
+    assert np.isfinite(want).all()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
 def test_the_float16_guarded_chain_is_one_kernel_too():
     """In float16 the guard follows P's cast back to float16 (softmax, cast, where(isnan)): one kernel all the

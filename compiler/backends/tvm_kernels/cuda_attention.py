@@ -21,6 +21,8 @@ its own, the stages run one after another as the barriers order them).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -34,6 +36,10 @@ KEYS = (32, 16, 8, 4, 2, 1)                 # keys per staged block, the largest
 # ld.shared.f32 for 4096 multiply-adds) and the kernel took 244-255 registers; with 4-key chunks in a loop
 # the PTX has ld.shared.v4.f32 (one per 4 multiply-adds) and ptxas gives ~170 registers.
 CHUNK = (4, 2, 1)
+# The running max before any key: the lowest float32. A row whose every score is finfo.min plus something
+# (transformers' padding value on every key) then weighs its keys alike, as the reference's softmax does;
+# starting at NEG (-3e38, above finfo.min) every weight underflowed to 0 and the row was 0 / 0.
+LOWEST = float(np.finfo(np.float32).min)
 
 
 def gpu_tile(lq: int, lk: int) -> tuple[int, int]:
@@ -85,7 +91,7 @@ def make_cuda_attention(spec: AttentionSpec, dtype: str = "float32", gpu: bool =
                         qr[t, i] = T.Cast("float32", q[b, qb * tq + t, i]) * T.float32(scale)
                     for c in unroll(dv):
                         acc[t, c] = T.float32(0)
-                    ml[t, 0] = T.float32(NEG)
+                    ml[t, 0] = T.float32(LOWEST)
                     ml[t, 1] = T.float32(0)
                 # the key blocks this query block sees (causal: up to its last query's last visible key)
                 for kb in T.serial(T.min(nk, (qb * tq + tq + off + tk - 1) // tk) if causal else nk):
@@ -129,9 +135,9 @@ def make_cuda_attention(spec: AttentionSpec, dtype: str = "float32", gpu: bool =
                             ml[t, 0] = ml[t, 2]
                 for t in loop(tq, "threadIdx.x"):
                     for c in unroll(dv):
-                        if zero_rows:           # every score -inf: the running max never left NEG, the row is 0
+                        if zero_rows:           # every score -inf: every weight is 0, and so is the row
                             out[b, qb * tq + t, c] = T.Cast(dtype, T.if_then_else(
-                                ml[t, 0] > T.float32(NEG), acc[t, c] / ml[t, 1], T.float32(0)))
+                                ml[t, 1] > T.float32(0), acc[t, c] / ml[t, 1], T.float32(0)))
                         else:
                             out[b, qb * tq + t, c] = T.Cast(dtype, acc[t, c] / ml[t, 1])
 
