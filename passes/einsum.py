@@ -190,7 +190,8 @@ class AttentionChain:
         return {"b": math.prod(batch), "p": lq, "m": self.v.type.shape[-2], "e": d, "f": self.v.type.shape[-1]}
 
 
-def _scalar(v: Value) -> float | None:
+def scalar_of(v: Value) -> float | None:
+    """The value of a one-element constant, or None."""
     return float(v.const.reshape(-1)[0]) if v.is_const and v.const.size == 1 else None
 
 
@@ -205,7 +206,7 @@ def _scale_of(n: Node, x: Value) -> float | None:
             n.outputs[0].type != x.type:
         return None
     other = n.inputs[1] if n.inputs[0] is x else n.inputs[0]
-    c = _scalar(other)
+    c = scalar_of(other)
     if other is x or c is None or c == 0 or (n.op is ew.div and n.inputs[0] is not x):
         return None
     return 1.0 / c if n.op is ew.div else c
@@ -301,7 +302,7 @@ def _nan_guard(w: _Walk, p: Value) -> tuple[Value, list[Node]]:
     isn = next((n for n, _ in rs if n.op is um.isnan), None)
     wh = next((n for n, _ in rs if n.op is ew.where), None)
     if isn is None or wh is None or _only_reader(w.users, w.outputs, isn.outputs[0]) is not wh or \
-            wh.inputs[0] is not isn.outputs[0] or wh.inputs[2] is not p or _scalar(wh.inputs[1]) != 0.0 or \
+            wh.inputs[0] is not isn.outputs[0] or wh.inputs[2] is not p or scalar_of(wh.inputs[1]) != 0.0 or \
             wh.outputs[0].type != p.type:
         return p, []
     return wh.outputs[0], [isn, wh]
@@ -498,15 +499,19 @@ def _sizes(q: Value, k: Value, v: Value, tile: tuple[int, int] | None = None) ->
     return sizes
 
 
-def body_causal(body: Graph) -> int:
-    """The causal offset a fused attention body's mask states (trilu(expand(c), upper, k) with c <=
-    MASKED: offset k - 1), or -1."""
-    for n in body.nodes:
-        src = n.inputs[0].producer if n.op is indexing.trilu else None
-        if src is not None and n.attrs["upper"] and n.attrs["k"] >= 1 and src.op is shape.expand and \
-                (c := _scalar(src.inputs[0])) is not None and c <= MASKED:
-            return n.attrs["k"] - 1
+def trilu_causal(n: Node | None) -> int:
+    """The causal offset node n states as a computed mask (trilu(expand(c), upper, k) with c <= MASKED: offset
+    k - 1), or -1."""
+    src = n.inputs[0].producer if n is not None and n.op is indexing.trilu else None
+    if src is not None and n.attrs["upper"] and n.attrs["k"] >= 1 and src.op is shape.expand and \
+            (c := scalar_of(src.inputs[0])) is not None and c <= MASKED:
+        return n.attrs["k"] - 1
     return -1
+
+
+def body_causal(body: Graph) -> int:
+    """The causal offset a fused attention body's mask states (trilu_causal), or -1."""
+    return next((o for n in body.nodes if (o := trilu_causal(n)) >= 0), -1)
 
 
 def _notes(g: Graph) -> dict[str, list[str]]:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from compiler.backends.base import NotFusable
 from compiler.ir import Graph, Value
 from compiler.ops import elementwise as ew
-from compiler.ops import indexing, linalg, nn, shape
+from compiler.ops import linalg, nn, shape
 from compiler.ops import unary_math as um
 from compiler.types import DType
-from passes.einsum import MASKED      # a causal fill at or below this removes its keys
+from passes.einsum import scalar_of, trilu_causal
 
 
 @dataclass
@@ -37,16 +37,12 @@ class Attention:
     zero_masked_rows: bool
 
 
-def _scalar(v: Value) -> float | None:
-    return float(v.const.reshape(-1)[0]) if v.is_const and v.const.size == 1 else None
-
-
 def _unscale(v: Value) -> tuple[Value, float]:
     """v = src * c1 / c2 ... with scalar constants: (src, the factor)."""
     factor = 1.0
     while (n := v.producer) is not None and n.op in (ew.mul, ew.div) and len(n.inputs) == 2:
         x, other = (n.inputs[1], n.inputs[0]) if n.inputs[0].is_const else n.inputs
-        c = _scalar(other)
+        c = scalar_of(other)
         if c is None or c == 0 or x.is_const or (n.op is ew.div and n.inputs[0] is not x):
             break
         factor, v = factor * (1.0 / c if n.op is ew.div else c), x
@@ -69,16 +65,6 @@ def _unrepeat(v: Value) -> tuple[Value, int]:
     return r1.inputs[0], n
 
 
-def _causal(mask: Value) -> int:
-    """The offset of a causal mask computed in the body (trilu(expand(c), upper, k >= 1)), or -1."""
-    t = mask.producer
-    src = t.inputs[0].producer if t is not None and t.op is indexing.trilu else None
-    if src is None or not t.attrs["upper"] or t.attrs["k"] < 1 or src.op is not shape.expand:
-        return -1
-    c = _scalar(src.inputs[0])
-    return t.attrs["k"] - 1 if c is not None and c <= MASKED else -1
-
-
 def read_attention(body: Graph, dtypes: tuple[DType, ...] = (DType.F32,)) -> Attention:
     """What a fused attention body computes, walked back from its result; NotFusable if it is not an attention
     body whose q, k, v are of one of `dtypes` (the TVM CPU kernel: float32; the GPU's and MLIR's: float16 too)."""
@@ -91,7 +77,7 @@ def read_attention(body: Graph, dtypes: tuple[DType, ...] = (DType.F32,)) -> Att
     w = p.producer
     if w is not None and w.op is ew.where and w.inputs[0].producer is not None and \
             w.inputs[0].producer.op is um.isnan and w.inputs[0].producer.inputs[0] is w.inputs[2] and \
-            _scalar(w.inputs[1]) == 0.0:
+            scalar_of(w.inputs[1]) == 0.0:
         p, guard = w.inputs[2], True
         if p.producer is not None and p.producer.op is ew.cast:  # float16: the guard after the cast back
             p = p.producer.inputs[0]
@@ -106,7 +92,7 @@ def read_attention(body: Graph, dtypes: tuple[DType, ...] = (DType.F32,)) -> Att
     while cur is not sm.inputs[0]:
         n = readers.get(id(cur))
         other = None if n is None or len(n.inputs) != 2 else n.inputs[1] if n.inputs[0] is cur else n.inputs[0]
-        c = _scalar(other) if other is not None else None
+        c = scalar_of(other) if other is not None else None
         if n is not None and n.op is ew.cast and n.outputs[0].type.dtype is DType.F32:   # float16 scores
             pass
         elif n is not None and n.op in (ew.mul, ew.div) and c and (n.op is ew.mul or n.inputs[0] is cur):
@@ -129,7 +115,7 @@ def read_attention(body: Graph, dtypes: tuple[DType, ...] = (DType.F32,)) -> Att
     v, v_group = _unrepeat(pv.inputs[1])
     if q.type.dtype not in dtypes or any(x.type.dtype is not q.type.dtype for x in (k, v)):
         raise NotFusable(f"the attention kernel takes {' or '.join(t.value for t in dtypes)}")
-    causal = _causal(mask) if mask is not None else -1
+    causal = trilu_causal(mask.producer) if mask is not None else -1
     return Attention(q, k, v, None if causal >= 0 else mask, scale * q_scale * k_scale, transposed,
                      k_group, v_group, causal, guard)
 

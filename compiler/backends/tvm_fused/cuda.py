@@ -219,8 +219,8 @@ def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> rel
     """The attention body (float32, or float16 with its softmax in float32) as one kernel: (query block, key
     block) from katt.gpu_tile, K read as (heads, keys, d) (a K given transposed is transposed back first)."""
     spec, a = attention_plan(kb, (DType.F32, DType.F16))
-    spec = dataclasses.replace(spec, tq=katt.gpu_tile(spec.lq, spec.lk)[0], tk=katt.gpu_tile(spec.lq, spec.lk)[1],
-                               k_transposed=False)
+    tq, tk = katt.gpu_tile(spec.lq, spec.lk)
+    spec = dataclasses.replace(spec, tq=tq, tk=tk)
     bh, lq, lk, d, dv = spec.bh, spec.lq, spec.lk, spec.d, spec.dv
     dtype = tvm_dtype(a.q.type.dtype)
     q, k, v = (args[kb.operand_of(x)] for x in (a.q, a.k, a.v))
