@@ -337,13 +337,14 @@ def main(argv: list[str] | None = None) -> int:
         child_time(Path(folder), model, int(batch), files, device, int(repeat), profile == "1")
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dir", nargs="?", default=None)
-    ap.add_argument("--cpu", action="store_true")
-    ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--no-time", action="store_true")
-    ap.add_argument("--models", nargs="+", default=None)
-    ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--json", default=None, metavar="FILE")
+    ap.add_argument("dir", nargs="?", default=None, help="the prepared folder, or its .tar.xz (gpu_prepare --pack)")
+    ap.add_argument("--cpu", action="store_true", help="the folder holds llvm artifacts: check and time on the CPU")
+    ap.add_argument("--repeat", type=int, default=20, help="timed runs per model, batch and runtime (default 20)")
+    ap.add_argument("--no-time", action="store_true", help="the checks only")
+    ap.add_argument("--models", nargs="+", default=None, help="only these models (cnn, encoder, detector, attention)")
+    ap.add_argument("--profile", action="store_true", help="also list each tvm artifact's slowest kernels")
+    ap.add_argument("--json", default=None, metavar="FILE",
+                    help="also write every check's status, time and profile to FILE as JSON")
     args = ap.parse_args(argv)
     device = "cpu" if args.cpu else "gpu"
     folder = Path(args.dir or ROOT / "out" / ("gpu-check-cpu" if args.cpu else "gpu-check")).resolve()

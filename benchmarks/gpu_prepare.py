@@ -263,18 +263,24 @@ def folder_bytes(folder: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-o", "--output", default=None)
-    ap.add_argument("--cpu", action="store_true")
-    ap.add_argument("--batch", type=int, nargs="+", default=None)
-    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    ap.add_argument("--backends", nargs="+", choices=["tvm", "mlir"], default=["tvm", "mlir"])
-    ap.add_argument("--max-mb", type=float, default=64.0)
-    ap.add_argument("--python", default=None, metavar="X.Y")
-    ap.add_argument("--kernel-outputs", action="store_true")
-    ap.add_argument("--int8", choices=["mma", "dp4a"], default="mma")
-    ap.add_argument("--disable-pass", nargs="+", default=[], metavar="NAME")
-    ap.add_argument("--pack", action="store_true")
+    ap.add_argument("-o", "--output", default=None, metavar="DIR",
+                    help="the folder, replaced (default out/gpu-check; out/gpu-check-cpu with --cpu)")
+    ap.add_argument("--cpu", action="store_true", help="compile for this CPU (llvm), to try the check here")
+    ap.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (default 1 32; 1 2 with --cpu)")
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models (default all)")
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="precisions (default all)")
+    ap.add_argument("--backends", nargs="+", choices=["tvm", "mlir"], default=["tvm", "mlir"],
+                    help="code generators (default both)")
+    ap.add_argument("--max-mb", type=float, default=64.0, help="fail if what travels is larger (default 64)")
+    ap.add_argument("--python", default=None, metavar="X.Y",
+                    help="the checking machine's CPython, for the runtime bundle (default this one)")
+    ap.add_argument("--kernel-outputs", action="store_true",
+                    help="every kernel's result an output too: the check names the first that departs")
+    ap.add_argument("--int8", choices=["mma", "dp4a"], default="mma",
+                    help="cuda int8 convs / matmuls on tensor cores (mma) or with dp4a")
+    ap.add_argument("--disable-pass", nargs="+", default=[], metavar="NAME",
+                    help="compile without these passes (e.g. fuse_kernels fuse_attention: the unfused baseline)")
+    ap.add_argument("--pack", action="store_true", help="also write DIR.tar.xz (what travels; --max-mb limits it)")
     args = ap.parse_args(argv)
     from compiler import interp
     from compiler.diagnostics import CompileError
