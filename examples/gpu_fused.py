@@ -4,8 +4,9 @@
 
 Two programs for `cuda -arch=...`: a residual CNN with SiLU in integer-only INT8, where every fused conv is one
 tensor-core GEMM that writes its requantized (and table-activated, residual-added) 8-bit result, and an
-attention (12 heads, 512 queries and keys, causal), which is one kernel with an online softmax. For each it prints
-the kernels the GPU launches, then runs the same kernels built for the CPU without their GPU schedules
+attention (12 heads, 512 queries and keys, causal), which is one kernel with an online softmax. The CNN's convs
+read and write channel blocks, NCHW{16}c (passes/layout.py, assign_gpu_layouts: a thread's 4 channels one word in
+the gather); it prints each kernel's layouts. For each program it prints the kernels the GPU launches, then runs the same kernels built for the CPU without their GPU schedules
 (`compiler.backends.tvm_cuda.build_for_cpu`) against the reference interpreter: bit-exact for the integer CNN,
 float32 rounding for the attention. On a machine with a GPU it also runs the cuda build there and compares.
 Through the MLIR backend the attention is one `iree_linalg_ext.attention`, which IREE tiles for the GPU; its
@@ -27,6 +28,7 @@ from compiler.backends import tvm_cuda  # noqa: E402
 from compiler.backends.mlir import BACKEND as MLIR  # noqa: E402
 from compiler.backends.mlir_lower import attention as mlir_attention  # noqa: E402
 from compiler.backends.tvm import BACKEND  # noqa: E402
+from compiler.ops import kernel, layout as lay  # noqa: E402
 from compiler.target import Target  # noqa: E402
 
 nn = torch.nn
@@ -66,6 +68,16 @@ def show(name: str, g, target: str, xs: list[np.ndarray], exact: bool) -> None:
         print(f"{'':4s}on the GPU: {'bit-exact' if np.array_equal(out, want) else np.abs(out - want).max()}")
 
 
+def show_layouts(g) -> None:
+    """Each fused conv and pool with the shapes it reads and writes (rank 5: NCHW{b}c), and the conversions."""
+    print("integer-only CNN, what each conv kernel reads and writes (rank 5: NCHW{b}c):")
+    for n in g.nodes:
+        if n.op is kernel.fused and n.attrs["kernel"] in ("qconv", "conv", "pool"):
+            print(f"{'':4s}{n.attrs['kernel']:6s} {str(n.inputs[0].type.shape):22s} -> {n.outputs[0].type.shape}")
+    conversions = [n.op.name for n in g.nodes if n.op in (lay.pack, lay.unpack)]
+    print(f"{'':4s}layout conversions: {conversions or 'none'}")
+
+
 def show_mlir(model, target: str, xs: list[np.ndarray]) -> None:
     example = tuple(torch.from_numpy(x) for x in xs)
     for precision in ("fp32", "fp16"):
@@ -91,6 +103,7 @@ def main() -> None:
     images = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(3)]
     g, _ = final_ir(cnn, target, example_inputs=(torch.from_numpy(images[0]),), quantize="int8", integer_only=True,
                     calibration=[[x] for x in images[1:]])
+    show_layouts(g)
     show("integer-only CNN", g, target, images[:1], exact=True)
     qkv = [rng.standard_normal((1, 12, 512, 64)).astype(np.float32) for _ in range(3)]
     g, _ = final_ir(Attention(), target, example_inputs=tuple(torch.from_numpy(x) for x in qkv))

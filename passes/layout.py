@@ -12,7 +12,12 @@ it. Conversions are then kept to the fewest:
 - unpacks nobody reads are dropped.
 
 Extra epilogue inputs with the kernel's full output shape (a residual) are read in the output's
-layout. The pass runs for the llvm target only; other targets keep plain layouts.
+layout.
+
+Two tables say which kernels read and write blocked data: `kernel_layout` for the CPU's kernels
+(`assign_layouts`, the llvm pipeline) and `gpu_kernel_layout` for the GPU's (`assign_gpu_layouts`, the
+cuda pipeline): its int8 and float16 convs are implicit GEMMs whose gather reads a pixel's 4 channels as one
+aligned vector from NCHW{16}c (NCHW: 4 loads H*W apart) and whose write-back stores 4 channels as one vector.
 """
 from __future__ import annotations
 
@@ -84,6 +89,33 @@ def kernel_layout(node: Node) -> KernelLayout | None:
     return None
 
 
+GPU_BLOCKS = (16, 8)        # multiples of 4: one pixel's 4 channels are one aligned 32-bit (float16: 64-bit) word
+GPU_DTYPES = (DType.I8, DType.U8, DType.F16)
+
+
+def gpu_kernel_layout(node: Node) -> KernelLayout | None:
+    """The layouts the GPU kernel of fused `node` reads and writes, or None (plain throughout): an ungrouped
+    2-D int8 or float16 conv by a constant weight (tvm_fused/cuda.emit_qconv, emit_conv) reads and writes the
+    largest of GPU_BLOCKS dividing its channel counts (0, plain, where none does: a 3-channel image); an int8 or
+    float16 max pool (or global max) reads and writes that block (tvm_fused/cuda.emit_pool), so a pool between
+    convs needs no conversion. FP32 stays NCHW (its convs are dlight's SIMT matmuls, not our GEMM)."""
+    body = node.attrs["body"]
+    a = kernel.anchor_of(body)
+    x = a.inputs[0]
+    if not body.inputs or body.inputs[0] is not x or x.type.rank != 4 or x.type.dtype not in GPU_DTYPES:
+        return None
+    if a.op in (nn.max_pool, rd.reduce_max) and (a.op is nn.max_pool or _spatial(a)):
+        b = next((b for b in GPU_BLOCKS if x.type.shape[1] % b == 0), 0)      # a max pool: cuda.emit_pool
+        return KernelLayout(b, b) if b else None
+    conv = q.conv if x.type.dtype in INT8 else linalg.conv
+    if a.op is not conv or a.attrs["groups"] != 1 or not a.inputs[1].is_const:
+        return None
+    if x.type.dtype is DType.F16 and body.outputs[0].type.dtype is not DType.F16:
+        return None             # a float16 body ending in a float32 cast: lowered op by op, plain
+    ib, ob = (next((b for b in GPU_BLOCKS if c % b == 0), 0) for c in (x.type.shape[1], a.outputs[0].type.shape[1]))
+    return KernelLayout(ib, ob, a.attrs.get("x_zero_point", 0)) if ib or ob else None
+
+
 def _blocked_body(node: Node, kl: KernelLayout, blocked_operands: list[int], out_blocked: bool) -> Graph:
     """A copy of the body reading operands `blocked_operands` blocked and writing its result blocked."""
     old = node.attrs["body"]
@@ -111,8 +143,8 @@ def _blocked_body(node: Node, kl: KernelLayout, blocked_operands: list[int], out
 
 
 class _Assigner:
-    def __init__(self, g: Graph):
-        self.g = g
+    def __init__(self, g: Graph, layout_of):
+        self.g, self.layout_of = g, layout_of
         self.users = g.uses()
         self.outputs = {id(v) for v in g.outputs}
         self.out: list[Node] = []
@@ -227,7 +259,7 @@ class _Assigner:
         if id(v) in self.outputs:
             return True
         for r, _ in self.users.get(v, []):
-            if r.op is kernel.fused and kernel_layout(r) is not None:
+            if r.op is kernel.fused and self.layout_of(r) is not None:
                 continue
             if r.op in ELEMENTWISE and r.outputs[0].type.rank == 4:
                 continue
@@ -273,11 +305,12 @@ class _Assigner:
                 break
 
 
-def assign(g: Graph) -> Graph:
+def assign(g: Graph, layout_of=kernel_layout) -> Graph:
+    """g with the layouts `layout_of` (a kernel table) gives its fused kernels, and the fewest conversions."""
     g = g.clone()
-    a = _Assigner(g)
+    a = _Assigner(g, layout_of)
     for node in g.nodes:
-        kl = kernel_layout(node) if node.op is kernel.fused else None
+        kl = layout_of(node) if node.op is kernel.fused else None
         if kl is not None and (kl.in_block or kl.out_block):
             a.kernel(node, kl)
         elif not a.elementwise(node) and not a.channel_data_movement(node):
@@ -292,3 +325,10 @@ def assign(g: Graph) -> Graph:
 def assign_layouts(g: Graph) -> Graph:
     """Channel-blocked NCHW{b}c layouts for the CPU kernels, with the fewest pack/unpack conversions."""
     return assign(g)
+
+
+@register_pass("assign_gpu_layouts")
+def assign_gpu_layouts(g: Graph) -> Graph:
+    """Channel-blocked NCHW{b}c layouts for the GPU's int8 and float16 convs (gpu_kernel_layout), with the
+    fewest pack/unpack conversions."""
+    return assign(g, gpu_kernel_layout)

@@ -113,6 +113,25 @@ def test_the_cuda_build_writes_8_bit_results_out_of_its_int8_convs():
     assert exe.cuda_source().count("wmma::mma_sync") >= 4
 
 
+def test_the_gpu_convs_read_and_write_channel_blocks_a_word_at_a_time():
+    """assign_gpu_layouts: each int8 conv after the 3-channel stem reads NCHW{16}c and each writes NCHW{16}c (the
+    24-channel one {8}c), the residual read blocked in the write-back; the gather loads a thread's 4 channels as
+    one 32-bit word (from NCHW: 4 byte loads H*W apart), the write-back stores 4 int8 channels as one word."""
+    g, _ = _final("cnn", "cuda -arch=sm_90")
+    convs = [n for n in g.nodes if n.op is kernel.fused and n.attrs["kernel"] == "qconv"]
+    assert [n.inputs[0].type.shape[1:] for n in convs] == [(3, 20, 20), (1, 10, 10, 16), (1, 10, 10, 16),
+                                                            (1, 10, 10, 16)]
+    assert [n.outputs[0].type.shape[-1] for n in convs] == [16, 16, 16, 8]
+    src = BACKEND.build(g, Target.parse("cuda -arch=sm_90")).cuda_source()
+    bodies = dict(re.findall(r'__global__ void __launch_bounds__\(\d+\) (int8_conv2d_\d+)_kernel\(.*?\) \{(.*?)\n\}\n',
+                             src, re.S))
+    assert len(bodies) == 4, sorted(bodies)
+    for name, body in bodies.items():
+        assert re.search(r"\*\(uint\*\)\(out_ptr \+", body) and "out_ptr[" not in body, name
+        if name != "int8_conv2d_0":              # the stem reads the plain image
+            assert re.search(r"\*\(uint\*\)\(r_src_ptr \+", body) and "r_src_ptr[" not in body, name
+
+
 def test_an_int16_conv_the_gemm_does_not_take_is_lowered_op_by_op():
     """A layer kept at 16 bits (no int8 GEMM for it) falls back to the op-by-op lowering, still exact."""
     g, x = _final("cnn", "cuda -arch=sm_90", keep_16bit=("first:1",))

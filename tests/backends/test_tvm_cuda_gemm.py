@@ -22,7 +22,7 @@ from compiler.backends.tvm import BACKEND  # noqa: E402
 from compiler.backends.tvm_lower import cuda_gemm  # noqa: E402
 from compiler.backends.tvm_lower.registry import LowerCtx, read, tvm_dtype  # noqa: E402
 from compiler.ir import Graph  # noqa: E402
-from compiler.ops import linalg, quant as q  # noqa: E402
+from compiler.ops import layout as lay, linalg, quant as q  # noqa: E402
 from compiler.target import Target  # noqa: E402
 from compiler.types import DType, TensorType  # noqa: E402
 
@@ -37,16 +37,17 @@ def ints(rng, shape, dt: DType) -> np.ndarray:
     return rng.integers(lo, hi + 1, shape, dtype=np.int64).astype(dt.numpy)
 
 
-def run_unscheduled(g: Graph, lower, x: np.ndarray, inner: str) -> np.ndarray:
-    """The graph's one node through `lower` (cuda_gemm.conv / matmul, unscheduled), built for the CPU."""
+def run_unscheduled(g: Graph, lower, x: np.ndarray, inner: str, **kw) -> np.ndarray:
+    """The graph's one node through `lower` (cuda_gemm.conv / matmul, unscheduled; `kw` its keywords), built for the
+    CPU; x as the kernel reads it."""
     node = g.nodes[0]
     bb = relax.BlockBuilder()
     ctx = LowerCtx(bb, g, Target("llvm", num_threads=1), unscheduled=True)
-    p = relax.Var("x", relax.TensorType(g.inputs[0].type.shape, tvm_dtype(g.inputs[0].type.dtype)))
+    p = relax.Var("x", relax.TensorType(x.shape, tvm_dtype(g.inputs[0].type.dtype)))
     env = {id(g.inputs[0]): p}
     with bb.function("main", [p]):
         with bb.dataflow():
-            y = lower(ctx, node, [read(env, v) for v in node.inputs], inner=inner)
+            y = lower(ctx, node, [read(env, v) for v in node.inputs], inner=inner, **kw)
             assert y is not None, "the int8 kernel declined"
             out = bb.emit_output(y)
         bb.emit_func_output(out)
@@ -82,6 +83,30 @@ def test_int8_gemm_conv_matches_the_interpreter(data):
     x = ints(rng, g.inputs[0].type.shape, xdt)
     inner = data.draw(st.sampled_from(["mma", "dp4a"]))
     np.testing.assert_array_equal(run_unscheduled(g, cuda_gemm.conv, x, inner), interp.run(g, x)[0])
+
+
+@SETTINGS
+@given(st.data())
+def test_int8_gemm_conv_reads_and_writes_blocked_layouts(data):
+    """NCHW{b}c in and / or out (passes/layout's GPU table): the gather reads x[n, c // b, y, x, c % b], and a
+    blocked result (the GEMM's rows then pixels, its columns channels) equals the reference's, packed."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    in_block, out_block = data.draw(st.sampled_from([(16, 16), (8, 0), (0, 8), (16, 8)]))
+    ci = data.draw(st.sampled_from([16, 32] if in_block == 16 else [8, 24]))
+    co = data.draw(st.sampled_from([8, 40] if out_block == 8 else [16, 48] if out_block else [5, 70]))
+    k = data.draw(st.integers(1, 3))
+    hw = (data.draw(st.integers(k + 1, 9)), data.draw(st.integers(k + 1, 9)))
+    xdt = data.draw(st.sampled_from([U8, I8]))
+    g = conv_graph(rng, data.draw(st.integers(1, 2)), ci, hw, co, (k, k), (data.draw(st.integers(1, 2)),) * 2,
+                   (1, 1), (data.draw(st.integers(0, 1)),) * 4, xdt, data.draw(st.integers(*RANGE[xdt])), True)
+    x = ints(rng, g.inputs[0].type.shape, xdt)
+    xb = lay.pack.reference([x], {"block": in_block, "fill": 0})[0] if in_block else x
+    want = interp.run(g, x)[0]
+    if out_block:
+        want = lay.pack.reference([want], {"block": out_block, "fill": 0})[0]
+    inner = data.draw(st.sampled_from(["mma", "dp4a"]))
+    got = run_unscheduled(g, cuda_gemm.conv, xb, inner, in_block=in_block, out_block=out_block)
+    np.testing.assert_array_equal(got, want)
 
 
 def test_int8_gemm_conv_extreme_values_wrap_like_the_reference():
@@ -135,13 +160,18 @@ def test_cuda_build_of_an_int8_conv_uses_tensor_cores_or_dp4a(option, marker):
     if "mma" in marker:         # cuda_wmma_int8.PIPELINE: the shared tiles double-buffered, step k + 1 stored as k's MMAs end
         step = re.search(r"\(\((\w+) \+ 1\) & 1\) \* \d+\)", src)          # the buffer step k + 1 is stored in
         assert step and f"(({step.group(1)} & 1) * " in src                  # and the one step k's MMAs read
-        # K = 16 * 9 = 144, padded to 160: steps of 2 fragments (32 bytes), 5 of them (the first in the prologue)
-        assert f"for (int {step.group(1)} = 0; {step.group(1)} < 4; ++{step.group(1)})" in src
+        # K = 16 * 9 = 144, padded to 160: steps of 1 fragment (16 bytes: 16 channels per tap), 10 of them (the
+        # first in the prologue); the gather's 4 bytes of a thread are loaded as one vector (4 channels H*W apart)
+        assert f"for (int {step.group(1)} = 0; {step.group(1)} < 9; ++{step.group(1)})" in src
+        assert re.search(r"c_src_ptr\[v_\w*\.x\]", src) and not re.search(r"c_src_ptr\[[^\]]*_s(_\d+)?\)", src)
 
 
 def test_the_int8_wmma_step_is_the_largest_of_4_2_1_fragments_dividing_the_reduction():
+    """... and a conv's channels per tap where one does (a step then never straddles two taps)."""
     from compiler.backends.tvm_kernels.cuda_wmma_int8 import k_steps
     assert [k_steps(kp) for kp in (576, 160, 32, 64, 4096)] == [4, 2, 2, 4, 4]
+    assert [k_steps(kp, ci) for kp, ci in ((576, 64), (160, 16), (448, 48), (288, 32), (96, 8), (4096, 0))] == \
+        [4, 1, 1, 2, 2, 4]
 
 
 @SETTINGS
@@ -167,6 +197,35 @@ def test_float16_conv_gemm_matches_the_interpreter(data):
     want = interp.run(g, xv)[0]
     assert got.dtype == want.dtype == np.float16
     np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=2e-3, atol=2e-3)
+
+
+@SETTINGS
+@given(st.data())
+def test_float16_conv_gemm_reads_and_writes_blocked_layouts(data):
+    """A float16 conv on NCHW{b}c in and / or out: the gather in (kh, kw, ci) order from the blocked input, the
+    blocked result through an epilogue (here adding one), equal to the reference's, packed."""
+    from compiler.backends.tvm_kernels.cuda_gemm import Epilogue
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    in_block, out_block = data.draw(st.sampled_from([(16, 16), (8, 0), (0, 8)]))
+    ci = data.draw(st.sampled_from([16, 64] if in_block == 16 else [8, 24]))
+    co = data.draw(st.sampled_from([8, 40] if out_block == 8 else [16, 48] if out_block else [5, 70]))
+    k = data.draw(st.integers(1, 3))
+    hw = (data.draw(st.integers(k + 1, 9)), data.draw(st.integers(k + 1, 9)))
+    g = Graph()
+    x = g.add_input("x", TensorType((data.draw(st.integers(1, 2)), ci) + hw, F16))
+    w = g.const(rng.standard_normal((co, ci, k, k)).astype(np.float16), "w")
+    pad = data.draw(st.integers(0, 1))
+    g.outputs = [g.add1(linalg.conv, [x, w], strides=(1, 1), pads=(pad,) * 4, dilations=(1, 1), groups=1)]
+    xv = rng.standard_normal(x.type.shape).astype(np.float16)
+    xb = lay.pack.reference([xv], {"block": in_block, "fill": 0})[0] if in_block else xv
+    plus_one = Epilogue("float16", (), lambda v, b, r, c, tensors: v + tvm.tirx.const(1.0, "float16"))
+    got = run_unscheduled(g, lambda ctx, node, args, inner: cuda_gemm.float_conv(
+        ctx, node, args, epilogue=plus_one, epi_key=("plus_one",), in_block=in_block, out_block=out_block), xb, "mma")
+    want = interp.run(g, xv)[0] + np.float16(1.0)
+    if out_block:
+        want = lay.pack.reference([want], {"block": out_block, "fill": 0})[0]
+    assert got.shape == want.shape and got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=2e-3, atol=4e-3)
 
 
 def test_the_int8_target_option_parses_and_round_trips():

@@ -15,11 +15,13 @@ from passes import PassContext, run_pipeline
 from tests.conftest import requires_torch
 
 KERNEL_PASSES = ["fuse_attention", "fuse_kernels", "assign_layouts", "fuse_gates", "choose_tiles"]
+GPU_KERNEL_PASSES = ["fuse_attention", "fuse_kernels", "assign_gpu_layouts"]
 LIGHT = Path(np.__file__).parents[1] / "onnx" / "backend" / "test" / "data" / "light"
 
 
-def _final(g):
-    return run_pipeline(g, KERNEL_PASSES, PassContext(target=Target.parse("llvm")))
+def _final(g, target: str = "llvm"):
+    passes = GPU_KERNEL_PASSES if target.startswith("cuda") else KERNEL_PASSES
+    return run_pipeline(g, passes, PassContext(target=Target.parse(target)))
 
 
 def _same(before, after, inputs, integer: bool) -> None:
@@ -86,19 +88,38 @@ def test_float_models(tmp_path, name):
     _same(g, _final(g), [x], integer=False)
 
 
-@requires_torch
-@pytest.mark.parametrize("name", ["resnet", "bert", "tinycnn"])
-def test_integer_only_models(tmp_path, name):
+def _integer_only(g, x, target: str):
     from compiler.api import optimize_quantized, quantize_model
-    g, x = _graph(tmp_path, name)
     rng = np.random.default_rng(0)
     if x.dtype.kind == "f":
         batches = [(x + 0.1 * rng.standard_normal(x.shape).astype(x.dtype),) for _ in range(4)]
     else:
         batches = [(rng.integers(0, 100, x.shape).astype(x.dtype),) for _ in range(4)]
     qg, _ = quantize_model(g, "int8", batches, integer_only=True)
-    qg = optimize_quantized(qg, Target.parse("llvm"))
-    _same(qg, _final(qg), [x], integer=True)
+    return optimize_quantized(qg, Target.parse(target))
+
+
+@requires_torch
+@pytest.mark.parametrize("target", ["llvm", "cuda -arch=sm_90"])
+@pytest.mark.parametrize("name", ["resnet", "bert", "tinycnn", "silu_cnn"])
+def test_integer_only_models(tmp_path, name, target):
+    """... through the CPU's kernel passes and the GPU's (its int8 convs and pools on NCHW{16}c / {8}c)."""
+    g, x = _graph(tmp_path, name)
+    qg = _integer_only(g, x, target)
+    _same(qg, _final(qg, target), [x], integer=True)
+
+
+@requires_torch
+def test_integer_only_detector_through_the_gpu_kernel_passes(tmp_path):
+    """The reduced YOLOv8n integer-only for cuda: C2f's channel split and concat, SPPF's max pools and the
+    upsampling between blocked convs."""
+    import compiler
+    from examples import real_arch
+    path, x = real_arch.export_onnx("yolov8n_reduced", tmp_path / "yolo.onnx")
+    qg = _integer_only(compiler.optimize(compiler.import_model(path)), x.numpy(), "cuda -arch=sm_90")
+    final = _final(qg, "cuda -arch=sm_90")
+    assert sum(n.op is kernel.fused and n.outputs[0].type.rank == 5 for n in final.nodes) > 10
+    _same(qg, final, [x.numpy()], integer=True)
 
 
 def test_digits_demo_model():

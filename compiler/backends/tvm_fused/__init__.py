@@ -37,7 +37,7 @@ EMITTERS = {
     "quantize": integer.emit_quantize, "attention": attention.emit_attention, "gate": gate.emit_gate,
 }
 CUDA_EMITTERS = {"qconv": cuda.emit_qconv, "qmatmul": cuda.emit_qmatmul, "conv": cuda.emit_conv,
-                 "attention": cuda.emit_attention}
+                 "attention": cuda.emit_attention, "pool": cuda.emit_pool}
 
 
 def inline(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> relax.Expr:
@@ -89,6 +89,8 @@ def _pack(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]
     b, fill = node.attrs["block"], node.attrs["fill"]
     dt = tvm_dtype(node.inputs[0].type.dtype)
     out = node.outputs[0].type.shape
+    if c % b == 0 and ctx.target.kind == "cuda":    # dlight schedules it, FuseOps may join it to its producer
+        return [ctx.emit_te(klayout.pack_nchwc_te, args[0], b, name="pack_nchwc")]
     if c % b == 0:
         gv = ctx.kernel(("pack", n, c, h, w, b, dt), lambda: klayout.make_pack_nchwc(n, c, h, w, b, dt),
                          "pack_nchwc")
@@ -106,7 +108,7 @@ def _unpack(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Exp
     dt = tvm_dtype(node.inputs[0].type.dtype)
     if h == w == 1 and c == cb * b:          # (n, c/b, 1, 1, b) already has NCHW element order
         return [relax.op.reshape(args[0], (n, c, h, w))]
-    if c == cb * b:
+    if c == cb * b and ctx.target.kind != "cuda":
         gv = ctx.kernel(("unpack", n, c, h, w, b, dt), lambda: klayout.make_unpack_nchwc(n, c, h, w, b, dt),
                          "unpack_nchwc")
         return [ctx.call_kernel(gv, args, (n, c, h, w), dt)]

@@ -27,8 +27,10 @@ from tvm import relax, tirx
 from compiler.backends.tvm_fused import emit
 from compiler.backends.tvm_fused.attention import _mask_arg, attention_plan
 from compiler.backends.tvm_fused.body import KernelBody, NotFusable, _channel_vector, compose
+from compiler.backends.tvm_fused.fp32 import pool_spec
 from compiler.backends.tvm_kernels import cuda_attention as katt
 from compiler.backends.tvm_kernels import cuda_gemm as kd
+from compiler.backends.tvm_kernels import pool as kpool
 from compiler.backends.tvm_kernels.requant import int32_barrier
 from compiler.backends.tvm_lower import cuda_gemm
 from compiler.backends.tvm_lower.quant import requant_expr, requant_params
@@ -104,6 +106,15 @@ class _Composer:
         if len(shp) != len(self.shape) or any(d not in (1, o) for d, o in zip(shp, self.shape)):
             raise NotFusable(f"operand {v.name} of shape {shp} in the epilogue")
         dt = tvm_dtype(v.type.dtype)
+        block = self.kb.blocks.get(i, 0)
+        if block:               # a residual in the output's shape, arriving NCHW{b}c as the output leaves
+            if shp != self.shape or self.axis != 1 or len(shp) != 4 or shp[1] % block:
+                raise NotFusable(f"blocked operand {v.name} of shape {shp} in the epilogue")
+            bshape = (shp[0], shp[1] // block, shp[2], shp[3], block)
+            slot = self.tensor(id(v), bshape, dt, self.args[i])
+            self.key.append(("blocked_operand", slot, bshape, dt))
+            return lambda env: env["tensors"][slot][(env["index"][0], env["index"][1] // block, *env["index"][2:],
+                                                     env["index"][1] % block)]
         slot = self.tensor(id(v), shp, dt, self.args[i])
         self.key.append(("operand", slot, shp, dt))
         return lambda env: env["tensors"][slot][tuple(0 if d == 1 else j for d, j in zip(shp, env["index"]))]
@@ -153,13 +164,16 @@ class _Composer:
 
 
 def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    """An int8 conv and its epilogue; its input and result (and a residual in the result's shape) NCHW or
+    NCHW{b}c, as passes/layout's GPU table assigned them."""
     c = kb.anchor
-    _data_and_weight(kb, c)
+    _data_and_weight(kb, c, blocked=True)
     n, co, oh, ow = c.outputs[0].type.shape
-    comp = _Composer(kb, args, (n, co, oh, ow), 1, lambda b, r, m: (b, r, m // ow, m % ow))
+    comp = _Composer(kb, args, (n, co, oh, ow), 1, cuda_gemm.conv_index(ow, kb.out_block))
     epi = comp.epilogue()
     y = cuda_gemm.conv(ctx, c, [args[kb.operand_of(v)] if kb.operand_of(v) is not None else None for v in c.inputs],
-                       epilogue=epi, epi_values=tuple(comp.values), epi_key=tuple(comp.key))
+                       epilogue=epi, epi_values=tuple(comp.values), epi_key=tuple(comp.key),
+                       in_block=kb.blocks.get(kb.operand_of(c.inputs[0]), 0), out_block=kb.out_block)
     if y is None:
         raise NotFusable("the GPU's int8 GEMM does not take this conv")
     return y
@@ -191,25 +205,31 @@ def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
     """A float16 conv: float32 sums rounded once, + its bias in float16, then the composed epilogue, each op in
     float32 and rounded to float16 (as the reference's float16 ops are)."""
     c = kb.anchor
-    _data_and_weight(kb, c)
+    _data_and_weight(kb, c, blocked=True)
     if tvm_dtype(c.outputs[0].type.dtype) != "float16":
         raise NotFusable("the GPU's float GEMM is float16")
-    n, co, oh, ow = shape = c.outputs[0].type.shape
-    comp = compose(kb, kb.epilogue, c.outputs[0], 1, "float16", plain_full=True, compute="float32")
+    n, co, oh, ow = c.outputs[0].type.shape
+    ob = kb.out_block
+    shape = (n, co // ob, oh, ow, ob) if ob else (n, co, oh, ow)
+    comp = compose(kb, kb.epilogue, c.outputs[0], 1, "float16", plain_full=not ob, compute="float32")
     holders, values = emit.epilogue_params(ctx, kb, comp, args, shape, "float16")
     inputs = [((co,), "float16")] if len(c.inputs) > 2 else []
     if len(c.inputs) > 2:
         values = [relax.const(np.asarray(c.inputs[2].const).astype("float16"), "float16"), *values]
     has_bias = bool(inputs)
     inputs += [(tuple(int(d) for d in h.shape), str(h.dtype)) for h in holders]
+    index = cuda_gemm.conv_index(ow, ob)
 
     def fn(v, b, r, m, tensors):
+        b, ch, y, x = index(b, r, m)
         if has_bias:
-            v = v + tensors[0][r]
-        return comp.build(tensors[int(has_bias):])(v, r, (b, r, m // ow, m % ow), b)
+            v = v + tensors[0][ch]
+        full = (b, ch // ob, y, x, ch % ob) if ob else (b, ch, y, x)
+        return comp.build(tensors[int(has_bias):])(v, ch, full, b)
     epi = kd.Epilogue("float16", tuple(inputs), fn)
     y = cuda_gemm.float_conv(ctx, c, [args[kb.operand_of(c.inputs[0])], None], epilogue=epi,
-                             epi_values=tuple(values), epi_key=(has_bias, comp.key))
+                             epi_values=tuple(values), epi_key=(has_bias, comp.key),
+                             in_block=kb.blocks.get(kb.operand_of(c.inputs[0]), 0), out_block=ob)
     if y is None:
         raise NotFusable("the GPU's float16 GEMM does not take this conv")
     return y
@@ -237,10 +257,22 @@ def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> rel
     return ctx.reshape(ctx.call_kernel(gv, ins, (bh, lq, dv), dtype), kb.result.type.shape)
 
 
-def _data_and_weight(kb: KernelBody, anchor: Node) -> None:
+def emit_pool(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    """A pool on NCHW{b}c data (an int8 max pool between the blocked convs) as one kernel on the blocked layout
+    (tvm_kernels/pool.pool2d_te, scheduled by dlight); plain pools are lowered op by op."""
+    spec, xi = pool_spec(kb)
+    if not spec.block:
+        raise NotFusable("a plain pool")
+    return ctx.emit_te(lambda x: kpool.pool2d_te(spec, x), args[xi], name=f"{spec.kind}_pool2d")
+
+
+def _data_and_weight(kb: KernelBody, anchor: Node, blocked: bool = False) -> None:
+    """The kernel reads its input and constant weights (and, unless `blocked`, plain layouts only)."""
     if kb.operand_of(anchor.inputs[0]) is None or not all(v.is_const for v in anchor.inputs[1:]):
         raise NotFusable("the GPU's int8 GEMM reads the kernel's input and constant weights")
     if kb.prologue and any(n.op is not q.requant for n in kb.prologue):
         raise NotFusable("a prologue other than a residual's requant")
-    if kb.blocks or kb.out_block:
+    if not blocked and (kb.blocks or kb.out_block):
         raise NotFusable("blocked layouts")
+    if blocked and kb.out_block and (kb.out_fill or anchor.outputs[0].type.shape[1] % kb.out_block):
+        raise NotFusable("a blocked result with padding channels")

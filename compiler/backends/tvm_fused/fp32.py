@@ -225,7 +225,8 @@ def emit_matmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.
     return y if tuple(kshape) == out_t.shape else ctx.reshape(y, out_t.shape)
 
 
-def emit_pool(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+def pool_spec(kb: KernelBody) -> tuple[kpool.PoolSpec, int]:
+    """The pool kernel's spec for the fused pool `kb` (its layout the body's) and the operand it reads."""
     p = kb.anchor
     x = p.inputs[0]
     xi = kb.operand_of(x)
@@ -241,15 +242,18 @@ def emit_pool(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
     if p.op in (rd.reduce_mean, rd.reduce_max):
         if sorted(ax % 4 for ax in p.attrs["axes"]) != [2, 3] or not p.attrs["keepdims"]:
             raise NotFusable("a reduction over other axes")
-        spec = kpool.PoolSpec("global_avg" if p.op is rd.reduce_mean else "global_max", n, c, h, w, block=block,
-                              dtype=dt)
-    elif p.op in (nn.max_pool, nn.avg_pool):
+        return kpool.PoolSpec("global_avg" if p.op is rd.reduce_mean else "global_max", n, c, h, w, block=block,
+                              dtype=dt), xi
+    if p.op in (nn.max_pool, nn.avg_pool):
         a = p.attrs
-        spec = kpool.PoolSpec("max" if p.op is nn.max_pool else "avg", n, c, h, w, a["kernel"][0], a["kernel"][1],
+        return kpool.PoolSpec("max" if p.op is nn.max_pool else "avg", n, c, h, w, a["kernel"][0], a["kernel"][1],
                               tuple(a["strides"]), tuple(a["pads"]), tuple(a["dilations"]), block,
                               a.get("count_include_pad", False) if p.op is nn.avg_pool else False, a["ceil_mode"],
-                              dt)
-    else:
-        raise NotFusable(f"{p.op.name} has no pool kernel")
+                              dt), xi
+    raise NotFusable(f"{p.op.name} has no pool kernel")
+
+
+def emit_pool(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    spec, xi = pool_spec(kb)
     gv = ctx.kernel(("pool", spec), lambda: kpool.make_pool2d(spec), f"{spec.kind}_pool2d")
-    return ctx.call_kernel(gv, [args[xi]], kpool.pool_out_shape(spec), dt)
+    return ctx.call_kernel(gv, [args[xi]], kpool.pool_out_shape(spec), spec.dtype)

@@ -114,7 +114,7 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
               r_fn: Callable, c_fn: Callable, bias_len: int | None, bias_on_rows: bool,
               tile: Tile, contiguous: tuple[bool, bool], inner: str,
               target: tvm.target.Target | None = None, schedule: bool = True,
-              epilogue: Epilogue | None = None) -> tirx.PrimFunc:
+              epilogue: Epilogue | None = None, out_block: int = 0, k_period: int = 0) -> tirx.PrimFunc:
     """The PrimFunc (r_src, c_src[, bias][, epilogue tensors]) -> out (batch, rows, cols): `inner` "mma" (integers fall
     back to "dp4a" where the tensor-core rule declines, float16 to dlight's SIMT matmul) or "dp4a"; `schedule=False` gives the computation unscheduled (what a test runs
     on the CPU to check the arithmetic). out is int32 for integer operands, float16 for float16 ones.
@@ -126,7 +126,10 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
     padded tile and never written. bias (integers): (bias_len,) int32, added per row
     (`bias_on_rows`) or per column; None: no bias. `contiguous[i]`: operand i is a packed weight (dp4a: its
     shared-memory load is vectorized). `epilogue` (integers): what is written instead of the
-    int32 sum."""
+    int32 sum. `out_block` b > 0: the columns are channels written blocked, out is (batch, cols / b, rows, b) with
+    the value at (b, r, c) in [b, c // b, r, c % b] (a conv's NCHW{b}c output when its rows are pixels; b
+    divides cols). `k_period`: the gathered operand's index math jumps every k_period reduction bytes (a conv's
+    ci; 0: never), which the int8 tensor-core schedule's step respects (cuda_wmma_int8.k_steps)."""
     rows_p, cols_p = padded(rows, cols, tile)
     kp = _up(k, BK)
     r_src = te.placeholder(r_input[0], r_input[1], name="r_src")
@@ -155,12 +158,16 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
             return v
         # the int32 sum wraps like the reference's; the barrier keeps the simplifier from widening it
         return epilogue.fn(int32_barrier(v), b, r, c, tensors)
-    out = te.compute((batch, rows, cols), write, name="out")
+    if out_block:
+        out = te.compute((batch, cols // out_block, rows, out_block),
+                         lambda b, cb, r, j: write(b, r, cb * out_block + j), name="out")
+    else:
+        out = te.compute((batch, rows, cols), write, name="out")
     func = te.create_prim_func([*params, out])
     if not schedule:
         return func
     if inner == "mma" and (half or str(ra.dtype) == str(ca.dtype) == "int8"):
-        scheduled = _schedule_mma(func, target, half, kp)
+        scheduled = _schedule_mma(func, target, half, kp, k_period)
         if scheduled is not None:
             return finalize(scheduled)
     if half:
@@ -178,7 +185,8 @@ def _schedule_simt(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimF
     raise ValueError("no GPU schedule for the float16 GEMM")
 
 
-def _schedule_mma(func: tirx.PrimFunc, target: tvm.target.Target, half: bool, kp: int) -> tirx.PrimFunc | None:
+def _schedule_mma(func: tirx.PrimFunc, target: tvm.target.Target, half: bool, kp: int,
+                  k_period: int = 0) -> tirx.PrimFunc | None:
     """The WMMA schedule of `func`: dlight's for float16, cuda_wmma_int8's for int8; None where the rule declines
     or its tensorization fails."""
     from tvm.s_tir.dlight.gpu.matmul import MatmulTensorization
@@ -187,7 +195,7 @@ def _schedule_mma(func: tirx.PrimFunc, target: tvm.target.Target, half: bool, kp
     preload_cuda_intrinsics()
     with target:
         if not half:
-            return cuda_wmma_int8.schedule(func, target, kp)
+            return cuda_wmma_int8.schedule(func, target, kp, k_period)
         sch = MatmulTensorization().apply(func, target, False)
     return None if sch is None else sch.mod["main"]
 
@@ -248,13 +256,16 @@ def folded_bias(w2d: np.ndarray, bias: np.ndarray | None, zp: int) -> np.ndarray
 
 
 def im2col_fn(x_shape: tuple[int, int, int, int], kernel: tuple[int, int], strides, dilations, pads,
-              out_hw: tuple[int, int], zp: int, x_dtype: str, shift: int = 0, order: str = "hwc") -> Callable:
+              out_hw: tuple[int, int], zp: int, x_dtype: str, shift: int = 0, order: str = "hwc",
+              in_block: int = 0) -> Callable:
     """c_fn of a conv: the input value (minus `shift`: 128 makes a uint8 input int8) under output pixel m
     and reduction index kk; the zero point (minus `shift`) outside the image and beyond the real m / K
     (whose weights are 0 or columns unwritten). `order` of kk: "hwc" = (kh, kw, ci), channels fastest (a
     4-byte group is one pixel's 4 channels when ci % 4 == 0: one bounds check), or "chw" = (ci, kh, kw)
     (neighbouring kk are neighbouring pixels of a row). Measured on an H200 (ResNet-18, batch 32,
-    GPU-resident): int8 2.21 ms with "hwc" vs 3.70 with "chw"; float16 2.28 ms with "chw" vs 2.49."""
+    GPU-resident): int8 2.21 ms with "hwc" vs 3.70 with "chw"; float16 2.28 ms with "chw" vs 2.49.
+    `in_block` b > 0: the input arrives NCHW{b}c, (n, ci / b, h, w, b) (b divides ci): with "hwc" and 4 | b a
+    4-byte group is one aligned word of memory."""
     n, ci, h, w = x_shape
     kh, kw = kernel
     oh, ow = out_hw
@@ -262,14 +273,19 @@ def im2col_fn(x_shape: tuple[int, int, int, int], kernel: tuple[int, int], strid
 
     def fn(x, b, m, kk):
         y, xo = m // ow, m % ow
-        if order == "hwc":
+        if order == "hwc" and in_block and ci % 4 == 0:
+            word = kk // 4 * 4      # a 4-byte group never straddles two taps: the vectorizer sees one tap per word
+            t, c = word // ci, word % ci + kk % 4
+        elif order == "hwc":
             t, c = kk // ci, kk % ci
         else:
             c, t = kk // (kh * kw), kk % (kh * kw)
         iy = y * strides[0] + (t // kw) * dilations[0] - pads[0]
         ix = xo * strides[1] + (t % kw) * dilations[1] - pads[1]
         inside = tirx.all(m < m_real, kk < k_real, iy >= 0, iy < h, ix >= 0, ix < w)
-        return _shifted(inside, x[b, tirx.min(c, ci - 1), iy, ix], zp, x_dtype, shift)
+        c = tirx.min(c, ci - 1)
+        value = x[b, c // in_block, iy, ix, c % in_block] if in_block else x[b, c, iy, ix]
+        return _shifted(inside, value, zp, x_dtype, shift)
     return fn
 
 

@@ -8,7 +8,7 @@ fragments in TVM 0.27 (InferFragment finds no fragment info), so it had to be re
 flight during the MMAs. Here:
 
 * `k_steps` fragments of 16 bytes per staged step (4: 64 bytes, as dlight's float16 schedule stages), the
-  largest of 4, 2, 1 that divides the padded reduction;
+  largest of 4, 2, 1 that divides the padded reduction (and a conv's channel count, where one does);
 * the pipeline over the staged steps only (`PIPELINE`): the inner fragment loop is not pipelined, so the step
   loop's body is 5 statements (A and B each global -> registers and registers -> shared, then the fragment
   loads and MMAs); stage 1 for the MMAs double-buffers the shared tiles, and the order issues step k + 1's
@@ -31,12 +31,15 @@ I_FACTORS = [None, 1, 4, 2]              # block rows: 4 warps x 2 fragments
 J_FACTORS = [1, None, 4, 2]              # block columns: 4 warps x 2 fragments
 
 
-def k_steps(kp: int) -> int:
-    """Fragments of 16 bytes per staged reduction step for a reduction padded to kp bytes."""
-    return next(s for s in (4, 2, 1) if kp % (MICRO * s) == 0)
+def k_steps(kp: int, period: int = 0) -> int:
+    """Fragments of 16 bytes per staged reduction step for a reduction padded to kp bytes. `period` > 0: the
+    gathered operand's index math jumps every `period` bytes (a conv's channels per tap); a step that divides
+    it sees one tap, so TVM's vectorizer can prove a thread's 4 bytes one word (else it loads them one by one)."""
+    fits = [s for s in (4, 2, 1) if kp % (MICRO * s) == 0]
+    return next((s for s in fits if period and period % (MICRO * s) == 0), fits[0])
 
 
-def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int) -> tirx.PrimFunc | None:
+def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: int = 0) -> tirx.PrimFunc | None:
     """The scheduled PrimFunc, or None where the GEMM is not a matmul this schedule takes or its tensorization
     fails."""
     from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
@@ -44,7 +47,7 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int) -> tirx.Pr
     reduction = get_reduction_blocks(sch, sch.get_child_blocks(get_root_block(sch)))
     if reduction is None:
         return None
-    k_factors = [None, k_steps(kp)]
+    k_factors = [None, k_steps(kp, period)]
     num_ty = I_FACTORS[2] * J_FACTORS[2]
 
     # C[S, I, J] += A[S, I, K] * B[S, J, K], padded to the block tile

@@ -15,6 +15,7 @@ bias, a weight zero point): the op is then lowered generically.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,9 +47,21 @@ def _tvm_target(ctx: LowerCtx):
     return cuda_target(ctx.target)
 
 
+def conv_index(ow: int, out_block: int) -> Callable:
+    """(b, r, c) of a conv's GEMM -> the output's logical (n, channel, y, x): rows are the output channels, or
+    the pixels when the output is written blocked (ConvGemm)."""
+    def index(b, r, c):
+        ch, m = (c, r) if out_block else (r, c)
+        return b, ch, m // ow, m % ow
+    return index
+
+
 @dataclass(frozen=True)
 class ConvGemm:
-    """A 2-D conv as the GEMM: rows = output channels, columns = one image's output pixels."""
+    """A 2-D conv as the GEMM. Written plain (NCHW): rows = output channels, columns = one image's output pixels.
+    Written blocked (`out_block` b, NCHW{b}c): rows = pixels, columns = output channels, so the write-back's
+    vectors run along a block's contiguous channels. `in_block` b: the input arrives NCHW{b}c (the gather reads
+    a pixel's 4 channels as one word)."""
     n: int
     ci: int
     h: int
@@ -58,17 +71,22 @@ class ConvGemm:
     kw: int
     oh: int
     ow: int
-    rows_p: int
-    cols_p: int
+    co_p: int                   # output channels padded to the tile
     kp: int
+    in_block: int = 0
+    out_block: int = 0
 
     @classmethod
-    def of(cls, node: Node, weight: np.ndarray) -> ConvGemm:
+    def of(cls, node: Node, weight: np.ndarray, in_block: int = 0, out_block: int = 0) -> ConvGemm:
         n, ci, h, w = node.inputs[0].type.shape
         co, _, kh, kw = weight.shape
         oh, ow = node.outputs[0].type.shape[2:]
-        rows_p, cols_p = kd.padded(co, oh * ow, kd.pick_tile(co, oh * ow))
-        return cls(n, ci, h, w, co, kh, kw, oh, ow, rows_p, cols_p, -(-ci * kh * kw // kd.BK) * kd.BK)
+        m = oh * ow
+        if out_block:
+            co_p = kd.padded(m, co, kd.pick_tile(m, co))[1]
+        else:
+            co_p = kd.padded(co, m, kd.pick_tile(co, m))[0]
+        return cls(n, ci, h, w, co, kh, kw, oh, ow, co_p, -(-ci * kh * kw // kd.BK) * kd.BK, in_block, out_block)
 
     def key(self, node: Node) -> tuple:
         a = node.attrs
@@ -77,21 +95,37 @@ class ConvGemm:
     def make(self, node: Node, w_dtype: str, x_dtype: str, c_fn_args: dict, bias_len: int | None, inner: str,
              ctx: LowerCtx, epilogue: kd.Epilogue | None = None):
         a = node.attrs
-        c_fn = kd.im2col_fn((self.n, self.ci, self.h, self.w), (self.kh, self.kw), a["strides"], a["dilations"],
-                            (a["pads"][0], a["pads"][1]), (self.oh, self.ow), **c_fn_args)
-        return kd.make_gemm(self.n, self.co, self.oh * self.ow, self.ci * self.kh * self.kw,
-                            ((self.rows_p, self.kp), w_dtype), ((self.n, self.ci, self.h, self.w), x_dtype),
-                            kd.weight_fn(), c_fn, bias_len, True, kd.pick_tile(self.co, self.oh * self.ow),
-                            (True, False), inner, _tvm_target(ctx), not ctx.unscheduled, epilogue)
+        ib = self.in_block
+        x_shape = (self.n, self.ci // ib, self.h, self.w, ib) if ib else (self.n, self.ci, self.h, self.w)
+        gather = kd.im2col_fn((self.n, self.ci, self.h, self.w), (self.kh, self.kw), a["strides"], a["dilations"],
+                              (a["pads"][0], a["pads"][1]), (self.oh, self.ow), in_block=ib, **c_fn_args)
+        m, k = self.oh * self.ow, self.ci * self.kh * self.kw
+        period = self.ci if c_fn_args.get("order", "hwc") == "hwc" else 0     # the gather's tap changes every ci
+        x_in, w_in = (x_shape, x_dtype), ((self.co_p, self.kp), w_dtype)
+        target, scheduled = _tvm_target(ctx), not ctx.unscheduled
+        if self.out_block:
+            return kd.make_gemm(self.n, m, self.co, k, x_in, w_in, gather, kd.weight_fn(), bias_len, False,
+                                kd.pick_tile(m, self.co), (False, True), inner, target, scheduled, epilogue,
+                                self.out_block, period)
+        return kd.make_gemm(self.n, self.co, m, k, w_in, x_in, kd.weight_fn(), gather, bias_len, True,
+                            kd.pick_tile(self.co, m), (True, False), inner, target, scheduled, epilogue,
+                            k_period=period)
 
     def output(self, ctx: LowerCtx, gv: relax.GlobalVar, args: list[relax.Expr], dtype: str) -> relax.Expr:
-        """The GEMM's (n, co, oh * ow) result as the conv's NCHW output."""
-        y = ctx.call_kernel(gv, args, (self.n, self.co, self.oh * self.ow), dtype)
+        """The GEMM's result as the conv's NCHW (or NCHW{b}c) output; args: the packed weight, the input, ..."""
+        m = self.oh * self.ow
+        if self.out_block:
+            b = self.out_block
+            y = ctx.call_kernel(gv, [args[1], args[0], *args[2:]], (self.n, self.co // b, m, b), dtype)
+            return ctx.emit(R.reshape(y, (self.n, self.co // b, self.oh, self.ow, b)))
+        y = ctx.call_kernel(gv, args, (self.n, self.co, m), dtype)
         return ctx.emit(R.reshape(y, (self.n, self.co, self.oh, self.ow)))
 
 
 def conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epilogue: kd.Epilogue | None = None,
-         epi_values: tuple = (), epi_key: tuple = ()) -> relax.Expr | None:
+         epi_values: tuple = (), epi_key: tuple = (), in_block: int = 0, out_block: int = 0) -> relax.Expr | None:
+    """`in_block` / `out_block`: args[0] arrives, and the result leaves, NCHW{b}c (0: NCHW); an epilogue's
+    (b, r, c) is then ConvGemm.index's."""
     a = node.attrs
     x, w = node.inputs[0], node.inputs[1]
     wc = _const(w)
@@ -101,13 +135,13 @@ def conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epilo
             or str(wc.dtype) != "int8"):
         return None
     inner, shift = _inner_and_shift(ctx, inner, xdt)
-    geo = ConvGemm.of(node, wc)
+    geo = ConvGemm.of(node, wc, in_block, out_block)
     w2d = kd.conv_weight_2d(wc)
     zp = int(a["x_zero_point"])
     gv = ctx.kernel(("int8_conv", inner, ctx.unscheduled, zp, xdt, geo.key(node), epi_key),
                     lambda: geo.make(node, "int8", xdt, {"zp": zp, "x_dtype": xdt, "shift": shift}, geo.co, inner,
                                      ctx, epilogue), "int8_conv2d")
-    return geo.output(ctx, gv, [const(kd.pack_rows(w2d, geo.rows_p, geo.kp), "int8"), args[0],
+    return geo.output(ctx, gv, [const(kd.pack_rows(w2d, geo.co_p, geo.kp), "int8"), args[0],
                                 const(kd.folded_bias(w2d, bias if bias.size else None, zp - shift), "int32"),
                                 *epi_values], epilogue.dtype if epilogue is not None else "int32")
 
@@ -145,19 +179,22 @@ def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epi
 
 
 def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], epilogue: kd.Epilogue | None = None,
-               epi_values: tuple = (), epi_key: tuple = ()) -> relax.Expr | None:
-    """A float16 conv; with `epilogue` the bias is the epilogue's to add."""
+               epi_values: tuple = (), epi_key: tuple = (), in_block: int = 0, out_block: int = 0) -> relax.Expr | None:
+    """A float16 conv; with `epilogue` the bias is the epilogue's to add. `in_block` / `out_block` as for `conv`
+    (the epilogue then required); a blocked input is gathered in (kh, kw, ci) order (a thread's 4 channels
+    contiguous), a plain one in (ci, kh, kw) order (neighbouring pixels of a row)."""
     a = node.attrs
     x, w = node.inputs[0], node.inputs[1]
     wc = _const(w)
     if (x.type.rank != 4 or a["groups"] != 1 or wc is None or tvm_dtype(x.type.dtype) != "float16"
-            or str(wc.dtype) != "float16"):
+            or str(wc.dtype) != "float16" or (out_block and epilogue is None)):
         return None
-    geo = ConvGemm.of(node, wc)
+    order = "hwc" if in_block else "chw"
+    geo = ConvGemm.of(node, wc, in_block, out_block)
     gv = ctx.kernel(("f16_conv", ctx.unscheduled, geo.key(node), epi_key),
-                    lambda: geo.make(node, "float16", "float16", {"zp": 0, "x_dtype": "float16", "order": "chw"},
+                    lambda: geo.make(node, "float16", "float16", {"zp": 0, "x_dtype": "float16", "order": order},
                                      None, "mma", ctx, epilogue), "f16_conv2d")
-    wp = kd.pack_rows(kd.conv_weight_2d(wc, "chw"), geo.rows_p, geo.kp)
+    wp = kd.pack_rows(kd.conv_weight_2d(wc, order), geo.co_p, geo.kp)
     y = geo.output(ctx, gv, [const(wp, "float16"), args[0], *epi_values], "float16")
     if len(args) > 2 and epilogue is None:
         y = ctx.emit(R.add(y, ctx.emit(R.reshape(args[2], (1, shape_of(args[2])[0], 1, 1)))))
