@@ -162,7 +162,7 @@ def test_float16_convs_carry_their_epilogues():
 @pytest.mark.parametrize("name", ["cnn", "encoder", "detector"])
 def test_the_gpu_checks_models_are_bit_exact_in_int8_on_the_cpu(name, tmp_path):
     """benchmarks/gpu_prepare.py's ResNet-18, BERT-small and YOLOv8n, integer-only for cuda: the GPU program
-    (fused epilogues, the GPU's chains) built for the CPU equals the interpreter bit for bit."""
+    (fused epilogues, the GPU's chains, the convs on NCHW{16}c) built for the CPU equals the interpreter bit for bit."""
     from benchmarks.gpu_prepare import inputs, torch_model
     from examples.zoo import export_onnx
     xs = inputs(name, 1, 0)
@@ -171,6 +171,9 @@ def test_the_gpu_checks_models_are_bit_exact_in_int8_on_the_cpu(name, tmp_path):
     target = "cuda -arch=sm_90"
     g, _ = final_ir(str(path), target, quantize="int8", integer_only=True,
                     calibration=[inputs(name, 1, 100 + i) for i in range(2)])
+    blocked = sum(n.op is kernel.fused and n.attrs["kernel"] == "qconv" and n.outputs[0].type.rank == 5
+                  for n in g.nodes)
+    assert blocked >= (0 if name == "encoder" else 19), blocked        # the GPU layouts' NCHW{16}c convs
     got = tvm_cuda.build_for_cpu(g, Target.parse(target))(*xs)
     for a, b in zip(got, interp.run(g, *xs)):
         np.testing.assert_array_equal(a, b)

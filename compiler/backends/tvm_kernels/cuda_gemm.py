@@ -273,10 +273,7 @@ def im2col_fn(x_shape: tuple[int, int, int, int], kernel: tuple[int, int], strid
 
     def fn(x, b, m, kk):
         y, xo = m // ow, m % ow
-        if order == "hwc" and in_block and ci % 4 == 0:
-            word = kk // 4 * 4      # a 4-byte group never straddles two taps: the vectorizer sees one tap per word
-            t, c = word // ci, word % ci + kk % 4
-        elif order == "hwc":
+        if order == "hwc":
             t, c = kk // ci, kk % ci
         else:
             c, t = kk // (kh * kw), kk % (kh * kw)
