@@ -132,6 +132,22 @@ def test_the_gpu_convs_read_and_write_channel_blocks_a_word_at_a_time():
             assert re.search(r"\*\(uint\*\)\(r_src_ptr \+", body) and "r_src_ptr[" not in body, name
 
 
+@pytest.mark.slow
+def test_float16_convs_read_channel_blocks_a_vector_at_a_time():
+    """--precision fp16: the blocked float16 convs (16 channels a tap) gather a thread's 4 channels as one 64-bit
+    vector; with dlight's fixed 64-element step (four taps of 16 channels in one step) TVM could not vectorize it
+    (cuda_wmma.k_steps now divides the channels per tap)."""
+    model, xs = _cnn()
+    g, _ = final_ir(model, "cuda -arch=sm_90", example_inputs=(torch.from_numpy(xs[0]),), precision="fp16")
+    convs = [n for n in g.nodes if n.op is kernel.fused and n.attrs["kernel"] == "conv"]
+    assert [n.inputs[0].type.rank for n in convs[:3]] == [4, 5, 5]
+    src = BACKEND.build(g, Target.parse("cuda -arch=sm_90")).cuda_source()
+    bodies = dict(re.findall(r'__global__ void __launch_bounds__\(\d+\) (f16_conv2d_\d+)_kernel\(.*?\) \{(.*?)\n\}\n',
+                             src, re.S))
+    for name in ("f16_conv2d_1", "f16_conv2d_2"):                        # the two 16 -> 16 convs
+        assert re.search(r"\*\(half4\*\)\(r_src_ptr \+", bodies[name]) and "r_src_ptr[" not in bodies[name], name
+
+
 def test_an_int16_conv_the_gemm_does_not_take_is_lowered_op_by_op():
     """A layer kept at 16 bits (no int8 GEMM for it) falls back to the op-by-op lowering, still exact."""
     g, x = _final("cnn", "cuda -arch=sm_90", keep_16bit=("first:1",))

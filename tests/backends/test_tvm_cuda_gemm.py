@@ -157,7 +157,7 @@ def test_cuda_build_of_an_int8_conv_uses_tensor_cores_or_dp4a(option, marker):
     if "mma" in marker:
         assert "wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, signed char" in src
     assert not any("cast" in k for k in exe.kernels()), exe.kernels()   # no int32 copy of an operand
-    if "mma" in marker:         # cuda_wmma_int8.PIPELINE: the shared tiles double-buffered, step k + 1 stored as k's MMAs end
+    if "mma" in marker:         # cuda_wmma.PIPELINE: the shared tiles double-buffered, step k + 1 stored as k's MMAs end
         step = re.search(r"\(\((\w+) \+ 1\) & 1\) \* \d+\)", src)          # the buffer step k + 1 is stored in
         assert step and f"(({step.group(1)} & 1) * " in src                  # and the one step k's MMAs read
         # K = 16 * 9 = 144, padded to 160: steps of 1 fragment (16 bytes: 16 channels per tap), 10 of them (the
@@ -168,7 +168,7 @@ def test_cuda_build_of_an_int8_conv_uses_tensor_cores_or_dp4a(option, marker):
 
 def test_the_int8_wmma_step_is_the_largest_of_4_2_1_fragments_dividing_the_reduction():
     """... and a conv's channels per tap where one does (a step then never straddles two taps)."""
-    from compiler.backends.tvm_kernels.cuda_wmma_int8 import k_steps
+    from compiler.backends.tvm_kernels.cuda_wmma import k_steps
     assert [k_steps(kp) for kp in (576, 160, 32, 64, 4096)] == [4, 2, 2, 4, 4]
     assert [k_steps(kp, ci) for kp, ci in ((576, 64), (160, 16), (448, 48), (288, 32), (96, 8), (4096, 0))] == \
         [4, 1, 1, 2, 2, 4]

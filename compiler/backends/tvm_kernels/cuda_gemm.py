@@ -2,9 +2,9 @@
 
 * "mma" (default): tensor cores, WMMA schedules applied to our GEMM. int8: 16x16x16 s8 x s8 -> s32
   fragments, dlight's int8 schedule with a larger reduction step and a pipeline of our own
-  (cuda_wmma_int8.py); both operands must be int8, so a uint8 activation is
+  (cuda_wmma.py); both operands must be int8, so a uint8 activation is
   read shifted by -128 (its zero point too; `folded_bias` takes the shift back out). float16: f16 x f16 ->
-  f32 fragments (dlight's schedule), the sum rounded to float16 once (as the reference does).
+  f32 fragments (dlight's schedule, its step cuda_wmma.k_steps'), the sum rounded to float16 once (as the reference does).
 * "dp4a" (integers): CUDA's `__dp4a` (four int8 / uint8 products summed into an int32), our own SIMT
   schedule below.
 
@@ -50,7 +50,7 @@ import numpy as np
 import tvm
 from tvm import te, tirx
 
-from . import cuda_wmma_int8
+from . import cuda_wmma
 from .common import finalize
 from .requant import int32_barrier
 
@@ -129,7 +129,7 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
     int32 sum. `out_block` b > 0: the columns are channels written blocked, out is (batch, cols / b, rows, b) with
     the value at (b, r, c) in [b, c // b, r, c % b] (a conv's NCHW{b}c output when its rows are pixels; b
     divides cols). `k_period`: the gathered operand's index math jumps every k_period reduction bytes (a conv's
-    ci; 0: never), which the int8 tensor-core schedule's step respects (cuda_wmma_int8.k_steps)."""
+    ci; 0: never), which the tensor-core schedule's step respects (cuda_wmma.k_steps)."""
     rows_p, cols_p = padded(rows, cols, tile)
     kp = _up(k, BK)
     r_src = te.placeholder(r_input[0], r_input[1], name="r_src")
@@ -187,17 +187,11 @@ def _schedule_simt(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimF
 
 def _schedule_mma(func: tirx.PrimFunc, target: tvm.target.Target, half: bool, kp: int,
                   k_period: int = 0) -> tirx.PrimFunc | None:
-    """The WMMA schedule of `func`: dlight's for float16, cuda_wmma_int8's for int8; None where the rule declines
-    or its tensorization fails."""
-    from tvm.s_tir.dlight.gpu.matmul import MatmulTensorization
-
+    """The WMMA schedule of `func` (cuda_wmma.py); None where the rule declines or its tensorization fails."""
     from compiler.backends.tvm_cuda_schedule import preload_cuda_intrinsics
     preload_cuda_intrinsics()
     with target:
-        if not half:
-            return cuda_wmma_int8.schedule(func, target, kp, k_period)
-        sch = MatmulTensorization().apply(func, target, False)
-    return None if sch is None else sch.mod["main"]
+        return cuda_wmma.schedule(func, target, kp, k_period, half)
 
 
 def _schedule(func: tirx.PrimFunc, t: Tile, intrin: str, contiguous: tuple[bool, bool]) -> tirx.PrimFunc:

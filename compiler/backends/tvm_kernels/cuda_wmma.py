@@ -1,8 +1,8 @@
-"""The int8 tensor-core (WMMA) schedule of our implicit GEMM (cuda_gemm.py), with its reduction step and
-its pipeline our own.
+"""The tensor-core (WMMA) schedule of our implicit GEMM (cuda_gemm.py), int8 and float16, with its reduction
+step (and the int8 pipeline) our own.
 
-It is TVM dlight's `MatmulInt8Tensorization` (tvm.s_tir.dlight.gpu.matmul, Apache-2.0), whose two settings
-cost the most on our GEMMs: it stages the reduction 16 bytes at a time (ResNet-18's 3x3 convs of 64
+It is TVM dlight's `MatmulInt8Tensorization` / `MatmulTensorization` (tvm.s_tir.dlight.gpu.matmul, Apache-2.0).
+For int8, two of dlight's settings cost the most on our GEMMs: it stages the reduction 16 bytes at a time (ResNet-18's 3x3 convs of 64
 channels: 36 steps, two barriers each, 4 MMAs between them), and its software pipeline fails to lower for int8
 fragments in TVM 0.27 (InferFragment finds no fragment info), so it had to be removed and no load was in
 flight during the MMAs. Here:
@@ -13,6 +13,10 @@ flight during the MMAs. Here:
   loop's body is 5 statements (A and B each global -> registers and registers -> shared, then the fragment
   loads and MMAs); stage 1 for the MMAs double-buffers the shared tiles, and the order issues step k + 1's
   global loads, then step k's MMAs, then stores step k + 1 to shared, so the loads' latency overlaps the MMAs.
+
+For float16 the pipeline is dlight's own (it lowers for float16 fragments: the fragment loop pipelined too);
+only the step differs, by `k_steps` (dlight: always 4 fragments of 16 elements, whose 64 elements straddle two
+taps of a 16-, 32- or 48-channel conv, so the gather of a blocked input could not be vectorized).
 
 The block tile is dlight's: 128 x 128 outputs, 8 warps of 2 x 2 fragments.
 """
@@ -25,6 +29,8 @@ from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline
                                          get_reduction_blocks)
 
 PIPELINE = {"software_pipeline_order": [0, 3, 1, 4, 2], "software_pipeline_stage": [0, 0, 0, 0, 1]}
+HALF_PIPELINES = ({"software_pipeline_order": [0, 3, 1, 4, 5, 2, 6], "software_pipeline_stage": [0, 0, 0, 0, 0, 1, 1]},
+                  {"software_pipeline_order": [0, 1, 2], "software_pipeline_stage": [0, 0, 1]})   # dlight's (k0, k1)
 MICRO = 16                               # the WMMA fragment: 16 x 16 x 16
 WARP, VECTOR = 32, 4
 I_FACTORS = [None, 1, 4, 2]              # block rows: 4 warps x 2 fragments
@@ -32,16 +38,18 @@ J_FACTORS = [1, None, 4, 2]              # block columns: 4 warps x 2 fragments
 
 
 def k_steps(kp: int, period: int = 0) -> int:
-    """Fragments of 16 bytes per staged reduction step for a reduction padded to kp bytes. `period` > 0: the
-    gathered operand's index math jumps every `period` bytes (a conv's channels per tap); a step that divides
-    it sees one tap, so TVM's vectorizer can prove a thread's 4 bytes one word (else it loads them one by one)."""
+    """Fragments of 16 elements per staged reduction step for a reduction padded to kp elements. `period` > 0:
+    the gathered operand's index math jumps every `period` elements (a conv's channels per tap); a step that
+    divides it sees one tap, so TVM's vectorizer can prove a thread's 4 elements one vector (else it loads them
+    one by one)."""
     fits = [s for s in (4, 2, 1) if kp % (MICRO * s) == 0]
     return next((s for s in fits if period and period % (MICRO * s) == 0), fits[0])
 
 
-def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: int = 0) -> tirx.PrimFunc | None:
-    """The scheduled PrimFunc, or None where the GEMM is not a matmul this schedule takes or its tensorization
-    fails."""
+def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: int = 0,
+             half: bool = False) -> tirx.PrimFunc | None:
+    """The scheduled PrimFunc (int8 x int8 -> int32, or `half`: float16 x float16 -> float32), or None where the
+    GEMM is not a matmul this schedule takes or its tensorization fails."""
     from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
     sch = s_tir.Schedule(func)
     reduction = get_reduction_blocks(sch, sch.get_child_blocks(get_root_block(sch)))
@@ -75,8 +83,9 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
     i0, i1, i2, i3 = sch.split(i, factors=I_FACTORS)
     j0, j1, j2, j3 = sch.split(j, factors=J_FACTORS)
     k0, k1 = sch.split(k, k_factors)
-    for key, value in PIPELINE.items():
-        sch.annotate(k0, key, value)
+    for loop, pipeline in zip((k0, k1), HALF_PIPELINES if half and k_factors[1] == 4 else (PIPELINE,)):
+        for key, value in pipeline.items():
+            sch.annotate(loop, key, value)
     sch.reorder(i0, j0, i1, j1, j2, i2, k0, k1, i3, j3)
     sch.bind(batch, "blockIdx.z")
     sch.bind(sch.fuse(i0, j0), "blockIdx.x")
@@ -92,7 +101,7 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
         sch.bind(f_2, "threadIdx.x")
         sch.bind(f_1, "threadIdx.y")
         sch.vectorize(f_3)
-        sch.storage_align(read, 0, axis=-2, factor=32, offset=16)
+        sch.storage_align(read, 0, axis=-2, factor=16 if half else 32, offset=8 if half else 16)
         sch.annotate(read, "tirx.manifest_shared_memory_local_stage", 1)
         sch.annotate(read, "double_buffer_scope", 0)
         return read
@@ -112,8 +121,9 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
     _split_fragment(sch, store)
     init = sch.get_child_blocks(sch.decompose_reduction(block_outer, k0))[0]
 
-    intrin = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared.dyn", in_dtype="int8",
-                                   out_dtype="int32", trans_b=True)
+    intrin = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared.dyn",
+                                   in_dtype="float16" if half else "int8", out_dtype="float32" if half else "int32",
+                                   trans_b=True)
     try:
         for frag, name in ((a_frag, "load_a"), (b_frag, "load_b")):
             i0_, j0_ = _split_fragment(sch, frag)
