@@ -2,14 +2,17 @@
 and the FP16 cuda programs with assign_gpu_layouts (each conv reads and writes NCHW{16}c or NCHW{8}c,
 passes/layout.py) and without it (NCHW throughout), counted on what TVM compiles:
 
-* launches and MiB the kernels write per inference (the layout conversions included);
+* launches and MiB the kernels write per image (the layout conversions included);
 * how each conv's gather loads the activation, read from the generated CUDA C: a thread's 4 reduction elements
   as one vector load ("vector": a 32-bit word of int8, 64 bits of float16), as 4 loads of one vector
   ("4 strided": NCHW's 4 channels H*W apart), or one by one in a loop ("loop": TVM could not vectorize them;
   the 3-channel stem image);
-* how it writes its result: one vector store per 4 values, or element by element.
+* how it writes its result: one vector store per 4 values, or element by element;
+* the tensor cores' work over the convs' own multiply-adds ("MMA work"): a GEMM's rows and columns are padded
+  to the 128 x 128 block tile, so a 7 x 7 image's 49 pixels as the columns of a plain conv (one image per GEMM)
+  cost 128, while a blocked conv's rows are the whole batch's pixels, padded once.
 
-    PYTHONPATH=. python benchmarks/gpu_layouts.py [--models cnn detector] [--modes int8 fp16] [--batch 1]
+    PYTHONPATH=. python benchmarks/gpu_layouts.py [--models cnn detector] [--modes int8 fp16] [--batch 1 32]
 
 The models are benchmarks/gpu_prepare.py's (ResNet-18 224, YOLOv8n 320). Static counts, not times: the time on a
 GPU comes from benchmarks/gpu_check.sh with an artifact set prepared with and without the pass
@@ -18,6 +21,7 @@ GPU comes from benchmarks/gpu_check.sh with an artifact set prepared with and wi
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import tempfile
 from collections import Counter
@@ -49,13 +53,40 @@ def gathers(src: str) -> tuple[Counter, Counter]:
     return loads, stores
 
 
+def mma_work(g) -> float:
+    """Padded multiply-adds of the conv GEMMs on tensor cores over their real ones (cuda_gemm / cuda_wmma's
+    padding: rows and columns to the 128 x 128 block tile, the reduction to 32)."""
+    from compiler.backends.tvm_kernels.cuda_gemm import BK
+    from compiler.backends.tvm_kernels.cuda_wmma import I_FACTORS, J_FACTORS, MICRO
+    from compiler.ops import kernel
+    tile_r, tile_c = MICRO * I_FACTORS[2] * I_FACTORS[3], MICRO * J_FACTORS[2] * J_FACTORS[3]
+    padded = real = 0
+    for node in g.nodes:
+        if node.op is not kernel.fused or node.attrs["kernel"] not in ("qconv", "conv"):
+            continue
+        a = kernel.anchor_of(node.attrs["body"])
+        if a.attrs["groups"] != 1 or a.inputs[0].type.rank != 4:
+            continue
+        (n, ci, _, _), (co, _, kh, kw) = a.inputs[0].type.shape, a.inputs[1].type.shape
+        m, k = a.outputs[0].type.shape[2] * a.outputs[0].type.shape[3], ci * kh * kw
+        kp = -(-k // BK) * BK
+        up = (lambda v, t: -(-v // t) * t)
+        if node.outputs[0].type.rank == 5:                  # blocked: rows = the batch's pixels, columns = co
+            padded += up(n * m, tile_r) * up(co, tile_c) * kp
+        else:                                              # plain: rows = co, columns = one image's pixels
+            padded += n * up(co, tile_r) * up(m, tile_c) * kp
+        real += n * m * co * k
+    return padded / real
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["cnn", "detector"], choices=["cnn", "detector"],
                     help="gpu_prepare's models to count (default: both)")
     ap.add_argument("--modes", nargs="+", default=["int8", "fp16"], choices=["int8", "fp16"],
                     help="integer-only INT8 and / or FP16 (default both; FP32 convs are not blocked)")
-    ap.add_argument("--batch", type=int, default=1, help="batch size the programs are compiled for (default 1)")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 32],
+                    help="batch sizes the programs are compiled for (default 1 32)")
     args = ap.parse_args()
     from benchmarks.gpu_fusion import traffic
     from benchmarks.gpu_prepare import MODELS, _model, inputs
@@ -64,24 +95,23 @@ def main() -> None:
     from compiler.ops import layout as lay
     from compiler.target import Target
     target = "cuda -arch=sm_90"
-    print(f"{'model':28s} {'mode':5s} {'layouts':8s} {'launches':>8s} {'MiB written':>11s} {'conversions':>11s}  "
-          f"{'conv gathers (vector / 4 strided / loop)':41s} {'stores (vector / elements)'}")
+    print(f"{'model':28s} {'batch':>5s} {'mode':5s} {'layouts':8s} {'launches':>8s} {'MiB written':>11s} "
+          f"{'conversions':>11s}  {'conv gathers (vector / 4 strided / loop)':41s} {'stores (vector / elements)':27s} "
+          f"{'MMA work'}")
     with tempfile.TemporaryDirectory() as d:
-        for name in args.models:
-            model = _model(name, args.batch, Path(d))
-            for mode in args.modes:
-                kw = (dict(quantize="int8", integer_only=True,
-                           calibration=[inputs(name, args.batch, 100 + i) for i in range(2)])
-                      if mode == "int8" else dict(precision=mode))
-                for label, disabled in (("blocked", []), ("NCHW", ["assign_gpu_layouts"])):
-                    g = final_ir(model, target, disable_passes=disabled, **kw)[0]
-                    launches, written = traffic(g)
-                    conversions = sum(n.op in (lay.pack, lay.unpack) for n in g.nodes)
-                    loads, stores = gathers(BACKEND.build(g, Target.parse(target)).cuda_source())
-                    print(f"{MODELS[name][0]:28s} {mode:5s} {label:8s} {launches:>8d} {written / 2**20:>11.2f} "
-                          f"{conversions:>11d}  {loads['vector']:>6d} / {loads['4 strided']:>3d} / "
-                          f"{loads['loop']:<25d} {stores['vector']:>3d} / {stores['elements']}", flush=True)
-
+        for name, batch, mode in itertools.product(args.models, args.batch, args.modes):
+            model = _model(name, batch, Path(d))
+            kw = (dict(quantize="int8", integer_only=True, calibration=[inputs(name, batch, 100 + i) for i in range(2)])
+                  if mode == "int8" else dict(precision=mode))
+            for label, disabled in (("blocked", []), ("NCHW", ["assign_gpu_layouts"])):
+                g = final_ir(model, target, disable_passes=disabled, **kw)[0]
+                launches, written = traffic(g)
+                conversions = sum(n.op in (lay.pack, lay.unpack) for n in g.nodes)
+                loads, stores = gathers(BACKEND.build(g, Target.parse(target)).cuda_source())
+                print(f"{MODELS[name][0]:28s} {batch:>5d} {mode:5s} {label:8s} {launches:>8d} "
+                      f"{written / 2**20 / batch:>11.2f} {conversions:>11d}  {loads['vector']:>6d} / "
+                      f"{loads['4 strided']:>3d} / {loads['loop']:<25d} {stores['vector']:>3d} / "
+                      f"{stores['elements']:<21d} {mma_work(g):.2f}x", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -92,6 +92,21 @@ def test_the_gpu_program_with_fused_epilogues_is_bit_exact(name, option):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_batch_of_two_is_bit_exact_with_its_images_folded_into_the_gemm_rows():
+    """A blocked conv's GEMM rows are every image's pixels (padded once): the residual, the per-channel requant and
+    the table in the write-back read the right image."""
+    model, xs = _cnn()
+    batch = [np.concatenate([xs[i], xs[i + 1][:, :, ::-1]]) for i in range(2)]     # two different images each
+    target = "cuda -arch=sm_90"
+    g, _ = final_ir(model, target, example_inputs=(torch.from_numpy(batch[0]),), quantize="int8", integer_only=True,
+                    calibration=[[batch[1]]])
+    assert g.inputs[0].type.shape[0] == 2
+    got = tvm_cuda.build_for_cpu(g, Target.parse(target))(batch[0])[0]
+    want = interp.run(g, batch[0])[0]
+    assert not np.array_equal(want[0], want[1])
+    np.testing.assert_array_equal(got, want)
+
+
 def test_a_broken_epilogue_is_caught(monkeypatch):
     """The check above can fail: a requant that rounds one step off is seen."""
     from compiler.backends.tvm_fused import cuda

@@ -169,7 +169,7 @@ def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.E
     c = kb.anchor
     _data_and_weight(kb, c, blocked=True)
     n, co, oh, ow = c.outputs[0].type.shape
-    comp = _Composer(kb, args, (n, co, oh, ow), 1, cuda_gemm.conv_index(ow, kb.out_block))
+    comp = _Composer(kb, args, (n, co, oh, ow), 1, cuda_gemm.conv_index(oh, ow, kb.out_block))
     epi = comp.epilogue()
     y = cuda_gemm.conv(ctx, c, [args[kb.operand_of(v)] if kb.operand_of(v) is not None else None for v in c.inputs],
                        epilogue=epi, epi_values=tuple(comp.values), epi_key=tuple(comp.key),
@@ -218,7 +218,7 @@ def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
         values = [relax.const(np.asarray(c.inputs[2].const).astype("float16"), "float16"), *values]
     has_bias = bool(inputs)
     inputs += [(tuple(int(d) for d in h.shape), str(h.dtype)) for h in holders]
-    index = cuda_gemm.conv_index(ow, ob)
+    index = cuda_gemm.conv_index(oh, ow, ob)
 
     def fn(v, b, r, m, tensors):
         b, ch, y, x = index(b, r, m)

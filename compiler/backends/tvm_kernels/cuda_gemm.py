@@ -114,7 +114,8 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
               r_fn: Callable, c_fn: Callable, bias_len: int | None, bias_on_rows: bool,
               tile: Tile, contiguous: tuple[bool, bool], inner: str,
               target: tvm.target.Target | None = None, schedule: bool = True,
-              epilogue: Epilogue | None = None, out_block: int = 0, k_period: int = 0) -> tirx.PrimFunc:
+              epilogue: Epilogue | None = None, out_block: int = 0, k_period: int = 0,
+              row_images: int = 1) -> tirx.PrimFunc:
     """The PrimFunc (r_src, c_src[, bias][, epilogue tensors]) -> out (batch, rows, cols): `inner` "mma" (integers fall
     back to "dp4a" where the tensor-core rule declines, float16 to dlight's SIMT matmul) or "dp4a"; `schedule=False` gives the computation unscheduled (what a test runs
     on the CPU to check the arithmetic). out is int32 for integer operands, float16 for float16 ones.
@@ -128,7 +129,8 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
     shared-memory load is vectorized). `epilogue` (integers): what is written instead of the
     int32 sum. `out_block` b > 0: the columns are channels written blocked, out is (batch, cols / b, rows, b) with
     the value at (b, r, c) in [b, c // b, r, c % b] (a conv's NCHW{b}c output when its rows are pixels; b
-    divides cols). `k_period`: the gathered operand's index math jumps every k_period reduction bytes (a conv's
+    divides cols); with `row_images` i > 1 (batch 1) the rows are i images' pixels, out is (i, cols / b, rows / i,
+    b) and the value at (0, r, c) in [r // (rows / i), c // b, r % (rows / i), c % b]. `k_period`: the gathered operand's index math jumps every k_period reduction bytes (a conv's
     ci; 0: never), which the tensor-core schedule's step respects (cuda_wmma.k_steps)."""
     rows_p, cols_p = padded(rows, cols, tile)
     kp = _up(k, BK)
@@ -159,8 +161,10 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
         # the int32 sum wraps like the reference's; the barrier keeps the simplifier from widening it
         return epilogue.fn(int32_barrier(v), b, r, c, tensors)
     if out_block:
-        out = te.compute((batch, cols // out_block, rows, out_block),
-                         lambda b, cb, r, j: write(b, r, cb * out_block + j), name="out")
+        per = rows // row_images
+        out = te.compute((batch * row_images, cols // out_block, per, out_block),
+                         lambda b, cb, r, j: write(b // row_images, b % row_images * per + r, cb * out_block + j),
+                         name="out")
     else:
         out = te.compute((batch, rows, cols), write, name="out")
     func = te.create_prim_func([*params, out])
@@ -251,7 +255,7 @@ def folded_bias(w2d: np.ndarray, bias: np.ndarray | None, zp: int) -> np.ndarray
 
 def im2col_fn(x_shape: tuple[int, int, int, int], kernel: tuple[int, int], strides, dilations, pads,
               out_hw: tuple[int, int], zp: int, x_dtype: str, shift: int = 0, order: str = "hwc",
-              in_block: int = 0) -> Callable:
+              in_block: int = 0, fold_batch: bool = False) -> Callable:
     """c_fn of a conv: the input value (minus `shift`: 128 makes a uint8 input int8) under output pixel m
     and reduction index kk; the zero point (minus `shift`) outside the image and beyond the real m / K
     (whose weights are 0 or columns unwritten). `order` of kk: "hwc" = (kh, kw, ci), channels fastest (a
@@ -259,13 +263,18 @@ def im2col_fn(x_shape: tuple[int, int, int, int], kernel: tuple[int, int], strid
     (neighbouring kk are neighbouring pixels of a row). Measured on an H200 (ResNet-18, batch 32,
     GPU-resident): int8 2.21 ms with "hwc" vs 3.70 with "chw"; float16 2.28 ms with "chw" vs 2.49.
     `in_block` b > 0: the input arrives NCHW{b}c, (n, ci / b, h, w, b) (b divides ci): with "hwc" and 4 | b a
-    4-byte group is one aligned word of memory."""
+    4-byte group is one aligned word of memory. `fold_batch`: m runs over every image's pixels (b is 0), pixel
+    m of image m // (oh * ow): the GEMM's rows are the batch's pixels, padded once rather than per image."""
     n, ci, h, w = x_shape
     kh, kw = kernel
     oh, ow = out_hw
     k_real, m_real = ci * kh * kw, oh * ow
 
     def fn(x, b, m, kk):
+        rows_inside = m < m_real
+        if fold_batch:
+            rows_inside = m < n * m_real
+            b, m = tirx.min(m // m_real, n - 1), m % m_real
         y, xo = m // ow, m % ow
         if order == "hwc":
             t, c = kk // ci, kk % ci
@@ -273,7 +282,7 @@ def im2col_fn(x_shape: tuple[int, int, int, int], kernel: tuple[int, int], strid
             c, t = kk // (kh * kw), kk % (kh * kw)
         iy = y * strides[0] + (t // kw) * dilations[0] - pads[0]
         ix = xo * strides[1] + (t % kw) * dilations[1] - pads[1]
-        inside = tirx.all(m < m_real, kk < k_real, iy >= 0, iy < h, ix >= 0, ix < w)
+        inside = tirx.all(rows_inside, kk < k_real, iy >= 0, iy < h, ix >= 0, ix < w)
         c = tirx.min(c, ci - 1)
         value = x[b, c // in_block, iy, ix, c % in_block] if in_block else x[b, c, iy, ix]
         return _shifted(inside, value, zp, x_dtype, shift)

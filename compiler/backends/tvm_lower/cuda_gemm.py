@@ -47,20 +47,22 @@ def _tvm_target(ctx: LowerCtx):
     return cuda_target(ctx.target)
 
 
-def conv_index(ow: int, out_block: int) -> Callable:
-    """(b, r, c) of a conv's GEMM -> the output's logical (n, channel, y, x): rows are the output channels, or
-    the pixels when the output is written blocked (ConvGemm)."""
+def conv_index(oh: int, ow: int, out_block: int) -> Callable:
+    """(b, r, c) of a conv's GEMM -> the output's logical (n, channel, y, x): rows are the output channels, or,
+    when the output is written blocked, every image's pixels (b then 0; ConvGemm)."""
     def index(b, r, c):
-        ch, m = (c, r) if out_block else (r, c)
-        return b, ch, m // ow, m % ow
+        if out_block:
+            return b + r // (oh * ow), c, r % (oh * ow) // ow, r % ow
+        return b, r, c // ow, c % ow
     return index
 
 
 @dataclass(frozen=True)
 class ConvGemm:
     """A 2-D conv as the GEMM. Written plain (NCHW): rows = output channels, columns = one image's output pixels.
-    Written blocked (`out_block` b, NCHW{b}c): rows = pixels, columns = output channels, so the write-back's
-    vectors run along a block's contiguous channels. `in_block` b: the input arrives NCHW{b}c (the gather reads
+    Written blocked (`out_block` b, NCHW{b}c): rows = the batch's pixels (padded to the tile once, not per image:
+    a 7 x 7 image's 49 rows would be padded to 128), columns = output channels, so the write-back's vectors run
+    along a block's contiguous channels. `in_block` b: the input arrives NCHW{b}c (the gather reads
     a pixel's 4 channels as one word)."""
     n: int
     ci: int
@@ -83,7 +85,7 @@ class ConvGemm:
         oh, ow = node.outputs[0].type.shape[2:]
         m = oh * ow
         if out_block:
-            co_p = kd.padded(m, co, kd.pick_tile(m, co))[1]
+            co_p = kd.padded(n * m, co, kd.pick_tile(n * m, co))[1]
         else:
             co_p = kd.padded(co, m, kd.pick_tile(co, m))[0]
         return cls(n, ci, h, w, co, kh, kw, oh, ow, co_p, -(-ci * kh * kw // kd.BK) * kd.BK, in_block, out_block)
@@ -98,15 +100,17 @@ class ConvGemm:
         ib = self.in_block
         x_shape = (self.n, self.ci // ib, self.h, self.w, ib) if ib else (self.n, self.ci, self.h, self.w)
         gather = kd.im2col_fn((self.n, self.ci, self.h, self.w), (self.kh, self.kw), a["strides"], a["dilations"],
-                              (a["pads"][0], a["pads"][1]), (self.oh, self.ow), in_block=ib, **c_fn_args)
+                              (a["pads"][0], a["pads"][1]), (self.oh, self.ow), in_block=ib,
+                              fold_batch=bool(self.out_block), **c_fn_args)
         m, k = self.oh * self.ow, self.ci * self.kh * self.kw
         period = self.ci if c_fn_args.get("order", "hwc") == "hwc" else 0     # the gather's tap changes every ci
         x_in, w_in = (x_shape, x_dtype), ((self.co_p, self.kp), w_dtype)
         target, scheduled = _tvm_target(ctx), not ctx.unscheduled
         if self.out_block:
-            return kd.make_gemm(self.n, m, self.co, k, x_in, w_in, gather, kd.weight_fn(), bias_len, False,
-                                kd.pick_tile(m, self.co), (False, True), inner, target, scheduled, epilogue,
-                                self.out_block, period)
+            rows = self.n * m
+            return kd.make_gemm(1, rows, self.co, k, x_in, w_in, gather, kd.weight_fn(), bias_len, False,
+                                kd.pick_tile(rows, self.co), (False, True), inner, target, scheduled, epilogue,
+                                self.out_block, period, self.n)
         return kd.make_gemm(self.n, self.co, m, k, w_in, x_in, kd.weight_fn(), gather, bias_len, True,
                             kd.pick_tile(self.co, m), (True, False), inner, target, scheduled, epilogue,
                             k_period=period)
