@@ -9,8 +9,9 @@ passes/layout.py) and without it (NCHW throughout), counted on what TVM compiles
   the 3-channel stem image);
 * how it writes its result: one vector store per 4 values, or element by element;
 * the tensor cores' work over the convs' own multiply-adds ("MMA work"): a GEMM's rows and columns are padded
-  to the 128 x 128 block tile, so a 7 x 7 image's 49 pixels as the columns of a plain conv (one image per GEMM)
-  cost 128, while a blocked conv's rows are the whole batch's pixels, padded once.
+  to the block tile (128; for int8 64 along an axis of 64 or fewer), so a 7 x 7 image's 49 pixels as the columns
+  of a plain conv (one image per GEMM) cost 64 or 128, while a blocked conv's rows are the whole batch's pixels,
+  padded once.
 
     PYTHONPATH=. python benchmarks/gpu_layouts.py [--models cnn detector] [--modes int8 fp16] [--batch 1 32]
 
@@ -55,11 +56,10 @@ def gathers(src: str) -> tuple[Counter, Counter]:
 
 def mma_work(g) -> float:
     """Padded multiply-adds of the conv GEMMs on tensor cores over their real ones (cuda_gemm / cuda_wmma's
-    padding: rows and columns to the 128 x 128 block tile, the reduction to 32)."""
+    padding: rows and columns to the block tile, cuda_wmma.block_tile, the reduction to 32)."""
     from compiler.backends.tvm_kernels.cuda_gemm import BK
-    from compiler.backends.tvm_kernels.cuda_wmma import I_FACTORS, J_FACTORS, MICRO
+    from compiler.backends.tvm_kernels.cuda_wmma import block_tile
     from compiler.ops import kernel
-    tile_r, tile_c = MICRO * I_FACTORS[2] * I_FACTORS[3], MICRO * J_FACTORS[2] * J_FACTORS[3]
     padded = real = 0
     for node in g.nodes:
         if node.op is not kernel.fused or node.attrs["kernel"] not in ("qconv", "conv"):
@@ -72,9 +72,11 @@ def mma_work(g) -> float:
         kp = -(-k // BK) * BK
         up = (lambda v, t: -(-v // t) * t)
         if node.outputs[0].type.rank == 5:                  # blocked: rows = the batch's pixels, columns = co
-            padded += up(n * m, tile_r) * up(co, tile_c) * kp
+            rows, cols, gemms = n * m, co, 1
         else:                                              # plain: rows = co, columns = one image's pixels
-            padded += n * up(co, tile_r) * up(m, tile_c) * kp
+            rows, cols, gemms = co, m, n
+        tile_r, tile_c = block_tile(rows, cols, a.inputs[0].type.dtype.value == "float16")
+        padded += gemms * up(rows, tile_r) * up(cols, tile_c) * kp
         real += n * m * co * k
     return padded / real
 

@@ -18,7 +18,8 @@ For float16 the pipeline is dlight's own (it lowers for float16 fragments: the f
 only the step differs, by `k_steps` (dlight: always 4 fragments of 16 elements, whose 64 elements straddle two
 taps of a 16-, 32- or 48-channel conv, so the gather of a blocked input could not be vectorized).
 
-The block tile is dlight's: 128 x 128 outputs, 8 warps of 2 x 2 fragments.
+The block tile is dlight's, 128 x 128 outputs in 16 warps of 2 x 2 fragments, except for int8 along an axis of 64 or
+fewer (`block_tile`): 64 wide there, so a conv of 64 or fewer output channels is not padded to 128.
 """
 from __future__ import annotations
 
@@ -33,8 +34,17 @@ HALF_PIPELINES = ({"software_pipeline_order": [0, 3, 1, 4, 5, 2, 6], "software_p
                   {"software_pipeline_order": [0, 1, 2], "software_pipeline_stage": [0, 0, 1]})   # dlight's (k0, k1)
 MICRO = 16                               # the WMMA fragment: 16 x 16 x 16
 WARP, VECTOR = 32, 4
-I_FACTORS = [None, 1, 4, 2]              # block rows: 4 warps x 2 fragments
-J_FACTORS = [1, None, 4, 2]              # block columns: 4 warps x 2 fragments
+FRAGMENTS = 2                            # a warp's fragments along rows and along columns: 32 x 32 outputs
+
+
+def block_tile(rows: int, cols: int, half: bool = False) -> tuple[int, int]:
+    """The block tile (rows, columns) of a GEMM of that many rows and columns: 4 warps of 2 fragments (128) along
+    an axis, dlight's, or 2 warps (64) along an axis of 64 or fewer for int8 (a conv of 64 or fewer output channels:
+    128 would be half padding). float16 keeps 128 x 128 (TVM 0.27 fails to lower its 64-wide tiles: the float32
+    accumulator's shared staging and the float16 tiles' then clash, "tvm_access_ptr element type must match")."""
+    def side(extent: int) -> int:
+        return MICRO * FRAGMENTS * (2 if extent <= 2 * MICRO * FRAGMENTS and not half else 4)
+    return side(rows), side(cols)
 
 
 def k_steps(kp: int, period: int = 0) -> int:
@@ -56,7 +66,6 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
     if reduction is None:
         return None
     k_factors = [None, k_steps(kp, period)]
-    num_ty = I_FACTORS[2] * J_FACTORS[2]
 
     # C[S, I, J] += A[S, I, K] * B[S, J, K], padded to the block tile
     main = reduction[0]
@@ -70,8 +79,12 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
     sch.transform_layout(reindex_b, ("write", 0), b_map)
     sch.transform_layout(reindex_c, ("read", 0), c_map)
     sch.transform_block_layout(main, matmul_map)
-    sch.pad_einsum(main, [1, MICRO * I_FACTORS[2] * I_FACTORS[3], MICRO * J_FACTORS[2] * J_FACTORS[3],
-                          MICRO * k_factors[1]])
+    rows, cols = (int(sch.get(loop).extent) for loop in sch.get_loops(main)[1:3])
+    tile = block_tile(rows, cols, half)
+    per_warp = MICRO * FRAGMENTS
+    i_factors, j_factors = [None, 1, tile[0] // per_warp, FRAGMENTS], [1, None, tile[1] // per_warp, FRAGMENTS]
+    num_ty = i_factors[2] * j_factors[2]
+    sch.pad_einsum(main, [1, *tile, MICRO * k_factors[1]])
 
     batch, i, j, k = sch.get_loops(main)
     i, i_inner = sch.split(i, factors=[None, MICRO])
@@ -80,8 +93,8 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
     sch.reorder(i, j, k, i_inner, j_inner, k_inner)
     block_inner = main
     block_outer = sch.blockize(i_inner)
-    i0, i1, i2, i3 = sch.split(i, factors=I_FACTORS)
-    j0, j1, j2, j3 = sch.split(j, factors=J_FACTORS)
+    i0, i1, i2, i3 = sch.split(i, factors=i_factors)
+    j0, j1, j2, j3 = sch.split(j, factors=j_factors)
     k0, k1 = sch.split(k, k_factors)
     for loop, pipeline in zip((k0, k1), HALF_PIPELINES if half and k_factors[1] == 4 else (PIPELINE,)):
         for key, value in pipeline.items():
