@@ -4,7 +4,8 @@
   fragments, dlight's int8 schedule with a larger reduction step and a pipeline of our own
   (cuda_wmma.py); both operands must be int8, so a uint8 activation is
   read shifted by -128 (its zero point too; `folded_bias` takes the shift back out). float16: f16 x f16 ->
-  f32 fragments (dlight's schedule, its step cuda_wmma.k_steps'), the sum rounded to float16 once (as the reference does).
+  f32 fragments (dlight's schedule, its step cuda_wmma.k_steps'), the sum rounded to float16 once (as the
+  reference does).
 * "dp4a" (integers): CUDA's `__dp4a` (four int8 / uint8 products summed into an int32), our own SIMT
   schedule below.
 
@@ -130,8 +131,9 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
     int32 sum. `out_block` b > 0: the columns are channels written blocked, out is (batch, cols / b, rows, b) with
     the value at (b, r, c) in [b, c // b, r, c % b] (a conv's NCHW{b}c output when its rows are pixels; b
     divides cols); with `row_images` i > 1 (batch 1) the rows are i images' pixels, out is (i, cols / b, rows / i,
-    b) and the value at (0, r, c) in [r // (rows / i), c // b, r % (rows / i), c % b]. `k_period`: the gathered operand's index math jumps every k_period reduction bytes (a conv's
-    ci; 0: never), which the tensor-core schedule's step respects (cuda_wmma.k_steps)."""
+    b) and the value at (0, r, c) in [r // (rows / i), c // b, r % (rows / i), c % b]. `k_period`: the gathered
+    operand's index math jumps every k_period reduction elements (a conv's ci; 0: never), which the tensor-core
+    schedule's step respects (cuda_wmma.k_steps)."""
     rows_p, cols_p = padded(rows, cols, tile)
     kp = _up(k, BK)
     r_src = te.placeholder(r_input[0], r_input[1], name="r_src")

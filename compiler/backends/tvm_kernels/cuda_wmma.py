@@ -1,11 +1,11 @@
 """The tensor-core (WMMA) schedule of our implicit GEMM (cuda_gemm.py), int8 and float16, with its reduction
 step (and the int8 pipeline) our own.
 
-It is TVM dlight's `MatmulInt8Tensorization` / `MatmulTensorization` (tvm.s_tir.dlight.gpu.matmul, Apache-2.0).
-For int8, two of dlight's settings cost the most on our GEMMs: it stages the reduction 16 bytes at a time (ResNet-18's 3x3 convs of 64
-channels: 36 steps, two barriers each, 4 MMAs between them), and its software pipeline fails to lower for int8
-fragments in TVM 0.27 (InferFragment finds no fragment info), so it had to be removed and no load was in
-flight during the MMAs. Here:
+It is TVM dlight's `MatmulInt8Tensorization` / `MatmulTensorization` (tvm.s_tir.dlight.gpu.matmul,
+Apache-2.0). For int8, two of dlight's settings cost the most on our GEMMs: it stages the reduction 16 bytes at
+a time (ResNet-18's 3x3 convs of 64 channels: 36 steps, two barriers each, 4 MMAs between them), and its
+software pipeline fails to lower for int8 fragments in TVM 0.27 (InferFragment finds no fragment info), so it
+had to be removed and no load was in flight during the MMAs. Here:
 
 * `k_steps` fragments of 16 bytes per staged step (4: 64 bytes, as dlight's float16 schedule stages), the
   largest of 4, 2, 1 that divides the padded reduction (and a conv's channel count, where one does);
@@ -14,12 +14,13 @@ flight during the MMAs. Here:
   loads and MMAs); stage 1 for the MMAs double-buffers the shared tiles, and the order issues step k + 1's
   global loads, then step k's MMAs, then stores step k + 1 to shared, so the loads' latency overlaps the MMAs.
 
-For float16 the pipeline is dlight's own (it lowers for float16 fragments: the fragment loop pipelined too);
-only the step differs, by `k_steps` (dlight: always 4 fragments of 16 elements, whose 64 elements straddle two
-taps of a 16-, 32- or 48-channel conv, so the gather of a blocked input could not be vectorized).
+For float16 the step is `k_steps`' too (dlight: always 4 fragments of 16 elements, whose 64 elements straddle
+two taps of a 16-, 32- or 48-channel conv, so the gather of a blocked input could not be vectorized); with a
+step of 4 fragments the pipeline is dlight's own (`HALF_PIPELINES`: the fragment loop pipelined too), with a
+shorter one the int8 one (dlight's fails to lower on a fragment loop of 1 or 2: InferFragment again).
 
-The block tile is dlight's, 128 x 128 outputs in 16 warps of 2 x 2 fragments, except for int8 along an axis of 64 or
-fewer (`block_tile`): 64 wide there, so a conv of 64 or fewer output channels is not padded to 128.
+The block tile is dlight's, 128 x 128 outputs in 16 warps of 2 x 2 fragments, except for int8 along an axis of
+64 or fewer (`block_tile`): 64 wide there, so a conv of 64 or fewer output channels is not padded to 128.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline
                                          get_reduction_blocks)
 
 PIPELINE = {"software_pipeline_order": [0, 3, 1, 4, 2], "software_pipeline_stage": [0, 0, 0, 0, 1]}
-HALF_PIPELINES = ({"software_pipeline_order": [0, 3, 1, 4, 5, 2, 6], "software_pipeline_stage": [0, 0, 0, 0, 0, 1, 1]},
-                  {"software_pipeline_order": [0, 1, 2], "software_pipeline_stage": [0, 0, 1]})   # dlight's (k0, k1)
+HALF_PIPELINES = (                       # dlight's float16 pipelines of the step loop and the fragment loop
+    {"software_pipeline_order": [0, 3, 1, 4, 5, 2, 6], "software_pipeline_stage": [0, 0, 0, 0, 0, 1, 1]},
+    {"software_pipeline_order": [0, 1, 2], "software_pipeline_stage": [0, 0, 1]})
 MICRO = 16                               # the WMMA fragment: 16 x 16 x 16
 WARP, VECTOR = 32, 4
 FRAGMENTS = 2                            # a warp's fragments along rows and along columns: 32 x 32 outputs
