@@ -9,9 +9,8 @@ passes/layout.py) and without it (NCHW throughout), counted on what TVM compiles
   the 3-channel stem image);
 * how it writes its result: one vector store per 4 values, or element by element;
 * the tensor cores' work over the convs' own multiply-adds ("MMA work"): a GEMM's rows and columns are padded
-  to the block tile (128; for int8 64 along an axis of 64 or fewer), so a 7 x 7 image's 49 pixels as the columns
-  of a plain conv (one image per GEMM) cost 64 or 128, while a blocked conv's rows are the whole batch's pixels,
-  padded once.
+  to the block tile (128, or 64 along an axis of 64 or fewer), so a 7 x 7 image's 49 pixels as the columns of a
+  plain conv (one image per GEMM) cost 64, while a blocked conv's rows are the whole batch's pixels, padded once.
 
     PYTHONPATH=. python benchmarks/gpu_layouts.py [--models cnn detector] [--modes int8 fp16] [--batch 1 32]
 
@@ -75,7 +74,7 @@ def mma_work(g) -> float:
             rows, cols, gemms = n * m, co, 1
         else:                                              # plain: rows = co, columns = one image's pixels
             rows, cols, gemms = co, m, n
-        tile_r, tile_c = block_tile(rows, cols, a.inputs[0].type.dtype.value == "float16")
+        tile_r, tile_c = block_tile(rows, cols)
         padded += gemms * up(rows, tile_r) * up(cols, tile_c) * kp
         real += n * m * co * k
     return padded / real

@@ -176,11 +176,12 @@ def test_the_int8_wmma_step_is_the_largest_of_4_2_1_fragments_dividing_the_reduc
         [4, 1, 1, 2, 2, 4]
 
 
-def test_the_int8_block_tile_is_64_wide_along_an_axis_of_64_or_fewer():
-    from compiler.backends.tvm_kernels.cuda_wmma import block_tile
+def test_the_block_tile_is_64_wide_along_an_axis_of_64_or_fewer():
+    from compiler.backends.tvm_kernels.cuda_wmma import block_tile, staging_scope
     assert [block_tile(r, c) for r, c in ((3136, 64), (64, 3136), (48, 16), (65, 512))] == \
         [(128, 64), (64, 128), (64, 64), (128, 128)]
-    assert block_tile(3136, 64, half=True) == (128, 128)
+    assert [staging_scope(t, half) for t, half in (((128, 64), True), ((128, 128), True), ((64, 64), False))] == \
+        ["shared", "shared.dyn", "shared.dyn"]
 
 
 @SETTINGS

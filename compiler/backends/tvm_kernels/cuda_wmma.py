@@ -19,8 +19,8 @@ two taps of a 16-, 32- or 48-channel conv, so the gather of a blocked input coul
 step of 4 fragments the pipeline is dlight's own (`HALF_PIPELINES`: the fragment loop pipelined too), with a
 shorter one the int8 one (dlight's fails to lower on a fragment loop of 1 or 2: InferFragment again).
 
-The block tile is dlight's, 128 x 128 outputs in 16 warps of 2 x 2 fragments, except for int8 along an axis of
-64 or fewer (`block_tile`): 64 wide there, so a conv of 64 or fewer output channels is not padded to 128.
+The block tile is dlight's, 128 x 128 outputs in 16 warps of 2 x 2 fragments, except along an axis of 64 or
+fewer (`block_tile`): 64 wide there, so a conv of 64 or fewer output channels is not padded to 128.
 """
 from __future__ import annotations
 
@@ -39,14 +39,21 @@ WARP, VECTOR = 32, 4
 FRAGMENTS = 2                            # a warp's fragments along rows and along columns: 32 x 32 outputs
 
 
-def block_tile(rows: int, cols: int, half: bool = False) -> tuple[int, int]:
+def block_tile(rows: int, cols: int) -> tuple[int, int]:
     """The block tile (rows, columns) of a GEMM of that many rows and columns: 4 warps of 2 fragments (128) along
-    an axis, dlight's, or 2 warps (64) along an axis of 64 or fewer for int8 (a conv of 64 or fewer output channels:
-    128 would be half padding). float16 keeps 128 x 128 (TVM 0.27 fails to lower its 64-wide tiles: the float32
-    accumulator's shared staging and the float16 tiles' then clash, "tvm_access_ptr element type must match")."""
+    an axis, dlight's, or 2 warps (64) along an axis of 64 or fewer (a conv of 64 or fewer output channels: 128
+    would be half padding)."""
     def side(extent: int) -> int:
-        return MICRO * FRAGMENTS * (2 if extent <= 2 * MICRO * FRAGMENTS and not half else 4)
+        return MICRO * FRAGMENTS * (2 if extent <= 2 * MICRO * FRAGMENTS else 4)
     return side(rows), side(cols)
+
+
+def staging_scope(tile: tuple[int, int], half: bool) -> str:
+    """Where the accumulators are staged on their way out: dynamic shared memory (dlight's), or, for a float16
+    GEMM with a tile narrower than 128 x 128, static shared memory: TVM 0.27 fails to lower the float32 staging
+    in the dynamic pool beside the float16 tiles there ("tvm_access_ptr element type must match the source
+    buffer"); at 128 x 128 float32 (64 KiB) it would not fit static shared memory (48 KiB)."""
+    return "shared" if half and tile != (4 * MICRO * FRAGMENTS,) * 2 else "shared.dyn"
 
 
 def k_steps(kp: int, period: int = 0) -> int:
@@ -82,7 +89,7 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
     sch.transform_layout(reindex_c, ("read", 0), c_map)
     sch.transform_block_layout(main, matmul_map)
     rows, cols = (int(sch.get(loop).extent) for loop in sch.get_loops(main)[1:3])
-    tile = block_tile(rows, cols, half)
+    tile = block_tile(rows, cols)
     per_warp = MICRO * FRAGMENTS
     i_factors, j_factors = [None, 1, tile[0] // per_warp, FRAGMENTS], [1, None, tile[1] // per_warp, FRAGMENTS]
     num_ty = i_factors[2] * j_factors[2]
@@ -128,7 +135,8 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
     b_frag = sch.cache_read(block_outer, 1, "wmma.matrix_b")
     sch.compute_at(a_frag, k1)
     sch.compute_at(b_frag, k1)
-    to_global = sch.cache_write(block_outer, 0, "shared.dyn")
+    staging = staging_scope(tile, half)
+    to_global = sch.cache_write(block_outer, 0, staging)
     sch.storage_align(to_global, 0, -2, 16, 4)
     store = sch.cache_write(block_outer, 0, "wmma.accumulator")
     sch.reverse_compute_at(store, thread_idy)
@@ -136,7 +144,7 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
     _split_fragment(sch, store)
     init = sch.get_child_blocks(sch.decompose_reduction(block_outer, k0))[0]
 
-    intrin = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared.dyn",
+    intrin = get_wmma_intrin_group(load_scope="shared.dyn", store_scope=staging,
                                    in_dtype="float16" if half else "int8", out_dtype="float32" if half else "int32",
                                    trans_b=True)
     try:
