@@ -31,6 +31,7 @@ from compiler.backends.tvm_fused.fp32 import pool_spec
 from compiler.backends.tvm_kernels import cuda_attention as katt
 from compiler.backends.tvm_kernels import cuda_gemm as kd
 from compiler.backends.tvm_kernels import pool as kpool
+from compiler.backends.tvm_kernels.layout import nchwc_index
 from compiler.backends.tvm_kernels.requant import int32_barrier
 from compiler.backends.tvm_lower import cuda_gemm
 from compiler.backends.tvm_lower.quant import requant_expr, requant_params
@@ -113,8 +114,7 @@ class _Composer:
             bshape = (shp[0], shp[1] // block, shp[2], shp[3], block)
             slot = self.tensor(id(v), bshape, dt, self.args[i])
             self.key.append(("blocked_operand", slot, bshape, dt))
-            return lambda env: env["tensors"][slot][(env["index"][0], env["index"][1] // block, *env["index"][2:],
-                                                     env["index"][1] % block)]
+            return lambda env: env["tensors"][slot][nchwc_index(*env["index"], block)]
         slot = self.tensor(id(v), shp, dt, self.args[i])
         self.key.append(("operand", slot, shp, dt))
         return lambda env: env["tensors"][slot][tuple(0 if d == 1 else j for d, j in zip(shp, env["index"]))]
@@ -224,7 +224,7 @@ def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
         b, ch, y, x = index(b, r, m)
         if has_bias:
             v = v + tensors[0][ch]
-        full = (b, ch // ob, y, x, ch % ob) if ob else (b, ch, y, x)
+        full = nchwc_index(b, ch, y, x, ob) if ob else (b, ch, y, x)
         return comp.build(tensors[int(has_bias):])(v, ch, full, b)
     epi = kd.Epilogue("float16", tuple(inputs), fn)
     y = cuda_gemm.float_conv(ctx, c, [args[kb.operand_of(c.inputs[0])], None], epilogue=epi,

@@ -53,6 +53,7 @@ from tvm import te, tirx
 
 from . import cuda_wmma
 from .common import finalize
+from .layout import nchwc_index
 from .requant import int32_barrier
 
 BK = 32          # bytes of the reduction staged per step
@@ -286,7 +287,7 @@ def im2col_fn(x_shape: tuple[int, int, int, int], kernel: tuple[int, int], strid
         ix = xo * strides[1] + (t % kw) * dilations[1] - pads[1]
         inside = tirx.all(rows_inside, kk < k_real, iy >= 0, iy < h, ix >= 0, ix < w)
         c = tirx.min(c, ci - 1)
-        value = x[b, c // in_block, iy, ix, c % in_block] if in_block else x[b, c, iy, ix]
+        value = x[nchwc_index(b, c, iy, ix, in_block)] if in_block else x[b, c, iy, ix]
         return _shifted(inside, value, zp, x_dtype, shift)
     return fn
 

@@ -11,8 +11,13 @@ from tvm import s_tir, te, tirx
 
 from .common import finalize
 
-__all__ = ["pack_nchwc_te", "unpack_nchwc_te", "repack_nchwc_te", "make_pack_nchwc", "make_unpack_nchwc",
+__all__ = ["nchwc_index", "pack_nchwc_te", "unpack_nchwc_te", "repack_nchwc_te", "make_pack_nchwc", "make_unpack_nchwc",
            "make_repack_nchwc", "make_quantize_pack", "pack_nchwc_np", "unpack_nchwc_np"]
+
+
+def nchwc_index(n, c, y, x, block: int) -> tuple:
+    """Logical NCHW index (n, c, y, x) -> its NCHW{block}c index (n, c // block, y, x, c % block)."""
+    return n, c // block, y, x, c % block
 
 
 def pack_nchwc_te(x: te.Tensor, block: int) -> te.Tensor:
