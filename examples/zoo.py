@@ -153,6 +153,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
     """torch.onnx.export with the TorchScript exporter (no onnxscript needed)."""
     import warnings
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=opset,

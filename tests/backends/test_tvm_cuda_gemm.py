@@ -164,8 +164,8 @@ def test_cuda_build_of_an_int8_conv_uses_tensor_cores_or_dp4a(option, marker):
         # first in the prologue); the gather's 4 bytes of a thread are loaded as one vector (4 channels H*W apart)
         assert f"for (int {step.group(1)} = 0; {step.group(1)} < 9; ++{step.group(1)})" in src
         assert re.search(r"c_src_ptr\[v_\w*\.x\]", src) and not re.search(r"c_src_ptr\[[^\]]*_s(_\d+)?\)", src)
-        # 24 channels x 25 pixels: a 64 x 64 block tile, 2 x 2 warps (dlight's 128 x 128: 16 warps, 512 threads)
-        assert "__launch_bounds__(128) int8_conv2d" in src
+        # 24 channels x 25 pixels: a 32 x 32 block tile, one warp (dlight's 128 x 128: 16 warps, 512 threads)
+        assert "__launch_bounds__(32) int8_conv2d" in src
 
 
 def test_the_int8_wmma_step_is_the_largest_of_4_2_1_fragments_dividing_the_reduction():
@@ -176,12 +176,12 @@ def test_the_int8_wmma_step_is_the_largest_of_4_2_1_fragments_dividing_the_reduc
         [4, 1, 1, 2, 2, 4]
 
 
-def test_the_block_tile_is_64_wide_along_an_axis_of_64_or_fewer():
+def test_the_block_tile_is_as_narrow_as_an_axis_of_64_or_fewer_needs():
     from compiler.backends.tvm_kernels.cuda_wmma import block_tile, staging_scope
-    assert [block_tile(r, c) for r, c in ((3136, 64), (64, 3136), (48, 16), (65, 512))] == \
-        [(128, 64), (64, 128), (64, 64), (128, 128)]
-    assert [staging_scope(t, half) for t, half in (((128, 64), True), ((128, 128), True), ((64, 64), False))] == \
-        ["shared", "shared.dyn", "shared.dyn"]
+    assert [block_tile(r, c) for r, c in ((3136, 64), (64, 3136), (48, 16), (65, 512), (20, 8), (33, 32))] == \
+        [(128, 64), (64, 128), (64, 16), (128, 128), (32, 16), (64, 32)]
+    assert [staging_scope(t) for t in ((128, 64), (128, 128), (64, 64), (32, 16))] == \
+        ["shared", "shared.dyn", "shared", "shared"]
 
 
 @SETTINGS

@@ -20,7 +20,8 @@ step of 4 fragments the pipeline is dlight's own (`HALF_PIPELINES`: the fragment
 shorter one the int8 one (dlight's fails to lower on a fragment loop of 1 or 2: InferFragment again).
 
 The block tile is dlight's, 128 x 128 outputs in 16 warps of 2 x 2 fragments, except along an axis of 64 or
-fewer (`block_tile`): 64 wide there, so a conv of 64 or fewer output channels is not padded to 128.
+fewer (`block_tile`): 64, 32 or 16 wide there (2 warps, 1 warp, 1 warp of one fragment), so a conv of 16 output
+channels is not padded to 128.
 """
 from __future__ import annotations
 
@@ -39,21 +40,30 @@ WARP, VECTOR = 32, 4
 FRAGMENTS = 2                            # a warp's fragments along rows and along columns: 32 x 32 outputs
 
 
+def warps_and_fragments(extent: int) -> tuple[int, int]:
+    """Along a GEMM axis of `extent`: (warps, fragments per warp) of the block tile. dlight's 4 warps of 2
+    fragments (128) on a long axis; on a short one (a conv's 64, 32 or 16 output channels, a 7 x 7 image's
+    pixels) as few as cover it, so the tile pads it no further than the next 16."""
+    if extent <= MICRO:
+        return 1, 1
+    if extent <= MICRO * FRAGMENTS:
+        return 1, FRAGMENTS
+    return (2 if extent <= 2 * MICRO * FRAGMENTS else 4), FRAGMENTS
+
+
 def block_tile(rows: int, cols: int) -> tuple[int, int]:
-    """The block tile (rows, columns) of a GEMM of that many rows and columns: 4 warps of 2 fragments (128) along
-    an axis, dlight's, or 2 warps (64) along an axis of 64 or fewer (a conv of 64 or fewer output channels: 128
-    would be half padding)."""
-    def side(extent: int) -> int:
-        return MICRO * FRAGMENTS * (2 if extent <= 2 * MICRO * FRAGMENTS else 4)
-    return side(rows), side(cols)
+    """The block tile (rows, columns) of a GEMM of that many rows and columns: 128 along a long axis, 64, 32
+    or 16 along one of at most that many (`warps_and_fragments`)."""
+    return tuple(MICRO * w * f for w, f in map(warps_and_fragments, (rows, cols)))
 
 
-def staging_scope(tile: tuple[int, int], half: bool) -> str:
-    """Where the accumulators are staged on their way out: dynamic shared memory (dlight's), or, for a float16
-    GEMM with a tile narrower than 128 x 128, static shared memory: TVM 0.27 fails to lower the float32 staging
-    in the dynamic pool beside the float16 tiles there ("tvm_access_ptr element type must match the source
-    buffer"); at 128 x 128 float32 (64 KiB) it would not fit static shared memory (48 KiB)."""
-    return "shared" if half and tile != (4 * MICRO * FRAGMENTS,) * 2 else "shared.dyn"
+def staging_scope(tile: tuple[int, int]) -> str:
+    """Where the accumulators are staged on their way out: dynamic shared memory (dlight's) for the 128 x 128
+    tile, static shared memory for a narrower one. TVM 0.27 fails to lower the 32-bit staging in the dynamic
+    pool beside the 8- or 16-bit operand tiles there ("tvm_access_ptr element type must match the source
+    buffer": float16 from 64-wide tiles on, int8 from 32-wide ones); at 128 x 128 the staging (64 KiB) would
+    not fit static shared memory (48 KiB)."""
+    return "shared" if tile != (4 * MICRO * FRAGMENTS,) * 2 else "shared.dyn"
 
 
 def k_steps(kp: int, period: int = 0) -> int:
@@ -90,8 +100,8 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
     sch.transform_block_layout(main, matmul_map)
     rows, cols = (int(sch.get(loop).extent) for loop in sch.get_loops(main)[1:3])
     tile = block_tile(rows, cols)
-    per_warp = MICRO * FRAGMENTS
-    i_factors, j_factors = [None, 1, tile[0] // per_warp, FRAGMENTS], [1, None, tile[1] // per_warp, FRAGMENTS]
+    (warps_i, frags_i), (warps_j, frags_j) = warps_and_fragments(rows), warps_and_fragments(cols)
+    i_factors, j_factors = [None, 1, warps_i, frags_i], [1, None, warps_j, frags_j]
     num_ty = i_factors[2] * j_factors[2]
     sch.pad_einsum(main, [1, *tile, MICRO * k_factors[1]])
 
@@ -135,7 +145,7 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
     b_frag = sch.cache_read(block_outer, 1, "wmma.matrix_b")
     sch.compute_at(a_frag, k1)
     sch.compute_at(b_frag, k1)
-    staging = staging_scope(tile, half)
+    staging = staging_scope(tile)
     to_global = sch.cache_write(block_outer, 0, staging)
     sch.storage_align(to_global, 0, -2, 16, 4)
     store = sch.cache_write(block_outer, 0, "wmma.accumulator")
