@@ -228,3 +228,37 @@ def test_float16_epilogues_are_no_less_accurate_than_op_by_op(name):
         got = tvm_cuda.build_for_cpu(g, Target.parse("cuda -arch=sm_90"))(x)[0].astype(np.float32)
         err[off] = float(np.abs(got - want).max() / np.abs(want).max())
     assert err[()] <= 1.2 * err[("fuse_kernels",)] + 2e-3, err
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_per_channel_requant_parameters_at_their_bounds_are_bit_exact(blocked):
+    """The write-back reads a per-channel requant's (multiplier, shift) as int32 and computes its rounding term
+    2^(shift-1): multipliers 0, 1 and 2^31 - 1, shifts 0 (no rounding term), 1 and 62, bit-exact with the
+    interpreter on NCHW and NCHW{16}c; the CUDA conv kernel takes no int64 tensor."""
+    from compiler.ir import Graph
+    from compiler.ops import quant as q
+    from compiler.types import DType, TensorType
+    from passes.fusion import fuse
+    from passes.layout import assign, gpu_kernel_layout
+    rng = np.random.default_rng(3)
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 16, 6, 6), DType.U8))
+    w = g.const(rng.integers(-127, 128, (16, 16, 3, 3)).astype(np.int8), "w")
+    b = g.const(rng.integers(-2**20, 2**20, 16).astype(np.int32), "b")
+    c = g.add1(q.conv, [x, w, b], strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), groups=1, x_zero_point=7)
+    mult = [0, 1, 2**31 - 1, 2**31 - 1, 1 << 30, 12345, 2**31 - 1, 3] + [int(v) for v in rng.integers(1, 2**31, 8)]
+    shift = [0, 1, 62, 0, 1, 20, 40, 5] + [int(v) for v in rng.integers(44, 50, 8)]
+    g.outputs = [g.add1(q.requant, [c], multiplier=tuple(mult), shift=tuple(shift), zero_point=-3, in_zero_point=0,
+                        qmin=-128, qmax=127, dtype=DType.I8, axis=1)]
+    fg = fuse(g)[0]
+    if blocked:
+        fg = assign(fg, gpu_kernel_layout)
+    convs = [n for n in fg.nodes if n.op is kernel.fused and n.attrs["kernel"] == "qconv"]
+    assert len(convs) == 1 and (convs[0].outputs[0].type.rank == 5) == blocked
+    xs = rng.integers(0, 256, (2, 16, 6, 6)).astype(np.uint8)
+    want = interp.run(fg, xs)[0]
+    assert len(np.unique(want)) > 20                        # neither all clipped nor all zero
+    np.testing.assert_array_equal(tvm_cuda.build_for_cpu(fg, Target.parse("cuda -arch=sm_90"))(xs)[0], want)
+    src = BACKEND.build(fg, Target.parse("cuda -arch=sm_90")).cuda_source()
+    params = re.search(r'__global__ void (?:__launch_bounds__\(\d+\) )?int8_conv2d\w*\((.*?)\)', src).group(1)
+    assert "int64_t*" not in params and "int*" in params, params

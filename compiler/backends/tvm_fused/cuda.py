@@ -131,12 +131,17 @@ class _Composer:
             return lambda env: requant_expr(x(env), *mcr, *scalars).astype(out)
         if a["axis"] % rank != self.axis % len(self.shape) or rank != len(self.shape):
             raise NotFusable("a requant along another axis than the output's channels")
-        slot = self.tensor(id(n), (3, m.size), "int64", relax.const(np.stack([m, c, rnd]), "int64"))
+        # per channel (multiplier, shift) as int32 (q.requant's bounds: [0, 2^31), [0, 62]), the rounding term
+        # 2^(shift-1) computed: 2 registers a channel where the int64 (m, c, rnd) took 6 (a thread writes 4
+        # channels of a blocked conv, and their parameters spilled)
+        slot = self.tensor(id(n), (2, m.size), "int32", relax.const(np.stack([m, c]).astype(np.int32), "int32"))
         self.key.append(("requant_channel", slot, scalars, out))
 
         def f(env):
             t, ch = env["tensors"][slot], env["channel"]
-            return requant_expr(x(env), t[0, ch], t[1, ch], t[2, ch], *scalars).astype(out)
+            shift = t[1, ch].astype("int64")
+            rnd = (tirx.const(1, "int64") << shift) >> tirx.const(1, "int64")
+            return requant_expr(x(env), t[0, ch].astype("int64"), shift, rnd, *scalars).astype(out)
         return f
 
     def _table(self, n: Node, x: Callable) -> Callable:
