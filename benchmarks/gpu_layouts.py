@@ -9,8 +9,9 @@ passes/layout.py) and without it (NCHW throughout), counted on what TVM compiles
   the 3-channel stem image);
 * how it writes its result: one vector store per 4 values, or element by element;
 * the tensor cores' work over the convs' own multiply-adds ("MMA work"): a GEMM's rows and columns are padded
-  to the block tile (128, or 64 along an axis of 64 or fewer), so a 7 x 7 image's 49 pixels as the columns of a
-  plain conv (one image per GEMM) cost 64, while a blocked conv's rows are the whole batch's pixels, padded once.
+  to the block tile (choose_tiles', costmodel/gpu_tiles.py; without it 128, or 64, 32, 16 along an axis of at
+  most that many: gpu_tile.block_tile), its reduction to 16;
+* the conv kernels that spill registers, and the most bytes one spills (`ptxas -v`, sm_90).
 
     PYTHONPATH=. python benchmarks/gpu_layouts.py [--models cnn detector] [--modes int8 fp16] [--batch 1 32]
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import re
+import subprocess
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -53,11 +55,23 @@ def gathers(src: str) -> tuple[Counter, Counter]:
     return loads, stores
 
 
+def spills(ptx: str) -> tuple[int, int, int]:
+    """(conv GEMM kernels, how many of them spill registers, the most bytes one spills) by `ptxas -v` for sm_90."""
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "m.ptx").write_text(ptx)
+        log = subprocess.run(["ptxas", "-v", "-arch=sm_90", "m.ptx", "-o", "m.cubin"], cwd=d, check=True,
+                             capture_output=True, text=True).stderr
+    stores = {name: int(b) for name, b in
+              re.findall(r"Function properties for (\w+)\n\s*\d+ bytes stack frame, (\d+) bytes spill stores", log)}
+    convs = [b for name, b in stores.items() if "8_conv2d" in name or "f16_conv2d" in name]
+    return len(convs), sum(b > 0 for b in convs), max(convs, default=0)
+
+
 def mma_work(g) -> float:
     """Padded multiply-adds of the conv GEMMs on tensor cores over their real ones (cuda_gemm / cuda_wmma's
-    padding: rows and columns to the block tile, cuda_wmma.block_tile, the reduction to 32)."""
-    from compiler.backends.tvm_kernels.cuda_gemm import BK
-    from compiler.backends.tvm_kernels.cuda_wmma import block_tile
+    padding: rows and columns to the block tile, gpu_tile.block_tile, the reduction to 16)."""
+    from compiler.backends.tvm_kernels.cuda_gemm import MMA_K
+    from compiler.gpu_tile import block_tile
     from compiler.ops import kernel
     padded = real = 0
     for node in g.nodes:
@@ -68,13 +82,13 @@ def mma_work(g) -> float:
             continue
         (n, ci, _, _), (co, _, kh, kw) = a.inputs[0].type.shape, a.inputs[1].type.shape
         m, k = a.outputs[0].type.shape[2] * a.outputs[0].type.shape[3], ci * kh * kw
-        kp = -(-k // BK) * BK
+        kp = -(-k // MMA_K) * MMA_K
         up = (lambda v, t: -(-v // t) * t)
         if node.outputs[0].type.rank == 5:                  # blocked: rows = the batch's pixels, columns = co
             rows, cols, gemms = n * m, co, 1
         else:                                              # plain: rows = co, columns = one image's pixels
             rows, cols, gemms = co, m, n
-        tile_r, tile_c = block_tile(rows, cols)
+        tile_r, tile_c = tuple(node.attrs["tile"]) or block_tile(rows, cols)     # the tile pass's, or the rule's
         padded += gemms * up(rows, tile_r) * up(cols, tile_c) * kp
         real += n * m * co * k
     return padded / real
@@ -98,7 +112,7 @@ def main() -> None:
     target = "cuda -arch=sm_90"
     print(f"{'model':28s} {'batch':>5s} {'mode':5s} {'layouts':8s} {'launches':>8s} {'MiB written':>11s} "
           f"{'conversions':>11s}  {'conv gathers (vector / 4 strided / loop)':41s} {'stores (vector / elements)':27s} "
-          f"{'MMA work'}")
+          f"{'MMA work':8s}  spilling convs (bytes)")
     with tempfile.TemporaryDirectory() as d:
         for name, batch, mode in itertools.product(args.models, args.batch, args.modes):
             model = _model(name, batch, Path(d))
@@ -108,11 +122,13 @@ def main() -> None:
                 g = final_ir(model, target, disable_passes=disabled, **kw)[0]
                 launches, written = traffic(g)
                 conversions = sum(n.op in (lay.pack, lay.unpack) for n in g.nodes)
-                loads, stores = gathers(BACKEND.build(g, Target.parse(target)).cuda_source())
+                exe = BACKEND.build(g, Target.parse(target))
+                loads, stores = gathers(exe.cuda_source())
+                convs, spilling, most = spills(exe.ptx())
                 print(f"{MODELS[name][0]:28s} {batch:>5d} {mode:5s} {label:8s} {launches:>8d} "
                       f"{written / 2**20 / batch:>11.2f} {conversions:>11d}  {loads['vector']:>6d} / "
                       f"{loads['4 strided']:>3d} / {loads['loop']:<25d} {stores['vector']:>3d} / "
-                      f"{stores['elements']:<21d} {mma_work(g):.2f}x", flush=True)
+                      f"{stores['elements']:<21d} {mma_work(g):.2f}x     {spilling} of {convs} ({most})", flush=True)
 
 if __name__ == "__main__":
     main()

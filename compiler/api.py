@@ -93,9 +93,9 @@ def lower_kernels(g: Graph, target: Target | str = "llvm", backend: str = "tvm",
                                    integer_attention)
     names = resolve(with_shiftadd_attention(names, target, backend, shiftadd_attention), None, disable_passes)
     kernel_spec = None
-    if backend == "tvm" and target.kind == "llvm":
+    if backend == "tvm" and target.kind in ("llvm", "cuda"):
         from compiler.backends.tvm_fused import kernel_spec as spec_for
-        kernel_spec = functools.partial(spec_for, target=target)      # the target decides VNNI or AMX
+        kernel_spec = functools.partial(spec_for, target=target)      # the target decides VNNI, AMX or the GPU
     ctx = PassContext(target=target, kernel_spec=kernel_spec, verify_each=verify_each,
                       print_after=frozenset(print_after), dump_dir=Path(dump_dir) if dump_dir else None)
     g = run_pipeline(g, names, ctx)

@@ -259,8 +259,12 @@ def rank(spec: Any, target: Any = None, model: Any = None) -> tuple[list, np.nda
 
 
 def choose(spec: Any, target: Any = None) -> tuple[tuple[int, ...], str]:
-    """(tile, source) with source "model" or "fallback".  Looked up in the in-process cache, then in the disk
-    cache (:class:`DecisionCache`; only for models with an identity), then asked of the model."""
+    """(tile, source) with source "model" or "fallback" ("analytic": a GPU GEMM, costmodel/gpu_tiles.py). Looked
+    up in the in-process cache, then in the disk cache (:class:`DecisionCache`; only for models with an
+    identity), then asked of the model."""
+    from costmodel import gpu_tiles
+    if isinstance(spec, gpu_tiles.GpuGemm):     # no GPU measurements to learn from yet: the analytic model
+        return gpu_tiles.choose(spec, gpu_tiles.arch_of(target)), "analytic"
     if getattr(spec, "amx", False):     # the learned model knows the VNNI kernels; an AMX block is the kernel's pick
         return F.default_tile(spec), "fallback"
     tkey = F.target_info(target).key

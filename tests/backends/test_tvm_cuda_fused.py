@@ -151,7 +151,7 @@ def test_the_gpu_convs_read_and_write_channel_blocks_a_word_at_a_time():
 def test_float16_convs_read_channel_blocks_a_vector_at_a_time():
     """--precision fp16: the blocked float16 convs (16 channels a tap) gather a thread's 4 channels as one 64-bit
     vector; with dlight's fixed 64-element step (four taps of 16 channels in one step) TVM could not vectorize it
-    (cuda_wmma.k_steps now divides the channels per tap)."""
+    (gpu_tile.k_steps now divides the channels per tap)."""
     model, xs = _cnn()
     g, _ = final_ir(model, "cuda -arch=sm_90", example_inputs=(torch.from_numpy(xs[0]),), precision="fp16")
     convs = [n for n in g.nodes if n.op is kernel.fused and n.attrs["kernel"] == "conv"]

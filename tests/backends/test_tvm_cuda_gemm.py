@@ -160,9 +160,10 @@ def test_cuda_build_of_an_int8_conv_uses_tensor_cores_or_dp4a(option, marker):
     if "mma" in marker:         # cuda_wmma.PIPELINE: the shared tiles double-buffered, step k + 1 stored as k's MMAs end
         step = re.search(r"\(\((\w+) \+ 1\) & 1\) \* \d+\)", src)          # the buffer step k + 1 is stored in
         assert step and f"(({step.group(1)} & 1) * " in src                  # and the one step k's MMAs read
-        # K = 16 * 9 = 144, padded to 160: steps of 1 fragment (16 bytes: 16 channels per tap), 10 of them (the
-        # first in the prologue); the gather's 4 bytes of a thread are loaded as one vector (4 channels H*W apart)
-        assert f"for (int {step.group(1)} = 0; {step.group(1)} < 9; ++{step.group(1)})" in src
+        # K = 16 * 9 = 144, not padded (dp4a pads it to 160): steps of 1 fragment (16 bytes: 16 channels per tap),
+        # 9 of them (the first in the prologue); the gather's 4 bytes of a thread are loaded as one vector (4
+        # channels H*W apart)
+        assert f"for (int {step.group(1)} = 0; {step.group(1)} < 8; ++{step.group(1)})" in src
         assert re.search(r"c_src_ptr\[v_\w*\.x\]", src) and not re.search(r"c_src_ptr\[[^\]]*_s(_\d+)?\)", src)
         # 24 channels x 25 pixels: a 32 x 32 block tile, one warp (dlight's 128 x 128: 16 warps, 512 threads)
         assert "__launch_bounds__(32) int8_conv2d" in src
@@ -170,14 +171,15 @@ def test_cuda_build_of_an_int8_conv_uses_tensor_cores_or_dp4a(option, marker):
 
 def test_the_int8_wmma_step_is_the_largest_of_4_2_1_fragments_dividing_the_reduction():
     """... and a conv's channels per tap where one does (a step then never straddles two taps)."""
-    from compiler.backends.tvm_kernels.cuda_wmma import k_steps
+    from compiler.gpu_tile import k_steps
     assert [k_steps(kp) for kp in (576, 160, 32, 64, 4096)] == [4, 2, 2, 4, 4]
     assert [k_steps(kp, ci) for kp, ci in ((576, 64), (160, 16), (448, 48), (288, 32), (96, 8), (4096, 0))] == \
         [4, 1, 1, 2, 2, 4]
 
 
 def test_the_block_tile_is_as_narrow_as_an_axis_of_64_or_fewer_needs():
-    from compiler.backends.tvm_kernels.cuda_wmma import block_tile, staging_scope
+    from compiler.backends.tvm_kernels.cuda_wmma import staging_scope
+    from compiler.gpu_tile import block_tile
     assert [block_tile(r, c) for r, c in ((3136, 64), (64, 3136), (48, 16), (65, 512), (20, 8), (33, 32))] == \
         [(128, 64), (64, 128), (64, 16), (128, 128), (32, 16), (64, 32)]
     assert [staging_scope(t) for t in ((128, 64), (128, 128), (64, 64), (32, 16))] == \

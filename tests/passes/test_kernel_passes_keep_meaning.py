@@ -15,7 +15,7 @@ from passes import PassContext, run_pipeline
 from tests.conftest import requires_torch
 
 KERNEL_PASSES = ["fuse_attention", "fuse_kernels", "assign_layouts", "fuse_gates", "choose_tiles"]
-GPU_KERNEL_PASSES = ["fuse_attention", "fuse_kernels", "assign_gpu_layouts"]
+GPU_KERNEL_PASSES = ["fuse_attention", "fuse_kernels", "assign_gpu_layouts", "choose_tiles"]
 LIGHT = Path(np.__file__).parents[1] / "onnx" / "backend" / "test" / "data" / "light"
 
 

@@ -52,10 +52,13 @@ def kernel_spec(node: Node, target: Target | None = None):
     """The spec of the tunable kernel (conv, matmul, int8 conv / matmul / batched matmul, fp32 attention)
     fused `node` is built from for `target`, or None: what the tile pass asks the cost model about. On a target
     with AMX-INT8 an int8 matmul's or conv's spec says amx where an AMX kernel takes it (int_matmul.qmatmul_plan,
-    integer.qconv_plan)."""
+    integer.qconv_plan). On cuda: the tensor-core GEMM of an int8 or float16 conv / constant-weight matmul
+    (cuda.gemm_spec)."""
     kind = node.attrs["kernel"]
     try:
         kb = parse(node)
+        if target is not None and target.kind == "cuda":
+            return cuda.gemm_spec(kb, target)
         if kind == "conv":
             return fp32.conv_plan(kb)[0]
         if kind == "matmul":

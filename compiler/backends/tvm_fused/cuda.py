@@ -14,7 +14,8 @@ The epilogue is the fused node's body after the anchor, composed into one scalar
                  output channels only
 
 Anything else (a float op, an operand that broadcasts otherwise) raises NotFusable and the node is lowered op by
-op, as before. Nothing here decides: what is fused is passes/fusion.py's choice, the same IR the CPU runs.
+op, as before. Nothing here decides: what is fused is passes/fusion.py's choice, the same IR the CPU runs, and
+each GEMM's block tile the tile pass's (the node's `tile`; `gemm_spec` is the GEMM it ranks tiles of).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from compiler.backends.tvm_kernels.requant import int32_barrier
 from compiler.backends.tvm_lower import cuda_gemm
 from compiler.backends.tvm_lower.quant import requant_expr, requant_params
 from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
+from compiler.gpu_tile import GpuGemm
 from compiler.ir import Node, Value
 from compiler.ops import elementwise as ew
 from compiler.ops import quant as q
@@ -168,23 +170,28 @@ class _Composer:
         return kd.Epilogue(tvm_dtype(res.type.dtype), tuple(self.inputs), fn)
 
 
-def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
-    """An int8 conv and its epilogue; its input and result (and a residual in the result's shape) NCHW or
-    NCHW{b}c, as passes/layout's GPU table assigned them."""
+def _qconv_epilogue(kb: KernelBody, args: list) -> tuple[_Composer, kd.Epilogue | None]:
     c = kb.anchor
     _data_and_weight(kb, c, blocked=True)
     n, co, oh, ow = c.outputs[0].type.shape
     comp = _Composer(kb, args, (n, co, oh, ow), 1, cuda_gemm.conv_index(oh, ow, kb.out_block))
-    epi = comp.epilogue()
+    return comp, comp.epilogue()
+
+
+def emit_qconv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    """An int8 conv and its epilogue; its input and result (and a residual in the result's shape) NCHW or
+    NCHW{b}c, as passes/layout's GPU table assigned them."""
+    c = kb.anchor
+    comp, epi = _qconv_epilogue(kb, args)
     y = cuda_gemm.conv(ctx, c, [args[kb.operand_of(v)] if kb.operand_of(v) is not None else None for v in c.inputs],
                        epilogue=epi, epi_values=tuple(comp.values), epi_key=tuple(comp.key),
-                       in_block=kb.blocks.get(kb.operand_of(c.inputs[0]), 0), out_block=kb.out_block)
+                       in_block=kb.blocks.get(kb.operand_of(c.inputs[0]), 0), out_block=kb.out_block, tile=_tile(kb))
     if y is None:
         raise NotFusable("the GPU's int8 GEMM does not take this conv")
     return y
 
 
-def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+def _qmatmul_epilogue(kb: KernelBody, args: list) -> tuple[_Composer, kd.Epilogue | None]:
     mm = kb.anchor
     _data_and_weight(kb, mm)
     shape = mm.outputs[0].type.shape
@@ -197,26 +204,36 @@ def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax
             r = r // d
         return (*reversed(idx), c)
     comp = _Composer(kb, args, shape, len(shape) - 1, index)
-    epi = comp.epilogue()
+    return comp, comp.epilogue()
+
+
+def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
+    mm = kb.anchor
+    comp, epi = _qmatmul_epilogue(kb, args)
     y = cuda_gemm.matmul(ctx, mm, [args[kb.operand_of(v)] if kb.operand_of(v) is not None else None
                                    for v in mm.inputs], epilogue=epi, epi_values=tuple(comp.values),
-                         epi_key=tuple(comp.key))
+                         epi_key=tuple(comp.key), tile=_tile(kb))
     if y is None:
         raise NotFusable("the GPU's int8 GEMM does not take this matmul")
     return y
+
+
+def _float_conv_epilogue(kb: KernelBody):
+    c = kb.anchor
+    _data_and_weight(kb, c, blocked=True)
+    if tvm_dtype(c.outputs[0].type.dtype) != "float16":
+        raise NotFusable("the GPU's float GEMM is float16")
+    return compose(kb, kb.epilogue, c.outputs[0], 1, "float16", plain_full=not kb.out_block, compute="float32")
 
 
 def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
     """A float16 conv: float32 sums rounded once, + its bias in float16, then the composed epilogue, each op in
     float32 and rounded to float16 (as the reference's float16 ops are)."""
     c = kb.anchor
-    _data_and_weight(kb, c, blocked=True)
-    if tvm_dtype(c.outputs[0].type.dtype) != "float16":
-        raise NotFusable("the GPU's float GEMM is float16")
+    comp = _float_conv_epilogue(kb)
     n, co, oh, ow = c.outputs[0].type.shape
     ob = kb.out_block
     shape = (n, co // ob, oh, ow, ob) if ob else (n, co, oh, ow)
-    comp = compose(kb, kb.epilogue, c.outputs[0], 1, "float16", plain_full=not ob, compute="float32")
     holders, values = emit.epilogue_params(ctx, kb, comp, args, shape, "float16")
     inputs = [((co,), "float16")] if len(c.inputs) > 2 else []
     if len(c.inputs) > 2:
@@ -234,7 +251,7 @@ def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
     epi = kd.Epilogue("float16", tuple(inputs), fn)
     y = cuda_gemm.float_conv(ctx, c, [args[kb.operand_of(c.inputs[0])], None], epilogue=epi,
                              epi_values=tuple(values), epi_key=(has_bias, comp.key),
-                             in_block=kb.blocks.get(kb.operand_of(c.inputs[0]), 0), out_block=ob)
+                             in_block=kb.blocks.get(kb.operand_of(c.inputs[0]), 0), out_block=ob, tile=_tile(kb))
     if y is None:
         raise NotFusable("the GPU's float16 GEMM does not take this conv")
     return y
@@ -269,6 +286,47 @@ def emit_pool(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
     if not spec.block:
         raise NotFusable("a plain pool")
     return ctx.emit_te(lambda x: kpool.pool2d_te(spec, x), args[xi], name=f"{spec.kind}_pool2d")
+
+
+def gemm_spec(kb: KernelBody, target) -> GpuGemm:
+    """The tensor-core GEMM the kernel's conv or matmul is (what the tile pass ranks tiles of: costmodel.gpu_tiles),
+    as cuda_gemm builds it: a blocked conv's rows the batch's pixels and columns its channels, a plain conv one
+    GEMM per image of channels x pixels, a matmul its rows x the weight's columns."""
+    a = kb.anchor
+    kind = kb.node.attrs["kernel"]
+    if kind not in ("qconv", "conv", "qmatmul") or (kind != "conv" and target.int8 != "mma"):
+        raise NotFusable("no tensor-core GEMM")
+    unbound = [None] * len(kb.node.inputs)        # the emitter's own checks and plan, without its arguments
+    if kind == "qconv":
+        _qconv_epilogue(kb, unbound)
+    elif kind == "qmatmul":
+        _qmatmul_epilogue(kb, unbound)
+    else:
+        _float_conv_epilogue(kb)
+    half = tvm_dtype(a.inputs[0].type.dtype) == "float16"
+    w = a.inputs[1].type.shape
+    if not half and (tvm_dtype(a.inputs[0].type.dtype) not in cuda_gemm.OPERAND_DTYPES
+                     or tvm_dtype(a.inputs[1].type.dtype) != "int8"):
+        raise NotFusable("the int8 GEMM's operands are 8-bit")
+    if kind == "qmatmul":
+        if len(w) != 2 or int(a.attrs["b_zero_point"]) != 0 or a.inputs[0].type.rank < 2:
+            raise NotFusable("a batched weight or one with a zero point")
+        return GpuGemm(1, int(np.prod(a.inputs[0].type.shape[:-1])), w[1], w[0], half)
+    if a.attrs["groups"] != 1 or len(w) != 4:
+        raise NotFusable("a grouped conv")
+    n, ci = a.inputs[0].type.shape[:2]
+    m = int(np.prod(a.outputs[0].type.shape[2:]))
+    k = ci * w[2] * w[3]
+    blocked_in = bool(kb.blocks.get(kb.operand_of(a.inputs[0]), 0))
+    period = ci if not half or blocked_in else 0           # the gather's tap changes every ci (cuda_gemm.ConvGemm)
+    if kb.out_block:
+        return GpuGemm(1, n * m, w[0], k, half, period)
+    return GpuGemm(n, w[0], m, k, half, period)
+
+
+def _tile(kb: KernelBody) -> tuple[int, int] | None:
+    """The block tile the tile pass chose (None: gpu_tile.block_tile's rule)."""
+    return tuple(kb.node.attrs["tile"]) or None
 
 
 def _data_and_weight(kb: KernelBody, anchor: Node, blocked: bool = False) -> None:

@@ -4,7 +4,7 @@
   fragments, dlight's int8 schedule with a larger reduction step and a pipeline of our own
   (cuda_wmma.py); both operands must be int8, so a uint8 activation is
   read shifted by -128 (its zero point too; `folded_bias` takes the shift back out). float16: f16 x f16 ->
-  f32 fragments (dlight's schedule, its step cuda_wmma.k_steps'), the sum rounded to float16 once (as the
+  f32 fragments (dlight's schedule, its step gpu_tile.k_steps'), the sum rounded to float16 once (as the
   reference does).
 * "dp4a" (integers): CUDA's `__dp4a` (four int8 / uint8 products summed into an int32), our own SIMT
   schedule below.
@@ -51,12 +51,15 @@ import numpy as np
 import tvm
 from tvm import te, tirx
 
+from compiler.gpu_tile import MICRO
+
 from . import cuda_wmma
 from .common import finalize
 from .layout import nchwc_index
 from .requant import int32_barrier
 
-BK = 32          # bytes of the reduction staged per step
+BK = 32          # bytes of the reduction staged per step (dp4a); the weight is packed to a multiple of it
+MMA_K = MICRO    # the tensor cores' reduction is padded to their fragment's 16 only
 PAD = 4          # bytes added to each shared row (row stride BK + 4: 9 words, conflict-free)
 
 
@@ -117,26 +120,48 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
               tile: Tile, contiguous: tuple[bool, bool], inner: str,
               target: tvm.target.Target | None = None, schedule: bool = True,
               epilogue: Epilogue | None = None, out_block: int = 0, k_period: int = 0,
-              row_images: int = 1) -> tirx.PrimFunc:
-    """The PrimFunc (r_src, c_src[, bias][, epilogue tensors]) -> out (batch, rows, cols): `inner` "mma" (integers fall
-    back to "dp4a" where the tensor-core rule declines, float16 to dlight's SIMT matmul) or "dp4a"; `schedule=False` gives the computation unscheduled (what a test runs
-    on the CPU to check the arithmetic). out is int32 for integer operands, float16 for float16 ones.
+              row_images: int = 1, mma_tile: tuple[int, int] | None = None) -> tirx.PrimFunc:
+    """The PrimFunc (r_src, c_src[, bias][, epilogue tensors]) -> out (batch, rows, cols): `inner` "mma"
+    (integers fall back to "dp4a" where the tensor-core rule declines, float16 to dlight's SIMT matmul) or
+    "dp4a"; `schedule=False` gives the computation unscheduled (what a test runs on the CPU to check the
+    arithmetic). out is int32 for integer operands, float16 for float16 ones.
 
     `r_input` / `c_input`: (shape, dtype) of the tensors the operands are gathered from. `r_fn(src, b, r,
     kk)` / `c_fn(src, b, c, kk)` give an operand's int8 (or, for dp4a, uint8) or float16 value at (b, r or
     c, kk) for kk < kp, every index in range (rows and columns up to their padded extent, kk up to kp = K
-    rounded up to BK): they guard their own loads. Rows and columns beyond (rows, cols) are computed on the
-    padded tile and never written. bias (integers): (bias_len,) int32, added per row
-    (`bias_on_rows`) or per column; None: no bias. `contiguous[i]`: operand i is a packed weight (dp4a: its
-    shared-memory load is vectorized). `epilogue` (integers): what is written instead of the
-    int32 sum. `out_block` b > 0: the columns are channels written blocked, out is (batch, cols / b, rows, b) with
-    the value at (b, r, c) in [b, c // b, r, c % b] (a conv's NCHW{b}c output when its rows are pixels; b
-    divides cols); with `row_images` i > 1 (batch 1) the rows are i images' pixels, out is (i, cols / b, rows / i,
-    b) and the value at (0, r, c) in [r // (rows / i), c // b, r % (rows / i), c % b]. `k_period`: the gathered
-    operand's index math jumps every k_period reduction elements (a conv's ci; 0: never), which the tensor-core
-    schedule's step respects (cuda_wmma.k_steps)."""
+    rounded up to BK; on tensor cores up to K rounded up to MMA_K): they guard their own loads. Rows and
+    columns beyond (rows, cols) are computed on the padded tile and never written. bias (integers):
+    (bias_len,) int32, added per row (`bias_on_rows`) or per column; None: no bias. `contiguous[i]`: operand i
+    is a packed weight (dp4a: its shared-memory load is vectorized). `epilogue` (integers): what is written
+    instead of the int32 sum. `out_block` b > 0: the columns are channels written blocked, out is (batch,
+    cols / b, rows, b) with the value at (b, r, c) in [b, c // b, r, c % b] (a conv's NCHW{b}c output when its
+    rows are pixels; b divides cols); with `row_images` i > 1 (batch 1) the rows are i images' pixels, out is
+    (i, cols / b, rows / i, b) and the value at (0, r, c) in [r // (rows / i), c // b, r % (rows / i), c % b].
+    `k_period`: the gathered operand's index math jumps every k_period reduction elements (a conv's ci; 0:
+    never), which the tensor-core schedule's step respects (gpu_tile.k_steps). `mma_tile`: the tensor cores'
+    block tile (rows, cols), each side 16, 32, 64 or 128 (None: gpu_tile.block_tile's); `tile` is dp4a's."""
+    def build(kp: int) -> tuple[tirx.PrimFunc, tuple[str, str]]:
+        return _gemm_func(batch, rows, cols, kp, r_input, c_input, r_fn, c_fn, bias_len, bias_on_rows, tile,
+                          epilogue, out_block, row_images)
+    func, operands = build(_up(k, MMA_K if inner == "mma" else BK))
+    half = operands[0] == "float16"
+    if not schedule:
+        return func
+    if inner == "mma" and (half or operands == ("int8", "int8")):
+        scheduled = _schedule_mma(func, target, half, _up(k, MMA_K), k_period, mma_tile)
+        if scheduled is not None:
+            return finalize(scheduled)
+    if half:
+        return finalize(_schedule_simt(func, target))
+    if inner == "mma":
+        func = build(_up(k, BK))[0]                     # dp4a's steps are BK bytes
+    return finalize(_schedule(func, tile, dp4a_intrin(*operands), contiguous))
+
+
+def _gemm_func(batch, rows, cols, kp, r_input, c_input, r_fn, c_fn, bias_len, bias_on_rows, tile, epilogue,
+               out_block, row_images) -> tuple[tirx.PrimFunc, tuple[str, str]]:
+    """make_gemm's computation, its reduction `kp` long (the operands zero beyond K), and its operands' types."""
     rows_p, cols_p = padded(rows, cols, tile)
-    kp = _up(k, BK)
     r_src = te.placeholder(r_input[0], r_input[1], name="r_src")
     c_src = te.placeholder(c_input[0], c_input[1], name="c_src")
     ra = te.compute((batch, rows_p, kp), lambda b, r, kk: r_fn(r_src, b, r, kk), name="r_op")
@@ -170,16 +195,7 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
                          name="out")
     else:
         out = te.compute((batch, rows, cols), write, name="out")
-    func = te.create_prim_func([*params, out])
-    if not schedule:
-        return func
-    if inner == "mma" and (half or str(ra.dtype) == str(ca.dtype) == "int8"):
-        scheduled = _schedule_mma(func, target, half, kp, k_period)
-        if scheduled is not None:
-            return finalize(scheduled)
-    if half:
-        return finalize(_schedule_simt(func, target))
-    return finalize(_schedule(func, tile, dp4a_intrin(ra.dtype, ca.dtype), contiguous))
+    return te.create_prim_func([*params, out]), (str(ra.dtype), str(ca.dtype))
 
 
 def _schedule_simt(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc:
@@ -193,12 +209,12 @@ def _schedule_simt(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimF
 
 
 def _schedule_mma(func: tirx.PrimFunc, target: tvm.target.Target, half: bool, kp: int,
-                  k_period: int = 0) -> tirx.PrimFunc | None:
+                  k_period: int = 0, tile: tuple[int, int] | None = None) -> tirx.PrimFunc | None:
     """The WMMA schedule of `func` (cuda_wmma.py); None where the rule declines or its tensorization fails."""
     from compiler.backends.tvm_cuda_schedule import preload_cuda_intrinsics
     preload_cuda_intrinsics()
     with target:
-        return cuda_wmma.schedule(func, target, kp, k_period, half)
+        return cuda_wmma.schedule(func, target, kp, k_period, half, tile)
 
 
 def _schedule(func: tirx.PrimFunc, t: Tile, intrin: str, contiguous: tuple[bool, bool]) -> tirx.PrimFunc:

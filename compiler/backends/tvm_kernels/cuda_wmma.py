@@ -7,7 +7,7 @@ a time (ResNet-18's 3x3 convs of 64 channels: 36 steps, two barriers each, 4 MMA
 software pipeline fails to lower for int8 fragments in TVM 0.27 (InferFragment finds no fragment info), so it
 had to be removed and no load was in flight during the MMAs. Here:
 
-* `k_steps` fragments of 16 bytes per staged step (4: 64 bytes, as dlight's float16 schedule stages), the
+* `k_steps` (compiler/gpu_tile.py) fragments of 16 bytes per staged step (4: 64 bytes, as dlight's float16 schedule stages), the
   largest of 4, 2, 1 that divides the padded reduction (and a conv's channel count, where one does);
 * the pipeline over the staged steps only (`PIPELINE`): the inner fragment loop is not pipelined, so the step
   loop's body is 5 statements (A and B each global -> registers and registers -> shared, then the fragment
@@ -19,9 +19,10 @@ two taps of a 16-, 32- or 48-channel conv, so the gather of a blocked input coul
 step of 4 fragments the pipeline is dlight's own (`HALF_PIPELINES`: the fragment loop pipelined too), with a
 shorter one the int8 one (dlight's fails to lower on a fragment loop of 1 or 2: InferFragment again).
 
-The block tile is dlight's, 128 x 128 outputs in 16 warps of 2 x 2 fragments, except along an axis of 64 or
-fewer (`block_tile`): 64, 32 or 16 wide there (2 warps, 1 warp, 1 warp of one fragment), so a conv of 16 output
-channels is not padded to 128.
+The block tile is the tile pass's (the node's `tile`: costmodel/gpu_tiles.py ranks each side of 16, 32, 64 or
+128), or without one the rule's (gpu_tile.block_tile): dlight's 128 x 128 outputs in 16 warps of 2 x 2
+fragments, except along an axis of 64 or fewer: 64, 32 or 16 wide there (2 warps, 1 warp, 1 warp of one
+fragment), so a conv of 16 output channels is not padded to 128.
 """
 from __future__ import annotations
 
@@ -31,30 +32,13 @@ from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline_producers, get_index_map,
                                          get_reduction_blocks)
 
+from compiler.gpu_tile import FRAGMENTS, MICRO, block_tile, k_steps, warps_and_fragments
+
 PIPELINE = {"software_pipeline_order": [0, 3, 1, 4, 2], "software_pipeline_stage": [0, 0, 0, 0, 1]}
 HALF_PIPELINES = (                       # dlight's float16 pipelines of the step loop and the fragment loop
     {"software_pipeline_order": [0, 3, 1, 4, 5, 2, 6], "software_pipeline_stage": [0, 0, 0, 0, 0, 1, 1]},
     {"software_pipeline_order": [0, 1, 2], "software_pipeline_stage": [0, 0, 1]})
-MICRO = 16                               # the WMMA fragment: 16 x 16 x 16
 WARP, VECTOR = 32, 4
-FRAGMENTS = 2                            # a warp's fragments along rows and along columns: 32 x 32 outputs
-
-
-def warps_and_fragments(extent: int) -> tuple[int, int]:
-    """Along a GEMM axis of `extent`: (warps, fragments per warp) of the block tile. dlight's 4 warps of 2
-    fragments (128) on a long axis; on a short one (a conv's 64, 32 or 16 output channels, a 7 x 7 image's
-    pixels) as few as cover it, so the tile pads it no further than the next 16."""
-    if extent <= MICRO:
-        return 1, 1
-    if extent <= MICRO * FRAGMENTS:
-        return 1, FRAGMENTS
-    return (2 if extent <= 2 * MICRO * FRAGMENTS else 4), FRAGMENTS
-
-
-def block_tile(rows: int, cols: int) -> tuple[int, int]:
-    """The block tile (rows, columns) of a GEMM of that many rows and columns: 128 along a long axis, 64, 32
-    or 16 along one of at most that many (`warps_and_fragments`)."""
-    return tuple(MICRO * w * f for w, f in map(warps_and_fragments, (rows, cols)))
 
 
 def staging_scope(tile: tuple[int, int]) -> str:
@@ -66,19 +50,11 @@ def staging_scope(tile: tuple[int, int]) -> str:
     return "shared" if tile != (4 * MICRO * FRAGMENTS,) * 2 else "shared.dyn"
 
 
-def k_steps(kp: int, period: int = 0) -> int:
-    """Fragments of 16 elements per staged reduction step for a reduction padded to kp elements. `period` > 0:
-    the gathered operand's index math jumps every `period` elements (a conv's channels per tap); a step that
-    divides it sees one tap, so TVM's vectorizer can prove a thread's 4 elements one vector (else it loads them
-    one by one)."""
-    fits = [s for s in (4, 2, 1) if kp % (MICRO * s) == 0]
-    return next((s for s in fits if period and period % (MICRO * s) == 0), fits[0])
-
-
 def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: int = 0,
-             half: bool = False) -> tirx.PrimFunc | None:
+             half: bool = False, tile: tuple[int, int] | None = None) -> tirx.PrimFunc | None:
     """The scheduled PrimFunc (int8 x int8 -> int32, or `half`: float16 x float16 -> float32), or None where the
-    GEMM is not a matmul this schedule takes or its tensorization fails."""
+    GEMM is not a matmul this schedule takes or its tensorization fails. `tile`: the block tile (rows, cols),
+    each side 16, 32, 64 or 128 (the tile pass's choice, costmodel/gpu_tiles.py); None: `block_tile`'s."""
     from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
     sch = s_tir.Schedule(func)
     reduction = get_reduction_blocks(sch, sch.get_child_blocks(get_root_block(sch)))
@@ -99,8 +75,8 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
     sch.transform_layout(reindex_c, ("read", 0), c_map)
     sch.transform_block_layout(main, matmul_map)
     rows, cols = (int(sch.get(loop).extent) for loop in sch.get_loops(main)[1:3])
-    tile = block_tile(rows, cols)
-    (warps_i, frags_i), (warps_j, frags_j) = warps_and_fragments(rows), warps_and_fragments(cols)
+    tile = tuple(tile) if tile else block_tile(rows, cols)
+    (warps_i, frags_i), (warps_j, frags_j) = warps_and_fragments(tile[0]), warps_and_fragments(tile[1])
     i_factors, j_factors = [None, 1, warps_i, frags_i], [1, None, warps_j, frags_j]
     num_ty = i_factors[2] * j_factors[2]
     sch.pad_einsum(main, [1, *tile, MICRO * k_factors[1]])

@@ -95,7 +95,7 @@ class ConvGemm:
         return (self, tuple(a["strides"]), tuple(a["dilations"]), tuple(a["pads"]))
 
     def make(self, node: Node, w_dtype: str, x_dtype: str, c_fn_args: dict, bias_len: int | None, inner: str,
-             ctx: LowerCtx, epilogue: kd.Epilogue | None = None):
+             ctx: LowerCtx, epilogue: kd.Epilogue | None = None, tile: tuple[int, int] | None = None):
         a = node.attrs
         ib = self.in_block
         x_shape = (self.n, self.ci // ib, self.h, self.w, ib) if ib else (self.n, self.ci, self.h, self.w)
@@ -110,10 +110,10 @@ class ConvGemm:
             rows = self.n * m
             return kd.make_gemm(1, rows, self.co, k, x_in, w_in, gather, kd.weight_fn(), bias_len, False,
                                 kd.pick_tile(rows, self.co), (False, True), inner, target, scheduled, epilogue,
-                                self.out_block, period, self.n)
+                                self.out_block, period, self.n, tile)
         return kd.make_gemm(self.n, self.co, m, k, w_in, x_in, kd.weight_fn(), gather, bias_len, True,
                             kd.pick_tile(self.co, m), (True, False), inner, target, scheduled, epilogue,
-                            k_period=period)
+                            k_period=period, mma_tile=tile)
 
     def output(self, ctx: LowerCtx, gv: relax.GlobalVar, args: list[relax.Expr], dtype: str) -> relax.Expr:
         """The GEMM's result as the conv's NCHW (or NCHW{b}c) output; args: the packed weight, the input, ..."""
@@ -127,9 +127,10 @@ class ConvGemm:
 
 
 def conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epilogue: kd.Epilogue | None = None,
-         epi_values: tuple = (), epi_key: tuple = (), in_block: int = 0, out_block: int = 0) -> relax.Expr | None:
+         epi_values: tuple = (), epi_key: tuple = (), in_block: int = 0, out_block: int = 0,
+         tile: tuple[int, int] | None = None) -> relax.Expr | None:
     """`in_block` / `out_block`: args[0] arrives, and the result leaves, NCHW{b}c (0: NCHW); an epilogue's
-    (b, r, c) is then ConvGemm.index's."""
+    (b, r, c) is then ConvGemm.index's. `tile`: the tensor cores' block tile (None: gpu_tile.block_tile)."""
     a = node.attrs
     x, w = node.inputs[0], node.inputs[1]
     wc = _const(w)
@@ -142,16 +143,16 @@ def conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epilo
     geo = ConvGemm.of(node, wc, in_block, out_block)
     w2d = kd.conv_weight_2d(wc)
     zp = int(a["x_zero_point"])
-    gv = ctx.kernel(("int8_conv", inner, ctx.unscheduled, zp, xdt, geo.key(node), epi_key),
+    gv = ctx.kernel(("int8_conv", inner, ctx.unscheduled, zp, xdt, geo.key(node), epi_key, tile),
                     lambda: geo.make(node, "int8", xdt, {"zp": zp, "x_dtype": xdt, "shift": shift}, geo.co, inner,
-                                     ctx, epilogue), "int8_conv2d")
+                                     ctx, epilogue, tile), "int8_conv2d")
     return geo.output(ctx, gv, [const(kd.pack_rows(w2d, geo.co_p, geo.kp), "int8"), args[0],
                                 const(kd.folded_bias(w2d, bias if bias.size else None, zp - shift), "int32"),
                                 *epi_values], epilogue.dtype if epilogue is not None else "int32")
 
 
 def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epilogue: kd.Epilogue | None = None,
-           epi_values: tuple = (), epi_key: tuple = ()) -> relax.Expr | None:
+           epi_values: tuple = (), epi_key: tuple = (), tile: tuple[int, int] | None = None) -> relax.Expr | None:
     a = node.attrs
     x, w = node.inputs[0], node.inputs[1]
     wc = _const(w)
@@ -163,17 +164,18 @@ def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epi
     shape = tuple(x.type.shape)
     k, cols = wc.shape
     rows = int(np.prod(shape[:-1]))
-    tile = kd.pick_tile(rows, cols)
-    rows_p, cols_p = kd.padded(rows, cols, tile)
+    simt = kd.pick_tile(rows, cols)
+    rows_p, cols_p = kd.padded(rows, cols, simt)
     kp = -(-k // kd.BK) * kd.BK
     zp = int(a["a_zero_point"])
     wt = np.ascontiguousarray(wc.T)                      # (cols, K)
-    key = ("int8_matmul", inner, ctx.unscheduled, rows, k, cols, zp, xdt, epi_key)
+    key = ("int8_matmul", inner, ctx.unscheduled, rows, k, cols, zp, xdt, epi_key, tile)
 
     def make():
         return kd.make_gemm(
             1, rows, cols, k, ((1, rows, k), xdt), ((cols_p, kp), "int8"), kd.rows_fn(k, rows, zp, xdt, shift),
-            kd.weight_fn(), cols, False, tile, (False, True), inner, _tvm_target(ctx), not ctx.unscheduled, epilogue)
+            kd.weight_fn(), cols, False, simt, (False, True), inner, _tvm_target(ctx), not ctx.unscheduled, epilogue,
+            mma_tile=tile)
     gv = ctx.kernel(key, make, "int8_matmul")
     x3 = ctx.emit(R.reshape(args[0], (1, rows, k)))
     y = ctx.call_kernel(gv, [x3, const(kd.pack_rows(wt, cols_p, kp), "int8"),
@@ -183,7 +185,8 @@ def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epi
 
 
 def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], epilogue: kd.Epilogue | None = None,
-               epi_values: tuple = (), epi_key: tuple = (), in_block: int = 0, out_block: int = 0) -> relax.Expr | None:
+               epi_values: tuple = (), epi_key: tuple = (), in_block: int = 0, out_block: int = 0,
+               tile: tuple[int, int] | None = None) -> relax.Expr | None:
     """A float16 conv; with `epilogue` the bias is the epilogue's to add. `in_block` / `out_block` as for `conv`
     (the epilogue then required); a blocked input is gathered in (kh, kw, ci) order (a thread's 4 channels
     contiguous), a plain one in (ci, kh, kw) order (neighbouring pixels of a row)."""
@@ -195,9 +198,9 @@ def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], epilogue: kd.E
         return None
     order = "hwc" if in_block else "chw"
     geo = ConvGemm.of(node, wc, in_block, out_block)
-    gv = ctx.kernel(("f16_conv", ctx.unscheduled, geo.key(node), epi_key),
+    gv = ctx.kernel(("f16_conv", ctx.unscheduled, geo.key(node), epi_key, tile),
                     lambda: geo.make(node, "float16", "float16", {"zp": 0, "x_dtype": "float16", "order": order},
-                                     None, "mma", ctx, epilogue), "f16_conv2d")
+                                     None, "mma", ctx, epilogue, tile), "f16_conv2d")
     wp = kd.pack_rows(kd.conv_weight_2d(wc, order), geo.co_p, geo.kp)
     y = geo.output(ctx, gv, [const(wp, "float16"), args[0], *epi_values], "float16")
     if len(args) > 2 and epilogue is None:
