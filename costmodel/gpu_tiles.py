@@ -31,7 +31,6 @@ from compiler.gpu_tile import MICRO as FRAGMENT
 from compiler.gpu_tile import SIDES, GpuGemm, k_steps, warps_and_fragments
 
 
-
 @dataclass(frozen=True)
 class Gpu:
     """Figures of an SM architecture (the data-center part of that generation)."""
