@@ -147,6 +147,18 @@ def test_int8_gemm_declines_what_it_does_not_cover():
     assert cuda_gemm.matmul(ctx, g.nodes[0], [None] * 2) is None         # a weight zero point
 
 
+def test_where_the_tensor_core_rule_declines_the_gemm_falls_back_to_dp4a_on_its_own_reduction(monkeypatch):
+    """The tensor cores pad the reduction to 16 (K = 16 * 9 = 144), dp4a's steps take 32 bytes: a GEMM the WMMA
+    rule declines is rebuilt with K padded to 160 and scheduled with __dp4a."""
+    from compiler.backends.tvm_kernels import cuda_wmma
+    declined = []
+    monkeypatch.setattr(cuda_wmma, "schedule", lambda *a, **k: declined.append(a[2]))     # -> None
+    g = conv_graph(np.random.default_rng(0), 1, 16, (9, 9), 24, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), U8, 7, True)
+    src = BACKEND.build(g, Target.parse("cuda -arch=sm_90")).cuda_source()
+    assert declined == [144] and "__dp4a(" in src and "wmma" not in src
+    assert "for (int k_0 = 0; k_0 < 5; ++k_0)" in src                          # 160 bytes in steps of 32
+
+
 @pytest.mark.parametrize("option, marker", [("", "wmma::mma_sync"), (" -int8=dp4a", "__dp4a(")])
 def test_cuda_build_of_an_int8_conv_uses_tensor_cores_or_dp4a(option, marker):
     rng = np.random.default_rng(0)
