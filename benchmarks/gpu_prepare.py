@@ -45,8 +45,9 @@ random numbers on the checking side, whose numpy may be another version).
               option -int8=)
   --disable-pass  compile without these passes (e.g. fuse_kernels fuse_attention: every op its own kernel, the
               baseline the fused kernels are timed against: prepare a second, smaller folder with it, e.g.
-              --models cnn attention --modes int8 fp32 --backends tvm, and check both in one session; or
-              assign_gpu_layouts: the convs on NCHW, the baseline of the GPU's blocked layouts)
+              --models cnn attention --modes int8 fp32 --backends tvm, and check both in one session;
+              assign_gpu_layouts: the convs on NCHW, the baseline of the GPU's blocked layouts; or
+              choose_tiles: every tensor-core GEMM on the rule's block tile, the baseline of the tile model's)
   --pack      also write DIR.tar.xz (xz -9) and limit its size, not the folder's, by --max-mb
   --python    the CPython version of the checking machine (default this one's; its runtime bundle's
               extension modules then come from pip download, see compiler/tools/runtime_bundle.py)
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="cuda int8 convs / matmuls on tensor cores (mma) or with dp4a")
     ap.add_argument("--disable-pass", nargs="+", default=[], metavar="NAME",
                     help="compile without these passes (e.g. fuse_kernels fuse_attention: the unfused baseline; "
-                         "assign_gpu_layouts: the NCHW baseline)")
+                         "assign_gpu_layouts: the NCHW baseline; choose_tiles: the rule's tiles)")
     ap.add_argument("--pack", action="store_true", help="also write DIR.tar.xz (what travels; --max-mb limits it)")
     args = ap.parse_args(argv)
     from compiler import interp
