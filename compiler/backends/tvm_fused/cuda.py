@@ -290,9 +290,7 @@ def emit_pool(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
 
 def gemm_spec(kb: KernelBody, target) -> GpuGemm:
     """The tensor-core GEMM the kernel's conv or matmul is (what the tile pass ranks tiles of: costmodel.gpu_tiles),
-    as cuda_gemm builds it: a blocked conv's rows the batch's pixels and columns its channels, a plain conv one
-    GEMM per image of channels x pixels, a matmul its rows x the weight's columns."""
-    a = kb.anchor
+    as cuda_gemm builds it (cuda_gemm.gemm_of), where the emitter takes the kernel."""
     kind = kb.node.attrs["kernel"]
     if kind not in ("qconv", "conv", "qmatmul") or (kind != "conv" and target.int8 != "mma"):
         raise NotFusable("no tensor-core GEMM")
@@ -303,25 +301,11 @@ def gemm_spec(kb: KernelBody, target) -> GpuGemm:
         _qmatmul_epilogue(kb, unbound)
     else:
         _float_conv_epilogue(kb)
-    half = tvm_dtype(a.inputs[0].type.dtype) == "float16"
-    w = a.inputs[1].type.shape
-    if not half and (tvm_dtype(a.inputs[0].type.dtype) not in cuda_gemm.OPERAND_DTYPES
-                     or tvm_dtype(a.inputs[1].type.dtype) != "int8"):
-        raise NotFusable("the int8 GEMM's operands are 8-bit")
-    if kind == "qmatmul":
-        if len(w) != 2 or int(a.attrs["b_zero_point"]) != 0 or a.inputs[0].type.rank < 2:
-            raise NotFusable("a batched weight or one with a zero point")
-        return GpuGemm(1, int(np.prod(a.inputs[0].type.shape[:-1])), w[1], w[0], half)
-    if a.attrs["groups"] != 1 or len(w) != 4:
-        raise NotFusable("a grouped conv")
-    n, ci = a.inputs[0].type.shape[:2]
-    m = int(np.prod(a.outputs[0].type.shape[2:]))
-    k = ci * w[2] * w[3]
-    blocked_in = bool(kb.blocks.get(kb.operand_of(a.inputs[0]), 0))
-    period = ci if not half or blocked_in else 0           # the gather's tap changes every ci (cuda_gemm.ConvGemm)
-    if kb.out_block:
-        return GpuGemm(1, n * m, w[0], k, half, period)
-    return GpuGemm(n, w[0], m, k, half, period)
+    a = kb.anchor
+    spec = cuda_gemm.gemm_of(a, kb.blocks.get(kb.operand_of(a.inputs[0]), 0), kb.out_block)
+    if spec is None:
+        raise NotFusable(f"the GPU's GEMM does not take this {a.op.name}")
+    return spec
 
 
 def _tile(kb: KernelBody) -> tuple[int, int] | None:

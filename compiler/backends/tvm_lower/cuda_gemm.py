@@ -9,9 +9,10 @@ tvm_kernels/cuda_gemm.py:
 
 With `LowerCtx.unscheduled` the same computations are built unscheduled (they run on the CPU: how the tests
 check their arithmetic, as the GPU schedules' primitives keep a PrimFunc's meaning). `epilogue`: the fused
-integer ops the kernel writes instead of its int32 sum (tvm_fused/cuda.py), `epi_values` the tensors it reads. `conv` / `matmul` /
-`float_conv` return None where the kernel does not apply (int16 operands, groups, a computed weight or
-bias, a weight zero point): the op is then lowered generically.
+integer ops the kernel writes instead of its int32 sum (tvm_fused/cuda.py), `epi_values` the tensors it reads.
+`conv` / `matmul` / `float_conv` return None where the kernel does not apply (`takes`: int16 operands, groups,
+a computed weight or bias, a weight zero point): the op is then lowered generically. `gemm_of` is the GEMM a
+node is built as, what the tile pass ranks tiles of.
 """
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ from tvm import relax
 
 from compiler.backends.tvm_kernels import cuda_gemm as kd
 from compiler.backends.tvm_lower.registry import LowerCtx, const, shape_of, tvm_dtype
+from compiler.gpu_tile import GpuGemm
 from compiler.ir import Node, Value
+from compiler.ops import linalg
+from compiler.ops import quant as q
 
 R = relax.op
 OPERAND_DTYPES = ("int8", "uint8")
@@ -94,6 +98,16 @@ class ConvGemm:
         a = node.attrs
         return (self, tuple(a["strides"]), tuple(a["dilations"]), tuple(a["pads"]))
 
+    def gemm(self, half: bool, order: str = "hwc") -> GpuGemm:
+        """The GEMM this conv is (what the tile pass ranks tiles of): blocked, one GEMM of the batch's pixels x
+        channels; plain, one per image of channels x pixels. Its period: with the gather in (kh, kw, ci) order
+        the tap changes every ci reduction elements."""
+        m, k = self.oh * self.ow, self.ci * self.kh * self.kw
+        period = self.ci if order == "hwc" else 0
+        if self.out_block:
+            return GpuGemm(1, self.n * m, self.co, k, half, period)
+        return GpuGemm(self.n, self.co, m, k, half, period)
+
     def make(self, node: Node, w_dtype: str, x_dtype: str, c_fn_args: dict, bias_len: int | None, inner: str,
              ctx: LowerCtx, epilogue: kd.Epilogue | None = None, tile: tuple[int, int] | None = None):
         a = node.attrs
@@ -102,18 +116,16 @@ class ConvGemm:
         gather = kd.im2col_fn((self.n, self.ci, self.h, self.w), (self.kh, self.kw), a["strides"], a["dilations"],
                               (a["pads"][0], a["pads"][1]), (self.oh, self.ow), in_block=ib,
                               fold_batch=bool(self.out_block), **c_fn_args)
-        m, k = self.oh * self.ow, self.ci * self.kh * self.kw
-        period = self.ci if c_fn_args.get("order", "hwc") == "hwc" else 0     # the gather's tap changes every ci
+        g = self.gemm(w_dtype == "float16", c_fn_args.get("order", "hwc"))
         x_in, w_in = (x_shape, x_dtype), ((self.co_p, self.kp), w_dtype)
         target, scheduled = _tvm_target(ctx), not ctx.unscheduled
         if self.out_block:
-            rows = self.n * m
-            return kd.make_gemm(1, rows, self.co, k, x_in, w_in, gather, kd.weight_fn(), bias_len, False,
-                                kd.pick_tile(rows, self.co), (False, True), inner, target, scheduled, epilogue,
-                                self.out_block, period, self.n, tile)
-        return kd.make_gemm(self.n, self.co, m, k, w_in, x_in, kd.weight_fn(), gather, bias_len, True,
-                            kd.pick_tile(self.co, m), (True, False), inner, target, scheduled, epilogue,
-                            k_period=period, mma_tile=tile)
+            return kd.make_gemm(1, g.rows, g.cols, g.k, x_in, w_in, gather, kd.weight_fn(), bias_len, False,
+                                kd.pick_tile(g.rows, g.cols), (False, True), inner, target, scheduled, epilogue,
+                                self.out_block, g.period, self.n, tile)
+        return kd.make_gemm(g.batch, g.rows, g.cols, g.k, w_in, x_in, kd.weight_fn(), gather, bias_len, True,
+                            kd.pick_tile(g.rows, g.cols), (True, False), inner, target, scheduled, epilogue,
+                            k_period=g.period, mma_tile=tile)
 
     def output(self, ctx: LowerCtx, gv: relax.GlobalVar, args: list[relax.Expr], dtype: str) -> relax.Expr:
         """The GEMM's result as the conv's NCHW (or NCHW{b}c) output; args: the packed weight, the input, ..."""
@@ -126,19 +138,49 @@ class ConvGemm:
         return ctx.emit(R.reshape(y, (self.n, self.co, self.oh, self.ow)))
 
 
+def takes(node: Node) -> bool:
+    """Whether this module's GEMM takes `node`: a q.conv (2-D, ungrouped, constant int8 weight and bias) or a
+    q.matmul (a constant 2-D int8 weight without zero point) on int8 / uint8 data, or a float16 conv (2-D,
+    ungrouped, constant float16 weight). `conv` / `matmul` / `float_conv` return None for any other."""
+    x, w = node.inputs[0], node.inputs[1]
+    a, wc, xdt = node.attrs, _const(w), tvm_dtype(x.type.dtype)
+    if wc is None:
+        return False
+    if node.op is q.matmul:
+        return (wc.ndim == 2 and str(wc.dtype) == "int8" and int(a["b_zero_point"]) == 0 and xdt in OPERAND_DTYPES
+                and x.type.rank >= 2)
+    if x.type.rank != 4 or a["groups"] != 1:
+        return False
+    if node.op is q.conv:
+        return (str(wc.dtype) == "int8" and xdt in OPERAND_DTYPES
+                and (len(node.inputs) < 3 or node.inputs[2].is_const))
+    return node.op is linalg.conv and xdt == "float16" and str(wc.dtype) == "float16"
+
+
+def gemm_of(node: Node, in_block: int = 0, out_block: int = 0) -> GpuGemm | None:
+    """The GEMM `node` is built as (`takes`; blocks as for `conv`), or None where none takes it."""
+    if not takes(node):
+        return None
+    w = node.inputs[1].type.shape
+    if node.op is q.matmul:
+        return GpuGemm(1, int(np.prod(node.inputs[0].type.shape[:-1])), w[1], w[0], False)
+    half = node.op is linalg.conv
+    return ConvGemm.of(node, _const(node.inputs[1]), in_block, out_block).gemm(
+        half, "hwc" if in_block or not half else "chw")
+
+
 def conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epilogue: kd.Epilogue | None = None,
          epi_values: tuple = (), epi_key: tuple = (), in_block: int = 0, out_block: int = 0,
          tile: tuple[int, int] | None = None) -> relax.Expr | None:
     """`in_block` / `out_block`: args[0] arrives, and the result leaves, NCHW{b}c (0: NCHW); an epilogue's
     (b, r, c) is then ConvGemm.index's. `tile`: the tensor cores' block tile (None: gpu_tile.block_tile)."""
+    if node.op is not q.conv or not takes(node):
+        return None
     a = node.attrs
     x, w = node.inputs[0], node.inputs[1]
     wc = _const(w)
     bias = _const(node.inputs[2]) if len(node.inputs) > 2 else np.zeros(0, np.int32)
     xdt = tvm_dtype(x.type.dtype)
-    if (x.type.rank != 4 or a["groups"] != 1 or wc is None or bias is None or xdt not in OPERAND_DTYPES
-            or str(wc.dtype) != "int8"):
-        return None
     inner, shift = _inner_and_shift(ctx, inner, xdt)
     geo = ConvGemm.of(node, wc, in_block, out_block)
     w2d = kd.conv_weight_2d(wc)
@@ -153,13 +195,12 @@ def conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epilo
 
 def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epilogue: kd.Epilogue | None = None,
            epi_values: tuple = (), epi_key: tuple = (), tile: tuple[int, int] | None = None) -> relax.Expr | None:
+    if node.op is not q.matmul or not takes(node):
+        return None
     a = node.attrs
     x, w = node.inputs[0], node.inputs[1]
     wc = _const(w)
     xdt = tvm_dtype(x.type.dtype)
-    if (wc is None or wc.ndim != 2 or str(wc.dtype) != "int8" or int(a["b_zero_point"]) != 0
-            or xdt not in OPERAND_DTYPES or x.type.rank < 2):
-        return None
     inner, shift = _inner_and_shift(ctx, inner, xdt)
     shape = tuple(x.type.shape)
     k, cols = wc.shape
@@ -190,12 +231,9 @@ def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], epilogue: kd.E
     """A float16 conv; with `epilogue` the bias is the epilogue's to add. `in_block` / `out_block` as for `conv`
     (the epilogue then required); a blocked input is gathered in (kh, kw, ci) order (a thread's 4 channels
     contiguous), a plain one in (ci, kh, kw) order (neighbouring pixels of a row)."""
-    a = node.attrs
-    x, w = node.inputs[0], node.inputs[1]
-    wc = _const(w)
-    if (x.type.rank != 4 or a["groups"] != 1 or wc is None or tvm_dtype(x.type.dtype) != "float16"
-            or str(wc.dtype) != "float16" or (out_block and epilogue is None)):
+    if node.op is not linalg.conv or not takes(node) or (out_block and epilogue is None):
         return None
+    wc = _const(node.inputs[1])
     order = "hwc" if in_block else "chw"
     geo = ConvGemm.of(node, wc, in_block, out_block)
     gv = ctx.kernel(("f16_conv", ctx.unscheduled, geo.key(node), epi_key, tile),
