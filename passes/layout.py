@@ -91,12 +91,14 @@ def kernel_layout(node: Node) -> KernelLayout | None:
 
 GPU_BLOCKS = (16, 8)        # multiples of 4: one pixel's 4 channels are one aligned 32-bit (float16: 64-bit) word
 GPU_DTYPES = (DType.I8, DType.U8, DType.F16)
+GPU_PAD_BELOW = 4           # an input of fewer channels is read NCHW{4}c, its channels padded to 4
 
 
 def gpu_kernel_layout(node: Node) -> KernelLayout | None:
     """The layouts the GPU kernel of fused `node` reads and writes, or None (plain throughout): an ungrouped
     2-D int8 or float16 conv by a constant weight (tvm_fused/cuda.emit_qconv, emit_conv) reads and writes the
-    largest of GPU_BLOCKS dividing its channel counts (0, plain, where none does: a 3-channel image); an int8 or
+    largest of GPU_BLOCKS dividing its channel counts (0, plain, where none does), an input of fewer than
+    GPU_PAD_BELOW channels (a 3-channel image) NCHW{4}c padded with the zero point; an int8 or
     float16 max pool (or global max) reads and writes that block (tvm_fused/cuda.emit_pool), so a pool between
     convs needs no conversion. FP32 stays NCHW (its convs are dlight's SIMT matmuls, not our GEMM)."""
     body = node.attrs["body"]
@@ -113,6 +115,8 @@ def gpu_kernel_layout(node: Node) -> KernelLayout | None:
     if x.type.dtype is DType.F16 and body.outputs[0].type.dtype is not DType.F16:
         return None             # a float16 body ending in a float32 cast: lowered op by op, plain
     ib, ob = (next((b for b in GPU_BLOCKS if c % b == 0), 0) for c in (x.type.shape[1], a.outputs[0].type.shape[1]))
+    if not ib and x.type.shape[1] < GPU_PAD_BELOW:
+        ib = 4          # a 3-channel image: padded to 4 (the weight's 4th channel 0), a pixel is one word
     return KernelLayout(ib, ob, a.attrs.get("x_zero_point", 0)) if ib or ob else None
 
 

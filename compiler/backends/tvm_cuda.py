@@ -34,6 +34,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from compiler.backends import tvm_cuda_source  # noqa: F401  (registers TVM's CUDA source postproc hook)
 from compiler.backends.tvm_cuda_schedule import compile_cuda
 from compiler.diagnostics import BackendToolError, Unsupported
 from compiler.ir import Graph

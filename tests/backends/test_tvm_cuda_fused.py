@@ -129,12 +129,15 @@ def test_the_cuda_build_writes_8_bit_results_out_of_its_int8_convs():
 
 
 def test_the_gpu_convs_read_and_write_channel_blocks_a_word_at_a_time():
-    """assign_gpu_layouts: each int8 conv after the 3-channel stem reads NCHW{16}c and each writes NCHW{16}c (the
-    24-channel one {8}c), the residual read blocked in the write-back; the gather loads a thread's 4 channels as
-    one 32-bit word (from NCHW: 4 byte loads H*W apart), the write-back stores 4 int8 channels as one word."""
+    """assign_gpu_layouts: the 3-channel stem reads NCHW{4}c (the quantize kernel pads the image to 4 channels),
+    each int8 conv after it NCHW{16}c, and each writes NCHW{16}c (the 24-channel one {8}c), the residual read
+    blocked in the write-back; every gather loads a thread's channels as one vector (from NCHW: 4 byte loads H*W
+    apart; the 3-channel image: a byte loop): the stem a pixel's 4 as a 32-bit word, the others a block's 16 as
+    one 128-bit load (cuda_wmma.load_vector; the 16 bytes 0x80 that shift uint8 to int8 written as 4 words,
+    tvm_cuda_source); the write-back stores 4 int8 channels as one word."""
     g, _ = _final("cnn", "cuda -arch=sm_90")
     convs = [n for n in g.nodes if n.op is kernel.fused and n.attrs["kernel"] == "qconv"]
-    assert [n.inputs[0].type.shape[1:] for n in convs] == [(3, 20, 20), (1, 10, 10, 16), (1, 10, 10, 16),
+    assert [n.inputs[0].type.shape[1:] for n in convs] == [(1, 20, 20, 4), (1, 10, 10, 16), (1, 10, 10, 16),
                                                             (1, 10, 10, 16)]
     assert [n.outputs[0].type.shape[-1] for n in convs] == [16, 16, 16, 8]
     src = BACKEND.build(g, Target.parse("cuda -arch=sm_90")).cuda_source()
@@ -143,24 +146,32 @@ def test_the_gpu_convs_read_and_write_channel_blocks_a_word_at_a_time():
     assert len(bodies) == 4, sorted(bodies)
     for name, body in bodies.items():
         assert re.search(r"\*\(uint\*\)\(out_ptr \+", body) and "out_ptr[" not in body, name
-        if name != "int8_conv2d_0":              # the stem reads the plain image
-            assert re.search(r"\*\(uint\*\)\(r_src_ptr \+", body) and "r_src_ptr[" not in body, name
+        assert "r_src_ptr[" not in body, name
+        if name == "int8_conv2d_0":
+            assert re.search(r"\*\(int\*\)\(r_src_ptr \+", body)
+        else:
+            assert re.search(r"\*\(uint4\*\)\(r_src_ptr \+", body), name
+    assert "make_uint4(0x80808080u, 0x80808080u, 0x80808080u, 0x80808080u)" in src
 
 
 @pytest.mark.slow
 def test_float16_convs_read_channel_blocks_a_vector_at_a_time():
     """--precision fp16: the blocked float16 convs (16 channels a tap) gather a thread's 4 channels as one 64-bit
-    vector; with dlight's fixed 64-element step (four taps of 16 channels in one step) TVM could not vectorize it
-    (gpu_tile.k_steps now divides the channels per tap)."""
+    vector (8 channels: 128 bits, cuda_wmma.load_vector); with dlight's fixed 64-element step (four taps of 16
+    channels in one step) TVM could not vectorize it (gpu_tile.k_steps now divides the channels per tap). The
+    3-channel stem reads the image padded to NCHW{4}c (the cast kernel writes it) a pixel (64 bits) at a time,
+    its steps spanning taps."""
     model, xs = _cnn()
     g, _ = final_ir(model, "cuda -arch=sm_90", example_inputs=(torch.from_numpy(xs[0]),), precision="fp16")
     convs = [n for n in g.nodes if n.op is kernel.fused and n.attrs["kernel"] == "conv"]
-    assert [n.inputs[0].type.rank for n in convs[:3]] == [4, 5, 5]
+    assert [n.inputs[0].type.shape[-1] for n in convs[:3]] == [4, 16, 16]
     src = BACKEND.build(g, Target.parse("cuda -arch=sm_90")).cuda_source()
     bodies = dict(re.findall(r'__global__ void __launch_bounds__\(\d+\) (f16_conv2d_\d+)_kernel\(.*?\) \{(.*?)\n\}\n',
                              src, re.S))
-    for name in ("f16_conv2d_1", "f16_conv2d_2"):                        # the two 16 -> 16 convs
-        assert re.search(r"\*\(half4\*\)\(r_src_ptr \+", bodies[name]) and "r_src_ptr[" not in bodies[name], name
+    assert "fused_cast_pack_nchwc_kernel" in src                         # the image's cast writes the pad
+    for name in ("f16_conv2d_0", "f16_conv2d_1", "f16_conv2d_2"):        # the stem, the two 16 -> 16 convs
+        vector = "half4" if name == "f16_conv2d_0" else "uint4"
+        assert re.search(rf"\*\({vector}\*\)\(r_src_ptr \+", bodies[name]) and "r_src_ptr[" not in bodies[name], name
 
 
 def test_an_int16_conv_the_gemm_does_not_take_is_lowered_op_by_op():

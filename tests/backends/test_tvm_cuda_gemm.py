@@ -91,8 +91,8 @@ def test_int8_gemm_conv_reads_and_writes_blocked_layouts(data):
     """NCHW{b}c in and / or out (passes/layout's GPU table): the gather reads x[n, c // b, y, x, c % b], and a
     blocked result (the GEMM's rows then pixels, its columns channels) equals the reference's, packed."""
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
-    in_block, out_block = data.draw(st.sampled_from([(16, 16), (8, 0), (0, 8), (16, 8)]))
-    ci = data.draw(st.sampled_from([16, 32] if in_block == 16 else [8, 24]))
+    in_block, out_block = data.draw(st.sampled_from([(16, 16), (8, 0), (0, 8), (16, 8), (4, 16)]))
+    ci = data.draw(st.sampled_from({16: [16, 32], 4: [1, 3]}.get(in_block, [8, 24])))   # 4: an image, padded
     co = data.draw(st.sampled_from([8, 40] if out_block == 8 else [16, 48] if out_block else [5, 70]))
     k = data.draw(st.integers(1, 3))
     hw = (data.draw(st.integers(k + 1, 9)), data.draw(st.integers(k + 1, 9)))
@@ -100,7 +100,8 @@ def test_int8_gemm_conv_reads_and_writes_blocked_layouts(data):
     g = conv_graph(rng, data.draw(st.integers(1, 2)), ci, hw, co, (k, k), (data.draw(st.integers(1, 2)),) * 2,
                    (1, 1), (data.draw(st.integers(0, 1)),) * 4, xdt, data.draw(st.integers(*RANGE[xdt])), True)
     x = ints(rng, g.inputs[0].type.shape, xdt)
-    xb = lay.pack.reference([x], {"block": in_block, "fill": 0})[0] if in_block else x
+    fill = data.draw(st.integers(*RANGE[xdt]))           # padding channels (weight 0) count for nothing
+    xb = lay.pack.reference([x], {"block": in_block, "fill": fill})[0] if in_block else x
     want = interp.run(g, x)[0]
     if out_block:
         want = lay.pack.reference([want], {"block": out_block, "fill": 0})[0]
@@ -189,6 +190,30 @@ def test_the_int8_wmma_step_is_the_largest_of_4_2_1_fragments_dividing_the_reduc
         [4, 1, 1, 2, 2, 4]
 
 
+def test_the_staging_loads_up_to_16_bytes_a_thread_where_the_operand_is_contiguous():
+    """cuda_wmma.load_vector: a packed weight or a 16-channel block of int8 in one 128-bit load (float16: 8), an
+    8-channel block in 8 bytes, never below 4 elements, and never more than the tile's elements per thread."""
+    from compiler.backends.tvm_kernels.cuda_wmma import load_vector
+    assert [load_vector(run, half, 128 * 64, 256) for run, half in ((576, False), (576, True), (16, False),
+                                                                     (8, False), (4, False), (1, False))] == \
+        [16, 8, 16, 8, 4, 4]
+    assert [load_vector(576, False, rows * 16, 32) for rows in (16, 32, 64)] == [8, 16, 16]
+
+
+def test_an_8_or_16_byte_constant_vector_is_written_as_words():
+    """TVM 0.27 prints an int8x16 (int8x8) constant as make_int4 (make_int2) of 16 (8) bytes, which nvcc rejects;
+    tvm_cuda_source.fix packs them into little-endian words (the first byte the lowest)."""
+    from compiler.backends.tvm_cuda_source import fix
+    uchars = ", ".join(f"(uchar){v}" for v in [1, 2, 3, 4] + [128] * 12)
+    schars = ", ".join(["(signed char)-128"] * 15 + ["(signed char)-1"])
+    assert fix(f"x = make_uint4({uchars});") == "x = make_uint4(0x04030201u, 0x80808080u, 0x80808080u, 0x80808080u);"
+    assert fix(f"y = make_int4({schars});") == \
+        "y = make_int4((int)0x80808080u, (int)0x80808080u, (int)0x80808080u, (int)0xff808080u);"
+    eight = ", ".join(["(signed char)0"] * 7 + ["(signed char)5"])
+    assert fix(f"w = make_int2({eight});") == "w = make_int2((int)0x00000000u, (int)0x05000000u);"
+    assert fix("z = make_int4(1, 2, 3, 4);") == "z = make_int4(1, 2, 3, 4);"
+
+
 def test_the_block_tile_is_as_narrow_as_an_axis_of_64_or_fewer_needs():
     from compiler.backends.tvm_kernels.cuda_wmma import staging_scope
     from compiler.gpu_tile import block_tile
@@ -230,8 +255,8 @@ def test_float16_conv_gemm_reads_and_writes_blocked_layouts(data):
     blocked result through an epilogue (here adding one), equal to the reference's, packed."""
     from compiler.backends.tvm_kernels.cuda_gemm import Epilogue
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
-    in_block, out_block = data.draw(st.sampled_from([(16, 16), (8, 0), (0, 8)]))
-    ci = data.draw(st.sampled_from([16, 64] if in_block == 16 else [8, 24]))
+    in_block, out_block = data.draw(st.sampled_from([(16, 16), (8, 0), (0, 8), (4, 16)]))
+    ci = data.draw(st.sampled_from({16: [16, 64], 4: [3]}.get(in_block, [8, 24])))     # 4: an image, padded
     co = data.draw(st.sampled_from([8, 40] if out_block == 8 else [16, 48] if out_block else [5, 70]))
     k = data.draw(st.integers(1, 3))
     hw = (data.draw(st.integers(k + 1, 9)), data.draw(st.integers(k + 1, 9)))
@@ -241,7 +266,7 @@ def test_float16_conv_gemm_reads_and_writes_blocked_layouts(data):
     pad = data.draw(st.integers(0, 1))
     g.outputs = [g.add1(linalg.conv, [x, w], strides=(1, 1), pads=(pad,) * 4, dilations=(1, 1), groups=1)]
     xv = rng.standard_normal(x.type.shape).astype(np.float16)
-    xb = lay.pack.reference([xv], {"block": in_block, "fill": 0})[0] if in_block else xv
+    xb = lay.pack.reference([xv], {"block": in_block, "fill": 7})[0] if in_block else xv
     plus_one = Epilogue("float16", (), lambda v, b, r, c, tensors: v + tvm.tirx.const(1.0, "float16"))
     got = run_unscheduled(g, lambda ctx, node, args, inner: cuda_gemm.float_conv(
         ctx, node, args, epilogue=plus_one, epi_key=("plus_one",), in_block=in_block, out_block=out_block), xb, "mma")

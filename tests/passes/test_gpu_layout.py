@@ -48,16 +48,19 @@ def _residual_net(rng, c2=24):
 
 
 def test_int8_convs_and_the_pool_between_them_stay_blocked(rng):
-    """The 3-channel stem reads its input plain and writes 16-channel blocks; the max pool, the next conv (its
-    residual add in its write-back) and the last conv read blocks; the 24-channel output is written in 8-channel
-    blocks and unpacked once, where the graph output leaves."""
+    """The 3-channel stem reads its input NCHW{4}c, the quantize kernel writing it padded with the zero point, and
+    writes 16-channel blocks; the max pool, the next conv (its residual add in its write-back) and the last conv
+    read blocks; the 24-channel output is written in 8-channel blocks and unpacked once, where the graph output
+    leaves."""
     g = _residual_net(rng)
     fg = _final(g)
     kernels = [n for n in fg.nodes if n.op is kernel.fused]
     assert [n.op for n in fg.nodes if n.op in (lay.pack, lay.unpack)] == [lay.unpack]
     assert [n.attrs["kernel"] for n in kernels] == ["quantize", "qconv", "pool", "qconv", "qconv"]
-    assert [n.inputs[0].type.shape for n in kernels[1:]] == [(1, 3, 10, 10), (1, 1, 10, 10, 16), (1, 1, 5, 5, 16),
-                                                              (1, 1, 5, 5, 16)]
+    assert [n.inputs[0].type.shape for n in kernels[1:]] == [(1, 1, 10, 10, 4), (1, 1, 10, 10, 16),
+                                                              (1, 1, 5, 5, 16), (1, 1, 5, 5, 16)]
+    pack = kernels[0].attrs["body"].outputs[0].producer
+    assert pack.op is lay.pack and (pack.attrs["block"], pack.attrs["fill"]) == (4, 7)
     assert [n.outputs[0].type.shape for n in kernels[1:]] == [(1, 1, 10, 10, 16), (1, 1, 5, 5, 16),
                                                                (1, 1, 5, 5, 16), (1, 3, 5, 5, 8)]
     x = rng.standard_normal((1, 3, 10, 10)).astype(np.float32)

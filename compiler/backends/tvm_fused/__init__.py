@@ -92,8 +92,8 @@ def _pack(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]
     b, fill = node.attrs["block"], node.attrs["fill"]
     dt = tvm_dtype(node.inputs[0].type.dtype)
     out = node.outputs[0].type.shape
-    if c % b == 0 and ctx.target.kind == "cuda":    # dlight schedules it, FuseOps may join it to its producer
-        return [ctx.emit_te(klayout.pack_nchwc_te, args[0], b, name="pack_nchwc")]
+    if ctx.target.kind == "cuda":       # dlight schedules it, FuseOps may join it to its producer
+        return [ctx.emit_te(klayout.pack_nchwc_te, args[0], b, fill, name="pack_nchwc")]
     if c % b == 0:
         gv = ctx.kernel(("pack", n, c, h, w, b, dt), lambda: klayout.make_pack_nchwc(n, c, h, w, b, dt),
                          "pack_nchwc")

@@ -120,7 +120,8 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
               tile: Tile, contiguous: tuple[bool, bool], inner: str,
               target: tvm.target.Target | None = None, schedule: bool = True,
               epilogue: Epilogue | None = None, out_block: int = 0, k_period: int = 0,
-              row_images: int = 1, mma_tile: tuple[int, int] | None = None) -> tirx.PrimFunc:
+              row_images: int = 1, mma_tile: tuple[int, int] | None = None,
+              runs: tuple[int, int] = (4, 4)) -> tirx.PrimFunc:
     """The PrimFunc (r_src, c_src[, bias][, epilogue tensors]) -> out (batch, rows, cols): `inner` "mma"
     (integers fall back to "dp4a" where the tensor-core rule declines, float16 to dlight's SIMT matmul) or
     "dp4a"; `schedule=False` gives the computation unscheduled (what a test runs on the CPU to check the
@@ -139,7 +140,10 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
     (i, cols / b, rows / i, b) and the value at (0, r, c) in [r // (rows / i), c // b, r % (rows / i), c % b].
     `k_period`: the gathered operand's index math jumps every k_period reduction elements (a conv's ci; 0:
     never), which the tensor-core schedule's step respects (gpu_tile.k_steps). `mma_tile`: the tensor cores'
-    block tile (rows, cols), each side 16, 32, 64 or 128 (None: gpu_tile.block_tile's); `tile` is dp4a's."""
+    block tile (rows, cols), each side 16, 32, 64 or 128 (None: gpu_tile.block_tile's); `tile` is dp4a's.
+    `runs`: how many consecutive reduction elements (aligned) each operand's function reads contiguous in memory
+    (a packed weight: all; a blocked conv input: its channel block), so the tensor cores' staging loads them
+    as one vector of up to 16 bytes (cuda_wmma.load_vector)."""
     def build(kp: int) -> tuple[tirx.PrimFunc, tuple[str, str]]:
         return _gemm_func(batch, rows, cols, kp, r_input, c_input, r_fn, c_fn, bias_len, bias_on_rows, tile,
                           epilogue, out_block, row_images)
@@ -148,7 +152,7 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
     if not schedule:
         return func
     if inner == "mma" and (half or operands == ("int8", "int8")):
-        scheduled = _schedule_mma(func, target, half, _up(k, MMA_K), k_period, mma_tile)
+        scheduled = _schedule_mma(func, target, half, _up(k, MMA_K), k_period, mma_tile, runs)
         if scheduled is not None:
             return finalize(scheduled)
     if half:
@@ -209,12 +213,13 @@ def _schedule_simt(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimF
 
 
 def _schedule_mma(func: tirx.PrimFunc, target: tvm.target.Target, half: bool, kp: int,
-                  k_period: int = 0, tile: tuple[int, int] | None = None) -> tirx.PrimFunc | None:
+                  k_period: int = 0, tile: tuple[int, int] | None = None,
+                  runs: tuple[int, int] = (4, 4)) -> tirx.PrimFunc | None:
     """The WMMA schedule of `func` (cuda_wmma.py); None where the rule declines or its tensorization fails."""
     from compiler.backends.tvm_cuda_schedule import preload_cuda_intrinsics
     preload_cuda_intrinsics()
     with target:
-        return cuda_wmma.schedule(func, target, kp, k_period, half, tile)
+        return cuda_wmma.schedule(func, target, kp, k_period, half, tile, runs)
 
 
 def _schedule(func: tirx.PrimFunc, t: Tile, intrin: str, contiguous: tuple[bool, bool]) -> tirx.PrimFunc:
@@ -295,13 +300,24 @@ def im2col_fn(x_shape: tuple[int, int, int, int], kernel: tuple[int, int], strid
             rows_inside = m < n * m_real
             b, m = tirx.min(m // m_real, n - 1), m % m_real
         y, xo = m // ow, m % ow
-        if order == "hwc":
+        k_inside, t_row, t_col = kk < k_real, None, None
+        if order == "hwc" and ci % 4 == 0:
+            # A thread's 4 elements (kk 4j .. 4j+3) lie in one tap: TVM's vectorizer needs the tap and the bounds
+            # free of the lane after simplification. (kk // ci) // kw would fold into kk // (ci * kw), which the
+            # simplifier cannot split by lanes when a step spans taps (4 channels, 7 taps a row: kk // 28), and
+            # kk < k_real likewise; truncdiv of the tap (kk >= 0: the same value) and kk's 4-group do not fold.
+            t, c = kk // ci, kk % ci
+            t_row, t_col = tirx.truncdiv(t, kw), tirx.truncmod(t, kw)
+            k_inside = kk - kk % 4 < k_real
+        elif order == "hwc":
             t, c = kk // ci, kk % ci
         else:
             c, t = kk // (kh * kw), kk % (kh * kw)
-        iy = y * strides[0] + (t // kw) * dilations[0] - pads[0]
-        ix = xo * strides[1] + (t % kw) * dilations[1] - pads[1]
-        inside = tirx.all(rows_inside, kk < k_real, iy >= 0, iy < h, ix >= 0, ix < w)
+        if t_row is None:
+            t_row, t_col = t // kw, t % kw
+        iy = y * strides[0] + t_row * dilations[0] - pads[0]
+        ix = xo * strides[1] + t_col * dilations[1] - pads[1]
+        inside = tirx.all(rows_inside, k_inside, iy >= 0, iy < h, ix >= 0, ix < w)
         c = tirx.min(c, ci - 1)
         value = x[nchwc_index(b, c, iy, ix, in_block)] if in_block else x[b, c, iy, ix]
         return _shifted(inside, value, zp, x_dtype, shift)
@@ -309,9 +325,12 @@ def im2col_fn(x_shape: tuple[int, int, int, int], kernel: tuple[int, int], strid
 
 
 def _shifted(inside, value, zp: int, dtype: str, shift: int):
+    """`value` where `inside`, else the zero point; `shift` 128 reads a uint8 value as int8: x - 128 is x ^ 0x80
+    (one XOR of the loaded word for a thread's 4 bytes, where the subtraction took 7 instructions a word)."""
     if not shift:
         return tirx.if_then_else(inside, value, tirx.const(zp, dtype))
-    v = (value.astype("int32") - tirx.const(shift, "int32")).astype("int8")
+    assert shift == 128 and dtype == "uint8", (shift, dtype)
+    v = tirx.reinterpret("int8", tirx.bitwise_xor(value, tirx.const(128, "uint8")))
     return tirx.if_then_else(inside, v, tirx.const(zp - shift, "int8"))
 
 

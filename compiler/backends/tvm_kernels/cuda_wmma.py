@@ -41,6 +41,16 @@ HALF_PIPELINES = (                       # dlight's float16 pipelines of the ste
 WARP, VECTOR = 32, 4
 
 
+def load_vector(run: int, half: bool, elements: int, threads: int) -> int:
+    """Elements a thread loads at once into an operand's shared tile of `elements` per step: the operand's
+    contiguous `run`, at most 16 bytes (one 128-bit load: 16 int8, 8 float16; a 16-channel block of int8 in one
+    load instead of four), at least VECTOR, and dividing the tile's elements among the block's `threads`."""
+    v = min(run, 8 if half else 16)
+    while v > VECTOR and elements % (threads * v):
+        v //= 2
+    return max(v, VECTOR)
+
+
 def staging_scope(tile: tuple[int, int]) -> str:
     """Where the accumulators are staged on their way out: dynamic shared memory (dlight's) for the 128 x 128
     tile, static shared memory for a narrower one. TVM 0.27 fails to lower the 32-bit staging in the dynamic
@@ -51,10 +61,12 @@ def staging_scope(tile: tuple[int, int]) -> str:
 
 
 def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: int = 0,
-             half: bool = False, tile: tuple[int, int] | None = None) -> tirx.PrimFunc | None:
+             half: bool = False, tile: tuple[int, int] | None = None,
+             runs: tuple[int, int] = (VECTOR, VECTOR)) -> tirx.PrimFunc | None:
     """The scheduled PrimFunc (int8 x int8 -> int32, or `half`: float16 x float16 -> float32), or None where the
     GEMM is not a matmul this schedule takes or its tensorization fails. `tile`: the block tile (rows, cols),
-    each side 16, 32, 64 or 128 (the tile pass's choice, costmodel/gpu_tiles.py); None: `block_tile`'s."""
+    each side 16, 32, 64 or 128 (the tile pass's choice, costmodel/gpu_tiles.py); None: `block_tile`'s. `runs`:
+    how many consecutive reduction elements of each operand lie contiguous in memory (`load_vector`)."""
     from tvm.s_tir.tensor_intrin.cuda import get_wmma_intrin_group
     sch = s_tir.Schedule(func)
     reduction = get_reduction_blocks(sch, sch.get_child_blocks(get_root_block(sch)))
@@ -105,7 +117,8 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
         read = sch.cache_read(block, idx, "shared.dyn")
         sch.compute_at(read, k0)
         fused = sch.fuse(*sch.get_loops(read)[-2:])
-        _, f_1, f_2, f_3 = sch.split(fused, factors=[None, num_ty, WARP, VECTOR])
+        vector = load_vector(runs[idx], half, tile[idx] * MICRO * k_factors[1], num_ty * WARP)
+        _, f_1, f_2, f_3 = sch.split(fused, factors=[None, num_ty, WARP, vector])
         sch.bind(f_2, "threadIdx.x")
         sch.bind(f_1, "threadIdx.y")
         sch.vectorize(f_3)

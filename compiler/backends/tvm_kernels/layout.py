@@ -20,12 +20,17 @@ def nchwc_index(n, c, y, x, block: int) -> tuple:
     return n, c // block, y, x, c % block
 
 
-def pack_nchwc_te(x: te.Tensor, block: int) -> te.Tensor:
-    """(n, c, h, w) -> (n, c//block, h, w, block).  c must be divisible by block."""
+def pack_nchwc_te(x: te.Tensor, block: int, fill: int = 0) -> te.Tensor:
+    """(n, c, h, w) -> (n, ceil(c/block), h, w, block); channels past c (when block does not divide c) hold
+    ``fill``."""
     n, c, h, w = (int(v) for v in x.shape)
-    assert c % block == 0, (c, block)
-    return te.compute((n, c // block, h, w, block), lambda b, cb, y, xx, i: x[b, cb * block + i, y, xx],
-                      name="pack_nchwc")
+    if c % block == 0:
+        return te.compute((n, c // block, h, w, block), lambda b, cb, y, xx, i: x[b, cb * block + i, y, xx],
+                          name="pack_nchwc")
+    return te.compute((n, -(-c // block), h, w, block),
+                      lambda b, cb, y, xx, i: tirx.if_then_else(cb * block + i < c,
+                                                                x[b, tirx.min(cb * block + i, c - 1), y, xx],
+                                                                tirx.const(fill, x.dtype)), name="pack_nchwc")
 
 
 def unpack_nchwc_te(x: te.Tensor, channels: int = None) -> te.Tensor:
@@ -92,12 +97,9 @@ def make_repack_nchwc(n: int, c: int, h: int, w: int, block: int, new_block: int
 def make_pack_channels(n: int, c: int, h: int, w: int, block: int, cp: int, dtype: str, fill: int):
     """Scheduled PrimFunc NCHW (n, c, h, w) -> (n, cp//block, h, w, block) with channels c..cp filled with
     ``fill`` (the 3-channel stem padded to 4)."""
+    assert cp == -(-c // block) * block, (c, block, cp)
     x = te.placeholder((n, c, h, w), dtype, name="x")
-    y = te.compute((n, cp // block, h, w, block),
-                   lambda b, cb, yy, xx, i: tirx.if_then_else(cb * block + i < c,
-                                                              x[b, tirx.min(cb * block + i, c - 1), yy, xx],
-                                                              tirx.const(fill, dtype)), name="pack_nchwc")
-    return _schedule(te.create_prim_func([x, y]), "pack_nchwc", True, w)
+    return _schedule(te.create_prim_func([x, pack_nchwc_te(x, block, fill)]), "pack_nchwc", True, w)
 
 
 def quantize_te(v, scale: float, zp: int, qmin: int, qmax: int, dtype: str):

@@ -67,7 +67,8 @@ class ConvGemm:
     Written blocked (`out_block` b, NCHW{b}c): rows = the batch's pixels (padded to the tile once, not per image:
     a 7 x 7 image's 49 rows would be padded to 128), columns = output channels, so the write-back's vectors run
     along a block's contiguous channels. `in_block` b: the input arrives NCHW{b}c (the gather reads
-    a pixel's 4 channels as one word)."""
+    a pixel's 4 channels as one word); `ci` is then its channels padded to the block (a 3-channel image read
+    NCHW{4}c: 4), the weight's padding channels 0 (`weight_2d`)."""
     n: int
     ci: int
     h: int
@@ -86,6 +87,7 @@ class ConvGemm:
     def of(cls, node: Node, weight: np.ndarray, in_block: int = 0, out_block: int = 0) -> ConvGemm:
         n, ci, h, w = node.inputs[0].type.shape
         co, _, kh, kw = weight.shape
+        ci = -(-ci // in_block) * in_block if in_block else ci
         oh, ow = node.outputs[0].type.shape[2:]
         m = oh * ow
         if out_block:
@@ -93,6 +95,13 @@ class ConvGemm:
         else:
             co_p = kd.padded(co, m, kd.pick_tile(co, m))[0]
         return cls(n, ci, h, w, co, kh, kw, oh, ow, co_p, -(-ci * kh * kw // kd.BK) * kd.BK, in_block, out_block)
+
+    def weight_2d(self, weight: np.ndarray, order: str = "hwc") -> np.ndarray:
+        """The (co, K) weight in the gather's reduction `order`, zero over the input's padding channels."""
+        pad = self.ci - weight.shape[1]
+        if pad:
+            weight = np.concatenate([weight, np.zeros((weight.shape[0], pad) + weight.shape[2:], weight.dtype)], 1)
+        return kd.conv_weight_2d(weight, order)
 
     def key(self, node: Node) -> tuple:
         a = node.attrs
@@ -119,13 +128,14 @@ class ConvGemm:
         g = self.gemm(w_dtype == "float16", c_fn_args.get("order", "hwc"))
         x_in, w_in = (x_shape, x_dtype), ((self.co_p, self.kp), w_dtype)
         target, scheduled = _tvm_target(ctx), not ctx.unscheduled
+        x_run = ib if ib and c_fn_args.get("order", "hwc") == "hwc" else 4     # a pixel's channel block
         if self.out_block:
             return kd.make_gemm(1, g.rows, g.cols, g.k, x_in, w_in, gather, kd.weight_fn(), bias_len, False,
                                 kd.pick_tile(g.rows, g.cols), (False, True), inner, target, scheduled, epilogue,
-                                self.out_block, g.period, self.n, tile)
+                                self.out_block, g.period, self.n, tile, (x_run, self.kp))
         return kd.make_gemm(g.batch, g.rows, g.cols, g.k, w_in, x_in, kd.weight_fn(), gather, bias_len, True,
                             kd.pick_tile(g.rows, g.cols), (True, False), inner, target, scheduled, epilogue,
-                            k_period=g.period, mma_tile=tile)
+                            k_period=g.period, mma_tile=tile, runs=(self.kp, x_run))
 
     def output(self, ctx: LowerCtx, gv: relax.GlobalVar, args: list[relax.Expr], dtype: str) -> relax.Expr:
         """The GEMM's result as the conv's NCHW (or NCHW{b}c) output; args: the packed weight, the input, ..."""
@@ -183,7 +193,7 @@ def conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epilo
     xdt = tvm_dtype(x.type.dtype)
     inner, shift = _inner_and_shift(ctx, inner, xdt)
     geo = ConvGemm.of(node, wc, in_block, out_block)
-    w2d = kd.conv_weight_2d(wc)
+    w2d = geo.weight_2d(wc)
     zp = int(a["x_zero_point"])
     gv = ctx.kernel(("int8_conv", inner, ctx.unscheduled, zp, xdt, geo.key(node), epi_key, tile),
                     lambda: geo.make(node, "int8", xdt, {"zp": zp, "x_dtype": xdt, "shift": shift}, geo.co, inner,
@@ -216,7 +226,7 @@ def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epi
         return kd.make_gemm(
             1, rows, cols, k, ((1, rows, k), xdt), ((cols_p, kp), "int8"), kd.rows_fn(k, rows, zp, xdt, shift),
             kd.weight_fn(), cols, False, simt, (False, True), inner, _tvm_target(ctx), not ctx.unscheduled, epilogue,
-            mma_tile=tile)
+            mma_tile=tile, runs=(16 if k % 16 == 0 else 4, kp))
     gv = ctx.kernel(key, make, "int8_matmul")
     x3 = ctx.emit(R.reshape(args[0], (1, rows, k)))
     y = ctx.call_kernel(gv, [x3, const(kd.pack_rows(wt, cols_p, kp), "int8"),
@@ -239,7 +249,7 @@ def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], epilogue: kd.E
     gv = ctx.kernel(("f16_conv", ctx.unscheduled, geo.key(node), epi_key, tile),
                     lambda: geo.make(node, "float16", "float16", {"zp": 0, "x_dtype": "float16", "order": order},
                                      None, "mma", ctx, epilogue, tile), "f16_conv2d")
-    wp = kd.pack_rows(kd.conv_weight_2d(wc, order), geo.co_p, geo.kp)
+    wp = kd.pack_rows(geo.weight_2d(wc, order), geo.co_p, geo.kp)
     y = geo.output(ctx, gv, [const(wp, "float16"), args[0], *epi_values], "float16")
     if len(args) > 2 and epilogue is None:
         y = ctx.emit(R.add(y, ctx.emit(R.reshape(args[2], (1, shape_of(args[2])[0], 1, 1)))))
