@@ -5,6 +5,10 @@ the source a cuda module stores (and compiles wherever it is loaded) and the one
   the zero point it pads with or the 0x80 that shifts uint8 to int8) is printed as `make_int2` / `make_int4` (or
   `make_uint2` / `make_uint4`) of 8 or 16 byte values, which nvcc rejects ("too many arguments in function
   call"): the 32-bit words of those bytes instead.
+* A bitwise operation (^, &, |) of two 8-bit vectors is printed byte by byte through `reinterpret_cast<unsigned
+  char*>` of each 32-bit component, which for 16-byte vectors makes nvcc keep the result in local memory (ptxas
+  char*>` of each 32-bit component: each component's 4 byte operations become one 32-bit operation, the same
+  bits.
 """
 from __future__ import annotations
 
@@ -27,9 +31,28 @@ def _words(m: re.Match) -> str:
     return f"make_{unsigned}int{n}(" + ", ".join(f"{cast}0x{w:08x}u" for w in words) + ")"
 
 
+_WORD = r"[A-Za-z_]\w*(?:\.[xyzw])?"
+
+
+def _byte_op(i: int, dst: str, a: str, op: str, b: str) -> str:
+    return (rf"[ \t]*reinterpret_cast<unsigned char\*>\(&\({dst}\)\)\[{i}\] = \(unsigned char\)\(\("
+            rf"\(reinterpret_cast<const unsigned char\*>\(&\({a}\)\)\[{i}\]\){op}"
+            rf"\(reinterpret_cast<const unsigned char\*>\(&\({b}\)\)\[{i}\]\)\)\);\n")
+
+
+_BYTE_OPS = re.compile(_byte_op(0, f"({_WORD})", f"({_WORD})", r"([\^&|])", f"({_WORD})")
+                       + "".join(_byte_op(i, r"\1", r"\2", r"\3", r"\4") for i in (1, 2, 3)))
+
+
+def _word_op(m: re.Match) -> str:
+    indent = re.match(r"[ \t]*", m.group(0)).group(0)
+    return f"{indent}{m.group(1)} = {m.group(2)} {m.group(3)} {m.group(4)};\n"
+
+
 def fix(code: str) -> str:
-    """`code` with TVM's 8- and 16-byte constant vectors written as words."""
-    return _BYTES.sub(_words, code)
+    """`code` with TVM's 8- and 16-byte constant vectors written as words and its bytewise bitwise operations as
+    word operations."""
+    return _BYTE_OPS.sub(_word_op, _BYTES.sub(_words, code))
 
 
 tvm_ffi.register_global_func("tvm_callback_cuda_postproc", lambda code, target=None: fix(code), override=True)

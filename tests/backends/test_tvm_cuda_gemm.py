@@ -214,6 +214,18 @@ def test_an_8_or_16_byte_constant_vector_is_written_as_words():
     assert fix("z = make_int4(1, 2, 3, 4);") == "z = make_int4(1, 2, 3, 4);"
 
 
+def test_a_bytewise_xor_of_words_is_one_xor_per_word():
+    """TVM prints a uint8x16 XOR byte by byte through reinterpret_cast of each 32-bit component; fix makes each
+    component's 4 byte XORs one (the same bits), and leaves a byte sequence that is not a whole word alone."""
+    from compiler.backends.tvm_cuda_source import fix
+    line = ("    reinterpret_cast<unsigned char*>(&(__1.{c}))[{i}] = (unsigned char)(((reinterpret_cast<const unsigned "
+            "char*>(&(v_.{c}))[{i}])^(reinterpret_cast<const unsigned char*>(&(k.{c}))[{i}])));\n")
+    code = "".join(line.format(c=c, i=i) for c in "xy" for i in range(4))
+    assert fix(code) == "    __1.x = v_.x ^ k.x;\n    __1.y = v_.y ^ k.y;\n"
+    partial = "".join(line.format(c="x", i=i) for i in range(3))
+    assert fix(partial) == partial
+
+
 def test_the_block_tile_is_as_narrow_as_an_axis_of_64_or_fewer_needs():
     from compiler.backends.tvm_kernels.cuda_wmma import staging_scope
     from compiler.gpu_tile import block_tile
