@@ -100,11 +100,23 @@ def gpu_kernel_layout(node: Node) -> KernelLayout | None:
     largest of GPU_BLOCKS dividing its channel counts (0, plain, where none does), an input of fewer than
     GPU_PAD_BELOW channels (a 3-channel image) NCHW{4}c padded with the zero point; an int8 or
     float16 max pool (or global max) reads and writes that block (tvm_fused/cuda.emit_pool), so a pool between
-    convs needs no conversion. FP32 stays NCHW (its convs are dlight's SIMT matmuls, not our GEMM)."""
+    convs needs no conversion, and so does a float32 global average pool of a blocked conv's result (FP16's ResNet
+    tail: its last conv writes the float16 result widened to float32, kernel.widened_result). FP32 stays NCHW (its convs are dlight's SIMT
+    matmuls, not our GEMM)."""
     body = node.attrs["body"]
     a = kernel.anchor_of(body)
     x = a.inputs[0]
-    if not body.inputs or body.inputs[0] is not x or x.type.rank != 4 or x.type.dtype not in GPU_DTYPES:
+    if not body.inputs or body.inputs[0] is not x or x.type.rank != 4:
+        return None
+    if a.op is rd.reduce_mean and _spatial(a) and x.type.dtype is F32:      # a global average pool: blocked
+        p = node.inputs[0].producer                                          # where its input is written so
+        if p is not None and p.op is lay.unpack:                             # (by this pass already)
+            block = p.inputs[0].type.shape[4]
+        else:
+            made = gpu_kernel_layout(p) if p is not None and p.op is kernel.fused else None
+            block = made.out_block if made is not None else 0
+        return KernelLayout(block, block) if block else None
+    if x.type.dtype not in GPU_DTYPES:
         return None
     if a.op in (nn.max_pool, rd.reduce_max) and (a.op is nn.max_pool or _spatial(a)):
         b = next((b for b in GPU_BLOCKS if x.type.shape[1] % b == 0), 0)      # a max pool: cuda.emit_pool
@@ -112,8 +124,8 @@ def gpu_kernel_layout(node: Node) -> KernelLayout | None:
     conv = q.conv if x.type.dtype in INT8 else linalg.conv
     if a.op is not conv or a.attrs["groups"] != 1 or not a.inputs[1].is_const:
         return None
-    if x.type.dtype is DType.F16 and body.outputs[0].type.dtype is not DType.F16:
-        return None             # a float16 body ending in a float32 cast: lowered op by op, plain
+    if x.type.dtype is DType.F16 and body.outputs[0].type.dtype is not DType.F16 and not kernel.widened_result(body):
+        return None             # a float16 body ending in another float32 op: lowered op by op, plain
     ib, ob = (next((b for b in GPU_BLOCKS if c % b == 0), 0) for c in (x.type.shape[1], a.outputs[0].type.shape[1]))
     if not ib and x.type.shape[1] < GPU_PAD_BELOW:
         ib = 4          # a 3-channel image: padded to 4 (the weight's 4th channel 0), a pixel is one word

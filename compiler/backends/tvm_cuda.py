@@ -152,6 +152,17 @@ class CudaExecutable:
         """The __global__ kernel names (the source declares each one before defining it)."""
         return list(dict.fromkeys(KERNEL_RE.findall(self.cuda_source())))
 
+    def launches(self) -> list[str]:
+        """The kernels one run launches, in order: the VM program's calls that are not its own builtins (a reshape
+        between kernels is a view, vm.builtin.reshape, not a launch)."""
+        if self._executable is None:
+            raise Unsupported("the VM program is not available for an executable loaded from a library",
+                              hint="compile the model again")
+        text = self._executable.as_text()
+        main = text[text.index("@main"):]
+        main = main[:main.find("\n@", 1)] if "\n@" in main[1:] else main
+        return [name for name in re.findall(r"^\s*call\s+(\S+)\s+in:", main, re.M) if not name.startswith("vm.")]
+
     def ptx(self) -> str:
         if self._ptx is None:
             cu = self.cuda_source()

@@ -46,3 +46,15 @@ def anchor_of(body) -> Any:
     skip = (layout.pack, layout.unpack, layout.unpack_weight, shape.transpose, elementwise.cast,
             quant.requant)
     return next(n for n in body.nodes if n.op not in skip)
+
+
+def widened_result(body) -> bool:
+    """The body's result (before a final pack) is a float16 value cast to float32: what a float16 GEMM can write
+    widened, exactly (ResNet's last conv in FP16, read by a float32 global pool)."""
+    from compiler.ops import elementwise, layout
+    from compiler.types import DType
+    last = body.outputs[0].producer
+    while last is not None and last.op is layout.pack:
+        last = last.inputs[0].producer
+    return last is not None and last.op is elementwise.cast and last.outputs[0].type.dtype is DType.F32 and \
+        last.inputs[0].type.dtype is DType.F16

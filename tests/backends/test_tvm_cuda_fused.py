@@ -154,6 +154,17 @@ def test_the_gpu_convs_read_and_write_channel_blocks_a_word_at_a_time():
     assert "make_uint4(0x80808080u, 0x80808080u, 0x80808080u, 0x80808080u)" in src
 
 
+def test_a_blocked_conv_result_reaches_the_next_kernel_as_a_view_not_a_copy():
+    """Each conv GEMM writes (n, c / b, h * w, b), which the next kernel reads as (n, c / b, h, w, b): a view
+    (vm.builtin.reshape; tvm.compile's RewriteDataflowReshape), so the program launches the IR's kernels and no
+    copy kernel between them."""
+    g, _ = _final("cnn", "cuda -arch=sm_90")
+    launches = BACKEND.build(g, Target.parse("cuda -arch=sm_90")).launches()
+    assert not [k for k in launches if k.startswith("reshape")], launches
+    assert sum(k.startswith("int8_conv2d") for k in launches) == sum(
+        n.op is kernel.fused and n.attrs["kernel"] == "qconv" for n in g.nodes)
+
+
 @pytest.mark.slow
 def test_float16_convs_read_channel_blocks_a_vector_at_a_time():
     """--precision fp16: the blocked float16 convs (16 channels a tap) gather a thread's 4 channels as one 64-bit
@@ -186,7 +197,8 @@ def test_an_int16_conv_the_gemm_does_not_take_is_lowered_op_by_op():
 @pytest.mark.slow
 def test_float16_convs_carry_their_epilogues():
     """--precision fp16: the SiLU, the ReLU and the residual add are computed in their convs' write-back (body.compose's
-    float16 scalar forms, as the CPU's fused kernels use them); a body ending in a float32 cast stays op by op."""
+    float16 scalar forms, as the CPU's fused kernels use them); the last conv, whose body ends in a cast to float32
+    for the float32 mean, writes its float16 result widened (it was lowered op by op)."""
     model, xs = _cnn()
     target = "cuda -arch=sm_90"
     g, _ = final_ir(model, target, example_inputs=(torch.from_numpy(xs[0]),), precision="fp16")
@@ -196,8 +208,28 @@ def test_float16_convs_carry_their_epilogues():
     exe = BACKEND.build(g, Target.parse(target))
     kernels = exe.kernels()
     assert sum(k.startswith("f16_conv2d") for k in kernels) == 4, kernels
-    assert not any("sigmoid" in k or "multiply" in k for k in kernels), kernels
-    assert sum("maximum" in k for k in kernels) == 1, kernels        # the last conv's bias + ReLU + cast
+    assert not any("sigmoid" in k or "multiply" in k or "maximum" in k for k in kernels), kernels
+    convs = [n for n in g.nodes if n.op is kernel.fused and n.attrs["kernel"] == "conv"]
+    assert convs[-1].outputs[0].type.rank == 5 and convs[-1].outputs[0].type.dtype.value == "float32"
+
+
+@pytest.mark.slow
+def test_a_float16_resnet_tail_stays_blocked_into_its_global_average_pool():
+    """--precision fp16, ResNet's tail (convs, then a global average pool in float32): the last conv writes its
+    float16 result widened to float32 in channel blocks, the pool reads the blocks, and nothing between the image's
+    pack and the pool converts a layout; the GPU program built for the CPU matches the interpreter."""
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 1, 1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    target = "cuda -arch=sm_90"
+    g, _ = final_ir(model, target, example_inputs=(torch.from_numpy(x),), precision="fp16")
+    want = interp.run(g, x)[0]
+    np.testing.assert_allclose(tvm_cuda.build_for_cpu(g, Target.parse(target))(x)[0], want, rtol=1e-2,
+                               atol=1e-2 * np.abs(want).max())
+    launches = BACKEND.build(g, Target.parse(target)).launches()
+    assert [k for k in launches if "conv2d" in k] == ["f16_conv2d_0", "f16_conv2d_1"], launches
+    assert any("global_avg_pool2d" in k for k in launches), launches
+    assert not any("unpack" in k or k.startswith("reshape") for k in launches), launches
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import numpy as np
 
 from compiler import interp
 from compiler.ir import Graph
-from compiler.ops import elementwise as ew, kernel, linalg, nn, quant as q
+from compiler.ops import elementwise as ew, kernel, linalg, nn, quant as q, reduce as rd
 from compiler.ops import layout as lay
 from compiler.types import DType, TensorType
 from compiler.verify import verify
@@ -89,9 +89,11 @@ def test_channel_counts_no_block_divides_stay_plain(rng):
     assert not any(n.op in (lay.pack, lay.unpack) for n in _final(f).nodes)
 
 
-def test_float16_convs_are_blocked_unless_their_body_ends_in_float32(rng):
-    """--precision fp16: float16 convs read and write blocks like int8 ones; a conv whose kernel ends in a cast to
-    float32 (lowered op by op on the GPU) keeps NCHW."""
+def test_float16_convs_are_blocked_and_a_result_widened_to_float32_too(rng):
+    """--precision fp16: float16 convs read and write blocks like int8 ones, also one whose kernel ends in a cast to
+    float32 (the GPU's GEMM writes it widened) and a float32 global average pool after it reads those blocks; a conv
+    whose kernel ends in another float32 op (lowered op by op on the GPU) keeps NCHW, and so does an FP32 pool's
+    input."""
     g = Graph()
     x = g.add_input("x", TensorType((1, 16, 6, 6), DType.F16))
     y = x
@@ -99,10 +101,29 @@ def test_float16_convs_are_blocked_unless_their_body_ends_in_float32(rng):
         w = g.const(rng.standard_normal((16, 16, 3, 3)).astype(np.float16), f"w{i}")
         y = g.add1(ew.relu, [g.add1(linalg.conv, [y, w], strides=(1, 1), pads=(1,) * 4, dilations=(1, 1),
                                     groups=1)])
-    g.outputs = [g.add1(ew.cast, [y], to=DType.F32)]
+    y = g.add1(ew.cast, [y], to=DType.F32)
+    g.outputs = [g.add1(rd.reduce_mean, [y], axes=(2, 3), keepdims=True)]
     fg = _final(g)
-    convs = [n for n in fg.nodes if n.op is kernel.fused]
-    assert [n.inputs[0].type.rank for n in convs] == [5, 4] and [n.outputs[0].type.rank for n in convs] == [5, 4]
-    assert [n.op for n in fg.nodes] == [lay.pack, kernel.fused, lay.unpack, kernel.fused]
+    kernels = [n for n in fg.nodes if n.op is kernel.fused]
+    assert [n.attrs["kernel"] for n in kernels] == ["conv", "conv", "reduce"]
+    assert [n.inputs[0].type.rank for n in kernels] == [5, 5, 5]
+    assert kernels[1].outputs[0].type.dtype is DType.F32
+    assert [n.op for n in fg.nodes] == [lay.pack, kernel.fused, kernel.fused, kernel.fused, lay.unpack]
     xs = rng.standard_normal((1, 16, 6, 6)).astype(np.float16)
     np.testing.assert_array_equal(interp.run(fg, xs)[0], interp.run(g, xs)[0])
+
+    f = Graph()
+    x = f.add_input("x", TensorType((1, 16, 6, 6), DType.F16))
+    w = f.const(rng.standard_normal((16, 16, 3, 3)).astype(np.float16), "w")
+    y = f.add1(ew.cast, [f.add1(linalg.conv, [x, w], strides=(1, 1), pads=(1,) * 4, dilations=(1, 1), groups=1)],
+               to=DType.F32)
+    f.outputs = [f.add1(ew.relu, [y])]
+    ff = _final(f)
+    assert [n.inputs[0].type.rank for n in ff.nodes if n.op is kernel.fused] == [4]
+
+    h = Graph()                             # FP32: plain convs, so the pool reads plain too (no pack for it)
+    x = h.add_input("x", TensorType((1, 16, 6, 6), DType.F32))
+    w = h.const(rng.standard_normal((16, 16, 3, 3)).astype(np.float32), "w")
+    y = h.add1(ew.relu, [h.add1(linalg.conv, [x, w], strides=(1, 1), pads=(1,) * 4, dilations=(1, 1), groups=1)])
+    h.outputs = [h.add1(rd.reduce_mean, [y], axes=(2, 3), keepdims=True)]
+    assert not any(n.op in (lay.pack, lay.unpack) for n in _final(h).nodes)

@@ -37,7 +37,7 @@ EMITTERS = {
     "quantize": integer.emit_quantize, "attention": attention.emit_attention, "gate": gate.emit_gate,
 }
 CUDA_EMITTERS = {"qconv": cuda.emit_qconv, "qmatmul": cuda.emit_qmatmul, "conv": cuda.emit_conv,
-                 "attention": cuda.emit_attention, "pool": cuda.emit_pool}
+                 "attention": cuda.emit_attention, "pool": cuda.emit_pool, "reduce": cuda.emit_pool}
 
 
 def inline(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> relax.Expr:

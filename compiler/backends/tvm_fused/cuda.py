@@ -40,6 +40,7 @@ from compiler.backends.tvm_lower.registry import LowerCtx, tvm_dtype
 from compiler.gpu_tile import GpuGemm
 from compiler.ir import Node, Value
 from compiler.ops import elementwise as ew
+from compiler.ops import kernel
 from compiler.ops import quant as q
 from compiler.types import DType
 
@@ -219,18 +220,24 @@ def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax
 
 
 def _float_conv_epilogue(kb: KernelBody):
+    """(the composed float16 epilogue, the dtype written: float16, or float32 where the body ends in a cast to it)."""
     c = kb.anchor
     _data_and_weight(kb, c, blocked=True)
     if tvm_dtype(c.outputs[0].type.dtype) != "float16":
         raise NotFusable("the GPU's float GEMM is float16")
-    return compose(kb, kb.epilogue, c.outputs[0], 1, "float16", plain_full=not kb.out_block, compute="float32")
+    nodes, out = kb.epilogue, "float16"
+    chain_end = nodes[-2].outputs[0] if len(nodes) > 1 else c.outputs[0]
+    if nodes and kernel.widened_result(kb.body) and nodes[-1].inputs[0] is chain_end:
+        nodes, out = nodes[:-1], "float32"
+    return compose(kb, nodes, c.outputs[0], 1, "float16", plain_full=not kb.out_block, compute="float32"), out
 
 
 def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
     """A float16 conv: float32 sums rounded once, + its bias in float16, then the composed epilogue, each op in
-    float32 and rounded to float16 (as the reference's float16 ops are)."""
+    float32 and rounded to float16 (as the reference's float16 ops are), written widened to float32 where the body
+    ends in that cast."""
     c = kb.anchor
-    comp = _float_conv_epilogue(kb)
+    comp, out = _float_conv_epilogue(kb)
     n, co, oh, ow = c.outputs[0].type.shape
     ob = kb.out_block
     shape = (n, co // ob, oh, ow, ob) if ob else (n, co, oh, ow)
@@ -247,10 +254,10 @@ def emit_conv(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
         if has_bias:
             v = v + tensors[0][ch]
         full = nchwc_index(b, ch, y, x, ob) if ob else (b, ch, y, x)
-        return comp.build(tensors[int(has_bias):])(v, ch, full, b)
-    epi = kd.Epilogue("float16", tuple(inputs), fn)
+        return comp.build(tensors[int(has_bias):])(v, ch, full, b).astype(out)
+    epi = kd.Epilogue(out, tuple(inputs), fn)
     y = cuda_gemm.float_conv(ctx, c, [args[kb.operand_of(c.inputs[0])], None], epilogue=epi,
-                             epi_values=tuple(values), epi_key=(has_bias, comp.key),
+                             epi_values=tuple(values), epi_key=(has_bias, comp.key, out),
                              in_block=kb.blocks.get(kb.operand_of(c.inputs[0]), 0), out_block=ob, tile=_tile(kb))
     if y is None:
         raise NotFusable("the GPU's float16 GEMM does not take this conv")
@@ -280,8 +287,9 @@ def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> rel
 
 
 def emit_pool(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
-    """A pool on NCHW{b}c data (an int8 max pool between the blocked convs) as one kernel on the blocked layout
-    (tvm_kernels/pool.pool2d_te, scheduled by dlight); plain pools are lowered op by op."""
+    """A pool on NCHW{b}c data (an int8 max pool between the blocked convs, a float32 global average pool after
+    them) as one kernel on the blocked layout (tvm_kernels/pool.pool2d_te, scheduled by dlight); plain pools are
+    lowered op by op."""
     spec, xi = pool_spec(kb)
     if not spec.block:
         raise NotFusable("a plain pool")

@@ -250,7 +250,8 @@ def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], epilogue: kd.E
                     lambda: geo.make(node, "float16", "float16", {"zp": 0, "x_dtype": "float16", "order": order},
                                      None, "mma", ctx, epilogue, tile), "f16_conv2d")
     wp = kd.pack_rows(geo.weight_2d(wc, order), geo.co_p, geo.kp)
-    y = geo.output(ctx, gv, [const(wp, "float16"), args[0], *epi_values], "float16")
+    y = geo.output(ctx, gv, [const(wp, "float16"), args[0], *epi_values],
+                   epilogue.dtype if epilogue is not None else "float16")
     if len(args) > 2 and epilogue is None:
         y = ctx.emit(R.add(y, ctx.emit(R.reshape(args[2], (1, shape_of(args[2])[0], 1, 1)))))
     return y
