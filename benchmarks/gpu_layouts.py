@@ -1,17 +1,22 @@
 """What the GPU's channel-blocked layouts change, side by side in one run and without a GPU: the integer-only INT8
-and the FP16 cuda programs with assign_gpu_layouts (each conv reads and writes NCHW{16}c or NCHW{8}c,
-passes/layout.py) and without it (NCHW throughout), counted on what TVM compiles:
+and the FP16 cuda programs with assign_gpu_layouts (each conv reads and writes NCHW{16}c or NCHW{8}c, the
+3-channel image NCHW{4}c: passes/layout.py) and without it (NCHW throughout), counted on what TVM compiles:
 
-* launches and MiB the kernels write per image (the layout conversions included);
-* how each conv's gather loads the activation, read from the generated CUDA C: a thread's 4 reduction elements
-  as one vector load ("vector": a 32-bit word of int8, 64 bits of float16), as 4 loads of one vector
-  ("4 strided": NCHW's 4 channels H*W apart), or one by one in a loop ("loop": TVM could not vectorize them;
-  the 3-channel stem image);
+* the kernels one run launches (the built program's: a copy kernel TVM adds counts) and the MiB the kernels write
+  per image (the layout conversions included);
+* how each conv's gather loads the activation, read from the generated CUDA C: a thread's 4 (or a channel
+  block's 8 or 16) reduction elements as one vector load ("vector": 32 or 128 bits of int8, 64 or 128 bits of
+  float16), as 4 loads of one vector ("4 strided": NCHW's 4 channels H*W apart), or one by one in a loop
+  ("loop": TVM could not vectorize them; the plain 3-channel image);
 * how it writes its result: one vector store per 4 values, or element by element;
 * the tensor cores' work over the convs' own multiply-adds ("MMA work"): a GEMM's rows and columns are padded
   to the block tile (choose_tiles', costmodel/gpu_tiles.py; without it 128, or 64, 32, 16 along an axis of at
   most that many: gpu_tile.block_tile), its reduction to 16;
-* the conv kernels that spill registers, and the most bytes one spills (`ptxas -v`, sm_90).
+* the conv kernels that spill registers, and the most bytes one spills (`ptxas -v`, sm_90);
+* the instructions the conv GEMMs' main loops issue per tensor-core MMA (m16n8k16), over all of them weighted by
+  their MMAs and the worst kernel's, read from the SASS (benchmarks/sass.py; nvdisasm from the dev extra): a
+  warp scheduler issues one instruction a clock and an MMA keeps a tensor core about 2-4 clocks, so above that
+  the loop is bound by the gather's address arithmetic, not the tensor cores.
 
     PYTHONPATH=. python benchmarks/gpu_layouts.py [--models cnn detector] [--modes int8 fp16] [--batch 1 32]
 
@@ -32,7 +37,7 @@ from pathlib import Path
 KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\((.*?)\) \{(.*?)\n\}\n', re.S)
 
 
-VECTOR = r"\*\((?:u?int|half4|uint2)\*\)\({}_ptr \+"        # 4 int8 as a word, 4 float16 as 64 bits
+VECTOR = r"\*\((?:u?int[24]?|half4)\*\)\({}_ptr \+"   # 4 or 16 int8 as 32 or 128 bits, 4 or 8 float16
 
 
 def _form(body: str, ptr: str) -> str:
@@ -67,13 +72,14 @@ def spills(ptx: str) -> tuple[int, int, int]:
     return len(convs), sum(b > 0 for b in convs), max(convs, default=0)
 
 
-def mma_work(g) -> float:
-    """Padded multiply-adds of the conv GEMMs on tensor cores over their real ones (cuda_gemm / cuda_wmma's
-    padding: rows and columns to the block tile, gpu_tile.block_tile, the reduction to 16)."""
+def conv_gemms(g) -> list[tuple[int, int]]:
+    """(padded, real) multiply-adds of each conv GEMM on tensor cores, in graph order (cuda_gemm / cuda_wmma's
+    padding: rows and columns to the block tile, gpu_tile.block_tile, the reduction to 16; a 3-channel image read
+    NCHW{4}c has a zero 4th channel in its weight)."""
     from compiler.backends.tvm_kernels.cuda_gemm import MMA_K
     from compiler.gpu_tile import block_tile
     from compiler.ops import kernel
-    padded = real = 0
+    out = []
     for node in g.nodes:
         if node.op is not kernel.fused or node.attrs["kernel"] not in ("qconv", "conv"):
             continue
@@ -81,17 +87,48 @@ def mma_work(g) -> float:
         if a.attrs["groups"] != 1 or a.inputs[0].type.rank != 4:
             continue
         (n, ci, _, _), (co, _, kh, kw) = a.inputs[0].type.shape, a.inputs[1].type.shape
+        x = node.inputs[0].type.shape
+        ci_read = x[1] * x[4] if len(x) == 5 else ci           # the channels the gather reads (padded)
         m, k = a.outputs[0].type.shape[2] * a.outputs[0].type.shape[3], ci * kh * kw
-        kp = -(-k // MMA_K) * MMA_K
+        kp = -(-ci_read * kh * kw // MMA_K) * MMA_K
         up = (lambda v, t: -(-v // t) * t)
         if node.outputs[0].type.rank == 5:                  # blocked: rows = the batch's pixels, columns = co
             rows, cols, gemms = n * m, co, 1
         else:                                              # plain: rows = co, columns = one image's pixels
             rows, cols, gemms = co, m, n
         tile_r, tile_c = tuple(node.attrs["tile"]) or block_tile(rows, cols)     # the tile pass's, or the rule's
-        padded += gemms * up(rows, tile_r) * up(cols, tile_c) * kp
-        real += n * m * co * k
-    return padded / real
+        out.append((gemms * up(rows, tile_r) * up(cols, tile_c) * kp, n * m * co * k))
+    return out
+
+
+def mma_work(g) -> float:
+    """Padded multiply-adds of the conv GEMMs on tensor cores over their real ones."""
+    gemms = conv_gemms(g)
+    return sum(p for p, _ in gemms) / sum(r for _, r in gemms)
+
+
+MMA_MACS = 16 * 8 * 16      # one IMMA / HMMA m16n8k16
+
+
+def loop_instructions(g, exe) -> tuple[float, float] | None:
+    """(main-loop instructions per MMA over every conv GEMM weighted by its MMAs, the worst kernel's) from the SASS
+    (benchmarks/sass.py: ptxas + nvdisasm for sm_90), or None without nvdisasm. A conv's kernel is the one its
+    call in the Relax program names (identical convs share one)."""
+    from benchmarks import sass
+    if sass.nvdisasm() is None:
+        return None
+    loops = sass.main_loops(exe.ptx(), lambda name: "_conv2d_" in name)
+    calls = re.findall(r"R\.call_tir\(cls\.(\w+_conv2d_\d+),", exe.source("relax"))
+    gemms = conv_gemms(g)
+    if len(calls) != len(gemms):
+        return None
+    issued = mmas = 0.0
+    for name, (padded, _) in zip(calls, gemms):
+        loop = loops.get(name + "_kernel")
+        if loop is not None:                               # (a reduction unrolled whole has no loop)
+            issued += loop[0] / loop[1] * padded / MMA_MACS
+            mmas += padded / MMA_MACS
+    return issued / mmas, max(i / m for i, m in loops.values())
 
 
 def main() -> None:
@@ -112,7 +149,7 @@ def main() -> None:
     target = "cuda -arch=sm_90"
     print(f"{'model':28s} {'batch':>5s} {'mode':5s} {'layouts':8s} {'launches':>8s} {'MiB written':>11s} "
           f"{'conversions':>11s}  {'conv gathers (vector / 4 strided / loop)':41s} {'stores (vector / elements)':27s} "
-          f"{'MMA work':8s}  spilling convs (bytes)")
+          f"{'MMA work':8s}  {'spilling convs (bytes)':22s}  loop instructions / MMA (all, worst)")
     with tempfile.TemporaryDirectory() as d:
         for name, batch, mode in itertools.product(args.models, args.batch, args.modes):
             model = _model(name, batch, Path(d))
@@ -120,15 +157,18 @@ def main() -> None:
                   if mode == "int8" else dict(precision=mode))
             for label, disabled in (("blocked", []), ("NCHW", ["assign_gpu_layouts"])):
                 g = final_ir(model, target, disable_passes=disabled, **kw)[0]
-                launches, written = traffic(g)
+                written = traffic(g)[1]
                 conversions = sum(n.op in (lay.pack, lay.unpack) for n in g.nodes)
                 exe = BACKEND.build(g, Target.parse(target))
+                launches = len(exe.launches())
                 loads, stores = gathers(exe.cuda_source())
                 convs, spilling, most = spills(exe.ptx())
+                loop = loop_instructions(g, exe)
                 print(f"{MODELS[name][0]:28s} {batch:>5d} {mode:5s} {label:8s} {launches:>8d} "
                       f"{written / 2**20 / batch:>11.2f} {conversions:>11d}  {loads['vector']:>6d} / "
                       f"{loads['4 strided']:>3d} / {loads['loop']:<25d} {stores['vector']:>3d} / "
-                      f"{stores['elements']:<21d} {mma_work(g):.2f}x     {spilling} of {convs} ({most})", flush=True)
+                      f"{stores['elements']:<21d} {mma_work(g):.2f}x     {f'{spilling} of {convs} ({most})':22s}  "
+                      + (f"{loop[0]:.2f}, {loop[1]:.2f}" if loop else "- (no nvdisasm)"), flush=True)
 
 if __name__ == "__main__":
     main()

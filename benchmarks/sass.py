@@ -1,0 +1,91 @@
+"""Reading what ptxas made of a kernel, without a GPU: the SASS of each kernel's main loop.
+
+A tensor-core GEMM kernel spends its time in one loop (a reduction step: global loads, shared-memory stores, a
+barrier, fragment loads and the MMAs). Each warp scheduler issues one instruction a clock, and on sm_80 / sm_90 an
+IMMA / HMMA m16n8k16 (2048 multiply-adds) keeps a tensor core busy for about 2 to 4 clocks, so a loop issuing
+many more instructions than that per MMA is bound by issue, not by the tensor cores. `main_loops` counts both in
+the loop that holds the most MMAs (the innermost backward branch around them).
+
+nvdisasm comes from the `nvidia-cuda-nvdisasm` wheel (the dev extra) or the CUDA toolkit on PATH.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+MMA = ("IMMA", "HMMA")
+_INSTR = re.compile(r"^\s*/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*(.*?);")
+_LABEL = re.compile(r"^(\.L_x_\d+):")
+
+
+def nvdisasm() -> str | None:
+    """The nvdisasm executable: on PATH, or in the nvidia-cuda-nvdisasm wheel; None if neither."""
+    found = shutil.which("nvdisasm")
+    if found:
+        return found
+    spec = importlib.util.find_spec("nvidia")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        for exe in sorted(Path(root).glob("cu*/bin/nvdisasm")):
+            return str(exe)
+    return None
+
+
+def disassemble(ptx: str, arch: str = "sm_90") -> str:
+    """SASS of `ptx` (ptxas for `arch`, then nvdisasm)."""
+    tool = nvdisasm()
+    if tool is None:
+        raise RuntimeError("nvdisasm not found: pip install nvidia-cuda-nvdisasm")
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "m.ptx").write_text(ptx)
+        subprocess.run(["ptxas", f"-arch={arch}", "m.ptx", "-o", "m.cubin"], cwd=d, check=True, capture_output=True)
+        return subprocess.run([tool, "-c", str(Path(d) / "m.cubin")], check=True, capture_output=True,
+                              text=True).stdout
+
+
+def kernels(sass: str) -> dict[str, str]:
+    """Kernel name -> its SASS text."""
+    parts = re.split(r"^\s*\.section\s+\.text\.(\w+),.*$", sass, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def main_loop(body: str) -> tuple[int, int] | None:
+    """(instructions, MMAs) of the loop of `body` (one kernel's SASS) that holds the most MMAs, or None where no
+    loop holds one (a reduction unrolled whole)."""
+    ops, labels, pending = [], {}, []
+    for line in body.splitlines():
+        label = _LABEL.match(line)
+        if label:
+            pending.append(label.group(1))
+            continue
+        m = _INSTR.match(line)
+        if m:
+            addr = int(m.group(1), 16)
+            labels.update((name, addr) for name in pending)      # a label marks the next instruction
+            pending = []
+            ops.append((m.group(2), addr, m.group(3)))
+    best = None
+    for op, addr, args in ops:
+        target = re.search(r"\((\.L_x_\d+)\)", args) if op == "BRA" else None
+        if target is None or labels.get(target.group(1), addr + 1) > addr:
+            continue                                              # not a backward branch
+        inside = [o for o, a, _ in ops if labels[target.group(1)] <= a <= addr]
+        mmas = sum(o.startswith(MMA) for o in inside)
+        if mmas and (best is None or mmas > best[1]):
+            best = (len(inside), mmas)
+    return best
+
+
+def main_loops(ptx: str, name_filter=lambda name: True, arch: str = "sm_90") -> dict[str, tuple[int, int]]:
+    """Kernel name -> (instructions, MMAs) of its main loop, for the kernels of `ptx` that `name_filter` keeps and
+    that have a loop with MMAs."""
+    out = {}
+    for name, body in kernels(disassemble(ptx, arch)).items():
+        if name_filter(name):
+            loop = main_loop(body)
+            if loop is not None:
+                out[name] = loop
+    return out

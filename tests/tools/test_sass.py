@@ -1,0 +1,63 @@
+"""benchmarks/sass.py: the main loop of a kernel's SASS (what benchmarks/gpu_layouts.py counts per MMA)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from benchmarks import sass
+
+SASS = """
+        .section        .text.k_kernel,"ax",@progbits
+k_kernel:
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   S2R R0, SR_TID.X ;
+.L_x_1:
+        /*0020*/                   LDG.E R4, desc[UR4][R2.64] ;
+        /*0030*/                   STS [R5], R4 ;
+        /*0040*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
+        /*0050*/                   LDSM.16.M88.2 R8, [R6] ;
+        /*0060*/                   IMMA.16816.S8.S8 R12, R8.ROW, R10.COL, R12 ;
+        /*0070*/                   IMMA.16816.S8.S8 R16, R9.ROW, R10.COL, R16 ;
+        /*0080*/                   ISETP.NE.AND P0, PT, R7, RZ, PT ;
+        /*0090*/               @P0 BRA `(.L_x_1) ;
+.L_x_2:
+        /*00a0*/                   STG.E desc[UR4][R2.64], R12 ;
+        /*00b0*/               @P1 BRA `(.L_x_2) ;
+        /*00c0*/                   EXIT ;
+        .section        .text.plain_kernel,"ax",@progbits
+plain_kernel:
+        /*0000*/                   EXIT ;
+"""
+
+
+def test_the_main_loop_is_the_backward_branch_around_the_mmas():
+    """From its label (the instruction after it) to the branch: 8 instructions, 2 of them MMAs; the store loop
+    holds none, and a kernel without a loop has no main loop."""
+    ks = sass.kernels(SASS)
+    assert sorted(ks) == ["k_kernel", "plain_kernel"]
+    assert sass.main_loop(ks["k_kernel"]) == (8, 2)
+    assert sass.main_loop(ks["plain_kernel"]) is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ptxas") is None or sass.nvdisasm() is None, reason="needs ptxas and nvdisasm")
+def test_the_int8_conv_gemms_of_a_resnet_stem_loop_on_tensor_cores():
+    """A ResNet stem (7x7 stride-2 conv of the 3-channel image, read NCHW{4}c) and a 3x3 64-channel conv,
+    integer-only for sm_90: each GEMM loops over reduction steps of IMMAs, and its gather issues a bounded
+    number of instructions per MMA (the stem's byte-by-byte gather of the plain image issued 65 per MMA)."""
+    torch = pytest.importorskip("torch")
+    from compiler.api import final_ir
+    from compiler.backends.tvm import BACKEND
+    from compiler.target import Target
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3), nn.ReLU(), nn.Conv2d(64, 64, 3, 1, 1), nn.ReLU()).eval()
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((1, 3, 64, 64)).astype(np.float32) for _ in range(3)]
+    g, _ = final_ir(model, "cuda -arch=sm_90", example_inputs=(torch.from_numpy(xs[0]),), quantize="int8",
+                    integer_only=True, calibration=[[x] for x in xs[1:]])
+    loops = sass.main_loops(BACKEND.build(g, Target.parse("cuda -arch=sm_90")).ptx(), lambda n: "conv2d" in n)
+    assert {"int8_conv2d_0_kernel", "int8_conv2d_1_kernel"} <= set(loops), sorted(loops)
+    for name, (instructions, mmas) in loops.items():
+        assert mmas % 8 == 0 and mmas < instructions <= 16 * mmas, (name, instructions, mmas)
