@@ -37,9 +37,10 @@ QUANTIZED_PIPELINES: dict[str, list[str]] = {
 
 # the kernel-level passes, after quantization: what runs as one kernel, in which layout, with which
 # tile. On the GPU the fused convs and matmuls are implicit GEMMs, its attention one kernel
-# (backends/tvm_fused/cuda.py); assign_gpu_layouts gives the int8 and float16 convs NCHW{16}c (or {8}c; the 3-channel
-# image {4}c) inputs and results (a pixel's channels one vector: passes/layout.py), the rest stays NCHW; choose_tiles then gives each
-# tensor-core GEMM its block tile (costmodel/gpu_tiles.py: the rows x columns the layout made). fuse_attention comes
+# (backends/tvm_fused/cuda.py); assign_gpu_layouts gives the int8 and float16 convs NCHW{16}c (or {8}c; the
+# 3-channel image {4}c) inputs and results (a pixel's channels one vector: passes/layout.py), the rest stays NCHW;
+# choose_tiles then gives each tensor-core GEMM its block tile (costmodel/gpu_tiles.py: the rows x columns the layout
+# made). fuse_attention comes
 # first: its chain (matmul, scale, mask, softmax, matmul) holds matmuls that fuse_kernels would
 # otherwise take one by one. pack_weights stores each conv and matmul kernel's constant weight in the
 # packed form its kernel reads (assign_layouts chose the blocks a conv's form depends on). assign_inplace marks the kernels that

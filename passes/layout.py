@@ -101,8 +101,8 @@ def gpu_kernel_layout(node: Node) -> KernelLayout | None:
     GPU_PAD_BELOW channels (a 3-channel image) NCHW{4}c padded with the zero point; an int8 or
     float16 max pool (or global max) reads and writes that block (tvm_fused/cuda.emit_pool), so a pool between
     convs needs no conversion, and so does a float32 global average pool of a blocked conv's result (FP16's ResNet
-    tail: its last conv writes the float16 result widened to float32, kernel.widened_result). FP32 stays NCHW (its convs are dlight's SIMT
-    matmuls, not our GEMM)."""
+    tail: its last conv writes the float16 result widened to float32, kernel.widened_result). FP32 stays NCHW
+    (its convs are dlight's SIMT matmuls, not our GEMM)."""
     body = node.attrs["body"]
     a = kernel.anchor_of(body)
     x = a.inputs[0]

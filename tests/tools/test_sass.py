@@ -46,7 +46,7 @@ def test_the_main_loop_is_the_backward_branch_around_the_mmas():
 def test_the_int8_conv_gemms_of_a_resnet_stem_loop_on_tensor_cores():
     """A ResNet stem (7x7 stride-2 conv of the 3-channel image, read NCHW{4}c) and a 3x3 64-channel conv,
     integer-only for sm_90: each GEMM loops over reduction steps of IMMAs, and its gather issues a bounded
-    number of instructions per MMA (the stem's byte-by-byte gather of the plain image issued 65 per MMA)."""
+    number of instructions per MMA (the stem's byte-by-byte gather of the plain image issued 31 per MMA here)."""
     torch = pytest.importorskip("torch")
     from compiler.api import final_ir
     from compiler.backends.tvm import BACKEND
