@@ -150,14 +150,22 @@ def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 17,
                 input_name: str = "input") -> Path:
-    """torch.onnx.export with the TorchScript exporter (no onnxscript needed)."""
+    """torch.onnx.export with the TorchScript exporter (no onnxscript needed). The file appears whole: it is written
+    beside `path` and renamed onto it, so a process reading `path` (a test beside this one exporting the same
+    cached model) never sees it half written."""
+    import os
     import warnings
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[input_name], output_names=["output"])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.eval(), (example,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=[input_name], output_names=["output"])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -66,3 +66,22 @@ def test_executable_matches_interp(tmp_path, name, backend):
     np.testing.assert_allclose(cm.run(xn)[0], want, rtol=1e-4, atol=1e-5)
     cm2 = compiler.load(cm.save(tmp_path / f"{name}.dyc"))
     np.testing.assert_array_equal(cm2.run(xn)[0], cm.run(xn)[0])
+
+
+def test_an_exported_model_appears_whole(tmp_path, monkeypatch):
+    """examples.zoo.export_onnx writes beside the destination and renames: while the exporter writes, the destination
+    does not exist (a test in another process exporting the same cached model would have read half a file), and
+    afterwards it holds the whole model and nothing is left beside it."""
+    import onnx
+    import torch
+    from examples import zoo
+    dest = tmp_path / "m.onnx"
+    real = torch.onnx.export
+
+    def exporter(*args, **kw):
+        assert not dest.exists() and args[2] != str(dest)
+        return real(*args, **kw)
+    monkeypatch.setattr(torch.onnx, "export", exporter)
+    zoo.export_onnx(torch.nn.Linear(4, 2), torch.zeros(1, 4), dest)
+    onnx.checker.check_model(onnx.load(str(dest)))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
