@@ -29,10 +29,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import re
-import subprocess
 import tempfile
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\((.*?)\) \{(.*?)\n\}\n', re.S)
 
@@ -60,44 +61,37 @@ def gathers(src: str) -> tuple[Counter, Counter]:
     return loads, stores
 
 
-def spills(ptx: str) -> tuple[int, int, int]:
-    """(conv GEMM kernels, how many of them spill registers, the most bytes one spills) by `ptxas -v` for sm_90."""
-    with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "m.ptx").write_text(ptx)
-        log = subprocess.run(["ptxas", "-v", "-arch=sm_90", "m.ptx", "-o", "m.cubin"], cwd=d, check=True,
-                             capture_output=True, text=True).stderr
+def spills(log: str) -> tuple[int, int, int]:
+    """(conv GEMM kernels, how many of them spill registers, the most bytes one spills) from `ptxas -v`'s log."""
     stores = {name: int(b) for name, b in
               re.findall(r"Function properties for (\w+)\n\s*\d+ bytes stack frame, (\d+) bytes spill stores", log)}
     convs = [b for name, b in stores.items() if "8_conv2d" in name or "f16_conv2d" in name]
     return len(convs), sum(b > 0 for b in convs), max(convs, default=0)
 
 
-def conv_gemms(g) -> list[tuple[int, int]]:
-    """(padded, real) multiply-adds of each conv GEMM on tensor cores, in graph order (cuda_gemm / cuda_wmma's
-    padding: rows and columns to the block tile, gpu_tile.block_tile, the reduction to 16; a 3-channel image read
-    NCHW{4}c has a zero 4th channel in its weight)."""
+def conv_gemms(g, target: str = "cuda -arch=sm_90") -> list[tuple[int, int]]:
+    """(padded, real) multiply-adds of each conv on tensor cores, in graph order: its GEMM as the emitter builds it
+    (tvm_fused/cuda.gemm_spec: the blocked or per-image shape, a padded image's zero channels), rows and columns
+    padded to the node's block tile (or gpu_tile.block_tile's), the reduction to 16."""
+    from compiler.backends.tvm_fused import cuda
+    from compiler.backends.tvm_fused.body import NotFusable, parse
     from compiler.backends.tvm_kernels.cuda_gemm import MMA_K
     from compiler.gpu_tile import block_tile
     from compiler.ops import kernel
+    from compiler.target import Target
+    up = (lambda v, t: -(-v // t) * t)
     out = []
     for node in g.nodes:
         if node.op is not kernel.fused or node.attrs["kernel"] not in ("qconv", "conv"):
             continue
-        a = kernel.anchor_of(node.attrs["body"])
-        if a.attrs["groups"] != 1 or a.inputs[0].type.rank != 4:
+        try:
+            spec = cuda.gemm_spec(parse(node), Target.parse(target))
+        except NotFusable:                                 # lowered op by op: no tensor-core GEMM
             continue
-        (n, ci, _, _), (co, _, kh, kw) = a.inputs[0].type.shape, a.inputs[1].type.shape
-        x = node.inputs[0].type.shape
-        ci_read = x[1] * x[4] if len(x) == 5 else ci           # the channels the gather reads (padded)
-        m, k = a.outputs[0].type.shape[2] * a.outputs[0].type.shape[3], ci * kh * kw
-        kp = -(-ci_read * kh * kw // MMA_K) * MMA_K
-        up = (lambda v, t: -(-v // t) * t)
-        if node.outputs[0].type.rank == 5:                  # blocked: rows = the batch's pixels, columns = co
-            rows, cols, gemms = n * m, co, 1
-        else:                                              # plain: rows = co, columns = one image's pixels
-            rows, cols, gemms = co, m, n
-        tile_r, tile_c = tuple(node.attrs["tile"]) or block_tile(rows, cols)     # the tile pass's, or the rule's
-        out.append((gemms * up(rows, tile_r) * up(cols, tile_c) * kp, n * m * co * k))
+        a = kernel.anchor_of(node.attrs["body"])
+        tile_r, tile_c = tuple(node.attrs["tile"]) or block_tile(spec.rows, spec.cols)
+        out.append((spec.batch * up(spec.rows, tile_r) * up(spec.cols, tile_c) * up(spec.k, MMA_K),
+                    int(np.prod(a.outputs[0].type.shape)) * int(np.prod(a.inputs[1].type.shape[1:]))))
     return out
 
 
@@ -110,15 +104,15 @@ def mma_work(g) -> float:
 MMA_MACS = 16 * 8 * 16      # one IMMA / HMMA m16n8k16
 
 
-def loop_instructions(g, exe) -> tuple[float, float] | None:
+def loop_instructions(g, exe, cubin: bytes) -> tuple[float, float] | None:
     """(main-loop instructions per MMA over every conv GEMM weighted by its MMAs, the worst kernel's) from the SASS
-    (benchmarks/sass.py: ptxas + nvdisasm for sm_90), or None without nvdisasm. A conv's kernel is the one its
-    call in the Relax program names (identical convs share one)."""
+    of `cubin` (benchmarks/sass.py), or None without nvdisasm. A conv's kernel is the one the program launches
+    for it, in order (identical convs share one)."""
     from benchmarks import sass
     if sass.nvdisasm() is None:
         return None
-    loops = sass.main_loops(exe.ptx(), lambda name: "_conv2d_" in name)
-    calls = re.findall(r"R\.call_tir\(cls\.(\w+_conv2d_\d+),", exe.source("relax"))
+    loops = sass.main_loops(cubin, lambda name: "_conv2d_" in name)
+    calls = [k for k in exe.launches() if "_conv2d_" in k]
     gemms = conv_gemms(g)
     if len(calls) != len(gemms):
         return None
@@ -140,6 +134,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32],
                     help="batch sizes the programs are compiled for (default 1 32)")
     args = ap.parse_args()
+    from benchmarks import sass
     from benchmarks.gpu_fusion import traffic
     from benchmarks.gpu_prepare import MODELS, _model, inputs
     from compiler.api import final_ir
@@ -162,8 +157,9 @@ def main() -> None:
                 exe = BACKEND.build(g, Target.parse(target))
                 launches = len(exe.launches())
                 loads, stores = gathers(exe.cuda_source())
-                convs, spilling, most = spills(exe.ptx())
-                loop = loop_instructions(g, exe)
+                cubin, log = sass.assemble(exe.ptx())
+                convs, spilling, most = spills(log)
+                loop = loop_instructions(g, exe, cubin)
                 print(f"{MODELS[name][0]:28s} {batch:>5d} {mode:5s} {label:8s} {launches:>8d} "
                       f"{written / 2**20 / batch:>11.2f} {conversions:>11d}  {loads['vector']:>6d} / "
                       f"{loads['4 strided']:>3d} / {loads['loop']:<25d} {stores['vector']:>3d} / "

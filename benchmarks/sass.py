@@ -34,14 +34,22 @@ def nvdisasm() -> str | None:
     return None
 
 
-def disassemble(ptx: str, arch: str = "sm_90") -> str:
-    """SASS of `ptx` (ptxas for `arch`, then nvdisasm)."""
+def assemble(ptx: str, arch: str = "sm_90") -> tuple[bytes, str]:
+    """(the cubin, ptxas's -v log: registers, spills) of `ptx` for `arch`."""
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "m.ptx").write_text(ptx)
+        log = subprocess.run(["ptxas", "-v", f"-arch={arch}", "m.ptx", "-o", "m.cubin"], cwd=d, check=True,
+                             capture_output=True, text=True).stderr
+        return (Path(d) / "m.cubin").read_bytes(), log
+
+
+def disassemble(cubin: bytes) -> str:
+    """The SASS of `cubin` (nvdisasm)."""
     tool = nvdisasm()
     if tool is None:
         raise RuntimeError("nvdisasm not found: pip install nvidia-cuda-nvdisasm")
     with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "m.ptx").write_text(ptx)
-        subprocess.run(["ptxas", f"-arch={arch}", "m.ptx", "-o", "m.cubin"], cwd=d, check=True, capture_output=True)
+        (Path(d) / "m.cubin").write_bytes(cubin)
         return subprocess.run([tool, "-c", str(Path(d) / "m.cubin")], check=True, capture_output=True,
                               text=True).stdout
 
@@ -79,11 +87,11 @@ def main_loop(body: str) -> tuple[int, int] | None:
     return best
 
 
-def main_loops(ptx: str, name_filter=lambda name: True, arch: str = "sm_90") -> dict[str, tuple[int, int]]:
-    """Kernel name -> (instructions, MMAs) of its main loop, for the kernels of `ptx` that `name_filter` keeps and
-    that have a loop with MMAs."""
+def main_loops(cubin: bytes, name_filter=lambda name: True) -> dict[str, tuple[int, int]]:
+    """Kernel name -> (instructions, MMAs) of its main loop, for the kernels of `cubin` (`assemble`) that
+    `name_filter` keeps and that have a loop with MMAs."""
     out = {}
-    for name, body in kernels(disassemble(ptx, arch)).items():
+    for name, body in kernels(disassemble(cubin)).items():
         if name_filter(name):
             loop = main_loop(body)
             if loop is not None:

@@ -57,7 +57,8 @@ def test_the_int8_conv_gemms_of_a_resnet_stem_loop_on_tensor_cores():
     xs = [rng.standard_normal((1, 3, 64, 64)).astype(np.float32) for _ in range(3)]
     g, _ = final_ir(model, "cuda -arch=sm_90", example_inputs=(torch.from_numpy(xs[0]),), quantize="int8",
                     integer_only=True, calibration=[[x] for x in xs[1:]])
-    loops = sass.main_loops(BACKEND.build(g, Target.parse("cuda -arch=sm_90")).ptx(), lambda n: "conv2d" in n)
+    cubin = sass.assemble(BACKEND.build(g, Target.parse("cuda -arch=sm_90")).ptx())[0]
+    loops = sass.main_loops(cubin, lambda n: "conv2d" in n)
     assert {"int8_conv2d_0_kernel", "int8_conv2d_1_kernel"} <= set(loops), sorted(loops)
     for name, (instructions, mmas) in loops.items():
         assert mmas % 8 == 0 and mmas < instructions <= 16 * mmas, (name, instructions, mmas)
