@@ -31,6 +31,7 @@ random numbers on the checking side, whose numpy may be another version).
     python benchmarks/gpu_prepare.py [-o DIR] [--cpu] [--batch 1 32] [--models cnn encoder detector
                                      attention] [--modes fp32 fp16 int8] [--backends tvm mlir]
                                      [--max-mb 64] [--python X.Y] [--kernel-outputs] [--int8 mma|dp4a]
+                                     [--mma sync|wmma]
                                      [--disable-pass NAME ...] [--pack]
   -o DIR      the folder, replaced (default out/gpu-check; out/gpu-check-cpu with --cpu)
   --cpu       compile for llvm (this CPU), batches 1 2 by default: to try gpu_check.sh --cpu here
@@ -43,6 +44,8 @@ random numbers on the checking side, whose numpy may be another version).
               then names the first kernel that departs from the interpreter (for finding a backend's bug)
   --int8      the cuda int8 convs / matmuls on tensor cores (mma, the default) or with dp4a (the target
               option -int8=)
+  --mma       the tensor cores through mma.sync and ldmatrix (sync, the default) or WMMA (wmma: the baseline;
+              the target option -mma=)
   --disable-pass  compile without these passes (e.g. fuse_kernels fuse_attention: every op its own kernel, the
               baseline the fused kernels are timed against: prepare a second, smaller folder with it, e.g.
               --models cnn attention --modes int8 fp32 --backends tvm, and check both in one session;
@@ -280,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="every kernel's result an output too: the check names the first that departs")
     ap.add_argument("--int8", choices=["mma", "dp4a"], default="mma",
                     help="cuda int8 convs / matmuls on tensor cores (mma) or with dp4a")
+    ap.add_argument("--mma", choices=["sync", "wmma"], default="sync",
+                    help="the tensor cores through mma.sync and ldmatrix (sync) or WMMA (wmma)")
     ap.add_argument("--disable-pass", nargs="+", default=[], metavar="NAME",
                     help="compile without these passes (e.g. fuse_kernels fuse_attention: the unfused baseline; "
                          "assign_gpu_layouts: the NCHW baseline; choose_tiles: the rule's tiles)")
@@ -289,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     from compiler.diagnostics import CompileError
     from compiler.target import Target
     from compiler.tools.runtime_bundle import make_bundle
-    target = Target.parse("llvm" if args.cpu else GPU_TARGET + ("" if args.int8 == "mma" else f" -int8={args.int8}"))
+    options = ("" if args.int8 == "mma" else f" -int8={args.int8}") + ("" if args.mma == "sync" else f" -mma={args.mma}")
+    target = Target.parse("llvm" if args.cpu else GPU_TARGET + options)
     batches = sorted(set(args.batch or ([1, 2] if args.cpu else [1, 32])) | {1})
     out = Path(args.output or ROOT / "out" / ("gpu-check-cpu" if args.cpu else "gpu-check"))
     if out.exists():

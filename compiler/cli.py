@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'llvm' (host CPU; options -mcpu=NAME, -num-threads=N, -fast-tier=off|l2|BYTES), e.g. "
                         "--target 'llvm -mcpu=znver4'; 'cuda -arch=sm_80|sm_86|sm_89|sm_90' (NVIDIA GPU, "
                         "default sm_80; builds without a GPU, runs only on one; option -int8=mma|dp4a: integer "
-                        "convs / matmuls on int8 tensor cores, the default, or with dp4a). "
+                        "convs / matmuls on int8 tensor cores, the default, or with dp4a; option -mma=sync|wmma: "
+                        "tensor cores through mma.sync and ldmatrix, the default, or through WMMA). "
                         "Default: llvm")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="where to write the compiled model. Default: MODEL's stem + .dyc in the "

@@ -40,6 +40,7 @@ class Target:
     options: tuple[tuple[str, str], ...] = field(default=())
     fast_tier: str = "off"              # llvm: "off", "l2" (this machine's per-core L2) or a byte count
     int8: str = "mma"                   # cuda: int8 conv / matmul on tensor cores ("mma") or with "dp4a"
+    mma: str = "sync"                   # cuda: tensor cores through mma.sync + ldmatrix ("sync") or "wmma"
 
     @classmethod
     def parse(cls, text: str) -> Target:
@@ -53,7 +54,7 @@ class Target:
             if not m:
                 raise Unsupported(f"cannot parse target option {w!r} in {text!r}", hint="use -key=value")
             kw[m.group(1)] = m.group(2)
-        known = {"mcpu", "arch", "num-threads", "fast-tier", "int8"}
+        known = {"mcpu", "arch", "num-threads", "fast-tier", "int8", "mma"}
         if set(kw) - known:
             raise Unsupported(f"unknown target option(s) {sorted(set(kw) - known)}; known: {sorted(known)}")
         nt = kw.get("num-threads")
@@ -63,8 +64,11 @@ class Target:
         int8 = kw.get("int8", "mma")
         if int8 not in ("mma", "dp4a") or int8 != "mma" and words[0] != "cuda":
             raise Unsupported(f"target option -int8={int8}: expected mma or dp4a, on cuda")
+        mma = kw.get("mma", "sync")
+        if mma not in ("sync", "wmma") or mma != "sync" and words[0] != "cuda":
+            raise Unsupported(f"target option -mma={mma}: expected sync or wmma, on cuda")
         return cls(words[0], kw.get("mcpu"), kw.get("arch", "sm_80"), int(nt) if nt else None, fast_tier=tier,
-                   int8=int8)
+                   int8=int8, mma=mma)
 
     @property
     def cpu(self) -> str:
@@ -75,6 +79,7 @@ class Target:
 
     def __str__(self) -> str:
         if self.kind == "cuda":
-            return f"cuda -arch={self.arch}" + (f" -int8={self.int8}" if self.int8 != "mma" else "")
+            return (f"cuda -arch={self.arch}" + (f" -int8={self.int8}" if self.int8 != "mma" else "")
+                    + (f" -mma={self.mma}" if self.mma != "sync" else ""))
         return (f"llvm -mcpu={self.cpu}" + (f" -num-threads={self.num_threads}" if self.num_threads else "")
                 + (f" -fast-tier={self.fast_tier}" if self.fast_tier != "off" else ""))

@@ -6,7 +6,8 @@ GEMMs of rows x cols x k); a candidate is a block tile (rows, cols), each side 1
 fragment, 1 of 2, 2 of 2, 4 of 2: gpu_tile.warps_and_fragments). `features` names what decides its time on an
 SM-based GPU:
 
-* work:      padded multiply-adds over the real ones (the tile pads rows and columns, the fragment k);
+* work:      padded multiply-adds over the real ones (the tile pads rows and columns, the fragment k:
+             gpu_tile.fragment_k, 32 for most int8 GEMMs);
 * blocks:    thread blocks, blocks resident per SM (warp slots and shared memory), the busiest SM's blocks and
              the rounds it runs them in, the SMs the GEMM fills; a GEMM of fewer blocks than SMs leaves SMs
              idle (ResNet-18's last stage at batch 32 with dlight's 128 x 128 tile: 52 blocks on 132 SMs);
@@ -75,19 +76,16 @@ def candidate_tiles(spec: GpuGemm) -> list[tuple[int, int]]:
     return [(r, c) for r in sides(spec.rows) for c in sides(spec.cols)]
 
 
-def _up(v: int, m: int) -> int:
-    return -(-v // m) * m
-
-
 def k_padded(spec: GpuGemm) -> int:
-    return _up(spec.k, FRAGMENT)
+    return spec.kp
 
 
-def shared_bytes(spec: GpuGemm, tile: tuple[int, int], step: int = 4) -> int:
-    """Shared memory of one block: both operand tiles double-buffered at `step` fragments of k, and the 32-bit
-    accumulators' staging (cuda_wmma.staging_scope)."""
+def shared_bytes(spec: GpuGemm, tile: tuple[int, int], step: int | None = None) -> int:
+    """Shared memory of one block: both operand tiles double-buffered at `step` fragments of k (None: the
+    schedule's, gpu_tile.k_steps), and the 32-bit accumulators' staging (cuda_wmma.staging_scope)."""
+    step = step or k_steps(spec.kp, spec.period, spec.fragment)
     elem = 2 if spec.half else 1
-    return 2 * (tile[0] + tile[1]) * FRAGMENT * step * elem + tile[0] * tile[1] * 4
+    return 2 * (tile[0] + tile[1]) * spec.fragment * step * elem + tile[0] * tile[1] * 4
 
 
 FEATURE_NAMES = ("tile_rows", "tile_cols", "warps", "k_step", "steps", "log_blocks", "resident", "blocks_per_sm",
@@ -100,8 +98,8 @@ def features(spec: GpuGemm, tile: tuple[int, int], gpu: Gpu) -> dict[str, float]
     tr, tc = tile
     (wr, fr), (wc, fc) = warps_and_fragments(tr), warps_and_fragments(tc)
     warps = wr * wc
-    kp = k_padded(spec)
-    step = k_steps(kp, spec.period)
+    kp, kf = k_padded(spec), spec.fragment
+    step = k_steps(kp, spec.period, kf)
     row_tiles, col_tiles = -(-spec.rows // tr), -(-spec.cols // tc)
     blocks = spec.batch * row_tiles * col_tiles
     resident = max(1, min(gpu.warps_per_sm // warps, gpu.blocks_per_sm,
@@ -109,14 +107,14 @@ def features(spec: GpuGemm, tile: tuple[int, int], gpu: Gpu) -> dict[str, float]
     per_sm = -(-blocks // gpu.sms)                        # blocks the busiest SM runs in all
     together = min(resident, per_sm)                     # ... at once
     elem = 2 if spec.half else 1
-    # a warp's step: fr x fc x step MMAs of 16^3 on its sub-partition's tensor core (a quarter of the SM's rate),
-    # and (fr + fc) x step fragment loads from shared memory (a quarter of its bandwidth)
-    mma = FRAGMENT ** 3 / (gpu.mma_per_sm["float16" if spec.half else "int8"] / 4)
-    load = FRAGMENT * FRAGMENT * elem / (gpu.shared_bytes_per_clock / 4)
+    # a warp's step: fr x fc x step MMAs of 16 x 16 x kf on its sub-partition's tensor core (a quarter of the SM's
+    # rate), and (fr + fc) x step fragment loads from shared memory (a quarter of its bandwidth)
+    mma = FRAGMENT * FRAGMENT * kf / (gpu.mma_per_sm["float16" if spec.half else "int8"] / 4)
+    load = FRAGMENT * kf * elem / (gpu.shared_bytes_per_clock / 4)
     warp_step = step * (fr * fc * mma + (fr + fc) * load)
     l2 = spec.batch * kp * elem * (row_tiles * tr * col_tiles + col_tiles * tc * row_tiles)
     padded = spec.batch * row_tiles * tr * col_tiles * tc * kp
-    return {"tile_rows": tr, "tile_cols": tc, "warps": warps, "k_step": step, "steps": kp // (FRAGMENT * step),
+    return {"tile_rows": tr, "tile_cols": tc, "warps": warps, "k_step": step, "steps": kp // (kf * step),
             "log_blocks": math.log2(blocks), "resident": resident, "blocks_per_sm": per_sm,
             "rounds": -(-per_sm // together), "last_round_blocks": per_sm - (-(-per_sm // together) - 1) * together,
             "sm_fill": min(1.0, blocks / gpu.sms), "warp_step_clocks": warp_step,

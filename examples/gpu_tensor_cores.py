@@ -1,6 +1,7 @@
-"""ResNet-18 for an NVIDIA GPU on tensor cores: FP16 (float16 WMMA, float32 sums) and integer-only INT8
-(int8 WMMA, or dp4a with the target option -int8=dp4a). Every conv is one implicit GEMM whose im2col
-never exists in memory (compiler/backends/tvm_kernels/cuda_gemm.py). No GPU is needed to build.
+"""ResNet-18 for an NVIDIA GPU on tensor cores: FP16 (float16 fragments, float32 sums) and integer-only INT8
+(int8 fragments, or dp4a with the target option -int8=dp4a), through mma.sync and ldmatrix (the default) or
+WMMA (the target option -mma=wmma). Every conv is one implicit GEMM whose im2col never exists in memory
+(compiler/backends/tvm_kernels/cuda_gemm.py). No GPU is needed to build.
 
     python examples/gpu_tensor_cores.py [sm_90|sm_80]
 
@@ -32,7 +33,8 @@ def kinds(src: str) -> dict[str, int]:
     for body in src.split('extern "C" __global__')[1:]:
         if "{" not in body.split("\n")[0]:
             continue                                   # a declaration
-        kind = ("tensor cores" if "mma_sync" in body else "dp4a" if "__dp4a(" in body else "plain")
+        kind = ("tensor cores (mma.sync)" if "mma.sync.aligned" in body else
+                "tensor cores (WMMA)" if "wmma::mma_sync" in body else "dp4a" if "__dp4a(" in body else "plain")
         out[kind] = out.get(kind, 0) + 1
     return out
 
@@ -60,6 +62,8 @@ def main() -> None:
         path = export_onnx(torch_model("cnn"), torch.from_numpy(x), Path(d) / "resnet18.onnx")
         builds = {"FP16": ("", {"precision": "fp16"}),
                   "INT8 (tensor cores)": ("", {"quantize": "int8", "integer_only": True, "calibration": calibration}),
+                  "INT8 (WMMA)": (" -mma=wmma", {"quantize": "int8", "integer_only": True,
+                                                 "calibration": calibration}),
                   "INT8 (dp4a)": (" -int8=dp4a", {"quantize": "int8", "integer_only": True,
                                                   "calibration": calibration})}
         for name, (option, kw) in builds.items():

@@ -249,7 +249,8 @@ def test_nvcc_errors_come_first():
 
 def test_fp16_convs_of_64_channels_use_tensor_cores():
     """dlight tensorizes only above 64 rows / columns / reduction; our rule puts every float16 conv on
-    WMMA (a 64-channel conv and a 3-channel stem here), with float32 accumulators."""
+    tensor cores (a 64-channel conv and a 3-channel stem here), mma.sync m16n8k16 with float32 accumulators
+    (WMMA's m16n16k16 with -mma=wmma)."""
     from passes.fp16 import convert_fp16
     rng = np.random.default_rng(0)
     g = Graph()
@@ -260,9 +261,12 @@ def test_fp16_convs_of_64_channels_use_tensor_cores():
         y = g.add1(ew.relu, [g.add1(linalg.conv, [y, w], strides=(1, 1), pads=(1, 1, 1, 1),
                                     dilations=(1, 1), groups=1)])
     g.outputs = [y]
-    src = BACKEND.build(convert_fp16(g), Target.parse("cuda -arch=sm_90")).cuda_source()
-    bodies = [k for k in src.split('extern "C" __global__')[1:] if "{" in k.split("\n")[0]]
-    convs = {tvm_cuda.KERNEL_RE.search("__global__" + k).group(1): k for k in bodies if "_conv2d" in k.split("(")[1]}
-    assert len(convs) == 2, list(convs)
-    for name, body in convs.items():
-        assert "wmma::mma_sync" in body and "wmma::accumulator, 16, 16, 16, float" in body, name
+    for option, markers in (("", ("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", "ldmatrix.sync")),
+                            (" -mma=wmma", ("wmma::mma_sync", "wmma::accumulator, 16, 16, 16, float"))):
+        src = BACKEND.build(convert_fp16(g), Target.parse("cuda -arch=sm_90" + option)).cuda_source()
+        bodies = [k for k in src.split('extern "C" __global__')[1:] if "{" in k.split("\n")[0]]
+        convs = {tvm_cuda.KERNEL_RE.search("__global__" + k).group(1): k for k in bodies
+                 if "_conv2d" in k.split("(")[1]}
+        assert len(convs) == 2, list(convs)
+        for name, body in convs.items():
+            assert all(m in body for m in markers), (option, name)

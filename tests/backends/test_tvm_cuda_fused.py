@@ -125,7 +125,7 @@ def test_the_cuda_build_writes_8_bit_results_out_of_its_int8_convs():
     convs = re.findall(r'R\.call_tir\(cls\.int8_conv2d_\d+, .*?dtype="(\w+)"\)\)', relax_text)
     assert len(convs) == 4 and set(convs) <= {"int8", "uint8"}, convs
     assert "cls.table" not in relax_text                 # the stem's SiLU table is in its conv's write-back
-    assert exe.cuda_source().count("wmma::mma_sync") >= 4
+    assert exe.cuda_source().count("mma.sync.aligned.m16n8k32") >= 4     # (int8 fragments of 16 x 16 x 32)
 
 
 def test_the_gpu_convs_read_and_write_channel_blocks_a_word_at_a_time():

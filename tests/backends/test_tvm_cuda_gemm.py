@@ -149,45 +149,75 @@ def test_int8_gemm_declines_what_it_does_not_cover():
 
 
 def test_where_the_tensor_core_rule_declines_the_gemm_falls_back_to_dp4a_on_its_own_reduction(monkeypatch):
-    """The tensor cores pad the reduction to 16 (K = 16 * 9 = 144), dp4a's steps take 32 bytes: a GEMM the WMMA
-    rule declines is rebuilt with K padded to 160 and scheduled with __dp4a."""
+    """WMMA pads the reduction to 16 (K = 16 * 9 = 144), dp4a's steps take 32 bytes: a GEMM the WMMA rule
+    declines is rebuilt with K padded to 160 and scheduled with __dp4a."""
     from compiler.backends.tvm_kernels import cuda_wmma
     declined = []
     monkeypatch.setattr(cuda_wmma, "schedule", lambda *a, **k: declined.append(a[2]))     # -> None
     g = conv_graph(np.random.default_rng(0), 1, 16, (9, 9), 24, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), U8, 7, True)
-    src = BACKEND.build(g, Target.parse("cuda -arch=sm_90")).cuda_source()
+    src = BACKEND.build(g, Target.parse("cuda -arch=sm_90 -mma=wmma")).cuda_source()
     assert declined == [144] and "__dp4a(" in src and "wmma" not in src
     assert "for (int k_0 = 0; k_0 < 5; ++k_0)" in src                          # 160 bytes in steps of 32
 
 
-@pytest.mark.parametrize("option, marker", [("", "wmma::mma_sync"), (" -int8=dp4a", "__dp4a(")])
+MMA_SYNC = "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32"
+
+
+@pytest.mark.parametrize("option, marker", [("", MMA_SYNC), (" -mma=wmma", "wmma::mma_sync"),
+                                            (" -int8=dp4a", "__dp4a(")])
 def test_cuda_build_of_an_int8_conv_uses_tensor_cores_or_dp4a(option, marker):
     rng = np.random.default_rng(0)
     g = conv_graph(rng, 2, 16, (9, 9), 24, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), U8, 7, True)
     exe = BACKEND.build(g, Target.parse("cuda -arch=sm_90" + option))
     src = exe.cuda_source()
     assert marker in src
-    if "mma" in marker:
-        assert "wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, signed char" in src
     assert not any("cast" in k for k in exe.kernels()), exe.kernels()   # no int32 copy of an operand
-    if "mma" in marker:         # cuda_wmma.PIPELINE: the shared tiles double-buffered, step k + 1 stored as k's MMAs end
-        step = re.search(r"\(\((\w+) \+ 1\) & 1\) \* \d+\)", src)          # the buffer step k + 1 is stored in
-        assert step and f"(({step.group(1)} & 1) * " in src                  # and the one step k's MMAs read
-        # K = 16 * 9 = 144, not padded (dp4a pads it to 160): steps of 1 fragment (16 bytes: 16 channels per tap),
-        # 9 of them (the first in the prologue); the gather's 4 bytes of a thread are loaded as one vector (4
-        # channels H*W apart)
-        assert f"for (int {step.group(1)} = 0; {step.group(1)} < 8; ++{step.group(1)})" in src
-        assert re.search(r"c_src_ptr\[v_\w*\.x\]", src) and not re.search(r"c_src_ptr\[[^\]]*_s(_\d+)?\)", src)
-        # 24 channels x 25 pixels: a 32 x 32 block tile, one warp (dlight's 128 x 128: 16 warps, 512 threads)
-        assert "__launch_bounds__(32) int8_conv2d" in src
+    if marker == "__dp4a(":
+        return
+    if marker == MMA_SYNC:      # 16 x 32-byte fragments: one ldmatrix.x4 each, no WMMA
+        assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in src and "wmma::" not in src
+    else:
+        assert "wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, signed char" in src and MMA_SYNC not in src
+    # cuda_wmma.PIPELINE: the shared tiles double-buffered, step k + 1 stored as k's MMAs end
+    step = re.search(r"\(\((\w+) \+ 1\) & 1\) \* \d+\)", src)          # the buffer step k + 1 is stored in
+    assert step and f"(({step.group(1)} & 1) * " in src                  # and the one step k's MMAs read
+    # K = 16 * 9 = 144: on mma.sync padded to 160 (an eighth at most: gpu_tile.fragment_k), 5 steps of one
+    # 32-byte fragment; on WMMA not padded, 9 steps of one 16-byte fragment (16 channels per tap); the first in
+    # the prologue. The gather's 4 bytes of a thread are loaded as one vector (4 channels H*W apart)
+    steps = 4 if marker == MMA_SYNC else 8
+    assert f"for (int {step.group(1)} = 0; {step.group(1)} < {steps}; ++{step.group(1)})" in src
+    assert re.search(r"c_src_ptr\[v_\w*\.x\]", src) and not re.search(r"c_src_ptr\[[^\]]*_s(_\d+)?\)", src)
+    # 24 channels x 25 pixels: a 32 x 32 block tile, one warp (dlight's 128 x 128: 16 warps, 512 threads)
+    assert "__launch_bounds__(32) int8_conv2d" in src
+
+
+def test_before_sm_80_the_tensor_cores_are_reached_through_wmma():
+    """mma.sync m16n8k32 (int8) and m16n8k16 (float16) need sm_80: an sm_75 build stays on WMMA."""
+    g = conv_graph(np.random.default_rng(0), 1, 64, (8, 8), 64, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), U8, 7, True)
+    src = BACKEND.build(g, Target.parse("cuda -arch=sm_75")).cuda_source()
+    assert "wmma::mma_sync" in src and "mma.sync.aligned" not in src
 
 
 def test_the_int8_wmma_step_is_the_largest_of_4_2_1_fragments_dividing_the_reduction():
-    """... and a conv's channels per tap where one does (a step then never straddles two taps)."""
+    """... and a conv's channels per tap where one does (a step then never straddles two taps); of mma.sync's
+    32-byte fragments 2 or 1 (64 bytes at most)."""
     from compiler.gpu_tile import k_steps
     assert [k_steps(kp) for kp in (576, 160, 32, 64, 4096)] == [4, 2, 2, 4, 4]
     assert [k_steps(kp, ci) for kp, ci in ((576, 64), (160, 16), (448, 48), (288, 32), (96, 8), (4096, 0))] == \
         [4, 1, 1, 2, 2, 4]
+    assert [k_steps(kp, ci, 32) for kp, ci in ((576, 64), (160, 16), (224, 4), (4096, 0), (1152, 128))] == \
+        [2, 1, 1, 2, 2]
+
+
+def test_int8_fragments_reduce_over_32_where_padding_to_32_costs_an_eighth_at_most():
+    """gpu_tile.fragment_k: mma.sync m16n8k32 where K rounded up to 32 is at most 9/8 of K rounded up to 16
+    (ResNet's 4-channel 7x7 stem: 196 -> 224 against 208; a 16-channel 3x3 conv: 144 -> 160), else WMMA's 16
+    (a 16-channel 1x1 conv would double); float16 and -mma=wmma always 16."""
+    from compiler.backends.tvm_kernels.cuda_gemm import mma_k
+    from compiler.gpu_tile import fragment_k
+    assert [fragment_k(k, False) for k in (196, 144, 576, 64, 16, 48, 80, 4608)] == [32, 32, 32, 32, 16, 16, 16, 32]
+    assert fragment_k(576, True) == 16 and fragment_k(576, False, mma=False) == 16
+    assert [mma_k(576, False, inner) for inner in ("mma", "wmma", "dp4a")] == [32, 16, 0]
 
 
 def test_the_staging_loads_up_to_16_bytes_a_thread_where_the_operand_is_contiguous():
@@ -294,6 +324,8 @@ def test_the_int8_target_option_parses_and_round_trips():
     t = Target.parse("cuda -arch=sm_90 -int8=dp4a")
     assert t.int8 == "dp4a" and Target.parse(str(t)) == t
     assert Target.parse("cuda -arch=sm_90").int8 == "mma" and str(Target.parse("cuda -arch=sm_90")) == "cuda -arch=sm_90"
-    for bad in ("cuda -int8=imma", "llvm -int8=dp4a"):
-        with pytest.raises(Unsupported, match="-int8="):
+    for text in ("cuda -arch=sm_90 -mma=wmma", "cuda -arch=sm_90 -int8=dp4a -mma=wmma"):
+        assert str(Target.parse(text)) == text
+    for bad in ("cuda -int8=imma", "llvm -int8=dp4a", "cuda -mma=wgmma", "llvm -mma=wmma"):
+        with pytest.raises(Unsupported, match="-int8=|-mma="):
             Target.parse(bad)

@@ -1,11 +1,12 @@
 """Integer and float16 conv2d and matmul for NVIDIA GPUs as one implicit GEMM, with two inner products:
 
-* "mma" (default): tensor cores, WMMA schedules applied to our GEMM. int8: 16x16x16 s8 x s8 -> s32
-  fragments, dlight's int8 schedule with a larger reduction step and a pipeline of our own
-  (cuda_wmma.py); both operands must be int8, so a uint8 activation is
-  read shifted by -128 (its zero point too; `folded_bias` takes the shift back out). float16: f16 x f16 ->
-  f32 fragments (dlight's schedule, its step gpu_tile.k_steps'), the sum rounded to float16 once (as the
-  reference does).
+* "mma" (default): tensor cores through mma.sync and ldmatrix (cuda_wmma.py: dlight's schedule with a larger
+  reduction step and a pipeline of our own, TVM's mma intrinsics). int8: 16x16x32 s8 x s8 -> s32 fragments (two
+  m16n8k32) where the reduction pads to 32 cheaply (gpu_tile.fragment_k; else WMMA's 16x16x16); both operands
+  must be int8, so a uint8 activation is read shifted by -128 (its zero point too; `folded_bias` takes the
+  shift back out). float16: 16x16x16 f16 x f16 -> f32 fragments (two m16n8k16), its step gpu_tile.k_steps',
+  the sum rounded to float16 once (as the reference does).
+* "wmma": the same on WMMA's 16x16x16 fragments (target option -mma=wmma: the baseline).
 * "dp4a" (integers): CUDA's `__dp4a` (four int8 / uint8 products summed into an int32), our own SIMT
   schedule below.
 
@@ -51,7 +52,7 @@ import numpy as np
 import tvm
 from tvm import te, tirx
 
-from compiler.gpu_tile import MICRO
+from compiler.gpu_tile import MMA_K, fragment_k
 
 from . import cuda_wmma
 from .common import finalize
@@ -59,7 +60,7 @@ from .layout import nchwc_index
 from .requant import int32_barrier
 
 BK = 32          # bytes of the reduction staged per step (dp4a); the weight is packed to a multiple of it
-MMA_K = MICRO    # the tensor cores' reduction is padded to their fragment's 16 only
+TENSOR_CORES = ("mma", "wmma")     # the inner products on tensor cores: mma.sync, WMMA (the other: "dp4a")
 PAD = 4          # bytes added to each shared row (row stride BK + 4: 9 words, conflict-free)
 
 
@@ -122,19 +123,19 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
               epilogue: Epilogue | None = None, out_block: int = 0, k_period: int = 0,
               row_images: int = 1, mma_tile: tuple[int, int] | None = None,
               runs: tuple[int, int] = (4, 4)) -> tirx.PrimFunc:
-    """The PrimFunc (r_src, c_src[, bias][, epilogue tensors]) -> out (batch, rows, cols): `inner` "mma"
-    (integers fall back to "dp4a" where the tensor-core rule declines, float16 to dlight's SIMT matmul) or
-    "dp4a"; `schedule=False` gives the computation unscheduled (what a test runs on the CPU to check the
-    arithmetic). out is int32 for integer operands, float16 for float16 ones.
+    """The PrimFunc (r_src, c_src[, bias][, epilogue tensors]) -> out (batch, rows, cols): `inner` "mma" or
+    "wmma" (tensor cores; integers fall back to "dp4a" where the tensor-core rule declines, float16 to dlight's
+    SIMT matmul) or "dp4a"; `schedule=False` gives the computation unscheduled (what a test runs on the CPU to
+    check the arithmetic). out is int32 for integer operands, float16 for float16 ones.
 
     `r_input` / `c_input`: (shape, dtype) of the tensors the operands are gathered from. `r_fn(src, b, r,
     kk)` / `c_fn(src, b, c, kk)` give an operand's int8 (or, for dp4a, uint8) or float16 value at (b, r or
     c, kk) for kk < kp, every index in range (rows and columns up to their padded extent, kk up to kp = K
-    rounded up to BK; on tensor cores up to K rounded up to MMA_K): they guard their own loads. Rows and
-    columns beyond (rows, cols) are computed on the padded tile and never written. bias (integers):
-    (bias_len,) int32, added per row (`bias_on_rows`) or per column; None: no bias. `contiguous[i]`: operand i
-    is a packed weight (dp4a: its shared-memory load is vectorized). `epilogue` (integers): what is written
-    instead of the int32 sum. `out_block` b > 0: the columns are channels written blocked, out is (batch,
+    rounded up to BK; on tensor cores up to K rounded up to a fragment's reduction, `mma_k`): they guard their
+    own loads. Rows and columns beyond (rows, cols) are computed on the padded tile and never written. bias
+    (integers): (bias_len,) int32, added per row (`bias_on_rows`) or per column; None: no bias. `contiguous[i]`:
+    operand i is a packed weight (dp4a: its shared-memory load is vectorized). `epilogue` (integers): what is
+    written instead of the int32 sum. `out_block` b > 0: the columns are channels written blocked, out is (batch,
     cols / b, rows, b) with the value at (b, r, c) in [b, c // b, r, c % b] (a conv's NCHW{b}c output when its
     rows are pixels; b divides cols); with `row_images` i > 1 (batch 1) the rows are i images' pixels, out is
     (i, cols / b, rows / i, b) and the value at (0, r, c) in [r // (rows / i), c // b, r % (rows / i), c % b].
@@ -147,19 +148,27 @@ def make_gemm(batch: int, rows: int, cols: int, k: int,
     def build(kp: int) -> tuple[tirx.PrimFunc, tuple[str, str]]:
         return _gemm_func(batch, rows, cols, kp, r_input, c_input, r_fn, c_fn, bias_len, bias_on_rows, tile,
                           epilogue, out_block, row_images)
-    func, operands = build(_up(k, MMA_K if inner == "mma" else BK))
-    half = operands[0] == "float16"
+    half = r_input[1] == "float16"
+    kf = mma_k(k, half, inner)
+    func, operands = build(_up(k, kf or BK))
     if not schedule:
         return func
-    if inner == "mma" and (half or operands == ("int8", "int8")):
-        scheduled = _schedule_mma(func, target, half, _up(k, MMA_K), k_period, mma_tile, runs)
+    if kf and (half or operands == ("int8", "int8")):
+        sync = inner == "mma" and (half or kf == MMA_K)      # (TVM has mma.sync intrinsics for int8 k32 only)
+        scheduled = _schedule_mma(func, target, half, _up(k, kf), k_period, mma_tile, runs, kf, sync)
         if scheduled is not None:
             return finalize(scheduled)
     if half:
         return finalize(_schedule_simt(func, target))
-    if inner == "mma":
+    if kf:
         func = build(_up(k, BK))[0]                     # dp4a's steps are BK bytes
     return finalize(_schedule(func, tile, dp4a_intrin(*operands), contiguous))
+
+
+def mma_k(k: int, half: bool, inner: str) -> int:
+    """The reduction of one tensor-core fragment for a GEMM reducing over k (`gpu_tile.fragment_k`: int8 on
+    mma.sync 32 where that pads little, else 16), 0 for dp4a."""
+    return fragment_k(k, half, mma=inner == "mma") if inner in TENSOR_CORES else 0
 
 
 def _gemm_func(batch, rows, cols, kp, r_input, c_input, r_fn, c_fn, bias_len, bias_on_rows, tile, epilogue,
@@ -214,12 +223,13 @@ def _schedule_simt(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimF
 
 def _schedule_mma(func: tirx.PrimFunc, target: tvm.target.Target, half: bool, kp: int,
                   k_period: int = 0, tile: tuple[int, int] | None = None,
-                  runs: tuple[int, int] = (4, 4)) -> tirx.PrimFunc | None:
-    """The WMMA schedule of `func` (cuda_wmma.py); None where the rule declines or its tensorization fails."""
+                  runs: tuple[int, int] = (4, 4), kf: int = 16, sync: bool = True) -> tirx.PrimFunc | None:
+    """The tensor-core schedule of `func` (cuda_wmma.py; fragments reducing over `kf`, on mma.sync or WMMA);
+    None where the rule declines or its tensorization fails."""
     from compiler.backends.tvm_cuda_schedule import preload_cuda_intrinsics
     preload_cuda_intrinsics()
     with target:
-        return cuda_wmma.schedule(func, target, kp, k_period, half, tile, runs)
+        return cuda_wmma.schedule(func, target, kp, k_period, half, tile, runs, kf, sync)
 
 
 def _schedule(func: tirx.PrimFunc, t: Tile, intrin: str, contiguous: tuple[bool, bool]) -> tirx.PrimFunc:
@@ -302,13 +312,19 @@ def im2col_fn(x_shape: tuple[int, int, int, int], kernel: tuple[int, int], strid
         y, xo = m // ow, m % ow
         k_inside, t_row, t_col = kk < k_real, None, None
         if order == "hwc" and ci % 4 == 0:
-            # A thread's 4 elements (kk 4j .. 4j+3) lie in one tap: TVM's vectorizer needs the tap and the bounds
-            # free of the lane after simplification. (kk // ci) // kw would fold into kk // (ci * kw), which the
-            # simplifier cannot split by lanes when a step spans taps (4 channels, 7 taps a row: kk // 28), and
-            # kk < k_real likewise; truncdiv of the tap (kk >= 0: the same value) and kk's 4-group do not fold.
-            t, c = kk // ci, kk % ci
+            # A thread's 4 elements (kk 4j .. 4j+3; a channel block's b: one vector of up to 16 bytes) lie in one
+            # tap: TVM's vectorizer needs the tap, the channel block and the bounds free of the lane after
+            # simplification. It splits kk // g by lanes (g = the group, dividing ci), not kk // ci where a step
+            # spans taps (80 channels, 32-byte steps: (32 s + 16 j + lane) // 80), and (kk // ci) // kw would fold
+            # into kk // (ci * kw) (4 channels, 7 taps a row: kk // 28); so the tap and the group are truncdiv /
+            # truncmod of kk // g (kk >= 0: the same values), which do not fold, and the bound kk < K is kk // g
+            # < K / g (g | ci | K: the same bound where K is padded to a fragment).
+            group = in_block or 4
+            groups = kk // group
+            t = tirx.truncdiv(groups, ci // group)
+            c = tirx.truncmod(groups, ci // group) * group + kk % group
             t_row, t_col = tirx.truncdiv(t, kw), tirx.truncmod(t, kw)
-            k_inside = kk - kk % 4 < k_real
+            k_inside = groups < k_real // group
         elif order == "hwc":
             t, c = kk // ci, kk % ci
         else:

@@ -2,8 +2,9 @@
 tvm_kernels/cuda_gemm.py:
 
 * q.conv (2-D, ungrouped) and q.matmul by an int8 weight: on int8 tensor cores (target option -int8=mma,
-  the default) or with dp4a (-int8=dp4a), int8 / uint8 operands read as they are (no int32 copies of the
-  activations), the weight packed and the zero point folded into the bias at compile time;
+  the default; through mma.sync, or WMMA with -mma=wmma) or with dp4a (-int8=dp4a), int8 / uint8 operands
+  read as they are (no int32 copies of the activations), the weight packed and the zero point folded into the
+  bias at compile time;
 * a float16 conv (2-D, ungrouped; --precision fp16): on float16 tensor cores, float32 sums rounded once,
   the bias added in float16 after it (as the reference does).
 
@@ -38,10 +39,19 @@ def _const(v: Value) -> np.ndarray | None:
     return np.asarray(v.const) if v.is_const else None
 
 
+def _tensor_cores(ctx: LowerCtx) -> str:
+    """The tensor cores' instructions: "mma" (mma.sync m16n8k16 / m16n8k32 and ldmatrix, sm_80 on) unless the
+    target asks for "wmma" (-mma=wmma) or is older."""
+    arch = ctx.target.arch.removeprefix("sm_")
+    return "mma" if ctx.target.mma == "sync" and arch.isdigit() and int(arch) >= 80 else "wmma"
+
+
 def _inner_and_shift(ctx: LowerCtx, inner, xdt: str) -> tuple[str | None, int]:
-    """The inner product asked for, and the shift that makes a uint8 operand int8 for tensor cores."""
+    """The inner product asked for ("mma" / "wmma": tensor cores, or "dp4a"), and the shift that makes a uint8
+    operand int8 for tensor cores."""
     inner = ctx.target.int8 if inner is DEFAULT else inner
-    return inner, 128 if inner == "mma" and xdt == "uint8" else 0
+    inner = _tensor_cores(ctx) if inner == "mma" else inner
+    return inner, 128 if inner in kd.TENSOR_CORES and xdt == "uint8" else 0
 
 
 def _tvm_target(ctx: LowerCtx):
@@ -246,9 +256,9 @@ def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], epilogue: kd.E
     wc = _const(node.inputs[1])
     order = "hwc" if in_block else "chw"
     geo = ConvGemm.of(node, wc, in_block, out_block)
-    gv = ctx.kernel(("f16_conv", ctx.unscheduled, geo.key(node), epi_key, tile),
+    gv = ctx.kernel(("f16_conv", _tensor_cores(ctx), ctx.unscheduled, geo.key(node), epi_key, tile),
                     lambda: geo.make(node, "float16", "float16", {"zp": 0, "x_dtype": "float16", "order": order},
-                                     None, "mma", ctx, epilogue, tile), "f16_conv2d")
+                                     None, _tensor_cores(ctx), ctx, epilogue, tile), "f16_conv2d")
     wp = kd.pack_rows(geo.weight_2d(wc, order), geo.co_p, geo.kp)
     y = geo.output(ctx, gv, [const(wp, "float16"), args[0], *epi_values],
                    epilogue.dtype if epilogue is not None else "float16")
