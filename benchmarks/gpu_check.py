@@ -8,7 +8,9 @@ alone (PyTorch's models come from examples/).
      batch > 1 on its sample 0, which is the batch-1 input); and that no compiler module or library got
      loaded. Artifacts run in child processes, so one that crashes its process fails alone.
   2. timing: the CNN, encoder and detector at every batch the folder has, ours (FP32, FP16, INT8, per
-     backend) against PyTorch eager FP32 and FP16 on the same device; the attention against PyTorch's
+     backend) against PyTorch eager FP32 and FP16 on the same device (cudnn.benchmark on: cuDNN times its
+     algorithms per conv and keeps the fastest, PyTorch at its best; without it PyTorch's FP16 ResNet-18 at
+     batch 32 took 1.67-5.88 ms in different processes); the attention against PyTorch's
      scaled_dot_product_attention, math path and default path. Numpy in -> numpy out for all (host
      copies included), median of --repeat runs after 3 warmups; then the same GPU-resident (inputs
      already on the device, outputs left there, synchronized after each call; ours: tvm artifacts).
@@ -119,6 +121,7 @@ def child_time(folder: Path, model: str, batch: int, files: list[str], device: s
     from benchmarks.gpu_prepare import torch_model
     from compiler.runtime import load
     dev = torch.device("cuda" if device == "gpu" else "cpu")
+    torch.backends.cudnn.benchmark = True     # PyTorch at its best: cuDNN picks each conv's algorithm by timing it
     xs = _inputs(folder, model, batch)
     net = torch_model(model).to(dev)
     ref = {}
@@ -175,7 +178,8 @@ def child_time(folder: Path, model: str, batch: int, files: list[str], device: s
                       "errors": errors,
                       "device": torch.cuda.get_device_name(0) if device == "gpu" else "CPU",
                       "torch_version": torch.__version__,
-                      "tf32": bool(torch.backends.cuda.matmul.allow_tf32)}), flush=True)
+                      "tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+                      "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}), flush=True)
 
 
 class _null:
@@ -261,7 +265,8 @@ def run_timing(folder: Path, manifest: dict, status: dict, device: str, repeat: 
     if first is None:
         return measured
     print(f"\n{first['device']}; PyTorch {first['torch_version']} eager (TF32 matmul "
-          f"{'on' if first['tf32'] else 'off'}); numpy in -> numpy out; median of {repeat} runs, ms\n")
+          f"{'on' if first['tf32'] else 'off'}, cudnn.benchmark {'on' if first.get('cudnn_benchmark') else 'off'}); "
+          f"numpy in -> numpy out; median of {repeat} runs, ms\n")
     print("| model | batch | ours | FP32 | FP16 | INT8 | PyTorch FP32 | PyTorch FP16 | FP32 / PyTorch FP32 "
           "| FP16 / PyTorch FP16 | INT8 / PyTorch FP16 |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
