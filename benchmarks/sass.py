@@ -3,7 +3,7 @@
 A tensor-core GEMM kernel spends its time in one loop (a reduction step: global loads, shared-memory stores, a
 barrier, fragment loads and the MMAs). Each warp scheduler issues one instruction a clock, and on sm_80 / sm_90 an
 IMMA / HMMA m16n8k16 (2048 multiply-adds) keeps a tensor core busy for about 2 to 4 clocks, so a loop issuing
-many more instructions than that per MMA is bound by issue, not by the tensor cores. `main_loops` counts both in
+many more instructions than that per MMA is bound by issue, not by the tensor cores. `main_loop` counts both in
 the loop that holds the most MMAs (the innermost backward branch around them), the MMAs in units of m16n8k16:
 an IMMA.16832 (int8 m16n8k32, 4096 multiply-adds in one instruction) counts 2. `issued_per_mma` counts a
 warp's whole kernel instead (prologue, the loop times its trips, epilogue): what compares a looped kernel with
@@ -116,15 +116,3 @@ def _counts(body: str) -> tuple[tuple[int, float], tuple[int, float] | None]:
         if mmas and (best is None or mmas > best[1]):
             best = (len(inside), mmas)
     return (len(ops), sum(mma_units(o) for o, _, _ in ops)), best
-
-
-def main_loops(cubin: bytes, name_filter=lambda name: True) -> dict[str, tuple[int, int]]:
-    """Kernel name -> (instructions, MMAs) of its main loop, for the kernels of `cubin` (`assemble`) that
-    `name_filter` keeps and that have a loop with MMAs."""
-    out = {}
-    for name, body in kernels(disassemble(cubin)).items():
-        if name_filter(name):
-            loop = main_loop(body)
-            if loop is not None:
-                out[name] = loop
-    return out

@@ -41,6 +41,17 @@ def test_the_main_loop_is_the_backward_branch_around_the_mmas():
     assert sass.main_loop(ks["plain_kernel"]) is None
 
 
+def test_a_warp_issues_the_code_outside_the_loop_once_and_the_loop_as_often_as_its_mmas_take():
+    """k_kernel: 5 instructions outside its loop of 8 with 2 MMAs; a warp running 10 MMAs takes the loop 5 times:
+    (5 + 5 * 8) / 10. A reduction unrolled whole (no loop) counts every instruction once."""
+    body = sass.kernels(SASS)["k_kernel"]
+    assert sass.issued_per_mma(body, 10) == pytest.approx(4.5)
+    straight = body.replace("@P0 BRA `(.L_x_1)", "NOP")
+    assert sass.main_loop(straight) is None and sass.issued_per_mma(straight, 2) == pytest.approx(13 / 2)
+    with pytest.raises(ValueError):
+        sass.issued_per_mma(sass.kernels(SASS)["plain_kernel"], 1)
+
+
 def test_mmas_count_in_m16n8k16_units_by_their_shape():
     """An int8 m16n8k32 (one instruction, 4096 multiply-adds) is two m16n8k16; an m16n8k8 a half."""
     assert [sass.mma_units(op) for op in ("IMMA.16832.S8.S8", "IMMA.16816.S8.S8", "HMMA.16816.F32",
@@ -73,8 +84,6 @@ def test_the_int8_conv_gemms_of_a_resnet_stem_issue_fewer_instructions_per_mma_o
                         integer_only=True, calibration=[[x] for x in xs[1:]])
         exe = BACKEND.build(g, Target.parse(target))
         cubin = sass.assemble(exe.ptx())[0]
-        bodies = sass.kernels(sass.disassemble(cubin))
-        assert all(sass.main_loop(bodies[f"int8_conv2d_{i}_kernel"]) or option == "" for i in (0, 1))
         per_mma[option] = issued(g, exe, cubin, target)
     (mma_all, mma_worst), (wmma_all, wmma_worst) = per_mma[""], per_mma[" -mma=wmma"]
     assert 1 < mma_all < wmma_all and mma_worst < wmma_worst <= 16, per_mma

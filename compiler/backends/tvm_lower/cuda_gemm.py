@@ -29,6 +29,7 @@ from compiler.gpu_tile import GpuGemm
 from compiler.ir import Node, Value
 from compiler.ops import linalg
 from compiler.ops import quant as q
+from compiler.target import Target
 
 R = relax.op
 OPERAND_DTYPES = ("int8", "uint8")
@@ -39,18 +40,18 @@ def _const(v: Value) -> np.ndarray | None:
     return np.asarray(v.const) if v.is_const else None
 
 
-def _tensor_cores(ctx: LowerCtx) -> str:
-    """The tensor cores' instructions: "mma" (mma.sync m16n8k16 / m16n8k32 and ldmatrix, sm_80 on) unless the
-    target asks for "wmma" (-mma=wmma) or is older."""
-    arch = ctx.target.arch.removeprefix("sm_")
-    return "mma" if ctx.target.mma == "sync" and arch.isdigit() and int(arch) >= 80 else "wmma"
+def tensor_cores(target: Target) -> str:
+    """The tensor cores' instructions on a cuda `target`: "mma" (mma.sync m16n8k16 / m16n8k32 and ldmatrix, sm_80
+    on) unless it asks for "wmma" (-mma=wmma) or is older."""
+    arch = target.arch.removeprefix("sm_")
+    return "mma" if target.mma == "sync" and arch.isdigit() and int(arch) >= 80 else "wmma"
 
 
 def _inner_and_shift(ctx: LowerCtx, inner, xdt: str) -> tuple[str | None, int]:
     """The inner product asked for ("mma" / "wmma": tensor cores, or "dp4a"), and the shift that makes a uint8
     operand int8 for tensor cores."""
     inner = ctx.target.int8 if inner is DEFAULT else inner
-    inner = _tensor_cores(ctx) if inner == "mma" else inner
+    inner = tensor_cores(ctx.target) if inner == "mma" else inner
     return inner, 128 if inner in kd.TENSOR_CORES and xdt == "uint8" else 0
 
 
@@ -256,9 +257,9 @@ def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], epilogue: kd.E
     wc = _const(node.inputs[1])
     order = "hwc" if in_block else "chw"
     geo = ConvGemm.of(node, wc, in_block, out_block)
-    gv = ctx.kernel(("f16_conv", _tensor_cores(ctx), ctx.unscheduled, geo.key(node), epi_key, tile),
+    gv = ctx.kernel(("f16_conv", tensor_cores(ctx.target), ctx.unscheduled, geo.key(node), epi_key, tile),
                     lambda: geo.make(node, "float16", "float16", {"zp": 0, "x_dtype": "float16", "order": order},
-                                     None, _tensor_cores(ctx), ctx, epilogue, tile), "f16_conv2d")
+                                     None, tensor_cores(ctx.target), ctx, epilogue, tile), "f16_conv2d")
     wp = kd.pack_rows(geo.weight_2d(wc, order), geo.co_p, geo.kp)
     y = geo.output(ctx, gv, [const(wp, "float16"), args[0], *epi_values],
                    epilogue.dtype if epilogue is not None else "float16")
