@@ -128,7 +128,7 @@ def gpu_kernel_layout(node: Node) -> KernelLayout | None:
         return None             # a float16 body ending in another float32 op: lowered op by op, plain
     ib, ob = (next((b for b in GPU_BLOCKS if c % b == 0), 0) for c in (x.type.shape[1], a.outputs[0].type.shape[1]))
     if not ib and x.type.shape[1] < GPU_PAD_BELOW:
-        ib = 4          # a 3-channel image: padded to 4 (the weight's 4th channel 0), a pixel is one word
+        ib = GPU_PAD_BELOW      # a 3-channel image: padded to 4 (the weight's 4th channel 0), a pixel is one word
     return KernelLayout(ib, ob, a.attrs.get("x_zero_point", 0)) if ib or ob else None
 
 

@@ -44,11 +44,13 @@ _intrin_lock = threading.Lock()
 
 
 def preload_cuda_intrinsics() -> None:
-    """dlight's tensor-core matmul rule imports tvm.s_tir.tensor_intrin.cuda (float16 operands)."""
-    with _intrin_lock:
+    """dlight's tensor-core matmul rule imports tvm.s_tir.tensor_intrin.cuda (float16 operands); our tensor-core
+    schedule adds the mma.sync intrinsics it lacks (tvm_kernels/cuda_wmma.register_intrinsics)."""
+    from compiler.backends.tvm_kernels.cuda_wmma import register_intrinsics
+    with _intrin_lock, _fast_tvmscript():
         if "tvm.s_tir.tensor_intrin.cuda" not in sys.modules:
-            with _fast_tvmscript():
-                import tvm.s_tir.tensor_intrin.cuda  # noqa: F401
+            import tvm.s_tir.tensor_intrin.cuda  # noqa: F401
+        register_intrinsics()
 
 
 # -- module passes -------------------------------------------------------------------------------

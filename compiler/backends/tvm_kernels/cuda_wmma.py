@@ -33,8 +33,6 @@ fragment), so a conv of 16 output channels is not padded to 128.
 """
 from __future__ import annotations
 
-import threading
-
 import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import get_root_block
@@ -48,7 +46,6 @@ HALF_PIPELINES = (                       # dlight's float16 pipelines of the ste
     {"software_pipeline_order": [0, 3, 1, 4, 5, 2, 6], "software_pipeline_stage": [0, 0, 0, 0, 0, 1, 1]},
     {"software_pipeline_order": [0, 1, 2], "software_pipeline_stage": [0, 0, 1]})
 WARP, VECTOR = 32, 4
-_register_lock, _registered = threading.Lock(), set()
 WMMA_FRAGMENTS = ("wmma.matrix_a", "wmma.matrix_b", "wmma.accumulator")
 MMA_FRAGMENTS = ("warp",) * 3        # mma.sync's: a warp's registers, laid out as ldmatrix / mma.sync hold them
 
@@ -189,10 +186,9 @@ def schedule(func: tirx.PrimFunc, target: tvm.target.Target, kp: int, period: in
 def _mma_intrinsics(sch: s_tir.Schedule, a_frag, b_frag, store, staging: str, half: bool) -> dict[str, str]:
     """Lay the mma.sync fragments out as ldmatrix and mma.sync hold them in a warp's registers (TVM's index maps:
     an int8 operand fragment of 16 x 32 is 32 threads x 16, a float16 one of 16 x 16 and an accumulator of 16 x
-    16 are 32 x 8; leading axes (image, fragment row, fragment column)), and name the intrinsics for them: TVM's
-    mma.sync (m16n16k32 int8, m16n16k16 float16: two m16n8k32 / m16n8k16) and fill, ours (the same generators)
-    for the int8 ldmatrix from dynamic shared memory and the stores to the staging, which TVM 0.27 registers
-    for other scopes only."""
+    16 are 32 x 8; leading axes (image, fragment row, fragment column)), and name TVM's intrinsics for them
+    (mma.sync m16n16k32 int8 / m16n16k16 float16: two m16n8k32 / m16n8k16; those TVM 0.27 lacks are registered by
+    `register_intrinsics`)."""
     from tvm.s_tir.tensor_intrin import cuda as intrinsics
     result = intrinsics.shared_16x16_to_ldmatrix_32x8_layout
     kf = MICRO if half else MMA_K
@@ -202,24 +198,27 @@ def _mma_intrinsics(sch: s_tir.Schedule, a_frag, b_frag, store, staging: str, ha
                              lambda b, i, k: (b, i // MICRO, k // kf, *operand(i % MICRO, k % kf)))
     sch.transform_layout(store, ("read", 0),
                          lambda b, i, j: (b, i // MICRO, j // MICRO, *result(i % MICRO, j % MICRO)))
-    dt, acc = ("float16", "float32") if half else ("int8", "int32")
-    names = {
-        "load_a": (f"dyc_mma_ldmatrix_{dt}_a_dyn",
-                   lambda: intrinsics.get_ldmatrix_intrin(kf, dt, "A", False, "shared.dyn")),
-        "load_b": (f"dyc_mma_ldmatrix_{dt}_b_trans_dyn",
-                   lambda: intrinsics.get_ldmatrix_intrin(kf, dt, "B", True, "shared.dyn")),
-        "store": (f"dyc_mma_store_16x16_{acc}_{staging.replace('.', '_')}",
-                  lambda: intrinsics.get_mma_store_intrin(acc, 8, staging, False))}
-    with _register_lock:
-        for name, make in names.values():
-            if name not in _registered:
-                s_tir.TensorIntrin.register(name, *make(), override=True)
-                _registered.add(name)
-    if half:
-        return {"init": intrinsics.MMA_fill_16x16_f32_INTRIN, "compute": intrinsics.MMA_f16f16f32_TRANS_B_INTRIN,
-                **{key: name for key, (name, _) in names.items()}}
-    return {"init": intrinsics.MMA_fill_16x16_i32_INTRIN, "compute": intrinsics.MMA_i8i8i32_TRANS_B_INTRIN,
-            **{key: name for key, (name, _) in names.items()}}
+    return intrinsics.get_mma_intrin_group(load_scope="shared.dyn", store_scope=staging,
+                                           in_dtype="float16" if half else "int8",
+                                           out_dtype="float32" if half else "int32", trans_a=False, trans_b=True)
+
+
+def register_intrinsics() -> None:
+    """Register, under TVM's own names and from its own generators, the mma.sync intrinsics this schedule uses
+    that TVM 0.27 registers for other scopes only: the int8 ldmatrix from dynamic shared memory and the
+    accumulators' plain stores to the staging in static (and, int32, dynamic) shared memory. Called by
+    tvm_cuda_schedule.preload_cuda_intrinsics, under its lock."""
+    from tvm.s_tir.tensor_intrin import cuda as intrinsics
+    missing = {
+        "mma_ldmatrix_i8_a_dyn": lambda: intrinsics.get_ldmatrix_intrin(MMA_K, "int8", "A", False, "shared.dyn"),
+        "mma_ldmatrix_i8_b_trans_dyn": lambda: intrinsics.get_ldmatrix_intrin(MMA_K, "int8", "B", True,
+                                                                              "shared.dyn"),
+        **{f"mma_store_16x16_{short}_{scope.replace('.', '_')}_simple_":
+           (lambda acc=acc, scope=scope: intrinsics.get_mma_store_intrin(acc, 8, scope, False))
+           for short, acc in (("i32", "int32"), ("f32", "float32")) for scope in ("shared", "shared.dyn")}}
+    for name, make in missing.items():
+        if s_tir.TensorIntrin.get(name, allow_missing=True) is None:
+            s_tir.TensorIntrin.register(name, *make())
 
 
 def _split_fragment(sch: s_tir.Schedule, block, width: int = MICRO) -> tuple:
