@@ -1,6 +1,8 @@
 """The MLIR backend's run path on IREE's runtime alone (`iree.runtime`, not `iree.compiler`): a vmfb on
 IREE's CPU drivers (`local-sync` for one thread, `local-task` otherwise) or its CUDA driver. The
-backend (compiler/backends/mlir.py) builds what this runs; a runtime bundle loads artifacts with it."""
+backend (compiler/backends/mlir.py) builds what this runs; a runtime bundle loads artifacts with it.
+$DYC_IREE_FLAGS passes IREE runtime flags (e.g. `--cuda_async_allocations=false`: the CUDA driver allocates
+transients synchronously instead of stream-ordered) before the first device is made."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,11 +10,32 @@ from typing import Any
 
 import numpy as np
 
-from compiler.diagnostics import BackendToolError, Unsupported
+from compiler.diagnostics import BackendToolError, InvalidInput, Unsupported
 from compiler.target import Target
 from compiler.types import DType
 
 _DEVICES: dict[str, object] = {}
+FLAGS_ENV = "DYC_IREE_FLAGS"     # IREE runtime flags, parsed before the first device is made
+_parsed: list[str] | None = None
+
+
+def _parse_env_flags() -> None:
+    """$DYC_IREE_FLAGS (space-separated IREE runtime flags, e.g. `--cuda_async_allocations=false`), once."""
+    import os
+    import shlex
+
+    import iree.runtime as rt
+    global _parsed
+    if _parsed is not None:
+        return
+    flags = shlex.split(os.environ.get(FLAGS_ENV, ""))
+    if flags:
+        try:
+            rt.flags.parse_flags(*flags)
+        except Exception as e:  # noqa: BLE001  (IREE names the flag it did not recognize)
+            raise InvalidInput(f"${FLAGS_ENV}: {_first_lines(str(e), 1)}",
+                               hint="IREE runtime flags, e.g. --cuda_async_allocations=false") from None
+    _parsed = flags
 
 
 def _first_lines(text: str, n: int = 8) -> str:
@@ -23,6 +46,7 @@ def _first_lines(text: str, n: int = 8) -> str:
 def config(target: Target) -> Any:
     """The IREE runtime configuration (driver and device) for `target`, made once per process."""
     import iree.runtime as rt
+    _parse_env_flags()
     if target.kind == "cuda":
         if "cuda" not in _DEVICES:
             try:

@@ -99,6 +99,22 @@ def test_mlir_small_cnn_matches_interp_and_round_trips():
     assert "linalg.depthwise_conv_2d_nchw_chw" in text and "linalg.generic" in text
 
 
+def test_iree_runtime_flags_come_from_the_environment_and_a_wrong_one_is_named(monkeypatch):
+    from compiler.backends import mlir_runtime
+    from compiler.diagnostics import InvalidInput
+    g = small_cnn()
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    monkeypatch.setattr(mlir_runtime, "_parsed", None)
+    monkeypatch.setenv("DYC_IREE_FLAGS", "--no_such_iree_flag=1")
+    with pytest.raises(InvalidInput, match=r"DYC_IREE_FLAGS.*no_such_iree_flag.*not recognized") as err:
+        BACKEND.build(g, CPU).run([x])
+    assert err.value.code == 2
+    monkeypatch.setattr(mlir_runtime, "_parsed", None)
+    monkeypatch.setenv("DYC_IREE_FLAGS", "--cuda_async_allocations=false")
+    _close(BACKEND.build(g, CPU).run([x]), interp.run(g, x))
+    assert mlir_runtime._parsed == ["--cuda_async_allocations=false"]
+
+
 def test_mlir_transformer_block_matches_interp_multithreaded():
     g = transformer_block()
     x = np.random.default_rng(3).standard_normal((1, 8, 16)).astype(np.float32)
