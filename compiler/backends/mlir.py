@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from compiler.backends.mlir_lower import LOWERINGS, LowerCtx, lowers
+from compiler.backends.mlir_lower.linalg import fenced_convs
 from compiler.backends.mlir_lower.registry import elem_type, first_lines, lower_nodes, read, tensor_type
 from compiler.backends.mlir_runtime import VmfbExecutable
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
@@ -84,7 +85,7 @@ def build_module(g: Graph, target: Target, context=None):
             block = fn.add_entry_block()
             with ir.InsertionPoint(block):
                 env: dict[int, ir.Value] = {id(v): a for v, a in zip(g.inputs, block.arguments)}
-                lower_nodes(ctx, g.nodes, env)
+                lower_nodes(ctx, g.nodes, env, fenced_convs(ctx, g.nodes))
                 func.ReturnOp([read(ctx, env, v) for v in g.outputs])
         if not module.operation.verify():
             raise BackendToolError("the generated MLIR module does not verify")

@@ -277,3 +277,59 @@ def test_mlir_int8_conv_with_a_bias_of_one_value_starts_from_a_fill():
     assert "linalg.fill" in exe.source("mlir")
     xv = rng.integers(0, 256, (1, 40, 1, 1)).astype(np.uint8)
     np.testing.assert_array_equal(BACKEND.build(g, CPU).run([xv])[0], interp.run(g, xv)[0])
+
+
+def _f16_block(residual: bool, short_first: bool = True) -> Graph:
+    """A float16 ResNet downsampling block: 3x3 stride-2 conv, ReLU, 3x3 conv; shortcut 1x1 stride-2 conv; the
+    sum, ReLU. Without `residual`, the 1x1 conv's result is only activated (SiLU-like: sigmoid times itself)."""
+    rng = np.random.default_rng(9)
+    h = DType.F16
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 8, 8), h))
+
+    def conv(v, co, k, s):
+        w = g.const(_w(rng, co, v.type.shape[1], k, k).astype(np.float16))
+        return g.add1(linalg.conv, [v, w], strides=(s, s), pads=(k // 2,) * 4, dilations=(1, 1), groups=1)
+    if not short_first:
+        body = conv(g.add1(ew.relu, [conv(x, 32, 3, 2)]), 32, 3, 1)
+    short = conv(x, 32, 1, 2)
+    if not residual:
+        g.outputs = [g.add1(ew.mul, [short, g.add1(ew.sigmoid, [short])])]
+        return g
+    if short_first:
+        body = conv(g.add1(ew.relu, [conv(x, 32, 3, 2)]), 32, 3, 1)
+    g.outputs = [g.add1(ew.relu, [g.add1(ew.add, [body, short])])]
+    return g
+
+
+def test_on_cuda_a_float16_1x1_conv_whose_result_meets_a_residual_is_fenced_from_that_epilogue():
+    """IREE fused ResNet-18's residual add into its 1x1 shortcut conv's mma.sync dispatch, and that dispatch was
+    wrong on an H200 (docs/gpu_check.md): on cuda the 1x1 conv's result goes behind util.optimization_barrier,
+    unfused or inside a fused kernel; a 1x1 conv whose result meets nothing else, and the CPU, are left alone."""
+    from compiler.api import final_ir
+    from compiler.backends.mlir_lower.linalg import fenced_convs
+    from compiler.backends.mlir_lower.registry import LowerCtx
+    cuda = Target("cuda", arch="sm_90")
+    g = _f16_block(True)
+    short = g.nodes[0]
+    assert short.op is linalg.conv and short.inputs[1].type.shape[2:] == (1, 1)
+    assert fenced_convs(LowerCtx(g, cuda), g.nodes) == {id(short)}
+    assert fenced_convs(LowerCtx(g, CPU), g.nodes) == set()
+    assert fenced_convs(LowerCtx(_f16_block(False), cuda), _f16_block(False).nodes) == set()
+    text = BACKEND.build(g, cuda).source("mlir")
+    assert text.count("util.optimization_barrier") == 2     # the stride-2 slice's (subsample) and the result's
+    fenced = text.rsplit("util.optimization_barrier", 1)[1].split("\n", 1)[0]
+    assert "tensor<1x32x4x4xf16>" in fenced
+    # fused, the shortcut computed after the body (as in ResNet-18): the sum and ReLU join the 3x3 conv's kernel,
+    # and the kernel holding the 1x1 conv is fenced as a whole
+    fused, _ = final_ir(_f16_block(True, short_first=False), cuda, backend="mlir")
+    short = next(n for n in fused.nodes if any(m.op is linalg.conv and m.inputs[1].type.shape[2:] == (1, 1)
+                                               for m in n.attrs["body"].nodes))
+    assert fenced_convs(LowerCtx(fused, cuda), fused.nodes) == {id(short)}
+    # fused, the shortcut first: the sum and ReLU join the 1x1 conv's kernel, fenced inside its body
+    fused, _ = final_ir(_f16_block(True), cuda, backend="mlir")
+    body = fused.nodes[-1].attrs["body"]
+    assert [n.op for n in body.nodes] == [linalg.conv, ew.add, ew.relu]
+    assert fenced_convs(LowerCtx(fused, cuda), body.nodes) == {id(body.nodes[0])}
+    text = BACKEND.build(fused, cuda).source("mlir")
+    assert "tensor<1x32x4x4xf16>" in text.rsplit("util.optimization_barrier", 1)[1].split("\n", 1)[0]

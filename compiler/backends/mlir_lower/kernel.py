@@ -7,6 +7,7 @@ from iree.compiler import ir
 
 from compiler.backends.base import NotFusable
 from compiler.backends.mlir_lower.attention import lower_attention
+from compiler.backends.mlir_lower.linalg import fenced_convs
 from compiler.backends.mlir_lower.registry import LowerCtx, lower_nodes, lowers, read
 from compiler.ir import Node
 from compiler.ops import kernel
@@ -22,5 +23,5 @@ def _fused(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
             pass
     body = node.attrs["body"]
     env = {id(v): a for v, a in zip(body.inputs, args)}
-    lower_nodes(ctx, body.nodes, env)
+    lower_nodes(ctx, body.nodes, env, fenced_convs(ctx, body.nodes))
     return [read(ctx, env, v) for v in body.outputs]

@@ -27,7 +27,7 @@ from compiler.backends.mlir_lower.registry import (
     shape_of,
     tensor_type,
 )
-from compiler.ir import Node
+from compiler.ir import Graph, Node
 from compiler.ops import linalg as la
 from compiler.types import DType
 
@@ -147,12 +147,46 @@ def subsample(x: ir.Value, osp: Sequence[int], strides: Sequence[int]) -> ir.Val
     reads. On cuda a strided 1x1 convolution in f16 or an integer type runs as this slice and a stride-1
     convolution: IREE 3.13's GPU code for the strided one in f16 and i8 is wrong (ResNet-18's stride-2 shortcuts on an H200,
     docs/gpu_check.md; f32 was right). With the slice the i8 ResNet-18 became bit-exact there; the f16
-    one stayed wrong, so in f16 the slice also goes behind a barrier, out of the conv's dispatch (not yet
-    run on a GPU)."""
+    one stayed wrong, also with the slice behind a barrier, out of the conv's dispatch (kept: fenced_convs)."""
     shape = shape_of(x)
     out = [*shape[:2], *osp]
     return tensor.extract_slice(tensor_type(out, elem_of(x)), x, [], [], [], [0] * len(shape), out,
                                 [1, 1, *strides])
+
+
+FENCE_TARGETS = ("cuda",)     # where fenced_convs() separates a 1x1 float16 conv from its residual's epilogue
+
+
+def _1x1_f16_conv(n: Node) -> bool:
+    return n.op is la.conv and n.outputs[0].type.dtype is DType.F16 and n.attrs["groups"] == 1 and \
+        all(k == 1 for k in n.inputs[1].type.shape[2:])
+
+
+def fenced_convs(ctx: LowerCtx, nodes: Sequence[Node]) -> set[int]:
+    """id() of each node among `nodes` that is, or is a fused kernel holding, a float16 1x1 conv, and whose result
+    a later node combines with another computed tensor (directly or after ops that read nothing else): a residual
+    add, in the next fused kernel or in the same body. On cuda its result goes behind util.optimization_barrier,
+    so that IREE does not fuse that combining epilogue into the conv's dispatch: IREE 3.13 makes such a conv one
+    mma.sync matmul_like dispatch, and on an H200 the one into which it had fused ResNet-18's residual add (reading
+    the 3x3 conv's result as a fourth binding) was wrong, relative error 0.98, the first kernel to depart in the
+    kernel-by-kernel check (docs/gpu_check.md), where YOLOv8n's 1x1 convs (the same dispatch, three bindings) and
+    ResNet-18's 3x3 convs with their residual (IGEMM) were right. Not yet run on a GPU with the barrier."""
+    if ctx.target.kind not in FENCE_TARGETS:
+        return set()
+    found = set()
+    for i, n in enumerate(nodes):
+        body = n.attrs.get("body")
+        if not (_1x1_f16_conv(n) or (isinstance(body, Graph) and any(map(_1x1_f16_conv, body.nodes)))):
+            continue
+        after = {id(v) for v in n.outputs}
+        for m in nodes[i + 1:]:
+            if not any(id(v) in after for v in m.inputs):
+                continue
+            if any(not v.is_const and id(v) not in after for v in m.inputs):
+                found.add(id(n))
+                break
+            after.update(id(v) for v in m.outputs)
+    return found
 
 
 def conv(ctx: LowerCtx, x: ir.Value, w: ir.Value, bias: ir.Value | int | float | None, out_shape: Sequence[int],
@@ -221,4 +255,4 @@ def _conv(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
                  a["pads"], a["dilations"], a["groups"])]
 
 
-__all__ = ["conv", "conv_bias", "matmul", "pad_constant"]
+__all__ = ["conv", "conv_bias", "fenced_convs", "matmul", "pad_constant"]

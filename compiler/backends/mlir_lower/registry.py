@@ -41,10 +41,12 @@ def first_lines(text: str, n: int = 8) -> str:
     return "\n".join(lines[:n]) if lines else "(no diagnostics)"
 
 
-def lower_nodes(ctx: "LowerCtx", nodes: Sequence[Node], env: dict[int, ir.Value]) -> None:
+def lower_nodes(ctx: "LowerCtx", nodes: Sequence[Node], env: dict[int, ir.Value],
+                fenced: set[int] = frozenset()) -> None:
     """Lower `nodes` in order through their registered lowerings, binding each result in `env`
-    (id(value) -> ir.Value; constants are added on first read). A lowering that fails is reported
-    naming the node and its op."""
+    (id(value) -> ir.Value; constants are added on first read); the results of the nodes whose id() is in
+    `fenced` go behind util.optimization_barrier (IREE fuses nothing across it). A lowering that fails is
+    reported naming the node and its op."""
     for node in nodes:
         try:
             outs = LOWERINGS[node.op](ctx, node, [read(ctx, env, v) for v in node.inputs])
@@ -53,6 +55,8 @@ def lower_nodes(ctx: "LowerCtx", nodes: Sequence[Node], env: dict[int, ir.Value]
         except Exception as e:  # noqa: BLE001  (MLIR errors carry C++ text)
             loc = node.loc or SourceLoc(ctx.graph.source, node.name, node.op.name)
             raise BackendToolError(f"mlir could not lower {node.op.name}: {first_lines(str(e))}", loc) from None
+        if id(node) in fenced:
+            outs = [util.optimization_barrier([o.type], [o]) for o in outs]
         for v, o in zip(node.outputs, outs):
             env[id(v)] = o
 
