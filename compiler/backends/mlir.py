@@ -128,9 +128,23 @@ def _patched_cuda_target(arch: str) -> str:
     return _SM90_ATTRS[arch]
 
 
+def cuda_target(target: Target) -> tuple[list[str], str | None]:
+    """The compiler flags for cuda `target`, and the hal.device.targets attribute to set on the module instead
+    where IREE does not know the arch (None where it does)."""
+    if target.arch in _KNOWN_CUDA:
+        return ["--iree-hal-target-device=cuda", f"--iree-cuda-target={target.arch}"], None
+    return [], _patched_cuda_target(target.arch)
+
+
+def set_device_target(module, attr: str) -> None:
+    """Sets `attr` (from cuda_target) as `module`'s hal.device.targets."""
+    from iree.compiler import ir
+    with module.context:
+        module.operation.attributes["hal.device.targets"] = ir.ArrayAttr.get([ir.Attribute.parse(attr)])
+
+
 def compile_graph(g: Graph, target: Target) -> tuple[bytes, str | None]:
     """(vmfb bytes, PTX text for cuda) — built in-process, no MLIR text round trip."""
-    from iree.compiler import ir
     from iree.compiler.api import Output, Session
 
     session = Session()
@@ -139,11 +153,8 @@ def compile_graph(g: Graph, target: Target) -> tuple[bytes, str | None]:
     if target.kind == "llvm":
         flags = _cpu_flags(target, g)
     elif target.kind == "cuda":
-        flags = [f"--iree-hal-dump-executable-binaries-to={dump}"]
-        if target.arch in _KNOWN_CUDA:
-            flags += ["--iree-hal-target-device=cuda", f"--iree-cuda-target={target.arch}"]
-        else:
-            patched = _patched_cuda_target(target.arch)
+        cuda_flags, patched = cuda_target(target)
+        flags = [f"--iree-hal-dump-executable-binaries-to={dump}", *cuda_flags]
     else:
         raise Unsupported(f"target {target.kind} is not supported by the mlir backend")
     session.set_flags(*flags)
@@ -159,9 +170,7 @@ def compile_graph(g: Graph, target: Target) -> tuple[bytes, str | None]:
     try:
         module = build_module(g, target, context)
         if patched is not None:
-            with context:
-                module.operation.attributes["hal.device.targets"] = ir.ArrayAttr.get(
-                    [ir.Attribute.parse(patched)])
+            set_device_target(module, patched)
         inv = session.invocation()
         inv.import_module(module.operation)
         if not inv.execute():
