@@ -77,11 +77,9 @@ def conv_gemms(g, target: str = "cuda -arch=sm_90") -> list[tuple[int, int, floa
     """(padded, real multiply-adds, MMAs of m16n8k16 per warp) of each conv on tensor cores, in graph order: its
     GEMM as the emitter builds it (tvm_fused/cuda.gemm_spec: the blocked or per-image shape, a padded image's zero
     channels), rows and columns padded to the node's block tile (or gpu_tile.block_tile's), the reduction to
-    whole fragments (16 or 32: cuda_gemm.mma_k for the target's -mma); a warp's share of a block tile."""
+    whole fragments (16 or 32 for the target's -mma: GpuGemm.kp); a warp's share of a block tile."""
     from compiler.backends.tvm_fused import cuda
     from compiler.backends.tvm_fused.body import NotFusable, parse
-    from compiler.backends.tvm_kernels.cuda_gemm import mma_k
-    from compiler.backends.tvm_lower.cuda_gemm import tensor_cores
     from compiler.gpu_tile import block_tile, warps_and_fragments
     from compiler.ops import kernel
     from compiler.target import Target
@@ -97,7 +95,7 @@ def conv_gemms(g, target: str = "cuda -arch=sm_90") -> list[tuple[int, int, floa
             continue
         a = kernel.anchor_of(node.attrs["body"])
         tile_r, tile_c = tuple(node.attrs["tile"]) or block_tile(spec.rows, spec.cols)
-        kp = up(spec.k, mma_k(spec.k, spec.half, tensor_cores(t)))
+        kp = spec.kp
         warps = warps_and_fragments(tile_r)[0] * warps_and_fragments(tile_c)[0]
         out.append((spec.batch * up(spec.rows, tile_r) * up(spec.cols, tile_c) * kp,
                     int(np.prod(a.outputs[0].type.shape)) * int(np.prod(a.inputs[1].type.shape[1:])),

@@ -64,18 +64,19 @@ def _up(v: int, m: int) -> int:
 class GpuGemm:
     """The tensor-core GEMM a fused int8 or float16 conv / constant-weight matmul is on the GPU (what the tile
     pass ranks tiles of): `batch` GEMMs of (rows x k) x (k x cols), int8 (int32 sums) or float16 (`half`);
-    `period`: a conv's channels per tap (the reduction step divides it where it can: `k_steps`), 0 for a matmul.
-    Its fragments are the default target's (-int8=mma: `fragment_k`)."""
+    `period`: a conv's channels per tap (the reduction step divides it where it can: `k_steps`), 0 for a matmul;
+    `mma`: the tensor cores through mma.sync (int8 fragments of 32 where `fragment_k` says) or WMMA (16)."""
     batch: int
     rows: int
     cols: int
     k: int
     half: bool
     period: int = 0
+    mma: bool = True
 
     @property
     def fragment(self) -> int:
-        return fragment_k(self.k, self.half)
+        return fragment_k(self.k, self.half, self.mma)
 
     @property
     def kp(self) -> int:

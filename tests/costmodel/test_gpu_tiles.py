@@ -132,3 +132,20 @@ def test_every_candidate_tile_lowers_and_assembles(half, tmp_path):
             r = subprocess.run(["ptxas", "-arch=sm_90", str(tmp_path / "m.ptx"), "-o", str(tmp_path / "m.cubin")],
                                capture_output=True, text=True, check=False)
             assert r.returncode == 0, (tile, r.stderr[:500])
+
+
+@needs_tvm
+def test_the_gemm_ranked_has_the_fragments_the_targets_tensor_cores_take():
+    """An int8 conv reducing over 144 (16 channels x 3 x 3) takes fragments of 32 on mma.sync (160: an eighth at
+    most over 16's 144) and of 16 on WMMA (-mma=wmma): the tile model's shared memory and padding follow."""
+    from compiler.backends.tvm_fused import cuda
+    from compiler.backends.tvm_fused.body import parse
+    from compiler.ops import kernel
+    from compiler.target import Target
+    g = _conv_graph(np.random.default_rng(0), False)
+    conv = next(n for n in g.nodes if n.op is kernel.fused and n.attrs["kernel"] == "qconv")
+    sync, wmma = (cuda.gemm_spec(parse(conv), Target.parse("cuda -arch=sm_90" + o)) for o in ("", " -mma=wmma"))
+    assert (sync.k, sync.mma, sync.fragment, sync.kp) == (144, True, 32, 160)
+    assert (wmma.k, wmma.mma, wmma.fragment, wmma.kp) == (144, False, 16, 144)
+    assert G.shared_bytes(sync, (64, 64)) != G.shared_bytes(wmma, (64, 64))
+    assert cuda.gemm_spec(parse(conv), Target.parse("cuda -arch=sm_75")).fragment == 16     # WMMA before sm_80

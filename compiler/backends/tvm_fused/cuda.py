@@ -313,7 +313,7 @@ def gemm_spec(kb: KernelBody, target) -> GpuGemm:
     spec = cuda_gemm.gemm_of(a, kb.blocks.get(kb.operand_of(a.inputs[0]), 0), kb.out_block)
     if spec is None:
         raise NotFusable(f"the GPU's GEMM does not take this {a.op.name}")
-    return spec
+    return dataclasses.replace(spec, mma=cuda_gemm.tensor_cores(target) == "mma")
 
 
 def _tile(kb: KernelBody) -> tuple[int, int] | None:
