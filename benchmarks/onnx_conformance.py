@@ -1,8 +1,9 @@
 """ONNX's own node conformance cases (onnx.backend.test.case.node) through our frontend and the
-reference interpreter, or compiled with TVM on a sample: the pass rate and why the rest fail.
+reference interpreter, or compiled with TVM or MLIR on a sample: the pass rate and why the rest fail.
 
     python benchmarks/onnx_conformance.py                      # every in-scope case, interpreter
     python benchmarks/onnx_conformance.py --tvm --every 8      # every 8th in-scope case, TVM llvm
+    python benchmarks/onnx_conformance.py --mlir --every 8     # every 8th in-scope case, MLIR (IREE llvm-cpu)
     python benchmarks/onnx_conformance.py --only gather --list # cases whose name contains "gather"
 
 In scope: every case except those over sequences, optionals, maps or strings, training ops
@@ -126,8 +127,8 @@ def _run_data_set(model, names: list[str], inputs, outputs, case, backend: str, 
     if bake:
         model = _baked(model, bake, feeds)
     run_feeds = [a for n, a in feeds.items() if n not in bake]
-    if backend == "tvm":
-        got = compiler.compile(model, target="llvm").run(*run_feeds)
+    if backend in ("tvm", "mlir"):
+        got = compiler.compile(model, target="llvm", backend=backend).run(*run_feeds)
     else:
         got = interp.run(load_onnx(model), *run_feeds)
     got = got if isinstance(got, (list, tuple)) else [got]
@@ -168,7 +169,8 @@ def run_case(case, backend: str) -> tuple[str, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tvm", action="store_true", help="compile with TVM (llvm) instead of interpreting")
-    ap.add_argument("--every", type=int, default=1, help="run every Nth in-scope case (default 1; 8 for --tvm)")
+    ap.add_argument("--mlir", action="store_true", help="compile with MLIR (IREE llvm-cpu) instead of interpreting")
+    ap.add_argument("--every", type=int, default=1, help="run every Nth in-scope case (default 1; 8 for --tvm / --mlir)")
     ap.add_argument("--only", default="", help="only cases whose name contains this")
     ap.add_argument("--list", action="store_true", help="print every failing case with its reason")
     ap.add_argument("--top", type=int, default=40, help="reasons shown in the histogram")
@@ -188,7 +190,7 @@ def main() -> None:
         elif s == "data-dependent" and args.only in c.name:
             data_dep.append(c)
     sample = in_scope[::args.every]
-    backend = "tvm" if args.tvm else "interp"
+    backend = "tvm" if args.tvm else "mlir" if args.mlir else "interp"
     print(f"{len(cases)} cases: {dict(scopes)}; running {len(sample)} in-scope through {backend}",
           flush=True)
     t0 = time.time()

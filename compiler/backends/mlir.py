@@ -105,6 +105,10 @@ def _cpu_flags(target: Target, g: Graph | None = None) -> list[str]:
         # IREE 3.13's im2col rewrite emits a mistyped arith.addi for integer convs whose operands
         # are widened, at batch > 1 ("'arith.addi' op requires the same type"): leave it out.
         flags.remove("--iree-global-opt-use-im2col-for-convs")
+    if g is not None and any(v.type.dtype is DType.BOOL and v.type.rank >= 2 for n in g.walk() for v in n.inputs):
+        # IREE 3.13's data tiling packs a bool operand with an i8 padding value ("'linalg.pack' op expected
+        # padding_value has 'i8' but got: 'i1'", attention masks): leave it out.
+        flags.remove("--iree-opt-data-tiling")
     return ["--iree-hal-target-device=local", "--iree-hal-local-target-device-backends=llvm-cpu",
             f"--iree-llvmcpu-target-cpu={cpu}", *flags]
 

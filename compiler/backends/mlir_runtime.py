@@ -94,7 +94,7 @@ class VmfbExecutable:
         fn = self._function()
         args = []
         for x in inputs:
-            x = np.ascontiguousarray(x)
+            x = np.require(x, requirements="C")        # ascontiguousarray would make a 0-d input 1-d
             x = x.astype(np.int8) if x.dtype == DType.I4.numpy else x     # int4 lives in i8
             args.append(x.view(f"int{x.dtype.itemsize * 8}") if x.dtype.kind == "u" else x)
         res = fn(*args)

@@ -248,6 +248,26 @@ def test_mlir_nearest_resize():
     check(g, [rand((1, 2, 3, 5), F32, 0), rand((1, 2, 3, 5), I8, 1, -128, 127)])
 
 
+def test_mlir_linear_cubic_and_antialiased_resize():
+    """Axis by axis, each a sum over the reference's taps (sh.resize_taps): bilinear up and down, cubic, an
+    antialiased downscale, a tf_crop_and_resize crop with its extrapolation value, float16 summed in float32."""
+    g = Graph()
+    x = g.add_input("x", T((1, 2, 6, 8), F32))
+    h = g.add_input("h", T((1, 2, 6, 8), DType.F16))
+    g.outputs = [g.add1(sh.resize, [x], sizes=(1, 2, 12, 16), scales=(1.0, 1.0, 2.0, 2.0), mode="linear"),
+                 g.add1(sh.resize, [x], sizes=(1, 2, 4, 5), scales=(1.0, 1.0, 2 / 3, 5 / 8), mode="linear",
+                        coordinate_transformation_mode="align_corners"),
+                 g.add1(sh.resize, [x], sizes=(1, 2, 9, 11), scales=(1.0, 1.0, 1.5, 11 / 8), mode="cubic",
+                        coordinate_transformation_mode="asymmetric", cubic_coeff_a=-0.5),
+                 g.add1(sh.resize, [x], sizes=(1, 2, 3, 3), scales=(1.0, 1.0, 0.5, 3 / 8), mode="linear",
+                        antialias=True),
+                 g.add1(sh.resize, [x], sizes=(1, 2, 5, 5), scales=(1.0, 1.0, 5 / 6, 5 / 8), mode="linear",
+                        coordinate_transformation_mode="tf_crop_and_resize",
+                        roi=(0.0, 0.0, -0.2, 0.1, 1.0, 1.0, 0.9, 1.3), extrapolation_value=-7.0),
+                 g.add1(sh.resize, [h], sizes=(1, 2, 12, 4), scales=(1.0, 1.0, 2.0, 0.5), mode="linear")]
+    check(g, [rand((1, 2, 6, 8), F32, 0), rand((1, 2, 6, 8), DType.F16, 1)], atol=2e-3)
+
+
 # -- quantized -----------------------------------------------------------------------------
 def test_mlir_quantize_dequantize():
     g = Graph()
@@ -413,6 +433,158 @@ def test_mlir_ivit_layernorm():
                         dtype=dt) for x in xs]
     g.outputs = outs
     check(g, [ivit_ints((4, c), I8, 4), ivit_ints((4, c), U8, 5), ivit_ints((2, 3, c), I16, 6)])
+
+
+# -- trigonometric, round, mod, bitwise ---------------------------------------------
+@pytest.mark.parametrize("dt", [F32, DType.F16])
+def test_mlir_trigonometric_hyperbolic_and_round(dt):
+    """IREE expands math.sin ... math.atanh itself (its static CPU link has no libm); float16 runs in float32 and
+    rounds once, as numpy's float16 functions do."""
+    g = Graph()
+    x, u, big = (g.add_input(n, T((3, 11), dt)) for n in ("x", "u", "big"))
+    g.outputs = [g.add1(op, [x]) for op in (um.sin, um.cos, um.tan, um.atan, um.sinh, um.cosh, um.asinh)]
+    g.outputs += [g.add1(op, [u]) for op in (um.asin, um.acos, um.atanh)]
+    g.outputs += [g.add1(um.acosh, [big]), g.add1(um.round_, [x])]
+    halves = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49, -0.51, 3.5, 4.5, 1.0], dt.numpy)   # ties to even
+    xv = rand((3, 11), dt, 0, -1.4, 1.4)
+    xv[0] = halves
+    rtol, atol = (1e-4, 1e-5) if dt is F32 else (2e-3, 2e-3)
+    check(g, [xv, rand((3, 11), dt, 1, -0.95, 0.95), rand((3, 11), dt, 2, 1.05, 9.0)], rtol=rtol, atol=atol)
+
+
+def test_mlir_mod_floored_and_truncated_with_zero_divisors():
+    """Python's mod (the divisor's sign, a zero taking it too) and C's fmod, in float32 and in signed and unsigned
+    integers: x mod 0 is 0 for integers, NaN for floats; INT_MIN mod -1 is 0, not a trap."""
+    g = Graph()
+    fx, fy = g.add_input("fx", T((2, 8), F32)), g.add_input("fy", T((2, 8), F32))
+    ix, iy = g.add_input("ix", T((2, 8), I32)), g.add_input("iy", T((2, 8), I32))
+    ux, uy = g.add_input("ux", T((2, 8), U8)), g.add_input("uy", T((2, 8), U8))
+    g.outputs = [g.add1(ew.mod, [a, b], fmod=f) for a, b in ((fx, fy), (ix, iy), (ux, uy)) for f in (False, True)]
+    fxv = np.array([[5.5, -5.5, 5.5, -5.5, -4.0, 4.0, 0.0, 7.25], [1e6, -3.0, 3.0, 2.0, -2.0, 9.5, 1.0, -7.0]],
+                   np.float32)
+    fyv = np.array([[2.0, 2.0, -2.0, -2.0, 2.0, -2.0, 3.0, 0.0], [7.0, 3.0, 3.0, -0.5, 0.5, -2.25, 0.3, 2.5]],
+                   np.float32)
+    ixv = np.array([[7, -7, 7, -7, 0, 5, -2**31, 9], [12, -12, 3, -3, 100, -100, 1, -1]], np.int32)
+    iyv = np.array([[3, 3, -3, -3, 5, 0, -1, -1], [5, 5, -5, -5, 7, 7, 0, 2]], np.int32)
+    uxv, uyv = rand((2, 8), U8, 3, 0, 255), rand((2, 8), U8, 4, 0, 9)
+    check(g, [fxv, fyv, ixv, iyv, uxv, uyv])
+
+
+def test_mlir_float64_mod_on_the_cpu_is_refused_naming_the_node():
+    from compiler.diagnostics import Unsupported
+    g = Graph()
+    a, b = g.add_input("a", T((4,), DType.F64)), g.add_input("b", T((4,), DType.F64))
+    g.outputs = [g.add1(ew.mod, [a, b], fmod=True)]
+    with pytest.raises(Unsupported, match="float64 mod") as err:
+        BACKEND.build(g, TARGET)
+    assert err.value.code == 3
+
+
+def test_mlir_bitwise_shifts_and_bitcast():
+    """and / or / xor / not; shifts of every amount, those outside [0, bits) giving the sign fill; bitcasts
+    between same-width types, bool from and to a byte."""
+    from compiler.ops import bitwise
+    from compiler.ops.bitcast import bitcast
+    g = Graph()
+    a, b = g.add_input("a", T((3, 8), I16)), g.add_input("b", T((8,), I16))
+    s8, k8 = g.add_input("s8", T((2, 12), I8)), g.add_input("k8", T((2, 12), I8))
+    u8, ku8 = g.add_input("u8", T((2, 12), U8)), g.add_input("ku8", T((2, 12), U8))
+    f = g.add_input("f", T((5,), F32))
+    flags = g.add_input("flags", T((6,), BOOL))
+    g.outputs = [g.add1(op, [a, b]) for op in (bitwise.bitwise_and, bitwise.bitwise_or, bitwise.bitwise_xor)]
+    g.outputs += [g.add1(bitwise.bitwise_not, [a])]
+    g.outputs += [g.add1(bitwise.bit_shift, [x, k], direction=d) for x, k in ((s8, k8), (u8, ku8))
+                  for d in ("left", "right")]
+    g.outputs += [g.add1(bitcast, [f], to=I32), g.add1(bitcast, [u8], to=I8), g.add1(bitcast, [u8], to=BOOL),
+                  g.add1(bitcast, [flags], to=U8)]
+    shifts = np.array([[0, 1, 3, 7, 8, 9, -1, -8, 127, 2, 5, 6], [1, 1, 1, 1, 7, 7, 7, 7, 0, 8, -3, 4]], np.int8)
+    check(g, [rand((3, 8), I16, 0, -30000, 30000), rand((8,), I16, 1, -30000, 30000),
+              rand((2, 12), I8, 2, -128, 127), shifts, rand((2, 12), U8, 3, 0, 255), shifts.view(np.uint8),
+              np.array([1.5, -0.0, np.inf, -2.25e-39, 3.0], np.float32), rand((6,), BOOL, 4)])
+
+
+# -- indexing: gather_elements, gather_nd, one_hot; cumulative ------------------------
+def test_mlir_gather_elements_gather_nd_and_one_hot():
+    g = Graph()
+    x = g.add_input("x", T((3, 5, 4), F32))
+    ge = g.add_input("ge", T((3, 2, 4), I64))
+    nd = g.add_input("nd", T((3, 2, 1), I64))
+    nd2 = g.add_input("nd2", T((2, 2), I32))
+    oh = g.add_input("oh", T((2, 3), I64))
+    ohf = g.add_input("ohf", T((4,), F32))
+    values = g.const(np.array([-1.0, 2.5], np.float32))
+    g.outputs = [g.add1(indexing.gather_elements, [x, ge], axis=1),
+                 g.add1(indexing.gather_nd, [x, nd], batch_dims=1),      # per batch: a row of 4
+                 g.add1(indexing.gather_nd, [x, nd2], batch_dims=0),     # (i, j): a row of 4
+                 g.add1(indexing.one_hot, [oh, values], depth=5, axis=1),
+                 g.add1(indexing.one_hot, [ohf, values], depth=3, axis=-1)]
+    check(g, [rand((3, 5, 4), F32, 0), np.random.default_rng(1).integers(-5, 5, (3, 2, 4)),
+              np.array([[[0], [-1]], [[4], [2]], [[1], [-5]]], np.int64), np.array([[2, 4], [-1, -5]], np.int32),
+              np.array([[0, 4, -1], [-5, 5, 7]], np.int64), np.array([0.0, 2.7, -1.2, 3.0], np.float32)])
+
+
+def test_mlir_cumsum_and_cumprod_exclusive_and_reversed():
+    g = Graph()
+    x, i = g.add_input("x", T((3, 6), F32)), g.add_input("i", T((2, 5, 3), I32))
+    for ex in (False, True):
+        for rev in (False, True):
+            g.outputs += [g.add1(rd.cumsum, [x], axis=1, exclusive=ex, reverse=rev),
+                          g.add1(rd.cumprod, [x], axis=-1, exclusive=ex, reverse=rev),
+                          g.add1(rd.cumsum, [i], axis=1, exclusive=ex, reverse=rev),
+                          g.add1(rd.cumprod, [i], axis=0, exclusive=ex, reverse=rev)]
+    check(g, [rand((3, 6), F32, 0, -2, 2), rand((2, 5, 3), I32, 1, -9, 9)])
+
+
+def test_mlir_zero_d_inputs_and_reshapes_and_a_bool_max():
+    g = Graph()
+    s, b = g.add_input("s", T((), F32)), g.add_input("b", T((2, 3), BOOL))
+    r = g.add1(sh.reshape, [s], shape=(1, 1))
+    g.outputs = [g.add1(sh.reshape, [g.add1(ew.exp, [r])], shape=()),
+                 g.add1(rd.reduce_max, [b], axes=(1,), keepdims=False)]
+    check(g, [np.array(0.75, np.float32), np.array([[0, 0, 1], [0, 0, 0]], bool)])
+
+
+@pytest.mark.parametrize("case", [
+    dict(x=(1, 2, 5), w=(2, 3, 3), strides=(2,), pads=(1, 0), dilations=(1,), groups=1, output_padding=(1,)),
+    dict(x=(2, 4, 5, 6), w=(4, 3, 3, 2), strides=(2, 1), pads=(1, 0, 0, 1), dilations=(1, 2), groups=2,
+         output_padding=(1, 0)),
+    dict(x=(1, 1, 3, 4, 5), w=(1, 2, 3, 3, 3), strides=(1, 2, 1), pads=(0,) * 6, dilations=(1, 1, 1), groups=1,
+         output_padding=(0, 1, 0)),
+], ids=["1d", "2d_grouped", "3d"])
+def test_mlir_conv_transpose(case):
+    """Zero-stuffed input, padded or cropped, a stride-1 conv with the flipped weight; the weight an input (flipped
+    in the program) or a constant, with a bias."""
+    rng = np.random.default_rng(0)
+    g = Graph()
+    x = g.add_input("x", T(case["x"], F32))
+    w = g.add_input("w", T(case["w"], F32))
+    attrs = {k: case[k] for k in ("strides", "pads", "dilations", "groups", "output_padding")}
+    bias = g.const(rng.standard_normal(case["w"][1] * case["groups"]).astype(np.float32))
+    wc = g.const(rng.standard_normal(case["w"]).astype(np.float32))
+    g.outputs = [g.add1(linalg.conv_transpose, [x, w], **attrs), g.add1(linalg.conv_transpose, [x, wc, bias], **attrs)]
+    check(g, [rand(case["x"], F32, 1), rand(case["w"], F32, 2)])
+
+
+def test_mlir_float16_softmax_sums_in_float32_and_matches_the_reference_exactly():
+    """exp in float32 rounded once, the row sum in float32 rounded once (the reference's), the row max as a select
+    (IREE raises arith.maximumf's softmax to linalg.softmax, whose float16 max calls fmaxf, absent on the CPU)."""
+    g = Graph()
+    x = g.add_input("x", T((4, 37), DType.F16))
+    g.outputs = [g.add1(nn.softmax, [x], axis=-1), g.add1(ew.exp, [x])]
+    check(g, [rand((4, 37), DType.F16, 0, -6, 6)], rtol=0, atol=0)
+
+
+def test_mlir_a_bool_mask_beside_a_matmul_builds_without_data_tiling():
+    """IREE 3.13's data tiling packs a bool operand with an i8 padding value and fails to verify: a graph with a
+    bool tensor of rank 2 or more is built without it (attention masks)."""
+    from compiler.backends.mlir import _cpu_flags
+    g = Graph()
+    q, k = g.add_input("q", T((2, 8, 16), F32)), g.add_input("k", T((2, 16, 8), F32))
+    mask = g.add_input("mask", T((8, 8), BOOL))
+    s = g.add1(ew.where, [mask, g.add1(linalg.matmul, [q, k]), g.const(np.float32(-1e9))])
+    g.outputs = [g.add1(nn.softmax, [s], axis=-1)]
+    assert "--iree-opt-data-tiling" not in _cpu_flags(TARGET, g)
+    check(g, [rand((2, 8, 16), F32, 0), rand((2, 16, 8), F32, 1), np.tril(np.ones((8, 8), bool))])
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from compiler.backends.mlir_lower import (  # noqa: F401
     reduce,
     shape,
     signal,
+    unary_math,
 )
 from compiler.backends.mlir_lower.registry import LOWERINGS, LowerCtx, lowers
 

@@ -10,7 +10,8 @@ import numpy as np
 from iree.compiler import ir
 from iree.compiler.dialects import arith, math
 
-from compiler.backends.mlir_lower.registry import LowerCtx, elem_type, int_width, is_unsigned, lowers, scalar
+from compiler.backends.mlir_lower.registry import LowerCtx, elem_type, in_f32, int_width, is_unsigned, lowers, scalar
+from compiler.diagnostics import Unsupported
 from compiler.ir import Node
 from compiler.ops import elementwise as ew
 from compiler.ops import unary_math as um
@@ -41,7 +42,7 @@ _FLOAT_UNARY = {
 
 @lowers(*_FLOAT_UNARY)
 def _float_unary(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
-    return _map(ctx, node, args, _FLOAT_UNARY[node.op])
+    return _map(ctx, node, args, in_f32(_FLOAT_UNARY[node.op]))
 
 
 @lowers(um.isnan)
@@ -199,9 +200,7 @@ def cast_scalar(x: ir.Value, src: DType, to: DType) -> ir.Value:
     if src is DType.BOOL:
         return arith.uitofp(et, x) if to.is_float else arith.extui(et, x)
     if src.is_float and to.is_float:
-        fw = 32 if src is DType.F32 else 16
-        tw = 32 if to is DType.F32 else 16
-        return arith.extf(et, x) if tw > fw else arith.truncf(et, x)
+        return arith.extf(et, x) if to.bits > src.bits else arith.truncf(et, x)
     if src.is_float:
         return arith.fptoui(et, x) if is_unsigned(to) else arith.fptosi(et, x)
     if to.is_float:
@@ -278,6 +277,40 @@ _BINARY = (ew.add, ew.sub, ew.mul, ew.div, ew.pow_, ew.minimum, ew.maximum, ew.e
 @lowers(*_BINARY)
 def _binary(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     return _map(ctx, node, args, _binary_body(node.op, node.inputs[0].type.dtype))
+
+
+@lowers(ew.mod)
+def _mod(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    """fmod: the remainder of the division truncated toward zero (arith.remf / remsi); else of the floored
+    division, its sign y's: a nonzero remainder of the other sign gets y added, a zero one takes y's sign
+    (floats). Integer x mod 0 is 0, as is x mod -1 (remsi traps on INT_MIN % -1)."""
+    dt, floored = node.inputs[0].type.dtype, not node.attrs["fmod"]
+    F, I = arith.CmpFPredicate, arith.CmpIPredicate
+    if dt is DType.F64 and ctx.target.kind == "llvm":
+        raise Unsupported("float64 mod on the mlir backend for llvm: IREE's CPU build links no fmod",
+                          node.loc, hint="use --backend tvm, or float32")
+
+    def fbody(x, y):
+        r = arith.remf(x, y)
+        if not floored:
+            return r
+        zero = scalar(0.0, x.type)
+        other = arith.xori(arith.cmpf(F.OLT, r, zero), arith.cmpf(F.OLT, y, zero))
+        r = arith.select(arith.andi(arith.cmpf(F.ONE, r, zero), other), arith.addf(r, y), r)
+        return arith.select(arith.cmpf(F.OEQ, r, zero), math.copysign(zero, y), r)
+
+    def ibody(x, y):
+        zero, one = scalar(0, x.type), scalar(1, x.type)
+        if is_unsigned(dt):
+            y0 = arith.cmpi(I.eq, y, zero)
+            return arith.select(y0, zero, arith.remui(x, arith.select(y0, one, y)))
+        bad = arith.ori(arith.cmpi(I.eq, y, zero), arith.cmpi(I.eq, y, scalar(-1, x.type)))
+        r = arith.select(bad, zero, arith.remsi(x, arith.select(bad, one, y)))
+        if floored:
+            other = arith.xori(arith.cmpi(I.slt, r, zero), arith.cmpi(I.slt, y, zero))
+            r = arith.select(arith.andi(arith.cmpi(I.ne, r, zero), other), arith.addi(r, y), r)
+        return r
+    return _map(ctx, node, args, fbody if dt.is_float else ibody)
 
 
 @lowers(ew.prelu)

@@ -255,4 +255,78 @@ def _conv(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
                  a["pads"], a["dilations"], a["groups"])]
 
 
-__all__ = ["conv", "conv_bias", "fenced_convs", "matmul", "pad_constant"]
+def _flipped_weight(ctx: LowerCtx, w: ir.Value, groups: int) -> ir.Value:
+    """A transposed conv's weight (C, M/g, k...) as the direct conv's (M, C/g, k...), each kernel flipped in
+    space: out (g, m, c, k...) = w (g, c, m, K-1-k...), one generic reading w with tensor.extract (IREE 3.13
+    miscompiles a 3-D kernel's flip written as an indexing map with negative coefficients)."""
+    c, mg, *ks = shape_of(w)
+    cg, nsp = c // groups, len(ks)
+    src = ctx.reshape(w, (groups, cg, mg, *ks))
+    nd, idx = 3 + nsp, ir.IndexType.get()
+
+    def body(_out):
+        i = [linalg.IndexOp(d).result for d in range(nd)]
+        flip = [arith.subi(arith.ConstantOp(idx, k - 1).result, i[3 + j]) for j, k in enumerate(ks)]
+        return tensor.ExtractOp(src, [i[0], i[2], i[1], *flip]).result
+    out = generic([], [ctx.empty((groups, mg, cg, *ks), elem_of(w))], [amap(nd, range(nd))], [PAR] * nd, body)[0]
+    return ctx.reshape(out, (groups * mg, cg, *ks))
+
+
+def _stuffed(ctx: LowerCtx, x: ir.Value, strides: Sequence[int]) -> ir.Value:
+    """x with strides[i] - 1 zeros between neighbours along spatial axis i: one generic over the result, each
+    element x[..., o / s] where every o % s is 0, else 0 (IREE 3.13 miscompiled the strided tensor.insert_slice
+    of a batch of several channels into zeros)."""
+    shape, et = shape_of(x), elem_of(x)
+    if all(v == 1 for v in strides):
+        return x
+    nsp, idx = len(shape) - 2, ir.IndexType.get()
+    out = [*shape[:2], *((shape[2 + i] - 1) * strides[i] + 1 for i in range(nsp))]
+
+    def body(_out):
+        i = [linalg.IndexOp(d).result for d in range(len(out))]
+        at, on = i[:2], None
+        for k, v in enumerate(strides):
+            sv = arith.ConstantOp(idx, v).result
+            hit = arith.cmpi(arith.CmpIPredicate.eq, arith.remui(i[2 + k], sv), arith.ConstantOp(idx, 0).result)
+            on = hit if on is None else arith.andi(on, hit)
+            at.append(arith.divui(i[2 + k], sv))
+        return arith.select(on, tensor.ExtractOp(x, at).result, scalar(0, et))
+    return generic([], [ctx.empty(out, et)], [amap(len(out), range(len(out)))], [PAR] * len(out), body)[0]
+
+
+def conv_transpose(ctx: LowerCtx, node: Node, args: list[ir.Value], acc_et: ir.Type) -> ir.Value:
+    """The transposed conv as the reference computes it: the input stuffed with stride - 1 zeros between its
+    elements (`_stuffed`), padded by (k - 1) * dilation - pad (a negative
+    amount crops, output_padding adds to the end), then a stride-1 direct conv with the flipped weight."""
+    x, w = args[0], args[1]
+    a = node.attrs
+    s, d, g = a["strides"], a["dilations"], a["groups"]
+    nsp = len(shape_of(x)) - 2
+    ks = shape_of(w)[2:]
+    xs = _stuffed(ctx, x, s)
+    lo = [(ks[i] - 1) * d[i] - a["pads"][i] for i in range(nsp)]
+    hi = [(ks[i] - 1) * d[i] - a["pads"][nsp + i] + a["output_padding"][i] for i in range(nsp)]
+    xs = pad_constant(ctx, xs, [0, 0, *(max(v, 0) for v in lo)], [0, 0, *(max(v, 0) for v in hi)], 0)
+    if min(lo + hi) < 0:                           # negative padding crops
+        full = shape_of(xs)
+        start = [0, 0, *(max(-v, 0) for v in lo)]
+        size = [*full[:2], *(full[2 + i] - start[2 + i] - max(-hi[i], 0) for i in range(nsp))]
+        xs = tensor.extract_slice(tensor_type(size, elem_of(xs)), xs, [], [], [], start, size, [1] * len(full))
+    bias = conv_bias(ctx, node, args) if acc_et == elem_of(x) else None
+    return conv(ctx, xs, _flipped_weight(ctx, w, g), bias, node.outputs[0].type.shape, acc_et, [1] * nsp,
+                [0] * (2 * nsp), d, g)
+
+
+@lowers(la.conv_transpose)
+def _conv_transpose(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    t = node.outputs[0].type
+    if t.dtype is not DType.F16:
+        return [conv_transpose(ctx, node, args, elem_type(t.dtype))]
+    y = _round_to_half(ctx, conv_transpose(ctx, node, args, elem_type(DType.F32)))   # as the float16 conv
+    if len(args) < 3:
+        return [y]
+    b = ctx.reshape(args[2], (1, t.shape[1]) + (1,) * (len(t.shape) - 2))
+    return [ctx.ewise([y, b], t.shape, elem_type(DType.F16), arith.addf)]
+
+
+__all__ = ["conv", "conv_bias", "conv_transpose", "fenced_convs", "matmul", "pad_constant"]

@@ -22,6 +22,7 @@ from compiler.backends.mlir_lower.registry import (
     amap,
     elem_of,
     generic,
+    in_f32,
     is_unsigned,
     lowers,
     scalar,
@@ -37,14 +38,28 @@ def _bin(ctx: LowerCtx, a: ir.Value, b: ir.Value, fn) -> ir.Value:
     return ctx.ewise([a, b], shape, elem_of(a), fn)
 
 
+def _max_by_select(a: ir.Value, b: ir.Value) -> ir.Value:
+    """arith.maximumf's NaN-propagating max as a compare and a select."""
+    take = arith.ori(arith.cmpf(arith.CmpFPredicate.OGT, a, b), arith.cmpf(arith.CmpFPredicate.UNO, a, a))
+    return arith.select(take, a, b)
+
+
 def _softmax(ctx: LowerCtx, x: ir.Value, axis: int, log: bool) -> ir.Value:
     shape, et = shape_of(x), elem_of(x)
-    mx = ctx.reduce(x, [axis], -np.inf, arith.maximumf, keepdims=True)
+    # float16 on the CPU: the row max as a select, since IREE raises arith.maximumf's form to linalg.softmax,
+    # whose float16 max becomes a call to fmaxf that its static link does not have
+    f16_cpu = isinstance(et, ir.F16Type) and ctx.target.kind == "llvm"
+    mx = ctx.reduce(x, [axis], -np.inf, _max_by_select if f16_cpu else arith.maximumf, keepdims=True)
     s = _bin(ctx, x, mx, arith.subf)
-    e = ctx.ewise([s], shape, et, math.exp)
-    tot = ctx.reduce(e, [axis], 0.0, arith.addf, keepdims=True)
+    e = ctx.ewise([s], shape, et, in_f32(math.exp))
+    if isinstance(et, ir.F16Type):     # the sum in float32, rounded once (the reference's)
+        f32 = ir.F32Type.get()
+        tot = ctx.reduce(e, [axis], 0.0, arith.addf, keepdims=True, out_et=f32, pre=lambda a: arith.extf(f32, a))
+        tot = ctx.ewise([tot], shape_of(tot), et, lambda a: arith.truncf(et, a))
+    else:
+        tot = ctx.reduce(e, [axis], 0.0, arith.addf, keepdims=True)
     if log:
-        return _bin(ctx, s, tot, lambda a, t: arith.subf(a, math.log(t)))
+        return _bin(ctx, s, tot, lambda a, t: arith.subf(a, in_f32(math.log)(t)))
     return _bin(ctx, e, tot, arith.divf)
 
 

@@ -1,4 +1,5 @@
-"""Reductions (linalg.generic with reduction iterators) and argmax (a two-result reduction)."""
+"""Reductions (linalg.generic with reduction iterators), argmax (a two-result reduction) and the running sums and
+products (cumsum, cumprod)."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,11 +25,11 @@ from compiler.types import DType
 
 
 def _low(dt: DType) -> float | int:
-    return -np.inf if dt.is_float else int(np.iinfo(dt.numpy).min)
+    return -np.inf if dt.is_float else 0 if dt is DType.BOOL else int(np.iinfo(dt.numpy).min)
 
 
 def _high(dt: DType) -> float | int:
-    return np.inf if dt.is_float else int(np.iinfo(dt.numpy).max)
+    return np.inf if dt.is_float else 1 if dt is DType.BOOL else int(np.iinfo(dt.numpy).max)
 
 
 def reduce_kind(ctx: LowerCtx, x: ir.Value, dt: DType, kind: str, axes, keepdims: bool) -> ir.Value:
@@ -111,3 +112,29 @@ def _argmax(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     if node.attrs["keepdims"]:
         idx = ctx.reshape(idx, node.outputs[0].type.shape)
     return [idx]
+
+
+@lowers(rd.cumsum, rd.cumprod)
+def _cumulative(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    """out[..., i, ...] = the sum (product) of x[..., k, ...] over k <= i (exclusive: k < i; reverse: k >= i or
+    k > i): one generic over the output and k, each term masked to the identity outside the range. Quadratic in
+    the axis length, which suits the short axes of masks and positions (a scan would be linear)."""
+    x, t = args[0], node.inputs[0].type
+    axis, rank = norm_axis(node.attrs["axis"], t.rank), t.rank
+    f, prod = t.dtype.is_float, node.op is rd.cumprod
+    P = arith.CmpIPredicate
+    pred = {(False, False): P.ule, (True, False): P.ult, (False, True): P.uge, (True, True): P.ugt}[
+        (bool(node.attrs["exclusive"]), bool(node.attrs["reverse"]))]
+    et = elem_of(x)
+    ident = 1 if prod else 0
+
+    def body(v, acc):
+        inside = arith.cmpi(pred, linalg.IndexOp(rank).result, linalg.IndexOp(axis).result)
+        v = arith.select(inside, v, scalar(ident, et))
+        if prod:
+            return arith.mulf(acc, v) if f else arith.muli(acc, v)
+        return arith.addf(acc, v) if f else arith.addi(acc, v)
+
+    xmap = amap(rank + 1, [rank if d == axis else d for d in range(rank)])
+    return generic([x], [ctx.full(t.shape, et, ident)], [xmap, amap(rank + 1, range(rank))],
+                   [PAR] * rank + [RED], body)

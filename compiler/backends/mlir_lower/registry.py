@@ -125,6 +125,17 @@ def _signed_bits(v: int, w: int) -> int:
     return v - (1 << w) if v >= 1 << (w - 1) else v
 
 
+def in_f32(fn: Callable[..., ir.Value]) -> Callable[..., ir.Value]:
+    """`fn` of float scalars, computed in float32 for float16 operands and rounded once to float16, as numpy
+    computes its float16 exp, log, tanh, ... (IREE's float16 polynomials can be an ulp off)."""
+    def wrapped(*xs: ir.Value) -> ir.Value:
+        if not isinstance(xs[0].type, ir.F16Type):
+            return fn(*xs)
+        f32 = ir.F32Type.get()
+        return arith.truncf(xs[0].type, fn(*(arith.extf(f32, x) for x in xs)))
+    return wrapped
+
+
 def as_value(x: Any) -> ir.Value:
     """The single result of what an op builder returned (a Value, an OpView or a result list)."""
     if isinstance(x, ir.Value):
@@ -253,12 +264,15 @@ class LowerCtx:
         et = elem_of(x)
         n = int(np.prod(src, dtype=np.int64))
         flat = x
-        if len(src) != 1:
-            flat = tensor.collapse_shape(tensor_type([n], et), x, [list(range(len(src)))] if src else [])
+        if not src:                 # 0-d -> 1-d is an expansion, 1-d -> 0-d a collapse (no reassociation)
+            flat = tensor.expand_shape(tensor_type([1], et), x, [], [], [1])
+        elif len(src) != 1:
+            flat = tensor.collapse_shape(tensor_type([n], et), x, [list(range(len(src)))])
+        if not shape:
+            return tensor.collapse_shape(tensor_type([], et), flat, [])
         if len(shape) == 1:
             return flat
-        return tensor.expand_shape(tensor_type(shape, et), flat, [list(range(len(shape)))] if shape else [],
-                                   [], list(shape))
+        return tensor.expand_shape(tensor_type(shape, et), flat, [list(range(len(shape)))], [], list(shape))
 
     def cast_int(self, v: ir.Value, to: ir.Type, signed: bool = True) -> ir.Value:
         """Scalar integer resize: extsi/extui when widening, trunci when narrowing."""

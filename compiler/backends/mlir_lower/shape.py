@@ -12,12 +12,14 @@ from iree.compiler.dialects import arith, linalg, tensor
 from compiler.backends.mlir_lower.linalg import pad_constant
 from compiler.backends.mlir_lower.registry import (
     PAR,
+    RED,
     LowerCtx,
     amap,
     as_value,
     elem_of,
     generic,
     lowers,
+    scalar,
     shape_of,
     tensor_type,
 )
@@ -102,13 +104,51 @@ def _gather(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
                     body)[0]]
 
 
+def _resize_axis(ctx: LowerCtx, y: ir.Value, ax: int, taps: sh.ResizeTaps, extrapolation: float) -> ir.Value:
+    """One axis of a linear, cubic or antialiased resize: y'[..., o, ...] = sum_k w[o, k] * y[..., idx[o, k], ...]
+    (idx, w constant tables; the sum a reduction over the taps), then the extrapolation value where `outside`."""
+    shape, et = list(shape_of(y)), elem_of(y)
+    n_out, k = taps.idx.shape
+    shape[ax] = n_out
+    rank, idx_t = len(shape), ir.IndexType.get()
+    wdt = DType.F64 if isinstance(et, ir.F64Type) else DType.F32
+    tables = [ctx.const(taps.idx.astype(np.int32), DType.I32), ctx.const(taps.w.astype(wdt.numpy), wdt)]
+
+    def body(i, w, acc):
+        coords = [linalg.IndexOp(d).result for d in range(rank)]
+        coords[ax] = arith.index_cast(idx_t, i)
+        return arith.addf(acc, arith.mulf(tensor.ExtractOp(y, coords).result, w))
+    maps = [amap(rank + 1, [ax, rank])] * 2 + [amap(rank + 1, range(rank))]
+    y = generic(tables, [ctx.full(shape, et, 0.0)], maps, [PAR] * rank + [RED], body)[0]
+    if taps.outside is None:
+        return y
+    out = ctx.const(taps.outside.reshape([-1 if d == ax else 1 for d in range(rank)]), DType.BOOL)
+    return ctx.ewise([out, y], shape, et, lambda o, v: arith.select(o, scalar(extrapolation, et), v))
+
+
+def _resize_taps(ctx: LowerCtx, node: Node, x: ir.Value) -> ir.Value:
+    """A linear, cubic or antialiased resize, axis by axis as the reference (sh.resize_taps), in float32 (float64
+    for float64; the reference sums in float64) and converted back to x's type."""
+    a, dt = node.attrs, node.inputs[0].type.dtype
+    if not dt.is_float:
+        raise Unsupported(f"{a['mode']} resize of {dt.value} on the mlir backend (float only)", node.loc)
+    f32 = ir.F32Type.get()
+    y = ctx.ewise([x], shape_of(x), f32, lambda v: arith.extf(f32, v)) if dt is DType.F16 else x
+    for ax in range(len(shape_of(x))):
+        if sh.resize_moves(a, ax, shape_of(x)[ax]):
+            y = _resize_axis(ctx, y, ax, sh.resize_taps(a, ax, shape_of(x)[ax]), a["extrapolation_value"])
+    if dt is DType.F16:
+        y = ctx.ewise([y], shape_of(y), elem_of(x), lambda v: arith.truncf(elem_of(x), v))
+    return y
+
+
 @lowers(sh.resize)
 def _resize(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     """Nearest resize: out[i...] = x[src_0[i_0], src_1[i_1], ...], each src_k an i32 constant table
-    (sh.resize_taps, as the reference computes them)."""
+    (sh.resize_taps, as the reference computes them); linear, cubic and antialiased: `_resize_taps`."""
     a = node.attrs
     if a["mode"] != "nearest":
-        raise Unsupported(f"{a['mode']} resize on the mlir backend (nearest only)")
+        return [_resize_taps(ctx, node, args[0])]
     x = args[0]
     xs, out = shape_of(x), node.outputs[0].type.shape
     rank = len(out)
