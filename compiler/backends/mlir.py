@@ -52,6 +52,10 @@ def _check_supported(g: Graph) -> None:
     if missing:
         raise Unsupported(f"{', '.join(missing)} has no lowering for 'mlir'",
                           SourceLoc(g.source), hint="use --backend tvm, or report the missing op")
+    for v in (*g.inputs, *g.outputs):            # a graph without nodes (a folded constant) too
+        if v.type.dtype not in MLIR_DTYPES:
+            raise Unsupported(f"the mlir backend has no {v.type.dtype.value} tensors (graph {v.name!r})",
+                              SourceLoc(g.source), hint="use --backend tvm")
     for n in g.walk():
         for v in (*n.inputs, *n.outputs):
             if v.type.dtype not in MLIR_DTYPES:

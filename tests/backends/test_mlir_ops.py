@@ -565,6 +565,27 @@ def test_mlir_conv_transpose(case):
     check(g, [rand(case["x"], F32, 1), rand(case["w"], F32, 2)])
 
 
+def test_mlir_cast_to_int4_and_an_empty_slice():
+    """A cast to int4 (held in a byte) as ml_dtypes casts: an integer keeps its low 4 bits, a float truncates and
+    is 0 outside [-8, 7] or NaN; a slice of nothing whose start is the axis' size (MLIR refuses that offset)."""
+    g = Graph()
+    f, i = g.add_input("f", T((10,), F32)), g.add_input("i", T((6,), I32))
+    x = g.add_input("x", T((2, 4), F32))
+    g.outputs = [g.add1(ew.cast, [f], to=DType.I4), g.add1(ew.cast, [i], to=DType.I4),
+                 g.add1(sh.slice_, [x], starts=(4,), ends=(9,), axes=(1,), steps=(1,))]
+    check(g, [np.array([9.0, -9.0, 7.9, -8.5, 16.0, 1e10, np.nan, -0.7, 3.2, -8.99], np.float32),
+              np.array([9, -9, 20, 7, -8, 16], np.int32), rand((2, 4), F32, 0)])
+
+
+def test_mlir_refuses_a_graph_of_a_folded_constant_of_a_type_it_has_not():
+    from compiler.diagnostics import Unsupported
+    g = Graph()
+    g.add_input("x", T((2,), F32))
+    g.outputs = [g.const(np.zeros(3, DType.BF16.numpy))]
+    with pytest.raises(Unsupported, match="bfloat16 tensors"):
+        BACKEND.build(g, TARGET)
+
+
 def test_mlir_float16_softmax_sums_in_float32_and_matches_the_reference_exactly():
     """exp in float32 rounded once, the row sum in float32 rounded once (the reference's), the row max as a select
     (IREE raises arith.maximumf's softmax to linalg.softmax, whose float16 max calls fmaxf, absent on the CPU)."""

@@ -188,11 +188,26 @@ def _clip(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     return _map(ctx, node, args, ibody)
 
 
+def _to_int4(x: ir.Value, src: DType) -> ir.Value:
+    """A value cast to int4 (held in i8) as ml_dtypes casts it: an integer keeps its low 4 bits, sign-extended;
+    a float truncates toward zero, and is 0 when that leaves [-8, 7] (or it is NaN)."""
+    i8 = ir.IntegerType.get_signless(8)
+    if src.is_float:
+        inside = arith.andi(arith.cmpf(arith.CmpFPredicate.OGT, x, scalar(-9.0, x.type)),
+                            arith.cmpf(arith.CmpFPredicate.OLT, x, scalar(8.0, x.type)))
+        return arith.fptosi(i8, arith.select(inside, x, scalar(0.0, x.type)))
+    v = arith.trunci(i8, x) if int_width(x.type) > 8 else x
+    four = scalar(4, i8)
+    return arith.shrsi(arith.shli(v, four), four)
+
+
 def cast_scalar(x: ir.Value, src: DType, to: DType) -> ir.Value:
     """One element converted as the nn.cast reference does (float -> int truncates)."""
     et = elem_type(to)
     if src is to:
         return x
+    if to is DType.I4 and src is not DType.BOOL:
+        return _to_int4(x, src)
     if to is DType.BOOL:
         if src.is_float:
             return arith.cmpf(arith.CmpFPredicate.UNE, x, scalar(0.0, x.type))

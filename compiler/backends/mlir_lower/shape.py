@@ -74,6 +74,8 @@ def _slice(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     bounds = sh.slice_bounds(shape_of(x), node.attrs)
     out = node.outputs[0].type.shape
     et = elem_of(x)
+    if 0 in out:                    # an empty slice (its offset may be the axis' size, which MLIR refuses)
+        return [ctx.empty(out, et)]
     if all(st > 0 for _, _, st in bounds):
         return [tensor.extract_slice(tensor_type(out, et), x, [], [], [],
                                      [b[0] for b in bounds], list(out), [b[2] for b in bounds])]
