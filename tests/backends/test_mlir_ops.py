@@ -145,11 +145,26 @@ def test_mlir_matmul_einsum():
     w = g.const(rand((8, 5), F32, 1))
     b = g.add_input("b", T((3, 8, 6), F32))
     v = g.add_input("v", T((8,), F32))
+    d = g.add_input("d", T((2, 5, 5), F32))
     g.outputs = [g.add1(linalg.matmul, [a, w]), g.add1(linalg.matmul, [a, b]), g.add1(linalg.matmul, [a, v]),
                  g.add1(linalg.matmul, [v, w]),
                  g.add1(linalg.einsum, [a, b], equation="xbik,bkj->xbij"),
-                 g.add1(linalg.einsum, [a], equation="xbik->bk")]
-    check(g, [rand((2, 3, 4, 8), F32, 0), rand((3, 8, 6), F32, 2), rand((8,), F32, 3)], rtol=1e-4, atol=1e-4)
+                 g.add1(linalg.einsum, [a], equation="xbik->bk"),
+                 # '...' spelled out right-aligned, broadcast (b's batch 3 against a's 2 x 3), implicit output first
+                 g.add1(linalg.einsum, [a, b], equation="...ik,...kj->...ij"),
+                 g.add1(linalg.einsum, [a], equation="...ik"),
+                 g.add1(linalg.einsum, [a, v], equation="xb...k,k"),
+                 g.add1(linalg.einsum, [d], equation="...ii->...i")]
+    check(g, [rand((2, 3, 4, 8), F32, 0), rand((3, 8, 6), F32, 2), rand((8,), F32, 3), rand((2, 5, 5), F32, 4)],
+          rtol=1e-4, atol=1e-4)
+
+
+def test_expand_ellipsis_spells_out_numpys_broadcast():
+    from compiler.backends.mlir_lower.linalg import expand_ellipsis
+    assert expand_ellipsis("...ik,...kj->...ij", [4, 3]) == "abik,bkj->abij"
+    assert expand_ellipsis("...ii->...i", [3]) == "aii->ai"
+    assert expand_ellipsis("...ik", [4]) == "abik->abik"
+    assert expand_ellipsis("ij,jk", [2, 2]) == "ij,jk"
 
 
 def test_mlir_conv_variants():

@@ -91,11 +91,26 @@ def _matmul(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     return [matmul(ctx, args[0], args[1], t.shape, elem_type(t.dtype))]
 
 
+def expand_ellipsis(eq: str, ranks: Sequence[int]) -> str:
+    """`eq` with each '...' spelled out in letters it does not use, right-aligned across the operands as numpy
+    broadcasts them; an implicit output (no '->') puts them first, as numpy does."""
+    if "..." not in eq:
+        return eq
+    lhs, arrow, out = eq.partition("->")
+    terms = lhs.split(",")
+    free = [c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in eq]
+    counts = [r - len(t.replace("...", "")) if "..." in t else 0 for t, r in zip(terms, ranks)]
+    ell = free[:max(counts)]
+    terms = [t.replace("...", "".join(ell[len(ell) - n:])) for t, n in zip(terms, counts)]
+    if not arrow:
+        letters = "".join(terms)
+        out = "".join(ell) + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in ell))
+    return ",".join(terms) + "->" + out.replace("...", "".join(ell))
+
+
 @lowers(la.einsum)
 def _einsum(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
-    eq = node.attrs["equation"].replace(" ", "")
-    if "." in eq:
-        raise NotImplementedError("einsum with '...' is not lowered")
+    eq = expand_ellipsis(node.attrs["equation"].replace(" ", ""), [len(shape_of(v)) for v in args])
     lhs, _, out = eq.partition("->")
     terms = lhs.split(",")
     if "->" not in eq:
