@@ -23,7 +23,8 @@ def _out(node: Node) -> tuple[tuple[int, ...], DType]:
     return t.shape, t.dtype
 
 
-def _map(ctx: LowerCtx, node: Node, args: list[ir.Value], body) -> list[ir.Value]:
+def map_node(ctx: LowerCtx, node: Node, args: list[ir.Value], body) -> list[ir.Value]:
+    """`node`'s one output as `body` applied elementwise to `args` (numpy broadcasting)."""
     shape, dt = _out(node)
     return [ctx.ewise(args, shape, elem_type(dt), body)]
 
@@ -42,12 +43,12 @@ _FLOAT_UNARY = {
 
 @lowers(*_FLOAT_UNARY)
 def _float_unary(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
-    return _map(ctx, node, args, in_f32(_FLOAT_UNARY[node.op]))
+    return map_node(ctx, node, args, in_f32(_FLOAT_UNARY[node.op]))
 
 
 @lowers(um.isnan)
 def _isnan(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
-    return _map(ctx, node, args, lambda x: arith.cmpf(arith.CmpFPredicate.UNO, x, x))
+    return map_node(ctx, node, args, lambda x: arith.cmpf(arith.CmpFPredicate.UNO, x, x))
 
 
 @lowers(um.isinf)
@@ -59,7 +60,7 @@ def _isinf(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
         if not hits:
             return scalar(False, ir.IntegerType.get_signless(1))
         return hits[0] if len(hits) == 1 else arith.ori(*hits)
-    return _map(ctx, node, args, test)
+    return map_node(ctx, node, args, test)
 
 
 @lowers(ew.identity)
@@ -71,32 +72,32 @@ def _identity(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]
 def _relu(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     dt = node.inputs[0].type.dtype
     if dt.is_float:
-        return _map(ctx, node, args, lambda x: arith.maximumf(x, scalar(0.0, x.type)))
+        return map_node(ctx, node, args, lambda x: arith.maximumf(x, scalar(0.0, x.type)))
     if is_unsigned(dt):
         return [args[0]]
-    return _map(ctx, node, args, lambda x: arith.maxsi(x, scalar(0, x.type)))
+    return map_node(ctx, node, args, lambda x: arith.maxsi(x, scalar(0, x.type)))
 
 
 @lowers(ew.neg)
 def _neg(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     if node.inputs[0].type.dtype.is_float:
-        return _map(ctx, node, args, arith.negf)
-    return _map(ctx, node, args, lambda x: arith.subi(scalar(0, x.type), x))
+        return map_node(ctx, node, args, arith.negf)
+    return map_node(ctx, node, args, lambda x: arith.subi(scalar(0, x.type), x))
 
 
 @lowers(ew.abs_)
 def _abs(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     dt = node.inputs[0].type.dtype
     if dt.is_float:
-        return _map(ctx, node, args, math.absf)
+        return map_node(ctx, node, args, math.absf)
     if is_unsigned(dt):
         return [args[0]]
-    return _map(ctx, node, args, math.absi)
+    return map_node(ctx, node, args, math.absi)
 
 
 @lowers(ew.logical_not)
 def _not(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
-    return _map(ctx, node, args, lambda x: arith.xori(x, scalar(1, x.type)))
+    return map_node(ctx, node, args, lambda x: arith.xori(x, scalar(1, x.type)))
 
 
 @lowers(ew.softplus)
@@ -105,7 +106,7 @@ def _softplus(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]
     def body(x):
         tail = math.log1p(math.exp(arith.negf(math.absf(x))))
         return arith.addf(arith.maximumf(x, scalar(0.0, x.type)), tail)
-    return _map(ctx, node, args, body)
+    return map_node(ctx, node, args, body)
 
 
 def _clampf(x: ir.Value, lo: float, hi: float) -> ir.Value:
@@ -117,20 +118,20 @@ def _hard_swish(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Valu
     def body(x):
         gate = arith.addf(arith.divf(x, scalar(6.0, x.type)), scalar(0.5, x.type))
         return arith.mulf(x, _clampf(gate, 0.0, 1.0))
-    return _map(ctx, node, args, body)
+    return map_node(ctx, node, args, body)
 
 
 @lowers(ew.hard_sigmoid)
 def _hard_sigmoid(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     a, b = node.attrs["alpha"], node.attrs["beta"]
-    return _map(ctx, node, args, lambda x: _clampf(
+    return map_node(ctx, node, args, lambda x: _clampf(
         arith.addf(arith.mulf(x, scalar(a, x.type)), scalar(b, x.type)), 0.0, 1.0))
 
 
 @lowers(ew.leaky_relu)
 def _leaky_relu(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     alpha = node.attrs["alpha"]
-    return _map(ctx, node, args, lambda x: arith.select(
+    return map_node(ctx, node, args, lambda x: arith.select(
         arith.cmpf(arith.CmpFPredicate.OGE, x, scalar(0.0, x.type)), x,
         arith.mulf(x, scalar(alpha, x.type))))
 
@@ -138,7 +139,7 @@ def _leaky_relu(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Valu
 @lowers(ew.elu)
 def _elu(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     alpha = node.attrs["alpha"]
-    return _map(ctx, node, args, lambda x: arith.select(
+    return map_node(ctx, node, args, lambda x: arith.select(
         arith.cmpf(arith.CmpFPredicate.OGT, x, scalar(0.0, x.type)), x,
         arith.mulf(scalar(alpha, x.type), math.expm1(x))))
 
@@ -156,7 +157,7 @@ def _gelu(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
         else:
             t = math.erf(arith.mulf(x, c(float(1 / np.sqrt(2)))))
         return arith.mulf(arith.mulf(c(0.5), x), arith.addf(c(1.0), t))
-    return _map(ctx, node, args, body)
+    return map_node(ctx, node, args, body)
 
 
 @lowers(ew.clip)
@@ -173,7 +174,7 @@ def _clip(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
             if hi != np.inf:
                 x = arith.minimumf(x, scalar(hi, x.type))
             return x
-        return _map(ctx, node, args, body)
+        return map_node(ctx, node, args, body)
     info = np.iinfo(dt.numpy)
     ilo = None if lo == -np.inf else int(np.clip(np.trunc(lo), info.min, info.max))
     ihi = None if hi == np.inf else int(np.clip(np.trunc(hi), info.min, info.max))
@@ -185,7 +186,7 @@ def _clip(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
         if ihi is not None:
             x = mn(x, scalar(ihi, x.type))
         return x
-    return _map(ctx, node, args, ibody)
+    return map_node(ctx, node, args, ibody)
 
 
 def _to_int4(x: ir.Value, src: DType) -> ir.Value:
@@ -233,7 +234,7 @@ def _cast(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     src, to = node.inputs[0].type.dtype, node.attrs["to"]
     if elem_type(src) == elem_type(to) and src.is_float == to.is_float:
         return [args[0]]
-    return _map(ctx, node, args, lambda x: cast_scalar(x, src, to))
+    return map_node(ctx, node, args, lambda x: cast_scalar(x, src, to))
 
 
 # -- binary -------------------------------------------------------------------
@@ -291,7 +292,7 @@ _BINARY = (ew.add, ew.sub, ew.mul, ew.div, ew.pow_, ew.minimum, ew.maximum, ew.e
 
 @lowers(*_BINARY)
 def _binary(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
-    return _map(ctx, node, args, _binary_body(node.op, node.inputs[0].type.dtype))
+    return map_node(ctx, node, args, _binary_body(node.op, node.inputs[0].type.dtype))
 
 
 @lowers(ew.mod)
@@ -325,21 +326,21 @@ def _mod(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
             other = arith.xori(arith.cmpi(I.slt, r, zero), arith.cmpi(I.slt, y, zero))
             r = arith.select(arith.andi(arith.cmpi(I.ne, r, zero), other), arith.addi(r, y), r)
         return r
-    return _map(ctx, node, args, fbody if dt.is_float else ibody)
+    return map_node(ctx, node, args, fbody if dt.is_float else ibody)
 
 
 @lowers(ew.prelu)
 def _prelu(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     dt = node.inputs[0].type.dtype
     if dt.is_float:
-        return _map(ctx, node, args, lambda x, s: arith.select(
+        return map_node(ctx, node, args, lambda x, s: arith.select(
             arith.cmpf(arith.CmpFPredicate.OGE, x, scalar(0.0, x.type)), x, arith.mulf(x, s)))
     pred = arith.CmpIPredicate.uge if is_unsigned(dt) else arith.CmpIPredicate.sge
-    return _map(ctx, node, args, lambda x, s: arith.select(
+    return map_node(ctx, node, args, lambda x, s: arith.select(
         arith.cmpi(pred, x, scalar(0, x.type)), x, arith.muli(x, s)))
 
 
 @lowers(ew.where)
 def _where(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
-    return _map(ctx, node, args, arith.select)
+    return map_node(ctx, node, args, arith.select)
 

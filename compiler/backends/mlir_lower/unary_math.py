@@ -7,6 +7,7 @@ from __future__ import annotations
 from iree.compiler import ir
 from iree.compiler.dialects import arith, math
 
+from compiler.backends.mlir_lower.elementwise import map_node
 from compiler.backends.mlir_lower.registry import LowerCtx, elem_type, in_f32, int_width, is_unsigned, lowers, scalar
 from compiler.ir import Node
 from compiler.ops import bitwise
@@ -23,19 +24,14 @@ _UNARY = {
 _BINARY = {bitwise.bitwise_and: arith.andi, bitwise.bitwise_or: arith.ori, bitwise.bitwise_xor: arith.xori}
 
 
-def _map(ctx: LowerCtx, node: Node, args: list[ir.Value], body) -> list[ir.Value]:
-    t = node.outputs[0].type
-    return [ctx.ewise(args, t.shape, elem_type(t.dtype), body)]
-
-
 @lowers(*_UNARY)
 def _unary(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
-    return _map(ctx, node, args, in_f32(_UNARY[node.op]))
+    return map_node(ctx, node, args, in_f32(_UNARY[node.op]))
 
 
 @lowers(*_BINARY)
 def _binary(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
-    return _map(ctx, node, args, _BINARY[node.op])
+    return map_node(ctx, node, args, _BINARY[node.op])
 
 
 @lowers(bitwise.bit_shift)
@@ -54,7 +50,7 @@ def _bit_shift(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value
             return arith.select(inside, arith.shrui(x, safe), zero)
         fill = arith.select(arith.cmpi(arith.CmpIPredicate.slt, x, zero), scalar(-1, x.type), zero)
         return arith.select(inside, arith.shrsi(x, safe), fill)
-    return _map(ctx, node, args, body)
+    return map_node(ctx, node, args, body)
 
 
 @lowers(bitcast)
@@ -64,9 +60,9 @@ def _bitcast(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     src, to = node.inputs[0].type.dtype, node.attrs["to"]
     et = elem_type(to)
     if to is DType.BOOL:
-        return _map(ctx, node, args, lambda x: arith.cmpi(arith.CmpIPredicate.ne, x, scalar(0, x.type)))
+        return map_node(ctx, node, args, lambda x: arith.cmpi(arith.CmpIPredicate.ne, x, scalar(0, x.type)))
     if src is DType.BOOL:
-        return _map(ctx, node, args, lambda x: arith.extui(et, x))
+        return map_node(ctx, node, args, lambda x: arith.extui(et, x))
     if elem_type(src) == et:
         return [args[0]]
-    return _map(ctx, node, args, lambda x: arith.bitcast(et, x))
+    return map_node(ctx, node, args, lambda x: arith.bitcast(et, x))
