@@ -518,7 +518,7 @@ def test_mlir_bitwise_shifts_and_bitcast():
               np.array([1.5, -0.0, np.inf, -2.25e-39, 3.0], np.float32), rand((6,), BOOL, 4)])
 
 
-# -- indexing: gather_elements, gather_nd, one_hot; cumulative ------------------------
+# -- indexing: gather_elements, gather_nd, one_hot, scatters, topk; cumulative -----------
 def test_mlir_gather_elements_gather_nd_and_one_hot():
     g = Graph()
     x = g.add_input("x", T((3, 5, 4), F32))
@@ -536,6 +536,88 @@ def test_mlir_gather_elements_gather_nd_and_one_hot():
     check(g, [rand((3, 5, 4), F32, 0), np.random.default_rng(1).integers(-5, 5, (3, 2, 4)),
               np.array([[[0], [-1]], [[4], [2]], [[1], [-5]]], np.int64), np.array([[2, 4], [-1, -5]], np.int32),
               np.array([[0, 4, -1], [-5, 5, 7]], np.int64), np.array([0.0, 2.7, -1.2, 3.0], np.float32)])
+
+
+def check_bits(g: Graph, inputs: list[np.ndarray]) -> None:
+    """check(), bit for bit: data movement and in-order folds match the reference exactly (NaN, -0 included)."""
+    TESTED.update(n.op for n in g.nodes)
+    got, want = BACKEND.build(g, TARGET).run(inputs), interp.run(g, *inputs)
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        name = f"output {i} ({g.outputs[i].name})"
+        assert a.shape == b.shape and a.dtype == b.dtype, f"{name}: {a.shape} {a.dtype} != {b.shape} {b.dtype}"
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=name)
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_mlir_scatter_elements_and_scatter_nd_every_reduction(reduction):
+    """Duplicate targets fold in the reference's order (none: the last wins; float add of 1e4, 1, -1e4 is
+    order-sensitive), negative indices count from the end, idx shorter than x off the axis, k < rank slices."""
+    g = Graph()
+    outs = []
+    ie = g.const(np.array([[0, -1, 2], [0, 3, -4], [-4, 3, 2], [1, 1, 1], [0, -1, 2], [-4, 0, 0]]))
+    ie3 = g.const(np.array([[[0, -1, 4]] * 4, [[-5, 2, 2], [1, 1, -4], [3, 0, 0], [4, 4, 4]]], np.int32))
+    nd = g.const(np.array([[0], [-1], [0], [3], [-4], [2]], np.int32))
+    nd2 = g.const(np.array([[[0, 1], [-3, -3], [2, 0]], [[0, -3], [2, -4], [-1, 0]]]))
+    for dt in (F32, DType.F16, I32, U8, BOOL):
+        x, u = g.add_input(f"x{dt.value}", T((4, 3), dt)), g.add_input(f"u{dt.value}", T((6, 3), dt))
+        x3 = g.add_input(f"x3{dt.value}", T((3, 4, 5), dt))
+        u3, u4 = g.add_input(f"u3{dt.value}", T((2, 4, 3), dt)), g.add_input(f"u4{dt.value}", T((2, 3, 5), dt))
+        outs += [g.add1(indexing.scatter_elements, [x, ie, u], axis=0, reduction=reduction),
+                 g.add1(indexing.scatter_elements, [x3, ie3, u3], axis=-1, reduction=reduction),
+                 g.add1(indexing.scatter_nd, [x, nd, u], reduction=reduction),
+                 g.add1(indexing.scatter_nd, [x3, nd2, u4], reduction=reduction)]
+    g.outputs = outs
+    rng = np.random.default_rng(7)
+    special = {"add": [1e4, 1.0, -1e4, 0.375, -3.0], "mul": [0.5, -1.5, 2.0, 1.25, -0.75],
+               "max": [np.nan, -0.0, 0.0, 1.5, -2.0, np.inf], "min": [np.nan, -0.0, 0.0, 1.5, -2.0, -np.inf],
+               "none": [1.0, -2.5, 0.0, 7.0]}[reduction]
+    inputs = []
+    for dt in (F32, DType.F16, I32, U8, BOOL):
+        for shape in ((4, 3), (6, 3), (3, 4, 5), (2, 4, 3), (2, 3, 5)):
+            if dt.is_float:
+                inputs.append(rng.choice(np.array(special, dt.numpy), shape))
+            else:
+                inputs.append(rand(shape, dt, int(rng.integers(1000)), -100 if dt is I32 else 0, 250))
+    check_bits(g, inputs)
+
+
+def test_mlir_topk_largest_smallest_ties_nan_and_ints():
+    """The reference's stable order: ties keep the lower index, NaN after every number (largest or not), -0 and 0
+    tie; largest of int8 negates with numpy's wrap (-128 leads), of uint8 through int64."""
+    g = Graph()
+    x, h = g.add_input("x", T((4, 6, 5), F32)), g.add_input("h", T((3, 7), DType.F16))
+    i8, u8 = g.add_input("i8", T((2, 9), I8)), g.add_input("u8", T((9, 2), U8))
+    i64, b = g.add_input("i64", T((3, 4), I64)), g.add_input("b", T((2, 5), BOOL))
+    for largest in (True, False):
+        for v, k, axis in ((x, 3, -1), (x, 6, 1), (x, 2, 0), (h, 7, -1), (i8, 4, 1), (u8, 5, 0), (i64, 1, 0)):
+            g.outputs += g.add(rd.topk, [v], k=k, axis=axis, largest=largest)
+    g.outputs += g.add(rd.topk, [b], k=3, axis=1, largest=False) + g.add(rd.topk, [x], k=0, axis=1)
+    rng = np.random.default_rng(8)
+    fl = np.array([1.0, 2.0, -0.0, 0.0, np.nan, np.inf, -np.inf, 2.0, -1.0], np.float32)
+    check_bits(g, [rng.choice(fl, (4, 6, 5)), rng.choice(fl.astype(np.float16), (3, 7)),
+                   rng.choice(np.array([-128, 127, 0, -1, 5, 5], np.int8), (2, 9)),
+                   rng.choice(np.array([0, 255, 128, 7, 7], np.uint8), (9, 2)),
+                   rand((3, 4), I64, 9, -2, 2), rand((2, 5), BOOL, 10)])
+
+
+def test_mlir_topk_largest_of_bool_is_refused():
+    from compiler.diagnostics import Unsupported
+    g = Graph()
+    b = g.add_input("b", T((2, 5), BOOL))
+    g.outputs = g.add(rd.topk, [b], k=2)
+    with pytest.raises(Unsupported, match="topk largest of bool"):
+        BACKEND.build(g, TARGET)
+
+
+def test_mlir_cuda_builds_scatter_and_topk():
+    """No GPU needed: the PTX exists (each thread folds its output element's updates serially, in order)."""
+    g = Graph()
+    x, u = g.add_input("x", T((4, 3), F32)), g.add_input("u", T((6, 3), F32))
+    ie, nd = g.add_input("ie", T((6, 3), I64)), g.add_input("nd", T((6, 1), I32))
+    g.outputs = [g.add1(indexing.scatter_elements, [x, ie, u], axis=0, reduction="add"),
+                 g.add1(indexing.scatter_nd, [x, nd, u], reduction="max"), *g.add(rd.topk, [u], k=2, axis=0)]
+    ptx = BACKEND.build(g, Target("cuda", arch="sm_90")).source("ptx")
+    assert ".target sm_90" in ptx and ptx.count(".entry") >= 3
 
 
 def test_mlir_cumsum_and_cumprod_exclusive_and_reversed():
@@ -650,7 +732,8 @@ def test_mlir_every_claimed_op_is_tested():
     if len(TESTED) < 10:
         pytest.skip("run the whole file to check coverage")
     elsewhere = {"lmul.mul", "lmul.matmul", "q.lut_matmul",     # tests/backends/test_mlir_mfree.py
-                 "q.resize_linear"}                              # tests/backends/test_resize_linear_backends.py
+                 "q.resize_linear",                              # tests/backends/test_resize_linear_backends.py
+                 "nn.lstm", "nn.gru", "nn.rnn"}                  # tests/backends/test_mlir_recurrent.py
     untested = sorted(op.name for op in LOWERINGS if op not in TESTED and op.name not in elsewhere)
     assert not untested, f"lowered but untested: {untested}"
     assert BACKEND.supported_ops() == frozenset(LOWERINGS)

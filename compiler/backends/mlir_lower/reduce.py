@@ -1,5 +1,5 @@
-"""Reductions (linalg.generic with reduction iterators), argmax (a two-result reduction) and the running sums and
-products (cumsum, cumprod)."""
+"""Reductions (linalg.generic with reduction iterators), argmax (a two-result reduction), the running sums and
+products (cumsum, cumprod) and topk (a rank per element, then the element of each rank)."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,6 +18,7 @@ from compiler.backends.mlir_lower.registry import (
     scalar,
     shape_of,
 )
+from compiler.diagnostics import Unsupported
 from compiler.ir import Node
 from compiler.ops import reduce as rd
 from compiler.ops._util import norm_axis
@@ -138,3 +139,58 @@ def _cumulative(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Valu
     xmap = amap(rank + 1, [rank if d == axis else d for d in range(rank)])
     return generic([x], [ctx.full(t.shape, et, ident)], [xmap, amap(rank + 1, range(rank))],
                    [PAR] * rank + [RED], body)
+
+
+@lowers(rd.topk)
+def _topk(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
+    """The reference's order, exactly: a stable ascending sort of the key x (smallest) or -x (largest; numpy's
+    negation: integers wrap, so INT_MIN leads, and unsigned values are negated as int64), NaN after every number.
+    First the rank of each element (how many come before it: a smaller key, or an equal key at a lower index; one
+    generic, quadratic in the axis), then output p along the axis takes the element of rank p. IREE's own sort
+    is a serial loop per row as well."""
+    x, t = args[0], node.inputs[0].type
+    dt, rank, largest = t.dtype, t.rank, node.attrs["largest"]
+    axis = norm_axis(node.attrs["axis"], rank)
+    out = list(node.outputs[0].type.shape)
+    i64 = ir.IntegerType.get_signless(64)
+    if 0 in out:
+        return [ctx.empty(out, elem_of(x)), ctx.empty(out, i64)]
+    if dt is DType.BOOL and largest:
+        raise Unsupported("topk largest of bool on mlir: the reference negates the booleans, which numpy refuses",
+                          node.loc)
+    P, F = arith.CmpIPredicate, arith.CmpFPredicate
+    if dt.is_float:
+        key = ctx.ewise([x], t.shape, elem_of(x), arith.negf) if largest else x
+
+        def less(a, b):           # numpy's sort order: a < b, or b NaN and a not
+            nan_b = arith.andi(arith.cmpf(F.UNO, b, b), arith.cmpf(F.ORD, a, a))
+            return arith.ori(arith.cmpf(F.OLT, a, b), nan_b)
+    else:
+        if largest and is_unsigned(dt):
+            key = ctx.ewise([x], t.shape, i64, lambda v: arith.subi(scalar(0, i64), ctx.cast_int(v, i64, False)))
+        elif largest:
+            key = ctx.ewise([x], t.shape, elem_of(x), lambda v: arith.subi(scalar(0, v.type), v))
+        else:
+            key = x
+        pred = P.ult if is_unsigned(dt) and not largest else P.slt
+
+        def less(a, b):
+            return arith.cmpi(pred, a, b)
+
+    def count(ki, kj, acc):       # element i (dimension `axis`), element j (the last dimension) before it?
+        earlier = arith.cmpi(P.ult, linalg.IndexOp(rank).result, linalg.IndexOp(axis).result)
+        tie = arith.andi(arith.xori(less(ki, kj), scalar(True, earlier.type)), earlier)
+        return arith.addi(acc, arith.extui(i64, arith.ori(less(kj, ki), tie)))
+
+    n = rank + 1
+    along = amap(n, [rank if d == axis else d for d in range(rank)])
+    ident = amap(n, range(rank))
+    ranks = generic([key, key], [ctx.full(t.shape, i64, 0)], [ident, along, ident], [PAR] * rank + [RED],
+                    count)[0]
+
+    def pick(v, r, val, idx):      # output p (dimension `axis`) takes the element r (the last dimension) of rank p
+        hit = arith.cmpi(P.eq, r, arith.index_cast(i64, linalg.IndexOp(axis).result))
+        return arith.select(hit, v, val), arith.select(hit, arith.index_cast(i64, linalg.IndexOp(rank).result), idx)
+
+    return generic([x, ranks], [ctx.full(out, elem_of(x), 0), ctx.full(out, i64, 0)], [along, along, ident, ident],
+                   [PAR] * rank + [RED], pick)
