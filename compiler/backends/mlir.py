@@ -29,6 +29,7 @@ from compiler.backends.mlir_lower.registry import elem_type, first_lines, lower_
 from compiler.backends.mlir_runtime import VmfbExecutable
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
 from compiler.ir import Graph
+from compiler.ops import linalg as la
 from compiler.ops import quant
 from compiler.ops.registry import OpDef
 from compiler.target import Target
@@ -102,12 +103,18 @@ def emit_mlir(g: Graph, target: Target) -> str:
 
 
 # -- compiling -------------------------------------------------------------------
+def _widened_conv(n) -> bool:
+    """A conv whose operands the lowering widens into its accumulator: integer, or float16 summed in float32."""
+    return n.op is quant.conv or (n.op is la.conv and n.inputs[0].type.dtype is DType.F16)
+
+
 def _cpu_flags(target: Target, g: Graph | None = None) -> list[str]:
     cpu = target.mcpu or "host"
     flags = list(CPU_FLAGS)
-    if g is not None and any(n.op is quant.conv and n.inputs[0].type.shape[0] > 1 for n in g.walk()):
-        # IREE 3.13's im2col rewrite emits a mistyped arith.addi for integer convs whose operands
-        # are widened, at batch > 1 ("'arith.addi' op requires the same type"): leave it out.
+    if g is not None and any(_widened_conv(n) and n.inputs[0].type.shape[0] > 1 for n in g.walk()):
+        # IREE 3.13's im2col rewrite emits a mistyped arith.addi / addf for convs whose operands are widened
+        # (integer, and float16 summed in float32), at batch > 1 ("'arith.addf' op requires the same type"):
+        # leave it out.
         flags.remove("--iree-global-opt-use-im2col-for-convs")
     if g is not None and any(v.type.dtype is DType.BOOL and v.type.rank >= 2 for n in g.walk() for v in n.inputs):
         # IREE 3.13's data tiling packs a bool operand with an i8 padding value ("'linalg.pack' op expected

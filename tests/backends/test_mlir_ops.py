@@ -692,6 +692,16 @@ def test_mlir_float16_softmax_sums_in_float32_and_matches_the_reference_exactly(
     check(g, [rand((4, 37), DType.F16, 0, -6, 6)], rtol=0, atol=0)
 
 
+def test_mlir_float16_conv_at_batch_two_builds_without_im2col_and_matches():
+    """IREE 3.13's im2col rewrite emits a mistyped arith.addf for a float16 conv summed in float32 at batch > 1 (as
+    arith.addi for widened integer convs): such a graph is compiled without it."""
+    g = Graph()
+    x = g.add_input("x", T((2, 3, 9, 9), DType.F16))
+    w = g.const(rand((8, 3, 3, 3), DType.F16, 1, -1, 1), "w")
+    g.outputs = [g.add1(linalg.conv, [x, w], strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1))]
+    check(g, [rand((2, 3, 9, 9), DType.F16, 0, -1, 1)], rtol=1e-3, atol=1e-3)
+
+
 def test_mlir_a_bool_mask_beside_a_matmul_builds_without_data_tiling():
     """IREE 3.13's data tiling packs a bool operand with an i8 padding value and fails to verify: a graph with a
     bool tensor of rank 2 or more is built without it (attention masks)."""
