@@ -1,10 +1,10 @@
 """A CRNN (examples/crnn.py: conv stack + bidirectional 2-layer LSTM + linear per column) against onnxruntime
 FP32, side by side in one run, interleaved.
 
-    python benchmarks/crnn_vs_onnxruntime.py [--threads 1] [--repeat 30]
+    python benchmarks/crnn_vs_onnxruntime.py [--threads 1] [--repeat 30] [--backends tvm mlir]
 
 Two sizes: the tests' model (hidden 32, 16 steps, batch 2) and an OCR-sized one (hidden 256, 64 steps,
-batch 1). Prints a markdown table: median ms, ratio to onnxruntime, max |diff|.
+batch 1). Prints a markdown table: median ms per backend, its ratio to onnxruntime, max |diff|.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--backends", nargs="+", choices=("tvm", "mlir"), default=["tvm"])
     args = ap.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
     import compiler
@@ -37,19 +38,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         for label, kw in SIZES.items():
             path, x = export(Path(d) / "crnn.onnx", **kw)
-            cm = compiler.compile(path, target=f"llvm -num-threads={args.threads}")
+            cms = {b: compiler.compile(path, target=f"llvm -num-threads={args.threads}", backend=b)
+                   for b in args.backends}
             sess = ort_session(path, args.threads)
-            diff = float(np.abs(cm.run(x)[0] - sess.run(None, {"x": x})[0]).max())
-            lat = interleaved_medians({"ort": lambda: sess.run(None, {"x": x}), "ours": lambda: cm.run(x)},
-                                      args.warmup, args.repeat)
-            rows.append((label, lat["ort"], lat["ours"], diff))
-            print(f"{label}: onnxruntime {lat['ort']:.3f} ms, ours {lat['ours']:.3f} ms", file=sys.stderr, flush=True)
+            want = sess.run(None, {"x": x})[0]
+            diff = max(float(np.abs(cm.run(x)[0] - want).max()) for cm in cms.values())
+            calls = {"ort": lambda: sess.run(None, {"x": x})}
+            calls.update({b: (lambda cm=cm: cm.run(x)) for b, cm in cms.items()})
+            lat = interleaved_medians(calls, args.warmup, args.repeat)
+            rows.append((label, lat, diff))
+            print(f"{label}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in lat.items()), file=sys.stderr, flush=True)
     print(f"\n{args.threads} thread(s), median of {args.repeat} interleaved calls\n")
-    print("| CRNN | onnxruntime FP32 ms | ours ms | ours / ORT | max abs diff |")
-    print("|---|---|---|---|---|")
-    for label, o, u, diff in rows:
-        print(f"| {label} | {o:.3f} | {u:.3f} | {u / o:.2f}x | {diff:.1e} |")
-
+    names = {"tvm": "ours (TVM)", "mlir": "ours (MLIR)"}
+    print("| CRNN | onnxruntime FP32 ms | " + " | ".join(f"{names[b]} ms | / ORT" for b in args.backends)
+          + " | max abs diff |")
+    print("|---|---|" + "---|---|" * len(args.backends) + "---|")
+    for label, lat, diff in rows:
+        cells = " | ".join(f"{lat[b]:.3f} | {lat[b] / lat['ort']:.2f}x" for b in args.backends)
+        print(f"| {label} | {lat['ort']:.3f} | {cells} | {diff:.1e} |")
 
 if __name__ == "__main__":
     main()

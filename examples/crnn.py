@@ -1,7 +1,7 @@
 """A CRNN-style OCR model (conv stack, bidirectional 2-layer LSTM over the width, a linear classifier per
 column), written in PyTorch, exported with torch.onnx and compiled; the output is compared with onnxruntime.
 
-    python examples/crnn.py [--hidden 256] [--width 128] [--batch 1]
+    python examples/crnn.py [--hidden 256] [--width 128] [--batch 1] [--backend tvm|mlir]
 
 `crnn()` is the model the tests (tests/e2e/test_crnn.py) and benchmarks/crnn_vs_onnxruntime.py use.
 """
@@ -60,16 +60,18 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--backend", choices=("tvm", "mlir"), default="tvm",
+                    help="code generator: TVM, or MLIR through IREE (the recurrence an scf.for over the steps)")
     args = ap.parse_args()
     import onnxruntime as ort
 
     import compiler
     with tempfile.TemporaryDirectory() as d:
         path, x = export(Path(d) / "crnn.onnx", hidden=args.hidden, width=args.width, batch=args.batch)
-        cm = compiler.compile(path, target="llvm")
+        cm = compiler.compile(path, target="llvm", backend=args.backend)
         want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     got = cm.run(x)[0]
-    print(f"CRNN hidden {args.hidden}, {args.width // 2} steps, batch {args.batch}: output {got.shape}, "
+    print(f"CRNN hidden {args.hidden}, {args.width // 2} steps, batch {args.batch}, {args.backend}: output {got.shape}, "
           f"max |ours - onnxruntime| {np.abs(got - want).max():.2e}")
     print(f"ours {cm.benchmark(x)['median_ms']:.3f} ms per call")
 

@@ -9,6 +9,7 @@ from compiler.backends.mlir_lower import (  # noqa: F401
     mfree,
     nn,
     quant,
+    recurrent,
     reduce,
     shape,
     signal,
