@@ -23,7 +23,7 @@ alone (PyTorch's models come from examples/).
   --cpu       the folder holds llvm artifacts (gpu_prepare.py --cpu): check and time on the CPU
   --repeat N  timed runs per model, batch and runtime (default 20)
   --no-time   the checks only
-  --models M  only these models (cnn, encoder, detector, attention)
+  --models M  only these models (cnn, encoder, detector, attention, ocr)
   --profile   also list each tvm artifact's slowest kernels (the device synchronized around each call)
   --json FILE also write every check's status and every time (and profile) measured, as JSON
 Exit status: 0 when every check passed, 1 when one failed, 2 on a usage error.
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu", action="store_true", help="the folder holds llvm artifacts: check and time on the CPU")
     ap.add_argument("--repeat", type=int, default=20, help="timed runs per model, batch and runtime (default 20)")
     ap.add_argument("--no-time", action="store_true", help="the checks only")
-    ap.add_argument("--models", nargs="+", default=None, help="only these models (cnn, encoder, detector, attention)")
+    ap.add_argument("--models", nargs="+", default=None, help="only these models (cnn, encoder, detector, attention, ocr)")
     ap.add_argument("--profile", action="store_true", help="also list each tvm artifact's slowest kernels")
     ap.add_argument("--json", default=None, metavar="FILE",
                     help="also write every check's status, time and profile to FILE as JSON")

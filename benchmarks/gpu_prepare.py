@@ -16,7 +16,9 @@ the fused kernels (--disable-pass) fits beside the full one. gpu_check.py takes 
 Models (MODELS; torch_model() builds each for PyTorch eager too; seeded weights, BatchNorm statistics
 randomized): cnn = ResNet-18 (examples/zoo.py), 3x224x224; encoder = BERT-small (zoo.BertEncoder: 4
 layers, hidden 512, 8 heads, FFN 2048, seq 128, vocab 1000); detector = YOLOv8n (examples/real_arch),
-3x320x320; attention = one attention of 12 heads, seq 4096, d 64 (q, k, v in; batch 1 only, no int8).
+3x320x320; attention = one attention of 12 heads, seq 4096, d 64 (q, k, v in; batch 1 only, no int8);
+ocr = the CRNN of examples/crnn.py (hidden 256, 1x16x128 images, 64 steps; its output is time-major; only with
+--models: its integer-only INT8 is refused, there is no integer LSTM).
 Modes: fp32; fp16 (--precision fp16: float16 compute, the references the interpreter's float16 run of
 the same graph); int8 = integer-only INT8 calibrated on two seeded batches (a larger batch on the same
 samples repeated, so every batch size gets the same integer graph).
@@ -29,7 +31,7 @@ A batch > 1 runs batch_input(): its sample 0 is the batch-1 input, the others ro
 random numbers on the checking side, whose numpy may be another version).
 
     python benchmarks/gpu_prepare.py [-o DIR] [--cpu] [--batch 1 32] [--models cnn encoder detector
-                                     attention] [--modes fp32 fp16 int8] [--backends tvm mlir]
+                                     attention ocr] [--modes fp32 fp16 int8] [--backends tvm mlir]
                                      [--max-mb 64] [--python X.Y] [--kernel-outputs] [--int8 mma|dp4a]
                                      [--mma sync|wmma]
                                      [--disable-pass NAME ...] [--pack]
@@ -80,7 +82,9 @@ MODELS = {
     "encoder": ("BERT-small: 4 layers, hidden 512, seq 128", "ids", (128,), "int64"),
     "detector": ("YOLOv8n, 3x320x320", "images", (3, 320, 320), "float32"),
     "attention": ("attention: 12 heads, seq 4096, d 64", "q", (12, 4096, 64), "float32"),
+    "ocr": ("CRNN: conv stack, bidirectional 2-layer LSTM (hidden 256, 64 steps)", "x", (1, 16, 128), "float32"),
 }
+DEFAULT_MODELS = ("cnn", "encoder", "detector", "attention")     # ocr on request (--models ocr)
 MODES = ("fp32", "fp16", "int8")
 ATTENTION = {"heads": 12, "length": 4096, "d": 64}
 VOCAB = 1000
@@ -98,6 +102,9 @@ def torch_model(name: str, seed: int = SEED):
             def forward(self, q, k, v):
                 return torch.nn.functional.scaled_dot_product_attention(q, k, v)
         return Attention().eval()
+    if name == "ocr":
+        from examples.crnn import crnn
+        return crnn(hidden=256, width=128, batch=1, seed=seed)[0]
     if name == "cnn":
         model = zoo.ResNet([2, 2, 2, 2], [64, 128, 256, 512], False, 1000, 64, True)
     elif name == "encoder":
@@ -140,8 +147,10 @@ def saved_inputs(folder: Path, name: str) -> list[np.ndarray]:
 
 
 def sliced(y: np.ndarray, name: str) -> np.ndarray:
-    """The part of output `y` that is checked: sample 0 (the batch-1 input); of the attention, head 0
-    alone (the whole reference would take 12.6 MB per mode and backend)."""
+    """The part of output `y` that is checked: sample 0 (the batch-1 input; the CRNN's output is time-major);
+    of the attention, head 0 alone (the whole reference would take 12.6 MB per mode and backend)."""
+    if name == "ocr":
+        return y[:, :1]
     return y[:1, :1] if name == "attention" else y[:1]
 
 
@@ -272,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the folder, replaced (default out/gpu-check; out/gpu-check-cpu with --cpu)")
     ap.add_argument("--cpu", action="store_true", help="compile for this CPU (llvm), to try the check here")
     ap.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (default 1 32; 1 2 with --cpu)")
-    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models (default all)")
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(DEFAULT_MODELS),
+                    help=f"models (default {' '.join(DEFAULT_MODELS)})")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="precisions (default all)")
     ap.add_argument("--backends", nargs="+", choices=["tvm", "mlir"], default=["tvm", "mlir"],
                     help="code generators (default both)")

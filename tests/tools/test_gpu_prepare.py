@@ -65,3 +65,20 @@ def test_the_packed_folder_unpacks_to_the_same_files(tmp_path):
     assert out.name == "gc" and out != folder
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == sorted(p.relative_to(folder) for p in folder.rglob("*"))
     assert (out / "sub" / "lib.bin").read_bytes() == (folder / "sub" / "lib.bin").read_bytes()
+
+
+@requires_torch
+def test_the_crnns_checked_part_is_sample_0_of_its_time_major_output():
+    """gpu_prepare's ocr model (the CRNN) answers (steps, batch, classes): a batch built by batch_input() has the
+    batch-1 input as sample 0, and sliced() keeps exactly that sample's output, which the reference holds."""
+    import torch
+
+    from benchmarks import gpu_prepare
+    model = gpu_prepare.torch_model("ocr")
+    x1 = gpu_prepare.inputs("ocr", 1, gpu_prepare.SEED + 1)[0]
+    with torch.no_grad():
+        one = model(torch.from_numpy(x1)).numpy()
+        three = model(torch.from_numpy(gpu_prepare.batch_input(x1, 3))).numpy()
+    assert one.shape == (64, 1, 11) and three.shape == (64, 3, 11)
+    np.testing.assert_allclose(gpu_prepare.sliced(three, "ocr"), gpu_prepare.sliced(one, "ocr"), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(three[:, 1], one[:, 0], atol=1e-3)

@@ -2,7 +2,8 @@
 matmul (T*N, I) x (I, G*H); the recurrence is one TIR function with a serial loop over time
 that keeps the state in its output buffers (h, c) and computes each step's gates as a small
 matrix-vector product per batch entry. Batch entries past their seq_lens are left alone and
-their Y rows are zero, as in the reference."""
+their Y rows are zero, as in the reference. On cuda the recurrence is one GPU kernel per direction, a block per
+batch entry (tvm_kernels/cuda_recurrent.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -21,11 +22,13 @@ R = relax.op
 Act = Callable[[Any], Any]     # PrimExpr -> PrimExpr
 
 
-def _activation(name: str, alpha: float, beta: float, dt: str) -> Act:
+def _activation(name: str, alpha: float, beta: float, dt: str, fast: bool = True) -> Act:
+    """`fast` float32: vectorizable forms (no libm call per element, ~1e-7 relative error) for the CPU; the
+    GPU has its own exp and tanh."""
     def c(v: float) -> tirx.PrimExpr:
         return tirx.const(v, dt)
 
-    fast = dt == "float32"      # vectorizable forms (no libm call per element), ~1e-7 relative error
+    fast = fast and dt == "float32"
     table: dict[str, Act] = {
         "sigmoid": (lambda x: c(1) / (c(1) + fast_exp(c(0) - x, dt))) if fast else tirx.sigmoid,
         "tanh": (lambda x: fast_tanh(x, dt)) if fast else tirx.tanh,
@@ -228,6 +231,21 @@ def _input_projection(ctx: LowerCtx, node: Node, x2: relax.Expr, w: relax.Expr, 
                           _pick(ctx, b, d, 0, gs)))
 
 
+def _cuda_func(ctx: LowerCtx, node: Node, args: list[relax.Expr], d: int, ins: list[relax.Expr], reverse: bool,
+               acts: list[Act], cl: Act) -> tirx.PrimFunc:
+    """The GPU kernel of direction d (tvm_kernels/cuda_recurrent.py); completes `ins` with its c0 and peepholes
+    (zeros where the op has none)."""
+    from compiler.backends.tvm_kernels.cuda_recurrent import make_cuda_recurrent
+    kind, a = node.op.short_name, node.attrs
+    steps, n, _ = shape_of(args[0])
+    hs, dt = shape_of(args[5])[2], dtype_of(args[0])
+    lstm = kind == "lstm"
+    ins += [_pick(ctx, args[6], d) if lstm else const(np.zeros((n, hs)), dt),
+            _pick(ctx, args[7], d) if lstm and len(args) > 7 else const([0.0] * (3 * hs), dt)]
+    flag = a["input_forget"] if lstm else a.get("linear_before_reset", False)
+    return make_cuda_recurrent(kind, steps, n, hs, dt, reverse, acts, cl, bool(flag), gpu=not ctx.unscheduled)
+
+
 @lowers(rec.rnn, rec.gru, rec.lstm)
 def _recurrent(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
     kind = node.op.short_name
@@ -236,21 +254,26 @@ def _recurrent(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.
     steps, n, i = shape_of(x)
     d_count, gs, hs = shape_of(r)
     dt = dtype_of(x)
-    acts = [_activation(*act, dt) for act in rec.activation_list(kind, a)]
+    cuda = ctx.target.kind == "cuda"
+    ct = "float32" if cuda else dt        # the GPU kernel computes in float32 (float16 tensors widened as read)
+    acts = [_activation(*act, ct, fast=not cuda) for act in rec.activation_list(kind, a)]
     per = len(acts) // d_count
-    cl = _clipper(a["clip"], dt)
+    cl = _clipper(a["clip"], ct)
     x2 = ctx.emit(R.reshape(x, (steps * n, i)))
     ys, hns, cns = [], [], []
     for d in range(d_count):
         reverse = a["direction"] == "reverse" or d == 1
         gx = ctx.emit(R.reshape(_input_projection(ctx, node, x2, w, b, d, gs), (steps, n, gs)))
-        rt = (_panels(ctx, r, node.inputs[2], d, hs, gs, _panel(gs, _lanes(hs))) if kind == "lstm"
+        rt = (_panels(ctx, r, node.inputs[2], d, hs, gs, _panel(gs, _lanes(hs))) if kind == "lstm" and not cuda
               else ctx.emit(R.permute_dims(_pick(ctx, r, d), [1, 0])))
         ins = [gx, rt, _pick(ctx, b, d, gs, 2 * gs), lens, _pick(ctx, h0, d)]
         state = relax.TensorType((n, hs), dt)
         outs = [relax.TensorType((steps, n, hs), dt), state]
         dir_acts = acts[d * per:(d + 1) * per]
-        if kind == "lstm":
+        if cuda:
+            func = _cuda_func(ctx, node, args, d, ins, reverse, dir_acts, cl)
+            outs.append(state)
+        elif kind == "lstm":
             p = _pick(ctx, args[7], d) if len(args) > 7 else const([0.0] * (3 * hs), dt)
             ins += [_pick(ctx, args[6], d), p]
             outs.append(state)
