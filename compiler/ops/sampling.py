@@ -2,9 +2,10 @@
 axes) and roi_align (ONNX RoiAlign).
 
 The per-axis coordinate arithmetic (unnormalizing, reflecting, the pixels and weights a coordinate
-reads) is written once over a small `Math` of elementwise primitives, so the numpy references here
-and the TVM lowerings (compiler/backends/tvm_lower/sampling.py, which pass TVM's primitives) compute
-the same formulas in the same float32 arithmetic as onnx.reference.
+reads) is written once over a small `Math` of elementwise primitives, so the numpy references here,
+the TVM lowerings (compiler/backends/tvm_lower/sampling.py, which pass TVM's primitives) and the MLIR ones
+(compiler/backends/mlir_lower/sampling.py: arith / math builders) compute the same formulas in the same
+float32 arithmetic as onnx.reference.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ GRID_CUBIC_A = -0.75                      # GridSample's cubic is Keys' with a =
 
 
 class Math(NamedTuple):
-    """Elementwise primitives the shared formulas use: numpy's here, TVM's in the lowering."""
+    """Elementwise primitives the shared formulas use: numpy's here, TVM's and MLIR's in the lowerings."""
     where: Callable[[Any, Any, Any], Any]     # where(cond, a, b); a or b may be a Python number
     floor: Callable[[Any], Any]
     rint: Callable[[Any], Any]                # round half to even

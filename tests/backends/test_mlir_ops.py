@@ -743,7 +743,8 @@ def test_mlir_every_claimed_op_is_tested():
         pytest.skip("run the whole file to check coverage")
     elsewhere = {"lmul.mul", "lmul.matmul", "q.lut_matmul",     # tests/backends/test_mlir_mfree.py
                  "q.resize_linear",                              # tests/backends/test_resize_linear_backends.py
-                 "nn.lstm", "nn.gru", "nn.rnn"}                  # tests/backends/test_mlir_recurrent.py
+                 "nn.lstm", "nn.gru", "nn.rnn",                  # tests/backends/test_mlir_recurrent.py
+                 "nn.grid_sample", "nn.roi_align"}               # tests/backends/test_mlir_sampling.py
     untested = sorted(op.name for op in LOWERINGS if op not in TESTED and op.name not in elsewhere)
     assert not untested, f"lowered but untested: {untested}"
     assert BACKEND.supported_ops() == frozenset(LOWERINGS)

@@ -220,8 +220,9 @@ def test_tvm_resize_cubic_antialias_and_crop():
                    rng.integers(-50, 50, (1, 2, 5, 6)).astype(np.int32)])
 
 
-def test_mlir_refuses_what_it_cannot_lower():
-    """grid_sample has no MLIR lowering; its nearest resize has no extrapolation value."""
+def test_mlir_refuses_a_nearest_crop_and_resize_it_cannot_extrapolate():
+    """Resize's nearest mode with tf_crop_and_resize has no extrapolation value on MLIR: refused by name (grid_sample
+    and roi_align are lowered: tests/backends/test_mlir_sampling.py)."""
     pytest.importorskip("iree.compiler")
     from compiler.backends.mlir import BACKEND
     from compiler.target import Target
@@ -230,9 +231,4 @@ def test_mlir_refuses_what_it_cannot_lower():
     g.outputs = [g.add1(sh.resize, [x], mode="nearest", sizes=(1, 1, 3, 3), scales=(1.0, 1.0, 0.75, 0.75),
                         coordinate_transformation_mode="tf_crop_and_resize", roi=(0, 0, 0, 0.5, 1, 1, 1, 1.5))]
     with pytest.raises(Unsupported, match="tf_crop_and_resize extrapolation on the mlir backend"):
-        BACKEND.build(g, Target("llvm"))
-    g = Graph()
-    x, grid = g.add_input("x", TensorType((1, 1, 4, 4), F32)), g.add_input("g", TensorType((1, 2, 2, 2), F32))
-    g.outputs = [g.add1(sampling.grid_sample, [x, grid])]
-    with pytest.raises(Unsupported, match="nn.grid_sample has no lowering for 'mlir'"):
         BACKEND.build(g, Target("llvm"))

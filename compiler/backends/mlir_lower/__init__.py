@@ -11,6 +11,7 @@ from compiler.backends.mlir_lower import (  # noqa: F401
     quant,
     recurrent,
     reduce,
+    sampling,
     shape,
     signal,
     unary_math,
