@@ -206,14 +206,22 @@ def test_mlir_pooling():
     g = Graph()
     x = g.add_input("x", T((1, 3, 9, 8), F32))
     xi = g.add_input("xi", T((1, 2, 7), I8))
+    x2 = g.add_input("x2", T((1, 3, 2, 2), F32))
     base = {"kernel": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1), "dilations": (1, 1)}
     g.outputs = [g.add1(nn.max_pool, [x], **base),
                  g.add1(nn.max_pool, [x], **dict(base, ceil_mode=True, pads=(0, 0, 0, 0))),
                  g.add1(nn.avg_pool, [x], **base),
                  g.add1(nn.avg_pool, [x], **dict(base, count_include_pad=True)),
                  g.add1(nn.avg_pool, [x], **dict(base, ceil_mode=True, kernel=(2, 3))),
-                 g.add1(nn.max_pool, [xi], kernel=(2,), strides=(2,), pads=(0, 1), dilations=(1,))]
-    check(g, [rand((1, 3, 9, 8), F32, 0), rand((1, 2, 7), I8, 1, -128, 127)])
+                 g.add1(nn.max_pool, [xi], kernel=(2,), strides=(2,), pads=(0, 1), dilations=(1,)),
+                 # ceil mode whose last window would start on the padding: dropped, and the padding past the
+                 # windows sliced off (linalg's pooling ops infer the window from the input's extent)
+                 g.add1(nn.avg_pool, [x2], kernel=(3, 3), strides=(3, 3), pads=(1, 1, 1, 1), dilations=(1, 1),
+                        ceil_mode=True),
+                 g.add1(nn.max_pool, [x2], kernel=(3, 3), strides=(3, 3), pads=(1, 1, 1, 1), dilations=(1, 1),
+                        ceil_mode=True)]
+    assert g.outputs[-1].type.shape == (1, 3, 1, 1)
+    check(g, [rand((1, 3, 9, 8), F32, 0), rand((1, 2, 7), I8, 1, -128, 127), rand((1, 3, 2, 2), F32, 2)])
 
 
 # -- reductions ---------------------------------------------------------------------

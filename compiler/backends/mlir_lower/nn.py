@@ -3,7 +3,7 @@
 Softmax / layer norm are reductions plus broadcasting generics (IREE fuses them). Pooling pads
 with -inf (max) or 0 (sum) and uses linalg.pooling_nchw_max / pooling_nchw_sum for 2-D float,
 a windowed linalg.generic otherwise; ceil mode is extra high padding (the window never starts in
-it). Average pooling divides by a per-position count computed at compile time with the
+it), and padding past the last window is sliced off (the named ops infer the window from the extent). Average pooling divides by a per-position count computed at compile time with the
 reference's own window logic, so count_include_pad and ceil mode match exactly. LRN sums the
 squares over a channel window of the zero-padded input (a generic with one reduction dimension).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from iree.compiler import ir
-from iree.compiler.dialects import arith, linalg, math
+from iree.compiler.dialects import arith, linalg, math, tensor
 
 from compiler.backends.mlir_lower.linalg import pad_constant
 from compiler.backends.mlir_lower.reduce import reduce_kind
@@ -27,6 +27,7 @@ from compiler.backends.mlir_lower.registry import (
     lowers,
     scalar,
     shape_of,
+    tensor_type,
 )
 from compiler.ir import Node
 from compiler.ops import nn
@@ -130,6 +131,14 @@ def _pool_pads(x_shape, out_shape, a) -> tuple[list[int], list[int]]:
 def _window_reduce(ctx: LowerCtx, xp: ir.Value, out_shape, a, init, combine, named) -> ir.Value:
     nsp = len(out_shape) - 2
     et = elem_of(xp)
+    # the windows' extent exactly: a named pooling op's verifier infers the window from it (a ceil-mode window
+    # that would start on the padding is dropped by the output shape, and the padding past it must go too)
+    need = [(out_shape[2 + i] - 1) * a["strides"][i] + (a["kernel"][i] - 1) * a["dilations"][i] + 1
+            for i in range(nsp)]
+    have = list(shape_of(xp))
+    if have[2:] != need:
+        sizes = have[:2] + need
+        xp = tensor.extract_slice(tensor_type(sizes, et), xp, [], [], [], [0] * len(sizes), sizes, [1] * len(sizes))
     acc = ctx.full(out_shape, et, init)
     window = ctx.empty(a["kernel"], et)
     if nsp == 2 and named is not None:
