@@ -31,7 +31,7 @@ from compiler.backends.tvm_kernels.common import finalize
 from compiler.ops.recurrent import GATES
 
 Act = Callable[[Any], Any]          # PrimExpr -> PrimExpr
-MAX_THREADS = 256
+MAX_THREADS = 1024        # a step is a matrix-vector product on one block: as many threads as it has columns
 
 
 def threads(gs: int) -> int:
