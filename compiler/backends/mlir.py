@@ -5,6 +5,9 @@ Each op is lowered by the function registered for its OpDef in `mlir_lower` (`@l
 `build_module` writes one `func.func @main` taking the graph inputs and returning its outputs;
 constants are `arith.constant dense<...>`. Integer tensors are signless in MLIR: uint8 travels
 as i8 (numpy views at the boundary) and the lowerings choose unsigned arithmetic from the DType.
+bfloat16, float8 / float4 and the sub-byte ints travel in integers too (bits in i16 / i8, values in
+i8: mlir_runtime.to_abi); casts to and from them are integer code (mlir_lower/casts.py), bfloat16
+ops compute in float32 (byte_types.widen_bf16), other ops refuse them (byte_types.check_byte_types).
 
 Targets:
 - llvm: IREE llvm-cpu for the host CPU (or -mcpu) with the flags in `CPU_FLAGS` (measured:
@@ -23,6 +26,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from compiler.backends.byte_types import MOVES_BYTES, check_byte_types, widen_bf16
 from compiler.backends.mlir_lower import LOWERINGS, LowerCtx, lowers
 from compiler.backends.mlir_lower.linalg import fenced_convs
 from compiler.backends.mlir_lower.registry import elem_type, first_lines, lower_nodes, read, tensor_type
@@ -30,6 +34,7 @@ from compiler.backends.mlir_runtime import VmfbExecutable
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
 from compiler.ir import Graph
 from compiler.ops import linalg as la
+from compiler.ops import nn
 from compiler.ops import quant
 from compiler.ops.registry import OpDef
 from compiler.target import Target
@@ -49,6 +54,8 @@ _KNOWN_CUDA = ("sm_60", "sm_61", "sm_70", "sm_72", "sm_75", "sm_80", "sm_86", "s
 
 
 def _check_supported(g: Graph) -> None:
+    """`g` after widen_bf16: refuse missing lowerings, element types without a carrier, and ops computing on a
+    carried type (byte_types.check_byte_types; bfloat16 only in the ops in BF16_NATIVE)."""
     missing = sorted({n.op.name for n in g.walk() if n.op not in LOWERINGS})
     if missing:
         raise Unsupported(f"{', '.join(missing)} has no lowering for 'mlir'",
@@ -62,11 +69,23 @@ def _check_supported(g: Graph) -> None:
             if v.type.dtype not in MLIR_DTYPES:
                 raise Unsupported(f"the mlir backend has no {v.type.dtype.value} tensors ({n.op.name})",
                                   n.loc or SourceLoc(g.source, n.name, n.op.name), hint="use --backend tvm")
+            if v.type.dtype is DType.BF16 and n.op not in MOVES_BYTES | BF16_NATIVE and not _is_kernel(n):
+                raise Unsupported(f"mlir: {n.op.name} on bfloat16 tensors",
+                                  n.loc or SourceLoc(g.source, n.name, n.op.name), hint="use --backend tvm")
+    check_byte_types(g, "mlir")
 
 
-# the element types the lowerings handle (int4 lives in i8); not bfloat16, float8 / float4, uint4, int2
-MLIR_DTYPES = frozenset({DType.F32, DType.F16, DType.F64, DType.I4, DType.I8, DType.U8, DType.I16, DType.U16,
-                         DType.I32, DType.U32, DType.I64, DType.U64, DType.BOOL})
+def _is_kernel(n) -> bool:
+    """A fused kernel: its body is lowered (and checked by g.walk) op by op."""
+    return any(isinstance(a, Graph) for a in n.attrs.values())
+
+
+# every element type: bfloat16, float8 / float4 and the sub-byte ints are carried in integers (registry.elem_type,
+# mlir_lower/casts.py); ops other than casts, bitcasts, quantization and data movement refuse them, and bfloat16
+# is computed in float32 (byte_types.widen_bf16) but for the ops in BF16_NATIVE, lowered on it as their references
+# compute (softmax rounds every step to bfloat16)
+MLIR_DTYPES = frozenset(DType)
+BF16_NATIVE = frozenset({nn.softmax})
 
 
 def _abi_type(dt: DType):
@@ -78,6 +97,7 @@ def build_module(g: Graph, target: Target, context=None):
     from iree.compiler import ir
     from iree.compiler.dialects import func
 
+    g = widen_bf16(g, BF16_NATIVE)
     _check_supported(g)
     context = context or ir.Context()
     with context, ir.Location.unknown():

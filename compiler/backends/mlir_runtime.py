@@ -68,6 +68,36 @@ def config(target: Target) -> Any:
     return _DEVICES[key]
 
 
+_SUB_BYTE = (DType.I4, DType.U4, DType.I2, DType.U2)
+
+
+def to_abi(x: np.ndarray, dt: DType | None = None) -> np.ndarray:
+    """An array of IR type `dt` (by default its own) as the vmfb takes it: integers signless (an unsigned
+    array viewed as signed), bfloat16 as its bits in an int16, float8 / float4 as their bits in an int8,
+    int4 / int2 as their value in an int8, uint4 / uint2 as theirs in a uint8 viewed as int8."""
+    x = np.require(x, requirements="C")          # ascontiguousarray would make a 0-d input 1-d
+    dt = dt or DType.from_numpy(x.dtype)
+    if dt is DType.BF16:
+        return x.view(np.int16)
+    if dt.is_narrow_float:
+        return x.view(np.int8)
+    if dt in _SUB_BYTE:
+        return x.astype(np.uint8).view(np.int8) if dt.is_unsigned else x.astype(np.int8)
+    return x.view(f"int{dt.bits}") if dt.is_unsigned else x
+
+
+def from_abi(a: np.ndarray, dt: DType) -> np.ndarray:
+    """The inverse of `to_abi`: a vmfb result as the array of IR type `dt` the interpreter gives."""
+    a = np.require(a, requirements="C")
+    if dt is DType.BF16 or dt.is_narrow_float:
+        return a.view(dt.numpy)
+    if dt in _SUB_BYTE:
+        return (a.view(np.uint8) if dt.is_unsigned else a).astype(dt.numpy)
+    if dt.is_unsigned:
+        return a.view(dt.numpy)
+    return a.astype(np.bool_) if dt is DType.BOOL else a
+
+
 class VmfbExecutable:
     """A compiled vmfb; runs on IREE's CPU drivers (or CUDA where a GPU exists). It cannot emit code:
     compiler/backends/mlir.py's MLIRExecutable, built from the graph, can."""
@@ -92,25 +122,11 @@ class VmfbExecutable:
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         fn = self._function()
-        args = []
-        for x in inputs:
-            x = np.require(x, requirements="C")        # ascontiguousarray would make a 0-d input 1-d
-            x = x.astype(np.int8) if x.dtype == DType.I4.numpy else x     # int4 lives in i8
-            args.append(x.view(f"int{x.dtype.itemsize * 8}") if x.dtype.kind == "u" else x)
-        res = fn(*args)
+        res = fn(*(to_abi(np.asarray(x)) for x in inputs))
         if not isinstance(res, (tuple, list)):
             res = [res]
-        outs = []
-        for r, dt in zip(res, self._out_dtypes):
-            a = np.asarray(r.to_host() if hasattr(r, "to_host") else r)
-            if dt is DType.I4:
-                a = a.astype(dt.numpy)
-            elif dt.is_unsigned:
-                a = a.view(dt.numpy)
-            elif dt is DType.BOOL:
-                a = a.astype(np.bool_)
-            outs.append(np.array(a))
-        return outs
+        return [np.array(from_abi(np.asarray(r.to_host() if hasattr(r, "to_host") else r), dt))
+                for r, dt in zip(res, self._out_dtypes)]
 
     def library_bytes(self) -> bytes:
         return self._vmfb

@@ -25,8 +25,8 @@ import tvm
 from tvm import relax
 
 import compiler.backends.tvm_fused  # noqa: F401  (registers the kernel-level IR's lowerings)
+from compiler.backends.byte_types import check_byte_types, is_byte_carried, widen_bf16
 from compiler.backends.tvm_lower import LOWERINGS, LowerCtx, lowers
-from compiler.backends.tvm_lower.dtypes import check_byte_types, is_byte_carried, widen_bf16
 from compiler.backends.tvm_lower.registry import first_lines, lower_nodes, read, tvm_dtype
 from compiler.backends.tvm_lower.schedule import schedule_module
 from compiler.backends.tvm_byte_lookup import pipeline_for
@@ -60,7 +60,7 @@ def _check_supported(g: Graph) -> None:
     if missing:
         raise Unsupported(f"{', '.join(missing)} has no lowering for 'tvm'",
                           SourceLoc(g.source), hint="use another backend or report the missing op")
-    check_byte_types(g)
+    check_byte_types(g, "tvm")
 
 
 def c_identifier(name: str) -> str:

@@ -682,13 +682,12 @@ def test_mlir_cast_to_int4_and_an_empty_slice():
               np.array([9, -9, 20, 7, -8, 16], np.int32), rand((2, 4), F32, 0)])
 
 
-def test_mlir_refuses_a_graph_of_a_folded_constant_of_a_type_it_has_not():
-    from compiler.diagnostics import Unsupported
+def test_mlir_returns_a_folded_constant_of_a_carried_type():
+    """A graph without nodes whose output is a bfloat16 / float8 constant (carried in integers: byte_types.py)."""
     g = Graph()
     g.add_input("x", T((2,), F32))
-    g.outputs = [g.const(np.zeros(3, DType.BF16.numpy))]
-    with pytest.raises(Unsupported, match="bfloat16 tensors"):
-        BACKEND.build(g, TARGET)
+    g.outputs = [g.const(np.array([1.5, -2, 0], DType.BF16.numpy)), g.const(np.full(3, 448, DType.F8E4M3FN.numpy))]
+    check(g, [rand((2,), F32)])
 
 
 def test_mlir_float16_softmax_sums_in_float32_and_matches_the_reference_exactly():

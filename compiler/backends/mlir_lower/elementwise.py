@@ -10,6 +10,8 @@ import numpy as np
 from iree.compiler import ir
 from iree.compiler.dialects import arith, math
 
+from compiler.backends.byte_types import is_byte_carried
+from compiler.backends.mlir_lower.casts import cast_scalar
 from compiler.backends.mlir_lower.registry import LowerCtx, elem_type, in_f32, int_width, is_unsigned, lowers, scalar
 from compiler.diagnostics import Unsupported
 from compiler.ir import Node
@@ -189,52 +191,14 @@ def _clip(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     return map_node(ctx, node, args, ibody)
 
 
-def _to_int4(x: ir.Value, src: DType) -> ir.Value:
-    """A value cast to int4 (held in i8) as ml_dtypes casts it: an integer keeps its low 4 bits, sign-extended;
-    a float truncates toward zero, and is 0 when that leaves [-8, 7] (or it is NaN)."""
-    i8 = ir.IntegerType.get_signless(8)
-    if src.is_float:
-        inside = arith.andi(arith.cmpf(arith.CmpFPredicate.OGT, x, scalar(-9.0, x.type)),
-                            arith.cmpf(arith.CmpFPredicate.OLT, x, scalar(8.0, x.type)))
-        return arith.fptosi(i8, arith.select(inside, x, scalar(0.0, x.type)))
-    v = arith.trunci(i8, x) if int_width(x.type) > 8 else x
-    four = scalar(4, i8)
-    return arith.shrsi(arith.shli(v, four), four)
-
-
-def cast_scalar(x: ir.Value, src: DType, to: DType) -> ir.Value:
-    """One element converted as the nn.cast reference does (float -> int truncates)."""
-    et = elem_type(to)
-    if src is to:
-        return x
-    if to is DType.I4 and src is not DType.BOOL:
-        return _to_int4(x, src)
-    if to is DType.BOOL:
-        if src.is_float:
-            return arith.cmpf(arith.CmpFPredicate.UNE, x, scalar(0.0, x.type))
-        return arith.cmpi(arith.CmpIPredicate.ne, x, scalar(0, x.type))
-    if src is DType.BOOL:
-        return arith.uitofp(et, x) if to.is_float else arith.extui(et, x)
-    if src.is_float and to.is_float:
-        return arith.extf(et, x) if to.bits > src.bits else arith.truncf(et, x)
-    if src.is_float:
-        return arith.fptoui(et, x) if is_unsigned(to) else arith.fptosi(et, x)
-    if to.is_float:
-        return arith.uitofp(et, x) if is_unsigned(src) else arith.sitofp(et, x)
-    wf, wt = int_width(x.type), int_width(et)
-    if wf == wt:
-        return x
-    if wf > wt:
-        return arith.trunci(et, x)
-    return arith.extui(et, x) if is_unsigned(src) else arith.extsi(et, x)
-
-
 @lowers(ew.cast)
 def _cast(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     src, to = node.inputs[0].type.dtype, node.attrs["to"]
-    if elem_type(src) == elem_type(to) and src.is_float == to.is_float:
+    plain = not (is_byte_carried(src) or is_byte_carried(to) or DType.BF16 in (src, to))
+    if src is to or plain and elem_type(src) == elem_type(to) and src.is_float == to.is_float:
         return [args[0]]
-    return map_node(ctx, node, args, lambda x: cast_scalar(x, src, to))
+    sat, mode = node.attrs["saturate"], node.attrs["round_mode"]
+    return map_node(ctx, node, args, lambda x: cast_scalar(x, src, to, node, sat, mode))
 
 
 # -- binary -------------------------------------------------------------------

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 from iree.compiler import ir
-from iree.compiler.dialects import arith, linalg, math, tensor
+from iree.compiler.dialects import arith, linalg, math, tensor, util
 
+from compiler.backends.mlir_lower.casts import from_bf16, to_bf16
 from compiler.backends.mlir_lower.linalg import pad_constant
 from compiler.backends.mlir_lower.reduce import reduce_kind
 from compiler.backends.mlir_lower.registry import (
@@ -32,6 +33,7 @@ from compiler.backends.mlir_lower.registry import (
 from compiler.ir import Node
 from compiler.ops import nn
 from compiler.ops._util import norm_axis
+from compiler.types import DType
 
 
 def _bin(ctx: LowerCtx, a: ir.Value, b: ir.Value, fn) -> ir.Value:
@@ -64,9 +66,31 @@ def _softmax(ctx: LowerCtx, x: ir.Value, axis: int, log: bool) -> ir.Value:
     return _bin(ctx, e, tot, arith.divf)
 
 
+def _bf16_softmax(ctx: LowerCtx, x: ir.Value, axis: int) -> ir.Value:
+    """softmax of bfloat16 bits (i16) as its reference computes it, numpy on ml_dtypes arrays: x - max, exp and
+    the quotient each in float32 rounded to bfloat16, the row sum accumulated in bfloat16 in order (every
+    addition rounded; a reduction body IREE cannot reassociate). On the CPU the result goes behind
+    util.optimization_barrier: IREE 3.13's data tiling fused these generics into the packing of a batch matmul's
+    LHS whose K (the softmax axis) needs padding, and rows past the first batch came out wrong (softmax @ V)."""
+    def rounded(fn):
+        return lambda *a: to_bf16(fn(*(from_bf16(v) for v in a)))
+
+    def pick_max(a, acc):
+        fa, facc = from_bf16(a), from_bf16(acc)
+        take = arith.ori(arith.cmpf(arith.CmpFPredicate.OGT, fa, facc), arith.cmpf(arith.CmpFPredicate.UNO, fa, fa))
+        return arith.select(take, a, acc)
+    mx = ctx.reduce(x, [axis], -0x80, pick_max, keepdims=True)          # 0xFF80: -inf
+    e = ctx.ewise([_bin(ctx, x, mx, rounded(arith.subf))], shape_of(x), elem_of(x), rounded(math.exp))
+    tot = ctx.reduce(e, [axis], 0, lambda a, acc: to_bf16(arith.addf(from_bf16(acc), from_bf16(a))), keepdims=True)
+    y = _bin(ctx, e, tot, rounded(arith.divf))
+    return util.optimization_barrier([y.type], [y]) if ctx.target.kind == "llvm" else y
+
+
 @lowers(nn.softmax, nn.log_softmax)
 def _softmax_op(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     axis = norm_axis(node.attrs["axis"], node.inputs[0].type.rank)
+    if node.inputs[0].type.dtype is DType.BF16:           # only softmax: mlir.BF16_NATIVE
+        return [_bf16_softmax(ctx, args[0], axis)]
     return [_softmax(ctx, args[0], axis, node.op is nn.log_softmax)]
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from iree.compiler import ir
 from iree.compiler.dialects import arith, linalg, tensor, util
 
+from compiler.backends.mlir_runtime import to_abi
 from compiler.diagnostics import BackendToolError, SourceLoc, Unsupported
 from compiler.ir import Graph, Node, Value
 from compiler.ops.registry import OpDef
@@ -77,8 +78,10 @@ RED = linalg.IteratorType.reduction
 
 
 def elem_type(dt: DType) -> ir.Type:
-    """The MLIR element type of an IR dtype. Integers are signless (uint8 -> i8, int4 lives in
-    i8); the lowerings pick signed or unsigned arithmetic from the node's DType."""
+    """The MLIR element type of an IR dtype. Integers are signless (uint8 -> i8); the lowerings pick signed or
+    unsigned arithmetic from the node's DType. The types carried in integers (compiler/backends/byte_types.py,
+    mlir_lower/casts.py): bfloat16 as its bits in i16, float8 / float4 as their bits in i8, int4 / int2 /
+    uint4 / uint2 as their value in i8."""
     if dt is DType.F32:
         return ir.F32Type.get()
     if dt is DType.F16:
@@ -87,7 +90,7 @@ def elem_type(dt: DType) -> ir.Type:
         return ir.F64Type.get()
     if dt is DType.BOOL:
         return ir.IntegerType.get_signless(1)
-    return ir.IntegerType.get_signless(8 if dt is DType.I4 else dt.numpy.itemsize * 8)
+    return ir.IntegerType.get_signless(dt.numpy.itemsize * 8)
 
 
 def is_float_type(t: ir.Type) -> bool:
@@ -187,6 +190,9 @@ class LowerCtx:
         """A dense arith.constant (splat when all elements are equal)."""
         array = np.asarray(array)
         dt = dt or DType.from_numpy(array.dtype)
+        if dt is DType.BF16 or dt.is_narrow_float or dt.is_int and dt.bits < 8:     # carried in an i16 / i8
+            array = to_abi(array, dt)
+            dt = DType.from_numpy(array.dtype)
         et = elem_type(dt)
         tt = tensor_type(array.shape, et)
         if dt is DType.BOOL:
@@ -197,7 +203,7 @@ class LowerCtx:
             v = _signed_bits(int(array.flat[0]), int_width(et))
             attr = ir.DenseElementsAttr.get_splat(tt, ir.IntegerAttr.get(et, v))
         else:
-            data = array.astype(np.int8 if dt is DType.I4 else dt.numpy)      # int4 lives in i8
+            data = array.astype(dt.numpy)
             if dt.is_unsigned:
                 data = data.view(f"int{dt.bits}")
             attr = ir.DenseElementsAttr.get(np.ascontiguousarray(data), type=tt)

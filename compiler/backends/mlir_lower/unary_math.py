@@ -7,6 +7,8 @@ from __future__ import annotations
 from iree.compiler import ir
 from iree.compiler.dialects import arith, math
 
+from compiler.backends.byte_types import SIGN_EXTENDED
+from compiler.backends.mlir_lower.casts import bits_of, from_bits
 from compiler.backends.mlir_lower.elementwise import map_node
 from compiler.backends.mlir_lower.registry import LowerCtx, elem_type, in_f32, int_width, is_unsigned, lowers, scalar
 from compiler.ir import Node
@@ -56,13 +58,10 @@ def _bit_shift(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value
 @lowers(bitcast)
 def _bitcast(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     """The element's bits read as the other type: arith.bitcast; a bool (i1 here) from or to a byte: true where
-    the byte is nonzero, 1 or 0 as a byte."""
+    the byte is nonzero, 1 or 0 as a byte; int4 / int2 (their value in an i8) masked to and sign-extended from
+    their bits (casts.bits_of / from_bits)."""
     src, to = node.inputs[0].type.dtype, node.attrs["to"]
-    et = elem_type(to)
-    if to is DType.BOOL:
-        return map_node(ctx, node, args, lambda x: arith.cmpi(arith.CmpIPredicate.ne, x, scalar(0, x.type)))
-    if src is DType.BOOL:
-        return map_node(ctx, node, args, lambda x: arith.extui(et, x))
-    if elem_type(src) == et:
+    if src is to or (elem_type(src) == elem_type(to) and DType.BOOL not in (src, to)
+                     and src not in SIGN_EXTENDED and to not in SIGN_EXTENDED):
         return [args[0]]
-    return map_node(ctx, node, args, lambda x: arith.bitcast(et, x))
+    return map_node(ctx, node, args, lambda x: from_bits(bits_of(x, src), to))
