@@ -159,6 +159,18 @@ def test_mlir_matmul_einsum():
           rtol=1e-4, atol=1e-4)
 
 
+def test_mlir_batch_matmul_of_a_row_normalized_lhs_is_right_in_every_batch():
+    """IREE 3.13's data tiling, fusing a row reduction's quotient (or a float16 softmax) into the packing of a batch
+    matmul's LHS, got every batch past the first wrong for M = 3, 7, 12, 15 (linalg._fenced_lhs)."""
+    g = Graph()
+    a, b = g.add_input("a", T((3, 7, 9), F32)), g.add_input("b", T((3, 9, 11), F32))
+    h, v = g.add_input("h", T((2, 12, 9), DType.F16)), g.add_input("v", T((2, 9, 16), DType.F16))
+    norm = g.add1(ew.div, [a, g.add1(rd.reduce_sum, [a], axes=(-1,), keepdims=True)])
+    g.outputs = [g.add1(linalg.matmul, [norm, b]), g.add1(linalg.matmul, [g.add1(nn.softmax, [h], axis=-1), v])]
+    check(g, [rand((3, 7, 9), F32, 0, 0.1, 1), rand((3, 9, 11), F32, 1), rand((2, 12, 9), DType.F16, 2),
+              rand((2, 9, 16), DType.F16, 3)], rtol=2e-3, atol=2e-3)
+
+
 def test_expand_ellipsis_spells_out_numpys_broadcast():
     from compiler.backends.mlir_lower.linalg import expand_ellipsis
     assert expand_ellipsis("...ik,...kj->...ij", [4, 3]) == "abik,bkj->abij"

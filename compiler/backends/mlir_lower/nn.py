@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from iree.compiler import ir
-from iree.compiler.dialects import arith, linalg, math, tensor, util
+from iree.compiler.dialects import arith, linalg, math, tensor
 
 from compiler.backends.mlir_lower.casts import from_bf16, to_bf16
 from compiler.backends.mlir_lower.linalg import pad_constant
@@ -69,9 +69,8 @@ def _softmax(ctx: LowerCtx, x: ir.Value, axis: int, log: bool) -> ir.Value:
 def _bf16_softmax(ctx: LowerCtx, x: ir.Value, axis: int) -> ir.Value:
     """softmax of bfloat16 bits (i16) as its reference computes it, numpy on ml_dtypes arrays: x - max, exp and
     the quotient each in float32 rounded to bfloat16, the row sum accumulated in bfloat16 in order (every
-    addition rounded; a reduction body IREE cannot reassociate). On the CPU the result goes behind
-    util.optimization_barrier: IREE 3.13's data tiling fused these generics into the packing of a batch matmul's
-    LHS whose K (the softmax axis) needs padding, and rows past the first batch came out wrong (softmax @ V)."""
+    addition rounded; a reduction body IREE cannot reassociate). (A batch matmul reading it fences it on the
+    CPU: linalg._fenced_lhs.)"""
     def rounded(fn):
         return lambda *a: to_bf16(fn(*(from_bf16(v) for v in a)))
 
@@ -82,8 +81,7 @@ def _bf16_softmax(ctx: LowerCtx, x: ir.Value, axis: int) -> ir.Value:
     mx = ctx.reduce(x, [axis], -0x80, pick_max, keepdims=True)          # 0xFF80: -inf
     e = ctx.ewise([_bin(ctx, x, mx, rounded(arith.subf))], shape_of(x), elem_of(x), rounded(math.exp))
     tot = ctx.reduce(e, [axis], 0, lambda a, acc: to_bf16(arith.addf(from_bf16(acc), from_bf16(a))), keepdims=True)
-    y = _bin(ctx, e, tot, rounded(arith.divf))
-    return util.optimization_barrier([y.type], [y]) if ctx.target.kind == "llvm" else y
+    return _bin(ctx, e, tot, rounded(arith.divf))
 
 
 @lowers(nn.softmax, nn.log_softmax)
