@@ -104,3 +104,30 @@ def ort_session(path: Path, threads: int):
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def backends_vs_ort(path: Path, x: np.ndarray, backends: list[str], threads: int, warmup: int,
+                    repeat: int) -> tuple[dict[str, float], float]:
+    """A one-input ONNX model compiled by each backend (llvm) against onnxruntime FP32 on input "x", timed
+    interleaved: ({"ort" or backend: median ms}, max |ours - onnxruntime| over the backends)."""
+    import compiler
+    cms = {b: compiler.compile(path, target=f"llvm -num-threads={threads}", backend=b) for b in backends}
+    sess = ort_session(path, threads)
+    want = sess.run(None, {"x": x})[0]
+    diff = max(float(np.abs(cm.run(x)[0] - want).max()) for cm in cms.values())
+    calls = {"ort": lambda: sess.run(None, {"x": x})}
+    calls.update({b: (lambda cm=cm: cm.run(x)) for b, cm in cms.items()})
+    lat = interleaved_medians(calls, warmup, repeat)
+    print(", ".join(f"{k} {v:.3f} ms" for k, v in lat.items()), file=sys.stderr, flush=True)
+    return lat, diff
+
+
+def print_backend_table(first: str, rows: list[tuple[str, dict[str, float], float]], backends: list[str]) -> None:
+    """The markdown table of backends_vs_ort's rows (label, medians, max diff): ms and ratio to onnxruntime."""
+    names = {"tvm": "ours (TVM)", "mlir": "ours (MLIR)"}
+    print(f"| {first} | onnxruntime FP32 ms | " + " | ".join(f"{names[b]} ms | / ORT" for b in backends)
+          + " | max abs diff |")
+    print("|---|---|" + "---|---|" * len(backends) + "---|")
+    for label, lat, diff in rows:
+        cells = " | ".join(f"{lat[b]:.3f} | {lat[b] / lat['ort']:.2f}x" for b in backends)
+        print(f"| {label} | {lat['ort']:.3f} | {cells} | {diff:.1e} |")

@@ -18,7 +18,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import interleaved_medians, ort_session  # noqa: E402
+from benchmarks.common import backends_vs_ort, print_backend_table  # noqa: E402
 
 CELLS = ("LSTM", "GRU", "RNN")
 INPUT = 128
@@ -52,30 +52,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     args = ap.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
-    import compiler
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for cell in CELLS:
             path, x = export(cell, Path(d) / f"{cell}.onnx", args.hidden, args.steps, args.batch)
-            cms = {b: compiler.compile(path, target=f"llvm -num-threads={args.threads}", backend=b)
-                   for b in args.backends}
-            sess = ort_session(path, args.threads)
-            want = sess.run(None, {"x": x})[0]
-            diff = max(float(np.abs(cm.run(x)[0] - want).max()) for cm in cms.values())
-            calls = {"ort": lambda: sess.run(None, {"x": x})}
-            calls.update({b: (lambda cm=cm: cm.run(x)) for b, cm in cms.items()})
-            lat = interleaved_medians(calls, args.warmup, args.repeat)
+            lat, diff = backends_vs_ort(path, x, args.backends, args.threads, args.warmup, args.repeat)
             rows.append((cell, lat, diff))
-            print(f"{cell}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in lat.items()), file=sys.stderr, flush=True)
     print(f"\n2 layers, bidirectional, input {INPUT}, hidden {args.hidden}, {args.steps} steps, batch {args.batch}; "
           f"{args.threads} thread(s), median of {args.repeat} interleaved calls\n")
-    names = {"tvm": "ours (TVM)", "mlir": "ours (MLIR)"}
-    print("| cell | onnxruntime FP32 ms | " + " | ".join(f"{names[b]} ms | / ORT" for b in args.backends)
-          + " | max abs diff |")
-    print("|---|---|" + "---|---|" * len(args.backends) + "---|")
-    for cell, lat, diff in rows:
-        cells = " | ".join(f"{lat[b]:.3f} | {lat[b] / lat['ort']:.2f}x" for b in args.backends)
-        print(f"| {cell} | {lat['ort']:.3f} | {cells} | {diff:.1e} |")
+    print_backend_table("cell", rows, args.backends)
 
 
 if __name__ == "__main__":
