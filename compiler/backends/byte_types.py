@@ -1,5 +1,5 @@
 """Element types a backend does not compute in, carried as bytes (both backends: tvm_lower/dtypes.py and
-mlir_lower/narrow.py hold the code that converts them). The float8 formats (e4m3fn, e4m3fnuz, e5m2,
+mlir_lower/casts.py hold the code that converts them). The float8 formats (e4m3fn, e4m3fnuz, e5m2,
 e5m2fnuz, e8m0fnu) and float4 e2m1 live as their bit pattern in a byte, int4 / int2 as their value in a
 signed byte, uint4 / uint2 as their value in an unsigned byte. nn.cast to and from them is integer bit
 manipulation that rounds as ml_dtypes (and ONNX) do, to nearest even; nn.bitcast works on every type.
