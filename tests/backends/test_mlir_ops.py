@@ -183,6 +183,7 @@ def test_mlir_conv_variants():
     g = Graph()
     x = g.add_input("x", T((1, 4, 9, 9), F32))
     x1 = g.add_input("x1", T((1, 4, 11), F32))
+    x1w = g.add_input("x1w", T((1, 4, 1), F32))
     wb = rand((6, 4, 3, 3), F32, 1), rand((6,), F32, 2)
     outs = [g.add1(linalg.conv, [x, g.const(wb[0]), g.const(wb[1])], strides=(2, 1), pads=(1, 0, 1, 2),
                    dilations=(1, 2)),
@@ -191,9 +192,14 @@ def test_mlir_conv_variants():
             g.add1(linalg.conv, [x, g.const(rand((6, 2, 1, 3), F32, 4))], strides=(1, 2), pads=(0, 1, 0, 1),
                    dilations=(1, 1), groups=2),
             g.add1(linalg.conv, [x1, g.const(rand((5, 4, 3), F32, 5)), g.const(rand((5,), F32, 6))],
-                   strides=(2,), pads=(1, 1), dilations=(1,))]
+                   strides=(2,), pads=(1, 1), dilations=(1,)),
+            # 1-D convs run as 2-D ones over a unit height: grouped and dilated, and a window over the whole input
+            g.add1(linalg.conv, [x1, g.const(rand((6, 2, 2), F32, 8))], strides=(1,), pads=(0, 2), dilations=(3,),
+                   groups=2),
+            g.add1(linalg.conv, [x1w, g.const(rand((4, 4, 3), F32, 9)), g.const(rand((4,), F32, 10))],
+                   strides=(1,), pads=(1, 1), dilations=(1,))]
     g.outputs = outs
-    check(g, [rand((1, 4, 9, 9), F32, 0), rand((1, 4, 11), F32, 7)], atol=1e-4)
+    check(g, [rand((1, 4, 9, 9), F32, 0), rand((1, 4, 11), F32, 7), rand((1, 4, 1), F32, 11)], atol=1e-4)
 
 
 # -- nn ---------------------------------------------------------------------------

@@ -217,8 +217,16 @@ def fenced_convs(ctx: LowerCtx, nodes: Sequence[Node]) -> set[int]:
 
 def conv(ctx: LowerCtx, x: ir.Value, w: ir.Value, bias: ir.Value | int | float | None, out_shape: Sequence[int],
          acc_et: ir.Type, strides, pads, dilations, groups: int) -> ir.Value:
-    """N-d grouped cross-correlation; x and w already in their multiply types, padding is 0."""
+    """N-d grouped cross-correlation; x and w already in their multiply types, padding is 0. A 1-D conv is the 2-D
+    one over a unit height: IREE 3.13 failed to distribute the generic form of a 1-D conv whose window covers its
+    whole padded input ("write affecting operations on global resources are restricted to workgroup distributed
+    contexts"), and the named 2-D ops get IREE's conv configurations."""
     nsp = len(shape_of(x)) - 2
+    if nsp == 1:
+        lift = lambda v: ctx.reshape(v, shape_of(v)[:2] + (1,) + shape_of(v)[2:])      # noqa: E731
+        y = conv(ctx, lift(x), lift(w), bias, tuple(out_shape[:2]) + (1,) + tuple(out_shape[2:]), acc_et,
+                 (1, strides[0]), (0, pads[0], 0, pads[1]), (1, dilations[0]), groups)
+        return ctx.reshape(y, out_shape)
     x = pad_constant(ctx, x, [0, 0, *pads[:nsp]], [0, 0, *pads[nsp:]], 0)
     n, c = shape_of(x)[:2]
     mch = shape_of(w)[0]

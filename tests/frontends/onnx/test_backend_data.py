@@ -86,9 +86,10 @@ def test_backend_model_upgraded_to_opset9(case):
     _check_case(case, model)
 
 
-# IREE 3.13 rejects the 1-D conv's linalg.generic ("write affecting operations on global
-# resources are restricted to workgroup distributed contexts").
-IREE_KNOWN_FAILURES = {"test_Conv1d_pad1size1"}
+# Cases IREE fails on (strict xfail). None now: it rejected Conv1d_pad1size1's 1-D conv generic ("write affecting
+# operations on global resources are restricted to workgroup distributed contexts"); a 1-D conv is lowered as the
+# 2-D one over a unit height since (mlir_lower/linalg.conv).
+IREE_KNOWN_FAILURES: set[str] = set()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("iree") is None, reason="iree is not installed")
