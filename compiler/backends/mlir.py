@@ -128,13 +128,20 @@ def _widened_conv(n) -> bool:
     return n.op is quant.conv or (n.op is la.conv and n.inputs[0].type.dtype is DType.F16)
 
 
+def _computed_weight(n) -> bool:
+    """A conv whose weight is not a constant (a run-time input, or dequantized at run time)."""
+    return n.op in (la.conv, quant.conv) and not n.inputs[1].is_const
+
+
 def _cpu_flags(target: Target, g: Graph | None = None) -> list[str]:
     cpu = target.mcpu or "host"
     flags = list(CPU_FLAGS)
-    if g is not None and any(_widened_conv(n) and n.inputs[0].type.shape[0] > 1 for n in g.walk()):
+    if g is not None and any(_widened_conv(n) and n.inputs[0].type.shape[0] > 1 or _computed_weight(n)
+                             for n in g.walk()):
         # IREE 3.13's im2col rewrite emits a mistyped arith.addi / addf for convs whose operands are widened
-        # (integer, and float16 summed in float32), at batch > 1 ("'arith.addf' op requires the same type"):
-        # leave it out.
+        # (integer, and float16 summed in float32), at batch > 1 ("'arith.addf' op requires the same type");
+        # with data tiling it fails on a conv whose weight is computed ("tiling factors must be less than or
+        # equal to the input rank": QLinearConv with a run-time weight): leave it out.
         flags.remove("--iree-global-opt-use-im2col-for-convs")
     if g is not None and any(v.type.dtype is DType.BOOL and v.type.rank >= 2 for n in g.walk() for v in n.inputs):
         # IREE 3.13's data tiling packs a bool operand with an i8 padding value ("'linalg.pack' op expected

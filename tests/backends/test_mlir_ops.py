@@ -727,6 +727,18 @@ def test_mlir_float16_conv_at_batch_two_builds_without_im2col_and_matches():
     check(g, [rand((2, 3, 9, 9), DType.F16, 0, -1, 1)], rtol=1e-3, atol=1e-3)
 
 
+def test_mlir_conv_with_a_computed_weight_builds_without_im2col():
+    """QLinearConv with a run-time weight: IREE 3.13's data tiling with im2col failed on a conv whose weight is
+    dequantized at run time ("tiling factors must be less than or equal to the input rank")."""
+    g = Graph()
+    x, w = g.add_input("x", T((1, 1, 7, 7), U8)), g.add_input("w", T((1, 1, 1, 1), U8))
+    xf = g.add1(q.dequantize, [x], scale=(0.0037,), zero_point=(132,))
+    wf = g.add1(q.dequantize, [w], scale=(0.0019,), zero_point=(113,))
+    y = g.add1(linalg.conv, [xf, wf], strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1))
+    g.outputs = [g.add1(q.quantize, [y], scale=0.0027, zero_point=113, dtype=U8, qmin=0, qmax=255)]
+    check(g, [rand((1, 1, 7, 7), U8, 0, 0, 255), np.array([[[[200]]]], np.uint8)])
+
+
 def test_mlir_a_bool_mask_beside_a_matmul_builds_without_data_tiling():
     """IREE 3.13's data tiling packs a bool operand with an i8 padding value and fails to verify: a graph with a
     bool tensor of rank 2 or more is built without it (attention masks)."""
