@@ -408,12 +408,8 @@ def _nodes(g: Graph, env: dict[int, Value] | None = None) -> Iterator[tuple[Node
     for n in g.nodes:
         ins = [env.get(id(v), v) for v in n.inputs]
         yield n, ins
-        for body in (a for a in n.attrs.values() if isinstance(a, Graph)):
+        for body in n.bodies:
             yield from _nodes(body, {id(b): v for b, v in zip(body.inputs, ins)})
-
-
-def _owns_body(n: Node) -> bool:
-    return any(isinstance(a, Graph) for a in n.attrs.values())
 
 
 def constant_reads(n: Node, ins: list[Value], rule: Rule | None) -> list[tuple[Value, int]]:
@@ -460,7 +456,7 @@ def estimate(g: Graph, arena_bytes: int | None = None) -> dict[str, Any]:
         if counts is None:              # its arithmetic is missing from the total, and says so
             uncounted.add(n.op.name)
             counts = {}
-        if not _owns_body(n):           # a kernel's constants are read by its body's ops
+        if not n.bodies:           # a kernel's constants are read by its body's ops
             for v, nbytes in constant_reads(n, ins, rule):
                 if id(v.const) not in seen_consts:
                     seen_consts.add(id(v.const))

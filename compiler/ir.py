@@ -61,6 +61,11 @@ class Node:
     def __repr__(self) -> str:
         return f"Node({self.op.name}, {self.name!r})"
 
+    @property
+    def bodies(self) -> list["Graph"]:
+        """The graph-valued attributes: a fused kernel's body (empty for every other node)."""
+        return [a for a in self.attrs.values() if isinstance(a, Graph)]
+
 
 class Graph:
     """A function: inputs, a topologically ordered node list, outputs."""
@@ -124,9 +129,8 @@ class Graph:
         that owns them."""
         for n in self.nodes:
             yield n
-            for a in n.attrs.values():
-                if isinstance(a, Graph):
-                    yield from a.walk()
+            for body in n.bodies:
+                yield from body.walk()
 
     def constants(self) -> list[Value]:
         seen: dict[int, Value] = {}

@@ -37,7 +37,7 @@ def verify(g: Graph) -> None:
             if attrs != n.attrs:
                 raise TypeRuleError(f"attributes {n.attrs} are not in canonical form {attrs}")
             types = n.op.infer([v.type for v in n.inputs], n.attrs)
-            for body in (a for a in n.attrs.values() if isinstance(a, Graph)):
+            for body in n.bodies:
                 try:
                     verify(body)
                 except VerifyError as e:

@@ -98,7 +98,7 @@ def widen_bf16(g: Graph, keep: frozenset = frozenset()) -> Graph:
         return out
 
     for n in g.nodes:
-        if any(isinstance(a, Graph) for a in n.attrs.values()):      # a kernel: widen its body
+        if n.bodies:      # a kernel: widen its body
             n.attrs = {k: widen_bf16(a, keep) if isinstance(a, Graph) else a for k, a in n.attrs.items()}
             nodes.append(n)
             continue

@@ -54,37 +54,24 @@ _KNOWN_CUDA = ("sm_60", "sm_61", "sm_70", "sm_72", "sm_75", "sm_80", "sm_86", "s
 
 
 def _check_supported(g: Graph) -> None:
-    """`g` after widen_bf16: refuse missing lowerings, element types without a carrier, and ops computing on a
-    carried type (byte_types.check_byte_types; bfloat16 only in the ops in BF16_NATIVE)."""
+    """`g` after widen_bf16: refuse missing lowerings and ops computing on a carried type (every element type has
+    a carrier: bfloat16, float8 / float4 and the sub-byte ints live in integers, registry.elem_type and
+    mlir_lower/casts.py; byte_types.check_byte_types; bfloat16 only in the ops in BF16_NATIVE)."""
     missing = sorted({n.op.name for n in g.walk() if n.op not in LOWERINGS})
     if missing:
         raise Unsupported(f"{', '.join(missing)} has no lowering for 'mlir'",
                           SourceLoc(g.source), hint="use --backend tvm, or report the missing op")
-    for v in (*g.inputs, *g.outputs):            # a graph without nodes (a folded constant) too
-        if v.type.dtype not in MLIR_DTYPES:
-            raise Unsupported(f"the mlir backend has no {v.type.dtype.value} tensors (graph {v.name!r})",
-                              SourceLoc(g.source), hint="use --backend tvm")
     for n in g.walk():
-        for v in (*n.inputs, *n.outputs):
-            if v.type.dtype not in MLIR_DTYPES:
-                raise Unsupported(f"the mlir backend has no {v.type.dtype.value} tensors ({n.op.name})",
-                                  n.loc or SourceLoc(g.source, n.name, n.op.name), hint="use --backend tvm")
-            if v.type.dtype is DType.BF16 and n.op not in MOVES_BYTES | BF16_NATIVE and not _is_kernel(n):
-                raise Unsupported(f"mlir: {n.op.name} on bfloat16 tensors",
-                                  n.loc or SourceLoc(g.source, n.name, n.op.name), hint="use --backend tvm")
+        if n.op in MOVES_BYTES | BF16_NATIVE or n.bodies:
+            continue
+        if any(v.type.dtype is DType.BF16 for v in (*n.inputs, *n.outputs)):
+            raise Unsupported(f"mlir: {n.op.name} on bfloat16 tensors",
+                              n.loc or SourceLoc(g.source, n.name, n.op.name), hint="use --backend tvm")
     check_byte_types(g, "mlir")
 
 
-def _is_kernel(n) -> bool:
-    """A fused kernel: its body is lowered (and checked by g.walk) op by op."""
-    return any(isinstance(a, Graph) for a in n.attrs.values())
-
-
-# every element type: bfloat16, float8 / float4 and the sub-byte ints are carried in integers (registry.elem_type,
-# mlir_lower/casts.py); ops other than casts, bitcasts, quantization and data movement refuse them, and bfloat16
-# is computed in float32 (byte_types.widen_bf16) but for the ops in BF16_NATIVE, lowered on it as their references
+# bfloat16 is computed in float32 (byte_types.widen_bf16) but for these ops, lowered on it as their references
 # compute (softmax rounds every step to bfloat16)
-MLIR_DTYPES = frozenset(DType)
 BF16_NATIVE = frozenset({nn.softmax})
 
 

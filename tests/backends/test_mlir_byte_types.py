@@ -24,6 +24,7 @@ from compiler.ops.bitcast import bitcast
 from compiler.runtime import Signature
 from compiler.target import Target
 from compiler.types import DType, TensorType
+from tests.cast_graphs import cast_graph
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
 TARGET = Target("llvm", num_threads=1)
@@ -79,17 +80,8 @@ def _specials() -> np.ndarray:
 
 
 def _cast_graph(src: DType, targets: list[tuple[DType, dict]], n: int) -> Graph:
-    """x -> cast to each target, and each carried result back to float32."""
-    g = Graph()
-    x = g.add_input("x", T((n,), src))
-    outs = []
-    for to, attrs in targets:
-        y = g.add1(ew.cast, [x], to=to, **attrs)
-        outs.append(y)
-        if to.is_narrow_float or to in SUB_BYTE or to is BF16:
-            outs.append(g.add1(ew.cast, [y], to=DType.F32))
-    g.outputs = outs
-    return g
+    """x -> cast to each target, and each carried result back to float32 (decode)."""
+    return cast_graph(src, targets, n, lambda to: to.is_narrow_float or to in SUB_BYTE or to is BF16)
 
 
 def test_mlir_casts_float32_to_every_format_bit_exact():

@@ -18,6 +18,7 @@ from compiler.ops import elementwise as ew
 from compiler.types import DType, TensorType
 from frontends.onnx import load_onnx
 from frontends.onnx.context import ONNX_DTYPES
+from tests.cast_graphs import cast_graph
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
 NARROW = [DType.F8E4M3FN, DType.F8E4M3FNUZ, DType.F8E5M2, DType.F8E5M2FNUZ, DType.F4E2M1]
@@ -167,16 +168,7 @@ def _tvm_run(g: Graph, *inputs: np.ndarray) -> list[np.ndarray]:
 
 def _cast_graph(src: DType, targets: list[tuple[DType, dict]], n: int) -> Graph:
     """x -> cast to each target, and each narrow result back to float32 (decode)."""
-    g = Graph()
-    x = g.add_input("x", TensorType((n,), src))
-    outs = []
-    for to, attrs in targets:
-        y = g.add1(ew.cast, [x], to=to, **attrs)
-        outs.append(y)
-        if to.is_narrow_float or to in SUB_BYTE:
-            outs.append(g.add1(ew.cast, [y], to=DType.F32))
-    g.outputs = outs
-    return g
+    return cast_graph(src, targets, n, lambda to: to.is_narrow_float or to in SUB_BYTE)
 
 
 def _assert_bit_exact(got: list[np.ndarray], want: list[np.ndarray]) -> None:
