@@ -8,7 +8,7 @@ length keep their state and write zeros, as in the reference. Float16 recurrence
 their outputs once."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from iree.compiler import ir
 from iree.compiler.dialects import arith, linalg, math, scf, tensor
@@ -19,9 +19,11 @@ from compiler.backends.mlir_lower.registry import (
     amap,
     elem_of,
     generic,
+    index,
     lowers,
     scalar,
     shape_of,
+    slice_at,
     tensor_type,
 )
 from compiler.diagnostics import Unsupported
@@ -64,29 +66,16 @@ def _clipper(clip: float) -> Act:
     return lambda x: arith.minimumf(arith.maximumf(x, scalar(-clip, x.type)), scalar(clip, x.type))
 
 
-def _cidx(v: int) -> ir.Value:
-    return arith.ConstantOp(ir.IndexType.get(), v).result
-
-
-def _slice(x: ir.Value, offsets: Sequence[int | ir.Value], sizes: Sequence[int], keep: int) -> ir.Value:
-    """x[offsets : offsets + sizes] with its leading rank - keep axes (of size 1) dropped; an offset may be
-    an `index` value."""
-    dynamic = [o for o in offsets if isinstance(o, ir.Value)]
-    static = [DYNAMIC() if isinstance(o, ir.Value) else o for o in offsets]
-    return tensor.extract_slice(tensor_type(sizes[len(sizes) - keep:], elem_of(x)), x, dynamic, [], [],
-                                static, list(sizes), [1] * len(sizes))
-
-
 def _pick(x: ir.Value, d: int, lo: int = 0, hi: int | None = None) -> ir.Value:
     """x[d] (x[d, lo:hi] when given)."""
     shape = shape_of(x)
     hi = shape[1] if hi is None else hi
-    return _slice(x, [d, lo] + [0] * (len(shape) - 2), [1, hi - lo, *shape[2:]], len(shape) - 1)
+    return slice_at(x, [d, lo] + [0] * (len(shape) - 2), [1, hi - lo, *shape[2:]], len(shape) - 1)
 
 
 def _gate(x: ir.Value, k: int, hs: int) -> ir.Value:
     """Gate k of a (N, G*H) tensor: its columns k*hs : (k+1)*hs."""
-    return _slice(x, [0, k * hs], [shape_of(x)[0], hs], 2)
+    return slice_at(x, [0, k * hs], [shape_of(x)[0], hs], 2)
 
 
 def _linear(ctx: LowerCtx, x: ir.Value, w: ir.Value, init: ir.Value) -> ir.Value:
@@ -137,7 +126,7 @@ class _Step:
         n = shape_of(args[5])[1]
         self.r = _pick(r, d)
         self.rb = ctx.broadcast_to(_pick(b, d, gs, 2 * gs), (n, gs))
-        self.peep = [_slice(_pick(args[7], d), [k * self.hs], [self.hs], 1) for k in range(3)] \
+        self.peep = [slice_at(_pick(args[7], d), [k * self.hs], [self.hs], 1) for k in range(3)] \
             if self.kind == "lstm" and len(args) > 7 else []
         if self.kind == "gru" and not self.attrs["linear_before_reset"]:
             self.r_h = _pick(r, d, 2 * self.hs, gs)
@@ -220,11 +209,11 @@ def _direction(ctx: LowerCtx, node: Node, args: list[ir.Value], d: int, acts: li
         gx = _by_length(ctx, gx, lens, zero_past=False)
     step = _Step(ctx, node, args, d, acts)
     state = [_pick(h0, d)] + ([_pick(args[6], d)] if node.op is rec.lstm else [])
-    loop = scf.ForOp(_cidx(0), _cidx(steps), _cidx(1), state + [ctx.full((steps, n, hs), et, 0.0)])
+    loop = scf.ForOp(index(0), index(steps), index(1), state + [ctx.full((steps, n, hs), et, 0.0)])
     with ir.InsertionPoint(loop.body):
         s = loop.induction_variable
         *carried, ys = loop.inner_iter_args
-        out = step(arith.index_cast(ir.IntegerType.get_signless(32), s), _slice(gx, [s, 0, 0], [1, n, gs], 2),
+        out = step(arith.index_cast(ir.IntegerType.get_signless(32), s), slice_at(gx, [s, 0, 0], [1, n, gs], 2),
                    list(carried))
         ys = tensor.insert_slice(out[-1], ys, [s], [], [], [DYNAMIC(), 0, 0], [1, n, hs], [1, 1, 1])
         scf.YieldOp(out[:-1] + [ys])

@@ -139,6 +139,20 @@ def in_f32(fn: Callable[..., ir.Value]) -> Callable[..., ir.Value]:
     return wrapped
 
 
+def index(v: int) -> ir.Value:
+    """An `index` constant."""
+    return arith.ConstantOp(ir.IndexType.get(), v).result
+
+
+def slice_at(x: ir.Value, offsets: Sequence[int | ir.Value], sizes: Sequence[int], keep: int) -> ir.Value:
+    """x[offsets : offsets + sizes] with its leading rank - keep axes (of size 1) dropped; an offset may be
+    an `index` value."""
+    dynamic = [o for o in offsets if isinstance(o, ir.Value)]
+    static = [ir.ShapedType.get_dynamic_stride_or_offset() if isinstance(o, ir.Value) else o for o in offsets]
+    return tensor.extract_slice(tensor_type(sizes[len(sizes) - keep:], elem_of(x)), x, dynamic, [], [],
+                                static, list(sizes), [1] * len(sizes))
+
+
 def as_value(x: Any) -> ir.Value:
     """The single result of what an op builder returned (a Value, an OpView or a result list)."""
     if isinstance(x, ir.Value):

@@ -18,6 +18,7 @@ from compiler.backends.mlir_lower.registry import (
     as_value,
     elem_of,
     generic,
+    index,
     lowers,
     scalar,
     shape_of,
@@ -64,10 +65,6 @@ def _index_generic(ctx: LowerCtx, x: ir.Value, out_shape, et, index_fn) -> ir.Va
     return generic([], [ctx.empty(out_shape, et)], [amap(rank, range(rank))], [PAR] * rank, body)[0]
 
 
-def _cidx(v: int) -> ir.Value:
-    return arith.ConstantOp(ir.IndexType.get(), v).result
-
-
 @lowers(sh.slice_)
 def _slice(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
     x = args[0]
@@ -80,9 +77,9 @@ def _slice(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
         return [tensor.extract_slice(tensor_type(out, et), x, [], [], [],
                                      [b[0] for b in bounds], list(out), [b[2] for b in bounds])]
 
-    def index(idx):
-        return [arith.addi(_cidx(b[0]), arith.muli(i, _cidx(b[2]))) for i, b in zip(idx, bounds)]
-    return [_index_generic(ctx, x, out, et, index)]
+    def source(idx):
+        return [arith.addi(index(b[0]), arith.muli(i, index(b[2]))) for i, b in zip(idx, bounds)]
+    return [_index_generic(ctx, x, out, et, source)]
 
 
 @lowers(sh.gather)
@@ -97,8 +94,8 @@ def _gather(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
 
     def body(i, _out):
         i = arith.index_cast(idx_t, i)
-        neg = arith.cmpi(arith.CmpIPredicate.slt, i, _cidx(0))
-        i = arith.select(neg, arith.addi(i, _cidx(xs[axis])), i)
+        neg = arith.cmpi(arith.CmpIPredicate.slt, i, index(0))
+        i = arith.select(neg, arith.addi(i, index(xs[axis])), i)
         loops = [linalg.IndexOp(d).result for d in range(rank)]
         coords = loops[:axis] + [i] + loops[axis + ni:]
         return tensor.ExtractOp(x, coords).result
@@ -206,23 +203,23 @@ def _pad(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]:
         return [pad_constant(ctx, x, lo, hi, value)]
     out = node.outputs[0].type.shape
 
-    def index(idx):
+    def source(idx):
         res = []
         for i, d in zip(range(r), shape):
-            j = arith.subi(idx[i], _cidx(lo[i]))
+            j = arith.subi(idx[i], index(lo[i]))
             if mode == "edge":
-                j = arith.maxsi(arith.minsi(j, _cidx(d - 1)), _cidx(0))
+                j = arith.maxsi(arith.minsi(j, index(d - 1)), index(0))
             elif mode == "wrap":
-                j = arith.remsi(arith.addi(arith.remsi(j, _cidx(d)), _cidx(d)), _cidx(d))
+                j = arith.remsi(arith.addi(arith.remsi(j, index(d)), index(d)), index(d))
             elif d > 1:                                         # reflect, period 2(d-1)
                 per = 2 * (d - 1)
-                j = arith.remsi(arith.addi(arith.remsi(j, _cidx(per)), _cidx(per)), _cidx(per))
-                j = arith.select(arith.cmpi(arith.CmpIPredicate.sge, j, _cidx(d)),
-                                 arith.subi(_cidx(per), j), j)
+                j = arith.remsi(arith.addi(arith.remsi(j, index(per)), index(per)), index(per))
+                j = arith.select(arith.cmpi(arith.CmpIPredicate.sge, j, index(d)),
+                                 arith.subi(index(per), j), j)
             else:
-                j = _cidx(0)
+                j = index(0)
             res.append(j)
         return res
-    return [_index_generic(ctx, x, out, elem_of(x), index)]
+    return [_index_generic(ctx, x, out, elem_of(x), source)]
 
 
