@@ -219,7 +219,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     integer_only=True the result is integer-only.
     lmul="attention" makes attention's matmuls (Q K^T, P V) L-Mul matmuls: each multiply one integer
     add of the float bits, 3-bit mantissa (passes/lmul.py).
-    shiftadd_attention=True (float, llvm, tvm backend) replaces each softmax attention by ShiftAddViT's
+    shiftadd_attention=True (float; tvm backend on llvm, mlir on llvm and cuda) replaces each softmax attention by ShiftAddViT's
     binary-code linear attention, post-training: codes [Q > 0], [K > 0], out = Q (K^T V) normalized, V in
     int8, every product with a code a masked add (mfree.binary_attention; passes/shiftadd_attention.py).
     It changes the model's output (no retraining): measure it on your data.
@@ -247,7 +247,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     (lower is better; each a list of numpy arrays, the graph's outputs on one calibration batch), at most 0.05 on
     every batch (accuracy_budget takes it too). The TVM backend runs the int16 convs and linear layers on
     vpdpwssd kernels.
-    integer_attention=True (with quantize="int8", integer_only=True; llvm) runs each integer attention in
+    integer_attention=True (with quantize="int8", integer_only=True; llvm and cuda) runs each integer attention in
     one pass over key blocks, Shiftmax inside the running recurrence (passes/qattention.py): off by
     default, its result is not the unfused integer attention's (within 4 LSB, closer to float).
     precision="fp16" (without quantize) computes in float16: weights stored as float16, inputs cast at

@@ -157,13 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "tables, ~1-2%% error) or int16 (exact) [int8]")
     p.add_argument("--lmul", choices=["attention"], default=None,
                    help="L-Mul: attention's matmuls (Q K^T, P V) multiply by one integer add of the float "
-                        "bit patterns, 3-bit mantissa (passes/lmul.py); tvm backend only")
+                        "bit patterns, 3-bit mantissa (passes/lmul.py); tvm and mlir backends, tested on llvm")
     p.add_argument("--shiftadd-attention", action="store_true",
                    help="ShiftAddViT's binary-code attention, post-training: each float softmax attention "
                         "becomes linear attention Q (K^T V) on the codes [Q > 0], [K > 0] with V in int8, "
                         "every product with a code a masked add (mfree.binary_attention; "
                         "passes/shiftadd_attention.py). Changes the output (no retraining); not with "
-                        "--quantize or --lmul; tvm backend, llvm only")
+                        "--quantize or --lmul; the tvm backend on llvm, the mlir backend on llvm and cuda")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                    help="float precision of a float (not --quantize) compile: fp16 stores the weights in "
                         "float16 and computes in it (on cuda the matmuls and convs can use tensor cores); "
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--integer-attention", action="store_true",
                    help="with --quantize int8 --integer-only: each attention in one pass over key blocks, "
                         "Shiftmax inside the running recurrence (passes/qattention.py); opt-in: within 4 LSB "
-                        "of the unfused integer attention, not equal to it; llvm only")
+                        "of the unfused integer attention, not equal to it; llvm and cuda, both backends")
     p.add_argument("--check", action="store_true",
                    help="after compiling, run the executable and the reference interpreter on "
                         "random inputs and fail (exit 5) if they disagree")

@@ -73,7 +73,7 @@ def with_lmul(names: list[str], lmul: str | None) -> list[str]:
 
 # The one-pass integer attention (compile(..., integer_attention=True), opt-in): the unfused integer
 # attention chain of an integer-only graph becomes one q.attention (passes/qattention.py), first, before
-# fuse_kernels takes its matmuls one by one. A CPU kernel only.
+# fuse_kernels takes its matmuls one by one. TVM kernels for llvm and cuda, an MLIR lowering for both.
 INTEGER_ATTENTION = "fuse_integer_attention"
 
 
@@ -81,16 +81,17 @@ def with_integer_attention(names: list[str], target: Target, on: bool) -> list[s
     """The kernel-level pass list `names`, with the integer attention fusion first when `on`."""
     if not on:
         return list(names)
-    if target.kind != "llvm":
+    if target.kind not in ("llvm", "cuda"):
         from compiler.diagnostics import Unsupported
-        raise Unsupported(f"integer_attention: the one-pass integer attention kernel is for llvm targets, "
-                          f"not {target.kind}")
+        raise Unsupported(f"integer_attention: the one-pass integer attention kernel is for llvm and cuda "
+                          f"targets, not {target.kind}")
     return [INTEGER_ATTENTION] + list(names)
 
 
 # ShiftAddViT's binary-code attention (compile(..., shiftadd_attention=True), opt-in): each softmax
 # attention chain becomes one mfree.binary_attention (passes/shiftadd_attention.py), first, before
-# fuse_attention would take the chain. A TVM CPU kernel only.
+# fuse_attention would take the chain. A TVM CPU kernel (llvm) and an MLIR lowering (llvm, cuda:
+# compiler/backends/mlir_lower/binary_attention.py).
 SHIFTADD_ATTENTION = "shiftadd_attention"
 
 
@@ -98,10 +99,10 @@ def with_shiftadd_attention(names: list[str], target: Target, backend: str, on: 
     """The kernel-level pass list `names`, with the binary-code attention rewrite first when `on`."""
     if not on:
         return list(names)
-    if backend != "tvm" or target.kind != "llvm":
+    if not (backend == "tvm" and target.kind == "llvm" or backend == "mlir" and target.kind in ("llvm", "cuda")):
         from compiler.diagnostics import Unsupported
-        raise Unsupported(f"shiftadd_attention: mfree.binary_attention has a TVM CPU (llvm) kernel only, "
-                          f"not one for the {backend} backend on {target.kind}")
+        raise Unsupported(f"shiftadd_attention: mfree.binary_attention has a TVM CPU (llvm) kernel and an MLIR "
+                          f"lowering (llvm, cuda), not one for the {backend} backend on {target.kind}")
     return [SHIFTADD_ATTENTION] + list(names)
 
 

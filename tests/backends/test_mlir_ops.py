@@ -781,7 +781,9 @@ def test_mlir_every_claimed_op_is_tested():
     elsewhere = {"lmul.mul", "lmul.matmul", "q.lut_matmul",     # tests/backends/test_mlir_mfree.py
                  "q.resize_linear",                              # tests/backends/test_resize_linear_backends.py
                  "nn.lstm", "nn.gru", "nn.rnn",                  # tests/backends/test_mlir_recurrent.py
-                 "nn.grid_sample", "nn.roi_align"}               # tests/backends/test_mlir_sampling.py
+                 "nn.grid_sample", "nn.roi_align",               # tests/backends/test_mlir_sampling.py
+                 "mfree.binary_attention",                       # tests/backends/test_mlir_binary_attention.py
+                 "q.attention"}                                  # tests/backends/test_mlir_qattention.py
     untested = sorted(op.name for op in LOWERINGS if op not in TESTED and op.name not in elsewhere)
     assert not untested, f"lowered but untested: {untested}"
     assert BACKEND.supported_ops() == frozenset(LOWERINGS)

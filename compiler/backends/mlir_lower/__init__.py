@@ -1,6 +1,7 @@
 """Graph -> MLIR lowering for the MLIR (IREE) backend, split by op family; importing this
 package fills `LOWERINGS`."""
 from compiler.backends.mlir_lower import (  # noqa: F401
+    binary_attention,
     elementwise,
     indexing,
     ivit,
@@ -8,6 +9,7 @@ from compiler.backends.mlir_lower import (  # noqa: F401
     linalg,
     mfree,
     nn,
+    qattention,
     quant,
     recurrent,
     reduce,

@@ -30,7 +30,7 @@ from compiler.ops.quant import INT_RANGE
 from compiler.types import DType
 
 I64_MIN = -2**63
-# targets whose row reductions read their input as an i64 tensor of its own (_row_reduce)
+# targets whose row reductions read their input as an i64 tensor of its own (row_reduce)
 WIDE_INPUT_TARGETS = ("cuda",)
 
 
@@ -72,7 +72,7 @@ def shift_exp(i: ir.Value, x0: int, n: int) -> ir.Value:
     return arith.shli(e, arith.subi(_c(n), q))
 
 
-def _row_reduce(ctx: LowerCtx, x: ir.Value, dt: DType, axis: int, kind: str,
+def row_reduce(ctx: LowerCtx, x: ir.Value, dt: DType, axis: int, kind: str,
                 pre: Callable[[ir.Value], ir.Value] | None = None) -> ir.Value:
     """keepdims i64 "max" or "sum" of x (elements of IR dtype `dt`, widened to i64, then `pre`)
     along `axis`.
@@ -94,7 +94,7 @@ def _row_reduce(ctx: LowerCtx, x: ir.Value, dt: DType, axis: int, kind: str,
     return ctx.reduce(x, [axis], 0, arith.addi, True, _i64(), widen)
 
 
-def _row_map(ctx: LowerCtx, row: ir.Value, fn: Callable[[ir.Value], ir.Value]) -> ir.Value:
+def row_map(ctx: LowerCtx, row: ir.Value, fn: Callable[[ir.Value], ir.Value]) -> ir.Value:
     """An i64 elementwise map over a reduced (per-row) tensor: once per row, not per element."""
     return ctx.ewise([row], ir.RankedTensorType(row.type).shape, _i64(), fn)
 
@@ -108,11 +108,11 @@ def _shiftmax(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value]
     a, t = node.attrs, node.inputs[0].type
     axis, out, d = norm_axis(a["axis"], t.rank), a["dtype"], a["dividend_bits"]
     x0, n, k = ivit.exp_unit(a["scale"]), a["n"], ivit._OUT_BITS[out]
-    mx = _row_reduce(ctx, args[0], t.dtype, axis, "max")
+    mx = row_reduce(ctx, args[0], t.dtype, axis, "max")
     e = ctx.ewise([args[0], mx], t.shape, _i64(),
                   lambda v, m: shift_exp(arith.subi(_to_i64(v, t.dtype), m), x0, n))
-    total = _row_reduce(ctx, e, DType.I64, axis, "sum")
-    factor = _row_map(ctx, total, lambda s: arith.divsi(_dividend(d), arith.minsi(s, _c(ivit.INT31))))
+    total = row_reduce(ctx, e, DType.I64, axis, "sum")
+    factor = row_map(ctx, total, lambda s: arith.divsi(_dividend(d), arith.minsi(s, _c(ivit.INT31))))
     out_et = elem_type(out)
 
     def body(ev: ir.Value, f: ir.Value) -> ir.Value:
@@ -127,7 +127,7 @@ def _shiftgelu(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value
     x0 = ivit.exp_unit(ivit.GELU_ALPHA * float(np.float32(a["scale"])))
     n, d, sb = a["n"], a["dividend_bits"], a["sigma_bits"]
     row_max = bool(a["row_max"])
-    ins = [args[0]] + ([_row_reduce(ctx, args[0], t.dtype, t.rank - 1, "max")] if row_max else [])
+    ins = [args[0]] + ([row_reduce(ctx, args[0], t.dtype, t.rank - 1, "max")] if row_max else [])
     i32 = ir.IntegerType.get_signless(32)
 
     def body(v: ir.Value, *mx: ir.Value) -> ir.Value:
@@ -175,11 +175,11 @@ def _layernorm(ctx: LowerCtx, node: Node, args: list[ir.Value]) -> list[ir.Value
     a, t = node.attrs, node.inputs[0].type
     x, mult, bias = args
     axis, c = t.rank - 1, t.shape[-1]
-    s = _row_reduce(ctx, x, t.dtype, axis, "sum")
-    mu = _row_map(ctx, s, lambda v: arith.floordivsi(arith.addi(arith.muli(v, _c(2)), _c(c)), _c(2 * c)))
+    s = row_reduce(ctx, x, t.dtype, axis, "sum")
+    mu = row_map(ctx, s, lambda v: arith.floordivsi(arith.addi(arith.muli(v, _c(2)), _c(c)), _c(2 * c)))
     y = ctx.ewise([x, mu], t.shape, _i64(), lambda v, m: arith.subi(_to_i64(v, t.dtype), m))
-    var = _row_reduce(ctx, y, DType.I64, axis, "sum", lambda v: arith.muli(v, v))
-    factor = _row_map(ctx, var, lambda v: arith.divsi(_c(ivit.INT31), isqrt_newton(v)))
+    var = row_reduce(ctx, y, DType.I64, axis, "sum", lambda v: arith.muli(v, v))
+    factor = row_map(ctx, var, lambda v: arith.divsi(_c(ivit.INT31), isqrt_newton(v)))
     shift = a["shift"]
     rnd = (1 << (shift - 1)) if shift > 0 else 0
     out_et = elem_type(a["dtype"])
