@@ -1,5 +1,6 @@
-"""Lowering of q.attention (compiler/ops/qattention.py): our one-pass integer kernel
-(tvm_kernels/qattention.py) on llvm targets; the batch dimensions flattened into one, a keep mask
+"""Lowering of q.attention (compiler/ops/qattention.py): our one-pass integer kernel, on llvm targets
+tvm_kernels/qattention.py, on cuda tvm_kernels/cuda_qattention.py (its serial CPU form when the GPU program
+is built unscheduled); the batch dimensions flattened into one, a keep mask
 broadcast only along the batch dimensions it does not already span."""
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 from tvm import relax
 
+from compiler.backends.tvm_kernels import cuda_qattention
 from compiler.backends.tvm_kernels import qattention as kq
 from compiler.backends.tvm_lower.registry import LowerCtx, lowers, tvm_dtype
 from compiler.diagnostics import Unsupported
@@ -32,8 +34,9 @@ def _keep_arg(ctx: LowerCtx, node: Node, arg: relax.Expr, bh: int, lq: int, lk: 
 
 @lowers(qattention.attention)
 def _attention(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
-    if ctx.target.kind != "llvm":
-        raise Unsupported(f"q.attention ({node.name}) has a kernel for llvm targets only")
+    if ctx.target.kind not in ("llvm", "cuda"):
+        raise Unsupported(f"q.attention ({node.name}) has a kernel for llvm and cuda targets only")
+    cuda = ctx.target.kind == "cuda"
     q, k, v = (x.type for x in node.inputs[:3])
     *batch, lq, d = q.shape
     lk, dv = v.shape[-2:]
@@ -45,11 +48,17 @@ def _attention(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.
         keep, mb, mr = relax.const(True, "bool"), 0, 0
         keep = ctx.bb.emit(relax.op.broadcast_to(keep, (1, 1, lk)))
     out_dtype = tvm_dtype(node.outputs[0].type.dtype)
-    spec = kq.QAttentionSpec(bh, lq, lk, d, dv, default_tile(lq, lk)[0], a["block"], a["qk_multiplier"],
+    tq = cuda_qattention.queries(lq, d, dv) if cuda else default_tile(lq, lk)[0]
+    spec = kq.QAttentionSpec(bh, lq, lk, d, dv, tq, a["block"], a["qk_multiplier"],
                              a["qk_shift"], a["qk_qmin"], a["qk_qmax"], a["fill"], ivit.exp_unit(a["scale"]),
                              a["n"], a["multiplier"], a["shift"], a["zero_point"], a["qmin"], a["qmax"],
                              out_dtype, mb, mr)
-    gv = ctx.kernel(("qattention", spec), lambda: kq.make_qattention(spec), "qattention")
+    if cuda:
+        gpu = not ctx.unscheduled
+        gv = ctx.kernel(("cuda_qattention", spec, gpu), lambda: cuda_qattention.make_cuda_qattention(spec, gpu),
+                        "qattention")
+    else:
+        gv = ctx.kernel(("qattention", spec), lambda: kq.make_qattention(spec), "qattention")
     ins = [ctx.reshape(args[0], (bh, lq, d)), ctx.reshape(args[1], (bh, lk, d)),
            ctx.reshape(args[2], (bh, lk, dv)), keep]
     out = ctx.call_kernel(gv, ins, (bh, lq, dv), out_dtype)
