@@ -3,10 +3,11 @@ attention build: cosine and latency.
 
     python examples/binary_attention.py                 # BERT-6L (zoo.BertEncoder: 6 layers, hidden 384, seq 128)
     python examples/binary_attention.py --layers 2 --hidden 64 --seq 32      # a small one, seconds
+    python examples/binary_attention.py --backend mlir   # through MLIR (IREE) instead of TVM
 
 Prints (1) per attention, in the reference interpreter, the cosine of the binary-code attention's output
 with the softmax attention's (layer 1 sees the same inputs; later layers see inputs the earlier
-replacements already changed); (2) the pooled output's cosine vs PyTorch FP32 for the TVM build with
+replacements already changed); (2) the pooled output's cosine vs PyTorch FP32 for the build (TVM or MLIR) with
 shiftadd_attention=True and for the FP32 build, and both latencies (1 thread, best of 3 medians of 10).
 Random weights and no fine-tuning: ShiftAddViT retrains after the conversion, this does not, so the
 numbers say what the replacement alone costs, not what a fine-tuned model reaches.
@@ -45,7 +46,7 @@ def attention_cosines(g, ids: np.ndarray) -> list[float]:
     return [_cosine(a, b) for a, b in zip(got, want)]
 
 
-def run(layers: int, hidden: int, seq: int) -> dict[str, float]:
+def run(layers: int, hidden: int, seq: int, backend: str = "tvm") -> dict[str, float]:
     torch.manual_seed(0)
     heads = max(1, hidden // 64)
     model = zoo.BertEncoder(hidden=hidden, heads=heads, ffn=4 * hidden, layers=layers, seq=seq).eval()
@@ -57,8 +58,8 @@ def run(layers: int, hidden: int, seq: int) -> dict[str, float]:
     print("  interpreter, attention-output cosine, binary-code vs softmax, per layer: "
           + " ".join(f"{c:.4f}" for c in per))
     target = "llvm -num-threads=1"
-    fp32 = compiler.compile(model, target, example_inputs=(ids,))
-    ba = compiler.compile(model, target, example_inputs=(ids,), shiftadd_attention=True)
+    fp32 = compiler.compile(model, target, example_inputs=(ids,), backend=backend)
+    ba = compiler.compile(model, target, example_inputs=(ids,), backend=backend, shiftadd_attention=True)
     n_att = sum(n.op is mfree.binary_attention for n in ba.graph.nodes)
     y32, yba = fp32.run(ids.numpy())[0], ba.run(ids.numpy())[0]
     t32, tba = float("inf"), float("inf")
@@ -66,7 +67,7 @@ def run(layers: int, hidden: int, seq: int) -> dict[str, float]:
         t32 = min(t32, fp32.benchmark(ids.numpy(), warmup=2, repeat=10)["median_ms"])
         tba = min(tba, ba.benchmark(ids.numpy(), warmup=2, repeat=10)["median_ms"])
     cos = _cosine(yba, ref)
-    print(f"  TVM, shiftadd_attention=True ({n_att} mfree.binary_attention):")
+    print(f"  {backend.upper()}, shiftadd_attention=True ({n_att} mfree.binary_attention):")
     print(f"    pooled-output cosine vs PyTorch FP32 {cos:.6f} (FP32 build: {_cosine(y32, ref):.6f}), "
           f"max |diff| {np.abs(yba - ref).max():.2e}")
     print(f"    latency (1 thread, best of 3 medians of 10): softmax attention build {t32:.2f} ms, "
@@ -79,8 +80,9 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--hidden", type=int, default=384)
     ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--backend", choices=["tvm", "mlir"], default="tvm", help="code generator (default tvm)")
     a = ap.parse_args()
-    run(a.layers, a.hidden, a.seq)
+    run(a.layers, a.hidden, a.seq, a.backend)
 
 
 if __name__ == "__main__":
