@@ -219,7 +219,7 @@ def compile(model: Any, target: Target | str = "llvm", *, backend: str = "tvm",
     integer_only=True the result is integer-only.
     lmul="attention" makes attention's matmuls (Q K^T, P V) L-Mul matmuls: each multiply one integer
     add of the float bits, 3-bit mantissa (passes/lmul.py).
-    shiftadd_attention=True (float; tvm backend on llvm, mlir on llvm and cuda) replaces each softmax attention by ShiftAddViT's
+    shiftadd_attention=True (float; the tvm and mlir backends, llvm and cuda) replaces each softmax attention by ShiftAddViT's
     binary-code linear attention, post-training: codes [Q > 0], [K > 0], out = Q (K^T V) normalized, V in
     int8, every product with a code a masked add (mfree.binary_attention; passes/shiftadd_attention.py).
     It changes the model's output (no retraining): measure it on your data.

@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "becomes linear attention Q (K^T V) on the codes [Q > 0], [K > 0] with V in int8, "
                         "every product with a code a masked add (mfree.binary_attention; "
                         "passes/shiftadd_attention.py). Changes the output (no retraining); not with "
-                        "--quantize or --lmul; the tvm backend on llvm, the mlir backend on llvm and cuda")
+                        "--quantize or --lmul; the tvm and mlir backends, on llvm and cuda")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                    help="float precision of a float (not --quantize) compile: fp16 stores the weights in "
                         "float16 and computes in it (on cuda the matmuls and convs can use tensor cores); "

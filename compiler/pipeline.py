@@ -90,7 +90,8 @@ def with_integer_attention(names: list[str], target: Target, on: bool) -> list[s
 
 # ShiftAddViT's binary-code attention (compile(..., shiftadd_attention=True), opt-in): each softmax
 # attention chain becomes one mfree.binary_attention (passes/shiftadd_attention.py), first, before
-# fuse_attention would take the chain. A TVM CPU kernel (llvm) and an MLIR lowering (llvm, cuda:
+# fuse_attention would take the chain. TVM kernels (llvm: tvm_kernels/binary_attention.py, cuda:
+# tvm_kernels/cuda_binary_attention.py) and an MLIR lowering (llvm, cuda:
 # compiler/backends/mlir_lower/binary_attention.py).
 SHIFTADD_ATTENTION = "shiftadd_attention"
 
@@ -99,10 +100,10 @@ def with_shiftadd_attention(names: list[str], target: Target, backend: str, on: 
     """The kernel-level pass list `names`, with the binary-code attention rewrite first when `on`."""
     if not on:
         return list(names)
-    if not (backend == "tvm" and target.kind == "llvm" or backend == "mlir" and target.kind in ("llvm", "cuda")):
+    if not (backend in ("tvm", "mlir") and target.kind in ("llvm", "cuda")):
         from compiler.diagnostics import Unsupported
-        raise Unsupported(f"shiftadd_attention: mfree.binary_attention has a TVM CPU (llvm) kernel and an MLIR "
-                          f"lowering (llvm, cuda), not one for the {backend} backend on {target.kind}")
+        raise Unsupported(f"shiftadd_attention: mfree.binary_attention has TVM kernels and an MLIR lowering for "
+                          f"llvm and cuda, not one for the {backend} backend on {target.kind}")
     return [SHIFTADD_ATTENTION] + list(names)
 
 

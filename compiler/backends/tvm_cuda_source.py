@@ -8,6 +8,10 @@ the source a cuda module stores (and compiles wherever it is loaded) and the one
 * A bitwise operation (^, &, |) of two 8-bit vectors is printed byte by byte through `reinterpret_cast<unsigned
   char*>` of each 32-bit component: each component's 4 byte operations become one 32-bit operation, the same
   bits (the uint8 -> int8 shift of a 16-byte gather: 4 XORs instead of 16 byte operations in the source).
+* A kernel that calls IEEE_OPS's functions (`T.call_pure_extern("float32", IEEE_OPS["div"], a, b)`) gets their
+  definitions in front: each one PTX instruction (div.rn.f32, add.rn.f32, mul.rn.f32) in inline assembly, since
+  TVM's nvcc runs with --use_fast_math, under which `a / b` is div.approx and even __fdiv_rn / __fadd_rn flush
+  subnormals (div.rn.ftz.f32), and a product and a sum may be contracted into an fma.
 """
 from __future__ import annotations
 
@@ -48,10 +52,20 @@ def _word_op(m: re.Match) -> str:
     return f"{indent}{m.group(1)} = {m.group(2)} {m.group(3)} {m.group(4)};\n"
 
 
+IEEE_OPS = {"div": "dyc_div_rn", "add": "dyc_add_rn", "mul": "dyc_mul_rn"}
+_IEEE_DEF = ('__device__ __forceinline__ float {name}(float a, float b) {{ float r; '
+             'asm("{op}.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }}\n')
+
+
+def _ieee_definitions(code: str) -> str:
+    defs = "".join(_IEEE_DEF.format(name=name, op=op) for op, name in IEEE_OPS.items() if f"{name}(" in code)
+    return defs + code
+
+
 def fix(code: str) -> str:
-    """`code` with TVM's 8- and 16-byte constant vectors written as words and its bytewise bitwise operations as
-    word operations."""
-    return _BYTE_OPS.sub(_word_op, _BYTES.sub(_words, code))
+    """`code` with TVM's 8- and 16-byte constant vectors written as words, its bytewise bitwise operations as
+    word operations and the IEEE_OPS it calls defined."""
+    return _ieee_definitions(_BYTE_OPS.sub(_word_op, _BYTES.sub(_words, code)))
 
 
 tvm_ffi.register_global_func("tvm_callback_cuda_postproc", lambda code, target=None: fix(code), override=True)

@@ -1,6 +1,7 @@
 """Multiplication-free attention (dialect `mfree`): ShiftAddViT's binary-code linear attention (You et al.,
 NeurIPS 2023; ALGORITHMS.md §3.3), post-training. The numpy reference below IS the semantics; the TVM
-kernel (compiler/backends/tvm_kernels/binary_attention.py) matches it bit for bit.
+kernels (compiler/backends/tvm_kernels/binary_attention.py, cuda_binary_attention.py) and the MLIR lowering
+(compiler/backends/mlir_lower/binary_attention.py) match it bit for bit.
 
 `mfree.binary_attention(Q, K, V)`, Q (..., Lq, D), K (..., Lk, D), V (..., Lk, Dv), float32, the same
 leading (batch, head) dims; out (..., Lq, Dv) float32. Per leading index:

@@ -1,6 +1,6 @@
 """shiftadd_attention: each unfused softmax attention chain becomes one mfree.binary_attention reading the
 values the chain's matmuls read (the rewritten graph's meaning is the op's reference on them), other ops
-untouched; refused with a clear error for masks, non-positive score scales, the TVM backend on GPUs,
+untouched; refused with a clear error for masks, non-positive score scales, targets other than llvm and cuda,
 quantize / lmul, and graphs without attention; the op's reference is the stated linear attention; the
 energy estimate counts it without multiplies in the MatAdds. The end to end on BERT-style encoders
 reports the cosine vs FP32 (post-training, no fine-tuning: it loses accuracy by design)."""
@@ -128,11 +128,12 @@ def test_refusals():
     assert with_shiftadd_attention(llvm, Target("llvm"), "tvm", False) == llvm
     assert with_shiftadd_attention(llvm, Target("llvm"), "tvm", True) == ["shiftadd_attention"] + llvm
     assert "shiftadd_attention" not in KERNEL_PIPELINES["llvm"]            # opt-in only
-    mlir = kernel_pipeline_for(Target("llvm"), "mlir")     # the MLIR backend lowers it (llvm and cuda)
-    for kind in ("llvm", "cuda"):
-        assert with_shiftadd_attention(mlir, Target(kind), "mlir", True) == ["shiftadd_attention"] + mlir
-    with pytest.raises(Unsupported, match="on cuda"):
-        with_shiftadd_attention(llvm, Target("cuda"), "tvm", True)
+    for backend in ("tvm", "mlir"):          # TVM kernels and the MLIR lowering, llvm and cuda
+        for kind in ("llvm", "cuda"):
+            names = kernel_pipeline_for(Target(kind), backend)
+            assert with_shiftadd_attention(names, Target(kind), backend, True) == ["shiftadd_attention"] + names
+    with pytest.raises(Unsupported, match="tvm backend on rocm"):
+        with_shiftadd_attention(llvm, Target("rocm"), "tvm", True)
 
 
 def test_compile_refusals():
