@@ -11,7 +11,8 @@ grouped-query head repeat stay in front of the op, so its operands have the matm
 transpose of K's last two axes that only the chain reads is dropped instead of transposed back). The
 score scale (1/sqrt(d)) is dropped: the codes [q' > 0], [k' > 0] do not change under a positive
 factor; a chain whose score scale is not positive is refused. The op's output replaces the chain's,
-so every reader is unchanged.
+so every reader is unchanged. In a float16 model (precision="fp16") the op reads Q, K and V cast to float32
+and its result is cast back to float16 (the op is defined on float32).
 
 This changes the model's meaning on purpose (softmax attention -> binary linear attention, V in int8):
 the interpreter runs the new op's reference, and the TVM kernel matches it bit for bit. Refused, with
@@ -24,7 +25,7 @@ from compiler.diagnostics import Unsupported
 from compiler.ir import Graph, Node, Value
 from compiler.ops import elementwise as ew
 from compiler.ops import linalg, mfree, shape
-from compiler.types import TensorType
+from compiler.types import DType, TensorType
 from passes.base import register_pass
 from passes.einsum import AttentionChain, find_chains
 
@@ -86,9 +87,23 @@ def _rewrite(g: Graph, ch: AttentionChain) -> tuple[list[Node], set[int]]:
         k = Value(g.fresh_name(kt.name + "_k"), TensorType((*lead, lk, d), kt.type.dtype))
         new.append(Node(shape.transpose, [kt], shape.transpose.complete_attrs({"perm": perm}), [k], k.name,
                         pv.loc))
+    out = pv.outputs[0]
+    if q.type.dtype is DType.F16:                                        # a float16 model: the op in float32
+        q, k, v = (_cast(g, x, DType.F32, new, pv.loc) for x in (q, k, v))
+        out = Value(g.fresh_name(name + "_f32"), TensorType(out.type.shape, DType.F32))
     mfree.binary_attention.infer([q.type, k.type, v.type], {})          # the op's type rule checks the form
-    new.append(Node(mfree.binary_attention, [q, k, v], {}, [pv.outputs[0]], name, pv.loc))
+    new.append(Node(mfree.binary_attention, [q, k, v], {}, [out], name, pv.loc))
+    if out is not pv.outputs[0]:
+        new.append(Node(ew.cast, [out], ew.cast.complete_attrs({"to": DType.F16}), [pv.outputs[0]],
+                        pv.outputs[0].name, pv.loc))
     return new, gone
+
+
+def _cast(g: Graph, x: Value, to: DType, new: list[Node], loc) -> Value:
+    """x cast to `to` (the cast appended to `new`)."""
+    y = Value(g.fresh_name(f"{x.name}_{to.value}"), TensorType(x.type.shape, to))
+    new.append(Node(ew.cast, [x], ew.cast.complete_attrs({"to": to}), [y], y.name, loc))
+    return y
 
 
 def rewrite_attention(g: Graph) -> tuple[Graph, int]:

@@ -113,6 +113,23 @@ def test_rewrite_keeps_meaning_of_the_op(form):
     assert _ops(g).count("nn.softmax") == 1                   # the input graph is untouched
 
 
+def test_a_float16_model_runs_the_op_in_float32_between_casts():
+    """precision="fp16": the chain is float16 with its softmax in float32 between casts; the op (float32 only) reads
+    Q, K, V cast to float32 and its result is cast back, so the readers still see float16. Compiled, the graph
+    matches the interpreter (it crashed in the op's type rule before)."""
+    from compiler.api import final_ir
+    g = _attention()
+    fg, _ = final_ir(g, precision="fp16", disable_passes=["fuse_kernels"], shiftadd_attention=True)
+    node = next(n for n in fg.nodes if n.op is mfree.binary_attention)
+    assert all(x.producer.op is ew.cast and x.producer.inputs[0].type.dtype is DType.F16 for x in node.inputs)
+    (reader,) = [n for n in fg.nodes if node.outputs[0] in n.inputs]
+    assert reader.op is ew.cast and reader.attrs["to"] is DType.F16
+    import compiler
+    cm = compiler.compile(g, "llvm -num-threads=1", precision="fp16", shiftadd_attention=True)
+    xs = _inputs(g)
+    np.testing.assert_allclose(cm.run(*xs)[0], interp.run(cm.graph, *xs)[0], rtol=1e-3, atol=1e-3)
+
+
 def test_rewrite_leaves_non_attention_alone():
     g = _attention(scores_out=True)                           # scores read elsewhere: not a chain
     after, n = rewrite_attention(g)
