@@ -396,7 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("DYC_CUDA_CACHE", str(folder / "cuda_cache"))    # the tvm kernels, compiled ahead
     off = manifest.get("disabled_passes") or []
-    print(f"{folder}: {manifest['target']}" + (f", without {' '.join(off)}" if off else ""), flush=True)
+    print(f"{folder}: {manifest['target']}" + (f", without {' '.join(off)}" if off else "")
+          + (", int8 with the integer attention kernel (q.attention)" if manifest.get("integer_attention") else "")
+          + (", the binary-code attention (mfree.binary_attention)" if manifest.get("shiftadd_attention") else ""),
+          flush=True)
     if args.models:
         manifest["artifacts"] = [a for a in manifest["artifacts"] if a["model"] in args.models]
         manifest["not_built"] = [a for a in manifest["not_built"] if a["model"] in args.models]
@@ -414,7 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         timing = run_timing(folder, manifest, status, device, args.repeat, args.profile)
     if args.json:
         Path(args.json).write_text(json.dumps({"folder": str(folder), "target": manifest["target"],
-                                               "disabled_passes": off, "checks": status, "timing": timing,
+                                               "disabled_passes": off,
+                                               "integer_attention": bool(manifest.get("integer_attention")),
+                                               "shiftadd_attention": bool(manifest.get("shiftadd_attention")),
+                                               "checks": status, "timing": timing,
                                                "repeat": args.repeat}, indent=1))
     if failed:
         print(f"\ngpu_check: {len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)

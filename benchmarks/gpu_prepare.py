@@ -34,7 +34,8 @@ random numbers on the checking side, whose numpy may be another version).
                                      attention ocr] [--modes fp32 fp16 int8] [--backends tvm mlir]
                                      [--max-mb 64] [--python X.Y] [--kernel-outputs] [--int8 mma|dp4a]
                                      [--mma sync|wmma]
-                                     [--disable-pass NAME ...] [--pack]
+                                     [--disable-pass NAME ...] [--integer-attention]
+                                     [--shiftadd-attention] [--pack]
   -o DIR      the folder, replaced (default out/gpu-check; out/gpu-check-cpu with --cpu)
   --cpu       compile for llvm (this CPU), batches 1 2 by default: to try gpu_check.sh --cpu here
   --batch     batch sizes (default 1 32)
@@ -53,6 +54,11 @@ random numbers on the checking side, whose numpy may be another version).
               --models cnn attention --modes int8 fp32 --backends tvm, and check both in one session;
               assign_gpu_layouts: the convs on NCHW, the baseline of the GPU's blocked layouts; or
               choose_tiles: every tensor-core GEMM on the rule's block tile, the baseline of the tile model's)
+  --integer-attention  int8 with integer_attention=True: each integer attention of the encoder one q.attention
+              kernel (opt-in; a folder of its own, e.g. --models encoder --modes int8)
+  --shiftadd-attention  fp32 / fp16 with shiftadd_attention=True: each softmax attention ShiftAddViT's binary-code
+              attention (mfree.binary_attention; changes the output, so the reference is the interpreter's on
+              that graph, as always; a folder of its own, e.g. --models encoder --modes fp32)
   --pack      also write DIR.tar.xz (xz -9) and limit its size, not the folder's, by --max-mb
   --python    the CPython version of the checking machine (default this one's; its runtime bundle's
               extension modules then come from pip download, see compiler/tools/runtime_bundle.py)
@@ -235,18 +241,24 @@ def periodic_weights(g) -> int:
 
 
 def compile_artifact(name: str, mode: str, batch: int, target, backend: str, work: Path,
-                     kernel_outputs: bool = False, disable_passes: tuple[str, ...] = ()):
+                     kernel_outputs: bool = False, disable_passes: tuple[str, ...] = (),
+                     integer_attention: bool = False, shiftadd_attention: bool = False):
     """(the final IR with periodic weights, its CompiledModel). `kernel_outputs`: every node's output is a
-    graph output too (in order), so that the check names the first kernel whose result departs."""
+    graph output too (in order), so that the check names the first kernel whose result departs;
+    `integer_attention`: int8 with the one-pass integer attention (q.attention); `shiftadd_attention`: a float
+    mode with the binary-code attention (mfree.binary_attention)."""
     from compiler.api import final_ir
     from compiler.backends import get_backend
     from compiler.runtime import CompiledModel, Signature
     kw = {}
     if mode == "int8":          # two seeded samples; at batch > 1 each repeated across the batch
         calibration = [[np.repeat(x, batch, axis=0) for x in inputs(name, 1, SEED + 100 + i)] for i in range(2)]
-        kw = {"quantize": "int8", "integer_only": True, "calibration": calibration}
+        kw = {"quantize": "int8", "integer_only": True, "calibration": calibration,
+              "integer_attention": integer_attention}
     elif mode == "fp16":
         kw = {"precision": "fp16"}
+    if mode != "int8" and shiftadd_attention:
+        kw["shiftadd_attention"] = True
     g, _ = final_ir(_model(name, batch, work), target, backend=backend, disable_passes=disable_passes, **kw)
     periodic_weights(g)
     if kernel_outputs:          # no kernel may then write over an operand (assign_inplace): each one is an output
@@ -298,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--disable-pass", nargs="+", default=[], metavar="NAME",
                     help="compile without these passes (e.g. fuse_kernels fuse_attention: the unfused baseline; "
                          "assign_gpu_layouts: the NCHW baseline; choose_tiles: the rule's tiles)")
+    ap.add_argument("--integer-attention", action="store_true",
+                    help="int8 with integer_attention=True: each integer attention one q.attention kernel")
+    ap.add_argument("--shiftadd-attention", action="store_true",
+                    help="fp32 / fp16 with shiftadd_attention=True: ShiftAddViT's binary-code attention")
     ap.add_argument("--pack", action="store_true", help="also write DIR.tar.xz (what travels; --max-mb limits it)")
     args = ap.parse_args(argv)
     from compiler import interp
@@ -314,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     make_bundle(out / "runtime-bundle", python=args.python)
     manifest = {"target": str(target), "seed": SEED, "period": PERIOD, "disabled_passes": args.disable_pass,
+                "integer_attention": args.integer_attention, "shiftadd_attention": args.shiftadd_attention,
                 "python": args.python or f"{sys.version_info.major}.{sys.version_info.minor}",
                 "models": {m: {"description": MODELS[m][0], "input": f"{m}_input.npz"} for m in args.models},
                 "artifacts": [], "not_built": []}
@@ -322,13 +339,13 @@ def main(argv: list[str] | None = None) -> int:
             np.savez(out / f"{name}_input.npz", *inputs(name, 1, SEED + 1))
     for name, mode, backend in itertools.product(args.models, args.modes, args.backends):
         if name == "attention" and mode == "int8":
-            continue                    # a float kernel (the integer one, q.attention, is llvm-only)
+            continue                    # a float attention (integer-only needs a requantized output to fuse)
         ref = f"{name}_{mode}_{backend}.npz"
         for batch in batches if name != "attention" else [1]:   # batch 1 first: it gives the reference
             file, t0 = f"{name}_{mode}_b{batch}_{backend}.dyc", time.perf_counter()
             try:
                 g, cm = compile_artifact(name, mode, batch, target, backend, out / "work", args.kernel_outputs,
-                                         tuple(args.disable_pass))
+                                         tuple(args.disable_pass), args.integer_attention, args.shiftadd_attention)
             except CompileError as e:
                 why = str(e).splitlines()[0]
                 print(f"{file}: not built: {why}", flush=True)

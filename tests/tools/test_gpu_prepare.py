@@ -5,6 +5,7 @@ output), and the archive --pack writes unpacks, in gpu_check.py, to the same fol
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.conftest import requires_torch, requires_tvm
 
@@ -82,3 +83,31 @@ def test_the_crnns_checked_part_is_sample_0_of_its_time_major_output():
     assert one.shape == (64, 1, 11) and three.shape == (64, 3, 11)
     np.testing.assert_allclose(gpu_prepare.sliced(three, "ocr"), gpu_prepare.sliced(one, "ocr"), rtol=1e-5, atol=1e-5)
     assert not np.allclose(three[:, 1], one[:, 0], atol=1e-3)
+
+
+@pytest.mark.slow
+@requires_torch
+@requires_tvm
+def test_the_attention_options_reach_the_compiled_encoder(monkeypatch, tmp_path):
+    """--integer-attention makes the int8 encoder's attentions q.attention, --shiftadd-attention the float one's
+    mfree.binary_attention (a small encoder stands in for BERT-small); each build matches its reference (int8
+    bit for bit, fp32 within float round-off)."""
+    from benchmarks import gpu_prepare
+    from compiler import interp
+    from compiler.target import Target
+    from examples.zoo import BertEncoder
+
+    def small(name, seed=gpu_prepare.SEED):
+        import torch
+        torch.manual_seed(seed)
+        return BertEncoder(vocab=gpu_prepare.VOCAB, hidden=32, heads=2, ffn=64, layers=2, seq=16).eval()
+    monkeypatch.setattr(gpu_prepare, "torch_model", small)
+    monkeypatch.setitem(gpu_prepare.MODELS, "encoder", ("small", "ids", (16,), "int64"))
+    target = Target("llvm", num_threads=1)
+    x = gpu_prepare.inputs("encoder", 1, 1)
+    for mode, option, op in (("int8", "integer_attention", "q.attention"),
+                             ("fp32", "shiftadd_attention", "mfree.binary_attention")):
+        g, cm = gpu_prepare.compile_artifact("encoder", mode, 1, target, "tvm", tmp_path, **{option: True})
+        assert g.op_histogram().get(op) == 2, (mode, g.op_histogram())
+        got, want = cm.run(*x)[0], interp.run(g, *x)[0]
+        np.testing.assert_allclose(got, want, rtol=0, atol=0 if mode == "int8" else 1e-4 * np.abs(want).max())
