@@ -1,9 +1,16 @@
-"""Lowering of signal.dft: one matmul of the flattened (samples, parts) with the op's constant twiddle
-matrix (compiler.ops.signal.dft_matrix), float16 and bfloat16 computed in float32."""
+"""Lowering of signal.dft as numpy computes it (compiler.ops.signal): where pocketfft's complex FFT has a
+plan, the float operations of compiler.ops.pocketfft as relax operations, each product a kernel that rounds
+it (TVM would fuse it into an FMA); else one matmul of the flattened (samples, parts) with the op's constant
+twiddle matrix (compiler.ops.signal.dft_matrix). Either runs in numpy's precision (signal.dft_precision)
+and is rounded to the reference's, then to the output type."""
 from __future__ import annotations
 
-from tvm import relax
+from collections.abc import Sequence
 
+import numpy as np
+from tvm import relax, te, tirx
+
+from compiler.backends.tvm_kernels.common import OP_PATTERN_OPAQUE
 from compiler.backends.tvm_lower.registry import LowerCtx, const, dtype_of, lowers, shape_of
 from compiler.ir import Node
 from compiler.ops import signal
@@ -11,17 +18,106 @@ from compiler.ops import signal
 R = relax.op
 
 
+class _RelaxFFTOps:
+    """compiler.ops.pocketfft.FFTOps as relax operations, each bound as it is made."""
+
+    def __init__(self, ctx: LowerCtx) -> None:
+        self.ctx = ctx
+
+    def _axis(self, x: relax.Expr, axis: int) -> int:
+        return axis % len(shape_of(x))
+
+    def add(self, a: relax.Expr, b: relax.Expr) -> relax.Expr:
+        return self.ctx.emit(R.add(a, b))
+
+    def sub(self, a: relax.Expr, b: relax.Expr) -> relax.Expr:
+        return self.ctx.emit(R.subtract(a, b))
+
+    def mul(self, x: relax.Expr, c: np.ndarray) -> relax.Expr:
+        """x * c, each product rounded before anything adds to it: pocketfft's (and numpy's) products are
+        not fused into the sums that read them, and TVM's LLVM and CUDA code generation contract a * b + c
+        to an FMA. A product by 0 or +-1 is exact, and a contraction of it changes nothing. The rounded
+        products are a kernel of their own, opaque to FuseOps: fused with the add / sub / slice network of
+        the passes around them, every output's expression would be inlined as a tree (compute_inline),
+        whose size grows with each pass."""
+        dt = dtype_of(x)
+        cc = const(c, dt)
+        if np.all(np.isin(np.abs(c), (0.0, 1.0))):
+            return self.ctx.emit(R.multiply(x, cc))
+        xs, cs = shape_of(x), tuple(int(d) for d in c.shape)
+        out = tuple(np.broadcast_shapes(xs, cs))
+        cuda = self.ctx.target.kind == "cuda" and not self.ctx.unscheduled      # else compiled for the CPU
+
+        def make() -> tirx.PrimFunc:
+            xt, ct = te.placeholder(xs, dt, "x"), te.placeholder(cs, dt, "c")
+            func = te.create_prim_func([xt, ct, _rounded_product(xt, ct, cuda)])
+            return func.with_attr("op_pattern", OP_PATTERN_OPAQUE)
+        gv = self.ctx.kernel(("signal.fft_mul", xs, cs, dt, cuda), make, "fft_mul")
+        return self.ctx.call_kernel(gv, [x, cc], out, dt)
+
+    def rounded(self, xs: list[relax.Expr]) -> list[relax.Expr]:
+        return xs                   # `mul` already rounds each product
+
+    def slice(self, x: relax.Expr, axis: int, start: int, stop: int) -> relax.Expr:
+        return self.ctx.emit(R.strided_slice(x, [self._axis(x, axis)], [start], [stop]))
+
+    def flip(self, x: relax.Expr, axis: int) -> relax.Expr:
+        return self.ctx.emit(R.flip(x, self._axis(x, axis)))
+
+    def concat(self, xs: Sequence[relax.Expr], axis: int) -> relax.Expr:
+        return self.ctx.emit(R.concat(list(xs), self._axis(xs[0], axis)))
+
+    def transpose(self, x: relax.Expr, perm: Sequence[int]) -> relax.Expr:
+        return self.ctx.emit(R.permute_dims(x, list(perm)))
+
+    def reshape(self, x: relax.Expr, shape: Sequence[int]) -> relax.Expr:
+        return self.ctx.reshape(x, shape)
+
+    def shape(self, x: relax.Expr) -> tuple[int, ...]:
+        return shape_of(x)
+
+    def cast(self, x: relax.Expr, dtype: np.dtype) -> relax.Expr:
+        dt = np.dtype(dtype).name
+        return x if dtype_of(x) == dt else self.ctx.emit(R.astype(x, dt))
+
+    def pad(self, x: relax.Expr, axis: int, after: int) -> relax.Expr:
+        width = [0] * (2 * len(shape_of(x)))
+        width[2 * self._axis(x, axis) + 1] = after
+        return self.ctx.emit(R.nn.pad(x, width, "constant", 0.0))
+
+
+def _rounded_product(x: te.Tensor, c: te.Tensor, cuda: bool) -> te.Tensor:
+    """x * c (numpy broadcasting), each product a rounded float multiplication that no contraction
+    reaches: CUDA's __fmul_rn / __dmul_rn, or the product behind llvm.arithmetic.fence."""
+    xs, cs = [int(d) for d in x.shape], [int(d) for d in c.shape]
+    out = tuple(np.broadcast_shapes(tuple(xs), tuple(cs)))
+    dt = x.dtype
+
+    def at(t: te.Tensor, shape: list[int], i: tuple) -> tirx.PrimExpr:
+        i = i[len(i) - len(shape):]
+        return t(*[0 if d == 1 else v for d, v in zip(shape, i)])
+
+    def body(*i):
+        a, b = at(x, xs, i), at(c, cs, i)
+        if cuda:
+            return tirx.call_pure_extern(dt, "__dmul_rn" if dt == "float64" else "__fmul_rn", a, b)
+        return tirx.call_llvm_pure_intrin(dt, "llvm.arithmetic.fence", a * b)
+    return te.compute(out, body, name="fft_mul")
+
+
 @lowers(signal.dft)
 def lower_dft(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
     (x,) = args
     dims, dt = shape_of(x), dtype_of(x)
-    acc = dt if dt in ("float32", "float64") else "float32"
-    mat = signal.dft_matrix(dims[-2], dims[-1], node.attrs["length"], node.attrs["inverse"],
-                            node.attrs["onesided"])
-    flat = ctx.emit(R.reshape(x, dims[:-2] + (dims[-2] * dims[-1],)))
-    if acc != dt:
-        flat = ctx.emit(R.astype(flat, acc))
-    y = ctx.emit(R.matmul(flat, const(mat, acc)))
-    if acc != dt:
-        y = ctx.emit(R.astype(y, dt))
-    return [R.reshape(y, node.outputs[0].type.shape)]
+    length, inverse, onesided = node.attrs["length"], node.attrs["inverse"], node.attrs["onesided"]
+    ops = _RelaxFFTOps(ctx)
+    in_dtype = node.inputs[0].type.dtype.numpy
+    if signal.fft_planned(length, inverse, onesided):
+        y = signal.dft_by_fft(ops, x, dims, in_dtype, length, inverse, onesided)
+    else:
+        compute, result = signal.dft_precision(in_dtype, dims[-1], inverse)
+        mat = signal.dft_matrix(dims[-2], dims[-1], length, inverse, onesided)
+        flat = ops.cast(ctx.emit(R.reshape(x, dims[:-2] + (dims[-2] * dims[-1],))), compute)
+        y = ops.cast(ctx.emit(R.matmul(flat, const(mat, compute.name))), result)
+    y = ctx.emit(R.reshape(y, node.outputs[0].type.shape))
+    return [y if dtype_of(y) == dt else R.astype(y, dt)]
