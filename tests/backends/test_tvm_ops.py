@@ -211,8 +211,9 @@ def test_tvm_matmul(sa, sb):
     check(*single(linalg.matmul, [T(sa, F32), T(sb, F32)]))
 
 
-def test_tvm_dft_is_the_twiddle_matmul_within_round_off():
-    """signal.dft (reference: numpy's FFT) lowered as one matmul with exact twiddles, every form."""
+def test_tvm_dft_every_form_within_round_off():
+    """signal.dft (reference: numpy's FFT) in every form: pocketfft's FFT where it has a plan, else the matmul with
+    exact twiddles (the irfft form); bit for bit: tests/backends/test_dft_precision.py."""
     from compiler.ops import signal
     g = Graph()
     c = g.add_input("c", TensorType((2, 10, 2), F32))
