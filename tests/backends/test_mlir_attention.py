@@ -8,8 +8,6 @@ interpreter's float16 program, and built for cuda sm_90: one attention op, tenso
 that ptxas assembles."""
 from __future__ import annotations
 
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -25,6 +23,7 @@ from compiler.ops import elementwise as ew  # noqa: E402
 from compiler.ops import kernel  # noqa: E402
 from compiler.target import Target  # noqa: E402
 from tests.backends.attention_graphs import attention_graph, attention_inputs, gqa_graph, guarded_graph  # noqa: E402
+from tests.ptxas import assemble  # noqa: E402
 
 CPU = "llvm -num-threads=1"
 OP = "iree_linalg_ext.attention"
@@ -117,14 +116,9 @@ def test_one_key_is_lowered_op_by_op_on_cuda():
 
 
 @pytest.mark.parametrize("precision,mma", [("fp32", False), ("fp16", True)])
-def test_the_cuda_build_is_one_attention_op_and_ptxas_assembles_it(precision, mma, tmp_path):
+def test_the_cuda_build_is_one_attention_op_and_ptxas_assembles_it(precision, mma):
     _, exe = _build(gqa_graph(1, 8, 2, 128, 128, 64, "causal"), "cuda -arch=sm_90", precision=precision)
     assert exe.source("mlir").count(OP) == 1
     ptx = exe.source("ptx")
     assert ".target sm_90" in ptx and ("mma.sync.aligned" in ptx) == mma
-    if shutil.which("ptxas") is None:
-        pytest.skip("ptxas is not installed")
-    (tmp_path / "a.ptx").write_text(ptx)
-    r = subprocess.run(["ptxas", "-arch=sm_90", str(tmp_path / "a.ptx"), "-o", str(tmp_path / "a.cubin")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assemble(ptx)

@@ -6,8 +6,6 @@ shiftadd_attention=True through backend="mlir" matches the interpreter bit for b
 (that ptxas assembles when it is installed)."""
 from __future__ import annotations
 
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from compiler.target import Target
 from compiler.types import DType, TensorType
 from tests.backends.test_mlir_mfree import _bits_equal, _run_bits
 from tests.backends.test_mlir_ops import TARGET
+from tests.ptxas import assemble
 
 F32 = DType.F32
 CUDA = Target("cuda", arch="sm_90")
@@ -155,15 +154,7 @@ def test_mlir_cuda_builds_binary_attention():
         pass
     else:
         _bits_equal(exe.run([q, k, v]), interp.run(g, q, k, v))
-    if shutil.which("ptxas") is None:
-        pytest.skip("ptxas is not installed")
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(f"{tmp}/a.ptx", "w") as f:
-            f.write(ptx)
-        r = subprocess.run(["ptxas", "-arch=sm_90", f"{tmp}/a.ptx", "-o", f"{tmp}/a.cubin"], capture_output=True,
-                           text=True)
-    assert r.returncode == 0, r.stderr
+    assemble(ptx)
 
 
 def test_mlir_cuda_compile_with_shiftadd_attention_builds():

@@ -3,9 +3,6 @@ bit-exact with its reference on the CPU for padding and causal keep masks, heads
 key block and blocks of 1 key up to all of them; on cuda it gives PTX that ptxas assembles."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 
@@ -19,6 +16,7 @@ from compiler.target import Target
 from passes.qattention import fuse_integer_attention
 from tests.backends.test_mlir_ops import TARGET, TESTED
 from tests.ops.qattention_chain import chain, inputs
+from tests.ptxas import assemble
 
 
 def _fused(g: Graph, block: int | None = None) -> Graph:
@@ -57,7 +55,7 @@ def test_mlir_integer_attention_depends_on_the_block_as_its_reference_does():
 
 
 @pytest.mark.slow
-def test_mlir_integer_attention_on_cuda_gives_ptx_that_assembles_and_its_form_is_bit_exact(monkeypatch, tmp_path):
+def test_mlir_integer_attention_on_cuda_gives_ptx_that_assembles_and_its_form_is_bit_exact(monkeypatch):
     """On cuda the P V sums of a 64-key block run as two 32-key i64 matmuls (IREE 3.13 failed to distribute the
     64-key one) and the row reductions read i64 tensors of their own; ptxas assembles the PTX, and the same
     form built for the CPU is bit-exact with the interpreter."""
@@ -67,12 +65,7 @@ def test_mlir_integer_attention_on_cuda_gives_ptx_that_assembles_and_its_form_is
     fg = _fused(g, 64)
     ptx = BACKEND.build(fg, Target("cuda", arch="sm_90")).source("ptx")
     assert ".target sm_90" in ptx
-    if shutil.which("ptxas") is None:
-        pytest.skip("ptxas is not installed")
-    (tmp_path / "a.ptx").write_text(ptx)
-    r = subprocess.run(["ptxas", "-arch=sm_90", str(tmp_path / "a.ptx"), "-o", str(tmp_path / "a.cubin")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assemble(ptx)
     monkeypatch.setattr(mivit, "WIDE_INPUT_TARGETS", ("cuda", "llvm"))
     monkeypatch.setattr(mqa, "CHUNKED_TARGETS", ("cuda", "llvm"))
     assert BACKEND.build(fg, TARGET).source("mlir").count("linalg.batch_matmul") == 1 + 2 + 2

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -31,6 +30,7 @@ from compiler.ops import mfree  # noqa: E402
 from compiler.target import Target  # noqa: E402
 from compiler.types import DType, TensorType  # noqa: E402
 from tests.backends.test_tvm_shiftadd import _strip_indices, data_multiplies, reduction_updates  # noqa: E402
+from tests.ptxas import assemble, usage  # noqa: E402
 
 TARGET = Target.parse("cuda -arch=sm_90")
 TINY = np.float32(1e-39)           # a subnormal float32
@@ -187,13 +187,10 @@ def test_ptxas_assembles_the_binary_attention_without_spills():
         assert not {o for o in ops if ".ftz" in o} - {"cvt.rmi.ftz.f32.f32", "cvt.rzi.ftz.s32.f32"}, ops
         assert not [o for o in ops if o.startswith(("fma", "mad.f", "div.approx", "div.full", "setp.gt.f"))], ops
     assert {"div.rn.f32", "add.rn.f32", "mul.rn.f32"} <= ops         # the attention kernel's
-    r = subprocess.run(["ptxas", "-arch=sm_90", "-v", "-", "-o", "/dev/null"], input=ptx,
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    report = assemble(ptx)
     for name in ("binary_attention_1", "binary_attention_vmax_0"):
-        info = r.stderr.split(f"{name}_kernel")[-1]
-        assert "0 bytes spill stores" in info, info
-        assert int(re.search(r"Used (\d+) registers", info).group(1)) <= 64, info
+        registers, spills = usage(report, f"{name}_kernel")
+        assert spills == 0 and registers <= 64, (name, registers, spills)
 
 
 def test_compile_with_shiftadd_attention_for_cuda():

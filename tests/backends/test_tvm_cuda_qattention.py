@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -30,6 +29,7 @@ from compiler.types import DType  # noqa: E402
 from passes.qattention import fuse_integer_attention  # noqa: E402
 from tests.backends.kernel_ir import build  # noqa: E402
 from tests.ops.qattention_chain import S_QKV, chain, inputs  # noqa: E402
+from tests.ptxas import assemble, usage  # noqa: E402
 
 TARGET = Target.parse("cuda -arch=sm_90")
 U8 = {"dtype": DType.U8, "zero_point": 128, "qmin": 0, "qmax": 255}
@@ -150,12 +150,8 @@ def test_ptxas_assembles_the_integer_attention_without_spills(d):
     numerator one widening multiply; at depth 128, four threads a query (cuda_qattention.REGISTERS)."""
     ptx = _cuda_build(d).source("ptx")
     assert "dp4a.s32.s32" in ptx and "ld.shared.v4.u32" in ptx and "mul.wide.s32" in ptx
-    r = subprocess.run(["ptxas", "-arch=sm_90", "-v", "-", "-o", "/dev/null"], input=ptx,
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    info = r.stderr.split("qattention_0_kernel")[-1]
-    assert "0 bytes spill stores" in info, info
-    assert int(re.search(r"Used (\d+) registers", info).group(1)) <= 255
+    registers, spills = usage(assemble(ptx), "qattention_0_kernel")
+    assert spills == 0 and registers <= 255, (registers, spills)
 
 
 @pytest.mark.slow

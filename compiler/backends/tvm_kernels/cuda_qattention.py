@@ -29,7 +29,6 @@ from tvm.script import tirx as T
 
 from compiler.backends.tvm_lower.ivit import shift_exp_expr
 from compiler.backends.tvm_lower.quant import requant_expr
-from compiler.ops.qattention import FRACTION_BITS
 
 from . import qattention as kq
 from .common import finalize
@@ -105,14 +104,8 @@ def make_cuda_qattention(spec: kq.QAttentionSpec, gpu: bool = True) -> tirx.Prim
     vk, vv = (4 if dw % 4 == 0 else 1), (4 if dvp % 4 == 0 else 1)
     k_loads, v_loads = -(-tk * dw // nth), -(-tk * dv // nth)
     x0, n = spec.x0, spec.n
-    _c, _rnd = kq._c, kq._rnd
-    unit = _c(-x0 << n)
+    unit, mshape, mb, mr, (qk_m, qk_c, qk_r), (o_m, o_c, o_r), fill, lowest, zero, frac = kq.constants(spec, I32)
     has_mask = spec.mask_batch > 0
-    mshape = (max(spec.mask_batch, 1), max(spec.mask_rows, 1), lk)
-    mb, mr = int(spec.mask_batch == bh), int(spec.mask_rows == lq)
-    qk_m, qk_c, qk_r = _c(spec.qk_m), _c(spec.qk_c), _c(_rnd(spec.qk_c))
-    o_m, o_c, o_r = _c(spec.m), _c(spec.c), _c(_rnd(spec.c))
-    fill, lowest, zero, frac = _c(spec.fill, I32), _c(kq.LOWEST), _c(0), _c(FRACTION_BITS)
     odt = spec.out_dtype
 
     def loop(extent: int, tag: str):

@@ -63,19 +63,23 @@ def _rnd(c: int) -> int:
     return 1 << (c - 1) if c > 0 else 0
 
 
+def constants(spec: QAttentionSpec, fill_dtype: str = I64) -> tuple:
+    """The TIR constants both q.attention kernels read: U, the keep mask's shape, whether it spans the batch and
+    the rows (0 / 1), the scores' requant (m, c, rounding term), the output's, the fill (in `fill_dtype`), the
+    lowest int64, 0 and the fraction bits."""
+    return (_c(-spec.x0 << spec.n), (max(spec.mask_batch, 1), max(spec.mask_rows, 1), spec.lk),
+            int(spec.mask_batch == spec.bh), int(spec.mask_rows == spec.lq),
+            (_c(spec.qk_m), _c(spec.qk_c), _c(_rnd(spec.qk_c))), (_c(spec.m), _c(spec.c), _c(_rnd(spec.c))),
+            _c(spec.fill, fill_dtype), _c(LOWEST), _c(0), _c(FRACTION_BITS))
+
+
 def make_qattention(spec: QAttentionSpec) -> tirx.PrimFunc:
     """PrimFunc (q (bh, lq, d), k (bh, lk, d), v (bh, lk, dv) int8, keep (mb, mr, lk) bool, out (bh, lq, dv))."""
     bh, lq, lk, d, dv, tq, tk = spec.bh, spec.lq, spec.lk, spec.d, spec.dv, spec.tq, spec.block
     nq, nk = lq // tq, (lk + tk - 1) // tk
     x0, n = spec.x0, spec.n
-    unit = _c(-x0 << n)
+    unit, mshape, mb, mr, (qk_m, qk_c, qk_r), (o_m, o_c, o_r), fill, lowest, zero, frac = constants(spec)
     has_mask = spec.mask_batch > 0
-    mshape = (max(spec.mask_batch, 1), max(spec.mask_rows, 1), lk)
-    mb, mr = int(spec.mask_batch == bh), int(spec.mask_rows == lq)
-    qk_m, qk_c, qk_r = _c(spec.qk_m), _c(spec.qk_c), _c(_rnd(spec.qk_c))
-    o_m, o_c, o_r = _c(spec.m), _c(spec.c), _c(_rnd(spec.c))
-    fill, lowest, zero = _c(spec.fill), _c(LOWEST), _c(0)
-    frac = _c(FRACTION_BITS)
     odt = spec.out_dtype
 
     vk = 16 if tk % 16 == 0 else 1
