@@ -13,6 +13,7 @@ from typing import Iterable, Optional, Sequence
 
 import tvm
 from tvm import te, tirx
+from tvm.script import tirx as T
 
 from compiler.host import host_cpu_name, host_vector_lanes, llvm_target_config  # noqa: F401  (re-exported)
 
@@ -173,3 +174,19 @@ def reshape_params(func: tirx.PrimFunc, shapes: dict) -> tirx.PrimFunc:
         text = text.replace(f"{name}: T.Buffer({tuple(old)}", f"{name}: T.Buffer({tuple(new)}", 1)
     parsed = tvm.script.from_source(text)
     return parsed["main"] if hasattr(parsed, "functions") else parsed
+
+
+def gpu_form(gpu: bool):
+    """(loop, unroll, vec, shared, local) of a kernel written once for two machines (cuda_attention.py's
+    docstring): with `gpu` loop(n, tag) binds a GPU thread axis, unroll and vec unroll and vectorize, and the
+    staged tiles and a thread's state are "shared" and "local"; without it every loop is serial and every buffer
+    global, which runs on the CPU."""
+    def loop(n: int, tag: str):
+        return T.thread_binding(n, thread=tag) if gpu else T.serial(n)
+
+    def unroll(n: int):
+        return T.unroll(n) if gpu else T.serial(n)
+
+    def vec(n: int):
+        return T.vectorized(n) if gpu and n > 1 else T.serial(n)
+    return (loop, unroll, vec) + (("shared", "local") if gpu else ("global", "global"))

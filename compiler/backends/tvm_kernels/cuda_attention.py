@@ -27,7 +27,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .attention import NEG, AttentionSpec
-from .common import finalize
+from .common import finalize, gpu_form
 
 THREADS = (128, 64, 32, 16, 8, 4, 2, 1)     # queries per block (= threads), the largest dividing lq
 KEYS = (32, 16, 8, 4, 2, 1)                 # keys per staged block, the largest dividing lk
@@ -61,16 +61,8 @@ def make_cuda_attention(spec: AttentionSpec, dtype: str = "float32", gpu: bool =
     k_loads, v_loads = -(-tk * d // tq), -(-tk * dv // tq)
     ch = next(c for c in CHUNK if tk % c == 0)
 
-    def loop(n: int, tag: str):
-        return T.thread_binding(n, thread=tag) if gpu else T.serial(n)
-
-    def unroll(n: int):
-        return T.unroll(n) if gpu else T.serial(n)
-
-    def vec(n: int):
-        return T.vectorized(n) if gpu and n > 1 else T.serial(n)
+    loop, unroll, vec, shared, local = gpu_form(gpu)
     vk, vv = (4 if d % 4 == 0 else 1), (4 if dv % 4 == 0 else 1)     # floats per shared-memory load
-    shared, local = ("shared", "local") if gpu else ("global", "global")
 
     @T.prim_func(check_well_formed=False)
     def attention(q: T.Buffer((bh, lq, d), dtype), k: T.Buffer((bh // gk, lk, d), dtype),

@@ -38,7 +38,7 @@ from tvm.script import tirx as T
 from compiler.backends.tvm_cuda_source import IEEE_OPS
 
 from .binary_attention import LEVELS, BinaryAttentionSpec
-from .common import finalize
+from .common import finalize, gpu_form
 
 __all__ = ["THREADS", "Plan", "plan", "make_cuda_vmax", "make_cuda_binary_attention"]
 
@@ -89,20 +89,11 @@ def _positive(x):
     return T.And(bits > 0, bits <= INF)
 
 
-def _loops(gpu: bool):
-    def loop(n: int, tag: str):
-        return T.thread_binding(n, thread=tag) if gpu else T.serial(n)
-
-    def unroll(n: int):
-        return T.unroll(n) if gpu else T.serial(n)
-    return loop, unroll, (("shared", "local") if gpu else ("global", "global"))
-
-
 def make_cuda_vmax(bh: int, n: int, gpu: bool = True) -> tirx.PrimFunc:
     """PrimFunc (v (bh, n) float32, part (bh,) int32): part[b] = the bits of max |v[b, :]|. Its body is a (root)
     block: Relax's RewriteDataflowReshape takes a call with one input and one output for a possible reshape and
     fails on a PrimFunc whose body is not a block."""
-    loop, unroll, (shared, local) = _loops(gpu)
+    loop, unroll, _, shared, local = gpu_form(gpu)
     nth = THREADS
     nj, levels = -(-n // nth), nth.bit_length() - 1
 
@@ -134,7 +125,7 @@ def make_cuda_binary_attention(spec: BinaryAttentionSpec, gpu: bool = True) -> t
     """PrimFunc (q (bh, lq, d), k (bh, lk, d), v (bh, lk, dv) float32, part (bh,) int32 (make_cuda_vmax's),
     out (bh, lq, dv) float32)."""
     bh, lq, lk, d, dv = spec.bh, spec.lq, spec.lk, spec.d, spec.dv
-    loop, unroll, (shared, local) = _loops(gpu)
+    loop, unroll, _, shared, local = gpu_form(gpu)
     pl = plan(d, dv)
     cn, tm, nth = pl.cn, pl.tm, THREADS
     nc, nt, npq = dv // cn, -(-lk // tm), -(-lq // nth)

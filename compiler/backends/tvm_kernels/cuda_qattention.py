@@ -31,7 +31,7 @@ from compiler.backends.tvm_lower.ivit import shift_exp_expr
 from compiler.backends.tvm_lower.quant import requant_expr
 
 from . import qattention as kq
-from .common import finalize
+from .common import finalize, gpu_form
 
 __all__ = ["TILE", "make_cuda_qattention", "queries", "split", "stage_plan"]
 
@@ -108,15 +108,7 @@ def make_cuda_qattention(spec: kq.QAttentionSpec, gpu: bool = True) -> tirx.Prim
     has_mask = spec.mask_batch > 0
     odt = spec.out_dtype
 
-    def loop(extent: int, tag: str):
-        return T.thread_binding(extent, thread=tag) if gpu else T.serial(extent)
-
-    def unroll(extent: int):
-        return T.unroll(extent) if gpu else T.serial(extent)
-
-    def vec(extent: int):
-        return T.vectorized(extent) if gpu and extent > 1 else T.serial(extent)
-    shared, local = ("shared", "local") if gpu else ("global", "global")
+    loop, unroll, vec, shared, local = gpu_form(gpu)
 
     @T.macro
     def stage(k, v, ks, vs, b, key0, count, with_k, with_v):

@@ -27,7 +27,7 @@ from typing import Any
 from tvm import tirx
 from tvm.script import tirx as T
 
-from compiler.backends.tvm_kernels.common import finalize
+from compiler.backends.tvm_kernels.common import finalize, gpu_form
 from compiler.ops.recurrent import GATES
 
 Act = Callable[[Any], Any]          # PrimExpr -> PrimExpr
@@ -48,14 +48,11 @@ def make_cuda_recurrent(kind: str, steps: int, n: int, hs: int, dtype: str, reve
     th = threads(gs)
     ug, uh = -(-gs // th), -(-hs // th)
     f32 = "float32"
-    shared, local = ("shared", "local") if gpu else ("global", "global")
+    loop, _, _, shared, local = gpu_form(gpu)
     f = acts[0]
     g = acts[1] if len(acts) > 1 else f
     hfn = acts[2] if len(acts) > 2 else f
     input_gx = kind != "gru"            # gru adds its input projection gate by gate, after the reset gate
-
-    def loop(extent: int, tag: str):
-        return T.thread_binding(extent, thread=tag) if gpu else T.serial(extent)
 
     def w(x):
         return T.Cast(f32, x)
