@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from compiler.ops import quant as q
 from compiler.ops import reduce as rd
 from compiler.target import Target
 from compiler.types import DType, TensorType
+from tests.ptxas import assemble
 
 F32, I8, U8, I32 = DType.F32, DType.I8, DType.U8, DType.I32
 ARCHS = ("sm_80", "sm_90")
@@ -122,7 +122,7 @@ def test_host_has_no_kernel_loops():
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
-def test_ptx_assembles(name, tmp_path):
+def test_ptx_assembles(name):
     _, exe = built(name, "sm_90")
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc is not installed")
@@ -130,13 +130,7 @@ def test_ptx_assembles(name, tmp_path):
     assert ".target sm_90" in ptx
     assert ptx.count(".entry") == len(exe.kernels())
     assert exe.source("ptx") is ptx            # cached
-    if shutil.which("ptxas") is None:
-        pytest.skip("ptxas is not installed")
-    path = tmp_path / f"{name}.ptx"
-    path.write_text(ptx)
-    r = subprocess.run(["ptxas", "-arch=sm_90", str(path), "-o", str(tmp_path / "out.cubin")],
-                       check=False, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assemble(ptx)
 
 
 def test_ptx_sm80():

@@ -10,6 +10,7 @@ import pytest
 
 from costmodel import gpu_tiles as G
 from tests.conftest import has_module
+from tests.ptxas import assemble
 
 needs_tvm = pytest.mark.skipif(not has_module("tvm"), reason="apache-tvm is not installed")
 
@@ -104,12 +105,11 @@ def test_choose_tiles_writes_the_models_tile_into_the_cuda_ir_and_the_build_uses
 @needs_tvm
 @pytest.mark.slow
 @pytest.mark.parametrize("half", [False, True])
-def test_every_candidate_tile_lowers_and_assembles(half, tmp_path):
+def test_every_candidate_tile_lowers_and_assembles(half):
     """Each of the 16 tiles (sides 16..128) forced on one conv: TVM lowers it on tensor cores (the accumulators'
     staging in static shared memory where the tile is not 128 x 128), the block has its warps, and ptxas
     assembles the PTX."""
     import shutil
-    import subprocess
     from compiler.backends.tvm import BACKEND
     from compiler.ir import Node
     from compiler.ops import kernel
@@ -128,10 +128,7 @@ def test_every_candidate_tile_lowers_and_assembles(half, tmp_path):
         # back to dlight's SIMT matmul or dp4a)
         assert f"mma.sync.aligned.m16n8k{16 if half else 32}" in exe.cuda_source(), tile
         if shutil.which("ptxas"):
-            (tmp_path / "m.ptx").write_text(exe.ptx())
-            r = subprocess.run(["ptxas", "-arch=sm_90", str(tmp_path / "m.ptx"), "-o", str(tmp_path / "m.cubin")],
-                               capture_output=True, text=True, check=False)
-            assert r.returncode == 0, (tile, r.stderr[:500])
+            assemble(exe.ptx())
 
 
 @needs_tvm

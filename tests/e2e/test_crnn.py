@@ -6,12 +6,12 @@ in FP32 and FP16 (an integer-only LSTM is not built: INT8 is refused naming the 
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
 from tests.conftest import has_module, requires_ort, requires_torch, requires_tvm
+from tests.ptxas import assemble
 
 pytestmark = requires_torch
 torch = pytest.importorskip("torch")
@@ -76,17 +76,14 @@ def test_crnn_through_mlir_matches_eager():
 @pytest.mark.skipif(not (has_module("tvm") and has_module("iree.compiler")), reason="needs apache-tvm and iree")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("backend", ["tvm", "mlir"])
-def test_crnn_gives_ptx_that_assembles(backend, precision, tmp_path):
+def test_crnn_gives_ptx_that_assembles(backend, precision):
     import compiler
     from compiler.diagnostics import Unsupported
     model, x = crnn()
     g = compiler.import_model(model, example_inputs=(x,))
     cm = compiler.compile(g, "cuda -arch=sm_90", backend=backend, precision=precision)
     ptx = cm.executable.source("ptx")
-    (tmp_path / "m.ptx").write_text(ptx)
-    r = subprocess.run(["ptxas", "-arch=sm_90", str(tmp_path / "m.ptx"), "-o", str(tmp_path / "m.cubin")],
-                       check=False, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[:2000]
+    assemble(ptx)
     if backend == "tvm":            # the recurrence: a kernel per direction (the two layers share them), barriers
         assert ptx.count(".entry lstm_loop") == 2 and "bar.sync" in ptx      # in its step loop
     if precision == "fp32":
