@@ -9,7 +9,7 @@ the source a cuda module stores (and compiles wherever it is loaded) and the one
   char*>` of each 32-bit component: each component's 4 byte operations become one 32-bit operation, the same
   bits (the uint8 -> int8 shift of a 16-byte gather: 4 XORs instead of 16 byte operations in the source).
 * A kernel that calls IEEE_OPS's functions (`T.call_pure_extern("float32", IEEE_OPS["div"], a, b)`) gets their
-  definitions in front: each one PTX instruction (div.rn.f32, add.rn.f32, mul.rn.f32) in inline assembly, since
+  definitions in front: each one PTX instruction (div.rn.f32, add.rn.f32, sub.rn.f32, mul.rn.f32) in inline assembly, since
   TVM's nvcc runs with --use_fast_math, under which `a / b` is div.approx and even __fdiv_rn / __fadd_rn flush
   subnormals (div.rn.ftz.f32), and a product and a sum may be contracted into an fma.
 """
@@ -52,7 +52,7 @@ def _word_op(m: re.Match) -> str:
     return f"{indent}{m.group(1)} = {m.group(2)} {m.group(3)} {m.group(4)};\n"
 
 
-IEEE_OPS = {"div": "dyc_div_rn", "add": "dyc_add_rn", "mul": "dyc_mul_rn"}
+IEEE_OPS = {"div": "dyc_div_rn", "add": "dyc_add_rn", "sub": "dyc_sub_rn", "mul": "dyc_mul_rn"}
 _IEEE_DEF = ('__device__ __forceinline__ float {name}(float a, float b) {{ float r; '
              'asm("{op}.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }}\n')
 

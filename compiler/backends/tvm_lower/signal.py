@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 from tvm import relax, te, tirx
 
+from compiler.backends.tvm_cuda_source import IEEE_OPS
 from compiler.backends.tvm_kernels.common import OP_PATTERN_OPAQUE
 from compiler.backends.tvm_lower.registry import LowerCtx, const, dtype_of, lowers, shape_of
 from compiler.ir import Node
@@ -27,30 +28,41 @@ class _RelaxFFTOps:
     def _axis(self, x: relax.Expr, axis: int) -> int:
         return axis % len(shape_of(x))
 
+    def _ieee(self, dt: str) -> bool:
+        """Whether float operations of `dt` must be IEEE_OPS's: float32 in a cuda build (TVM's nvcc runs
+        with --use_fast_math, which flushes subnormal operands and results of float32 arithmetic to zero)."""
+        return self.ctx.target.kind == "cuda" and not self.ctx.unscheduled and dt == "float32"
+
+    def _elementwise(self, op: str, a: relax.Expr, b: relax.Expr) -> relax.Expr:
+        """a op b as one IEEE operation per element, an elementwise kernel that FuseOps fuses with the
+        slices and concatenations around it as it would R.add."""
+        return self.ctx.emit_te(lambda x, y: _rounded(op, x, y, True), a, b, name=f"fft_{op}")
+
     def add(self, a: relax.Expr, b: relax.Expr) -> relax.Expr:
-        return self.ctx.emit(R.add(a, b))
+        return self._elementwise("add", a, b) if self._ieee(dtype_of(a)) else self.ctx.emit(R.add(a, b))
 
     def sub(self, a: relax.Expr, b: relax.Expr) -> relax.Expr:
-        return self.ctx.emit(R.subtract(a, b))
+        return self._elementwise("sub", a, b) if self._ieee(dtype_of(a)) else self.ctx.emit(R.subtract(a, b))
 
     def mul(self, x: relax.Expr, c: np.ndarray) -> relax.Expr:
         """x * c, each product rounded before anything adds to it: pocketfft's (and numpy's) products are
         not fused into the sums that read them, and TVM's LLVM and CUDA code generation contract a * b + c
-        to an FMA. A product by 0 or +-1 is exact, and a contraction of it changes nothing. The rounded
+        to an FMA. A product by 0 or +-1 is exact, and a contraction of it changes nothing (on cuda in
+        float32 it is IEEE_OPS's multiplication all the same, which keeps a subnormal x). The rounded
         products are a kernel of their own, opaque to FuseOps: fused with the add / sub / slice network of
         the passes around them, every output's expression would be inlined as a tree (compute_inline),
         whose size grows with each pass."""
         dt = dtype_of(x)
         cc = const(c, dt)
         if np.all(np.isin(np.abs(c), (0.0, 1.0))):
-            return self.ctx.emit(R.multiply(x, cc))
+            return self._elementwise("mul", x, cc) if self._ieee(dt) else self.ctx.emit(R.multiply(x, cc))
         xs, cs = shape_of(x), tuple(int(d) for d in c.shape)
         out = tuple(np.broadcast_shapes(xs, cs))
         cuda = self.ctx.target.kind == "cuda" and not self.ctx.unscheduled      # else compiled for the CPU
 
         def make() -> tirx.PrimFunc:
             xt, ct = te.placeholder(xs, dt, "x"), te.placeholder(cs, dt, "c")
-            func = te.create_prim_func([xt, ct, _rounded_product(xt, ct, cuda)])
+            func = te.create_prim_func([xt, ct, _rounded("mul", xt, ct, cuda)])
             return func.with_attr("op_pattern", OP_PATTERN_OPAQUE)
         gv = self.ctx.kernel(("signal.fft_mul", xs, cs, dt, cuda), make, "fft_mul")
         return self.ctx.call_kernel(gv, [x, cc], out, dt)
@@ -86,9 +98,11 @@ class _RelaxFFTOps:
         return self.ctx.emit(R.nn.pad(x, width, "constant", 0.0))
 
 
-def _rounded_product(x: te.Tensor, c: te.Tensor, cuda: bool) -> te.Tensor:
-    """x * c (numpy broadcasting), each product a rounded float multiplication that no contraction
-    reaches: CUDA's __fmul_rn / __dmul_rn, or the product behind llvm.arithmetic.fence."""
+def _rounded(op: str, x: te.Tensor, c: te.Tensor, cuda: bool) -> te.Tensor:
+    """x op c (op "mul", "add" or "sub"; numpy broadcasting), each a single rounded float operation that no
+    contraction reaches. On cuda a float32 one is IEEE_OPS's (TVM's nvcc runs with --use_fast_math, under
+    which even __fmul_rn / __fadd_rn flush subnormals to zero), a float64 one CUDA's __dmul_rn / __dadd_rn /
+    __dsub_rn; on the CPU (products only) the product stands behind llvm.arithmetic.fence."""
     xs, cs = [int(d) for d in x.shape], [int(d) for d in c.shape]
     out = tuple(np.broadcast_shapes(tuple(xs), tuple(cs)))
     dt = x.dtype
@@ -100,9 +114,10 @@ def _rounded_product(x: te.Tensor, c: te.Tensor, cuda: bool) -> te.Tensor:
     def body(*i):
         a, b = at(x, xs, i), at(c, cs, i)
         if cuda:
-            return tirx.call_pure_extern(dt, "__dmul_rn" if dt == "float64" else "__fmul_rn", a, b)
+            name = f"__d{op}_rn" if dt == "float64" else IEEE_OPS[op]
+            return tirx.call_pure_extern(dt, name, a, b)
         return tirx.call_llvm_pure_intrin(dt, "llvm.arithmetic.fence", a * b)
-    return te.compute(out, body, name="fft_mul")
+    return te.compute(out, body, name=f"fft_{op}")
 
 
 @lowers(signal.dft)
