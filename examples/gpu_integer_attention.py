@@ -34,8 +34,8 @@ from compiler.target import Target  # noqa: E402
 from examples import zoo  # noqa: E402
 
 
-def ptxas_usage(ptx: str, arch: str) -> list[str]:
-    """ptxas -v's 'Used N registers' lines of the kernels whose name holds 'qattention'."""
+def ptxas_usage(ptx: str, arch: str, holds: str = "qattention") -> list[str]:
+    """ptxas -v's 'Used N registers' lines of the kernels whose name holds `holds`."""
     if shutil.which("ptxas") is None:
         return ["(ptxas not on the PATH)"]
     with tempfile.TemporaryDirectory() as d:
@@ -47,7 +47,7 @@ def ptxas_usage(ptx: str, arch: str) -> list[str]:
     for line in r.stderr.splitlines():
         if m := re.search(r"Compiling entry function '(\w+)'", line):
             name = m.group(1)
-        elif name and "qattention" in name and ("Used" in line or "spill" in line):
+        elif name and holds in name and ("Used" in line or "spill" in line):
             lines.append(f"{name}: {line.split(':', 1)[-1].strip()}")
     return lines
 

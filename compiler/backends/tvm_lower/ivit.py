@@ -2,12 +2,14 @@
 int64, bit-exact with compiler/ops/ivit.py. numpy's `//` is floor division, so every division
 here is `tirx.floordiv` (TIR's `//` on ints may truncate); `>>` on signed int64 is arithmetic,
 as in numpy. Row reductions (max, sum, sum of squares) are TE reductions over the op's axis; the
-Newton square root is 10 small TE stages over the rows."""
+Newton square root is 10 small TE stages over the rows. On cuda q.layernorm is a kernel of its own
+(tvm_kernels/cuda_ivit.py)."""
 from __future__ import annotations
 
 import numpy as np
 from tvm import relax, te, tirx
 
+from compiler.backends.tvm_kernels import cuda_ivit
 from compiler.backends.tvm_lower.registry import LowerCtx, lowers, shape_of, tvm_dtype
 from compiler.ir import Node
 from compiler.ops import ivit
@@ -150,6 +152,13 @@ def _layernorm_te(x: te.Tensor, mult: te.Tensor, bias: te.Tensor, shift: int, zp
 
 @lowers(ivit.layernorm)
 def _layernorm(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
+    """TE on the CPU; on cuda tvm_kernels/cuda_ivit.py's kernel, a block per row (dlight's reduction schedule
+    inlined the Newton steps into every element)."""
     a = node.attrs
-    return [ctx.emit_te(_layernorm_te, args[0], args[1], args[2], a["shift"], a["zero_point"],
-                        a["qmin"], a["qmax"], tvm_dtype(a["dtype"]), name="layernorm")]
+    tail = (a["shift"], a["zero_point"], a["qmin"], a["qmax"], tvm_dtype(a["dtype"]))
+    if ctx.target.kind != "cuda":
+        return [ctx.emit_te(_layernorm_te, *args, *tail, name="layernorm")]
+    shape, dt, gpu = node.inputs[0].type.shape, tvm_dtype(node.inputs[0].type.dtype), not ctx.unscheduled
+    gv = ctx.kernel(("cuda_layernorm", shape, dt, *tail, gpu),
+                    lambda: cuda_ivit.make_cuda_layernorm(shape, dt, *tail, gpu=gpu), "layernorm")
+    return [ctx.call_kernel(gv, args, shape, tail[-1])]
