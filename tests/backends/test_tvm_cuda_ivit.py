@@ -5,7 +5,8 @@ every element: eleven 64-bit divisions an element).
 Its arithmetic is checked without a GPU: the GPU program of a graph (tvm_cuda.build_for_cpu: the same TVMScript with
 serial loops and global buffers) equals the interpreter bit for bit over int8 / uint8 / int16 inputs, every output
 type, rows whose length the block's threads do not divide, constant rows (variance 0), shift 0 and clamped outputs;
-the cuda build is that one kernel with two divisions, and ptxas assembles it without spills."""
+the cuda build is that one kernel with two divisions, and ptxas assembles it without spills. Shiftmax (its TE
+lowering, fused with the requant after it) divides by its row sum in 32 bits where its dividend has 31, bit-exact."""
 from __future__ import annotations
 
 import re
@@ -86,3 +87,29 @@ def test_threads_per_row():
     assert [cuda_ivit.threads(c) for c in (1, 96, 128, 384, 512, 768, 1024, 4096)] == [32, 32, 32, 128, 128, 256,
                                                                                          256, 256]
 
+
+
+def _shiftmax_graph(shape, dtype, out, scale, n, bits):
+    g = Graph()
+    x = g.add_input("x", TensorType(shape, dtype))
+    g.outputs = [g.add1(ivit.shiftmax, [x], scale=scale, axis=-1, n=n, dtype=out, dividend_bits=bits)]
+    return g
+
+
+@pytest.mark.parametrize("shape,dtype,out,scale,n,bits", [
+    ((2, 4, 128, 128), DType.I16, DType.U8, 0.01, 15, 31),
+    ((3, 100), DType.I8, DType.I8, 0.05, 10, 31),
+    ((2, 77), DType.I16, DType.I32, 0.002, 8, 31),
+    ((5, 300), DType.I16, DType.I16, 0.004, 12, 40),
+])
+def test_gpu_shiftmax_divides_in_32_bits_where_its_dividend_has_31(shape, dtype, out, scale, n, bits):
+    """Shiftmax's factor (2^D - 1) // min(sum, 2^31 - 1), which dlight's schedule computes in every element: with
+    D = 31 both operands are positive int32s and the division is a 32-bit one (a 64-bit division is emulated on a
+    GPU); the GPU program is the reference bit for bit either way."""
+    g = _shiftmax_graph(shape, dtype, out, scale, n, bits)
+    src = BACKEND.build(g, TARGET).source("cuda")
+    assert ("2147483647 / ((int)" in src) == (bits == 31) and "(int64_t)2147483647 / " not in src
+    x = _feed(shape, dtype)
+    got = tvm_cuda.build_for_cpu(g, TARGET)(x)[0]
+    ref = interp.run(g, x)[0]
+    assert got.dtype == ref.dtype and np.array_equal(got, ref) and len(np.unique(ref)) > 10

@@ -13,8 +13,9 @@ below 2^63). Through dlight's reduction schedule the Newton steps and the divisi
 (eleven 64-bit divisions an element, emulated on the GPU: the H200 run measured BERT-small INT8's nine layer norms
 at 0.64 ms of its 2.78 at batch 32); here they run once per row, in the one launch the TE form took too.
 
-Shiftmax stays on its TE lowering: its division by the row sum runs per element there too, but a kernel of its own
-is one launch more per attention, since FuseOps fuses the TE form with the requant that follows it.
+Shiftmax stays on its TE lowering (tvm_lower/ivit.py): its division by the row sum runs per element there too (in 32
+bits where its dividend has 31), but a kernel of its own is one launch more per attention, since FuseOps fuses the
+TE form with the requant that follows it.
 
 `gpu=False` gives the same loops serial and every buffer global (cuda_attention.py's trick): it runs on the CPU,
 how the tests check the arithmetic without a GPU.

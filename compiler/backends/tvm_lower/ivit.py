@@ -55,9 +55,15 @@ def _shiftmax_te(x: te.Tensor, x0: int, n: int, axis: int, k: int, qmax: int, ou
     e = te.compute(x.shape, lambda *i: shift_exp_expr(x[i].astype(I64) - mx[_row(i, axis)], x0, n),
                    name="shift_exp")
     s = _row_reduce(e, axis, lambda i: e[i], "sum", "row_sum")
-    # one 64-bit division per row, not per element
-    factor = te.compute(s.shape, lambda *r: tirx.floordiv(_c(2**d - 1), tirx.min(s[r], _c(ivit.INT31))),
-                        name="row_factor")
+    # one division per row, not per element (on cuda dlight's schedule inlines it into every element): with a
+    # dividend of 31 bits both operands are positive int32s (s >= 1: the row maximum's exponential), a 32-bit
+    # division (a 64-bit one is emulated on a GPU)
+    def row_factor(*r):
+        total = tirx.min(s[r], _c(ivit.INT31))
+        if d > 31:
+            return tirx.floordiv(_c(2**d - 1), total)
+        return tirx.truncdiv(_c(2**d - 1, "int32"), total.astype("int32")).astype(I64)
+    factor = te.compute(s.shape, row_factor, name="row_factor")
 
     def body(*i):
         y = (e[i] * factor[_row(i, axis)]) >> _c(d - k)
