@@ -42,6 +42,7 @@ from compiler.ir import Node, Value
 from compiler.ops import elementwise as ew
 from compiler.ops import kernel
 from compiler.ops import quant as q
+from compiler.ops import shape
 from compiler.types import DType
 
 INT32_BINARY = {ew.add: lambda x, y: x + y, ew.sub: lambda x, y: x - y}
@@ -208,8 +209,49 @@ def _qmatmul_epilogue(kb: KernelBody, args: list) -> tuple[_Composer, kd.Epilogu
     return comp, comp.epilogue()
 
 
+def _batch_operands(kb: KernelBody) -> tuple[int, int, bool]:
+    """A matmul of two activations (cuda_gemm.batch_matmul): the kernel inputs it reads as A and B, and whether B
+    arrives transposed (a prologue that swaps the last two axes of a kernel input, as Q K^T's K^T)."""
+    mm = kb.anchor
+    a, b = mm.inputs[:2]
+    t, b_rows = b.producer, False
+    if kb.prologue == [t] and t is not None and t.op is shape.transpose and \
+            list(t.attrs["perm"]) == list(range(b.type.rank - 2)) + [b.type.rank - 1, b.type.rank - 2]:
+        b, b_rows = t.inputs[0], True
+    if kb.operand_of(a) is None or kb.operand_of(b) is None or (kb.prologue and not b_rows) or kb.blocks \
+            or kb.out_block:
+        raise NotFusable("the GPU's batched int8 GEMM reads two of the kernel's inputs, plain")
+    return kb.operand_of(a), kb.operand_of(b), b_rows
+
+
+def _batch_epilogue(kb: KernelBody, args: list) -> tuple[_Composer, kd.Epilogue | None]:
+    """The epilogue of a matmul of two activations: the GEMM's batch entry b is the output's leading index, its
+    rows and columns the last two."""
+    mm = kb.anchor
+    _batch_operands(kb)
+    shape = mm.outputs[0].type.shape
+    lead = shape[:-2]
+
+    def index(b, r, c):
+        idx = []
+        for d in reversed(lead):
+            idx.append(b % d)
+            b = b // d
+        return (*reversed(idx), r, c)
+    comp = _Composer(kb, args, shape, len(shape) - 1, index)
+    return comp, comp.epilogue()
+
+
 def emit_qmatmul(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
     mm = kb.anchor
+    if not mm.inputs[1].is_const:
+        ai, bi, b_rows = _batch_operands(kb)
+        comp, epi = _batch_epilogue(kb, args)
+        y = cuda_gemm.batch_matmul(ctx, mm, [args[ai], args[bi]], epilogue=epi, epi_values=tuple(comp.values),
+                                   epi_key=tuple(comp.key), b_rows=b_rows)
+        if y is None:
+            raise NotFusable("the GPU's batched int8 GEMM does not take this matmul")
+        return y
     comp, epi = _qmatmul_epilogue(kb, args)
     y = cuda_gemm.matmul(ctx, mm, [args[kb.operand_of(v)] if kb.operand_of(v) is not None else None
                                    for v in mm.inputs], epilogue=epi, epi_values=tuple(comp.values),

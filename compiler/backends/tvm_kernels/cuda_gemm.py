@@ -365,5 +365,15 @@ def rows_fn(k_real: int, rows_real: int, zp: int, dtype: str, shift: int = 0) ->
     return fn
 
 
+def columns_fn(k_real: int, cols_real: int) -> Callable:
+    """c_fn of a (batch, K, cols) int8 activation read by columns (a batched matmul's right operand): 0 beyond its
+    extent."""
+    def fn(w, b, c, kk):
+        inside = tirx.all(c < cols_real, kk < k_real)
+        return tirx.if_then_else(inside, w[b, tirx.min(kk, k_real - 1), tirx.min(c, cols_real - 1)],
+                                 tirx.const(0, "int8"))
+    return fn
+
+
 def weight_fn() -> Callable:
     return lambda w, b, r, kk: w[r, kk]

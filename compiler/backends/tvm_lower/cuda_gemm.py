@@ -6,7 +6,9 @@ tvm_kernels/cuda_gemm.py:
   read as they are (no int32 copies of the activations), the weight packed and the zero point folded into the
   bias at compile time;
 * a float16 conv (2-D, ungrouped; --precision fp16): on float16 tensor cores, float32 sums rounded once,
-  the bias added in float16 after it (as the reference does).
+  the bias added in float16 after it (as the reference does);
+* a q.matmul of two int8 / uint8 activations (`batch_matmul`: an attention's Q K^T and P V): a GEMM per batch
+  entry on the int8 inner product.
 
 With `LowerCtx.unscheduled` the same computations are built unscheduled (they run on the CPU: how the tests
 check their arithmetic, as the GPU schedules' primitives keep a PrimFunc's meaning). `epilogue`: the fused
@@ -244,6 +246,40 @@ def matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], inner=DEFAULT, epi
                              const(kd.folded_bias(wt, None, zp - shift), "int32"), *epi_values], (1, rows, cols),
                         epilogue.dtype if epilogue is not None else "int32")
     return ctx.emit(R.reshape(y, shape[:-1] + (cols,)))
+
+
+def batch_matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr], epilogue: kd.Epilogue | None = None,
+                 epi_values: tuple = (), epi_key: tuple = (), b_rows: bool = False) -> relax.Expr | None:
+    """A q.matmul of two activations (an attention's Q K^T and P V): int8 or uint8 A (..., M, K) by int8 B
+    (..., K, N) with the same batch dimensions and no zero points, one GEMM per batch entry, the operands read as
+    they are (the generic lowering made int32 copies of both for an int32 SIMT matmul). int8 x int8 on the
+    target's int8 inner product (tensor cores by default); uint8 x int8 with dp4a, which takes the unsigned
+    operand as it is (a tensor core's shift of it to int8 would need B's column sums, folded into the bias only
+    for a constant weight). `b_rows`: args[1] is B transposed, (..., N, K) (a fused kernel's K of Q K^T, read in
+    place of the transpose). None where it does not apply."""
+    if node.op is not q.matmul or node.inputs[1].is_const:
+        return None
+    a, (x, w) = node.attrs, node.inputs[:2]
+    xdt, lead = tvm_dtype(x.type.dtype), x.type.shape[:-2]
+    if (a["a_zero_point"] or a["b_zero_point"] or a["weight_code"] or xdt not in OPERAND_DTYPES
+            or tvm_dtype(w.type.dtype) != "int8" or x.type.rank < 3 or w.type.shape[:-2] != lead):
+        return None
+    batch, (m, k), n = int(np.prod(lead)), x.type.shape[-2:], w.type.shape[-1]
+    inner = "dp4a" if xdt == "uint8" else _inner_and_shift(ctx, DEFAULT, xdt)[0]
+    simt = kd.pick_tile(m, n)
+    key = ("int8_batch_matmul", inner, ctx.unscheduled, batch, m, k, n, xdt, epi_key, b_rows)
+    run = 16 if k % 16 == 0 else 4
+    b_shape = (batch, n, k) if b_rows else (batch, k, n)
+
+    def make():
+        return kd.make_gemm(batch, m, n, k, ((batch, m, k), xdt), (b_shape, "int8"), kd.rows_fn(k, m, 0, xdt),
+                            kd.rows_fn(k, n, 0, "int8") if b_rows else kd.columns_fn(k, n), None, False, simt,
+                            (False, False), inner, _tvm_target(ctx), not ctx.unscheduled, epilogue,
+                            runs=(run, run if b_rows else 1))
+    gv = ctx.kernel(key, make, "int8_batch_matmul")
+    y = ctx.call_kernel(gv, [ctx.emit(R.reshape(args[0], (batch, m, k))), ctx.emit(R.reshape(args[1], b_shape)),
+                             *epi_values], (batch, m, n), epilogue.dtype if epilogue is not None else "int32")
+    return ctx.emit(R.reshape(y, node.outputs[0].type.shape))
 
 
 def float_conv(ctx: LowerCtx, node: Node, args: list[relax.Expr], epilogue: kd.Epilogue | None = None,

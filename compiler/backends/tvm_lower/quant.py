@@ -161,7 +161,8 @@ def _conv(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]
 
 @lowers(q.matmul)
 def _matmul(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Expr]:
-    if ctx.target.kind == "cuda" and (y := cuda_gemm.matmul(ctx, node, args)) is not None:
+    if ctx.target.kind == "cuda" and ((y := cuda_gemm.matmul(ctx, node, args)) is not None
+                                      or (y := cuda_gemm.batch_matmul(ctx, node, args)) is not None):
         return [y]
     a = node.attrs
     x = _minus_zp(ctx, args[0], a["a_zero_point"])

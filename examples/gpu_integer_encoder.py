@@ -1,13 +1,16 @@
-"""I-ViT's I-LayerNorm on an NVIDIA GPU (compiler/backends/tvm_kernels/cuda_ivit.py), checked without one.
+"""An integer-only encoder's own kernels on an NVIDIA GPU, checked without one.
 
-    python examples/gpu_layernorm.py [sm_90|sm_80]
+    python examples/gpu_integer_encoder.py [sm_90|sm_80]
 
 A BERT-style encoder (2 layers, hidden 128, 2 heads, 128 tokens) compiled integer-only for `cuda -arch=...` through
-TVM: each q.layernorm is one kernel, a block per row, whose only divisions are the row's ten Newton steps and its
-factor, once per row (dlight's reduction schedule had put them in every element); the GPU program built for the CPU
-without its GPU schedules (`compiler.backends.tvm_cuda.build_for_cpu`) is compared with the reference interpreter,
-bit for bit; with ptxas on the PATH, the kernel's registers and spills. On a machine with a GPU the cuda build also
-runs there and is compared.
+TVM. It prints:
+- each q.layernorm kernel (compiler/backends/tvm_kernels/cuda_ivit.py): a block per row, whose only divisions are the
+  row's ten Newton steps and its factor, once per row (dlight's reduction schedule had put them in every element);
+- each attention matmul (Q K^T, P V: tvm_lower/cuda_gemm.batch_matmul): an int8 GEMM per batch entry, on mma.sync
+  (int8 x int8) or dp4a (uint8 x int8), and the type it writes (its requant fused: int16 scores, int8 context);
+- whether the GPU program built for the CPU without its GPU schedules (`compiler.backends.tvm_cuda.build_for_cpu`)
+  equals the reference interpreter, bit for bit; with ptxas on the PATH, these kernels' registers and spills.
+On a machine with a GPU the cuda build also runs there and is compared.
 """
 from __future__ import annotations
 
@@ -40,18 +43,23 @@ def main() -> None:
                     integer_only=True)
     print(f"TVM, {target}: {[n.op.name for n in g.walk()].count('q.layernorm')} q.layernorm")
     exe = TVM.build(g, Target.parse(target))
-    src = exe.source("cuda")
+    src, relax_text = exe.source("cuda"), exe.source("relax")
     for threads, name in re.findall(r"__launch_bounds__\((\d+)\) (\w+)\([^;{]*\)\s*\{", src):
+        body = src.split(f") {name}(")[-1].split("\n}\n")[0]
         if name.startswith("layernorm"):
-            body = src.split(f") {name}(")[-1].split("\n}\n")[0]
             print(f"    {name}: {threads} threads a row of 128 values, {body.count(' / ')} divisions a row "
                   f"(under threadIdx.x == 0)")
+        elif name.startswith("int8_batch_matmul"):
+            inner = "mma.sync" if "mma.sync" in body else "dp4a" if "__dp4a" in body else "int32 SIMT"
+            out = re.search(rf"cls\.{name.removesuffix('_kernel')}, .*?dtype=\"(\w+)\"", relax_text).group(1)
+            print(f"    {name}: {inner}, writes {out}")
     want = interp.run(g, ids)[0]
     got = tvm_cuda.build_for_cpu(g, Target.parse(target))(ids)[0]
     print(f"    the GPU program built for the CPU vs the interpreter: "
           f"{'bit-exact' if np.array_equal(got, want) else 'DIFFERENT'}")
-    for line in ptxas_usage(exe.source("ptx"), arch, "layernorm"):
-        print(f"    {line}")
+    for holds in ("layernorm", "batch_matmul"):
+        for line in ptxas_usage(exe.source("ptx"), arch, holds):
+            print(f"    {line}")
     if tvm_cuda.gpu_available():
         print(f"    on the GPU: {'bit-exact' if np.array_equal(exe.run([ids])[0], want) else 'DIFFERENT'}")
 
