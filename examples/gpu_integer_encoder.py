@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compiler import interp  # noqa: E402
@@ -27,20 +26,14 @@ from compiler.api import final_ir  # noqa: E402
 from compiler.backends import tvm_cuda  # noqa: E402
 from compiler.backends.tvm import BACKEND as TVM  # noqa: E402
 from compiler.target import Target  # noqa: E402
-from examples import zoo  # noqa: E402
-from examples.gpu_integer_attention import ptxas_usage  # noqa: E402
+from examples.gpu_integer_attention import integer_encoder, ptxas_usage  # noqa: E402
 
 
 def main() -> None:
     arch = sys.argv[1] if len(sys.argv) > 1 else "sm_90"
     target = f"cuda -arch={arch}"
-    torch.manual_seed(0)
-    model = zoo.BertEncoder(vocab=100, hidden=128, heads=2, ffn=256, layers=2, seq=128).eval()
-    rng = np.random.default_rng(0)
-    calib = [rng.integers(0, 100, (1, 128)) for _ in range(2)]
-    ids = rng.integers(0, 100, (1, 128))
-    g, _ = final_ir(model, target, example_inputs=(torch.tensor(ids),), quantize="int8", calibration=calib,
-                    integer_only=True)
+    model, ids, opts = integer_encoder()
+    g, _ = final_ir(model, target, **opts)
     print(f"TVM, {target}: {[n.op.name for n in g.walk()].count('q.layernorm')} q.layernorm")
     exe = TVM.build(g, Target.parse(target))
     src, relax_text = exe.source("cuda"), exe.source("relax")

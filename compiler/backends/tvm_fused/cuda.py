@@ -197,16 +197,17 @@ def _qmatmul_epilogue(kb: KernelBody, args: list) -> tuple[_Composer, kd.Epilogu
     mm = kb.anchor
     _data_and_weight(kb, mm)
     shape = mm.outputs[0].type.shape
-    lead = shape[:-1]
-
-    def index(b, r, c):
-        idx = []
-        for d in reversed(lead):
-            idx.append(r % d)
-            r = r // d
-        return (*reversed(idx), c)
-    comp = _Composer(kb, args, shape, len(shape) - 1, index)
+    comp = _Composer(kb, args, shape, len(shape) - 1, lambda b, r, c: (*_unravel(r, shape[:-1]), c))
     return comp, comp.epilogue()
+
+
+def _unravel(i, dims: tuple[int, ...]) -> tuple:
+    """The index in row-major `dims` of flat position i (a TIR expression)."""
+    idx = []
+    for d in reversed(dims):
+        idx.append(i % d)
+        i = i // d
+    return tuple(reversed(idx))
 
 
 def _batch_operands(kb: KernelBody) -> tuple[int, int, bool]:
@@ -230,15 +231,7 @@ def _batch_epilogue(kb: KernelBody, args: list) -> tuple[_Composer, kd.Epilogue 
     mm = kb.anchor
     _batch_operands(kb)
     shape = mm.outputs[0].type.shape
-    lead = shape[:-2]
-
-    def index(b, r, c):
-        idx = []
-        for d in reversed(lead):
-            idx.append(b % d)
-            b = b // d
-        return (*reversed(idx), r, c)
-    comp = _Composer(kb, args, shape, len(shape) - 1, index)
+    comp = _Composer(kb, args, shape, len(shape) - 1, lambda b, r, c: (*_unravel(b, shape[:-2]), r, c))
     return comp, comp.epilogue()
 
 
