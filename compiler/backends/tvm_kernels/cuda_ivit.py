@@ -104,4 +104,3 @@ def make_cuda_layernorm(shape: tuple[int, ...], in_dtype: str, shift: int, zero_
                                 + T.int64(zero_point), T.int64(qmax)), T.int64(qmin)))
 
     return finalize(layernorm)
-

@@ -116,6 +116,7 @@ def _rounded(op: str, x: te.Tensor, c: te.Tensor, cuda: bool) -> te.Tensor:
         if cuda:
             name = f"__d{op}_rn" if dt == "float64" else IEEE_OPS[op]
             return tirx.call_pure_extern(dt, name, a, b)
+        assert op == "mul", op          # on the CPU only products need it: LLVM does not contract a sum
         return tirx.call_llvm_pure_intrin(dt, "llvm.arithmetic.fence", a * b)
     return te.compute(out, body, name=f"fft_{op}")
 
