@@ -23,7 +23,7 @@ import dataclasses
 from collections.abc import Callable
 
 import numpy as np
-from tvm import relax, tirx
+from tvm import relax, te, tirx
 
 from compiler.backends.tvm_fused import emit
 from compiler.backends.tvm_fused.attention import _mask_arg, attention_plan
@@ -45,6 +45,7 @@ from compiler.ops import quant as q
 from compiler.ops import shape
 from compiler.types import DType
 
+OUT_EWISE_FUSABLE = 4      # relax's kOutEWiseFusable: elementwise consumers may join, nothing else
 INT32_BINARY = {ew.add: lambda x, y: x + y, ew.sub: lambda x, y: x - y}
 
 
@@ -323,12 +324,22 @@ def emit_attention(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> rel
 
 def emit_pool(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Expr:
     """A pool on NCHW{b}c data (an int8 max pool between the blocked convs, a float32 global average pool after
-    them) as one kernel on the blocked layout (tvm_kernels/pool.pool2d_te, scheduled by dlight); plain pools are
-    lowered op by op."""
+    them) as one kernel on the blocked layout (tvm_kernels/pool.pool2d_te, scheduled by dlight; a max pool's
+    window unrolled, a thread per output); plain pools are lowered op by op."""
     spec, xi = pool_spec(kb)
     if not spec.block:
         raise NotFusable("a plain pool")
-    return ctx.emit_te(lambda x: kpool.pool2d_te(spec, x), args[xi], name=f"{spec.kind}_pool2d")
+    window = spec.kh * spec.kw if spec.kind == "max" else 0
+    if not 0 < window <= kpool.UNROLLED_WINDOW:
+        return ctx.emit_te(lambda x: kpool.pool2d_te(spec, x), args[xi], name=f"{spec.kind}_pool2d")
+
+    def make() -> tirx.PrimFunc:        # the window unrolled: a thread per output (pool2d_te)
+        x = te.placeholder(kpool.pool_in_shape(spec), spec.dtype, "x")
+        # "fusable at its output" (kOutEWiseFusable): injective, FuseOps would inline it into a following pool,
+        # which then loads its window's windows (YOLOv8n's SPPF: three 5 x 5 pools in a row, 25^3 loads an output)
+        return te.create_prim_func([x, kpool.pool2d_te(spec, x, True)]).with_attr("op_pattern", OUT_EWISE_FUSABLE)
+    gv = ctx.kernel(("cuda_max_pool", spec), make, "max_pool2d")
+    return ctx.call_kernel(gv, [args[xi]], kpool.pool_out_shape(spec), spec.dtype)
 
 
 def gemm_spec(kb: KernelBody, target) -> GpuGemm:
