@@ -6,7 +6,8 @@ Its arithmetic is checked without a GPU: the GPU program of a graph (tvm_cuda.bu
 serial loops and global buffers) equals the interpreter bit for bit over int8 / uint8 / int16 inputs, every output
 type, rows whose length the block's threads do not divide, constant rows (variance 0), shift 0 and clamped outputs;
 the cuda build is that one kernel with two divisions, and ptxas assembles it without spills. Shiftmax (its TE
-lowering, fused with the requant after it) divides by its row sum in 32 bits where its dividend has 31, bit-exact."""
+lowering, fused with the requant after it) divides by its row sum in 32 bits where its dividend has 31, and a short
+row is read whole by each output (a thread per output), bit-exact."""
 from __future__ import annotations
 
 import re
@@ -101,14 +102,20 @@ def _shiftmax_graph(shape, dtype, out, scale, n, bits):
     ((3, 100), DType.I8, DType.I8, 0.05, 10, 31),
     ((2, 77), DType.I16, DType.I32, 0.002, 8, 31),
     ((5, 300), DType.I16, DType.I16, 0.004, 12, 40),
+    ((40, 16), DType.I8, DType.U8, 0.05, 10, 31),           # short rows (YOLOv8n's DFL: 16 bins)
+    ((2, 3, 32, 32), DType.I16, DType.I16, 0.004, 12, 40),
 ])
 def test_gpu_shiftmax_divides_in_32_bits_where_its_dividend_has_31(shape, dtype, out, scale, n, bits):
     """Shiftmax's factor (2^D - 1) // min(sum, 2^31 - 1), which dlight's schedule computes in every element: with
     D = 31 both operands are positive int32s and the division is a 32-bit one (a 64-bit division is emulated on a
-    GPU); the GPU program is the reference bit for bit either way."""
+    GPU). A row of at most SHORT_ROW values is read whole by each output, a thread per output with no reduction
+    (no shared memory), where dlight gave every row a block of 256 threads. The GPU program is the reference bit
+    for bit either way."""
+    from compiler.backends.tvm_lower.ivit import SHORT_ROW
     g = _shiftmax_graph(shape, dtype, out, scale, n, bits)
     src = BACKEND.build(g, TARGET).source("cuda")
     assert ("2147483647 / ((int)" in src) == (bits == 31) and "(int64_t)2147483647 / " not in src
+    assert ("__shared__" in src) == (shape[-1] > SHORT_ROW)
     x = _feed(shape, dtype)
     got = tvm_cuda.build_for_cpu(g, TARGET)(x)[0]
     ref = interp.run(g, x)[0]
