@@ -1,7 +1,8 @@
 """Max pools on the GPU's blocked layout (compiler/backends/tvm_fused/cuda.emit_pool, tvm_kernels/pool.pool2d_te with
 `unrolled`): each output's window maximum is one expression, a thread per output, where dlight's GPU reduction
-schedule gave every output a block of 256 threads for its 9 or 25 values; a pool that follows a pool (YOLOv8n's SPPF)
-stays a kernel of its own (FuseOps inlining it would load its window's windows).
+schedule gave every output a block of 256 threads for its 9 or 25 values; an elementwise consumer joins the pool's
+kernel, but a pool that follows a pool (YOLOv8n's SPPF) stays a kernel of its own (FuseOps inlining it would load its
+window's windows).
 
 Checked without a GPU: the launches and each pool kernel's grid (threads = outputs) in the cuda build; the GPU
 program built for the CPU (tvm_cuda.build_for_cpu) equals the interpreter, integer-only INT8 bit for bit, FP16 within
@@ -39,7 +40,7 @@ class _Pools(nn.Module):
         self.head = nn.Conv2d(64, 16, 1)
 
     def forward(self, x):
-        x = self.pool(torch.relu(self.stem(x)))
+        x = self.pool(torch.relu(self.stem(x))) * 0.5 + 0.25     # an elementwise consumer FuseOps joins to the pool
         y = torch.relu(self.mid(x))
         a = self.sppf(y)
         b = self.sppf(a)
@@ -72,7 +73,8 @@ def test_blocked_max_pools_are_a_thread_per_output_and_exact(mode):
     exe = BACKEND.build(g, Target.parse(TARGET))
     launches = exe.launches()
     pools = [k for k in launches if "max_pool2d" in k]
-    assert len(pools) == 4 and all(k.startswith("max_pool2d") for k in pools), launches      # none fused into another
+    assert len(pools) == 4 and all(k.count("max_pool2d") == 1 for k in pools), launches     # none fused into another
+    assert pools[0].startswith("fused_max_pool2d"), launches      # the stem pool with its elementwise consumer
     outputs = {2 * 16 * 10 * 10}              # every pool writes (2, 1, 10, 10, 16): the stem's 20 x 20 halved
     assert {_grid(exe._tir_text, k) for k in pools} <= {-(-o // 1024) * 1024 for o in outputs} | outputs, \
         [_grid(exe._tir_text, k) for k in pools]

@@ -334,7 +334,7 @@ def emit_pool(ctx: LowerCtx, kb: KernelBody, args: list[relax.Expr]) -> relax.Ex
         return ctx.emit_te(lambda x: kpool.pool2d_te(spec, x), args[xi], name=f"{spec.kind}_pool2d")
 
     def make() -> tirx.PrimFunc:        # the window unrolled: a thread per output (pool2d_te)
-        x = te.placeholder(kpool.pool_in_shape(spec), spec.dtype, "x")
+        x = te.placeholder([tirx.IntImm("int64", d) for d in kpool.pool_in_shape(spec)], spec.dtype, "x")
         # "fusable at its output" (kOutEWiseFusable): injective, FuseOps would inline it into a following pool,
         # which then loads its window's windows (YOLOv8n's SPPF: three 5 x 5 pools in a row, 25^3 loads an output)
         return te.create_prim_func([x, kpool.pool2d_te(spec, x, True)]).with_attr("op_pattern", OUT_EWISE_FUSABLE)

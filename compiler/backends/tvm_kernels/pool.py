@@ -96,7 +96,10 @@ def pool2d_te(spec: PoolSpec, x: te.Tensor, unrolled: bool = False) -> te.Tensor
     oshape = pool_out_shape(spec)
     if unrolled:
         assert spec.kind == "max" and kh * kw <= UNROLLED_WINDOW, (spec.kind, kh, kw)
-        return te.compute(oshape, lambda *i: _window_max(spec, x, i), name="pool")
+        # int64 extents, as Relax's legalized operations have theirs: FuseTIR maps a tensor shared with a fused
+        # elementwise consumer to one buffer and requires the same shape types
+        return te.compute([tirx.IntImm("int64", d) for d in oshape], lambda *i: _window_max(spec, x, i),
+                          name="pool")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
     is_max = spec.kind in ("max", "global_max")
