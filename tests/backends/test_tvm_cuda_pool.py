@@ -4,12 +4,11 @@ schedule gave every output a block of 256 threads for its 9 or 25 values; an ele
 kernel, but a pool that follows a pool (YOLOv8n's SPPF) stays a kernel of its own (FuseOps inlining it would load its
 window's windows).
 
-Checked without a GPU: the launches and each pool kernel's grid (threads = outputs) in the cuda build; the GPU
+Checked without a GPU: the launches and each pool kernel's grid (threads = outputs: benchmarks/gpu_grids.py) in the
+cuda build; the GPU
 program built for the CPU (tvm_cuda.build_for_cpu) equals the interpreter, integer-only INT8 bit for bit, FP16 within
 its convs' float32 summation order."""
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 
+from benchmarks import gpu_grids  # noqa: E402
 from compiler import interp  # noqa: E402
 from compiler.api import final_ir  # noqa: E402
 from compiler.backends import tvm_cuda  # noqa: E402
@@ -58,15 +58,6 @@ def _final(mode: str):
     return g, xs[0]
 
 
-def _grid(tir: str, kernel: str) -> int:
-    """Threads a launch of `kernel` runs (blockIdx extents x threadIdx extents of its scheduled TIR)."""
-    f = tir.split(f"def {kernel}(")[1].split("@T.prim_func")[0]
-    extent: dict[str, int] = {}
-    for n, tag in re.findall(r'T\.thread_binding\((?:T\.int64\()?(\d+)\)?, thread="((?:blockIdx|threadIdx)\.[xyz])"', f):
-        extent[tag] = max(extent.get(tag, 1), int(n))
-    return int(np.prod(list(extent.values())))
-
-
 @pytest.mark.parametrize("mode", ["int8", "fp16"])
 def test_blocked_max_pools_are_a_thread_per_output_and_exact(mode):
     g, x = _final(mode)
@@ -75,9 +66,10 @@ def test_blocked_max_pools_are_a_thread_per_output_and_exact(mode):
     pools = [k for k in launches if "max_pool2d" in k]
     assert len(pools) == 4 and all(k.count("max_pool2d") == 1 for k in pools), launches     # none fused into another
     assert pools[0].startswith("fused_max_pool2d"), launches      # the stem pool with its elementwise consumer
-    outputs = {2 * 16 * 10 * 10}              # every pool writes (2, 1, 10, 10, 16): the stem's 20 x 20 halved
-    assert {_grid(exe._tir_text, k) for k in pools} <= {-(-o // 1024) * 1024 for o in outputs} | outputs, \
-        [_grid(exe._tir_text, k) for k in pools]
+    grids = {k: (blocks, threads, written) for k, blocks, threads, written in gpu_grids.launches(exe)}
+    for k in pools:             # a thread per output: (2, 1, 10, 10, 16), the stem's 20 x 20 halved
+        blocks, threads, written = grids[k]
+        assert written == 2 * 16 * 10 * 10 and blocks == -(-written // threads), (k, grids[k])
     got = tvm_cuda.build_for_cpu(g, Target.parse(TARGET))(x)
     for a, b in zip(got, interp.run(g, x)):
         if mode == "int8":
