@@ -55,11 +55,7 @@ def ptxas_usage(ptx: str, arch: str, holds: str = "qattention") -> list[str]:
 def integer_encoder(**options) -> tuple[torch.nn.Module, np.ndarray, dict]:
     """(a BERT-style encoder: 2 layers, hidden 128, 2 heads, 128 tokens; token ids; compile options for it
     integer-only, calibrated on two random batches, with `options`)."""
-    torch.manual_seed(0)
-    model = zoo.BertEncoder(vocab=100, hidden=128, heads=2, ffn=256, layers=2, seq=128).eval()
-    rng = np.random.default_rng(0)
-    calib = [rng.integers(0, 100, (1, 128)) for _ in range(2)]
-    ids = rng.integers(0, 100, (1, 128))
+    model, ids, calib = zoo.seeded_encoder(hidden=128, heads=2, ffn=256, layers=2, seq=128)
     return model, ids, dict(example_inputs=(torch.tensor(ids),), quantize="int8", calibration=calib,
                             integer_only=True, **options)
 

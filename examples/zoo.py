@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -116,6 +117,17 @@ class BertEncoder(nn.Module):
     def forward(self, ids):
         x = self.layers(self.ln(self.tok(ids) + self.pos))
         return torch.tanh(self.pool(x[:, 0]))
+
+
+def seeded_encoder(hidden: int, heads: int, ffn: int, layers: int, seq: int, batch: int = 1, vocab: int = 100,
+                   seed: int = 0) -> tuple[BertEncoder, np.ndarray, list[np.ndarray]]:
+    """(a BertEncoder with torch seeded by `seed`, token ids (batch, seq), two calibration batches of ids), the
+    ids from numpy's default_rng(seed): the calibration batches first, then the input."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = BertEncoder(vocab=vocab, hidden=hidden, heads=heads, ffn=ffn, layers=layers, seq=seq).eval()
+    calib = [rng.integers(0, vocab, (batch, seq)) for _ in range(2)]
+    return model, rng.integers(0, vocab, (batch, seq)), calib
 
 
 class TinyCNN(nn.Module):

@@ -161,12 +161,8 @@ def test_an_integer_encoder_with_integer_attention_builds_for_cuda():
     torch = pytest.importorskip("torch")
     import compiler
     from compiler.api import final_ir
-    from examples.zoo import BertEncoder
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    model = BertEncoder(vocab=100, hidden=64, heads=4, ffn=128, layers=2, seq=32).eval()
-    calib = [rng.integers(0, 100, (2, 32)) for _ in range(2)]
-    x = rng.integers(0, 100, (2, 32))
+    from examples.zoo import seeded_encoder
+    model, x, calib = seeded_encoder(hidden=64, heads=4, ffn=128, layers=2, seq=32, batch=2)
     opts = dict(example_inputs=(torch.tensor(x),), quantize="int8", calibration=calib, integer_only=True,
                 integer_attention=True)
     g, _ = final_ir(model, "cuda -arch=sm_90", **opts)

@@ -54,12 +54,8 @@ def test_integer_encoder_with_one_pass_attention():
     torch = pytest.importorskip("torch")
     import compiler
     from compiler.api import final_ir
-    from examples.zoo import BertEncoder
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    model = BertEncoder(vocab=100, hidden=64, heads=4, ffn=128, layers=4, seq=128).eval()
-    calib = [rng.integers(0, 100, (2, 128)) for _ in range(2)]
-    x = rng.integers(0, 100, (2, 128))
+    from examples.zoo import seeded_encoder
+    model, x, calib = seeded_encoder(hidden=64, heads=4, ffn=128, layers=4, seq=128, batch=2)
     with torch.no_grad():
         want = model(torch.tensor(x)).numpy().ravel()
     opts = dict(example_inputs=(torch.tensor(x),), quantize="int8", calibration=calib, integer_only=True)

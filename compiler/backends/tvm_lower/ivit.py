@@ -12,6 +12,7 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from compiler.backends.tvm_kernels import cuda_ivit
+from compiler.backends.tvm_lower.nn import SHORT_ROW  # a Shiftmax row read whole as a softmax's
 from compiler.backends.tvm_lower.registry import LowerCtx, lowers, shape_of, tvm_dtype
 from compiler.ir import Node
 from compiler.ops import ivit
@@ -49,9 +50,6 @@ def _row_reduce(x: te.Tensor, axis: int, body, kind: str, name: str) -> te.Tenso
 
 def _row(i: tuple, axis: int) -> tuple:
     return i[:axis] + (0,) + i[axis + 1:]
-
-
-SHORT_ROW = 32     # on cuda a Shiftmax row of at most this many values is read whole by each output (`short`)
 
 
 def _factor(total: tirx.PrimExpr, d: int) -> tirx.PrimExpr:

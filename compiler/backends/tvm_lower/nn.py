@@ -114,7 +114,8 @@ def _softmax(ctx: LowerCtx, node: Node, args: list[relax.Expr]) -> list[relax.Ex
     return [R.reshape(y, shape)]
 
 
-SHORT_ROW = 32      # on cuda a softmax row of at most this many values is read whole by each output
+SHORT_ROW = 32      # on cuda a softmax (or Shiftmax, tvm_lower/ivit.py) row of at most this many values is read
+#                    whole by each output
 
 
 def _short_softmax_te(x: te.Tensor, axis: int) -> te.Tensor:
